@@ -1,0 +1,145 @@
+//! Finds frames whose IP source or destination is a loopback address.
+//!
+//! Benign frames are the hot path: an IPv4 frame costs one ethertype check, one bounds check and
+//! two byte compares before it is known not to match; an IPv6 frame one ethertype check, one
+//! bounds check and two 64-bit compares. Header validation (version, IHL) runs only for frames
+//! whose addresses already look like loopback.
+
+use core::mem::size_of;
+
+use crate::{Address, Family, LoopbackMatch};
+
+/// Read access to a frame, starting at its Ethernet header.
+pub trait Frame {
+    /// Length of the frame in bytes.
+    fn len(&self) -> usize;
+
+    /// The `T` stored `offset` bytes into the frame, or `None` if it would end past the frame.
+    fn load<T: Copy>(&self, offset: usize) -> Option<T>;
+}
+
+impl Frame for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn load<T: Copy>(&self, offset: usize) -> Option<T> {
+        let bytes = self.get(offset..offset.checked_add(size_of::<T>())?)?;
+        // SAFETY: `bytes` holds exactly `size_of::<T>()` bytes; every `T` read here is plain data
+        // (integers and byte arrays) for which any bit pattern is valid.
+        Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+    }
+}
+
+const ETHERNET_HEADER_LEN: usize = 14;
+const VLAN_TAG_LEN: usize = 4;
+const MAX_VLAN_TAGS: u32 = 2;
+
+// Ethertypes as they sit in memory, compared without a byte swap.
+const ETHERTYPE_IPV4: u16 = u16::from_ne_bytes([0x08, 0x00]);
+const ETHERTYPE_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
+const ETHERTYPE_VLAN: u16 = u16::from_ne_bytes([0x81, 0x00]);
+const ETHERTYPE_QINQ: u16 = u16::from_ne_bytes([0x88, 0xa8]);
+const ETHERTYPE_QINQ_OLD: u16 = u16::from_ne_bytes([0x91, 0x00]);
+
+const IPV4_MIN_HEADER_LEN: usize = 20;
+const IPV4_SOURCE_OFFSET: usize = 12;
+// 127.0.0.0/8 as it sits in memory.
+const IPV4_LOOPBACK_NET: u32 = u32::from_ne_bytes([127, 0, 0, 0]);
+const IPV4_LOOPBACK_MASK: u32 = u32::from_ne_bytes([0xff, 0, 0, 0]);
+
+const IPV6_SOURCE_OFFSET: usize = 8;
+// The low 64 bits of `::1` and the fixed part of `::ffff:127.0.0.0/104`, as they sit in memory.
+const IPV6_LOOPBACK_LOW: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0, 1]);
+const IPV4_MAPPED_LOOPBACK_LOW: u64 = u64::from_ne_bytes([0, 0, 0xff, 0xff, 127, 0, 0, 0]);
+const IPV4_MAPPED_LOOPBACK_MASK: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0]);
+
+/// Classifies a frame: `Some` when it is a well-formed IPv4 or IPv6 packet, behind at most two
+/// VLAN tags (802.1Q, 802.1ad, or the pre-standard 0x9100), whose source or destination is
+/// loopback. Truncated and malformed frames, and frames behind more tags, are never matched.
+#[inline(always)]
+pub fn classify<F: Frame + ?Sized>(frame: &F) -> Option<LoopbackMatch> {
+    let mut l3_offset = ETHERNET_HEADER_LEN;
+    let mut ethertype: u16 = frame.load(l3_offset - 2)?;
+    let mut vlan_tags = 0;
+    // Untagged IP is tested first: it is nearly all traffic.
+    loop {
+        if ethertype == ETHERTYPE_IPV4 {
+            return classify_ipv4(frame, l3_offset);
+        }
+        if ethertype == ETHERTYPE_IPV6 {
+            return classify_ipv6(frame, l3_offset);
+        }
+        if vlan_tags == MAX_VLAN_TAGS || !is_vlan(ethertype) {
+            return None;
+        }
+        ethertype = frame.load(l3_offset + 2)?;
+        l3_offset += VLAN_TAG_LEN;
+        vlan_tags += 1;
+    }
+}
+
+#[inline(always)]
+fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ || ethertype == ETHERTYPE_QINQ_OLD
+}
+
+/// Addresses are at fixed offsets whatever the IHL, so fragments (first or not) and packets with
+/// options are read the same way; IHL only decides whether the header is well formed.
+#[inline(always)]
+fn classify_ipv4<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<LoopbackMatch> {
+    let [source, destination]: [u32; 2] = frame.load(l3_offset + IPV4_SOURCE_OFFSET)?;
+    let source = source & IPV4_LOOPBACK_MASK == IPV4_LOOPBACK_NET;
+    let destination = destination & IPV4_LOOPBACK_MASK == IPV4_LOOPBACK_NET;
+    let address = Address::from_flags(source, destination)?;
+
+    let version_ihl: u8 = frame.load(l3_offset)?;
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4
+        || header_len < IPV4_MIN_HEADER_LEN
+        || l3_offset + header_len > frame.len()
+    {
+        return None;
+    }
+    Some(LoopbackMatch {
+        family: Family::Ipv4,
+        address,
+    })
+}
+
+#[inline(always)]
+fn classify_ipv6<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<LoopbackMatch> {
+    // Source then destination, each as (high, low) 64-bit halves; they end the fixed header, so
+    // loading them also proves the whole header is in the frame.
+    let addresses: [u64; 4] = frame.load(l3_offset + IPV6_SOURCE_OFFSET)?;
+    // Both loopback forms have an all-zero upper half; most real traffic does not.
+    if addresses[0] != 0 && addresses[2] != 0 {
+        return None;
+    }
+    let source = ipv6_loopback_family(addresses[0], addresses[1]);
+    let destination = ipv6_loopback_family(addresses[2], addresses[3]);
+    let address = Address::from_flags(source.is_some(), destination.is_some())?;
+
+    let version: u8 = frame.load(l3_offset)?;
+    if version >> 4 != 6 {
+        return None;
+    }
+    let family = match (source, destination) {
+        (Some(Family::Ipv6), _) | (_, Some(Family::Ipv6)) => Family::Ipv6,
+        _ => Family::Ipv4Mapped,
+    };
+    Some(LoopbackMatch { family, address })
+}
+
+#[inline(always)]
+fn ipv6_loopback_family(high: u64, low: u64) -> Option<Family> {
+    if high != 0 {
+        None
+    } else if low == IPV6_LOOPBACK_LOW {
+        Some(Family::Ipv6)
+    } else if low & IPV4_MAPPED_LOOPBACK_MASK == IPV4_MAPPED_LOOPBACK_LOW {
+        Some(Family::Ipv4Mapped)
+    } else {
+        None
+    }
+}

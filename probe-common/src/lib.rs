@@ -1,0 +1,119 @@
+//! What the localnet-probe XDP program and its loader share: the loopback-frame classifier, the
+//! class encoding used to index the counters, and the `#[repr(C)]` map keys and values.
+//!
+//! The kernel program calls exactly these functions, so host tests of this crate test the rules
+//! the kernel runs.
+#![no_std]
+
+mod classify;
+mod maps;
+
+pub use classify::{Frame, classify};
+pub use maps::{
+    CLASSES_PER_INTERFACE, COUNTER_SLOTS, Counter, IfaceConfig, MAX_INTERFACES, Mode, counter_index,
+};
+
+/// The IP family a matched frame's loopback address belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Family {
+    /// IPv4 127.0.0.0/8.
+    Ipv4 = 0,
+    /// IPv6 `::1`.
+    Ipv6 = 1,
+    /// IPv6 `::ffff:127.0.0.0/104`, the IPv4-mapped form of 127.0.0.0/8.
+    Ipv4Mapped = 2,
+}
+
+impl Family {
+    pub const ALL: [Self; 3] = [Self::Ipv4, Self::Ipv6, Self::Ipv4Mapped];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+            Self::Ipv4Mapped => "ipv4-mapped",
+        }
+    }
+}
+
+/// Which of a matched frame's addresses is loopback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Address {
+    Source = 0,
+    Destination = 1,
+    Both = 2,
+}
+
+impl Address {
+    pub const ALL: [Self; 3] = [Self::Source, Self::Destination, Self::Both];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Destination => "destination",
+            Self::Both => "both",
+        }
+    }
+
+    /// `None` when neither address is loopback.
+    #[inline(always)]
+    pub const fn from_flags(source: bool, destination: bool) -> Option<Self> {
+        match (source, destination) {
+            (true, true) => Some(Self::Both),
+            (true, false) => Some(Self::Source),
+            (false, true) => Some(Self::Destination),
+            (false, false) => None,
+        }
+    }
+}
+
+/// What the XDP program did with a matched frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Action {
+    Passed = 0,
+    Dropped = 1,
+}
+
+impl Action {
+    pub const ALL: [Self; 2] = [Self::Passed, Self::Dropped];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+/// Why a frame matched: the family of its loopback address and which address it was.
+///
+/// A frame whose two addresses are loopback in different IPv6 forms (`::1` and
+/// `::ffff:127.x.y.z`) is counted as [`Family::Ipv6`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LoopbackMatch {
+    pub family: Family,
+    pub address: Address,
+}
+
+impl LoopbackMatch {
+    /// Number of distinct matches, the size of one interface's block of counters per action.
+    pub const COUNT: u32 = 9;
+
+    /// Every match, in [`LoopbackMatch::index`] order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        Family::ALL.into_iter().flat_map(|family| {
+            Address::ALL
+                .into_iter()
+                .map(move |address| Self { family, address })
+        })
+    }
+
+    /// Dense index in `0..COUNT`.
+    #[inline(always)]
+    pub const fn index(self) -> u32 {
+        self.family as u32 * 3 + self.address as u32
+    }
+}

@@ -1,0 +1,29 @@
+//! What the process may do, checked before anything is loaded so the error names what is missing.
+
+use caps::{CapSet, Capability};
+
+/// `None` when the effective set allows loading and attaching XDP programs; otherwise one
+/// sentence saying what is missing.
+pub fn missing() -> Option<String> {
+    let effective = match caps::read(None, CapSet::Effective) {
+        Ok(effective) => effective,
+        Err(error) => return Some(format!("cannot read this process's capabilities: {error}")),
+    };
+    let bpf =
+        effective.contains(&Capability::CAP_BPF) || effective.contains(&Capability::CAP_SYS_ADMIN);
+    let net_admin = effective.contains(&Capability::CAP_NET_ADMIN);
+    let missing: Vec<&str> = [
+        (!bpf).then_some("CAP_BPF"),
+        (!net_admin).then_some("CAP_NET_ADMIN"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "localnet-probe needs {} to load and attach XDP programs: run it as root (sudo) or \
+             grant the capabilities",
+            missing.join(" and ")
+        )
+    })
+}

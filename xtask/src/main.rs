@@ -1,0 +1,235 @@
+//! `cargo xtask`: everything localnet-probe needs beyond `cargo build`, from a fresh machine.
+
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    os::unix::{fs::MetadataExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser};
+
+/// The nightly toolchain that builds the eBPF crate; its LLVM must be bpf-linker's.
+const NIGHTLY: &str = "nightly";
+const LLVM_MAJOR: &str = "22";
+const BPF_LINKER_VERSION: &str = "0.13";
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+enum Xtask {
+    /// Install what the build needs: rust-src for the nightly toolchain and bpf-linker.
+    Setup,
+    /// Set up, then build target/{debug,release}/localnet-probe with the XDP object embedded.
+    Build(BuildArgs),
+    /// Set up, build, and run localnet-probe with the arguments after `--`.
+    Run(RunArgs),
+    /// Set up, then run every test: host, BPF_PROG_TEST_RUN and netns integration (needs root).
+    Test,
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// Build with the release profile.
+    #[arg(long)]
+    release: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Arguments for localnet-probe, e.g. `-- run --iface eth0`.
+    #[arg(last = true)]
+    args: Vec<OsString>,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Xtask::parse() {
+        Xtask::Setup => setup(),
+        Xtask::Build(args) => build(&args).map(drop),
+        Xtask::Run(args) => {
+            let binary = build(&args.build)?;
+            let error = Command::new(&binary).args(&args.args).exec();
+            Err(error).with_context(|| format!("cannot run {}", binary.display()))
+        }
+        Xtask::Test => test(),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(command: &mut Command) -> anyhow::Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+fn setup() -> anyhow::Result<()> {
+    ensure_rust_src()?;
+    ensure_bpf_linker()
+}
+
+fn ensure_rust_src() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]))
+    .context("the nightly toolchain is needed to build the eBPF program")?;
+    if !installed.lines().any(|line| line.starts_with("rust-src")) {
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
+    }
+    let llvm = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"]))?;
+    let llvm_major = llvm
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .and_then(|version| version.split('.').next());
+    if llvm_major != Some(LLVM_MAJOR) {
+        bail!(
+            "the {NIGHTLY} toolchain uses LLVM {llvm_major:?}, bpf-linker here is built for LLVM \
+             {LLVM_MAJOR}; they must match"
+        );
+    }
+    Ok(())
+}
+
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    if let Ok(version) = output(Command::new("bpf-linker").arg("--version")) {
+        if version
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|v| v.starts_with(&format!("{BPF_LINKER_VERSION}.")))
+        {
+            return Ok(());
+        }
+        eprintln!("xtask: replacing {}", version.trim());
+    }
+
+    let mut install = Command::new("cargo");
+    install.args([
+        "install",
+        "bpf-linker",
+        "--locked",
+        "--force",
+        "--version",
+        &format!("~{BPF_LINKER_VERSION}"),
+        "--no-default-features",
+    ]);
+    let debian_llvm = PathBuf::from(format!("/usr/lib/llvm-{LLVM_MAJOR}"));
+    if debian_llvm.join("bin/llvm-config").exists() {
+        eprintln!(
+            "xtask: building bpf-linker against {}",
+            debian_llvm.display()
+        );
+        install
+            .args(["--features", &format!("llvm-{LLVM_MAJOR}")])
+            .env("LLVM_PREFIX", &debian_llvm);
+    } else {
+        // No system LLVM: link the nightly toolchain's own libLLVM, which is the same major.
+        let sysroot =
+            output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
+        let lib_dir = Path::new(sysroot.trim()).join("lib");
+        let library = fs::read_dir(&lib_dir)
+            .with_context(|| format!("cannot read {}", lib_dir.display()))?
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .find(|name| {
+                name.starts_with(&format!("libLLVM-{LLVM_MAJOR}")) && name.ends_with(".so")
+            })
+            .with_context(|| {
+                format!(
+                    "no libLLVM-{LLVM_MAJOR} in {}; install Debian's llvm-{LLVM_MAJOR}-dev instead",
+                    lib_dir.display()
+                )
+            })?;
+        let link_name = library
+            .strip_prefix("lib")
+            .and_then(|name| name.strip_suffix(".so"))
+            .expect("matched above");
+        eprintln!(
+            "xtask: building bpf-linker against {}",
+            lib_dir.join(&library).display()
+        );
+        let lib_dir = lib_dir.display();
+        install
+            .args(["--features", &format!("llvm-{LLVM_MAJOR},no-llvm-linking")])
+            .env(
+                "RUSTFLAGS",
+                format!(
+                    "-C link-arg=-L{lib_dir} -C link-arg=-l{link_name} -C link-arg=-Wl,-rpath,{lib_dir}"
+                ),
+            );
+    }
+    run(&mut install)
+}
+
+fn build(args: &BuildArgs) -> anyhow::Result<PathBuf> {
+    setup()?;
+    let mut command = cargo();
+    command.args(["build", "--locked", "--package", "probe-user"]);
+    if args.release {
+        command.arg("--release");
+    }
+    run(&mut command)?;
+    let profile = if args.release { "release" } else { "debug" };
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    Ok(target_dir.join(profile).join("localnet-probe"))
+}
+
+fn is_root() -> anyhow::Result<bool> {
+    Ok(fs::metadata("/proc/self")
+        .context("cannot read /proc/self")?
+        .uid()
+        == 0)
+}
+
+fn test() -> anyhow::Result<()> {
+    if !is_root()? {
+        bail!(
+            "the BPF_PROG_TEST_RUN and network-namespace tests need root: run `sudo -E cargo xtask test`"
+        );
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        run(Command::new("apt-get").arg("update"))?;
+        run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "iproute2"]))
+            .context("the integration tests need iproute2's `ip`")?;
+    }
+    setup()?;
+    run(cargo()
+        .args(["test", "--locked"])
+        .env("RUST_BACKTRACE", "1"))
+}
