@@ -1,0 +1,362 @@
+//! Test hosts for the integration tests: network namespaces joined by a veth pair, raw-frame
+//! senders, sockets inside a namespace, and the `localnet-probe` binary run in one. Everything is
+//! removed on drop, also when a test fails. Traffic stays on the veth pair (198.18.0.0/15, fd00::/8).
+
+#![allow(dead_code, reason = "each test binary uses a different part of this module")]
+
+use std::{
+    fs::File,
+    io::{BufRead as _, BufReader, Read as _},
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const SENDER_MAC: [u8; 6] = [0x02, 0x4c, 0x50, 0, 0, 0x01];
+pub const RECEIVER_MAC: [u8; 6] = [0x02, 0x4c, 0x50, 0, 0, 0x02];
+pub const SENDER_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 1);
+pub const RECEIVER_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 2);
+pub const SENDER_IF: &str = "vtx";
+pub const RECEIVER_IF: &str = "vrx";
+
+pub fn ip(args: &[&str]) {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)");
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn unique_name(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "lnp-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = unique_name(tag);
+        ip(&["netns", "add", &name]);
+        let netns = Self { name };
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// `ip -n <netns> args…`
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full);
+    }
+
+    /// Sets a sysctl of this namespace, `key` as a path under /proc/sys.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let path = format!("/proc/sys/{key}");
+        self.enter(|| {
+            std::fs::write(&path, value).unwrap_or_else(|e| panic!("write {path}: {e}"));
+        });
+    }
+
+    /// Runs `f` on a thread that has joined this namespace; sockets it opens live there.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let netns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                    // SAFETY: plain syscall on a valid fd; it only moves this thread.
+                    let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("namespace thread panicked")
+        })
+    }
+
+    /// Whether `dev` carries an XDP program, per `ip link`.
+    pub fn has_xdp(&self, dev: &str) -> bool {
+        let output = Command::new("ip")
+            .args(["-n", &self.name, "-d", "link", "show", "dev", dev])
+            .output()
+            .expect("run ip");
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).contains("prog/xdp")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Two hosts: `sender` with `vtx` (198.18.0.1, fd00::1) and `receiver` with `vrx` (198.18.0.2,
+/// fd00::2), joined by a veth pair.
+pub struct Link {
+    pub sender: Netns,
+    pub receiver: Netns,
+}
+
+impl Link {
+    pub fn new(tag: &str) -> Self {
+        let sender = Netns::new(&format!("{tag}-tx"));
+        let receiver = Netns::new(&format!("{tag}-rx"));
+        let mac = |mac: [u8; 6]| {
+            mac.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        sender.ip(&[
+            "link", "add", SENDER_IF, "address", &mac(SENDER_MAC), "type", "veth", "peer", "name",
+            RECEIVER_IF, "address", &mac(RECEIVER_MAC), "netns", &receiver.name,
+        ]);
+        sender.ip(&["addr", "add", "198.18.0.1/24", "dev", SENDER_IF]);
+        sender.ip(&["addr", "add", "fd00::1/64", "dev", SENDER_IF, "nodad"]);
+        receiver.ip(&["addr", "add", "198.18.0.2/24", "dev", RECEIVER_IF]);
+        receiver.ip(&["addr", "add", "fd00::2/64", "dev", RECEIVER_IF, "nodad"]);
+        // A queue on the sender lets veth push back instead of dropping when the receiver's ring
+        // is full, so every frame sent is received.
+        sender.ip(&["link", "set", SENDER_IF, "txqueuelen", "10000"]);
+        Command::new("tc")
+            .args(["-n", &sender.name, "qdisc", "replace", "dev", SENDER_IF, "root", "pfifo", "limit", "10000"])
+            .status()
+            .expect("run tc");
+        sender.ip(&["link", "set", SENDER_IF, "up"]);
+        receiver.ip(&["link", "set", RECEIVER_IF, "up"]);
+        Self { sender, receiver }
+    }
+
+    /// An AF_PACKET socket on the sender's end of the pair.
+    pub fn raw_sender(&self) -> RawSender {
+        self.sender.enter(|| RawSender::open(SENDER_IF))
+    }
+
+    pub fn receiver_udp(&self, address: SocketAddr) -> UdpSocket {
+        self.receiver.enter(|| {
+            let socket = UdpSocket::bind(address).unwrap_or_else(|e| panic!("bind {address}: {e}"));
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("set timeout");
+            socket
+        })
+    }
+}
+
+/// Sends whole Ethernet frames out of one interface.
+pub struct RawSender {
+    fd: std::os::fd::OwnedFd,
+    ifindex: i32,
+}
+
+impl RawSender {
+    fn open(interface: &str) -> Self {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: plain syscalls; the fd is owned right away.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let name = std::ffi::CString::new(interface).unwrap();
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+        assert!(ifindex > 0, "no interface {interface}");
+        Self { fd, ifindex }
+    }
+
+    /// Sends `frame`, waiting out a full queue; panics if it cannot within a second.
+    pub fn send(&self, frame: &[u8]) {
+        // SAFETY: sockaddr_ll is plain data.
+        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_ifindex = self.ifindex;
+        address.sll_halen = 6;
+        address.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            // SAFETY: buffer and address are valid for the lengths given.
+            let sent = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const address).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if sent == frame.len() as isize {
+                return;
+            }
+            let error = std::io::Error::last_os_error();
+            let retry = matches!(error.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN));
+            assert!(retry && Instant::now() < deadline, "sendto: {error}");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Datagrams waiting on `socket`, read until none arrives for `quiet`.
+pub fn drain(socket: &UdpSocket, quiet: Duration) -> usize {
+    let mut buffer = [0; 2048];
+    let mut received = 0;
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        if socket.recv(&mut buffer).is_ok() {
+            received += 1;
+            last = Instant::now();
+        }
+    }
+    received
+}
+
+/// `localnet-probe run --json` running in a namespace; killed on drop if still running.
+pub struct ProbeProcess {
+    child: Child,
+    reports: Receiver<Value>,
+    stderr: Arc<Mutex<String>>,
+}
+
+pub const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
+
+impl ProbeProcess {
+    pub fn start(netns: &Netns, args: &[&str]) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &netns.name, PROBE, "run", "--json", "--interval", "0.1"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start localnet-probe");
+        let (sender, reports) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let report: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                if sender.send(report).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("piped");
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut chunk = [0; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        Self {
+            child,
+            reports,
+            stderr,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The first report that satisfies `done`, within `timeout`.
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.reports.recv_timeout(left) {
+                Ok(report) if done(&report) => return report,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no such report within {timeout:?}; stderr: {}", self.stderr())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("localnet-probe exited; stderr: {}", self.stderr())
+                }
+            }
+        }
+    }
+
+    /// Waits until the probe is attached and reporting.
+    pub fn wait_ready(&self) -> Value {
+        self.wait_for(Duration::from_secs(30), |_| true)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` and waits for the exit; returns the status and the last report.
+    pub fn stop(mut self, signal: i32) -> (ExitStatus, Option<Value>) {
+        // SAFETY: signals the child this test started, by its pid.
+        unsafe { libc::kill(self.pid(), signal) };
+        let status = wait_exit(&mut self.child, Duration::from_secs(20));
+        let last = self.reports.iter().last();
+        (status, last)
+    }
+}
+
+impl Drop for ProbeProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process {} did not exit", child.id());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The report's entry for `name`.
+pub fn interface<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["interfaces"]
+        .as_array()
+        .expect("interfaces array")
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {report}"))
+}
+
+/// Packets of one class in an interface entry (0 when the class is absent).
+pub fn class_packets(entry: &Value, family: &str, address: &str, action: &str) -> u64 {
+    entry["by_class"]
+        .as_array()
+        .expect("by_class array")
+        .iter()
+        .find(|c| c["family"] == family && c["address"] == address && c["action"] == action)
+        .map_or(0, |c| c["packets"].as_u64().expect("packets"))
+}
