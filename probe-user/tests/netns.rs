@@ -38,11 +38,18 @@ fn ten_thousand_loopback_frames_are_counted_exactly() {
     let other6: Ipv6Addr = "fd00::1".parse().unwrap();
     let kinds = [
         ipv4(SENDER_V4, lo4).macs(SENDER_MAC, RECEIVER_MAC).build(),
-        ipv4(lo4, RECEIVER_V4).macs(SENDER_MAC, RECEIVER_MAC).vlan(TPID_8021Q).build(),
+        ipv4(lo4, RECEIVER_V4)
+            .macs(SENDER_MAC, RECEIVER_MAC)
+            .vlan(TPID_8021Q)
+            .build(),
         ipv6(lo6, other6).macs(SENDER_MAC, RECEIVER_MAC).build(),
-        ipv6(other6, lo4.to_ipv6_mapped()).macs(SENDER_MAC, RECEIVER_MAC).build(),
+        ipv6(other6, lo4.to_ipv6_mapped())
+            .macs(SENDER_MAC, RECEIVER_MAC)
+            .build(),
     ];
-    let benign = ipv4(SENDER_V4, RECEIVER_V4).macs(SENDER_MAC, RECEIVER_MAC).build();
+    let benign = ipv4(SENDER_V4, RECEIVER_V4)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .build();
     let sender = link.raw_sender();
     for round in 0..2_500 {
         for frame in &kinds {
@@ -108,7 +115,11 @@ fn drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server() {
     };
 
     send_both();
-    assert_eq!(drain(&server, QUIET), SPOOFED, "route_localnet=1 lets them in");
+    assert_eq!(
+        drain(&server, QUIET),
+        SPOOFED,
+        "route_localnet=1 lets them in"
+    );
     assert_eq!(drain(&benign_server, QUIET), SPOOFED);
 
     let probe = ProbeProcess::start(&link.receiver, &["--iface", RECEIVER_IF, "--drop"]);
@@ -122,20 +133,34 @@ fn drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server() {
     assert_eq!(entry["exposed"], false, "drop mode closes the exposure");
     send_both();
     assert_eq!(drain(&server, QUIET), 0, "the probe drops them");
-    assert_eq!(drain(&benign_server, QUIET), SPOOFED, "benign traffic passes");
+    assert_eq!(
+        drain(&benign_server, QUIET),
+        SPOOFED,
+        "benign traffic passes"
+    );
     let report = probe.wait_for(Duration::from_secs(10), |report| {
         packets_matched(report) >= SPOOFED as u64
     });
     let entry = interface(&report, RECEIVER_IF);
-    assert_eq!(entry["packets_matched"], SPOOFED as u64, "benign frames are not counted");
+    assert_eq!(
+        entry["packets_matched"], SPOOFED as u64,
+        "benign frames are not counted"
+    );
     assert_eq!(entry["packets_dropped"], SPOOFED as u64);
-    assert_eq!(class_packets(entry, "ipv4", "destination", "dropped"), SPOOFED as u64);
+    assert_eq!(
+        class_packets(entry, "ipv4", "destination", "dropped"),
+        SPOOFED as u64
+    );
 
     let (status, _) = probe.stop(libc::SIGTERM);
     assert!(status.success(), "exit status {status}");
     assert!(!link.receiver.has_xdp(RECEIVER_IF));
     send_both();
-    assert_eq!(drain(&server, QUIET), SPOOFED, "without the probe they arrive again");
+    assert_eq!(
+        drain(&server, QUIET),
+        SPOOFED,
+        "without the probe they arrive again"
+    );
     assert_eq!(drain(&benign_server, QUIET), SPOOFED);
 }
 
@@ -159,7 +184,16 @@ fn monitor_mode_with_route_localnet_reports_the_exposure() {
 /// The warning on stderr names the interface and the fix.
 fn probe_stderr_warns(netns: &Netns) -> bool {
     let output = Command::new("ip")
-        .args(["netns", "exec", &netns.name, PROBE, "run", "--json", "--duration", "0.2"])
+        .args([
+            "netns",
+            "exec",
+            &netns.name,
+            PROBE,
+            "run",
+            "--json",
+            "--duration",
+            "0.2",
+        ])
         .output()
         .expect("run localnet-probe");
     assert!(output.status.success());
@@ -200,7 +234,16 @@ fn a_second_probe_is_refused_and_the_first_keeps_working() {
     let first = ProbeProcess::start(&link.receiver, &["--iface", RECEIVER_IF]);
     first.wait_ready();
     let output = Command::new("ip")
-        .args(["netns", "exec", &link.receiver.name, PROBE, "run", "--iface", RECEIVER_IF, "--json"])
+        .args([
+            "netns",
+            "exec",
+            &link.receiver.name,
+            PROBE,
+            "run",
+            "--iface",
+            RECEIVER_IF,
+            "--json",
+        ])
         .output()
         .expect("run a second localnet-probe");
     assert!(!output.status.success());
@@ -220,7 +263,9 @@ fn a_second_probe_is_refused_and_the_first_keeps_working() {
     for _ in 0..7 {
         sender.send(&frame);
     }
-    first.wait_for(Duration::from_secs(10), |report| packets_matched(report) == 7);
+    first.wait_for(Duration::from_secs(10), |report| {
+        packets_matched(report) == 7
+    });
     let (status, _) = first.stop(libc::SIGTERM);
     assert!(status.success());
 }
@@ -229,13 +274,24 @@ fn a_second_probe_is_refused_and_the_first_keeps_working() {
 fn unknown_interface_is_refused_and_nothing_is_attached() {
     let link = Link::new("unknown");
     let output = Command::new("ip")
-        .args(["netns", "exec", &link.receiver.name, PROBE, "run", "--iface", RECEIVER_IF, "--iface", "nope0"])
+        .args([
+            "netns",
+            "exec",
+            &link.receiver.name,
+            PROBE,
+            "run",
+            "--iface",
+            RECEIVER_IF,
+            "--iface",
+            "nope0",
+        ])
         .output()
         .expect("run localnet-probe");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("unknown interface \"nope0\" given to --iface") && stderr.contains(RECEIVER_IF),
+        stderr.contains("unknown interface \"nope0\" given to --iface")
+            && stderr.contains(RECEIVER_IF),
         "{stderr}"
     );
     assert!(!link.receiver.has_xdp(RECEIVER_IF));
@@ -249,8 +305,19 @@ fn native_mode_failure_attaches_nothing() {
     link.receiver.ip(&["link", "set", "ifb0", "up"]);
     let output = Command::new("ip")
         .args([
-            "netns", "exec", &link.receiver.name, PROBE, "run", "--xdp-mode", "native", "--iface",
-            RECEIVER_IF, "--iface", "ifb0", "--duration", "5",
+            "netns",
+            "exec",
+            &link.receiver.name,
+            PROBE,
+            "run",
+            "--xdp-mode",
+            "native",
+            "--iface",
+            RECEIVER_IF,
+            "--iface",
+            "ifb0",
+            "--duration",
+            "5",
         ])
         .output()
         .expect("run localnet-probe");
@@ -267,7 +334,14 @@ fn native_mode_failure_attaches_nothing() {
 #[test]
 fn unprivileged_run_says_what_is_missing() {
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", PROBE, "run"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            PROBE,
+            "run",
+        ])
         .output()
         .expect("run setpriv");
     assert!(!output.status.success());

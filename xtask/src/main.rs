@@ -4,9 +4,10 @@ use std::{
     env,
     ffi::OsString,
     fs,
+    io::{BufRead as _, BufReader},
     os::unix::{fs::MetadataExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -229,7 +230,89 @@ fn test() -> anyhow::Result<()> {
             .context("the integration tests need iproute2's `ip`")?;
     }
     setup()?;
-    run(cargo()
+    let mut command = cargo();
+    command
         .args(["test", "--locked"])
-        .env("RUST_BACKTRACE", "1"))
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut totals = TestTotals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    // One closing line for the whole run: cargo's own last line is some crate's, often one
+    // without tests.
+    println!(
+        "\ntests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    if totals.passed == 0 {
+        bail!("cargo test ran no test");
+    }
+    Ok(())
+}
+
+/// Sums cargo test's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    fn add(&mut self, line: &str) {
+        let Some(summary) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in summary.split([';', '.']) {
+            let mut words = part.split_whitespace();
+            let (Some(count), Some(kind)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match kind {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn sums_cargo_test_result_lines() {
+        let mut totals = TestTotals::default();
+        for line in [
+            "test result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.59s",
+            "running 3 tests",
+            "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.83s",
+        ] {
+            totals.add(line);
+        }
+        assert_eq!(
+            totals,
+            TestTotals {
+                passed: 9,
+                failed: 3,
+                ignored: 1
+            }
+        );
+    }
 }

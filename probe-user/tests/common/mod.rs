@@ -2,7 +2,10 @@
 //! senders, sockets inside a namespace, and the `localnet-probe` binary run in one. Everything is
 //! removed on drop, also when a test fails. Traffic stays on the veth pair (198.18.0.0/15, fd00::/8).
 
-#![allow(dead_code, reason = "each test binary uses a different part of this module")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this module"
+)]
 
 use std::{
     fs::File,
@@ -132,8 +135,20 @@ impl Link {
                 .join(":")
         };
         sender.ip(&[
-            "link", "add", SENDER_IF, "address", &mac(SENDER_MAC), "type", "veth", "peer", "name",
-            RECEIVER_IF, "address", &mac(RECEIVER_MAC), "netns", &receiver.name,
+            "link",
+            "add",
+            SENDER_IF,
+            "address",
+            &mac(SENDER_MAC),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            RECEIVER_IF,
+            "address",
+            &mac(RECEIVER_MAC),
+            "netns",
+            &receiver.name,
         ]);
         sender.ip(&["addr", "add", "198.18.0.1/24", "dev", SENDER_IF]);
         sender.ip(&["addr", "add", "fd00::1/64", "dev", SENDER_IF, "nodad"]);
@@ -143,7 +158,18 @@ impl Link {
         // is full, so every frame sent is received.
         sender.ip(&["link", "set", SENDER_IF, "txqueuelen", "10000"]);
         Command::new("tc")
-            .args(["-n", &sender.name, "qdisc", "replace", "dev", SENDER_IF, "root", "pfifo", "limit", "10000"])
+            .args([
+                "-n",
+                &sender.name,
+                "qdisc",
+                "replace",
+                "dev",
+                SENDER_IF,
+                "root",
+                "pfifo",
+                "limit",
+                "10000",
+            ])
             .status()
             .expect("run tc");
         sender.ip(&["link", "set", SENDER_IF, "up"]);
@@ -178,7 +204,11 @@ impl RawSender {
         use std::os::fd::FromRawFd as _;
         // SAFETY: plain syscalls; the fd is owned right away.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
         let name = std::ffi::CString::new(interface).unwrap();
         // SAFETY: valid C string.
@@ -245,7 +275,16 @@ pub const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 impl ProbeProcess {
     pub fn start(netns: &Netns, args: &[&str]) -> Self {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &netns.name, PROBE, "run", "--json", "--interval", "0.1"])
+            .args([
+                "netns",
+                "exec",
+                &netns.name,
+                PROBE,
+                "run",
+                "--json",
+                "--interval",
+                "0.1",
+            ])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -270,7 +309,9 @@ impl ProbeProcess {
         thread::spawn(move || {
             let mut chunk = [0; 4096];
             while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
             }
         });
         Self {
@@ -293,7 +334,10 @@ impl ProbeProcess {
                 Ok(report) if done(&report) => return report,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("no such report within {timeout:?}; stderr: {}", self.stderr())
+                    panic!(
+                        "no such report within {timeout:?}; stderr: {}",
+                        self.stderr()
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!("localnet-probe exited; stderr: {}", self.stderr())
@@ -336,7 +380,11 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
         if let Some(status) = child.try_wait().expect("wait") {
             return status;
         }
-        assert!(Instant::now() < deadline, "process {} did not exit", child.id());
+        assert!(
+            Instant::now() < deadline,
+            "process {} did not exit",
+            child.id()
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
