@@ -10,7 +10,8 @@ mod maps;
 
 pub use classify::{Frame, classify};
 pub use maps::{
-    CLASSES_PER_INTERFACE, COUNTER_SLOTS, Counter, IfaceConfig, MAX_INTERFACES, Mode, counter_index,
+    CLASSES_PER_INTERFACE, COUNTER_SLOTS, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_INTERFACES,
+    Mode, counter_index,
 };
 
 /// The IP family a matched frame's loopback address belongs to.

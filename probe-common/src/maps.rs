@@ -7,6 +7,11 @@ use crate::{Action, LoopbackMatch};
 /// Most interfaces one loaded program serves; each gets a slot of counters.
 pub const MAX_INTERFACES: u32 = 1024;
 
+/// Interfaces with an ifindex below this are configured in an array indexed by ifindex, whose
+/// lookup the verifier turns into a bounds check and a load; higher ifindexes (hosts that have
+/// created and destroyed many interfaces) go to a hash map.
+pub const IFINDEX_ARRAY_LEN: u32 = 65536;
+
 /// Counters per interface: every [`LoopbackMatch`] × every [`Action`].
 pub const CLASSES_PER_INTERFACE: u32 = LoopbackMatch::COUNT * Action::ALL.len() as u32;
 
@@ -24,9 +29,9 @@ pub const fn counter_index(slot: u32, matched: LoopbackMatch, action: Action) ->
 #[repr(u32)]
 pub enum Mode {
     /// Count and pass.
-    Monitor = 0,
+    Monitor = 1,
     /// Count and drop.
-    Drop = 1,
+    Drop = 2,
 }
 
 impl Mode {
@@ -39,13 +44,14 @@ impl Mode {
 }
 
 /// Per-interface configuration, keyed by ifindex. Written before the program is attached to the
-/// interface, so every frame the program sees on it finds its entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// interface, so every frame the program sees on it finds its entry. All zeroes, as array entries
+/// start, means "not configured".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct IfaceConfig {
     /// Which block of counters belongs to this interface, `< MAX_INTERFACES`.
     pub slot: u32,
-    /// A [`Mode`] as `u32`: an enum with unlisted values is not a valid map value.
+    /// A [`Mode`] as `u32`, or 0: an enum with unlisted values is not a valid map value.
     mode: u32,
 }
 
@@ -59,13 +65,14 @@ impl IfaceConfig {
         }
     }
 
-    /// Anything but [`Mode::Drop`] reads as [`Mode::Monitor`]: the probe only drops on request.
+    /// `None` when not configured. Any other value than [`Mode::Drop`] reads as
+    /// [`Mode::Monitor`]: the probe only drops on request.
     #[inline(always)]
-    pub const fn mode(&self) -> Mode {
-        if self.mode == Mode::Drop as u32 {
-            Mode::Drop
-        } else {
-            Mode::Monitor
+    pub const fn mode(&self) -> Option<Mode> {
+        match self.mode {
+            0 => None,
+            mode if mode == Mode::Drop as u32 => Some(Mode::Drop),
+            _ => Some(Mode::Monitor),
         }
     }
 }
@@ -129,9 +136,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_mode_values_read_as_monitor() {
-        let config = IfaceConfig { slot: 0, mode: 7 };
-        assert_eq!(config.mode(), Mode::Monitor);
-        assert_eq!(IfaceConfig::new(3, Mode::Drop).mode(), Mode::Drop);
+    fn mode_values() {
+        assert_eq!(IfaceConfig::default().mode(), None);
+        assert_eq!(IfaceConfig { slot: 0, mode: 7 }.mode(), Some(Mode::Monitor));
+        assert_eq!(IfaceConfig::new(0, Mode::Monitor).mode(), Some(Mode::Monitor));
+        assert_eq!(IfaceConfig::new(3, Mode::Drop).mode(), Some(Mode::Drop));
     }
 }

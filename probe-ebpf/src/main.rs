@@ -9,17 +9,22 @@ use core::mem::size_of;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use probe_common::{
-    Action, COUNTER_SLOTS, Counter, Frame, IfaceConfig, LoopbackMatch, MAX_INTERFACES, Mode,
-    classify, counter_index,
+    Action, COUNTER_SLOTS, Counter, Frame, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch,
+    MAX_INTERFACES, Mode, classify, counter_index,
 };
 
-/// ifindex → slot and mode, written by the loader before it attaches to that interface.
+/// Slot and mode by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written by the loader before
+/// it attaches to the interface.
 #[map]
-static IFACE_CONFIG: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+static IFACE_CONFIG: Array<IfaceConfig> = Array::with_max_entries(IFINDEX_ARRAY_LEN, 0);
+
+/// The same for higher ifindexes.
+#[map]
+static IFACE_CONFIG_HIGH: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_INTERFACES, 0);
 
 /// Indexed by [`counter_index`]; the loader sums the CPUs.
 #[map]
@@ -65,16 +70,22 @@ fn localnet_probe(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, len: usize) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: the loader replaces entries whole and removes one only after detaching from its
-    // interface, so the value read here is a complete `IfaceConfig`.
-    let Some(config) = (unsafe { IFACE_CONFIG.get(ifindex) }).copied() else {
-        // Not ours to judge (the loader always configures before attaching): pass, as an
-        // unconfigured monitor would.
+    let config = if ifindex < IFINDEX_ARRAY_LEN {
+        IFACE_CONFIG.get(ifindex)
+    } else {
+        // SAFETY: the loader replaces entries whole and removes one only after detaching from
+        // its interface, so the value read here is a complete `IfaceConfig`.
+        unsafe { IFACE_CONFIG_HIGH.get(ifindex) }
+    };
+    let Some(config) = config.copied() else {
         return xdp_action::XDP_PASS;
     };
     let (action, verdict) = match config.mode() {
-        Mode::Monitor => (Action::Passed, xdp_action::XDP_PASS),
-        Mode::Drop => (Action::Dropped, xdp_action::XDP_DROP),
+        Some(Mode::Monitor) => (Action::Passed, xdp_action::XDP_PASS),
+        Some(Mode::Drop) => (Action::Dropped, xdp_action::XDP_DROP),
+        // Not ours to judge (the loader always configures before attaching): pass, as an
+        // unconfigured monitor would.
+        None => return xdp_action::XDP_PASS,
     };
     if let Some(counter) = COUNTERS.get_ptr_mut(counter_index(config.slot, matched, action)) {
         // SAFETY: a per-CPU array entry is this CPU's alone while the program runs.

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, io};
 
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{LinkError, LinkType},
@@ -16,8 +16,8 @@ use aya::{
     sys::SyscallError,
 };
 use probe_common::{
-    Action, CLASSES_PER_INTERFACE, Counter, IfaceConfig, LoopbackMatch, MAX_INTERFACES, Mode,
-    counter_index,
+    Action, CLASSES_PER_INTERFACE, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch,
+    MAX_INTERFACES, Mode, counter_index,
 };
 use thiserror::Error;
 
@@ -142,7 +142,8 @@ impl InterfaceCounters {
 pub struct Probe {
     ebpf: Ebpf,
     program_id: u32,
-    config: HashMap<MapData, u32, IfaceConfig>,
+    config: Array<MapData, IfaceConfig>,
+    config_high: HashMap<MapData, u32, IfaceConfig>,
     counters: PerCpuArray<MapData, Counter>,
     registrations: BTreeMap<u32, Registration>,
     attached: BTreeMap<u32, AttachedMode>,
@@ -175,9 +176,13 @@ impl Probe {
             other => ProbeError::Program(other),
         })?;
         let program_id = program.info()?.id();
-        let config = HashMap::try_from(
+        let config = Array::try_from(
             ebpf.take_map("IFACE_CONFIG")
                 .ok_or(ProbeError::MissingPart("IFACE_CONFIG map"))?,
+        )?;
+        let config_high = HashMap::try_from(
+            ebpf.take_map("IFACE_CONFIG_HIGH")
+                .ok_or(ProbeError::MissingPart("IFACE_CONFIG_HIGH map"))?,
         )?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map("COUNTERS")
@@ -187,6 +192,7 @@ impl Probe {
             ebpf,
             program_id,
             config,
+            config_high,
             counters,
             registrations: BTreeMap::new(),
             attached: BTreeMap::new(),
@@ -224,8 +230,12 @@ impl Probe {
                 .find(|slot| self.registrations.values().all(|r| r.slot != *slot))
                 .ok_or(ProbeError::TooManyInterfaces)?,
         };
-        self.config
-            .insert(ifindex, IfaceConfig::new(slot, mode), 0)?;
+        let config = IfaceConfig::new(slot, mode);
+        if ifindex < IFINDEX_ARRAY_LEN {
+            self.config.set(ifindex, config, 0)?;
+        } else {
+            self.config_high.insert(ifindex, config, 0)?;
+        }
         self.registrations
             .insert(ifindex, Registration { slot, mode });
         Ok(())

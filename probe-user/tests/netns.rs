@@ -2,20 +2,19 @@
 //! AF_PACKET: exact counts, the route_localnet experiment with and without `--drop`, cleanup when
 //! the probe dies, and the errors users meet. Needs root.
 
-mod common;
-
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     process::Command,
     time::Duration,
 };
 
-use common::{
-    Link, Netns, PROBE, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC,
-    SENDER_V4, class_packets, drain, interface,
+use testbed::{
+    Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC, SENDER_V4,
+    class_packets, drain, interface,
 };
 use test_frames::{TPID_8021Q, ipv4, ipv6};
 
+const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 const QUIET: Duration = Duration::from_millis(300);
 
 fn packets_matched(report: &serde_json::Value) -> u64 {
@@ -27,7 +26,7 @@ fn packets_matched(report: &serde_json::Value) -> u64 {
 #[test]
 fn ten_thousand_loopback_frames_are_counted_exactly() {
     let link = Link::new("count");
-    let probe = ProbeProcess::start(&link.receiver, &["--iface", RECEIVER_IF]);
+    let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
     let ready = probe.wait_ready();
     let entry = interface(&ready, RECEIVER_IF);
     assert_eq!(entry["xdp_mode"], "native", "veth supports native XDP");
@@ -122,7 +121,7 @@ fn drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server() {
     );
     assert_eq!(drain(&benign_server, QUIET), SPOOFED);
 
-    let probe = ProbeProcess::start(&link.receiver, &["--iface", RECEIVER_IF, "--drop"]);
+    let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF, "--drop"]);
     let ready = probe.wait_ready();
     let entry = interface(&ready, RECEIVER_IF);
     assert_eq!(entry["mode"], "drop");
@@ -169,7 +168,7 @@ fn monitor_mode_with_route_localnet_reports_the_exposure() {
     let link = Link::new("expose");
     link.receiver
         .sysctl("net/ipv4/conf/all/route_localnet", "1");
-    let probe = ProbeProcess::start(&link.receiver, &[]);
+    let probe = ProbeProcess::start(PROBE, &link.receiver, &[]);
     let entry = interface(&probe.wait_ready(), RECEIVER_IF).clone();
     assert_eq!(
         entry["route_localnet"],
@@ -212,7 +211,7 @@ fn killed_probe_leaves_no_program_behind() {
         .macs(SENDER_MAC, RECEIVER_MAC)
         .ports(40000, 5353)
         .build();
-    let probe = ProbeProcess::start(&link.receiver, &["--drop"]);
+    let probe = ProbeProcess::start(PROBE, &link.receiver, &["--drop"]);
     probe.wait_ready();
     assert!(link.receiver.has_xdp(RECEIVER_IF));
     let (status, _) = probe.stop(libc::SIGKILL);
@@ -231,7 +230,7 @@ fn killed_probe_leaves_no_program_behind() {
 #[test]
 fn a_second_probe_is_refused_and_the_first_keeps_working() {
     let link = Link::new("busy");
-    let first = ProbeProcess::start(&link.receiver, &["--iface", RECEIVER_IF]);
+    let first = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
     first.wait_ready();
     let output = Command::new("ip")
         .args([

@@ -270,21 +270,18 @@ pub struct ProbeProcess {
     stderr: Arc<Mutex<String>>,
 }
 
-pub const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
-
 impl ProbeProcess {
-    pub fn start(netns: &Netns, args: &[&str]) -> Self {
+    /// Starts `binary run --json` in `netns` with `args`, which may set `--interval` (0.1 s
+    /// otherwise).
+    pub fn start(binary: &str, netns: &Netns, args: &[&str]) -> Self {
+        let interval: &[&str] = if args.contains(&"--interval") {
+            &[]
+        } else {
+            &["--interval", "0.1"]
+        };
         let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &netns.name,
-                PROBE,
-                "run",
-                "--json",
-                "--interval",
-                "0.1",
-            ])
+            .args(["netns", "exec", &netns.name, binary, "run", "--json"])
+            .args(interval)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

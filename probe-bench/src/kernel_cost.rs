@@ -1,0 +1,265 @@
+//! In-kernel cost per frame with BPF_PROG_TEST_RUN: the probe in monitor and drop mode beside an
+//! empty program and xdp-filter, on benign and loopback frames, interleaved round by round.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions, Xdp, XdpMode},
+};
+use localnet_probe::probe::{Probe, XdpModeChoice};
+use probe_common::Mode;
+use serde::Serialize;
+use test_frames::{TPID_8021Q, ipv4, ipv6};
+use testbed::Netns;
+
+use crate::{BENCH_OBJECT, Plan, stats::Summary, xdp_md};
+
+/// `lo`: test runs take the ingress interface from the context, and it must exist.
+const IFINDEX: u32 = 1;
+const XDP_FILTER_PIN: &str = "/sys/fs/bpf/localnet-probe-bench-xdp-filter";
+
+#[derive(Debug, Serialize)]
+pub struct KernelCost {
+    pub repeat: u32,
+    pub rounds: usize,
+    /// One entry per subject and frame, in ns per frame.
+    pub results: Vec<CostResult>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CostResult {
+    pub subject: &'static str,
+    pub frame: &'static str,
+    pub verdict: u32,
+    /// Wall-clock time of each BPF_PROG_TEST_RUN call divided by `repeat`.
+    pub ns_per_frame: Summary,
+    /// What the kernel reported for each call (whole nanoseconds).
+    pub kernel_ns: Vec<u32>,
+}
+
+impl KernelCost {
+    pub fn median(&self, subject: &str, frame: &str) -> f64 {
+        self.results
+            .iter()
+            .find(|r| r.subject == subject && r.frame == frame)
+            .map_or(f64::NAN, |r| r.ns_per_frame.median)
+    }
+}
+
+pub const EMPTY: &str = "empty XDP_PASS";
+pub const PROBE_MONITOR: &str = "probe (monitor)";
+pub const PROBE_DROP: &str = "probe (drop)";
+pub const XDP_FILTER: &str = "xdp-filter";
+
+/// The frames measured, with whether they are loopback frames.
+pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
+    let a = Ipv4Addr::new(198, 18, 0, 1);
+    let b = Ipv4Addr::new(198, 18, 0, 2);
+    let a6: Ipv6Addr = "fd00::1".parse().expect("valid");
+    let b6: Ipv6Addr = "fd00::2".parse().expect("valid");
+    let lo = Ipv4Addr::LOCALHOST;
+    // 22 payload bytes make the benign IPv4 frame 64 bytes; the others carry the same payload.
+    let payload = [0u8; 22];
+    vec![
+        ("benign IPv4 UDP 64 B", false, ipv4(a, b).payload(&payload).build()),
+        ("benign IPv6 UDP", false, ipv6(a6, b6).payload(&payload).build()),
+        ("benign 802.1Q IPv4", false, ipv4(a, b).vlan(TPID_8021Q).payload(&payload).build()),
+        ("loopback source v4", true, ipv4(lo, b).payload(&payload).build()),
+        ("loopback destination v4", true, ipv4(a, lo).payload(&payload).build()),
+        ("::1 v6", true, ipv6(Ipv6Addr::LOCALHOST, b6).payload(&payload).build()),
+        ("v4-mapped", true, ipv6(a6, lo.to_ipv6_mapped()).payload(&payload).build()),
+    ]
+}
+
+/// xdp-filter from Debian's xdp-tools, loaded on a veth in a namespace of its own and told to
+/// drop 127.0.0.1 and ::1 as source and destination (it matches exact addresses; it cannot
+/// express 127.0.0.0/8). Its program is pinned so it can be test-run.
+struct XdpFilter {
+    _netns: Netns,
+    program: Xdp,
+}
+
+impl XdpFilter {
+    fn load() -> anyhow::Result<Self> {
+        let netns = Netns::new("bench-xf");
+        netns.ip(&["link", "add", "xfa", "type", "veth", "peer", "name", "xfb"]);
+        netns.ip(&["link", "set", "xfa", "up"]);
+        netns.ip(&["link", "set", "xfb", "up"]);
+        let in_netns = |args: &[&str]| -> anyhow::Result<()> {
+            let netns_path = format!("--net=/run/netns/{}", netns.name);
+            let output = Command::new("nsenter")
+                .arg(&netns_path)
+                .arg("xdp-filter")
+                .args(args)
+                .output()
+                .context("cannot run xdp-filter: install Debian's xdp-tools")?;
+            if !output.status.success() {
+                bail!(
+                    "xdp-filter {args:?}: {}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            Ok(())
+        };
+        in_netns(&["load", "--mode", "skb", "--features", "ipv4,ipv6", "xfb"])?;
+        for address in ["127.0.0.1", "::1"] {
+            for mode in ["src", "dst"] {
+                in_netns(&["ip", address, "--mode", mode])?;
+            }
+        }
+        let id = attached_program_id(&netns, "xfb")?;
+        let _ = std::fs::remove_file(XDP_FILTER_PIN);
+        let output = Command::new("bpftool")
+            .args(["prog", "pin", "id", &id.to_string(), XDP_FILTER_PIN])
+            .output()
+            .context("cannot run bpftool: install Debian's bpftool")?;
+        if !output.status.success() {
+            bail!("bpftool prog pin: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        let program = Xdp::from_pin(XDP_FILTER_PIN, aya_obj::programs::XdpAttachType::Interface);
+        let _ = std::fs::remove_file(XDP_FILTER_PIN);
+        Ok(Self {
+            _netns: netns,
+            program: program.context("open xdp-filter's pinned program")?,
+        })
+    }
+}
+
+/// The id of the XDP program on `dev`, from `ip -d -j link`.
+fn attached_program_id(netns: &Netns, dev: &str) -> anyhow::Result<u32> {
+    let output = Command::new("ip")
+        .args(["-n", &netns.name, "-d", "-j", "link", "show", "dev", dev])
+        .output()?;
+    let links: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    links[0]["xdp"]["prog"]["id"]
+        .as_u64()
+        .map(|id| id as u32)
+        .with_context(|| format!("no XDP program on {dev}: {links}"))
+}
+
+fn run_once(program: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(f64, u32, u32)> {
+    let md = xdp_md(frame.len(), IFINDEX);
+    let mut options = TestRunOptions::new();
+    options.data_in = Some(frame);
+    options.ctx_in = Some(&md);
+    options.repeat = repeat;
+    let start = Instant::now();
+    let result = program.test_run(options)?;
+    let elapsed = start.elapsed();
+    Ok((
+        elapsed.as_nanos() as f64 / f64::from(repeat),
+        result.duration.as_nanos() as u32,
+        result.return_value,
+    ))
+}
+
+/// Veths in a namespace of their own, one per subject, each subject attached (generic XDP) to its
+/// own. An attached program sits in the kernel's XDP dispatcher, as xdp-filter's does; test runs
+/// of one that is not would pay a dispatcher update on every call and an indirect call on every
+/// frame.
+struct Stage {
+    netns: Netns,
+}
+
+impl Stage {
+    fn new() -> Self {
+        let netns = Netns::new("bench-cost");
+        for (a, b) in STAGE_DEVICES {
+            netns.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+            netns.ip(&["link", "set", a, "up"]);
+            netns.ip(&["link", "set", b, "up"]);
+        }
+        Self { netns }
+    }
+
+    fn ifindex(dev: &str) -> anyhow::Result<u32> {
+        let name = std::ffi::CString::new(dev)?;
+        // SAFETY: valid C string.
+        match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+            0 => bail!("no interface {dev}"),
+            ifindex => Ok(ifindex),
+        }
+    }
+
+    fn attach_probe(&self, probe: &mut Probe, dev: &str, mode: Mode) -> anyhow::Result<()> {
+        self.netns.enter(|| {
+            let ifindex = Self::ifindex(dev)?;
+            probe.configure(ifindex, mode)?;
+            probe.attach(ifindex, XdpModeChoice::Generic)?;
+            Ok(())
+        })
+    }
+
+    fn attach(&self, program: &mut Xdp, dev: &str) -> anyhow::Result<()> {
+        self.netns.enter(|| {
+            program.attach(dev, XdpMode::Skb)?;
+            Ok(())
+        })
+    }
+}
+
+const STAGE_DEVICES: [(&str, &str); 3] = [("ce0", "cp0"), ("ce1", "cp1"), ("ce2", "cp2")];
+
+pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
+    let stage = Stage::new();
+    let mut empty = Ebpf::load(BENCH_OBJECT)?;
+    let empty: &mut Xdp = empty
+        .program_mut("xdp_pass")
+        .context("no xdp_pass program")?
+        .try_into()?;
+    empty.load()?;
+    stage.attach(empty, STAGE_DEVICES[0].0)?;
+    let mut monitor = Probe::load(false)?;
+    monitor.configure(IFINDEX, Mode::Monitor)?;
+    stage.attach_probe(&mut monitor, STAGE_DEVICES[1].0, Mode::Monitor)?;
+    let mut drop = Probe::load(false)?;
+    drop.configure(IFINDEX, Mode::Drop)?;
+    stage.attach_probe(&mut drop, STAGE_DEVICES[2].0, Mode::Drop)?;
+    let xdp_filter = XdpFilter::load()?;
+    let subjects: [(&'static str, &Xdp); 4] = [
+        (EMPTY, empty),
+        (PROBE_MONITOR, monitor.program()),
+        (PROBE_DROP, drop.program()),
+        (XDP_FILTER, &xdp_filter.program),
+    ];
+    let frames = frames();
+
+    let mut samples = vec![vec![Vec::new(); subjects.len()]; frames.len()];
+    let mut kernel_ns = vec![vec![Vec::new(); subjects.len()]; frames.len()];
+    let mut verdicts = vec![vec![0; subjects.len()]; frames.len()];
+    for _ in 0..plan.cost_rounds {
+        for (f, (_, _, frame)) in frames.iter().enumerate() {
+            for (s, (_, program)) in subjects.iter().enumerate() {
+                let (wall, kernel, verdict) = run_once(program, frame, plan.cost_repeat)?;
+                samples[f][s].push(wall);
+                kernel_ns[f][s].push(kernel);
+                verdicts[f][s] = verdict;
+            }
+        }
+    }
+
+    let mut results = Vec::new();
+    for (f, (frame_name, _, _)) in frames.iter().enumerate() {
+        for (s, (subject, _)) in subjects.iter().enumerate() {
+            results.push(CostResult {
+                subject,
+                frame: frame_name,
+                verdict: verdicts[f][s],
+                ns_per_frame: Summary::of(&samples[f][s]),
+                kernel_ns: std::mem::take(&mut kernel_ns[f][s]),
+            });
+        }
+    }
+    Ok(KernelCost {
+        repeat: plan.cost_repeat,
+        rounds: plan.cost_rounds,
+        results,
+    })
+}

@@ -1,0 +1,202 @@
+//! localnet-probe's benchmark: the in-kernel cost per frame, the throughput at a veth receiver and
+//! the CLI's own footprint, each beside reference programs, in one run. Run it as root through
+//! `cargo xtask bench`; it writes `report.md` and `report.json`.
+
+use std::{path::PathBuf, ptr, time::Duration};
+
+use anyhow::{Context as _, bail};
+use aya::{Ebpf, programs::Xdp};
+use clap::Parser;
+
+mod kernel_cost;
+mod process;
+mod report;
+mod stats;
+mod throughput;
+mod userspace;
+
+static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-xdp"));
+
+#[derive(Debug, Parser)]
+#[command(name = "localnet-probe-bench")]
+struct Args {
+    /// The localnet-probe binary to measure (build it with the release profile).
+    #[arg(long, value_name = "PATH")]
+    probe_binary: PathBuf,
+    /// Directory for report.md and report.json.
+    #[arg(long, value_name = "DIR", default_value = "target/bench")]
+    out: PathBuf,
+    /// A short run that checks the harness end to end; its figures mean nothing.
+    #[arg(long)]
+    quick: bool,
+    /// Measure only these sections (repeatable); targets involving the others are left out.
+    #[arg(long = "section", value_enum)]
+    sections: Vec<Section>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// In-kernel cost per frame (BPF_PROG_TEST_RUN).
+    Kernel,
+    /// Throughput at a veth receiver.
+    Veth,
+    /// The CLI's CPU, memory and attach time.
+    Userspace,
+}
+
+/// How long and how often to measure.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Plan {
+    cost_repeat: u32,
+    cost_rounds: usize,
+    veth_rounds: usize,
+    veth_warmup: Duration,
+    veth_window: Duration,
+    idle: Duration,
+    attach_counts: Vec<usize>,
+    attach_rounds: usize,
+}
+
+impl Plan {
+    fn full() -> Self {
+        Self {
+            cost_repeat: 1_000_000,
+            cost_rounds: 9,
+            veth_rounds: 3,
+            veth_warmup: Duration::from_millis(500),
+            veth_window: Duration::from_secs(3),
+            idle: Duration::from_secs(10),
+            attach_counts: vec![1, 50, 200],
+            attach_rounds: 3,
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            cost_repeat: 10_000,
+            cost_rounds: 1,
+            veth_rounds: 1,
+            veth_warmup: Duration::from_millis(100),
+            veth_window: Duration::from_millis(300),
+            idle: Duration::from_millis(500),
+            attach_counts: vec![1, 3],
+            attach_rounds: 1,
+        }
+    }
+}
+
+/// The generator of `bench-ebpf`, loaded.
+struct BenchPrograms {
+    ebpf: Ebpf,
+}
+
+impl BenchPrograms {
+    fn load() -> anyhow::Result<Self> {
+        let mut ebpf = Ebpf::load(BENCH_OBJECT).context("load the benchmark's XDP object")?;
+        for name in ["xdp_tx"] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("no {name} program"))?
+                .try_into()?;
+            program.load().with_context(|| format!("load {name}"))?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    fn program(&self, name: &str) -> &Xdp {
+        self.ebpf
+            .program(name)
+            .and_then(|program| program.try_into().ok())
+            .unwrap_or_else(|| panic!("{name} is loaded at start"))
+    }
+}
+
+/// `struct xdp_md` for a frame of `len` bytes arriving on `ifindex`.
+fn xdp_md(len: usize, ifindex: u32) -> [u8; 24] {
+    let fields = [0, len as u32, 0, ifindex, 0, 0];
+    let mut md = [0; 24];
+    for (chunk, field) in md.chunks_exact_mut(4).zip(fields) {
+        chunk.copy_from_slice(&field.to_ne_bytes());
+    }
+    md
+}
+
+/// xdp-filter keeps its state in bpffs. Mount one in a mount namespace of this process's own, so
+/// the host's mounts are left as they are. Must run before any thread starts.
+fn private_bpffs() -> anyhow::Result<()> {
+    // SAFETY: plain syscalls with valid C strings; the process is still single-threaded.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            bail!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
+        }
+        if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            ptr::null(),
+        ) != 0
+        {
+            bail!("make / private: {}", std::io::Error::last_os_error());
+        }
+        if libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            ptr::null(),
+        ) != 0
+        {
+            bail!("mount bpffs: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    private_bpffs()?;
+    let probe_binary = args
+        .probe_binary
+        .to_str()
+        .context("the probe binary's path is not UTF-8")?;
+    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let bench = BenchPrograms::load()?;
+
+    let wanted = |section| args.sections.is_empty() || args.sections.contains(&section);
+    let kernel_cost = if wanted(Section::Kernel) {
+        eprintln!("bench: in-kernel cost per frame (BPF_PROG_TEST_RUN)");
+        Some(kernel_cost::measure(&plan)?)
+    } else {
+        None
+    };
+    let throughput = if wanted(Section::Veth) {
+        eprintln!("bench: veth throughput");
+        Some(throughput::measure(&plan, &bench, probe_binary)?)
+    } else {
+        None
+    };
+    let userspace = if wanted(Section::Userspace) {
+        eprintln!("bench: userspace footprint and attach time");
+        Some(userspace::measure(&plan, probe_binary)?)
+    } else {
+        None
+    };
+
+    let report = report::Report::new(plan, kernel_cost, throughput, userspace)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("create {}", args.out.display()))?;
+    let markdown = report.markdown();
+    std::fs::write(args.out.join("report.md"), &markdown)?;
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("{markdown}");
+    eprintln!(
+        "bench: wrote {} and {}",
+        args.out.join("report.md").display(),
+        args.out.join("report.json").display()
+    );
+    Ok(())
+}

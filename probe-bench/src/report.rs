@@ -1,0 +1,352 @@
+//! The benchmark's report: raw figures, medians and ranges, ratios, and the targets they are held to.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+use crate::{
+    Plan,
+    kernel_cost::{self, KernelCost},
+    throughput::{self, Throughput},
+    userspace::Userspace,
+};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub plan: Plan,
+    pub kernel_cost: Option<KernelCost>,
+    pub throughput: Option<Throughput>,
+    pub userspace: Option<Userspace>,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cpus: usize,
+    pub kernel: String,
+    /// Unix time the report was made.
+    pub timestamp: u64,
+}
+
+impl Machine {
+    fn read() -> anyhow::Result<Self> {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo")?;
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .and_then(|line| line.split_once(':'))
+            .map_or("unknown CPU", |(_, name)| name.trim())
+            .to_owned();
+        Ok(Self {
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(0, usize::from),
+            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_owned(),
+            timestamp: SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
+        })
+    }
+}
+
+/// A goal from the project's claims and whether this run met it.
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub goal: String,
+    pub measured: String,
+    pub met: bool,
+    /// How far off, in percent of the goal, when missed.
+    pub shortfall_percent: Option<f64>,
+}
+
+impl Target {
+    /// `value` must be at most `limit`.
+    fn at_most(goal: String, value: f64, limit: f64, measured: String) -> Self {
+        let met = value <= limit;
+        Self {
+            goal,
+            measured,
+            met,
+            shortfall_percent: (!met).then(|| (value / limit - 1.0) * 100.0),
+        }
+    }
+
+    /// `value` must be at least `floor`.
+    fn at_least(goal: String, value: f64, floor: f64, measured: String) -> Self {
+        let met = value >= floor;
+        Self {
+            goal,
+            measured,
+            met,
+            shortfall_percent: (!met).then(|| (1.0 - value / floor) * 100.0),
+        }
+    }
+}
+
+/// `(frame, ratio)` with the largest ratio, or the smallest when `largest` is false.
+fn extreme(ratios: impl Iterator<Item = (String, f64)>, largest: bool) -> (String, f64) {
+    ratios
+        .reduce(|a, b| {
+            let pick_b = if largest { b.1 > a.1 } else { b.1 < a.1 };
+            if pick_b { b } else { a }
+        })
+        .unwrap_or_else(|| ("none".to_owned(), f64::NAN))
+}
+
+fn kernel_targets(kernel: &KernelCost) -> Vec<Target> {
+    use kernel_cost::{EMPTY, PROBE_DROP, PROBE_MONITOR, XDP_FILTER};
+
+    let frames = kernel_cost::frames();
+    let probe_vs_empty = |loopback: bool| {
+        frames
+            .iter()
+            .filter(move |(_, is_loopback, _)| *is_loopback == loopback)
+            .flat_map(|(frame, _, _)| {
+                [PROBE_MONITOR, PROBE_DROP].map(|subject| {
+                    (
+                        format!("{frame}, {subject}"),
+                        kernel.median(subject, frame) / kernel.median(EMPTY, frame),
+                    )
+                })
+            })
+    };
+    let mut targets = Vec::new();
+    for (loopback, limit, kind) in [(false, 1.15, "benign"), (true, 1.25, "loopback")] {
+        let (worst, ratio) = extreme(probe_vs_empty(loopback), true);
+        targets.push(Target::at_most(
+            format!("BPF_PROG_TEST_RUN: probe on {kind} frames ≤ {limit}× the empty program"),
+            ratio,
+            limit,
+            format!("worst {ratio:.2}× ({worst})"),
+        ));
+    }
+    let (slowest, speedup) = extreme(
+        frames.iter().flat_map(|(frame, _, _)| {
+            [PROBE_MONITOR, PROBE_DROP].map(|subject| {
+                (
+                    format!("{frame}, {subject}"),
+                    kernel.median(XDP_FILTER, frame) / kernel.median(subject, frame),
+                )
+            })
+        }),
+        false,
+    );
+    targets.push(Target::at_least(
+        "BPF_PROG_TEST_RUN: probe ≥ 2× faster than xdp-filter on every frame".to_owned(),
+        speedup,
+        2.0,
+        format!("least {speedup:.2}× ({slowest})"),
+    ));
+    targets
+}
+
+fn veth_targets(veth: &Throughput) -> Vec<Target> {
+    use throughput::{BENIGN, DROP_ALL, LOOPBACK, NFTABLES, NO_PROGRAM};
+
+    let mut targets = Vec::new();
+    let drop = veth.median(throughput::PROBE_DROP, LOOPBACK);
+    for (reference, floor, goal) in [
+        (DROP_ALL, 0.90, "veth: probe drop mode ≥ 0.90× the XDP drop-all ceiling"),
+        (NFTABLES, 5.0, "veth: probe drop mode ≥ 5× the nftables ingress rule"),
+    ] {
+        let ratio = drop / veth.median(reference, LOOPBACK);
+        targets.push(Target::at_least(
+            goal.to_owned(),
+            ratio,
+            floor,
+            format!("{ratio:.2}× ({:.2} vs {:.2} Mpps)", drop / 1e6, veth.median(reference, LOOPBACK) / 1e6),
+        ));
+    }
+    let monitor = veth.median(throughput::PROBE_MONITOR, BENIGN);
+    let bare = veth.median(NO_PROGRAM, BENIGN);
+    targets.push(Target::at_least(
+        "veth: probe monitor mode on benign traffic ≥ 0.95× no program".to_owned(),
+        monitor / bare,
+        0.95,
+        format!("{:.2}× ({:.2} vs {:.2} Mpps)", monitor / bare, monitor / 1e6, bare / 1e6),
+    ));
+    targets
+}
+
+fn userspace_targets(user: &Userspace, veth: Option<&Throughput>) -> Vec<Target> {
+    let mut targets = Vec::new();
+    targets.push(Target::at_most(
+        "userspace: idle CPU < 1 % of a core".to_owned(),
+        user.idle.cpu_percent,
+        1.0,
+        format!("{:.2} %", user.idle.cpu_percent),
+    ));
+    let peak_rss_kib = veth
+        .iter()
+        .flat_map(|veth| &veth.scenarios)
+        .filter_map(|s| s.probe_footprint.as_ref())
+        .map(|f| f.peak_rss_kib)
+        .chain([user.idle.peak_rss_kib])
+        .max()
+        .unwrap_or(0);
+    targets.push(Target::at_most(
+        "userspace: RSS < 30 MiB (idle and under a flood)".to_owned(),
+        peak_rss_kib as f64,
+        30.0 * 1024.0,
+        format!("{:.1} MiB", peak_rss_kib as f64 / 1024.0),
+    ));
+    if let Some(attach) = user.attach.iter().find(|a| a.interfaces == 200) {
+        targets.push(Target::at_most(
+            "userspace: attach to 200 interfaces < 2 s".to_owned(),
+            attach.seconds.median,
+            2.0,
+            format!("{:.2} s", attach.seconds.median),
+        ));
+    }
+    targets
+}
+
+impl Report {
+    pub fn new(
+        plan: Plan,
+        kernel_cost: Option<KernelCost>,
+        throughput: Option<Throughput>,
+        userspace: Option<Userspace>,
+    ) -> anyhow::Result<Self> {
+        let mut targets = Vec::new();
+        if let Some(kernel_cost) = &kernel_cost {
+            targets.extend(kernel_targets(kernel_cost));
+        }
+        if let Some(throughput) = &throughput {
+            targets.extend(veth_targets(throughput));
+        }
+        if let Some(userspace) = &userspace {
+            targets.extend(userspace_targets(userspace, throughput.as_ref()));
+        }
+        Ok(Self {
+            machine: Machine::read()?,
+            targets,
+            plan,
+            kernel_cost,
+            throughput,
+            userspace,
+        })
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            out,
+            "Machine: {}, {} CPUs, Linux {}; unix time {}.\n",
+            m.cpu, m.cpus, m.kernel, m.timestamp
+        );
+
+        if let Some(k) = &self.kernel_cost {
+            Self::kernel_markdown(&mut out, k);
+        }
+        if let Some(t) = &self.throughput {
+            Self::veth_markdown(&mut out, t);
+        }
+        if let Some(u) = &self.userspace {
+            Self::userspace_markdown(&mut out, u);
+        }
+
+        out.push_str("\n**Targets**:\n\n| goal | measured | met |\n| --- | --- | --- |\n");
+        for target in &self.targets {
+            let met = match target.shortfall_percent {
+                None => "yes".to_owned(),
+                Some(shortfall) => format!("**no**, off by {shortfall:.1} %"),
+            };
+            let _ = writeln!(out, "| {} | {} | {met} |", target.goal, target.measured);
+        }
+        out
+    }
+
+    fn kernel_markdown(out: &mut String, k: &KernelCost) {
+        use kernel_cost::{EMPTY, PROBE_DROP, PROBE_MONITOR, XDP_FILTER};
+
+        let _ = writeln!(
+            out,
+            "**In-kernel cost per frame** (BPF_PROG_TEST_RUN, {} repeats × {} interleaved rounds; \
+             median ns per frame, min–max):\n",
+            k.repeat, k.rounds
+        );
+        out.push_str("| frame | empty XDP_PASS | probe (monitor) | probe (drop) | xdp-filter | monitor ÷ empty | drop ÷ empty | xdp-filter ÷ monitor |\n");
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        for (frame, _, _) in kernel_cost::frames() {
+            let cell = |subject: &str| {
+                k.results
+                    .iter()
+                    .find(|r| r.subject == subject && r.frame == frame)
+                    .map_or("–".to_owned(), |r| {
+                        format!(
+                            "{:.1} ({:.1}–{:.1})",
+                            r.ns_per_frame.median, r.ns_per_frame.min, r.ns_per_frame.max
+                        )
+                    })
+            };
+            let ratio = |a: &str, b: &str| k.median(a, frame) / k.median(b, frame);
+            let _ = writeln!(
+                out,
+                "| {frame} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:.2}× |",
+                cell(EMPTY),
+                cell(PROBE_MONITOR),
+                cell(PROBE_DROP),
+                cell(XDP_FILTER),
+                ratio(PROBE_MONITOR, EMPTY),
+                ratio(PROBE_DROP, EMPTY),
+                ratio(XDP_FILTER, PROBE_MONITOR),
+            );
+        }
+    }
+
+    fn veth_markdown(out: &mut String, t: &Throughput) {
+        let _ = writeln!(
+            out,
+            "\n**veth throughput** (64-byte frames from a live-frames XDP_TX generator on CPU {}, \
+             receiver NAPI threaded on CPU {}, GRO on; {} rounds of {:.1} s; Mpps handled at the \
+             receiver, median and min–max):\n",
+            t.generator_cpu, t.napi_cpu, t.rounds, t.window_secs
+        );
+        out.push_str("| receiver | traffic | handled Mpps | offered Mpps | localnet-probe CPU, RSS |\n");
+        out.push_str("| --- | --- | --- | --- | --- |\n");
+        for s in &t.scenarios {
+            let name = if s.name == throughput::NO_PROGRAM && s.traffic == throughput::LOOPBACK {
+                "no program (kernel martian drop)"
+            } else {
+                s.name
+            };
+            let footprint = s.probe_footprint.as_ref().map_or("–".to_owned(), |f| {
+                format!("{:.1} %, {:.1} MiB", f.cpu_percent, f.peak_rss_kib as f64 / 1024.0)
+            });
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {:.2} ({:.2}–{:.2}) | {:.2} | {footprint} |",
+                s.traffic,
+                s.handled_per_sec.median / 1e6,
+                s.handled_per_sec.min / 1e6,
+                s.handled_per_sec.max / 1e6,
+                s.offered_per_sec.median / 1e6,
+            );
+        }
+    }
+
+    fn userspace_markdown(out: &mut String, u: &Userspace) {
+        let _ = writeln!(
+            out,
+            "\n**Userspace**: `run --interval 1` idle on one interface for {:.0} s: {:.2} % of a \
+             core, peak RSS {:.1} MiB. Time from start to the first report (load and attach), \
+             median and min–max:\n",
+            u.idle_secs,
+            u.idle.cpu_percent,
+            u.idle.peak_rss_kib as f64 / 1024.0
+        );
+        out.push_str("| interfaces | seconds |\n| --- | --- |\n");
+        for a in &u.attach {
+            let _ = writeln!(
+                out,
+                "| {} | {:.3} ({:.3}–{:.3}) |",
+                a.interfaces, a.seconds.median, a.seconds.min, a.seconds.max
+            );
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Frames per second handled at the receiving veth of a namespace pair, with the probe and with
+//! the alternatives, under a flood from a BPF_PROG_TEST_RUN live-frames generator.
+//!
+//! The generator (an `XDP_TX` program run in live-frames mode on the sending veth) is pinned to
+//! one core; the receiver's NAPI runs threaded, pinned to the other. GRO stays on at the receiver
+//! so veth takes XDP frames with no program attached. "Handled" is the receiver's `rx_packets`:
+//! frames its NAPI took off the ring; frames the ring had no room for are counted as `offered`
+//! but not handled.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+};
+use serde::Serialize;
+use test_frames::ipv4;
+use testbed::{Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_IF, SENDER_MAC, SENDER_V4};
+
+use crate::{BENCH_OBJECT, BenchPrograms, Plan, process::Footprint, stats::Summary, xdp_md};
+
+/// Frames per BPF_PROG_TEST_RUN call of the generator, and per batch inside it.
+const GENERATOR_REPEAT: u32 = 1 << 20;
+const GENERATOR_BATCH: u32 = 256;
+
+#[derive(Debug, Serialize)]
+pub struct Throughput {
+    pub window_secs: f64,
+    pub rounds: usize,
+    pub generator_cpu: usize,
+    pub napi_cpu: usize,
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScenarioResult {
+    pub name: &'static str,
+    pub traffic: &'static str,
+    /// Frames per second the receiver handled.
+    pub handled_per_sec: Summary,
+    /// Frames per second the generator put on the wire (handled plus ring overflow).
+    pub offered_per_sec: Summary,
+    /// The localnet-probe CLI's CPU (percent of one core) and peak RSS, when it is the receiver.
+    pub probe_footprint: Option<Footprint>,
+}
+
+impl Throughput {
+    pub fn median(&self, name: &str, traffic: &str) -> f64 {
+        self.scenarios
+            .iter()
+            .find(|s| s.name == name && s.traffic == traffic)
+            .map_or(f64::NAN, |s| s.handled_per_sec.median)
+    }
+}
+
+pub const NO_PROGRAM: &str = "no program";
+pub const DROP_ALL: &str = "XDP drop-all";
+pub const PROBE_MONITOR: &str = "probe (monitor)";
+pub const PROBE_DROP: &str = "probe (drop)";
+pub const NFTABLES: &str = "nftables ingress drop";
+pub const BENIGN: &str = "benign";
+pub const LOOPBACK: &str = "loopback";
+
+#[derive(Clone, Copy, Debug)]
+enum Receiver {
+    Nothing,
+    DropAll,
+    Probe { drop: bool },
+    Nftables,
+}
+
+const SCENARIOS: [(&str, &str, Receiver); 7] = [
+    (NO_PROGRAM, BENIGN, Receiver::Nothing),
+    (PROBE_MONITOR, BENIGN, Receiver::Probe { drop: false }),
+    (NO_PROGRAM, LOOPBACK, Receiver::Nothing),
+    (DROP_ALL, LOOPBACK, Receiver::DropAll),
+    (PROBE_DROP, LOOPBACK, Receiver::Probe { drop: true }),
+    (PROBE_MONITOR, LOOPBACK, Receiver::Probe { drop: false }),
+    (NFTABLES, LOOPBACK, Receiver::Nftables),
+];
+
+const NFT_TABLE: &str = "localnet_probe_bench";
+
+/// What is attached at the receiver during one measurement; removed on drop.
+enum Installed {
+    Nothing,
+    DropAll(#[expect(dead_code, reason = "held for its attachment")] Ebpf),
+    Probe(ProbeProcess),
+    Nftables(String),
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if let Self::Nftables(netns) = self {
+            let _ = Command::new("ip")
+                .args(["netns", "exec", netns, "nft", "delete", "table", "netdev", NFT_TABLE])
+                .status();
+        }
+    }
+}
+
+fn install(receiver: Receiver, link: &Link, probe_binary: &str) -> anyhow::Result<Installed> {
+    Ok(match receiver {
+        Receiver::Nothing => Installed::Nothing,
+        Receiver::DropAll => Installed::DropAll(link.receiver.enter(|| -> anyhow::Result<Ebpf> {
+            let mut ebpf = Ebpf::load(BENCH_OBJECT)?;
+            let program: &mut Xdp = ebpf
+                .program_mut("xdp_drop")
+                .context("no xdp_drop program")?
+                .try_into()?;
+            program.load()?;
+            program.attach(RECEIVER_IF, XdpMode::Driver)?;
+            Ok(ebpf)
+        })?),
+        Receiver::Probe { drop } => {
+            let mut args = vec!["--iface", RECEIVER_IF, "--interval", "1"];
+            if drop {
+                args.push("--drop");
+            }
+            let probe = ProbeProcess::start(probe_binary, &link.receiver, &args);
+            probe.wait_ready();
+            Installed::Probe(probe)
+        }
+        Receiver::Nftables => {
+            let ruleset = format!(
+                "table netdev {NFT_TABLE} {{\n\
+                 \tchain ingress {{\n\
+                 \t\ttype filter hook ingress device \"{RECEIVER_IF}\" priority 0; policy accept;\n\
+                 \t\tip saddr 127.0.0.0/8 counter drop\n\
+                 \t\tip daddr 127.0.0.0/8 counter drop\n\
+                 \t\tip6 saddr ::1 counter drop\n\
+                 \t\tip6 daddr ::1 counter drop\n\
+                 \t}}\n\
+                 }}\n"
+            );
+            let path = std::env::temp_dir().join(format!("{NFT_TABLE}-{}.nft", std::process::id()));
+            fs::write(&path, ruleset)?;
+            let status = Command::new("ip")
+                .args(["netns", "exec", &link.receiver.name, "nft", "-f"])
+                .arg(&path)
+                .status()
+                .context("cannot run nft: install Debian's nftables")?;
+            let _ = fs::remove_file(&path);
+            if !status.success() {
+                bail!("nft -f failed: {status}");
+            }
+            Installed::Nftables(link.receiver.name.clone())
+        }
+    })
+}
+
+/// `(rx_packets, rx_dropped)` of `dev`.
+fn rx_counters(netns: &Netns, dev: &str) -> anyhow::Result<(u64, u64)> {
+    let output = Command::new("ip")
+        .args(["-n", &netns.name, "-s", "-j", "link", "show", "dev", dev])
+        .output()?;
+    let links: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let rx = &links[0]["stats64"]["rx"];
+    Ok((
+        rx["packets"].as_u64().context("rx packets")?,
+        rx["dropped"].as_u64().context("rx dropped")?,
+    ))
+}
+
+fn pin_to_cpu(pid: i32, cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: cpu_set_t is plain data, filled by the libc macros.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        bail!("sched_setaffinity({pid}, {cpu}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// GRO on, threaded NAPI, NAPI threads pinned to `cpu`.
+fn prepare_receiver(link: &Link, cpu: usize) -> anyhow::Result<()> {
+    let netns = &link.receiver.name;
+    let status = Command::new("ip")
+        .args(["netns", "exec", netns, "ethtool", "-K", RECEIVER_IF, "gro", "on"])
+        .status()
+        .context("cannot run ethtool: install Debian's ethtool")?;
+    if !status.success() {
+        bail!("ethtool -K {RECEIVER_IF} gro on failed");
+    }
+    let status = Command::new("ip")
+        .args(["netns", "exec", netns, "sh", "-c"])
+        .arg(format!("echo 1 > /sys/class/net/{RECEIVER_IF}/threaded"))
+        .status()?;
+    if !status.success() {
+        bail!("cannot enable threaded NAPI on {RECEIVER_IF}");
+    }
+    let mut pinned = 0;
+    for entry in fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let comm = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.starts_with(&format!("napi/{RECEIVER_IF}-")) {
+            pin_to_cpu(pid, cpu)?;
+            pinned += 1;
+        }
+    }
+    if pinned == 0 {
+        bail!("no NAPI thread of {RECEIVER_IF} found to pin");
+    }
+    Ok(())
+}
+
+/// Runs the generator on `cpu` inside the sender's namespace until `stop`; returns frames offered.
+fn generate(link: &Link, program: &Xdp, frame: &[u8], cpu: usize, stop: &AtomicBool) -> anyhow::Result<u64> {
+    link.sender.enter(|| {
+        pin_to_cpu(0, cpu)?;
+        let name = std::ffi::CString::new(SENDER_IF)?;
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        let md = xdp_md(frame.len(), ifindex);
+        let mut offered = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let mut options = TestRunOptions::new();
+            options.data_in = Some(frame);
+            options.ctx_in = Some(&md);
+            options.repeat = GENERATOR_REPEAT;
+            options.attrs = TestRunAttrs::new().xdp_live_frames(GENERATOR_BATCH);
+            program.test_run(options).context("live-frames generator")?;
+            offered += u64::from(GENERATOR_REPEAT);
+        }
+        Ok(offered)
+    })
+}
+
+struct Sample {
+    handled_per_sec: f64,
+    offered_per_sec: f64,
+    footprint: Option<Footprint>,
+}
+
+fn measure_one(
+    plan: &Plan,
+    link: &Link,
+    generator: &Xdp,
+    frame: &[u8],
+    installed: &Installed,
+    cpus: (usize, usize),
+) -> anyhow::Result<Sample> {
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let generator = scope.spawn(|| generate(link, generator, frame, cpus.0, &stop));
+        let result = (|| {
+            thread::sleep(plan.veth_warmup);
+            let probe_pid = match installed {
+                Installed::Probe(probe) => Some(probe.pid()),
+                _ => None,
+            };
+            let footprint_start = probe_pid.map(Footprint::start).transpose()?;
+            let (packets_before, dropped_before) = rx_counters(&link.receiver, RECEIVER_IF)?;
+            let start = Instant::now();
+            thread::sleep(plan.veth_window);
+            let (packets_after, dropped_after) = rx_counters(&link.receiver, RECEIVER_IF)?;
+            let seconds = start.elapsed().as_secs_f64();
+            let footprint = footprint_start.map(|start| start.finish()).transpose()?;
+            let handled = (packets_after - packets_before) as f64;
+            let overflow = (dropped_after - dropped_before) as f64;
+            Ok(Sample {
+                handled_per_sec: handled / seconds,
+                offered_per_sec: (handled + overflow) / seconds,
+                footprint,
+            })
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let generated = generator.join().expect("generator thread panicked");
+        generated?;
+        result
+    })
+}
+
+pub fn measure(plan: &Plan, bench: &BenchPrograms, probe_binary: &str) -> anyhow::Result<Throughput> {
+    let cpus = two_cpus()?;
+    let link = Link::new("bench");
+    prepare_receiver(&link, cpus.1)?;
+    let payload = [0u8; 22];
+    let benign = ipv4(SENDER_V4, RECEIVER_V4)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .payload(&payload)
+        .build();
+    let loopback = ipv4(SENDER_V4, Ipv4Addr::LOCALHOST)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .payload(&payload)
+        .build();
+    let generator = bench.program("xdp_tx");
+
+    let mut samples: Vec<Vec<Sample>> = SCENARIOS.iter().map(|_| Vec::new()).collect();
+    for _ in 0..plan.veth_rounds {
+        for (index, (_, traffic, receiver)) in SCENARIOS.iter().enumerate() {
+            let frame = if *traffic == BENIGN { &benign } else { &loopback };
+            let installed = install(*receiver, &link, probe_binary)?;
+            samples[index].push(measure_one(plan, &link, generator, frame, &installed, cpus)?);
+        }
+    }
+    let scenarios = SCENARIOS
+        .iter()
+        .zip(samples)
+        .map(|((name, traffic, _), samples)| ScenarioResult {
+            name,
+            traffic,
+            handled_per_sec: Summary::of(&samples.iter().map(|s| s.handled_per_sec).collect::<Vec<_>>()),
+            offered_per_sec: Summary::of(&samples.iter().map(|s| s.offered_per_sec).collect::<Vec<_>>()),
+            probe_footprint: Footprint::worst(samples.iter().filter_map(|s| s.footprint.clone())),
+        })
+        .collect();
+    Ok(Throughput {
+        window_secs: plan.veth_window.as_secs_f64(),
+        rounds: plan.veth_rounds,
+        generator_cpu: cpus.0,
+        napi_cpu: cpus.1,
+        scenarios,
+    })
+}
+
+/// Two CPUs this process may run on: the generator's and the receiver's.
+fn two_cpus() -> anyhow::Result<(usize, usize)> {
+    // SAFETY: cpu_set_t is plain data, filled by the kernel.
+    let allowed: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|cpu| libc::CPU_ISSET(*cpu, &set))
+            .collect()
+    };
+    match allowed[..] {
+        [first, second, ..] => Ok((first, second)),
+        _ => bail!("the veth benchmark needs two CPUs, this process may use {allowed:?}"),
+    }
+}
