@@ -18,7 +18,7 @@ use serde::Serialize;
 use test_frames::{TPID_8021Q, ipv4, ipv6};
 use testbed::Netns;
 
-use crate::{BENCH_OBJECT, Plan, stats::Summary, xdp_md};
+use crate::{BENCH_OBJECT, Plan, cpu, stats::Summary, xdp_md};
 
 /// `lo`: test runs take the ingress interface from the context, and it must exist.
 const IFINDEX: u32 = 1;
@@ -67,13 +67,41 @@ pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
     // 22 payload bytes make the benign IPv4 frame 64 bytes; the others carry the same payload.
     let payload = [0u8; 22];
     vec![
-        ("benign IPv4 UDP 64 B", false, ipv4(a, b).payload(&payload).build()),
-        ("benign IPv6 UDP", false, ipv6(a6, b6).payload(&payload).build()),
-        ("benign 802.1Q IPv4", false, ipv4(a, b).vlan(TPID_8021Q).payload(&payload).build()),
-        ("loopback source v4", true, ipv4(lo, b).payload(&payload).build()),
-        ("loopback destination v4", true, ipv4(a, lo).payload(&payload).build()),
-        ("::1 v6", true, ipv6(Ipv6Addr::LOCALHOST, b6).payload(&payload).build()),
-        ("v4-mapped", true, ipv6(a6, lo.to_ipv6_mapped()).payload(&payload).build()),
+        (
+            "benign IPv4 UDP 64 B",
+            false,
+            ipv4(a, b).payload(&payload).build(),
+        ),
+        (
+            "benign IPv6 UDP",
+            false,
+            ipv6(a6, b6).payload(&payload).build(),
+        ),
+        (
+            "benign 802.1Q IPv4",
+            false,
+            ipv4(a, b).vlan(TPID_8021Q).payload(&payload).build(),
+        ),
+        (
+            "loopback source v4",
+            true,
+            ipv4(lo, b).payload(&payload).build(),
+        ),
+        (
+            "loopback destination v4",
+            true,
+            ipv4(a, lo).payload(&payload).build(),
+        ),
+        (
+            "::1 v6",
+            true,
+            ipv6(Ipv6Addr::LOCALHOST, b6).payload(&payload).build(),
+        ),
+        (
+            "v4-mapped",
+            true,
+            ipv6(a6, lo.to_ipv6_mapped()).payload(&payload).build(),
+        ),
     ]
 }
 
@@ -121,7 +149,10 @@ impl XdpFilter {
             .output()
             .context("cannot run bpftool: install Debian's bpftool")?;
         if !output.status.success() {
-            bail!("bpftool prog pin: {}", String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "bpftool prog pin: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         let program = Xdp::from_pin(XDP_FILTER_PIN, aya_obj::programs::XdpAttachType::Interface);
         let _ = std::fs::remove_file(XDP_FILTER_PIN);
@@ -234,16 +265,20 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
     let mut samples = vec![vec![Vec::new(); subjects.len()]; frames.len()];
     let mut kernel_ns = vec![vec![Vec::new(); subjects.len()]; frames.len()];
     let mut verdicts = vec![vec![0; subjects.len()]; frames.len()];
-    for _ in 0..plan.cost_rounds {
-        for (f, (_, _, frame)) in frames.iter().enumerate() {
-            for (s, (_, program)) in subjects.iter().enumerate() {
-                let (wall, kernel, verdict) = run_once(program, frame, plan.cost_repeat)?;
-                samples[f][s].push(wall);
-                kernel_ns[f][s].push(kernel);
-                verdicts[f][s] = verdict;
+    // One CPU throughout, so no run pays for a migration or a cold cache.
+    cpu::pinned(cpu::two()?.1, || {
+        for _ in 0..plan.cost_rounds {
+            for (f, (_, _, frame)) in frames.iter().enumerate() {
+                for (s, (_, program)) in subjects.iter().enumerate() {
+                    let (wall, kernel, verdict) = run_once(program, frame, plan.cost_repeat)?;
+                    samples[f][s].push(wall);
+                    kernel_ns[f][s].push(kernel);
+                    verdicts[f][s] = verdict;
+                }
             }
         }
-    }
+        Ok(())
+    })?;
 
     let mut results = Vec::new();
     for (f, (frame_name, _, _)) in frames.iter().enumerate() {

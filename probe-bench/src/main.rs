@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use aya::{Ebpf, programs::Xdp};
 use clap::Parser;
 
+mod cpu;
 mod kernel_cost;
 mod process;
 mod report;
@@ -160,7 +161,11 @@ fn main() -> anyhow::Result<()> {
         .probe_binary
         .to_str()
         .context("the probe binary's path is not UTF-8")?;
-    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
     let bench = BenchPrograms::load()?;
 
     let wanted = |section| args.sections.is_empty() || args.sections.contains(&section);
@@ -184,8 +189,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     let report = report::Report::new(plan, kernel_cost, throughput, userspace)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("create {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let markdown = report.markdown();
     std::fs::write(args.out.join("report.md"), &markdown)?;
     std::fs::write(

@@ -46,7 +46,9 @@ impl Machine {
         Ok(Self {
             cpu,
             cpus: std::thread::available_parallelism().map_or(0, usize::from),
-            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_owned(),
+            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")?
+                .trim()
+                .to_owned(),
             timestamp: SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
         })
     }
@@ -149,15 +151,27 @@ fn veth_targets(veth: &Throughput) -> Vec<Target> {
     let mut targets = Vec::new();
     let drop = veth.median(throughput::PROBE_DROP, LOOPBACK);
     for (reference, floor, goal) in [
-        (DROP_ALL, 0.90, "veth: probe drop mode ≥ 0.90× the XDP drop-all ceiling"),
-        (NFTABLES, 5.0, "veth: probe drop mode ≥ 5× the nftables ingress rule"),
+        (
+            DROP_ALL,
+            0.90,
+            "veth: probe drop mode ≥ 0.90× the XDP drop-all ceiling",
+        ),
+        (
+            NFTABLES,
+            5.0,
+            "veth: probe drop mode ≥ 5× the nftables ingress rule",
+        ),
     ] {
         let ratio = drop / veth.median(reference, LOOPBACK);
         targets.push(Target::at_least(
             goal.to_owned(),
             ratio,
             floor,
-            format!("{ratio:.2}× ({:.2} vs {:.2} Mpps)", drop / 1e6, veth.median(reference, LOOPBACK) / 1e6),
+            format!(
+                "{ratio:.2}× ({:.2} vs {:.2} Mpps)",
+                drop / 1e6,
+                veth.median(reference, LOOPBACK) / 1e6
+            ),
         ));
     }
     let monitor = veth.median(throughput::PROBE_MONITOR, BENIGN);
@@ -166,7 +180,12 @@ fn veth_targets(veth: &Throughput) -> Vec<Target> {
         "veth: probe monitor mode on benign traffic ≥ 0.95× no program".to_owned(),
         monitor / bare,
         0.95,
-        format!("{:.2}× ({:.2} vs {:.2} Mpps)", monitor / bare, monitor / 1e6, bare / 1e6),
+        format!(
+            "{:.2}× ({:.2} vs {:.2} Mpps)",
+            monitor / bare,
+            monitor / 1e6,
+            bare / 1e6
+        ),
     ));
     targets
 }
@@ -307,7 +326,9 @@ impl Report {
              receiver, median and min–max):\n",
             t.generator_cpu, t.napi_cpu, t.rounds, t.window_secs
         );
-        out.push_str("| receiver | traffic | handled Mpps | offered Mpps | localnet-probe CPU, RSS |\n");
+        out.push_str(
+            "| receiver | traffic | handled Mpps | offered Mpps | localnet-probe CPU, RSS |\n",
+        );
         out.push_str("| --- | --- | --- | --- | --- |\n");
         for s in &t.scenarios {
             let name = if s.name == throughput::NO_PROGRAM && s.traffic == throughput::LOOPBACK {
@@ -316,7 +337,11 @@ impl Report {
                 s.name
             };
             let footprint = s.probe_footprint.as_ref().map_or("–".to_owned(), |f| {
-                format!("{:.1} %, {:.1} MiB", f.cpu_percent, f.peak_rss_kib as f64 / 1024.0)
+                format!(
+                    "{:.1} %, {:.1} MiB",
+                    f.cpu_percent,
+                    f.peak_rss_kib as f64 / 1024.0
+                )
             });
             let _ = writeln!(
                 out,

@@ -23,9 +23,12 @@ use aya::{
 };
 use serde::Serialize;
 use test_frames::ipv4;
-use testbed::{Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_IF, SENDER_MAC, SENDER_V4};
+use testbed::{
+    Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_IF, SENDER_MAC,
+    SENDER_V4,
+};
 
-use crate::{BENCH_OBJECT, BenchPrograms, Plan, process::Footprint, stats::Summary, xdp_md};
+use crate::{BENCH_OBJECT, BenchPrograms, Plan, cpu, process::Footprint, stats::Summary, xdp_md};
 
 /// Frames per BPF_PROG_TEST_RUN call of the generator, and per batch inside it.
 const GENERATOR_REPEAT: u32 = 1 << 20;
@@ -101,7 +104,9 @@ impl Drop for Installed {
     fn drop(&mut self) {
         if let Self::Nftables(netns) = self {
             let _ = Command::new("ip")
-                .args(["netns", "exec", netns, "nft", "delete", "table", "netdev", NFT_TABLE])
+                .args([
+                    "netns", "exec", netns, "nft", "delete", "table", "netdev", NFT_TABLE,
+                ])
                 .status();
         }
     }
@@ -110,16 +115,18 @@ impl Drop for Installed {
 fn install(receiver: Receiver, link: &Link, probe_binary: &str) -> anyhow::Result<Installed> {
     Ok(match receiver {
         Receiver::Nothing => Installed::Nothing,
-        Receiver::DropAll => Installed::DropAll(link.receiver.enter(|| -> anyhow::Result<Ebpf> {
-            let mut ebpf = Ebpf::load(BENCH_OBJECT)?;
-            let program: &mut Xdp = ebpf
-                .program_mut("xdp_drop")
-                .context("no xdp_drop program")?
-                .try_into()?;
-            program.load()?;
-            program.attach(RECEIVER_IF, XdpMode::Driver)?;
-            Ok(ebpf)
-        })?),
+        Receiver::DropAll => {
+            Installed::DropAll(link.receiver.enter(|| -> anyhow::Result<Ebpf> {
+                let mut ebpf = Ebpf::load(BENCH_OBJECT)?;
+                let program: &mut Xdp = ebpf
+                    .program_mut("xdp_drop")
+                    .context("no xdp_drop program")?
+                    .try_into()?;
+                program.load()?;
+                program.attach(RECEIVER_IF, XdpMode::Driver)?;
+                Ok(ebpf)
+            })?)
+        }
         Receiver::Probe { drop } => {
             let mut args = vec!["--iface", RECEIVER_IF, "--interval", "1"];
             if drop {
@@ -170,24 +177,20 @@ fn rx_counters(netns: &Netns, dev: &str) -> anyhow::Result<(u64, u64)> {
     ))
 }
 
-fn pin_to_cpu(pid: i32, cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: cpu_set_t is plain data, filled by the libc macros.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        bail!("sched_setaffinity({pid}, {cpu}): {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// GRO on, threaded NAPI, NAPI threads pinned to `cpu`.
 fn prepare_receiver(link: &Link, cpu: usize) -> anyhow::Result<()> {
     let netns = &link.receiver.name;
     let status = Command::new("ip")
-        .args(["netns", "exec", netns, "ethtool", "-K", RECEIVER_IF, "gro", "on"])
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "ethtool",
+            "-K",
+            RECEIVER_IF,
+            "gro",
+            "on",
+        ])
         .status()
         .context("cannot run ethtool: install Debian's ethtool")?;
     if !status.success() {
@@ -208,7 +211,7 @@ fn prepare_receiver(link: &Link, cpu: usize) -> anyhow::Result<()> {
         };
         let comm = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
         if comm.starts_with(&format!("napi/{RECEIVER_IF}-")) {
-            pin_to_cpu(pid, cpu)?;
+            cpu::pin(pid, cpu)?;
             pinned += 1;
         }
     }
@@ -219,9 +222,15 @@ fn prepare_receiver(link: &Link, cpu: usize) -> anyhow::Result<()> {
 }
 
 /// Runs the generator on `cpu` inside the sender's namespace until `stop`; returns frames offered.
-fn generate(link: &Link, program: &Xdp, frame: &[u8], cpu: usize, stop: &AtomicBool) -> anyhow::Result<u64> {
+fn generate(
+    link: &Link,
+    program: &Xdp,
+    frame: &[u8],
+    cpu: usize,
+    stop: &AtomicBool,
+) -> anyhow::Result<u64> {
     link.sender.enter(|| {
-        pin_to_cpu(0, cpu)?;
+        cpu::pin(0, cpu)?;
         let name = std::ffi::CString::new(SENDER_IF)?;
         // SAFETY: valid C string.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -285,8 +294,12 @@ fn measure_one(
     })
 }
 
-pub fn measure(plan: &Plan, bench: &BenchPrograms, probe_binary: &str) -> anyhow::Result<Throughput> {
-    let cpus = two_cpus()?;
+pub fn measure(
+    plan: &Plan,
+    bench: &BenchPrograms,
+    probe_binary: &str,
+) -> anyhow::Result<Throughput> {
+    let cpus = cpu::two()?;
     let link = Link::new("bench");
     prepare_receiver(&link, cpus.1)?;
     let payload = [0u8; 22];
@@ -303,9 +316,15 @@ pub fn measure(plan: &Plan, bench: &BenchPrograms, probe_binary: &str) -> anyhow
     let mut samples: Vec<Vec<Sample>> = SCENARIOS.iter().map(|_| Vec::new()).collect();
     for _ in 0..plan.veth_rounds {
         for (index, (_, traffic, receiver)) in SCENARIOS.iter().enumerate() {
-            let frame = if *traffic == BENIGN { &benign } else { &loopback };
+            let frame = if *traffic == BENIGN {
+                &benign
+            } else {
+                &loopback
+            };
             let installed = install(*receiver, &link, probe_binary)?;
-            samples[index].push(measure_one(plan, &link, generator, frame, &installed, cpus)?);
+            samples[index].push(measure_one(
+                plan, &link, generator, frame, &installed, cpus,
+            )?);
         }
     }
     let scenarios = SCENARIOS
@@ -314,8 +333,18 @@ pub fn measure(plan: &Plan, bench: &BenchPrograms, probe_binary: &str) -> anyhow
         .map(|((name, traffic, _), samples)| ScenarioResult {
             name,
             traffic,
-            handled_per_sec: Summary::of(&samples.iter().map(|s| s.handled_per_sec).collect::<Vec<_>>()),
-            offered_per_sec: Summary::of(&samples.iter().map(|s| s.offered_per_sec).collect::<Vec<_>>()),
+            handled_per_sec: Summary::of(
+                &samples
+                    .iter()
+                    .map(|s| s.handled_per_sec)
+                    .collect::<Vec<_>>(),
+            ),
+            offered_per_sec: Summary::of(
+                &samples
+                    .iter()
+                    .map(|s| s.offered_per_sec)
+                    .collect::<Vec<_>>(),
+            ),
             probe_footprint: Footprint::worst(samples.iter().filter_map(|s| s.footprint.clone())),
         })
         .collect();
@@ -326,22 +355,4 @@ pub fn measure(plan: &Plan, bench: &BenchPrograms, probe_binary: &str) -> anyhow
         napi_cpu: cpus.1,
         scenarios,
     })
-}
-
-/// Two CPUs this process may run on: the generator's and the receiver's.
-fn two_cpus() -> anyhow::Result<(usize, usize)> {
-    // SAFETY: cpu_set_t is plain data, filled by the kernel.
-    let allowed: Vec<usize> = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|cpu| libc::CPU_ISSET(*cpu, &set))
-            .collect()
-    };
-    match allowed[..] {
-        [first, second, ..] => Ok((first, second)),
-        _ => bail!("the veth benchmark needs two CPUs, this process may use {allowed:?}"),
-    }
 }

@@ -54,7 +54,9 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Userspace> {
 fn attach_time(plan: &Plan, probe_binary: &str, count: usize) -> anyhow::Result<AttachTime> {
     let netns = Netns::new("bench-attach");
     let batch: String = (0..count)
-        .map(|i| format!("link add a{i} type veth peer name b{i}\nlink set a{i} up\nlink set b{i} up\n"))
+        .map(|i| {
+            format!("link add a{i} type veth peer name b{i}\nlink set a{i} up\nlink set b{i} up\n")
+        })
         .collect();
     let batch_file = std::env::temp_dir().join(format!("{}.ip", netns.name));
     std::fs::write(&batch_file, batch)?;

@@ -47,12 +47,11 @@ const ETHERTYPE_QINQ: u16 = u16::from_ne_bytes([0x88, 0xa8]);
 const ETHERTYPE_QINQ_OLD: u16 = u16::from_ne_bytes([0x91, 0x00]);
 
 const IPV4_MIN_HEADER_LEN: usize = 20;
-const IPV4_SOURCE_OFFSET: usize = 12;
 // 127.0.0.0/8 as it sits in memory.
 const IPV4_LOOPBACK_NET: u32 = u32::from_ne_bytes([127, 0, 0, 0]);
 const IPV4_LOOPBACK_MASK: u32 = u32::from_ne_bytes([0xff, 0, 0, 0]);
 
-const IPV6_SOURCE_OFFSET: usize = 8;
+const IPV6_HEADER_LEN: usize = 40;
 // The low 64 bits of `::1` and the fixed part of `::ffff:127.0.0.0/104`, as they sit in memory.
 const IPV6_LOOPBACK_LOW: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0, 1]);
 const IPV4_MAPPED_LOOPBACK_LOW: u64 = u64::from_ne_bytes([0, 0, 0xff, 0xff, 127, 0, 0, 0]);
@@ -92,12 +91,14 @@ fn is_vlan(ethertype: u16) -> bool {
 /// options are read the same way; IHL only decides whether the header is well formed.
 #[inline(always)]
 fn classify_ipv4<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<LoopbackMatch> {
-    let [source, destination]: [u32; 2] = frame.load(l3_offset + IPV4_SOURCE_OFFSET)?;
-    let source = source & IPV4_LOOPBACK_MASK == IPV4_LOOPBACK_NET;
-    let destination = destination & IPV4_LOOPBACK_MASK == IPV4_LOOPBACK_NET;
+    // The fixed header in one load: one bounds check covers the addresses and, for the rare
+    // frame that needs it, the version and IHL.
+    let header: [u32; IPV4_MIN_HEADER_LEN / 4] = frame.load(l3_offset)?;
+    let source = header[3] & IPV4_LOOPBACK_MASK == IPV4_LOOPBACK_NET;
+    let destination = header[4] & IPV4_LOOPBACK_MASK == IPV4_LOOPBACK_NET;
     let address = Address::from_flags(source, destination)?;
 
-    let version_ihl: u8 = frame.load(l3_offset)?;
+    let version_ihl = header[0].to_ne_bytes()[0];
     let header_len = usize::from(version_ihl & 0x0f) * 4;
     if version_ihl >> 4 != 4
         || header_len < IPV4_MIN_HEADER_LEN
@@ -113,19 +114,25 @@ fn classify_ipv4<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<Loopb
 
 #[inline(always)]
 fn classify_ipv6<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<LoopbackMatch> {
-    // Source then destination, each as (high, low) 64-bit halves; they end the fixed header, so
-    // loading them also proves the whole header is in the frame.
-    let addresses: [u64; 4] = frame.load(l3_offset + IPV6_SOURCE_OFFSET)?;
+    // The fixed header in one load, as 64-bit words: version and flow label, payload length and
+    // next header, then source and destination as (high, low) halves.
+    let header: [u64; IPV6_HEADER_LEN / 8] = frame.load(l3_offset)?;
+    let [
+        first,
+        source_high,
+        source_low,
+        destination_high,
+        destination_low,
+    ] = header;
     // Both loopback forms have an all-zero upper half; most real traffic does not.
-    if addresses[0] != 0 && addresses[2] != 0 {
+    if source_high != 0 && destination_high != 0 {
         return None;
     }
-    let source = ipv6_loopback_family(addresses[0], addresses[1]);
-    let destination = ipv6_loopback_family(addresses[2], addresses[3]);
+    let source = ipv6_loopback_family(source_high, source_low);
+    let destination = ipv6_loopback_family(destination_high, destination_low);
     let address = Address::from_flags(source.is_some(), destination.is_some())?;
 
-    let version: u8 = frame.load(l3_offset)?;
-    if version >> 4 != 6 {
+    if first.to_ne_bytes()[0] >> 4 != 6 {
         return None;
     }
     let family = match (source, destination) {

@@ -18,11 +18,20 @@ pub const CLASSES_PER_INTERFACE: u32 = LoopbackMatch::COUNT * Action::ALL.len() 
 /// Entries in the per-CPU counter array.
 pub const COUNTER_SLOTS: u32 = MAX_INTERFACES * CLASSES_PER_INTERFACE;
 
-/// Index into the counter array of one interface slot, match and action.
+/// Index into the counter array of one interface slot, action and match. The matches of one
+/// slot and action are consecutive, so the program adds the match to a base it is given.
 #[inline(always)]
 pub const fn counter_index(slot: u32, matched: LoopbackMatch, action: Action) -> u32 {
-    (slot * LoopbackMatch::COUNT + matched.index()) * Action::ALL.len() as u32 + action as u32
+    counter_base(slot, action) + matched.index()
 }
+
+const fn counter_base(slot: u32, action: Action) -> u32 {
+    slot * CLASSES_PER_INTERFACE + action as u32 * LoopbackMatch::COUNT
+}
+
+/// `XDP_DROP` and `XDP_PASS` from the kernel's uapi.
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
 
 /// What the program does with matched frames on one interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,35 +52,49 @@ impl Mode {
     }
 }
 
-/// Per-interface configuration, keyed by ifindex. Written before the program is attached to the
-/// interface, so every frame the program sees on it finds its entry. All zeroes, as array entries
-/// start, means "not configured".
+/// Per-interface configuration, keyed by ifindex, in the form the program uses without further
+/// work: the verdict for matched frames and where their counters start. Written before the
+/// program is attached to the interface, so every frame the program sees on it finds its entry.
+/// All zeroes, as array entries start, means "not configured".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct IfaceConfig {
-    /// Which block of counters belongs to this interface, `< MAX_INTERFACES`.
-    pub slot: u32,
-    /// A [`Mode`] as `u32`, or 0: an enum with unlisted values is not a valid map value.
-    mode: u32,
+    /// `counter_index(slot, match, action) - match.index()` for this interface's action.
+    counter_base: u32,
+    /// `XDP_PASS` (monitor), `XDP_DROP` (drop), or 0 when not configured.
+    verdict: u32,
 }
 
 const _: () = assert!(size_of::<IfaceConfig>() == 8);
 
 impl IfaceConfig {
     pub const fn new(slot: u32, mode: Mode) -> Self {
+        let (action, verdict) = match mode {
+            Mode::Monitor => (Action::Passed, XDP_PASS),
+            Mode::Drop => (Action::Dropped, XDP_DROP),
+        };
         Self {
-            slot,
-            mode: mode as u32,
+            counter_base: counter_base(slot, action),
+            verdict,
         }
     }
 
-    /// `None` when not configured. Any other value than [`Mode::Drop`] reads as
-    /// [`Mode::Monitor`]: the probe only drops on request.
+    /// The XDP verdict for a matched frame and the index of its counter, or `None` when the
+    /// interface is not configured.
     #[inline(always)]
+    pub const fn on_match(&self, matched: LoopbackMatch) -> Option<(u32, u32)> {
+        if self.verdict == 0 {
+            None
+        } else {
+            Some((self.verdict, self.counter_base + matched.index()))
+        }
+    }
+
+    /// `None` when not configured.
     pub const fn mode(&self) -> Option<Mode> {
-        match self.mode {
+        match self.verdict {
             0 => None,
-            mode if mode == Mode::Drop as u32 => Some(Mode::Drop),
+            XDP_DROP => Some(Mode::Drop),
             _ => Some(Mode::Monitor),
         }
     }
@@ -136,10 +159,23 @@ mod tests {
     }
 
     #[test]
-    fn mode_values() {
+    fn config_gives_the_verdict_and_the_counter_of_a_match() {
+        let matched = LoopbackMatch {
+            family: Family::Ipv6,
+            address: Address::Destination,
+        };
+        assert_eq!(IfaceConfig::default().on_match(matched), None);
         assert_eq!(IfaceConfig::default().mode(), None);
-        assert_eq!(IfaceConfig { slot: 0, mode: 7 }.mode(), Some(Mode::Monitor));
-        assert_eq!(IfaceConfig::new(0, Mode::Monitor).mode(), Some(Mode::Monitor));
-        assert_eq!(IfaceConfig::new(3, Mode::Drop).mode(), Some(Mode::Drop));
+        for (slot, mode, action, verdict) in [
+            (0, Mode::Monitor, Action::Passed, XDP_PASS),
+            (5, Mode::Drop, Action::Dropped, XDP_DROP),
+        ] {
+            let config = IfaceConfig::new(slot, mode);
+            assert_eq!(config.mode(), Some(mode));
+            assert_eq!(
+                config.on_match(matched),
+                Some((verdict, counter_index(slot, matched, action)))
+            );
+        }
     }
 }

@@ -13,8 +13,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use probe_common::{
-    Action, COUNTER_SLOTS, Counter, Frame, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch,
-    MAX_INTERFACES, Mode, classify, counter_index,
+    COUNTER_SLOTS, Counter, Frame, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch, MAX_INTERFACES,
+    classify,
 };
 
 /// Slot and mode by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written by the loader before
@@ -70,24 +70,18 @@ fn localnet_probe(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, len: usize) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    let config = if ifindex < IFINDEX_ARRAY_LEN {
-        IFACE_CONFIG.get(ifindex)
-    } else {
+    // The array covers ifindexes below IFINDEX_ARRAY_LEN; its lookup fails only above.
+    let config = IFACE_CONFIG.get(ifindex).or_else(|| {
         // SAFETY: the loader replaces entries whole and removes one only after detaching from
         // its interface, so the value read here is a complete `IfaceConfig`.
         unsafe { IFACE_CONFIG_HIGH.get(ifindex) }
-    };
-    let Some(config) = config.copied() else {
+    });
+    // Not configured: not ours to judge (the loader always configures before attaching), so
+    // pass, as an unconfigured monitor would.
+    let Some((verdict, counter_index)) = config.and_then(|config| config.on_match(matched)) else {
         return xdp_action::XDP_PASS;
     };
-    let (action, verdict) = match config.mode() {
-        Some(Mode::Monitor) => (Action::Passed, xdp_action::XDP_PASS),
-        Some(Mode::Drop) => (Action::Dropped, xdp_action::XDP_DROP),
-        // Not ours to judge (the loader always configures before attaching): pass, as an
-        // unconfigured monitor would.
-        None => return xdp_action::XDP_PASS,
-    };
-    if let Some(counter) = COUNTERS.get_ptr_mut(counter_index(config.slot, matched, action)) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(counter_index) {
         // SAFETY: a per-CPU array entry is this CPU's alone while the program runs.
         unsafe {
             (*counter).packets += 1;

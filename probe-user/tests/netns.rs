@@ -8,11 +8,11 @@ use std::{
     time::Duration,
 };
 
+use test_frames::{TPID_8021Q, ipv4, ipv6};
 use testbed::{
     Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC, SENDER_V4,
     class_packets, drain, interface,
 };
-use test_frames::{TPID_8021Q, ipv4, ipv6};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 const QUIET: Duration = Duration::from_millis(300);

@@ -175,3 +175,46 @@ fn unconfigured_interfaces_pass_uncounted() {
         Counter::default()
     );
 }
+
+/// Interfaces with an ifindex past the direct array are configured in the hash map; the program
+/// must find them there.
+#[test]
+fn high_ifindexes_are_configured_too() {
+    const HIGH: u32 = 70_000;
+    let netns = testbed::Netns::new("high-ifindex");
+    netns.ip(&[
+        "link",
+        "add",
+        "hi0",
+        "index",
+        &HIGH.to_string(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "hi1",
+    ]);
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "ipv6 ::1 source")
+        .expect("case exists");
+    let matched = case.expected.expect("a matching case");
+    let mut probe = load();
+    probe.configure(HIGH, Mode::Drop).expect("configure");
+    let md = xdp_md(case.frame.len(), HIGH);
+    let verdict = netns.enter(|| {
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(&case.frame);
+        options.ctx_in = Some(&md);
+        options.repeat = 4;
+        probe
+            .program()
+            .test_run(options)
+            .expect("BPF_PROG_TEST_RUN")
+            .return_value
+    });
+    assert_eq!(verdict, XDP_DROP);
+    let counters = probe.counters(HIGH).expect("read counters");
+    assert_eq!(counters.get(matched, Action::Dropped).packets, 4);
+    assert_eq!(counters.total(None).packets, 4);
+}
