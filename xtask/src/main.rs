@@ -27,8 +27,22 @@ enum Xtask {
     Build(BuildArgs),
     /// Set up, build, and run localnet-probe with the arguments after `--`.
     Run(RunArgs),
-    /// Set up, then run every test: host, BPF_PROG_TEST_RUN and netns integration (needs root).
+    /// Set up, then run every test: host, BPF_PROG_TEST_RUN, netns integration and a short run of
+    /// the benchmark harness (needs root).
     Test,
+    /// Set up, then measure (needs root): in-kernel cost per frame, veth throughput and the CLI's
+    /// footprint beside reference programs; writes target/bench/report.{md,json}.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Replace the benchmark table in README.md with this run's.
+    #[arg(long)]
+    update_readme: bool,
+    /// Arguments for the harness, e.g. `-- --section kernel`.
+    #[arg(last = true)]
+    args: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             Err(error).with_context(|| format!("cannot run {}", binary.display()))
         }
         Xtask::Test => test(),
+        Xtask::Bench(args) => bench(&args),
     }
 }
 
@@ -206,9 +221,11 @@ fn build(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     }
     run(&mut command)?;
     let profile = if args.release { "release" } else { "debug" };
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    Ok(target_dir.join(profile).join("localnet-probe"))
+    Ok(target_dir().join(profile).join("localnet-probe"))
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 fn is_root() -> anyhow::Result<bool> {
@@ -218,17 +235,99 @@ fn is_root() -> anyhow::Result<bool> {
         == 0)
 }
 
-fn test() -> anyhow::Result<()> {
+/// Commands the root tests and the benchmark run, and the Debian packages that have them.
+const TOOLS: [(&str, &str); 6] = [
+    ("ip", "iproute2"),
+    ("nsenter", "util-linux"),
+    ("xdp-filter", "xdp-tools"),
+    ("bpftool", "bpftool"),
+    ("nft", "nftables"),
+    ("ethtool", "ethtool"),
+];
+
+fn ensure_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(command, _)| {
+            !env::split_paths(&env::var_os("PATH").unwrap_or_default())
+                .chain(["/usr/sbin".into(), "/sbin".into()])
+                .any(|dir| dir.join(command).is_file())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("installing the tools the tests and the benchmark use")
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
     if !is_root()? {
-        bail!(
-            "the BPF_PROG_TEST_RUN and network-namespace tests need root: run `sudo -E cargo xtask test`"
-        );
+        bail!("{what} need root: run `sudo -E cargo xtask …`");
     }
-    if Command::new("ip").arg("-V").output().is_err() {
-        run(Command::new("apt-get").arg("update"))?;
-        run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "iproute2"]))
-            .context("the integration tests need iproute2's `ip`")?;
+    Ok(())
+}
+
+fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    require_root("the benchmark's programs and namespaces")?;
+    ensure_tools()?;
+    setup()?;
+    run(cargo().args([
+        "build",
+        "--locked",
+        "--release",
+        "--package",
+        "probe-user",
+        "--package",
+        "probe-bench",
+    ]))?;
+    let release = target_dir().join("release");
+    let out = target_dir().join("bench");
+    run(Command::new(release.join("localnet-probe-bench"))
+        .arg("--probe-binary")
+        .arg(release.join("localnet-probe"))
+        .arg("--out")
+        .arg(&out)
+        .args(&args.args)
+        .current_dir(workspace_root()))?;
+    if args.update_readme {
+        update_readme(&fs::read_to_string(out.join("report.md"))?)?;
     }
+    Ok(())
+}
+
+const README_BENCH_START: &str = "<!-- bench:start -->";
+const README_BENCH_END: &str = "<!-- bench:end -->";
+
+fn update_readme(report: &str) -> anyhow::Result<()> {
+    let path = workspace_root().join("README.md");
+    let readme = fs::read_to_string(&path)?;
+    let (Some(start), Some(end)) = (
+        readme.find(README_BENCH_START),
+        readme.find(README_BENCH_END),
+    ) else {
+        bail!("README.md has no {README_BENCH_START} … {README_BENCH_END} section");
+    };
+    let updated = format!(
+        "{}{README_BENCH_START}\n{}\n{}",
+        &readme[..start],
+        report.trim_end(),
+        &readme[end..]
+    );
+    fs::write(&path, updated)?;
+    eprintln!("xtask: updated the benchmark section of {}", path.display());
+    Ok(())
+}
+
+fn test() -> anyhow::Result<()> {
+    require_root("the BPF_PROG_TEST_RUN and network-namespace tests")?;
+    ensure_tools()?;
     setup()?;
     let mut command = cargo();
     command

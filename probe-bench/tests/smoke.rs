@@ -1,0 +1,95 @@
+//! A short run of the benchmark harness end to end: every section runs and reports what it
+//! measured, with the verdicts the programs must give. No timing is asserted. Needs root and the
+//! tools `cargo xtask test` installs (xdp-tools, bpftool, nftables, ethtool).
+
+use std::{path::Path, process::Command};
+
+use serde_json::Value;
+
+#[test]
+fn quick_run_reports_every_section() {
+    let bench = Path::new(env!("CARGO_BIN_EXE_localnet-probe-bench"));
+    let probe = bench.with_file_name("localnet-probe");
+    assert!(
+        probe.exists(),
+        "{} is missing: build probe-user first (cargo xtask test does)",
+        probe.display()
+    );
+    let out =
+        std::env::temp_dir().join(format!("localnet-probe-bench-smoke-{}", std::process::id()));
+    let output = Command::new(bench)
+        .arg("--quick")
+        .arg("--probe-binary")
+        .arg(&probe)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run the benchmark");
+    assert!(
+        output.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
+    )
+    .expect("report.json is JSON");
+    let markdown = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    std::fs::remove_dir_all(&out).expect("remove the report");
+    assert!(markdown.contains("**Targets**"), "{markdown}");
+
+    let results = report["kernel_cost"]["results"]
+        .as_array()
+        .expect("kernel results");
+    assert_eq!(results.len(), 4 * 7, "4 subjects × 7 frames");
+    for result in results {
+        assert!(
+            result["ns_per_frame"]["median"].as_f64().unwrap() > 0.0,
+            "{result}"
+        );
+        let frame = result["frame"].as_str().unwrap();
+        let loopback = !frame.starts_with("benign");
+        // xdp-filter matches exact addresses: 127.0.0.1 and ::1, not the v4-mapped form.
+        let expected = match result["subject"].as_str().unwrap() {
+            "probe (drop)" if loopback => 1,
+            "xdp-filter" if loopback && frame != "v4-mapped" => 1,
+            _ => 2,
+        };
+        assert_eq!(result["verdict"], expected, "{result}");
+    }
+
+    let scenarios = report["throughput"]["scenarios"]
+        .as_array()
+        .expect("veth scenarios");
+    assert_eq!(scenarios.len(), 7);
+    for scenario in scenarios {
+        assert!(
+            scenario["handled_per_sec"]["median"].as_f64().unwrap() > 0.0,
+            "{scenario}"
+        );
+        let is_probe = scenario["name"].as_str().unwrap().starts_with("probe");
+        assert_eq!(
+            scenario["probe_footprint"].is_object(),
+            is_probe,
+            "{scenario}"
+        );
+    }
+
+    let attach = report["userspace"]["attach"]
+        .as_array()
+        .expect("attach times");
+    assert_eq!(
+        attach
+            .iter()
+            .map(|a| a["interfaces"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 3]
+    );
+    assert!(
+        report["userspace"]["idle"]["peak_rss_kib"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(!report["targets"].as_array().unwrap().is_empty());
+}
