@@ -18,7 +18,11 @@ use serde::Serialize;
 use test_frames::{TPID_8021Q, ipv4, ipv6};
 use testbed::Netns;
 
-use crate::{BENCH_OBJECT, Plan, cpu, stats::Summary, xdp_md};
+use crate::{
+    BENCH_OBJECT, Plan, cpu,
+    stats::{Summary, paired_ratio},
+    xdp_md,
+};
 
 /// `lo`: test runs take the ingress interface from the context, and it must exist.
 const IFINDEX: u32 = 1;
@@ -44,11 +48,18 @@ pub struct CostResult {
 }
 
 impl KernelCost {
-    pub fn median(&self, subject: &str, frame: &str) -> f64 {
+    fn result(&self, subject: &str, frame: &str) -> Option<&CostResult> {
         self.results
             .iter()
             .find(|r| r.subject == subject && r.frame == frame)
-            .map_or(f64::NAN, |r| r.ns_per_frame.median)
+    }
+
+    /// How many times `subject`'s cost `reference`'s is, on `frame`, round by round.
+    pub fn ratio(&self, subject: &str, reference: &str, frame: &str) -> f64 {
+        match (self.result(subject, frame), self.result(reference, frame)) {
+            (Some(a), Some(b)) => paired_ratio(&a.ns_per_frame, &b.ns_per_frame),
+            _ => f64::NAN,
+        }
     }
 }
 

@@ -63,9 +63,9 @@ impl Plan {
         Self {
             cost_repeat: 1_000_000,
             cost_rounds: 9,
-            veth_rounds: 5,
+            veth_rounds: 7,
             veth_warmup: Duration::from_millis(500),
-            veth_window: Duration::from_secs(2),
+            veth_window: Duration::from_millis(1500),
             idle: Duration::from_secs(10),
             attach_counts: vec![1, 50, 200],
             attach_rounds: 3,

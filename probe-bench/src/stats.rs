@@ -28,9 +28,28 @@ impl Summary {
     }
 }
 
+/// The median of the per-round ratios `a[i] / b[i]`: rounds are interleaved, so pairing them
+/// cancels the machine's drift between rounds.
+pub fn paired_ratio(a: &Summary, b: &Summary) -> f64 {
+    let ratios: Vec<f64> = a
+        .samples
+        .iter()
+        .zip(&b.samples)
+        .map(|(a, b)| a / b)
+        .collect();
+    Summary::of(&ratios).median
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Summary;
+    use super::{Summary, paired_ratio};
+
+    #[test]
+    fn paired_ratio_is_the_median_of_round_ratios() {
+        let a = Summary::of(&[2.0, 9.0, 3.0]);
+        let b = Summary::of(&[1.0, 3.0, 3.0]);
+        assert_eq!(paired_ratio(&a, &b), 2.0);
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

@@ -28,7 +28,12 @@ use testbed::{
     SENDER_V4,
 };
 
-use crate::{BENCH_OBJECT, BenchPrograms, Plan, cpu, process::Footprint, stats::Summary, xdp_md};
+use crate::{
+    BENCH_OBJECT, BenchPrograms, Plan, cpu,
+    process::Footprint,
+    stats::{Summary, paired_ratio},
+    xdp_md,
+};
 
 /// Frames per BPF_PROG_TEST_RUN call of the generator, and per batch inside it.
 const GENERATOR_REPEAT: u32 = 1 << 20;
@@ -56,15 +61,26 @@ pub struct ScenarioResult {
 }
 
 impl Throughput {
-    pub fn median(&self, name: &str, traffic: &str) -> f64 {
+    pub fn scenario(&self, name: &str, traffic: &str) -> Option<&ScenarioResult> {
         self.scenarios
             .iter()
             .find(|s| s.name == name && s.traffic == traffic)
-            .map_or(f64::NAN, |s| s.handled_per_sec.median)
+    }
+
+    /// Frames handled with `name` over frames handled with `reference`, round by round.
+    pub fn ratio(&self, name: &str, reference: &str, traffic: &str) -> f64 {
+        match (
+            self.scenario(name, traffic),
+            self.scenario(reference, traffic),
+        ) {
+            (Some(a), Some(b)) => paired_ratio(&a.handled_per_sec, &b.handled_per_sec),
+            _ => f64::NAN,
+        }
     }
 }
 
 pub const NO_PROGRAM: &str = "no program";
+pub const EMPTY_PASS: &str = "empty XDP_PASS";
 pub const DROP_ALL: &str = "XDP drop-all";
 pub const PROBE_MONITOR: &str = "probe (monitor)";
 pub const PROBE_DROP: &str = "probe (drop)";
@@ -75,16 +91,20 @@ pub const LOOPBACK: &str = "loopback";
 #[derive(Clone, Copy, Debug)]
 enum Receiver {
     Nothing,
-    DropAll,
-    Probe { drop: bool },
+    /// One of the reference programs of `bench-ebpf`.
+    Reference(&'static str),
+    Probe {
+        drop: bool,
+    },
     Nftables,
 }
 
-const SCENARIOS: [(&str, &str, Receiver); 7] = [
+const SCENARIOS: [(&str, &str, Receiver); 8] = [
     (NO_PROGRAM, BENIGN, Receiver::Nothing),
+    (EMPTY_PASS, BENIGN, Receiver::Reference("xdp_pass")),
     (PROBE_MONITOR, BENIGN, Receiver::Probe { drop: false }),
     (NO_PROGRAM, LOOPBACK, Receiver::Nothing),
-    (DROP_ALL, LOOPBACK, Receiver::DropAll),
+    (DROP_ALL, LOOPBACK, Receiver::Reference("xdp_drop")),
     (PROBE_DROP, LOOPBACK, Receiver::Probe { drop: true }),
     (PROBE_MONITOR, LOOPBACK, Receiver::Probe { drop: false }),
     (NFTABLES, LOOPBACK, Receiver::Nftables),
@@ -95,7 +115,7 @@ const NFT_TABLE: &str = "localnet_probe_bench";
 /// What is attached at the receiver during one measurement; removed on drop.
 enum Installed {
     Nothing,
-    DropAll(#[expect(dead_code, reason = "held for its attachment")] Ebpf),
+    Reference(#[expect(dead_code, reason = "held for its attachment")] Ebpf),
     Probe(ProbeProcess),
     Nftables(String),
 }
@@ -115,12 +135,12 @@ impl Drop for Installed {
 fn install(receiver: Receiver, link: &Link, probe_binary: &str) -> anyhow::Result<Installed> {
     Ok(match receiver {
         Receiver::Nothing => Installed::Nothing,
-        Receiver::DropAll => {
-            Installed::DropAll(link.receiver.enter(|| -> anyhow::Result<Ebpf> {
+        Receiver::Reference(name) => {
+            Installed::Reference(link.receiver.enter(|| -> anyhow::Result<Ebpf> {
                 let mut ebpf = Ebpf::load(BENCH_OBJECT)?;
                 let program: &mut Xdp = ebpf
-                    .program_mut("xdp_drop")
-                    .context("no xdp_drop program")?
+                    .program_mut(name)
+                    .with_context(|| format!("no {name} program"))?
                     .try_into()?;
                 program.load()?;
                 program.attach(RECEIVER_IF, XdpMode::Driver)?;

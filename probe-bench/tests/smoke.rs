@@ -61,7 +61,7 @@ fn quick_run_reports_every_section() {
     let scenarios = report["throughput"]["scenarios"]
         .as_array()
         .expect("veth scenarios");
-    assert_eq!(scenarios.len(), 7);
+    assert_eq!(scenarios.len(), 8);
     for scenario in scenarios {
         assert!(
             scenario["handled_per_sec"]["median"].as_f64().unwrap() > 0.0,
