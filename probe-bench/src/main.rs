@@ -5,7 +5,6 @@
 use std::{path::PathBuf, ptr, time::Duration};
 
 use anyhow::{Context as _, bail};
-use aya::{Ebpf, programs::Xdp};
 use clap::Parser;
 
 mod cpu;
@@ -62,7 +61,7 @@ impl Plan {
     fn full() -> Self {
         Self {
             cost_repeat: 1_000_000,
-            cost_rounds: 9,
+            cost_rounds: 21,
             veth_rounds: 7,
             veth_warmup: Duration::from_millis(500),
             veth_window: Duration::from_millis(1500),
@@ -83,32 +82,6 @@ impl Plan {
             attach_counts: vec![1, 3],
             attach_rounds: 1,
         }
-    }
-}
-
-/// The generator of `bench-ebpf`, loaded.
-struct BenchPrograms {
-    ebpf: Ebpf,
-}
-
-impl BenchPrograms {
-    fn load() -> anyhow::Result<Self> {
-        let mut ebpf = Ebpf::load(BENCH_OBJECT).context("load the benchmark's XDP object")?;
-        for name in ["xdp_tx"] {
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .with_context(|| format!("no {name} program"))?
-                .try_into()?;
-            program.load().with_context(|| format!("load {name}"))?;
-        }
-        Ok(Self { ebpf })
-    }
-
-    fn program(&self, name: &str) -> &Xdp {
-        self.ebpf
-            .program(name)
-            .and_then(|program| program.try_into().ok())
-            .unwrap_or_else(|| panic!("{name} is loaded at start"))
     }
 }
 
@@ -166,7 +139,6 @@ fn main() -> anyhow::Result<()> {
     } else {
         Plan::full()
     };
-    let bench = BenchPrograms::load()?;
 
     let wanted = |section| args.sections.is_empty() || args.sections.contains(&section);
     let kernel_cost = if wanted(Section::Kernel) {
@@ -177,7 +149,7 @@ fn main() -> anyhow::Result<()> {
     };
     let throughput = if wanted(Section::Veth) {
         eprintln!("bench: veth throughput");
-        Some(throughput::measure(&plan, &bench, probe_binary)?)
+        Some(throughput::measure(&plan, probe_binary)?)
     } else {
         None
     };

@@ -29,7 +29,7 @@ use testbed::{
 };
 
 use crate::{
-    BENCH_OBJECT, BenchPrograms, Plan, cpu,
+    BENCH_OBJECT, Plan, cpu,
     process::Footprint,
     stats::{Summary, paired_ratio},
     xdp_md,
@@ -314,11 +314,7 @@ fn measure_one(
     })
 }
 
-pub fn measure(
-    plan: &Plan,
-    bench: &BenchPrograms,
-    probe_binary: &str,
-) -> anyhow::Result<Throughput> {
+pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Throughput> {
     let cpus = cpu::two()?;
     let link = Link::new("bench");
     prepare_receiver(&link, cpus.1)?;
@@ -331,7 +327,13 @@ pub fn measure(
         .macs(SENDER_MAC, RECEIVER_MAC)
         .payload(&payload)
         .build();
-    let generator = bench.program("xdp_tx");
+    let mut generator = Ebpf::load(BENCH_OBJECT)?;
+    let generator: &mut Xdp = generator
+        .program_mut("xdp_tx")
+        .context("no xdp_tx program")?
+        .try_into()?;
+    generator.load()?;
+    let generator = &*generator;
 
     let mut samples: Vec<Vec<Sample>> = SCENARIOS.iter().map(|_| Vec::new()).collect();
     for _ in 0..plan.veth_rounds {

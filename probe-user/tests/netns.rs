@@ -4,7 +4,7 @@
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
-    process::Command,
+    process::{Command, Output},
     time::Duration,
 };
 
@@ -16,6 +16,15 @@ use testbed::{
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 const QUIET: Duration = Duration::from_millis(300);
+
+/// Runs `localnet-probe args…` in `netns` to completion.
+fn run_in(netns: &Netns, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", &netns.name, PROBE])
+        .args(args)
+        .output()
+        .expect("run localnet-probe")
+}
 
 fn packets_matched(report: &serde_json::Value) -> u64 {
     interface(report, RECEIVER_IF)["packets_matched"]
@@ -182,19 +191,7 @@ fn monitor_mode_with_route_localnet_reports_the_exposure() {
 
 /// The warning on stderr names the interface and the fix.
 fn probe_stderr_warns(netns: &Netns) -> bool {
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &netns.name,
-            PROBE,
-            "run",
-            "--json",
-            "--duration",
-            "0.2",
-        ])
-        .output()
-        .expect("run localnet-probe");
+    let output = run_in(netns, &["run", "--json", "--duration", "0.2"]);
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     stderr.contains(&format!("{RECEIVER_IF}: route_localnet=1 and monitor mode"))
@@ -232,19 +229,7 @@ fn a_second_probe_is_refused_and_the_first_keeps_working() {
     let link = Link::new("busy");
     let first = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
     first.wait_ready();
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &link.receiver.name,
-            PROBE,
-            "run",
-            "--iface",
-            RECEIVER_IF,
-            "--json",
-        ])
-        .output()
-        .expect("run a second localnet-probe");
+    let output = run_in(&link.receiver, &["run", "--iface", RECEIVER_IF, "--json"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -272,20 +257,10 @@ fn a_second_probe_is_refused_and_the_first_keeps_working() {
 #[test]
 fn unknown_interface_is_refused_and_nothing_is_attached() {
     let link = Link::new("unknown");
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &link.receiver.name,
-            PROBE,
-            "run",
-            "--iface",
-            RECEIVER_IF,
-            "--iface",
-            "nope0",
-        ])
-        .output()
-        .expect("run localnet-probe");
+    let output = run_in(
+        &link.receiver,
+        &["run", "--iface", RECEIVER_IF, "--iface", "nope0"],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -302,12 +277,9 @@ fn native_mode_failure_attaches_nothing() {
     // An ifb interface has no native XDP: the second attachment fails, the first is undone.
     link.receiver.ip(&["link", "add", "ifb0", "type", "ifb"]);
     link.receiver.ip(&["link", "set", "ifb0", "up"]);
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &link.receiver.name,
-            PROBE,
+    let output = run_in(
+        &link.receiver,
+        &[
             "run",
             "--xdp-mode",
             "native",
@@ -317,9 +289,8 @@ fn native_mode_failure_attaches_nothing() {
             "ifb0",
             "--duration",
             "5",
-        ])
-        .output()
-        .expect("run localnet-probe");
+        ],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
