@@ -27,7 +27,7 @@ const PROGRAM_NAME: &str = "localnet_probe";
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
-    #[error("loading the XDP program failed: {0}")]
+    #[error("loading the XDP object failed")]
     Load(#[source] aya::EbpfError),
     #[error("the kernel verifier rejected the XDP program: {io_error}")]
     Verifier {
@@ -36,11 +36,11 @@ pub enum ProbeError {
     },
     #[error("the embedded object has no {0}")]
     MissingPart(&'static str),
-    #[error("{0}")]
+    #[error(transparent)]
     Program(#[from] ProgramError),
-    #[error("{0}")]
+    #[error(transparent)]
     Map(#[from] MapError),
-    #[error("{0}")]
+    #[error(transparent)]
     Link(#[from] LinkError),
     #[error("more than {MAX_INTERFACES} interfaces")]
     TooManyInterfaces,
