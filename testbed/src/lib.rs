@@ -1,11 +1,7 @@
-//! Test hosts for the integration tests: network namespaces joined by a veth pair, raw-frame
-//! senders, sockets inside a namespace, and the `localnet-probe` binary run in one. Everything is
-//! removed on drop, also when a test fails. Traffic stays on the veth pair (198.18.0.0/15, fd00::/8).
-
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of this module"
-)]
+//! Test hosts for localnet-probe's integration tests and benchmark: network namespaces joined by
+//! a veth pair, raw-frame senders, sockets inside a namespace, and the `localnet-probe` binary run
+//! in one. Everything is removed on drop, also when a test fails. Traffic stays on the veth pair
+//! (198.18.0.0/15, fd00::/8).
 
 use std::{
     fs::File,
