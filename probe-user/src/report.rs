@@ -70,8 +70,10 @@ impl InterfaceReport {
             Some(previous) if reading.seconds_since_previous > 0.0 => {
                 let before = previous.total(None);
                 (
-                    (matched.packets - before.packets) as f64 / reading.seconds_since_previous,
-                    (matched.bytes - before.bytes) as f64 / reading.seconds_since_previous,
+                    matched.packets.saturating_sub(before.packets) as f64
+                        / reading.seconds_since_previous,
+                    matched.bytes.saturating_sub(before.bytes) as f64
+                        / reading.seconds_since_previous,
                 )
             }
             _ => (0.0, 0.0),
