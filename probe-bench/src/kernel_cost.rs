@@ -54,6 +54,21 @@ impl KernelCost {
             .find(|r| r.subject == subject && r.frame == frame)
     }
 
+    pub fn median(&self, subject: &str, frame: &str) -> f64 {
+        self.result(subject, frame)
+            .map_or(f64::NAN, |r| r.ns_per_frame.median)
+    }
+
+    /// The fastest and slowest run of `subject` over every frame.
+    pub fn spread(&self, subject: &str) -> (f64, f64) {
+        self.results
+            .iter()
+            .filter(|r| r.subject == subject)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(min, max), r| {
+                (min.min(r.ns_per_frame.min), max.max(r.ns_per_frame.max))
+            })
+    }
+
     /// How many times `subject`'s cost `reference`'s is, on `frame`, round by round.
     pub fn ratio(&self, subject: &str, reference: &str, frame: &str) -> f64 {
         match (self.result(subject, frame), self.result(reference, frame)) {

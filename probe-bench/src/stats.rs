@@ -31,13 +31,18 @@ impl Summary {
 /// The median of the per-round ratios `a[i] / b[i]`: rounds are interleaved, so pairing them
 /// cancels the machine's drift between rounds.
 pub fn paired_ratio(a: &Summary, b: &Summary) -> f64 {
+    paired_ratios(a, b).median
+}
+
+/// The per-round ratios `a[i] / b[i]`.
+pub fn paired_ratios(a: &Summary, b: &Summary) -> Summary {
     let ratios: Vec<f64> = a
         .samples
         .iter()
         .zip(&b.samples)
         .map(|(a, b)| a / b)
         .collect();
-    Summary::of(&ratios).median
+    Summary::of(&ratios)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use testbed::{
 use crate::{
     BENCH_OBJECT, Plan, cpu,
     process::Footprint,
-    stats::{Summary, paired_ratio},
+    stats::{Summary, paired_ratios},
     xdp_md,
 };
 
@@ -69,13 +69,17 @@ impl Throughput {
 
     /// Frames handled with `name` over frames handled with `reference`, round by round.
     pub fn ratio(&self, name: &str, reference: &str, traffic: &str) -> f64 {
-        match (
-            self.scenario(name, traffic),
-            self.scenario(reference, traffic),
-        ) {
-            (Some(a), Some(b)) => paired_ratio(&a.handled_per_sec, &b.handled_per_sec),
-            _ => f64::NAN,
-        }
+        self.ratios(name, reference, traffic)
+            .map_or(f64::NAN, |ratios| ratios.median)
+    }
+
+    /// The per-round ratios behind [`Self::ratio`].
+    pub fn ratios(&self, name: &str, reference: &str, traffic: &str) -> Option<Summary> {
+        let (a, b) = (
+            self.scenario(name, traffic)?,
+            self.scenario(reference, traffic)?,
+        );
+        Some(paired_ratios(&a.handled_per_sec, &b.handled_per_sec))
     }
 }
 
