@@ -16,12 +16,11 @@ use localnet_probe::probe::{Probe, XdpModeChoice};
 use probe_common::Mode;
 use serde::Serialize;
 use test_frames::{TPID_8021Q, ipv4, ipv6};
-use testbed::Netns;
+use testbed::{Netns, xdp_md};
 
 use crate::{
     BENCH_OBJECT, Plan, cpu,
     stats::{Summary, paired_ratio},
-    xdp_md,
 };
 
 /// `lo`: test runs take the ingress interface from the context, and it must exist.
@@ -236,18 +235,9 @@ impl Stage {
         Self { netns }
     }
 
-    fn ifindex(dev: &str) -> anyhow::Result<u32> {
-        let name = std::ffi::CString::new(dev)?;
-        // SAFETY: valid C string.
-        match unsafe { libc::if_nametoindex(name.as_ptr()) } {
-            0 => bail!("no interface {dev}"),
-            ifindex => Ok(ifindex),
-        }
-    }
-
     fn attach_probe(&self, probe: &mut Probe, dev: &str, mode: Mode) -> anyhow::Result<()> {
         self.netns.enter(|| {
-            let ifindex = Self::ifindex(dev)?;
+            let ifindex = testbed::ifindex(dev);
             probe.configure(ifindex, mode)?;
             probe.attach(ifindex, XdpModeChoice::Generic)?;
             Ok(())

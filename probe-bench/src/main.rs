@@ -85,16 +85,6 @@ impl Plan {
     }
 }
 
-/// `struct xdp_md` for a frame of `len` bytes arriving on `ifindex`.
-fn xdp_md(len: usize, ifindex: u32) -> [u8; 24] {
-    let fields = [0, len as u32, 0, ifindex, 0, 0];
-    let mut md = [0; 24];
-    for (chunk, field) in md.chunks_exact_mut(4).zip(fields) {
-        chunk.copy_from_slice(&field.to_ne_bytes());
-    }
-    md
-}
-
 /// xdp-filter keeps its state in bpffs. Mount one in a mount namespace of this process's own, so
 /// the host's mounts are left as they are. Must run before any thread starts.
 fn private_bpffs() -> anyhow::Result<()> {

@@ -25,14 +25,13 @@ use serde::Serialize;
 use test_frames::ipv4;
 use testbed::{
     Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_IF, SENDER_MAC,
-    SENDER_V4,
+    SENDER_V4, xdp_md,
 };
 
 use crate::{
     BENCH_OBJECT, Plan, cpu,
     process::Footprint,
     stats::{Summary, paired_ratios},
-    xdp_md,
 };
 
 /// Frames per BPF_PROG_TEST_RUN call of the generator, and per batch inside it.
@@ -255,10 +254,7 @@ fn generate(
 ) -> anyhow::Result<u64> {
     link.sender.enter(|| {
         cpu::pin(0, cpu)?;
-        let name = std::ffi::CString::new(SENDER_IF)?;
-        // SAFETY: valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        let md = xdp_md(frame.len(), ifindex);
+        let md = xdp_md(frame.len(), testbed::ifindex(SENDER_IF));
         let mut offered = 0;
         while !stop.load(Ordering::Relaxed) {
             let mut options = TestRunOptions::new();

@@ -35,12 +35,11 @@ const XDP_PASS: u32 = 2;
 
 /// What the program does with matched frames on one interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
 pub enum Mode {
     /// Count and pass.
-    Monitor = 1,
+    Monitor,
     /// Count and drop.
-    Drop = 2,
+    Drop,
 }
 
 impl Mode {
@@ -87,15 +86,6 @@ impl IfaceConfig {
             None
         } else {
             Some((self.verdict, self.counter_base + matched.index()))
-        }
-    }
-
-    /// `None` when not configured.
-    pub const fn mode(&self) -> Option<Mode> {
-        match self.verdict {
-            0 => None,
-            XDP_DROP => Some(Mode::Drop),
-            _ => Some(Mode::Monitor),
         }
     }
 }
@@ -165,13 +155,11 @@ mod tests {
             address: Address::Destination,
         };
         assert_eq!(IfaceConfig::default().on_match(matched), None);
-        assert_eq!(IfaceConfig::default().mode(), None);
         for (slot, mode, action, verdict) in [
             (0, Mode::Monitor, Action::Passed, XDP_PASS),
             (5, Mode::Drop, Action::Dropped, XDP_DROP),
         ] {
             let config = IfaceConfig::new(slot, mode);
-            assert_eq!(config.mode(), Some(mode));
             assert_eq!(
                 config.on_match(matched),
                 Some((verdict, counter_index(slot, matched, action)))

@@ -17,8 +17,8 @@ use probe_common::{
     classify,
 };
 
-/// Slot and mode by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written by the loader before
-/// it attaches to the interface.
+/// Verdict and counter base by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written by the
+/// loader before it attaches to the interface.
 #[map]
 static IFACE_CONFIG: Array<IfaceConfig> = Array::with_max_entries(IFINDEX_ARRAY_LEN, 0);
 

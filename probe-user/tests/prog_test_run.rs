@@ -5,21 +5,12 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use localnet_probe::probe::{InterfaceCounters, Probe};
 use probe_common::{Action, Counter, LoopbackMatch, Mode};
 use test_frames::Case;
+use testbed::xdp_md;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 /// `lo`: test runs take the ingress interface from the context, and it must exist.
 const IFINDEX: u32 = 1;
-
-/// `struct xdp_md` for a frame of `len` bytes arriving on `ifindex`.
-fn xdp_md(len: usize, ifindex: u32) -> [u8; 24] {
-    let fields = [0, len as u32, 0, ifindex, 0, 0];
-    let mut md = [0; 24];
-    for (chunk, field) in md.chunks_exact_mut(4).zip(fields) {
-        chunk.copy_from_slice(&field.to_ne_bytes());
-    }
-    md
-}
 
 fn run(probe: &Probe, frame: &[u8], repeat: u32) -> u32 {
     let md = xdp_md(frame.len(), IFINDEX);

@@ -27,6 +27,27 @@ pub const RECEIVER_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 
 pub const SENDER_IF: &str = "vtx";
 pub const RECEIVER_IF: &str = "vrx";
 
+/// The ifindex of `interface` in the calling thread's network namespace.
+pub fn ifindex(interface: &str) -> u32 {
+    let name = std::ffi::CString::new(interface).expect("no NUL in an interface name");
+    // SAFETY: valid C string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => panic!("no interface {interface}"),
+        ifindex => ifindex,
+    }
+}
+
+/// `struct xdp_md` for BPF_PROG_TEST_RUN: a frame of `len` bytes arriving on `ifindex` (which
+/// must exist in the calling thread's namespace).
+pub fn xdp_md(len: usize, ifindex: u32) -> [u8; 24] {
+    let fields = [0, len as u32, 0, ifindex, 0, 0];
+    let mut md = [0; 24];
+    for (chunk, field) in md.chunks_exact_mut(4).zip(fields) {
+        chunk.copy_from_slice(&field.to_ne_bytes());
+    }
+    md
+}
+
 pub fn ip(args: &[&str]) {
     let output = Command::new("ip")
         .args(args)
@@ -206,11 +227,10 @@ impl RawSender {
             std::io::Error::last_os_error()
         );
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let name = std::ffi::CString::new(interface).unwrap();
-        // SAFETY: valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
-        assert!(ifindex > 0, "no interface {interface}");
-        Self { fd, ifindex }
+        Self {
+            fd,
+            ifindex: ifindex(interface) as i32,
+        }
     }
 
     /// Sends `frame`, waiting out a full queue; panics if it cannot within a second.
