@@ -8,14 +8,14 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use localnet_probe::{
+use probe_common::Mode;
+use probe_user::{
     interfaces::{self, Interface},
     privileges,
     probe::{InterfaceCounters, Probe, ProbeError, XdpModeChoice},
     report::{InterfaceReading, InterfaceReport, Report, render_table},
     route_localnet::RouteLocalnet,
 };
-use probe_common::Mode;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Args)]

@@ -2,8 +2,8 @@
 //! for every case of the shared table, in monitor and drop mode. Needs root.
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use localnet_probe::probe::{InterfaceCounters, Probe};
 use probe_common::{Action, Counter, LoopbackMatch, Mode};
+use probe_user::probe::{InterfaceCounters, Probe};
 use test_frames::Case;
 use testbed::xdp_md;
 

@@ -13,8 +13,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser};
 
-/// The nightly toolchain that builds the eBPF crate; its LLVM must be bpf-linker's.
-const NIGHTLY: &str = "nightly";
+/// bpf-linker's LLVM, which must be the pinned nightly's (`ebpf_build::NIGHTLY_DATE`).
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13";
 
@@ -27,6 +26,9 @@ enum Xtask {
     Build(BuildArgs),
     /// Set up, build, and run localnet-probe with the arguments after `--`.
     Run(RunArgs),
+    /// Set up, then check formatting and run clippy on the host crates and, for the BPF target,
+    /// on the eBPF crates; every warning is an error.
+    Lint,
     /// Set up, then run every test: host, BPF_PROG_TEST_RUN, netns integration and a short run of
     /// the benchmark harness (needs root).
     Test,
@@ -70,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             let error = Command::new(&binary).args(&args.args).exec();
             Err(error).with_context(|| format!("cannot run {}", binary.display()))
         }
+        Xtask::Lint => lint(),
         Xtask::Test => test(),
         Xtask::Bench(args) => bench(&args),
     }
@@ -118,25 +121,31 @@ fn setup() -> anyhow::Result<()> {
 }
 
 fn ensure_rust_src() -> anyhow::Result<()> {
+    let nightly = ebpf_build::nightly()?;
     let installed = output(Command::new("rustup").args([
         "component",
         "list",
         "--installed",
         "--toolchain",
-        NIGHTLY,
-    ]))
-    .context("the nightly toolchain is needed to build the eBPF program")?;
+        &nightly,
+    ]))?;
     if !installed.lines().any(|line| line.starts_with("rust-src")) {
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            &nightly,
+        ]))?;
     }
-    let llvm = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"]))?;
+    let llvm = output(Command::new("rustc").args([&format!("+{nightly}"), "-vV"]))?;
     let llvm_major = llvm
         .lines()
         .find_map(|line| line.strip_prefix("LLVM version: "))
         .and_then(|version| version.split('.').next());
     if llvm_major != Some(LLVM_MAJOR) {
         bail!(
-            "the {NIGHTLY} toolchain uses LLVM {llvm_major:?}, bpf-linker here is built for LLVM \
+            "the {nightly} toolchain uses LLVM {llvm_major:?}, bpf-linker here is built for LLVM \
              {LLVM_MAJOR}; they must match"
         );
     }
@@ -176,8 +185,9 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
             .env("LLVM_PREFIX", &debian_llvm);
     } else {
         // No system LLVM: link the nightly toolchain's own libLLVM, which is the same major.
+        let nightly = ebpf_build::nightly()?;
         let sysroot =
-            output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
+            output(Command::new("rustc").args([&format!("+{nightly}"), "--print", "sysroot"]))?;
         let lib_dir = Path::new(sysroot.trim()).join("lib");
         let library = fs::read_dir(&lib_dir)
             .with_context(|| format!("cannot read {}", lib_dir.display()))?
@@ -222,6 +232,44 @@ fn build(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     run(&mut command)?;
     let profile = if args.release { "release" } else { "debug" };
     Ok(target_dir().join(profile).join("localnet-probe"))
+}
+
+/// The eBPF crates, which build only for the BPF target.
+const EBPF_PACKAGES: [&str; 2] = ["probe-ebpf", "bench-ebpf"];
+
+fn lint() -> anyhow::Result<()> {
+    setup()?;
+    run(cargo().args(["fmt", "--all", "--check"]))
+        .context("formatting differs: run `cargo fmt --all`")?;
+    let mut host = cargo();
+    host.args(["clippy", "--locked", "--workspace", "--all-targets"]);
+    for package in EBPF_PACKAGES {
+        host.args(["--exclude", package]);
+    }
+    run(host.args(["--", "-D", "warnings"]))?;
+    let nightly = ebpf_build::nightly()?;
+    let mut ebpf = Command::new("rustup");
+    ebpf.current_dir(workspace_root()).args([
+        "run",
+        &nightly,
+        "cargo",
+        "clippy",
+        "--locked",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--release",
+    ]);
+    for package in EBPF_PACKAGES {
+        ebpf.args(["--package", package]);
+    }
+    // A target dir of its own, so the host build's artefacts are not rebuilt for nightly.
+    run(ebpf
+        .args(["--", "-D", "warnings"])
+        .env("CARGO_TARGET_DIR", target_dir().join("lint-ebpf"))
+        .env_remove("CARGO")
+        .env_remove("RUSTC"))
 }
 
 fn target_dir() -> PathBuf {

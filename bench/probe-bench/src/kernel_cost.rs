@@ -12,8 +12,8 @@ use aya::{
     Ebpf,
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode},
 };
-use localnet_probe::probe::{Probe, XdpModeChoice};
 use probe_common::Mode;
+use probe_user::probe::{Probe, XdpModeChoice};
 use serde::Serialize;
 use test_frames::{TPID_8021Q, ipv4, ipv6};
 use testbed::{Netns, xdp_md};
