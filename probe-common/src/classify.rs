@@ -9,22 +9,20 @@ use core::mem::size_of;
 
 use crate::{Address, Family, LoopbackMatch};
 
-/// Read access to a frame, starting at its Ethernet header.
-#[expect(
-    clippy::len_without_is_empty,
-    reason = "the classifier bounds reads by length; emptiness is just a short frame"
-)]
+/// Read access to a frame, from its first header on. Lengths are only ever compared, never
+/// computed from the frame's bounds: in the kernel that would subtract packet pointers, which the
+/// verifier allows only with CAP_PERFMON.
 pub trait Frame {
-    /// Length of the frame in bytes.
-    fn len(&self) -> usize;
+    /// Whether the frame is at least `len` bytes long.
+    fn holds(&self, len: usize) -> bool;
 
     /// The `T` stored `offset` bytes into the frame, or `None` if it would end past the frame.
     fn load<T: Copy>(&self, offset: usize) -> Option<T>;
 }
 
 impl Frame for [u8] {
-    fn len(&self) -> usize {
-        <[u8]>::len(self)
+    fn holds(&self, len: usize) -> bool {
+        len <= self.len()
     }
 
     fn load<T: Copy>(&self, offset: usize) -> Option<T> {
@@ -82,6 +80,20 @@ pub fn classify<F: Frame + ?Sized>(frame: &F) -> Option<LoopbackMatch> {
     }
 }
 
+/// Classifies a packet that starts at its IP header, as on layer-3 devices (tun, wireguard):
+/// the version nibble says IPv4 or IPv6; the rules are those of [`classify`].
+#[inline(always)]
+pub fn classify_ip<F: Frame + ?Sized>(frame: &F) -> Option<LoopbackMatch> {
+    // A word rather than the one byte: the verifier cannot follow the bounds check LLVM makes
+    // of a one-byte load at offset 0 (`data >= data_end`), and no IP header is shorter anyway.
+    let [version_ihl, ..]: [u8; 4] = frame.load(0)?;
+    match version_ihl >> 4 {
+        4 => classify_ipv4(frame, 0),
+        6 => classify_ipv6(frame, 0),
+        _ => None,
+    }
+}
+
 #[inline(always)]
 fn is_vlan(ethertype: u16) -> bool {
     ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ || ethertype == ETHERTYPE_QINQ_OLD
@@ -99,12 +111,19 @@ fn classify_ipv4<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<Loopb
     let address = Address::from_flags(source, destination)?;
 
     let version_ihl = header[0].to_ne_bytes()[0];
-    let header_len = usize::from(version_ihl & 0x0f) * 4;
-    if version_ihl >> 4 != 4
-        || header_len < IPV4_MIN_HEADER_LEN
-        || l3_offset + header_len > frame.len()
-    {
+    let ihl_words = usize::from(version_ihl & 0x0f);
+    if version_ihl >> 4 != 4 || ihl_words * 4 < IPV4_MIN_HEADER_LEN {
         return None;
+    }
+    // Options must fit in the frame. One constant length per possible IHL rather than
+    // `l3_offset + ihl * 4`: in the kernel, adding a variable to a packet pointer is allowed
+    // only with CAP_PERFMON. The fixed header (IHL 5) is already known to fit.
+    let mut words = IPV4_MIN_HEADER_LEN / 4 + 1;
+    while words <= 15 {
+        if ihl_words >= words && !frame.holds(l3_offset + words * 4) {
+            return None;
+        }
+        words += 1;
     }
     Some(LoopbackMatch {
         family: Family::Ipv4,

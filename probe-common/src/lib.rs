@@ -1,4 +1,4 @@
-//! What the localnet-probe XDP program and its loader share: the loopback-frame classifier, the
+//! What the localnet-probe kernel programs and their loader share: the loopback-frame classifier, the
 //! class encoding used to index the counters, and the `#[repr(C)]` map keys and values.
 //!
 //! The kernel program calls exactly these functions, so host tests of this crate test the rules
@@ -8,10 +8,10 @@
 mod classify;
 mod maps;
 
-pub use classify::{Frame, classify};
+pub use classify::{Frame, classify, classify_ip};
 pub use maps::{
-    CLASSES_PER_INTERFACE, COUNTER_SLOTS, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_INTERFACES,
-    Mode, counter_index,
+    CLASSES_PER_INTERFACE, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode,
+    SlotCounters, class_index, counter_key,
 };
 
 /// The IP family a matched frame's loopback address belongs to.

@@ -1,39 +1,37 @@
-//! Keys and values of the maps the XDP program and the loader share.
+//! Keys and values of the maps the kernel programs and the loader share.
 
 use core::mem::size_of;
 
 use crate::{Action, LoopbackMatch};
-
-/// Most interfaces one loaded program serves; each gets a slot of counters.
-pub const MAX_INTERFACES: u32 = 1024;
 
 /// Interfaces with an ifindex below this are configured in an array indexed by ifindex, whose
 /// lookup the verifier turns into a bounds check and a load; higher ifindexes (hosts that have
 /// created and destroyed many interfaces) go to a hash map.
 pub const IFINDEX_ARRAY_LEN: u32 = 65536;
 
+/// Most interfaces one loaded program can serve at once: each needs a slot of counters. The
+/// loader sizes the counter map (and the hash map for high ifindexes) at load time, up to this.
+pub const MAX_SLOTS: u32 = 65536;
+
 /// Counters per interface: every [`LoopbackMatch`] × every [`Action`].
-pub const CLASSES_PER_INTERFACE: u32 = LoopbackMatch::COUNT * Action::ALL.len() as u32;
+pub const CLASSES_PER_INTERFACE: usize = LoopbackMatch::COUNT as usize * Action::ALL.len();
 
-/// Entries in the per-CPU counter array.
-pub const COUNTER_SLOTS: u32 = MAX_INTERFACES * CLASSES_PER_INTERFACE;
-
-/// Index into the counter array of one interface slot, action and match. The matches of one
-/// slot and action are consecutive, so the program adds the match to a base it is given.
+/// Index into [`SlotCounters::classes`]: the matches of one action are consecutive.
 #[inline(always)]
-pub const fn counter_index(slot: u32, matched: LoopbackMatch, action: Action) -> u32 {
-    counter_base(slot, action) + matched.index()
+pub const fn class_index(matched: LoopbackMatch, action: Action) -> usize {
+    action as usize * LoopbackMatch::COUNT as usize + matched.index() as usize
 }
 
-const fn counter_base(slot: u32, action: Action) -> u32 {
-    slot * CLASSES_PER_INTERFACE + action as u32 * LoopbackMatch::COUNT
+/// Key of one class's counter in the per-CPU counter array, where each slot's classes are
+/// consecutive. The program computes the key and lets the map find the counter: indexing into a
+/// larger value with a computed offset is pointer arithmetic the verifier allows only with
+/// CAP_PERFMON.
+#[inline(always)]
+pub const fn counter_key(slot: u32, matched: LoopbackMatch, action: Action) -> u32 {
+    slot * CLASSES_PER_INTERFACE as u32 + class_index(matched, action) as u32
 }
 
-/// `XDP_DROP` and `XDP_PASS` from the kernel's uapi.
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-/// What the program does with matched frames on one interface.
+/// What a program does with matched frames on one interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Count and pass.
@@ -49,44 +47,54 @@ impl Mode {
             Self::Drop => "drop",
         }
     }
+
+    /// The action taken on matched frames.
+    pub const fn action(self) -> Action {
+        match self {
+            Self::Monitor => Action::Passed,
+            Self::Drop => Action::Dropped,
+        }
+    }
 }
 
-/// Per-interface configuration, keyed by ifindex, in the form the program uses without further
-/// work: the verdict for matched frames and where their counters start. Written before the
-/// program is attached to the interface, so every frame the program sees on it finds its entry.
-/// All zeroes, as array entries start, means "not configured".
+/// Per-interface configuration, keyed by ifindex: the interface's counter slot and what to do
+/// with matched frames. It holds an [`Action`], not a verdict, so any hook (XDP, tc) maps it to
+/// its own return code. Written before a program is attached to the interface, so every frame a
+/// program sees there finds its entry. All zeroes, as array entries start, means "not configured".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct IfaceConfig {
-    /// `counter_index(slot, match, action) - match.index()` for this interface's action.
-    counter_base: u32,
-    /// `XDP_PASS` (monitor), `XDP_DROP` (drop), or 0 when not configured.
-    verdict: u32,
+    slot: u32,
+    /// `Action as u32`.
+    action: u32,
+    /// 1 when configured.
+    configured: u32,
 }
 
-const _: () = assert!(size_of::<IfaceConfig>() == 8);
+const _: () = assert!(size_of::<IfaceConfig>() == 12);
 
 impl IfaceConfig {
     pub const fn new(slot: u32, mode: Mode) -> Self {
-        let (action, verdict) = match mode {
-            Mode::Monitor => (Action::Passed, XDP_PASS),
-            Mode::Drop => (Action::Dropped, XDP_DROP),
-        };
         Self {
-            counter_base: counter_base(slot, action),
-            verdict,
+            slot,
+            action: mode.action() as u32,
+            configured: 1,
         }
     }
 
-    /// The XDP verdict for a matched frame and the index of its counter, or `None` when the
-    /// interface is not configured.
+    /// The interface's slot and the action for its matched frames, or `None` when the interface
+    /// is not configured.
     #[inline(always)]
-    pub const fn on_match(&self, matched: LoopbackMatch) -> Option<(u32, u32)> {
-        if self.verdict == 0 {
-            None
-        } else {
-            Some((self.verdict, self.counter_base + matched.index()))
+    pub const fn slot_and_action(&self) -> Option<(u32, Action)> {
+        if self.configured == 0 {
+            return None;
         }
+        let action = if self.action == Action::Dropped as u32 {
+            Action::Dropped
+        } else {
+            Action::Passed
+        };
+        Some((self.slot, action))
     }
 }
 
@@ -95,17 +103,41 @@ impl IfaceConfig {
 #[repr(C)]
 pub struct Counter {
     pub packets: u64,
-    /// Frame lengths as the program saw them (linear part, from the Ethernet header on).
+    /// Frame lengths as the program saw them, from the first header on.
     pub bytes: u64,
 }
 
 const _: () = assert!(size_of::<Counter>() == 16);
 
 impl Counter {
-    pub fn add(&mut self, other: Self) {
+    pub const fn add(&mut self, other: Self) {
         self.packets += other.packets;
         self.bytes += other.bytes;
     }
+}
+
+/// Every counter of one interface slot, as the loader sums them over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SlotCounters {
+    /// Indexed by [`class_index`].
+    pub classes: [Counter; CLASSES_PER_INTERFACE],
+}
+
+const _: () = assert!(size_of::<SlotCounters>() == 16 * CLASSES_PER_INTERFACE);
+
+impl SlotCounters {
+    pub const fn get(&self, matched: LoopbackMatch, action: Action) -> Counter {
+        self.classes[class_index(matched, action)]
+    }
+
+    /// Adds `other` class by class (the loader sums the CPUs with it).
+    pub fn add(&mut self, other: &Self) {
+        for (total, counter) in self.classes.iter_mut().zip(other.classes) {
+            total.add(counter);
+        }
+    }
+
 }
 
 #[cfg(feature = "user")]
@@ -119,51 +151,45 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Address, Family};
 
     #[test]
-    fn counter_indices_are_dense_and_distinct() {
-        let mut seen = [false; (2 * CLASSES_PER_INTERFACE) as usize];
-        for slot in 0..2 {
-            for matched in LoopbackMatch::all() {
-                for action in Action::ALL {
-                    let index = counter_index(slot, matched, action) as usize;
-                    assert!(!seen[index], "index {index} used twice");
-                    seen[index] = true;
-                }
+    fn class_indices_are_dense_and_distinct() {
+        let mut seen = [false; CLASSES_PER_INTERFACE];
+        for matched in LoopbackMatch::all() {
+            for action in Action::ALL {
+                let index = class_index(matched, action);
+                assert!(!seen[index], "index {index} used twice");
+                seen[index] = true;
             }
         }
         assert!(seen.iter().all(|used| *used));
     }
 
     #[test]
-    fn last_counter_index_fits_the_array() {
-        let last = LoopbackMatch {
-            family: Family::Ipv4Mapped,
-            address: Address::Both,
-        };
+    fn config_gives_the_slot_and_the_action() {
+        assert_eq!(IfaceConfig::default().slot_and_action(), None);
         assert_eq!(
-            counter_index(MAX_INTERFACES - 1, last, Action::Dropped),
-            COUNTER_SLOTS - 1
+            IfaceConfig::new(0, Mode::Monitor).slot_and_action(),
+            Some((0, Action::Passed))
+        );
+        assert_eq!(
+            IfaceConfig::new(5, Mode::Drop).slot_and_action(),
+            Some((5, Action::Dropped))
         );
     }
 
     #[test]
-    fn config_gives_the_verdict_and_the_counter_of_a_match() {
-        let matched = LoopbackMatch {
-            family: Family::Ipv6,
-            address: Address::Destination,
-        };
-        assert_eq!(IfaceConfig::default().on_match(matched), None);
-        for (slot, mode, action, verdict) in [
-            (0, Mode::Monitor, Action::Passed, XDP_PASS),
-            (5, Mode::Drop, Action::Dropped, XDP_DROP),
-        ] {
-            let config = IfaceConfig::new(slot, mode);
-            assert_eq!(
-                config.on_match(matched),
-                Some((verdict, counter_index(slot, matched, action)))
-            );
+    fn counter_keys_of_slots_do_not_overlap() {
+        let mut seen = [false; 3 * CLASSES_PER_INTERFACE];
+        for slot in 0..3 {
+            for matched in LoopbackMatch::all() {
+                for action in Action::ALL {
+                    let key = counter_key(slot, matched, action) as usize;
+                    assert!(!seen[key], "key {key} used twice");
+                    seen[key] = true;
+                }
+            }
         }
+        assert!(seen.iter().all(|used| *used));
     }
 }

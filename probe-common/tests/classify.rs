@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use probe_common::{Address, Family, LoopbackMatch, classify};
+use probe_common::{Address, Family, LoopbackMatch, classify, classify_ip};
 use proptest::prelude::*;
 use test_frames::{FrameBuilder, TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, cases, ipv4, ipv6};
 
@@ -17,6 +17,43 @@ fn every_case_classifies_as_expected() {
             case.name
         );
     }
+}
+
+/// On layer-3 devices a packet starts at its IP header: every case, its link-layer headers
+/// stripped, classifies as the whole frame does.
+#[test]
+fn packets_without_a_link_layer_classify_like_frames() {
+    let mut ip_cases = 0;
+    for case in cases() {
+        let Some(ip_offset) = ip_offset(&case.frame) else {
+            continue;
+        };
+        assert_eq!(
+            classify_ip(&case.frame[ip_offset..]),
+            case.expected,
+            "case {:?} without its link-layer headers",
+            case.name
+        );
+        ip_cases += 1;
+    }
+    assert!(ip_cases > 20, "only {ip_cases} IP cases");
+    // Bytes that are no IP packet: other version nibbles, nothing at all.
+    for packet in [&[][..], &[0x00; 40], &[0x50; 40], &[0x7f; 40]] {
+        assert_eq!(classify_ip(packet), None, "{packet:?}");
+    }
+}
+
+/// Where the IP header of an IPv4 or IPv6 frame behind at most two VLAN tags starts.
+fn ip_offset(frame: &[u8]) -> Option<usize> {
+    let mut offset = 12;
+    for _ in 0..3 {
+        match u16::from_be_bytes(frame.get(offset..offset + 2)?.try_into().ok()?) {
+            0x0800 | 0x86dd => return Some(offset + 2),
+            0x8100 | 0x88a8 | 0x9100 => offset += 4,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// A matching frame cut anywhere before the end of its IP header must not match; cut anywhere
@@ -151,6 +188,24 @@ proptest! {
             .ipv4_options(&vec![1; option_words * 4])
             .build();
         prop_assert_eq!(classify(frame.as_slice()), expected_v4(source, destination));
+    }
+
+    #[test]
+    fn arbitrary_ip_packets_agree_with_the_reference(packet in proptest::collection::vec(any::<u8>(), 0..64), six: bool) {
+        // The same bytes behind an Ethernet header with the ethertype their version implies.
+        let ethertype: [u8; 2] = if packet.first().is_some_and(|b| b >> 4 == 6) || (packet.is_empty() && six) {
+            [0x86, 0xdd]
+        } else {
+            [0x08, 0x00]
+        };
+        let mut frame = vec![0; 12];
+        frame.extend_from_slice(&ethertype);
+        frame.extend_from_slice(&packet);
+        let expected = match packet.first().map(|b| b >> 4) {
+            Some(4 | 6) => reference_classify(&frame),
+            _ => None,
+        };
+        prop_assert_eq!(classify_ip(packet.as_slice()), expected);
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! The XDP program: classifies each frame with `probe_common::classify`; frames with a loopback
-//! source or destination are counted per interface, match and action, and dropped on interfaces
-//! in drop mode. Everything else passes untouched, without a map lookup.
+//! The XDP programs: each classifies a frame with `probe_common`'s classifier; frames with a
+//! loopback source or destination are counted per interface, match and action, and dropped on
+//! interfaces in drop mode. Everything else passes untouched, without a map lookup.
+//!
+//! `localnet_probe` serves Ethernet devices; `localnet_probe_ip` serves layer-3 devices (tun,
+//! wireguard), whose packets start at the IP header. Choosing the program by device at attach
+//! time keeps that decision off the per-frame path.
 #![no_std]
 #![no_main]
 
@@ -8,27 +12,29 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::generated::bpf_xdp_get_buff_len,
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use probe_common::{
-    COUNTER_SLOTS, Counter, Frame, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch, MAX_INTERFACES,
-    classify,
+    Action, Counter, Frame, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch, classify, classify_ip,
+    counter_key,
 };
 
-/// Verdict and counter base by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written by the
-/// loader before it attaches to the interface.
+/// Slot and action by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written by the loader
+/// before it attaches to the interface.
 #[map]
 static IFACE_CONFIG: Array<IfaceConfig> = Array::with_max_entries(IFINDEX_ARRAY_LEN, 0);
 
-/// The same for higher ifindexes.
+/// The same for higher ifindexes. Sized by the loader at load time, like `COUNTERS`.
 #[map]
-static IFACE_CONFIG_HIGH: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+static IFACE_CONFIG_HIGH: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(1, 0);
 
-/// Indexed by [`counter_index`]; the loader sums the CPUs.
+/// Packets and bytes by [`counter_key`] (an interface's slot, match and action); sized by the
+/// loader at load time. The loader sums the CPUs.
 #[map]
-static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
 
 /// The frame between `data` and `data_end`, every load bounds-checked right before it is made.
 struct PacketFrame {
@@ -38,8 +44,8 @@ struct PacketFrame {
 
 impl Frame for PacketFrame {
     #[inline(always)]
-    fn len(&self) -> usize {
-        self.end - self.start
+    fn holds(&self, len: usize) -> bool {
+        self.start + len <= self.end
     }
 
     #[inline(always)]
@@ -48,27 +54,40 @@ impl Frame for PacketFrame {
         if at + size_of::<T>() > self.end {
             return None;
         }
-        // SAFETY: the bytes are inside the packet (checked just above). The load is an ordinary
-        // one, not split into bytes: packet data is not aligned for `T` in general, which the
-        // verifier allows and the JITs of the architectures XDP runs on handle.
-        Some(unsafe { (at as *const T).read() })
+        // SAFETY: the bytes are inside the packet (checked just above); packet data has no
+        // alignment guarantee, hence the unaligned read.
+        Some(unsafe { (at as *const T).read_unaligned() })
+    }
+}
+
+impl PacketFrame {
+    #[inline(always)]
+    fn new(ctx: &XdpContext) -> Self {
+        Self {
+            start: ctx.data(),
+            end: ctx.data_end(),
+        }
     }
 }
 
 #[xdp]
 fn localnet_probe(ctx: XdpContext) -> u32 {
-    let frame = PacketFrame {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    match classify(&frame) {
+    match classify(&PacketFrame::new(&ctx)) {
         None => xdp_action::XDP_PASS,
-        Some(matched) => on_loopback_frame(&ctx, matched, frame.len()),
+        Some(matched) => on_loopback_frame(&ctx, matched),
+    }
+}
+
+#[xdp]
+fn localnet_probe_ip(ctx: XdpContext) -> u32 {
+    match classify_ip(&PacketFrame::new(&ctx)) {
+        None => xdp_action::XDP_PASS,
+        Some(matched) => on_loopback_frame(&ctx, matched),
     }
 }
 
 #[inline(always)]
-fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, len: usize) -> u32 {
+fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     // The array covers ifindexes below IFINDEX_ARRAY_LEN; its lookup fails only above.
     let config = IFACE_CONFIG.get(ifindex).or_else(|| {
@@ -78,17 +97,24 @@ fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, len: usize) -> u3
     });
     // Not configured: not ours to judge (the loader always configures before attaching), so
     // pass, as an unconfigured monitor would.
-    let Some((verdict, counter_index)) = config.and_then(|config| config.on_match(matched)) else {
+    let Some((slot, action)) = config.and_then(IfaceConfig::slot_and_action) else {
         return xdp_action::XDP_PASS;
     };
-    if let Some(counter) = COUNTERS.get_ptr_mut(counter_index) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(counter_key(slot, matched, action)) {
+        // SAFETY: the helper only reads the context it is given. It returns the whole frame's
+        // length, which the program cannot compute itself without subtracting packet pointers
+        // (a CAP_PERFMON privilege).
+        let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
         // SAFETY: a per-CPU array entry is this CPU's alone while the program runs.
         unsafe {
             (*counter).packets += 1;
-            (*counter).bytes += len as u64;
+            (*counter).bytes += len;
         }
     }
-    verdict
+    match action {
+        Action::Passed => xdp_action::XDP_PASS,
+        Action::Dropped => xdp_action::XDP_DROP,
+    }
 }
 
 #[cfg(not(test))]

@@ -1,11 +1,17 @@
-//! localnet-probe's loader: loads the embedded XDP program, attaches it, reads its counters, and
-//! reports them beside each interface's route_localnet setting.
+//! localnet-probe's library: loads the embedded XDP programs, serves a selection of interfaces
+//! for a session, and turns each reading into the report every view renders. The `localnet-probe`
+//! binary's subcommands are thin layers over it.
 
+mod counter_map;
 pub mod interfaces;
+pub mod occupant;
 pub mod privileges;
 pub mod probe;
 pub mod report;
 pub mod route_localnet;
+pub mod select;
+pub mod session;
+mod xdp_link;
 
 /// The XDP object built by `build.rs` from `probe-ebpf`.
 pub static PROBE_OBJECT: &[u8] =

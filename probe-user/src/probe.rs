@@ -1,29 +1,24 @@
-//! The loaded XDP program, its maps, and its attachments.
+//! The loaded XDP programs, their maps, and one record per interface they serve: its counter
+//! slot, its mode and, while attached, the link that holds the attachment.
 //!
 //! Attachments are BPF links owned by this process: when it exits, however it exits, the kernel
-//! closes their file descriptors and detaches the program. Nothing is pinned.
+//! closes their file descriptors and detaches the programs. Nothing is pinned.
 
 use std::{collections::BTreeMap, io};
 
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
-    programs::{
-        ProgramError, Xdp, XdpMode,
-        links::{LinkError, LinkType},
-        loaded_links,
-    },
-    sys::SyscallError,
+    programs::{ProgramError, Xdp},
+    util::nr_cpus,
 };
 use probe_common::{
-    Action, CLASSES_PER_INTERFACE, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch,
-    MAX_INTERFACES, Mode, counter_index,
+    CLASSES_PER_INTERFACE, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, SlotCounters,
 };
 use thiserror::Error;
 
-use crate::PROBE_OBJECT;
-
-const PROGRAM_NAME: &str = "localnet_probe";
+pub use crate::xdp_link::AttachedMode;
+use crate::{PROBE_OBJECT, counter_map::CounterMap, xdp_link::XdpLink};
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -40,21 +35,41 @@ pub enum ProbeError {
     Program(#[from] ProgramError),
     #[error(transparent)]
     Map(#[from] MapError),
-    #[error(transparent)]
-    Link(#[from] LinkError),
-    #[error("more than {MAX_INTERFACES} interfaces")]
-    TooManyInterfaces,
+    #[error("cannot count the CPUs")]
+    Cpus(#[source] io::Error),
+    #[error("cannot read the counters")]
+    ReadCounters(#[source] io::Error),
+    #[error("all {capacity} interface slots are in use")]
+    Full { capacity: u32 },
     #[error("interface {ifindex} is not configured")]
     NotConfigured { ifindex: u32 },
     #[error("no native XDP support (the driver refused it: {0}); try --xdp-mode generic")]
     NoNativeSupport(io::Error),
     #[error("another XDP program is attached (the kernel said: {0})")]
     Occupied(io::Error),
-    #[error(
-        "the kernel attached the program without a BPF link, so it would outlive this process; \
-         detached it again (Linux 5.9 or newer is needed)"
-    )]
-    NoBpfLink,
+    #[error("the kernel refused the attachment: {0}")]
+    Attach(io::Error),
+}
+
+/// Which of the object's programs serves an interface, by what its frames start with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// Ethernet frames (`localnet_probe`).
+    Ethernet,
+    /// Packets that start at the IP header, on layer-3 devices such as tun (`localnet_probe_ip`).
+    Ip,
+}
+
+impl Program {
+    pub const ALL: [Self; 2] = [Self::Ethernet, Self::Ip];
+
+    /// The function name in the object; the kernel shows its first 15 bytes.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ethernet => "localnet_probe",
+            Self::Ip => "localnet_probe_ip",
+        }
+    }
 }
 
 /// How to attach to an interface.
@@ -66,7 +81,7 @@ pub enum XdpModeChoice {
     Generic,
 }
 
-/// An attachment made by [`Probe::attach`].
+/// What [`Probe::attach`] did.
 #[derive(Debug)]
 pub struct Attached {
     pub mode: AttachedMode,
@@ -74,277 +89,279 @@ pub struct Attached {
     pub native_refused: Option<io::Error>,
 }
 
-/// The XDP mode an attachment actually got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachedMode {
-    Native,
-    Generic,
-}
-
-impl AttachedMode {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Native => "native",
-            Self::Generic => "generic",
-        }
-    }
-
-    const fn flags(self) -> XdpMode {
-        match self {
-            Self::Native => XdpMode::Driver,
-            Self::Generic => XdpMode::Skb,
-        }
-    }
-}
-
-/// Where an interface's counters live and what the program does on it.
-#[derive(Clone, Copy, Debug)]
-struct Registration {
+/// One interface the probe serves.
+#[derive(Debug)]
+struct Record {
     slot: u32,
     mode: Mode,
+    attachment: Option<Attachment>,
 }
 
-/// Per-class totals of one interface, summed over CPUs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct InterfaceCounters {
-    /// Indexed like slot 0 of the counter array.
-    by_class: [Counter; CLASSES_PER_INTERFACE as usize],
+#[derive(Debug)]
+struct Attachment {
+    mode: AttachedMode,
+    /// Dropped to detach.
+    _link: XdpLink,
 }
 
-impl InterfaceCounters {
-    pub fn get(&self, matched: LoopbackMatch, action: Action) -> Counter {
-        self.by_class[counter_index(0, matched, action) as usize]
-    }
-
-    /// All classes, or those of one action.
-    pub fn total(&self, action: Option<Action>) -> Counter {
-        let mut total = Counter::default();
-        for (_, class_action, counter) in self.classes() {
-            if action.is_none_or(|action| action == class_action) {
-                total.add(counter);
-            }
-        }
-        total
-    }
-
-    /// Non-zero classes, in family, address, action order.
-    pub fn classes(&self) -> impl Iterator<Item = (LoopbackMatch, Action, Counter)> + '_ {
-        LoopbackMatch::all().flat_map(move |matched| {
-            Action::ALL.into_iter().filter_map(move |action| {
-                let counter = self.get(matched, action);
-                (counter.packets != 0).then_some((matched, action, counter))
-            })
-        })
-    }
+/// How the probe is loaded.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// How many interfaces it can serve at once (at most [`MAX_SLOTS`]); the counter map takes
+    /// `capacity × size_of::<SlotCounters>()` (288) bytes per CPU.
+    pub capacity: u32,
+    /// Keep the verifier's full log for a rejection.
+    pub verifier_log: bool,
 }
 
-/// The XDP program loaded into the kernel, with the interfaces it serves.
+/// The XDP programs loaded into the kernel, with the interfaces they serve.
 pub struct Probe {
     ebpf: Ebpf,
-    program_id: u32,
+    program_ids: [u32; 2],
+    capacity: u32,
     config: Array<MapData, IfaceConfig>,
     config_high: HashMap<MapData, u32, IfaceConfig>,
-    counters: PerCpuArray<MapData, Counter>,
-    registrations: BTreeMap<u32, Registration>,
-    attached: BTreeMap<u32, AttachedMode>,
+    counters: CounterMap,
+    records: BTreeMap<u32, Record>,
+    free_slots: Vec<u32>,
 }
 
 impl Probe {
-    /// Loads the embedded program. With `verifier_log`, a rejection carries the verifier's full log.
-    pub fn load(verifier_log: bool) -> Result<Self, ProbeError> {
-        let level = if verifier_log {
+    /// Loads the embedded programs, with maps sized for `options.capacity` interfaces.
+    pub fn load(options: LoadOptions) -> Result<Self, ProbeError> {
+        let capacity = options.capacity.clamp(1, MAX_SLOTS);
+        let level = if options.verifier_log {
             VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS
         } else {
             VerifierLogLevel::default()
         };
         let mut ebpf = EbpfLoader::new()
             .verifier_log_level(level)
+            .map_max_entries("COUNTERS", capacity * CLASSES_PER_INTERFACE as u32)
+            .map_max_entries("IFACE_CONFIG_HIGH", capacity)
             .load(PROBE_OBJECT)
             .map_err(ProbeError::Load)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(ProbeError::MissingPart("XDP program"))?
-            .try_into()?;
-        program.load().map_err(|error| match error {
-            ProgramError::LoadError {
-                io_error,
-                verifier_log,
-            } => ProbeError::Verifier {
-                io_error,
-                verifier_log: verifier_log.to_string(),
-            },
-            other => ProbeError::Program(other),
-        })?;
-        let program_id = program.info()?.id();
-        let config = Array::try_from(
-            ebpf.take_map("IFACE_CONFIG")
-                .ok_or(ProbeError::MissingPart("IFACE_CONFIG map"))?,
-        )?;
-        let config_high = HashMap::try_from(
-            ebpf.take_map("IFACE_CONFIG_HIGH")
-                .ok_or(ProbeError::MissingPart("IFACE_CONFIG_HIGH map"))?,
-        )?;
-        let counters = PerCpuArray::try_from(
-            ebpf.take_map("COUNTERS")
-                .ok_or(ProbeError::MissingPart("COUNTERS map"))?,
-        )?;
+        let mut program_ids = [0; 2];
+        for (program, id) in Program::ALL.into_iter().zip(&mut program_ids) {
+            let xdp: &mut Xdp = ebpf
+                .program_mut(program.name())
+                .ok_or(ProbeError::MissingPart("XDP program"))?
+                .try_into()?;
+            xdp.load().map_err(|error| match error {
+                ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                } => ProbeError::Verifier {
+                    io_error,
+                    verifier_log: verifier_log.to_string(),
+                },
+                other => ProbeError::Program(other),
+            })?;
+            *id = xdp.info()?.id();
+        }
+        let mut take_map = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or(ProbeError::MissingPart("map (IFACE_CONFIG, IFACE_CONFIG_HIGH or COUNTERS)"))
+        };
+        let config = Array::try_from(take_map("IFACE_CONFIG")?)?;
+        let config_high = HashMap::try_from(take_map("IFACE_CONFIG_HIGH")?)?;
+        let cpus = nr_cpus().map_err(|(_, error)| ProbeError::Cpus(error))?;
+        let counters = CounterMap::new(
+            PerCpuArray::try_from(take_map("COUNTERS")?)?,
+            capacity,
+            cpus,
+        );
         Ok(Self {
             ebpf,
-            program_id,
+            program_ids,
+            capacity,
             config,
             config_high,
             counters,
-            registrations: BTreeMap::new(),
-            attached: BTreeMap::new(),
+            records: BTreeMap::new(),
+            free_slots: (0..capacity).rev().collect(),
         })
     }
 
-    /// The loaded program, for `BPF_PROG_TEST_RUN`.
-    pub fn program(&self) -> &Xdp {
+    /// A loaded program, for `BPF_PROG_TEST_RUN`.
+    pub fn program(&self, program: Program) -> &Xdp {
         self.ebpf
-            .program(PROGRAM_NAME)
+            .program(program.name())
             .expect("checked at load")
             .try_into()
             .expect("checked at load")
     }
 
-    fn program_mut(&mut self) -> &mut Xdp {
-        self.ebpf
-            .program_mut(PROGRAM_NAME)
-            .expect("checked at load")
-            .try_into()
-            .expect("checked at load")
+    /// The kernel's id of a loaded program.
+    pub const fn program_id(&self, program: Program) -> u32 {
+        self.program_ids[program as usize]
     }
 
-    /// The kernel's id of the loaded program.
-    pub const fn program_id(&self) -> u32 {
-        self.program_id
+    /// How many interfaces the probe can serve at once.
+    pub const fn capacity(&self) -> u32 {
+        self.capacity
     }
 
-    /// Gives `ifindex` a block of counters and sets its mode. Frames on an interface the program
-    /// is attached to but that is not configured pass uncounted, so configure first.
+    /// Gives `ifindex` a block of zeroed counters, or keeps the one it has, and sets its mode;
+    /// the change is live on an attached interface. Frames on an interface a program is attached
+    /// to but that is not configured pass uncounted, so configure first.
     pub fn configure(&mut self, ifindex: u32, mode: Mode) -> Result<(), ProbeError> {
-        let slot = match self.registrations.get(&ifindex) {
-            Some(registration) => registration.slot,
-            None => (0..MAX_INTERFACES)
-                .find(|slot| self.registrations.values().all(|r| r.slot != *slot))
-                .ok_or(ProbeError::TooManyInterfaces)?,
+        let slot = match self.records.get(&ifindex) {
+            Some(record) => record.slot,
+            None => {
+                let slot = *self.free_slots.last().ok_or(ProbeError::Full {
+                    capacity: self.capacity,
+                })?;
+                self.counters.zero(slot)?;
+                slot
+            }
         };
-        let config = IfaceConfig::new(slot, mode);
-        if ifindex < IFINDEX_ARRAY_LEN {
-            self.config.set(ifindex, config, 0)?;
-        } else {
-            self.config_high.insert(ifindex, config, 0)?;
+        self.write_config(ifindex, IfaceConfig::new(slot, mode))?;
+        match self.records.get_mut(&ifindex) {
+            Some(record) => record.mode = mode,
+            None => {
+                self.free_slots.pop();
+                self.records.insert(
+                    ifindex,
+                    Record {
+                        slot,
+                        mode,
+                        attachment: None,
+                    },
+                );
+            }
         }
-        self.registrations
-            .insert(ifindex, Registration { slot, mode });
         Ok(())
     }
 
     pub fn mode(&self, ifindex: u32) -> Option<Mode> {
-        self.registrations.get(&ifindex).map(|r| r.mode)
+        self.records.get(&ifindex).map(|record| record.mode)
     }
 
-    /// Attaches to a configured interface. The kernel refuses when another XDP program is there;
-    /// this never replaces one.
-    pub fn attach(&mut self, ifindex: u32, choice: XdpModeChoice) -> Result<Attached, ProbeError> {
-        if !self.registrations.contains_key(&ifindex) {
+    /// Attaches `program` to a configured interface. The kernel refuses when another XDP
+    /// program is there; this never replaces one.
+    pub fn attach(
+        &mut self,
+        ifindex: u32,
+        program: Program,
+        choice: XdpModeChoice,
+    ) -> Result<Attached, ProbeError> {
+        if !self.records.contains_key(&ifindex) {
             return Err(ProbeError::NotConfigured { ifindex });
         }
-        let attached = match choice {
+        let (link, attached) = match choice {
             XdpModeChoice::Native | XdpModeChoice::Generic => {
                 let mode = if choice == XdpModeChoice::Native {
                     AttachedMode::Native
                 } else {
                     AttachedMode::Generic
                 };
-                self.attach_in(ifindex, mode)?;
-                Attached {
-                    mode,
-                    native_refused: None,
-                }
+                let link = self.link(ifindex, program, mode)?;
+                (
+                    link,
+                    Attached {
+                        mode,
+                        native_refused: None,
+                    },
+                )
             }
-            XdpModeChoice::Auto => match self.attach_in(ifindex, AttachedMode::Native) {
-                Ok(()) => Attached {
-                    mode: AttachedMode::Native,
-                    native_refused: None,
-                },
-                Err(ProbeError::NoNativeSupport(error)) => {
-                    self.attach_in(ifindex, AttachedMode::Generic)?;
+            XdpModeChoice::Auto => match self.link(ifindex, program, AttachedMode::Native) {
+                Ok(link) => (
+                    link,
+                    Attached {
+                        mode: AttachedMode::Native,
+                        native_refused: None,
+                    },
+                ),
+                Err(ProbeError::NoNativeSupport(error)) => (
+                    self.link(ifindex, program, AttachedMode::Generic)?,
                     Attached {
                         mode: AttachedMode::Generic,
                         native_refused: Some(error),
-                    }
-                }
+                    },
+                ),
                 Err(other) => return Err(other),
             },
         };
-        self.attached.insert(ifindex, attached.mode);
+        let record = self.records.get_mut(&ifindex).expect("checked above");
+        record.attachment = Some(Attachment {
+            mode: attached.mode,
+            _link: link,
+        });
         Ok(attached)
     }
 
-    fn attach_in(&mut self, ifindex: u32, mode: AttachedMode) -> Result<(), ProbeError> {
-        let links_before = self.own_xdp_links()?;
-        let link_id = self
-            .program_mut()
-            .attach_to_if_index(ifindex, mode.flags())
-            .map_err(|error| match error {
-                ProgramError::SyscallError(SyscallError { io_error, .. }) => {
-                    match io_error.raw_os_error() {
-                        Some(libc::EBUSY | libc::EEXIST) => ProbeError::Occupied(io_error),
-                        Some(libc::EOPNOTSUPP | libc::EINVAL) if mode == AttachedMode::Native => {
-                            ProbeError::NoNativeSupport(io_error)
-                        }
-                        _ => ProbeError::Program(ProgramError::SyscallError(SyscallError {
-                            call: "bpf_link_create",
-                            io_error,
-                        })),
-                    }
-                }
-                other => ProbeError::Program(other),
-            })?;
-        // aya falls back to a netlink attachment when the kernel has no XDP links; such an
-        // attachment would stay after this process dies, so it is undone and refused.
-        if self.own_xdp_links()? != links_before + 1 {
-            self.program_mut().detach(link_id)?;
-            return Err(ProbeError::NoBpfLink);
-        }
-        Ok(())
-    }
-
-    fn own_xdp_links(&self) -> Result<usize, ProbeError> {
-        let mut count = 0;
-        for link in loaded_links() {
-            let link = link?;
-            if link.program_id() == self.program_id && matches!(link.link_type(), Ok(LinkType::Xdp))
-            {
-                count += 1;
+    fn link(
+        &self,
+        ifindex: u32,
+        program: Program,
+        mode: AttachedMode,
+    ) -> Result<XdpLink, ProbeError> {
+        let fd = self.program(program).fd()?;
+        XdpLink::create(fd, ifindex, mode).map_err(|error| match error.raw_os_error() {
+            Some(libc::EBUSY | libc::EEXIST) => ProbeError::Occupied(error),
+            Some(libc::EOPNOTSUPP | libc::EINVAL) if mode == AttachedMode::Native => {
+                ProbeError::NoNativeSupport(error)
             }
-        }
-        Ok(count)
+            _ => ProbeError::Attach(error),
+        })
     }
 
     pub fn attached_mode(&self, ifindex: u32) -> Option<AttachedMode> {
-        self.attached.get(&ifindex).copied()
+        self.records
+            .get(&ifindex)?
+            .attachment
+            .as_ref()
+            .map(|attachment| attachment.mode)
     }
 
-    /// Totals of one configured interface, summed over CPUs.
-    pub fn counters(&self, ifindex: u32) -> Result<InterfaceCounters, ProbeError> {
-        let registration = self
-            .registrations
-            .get(&ifindex)
+    /// Detaches from `ifindex`, keeping its configuration and counters.
+    pub fn detach(&mut self, ifindex: u32) -> Result<(), ProbeError> {
+        let record = self
+            .records
+            .get_mut(&ifindex)
             .ok_or(ProbeError::NotConfigured { ifindex })?;
-        let mut counters = InterfaceCounters::default();
-        for matched in LoopbackMatch::all() {
-            for action in Action::ALL {
-                let index = counter_index(registration.slot, matched, action);
-                let mut total = Counter::default();
-                for per_cpu in self.counters.get(&index, 0)?.iter() {
-                    total.add(*per_cpu);
-                }
-                counters.by_class[counter_index(0, matched, action) as usize] = total;
-            }
-        }
+        record.attachment = None;
+        Ok(())
+    }
+
+    /// Detaches from `ifindex` and frees its slot, returning its final counters. The slot's
+    /// counters are zeroed, now and again when the slot is given out.
+    pub fn release(&mut self, ifindex: u32) -> Result<SlotCounters, ProbeError> {
+        let record = self
+            .records
+            .remove(&ifindex)
+            .ok_or(ProbeError::NotConfigured { ifindex })?;
+        drop(record.attachment);
+        self.write_config(ifindex, IfaceConfig::default())?;
+        self.counters.read().map_err(ProbeError::ReadCounters)?;
+        let counters = self.counters.slot(record.slot);
+        self.counters.zero(record.slot)?;
+        self.free_slots.push(record.slot);
         Ok(counters)
+    }
+
+    /// The counters of every configured interface, summed over CPUs, from one read of the map.
+    pub fn counters(&mut self) -> Result<BTreeMap<u32, SlotCounters>, ProbeError> {
+        self.counters.read().map_err(ProbeError::ReadCounters)?;
+        Ok(self
+            .records
+            .iter()
+            .map(|(ifindex, record)| (*ifindex, self.counters.slot(record.slot)))
+            .collect())
+    }
+
+    fn write_config(&mut self, ifindex: u32, config: IfaceConfig) -> Result<(), ProbeError> {
+        if ifindex < IFINDEX_ARRAY_LEN {
+            self.config.set(ifindex, config, 0)?;
+        } else if config == IfaceConfig::default() {
+            match self.config_high.remove(&ifindex) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(error) => return Err(error.into()),
+            }
+        } else {
+            self.config_high.insert(ifindex, config, 0)?;
+        }
+        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode},
 };
 use probe_common::Mode;
-use probe_user::probe::{Probe, XdpModeChoice};
+use probe_user::probe::{LoadOptions, Probe, Program, XdpModeChoice};
 use serde::Serialize;
 use test_frames::{TPID_8021Q, ipv4, ipv6};
 use testbed::{Netns, xdp_md};
@@ -239,7 +239,7 @@ impl Stage {
         self.netns.enter(|| {
             let ifindex = testbed::ifindex(dev);
             probe.configure(ifindex, mode)?;
-            probe.attach(ifindex, XdpModeChoice::Generic)?;
+            probe.attach(ifindex, Program::Ethernet, XdpModeChoice::Generic)?;
             Ok(())
         })
     }
@@ -252,6 +252,12 @@ impl Stage {
     }
 }
 
+/// Room for the test-run interface and the stage device each probe serves.
+const LOAD: LoadOptions = LoadOptions {
+    capacity: 2,
+    verifier_log: false,
+};
+
 const STAGE_DEVICES: [(&str, &str); 3] = [("ce0", "cp0"), ("ce1", "cp1"), ("ce2", "cp2")];
 
 pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
@@ -263,17 +269,17 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
         .try_into()?;
     empty.load()?;
     stage.attach(empty, STAGE_DEVICES[0].0)?;
-    let mut monitor = Probe::load(false)?;
+    let mut monitor = Probe::load(LOAD)?;
     monitor.configure(IFINDEX, Mode::Monitor)?;
     stage.attach_probe(&mut monitor, STAGE_DEVICES[1].0, Mode::Monitor)?;
-    let mut drop = Probe::load(false)?;
+    let mut drop = Probe::load(LOAD)?;
     drop.configure(IFINDEX, Mode::Drop)?;
     stage.attach_probe(&mut drop, STAGE_DEVICES[2].0, Mode::Drop)?;
     let xdp_filter = XdpFilter::load()?;
     let subjects: [(&'static str, &Xdp); 4] = [
         (EMPTY, empty),
-        (PROBE_MONITOR, monitor.program()),
-        (PROBE_DROP, drop.program()),
+        (PROBE_MONITOR, monitor.program(Program::Ethernet)),
+        (PROBE_DROP, drop.program(Program::Ethernet)),
         (XDP_FILTER, &xdp_filter.program),
     ];
     let frames = frames();

@@ -1,0 +1,121 @@
+//! The per-CPU counter array, read whole with one `BPF_MAP_LOOKUP_BATCH` call per tick instead
+//! of a lookup per class and interface.
+
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
+use aya::maps::{IterableMap as _, MapData, MapError, PerCpuArray, PerCpuValues};
+use probe_common::{Action, CLASSES_PER_INTERFACE, Counter, LoopbackMatch, SlotCounters, counter_key};
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// `union bpf_attr` as the batch commands read it.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+pub(crate) struct CounterMap {
+    map: PerCpuArray<MapData, Counter>,
+    entries: u32,
+    cpus: usize,
+    /// `entries × cpus` counters, reused across reads.
+    values: Vec<Counter>,
+    keys: Vec<u32>,
+}
+
+impl CounterMap {
+    pub(crate) fn new(map: PerCpuArray<MapData, Counter>, slots: u32, cpus: usize) -> Self {
+        let entries = slots * CLASSES_PER_INTERFACE as u32;
+        Self {
+            map,
+            entries,
+            cpus,
+            values: vec![Counter::default(); entries as usize * cpus],
+            keys: vec![0; entries as usize],
+        }
+    }
+
+    /// Reads every counter of every CPU.
+    pub(crate) fn read(&mut self) -> io::Result<()> {
+        let map_fd = self.map.map().fd().as_fd().as_raw_fd() as u32;
+        let mut read = 0usize;
+        let mut next_key: u32 = 0;
+        let mut first = true;
+        while read < self.entries as usize {
+            let mut attr = BatchAttr {
+                in_batch: if first { 0 } else { (&raw const next_key) as u64 },
+                out_batch: (&raw mut next_key) as u64,
+                keys: self.keys[read..].as_mut_ptr() as u64,
+                values: self.values[read * self.cpus..].as_mut_ptr() as u64,
+                count: (self.entries as usize - read) as u32,
+                map_fd,
+                ..BatchAttr::default()
+            };
+            // SAFETY: the key and value buffers hold `count` keys and `count × cpus` per-CPU
+            // values of the map's value size (16 bytes, already a multiple of 8); `next_key`
+            // outlives the call.
+            let result = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_LOOKUP_BATCH,
+                    &raw mut attr,
+                    size_of::<BatchAttr>() as u32,
+                )
+            };
+            let error = (result < 0).then(io::Error::last_os_error);
+            read += attr.count as usize;
+            first = false;
+            match error {
+                None => {}
+                // The end of the array: everything was read.
+                Some(error) if error.raw_os_error() == Some(libc::ENOENT) => break,
+                Some(error) => return Err(error),
+            }
+        }
+        if read != self.entries as usize {
+            return Err(io::Error::other(format!(
+                "read {read} of {} counters",
+                self.entries
+            )));
+        }
+        Ok(())
+    }
+
+    /// The counters of `slot` as last [read](Self::read), summed over CPUs.
+    pub(crate) fn slot(&self, slot: u32) -> SlotCounters {
+        let mut total = SlotCounters::default();
+        for matched in LoopbackMatch::all() {
+            for action in Action::ALL {
+                let key = counter_key(slot, matched, action) as usize;
+                let class = &mut total.classes[probe_common::class_index(matched, action)];
+                for counter in &self.values[key * self.cpus..(key + 1) * self.cpus] {
+                    class.add(*counter);
+                }
+            }
+        }
+        total
+    }
+
+    /// Zeroes the counters of `slot` on every CPU.
+    pub(crate) fn zero(&mut self, slot: u32) -> Result<(), MapError> {
+        for matched in LoopbackMatch::all() {
+            for action in Action::ALL {
+                let zeroes = PerCpuValues::try_from(vec![Counter::default(); self.cpus])
+                    .expect("one value per CPU");
+                self.map.set(counter_key(slot, matched, action), zeroes, 0)?;
+            }
+        }
+        Ok(())
+    }
+}

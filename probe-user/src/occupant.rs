@@ -1,0 +1,185 @@
+//! Who holds the XDP program already attached to an interface, and what to do about it. Decided
+//! here alone, so every command that meets an occupied interface says the same thing.
+
+use std::{fmt, fs};
+
+use crate::{interfaces::Interface, probe::Program};
+
+/// A process holding a BPF link to the program, found through `/proc/<pid>/fdinfo`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub command: String,
+}
+
+/// Another XDP program on an interface localnet-probe was asked to serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Occupant {
+    pub interface: String,
+    pub program_id: u32,
+    /// The program's name, when this process may read it (listing programs needs
+    /// CAP_SYS_ADMIN).
+    pub program_name: Option<String>,
+    /// Processes whose BPF link keeps the program attached. None when it was attached through
+    /// netlink (it stays until removed) or its link is pinned in bpffs.
+    pub holders: Vec<Holder>,
+}
+
+impl Occupant {
+    /// The program on `interface`, if there is one.
+    pub fn of(interface: &Interface) -> Option<Self> {
+        let program_id = interface.xdp_program_id?;
+        let program_name = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .find(|program| program.id() == program_id)
+            .and_then(|program| program.name_as_str().map(str::to_owned));
+        Some(Self {
+            interface: interface.name.clone(),
+            program_id,
+            program_name,
+            holders: link_holders(program_id, interface.ifindex),
+        })
+    }
+
+    /// Whether it is another localnet-probe's.
+    pub fn is_localnet_probe(&self) -> bool {
+        let probe_prefix = &Program::Ethernet.name()[..];
+        self.program_name
+            .as_deref()
+            .is_some_and(|name| name.starts_with(probe_prefix))
+            || self
+                .holders
+                .iter()
+                .any(|holder| holder.command == "localnet-probe")
+    }
+}
+
+impl fmt::Display for Occupant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            interface,
+            program_id,
+            ..
+        } = self;
+        write!(f, "{interface} already has an XDP program attached: id {program_id}")?;
+        if let Some(name) = &self.program_name {
+            write!(f, ", name {name:?}")?;
+        }
+        let pids = self
+            .holders
+            .iter()
+            .map(|holder| format!("pid {} ({})", holder.pid, holder.command))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.is_localnet_probe() && !self.holders.is_empty() {
+            write!(
+                f,
+                ". Another localnet-probe serves it ({pids}): stop that one first (`kill {}`), or \
+                 leave the interface out with --exclude {interface}",
+                self.holders[0].pid
+            )
+        } else if !self.holders.is_empty() {
+            write!(
+                f,
+                ", held by a BPF link of {pids}. localnet-probe never replaces another program: \
+                 stop that process, or leave the interface out with --exclude {interface}"
+            )
+        } else {
+            write!(
+                f,
+                ". localnet-probe never replaces another program. No process here holds it \
+                 through a BPF link, so it was attached through netlink (`ip link set dev \
+                 {interface} xdp off` removes it) or its link is pinned in bpffs (remove the pin \
+                 to detach it); or leave the interface out with --exclude {interface}"
+            )
+        }
+    }
+}
+
+/// Processes with a BPF link of `program_id` on `ifindex` open. Processes this one may not
+/// inspect are passed over.
+fn link_holders(program_id: u32, ifindex: u32) -> Vec<Holder> {
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut holders = Vec::new();
+    for process in processes.filter_map(Result::ok) {
+        let Some(pid) = process.file_name().to_str().and_then(|pid| pid.parse().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.filter_map(Result::ok).any(|fd| {
+            let is_link = fs::read_link(fd.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link");
+            is_link
+                && fs::read_to_string(process.path().join("fdinfo").join(fd.file_name()))
+                    .is_ok_and(|info| is_xdp_link_of(&info, program_id, ifindex))
+        });
+        if holds {
+            let command = fs::read_to_string(process.path().join("comm"))
+                .map(|comm| comm.trim_end().to_owned())
+                .unwrap_or_default();
+            holders.push(Holder { pid, command });
+        }
+    }
+    holders
+}
+
+/// Reads a link's fdinfo: `link_type:\txdp`, `prog_id:\t<id>`, `ifindex:\t<n>`.
+fn is_xdp_link_of(fdinfo: &str, program_id: u32, ifindex: u32) -> bool {
+    let field = |name: &str| {
+        fdinfo.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key == name).then(|| value.trim())
+        })
+    };
+    field("link_type") == Some("xdp")
+        && field("prog_id").and_then(|id| id.parse().ok()) == Some(program_id)
+        && field("ifindex").is_none_or(|index| index.parse() == Ok(ifindex))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_xdp_link_fdinfo() {
+        let info = "pos:\t0\nflags:\t02000000\nmnt_id:\t15\nino:\t1057\nlink_type:\txdp\n\
+                    link_id:\t7\nprog_tag:\t0123456789abcdef\nprog_id:\t42\nifindex:\t3\n";
+        assert!(is_xdp_link_of(info, 42, 3));
+        assert!(!is_xdp_link_of(info, 42, 4));
+        assert!(!is_xdp_link_of(info, 41, 3));
+        assert!(!is_xdp_link_of(&info.replace("xdp", "tcx"), 42, 3));
+    }
+
+    #[test]
+    fn advice_names_the_other_probe_or_the_way_out() {
+        let mut occupant = Occupant {
+            interface: "eth1".to_owned(),
+            program_id: 42,
+            program_name: Some("localnet_probe".to_owned()),
+            holders: vec![Holder {
+                pid: 1234,
+                command: "localnet-probe".to_owned(),
+            }],
+        };
+        let message = occupant.to_string();
+        assert!(message.contains("Another localnet-probe serves it (pid 1234"), "{message}");
+        assert!(message.contains("kill 1234") && message.contains("--exclude eth1"));
+
+        occupant.program_name = Some("xdp_filter".to_owned());
+        occupant.holders[0].command = "cilium-agent".to_owned();
+        let message = occupant.to_string();
+        assert!(message.contains("held by a BPF link of pid 1234 (cilium-agent)"), "{message}");
+
+        occupant.holders.clear();
+        let message = occupant.to_string();
+        assert!(message.contains("ip link set dev eth1 xdp off"), "{message}");
+        assert!(message.contains("--exclude eth1"), "{message}");
+    }
+}

@@ -1,0 +1,226 @@
+//! `localnet-probe run`: attach, report every interval, detach on exit.
+
+mod output;
+mod table;
+
+use std::{
+    collections::BTreeSet,
+    io::{self, IsTerminal as _},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use probe_user::{
+    probe::{ProbeError, XdpModeChoice},
+    report::Report,
+    select::Selection,
+    session::{Session, SessionError, SessionOptions},
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+use self::output::Output;
+
+/// The longest `--interval`: a refresh less often than hourly is no live view.
+const MAX_INTERVAL_SECS: f64 = 3600.0;
+/// The longest `--duration`, a year; without `--duration` the probe runs until stopped.
+const MAX_DURATION_SECS: f64 = 365.0 * 86400.0;
+/// How long the last report may wait for a reader that stopped reading.
+const FINAL_REPORT_PATIENCE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Attach to this interface (repeatable). Default: every interface that is up, except
+    /// loopback, ifb devices and devices stacked on another selected one.
+    #[arg(long = "iface", value_name = "IF")]
+    ifaces: Vec<String>,
+    /// Leave this interface out (repeatable).
+    #[arg(long, value_name = "IF")]
+    exclude: Vec<String>,
+    /// Drop matched frames on every selected interface instead of only counting them.
+    #[arg(long, conflicts_with = "drop_on")]
+    drop: bool,
+    /// Drop matched frames on this interface (repeatable); the others are only monitored.
+    #[arg(long, value_name = "IF")]
+    drop_on: Vec<String>,
+    /// How to attach: native (in the driver), generic (in the stack, slower, works everywhere),
+    /// or auto (native, falling back to generic with a notice).
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    xdp_mode: XdpModeArg,
+    /// Seconds between refreshes of the table or JSON objects (0.01 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = interval_seconds)]
+    interval: f64,
+    /// Detach and exit after this many seconds (0.01 to one year).
+    #[arg(long, value_name = "SECS", value_parser = duration_seconds)]
+    duration: Option<f64>,
+    /// Write one JSON object per interval on stdout even on a terminal (the default when stdout
+    /// is not a terminal).
+    #[arg(long)]
+    json: bool,
+    /// Print the kernel verifier's full log if it rejects the program.
+    #[arg(long)]
+    verifier_log: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum XdpModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl From<XdpModeArg> for XdpModeChoice {
+    fn from(arg: XdpModeArg) -> Self {
+        match arg {
+            XdpModeArg::Auto => Self::Auto,
+            XdpModeArg::Native => Self::Native,
+            XdpModeArg::Generic => Self::Generic,
+        }
+    }
+}
+
+fn seconds_in(value: &str, max: f64, max_text: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(seconds) if (0.01..=max).contains(&seconds) => Ok(seconds),
+        Ok(_) => Err(format!("must be from 0.01 to {max_text} seconds")),
+        Err(error) => Err(format!("{error}; give a number of seconds such as 0.5")),
+    }
+}
+
+fn interval_seconds(value: &str) -> Result<f64, String> {
+    seconds_in(value, MAX_INTERVAL_SECS, "3600")
+}
+
+fn duration_seconds(value: &str) -> Result<f64, String> {
+    seconds_in(value, MAX_DURATION_SECS, "31536000 (a year; leave --duration out to run until stopped)")
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let options = SessionOptions {
+        selection: Selection {
+            ifaces: args.ifaces,
+            exclude: args.exclude,
+            drop_all: args.drop,
+            drop_on: args.drop_on,
+        },
+        xdp_mode: args.xdp_mode.into(),
+        verifier_log: args.verifier_log,
+    };
+    let (mut session, started) = Session::start(options)
+        .await
+        .map_err(|error| explain(error, args.verifier_log))?;
+    let attached_at = Instant::now();
+    for skipped in &started.skipped {
+        tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
+    }
+    for attached in &started.attached {
+        if let Some(reason) = &attached.native_refused {
+            tracing::info!(
+                "{}: no native XDP support ({reason}); using generic XDP",
+                attached.name
+            );
+        }
+        tracing::info!(
+            "attached to {} ({} XDP, {} mode)",
+            attached.name,
+            attached.xdp_mode.name(),
+            attached.mode.name()
+        );
+    }
+
+    let json = args.json || !io::stdout().is_terminal();
+    let render = |report: &Report| {
+        if json {
+            let mut line = serde_json::to_string(report).expect("reports serialize");
+            line.push('\n');
+            line
+        } else if report.is_final {
+            table::render(report, args.interval)
+        } else {
+            format!("\x1b[H\x1b[2J{}", table::render(report, args.interval))
+        }
+    };
+    let mut output = Output::spawn();
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(args.interval));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let deadline = async {
+        match args.duration {
+            Some(seconds) => tokio::time::sleep(Duration::from_secs_f64(seconds)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut previous = None;
+    let mut exposed = BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                let snapshot = session.snapshot().await?;
+                let report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), false);
+                warn_on_changes(&report, &mut exposed);
+                output.offer(render(&report));
+                previous = Some(snapshot);
+                if output.is_closed() {
+                    return Ok(());
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            () = &mut deadline => break,
+        }
+    }
+    let snapshot = session.snapshot().await?;
+    let report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), true);
+    // Detach before writing: a reader that stopped reading must not keep the programs attached.
+    drop(session);
+    output.finish(render(&report), FINAL_REPORT_PATIENCE);
+    Ok(())
+}
+
+/// Says once what changed: an interface that became exposed, one that disappeared.
+fn warn_on_changes(report: &Report, exposed: &mut BTreeSet<u32>) {
+    for interface in &report.interfaces {
+        if interface.exposed {
+            if exposed.insert(interface.ifindex) {
+                tracing::warn!("{}", table::exposure_warning(interface));
+            }
+        } else {
+            exposed.remove(&interface.ifindex);
+        }
+    }
+    for removed in &report.removed {
+        exposed.remove(&removed.ifindex);
+        tracing::warn!(
+            "{} (ifindex {}) was removed; its final counts: {} matched, {} dropped",
+            removed.name,
+            removed.ifindex,
+            removed.totals.packets_matched,
+            removed.totals.packets_dropped
+        );
+    }
+}
+
+/// Start-up errors with what to do about them.
+fn explain(error: SessionError, verifier_log: bool) -> anyhow::Error {
+    match error {
+        SessionError::Load(ProbeError::Verifier {
+            io_error,
+            verifier_log: log,
+        }) => {
+            if verifier_log {
+                anyhow::anyhow!("the kernel verifier rejected the XDP program: {io_error}\n{log}")
+            } else {
+                anyhow::anyhow!(
+                    "the kernel verifier rejected the XDP program: {io_error}; rerun with \
+                     --verifier-log to see why"
+                )
+            }
+        }
+        SessionError::Load(other) => anyhow::Error::new(other).context(
+            "cannot load the XDP program (localnet-probe needs Linux 5.18 or newer with XDP links)",
+        ),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,359 @@
+//! A probe serving a selection of interfaces for as long as the session lives: start (select,
+//! refuse occupied interfaces, load, attach all or nothing), then one [`Snapshot`] per tick that
+//! follows each interface by ifindex through renames and removals. Dropping the session
+//! detaches everything.
+
+use std::{collections::BTreeMap, time::Instant};
+
+use probe_common::{MAX_SLOTS, Mode, SlotCounters};
+use thiserror::Error;
+
+use crate::{
+    interfaces::{Interface, InterfaceError, Interfaces},
+    occupant::Occupant,
+    privileges,
+    probe::{AttachedMode, LoadOptions, Probe, ProbeError, Program, XdpModeChoice},
+    route_localnet::{self, RouteLocalnet},
+    select::{SelectError, Selection, Skipped, select},
+};
+
+/// Slots the counter map has at least, so interfaces that appear later find one.
+const MIN_CAPACITY: u32 = 64;
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    Privileges(String),
+    #[error(transparent)]
+    Interfaces(#[from] InterfaceError),
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error("{0}")]
+    Occupied(Box<Occupant>),
+    #[error(
+        "{selected} interfaces selected, but one probe serves at most {MAX_SLOTS}; narrow the \
+         selection with --iface or --exclude"
+    )]
+    TooMany { selected: usize },
+    #[error(transparent)]
+    Load(ProbeError),
+    #[error("cannot attach to {name}; nothing stays attached")]
+    Attach {
+        name: String,
+        #[source]
+        source: ProbeError,
+    },
+    #[error("cannot read the counters")]
+    Counters(#[source] ProbeError),
+    #[error("cannot release the removed interface {name}")]
+    Release {
+        name: String,
+        #[source]
+        source: ProbeError,
+    },
+}
+
+/// How to start.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub selection: Selection,
+    pub xdp_mode: XdpModeChoice,
+    pub verifier_log: bool,
+}
+
+/// What starting did, to tell the user.
+#[derive(Debug)]
+pub struct Started {
+    pub attached: Vec<AttachedInterface>,
+    pub skipped: Vec<Skipped>,
+    /// Interfaces the counter map has room for.
+    pub capacity: u32,
+}
+
+#[derive(Debug)]
+pub struct AttachedInterface {
+    pub name: String,
+    pub mode: Mode,
+    pub xdp_mode: AttachedMode,
+    /// Why native XDP was refused, when auto mode fell back to generic.
+    pub native_refused: Option<std::io::Error>,
+}
+
+/// An interface the session serves, as last seen.
+#[derive(Clone, Debug)]
+struct Served {
+    name: String,
+    program: Program,
+}
+
+/// One reading of every served interface.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub at: Instant,
+    pub interfaces: Vec<InterfaceSnapshot>,
+    /// Interfaces that disappeared since the previous snapshot, with their final counts.
+    pub removed: Vec<InterfaceSnapshot>,
+    /// Final counts of every interface removed since the session started.
+    pub removed_totals: SlotCounters,
+}
+
+#[derive(Clone, Debug)]
+pub struct InterfaceSnapshot {
+    pub ifindex: u32,
+    pub name: String,
+    pub mode: Mode,
+    pub program: Program,
+    pub xdp_mode: Option<AttachedMode>,
+    /// `None` when the interface has no IPv4 configuration.
+    pub route_localnet: Option<RouteLocalnet>,
+    /// This interface and the devices stacked on it (macvlan, VLAN children, a bridge or bond
+    /// master) whose effective route_localnet is 1: frames arriving here reach the stack
+    /// through them, so 127.0.0.0/8 destinations are routed.
+    pub route_localnet_via: Vec<String>,
+    pub counters: SlotCounters,
+}
+
+impl InterfaceSnapshot {
+    /// Services bound to 127.0.0.1 are reachable from this link: route_localnet is in effect on
+    /// a device its frames reach, and matched frames pass.
+    pub fn exposed(&self) -> bool {
+        self.mode == Mode::Monitor && !self.route_localnet_via.is_empty()
+    }
+}
+
+pub struct Session {
+    probe: Probe,
+    interfaces: Interfaces,
+    served: BTreeMap<u32, Served>,
+    removed_totals: SlotCounters,
+}
+
+impl Session {
+    /// Selects the interfaces, refuses occupied ones, loads the programs and attaches to every
+    /// selected interface, or to none: on any error what was attached is detached.
+    pub async fn start(options: SessionOptions) -> Result<(Self, Started), SessionError> {
+        if let Some(missing) = privileges::missing() {
+            return Err(SessionError::Privileges(missing));
+        }
+        let interfaces = Interfaces::connect()?;
+        let all = interfaces.list().await?;
+        let selected = select(&all, &options.selection)?;
+        for chosen in &selected.chosen {
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            if let Some(occupant) = interface.and_then(Occupant::of) {
+                return Err(SessionError::Occupied(Box::new(occupant)));
+            }
+        }
+        if selected.chosen.len() > MAX_SLOTS as usize {
+            return Err(SessionError::TooMany {
+                selected: selected.chosen.len(),
+            });
+        }
+        let capacity = u32::try_from(all.len() * 2)
+            .unwrap_or(MAX_SLOTS)
+            .clamp(MIN_CAPACITY, MAX_SLOTS);
+        let mut probe = Probe::load(LoadOptions {
+            capacity,
+            verifier_log: options.verifier_log,
+        })
+        .map_err(SessionError::Load)?;
+
+        let mut served = BTreeMap::new();
+        let mut attached = Vec::with_capacity(selected.chosen.len());
+        for chosen in &selected.chosen {
+            let attach_error = |source| SessionError::Attach {
+                name: chosen.name.clone(),
+                source,
+            };
+            probe
+                .configure(chosen.ifindex, chosen.mode)
+                .map_err(attach_error)?;
+            let result = probe
+                .attach(chosen.ifindex, chosen.program, options.xdp_mode)
+                .map_err(attach_error)?;
+            attached.push(AttachedInterface {
+                name: chosen.name.clone(),
+                mode: chosen.mode,
+                xdp_mode: result.mode,
+                native_refused: result.native_refused,
+            });
+            served.insert(
+                chosen.ifindex,
+                Served {
+                    name: chosen.name.clone(),
+                    program: chosen.program,
+                },
+            );
+        }
+        let session = Self {
+            probe,
+            interfaces,
+            served,
+            removed_totals: SlotCounters::default(),
+        };
+        let started = Started {
+            attached,
+            skipped: selected.skipped,
+            capacity,
+        };
+        Ok((session, started))
+    }
+
+    /// Changes the mode of a served interface live, without detaching.
+    pub fn set_mode(&mut self, ifindex: u32, mode: Mode) -> Result<(), ProbeError> {
+        if !self.served.contains_key(&ifindex) {
+            return Err(ProbeError::NotConfigured { ifindex });
+        }
+        self.probe.configure(ifindex, mode)
+    }
+
+    /// Reads every served interface once: names, route_localnet and counters. An interface
+    /// renamed since is reported under its new name; one that is gone is released and reported
+    /// once in [`Snapshot::removed`].
+    pub async fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
+        let all = self.interfaces.list().await?;
+        let all_route_localnet = route_localnet::read_all().ok();
+        let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
+
+        let mut removed = Vec::new();
+        let gone: Vec<u32> = self
+            .served
+            .keys()
+            .filter(|ifindex| !by_index.contains_key(ifindex))
+            .copied()
+            .collect();
+        for ifindex in gone {
+            let served = self.served.remove(&ifindex).expect("listed above");
+            let mode = self.probe.mode(ifindex).expect("served interfaces are configured");
+            let counters = self
+                .probe
+                .release(ifindex)
+                .map_err(|source| SessionError::Release {
+                    name: served.name.clone(),
+                    source,
+                })?;
+            self.removed_totals.add(&counters);
+            removed.push(InterfaceSnapshot {
+                ifindex,
+                name: served.name,
+                mode,
+                program: served.program,
+                xdp_mode: None,
+                route_localnet: None,
+                route_localnet_via: Vec::new(),
+                counters,
+            });
+        }
+
+        let mut counters = self.probe.counters().map_err(SessionError::Counters)?;
+        let interfaces = self
+            .served
+            .iter_mut()
+            .map(|(ifindex, served)| {
+                let interface = by_index[ifindex];
+                served.name.clone_from(&interface.name);
+                let route_localnet = all_route_localnet
+                    .zip(interface.route_localnet)
+                    .map(|(all, iface)| RouteLocalnet::new(all, iface));
+                InterfaceSnapshot {
+                    ifindex: *ifindex,
+                    name: interface.name.clone(),
+                    mode: self.probe.mode(*ifindex).expect("served interfaces are configured"),
+                    program: served.program,
+                    xdp_mode: self.probe.attached_mode(*ifindex),
+                    route_localnet,
+                    route_localnet_via: route_localnet_via(interface, &all, all_route_localnet),
+                    counters: counters.remove(ifindex).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            at: Instant::now(),
+            interfaces,
+            removed,
+            removed_totals: self.removed_totals,
+        })
+    }
+}
+
+/// `interface` and every device stacked on it, directly or not, whose effective route_localnet
+/// is 1, by name. `all_route_localnet` is `conf.all`, `None` when it could not be read.
+fn route_localnet_via(
+    interface: &Interface,
+    all: &[Interface],
+    all_route_localnet: Option<bool>,
+) -> Vec<String> {
+    let mut receivers = vec![interface];
+    let mut next = 0;
+    while let Some(lower) = receivers.get(next).copied() {
+        for upper in all.iter().filter(|upper| upper.is_stacked_on(lower)) {
+            if !receivers.iter().any(|seen| seen.ifindex == upper.ifindex) {
+                receivers.push(upper);
+            }
+        }
+        next += 1;
+    }
+    receivers
+        .into_iter()
+        .filter(|receiver| {
+            receiver
+                .route_localnet
+                .is_some_and(|iface| iface || all_route_localnet == Some(true))
+        })
+        .map(|receiver| receiver.name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interfaces::Framing;
+
+    fn interface(name: &str, ifindex: u32, route_localnet: bool) -> Interface {
+        Interface {
+            name: name.to_owned(),
+            ifindex,
+            up: true,
+            loopback: false,
+            framing: Framing::Ethernet,
+            kind: None,
+            lower: None,
+            master: None,
+            route_localnet: Some(route_localnet),
+            xdp_program_id: None,
+        }
+    }
+
+    #[test]
+    fn route_localnet_on_a_stacked_device_exposes_the_link_below() {
+        let mut all = vec![
+            interface("eth0", 2, false),
+            Interface {
+                kind: Some("macvlan".to_owned()),
+                lower: Some(2),
+                ..interface("mv0", 3, true)
+            },
+            interface("eth1", 4, false),
+            Interface {
+                kind: Some("bridge".to_owned()),
+                ..interface("br0", 5, false)
+            },
+            Interface {
+                kind: Some("vlan".to_owned()),
+                lower: Some(5),
+                ..interface("br0.7", 6, true)
+            },
+        ];
+        all[2].master = Some(5);
+        assert_eq!(route_localnet_via(&all[0], &all, Some(false)), ["mv0"]);
+        // eth1 → its bridge br0 → the VLAN on the bridge.
+        assert_eq!(route_localnet_via(&all[2], &all, Some(false)), ["br0.7"]);
+        // conf.all=1 puts every device with IPv4 configuration in effect.
+        assert_eq!(
+            route_localnet_via(&all[2], &all, Some(true)),
+            ["eth1", "br0", "br0.7"]
+        );
+        all[1].route_localnet = None;
+        assert!(route_localnet_via(&all[0], &all, Some(false)).is_empty());
+    }
+}
