@@ -10,8 +10,8 @@ mod maps;
 
 pub use classify::{Frame, classify, classify_ip};
 pub use maps::{
-    CLASSES_PER_INTERFACE, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode,
-    SlotCounters, class_index, counter_key,
+    CLASSES_PER_INTERFACE, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, SlotCounters,
+    class_index, counter_key,
 };
 
 /// The IP family a matched frame's loopback address belongs to.

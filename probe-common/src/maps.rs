@@ -137,7 +137,6 @@ impl SlotCounters {
             total.add(counter);
         }
     }
-
 }
 
 #[cfg(feature = "user")]

@@ -7,7 +7,9 @@ use std::{
 };
 
 use aya::maps::{IterableMap as _, MapData, MapError, PerCpuArray, PerCpuValues};
-use probe_common::{Action, CLASSES_PER_INTERFACE, Counter, LoopbackMatch, SlotCounters, counter_key};
+use probe_common::{
+    Action, CLASSES_PER_INTERFACE, Counter, LoopbackMatch, SlotCounters, counter_key,
+};
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
@@ -54,7 +56,11 @@ impl CounterMap {
         let mut first = true;
         while read < self.entries as usize {
             let mut attr = BatchAttr {
-                in_batch: if first { 0 } else { (&raw const next_key) as u64 },
+                in_batch: if first {
+                    0
+                } else {
+                    (&raw const next_key) as u64
+                },
                 out_batch: (&raw mut next_key) as u64,
                 keys: self.keys[read..].as_mut_ptr() as u64,
                 values: self.values[read * self.cpus..].as_mut_ptr() as u64,
@@ -113,7 +119,8 @@ impl CounterMap {
             for action in Action::ALL {
                 let zeroes = PerCpuValues::try_from(vec![Counter::default(); self.cpus])
                     .expect("one value per CPU");
-                self.map.set(counter_key(slot, matched, action), zeroes, 0)?;
+                self.map
+                    .set(counter_key(slot, matched, action), zeroes, 0)?;
             }
         }
         Ok(())

@@ -61,7 +61,10 @@ impl fmt::Display for Occupant {
             program_id,
             ..
         } = self;
-        write!(f, "{interface} already has an XDP program attached: id {program_id}")?;
+        write!(
+            f,
+            "{interface} already has an XDP program attached: id {program_id}"
+        )?;
         if let Some(name) = &self.program_name {
             write!(f, ", name {name:?}")?;
         }
@@ -104,7 +107,11 @@ fn link_holders(program_id: u32, ifindex: u32) -> Vec<Holder> {
     };
     let mut holders = Vec::new();
     for process in processes.filter_map(Result::ok) {
-        let Some(pid) = process.file_name().to_str().and_then(|pid| pid.parse().ok()) else {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|pid| pid.parse().ok())
+        else {
             continue;
         };
         if pid == std::process::id() {
@@ -169,17 +176,26 @@ mod tests {
             }],
         };
         let message = occupant.to_string();
-        assert!(message.contains("Another localnet-probe serves it (pid 1234"), "{message}");
+        assert!(
+            message.contains("Another localnet-probe serves it (pid 1234"),
+            "{message}"
+        );
         assert!(message.contains("kill 1234") && message.contains("--exclude eth1"));
 
         occupant.program_name = Some("xdp_filter".to_owned());
         occupant.holders[0].command = "cilium-agent".to_owned();
         let message = occupant.to_string();
-        assert!(message.contains("held by a BPF link of pid 1234 (cilium-agent)"), "{message}");
+        assert!(
+            message.contains("held by a BPF link of pid 1234 (cilium-agent)"),
+            "{message}"
+        );
 
         occupant.holders.clear();
         let message = occupant.to_string();
-        assert!(message.contains("ip link set dev eth1 xdp off"), "{message}");
+        assert!(
+            message.contains("ip link set dev eth1 xdp off"),
+            "{message}"
+        );
         assert!(message.contains("--exclude eth1"), "{message}");
     }
 }

@@ -160,8 +160,9 @@ impl Probe {
             *id = xdp.info()?.id();
         }
         let mut take_map = |name: &'static str| {
-            ebpf.take_map(name)
-                .ok_or(ProbeError::MissingPart("map (IFACE_CONFIG, IFACE_CONFIG_HIGH or COUNTERS)"))
+            ebpf.take_map(name).ok_or(ProbeError::MissingPart(
+                "map (IFACE_CONFIG, IFACE_CONFIG_HIGH or COUNTERS)",
+            ))
         };
         let config = Array::try_from(take_map("IFACE_CONFIG")?)?;
         let config_high = HashMap::try_from(take_map("IFACE_CONFIG_HIGH")?)?;

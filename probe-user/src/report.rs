@@ -98,13 +98,20 @@ fn total(counters: &SlotCounters, action: Option<Action>) -> Counter {
 }
 
 impl InterfaceReport {
-    fn new(interface: &InterfaceSnapshot, previous: Option<&InterfaceSnapshot>, since: f64) -> Self {
+    fn new(
+        interface: &InterfaceSnapshot,
+        previous: Option<&InterfaceSnapshot>,
+        since: f64,
+    ) -> Self {
         let totals = Totals::of(&interface.counters);
         let (packets_rate, bytes_rate) = match previous {
             Some(previous) if since > 0.0 => {
                 let before = Totals::of(&previous.counters);
                 (
-                    totals.packets_matched.saturating_sub(before.packets_matched) as f64 / since,
+                    totals
+                        .packets_matched
+                        .saturating_sub(before.packets_matched) as f64
+                        / since,
                     totals.bytes_matched.saturating_sub(before.bytes_matched) as f64 / since,
                 )
             }

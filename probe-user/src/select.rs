@@ -35,9 +35,7 @@ pub enum SelectError {
          {link_type}), so localnet-probe cannot read them; leave it out"
     )]
     Unsupported { name: String, link_type: u16 },
-    #[error(
-        "--drop-on {0}: {0} is not among the selected interfaces (see --iface, --exclude)"
-    )]
+    #[error("--drop-on {0}: {0} is not among the selected interfaces (see --iface, --exclude)")]
     DropOnUnselected(String),
     #[error(
         "no interface selected: none is up besides loopback, or --exclude left none; name one \
@@ -147,7 +145,9 @@ pub fn select(all: &[Interface], selection: &Selection) -> Result<Selected, Sele
             .iter()
             .enumerate()
             .filter_map(|(index, interface)| {
-                let lower = candidates.iter().find(|lower| interface.is_stacked_on(lower))?;
+                let lower = candidates
+                    .iter()
+                    .find(|lower| interface.is_stacked_on(lower))?;
                 Some((index, *lower))
             })
             .collect();

@@ -224,7 +224,10 @@ impl Session {
             .collect();
         for ifindex in gone {
             let served = self.served.remove(&ifindex).expect("listed above");
-            let mode = self.probe.mode(ifindex).expect("served interfaces are configured");
+            let mode = self
+                .probe
+                .mode(ifindex)
+                .expect("served interfaces are configured");
             let counters = self
                 .probe
                 .release(ifindex)
@@ -258,7 +261,10 @@ impl Session {
                 InterfaceSnapshot {
                     ifindex: *ifindex,
                     name: interface.name.clone(),
-                    mode: self.probe.mode(*ifindex).expect("served interfaces are configured"),
+                    mode: self
+                        .probe
+                        .mode(*ifindex)
+                        .expect("served interfaces are configured"),
                     program: served.program,
                     xdp_mode: self.probe.attached_mode(*ifindex),
                     route_localnet,

@@ -34,6 +34,7 @@ fn packets_matched(report: &serde_json::Value) -> u64 {
 
 #[test]
 fn ten_thousand_loopback_frames_are_counted_exactly() {
+    testbed::skip_unless_root!();
     let link = Link::new("count");
     let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
     let ready = probe.wait_ready();
@@ -100,6 +101,7 @@ fn ten_thousand_loopback_frames_are_counted_exactly() {
 /// exits it reaches the socket again. Benign traffic is untouched throughout.
 #[test]
 fn drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server() {
+    testbed::skip_unless_root!();
     const SPOOFED: usize = 50;
     let link = Link::new("seed");
     link.receiver
@@ -174,6 +176,7 @@ fn drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server() {
 
 #[test]
 fn monitor_mode_with_route_localnet_reports_the_exposure() {
+    testbed::skip_unless_root!();
     let link = Link::new("expose");
     link.receiver
         .sysctl("net/ipv4/conf/all/route_localnet", "1");
@@ -200,6 +203,7 @@ fn probe_stderr_warns(netns: &Netns) -> bool {
 
 #[test]
 fn killed_probe_leaves_no_program_behind() {
+    testbed::skip_unless_root!();
     let link = Link::new("kill");
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
@@ -226,6 +230,7 @@ fn killed_probe_leaves_no_program_behind() {
 
 #[test]
 fn a_second_probe_is_refused_and_the_first_keeps_working() {
+    testbed::skip_unless_root!();
     let link = Link::new("busy");
     let first = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
     first.wait_ready();
@@ -235,6 +240,8 @@ fn a_second_probe_is_refused_and_the_first_keeps_working() {
     assert!(
         stderr.contains("vrx already has an XDP program attached: id ")
             && stderr.contains("name \"localnet_probe\"")
+            && stderr.contains("Another localnet-probe serves it (pid ")
+            && stderr.contains("(localnet-probe)")
             && stderr.contains("--exclude vrx"),
         "{stderr}"
     );
@@ -256,6 +263,7 @@ fn a_second_probe_is_refused_and_the_first_keeps_working() {
 
 #[test]
 fn unknown_interface_is_refused_and_nothing_is_attached() {
+    testbed::skip_unless_root!();
     let link = Link::new("unknown");
     let output = run_in(
         &link.receiver,
@@ -273,6 +281,7 @@ fn unknown_interface_is_refused_and_nothing_is_attached() {
 
 #[test]
 fn native_mode_failure_attaches_nothing() {
+    testbed::skip_unless_root!();
     let link = Link::new("partial");
     // An ifb interface has no native XDP: the second attachment fails, the first is undone.
     link.receiver.ip(&["link", "add", "ifb0", "type", "ifb"]);
@@ -303,6 +312,7 @@ fn native_mode_failure_attaches_nothing() {
 
 #[test]
 fn unprivileged_run_says_what_is_missing() {
+    testbed::skip_unless_root!();
     let output = Command::new("setpriv")
         .args([
             "--reuid=65534",

@@ -2,8 +2,8 @@
 //! for every case of the shared table, in monitor and drop mode. Needs root.
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use probe_common::{Action, Counter, LoopbackMatch, Mode};
-use probe_user::probe::{InterfaceCounters, Probe};
+use probe_common::{Action, Counter, LoopbackMatch, Mode, SlotCounters};
+use probe_user::probe::{LoadOptions, Probe, Program};
 use test_frames::Case;
 use testbed::xdp_md;
 
@@ -13,13 +13,17 @@ const XDP_PASS: u32 = 2;
 const IFINDEX: u32 = 1;
 
 fn run(probe: &Probe, frame: &[u8], repeat: u32) -> u32 {
+    run_program(probe, Program::Ethernet, frame, repeat)
+}
+
+fn run_program(probe: &Probe, program: Program, frame: &[u8], repeat: u32) -> u32 {
     let md = xdp_md(frame.len(), IFINDEX);
     let mut options = TestRunOptions::new();
     options.data_in = Some(frame);
     options.ctx_in = Some(&md);
     options.repeat = repeat;
     probe
-        .program()
+        .program(program)
         .test_run(options)
         .expect("BPF_PROG_TEST_RUN (are you root?)")
         .return_value
@@ -35,18 +39,30 @@ fn cases() -> Vec<Case> {
 }
 
 fn load() -> Probe {
-    Probe::load(true).expect("load the embedded XDP object (are you root?)")
+    Probe::load(LoadOptions {
+        capacity: 4,
+        verifier_log: true,
+    })
+    .expect("load the embedded XDP object (are you root?)")
 }
 
-fn counters(probe: &Probe) -> InterfaceCounters {
-    probe.counters(IFINDEX).expect("read counters")
+fn counters_of(probe: &mut Probe, ifindex: u32) -> SlotCounters {
+    probe
+        .counters()
+        .expect("read counters")
+        .remove(&ifindex)
+        .expect("a configured interface")
+}
+
+fn counters(probe: &mut Probe) -> SlotCounters {
+    counters_of(probe, IFINDEX)
 }
 
 /// Asserts `after` is `before` plus `packets` frames of `len` bytes in one class, nothing else.
 fn assert_delta(
     name: &str,
-    before: &InterfaceCounters,
-    after: &InterfaceCounters,
+    before: &SlotCounters,
+    after: &SlotCounters,
     class: Option<(LoopbackMatch, Action)>,
     packets: u64,
     len: usize,
@@ -77,9 +93,9 @@ fn check_every_case(mode: Mode) {
         Mode::Drop => (Action::Dropped, XDP_DROP),
     };
     for case in cases() {
-        let before = counters(&probe);
+        let before = counters(&mut probe);
         let got = run(&probe, &case.frame, 1);
-        let after = counters(&probe);
+        let after = counters(&mut probe);
         let expected_verdict = if case.expected.is_some() {
             verdict
         } else {
@@ -114,17 +130,11 @@ fn repeated_runs_are_counted_exactly() {
         .filter(|c| c.expected.is_some())
         .collect();
     for case in &matching {
-        let before = counters(&probe);
+        let before = counters(&mut probe);
         assert_eq!(run(&probe, &case.frame, 10_000), XDP_DROP, "{}", case.name);
         let class = case.expected.map(|matched| (matched, Action::Dropped));
-        assert_delta(
-            case.name,
-            &before,
-            &counters(&probe),
-            class,
-            10_000,
-            case.frame.len(),
-        );
+        let after = counters(&mut probe);
+        assert_delta(case.name, &before, &after, class, 10_000, case.frame.len());
     }
 }
 
@@ -142,10 +152,10 @@ fn mode_changes_without_reattaching() {
         .expect("reconfigure");
     assert_eq!(run(&probe, &case.frame, 5), XDP_PASS);
     let matched = case.expected.expect("a matching case");
-    let counters = counters(&probe);
+    let counters = counters(&mut probe);
     assert_eq!(counters.get(matched, Action::Dropped).packets, 3);
     assert_eq!(counters.get(matched, Action::Passed).packets, 5);
-    assert_eq!(counters.total(None).packets, 8);
+    assert_eq!(total_packets(&counters), 8);
 }
 
 #[test]
@@ -159,11 +169,8 @@ fn unconfigured_interfaces_pass_uncounted() {
         assert_eq!(run(&probe, &case.frame, 1), XDP_PASS, "{}", case.name);
     }
     assert_eq!(
-        probe
-            .counters(IFINDEX + 1_000_000)
-            .expect("read")
-            .total(None),
-        Counter::default()
+        counters_of(&mut probe, IFINDEX + 1_000_000),
+        SlotCounters::default()
     );
 }
 
@@ -199,13 +206,113 @@ fn high_ifindexes_are_configured_too() {
         options.ctx_in = Some(&md);
         options.repeat = 4;
         probe
-            .program()
+            .program(Program::Ethernet)
             .test_run(options)
             .expect("BPF_PROG_TEST_RUN")
             .return_value
     });
     assert_eq!(verdict, XDP_DROP);
-    let counters = probe.counters(HIGH).expect("read counters");
+    let counters = counters_of(&mut probe, HIGH);
     assert_eq!(counters.get(matched, Action::Dropped).packets, 4);
-    assert_eq!(counters.total(None).packets, 4);
+    assert_eq!(total_packets(&counters), 4);
+}
+
+fn total_packets(counters: &SlotCounters) -> u64 {
+    counters.classes.iter().map(|counter| counter.packets).sum()
+}
+
+/// The program for layer-3 devices gets packets that start at the IP header: every case, its
+/// link-layer headers stripped, gets the verdict and the counter the whole frame gets.
+#[test]
+fn ip_program_classifies_packets_without_a_link_layer() {
+    let mut probe = load();
+    probe.configure(IFINDEX, Mode::Drop).expect("configure");
+    let mut checked = 0;
+    for case in cases() {
+        let Some(ip_offset) = ip_offset(&case.frame) else {
+            continue;
+        };
+        let packet = &case.frame[ip_offset..];
+        // BPF_PROG_TEST_RUN wants at least an Ethernet header's worth of bytes.
+        if packet.len() < 14 {
+            continue;
+        }
+        let before = counters(&mut probe);
+        let verdict = run_program(&probe, Program::Ip, packet, 1);
+        let after = counters(&mut probe);
+        let expected = if case.expected.is_some() {
+            XDP_DROP
+        } else {
+            XDP_PASS
+        };
+        assert_eq!(verdict, expected, "{} without its link layer", case.name);
+        let class = case.expected.map(|matched| (matched, Action::Dropped));
+        assert_delta(case.name, &before, &after, class, 1, packet.len());
+        checked += 1;
+    }
+    assert!(checked > 20, "only {checked} cases");
+}
+
+/// Where the IP header of an IPv4 or IPv6 frame behind at most two VLAN tags starts.
+fn ip_offset(frame: &[u8]) -> Option<usize> {
+    let mut offset = 12;
+    for _ in 0..3 {
+        match u16::from_be_bytes(frame.get(offset..offset + 2)?.try_into().ok()?) {
+            0x0800 | 0x86dd => return Some(offset + 2),
+            0x8100 | 0x88a8 | 0x9100 => offset += 4,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Interfaces come and go for days: slots are freed with their counters zeroed, and a slot
+/// given out again starts from zero, whatever it counted before.
+#[test]
+fn slots_are_reused_with_zeroed_counters() {
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "ipv4 loopback destination")
+        .expect("case exists");
+    let matched = case.expected.expect("a matching case");
+    let mut probe = load();
+    for round in 0..5_000_u32 {
+        // Four slots, cycled through by ever new "interfaces" and the test-run one.
+        probe.configure(IFINDEX, Mode::Drop).expect("configure");
+        let other = 100_000 + round;
+        probe
+            .configure(other, Mode::Monitor)
+            .expect("configure another");
+        assert_eq!(
+            counters(&mut probe),
+            SlotCounters::default(),
+            "round {round}"
+        );
+        // A test run costs milliseconds: count in some rounds, release counted slots in all.
+        let frames = if round % 250 == 0 { 2 } else { 0 };
+        if frames > 0 {
+            assert_eq!(run(&probe, &case.frame, frames), XDP_DROP);
+        }
+        let released = probe.release(IFINDEX).expect("release");
+        assert_eq!(
+            released.get(matched, Action::Dropped).packets,
+            u64::from(frames),
+            "round {round}"
+        );
+        assert_eq!(total_packets(&released), u64::from(frames));
+        assert_eq!(total_packets(&probe.release(other).expect("release")), 0);
+        if frames > 0 {
+            // Released: its frames are no longer dropped.
+            assert_eq!(run(&probe, &case.frame, 1), XDP_PASS);
+        }
+    }
+    for ifindex in 0..4 {
+        probe
+            .configure(200_000 + ifindex, Mode::Monitor)
+            .expect("configure");
+    }
+    assert!(
+        probe.configure(300_000, Mode::Monitor).is_err(),
+        "a fifth interface finds no slot"
+    );
 }

@@ -92,7 +92,11 @@ fn interval_seconds(value: &str) -> Result<f64, String> {
 }
 
 fn duration_seconds(value: &str) -> Result<f64, String> {
-    seconds_in(value, MAX_DURATION_SECS, "31536000 (a year; leave --duration out to run until stopped)")
+    seconds_in(
+        value,
+        MAX_DURATION_SECS,
+        "31536000 (a year; leave --duration out to run until stopped)",
+    )
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {

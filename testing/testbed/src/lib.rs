@@ -27,6 +27,24 @@ pub const RECEIVER_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 
 pub const SENDER_IF: &str = "vtx";
 pub const RECEIVER_IF: &str = "vrx";
 
+/// Whether this process runs as root, which the kernel and namespace tests need.
+pub fn is_root() -> bool {
+    // SAFETY: plain syscall without arguments.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns from the calling test, saying so in one line, unless it runs as root: a plain
+/// `cargo test` as a user runs what it can, `cargo xtask test` runs everything.
+#[macro_export]
+macro_rules! skip_unless_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("skipped: needs root (run `cargo xtask test`)");
+            return;
+        }
+    };
+}
+
 /// The ifindex of `interface` in the calling thread's network namespace.
 pub fn ifindex(interface: &str) -> u32 {
     let name = std::ffi::CString::new(interface).expect("no NUL in an interface name");
@@ -217,7 +235,7 @@ pub struct RawSender {
 }
 
 impl RawSender {
-    fn open(interface: &str) -> Self {
+    pub fn open(interface: &str) -> Self {
         use std::os::fd::FromRawFd as _;
         // SAFETY: plain syscalls; the fd is owned right away.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -265,6 +283,49 @@ impl RawSender {
     }
 }
 
+/// A tun device (IFF_TUN, no packet information): packets written to it arrive on the device
+/// as if received, starting at their IP header. Removed when dropped.
+pub struct Tun {
+    file: File,
+}
+
+impl Tun {
+    /// Creates `name` in `netns`, up, with `address` (CIDR).
+    pub fn new(netns: &Netns, name: &str, address: &str) -> Self {
+        const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+        const IFF_TUN: libc::c_short = 0x0001;
+        const IFF_NO_PI: libc::c_short = 0x1000;
+        let file = netns.enter(|| {
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .expect("open /dev/net/tun");
+            // SAFETY: ifreq is plain data.
+            let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+            for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+                *slot = byte as libc::c_char;
+            }
+            request.ifr_ifru.ifru_flags = IFF_TUN | IFF_NO_PI;
+            // SAFETY: TUNSETIFF reads an ifreq, valid for the call.
+            let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &raw mut request) };
+            assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+            file
+        });
+        netns.ip(&["addr", "add", address, "dev", name]);
+        netns.ip(&["link", "set", name, "up"]);
+        Self { file }
+    }
+
+    /// Hands `packet` (from its IP header on) to the kernel as received on the device.
+    pub fn send(&self, packet: &[u8]) {
+        use std::io::Write as _;
+        (&self.file)
+            .write_all(packet)
+            .expect("write to the tun device");
+    }
+}
+
 /// Datagrams waiting on `socket`, read until none arrives for `quiet`.
 pub fn drain(socket: &UdpSocket, quiet: Duration) -> usize {
     let mut buffer = [0; 2048];
@@ -290,13 +351,20 @@ impl ProbeProcess {
     /// Starts `binary run --json` in `netns` with `args`, which may set `--interval` (0.1 s
     /// otherwise).
     pub fn start(binary: &str, netns: &Netns, args: &[&str]) -> Self {
+        Self::start_wrapped(&[], binary, netns, args)
+    }
+
+    /// Like [`ProbeProcess::start`], with `wrapper` (e.g. `setpriv …`) running the binary.
+    pub fn start_wrapped(wrapper: &[&str], binary: &str, netns: &Netns, args: &[&str]) -> Self {
         let interval: &[&str] = if args.contains(&"--interval") {
             &[]
         } else {
             &["--interval", "0.1"]
         };
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &netns.name, binary, "run", "--json"])
+            .args(["netns", "exec", &netns.name])
+            .args(wrapper)
+            .args([binary, "run", "--json"])
             .args(interval)
             .args(args)
             .stdin(Stdio::null())
@@ -383,6 +451,18 @@ impl Drop for ProbeProcess {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// A child process this test started, killed (by its pid) if still running when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
 }

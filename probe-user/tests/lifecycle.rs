@@ -1,0 +1,465 @@
+//! The probe over time and on the devices users have: exactly the documented capabilities,
+//! layer-3 devices, stacked devices, renames, removals, a reader that stops reading, and
+//! attachments observed while the process that made them still runs. Needs root.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use probe_user::{
+    probe::XdpModeChoice,
+    select::Selection,
+    session::{Session, SessionError, SessionOptions},
+};
+use test_frames::ipv4;
+use testbed::{
+    Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC, SENDER_V4, Tun,
+    class_packets, drain, interface, wait_exit,
+};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
+const QUIET: Duration = Duration::from_millis(300);
+
+/// `setpriv` arguments that leave the probe exactly `caps` (e.g. `+bpf,+net_admin`), as the
+/// unprivileged user nobody.
+fn only_caps(caps: &str) -> Vec<String> {
+    [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &format!("--inh-caps=-all,{caps}"),
+        &format!("--ambient-caps=-all,{caps}"),
+        &format!("--bounding-set=-all,{caps}"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn spoofed_to_localhost(port: u16) -> Vec<u8> {
+    ipv4(SENDER_V4, Ipv4Addr::LOCALHOST)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .ports(40000, port)
+        .build()
+}
+
+fn packets_matched(report: &serde_json::Value, name: &str) -> u64 {
+    interface(report, name)["packets_matched"]
+        .as_u64()
+        .expect("packets_matched")
+}
+
+/// The README promises CAP_BPF and CAP_NET_ADMIN suffice: run as nobody with exactly those, the
+/// probe attaches, counts exactly and drops.
+#[test]
+fn runs_with_exactly_cap_bpf_and_cap_net_admin() {
+    testbed::skip_unless_root!();
+    let link = Link::new("caps");
+    link.receiver
+        .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
+    let server = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)));
+    let wrapper = only_caps("+bpf,+net_admin");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let probe = ProbeProcess::start_wrapped(
+        &wrapper,
+        PROBE,
+        &link.receiver,
+        &["--drop", "--iface", RECEIVER_IF],
+    );
+    let ready = probe.wait_ready();
+    assert_eq!(interface(&ready, RECEIVER_IF)["mode"], "drop");
+    let sender = link.raw_sender();
+    let frame = spoofed_to_localhost(5353);
+    for _ in 0..100 {
+        sender.send(&frame);
+    }
+    assert_eq!(
+        drain(&server, QUIET),
+        0,
+        "dropped under the two capabilities"
+    );
+    probe.wait_for(Duration::from_secs(10), |report| {
+        packets_matched(report, RECEIVER_IF) == 100
+    });
+    let (status, last) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}");
+    let entry = interface(last.as_ref().expect("a final report"), RECEIVER_IF).clone();
+    assert_eq!(entry["packets_dropped"], 100);
+    assert!(!link.receiver.has_xdp(RECEIVER_IF));
+}
+
+/// With one of the two capabilities missing, one sentence names the other, and nothing loads.
+#[test]
+fn one_capability_fewer_names_the_missing_one() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("fewer-caps");
+    for (caps, missing) in [("+bpf", "CAP_NET_ADMIN"), ("+net_admin", "CAP_BPF")] {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &netns.name])
+            .args(only_caps(caps))
+            .args([PROBE, "run", "--json", "--duration", "1"])
+            .output()
+            .expect("run setpriv");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "localnet-probe needs {missing} to load and attach"
+            )),
+            "{caps}: {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
+    }
+}
+
+#[test]
+fn out_of_range_seconds_are_refused_before_anything_happens() {
+    testbed::skip_unless_root!();
+    let link = Link::new("range");
+    for args in [
+        ["--interval", "1e20"],
+        ["--duration", "1e20"],
+        ["--interval", "0"],
+        ["--duration", "NaN"],
+        ["--interval", "inf"],
+    ] {
+        let started = Instant::now();
+        let output = Command::new("ip")
+            .args(["netns", "exec", &link.receiver.name, PROBE, "run", "--json"])
+            .args(args)
+            .output()
+            .expect("run localnet-probe");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(args[0]) && stderr.contains("seconds"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?}: nothing attached, nothing reported"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
+
+/// On a tun device packets start at the IP header: they are classified, counted and dropped
+/// like Ethernet frames.
+#[test]
+fn tun_devices_are_served_by_the_ip_program() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("tun");
+    let tun = Tun::new(&netns, "tun0", "198.18.1.1/24");
+    netns.sysctl("net/ipv4/conf/tun0/route_localnet", "1");
+    netns.sysctl("net/ipv4/conf/tun0/rp_filter", "0");
+    netns.sysctl("net/ipv4/conf/all/rp_filter", "0");
+    let server = netns.enter(|| {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 5353)).expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        socket
+    });
+    let frame = ipv4(Ipv4Addr::new(198, 18, 1, 2), Ipv4Addr::LOCALHOST)
+        .ports(40000, 5353)
+        .build();
+    let packet = &frame[14..];
+    for _ in 0..20 {
+        tun.send(packet);
+    }
+    assert_eq!(drain(&server, QUIET), 20, "route_localnet=1 lets them in");
+
+    let probe = ProbeProcess::start(PROBE, &netns, &["--drop"]);
+    let ready = probe.wait_ready();
+    let entry = interface(&ready, "tun0");
+    assert_eq!(entry["framing"], "ip");
+    assert_eq!(entry["mode"], "drop");
+    for _ in 0..20 {
+        tun.send(packet);
+    }
+    assert_eq!(drain(&server, QUIET), 0, "dropped on the tun device");
+    let report = probe.wait_for(Duration::from_secs(10), |report| {
+        packets_matched(report, "tun0") == 20
+    });
+    let entry = interface(&report, "tun0");
+    assert_eq!(class_packets(entry, "ipv4", "destination", "dropped"), 20);
+    assert_eq!(entry["bytes_matched"], 20 * packet.len() as u64);
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+}
+
+/// A macvlan child with route_localnet=1 on a served parent receives the parent's spoofed frames:
+/// the parent is reported exposed through it, the child is left out (its frames are the
+/// parent's), and drop mode on the parent protects the child.
+#[test]
+fn a_macvlan_child_exposes_its_parent_and_is_protected_there() {
+    testbed::skip_unless_root!();
+    const CHILD_MAC: [u8; 6] = [0x02, 0x4c, 0x50, 0, 0, 0x03];
+    let link = Link::new("macvlan");
+    link.receiver.ip(&[
+        "link",
+        "add",
+        "mv0",
+        "link",
+        RECEIVER_IF,
+        "address",
+        "02:4c:50:00:00:03",
+        "type",
+        "macvlan",
+        "mode",
+        "bridge",
+    ]);
+    link.receiver
+        .ip(&["addr", "add", "198.18.0.3/24", "dev", "mv0"]);
+    link.receiver.ip(&["link", "set", "mv0", "up"]);
+    link.receiver
+        .sysctl("net/ipv4/conf/mv0/route_localnet", "1");
+    let server = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)));
+    let to_child = ipv4(SENDER_V4, Ipv4Addr::LOCALHOST)
+        .macs(SENDER_MAC, CHILD_MAC)
+        .ports(40000, 5353)
+        .build();
+    let sender = link.raw_sender();
+    for _ in 0..10 {
+        sender.send(&to_child);
+    }
+    assert_eq!(drain(&server, QUIET), 10, "the child lets them in");
+
+    let monitor = ProbeProcess::start(PROBE, &link.receiver, &[]);
+    let ready = monitor.wait_ready();
+    let names: Vec<&str> = ready["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .map(|entry| entry["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, [RECEIVER_IF], "the child is left out");
+    let entry = interface(&ready, RECEIVER_IF);
+    assert_eq!(entry["route_localnet"]["effective"], false);
+    assert_eq!(entry["route_localnet_via"], serde_json::json!(["mv0"]));
+    assert_eq!(entry["exposed"], true);
+    let (status, _) = monitor.stop(libc::SIGTERM);
+    assert!(status.success());
+    let stderr = monitor_stderr(&link.receiver);
+    assert!(
+        stderr.contains("mv0: left out: its frames arrive on vrx")
+            && stderr.contains("in effect on mv0")
+            && stderr.contains("--drop-on vrx"),
+        "{stderr}"
+    );
+
+    let probe = ProbeProcess::start(PROBE, &link.receiver, &["--drop-on", RECEIVER_IF]);
+    assert_eq!(
+        interface(&probe.wait_ready(), RECEIVER_IF)["exposed"],
+        false
+    );
+    for _ in 0..10 {
+        sender.send(&to_child);
+    }
+    assert_eq!(drain(&server, QUIET), 0, "dropped on the parent");
+    probe.wait_for(Duration::from_secs(10), |report| {
+        interface(report, RECEIVER_IF)["packets_dropped"] == 10
+    });
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+}
+
+fn monitor_stderr(netns: &Netns) -> String {
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &netns.name,
+            PROBE,
+            "run",
+            "--json",
+            "--duration",
+            "0.2",
+        ])
+        .output()
+        .expect("run localnet-probe");
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Renaming an attached interface and giving its old name to another device: the probe follows
+/// the attached device (by ifindex) under its new name, with its own route_localnet.
+#[test]
+fn a_renamed_interface_is_followed_by_ifindex() {
+    testbed::skip_unless_root!();
+    let link = Link::new("rename");
+    link.receiver
+        .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
+    let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
+    let ready = probe.wait_ready();
+    let ifindex = interface(&ready, RECEIVER_IF)["ifindex"].clone();
+
+    link.receiver.ip(&["link", "set", RECEIVER_IF, "down"]);
+    link.receiver
+        .ip(&["link", "set", RECEIVER_IF, "name", "vry"]);
+    link.receiver.ip(&["link", "set", "vry", "up"]);
+    link.receiver.ip(&[
+        "link",
+        "add",
+        RECEIVER_IF,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vrz",
+    ]);
+    let report = probe.wait_for(Duration::from_secs(10), |report| {
+        report["interfaces"][0]["name"] == "vry"
+    });
+    let entry = interface(&report, "vry");
+    assert_eq!(entry["ifindex"], ifindex);
+    assert_eq!(entry["route_localnet"]["iface"], true, "vry's own setting");
+    assert_eq!(entry["exposed"], true);
+    assert_eq!(
+        report["interfaces"].as_array().expect("interfaces").len(),
+        1
+    );
+
+    let sender = link.raw_sender();
+    for _ in 0..10 {
+        sender.send(&spoofed_to_localhost(5353));
+    }
+    probe.wait_for(Duration::from_secs(10), |report| {
+        packets_matched(report, "vry") == 10
+    });
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+}
+
+/// An interface deleted while served leaves the view once, reported with its final counts in
+/// `removed`, which the totals keep; the probe goes on with the others.
+#[test]
+fn a_deleted_interface_is_reported_once_and_its_counts_kept() {
+    testbed::skip_unless_root!();
+    let link = Link::new("delete");
+    link.receiver
+        .ip(&["link", "add", "vr2", "type", "veth", "peer", "name", "vs2"]);
+    link.receiver.ip(&["link", "set", "vr2", "up"]);
+    link.receiver.ip(&["link", "set", "vs2", "up"]);
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &["--iface", RECEIVER_IF, "--iface", "vr2"],
+    );
+    probe.wait_ready();
+    let doomed = link.receiver.enter(|| testbed::RawSender::open("vs2"));
+    let frame = spoofed_to_localhost(5353);
+    for _ in 0..7 {
+        doomed.send(&frame);
+    }
+    for _ in 0..5 {
+        link.raw_sender().send(&frame);
+    }
+    probe.wait_for(Duration::from_secs(10), |report| {
+        packets_matched(report, "vr2") == 7 && packets_matched(report, RECEIVER_IF) == 5
+    });
+    link.receiver.ip(&["link", "del", "vr2"]);
+    let report = probe.wait_for(Duration::from_secs(10), |report| {
+        !report["removed"].as_array().expect("removed").is_empty()
+    });
+    let removed = &report["removed"][0];
+    assert_eq!(removed["name"], "vr2");
+    assert_eq!(removed["packets_matched"], 7);
+    assert_eq!(
+        report["interfaces"].as_array().expect("interfaces").len(),
+        1
+    );
+    assert_eq!(report["totals"]["packets_matched"], 12);
+    let later = probe.wait_for(Duration::from_secs(10), |_| true);
+    assert!(
+        later["removed"].as_array().expect("removed").is_empty(),
+        "reported once"
+    );
+    assert_eq!(later["totals"]["packets_matched"], 12);
+    let (status, last) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+    assert_eq!(last.expect("final report")["totals"]["packets_matched"], 12);
+}
+
+/// A reader that stops reading fills the pipe; SIGTERM still detaches and ends the probe.
+#[test]
+fn a_stalled_reader_does_not_stop_sigterm_from_detaching() {
+    testbed::skip_unless_root!();
+    let link = Link::new("stall");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &link.receiver.name, PROBE, "run", "--json"])
+        .args(["--interval", "0.01", "--iface", RECEIVER_IF])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start localnet-probe");
+    let _unread = child.stdout.take();
+    let mut child = testbed::KillOnDrop(child);
+    // A report is ~600 bytes: 100 a second fill the 64 KiB pipe in about a second.
+    let attached = Instant::now();
+    while !link.receiver.has_xdp(RECEIVER_IF) {
+        assert!(
+            attached.elapsed() < Duration::from_secs(20),
+            "never attached"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_secs(3));
+    // SAFETY: signals the child this test started, by its pid.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut child.0, Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+    assert!(!link.receiver.has_xdp(RECEIVER_IF));
+}
+
+/// All or nothing, observed while the process that attached still runs: after a failed start
+/// (native XDP on an ifb device) the veth it attached first carries nothing; after a successful
+/// one, dropping the session detaches at once.
+#[test]
+fn a_failed_start_leaves_nothing_attached_in_the_running_process() {
+    testbed::skip_unless_root!();
+    let link = Link::new("rollback");
+    link.receiver.ip(&["link", "add", "ifb0", "type", "ifb"]);
+    link.receiver.ip(&["link", "set", "ifb0", "up"]);
+    let start = |ifaces: &[&str]| {
+        let options = SessionOptions {
+            selection: Selection {
+                ifaces: ifaces.iter().map(|name| (*name).to_owned()).collect(),
+                ..Selection::default()
+            },
+            xdp_mode: XdpModeChoice::Native,
+            verifier_log: false,
+        };
+        link.receiver.enter(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async {
+                    let started = Session::start(options).await;
+                    let attached = link.receiver.has_xdp(RECEIVER_IF);
+                    (started.map(|(session, _)| session), attached)
+                })
+        })
+    };
+    let (failed, attached) = start(&[RECEIVER_IF, "ifb0"]);
+    let error = failed.err().expect("native XDP on ifb fails");
+    assert!(
+        matches!(&error, SessionError::Attach { name, .. } if name == "ifb0"),
+        "{error}"
+    );
+    assert!(!attached, "vrx was detached when ifb0 failed");
+
+    let (session, attached) = start(&[RECEIVER_IF]);
+    let session = session.expect("native XDP on veth");
+    assert!(attached);
+    drop(session);
+    assert!(
+        !link.receiver.has_xdp(RECEIVER_IF),
+        "dropping the session detaches"
+    );
+}
