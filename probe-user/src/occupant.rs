@@ -43,10 +43,10 @@ impl Occupant {
 
     /// Whether it is another localnet-probe's.
     pub fn is_localnet_probe(&self) -> bool {
-        let probe_prefix = &Program::Ethernet.name()[..];
+        // Both programs' kernel names start with the Ethernet one's.
         self.program_name
             .as_deref()
-            .is_some_and(|name| name.starts_with(probe_prefix))
+            .is_some_and(|name| name.starts_with(Program::Ethernet.name()))
             || self
                 .holders
                 .iter()

@@ -16,7 +16,7 @@ use probe_user::{
 };
 use test_frames::ipv4;
 use testbed::{
-    Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC, SENDER_V4, Tun,
+    Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4, Tun,
     class_packets, drain, interface, wait_exit,
 };
 
