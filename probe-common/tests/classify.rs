@@ -25,7 +25,7 @@ fn every_case_classifies_as_expected() {
 fn packets_without_a_link_layer_classify_like_frames() {
     let mut ip_cases = 0;
     for case in cases() {
-        let Some(ip_offset) = ip_offset(&case.frame) else {
+        let Some(ip_offset) = test_frames::ip_offset(&case.frame) else {
             continue;
         };
         assert_eq!(
@@ -41,19 +41,6 @@ fn packets_without_a_link_layer_classify_like_frames() {
     for packet in [&[][..], &[0x00; 40], &[0x50; 40], &[0x7f; 40]] {
         assert_eq!(classify_ip(packet), None, "{packet:?}");
     }
-}
-
-/// Where the IP header of an IPv4 or IPv6 frame behind at most two VLAN tags starts.
-fn ip_offset(frame: &[u8]) -> Option<usize> {
-    let mut offset = 12;
-    for _ in 0..3 {
-        match u16::from_be_bytes(frame.get(offset..offset + 2)?.try_into().ok()?) {
-            0x0800 | 0x86dd => return Some(offset + 2),
-            0x8100 | 0x88a8 | 0x9100 => offset += 4,
-            _ => return None,
-        }
-    }
-    None
 }
 
 /// A matching frame cut anywhere before the end of its IP header must not match; cut anywhere

@@ -21,8 +21,9 @@ pub fn missing() -> Option<String> {
     .collect();
     (!missing.is_empty()).then(|| {
         format!(
-            "localnet-probe needs {} to load and attach XDP programs: run it as root (sudo) or \
-             grant the capabilities",
+            "localnet-probe needs {} to load and attach XDP programs: run it as root (sudo), or \
+             with exactly CAP_BPF and CAP_NET_ADMIN (e.g. `setpriv --inh-caps=-all,+bpf,+net_admin \
+             --ambient-caps=-all,+bpf,+net_admin …`)",
             missing.join(" and ")
         )
     })

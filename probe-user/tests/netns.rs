@@ -262,7 +262,7 @@ fn a_second_probe_is_refused_and_the_first_keeps_working() {
 }
 
 #[test]
-fn unknown_interface_is_refused_and_nothing_is_attached() {
+fn unknown_interface_is_refused_before_anything_loads() {
     testbed::skip_unless_root!();
     let link = Link::new("unknown");
     let output = run_in(
@@ -276,11 +276,11 @@ fn unknown_interface_is_refused_and_nothing_is_attached() {
             && stderr.contains(RECEIVER_IF),
         "{stderr}"
     );
-    assert!(!link.receiver.has_xdp(RECEIVER_IF));
+    assert!(output.stdout.is_empty(), "no report from a refused run");
 }
 
 #[test]
-fn native_mode_failure_attaches_nothing() {
+fn native_mode_failure_is_one_clear_error() {
     testbed::skip_unless_root!();
     let link = Link::new("partial");
     // An ifb interface has no native XDP: the second attachment fails, the first is undone.
@@ -303,11 +303,12 @@ fn native_mode_failure_attaches_nothing() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("cannot attach to ifb0") && stderr.contains("--xdp-mode generic"),
+        stderr.contains("cannot attach to ifb0; nothing stays attached")
+            && stderr.contains("--xdp-mode generic"),
         "{stderr}"
     );
-    assert!(!link.receiver.has_xdp(RECEIVER_IF), "all-or-nothing");
-    assert!(!link.receiver.has_xdp("ifb0"));
+    // That the first attachment is undone before the process exits (after, the kernel would
+    // undo it anyway) is observed in lifecycle.rs, in the process that attached.
 }
 
 #[test]

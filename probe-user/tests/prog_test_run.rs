@@ -113,16 +113,19 @@ fn check_every_case(mode: Mode) {
 
 #[test]
 fn every_case_in_monitor_mode() {
+    testbed::skip_unless_root!();
     check_every_case(Mode::Monitor);
 }
 
 #[test]
 fn every_case_in_drop_mode() {
+    testbed::skip_unless_root!();
     check_every_case(Mode::Drop);
 }
 
 #[test]
 fn repeated_runs_are_counted_exactly() {
+    testbed::skip_unless_root!();
     let mut probe = load();
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
     let matching: Vec<_> = cases()
@@ -140,6 +143,7 @@ fn repeated_runs_are_counted_exactly() {
 
 #[test]
 fn mode_changes_without_reattaching() {
+    testbed::skip_unless_root!();
     let mut probe = load();
     let case = cases()
         .into_iter()
@@ -160,6 +164,7 @@ fn mode_changes_without_reattaching() {
 
 #[test]
 fn unconfigured_interfaces_pass_uncounted() {
+    testbed::skip_unless_root!();
     let mut probe = load();
     // A different interface is configured; frames on IFINDEX find no entry.
     probe
@@ -178,6 +183,7 @@ fn unconfigured_interfaces_pass_uncounted() {
 /// must find them there.
 #[test]
 fn high_ifindexes_are_configured_too() {
+    testbed::skip_unless_root!();
     const HIGH: u32 = 70_000;
     let netns = testbed::Netns::new("high-ifindex");
     netns.ip(&[
@@ -225,11 +231,12 @@ fn total_packets(counters: &SlotCounters) -> u64 {
 /// link-layer headers stripped, gets the verdict and the counter the whole frame gets.
 #[test]
 fn ip_program_classifies_packets_without_a_link_layer() {
+    testbed::skip_unless_root!();
     let mut probe = load();
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
     let mut checked = 0;
     for case in cases() {
-        let Some(ip_offset) = ip_offset(&case.frame) else {
+        let Some(ip_offset) = test_frames::ip_offset(&case.frame) else {
             continue;
         };
         let packet = &case.frame[ip_offset..];
@@ -253,23 +260,11 @@ fn ip_program_classifies_packets_without_a_link_layer() {
     assert!(checked > 20, "only {checked} cases");
 }
 
-/// Where the IP header of an IPv4 or IPv6 frame behind at most two VLAN tags starts.
-fn ip_offset(frame: &[u8]) -> Option<usize> {
-    let mut offset = 12;
-    for _ in 0..3 {
-        match u16::from_be_bytes(frame.get(offset..offset + 2)?.try_into().ok()?) {
-            0x0800 | 0x86dd => return Some(offset + 2),
-            0x8100 | 0x88a8 | 0x9100 => offset += 4,
-            _ => return None,
-        }
-    }
-    None
-}
-
 /// Interfaces come and go for days: slots are freed with their counters zeroed, and a slot
 /// given out again starts from zero, whatever it counted before.
 #[test]
 fn slots_are_reused_with_zeroed_counters() {
+    testbed::skip_unless_root!();
     let case = cases()
         .into_iter()
         .find(|c| c.name == "ipv4 loopback destination")

@@ -195,6 +195,20 @@ impl FrameBuilder {
     }
 }
 
+/// Where the IP header of an IPv4 or IPv6 frame behind at most two VLAN tags starts: what a
+/// layer-3 device would deliver of the frame.
+pub fn ip_offset(frame: &[u8]) -> Option<usize> {
+    let mut offset = 12;
+    for _ in 0..3 {
+        match u16::from_be_bytes(frame.get(offset..offset + 2)?.try_into().ok()?) {
+            0x0800 | 0x86dd => return Some(offset + 2),
+            0x8100 | 0x88a8 | 0x9100 => offset += 4,
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// One frame and what the classifier must say of it.
 #[derive(Clone, Debug)]
 pub struct Case {
