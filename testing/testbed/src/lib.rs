@@ -39,10 +39,21 @@ pub fn is_root() -> bool {
 macro_rules! skip_unless_root {
     () => {
         if !$crate::is_root() {
-            eprintln!("skipped: needs root (run `cargo xtask test`)");
+            $crate::say_skipped();
             return;
         }
     };
+}
+
+/// One line on stderr naming the calling test (the harness names its thread after it).
+pub fn say_skipped() {
+    use std::io::Write as _;
+    let test = thread::current().name().unwrap_or("a test").to_owned();
+    // Straight to stderr: the harness would capture `eprintln!` and pass the test silently.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: needs root (run `cargo xtask test`)"
+    );
 }
 
 /// The ifindex of `interface` in the calling thread's network namespace.
