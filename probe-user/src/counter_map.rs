@@ -1,4 +1,4 @@
-//! The per-CPU counter array, read whole with one `BPF_MAP_LOOKUP_BATCH` call per tick instead
+//! The per-CPU counter array, read with one `BPF_MAP_LOOKUP_BATCH` call per tick instead
 //! of a lookup per class and interface.
 
 use std::{
@@ -48,13 +48,15 @@ impl CounterMap {
         }
     }
 
-    /// Reads every counter of every CPU.
-    pub(crate) fn read(&mut self) -> io::Result<()> {
+    /// Reads every counter of every CPU of the first `slots` slots (the ones in use: slots are
+    /// given out lowest first).
+    pub(crate) fn read(&mut self, slots: u32) -> io::Result<()> {
         let map_fd = self.map.map().fd().as_fd().as_raw_fd() as u32;
+        let wanted = (slots * CLASSES_PER_INTERFACE as u32).min(self.entries) as usize;
         let mut read = 0usize;
         let mut next_key: u32 = 0;
         let mut first = true;
-        while read < self.entries as usize {
+        while read < wanted {
             let mut attr = BatchAttr {
                 in_batch: if first {
                     0
@@ -64,7 +66,7 @@ impl CounterMap {
                 out_batch: (&raw mut next_key) as u64,
                 keys: self.keys[read..].as_mut_ptr() as u64,
                 values: self.values[read * self.cpus..].as_mut_ptr() as u64,
-                count: (self.entries as usize - read) as u32,
+                count: (wanted - read) as u32,
                 map_fd,
                 ..BatchAttr::default()
             };
@@ -89,10 +91,9 @@ impl CounterMap {
                 Some(error) => return Err(error),
             }
         }
-        if read != self.entries as usize {
+        if read < wanted {
             return Err(io::Error::other(format!(
-                "read {read} of {} counters",
-                self.entries
+                "read {read} of {wanted} counters"
             )));
         }
         Ok(())

@@ -1,19 +1,32 @@
 //! The network interfaces of this namespace, from one rtnetlink dump: names, link types, how
 //! devices stack on each other, each one's own route_localnet, and any XDP program attached.
+//!
+//! A `run` reads this every tick, so the dump skips statistics and each message is read for the
+//! few attributes used here only: parsing every attribute (IPv6 configuration and statistics
+//! above all) would be most of the probe's CPU on a host with a thousand interfaces.
 
-use futures::TryStreamExt as _;
-use netlink_packet_route::link::{
-    AfSpecInet, AfSpecUnspec, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkXdp,
-    XdpAttached,
+use std::io;
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator,
+    ParseableParametrized as _,
 };
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    link::{
+        LinkAttribute, LinkExtentMask, LinkInfo, LinkLayerType, LinkMessage, LinkXdp, XdpAttached,
+    },
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum InterfaceError {
     #[error("cannot open an rtnetlink socket: {0}")]
-    Connect(std::io::Error),
+    Connect(io::Error),
     #[error("listing interfaces over rtnetlink failed: {0}")]
-    List(rtnetlink::Error),
+    List(io::Error),
 }
 
 /// What a device's frames start with, which decides the program that can read them.
@@ -57,56 +70,134 @@ impl Interface {
     }
 }
 
-/// An rtnetlink connection, kept open across reads.
+const RTM_NEWLINK: u16 = 16;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_AF_SPEC: u16 = 26;
+const IFLA_LINK_NETNSID: u16 = 37;
+const IFLA_XDP: u16 = 43;
+const AF_INET: u16 = libc::AF_INET as u16;
+const IFLA_INET_CONF: u16 = 1;
+/// `IPV4_DEVCONF_ROUTE_LOCALNET` (26) as an index into `IFLA_INET_CONF`, an array of u32 from
+/// `IPV4_DEVCONF_FORWARDING` (1) on.
+const ROUTE_LOCALNET_INDEX: usize = 25;
+/// `struct ifinfomsg`, before the attributes.
+const IFINFOMSG_LEN: usize = 16;
+const IFF_UP: u32 = libc::IFF_UP as u32;
+const IFF_LOOPBACK: u32 = libc::IFF_LOOPBACK as u32;
+/// Dumps that interfaces changing under them made inconsistent are retried this often.
+const DUMP_TRIES: usize = 5;
+
+/// An rtnetlink socket, kept open across reads.
 pub struct Interfaces {
-    handle: rtnetlink::Handle,
-    connection: tokio::task::JoinHandle<()>,
+    socket: Socket,
+    sequence: u32,
+    buffer: Vec<u8>,
 }
 
 impl Interfaces {
-    /// Must be called inside a tokio runtime, which drives the connection.
     pub fn connect() -> Result<Self, InterfaceError> {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(InterfaceError::Connect)?;
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(InterfaceError::Connect)?;
+        socket.bind_auto().map_err(InterfaceError::Connect)?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(InterfaceError::Connect)?;
         Ok(Self {
-            handle,
-            connection: tokio::spawn(connection),
+            socket,
+            sequence: 0,
+            buffer: vec![0; 64 * 1024],
         })
     }
 
     /// Every interface in this network namespace, in ifindex order.
-    pub async fn list(&self) -> Result<Vec<Interface>, InterfaceError> {
-        let links: Vec<_> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(InterfaceError::List)?;
-        let mut interfaces: Vec<Interface> = links.into_iter().filter_map(parse).collect();
-        interfaces.sort_by_key(|interface| interface.ifindex);
-        Ok(interfaces)
+    pub fn list(&mut self) -> Result<Vec<Interface>, InterfaceError> {
+        for _ in 1..DUMP_TRIES {
+            if let Some(interfaces) = self.dump().map_err(InterfaceError::List)? {
+                return Ok(interfaces);
+            }
+        }
+        self.dump().map_err(InterfaceError::List)?.ok_or_else(|| {
+            InterfaceError::List(io::Error::other(
+                "interfaces kept changing during every dump",
+            ))
+        })
+    }
+
+    /// One dump; `None` when the kernel marks it inconsistent.
+    fn dump(&mut self) -> io::Result<Option<Vec<Interface>>> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let mut request_message = LinkMessage::default();
+        // Statistics are most of each message and nothing here reads them.
+        request_message
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = self.sequence;
+        let mut request = NetlinkMessage::new(
+            header,
+            NetlinkPayload::from(RouteNetlinkMessage::GetLink(request_message)),
+        );
+        request.finalize();
+        let mut bytes = vec![0; request.buffer_len()];
+        request.serialize(&mut bytes);
+        self.socket.send(&bytes, 0)?;
+
+        let mut interfaces = Vec::new();
+        let mut consistent = true;
+        loop {
+            let received = self.socket.recv(&mut &mut self.buffer[..], 0)?;
+            let mut offset = 0;
+            while offset < received {
+                let message = NetlinkBuffer::new_checked(&self.buffer[offset..received])
+                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+                let length = message.length() as usize;
+                if length == 0 {
+                    break;
+                }
+                offset += length.next_multiple_of(4);
+                if message.sequence_number() != self.sequence {
+                    continue;
+                }
+                consistent &= message.flags() & NLM_F_DUMP_INTR == 0;
+                match message.message_type() {
+                    NLMSG_DONE => {
+                        interfaces.sort_by_key(|interface: &Interface| interface.ifindex);
+                        return Ok(consistent.then_some(interfaces));
+                    }
+                    NLMSG_ERROR => {
+                        let payload = message.payload();
+                        let code = payload.get(..4).map_or(0, |code| {
+                            i32::from_ne_bytes(code.try_into().expect("4 bytes"))
+                        });
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    RTM_NEWLINK => interfaces.extend(parse(message.payload())),
+                    _ => {}
+                }
+            }
+        }
     }
 }
 
-impl Drop for Interfaces {
-    fn drop(&mut self) {
-        self.connection.abort();
-    }
-}
-
-fn parse(link: netlink_packet_route::link::LinkMessage) -> Option<Interface> {
-    let header = link.header;
+/// Reads an `RTM_NEWLINK` payload: `struct ifinfomsg`, then attributes.
+fn parse(payload: &[u8]) -> Option<Interface> {
+    let header = payload.get(..IFINFOMSG_LEN)?;
+    let u32_at = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let link_type = u16::from_ne_bytes([header[2], header[3]]);
+    let ifindex = u32_at(4);
+    let flags = u32_at(8);
     let mut interface = Interface {
         name: String::new(),
-        ifindex: header.index,
-        up: header.flags.contains(LinkFlags::Up),
-        loopback: header.flags.contains(LinkFlags::Loopback),
-        framing: match header.link_layer_type {
+        ifindex,
+        up: flags & IFF_UP != 0,
+        loopback: flags & IFF_LOOPBACK != 0,
+        framing: match LinkLayerType::from(link_type) {
             LinkLayerType::Ether => Framing::Ethernet,
             LinkLayerType::None | LinkLayerType::Rawip => Framing::Ip,
-            other => Framing::Unsupported(other.into()),
+            _ => Framing::Unsupported(link_type),
         },
         kind: None,
         lower: None,
@@ -116,33 +207,38 @@ fn parse(link: netlink_packet_route::link::LinkMessage) -> Option<Interface> {
     };
     let mut lower_in_other_namespace = false;
     let mut named = false;
-    for attribute in link.attributes {
-        match attribute {
-            LinkAttribute::IfName(name) => {
-                interface.name = name;
+    for attribute in NlasIterator::new(&payload[IFINFOMSG_LEN..]) {
+        let attribute = attribute.ok()?;
+        let value = attribute.value();
+        match attribute.kind() {
+            IFLA_IFNAME => {
+                let name = value.split(|byte| *byte == 0).next().unwrap_or_default();
+                interface.name = String::from_utf8_lossy(name).into_owned();
                 named = true;
             }
-            LinkAttribute::Link(lower) if lower != 0 && lower != header.index => {
-                interface.lower = Some(lower);
+            IFLA_LINK => {
+                interface.lower = u32_of(value).filter(|lower| *lower != 0 && *lower != ifindex);
             }
-            LinkAttribute::LinkNetNsId(_) => lower_in_other_namespace = true,
-            LinkAttribute::Controller(master) if master != 0 => interface.master = Some(master),
-            LinkAttribute::LinkInfo(infos) => {
-                interface.kind = infos.into_iter().find_map(|info| match info {
-                    LinkInfo::Kind(kind) => Some(kind.to_string()),
-                    _ => None,
-                });
-            }
-            LinkAttribute::AfSpecUnspec(specs) => {
-                interface.route_localnet = specs.into_iter().find_map(|spec| match spec {
-                    AfSpecUnspec::Inet(inet) => inet.into_iter().find_map(|nla| match nla {
-                        AfSpecInet::DevConf(conf) => Some(conf.route_localnet != 0),
+            IFLA_MASTER => interface.master = u32_of(value).filter(|master| *master != 0),
+            IFLA_LINK_NETNSID => lower_in_other_namespace = true,
+            IFLA_LINKINFO => {
+                if let Ok(LinkAttribute::LinkInfo(infos)) =
+                    LinkAttribute::parse_with_param(&attribute, AddressFamily::Unspec)
+                {
+                    interface.kind = infos.into_iter().find_map(|info| match info {
+                        LinkInfo::Kind(kind) => Some(kind.to_string()),
                         _ => None,
-                    }),
-                    _ => None,
-                });
+                    });
+                }
             }
-            LinkAttribute::Xdp(xdp) => interface.xdp_program_id = attached_program(&xdp),
+            IFLA_AF_SPEC => interface.route_localnet = route_localnet(value),
+            IFLA_XDP => {
+                if let Ok(LinkAttribute::Xdp(xdp)) =
+                    LinkAttribute::parse_with_param(&attribute, AddressFamily::Unspec)
+                {
+                    interface.xdp_program_id = attached_program(&xdp);
+                }
+            }
             _ => {}
         }
     }
@@ -156,6 +252,23 @@ fn parse(link: netlink_packet_route::link::LinkMessage) -> Option<Interface> {
         interface.lower = None;
     }
     named.then_some(interface)
+}
+
+fn u32_of(value: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(value.get(..4)?.try_into().ok()?))
+}
+
+/// `route_localnet` from `IFLA_AF_SPEC` → `AF_INET` → `IFLA_INET_CONF`, without reading the
+/// other families.
+fn route_localnet(af_spec: &[u8]) -> Option<bool> {
+    let inet = NlasIterator::new(af_spec)
+        .filter_map(Result::ok)
+        .find(|family| family.kind() == AF_INET)?;
+    let conf = NlasIterator::new(inet.value())
+        .filter_map(Result::ok)
+        .find(|attribute: &NlaBuffer<&[u8]>| attribute.kind() == IFLA_INET_CONF)?;
+    let at = ROUTE_LOCALNET_INDEX * 4;
+    u32_of(conf.value().get(at..)?).map(|value| value != 0)
 }
 
 fn attached_program(xdp: &[LinkXdp]) -> Option<u32> {

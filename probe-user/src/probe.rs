@@ -335,7 +335,9 @@ impl Probe {
             .ok_or(ProbeError::NotConfigured { ifindex })?;
         drop(record.attachment);
         self.write_config(ifindex, IfaceConfig::default())?;
-        self.counters.read().map_err(ProbeError::ReadCounters)?;
+        self.counters
+            .read(record.slot + 1)
+            .map_err(ProbeError::ReadCounters)?;
         let counters = self.counters.slot(record.slot);
         self.counters.zero(record.slot)?;
         self.free_slots.push(record.slot);
@@ -344,7 +346,10 @@ impl Probe {
 
     /// The counters of every configured interface, summed over CPUs, from one read of the map.
     pub fn counters(&mut self) -> Result<BTreeMap<u32, SlotCounters>, ProbeError> {
-        self.counters.read().map_err(ProbeError::ReadCounters)?;
+        let slots_in_use = self.records.values().map(|record| record.slot + 1).max();
+        self.counters
+            .read(slots_in_use.unwrap_or(0))
+            .map_err(ProbeError::ReadCounters)?;
         Ok(self
             .records
             .iter()

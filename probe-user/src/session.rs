@@ -17,7 +17,7 @@ use crate::{
     select::{SelectError, Selection, Skipped, select},
 };
 
-/// Slots the counter map has at least, so interfaces that appear later find one.
+/// Spare slots the counter map has at least, so interfaces that appear later find one.
 const MIN_CAPACITY: u32 = 64;
 
 #[derive(Debug, Error)]
@@ -36,20 +36,20 @@ pub enum SessionError {
     )]
     TooMany { selected: usize },
     #[error(transparent)]
-    Load(ProbeError),
+    Load(Box<ProbeError>),
     #[error("cannot attach to {name}; nothing stays attached")]
     Attach {
         name: String,
         #[source]
-        source: ProbeError,
+        source: Box<ProbeError>,
     },
     #[error("cannot read the counters")]
-    Counters(#[source] ProbeError),
+    Counters(#[source] Box<ProbeError>),
     #[error("cannot release the removed interface {name}")]
     Release {
         name: String,
         #[source]
-        source: ProbeError,
+        source: Box<ProbeError>,
     },
 }
 
@@ -131,12 +131,12 @@ pub struct Session {
 impl Session {
     /// Selects the interfaces, refuses occupied ones, loads the programs and attaches to every
     /// selected interface, or to none: on any error what was attached is detached.
-    pub async fn start(options: SessionOptions) -> Result<(Self, Started), SessionError> {
+    pub fn start(options: SessionOptions) -> Result<(Self, Started), SessionError> {
         if let Some(missing) = privileges::missing() {
             return Err(SessionError::Privileges(missing));
         }
-        let interfaces = Interfaces::connect()?;
-        let all = interfaces.list().await?;
+        let mut interfaces = Interfaces::connect()?;
+        let all = interfaces.list()?;
         let selected = select(&all, &options.selection)?;
         for chosen in &selected.chosen {
             let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
@@ -149,21 +149,23 @@ impl Session {
                 selected: selected.chosen.len(),
             });
         }
-        let capacity = u32::try_from(all.len() * 2)
+        // Room for every interface here and a quarter more (at least MIN_CAPACITY) for ones
+        // that appear later: the map costs 288 bytes per slot on every CPU.
+        let capacity = u32::try_from(all.len() + (all.len() / 4).max(MIN_CAPACITY as usize))
             .unwrap_or(MAX_SLOTS)
-            .clamp(MIN_CAPACITY, MAX_SLOTS);
+            .min(MAX_SLOTS);
         let mut probe = Probe::load(LoadOptions {
             capacity,
             verifier_log: options.verifier_log,
         })
-        .map_err(SessionError::Load)?;
+        .map_err(|error| SessionError::Load(Box::new(error)))?;
 
         let mut served = BTreeMap::new();
         let mut attached = Vec::with_capacity(selected.chosen.len());
         for chosen in &selected.chosen {
             let attach_error = |source| SessionError::Attach {
                 name: chosen.name.clone(),
-                source,
+                source: Box::new(source),
             };
             probe
                 .configure(chosen.ifindex, chosen.mode)
@@ -210,8 +212,8 @@ impl Session {
     /// Reads every served interface once: names, route_localnet and counters. An interface
     /// renamed since is reported under its new name; one that is gone is released and reported
     /// once in [`Snapshot::removed`].
-    pub async fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
-        let all = self.interfaces.list().await?;
+    pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
+        let all = self.interfaces.list()?;
         let all_route_localnet = route_localnet::read_all().ok();
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
 
@@ -233,7 +235,7 @@ impl Session {
                 .release(ifindex)
                 .map_err(|source| SessionError::Release {
                     name: served.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             self.removed_totals.add(&counters);
             removed.push(InterfaceSnapshot {
@@ -248,7 +250,11 @@ impl Session {
             });
         }
 
-        let mut counters = self.probe.counters().map_err(SessionError::Counters)?;
+        let mut counters = self
+            .probe
+            .counters()
+            .map_err(|error| SessionError::Counters(Box::new(error)))?;
+        let uppers = Uppers::of(&all);
         let interfaces = self
             .served
             .iter_mut()
@@ -268,7 +274,7 @@ impl Session {
                     program: served.program,
                     xdp_mode: self.probe.attached_mode(*ifindex),
                     route_localnet,
-                    route_localnet_via: route_localnet_via(interface, &all, all_route_localnet),
+                    route_localnet_via: uppers.route_localnet_via(interface, all_route_localnet),
                     counters: counters.remove(ifindex).unwrap_or_default(),
                 }
             })
@@ -282,32 +288,58 @@ impl Session {
     }
 }
 
-/// `interface` and every device stacked on it, directly or not, whose effective route_localnet
-/// is 1, by name. `all_route_localnet` is `conf.all`, `None` when it could not be read.
-fn route_localnet_via(
-    interface: &Interface,
-    all: &[Interface],
-    all_route_localnet: Option<bool>,
-) -> Vec<String> {
-    let mut receivers = vec![interface];
-    let mut next = 0;
-    while let Some(lower) = receivers.get(next).copied() {
-        for upper in all.iter().filter(|upper| upper.is_stacked_on(lower)) {
-            if !receivers.iter().any(|seen| seen.ifindex == upper.ifindex) {
-                receivers.push(upper);
+/// For each device, the devices stacked on it directly (see [`Interface::is_stacked_on`]).
+struct Uppers<'a>(BTreeMap<u32, Vec<&'a Interface>>);
+
+impl<'a> Uppers<'a> {
+    fn of(all: &'a [Interface]) -> Self {
+        let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
+        let mut uppers: BTreeMap<u32, Vec<&Interface>> = BTreeMap::new();
+        for interface in all {
+            // A child sits on its lower device.
+            if let Some(lower) = interface.lower.and_then(|lower| by_index.get(&lower))
+                && interface.is_stacked_on(lower)
+            {
+                uppers.entry(lower.ifindex).or_default().push(interface);
+            }
+            // A bridge, bond or team sits on its ports.
+            if let Some(master) = interface.master.and_then(|master| by_index.get(&master))
+                && master.is_stacked_on(interface)
+            {
+                uppers.entry(interface.ifindex).or_default().push(master);
             }
         }
-        next += 1;
+        Self(uppers)
     }
-    receivers
-        .into_iter()
-        .filter(|receiver| {
-            receiver
-                .route_localnet
-                .is_some_and(|iface| iface || all_route_localnet == Some(true))
-        })
-        .map(|receiver| receiver.name.clone())
-        .collect()
+
+    /// `interface` and every device stacked on it, directly or not, whose effective
+    /// route_localnet is 1, by name. `all_route_localnet` is `conf.all`, `None` when it could not
+    /// be read.
+    fn route_localnet_via(
+        &self,
+        interface: &'a Interface,
+        all_route_localnet: Option<bool>,
+    ) -> Vec<String> {
+        let mut receivers = vec![interface];
+        let mut next = 0;
+        while let Some(lower) = receivers.get(next).copied() {
+            for upper in self.0.get(&lower.ifindex).into_iter().flatten() {
+                if !receivers.iter().any(|seen| seen.ifindex == upper.ifindex) {
+                    receivers.push(upper);
+                }
+            }
+            next += 1;
+        }
+        receivers
+            .into_iter()
+            .filter(|receiver| {
+                receiver
+                    .route_localnet
+                    .is_some_and(|iface| iface || all_route_localnet == Some(true))
+            })
+            .map(|receiver| receiver.name.clone())
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -351,15 +383,17 @@ mod tests {
             },
         ];
         all[2].master = Some(5);
-        assert_eq!(route_localnet_via(&all[0], &all, Some(false)), ["mv0"]);
+        let uppers = Uppers::of(&all);
+        assert_eq!(uppers.route_localnet_via(&all[0], Some(false)), ["mv0"]);
         // eth1 → its bridge br0 → the VLAN on the bridge.
-        assert_eq!(route_localnet_via(&all[2], &all, Some(false)), ["br0.7"]);
+        assert_eq!(uppers.route_localnet_via(&all[2], Some(false)), ["br0.7"]);
         // conf.all=1 puts every device with IPv4 configuration in effect.
         assert_eq!(
-            route_localnet_via(&all[2], &all, Some(true)),
+            uppers.route_localnet_via(&all[2], Some(true)),
             ["eth1", "br0", "br0.7"]
         );
         all[1].route_localnet = None;
-        assert!(route_localnet_via(&all[0], &all, Some(false)).is_empty());
+        let uppers = Uppers::of(&all);
+        assert!(uppers.route_localnet_via(&all[0], Some(false)).is_empty());
     }
 }

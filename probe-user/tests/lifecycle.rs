@@ -435,15 +435,9 @@ fn a_failed_start_leaves_nothing_attached_in_the_running_process() {
             verifier_log: false,
         };
         link.receiver.enter(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(async {
-                    let started = Session::start(options).await;
-                    let attached = link.receiver.has_xdp(RECEIVER_IF);
-                    (started.map(|(session, _)| session), attached)
-                })
+            let started = Session::start(options);
+            let attached = link.receiver.has_xdp(RECEIVER_IF);
+            (started.map(|(session, _)| session), attached)
         })
     };
     let (failed, attached) = start(&[RECEIVER_IF, "ifb0"]);

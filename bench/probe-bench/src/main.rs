@@ -53,6 +53,8 @@ struct Plan {
     veth_warmup: Duration,
     veth_window: Duration,
     idle: Duration,
+    /// veth pairs for the many-interface footprint; the probe serves both ends of each.
+    many_veth_pairs: usize,
     attach_counts: Vec<usize>,
     attach_rounds: usize,
 }
@@ -66,6 +68,7 @@ impl Plan {
             veth_warmup: Duration::from_millis(500),
             veth_window: Duration::from_millis(1500),
             idle: Duration::from_secs(10),
+            many_veth_pairs: 512,
             attach_counts: vec![1, 50, 200],
             attach_rounds: 3,
         }
@@ -79,6 +82,7 @@ impl Plan {
             veth_warmup: Duration::from_millis(100),
             veth_window: Duration::from_millis(300),
             idle: Duration::from_millis(500),
+            many_veth_pairs: 64,
             attach_counts: vec![1, 3],
             attach_rounds: 1,
         }

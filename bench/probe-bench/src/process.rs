@@ -1,4 +1,4 @@
-//! CPU and memory of a running process, from /proc.
+//! CPU and memory of a running process, and the BPF maps it holds, from /proc.
 
 use std::{fs, time::Instant};
 
@@ -9,6 +9,8 @@ use serde::Serialize;
 pub struct Footprint {
     /// CPU time over the window, in percent of one core.
     pub cpu_percent: f64,
+    /// The part of `cpu_percent` spent in the kernel on the process's behalf: its syscalls.
+    pub system_percent: f64,
     /// Peak resident set size (VmHWM), KiB.
     pub peak_rss_kib: u64,
 }
@@ -16,7 +18,7 @@ pub struct Footprint {
 /// CPU time of `pid` at the start of a window.
 pub struct FootprintStart {
     pid: i32,
-    ticks: u64,
+    ticks: CpuTicks,
     at: Instant,
 }
 
@@ -33,6 +35,7 @@ impl Footprint {
     pub fn worst(footprints: impl Iterator<Item = Self>) -> Option<Self> {
         footprints.reduce(|a, b| Self {
             cpu_percent: a.cpu_percent.max(b.cpu_percent),
+            system_percent: a.system_percent.max(b.system_percent),
             peak_rss_kib: a.peak_rss_kib.max(b.peak_rss_kib),
         })
     }
@@ -40,19 +43,30 @@ impl Footprint {
 
 impl FootprintStart {
     pub fn finish(self) -> anyhow::Result<Footprint> {
-        let ticks = cpu_ticks(self.pid)? - self.ticks;
+        let ticks = cpu_ticks(self.pid)?;
         let seconds = self.at.elapsed().as_secs_f64();
         // SAFETY: sysconf has no preconditions.
         let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let percent = |ticks: u64| ticks as f64 / ticks_per_sec / seconds * 100.0;
+        let system = ticks.system - self.ticks.system;
         Ok(Footprint {
-            cpu_percent: ticks as f64 / ticks_per_sec / seconds * 100.0,
+            cpu_percent: percent(ticks.user - self.ticks.user + system),
+            system_percent: percent(system),
             peak_rss_kib: peak_rss_kib(self.pid)?,
         })
     }
 }
 
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: i32) -> anyhow::Result<u64> {
+/// CPU time of a process, in clock ticks.
+#[derive(Clone, Copy)]
+struct CpuTicks {
+    /// utime: in the process itself.
+    user: u64,
+    /// stime: in the kernel on its behalf.
+    system: u64,
+}
+
+fn cpu_ticks(pid: i32) -> anyhow::Result<CpuTicks> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("process {pid} is gone"))?;
     // The command name may hold spaces; fields are counted after its closing parenthesis.
@@ -66,7 +80,10 @@ fn cpu_ticks(pid: i32) -> anyhow::Result<u64> {
         Ok(fields.get(index).context("short /proc/pid/stat")?.parse()?)
     };
     // utime and stime are fields 14 and 15 of the line; `fields` starts at field 3.
-    Ok(field(11)? + field(12)?)
+    Ok(CpuTicks {
+        user: field(11)?,
+        system: field(12)?,
+    })
 }
 
 fn peak_rss_kib(pid: i32) -> anyhow::Result<u64> {
@@ -76,6 +93,50 @@ fn peak_rss_kib(pid: i32) -> anyhow::Result<u64> {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
         .context("no VmHWM in /proc/pid/status")
+}
+
+/// A BPF map behind one of a process's file descriptors, as the descriptor's fdinfo describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BpfMap {
+    pub id: u32,
+    /// `enum bpf_map_type`.
+    pub map_type: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+impl BpfMap {
+    /// `None` for a descriptor that is not a BPF map.
+    fn parse(fdinfo: &str) -> Option<Self> {
+        let field = |name: &str| {
+            fdinfo.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key == name).then(|| value.trim().parse().ok())?
+            })
+        };
+        Some(Self {
+            id: field("map_id")?,
+            map_type: field("map_type")?,
+            value_size: field("value_size")?,
+            max_entries: field("max_entries")?,
+        })
+    }
+}
+
+/// The BPF maps `pid` holds open, each once: a map may sit behind several descriptors.
+pub fn bpf_maps(pid: i32) -> anyhow::Result<Vec<BpfMap>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut maps = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("read {dir}"))? {
+        // A descriptor may be closed between listing and reading; it is no map to count then.
+        let Ok(fdinfo) = fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        if let Some(map) = BpfMap::parse(&fdinfo).filter(|map| !maps.contains(map)) {
+            maps.push(map);
+        }
+    }
+    Ok(maps)
 }
 
 #[cfg(test)]
@@ -93,6 +154,44 @@ mod tests {
         }
         let footprint = start.finish().unwrap();
         assert!(footprint.cpu_percent > 0.0, "{footprint:?}");
+        assert!(
+            footprint.system_percent <= footprint.cpu_percent,
+            "{footprint:?}"
+        );
         assert!(footprint.peak_rss_kib > 100, "{footprint:?}");
+    }
+
+    #[test]
+    fn parses_a_map_fdinfo() {
+        let fdinfo = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t2052\nmap_type:\t6\n\
+                      key_size:\t4\nvalue_size:\t16\nmax_entries:\t1152\nmap_flags:\t0x0\n\
+                      map_extra:\t0x0\nmemlock:\t37504\nmap_id:\t42\nfrozen:\t0\n";
+        assert_eq!(
+            BpfMap::parse(fdinfo),
+            Some(BpfMap {
+                id: 42,
+                map_type: 6,
+                value_size: 16,
+                max_entries: 1152,
+            })
+        );
+    }
+
+    #[test]
+    fn other_descriptors_are_no_maps() {
+        assert_eq!(
+            BpfMap::parse("pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t7\n"),
+            None
+        );
+        // A BPF program's fdinfo has no map fields.
+        assert_eq!(
+            BpfMap::parse("pos:\t0\nprog_type:\t6\nprog_jited:\t1\nprog_id:\t9\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn this_process_holds_no_maps() {
+        assert_eq!(bpf_maps(std::process::id() as i32).unwrap(), []);
     }
 }

@@ -13,7 +13,7 @@ use crate::{
     kernel_cost::{self, KernelCost},
     stats::Summary,
     throughput::{self, Throughput},
-    userspace::Userspace,
+    userspace::{CounterMap, Userspace},
 };
 
 #[derive(Debug, Serialize)]
@@ -262,6 +262,44 @@ fn veth_targets(veth: &Throughput) -> Vec<Target> {
     targets
 }
 
+/// `n` with thousands separated by commas: 1,024.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// A size in B, KiB or MiB, whichever reads best.
+fn bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let n = n as f64;
+    if n < KIB {
+        format!("{n} B")
+    } else if n < KIB * KIB {
+        format!("{:.0} KiB", n / KIB)
+    } else {
+        format!("{:.1} MiB", n / KIB / KIB)
+    }
+}
+
+/// "64 slots × 288 B = 18 KiB per CPU (36 KiB on 2 CPUs)"
+fn counter_map_size(map: &CounterMap) -> String {
+    format!(
+        "{} slots × {} = {} per CPU ({} on {} CPUs)",
+        thousands(map.slots as usize),
+        bytes(map.slot_bytes),
+        bytes(map.bytes_per_cpu),
+        bytes(map.total_bytes),
+        map.cpus
+    )
+}
+
 fn userspace_targets(user: &Userspace, veth: Option<&Throughput>) -> Vec<Target> {
     let mut targets = Vec::new();
     targets.push(Target::at_most(
@@ -270,6 +308,32 @@ fn userspace_targets(user: &Userspace, veth: Option<&Throughput>) -> Vec<Target>
         1.0,
         format!("{:.2} %", user.idle.cpu_percent),
     ));
+    let many = &user.many;
+    targets.push(
+        Target::at_most(
+            format!(
+                "userspace: {} interfaces at --interval 1 < 2 % of a core",
+                thousands(many.interfaces)
+            ),
+            many.footprint.cpu_percent,
+            2.0,
+            format!("{:.2} %", many.footprint.cpu_percent),
+        )
+        .why(|| {
+            let map = &many.counter_map;
+            format!(
+                "one interface takes {:.2} %; here {:.2} % is in the kernel, in the syscalls of \
+                 each report: reading the whole counter map ({} slots, {} on each of {} CPUs) and \
+                 listing the interfaces; {:.2} % is the CLI's own",
+                user.idle.cpu_percent,
+                many.footprint.system_percent,
+                thousands(map.slots as usize),
+                bytes(map.bytes_per_cpu),
+                map.cpus,
+                many.footprint.cpu_percent - many.footprint.system_percent,
+            )
+        }),
+    );
     let peak_rss_kib = veth
         .iter()
         .flat_map(|veth| &veth.scenarios)
@@ -443,14 +507,24 @@ impl Report {
     }
 
     fn userspace_markdown(out: &mut String, u: &Userspace) {
+        let many = &u.many;
         let _ = writeln!(
             out,
-            "\n**Userspace**: `run --interval 1` idle on one interface for {:.0} s: {:.2} % of a \
-             core, peak RSS {:.1} MiB. Time from start to the first report (load and attach), \
-             median and min–max:\n",
+            "\n**Userspace**: `run --interval 1` idle for {:.0} s on one interface: {:.2} % of a \
+             core, peak RSS {:.1} MiB; on {} (both ends of {} veth pairs, the default \
+             selection): {:.2} % of a core, peak RSS {:.1} MiB. Counter map: {} for 1 interface; \
+             {} for {}. Time from start to the first report (load and attach), median and \
+             min–max:\n",
             u.idle_secs,
             u.idle.cpu_percent,
-            u.idle.peak_rss_kib as f64 / 1024.0
+            u.idle.peak_rss_kib as f64 / 1024.0,
+            thousands(many.interfaces),
+            thousands(many.interfaces / 2),
+            many.footprint.cpu_percent,
+            many.footprint.peak_rss_kib as f64 / 1024.0,
+            counter_map_size(&u.idle_counter_map),
+            counter_map_size(&many.counter_map),
+            thousands(many.interfaces),
         );
         out.push_str("| interfaces | seconds |\n| --- | --- |\n");
         for a in &u.attach {
@@ -460,5 +534,21 @@ impl Report {
                 a.interfaces, a.seconds.median, a.seconds.min, a.seconds.max
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_counts_and_sizes() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(128), "128");
+        assert_eq!(thousands(1024), "1,024");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(bytes(288), "288 B");
+        assert_eq!(bytes(64 * 288), "18 KiB");
+        assert_eq!(bytes(2 * 2050 * 288), "1.1 MiB");
     }
 }

@@ -1,4 +1,5 @@
-//! The localnet-probe CLI's own cost: CPU and memory while idle, and the time to attach.
+//! The localnet-probe CLI's own cost: CPU and memory while idle, on one interface and on many,
+//! the size of its counter map, and the time to attach.
 
 use std::{
     process::Command,
@@ -6,18 +7,56 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::bail;
+use anyhow::{Context as _, anyhow, bail};
+use probe_common::CLASSES_PER_INTERFACE;
 use serde::Serialize;
+use serde_json::Value;
 use testbed::{Netns, ProbeProcess};
 
-use crate::{Plan, process::Footprint, stats::Summary};
+use crate::{
+    Plan,
+    process::{self, Footprint},
+    stats::Summary,
+};
+
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`, as fdinfo's `map_type` gives it.
+const PERCPU_ARRAY: u32 = 6;
 
 #[derive(Debug, Serialize)]
 pub struct Userspace {
     /// `run --interval 1` on one idle interface, over `idle_secs`.
     pub idle: Footprint,
     pub idle_secs: f64,
+    /// The counter map of that run.
+    pub idle_counter_map: CounterMap,
+    pub many: ManyInterfaces,
     pub attach: Vec<AttachTime>,
+}
+
+/// `run --interval 1` serving every interface of a namespace full of idle veth pairs.
+#[derive(Debug, Serialize)]
+pub struct ManyInterfaces {
+    /// Both ends of every pair, as the first report listed them.
+    pub interfaces: usize,
+    /// Over `idle_secs`, from the first report on.
+    pub footprint: Footprint,
+    pub counter_map: CounterMap,
+}
+
+/// The size of the probe's per-CPU counter map, as the kernel describes it.
+#[derive(Debug, Serialize)]
+pub struct CounterMap {
+    pub max_entries: u32,
+    pub value_size: u32,
+    /// Interfaces it has counters for: `max_entries` / the classes per interface.
+    pub slots: u32,
+    /// One slot's counters on one CPU.
+    pub slot_bytes: u64,
+    /// One CPU's copy: `max_entries` × `value_size` rounded up to 8, as the kernel stores it.
+    pub bytes_per_cpu: u64,
+    /// Possible CPUs, each with a copy.
+    pub cpus: usize,
+    pub total_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -34,11 +73,13 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Userspace> {
     netns.ip(&["link", "set", "idb", "up"]);
     let probe = ProbeProcess::start(probe_binary, &netns, &["--iface", "ida", "--interval", "1"]);
     probe.wait_ready();
+    let idle_counter_map = CounterMap::of(probe.pid())?;
     let start = Footprint::start(probe.pid())?;
     thread::sleep(plan.idle);
     let idle = start.finish()?;
     drop(probe);
 
+    let many = many_interfaces(plan, probe_binary)?;
     let mut attach = Vec::new();
     for &count in &plan.attach_counts {
         attach.push(attach_time(plan, probe_binary, count)?);
@@ -46,13 +87,45 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Userspace> {
     Ok(Userspace {
         idle,
         idle_secs: plan.idle.as_secs_f64(),
+        idle_counter_map,
+        many,
         attach,
     })
 }
 
-/// A namespace with `count` veth pairs; `run` attaches to one end of each.
-fn attach_time(plan: &Plan, probe_binary: &str, count: usize) -> anyhow::Result<AttachTime> {
-    let netns = Netns::new("bench-attach");
+impl CounterMap {
+    /// The counter map of the probe running as `pid`, its one per-CPU array. `ip netns exec`
+    /// execs the probe in place, so a [`ProbeProcess`]'s pid is the probe's own.
+    fn of(pid: i32) -> anyhow::Result<Self> {
+        let per_cpu: Vec<_> = process::bpf_maps(pid)?
+            .into_iter()
+            .filter(|map| map.map_type == PERCPU_ARRAY)
+            .collect();
+        let [map] = per_cpu[..] else {
+            bail!(
+                "expected one per-CPU array among the maps of process {pid}, found {}",
+                per_cpu.len()
+            );
+        };
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(path, error)| anyhow!(error).context(format!("read {path}")))?;
+        let value_bytes = u64::from(map.value_size.next_multiple_of(8));
+        let bytes_per_cpu = u64::from(map.max_entries) * value_bytes;
+        Ok(Self {
+            max_entries: map.max_entries,
+            value_size: map.value_size,
+            slots: map.max_entries / CLASSES_PER_INTERFACE as u32,
+            slot_bytes: CLASSES_PER_INTERFACE as u64 * value_bytes,
+            bytes_per_cpu,
+            cpus,
+            total_bytes: bytes_per_cpu * cpus as u64,
+        })
+    }
+}
+
+/// A namespace with `count` veth pairs `a<i>`–`b<i>`, both ends up, made in one `ip -batch`.
+fn veth_pairs(tag: &str, count: usize) -> anyhow::Result<Netns> {
+    let netns = Netns::new(tag);
     let batch: String = (0..count)
         .map(|i| {
             format!("link add a{i} type veth peer name b{i}\nlink set a{i} up\nlink set b{i} up\n")
@@ -68,6 +141,49 @@ fn attach_time(plan: &Plan, probe_binary: &str, count: usize) -> anyhow::Result<
     if !status.success() {
         bail!("creating {count} veth pairs failed");
     }
+    Ok(netns)
+}
+
+/// Interfaces a report lists.
+fn listed(report: &Value) -> usize {
+    report["interfaces"].as_array().map_or(0, Vec::len)
+}
+
+/// Sends SIGTERM and checks that `run` exits cleanly.
+fn stop(probe: ProbeProcess, what: &str) -> anyhow::Result<()> {
+    let (status, _) = probe.stop(libc::SIGTERM);
+    if !status.success() {
+        bail!("run on {what} exited with {status}");
+    }
+    Ok(())
+}
+
+/// `run` with no `--iface` in a namespace of `plan.many_veth_pairs` veth pairs: the default
+/// selection serves every interface that is up but loopback, both ends of each pair.
+fn many_interfaces(plan: &Plan, probe_binary: &str) -> anyhow::Result<ManyInterfaces> {
+    let expected = 2 * plan.many_veth_pairs;
+    let netns = veth_pairs("bench-many", plan.many_veth_pairs)?;
+    let probe = ProbeProcess::start(probe_binary, &netns, &["--interval", "1"]);
+    let interfaces = listed(&probe.wait_for(Duration::from_secs(120), |_| true));
+    if interfaces != expected {
+        bail!("expected {expected} interfaces in the first report, got {interfaces}");
+    }
+    let counter_map = CounterMap::of(probe.pid())
+        .with_context(|| format!("the counter map for {interfaces} interfaces"))?;
+    let start = Footprint::start(probe.pid())?;
+    thread::sleep(plan.idle);
+    let footprint = start.finish()?;
+    stop(probe, &format!("{interfaces} interfaces"))?;
+    Ok(ManyInterfaces {
+        interfaces,
+        footprint,
+        counter_map,
+    })
+}
+
+/// `count` veth pairs; `run` attaches to one end of each.
+fn attach_time(plan: &Plan, probe_binary: &str, count: usize) -> anyhow::Result<AttachTime> {
+    let netns = veth_pairs("bench-attach", count)?;
     let names: Vec<String> = (0..count).map(|i| format!("a{i}")).collect();
     let mut args: Vec<&str> = vec!["--interval", "1"];
     for name in &names {
@@ -79,14 +195,11 @@ fn attach_time(plan: &Plan, probe_binary: &str, count: usize) -> anyhow::Result<
         let probe = ProbeProcess::start(probe_binary, &netns, &args);
         let report = probe.wait_for(Duration::from_secs(60), |_| true);
         samples.push(start.elapsed().as_secs_f64());
-        let attached = report["interfaces"].as_array().map_or(0, Vec::len);
+        let attached = listed(&report);
         if attached != count {
             bail!("expected {count} interfaces in the first report, got {attached}");
         }
-        let (status, _) = probe.stop(libc::SIGTERM);
-        if !status.success() {
-            bail!("run on {count} interfaces exited with {status}");
-        }
+        stop(probe, &format!("{count} interfaces"))?;
     }
     Ok(AttachTime {
         interfaces: count,

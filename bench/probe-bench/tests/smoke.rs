@@ -8,6 +8,7 @@ use serde_json::Value;
 
 #[test]
 fn quick_run_reports_every_section() {
+    testbed::skip_unless_root!();
     let bench = Path::new(env!("CARGO_BIN_EXE_localnet-probe-bench"));
     let probe = bench.with_file_name("localnet-probe");
     assert!(
@@ -90,6 +91,25 @@ fn quick_run_reports_every_section() {
             .as_u64()
             .unwrap()
             > 0
+    );
+    // The quick plan's 64 veth pairs, both ends served.
+    let many = &report["userspace"]["many"];
+    assert_eq!(many["interfaces"], 128, "{many}");
+    assert!(many["footprint"]["peak_rss_kib"].as_u64().unwrap() > 0);
+    for (map, served) in [
+        (&report["userspace"]["idle_counter_map"], 1),
+        (&many["counter_map"], 128),
+    ] {
+        assert!(map["slots"].as_u64().unwrap() >= served, "{map}");
+        assert_eq!(
+            map["total_bytes"].as_u64().unwrap(),
+            map["bytes_per_cpu"].as_u64().unwrap() * map["cpus"].as_u64().unwrap(),
+            "{map}"
+        );
+    }
+    assert!(
+        markdown.contains("128 interfaces at --interval 1"),
+        "{markdown}"
     );
     assert!(!report["targets"].as_array().unwrap().is_empty());
 }

@@ -110,9 +110,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         xdp_mode: args.xdp_mode.into(),
         verifier_log: args.verifier_log,
     };
-    let (mut session, started) = Session::start(options)
-        .await
-        .map_err(|error| explain(error, args.verifier_log))?;
+    let (mut session, started) =
+        Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
     for skipped in &started.skipped {
         tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
@@ -161,7 +160,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = ticks.tick() => {
-                let snapshot = session.snapshot().await?;
+                let snapshot = session.snapshot()?;
                 let report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), false);
                 warn_on_changes(&report, &mut exposed);
                 output.offer(render(&report));
@@ -175,7 +174,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             () = &mut deadline => break,
         }
     }
-    let snapshot = session.snapshot().await?;
+    let snapshot = session.snapshot()?;
     let report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), true);
     // Detach before writing: a reader that stopped reading must not keep the programs attached.
     drop(session);
@@ -208,11 +207,14 @@ fn warn_on_changes(report: &Report, exposed: &mut BTreeSet<u32>) {
 
 /// Start-up errors with what to do about them.
 fn explain(error: SessionError, verifier_log: bool) -> anyhow::Error {
-    match error {
-        SessionError::Load(ProbeError::Verifier {
+    let SessionError::Load(error) = error else {
+        return error.into();
+    };
+    match *error {
+        ProbeError::Verifier {
             io_error,
             verifier_log: log,
-        }) => {
+        } => {
             if verifier_log {
                 anyhow::anyhow!("the kernel verifier rejected the XDP program: {io_error}\n{log}")
             } else {
@@ -222,9 +224,8 @@ fn explain(error: SessionError, verifier_log: bool) -> anyhow::Error {
                 )
             }
         }
-        SessionError::Load(other) => anyhow::Error::new(other).context(
+        other => anyhow::Error::new(other).context(
             "cannot load the XDP program (localnet-probe needs Linux 5.18 or newer with XDP links)",
         ),
-        other => other.into(),
     }
 }
