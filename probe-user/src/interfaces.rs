@@ -57,8 +57,37 @@ pub struct Interface {
     pub master: Option<u32>,
     /// `net.ipv4.conf.<name>.route_localnet`; `None` without IPv4 configuration.
     pub route_localnet: Option<bool>,
-    /// Id of the XDP program attached to the interface, ours or another's.
-    pub xdp_program_id: Option<u32>,
+    /// The XDP program attached to the interface, ours or another's.
+    pub xdp: Option<AttachedProgram>,
+}
+
+/// An XDP program on an interface, as rtnetlink reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachedProgram {
+    pub id: u32,
+    pub mode: AttachMode,
+}
+
+/// Where an XDP program runs, which decides how `ip link` removes one attached through netlink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    Native,
+    Generic,
+    Offload,
+    /// Programs in more than one mode.
+    Several,
+}
+
+impl AttachMode {
+    /// The `ip link set dev IF … off` keyword that removes a netlink attachment in this mode.
+    pub const fn ip_link_keyword(self) -> &'static str {
+        match self {
+            Self::Native => "xdpdrv",
+            Self::Generic => "xdpgeneric",
+            Self::Offload => "xdpoffload",
+            Self::Several => "xdp",
+        }
+    }
 }
 
 impl Interface {
@@ -203,7 +232,7 @@ fn parse(payload: &[u8]) -> Option<Interface> {
         lower: None,
         master: None,
         route_localnet: None,
-        xdp_program_id: None,
+        xdp: None,
     };
     let mut lower_in_other_namespace = false;
     let mut named = false;
@@ -236,7 +265,7 @@ fn parse(payload: &[u8]) -> Option<Interface> {
                 if let Ok(LinkAttribute::Xdp(xdp)) =
                     LinkAttribute::parse_with_param(&attribute, AddressFamily::Unspec)
                 {
-                    interface.xdp_program_id = attached_program(&xdp);
+                    interface.xdp = attached_program(&xdp);
                 }
             }
             _ => {}
@@ -271,17 +300,20 @@ fn route_localnet(af_spec: &[u8]) -> Option<bool> {
     u32_of(conf.value().get(at..)?).map(|value| value != 0)
 }
 
-fn attached_program(xdp: &[LinkXdp]) -> Option<u32> {
-    let attached = xdp
-        .iter()
-        .any(|nla| matches!(nla, LinkXdp::Attached(mode) if *mode != XdpAttached::None));
-    if !attached {
-        return None;
-    }
-    xdp.iter().find_map(|nla| match nla {
+fn attached_program(xdp: &[LinkXdp]) -> Option<AttachedProgram> {
+    let mode = xdp.iter().find_map(|nla| match nla {
+        LinkXdp::Attached(XdpAttached::Driver) => Some(AttachMode::Native),
+        LinkXdp::Attached(XdpAttached::SocketBuffer) => Some(AttachMode::Generic),
+        LinkXdp::Attached(XdpAttached::Hardware) => Some(AttachMode::Offload),
+        LinkXdp::Attached(XdpAttached::None) => None,
+        LinkXdp::Attached(_) => Some(AttachMode::Several),
+        _ => None,
+    })?;
+    let id = xdp.iter().find_map(|nla| match nla {
         LinkXdp::ProgId(id) | LinkXdp::DrvProgId(id) | LinkXdp::SkbProgId(id) if *id != 0 => {
             Some(*id)
         }
         _ => None,
-    })
+    })?;
+    Some(AttachedProgram { id, mode })
 }

@@ -1,6 +1,7 @@
 use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use probe_user::session::SessionError;
 use tracing_subscriber::EnvFilter;
 
 mod run;
@@ -48,7 +49,16 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("localnet-probe: error: {error:#}");
-            ExitCode::FAILURE
+            // Interfaces named that cannot be served are invalid arguments, like clap's.
+            let invalid_arguments = matches!(
+                error.downcast_ref::<SessionError>(),
+                Some(SessionError::Select(_))
+            );
+            if invalid_arguments {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -3,7 +3,10 @@
 
 use std::{fmt, fs};
 
-use crate::{interfaces::Interface, probe::Program};
+use crate::{
+    interfaces::{AttachMode, Interface},
+    probe::Program,
+};
 
 /// A process holding a BPF link to the program, found through `/proc/<pid>/fdinfo`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,24 +23,31 @@ pub struct Occupant {
     /// The program's name, when this process may read it (listing programs needs
     /// CAP_SYS_ADMIN).
     pub program_name: Option<String>,
+    pub mode: AttachMode,
     /// Processes whose BPF link keeps the program attached. None when it was attached through
     /// netlink (it stays until removed) or its link is pinned in bpffs.
     pub holders: Vec<Holder>,
+    /// Whether every process could be inspected; if not, a holder may have been missed.
+    pub saw_every_process: bool,
 }
 
 impl Occupant {
     /// The program on `interface`, if there is one.
     pub fn of(interface: &Interface) -> Option<Self> {
-        let program_id = interface.xdp_program_id?;
+        let program = interface.xdp?;
         let program_name = aya::programs::loaded_programs()
             .filter_map(Result::ok)
-            .find(|program| program.id() == program_id)
-            .and_then(|program| program.name_as_str().map(str::to_owned));
+            .find(|loaded| loaded.id() == program.id)
+            .and_then(|loaded| loaded.name_as_str().map(str::to_owned))
+            .filter(|name| !name.is_empty());
+        let (holders, saw_every_process) = link_holders(program.id, interface.ifindex);
         Some(Self {
             interface: interface.name.clone(),
-            program_id,
+            program_id: program.id,
             program_name,
-            holders: link_holders(program_id, interface.ifindex),
+            mode: program.mode,
+            holders,
+            saw_every_process,
         })
     }
 
@@ -88,24 +98,31 @@ impl fmt::Display for Occupant {
                  stop that process, or leave the interface out with --exclude {interface}"
             )
         } else {
+            let who = if self.saw_every_process {
+                "No process"
+            } else {
+                "No process this user may inspect (run as root to see them all)"
+            };
             write!(
                 f,
-                ". localnet-probe never replaces another program. No process here holds it \
-                 through a BPF link, so it was attached through netlink (`ip link set dev \
-                 {interface} xdp off` removes it) or its link is pinned in bpffs (remove the pin \
-                 to detach it); or leave the interface out with --exclude {interface}"
+                ". localnet-probe never replaces another program. {who} holds it through a BPF \
+                 link, so it was attached through netlink (`ip link set dev {interface} {} off` \
+                 removes it) or its link is pinned in bpffs (remove the pin to detach it); or \
+                 leave the interface out with --exclude {interface}",
+                self.mode.ip_link_keyword()
             )
         }
     }
 }
 
-/// Processes with a BPF link of `program_id` on `ifindex` open. Processes this one may not
-/// inspect are passed over.
-fn link_holders(program_id: u32, ifindex: u32) -> Vec<Holder> {
+/// Processes with a BPF link of `program_id` on `ifindex` open, and whether every process could
+/// be inspected (those this one may not inspect are passed over).
+fn link_holders(program_id: u32, ifindex: u32) -> (Vec<Holder>, bool) {
     let Ok(processes) = fs::read_dir("/proc") else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     let mut holders = Vec::new();
+    let mut saw_every_process = true;
     for process in processes.filter_map(Result::ok) {
         let Some(pid) = process
             .file_name()
@@ -117,8 +134,13 @@ fn link_holders(program_id: u32, ifindex: u32) -> Vec<Holder> {
         if pid == std::process::id() {
             continue;
         }
-        let Ok(fds) = fs::read_dir(process.path().join("fd")) else {
-            continue;
+        let fds = match fs::read_dir(process.path().join("fd")) {
+            Ok(fds) => fds,
+            Err(error) => {
+                // A process that exited meanwhile is not one that was missed.
+                saw_every_process &= error.kind() == std::io::ErrorKind::NotFound;
+                continue;
+            }
         };
         let holds = fds.filter_map(Result::ok).any(|fd| {
             let is_link = fs::read_link(fd.path())
@@ -134,7 +156,7 @@ fn link_holders(program_id: u32, ifindex: u32) -> Vec<Holder> {
             holders.push(Holder { pid, command });
         }
     }
-    holders
+    (holders, saw_every_process)
 }
 
 /// Reads a link's fdinfo: `link_type:\txdp`, `prog_id:\t<id>`, `ifindex:\t<n>`.
@@ -170,10 +192,12 @@ mod tests {
             interface: "eth1".to_owned(),
             program_id: 42,
             program_name: Some("localnet_probe".to_owned()),
+            mode: AttachMode::Generic,
             holders: vec![Holder {
                 pid: 1234,
                 command: "localnet-probe".to_owned(),
             }],
+            saw_every_process: true,
         };
         let message = occupant.to_string();
         assert!(
@@ -192,10 +216,23 @@ mod tests {
 
         occupant.holders.clear();
         let message = occupant.to_string();
+        assert!(message.contains("No process holds it"), "{message}");
         assert!(
-            message.contains("ip link set dev eth1 xdp off"),
+            message.contains("ip link set dev eth1 xdpgeneric off"),
             "{message}"
         );
         assert!(message.contains("--exclude eth1"), "{message}");
+
+        occupant.mode = AttachMode::Native;
+        occupant.saw_every_process = false;
+        let message = occupant.to_string();
+        assert!(
+            message.contains("No process this user may inspect"),
+            "{message}"
+        );
+        assert!(
+            message.contains("ip link set dev eth1 xdpdrv off"),
+            "{message}"
+        );
     }
 }

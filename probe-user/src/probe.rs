@@ -18,7 +18,7 @@ use probe_common::{
 use thiserror::Error;
 
 pub use crate::xdp_link::AttachedMode;
-use crate::{PROBE_OBJECT, counter_map::CounterMap, xdp_link::XdpLink};
+use crate::{PROBE_OBJECT, counter_map::CounterMap, privileges, xdp_link::XdpLink};
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -43,7 +43,10 @@ pub enum ProbeError {
     Full { capacity: u32 },
     #[error("interface {ifindex} is not configured")]
     NotConfigured { ifindex: u32 },
-    #[error("no native XDP support (the driver refused it: {0}); try --xdp-mode generic")]
+    #[error(
+        "no native XDP here (the driver refused it: {0}); use --xdp-mode generic or auto, which \
+         falls back to it"
+    )]
     NoNativeSupport(io::Error),
     #[error("another XDP program is attached (the kernel said: {0})")]
     Occupied(io::Error),
@@ -135,8 +138,10 @@ impl Probe {
         } else {
             VerifierLogLevel::default()
         };
+        let length_from_pointers = u8::from(privileges::may_subtract_packet_pointers());
         let mut ebpf = EbpfLoader::new()
             .verifier_log_level(level)
+            .override_global("LENGTH_FROM_POINTERS", &length_from_pointers, true)
             .map_max_entries("COUNTERS", capacity * CLASSES_PER_INTERFACE as u32)
             .map_max_entries("IFACE_CONFIG_HIGH", capacity)
             .load(PROBE_OBJECT)
@@ -301,7 +306,11 @@ impl Probe {
         let fd = self.program(program).fd()?;
         XdpLink::create(fd, ifindex, mode).map_err(|error| match error.raw_os_error() {
             Some(libc::EBUSY | libc::EEXIST) => ProbeError::Occupied(error),
-            Some(libc::EOPNOTSUPP | libc::EINVAL) if mode == AttachedMode::Native => {
+            // EOPNOTSUPP: no driver support; EINVAL, ERANGE: not in this configuration (an MTU
+            // above a page on veth, for one). Generic XDP works on every device.
+            Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ERANGE)
+                if mode == AttachedMode::Native =>
+            {
                 ProbeError::NoNativeSupport(error)
             }
             _ => ProbeError::Attach(error),

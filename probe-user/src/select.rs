@@ -42,6 +42,8 @@ pub enum SelectError {
          with --iface"
     )]
     Empty,
+    #[error("no interface selected: every one given to --iface is also given to --exclude")]
+    AllExcluded,
 }
 
 /// An interface to serve.
@@ -185,7 +187,11 @@ pub fn select(all: &[Interface], selection: &Selection) -> Result<Selected, Sele
         return Err(SelectError::DropOnUnselected(name.clone()));
     }
     if chosen.is_empty() {
-        return Err(SelectError::Empty);
+        return Err(if selection.ifaces.is_empty() {
+            SelectError::Empty
+        } else {
+            SelectError::AllExcluded
+        });
     }
     Ok(Selected { chosen, skipped })
 }
@@ -205,7 +211,7 @@ mod tests {
             lower: None,
             master: None,
             route_localnet: Some(false),
-            xdp_program_id: None,
+            xdp: None,
         }
     }
 

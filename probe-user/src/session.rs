@@ -170,9 +170,20 @@ impl Session {
             probe
                 .configure(chosen.ifindex, chosen.mode)
                 .map_err(attach_error)?;
-            let result = probe
-                .attach(chosen.ifindex, chosen.program, options.xdp_mode)
-                .map_err(attach_error)?;
+            let result = match probe.attach(chosen.ifindex, chosen.program, options.xdp_mode) {
+                Ok(result) => result,
+                // Another program arrived since the check above (another probe starting at the
+                // same time): say whose, as the check would have.
+                Err(error @ ProbeError::Occupied(_)) => {
+                    let now = interfaces.list()?;
+                    let interface = now.iter().find(|i| i.ifindex == chosen.ifindex);
+                    return Err(match interface.and_then(Occupant::of) {
+                        Some(occupant) => SessionError::Occupied(Box::new(occupant)),
+                        None => attach_error(error),
+                    });
+                }
+                Err(error) => return Err(attach_error(error)),
+            };
             attached.push(AttachedInterface {
                 name: chosen.name.clone(),
                 mode: chosen.mode,
@@ -218,11 +229,18 @@ impl Session {
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
 
         let mut removed = Vec::new();
+        // Gone, or replaced by a device that took its ifindex (then without our program).
         let gone: Vec<u32> = self
             .served
-            .keys()
-            .filter(|ifindex| !by_index.contains_key(ifindex))
-            .copied()
+            .iter()
+            .filter(|(ifindex, served)| {
+                by_index
+                    .get(ifindex)
+                    .and_then(|interface| interface.xdp)
+                    .map(|xdp| xdp.id)
+                    != Some(self.probe.program_id(served.program))
+            })
+            .map(|(ifindex, _)| *ifindex)
             .collect();
         for ifindex in gone {
             let served = self.served.remove(&ifindex).expect("listed above");
@@ -358,7 +376,7 @@ mod tests {
             lower: None,
             master: None,
             route_localnet: Some(route_localnet),
-            xdp_program_id: None,
+            xdp: None,
         }
     }
 

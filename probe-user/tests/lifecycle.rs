@@ -88,6 +88,8 @@ fn runs_with_exactly_cap_bpf_and_cap_net_admin() {
     assert!(status.success(), "exit status {status}");
     let entry = interface(last.as_ref().expect("a final report"), RECEIVER_IF).clone();
     assert_eq!(entry["packets_dropped"], 100);
+    // Without CAP_PERFMON the program asks the kernel for the frame length.
+    assert_eq!(entry["bytes_dropped"], 100 * frame.len() as u64);
     assert!(!link.receiver.has_xdp(RECEIVER_IF));
 }
 
@@ -238,7 +240,10 @@ fn a_macvlan_child_exposes_its_parent_and_is_protected_there() {
         .collect();
     assert_eq!(names, [RECEIVER_IF], "the child is left out");
     let entry = interface(&ready, RECEIVER_IF);
-    assert_eq!(entry["route_localnet"]["effective"], false);
+    assert_eq!(
+        entry["route_localnet"],
+        serde_json::json!({"all": false, "iface": false, "effective": false})
+    );
     assert_eq!(entry["route_localnet_via"], serde_json::json!(["mv0"]));
     assert_eq!(entry["exposed"], true);
     let (status, _) = monitor.stop(libc::SIGTERM);
@@ -246,7 +251,7 @@ fn a_macvlan_child_exposes_its_parent_and_is_protected_there() {
     let stderr = monitor_stderr(&link.receiver);
     assert!(
         stderr.contains("mv0: left out: its frames arrive on vrx")
-            && stderr.contains("in effect on mv0")
+            && stderr.contains("vrx: route_localnet=1 (on mv0, where vrx's frames also arrive)")
             && stderr.contains("--drop-on vrx"),
         "{stderr}"
     );
@@ -330,6 +335,81 @@ fn a_renamed_interface_is_followed_by_ifindex() {
     probe.wait_for(Duration::from_secs(10), |report| {
         packets_matched(report, "vry") == 10
     });
+    // A hang-up ends the run like Ctrl-C: detached, with a last report.
+    let (status, last) = probe.stop(libc::SIGHUP);
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(last.expect("a final report")["final"], true);
+    assert!(!link.receiver.has_xdp("vry"));
+}
+
+/// A device deleted and another created with its ifindex between two readings carries no
+/// program: the served one is reported removed, the newcomer is not taken for it.
+#[test]
+fn a_device_that_takes_a_removed_ones_ifindex_is_not_taken_for_it() {
+    testbed::skip_unless_root!();
+    let link = Link::new("reuse");
+    link.receiver
+        .ip(&["link", "add", "vr2", "type", "veth", "peer", "name", "vs2"]);
+    link.receiver.ip(&["link", "set", "vr2", "up"]);
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &["--iface", RECEIVER_IF, "--iface", "vr2", "--interval", "1"],
+    );
+    let ready = probe.wait_ready();
+    let ifindex = interface(&ready, "vr2")["ifindex"]
+        .as_u64()
+        .expect("ifindex");
+    link.receiver.ip(&["link", "del", "vr2"]);
+    link.receiver.ip(&[
+        "link",
+        "add",
+        "vr9",
+        "index",
+        &ifindex.to_string(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vs9",
+    ]);
+    let report = probe.wait_for(Duration::from_secs(10), |report| {
+        !report["removed"].as_array().expect("removed").is_empty()
+    });
+    assert_eq!(report["removed"][0]["name"], "vr2");
+    let names: Vec<&str> = report["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .map(|entry| entry["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, [RECEIVER_IF]);
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+}
+
+/// veth refuses native XDP above a page-sized MTU (ERANGE): auto mode falls back to generic
+/// there, with a notice, and counts.
+#[test]
+fn auto_mode_falls_back_to_generic_where_native_is_refused() {
+    testbed::skip_unless_root!();
+    let link = Link::new("jumbo");
+    link.sender
+        .ip(&["link", "set", testbed::SENDER_IF, "mtu", "9000"]);
+    link.receiver
+        .ip(&["link", "set", RECEIVER_IF, "mtu", "9000"]);
+    let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
+    let ready = probe.wait_ready();
+    assert_eq!(interface(&ready, RECEIVER_IF)["xdp_mode"], "generic");
+    let sender = link.raw_sender();
+    for _ in 0..10 {
+        sender.send(&spoofed_to_localhost(5353));
+    }
+    probe.wait_for(Duration::from_secs(10), |report| {
+        packets_matched(report, RECEIVER_IF) == 10
+    });
+    let stderr = probe.stderr();
+    assert!(stderr.contains("vrx: no native XDP support"), "{stderr}");
     let (status, _) = probe.stop(libc::SIGTERM);
     assert!(status.success());
 }

@@ -48,10 +48,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
     xdp_mode: XdpModeArg,
     /// Seconds between refreshes of the table or JSON objects (0.01 to 3600).
-    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = interval_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = interval_seconds,
+          allow_negative_numbers = true)]
     interval: f64,
     /// Detach and exit after this many seconds (0.01 to one year).
-    #[arg(long, value_name = "SECS", value_parser = duration_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = duration_seconds, allow_negative_numbers = true)]
     duration: Option<f64>,
     /// Write one JSON object per interval on stdout even on a terminal (the default when stdout
     /// is not a terminal).
@@ -146,6 +147,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut output = Output::spawn();
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    // A closed terminal or `kill -HUP` ends the run like Ctrl-C: detach, last report.
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(args.interval));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = async {
@@ -171,6 +174,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => break,
             () = &mut deadline => break,
         }
     }

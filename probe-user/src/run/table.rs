@@ -63,14 +63,23 @@ pub(crate) fn render(report: &Report, interval_secs: f64) -> String {
 /// One sentence on an exposed interface: where route_localnet is in effect and the fix.
 pub(crate) fn exposure_warning(interface: &InterfaceReport) -> String {
     let name = &interface.name;
-    let via = interface.route_localnet_via.join(", ");
-    let where_ = if interface.route_localnet_via == [name.clone()] {
-        String::new()
-    } else {
-        format!(" (in effect on {via}, which receive {name}'s frames)")
+    let all = interface.route_localnet.is_some_and(|r| r.all);
+    let others: Vec<&str> = interface
+        .route_localnet_via
+        .iter()
+        .filter(|via| *via != name)
+        .map(String::as_str)
+        .collect();
+    let cause = match (all, others.is_empty()) {
+        (true, _) => " (net.ipv4.conf.all.route_localnet=1)".to_owned(),
+        (false, true) => String::new(),
+        (false, false) => format!(
+            " (on {}, where {name}'s frames also arrive)",
+            others.join(", ")
+        ),
     };
     format!(
-        "{name}: route_localnet=1{where_} and monitor mode: services bound to 127.0.0.1 on this \
+        "{name}: route_localnet=1{cause} and monitor mode: services bound to 127.0.0.1 on this \
          host are reachable from this link (--drop-on {name} blocks such frames)"
     )
 }
