@@ -212,14 +212,6 @@ impl Session {
         Ok((session, started))
     }
 
-    /// Changes the mode of a served interface live, without detaching.
-    pub fn set_mode(&mut self, ifindex: u32, mode: Mode) -> Result<(), ProbeError> {
-        if !self.served.contains_key(&ifindex) {
-            return Err(ProbeError::NotConfigured { ifindex });
-        }
-        self.probe.configure(ifindex, mode)
-    }
-
     /// Reads every served interface once: names, route_localnet and counters. An interface
     /// renamed since is reported under its new name; one that is gone is released and reported
     /// once in [`Snapshot::removed`].

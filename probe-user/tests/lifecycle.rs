@@ -9,8 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use probe_common::Mode;
 use probe_user::{
-    probe::XdpModeChoice,
+    probe::{LoadOptions, Probe, Program, XdpModeChoice},
     select::Selection,
     session::{Session, SessionError, SessionOptions},
 };
@@ -536,4 +537,65 @@ fn a_failed_start_leaves_nothing_attached_in_the_running_process() {
         !link.receiver.has_xdp(RECEIVER_IF),
         "dropping the session detaches"
     );
+}
+
+/// The per-interface lifecycle for days of churn: the same interface attached, detached,
+/// re-attached and released a thousand times, and new interfaces coming and going, all through
+/// four slots; each state observed on the device while the process runs.
+#[test]
+fn attach_detach_and_release_churn_through_a_few_slots() {
+    testbed::skip_unless_root!();
+    let link = Link::new("churn");
+    link.receiver.enter(|| {
+        let mut probe = Probe::load(LoadOptions {
+            capacity: 4,
+            verifier_log: false,
+        })
+        .expect("load");
+        let vrx = testbed::ifindex(RECEIVER_IF);
+        for round in 0..1_000 {
+            let look = round % 100 == 0;
+            probe.configure(vrx, Mode::Monitor).expect("configure");
+            probe
+                .attach(vrx, Program::Ethernet, XdpModeChoice::Generic)
+                .expect("attach");
+            assert!(!look || link.receiver.has_xdp(RECEIVER_IF), "round {round}");
+            probe.detach(vrx).expect("detach");
+            assert!(
+                !look || !link.receiver.has_xdp(RECEIVER_IF),
+                "round {round}"
+            );
+            probe.configure(vrx, Mode::Drop).expect("mode change");
+            probe
+                .attach(vrx, Program::Ethernet, XdpModeChoice::Native)
+                .expect("attach again");
+            probe.release(vrx).expect("release");
+            assert!(
+                !look || !link.receiver.has_xdp(RECEIVER_IF),
+                "round {round}"
+            );
+        }
+        for round in 0..50 {
+            let name = format!("ch{round}");
+            link.receiver.ip(&[
+                "link",
+                "add",
+                &name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("cp{round}"),
+            ]);
+            link.receiver.ip(&["link", "set", &name, "up"]);
+            let ifindex = testbed::ifindex(&name);
+            probe.configure(ifindex, Mode::Drop).expect("configure");
+            probe
+                .attach(ifindex, Program::Ethernet, XdpModeChoice::Auto)
+                .expect("attach");
+            assert!(link.receiver.has_xdp(&name));
+            link.receiver.ip(&["link", "del", &name]);
+            probe.release(ifindex).expect("release a deleted interface");
+        }
+    });
 }

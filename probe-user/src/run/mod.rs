@@ -114,6 +114,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (mut session, started) =
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
+    tracing::debug!(
+        "counters for up to {} interfaces (288 bytes each on every CPU)",
+        started.capacity
+    );
     for skipped in &started.skipped {
         tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
     }
