@@ -281,7 +281,11 @@ mod tests {
             ),
             (
                 selection(&[], &["eth0", "eth1"], false, &[]),
-                "no interface selected",
+                "no interface selected: none is up",
+            ),
+            (
+                selection(&["eth0"], &["eth0"], false, &[]),
+                "every one given to --iface is also given to --exclude",
             ),
         ] {
             let error = select(&host(), &selection).unwrap_err().to_string();

@@ -80,23 +80,23 @@ impl From<XdpModeArg> for XdpModeChoice {
     }
 }
 
-fn seconds_in(value: &str, max: f64, max_text: &str) -> Result<f64, String> {
+fn seconds_in(value: &str, max: f64, range: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(seconds) if (0.01..=max).contains(&seconds) => Ok(seconds),
-        Ok(_) => Err(format!("must be from 0.01 to {max_text} seconds")),
+        Ok(_) => Err(format!("must be {range}")),
         Err(error) => Err(format!("{error}; give a number of seconds such as 0.5")),
     }
 }
 
 fn interval_seconds(value: &str) -> Result<f64, String> {
-    seconds_in(value, MAX_INTERVAL_SECS, "3600")
+    seconds_in(value, MAX_INTERVAL_SECS, "from 0.01 to 3600 seconds")
 }
 
 fn duration_seconds(value: &str) -> Result<f64, String> {
     seconds_in(
         value,
         MAX_DURATION_SECS,
-        "31536000 (a year; leave --duration out to run until stopped)",
+        "from 0.01 to 31536000 seconds (a year); leave --duration out to run until stopped",
     )
 }
 
