@@ -17,8 +17,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Attach to interfaces and show loopback-address frames until Ctrl-C, SIGTERM or --duration;
-    /// everything is detached on exit.
+    /// Attach to interfaces and show loopback-address frames until Ctrl-C, SIGTERM, SIGHUP or
+    /// --duration, or until the reader of stdout goes away; everything is detached on exit.
     Run(run::RunArgs),
 }
 

@@ -97,18 +97,24 @@ impl fmt::Display for Occupant {
                 ", held by a BPF link of {pids}. localnet-probe never replaces another program: \
                  stop that process, or leave the interface out with --exclude {interface}"
             )
-        } else {
-            let who = if self.saw_every_process {
-                "No process"
-            } else {
-                "No process this user may inspect (run as root to see them all)"
-            };
+        } else if self.saw_every_process {
             write!(
                 f,
-                ". localnet-probe never replaces another program. {who} holds it through a BPF \
-                 link, so it was attached through netlink (`ip link set dev {interface} {} off` \
-                 removes it) or its link is pinned in bpffs (remove the pin to detach it); or \
-                 leave the interface out with --exclude {interface}",
+                ". localnet-probe never replaces another program. No process holds it through a \
+                 BPF link, so it was attached through netlink (`ip link set dev {interface} {} \
+                 off` removes it) or its link is pinned in bpffs (remove the pin to detach it); \
+                 or leave the interface out with --exclude {interface}",
+                self.mode.ip_link_keyword()
+            )
+        } else {
+            write!(
+                f,
+                ". localnet-probe never replaces another program. No process this user may \
+                 inspect holds it, so it is one of: a BPF link of another user's process \
+                 (another localnet-probe run as root, say: stop that one; run as root to see \
+                 which), a netlink attachment (`ip link set dev {interface} {} off` removes it), \
+                 or a link pinned in bpffs (remove the pin); or leave the interface out with \
+                 --exclude {interface}",
                 self.mode.ip_link_keyword()
             )
         }

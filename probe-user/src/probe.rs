@@ -44,14 +44,24 @@ pub enum ProbeError {
     #[error("interface {ifindex} is not configured")]
     NotConfigured { ifindex: u32 },
     #[error(
-        "no native XDP here (the driver refused it: {0}); use --xdp-mode generic or auto, which \
-         falls back to it"
+        "no native XDP here ({}); use --xdp-mode generic or auto, which falls back to it",
+        native_refusal(.0)
     )]
     NoNativeSupport(io::Error),
     #[error("another XDP program is attached (the kernel said: {0})")]
     Occupied(io::Error),
     #[error("the kernel refused the attachment: {0}")]
     Attach(io::Error),
+}
+
+/// Why a driver refused native XDP, in words: ERANGE means the device's MTU is above what its
+/// driver can run XDP with (a page on veth), not that it has no XDP at all.
+pub fn native_refusal(error: &io::Error) -> String {
+    if error.raw_os_error() == Some(libc::ERANGE) {
+        format!("the driver refused it for this MTU, too large for native XDP: {error}")
+    } else {
+        format!("the driver refused it: {error}")
+    }
 }
 
 /// Which of the object's programs serves an interface, by what its frames start with.

@@ -128,7 +128,7 @@ impl InterfaceReport {
             },
             route_localnet: interface.route_localnet,
             route_localnet_via: interface.route_localnet_via.clone(),
-            exposed: interface.exposed(),
+            exposed: interface.exposed,
             totals,
             packets_matched_per_sec: packets_rate,
             bytes_matched_per_sec: bytes_rate,

@@ -38,6 +38,11 @@ pub enum SelectError {
     #[error("--drop-on {0}: {0} is not among the selected interfaces (see --iface, --exclude)")]
     DropOnUnselected(String),
     #[error(
+        "--drop-on {name}: {name} is left out because {reason}; drop there instead, or name \
+         {name} with --iface too"
+    )]
+    DropOnSkipped { name: String, reason: String },
+    #[error(
         "no interface selected: none is up besides loopback, or --exclude left none; name one \
          with --iface"
     )]
@@ -184,7 +189,13 @@ pub fn select(all: &[Interface], selection: &Selection) -> Result<Selected, Sele
         .iter()
         .find(|name| !chosen.iter().any(|chosen| &chosen.name == *name))
     {
-        return Err(SelectError::DropOnUnselected(name.clone()));
+        return Err(match skipped.iter().find(|skipped| &skipped.name == name) {
+            Some(skipped) => SelectError::DropOnSkipped {
+                name: name.clone(),
+                reason: skipped.reason.clone(),
+            },
+            None => SelectError::DropOnUnselected(name.clone()),
+        });
     }
     if chosen.is_empty() {
         return Err(if selection.ifaces.is_empty() {
@@ -360,6 +371,13 @@ mod tests {
         // A stacked device whose lower device is excluded is served.
         let selected = select(&all, &selection(&[], &["eth0"], false, &[])).unwrap();
         assert!(selected.chosen.iter().any(|chosen| chosen.name == "mv0"));
+        let error = select(&all, &selection(&[], &[], false, &["mv0"])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--drop-on mv0: mv0 is left out because its frames arrive on eth0, where they are \
+             counted (name both with --iface to count them twice); drop there instead, or name \
+             mv0 with --iface too"
+        );
         // Named, both are served.
         let selected = select(&all, &selection(&["eth0", "mv0"], &[], false, &[])).unwrap();
         assert_eq!(selected.chosen.len(), 2);

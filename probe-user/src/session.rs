@@ -110,15 +110,10 @@ pub struct InterfaceSnapshot {
     /// master) whose effective route_localnet is 1: frames arriving here reach the stack
     /// through them, so 127.0.0.0/8 destinations are routed.
     pub route_localnet_via: Vec<String>,
-    pub counters: SlotCounters,
-}
-
-impl InterfaceSnapshot {
     /// Services bound to 127.0.0.1 are reachable from this link: route_localnet is in effect on
-    /// a device its frames reach, and matched frames pass.
-    pub fn exposed(&self) -> bool {
-        self.mode == Mode::Monitor && !self.route_localnet_via.is_empty()
-    }
+    /// a device its frames reach, and matched frames pass both here and there.
+    pub exposed: bool,
+    pub counters: SlotCounters,
 }
 
 pub struct Session {
@@ -256,6 +251,7 @@ impl Session {
                 xdp_mode: None,
                 route_localnet: None,
                 route_localnet_via: Vec::new(),
+                exposed: false,
                 counters,
             });
         }
@@ -265,30 +261,38 @@ impl Session {
             .counters()
             .map_err(|error| SessionError::Counters(Box::new(error)))?;
         let uppers = Uppers::of(&all);
-        let interfaces = self
-            .served
-            .iter_mut()
-            .map(|(ifindex, served)| {
-                let interface = by_index[ifindex];
-                served.name.clone_from(&interface.name);
-                let route_localnet = all_route_localnet
-                    .zip(interface.route_localnet)
-                    .map(|(all, iface)| RouteLocalnet::new(all, iface));
-                InterfaceSnapshot {
-                    ifindex: *ifindex,
-                    name: interface.name.clone(),
-                    mode: self
-                        .probe
-                        .mode(*ifindex)
-                        .expect("served interfaces are configured"),
-                    program: served.program,
-                    xdp_mode: self.probe.attached_mode(*ifindex),
-                    route_localnet,
-                    route_localnet_via: uppers.route_localnet_via(interface, all_route_localnet),
-                    counters: counters.remove(ifindex).unwrap_or_default(),
-                }
-            })
-            .collect();
+        let mut interfaces = Vec::with_capacity(self.served.len());
+        for (ifindex, served) in &mut self.served {
+            let interface = by_index[ifindex];
+            served.name.clone_from(&interface.name);
+            let mode = self
+                .probe
+                .mode(*ifindex)
+                .expect("served interfaces are configured");
+            let route_localnet = all_route_localnet
+                .zip(interface.route_localnet)
+                .map(|(all, iface)| RouteLocalnet::new(all, iface));
+            let receivers = uppers.route_localnet_via(interface, all_route_localnet);
+            // A receiver the probe drops on (a served child in drop mode) is closed.
+            let exposed = mode == Mode::Monitor
+                && receivers
+                    .iter()
+                    .any(|receiver| self.probe.mode(receiver.ifindex) != Some(Mode::Drop));
+            interfaces.push(InterfaceSnapshot {
+                ifindex: *ifindex,
+                name: interface.name.clone(),
+                mode,
+                program: served.program,
+                xdp_mode: self.probe.attached_mode(*ifindex),
+                route_localnet,
+                route_localnet_via: receivers
+                    .into_iter()
+                    .map(|receiver| receiver.name.clone())
+                    .collect(),
+                exposed,
+                counters: counters.remove(ifindex).unwrap_or_default(),
+            });
+        }
         Ok(Snapshot {
             at: Instant::now(),
             interfaces,
@@ -323,13 +327,12 @@ impl<'a> Uppers<'a> {
     }
 
     /// `interface` and every device stacked on it, directly or not, whose effective
-    /// route_localnet is 1, by name. `all_route_localnet` is `conf.all`, `None` when it could not
-    /// be read.
+    /// route_localnet is 1. `all_route_localnet` is `conf.all`, `None` when it could not be read.
     fn route_localnet_via(
         &self,
         interface: &'a Interface,
         all_route_localnet: Option<bool>,
-    ) -> Vec<String> {
+    ) -> Vec<&'a Interface> {
         let mut receivers = vec![interface];
         let mut next = 0;
         while let Some(lower) = receivers.get(next).copied() {
@@ -347,7 +350,6 @@ impl<'a> Uppers<'a> {
                     .route_localnet
                     .is_some_and(|iface| iface || all_route_localnet == Some(true))
             })
-            .map(|receiver| receiver.name.clone())
             .collect()
     }
 }
@@ -394,14 +396,18 @@ mod tests {
         ];
         all[2].master = Some(5);
         let uppers = Uppers::of(&all);
-        assert_eq!(uppers.route_localnet_via(&all[0], Some(false)), ["mv0"]);
+        let via = |interface, all_route_localnet| -> Vec<String> {
+            uppers
+                .route_localnet_via(interface, all_route_localnet)
+                .into_iter()
+                .map(|receiver| receiver.name.clone())
+                .collect()
+        };
+        assert_eq!(via(&all[0], Some(false)), ["mv0"]);
         // eth1 → its bridge br0 → the VLAN on the bridge.
-        assert_eq!(uppers.route_localnet_via(&all[2], Some(false)), ["br0.7"]);
+        assert_eq!(via(&all[2], Some(false)), ["br0.7"]);
         // conf.all=1 puts every device with IPv4 configuration in effect.
-        assert_eq!(
-            uppers.route_localnet_via(&all[2], Some(true)),
-            ["eth1", "br0", "br0.7"]
-        );
+        assert_eq!(via(&all[2], Some(true)), ["eth1", "br0", "br0.7"]);
         all[1].route_localnet = None;
         let uppers = Uppers::of(&all);
         assert!(uppers.route_localnet_via(&all[0], Some(false)).is_empty());

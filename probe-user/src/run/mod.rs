@@ -4,7 +4,7 @@ mod output;
 mod table;
 
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     io::{self, IsTerminal as _},
     time::{Duration, Instant},
 };
@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use probe_user::{
-    probe::{ProbeError, XdpModeChoice},
+    probe::{ProbeError, XdpModeChoice, native_refusal},
     report::Report,
     select::Selection,
     session::{Session, SessionError, SessionOptions},
@@ -111,6 +111,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         xdp_mode: args.xdp_mode.into(),
         verifier_log: args.verifier_log,
     };
+    // Handlers first: a signal during start-up then ends the run cleanly once attached.
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    // A closed terminal or `kill -HUP` ends the run like Ctrl-C: detach, last report.
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let (mut session, started) =
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
@@ -124,8 +129,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     for attached in &started.attached {
         if let Some(reason) = &attached.native_refused {
             tracing::info!(
-                "{}: no native XDP support ({reason}); using generic XDP",
-                attached.name
+                "{}: no native XDP here ({}); using generic XDP",
+                attached.name,
+                native_refusal(reason)
             );
         }
         tracing::info!(
@@ -149,10 +155,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let mut output = Output::spawn();
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    // A closed terminal or `kill -HUP` ends the run like Ctrl-C: detach, last report.
-    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(args.interval));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = async {
@@ -163,7 +165,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     tokio::pin!(deadline);
     let mut previous = None;
-    let mut exposed = BTreeSet::new();
+    let mut exposed = BTreeMap::new();
     loop {
         tokio::select! {
             _ = ticks.tick() => {
@@ -172,10 +174,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 warn_on_changes(&report, &mut exposed);
                 output.offer(render(&report));
                 previous = Some(snapshot);
-                if output.is_closed() {
-                    return Ok(());
-                }
             }
+            // Nobody reads any more: detach (dropping the session) and end.
+            () = output.gone() => return Ok(()),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,
@@ -190,12 +191,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Says once what changed: an interface that became exposed, one that disappeared.
-fn warn_on_changes(report: &Report, exposed: &mut BTreeSet<u32>) {
+/// Says once what changed: an interface that became exposed, or exposed through other devices
+/// than before; one that disappeared.
+fn warn_on_changes(report: &Report, exposed: &mut BTreeMap<u32, Vec<String>>) {
     for interface in &report.interfaces {
         if interface.exposed {
-            if exposed.insert(interface.ifindex) {
+            let via = &interface.route_localnet_via;
+            if exposed.get(&interface.ifindex) != Some(via) {
                 tracing::warn!("{}", table::exposure_warning(interface));
+                exposed.insert(interface.ifindex, via.clone());
             }
         } else {
             exposed.remove(&interface.ifindex);

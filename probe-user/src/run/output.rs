@@ -1,25 +1,59 @@
 //! Writes reports on a thread of its own, so a reader that stops reading (a stalled pipe, a
-//! suspended terminal) never blocks the loop that handles signals and detaches.
+//! suspended terminal) never blocks the loop that handles signals and detaches. A reader that
+//! goes away is noticed within [`READER_CHECK`], not at the next write, which may be an
+//! interval away: the run then ends and detaches at once.
 
 use std::{
     io::{self, Write as _},
+    os::fd::AsRawFd as _,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
-        mpsc::{self, Receiver, SyncSender, TrySendError},
+        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread,
     time::{Duration, Instant},
 };
 
+use tokio::sync::Notify;
+
+/// How often the writer looks for a reader gone between reports.
+const READER_CHECK: Duration = Duration::from_millis(100);
+
 pub(crate) struct Output {
     reports: SyncSender<String>,
-    /// Set when stdout is gone (a closed pipe) or failed.
-    closed: Arc<AtomicBool>,
+    closed: Arc<Closed>,
     written: Receiver<()>,
     /// Reports not written because the previous one was still waiting: each report holds the
     /// totals, so skipping one loses nothing but a refresh.
-    pub(crate) skipped: u64,
+    skipped: u64,
+}
+
+/// Set when stdout is gone (the reader closed its end, the terminal hung up) or failed.
+#[derive(Default)]
+struct Closed {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Closed {
+    fn close(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+}
+
+/// Whether the other end of stdout is gone: a pipe whose reader closed it reports POLLERR, a
+/// terminal that hung up POLLHUP; a file never does.
+fn reader_gone() -> bool {
+    let mut stdout = libc::pollfd {
+        fd: io::stdout().as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let ready = unsafe { libc::poll(&raw mut stdout, 1, 0) };
+    ready > 0 && stdout.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 impl Output {
@@ -27,10 +61,19 @@ impl Output {
         // One report waiting at most: a stalled reader costs one buffered report, not memory.
         let (reports, pending) = mpsc::sync_channel::<String>(1);
         let (done, written) = mpsc::channel();
-        let closed = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(Closed::default());
         let writer_closed = Arc::clone(&closed);
         thread::spawn(move || {
-            for report in pending {
+            loop {
+                let report = match pending.recv_timeout(READER_CHECK) {
+                    Ok(report) => report,
+                    Err(RecvTimeoutError::Timeout) if reader_gone() => {
+                        writer_closed.close();
+                        break;
+                    }
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                };
                 let mut stdout = io::stdout().lock();
                 let result = stdout
                     .write_all(report.as_bytes())
@@ -39,7 +82,7 @@ impl Output {
                     if error.kind() != io::ErrorKind::BrokenPipe {
                         tracing::warn!("cannot write to stdout: {error}; stopping");
                     }
-                    writer_closed.store(true, Ordering::Relaxed);
+                    writer_closed.close();
                     break;
                 }
             }
@@ -51,6 +94,11 @@ impl Output {
             written,
             skipped: 0,
         }
+    }
+
+    /// Completes when stdout is gone, which ends the run.
+    pub(crate) async fn gone(&self) {
+        self.closed.notify.notified().await;
     }
 
     /// Hands a report to the writer without waiting.
@@ -66,13 +114,8 @@ impl Output {
                 }
                 self.skipped += 1;
             }
-            Err(TrySendError::Disconnected(_)) => self.closed.store(true, Ordering::Relaxed),
+            Err(TrySendError::Disconnected(_)) => self.closed.close(),
         }
-    }
-
-    /// Whether stdout is gone, which ends the run.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
     }
 
     /// Writes the last report, waiting at most `patience` for a stalled reader.
@@ -94,7 +137,7 @@ impl Output {
         }
         drop(self.reports);
         let left = deadline.saturating_duration_since(Instant::now());
-        if self.written.recv_timeout(left).is_err() && !self.closed.load(Ordering::Relaxed) {
+        if self.written.recv_timeout(left).is_err() && !self.closed.flag.load(Ordering::Relaxed) {
             tracing::warn!("stdout is not being read; the last report may be cut short");
         }
     }

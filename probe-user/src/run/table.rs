@@ -26,9 +26,14 @@ pub(crate) fn render(report: &Report, interval_secs: f64) -> String {
     }
 
     let mut out = String::new();
+    let state = if report.is_final {
+        "detached".to_owned()
+    } else {
+        format!("refresh {interval_secs} s, Ctrl-C to detach")
+    };
     let _ = writeln!(
         out,
-        "localnet-probe: {} interface(s), {:.0} s attached, refresh {interval_secs} s, Ctrl-C to detach",
+        "localnet-probe: {} interface(s), {:.0} s attached, {state}",
         report.interfaces.len(),
         report.elapsed_secs,
     );
@@ -70,10 +75,15 @@ pub(crate) fn exposure_warning(interface: &InterfaceReport) -> String {
         .filter(|via| *via != name)
         .map(String::as_str)
         .collect();
-    let cause = match (all, others.is_empty()) {
-        (true, _) => " (net.ipv4.conf.all.route_localnet=1)".to_owned(),
-        (false, true) => String::new(),
-        (false, false) => format!(
+    let own = interface.route_localnet_via.contains(name);
+    let cause = match (all, own, others.is_empty()) {
+        (true, _, _) => " (net.ipv4.conf.all.route_localnet=1)".to_owned(),
+        (false, _, true) => String::new(),
+        (false, true, false) => format!(
+            " (on {name} itself, and on {}, where {name}'s frames also arrive)",
+            others.join(", ")
+        ),
+        (false, false, false) => format!(
             " (on {}, where {name}'s frames also arrive)",
             others.join(", ")
         ),
