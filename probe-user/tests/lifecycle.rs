@@ -48,6 +48,30 @@ fn spoofed_to_localhost(port: u16) -> Vec<u8> {
         .build()
 }
 
+/// The names of the interfaces a report lists.
+fn served(report: &serde_json::Value) -> Vec<&str> {
+    report["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .map(|entry| entry["name"].as_str().expect("name"))
+        .collect()
+}
+
+/// `run --json args…` in `netns` with stdout on a pipe the caller reads, or not.
+fn start_piped(netns: &Netns, args: &[&str]) -> (testbed::KillOnDrop, std::process::ChildStdout) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &netns.name, PROBE, "run", "--json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start localnet-probe");
+    let stdout = child.stdout.take().expect("piped");
+    (testbed::KillOnDrop(child), stdout)
+}
+
 fn packets_matched(report: &serde_json::Value, name: &str) -> u64 {
     interface(report, name)["packets_matched"]
         .as_u64()
@@ -234,12 +258,7 @@ fn a_macvlan_child_exposes_its_parent_and_is_protected_there() {
 
     let monitor = ProbeProcess::start(PROBE, &link.receiver, &[]);
     let ready = monitor.wait_ready();
-    let names: Vec<&str> = ready["interfaces"]
-        .as_array()
-        .expect("interfaces")
-        .iter()
-        .map(|entry| entry["name"].as_str().expect("name"))
-        .collect();
+    let names = served(&ready);
     assert_eq!(names, [RECEIVER_IF], "the child is left out");
     let entry = interface(&ready, RECEIVER_IF);
     assert_eq!(
@@ -389,12 +408,7 @@ fn a_device_that_takes_a_removed_ones_ifindex_is_not_taken_for_it() {
         !report["removed"].as_array().expect("removed").is_empty()
     });
     assert_eq!(report["removed"][0]["name"], "vr2");
-    let names: Vec<&str> = report["interfaces"]
-        .as_array()
-        .expect("interfaces")
-        .iter()
-        .map(|entry| entry["name"].as_str().expect("name"))
-        .collect();
+    let names = served(&report);
     assert_eq!(names, [RECEIVER_IF]);
     let (status, _) = probe.stop(libc::SIGTERM);
     assert!(status.success());
@@ -484,16 +498,10 @@ fn a_deleted_interface_is_reported_once_and_its_counts_kept() {
 fn a_stalled_reader_does_not_stop_sigterm_from_detaching() {
     testbed::skip_unless_root!();
     let link = Link::new("stall");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &link.receiver.name, PROBE, "run", "--json"])
-        .args(["--interval", "0.01", "--iface", RECEIVER_IF])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start localnet-probe");
-    let _unread = child.stdout.take();
-    let mut child = testbed::KillOnDrop(child);
+    let (mut child, _unread) = start_piped(
+        &link.receiver,
+        &["--interval", "0.01", "--iface", RECEIVER_IF],
+    );
     // A report is ~600 bytes: 100 a second fill the 64 KiB pipe in about a second.
     let attached = Instant::now();
     while !link.receiver.has_xdp(RECEIVER_IF) {
@@ -517,16 +525,11 @@ fn a_stalled_reader_does_not_stop_sigterm_from_detaching() {
 fn a_reader_that_goes_away_ends_the_run_at_once() {
     testbed::skip_unless_root!();
     let link = Link::new("gone");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &link.receiver.name, PROBE, "run", "--json"])
-        .args(["--interval", "5", "--drop", "--iface", RECEIVER_IF])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start localnet-probe");
-    let mut reader = BufReader::new(child.stdout.take().expect("piped"));
-    let mut child = testbed::KillOnDrop(child);
+    let (mut child, stdout) = start_piped(
+        &link.receiver,
+        &["--interval", "5", "--drop", "--iface", RECEIVER_IF],
+    );
+    let mut reader = BufReader::new(stdout);
     let mut first = String::new();
     reader.read_line(&mut first).expect("the first report");
     assert!(link.receiver.has_xdp(RECEIVER_IF));
