@@ -115,12 +115,11 @@ fn classify_ipv4<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<Loopb
     if version_ihl >> 4 != 4 || ihl_words * 4 < IPV4_MIN_HEADER_LEN {
         return None;
     }
-    // Options must fit in the frame. One constant length per possible IHL rather than
-    // `l3_offset + ihl * 4`: in the kernel, adding a variable to a packet pointer is allowed
-    // only with CAP_PERFMON. The fixed header (IHL 5) is already known to fit.
-    // Only options need checking: the usual IHL of 5 skips them at once. (Written so that LLVM
-    // unrolls it into constant checks; a loop advancing a packet pointer makes the verifier,
-    // without CAP_PERFMON, explore every speculative path and give up.)
+    // Options must fit in the frame (the fixed header, IHL 5, is known to): one constant length
+    // per possible IHL rather than `l3_offset + ihl * 4`, since adding a variable to a packet
+    // pointer needs CAP_PERFMON. Written so that LLVM unrolls it, and so that IHL 5 skips it at
+    // once; as a loop advancing a packet pointer, the verifier without CAP_PERFMON explores every
+    // speculative path and gives up.
     if ihl_words > IPV4_MIN_HEADER_LEN / 4 {
         let mut words = IPV4_MIN_HEADER_LEN / 4 + 1;
         while words <= 15 {

@@ -7,9 +7,7 @@ use std::{
 };
 
 use aya::maps::{IterableMap as _, MapData, MapError, PerCpuArray, PerCpuValues};
-use probe_common::{
-    Action, CLASSES_PER_INTERFACE, Counter, LoopbackMatch, SlotCounters, counter_key,
-};
+use probe_common::{CLASSES_PER_INTERFACE, Counter, SlotCounters};
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
@@ -102,13 +100,9 @@ impl CounterMap {
     /// The counters of `slot` as last [read](Self::read), summed over CPUs.
     pub(crate) fn slot(&self, slot: u32) -> SlotCounters {
         let mut total = SlotCounters::default();
-        for matched in LoopbackMatch::all() {
-            for action in Action::ALL {
-                let key = counter_key(slot, matched, action) as usize;
-                let class = &mut total.classes[probe_common::class_index(matched, action)];
-                for counter in &self.values[key * self.cpus..(key + 1) * self.cpus] {
-                    class.add(*counter);
-                }
+        for (key, class) in Self::keys(slot).zip(&mut total.classes) {
+            for counter in &self.values[key as usize * self.cpus..][..self.cpus] {
+                class.add(*counter);
             }
         }
         total
@@ -116,14 +110,18 @@ impl CounterMap {
 
     /// Zeroes the counters of `slot` on every CPU.
     pub(crate) fn zero(&mut self, slot: u32) -> Result<(), MapError> {
-        for matched in LoopbackMatch::all() {
-            for action in Action::ALL {
-                let zeroes = PerCpuValues::try_from(vec![Counter::default(); self.cpus])
-                    .expect("one value per CPU");
-                self.map
-                    .set(counter_key(slot, matched, action), zeroes, 0)?;
-            }
+        for key in Self::keys(slot) {
+            let zeroes = PerCpuValues::try_from(vec![Counter::default(); self.cpus])
+                .expect("one value per CPU");
+            self.map.set(key, zeroes, 0)?;
         }
         Ok(())
+    }
+
+    /// The keys of `slot`'s counters, in class order: [`probe_common::counter_key`] puts them
+    /// side by side.
+    fn keys(slot: u32) -> impl Iterator<Item = u32> {
+        let first = slot * CLASSES_PER_INTERFACE as u32;
+        first..first + CLASSES_PER_INTERFACE as u32
     }
 }

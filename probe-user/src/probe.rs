@@ -213,11 +213,6 @@ impl Probe {
         self.program_ids[program as usize]
     }
 
-    /// How many interfaces the probe can serve at once.
-    pub const fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
     /// Gives `ifindex` a block of zeroed counters, or keeps the one it has, and sets its mode;
     /// the change is live on an attached interface. Frames on an interface a program is attached
     /// to but that is not configured pass uncounted, so configure first.

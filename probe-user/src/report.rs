@@ -1,7 +1,10 @@
 //! What a reading looks like to people and machines: the JSON objects `run` writes, built from a
 //! [`Snapshot`] and the one before it (for rates). Every view renders this same report.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use probe_common::{Action, Counter, LoopbackMatch, SlotCounters};
 use serde::Serialize;
@@ -160,12 +163,11 @@ impl Report {
         let since = previous.map_or(0.0, |previous| {
             snapshot.at.duration_since(previous.at).as_secs_f64()
         });
-        let find_previous = |ifindex: u32| {
-            previous?
-                .interfaces
-                .iter()
-                .find(|interface| interface.ifindex == ifindex)
-        };
+        let before: BTreeMap<u32, &InterfaceSnapshot> = previous
+            .into_iter()
+            .flat_map(|previous| &previous.interfaces)
+            .map(|interface| (interface.ifindex, interface))
+            .collect();
         let mut all = snapshot.removed_totals;
         for interface in &snapshot.interfaces {
             all.add(&interface.counters);
@@ -180,7 +182,7 @@ impl Report {
                 .interfaces
                 .iter()
                 .map(|interface| {
-                    InterfaceReport::new(interface, find_previous(interface.ifindex), since)
+                    InterfaceReport::new(interface, before.get(&interface.ifindex).copied(), since)
                 })
                 .collect(),
             removed: snapshot
