@@ -7,12 +7,14 @@
 
 mod classify;
 mod maps;
+mod sample;
 
 pub use classify::{Frame, classify, classify_ip};
 pub use maps::{
     CLASSES_PER_INTERFACE, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, SlotCounters,
     class_index, counter_key,
 };
+pub use sample::{Framing, SAMPLE_CAPTURE_LEN, Sample, SampleCounts};
 
 /// The IP family a matched frame's loopback address belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -2,7 +2,7 @@
 
 use core::mem::size_of;
 
-use crate::{Action, LoopbackMatch};
+use crate::{Action, LoopbackMatch, SampleCounts};
 
 /// Interfaces with an ifindex below this are configured in an array indexed by ifindex, whose
 /// lookup the verifier turns into a bounds check and a load; higher ifindexes (hosts that have
@@ -118,13 +118,11 @@ impl Counter {
 
 /// Every counter of one interface slot, as the loader sums them over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
 pub struct SlotCounters {
     /// Indexed by [`class_index`].
     pub classes: [Counter; CLASSES_PER_INTERFACE],
+    pub samples: SampleCounts,
 }
-
-const _: () = assert!(size_of::<SlotCounters>() == 16 * CLASSES_PER_INTERFACE);
 
 impl SlotCounters {
     pub const fn get(&self, matched: LoopbackMatch, action: Action) -> Counter {
@@ -136,6 +134,7 @@ impl SlotCounters {
         for (total, counter) in self.classes.iter_mut().zip(other.classes) {
             total.add(counter);
         }
+        self.samples.add(other.samples);
     }
 }
 
@@ -145,6 +144,10 @@ mod pod {
     unsafe impl aya::Pod for super::IfaceConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::SampleCounts {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::Sample {}
 }
 
 #[cfg(test)]

@@ -7,19 +7,26 @@
 //! time keeps that decision off the per-frame path.
 #![no_std]
 #![no_main]
+// The BPF target has atomic loads and stores but no atomic types with read-modify-write
+// methods; the intrinsic gives the one atomic add the token bucket needs.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
-use core::mem::size_of;
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::size_of,
+};
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::bpf_xdp_get_buff_len,
+    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use probe_common::{
-    Action, Counter, Frame, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch, classify, classify_ip,
-    counter_key,
+    Action, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch,
+    SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip, counter_key,
 };
 
 /// Slot and action by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written by the loader
@@ -35,6 +42,25 @@ static IFACE_CONFIG_HIGH: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(
 /// loader at load time. The loader sums the CPUs.
 #[map]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
+
+/// Samples of matched frames, for the loader to read; sized by the loader at load time.
+#[map]
+static SAMPLES: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// Samples each interface slot may still send: the loader refills every slot in use once a
+/// second (the rate limit). Signed, because CPUs racing for the last token may take it below
+/// zero. Sized by the loader at load time.
+#[map]
+static SAMPLE_TOKENS: Array<i64> = Array::with_max_entries(1, 0);
+
+/// Samples sent and lost (ring buffer full), by interface slot; sized by the loader.
+#[map]
+static SAMPLE_COUNTS: PerCpuArray<SampleCounts> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set by the loader when sampling is on; when it is off, the verifier removes the sampling
+/// code as dead, so matched frames pay nothing for it.
+#[unsafe(no_mangle)]
+static SAMPLING: u8 = 0;
 
 /// Set by the loader when it may subtract packet pointers (CAP_PERFMON): the frame length is
 /// then `data_end - data`. Otherwise the program asks the kernel (`bpf_xdp_get_buff_len`), a
@@ -81,7 +107,7 @@ impl PacketFrame {
 fn localnet_probe(ctx: XdpContext) -> u32 {
     match classify(&PacketFrame::new(&ctx)) {
         None => xdp_action::XDP_PASS,
-        Some(matched) => on_loopback_frame(&ctx, matched),
+        Some(matched) => on_loopback_frame(&ctx, matched, Framing::Ethernet),
     }
 }
 
@@ -89,12 +115,12 @@ fn localnet_probe(ctx: XdpContext) -> u32 {
 fn localnet_probe_ip(ctx: XdpContext) -> u32 {
     match classify_ip(&PacketFrame::new(&ctx)) {
         None => xdp_action::XDP_PASS,
-        Some(matched) => on_loopback_frame(&ctx, matched),
+        Some(matched) => on_loopback_frame(&ctx, matched, Framing::Ip),
     }
 }
 
 #[inline(always)]
-fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch) -> u32 {
+fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, framing: Framing) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     // The array covers ifindexes below IFINDEX_ARRAY_LEN; its lookup fails only above.
     let config = IFACE_CONFIG.get(ifindex).or_else(|| {
@@ -122,10 +148,80 @@ fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch) -> u32 {
             (*counter).bytes += len;
         }
     }
+    // SAFETY: as for LENGTH_FROM_POINTERS.
+    if unsafe { core::ptr::read_volatile(&SAMPLING) } != 0
+        && let Some(tokens) = SAMPLE_TOKENS.get_ptr_mut(slot)
+        // SAFETY: an array entry, read while CPUs may take tokens from it: a stale value at
+        // worst lets a racing CPU through, which takes the count below zero.
+        && unsafe { core::ptr::read_volatile(tokens) } > 0
+    {
+        // SAFETY: `tokens` points into the array entry, valid and 8-byte aligned. The result is
+        // unused, so this is one atomic add.
+        unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(tokens, -1) };
+        // Packed: a BPF call takes at most five arguments, and a match alone is two.
+        let class = [
+            matched.family as u8,
+            matched.address as u8,
+            action as u8,
+            framing as u8,
+        ];
+        send_sample(ctx, slot, class);
+    }
     match action {
         Action::Passed => xdp_action::XDP_PASS,
         Action::Dropped => xdp_action::XDP_DROP,
     }
+}
+
+/// Sends one sample of the frame and counts it as sent, or as lost when the ring is full. A call
+/// of its own rather than inlined: it runs at most at the sample rate, so the per-frame code
+/// stays small. `class` is the sample's family, address, action and framing bytes.
+#[inline(never)]
+fn send_sample(ctx: &XdpContext, slot: u32, class: [u8; 4]) {
+    let Some(counts) = SAMPLE_COUNTS.get_ptr_mut(slot) else {
+        return;
+    };
+    let Some(mut entry) = SAMPLES.reserve::<Sample>(0) else {
+        // SAFETY: a per-CPU array entry is this CPU's alone while the program runs.
+        unsafe { (*counts).lost += 1 };
+        return;
+    };
+    // SAFETY: the helper only reads the context it is given.
+    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
+    let captured_len = frame_len.min(SAMPLE_CAPTURE_LEN as u64) as u32;
+    let sample = entry.as_mut_ptr();
+    // SAFETY: `sample` is the reserved entry, `size_of::<Sample>()` bytes; every field is
+    // written before it is submitted, `frame` beyond `captured_len` excepted (never read).
+    unsafe {
+        (*sample).timestamp_ns = bpf_ktime_get_ns();
+        (*sample).ifindex = ctx.ingress_ifindex() as u32;
+        (*sample).frame_len = frame_len as u32;
+        [
+            (*sample).family,
+            (*sample).address,
+            (*sample).action,
+            (*sample).framing,
+        ] = class;
+        // A classified frame holds at least an IP header, so this is never 0, which the
+        // helper refuses; saying so keeps the verifier's range of the length above it.
+        let copied = if captured_len == 0 {
+            0
+        } else if bpf_xdp_load_bytes(
+            ctx.ctx,
+            0,
+            (&raw mut (*sample).frame).cast(),
+            captured_len,
+        ) == 0
+        {
+            captured_len
+        } else {
+            0
+        };
+        (*sample).captured_len = copied;
+    }
+    entry.submit(0);
+    // SAFETY: as above.
+    unsafe { (*counts).emitted += 1 };
 }
 
 #[cfg(not(test))]

@@ -9,6 +9,7 @@ pub mod privileges;
 pub mod probe;
 pub mod report;
 pub mod route_localnet;
+pub mod samples;
 pub mod select;
 pub mod session;
 mod xdp_link;

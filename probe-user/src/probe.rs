@@ -8,12 +8,13 @@ use std::{collections::BTreeMap, io};
 
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
     programs::{ProgramError, Xdp},
     util::nr_cpus,
 };
 use probe_common::{
-    CLASSES_PER_INTERFACE, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, SlotCounters,
+    CLASSES_PER_INTERFACE, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, Sample, SampleCounts,
+    SlotCounters,
 };
 use thiserror::Error;
 
@@ -125,6 +126,21 @@ pub struct LoadOptions {
     pub capacity: u32,
     /// Keep the verifier's full log for a rejection.
     pub verifier_log: bool,
+    /// Samples of matched frames each interface may send per second; 0 turns sampling off.
+    pub sample_rate: u32,
+}
+
+/// The most samples per second and interface: beyond it a sample is no longer a sample.
+pub const MAX_SAMPLE_RATE: u32 = 100_000;
+
+/// The ring buffer's size: room for half a second of samples at the full rate on every
+/// interface slot, within bounds (it is mapped into the loader, so it counts in its memory).
+fn ring_size(sample_rate: u32, capacity: u32) -> u32 {
+    const MIN: u64 = 64 << 10;
+    const MAX: u64 = 16 << 20;
+    let record = size_of::<Sample>() as u64 + 8;
+    let wanted = u64::from(sample_rate) * u64::from(capacity) * record / 2;
+    wanted.clamp(MIN, MAX).next_power_of_two() as u32
 }
 
 /// The XDP programs loaded into the kernel, with the interfaces they serve.
@@ -135,6 +151,11 @@ pub struct Probe {
     config: Array<MapData, IfaceConfig>,
     config_high: HashMap<MapData, u32, IfaceConfig>,
     counters: CounterMap,
+    sample_rate: u32,
+    sample_tokens: Array<MapData, i64>,
+    sample_counts: PerCpuArray<MapData, SampleCounts>,
+    samples: Option<RingBuf<MapData>>,
+    cpus: usize,
     records: BTreeMap<u32, Record>,
     free_slots: Vec<u32>,
 }
@@ -149,11 +170,17 @@ impl Probe {
             VerifierLogLevel::default()
         };
         let length_from_pointers = u8::from(privileges::may_subtract_packet_pointers());
+        let sample_rate = options.sample_rate.min(MAX_SAMPLE_RATE);
+        let sampling = u8::from(sample_rate > 0);
         let mut ebpf = EbpfLoader::new()
             .verifier_log_level(level)
             .override_global("LENGTH_FROM_POINTERS", &length_from_pointers, true)
+            .override_global("SAMPLING", &sampling, true)
             .map_max_entries("COUNTERS", capacity * CLASSES_PER_INTERFACE as u32)
             .map_max_entries("IFACE_CONFIG_HIGH", capacity)
+            .map_max_entries("SAMPLE_TOKENS", capacity)
+            .map_max_entries("SAMPLE_COUNTS", capacity)
+            .map_max_entries("SAMPLES", ring_size(sample_rate, capacity))
             .load(PROBE_OBJECT)
             .map_err(ProbeError::Load)?;
         let mut program_ids = [0; 2];
@@ -175,9 +202,8 @@ impl Probe {
             *id = xdp.info()?.id();
         }
         let mut take_map = |name: &'static str| {
-            ebpf.take_map(name).ok_or(ProbeError::MissingPart(
-                "map (IFACE_CONFIG, IFACE_CONFIG_HIGH or COUNTERS)",
-            ))
+            ebpf.take_map(name)
+                .ok_or(ProbeError::MissingPart("map (see probe-ebpf for their names)"))
         };
         let config = Array::try_from(take_map("IFACE_CONFIG")?)?;
         let config_high = HashMap::try_from(take_map("IFACE_CONFIG_HIGH")?)?;
@@ -187,6 +213,9 @@ impl Probe {
             capacity,
             cpus,
         );
+        let sample_tokens = Array::try_from(take_map("SAMPLE_TOKENS")?)?;
+        let sample_counts = PerCpuArray::try_from(take_map("SAMPLE_COUNTS")?)?;
+        let samples = RingBuf::try_from(take_map("SAMPLES")?)?;
         Ok(Self {
             ebpf,
             program_ids,
@@ -194,6 +223,11 @@ impl Probe {
             config,
             config_high,
             counters,
+            sample_rate,
+            sample_tokens,
+            sample_counts,
+            samples: Some(samples),
+            cpus,
             records: BTreeMap::new(),
             free_slots: (0..capacity).rev().collect(),
         })
@@ -224,6 +258,8 @@ impl Probe {
                     capacity: self.capacity,
                 })?;
                 self.counters.zero(slot)?;
+                self.zero_sample_counts(slot)?;
+                self.sample_tokens.set(slot, i64::from(self.sample_rate), 0)?;
                 slot
             }
         };
@@ -352,10 +388,52 @@ impl Probe {
         self.counters
             .read(record.slot + 1)
             .map_err(ProbeError::ReadCounters)?;
-        let counters = self.counters.slot(record.slot);
+        let mut counters = self.counters.slot(record.slot);
+        counters.samples = self.sample_counts(record.slot)?;
         self.counters.zero(record.slot)?;
+        self.zero_sample_counts(record.slot)?;
+        self.sample_tokens.set(record.slot, 0, 0)?;
         self.free_slots.push(record.slot);
         Ok(counters)
+    }
+
+    /// The ring buffer the programs send samples through, once: whoever reads it owns it.
+    pub fn take_samples(&mut self) -> Option<RingBuf<MapData>> {
+        self.samples.take()
+    }
+
+    pub const fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// Gives every configured interface a full second's worth of samples again; call once a
+    /// second for the rate to hold.
+    pub fn refill_sample_tokens(&mut self) -> Result<(), ProbeError> {
+        if self.sample_rate == 0 {
+            return Ok(());
+        }
+        for record in self.records.values() {
+            self.sample_tokens
+                .set(record.slot, i64::from(self.sample_rate), 0)?;
+        }
+        Ok(())
+    }
+
+    fn sample_counts(&self, slot: u32) -> Result<SampleCounts, ProbeError> {
+        let mut total = SampleCounts::default();
+        if self.sample_rate == 0 {
+            return Ok(total);
+        }
+        for counts in self.sample_counts.get(&slot, 0)?.iter() {
+            total.add(*counts);
+        }
+        Ok(total)
+    }
+
+    fn zero_sample_counts(&mut self, slot: u32) -> Result<(), MapError> {
+        let zeroes = PerCpuValues::try_from(vec![SampleCounts::default(); self.cpus])
+            .expect("one value per CPU");
+        self.sample_counts.set(slot, zeroes, 0)
     }
 
     /// The counters of every configured interface, summed over CPUs, from one read of the map.
@@ -364,11 +442,14 @@ impl Probe {
         self.counters
             .read(slots_in_use.unwrap_or(0))
             .map_err(ProbeError::ReadCounters)?;
-        Ok(self
-            .records
+        self.records
             .iter()
-            .map(|(ifindex, record)| (*ifindex, self.counters.slot(record.slot)))
-            .collect())
+            .map(|(ifindex, record)| {
+                let mut counters = self.counters.slot(record.slot);
+                counters.samples = self.sample_counts(record.slot)?;
+                Ok((*ifindex, counters))
+            })
+            .collect()
     }
 
     fn write_config(&mut self, ifindex: u32, config: IfaceConfig) -> Result<(), ProbeError> {

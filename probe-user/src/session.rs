@@ -45,6 +45,8 @@ pub enum SessionError {
     },
     #[error("cannot read the counters")]
     Counters(#[source] Box<ProbeError>),
+    #[error("cannot refill the interfaces' sample budgets")]
+    Refill(#[source] Box<ProbeError>),
     #[error("cannot release the removed interface {name}")]
     Release {
         name: String,
@@ -59,6 +61,8 @@ pub struct SessionOptions {
     pub selection: Selection,
     pub xdp_mode: XdpModeChoice,
     pub verifier_log: bool,
+    /// Samples of matched frames per second and interface; 0 turns sampling off.
+    pub sample_rate: u32,
 }
 
 /// What starting did, to tell the user.
@@ -95,6 +99,8 @@ pub struct Snapshot {
     pub removed: Vec<InterfaceSnapshot>,
     /// Final counts of every interface removed since the session started.
     pub removed_totals: SlotCounters,
+    /// Samples per second and interface; 0 when sampling is off.
+    pub sample_rate: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +158,7 @@ impl Session {
         let mut probe = Probe::load(LoadOptions {
             capacity,
             verifier_log: options.verifier_log,
+            sample_rate: options.sample_rate,
         })
         .map_err(|error| SessionError::Load(Box::new(error)))?;
 
@@ -298,7 +305,27 @@ impl Session {
             interfaces,
             removed,
             removed_totals: self.removed_totals,
+            sample_rate: self.probe.sample_rate(),
         })
+    }
+}
+
+impl Session {
+    /// The ring buffer samples arrive through, once: whoever reads it owns it.
+    pub fn take_samples(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.probe.take_samples()
+    }
+
+    /// Gives every interface a second's worth of samples again; call once a second.
+    pub fn refill_sample_tokens(&mut self) -> Result<(), SessionError> {
+        self.probe
+            .refill_sample_tokens()
+            .map_err(|error| SessionError::Refill(Box::new(error)))
+    }
+
+    /// The name a served interface had at the last snapshot (or at start).
+    pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
+        self.served.get(&ifindex).map(|served| served.name.as_str())
     }
 }
 

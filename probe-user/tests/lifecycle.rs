@@ -593,6 +593,7 @@ fn attach_detach_and_release_churn_through_a_few_slots() {
         let mut probe = Probe::load(LoadOptions {
             capacity: 4,
             verifier_log: false,
+            sample_rate: 0,
         })
         .expect("load");
         let vrx = testbed::ifindex(RECEIVER_IF);

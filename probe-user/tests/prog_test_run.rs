@@ -1,9 +1,15 @@
 //! The embedded XDP object run in the kernel with BPF_PROG_TEST_RUN: verdicts and counter deltas
 //! for every case of the shared table, in monitor and drop mode. Needs root.
 
-use aya::programs::{TestRun as _, TestRunOptions};
-use probe_common::{Action, Counter, LoopbackMatch, Mode, SlotCounters};
-use probe_user::probe::{LoadOptions, Probe, Program};
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::{TestRun as _, TestRunOptions},
+};
+use probe_common::{Action, Counter, Framing, LoopbackMatch, Mode, SampleCounts, SlotCounters};
+use probe_user::{
+    probe::{LoadOptions, Probe, Program},
+    samples::{Clock, SampledFrame},
+};
 use test_frames::Case;
 use testbed::xdp_md;
 
@@ -39,11 +45,26 @@ fn cases() -> Vec<Case> {
 }
 
 fn load() -> Probe {
+    load_sampling(4, 0)
+}
+
+fn load_sampling(capacity: u32, sample_rate: u32) -> Probe {
     Probe::load(LoadOptions {
-        capacity: 4,
+        capacity,
         verifier_log: true,
+        sample_rate,
     })
     .expect("load the embedded XDP object (are you root?)")
+}
+
+/// Every sample in the ring now.
+fn samples_in(ring: &mut RingBuf<MapData>) -> Vec<SampledFrame> {
+    let clock = Clock::now();
+    let mut samples = Vec::new();
+    while let Some(record) = ring.next() {
+        samples.push(SampledFrame::from_record(&record, &clock).expect("a decodable sample"));
+    }
+    samples
 }
 
 fn counters_of(probe: &mut Probe, ifindex: u32) -> SlotCounters {
@@ -309,5 +330,114 @@ fn slots_are_reused_with_zeroed_counters() {
     assert!(
         probe.configure(300_000, Mode::Monitor).is_err(),
         "a fifth interface finds no slot"
+    );
+}
+
+/// With sampling on, every case gets the verdict and counts it gets with sampling off, and
+/// each matched frame sends one sample that says what the counters say, with the frame's first
+/// 128 bytes and its whole length.
+#[test]
+fn every_matched_case_is_sampled_as_it_is_counted() {
+    testbed::skip_unless_root!();
+    let mut probe = load_sampling(4, 100_000);
+    let mut ring = probe.take_samples().expect("the ring");
+    probe.configure(IFINDEX, Mode::Drop).expect("configure");
+    for case in cases() {
+        let before = counters(&mut probe);
+        let verdict = run(&probe, &case.frame, 1);
+        let after = counters(&mut probe);
+        let samples = samples_in(&mut ring);
+        let Some(matched) = case.expected else {
+            assert_eq!(verdict, XDP_PASS, "{}", case.name);
+            assert!(samples.is_empty(), "{}: sampled", case.name);
+            assert_eq!(after, before, "{}", case.name);
+            continue;
+        };
+        assert_eq!(verdict, XDP_DROP, "{}", case.name);
+        let class = Some((matched, Action::Dropped));
+        assert_delta(case.name, &before, &after, class, 1, case.frame.len());
+        assert_eq!(after.samples.emitted, before.samples.emitted + 1, "{}", case.name);
+        assert_eq!(after.samples.lost, 0, "{}", case.name);
+        let [sample] = samples.as_slice() else {
+            panic!("{}: {} samples", case.name, samples.len());
+        };
+        assert_eq!(sample.ifindex, IFINDEX, "{}", case.name);
+        assert_eq!(sample.matched, matched, "{}", case.name);
+        assert_eq!(sample.action, Action::Dropped, "{}", case.name);
+        assert_eq!(sample.framing, Framing::Ethernet, "{}", case.name);
+        assert_eq!(sample.frame_len as usize, case.frame.len(), "{}", case.name);
+        let captured = case.frame.len().min(128);
+        assert_eq!(&sample.captured[..], &case.frame[..captured], "{}", case.name);
+    }
+}
+
+/// The limit holds per second (the loader refills it), and every matched frame is either
+/// sampled or suppressed: matched = emitted + lost + suppressed.
+#[test]
+fn samples_are_limited_per_interface() {
+    testbed::skip_unless_root!();
+    let mut probe = load_sampling(4, 5);
+    let mut ring = probe.take_samples().expect("the ring");
+    probe.configure(IFINDEX, Mode::Monitor).expect("configure");
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "ipv4 loopback destination")
+        .expect("case exists");
+    assert_eq!(run(&probe, &case.frame, 20), XDP_PASS);
+    assert_eq!(samples_in(&mut ring).len(), 5);
+    let counted = counters(&mut probe);
+    assert_eq!(total_packets(&counted), 20);
+    assert_eq!(counted.samples, SampleCounts { emitted: 5, lost: 0 });
+
+    probe.refill_sample_tokens().expect("refill");
+    assert_eq!(run(&probe, &case.frame, 3), XDP_PASS);
+    assert_eq!(samples_in(&mut ring).len(), 3);
+    assert_eq!(counters(&mut probe).samples.emitted, 8);
+}
+
+/// A ring nobody reads fills up: the samples that no longer fit are counted as lost, and the
+/// frames are still counted and judged.
+#[test]
+fn samples_that_find_the_ring_full_are_counted_as_lost() {
+    testbed::skip_unless_root!();
+    const FRAMES: u32 = 60_000;
+    let mut probe = load_sampling(1, 100_000);
+    let mut ring = probe.take_samples().expect("the ring");
+    probe.configure(IFINDEX, Mode::Drop).expect("configure");
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "ipv6 ::1 source")
+        .expect("case exists");
+    assert_eq!(run(&probe, &case.frame, FRAMES), XDP_DROP);
+    let counted = counters(&mut probe);
+    assert_eq!(total_packets(&counted), u64::from(FRAMES));
+    let SampleCounts { emitted, lost } = counted.samples;
+    assert_eq!(emitted + lost, u64::from(FRAMES));
+    assert!(lost > 0, "the ring never filled: {emitted} sent");
+    assert_eq!(samples_in(&mut ring).len() as u64, emitted);
+}
+
+/// The layer-3 program's samples start at the IP header and say so.
+#[test]
+fn ip_program_samples_start_at_the_ip_header() {
+    testbed::skip_unless_root!();
+    let mut probe = load_sampling(4, 10);
+    let mut ring = probe.take_samples().expect("the ring");
+    probe.configure(IFINDEX, Mode::Monitor).expect("configure");
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "ipv4 loopback destination")
+        .expect("case exists");
+    let packet = &case.frame[test_frames::ip_offset(&case.frame).expect("an IP frame")..];
+    assert_eq!(run_program(&probe, Program::Ip, packet, 1), XDP_PASS);
+    let samples = samples_in(&mut ring);
+    let [sample] = samples.as_slice() else {
+        panic!("{} samples", samples.len());
+    };
+    assert_eq!(sample.framing, Framing::Ip);
+    assert_eq!(&sample.captured[..], packet);
+    assert_eq!(
+        sample.headers.destination_ip,
+        Some(std::net::Ipv4Addr::new(127, 0, 0, 1).into())
     );
 }

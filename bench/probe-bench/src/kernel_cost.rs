@@ -256,6 +256,7 @@ impl Stage {
 const LOAD: LoadOptions = LoadOptions {
     capacity: 2,
     verifier_log: false,
+    sample_rate: 0,
 };
 
 const STAGE_DEVICES: [(&str, &str); 3] = [("ce0", "cp0"), ("ce1", "cp1"), ("ce2", "cp2")];

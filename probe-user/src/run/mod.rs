@@ -110,6 +110,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         xdp_mode: args.xdp_mode.into(),
         verifier_log: args.verifier_log,
+        sample_rate: 100,
     };
     // Handlers first: a signal during start-up then ends the run cleanly once attached.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;

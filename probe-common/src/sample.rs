@@ -1,0 +1,128 @@
+//! Samples of matched frames, sent by the programs through a ring buffer, and what becomes of
+//! the attempts to send them.
+
+use core::mem::size_of;
+
+use crate::{Action, Address, Family, LoopbackMatch};
+
+/// Bytes of a matched frame a sample carries, from its first header on: enough for Ethernet,
+/// two VLAN tags, an IPv6 header and a TCP header with options.
+pub const SAMPLE_CAPTURE_LEN: usize = 128;
+
+/// What a sample's frame starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Framing {
+    /// An Ethernet header (`localnet_probe`).
+    Ethernet = 0,
+    /// The IP header, on layer-3 devices (`localnet_probe_ip`).
+    Ip = 1,
+}
+
+/// One matched frame as a program saw it: when, where, why it matched, what was done with it,
+/// and its first [`SAMPLE_CAPTURE_LEN`] bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Sample {
+    /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`).
+    pub timestamp_ns: u64,
+    pub ifindex: u32,
+    /// The whole frame's length, however much of it was captured.
+    pub frame_len: u32,
+    /// How many bytes of `frame` hold the frame: `min(frame_len, SAMPLE_CAPTURE_LEN)`.
+    pub captured_len: u32,
+    /// `Family as u8`.
+    pub family: u8,
+    /// `Address as u8`.
+    pub address: u8,
+    /// `Action as u8`.
+    pub action: u8,
+    /// `Framing as u8`.
+    pub framing: u8,
+    pub frame: [u8; SAMPLE_CAPTURE_LEN],
+}
+
+const _: () = assert!(size_of::<Sample>() == 24 + SAMPLE_CAPTURE_LEN);
+
+impl Sample {
+    /// The match, the action and the framing, or `None` for values no program writes.
+    pub const fn decode(&self) -> Option<(LoopbackMatch, Action, Framing)> {
+        let family = match self.family {
+            0 => Family::Ipv4,
+            1 => Family::Ipv6,
+            2 => Family::Ipv4Mapped,
+            _ => return None,
+        };
+        let address = match self.address {
+            0 => Address::Source,
+            1 => Address::Destination,
+            2 => Address::Both,
+            _ => return None,
+        };
+        let action = match self.action {
+            0 => Action::Passed,
+            1 => Action::Dropped,
+            _ => return None,
+        };
+        let framing = match self.framing {
+            0 => Framing::Ethernet,
+            1 => Framing::Ip,
+            _ => return None,
+        };
+        Some((LoopbackMatch { family, address }, action, framing))
+    }
+
+    /// The captured bytes of the frame.
+    pub fn captured(&self) -> &[u8] {
+        &self.frame[..(self.captured_len as usize).min(SAMPLE_CAPTURE_LEN)]
+    }
+}
+
+/// Per interface slot and CPU: samples sent, and samples lost because the ring buffer was full.
+/// Matched frames that were neither were suppressed by the rate limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SampleCounts {
+    pub emitted: u64,
+    pub lost: u64,
+}
+
+const _: () = assert!(size_of::<SampleCounts>() == 16);
+
+impl SampleCounts {
+    pub const fn add(&mut self, other: Self) {
+        self.emitted += other.emitted;
+        self.lost += other.lost;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_decodes_what_a_program_encodes() {
+        let matched = LoopbackMatch {
+            family: Family::Ipv4Mapped,
+            address: Address::Both,
+        };
+        let sample = Sample {
+            timestamp_ns: 1,
+            ifindex: 2,
+            frame_len: 1500,
+            captured_len: SAMPLE_CAPTURE_LEN as u32,
+            family: matched.family as u8,
+            address: matched.address as u8,
+            action: Action::Dropped as u8,
+            framing: Framing::Ip as u8,
+            frame: [0; SAMPLE_CAPTURE_LEN],
+        };
+        assert_eq!(
+            sample.decode(),
+            Some((matched, Action::Dropped, Framing::Ip))
+        );
+        assert_eq!(sample.captured().len(), SAMPLE_CAPTURE_LEN);
+        assert_eq!(Sample { family: 3, ..sample }.decode(), None);
+        assert_eq!(Sample { framing: 2, ..sample }.decode(), None);
+    }
+}

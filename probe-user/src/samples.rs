@@ -1,0 +1,297 @@
+//! Samples of matched frames, read from the programs' ring buffer: each becomes one
+//! [`SampledFrame`], its captured bytes in a [`Bytes`] that every consumer (events, pcap, top
+//! senders) shares without a copy, its headers decoded once.
+
+use std::{
+    fmt,
+    io,
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
+
+use aya::maps::{MapData, RingBuf};
+use bytes::Bytes;
+use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use probe_common::{Action, Framing, LoopbackMatch, Sample};
+use tokio::io::{Interest, unix::AsyncFd};
+
+/// One matched frame as the program sampled it.
+#[derive(Clone, Debug)]
+pub struct SampledFrame {
+    /// Wall-clock time the program saw it.
+    pub at: SystemTime,
+    pub ifindex: u32,
+    pub matched: LoopbackMatch,
+    pub action: Action,
+    pub framing: Framing,
+    /// The frame's full length; `captured` holds at most its first 128 bytes.
+    pub frame_len: u32,
+    pub captured: Bytes,
+    pub headers: Headers,
+}
+
+/// What the captured bytes say about who sent the frame, decoded as far as they go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// `None` on layer-3 devices, whose frames start at the IP header.
+    pub source_mac: Option<[u8; 6]>,
+    pub destination_mac: Option<[u8; 6]>,
+    /// VLAN ids, outer first.
+    pub vlans: Vec<u16>,
+    pub source_ip: Option<IpAddr>,
+    pub destination_ip: Option<IpAddr>,
+    /// The IP protocol number (6 TCP, 17 UDP, …).
+    pub protocol: Option<u8>,
+    /// TCP and UDP only.
+    pub source_port: Option<u16>,
+    pub destination_port: Option<u16>,
+    /// TCP only.
+    pub tcp_flags: Option<TcpFlags>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub psh: bool,
+    pub urg: bool,
+}
+
+impl fmt::Display for TcpFlags {
+    /// As tcpdump writes them: `S`, `S.`, `F.`, `R`, `P.`; `none` for none.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut written = false;
+        for (set, letter) in [
+            (self.syn, 'S'),
+            (self.fin, 'F'),
+            (self.rst, 'R'),
+            (self.psh, 'P'),
+            (self.urg, 'U'),
+            (self.ack, '.'),
+        ] {
+            if set {
+                write!(f, "{letter}")?;
+                written = true;
+            }
+        }
+        if !written {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+impl Headers {
+    /// Decodes what `frame` holds: Ethernet and VLAN tags (for [`Framing::Ethernet`]), IPv4 or
+    /// IPv6, TCP or UDP. Truncated or malformed layers end the decoding there.
+    pub fn decode(frame: &[u8], framing: Framing) -> Self {
+        let packet = match framing {
+            Framing::Ethernet => LaxSlicedPacket::from_ethernet(frame).ok(),
+            Framing::Ip => LaxSlicedPacket::from_ip(frame).ok(),
+        };
+        let Some(packet) = packet else {
+            return Self::default();
+        };
+        let mut headers = Self::default();
+        if let Some(etherparse::LinkSlice::Ethernet2(ethernet)) = &packet.link {
+            headers.source_mac = Some(ethernet.source());
+            headers.destination_mac = Some(ethernet.destination());
+        }
+        headers.vlans = packet.vlan_ids().iter().map(|id| id.value()).collect();
+        match &packet.net {
+            Some(LaxNetSlice::Ipv4(ipv4)) => {
+                headers.source_ip = Some(ipv4.header().source_addr().into());
+                headers.destination_ip = Some(ipv4.header().destination_addr().into());
+            }
+            Some(LaxNetSlice::Ipv6(ipv6)) => {
+                headers.source_ip = Some(ipv6.header().source_addr().into());
+                headers.destination_ip = Some(ipv6.header().destination_addr().into());
+            }
+            Some(LaxNetSlice::Arp(_)) | None => {}
+        }
+        headers.protocol = packet.ip_payload().map(|payload| payload.ip_number.0);
+        match &packet.transport {
+            Some(TransportSlice::Tcp(tcp)) => {
+                headers.source_port = Some(tcp.source_port());
+                headers.destination_port = Some(tcp.destination_port());
+                headers.tcp_flags = Some(TcpFlags {
+                    syn: tcp.syn(),
+                    ack: tcp.ack(),
+                    fin: tcp.fin(),
+                    rst: tcp.rst(),
+                    psh: tcp.psh(),
+                    urg: tcp.urg(),
+                });
+            }
+            Some(TransportSlice::Udp(udp)) => {
+                headers.source_port = Some(udp.source_port());
+                headers.destination_port = Some(udp.destination_port());
+            }
+            _ => {}
+        }
+        headers
+    }
+
+    /// The protocol's name (`tcp`, `udp`, `icmp`, `ipv6-icmp`, …), or its number.
+    pub fn protocol_name(&self) -> Option<String> {
+        let number = self.protocol?;
+        Some(match etherparse::IpNumber(number).keyword_str() {
+            Some(name) => name.to_ascii_lowercase(),
+            None => number.to_string(),
+        })
+    }
+}
+
+/// Formats a MAC address the usual way, `02:00:00:00:00:01`.
+pub fn mac_string(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+impl SampledFrame {
+    /// Decodes one ring buffer record; `None` for a record no program writes.
+    pub fn from_record(record: &[u8], clock: &Clock) -> Option<Self> {
+        if record.len() < size_of::<Sample>() {
+            return None;
+        }
+        // SAFETY: the record holds a whole `Sample` (checked above), plain integers for which
+        // any bit pattern is valid; the ring gives no alignment guarantee beyond 8, so it is
+        // read unaligned.
+        let sample = unsafe { record.as_ptr().cast::<Sample>().read_unaligned() };
+        let (matched, action, framing) = sample.decode()?;
+        let captured = Bytes::copy_from_slice(sample.captured());
+        let headers = Headers::decode(&captured, framing);
+        Some(Self {
+            at: clock.wall_time(sample.timestamp_ns),
+            ifindex: sample.ifindex,
+            matched,
+            action,
+            framing,
+            frame_len: sample.frame_len,
+            captured,
+            headers,
+        })
+    }
+
+    /// Whether the frame was cut to the capture length.
+    pub fn is_truncated(&self) -> bool {
+        (self.captured.len() as u32) < self.frame_len
+    }
+}
+
+/// Turns the programs' `CLOCK_MONOTONIC` timestamps into wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Wall-clock time at monotonic 0.
+    boot: SystemTime,
+}
+
+impl Clock {
+    /// Reads both clocks now; call again to follow changes of the wall clock.
+    pub fn now() -> Self {
+        let mut monotonic = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: one valid timespec to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut monotonic) };
+        let since_boot = Duration::new(monotonic.tv_sec as u64, monotonic.tv_nsec as u32);
+        Self {
+            boot: SystemTime::now() - since_boot,
+        }
+    }
+
+    pub fn wall_time(&self, monotonic_ns: u64) -> SystemTime {
+        self.boot + Duration::from_nanos(monotonic_ns)
+    }
+}
+
+/// The ring buffer, read as samples arrive.
+pub struct SampleRing {
+    ring: AsyncFd<RingBuf<MapData>>,
+    /// Records no program writes (should stay 0).
+    pub undecodable: u64,
+}
+
+impl SampleRing {
+    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+        // SAFETY: the ring owns its map's fd, open as long as the ring lives, and the
+        // `AsyncFd` owns the ring.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
+        Ok(Self {
+            ring,
+            undecodable: 0,
+        })
+    }
+
+    /// Waits for samples, then appends every one in the ring to `into`.
+    pub async fn read(&mut self, into: &mut Vec<SampledFrame>) -> io::Result<()> {
+        let mut ready = self.ring.readable_mut().await?;
+        let clock = Clock::now();
+        let ring = ready.get_inner_mut();
+        while let Some(record) = ring.next() {
+            match SampledFrame::from_record(&record, &clock) {
+                Some(frame) => into.push(frame),
+                None => self.undecodable += 1,
+            }
+        }
+        ready.clear_ready();
+        Ok(())
+    }
+
+    /// Takes whatever is in the ring now, without waiting.
+    pub fn drain(&mut self, into: &mut Vec<SampledFrame>) {
+        let clock = Clock::now();
+        let ring = self.ring.get_mut();
+        while let Some(record) = ring.next() {
+            match SampledFrame::from_record(&record, &clock) {
+                Some(frame) => into.push(frame),
+                None => self.undecodable += 1,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_flags_read_as_tcpdump_writes_them() {
+        let none = TcpFlags {
+            syn: false,
+            ack: false,
+            fin: false,
+            rst: false,
+            psh: false,
+            urg: false,
+        };
+        assert_eq!(none.to_string(), "none");
+        assert_eq!(TcpFlags { syn: true, ..none }.to_string(), "S");
+        assert_eq!(
+            TcpFlags {
+                syn: true,
+                ack: true,
+                ..none
+            }
+            .to_string(),
+            "S."
+        );
+        assert_eq!(
+            TcpFlags {
+                psh: true,
+                ack: true,
+                ..none
+            }
+            .to_string(),
+            "P."
+        );
+    }
+
+    #[test]
+    fn mac_addresses_are_written_in_lowercase_hex() {
+        assert_eq!(mac_string([2, 0, 0, 0, 0xab, 1]), "02:00:00:00:ab:01");
+    }
+}
