@@ -284,13 +284,15 @@ fn is_root() -> anyhow::Result<bool> {
 }
 
 /// Commands the root tests and the benchmark run, and the Debian packages that have them.
-const TOOLS: [(&str, &str); 6] = [
+const TOOLS: [(&str, &str); 8] = [
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("xdp-filter", "xdp-tools"),
     ("bpftool", "bpftool"),
     ("nft", "nftables"),
     ("ethtool", "ethtool"),
+    ("tcpdump", "tcpdump"),
+    ("prometheus", "prometheus"),
 ];
 
 fn ensure_tools() -> anyhow::Result<()> {
