@@ -225,6 +225,17 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
+    let mut pcap = pcap;
+    if let Some(pcap) = &mut pcap {
+        pcap.add_interfaces(started.attached.iter().map(|attached| {
+            (
+                attached.ifindex,
+                evidence::framing(attached.program),
+                attached.name.clone(),
+            )
+        }))
+        .context("cannot write the pcap")?;
+    }
     let mut ring = match session.take_samples() {
         Some(ring) if args.sample_rate > 0 => {
             Some(SampleRing::new(ring).context("cannot watch the sample ring buffer")?)
