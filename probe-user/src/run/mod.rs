@@ -1,11 +1,13 @@
 //! `localnet-probe run`: attach, report every interval, detach on exit.
 
+mod metrics_server;
 mod output;
 mod table;
 
 use std::{
     collections::BTreeMap,
     io::{self, IsTerminal as _},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -17,9 +19,12 @@ use probe_user::{
     select::Selection,
     session::{Session, SessionError, SessionOptions},
 };
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
 
-use self::output::Output;
+use self::{metrics_server::SnapshotRequest, output::Output};
 
 /// The longest `--interval`: a refresh less often than hourly is no live view.
 const MAX_INTERVAL_SECS: f64 = 3600.0;
@@ -61,6 +66,11 @@ pub(crate) struct RunArgs {
     /// Print the kernel verifier's full log if it rejects the program.
     #[arg(long)]
     verifier_log: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, read from the counters at each scrape.
+    /// ADDR is an IP address and port; without it, 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+          default_missing_value = metrics_server::DEFAULT_ADDRESS)]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -117,6 +127,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     // A closed terminal or `kill -HUP` ends the run like Ctrl-C: detach, last report.
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    // Bound before attaching: an address that cannot be served leaves nothing attached.
+    let metrics_listener = match args.metrics {
+        Some(address) => Some(metrics_server::bind(address).await?),
+        None => None,
+    };
     let (mut session, started) =
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
@@ -143,6 +158,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
+    let (mut scrapes, metrics_server) = match metrics_listener {
+        Some(listener) => {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!("serving metrics at http://{address}/metrics");
+            }
+            let (requests, scrapes) = mpsc::channel(16);
+            (
+                Some(scrapes),
+                Some(metrics_server::spawn(listener, requests)),
+            )
+        }
+        None => (None, None),
+    };
+
     let json = args.json || !io::stdout().is_terminal();
     let render = |report: &Report| {
         if json {
@@ -167,14 +196,24 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::pin!(deadline);
     let mut previous = None;
     let mut exposed = BTreeMap::new();
+    // Interfaces found removed by a scrape's snapshot, for the next report to list: each
+    // snapshot lists a removal once.
+    let mut removed_at_scrapes = Vec::new();
     loop {
         tokio::select! {
             _ = ticks.tick() => {
-                let snapshot = session.snapshot()?;
+                let mut snapshot = session.snapshot()?;
+                snapshot.removed.splice(0..0, removed_at_scrapes.drain(..));
                 let report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), false);
                 warn_on_changes(&report, &mut exposed);
                 output.offer(render(&report));
                 previous = Some(snapshot);
+            }
+            Some(scrape) = next_scrape(&mut scrapes) => {
+                let mut snapshot = session.snapshot()?;
+                removed_at_scrapes.append(&mut snapshot.removed);
+                // Nothing to do when the scraper has gone.
+                let _ = scrape.send(snapshot);
             }
             // Nobody reads any more: detach (dropping the session) and end.
             () = output.gone() => return Ok(()),
@@ -184,12 +223,26 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             () = &mut deadline => break,
         }
     }
-    let snapshot = session.snapshot()?;
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    let mut snapshot = session.snapshot()?;
+    snapshot.removed.splice(0..0, removed_at_scrapes);
     let report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), true);
     // Detach before writing: a reader that stopped reading must not keep the programs attached.
     drop(session);
     output.finish(render(&report), FINAL_REPORT_PATIENCE);
     Ok(())
+}
+
+/// The next scrape waiting for a snapshot; never, without `--metrics`.
+async fn next_scrape(
+    scrapes: &mut Option<mpsc::Receiver<SnapshotRequest>>,
+) -> Option<SnapshotRequest> {
+    match scrapes {
+        Some(scrapes) => scrapes.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Says once what changed: an interface that became exposed, or exposed through other devices
