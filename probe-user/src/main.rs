@@ -1,4 +1,7 @@
-use std::{io::IsTerminal as _, process::ExitCode};
+use std::{
+    io::{IsTerminal as _, Write as _},
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand};
 use probe_user::session::SessionError;
@@ -18,13 +21,19 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Attach to interfaces and show loopback-address frames until Ctrl-C, SIGTERM, SIGHUP or
-    /// --duration, or until the reader of stdout goes away; everything is detached on exit.
+    /// --duration, or until the reader of the table or JSON on stdout goes away (one of
+    /// `--pcap -` that goes away only ends the pcap); everything is detached on exit.
     Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
+    // Logs are written by a thread of their own, and dropped rather than waited for when
+    // stderr stalls: a stalled reader of stderr must not hold up the counting or the signals.
+    let (stderr, flush_logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -38,17 +47,19 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("localnet-probe: cannot start the async runtime: {error}");
+            say(&format!("cannot start the async runtime: {error}"));
             return ExitCode::FAILURE;
         }
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
     };
+    // The logs first, then the last word.
+    drop(flush_logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("localnet-probe: error: {error:#}");
+            say(&format!("error: {error:#}"));
             // Interfaces named that cannot be served are invalid arguments, like clap's.
             let invalid_arguments = matches!(
                 error.downcast_ref::<SessionError>(),
@@ -61,4 +72,9 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Writes the last word on stderr; a stderr that is gone is no reason to panic.
+fn say(message: &str) {
+    let _ = writeln!(std::io::stderr(), "localnet-probe: {message}");
 }

@@ -9,7 +9,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::session::Snapshot;
+use crate::{report::SamplesReport, session::Snapshot};
 
 const PACKETS: &str = "localnet_probe_packets";
 const BYTES: &str = "localnet_probe_bytes";
@@ -208,31 +208,27 @@ impl Collector for SnapshotCollector {
             ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
         }
 
-        let mut metric = encoder.encode_descriptor(
-            SAMPLES,
-            "Samples of matched frames: emitted to the ring buffer, suppressed by the \
-             per-interface rate limit, or lost because the ring buffer was full.",
-            None,
-            MetricType::Counter,
-        )?;
-        for interface in &snapshot.interfaces {
-            let samples = interface.counters.samples;
-            let suppressed = if snapshot.sample_rate > 0 {
-                let matched: u64 = classes()
-                    .map(|(matched, action)| interface.counters.get(matched, action).packets)
-                    .sum();
-                // The per-CPU values are read one after another, not at one instant.
-                matched.saturating_sub(samples.emitted + samples.lost)
-            } else {
-                0
-            };
-            for (result, value) in [
-                ("emitted", samples.emitted),
-                ("suppressed", suppressed),
-                ("lost", samples.lost),
-            ] {
-                let labels = [("interface", interface.name.as_str()), ("result", result)];
-                ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+        // Only with sampling on, when every matched frame is emitted, suppressed or lost.
+        if snapshot.sample_rate > 0 {
+            let mut metric = encoder.encode_descriptor(
+                SAMPLES,
+                "Samples of matched frames: emitted to the ring buffer, suppressed by the \
+                 per-interface rate limit, or lost because the ring buffer was full.",
+                None,
+                MetricType::Counter,
+            )?;
+            for interface in &snapshot.interfaces {
+                let Some(samples) = SamplesReport::of(&interface.counters, true) else {
+                    continue;
+                };
+                for (result, value) in [
+                    ("emitted", samples.emitted),
+                    ("suppressed", samples.suppressed),
+                    ("lost", samples.lost),
+                ] {
+                    let labels = [("interface", interface.name.as_str()), ("result", result)];
+                    ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+                }
             }
         }
 
@@ -474,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_suppressed_when_sampling_is_off() {
+    fn no_samples_are_reported_when_sampling_is_off() {
         let mut eth0 = interface("eth0", 2, Mode::Monitor);
         count(
             &mut eth0.counters,
@@ -485,9 +481,8 @@ mod tests {
             900,
         );
         let page = encode(snapshot(vec![eth0], 0), Format::Text);
-        assert!(page.contains(
-            "localnet_probe_samples_total{interface=\"eth0\",result=\"suppressed\"} 0\n"
-        ));
+        assert!(page.contains("localnet_probe_packets_total{interface=\"eth0\""));
+        assert!(!page.contains("localnet_probe_samples"), "{page}");
     }
 
     #[test]

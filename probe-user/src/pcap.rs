@@ -1,6 +1,10 @@
 //! Sampled frames as pcapng, for the tools responders already use: one interface block per
-//! interface (its name, its link type), each frame with its original length and a comment with
-//! its class and action.
+//! interface (its name), each frame with its original length and a comment with its class and
+//! action.
+//!
+//! Every interface block says Ethernet, because tcpdump refuses a file whose interfaces have
+//! different link types: packets from layer-3 devices (tun, wireguard), which have no link
+//! layer, get an Ethernet header with zero addresses in front, and their comment says so.
 
 use std::{borrow::Cow, collections::HashMap, io::Write, time::UNIX_EPOCH};
 
@@ -20,6 +24,8 @@ use crate::samples::SampledFrame;
 
 /// Timestamps are written in nanoseconds (`if_tsresol` 9).
 const NANOSECONDS: u8 = 9;
+/// The Ethernet header put in front of packets from layer-3 devices.
+const ADDED_HEADER_LEN: usize = 14;
 
 pub struct PcapWriter<W: Write> {
     writer: PcapNgWriter<W>,
@@ -50,11 +56,9 @@ impl<W: Write> PcapWriter<W> {
         }
         let id = self.interface_ids.len() as u32;
         self.writer.write_pcapng_block(InterfaceDescriptionBlock {
-            linktype: match framing {
-                Framing::Ethernet => DataLink::ETHERNET,
-                Framing::Ip => DataLink::RAW,
-            },
-            snaplen: SAMPLE_CAPTURE_LEN as u32,
+            linktype: DataLink::ETHERNET,
+            // One for all: tcpdump also refuses interfaces with different snapshot lengths.
+            snaplen: (SAMPLE_CAPTURE_LEN + ADDED_HEADER_LEN) as u32,
             options: vec![
                 InterfaceDescriptionOption::IfName(Cow::Borrowed(name)),
                 InterfaceDescriptionOption::IfTsResol(NANOSECONDS),
@@ -68,17 +72,30 @@ impl<W: Write> PcapWriter<W> {
     /// `interface` is the interface's name.
     pub fn write(&mut self, frame: &SampledFrame, interface: &str) -> Result<(), PcapError> {
         let interface_id = self.add_interface(frame.ifindex, frame.framing, interface)?;
-        let comment = format!(
+        let mut comment = format!(
             "localnet-probe: {}/{} {}",
             frame.matched.family.name(),
             frame.matched.address.name(),
             frame.action.name()
         );
+        let (data, original_len) = match frame.framing {
+            Framing::Ethernet => (Cow::Borrowed(&frame.captured[..]), frame.frame_len),
+            Framing::Ip => {
+                comment.push_str(" (arrived without a link layer; Ethernet header added)");
+                let version = frame.captured.first().map_or(0, |byte| byte >> 4);
+                let ethertype: u16 = if version == 6 { 0x86dd } else { 0x0800 };
+                let mut data = Vec::with_capacity(ADDED_HEADER_LEN + frame.captured.len());
+                data.extend_from_slice(&[0; 12]);
+                data.extend_from_slice(&ethertype.to_be_bytes());
+                data.extend_from_slice(&frame.captured);
+                (Cow::Owned(data), frame.frame_len + ADDED_HEADER_LEN as u32)
+            }
+        };
         self.writer.write_pcapng_block(EnhancedPacketBlock {
             interface_id,
             timestamp: frame.at.duration_since(UNIX_EPOCH).unwrap_or_default(),
-            original_len: frame.frame_len,
-            data: Cow::Borrowed(&frame.captured),
+            original_len,
+            data,
             options: vec![EnhancedPacketOption::Comment(Cow::Owned(comment))],
         })?;
         Ok(())

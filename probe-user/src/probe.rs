@@ -387,11 +387,12 @@ impl Probe {
             .ok_or(ProbeError::NotConfigured { ifindex })?;
         drop(record.attachment);
         self.write_config(ifindex, IfaceConfig::default())?;
+        let samples = self.sample_counts(record.slot)?;
         self.counters
             .read(record.slot + 1)
             .map_err(ProbeError::ReadCounters)?;
         let mut counters = self.counters.slot(record.slot);
-        counters.samples = self.sample_counts(record.slot)?;
+        counters.samples = samples;
         self.counters.zero(record.slot)?;
         self.zero_sample_counts(record.slot)?;
         self.sample_tokens.set(record.slot, 0, 0)?;
@@ -439,19 +440,28 @@ impl Probe {
     }
 
     /// The counters of every configured interface, summed over CPUs, from one read of the map.
+    ///
+    /// The sample counts are read first: a program counts a frame before it samples it, so
+    /// read in this order no interface shows more samples than matched frames.
     pub fn counters(&mut self) -> Result<BTreeMap<u32, SlotCounters>, ProbeError> {
+        let samples = self
+            .records
+            .iter()
+            .map(|(ifindex, record)| Ok((*ifindex, self.sample_counts(record.slot)?)))
+            .collect::<Result<BTreeMap<u32, SampleCounts>, ProbeError>>()?;
         let slots_in_use = self.records.values().map(|record| record.slot + 1).max();
         self.counters
             .read(slots_in_use.unwrap_or(0))
             .map_err(ProbeError::ReadCounters)?;
-        self.records
+        Ok(self
+            .records
             .iter()
             .map(|(ifindex, record)| {
                 let mut counters = self.counters.slot(record.slot);
-                counters.samples = self.sample_counts(record.slot)?;
-                Ok((*ifindex, counters))
+                counters.samples = samples[ifindex];
+                (*ifindex, counters)
             })
-            .collect()
+            .collect())
     }
 
     fn write_config(&mut self, ifindex: u32, config: IfaceConfig) -> Result<(), ProbeError> {

@@ -83,10 +83,11 @@ pub struct InterfaceReport {
     pub bytes_matched_per_sec: f64,
     /// Non-zero classes only.
     pub by_class: Vec<ClassReport>,
-    pub samples: SamplesReport,
+    /// `null` when sampling is off.
+    pub samples: Option<SamplesReport>,
     /// The senders with the most samples over the last minute (from samples, not every frame),
-    /// most first.
-    pub top_senders_sampled: Vec<SenderReport>,
+    /// most first; `null` when sampling is off.
+    pub top_senders_sampled: Option<Vec<SenderReport>>,
 }
 
 /// What became of the matched frames' samples.
@@ -101,20 +102,17 @@ pub struct SamplesReport {
 }
 
 impl SamplesReport {
-    /// `sampling` says whether sampling is on: every matched frame is then sampled or
-    /// suppressed.
-    pub fn of(counters: &SlotCounters, sampling: bool) -> Self {
+    /// What became of the samples when sampling is on (`None` when it is off): every matched
+    /// frame is emitted, lost or suppressed.
+    pub fn of(counters: &SlotCounters, sampling: bool) -> Option<Self> {
         let matched = total(counters, None).packets;
         let SampleCounts { emitted, lost } = counters.samples;
-        Self {
+        sampling.then(|| Self {
             emitted,
-            suppressed: if sampling {
-                matched.saturating_sub(emitted + lost)
-            } else {
-                0
-            },
+            // Never below zero: the sample counts are read before the frame counters.
+            suppressed: matched.saturating_sub(emitted + lost),
             lost,
-        }
+        })
     }
 }
 
@@ -198,7 +196,7 @@ impl InterfaceReport {
                 })
                 .collect(),
             samples: SamplesReport::of(&interface.counters, sampling),
-            top_senders_sampled: Vec::new(),
+            top_senders_sampled: sampling.then(Vec::new),
         }
     }
 }
@@ -252,10 +250,13 @@ impl Report {
         }
     }
 
-    /// Fills in each interface's `n` top senders.
+    /// Fills in each interface's `n` top senders (when sampling is on).
     pub fn add_top_senders(&mut self, senders: &TopSenders, n: usize) {
         for interface in &mut self.interfaces {
-            interface.top_senders_sampled = senders
+            let Some(top) = &mut interface.top_senders_sampled else {
+                continue;
+            };
+            *top = senders
                 .top(interface.ifindex, n)
                 .into_iter()
                 .map(|(sender, samples)| SenderReport {
@@ -293,6 +294,8 @@ pub struct EventReport {
     pub destination_port: Option<u16>,
     /// As tcpdump writes them (`S`, `S.`, `P.`, …).
     pub tcp_flags: Option<String>,
+    /// An IP fragment: no transport header to decode.
+    pub fragment: bool,
     /// The whole frame's length.
     pub frame_len: u32,
     /// How much of it the sample holds (at most 128 bytes).
@@ -324,6 +327,7 @@ impl EventReport {
             source_port: headers.source_port,
             destination_port: headers.destination_port,
             tcp_flags: headers.tcp_flags.map(|flags| flags.to_string()),
+            fragment: headers.fragment,
             frame_len: frame.frame_len,
             captured_len: frame.captured.len(),
             at: frame.at,
@@ -364,6 +368,9 @@ impl EventReport {
         }
         if let Some(flags) = &self.tcp_flags {
             let _ = write!(line, " [{flags}]");
+        }
+        if self.fragment {
+            line.push_str(" fragment");
         }
         let _ = write!(line, " len {}", self.frame_len);
         line

@@ -46,29 +46,36 @@ pub struct Headers {
     pub destination_port: Option<u16>,
     /// TCP only.
     pub tcp_flags: Option<TcpFlags>,
+    /// The IP packet is a fragment (its transport header, if any, is not decoded).
+    pub fragment: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpFlags {
-    pub syn: bool,
-    pub ack: bool,
     pub fin: bool,
+    pub syn: bool,
     pub rst: bool,
     pub psh: bool,
+    pub ack: bool,
     pub urg: bool,
+    pub ece: bool,
+    pub cwr: bool,
 }
 
 impl fmt::Display for TcpFlags {
-    /// As tcpdump writes them: `S`, `S.`, `F.`, `R`, `P.`; `none` for none.
+    /// As tcpdump writes them, in its order: `S`, `S.`, `F.`, `R`, `P.`, `FSRP.UEW`; `none`
+    /// for none.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut written = false;
         for (set, letter) in [
-            (self.syn, 'S'),
             (self.fin, 'F'),
+            (self.syn, 'S'),
             (self.rst, 'R'),
             (self.psh, 'P'),
-            (self.urg, 'U'),
             (self.ack, '.'),
+            (self.urg, 'U'),
+            (self.ece, 'E'),
+            (self.cwr, 'W'),
         ] {
             if set {
                 write!(f, "{letter}")?;
@@ -111,17 +118,22 @@ impl Headers {
             Some(LaxNetSlice::Arp(_)) | None => {}
         }
         headers.protocol = packet.ip_payload().map(|payload| payload.ip_number.0);
+        headers.fragment = packet
+            .ip_payload()
+            .is_some_and(|payload| payload.fragmented);
         match &packet.transport {
             Some(TransportSlice::Tcp(tcp)) => {
                 headers.source_port = Some(tcp.source_port());
                 headers.destination_port = Some(tcp.destination_port());
                 headers.tcp_flags = Some(TcpFlags {
-                    syn: tcp.syn(),
-                    ack: tcp.ack(),
                     fin: tcp.fin(),
+                    syn: tcp.syn(),
                     rst: tcp.rst(),
                     psh: tcp.psh(),
+                    ack: tcp.ack(),
                     urg: tcp.urg(),
+                    ece: tcp.ece(),
+                    cwr: tcp.cwr(),
                 });
             }
             Some(TransportSlice::Udp(udp)) => {
@@ -260,13 +272,26 @@ mod tests {
     #[test]
     fn tcp_flags_read_as_tcpdump_writes_them() {
         let none = TcpFlags {
-            syn: false,
-            ack: false,
             fin: false,
+            syn: false,
             rst: false,
             psh: false,
+            ack: false,
             urg: false,
+            ece: false,
+            cwr: false,
         };
+        let all = TcpFlags {
+            fin: true,
+            syn: true,
+            rst: true,
+            psh: true,
+            ack: true,
+            urg: true,
+            ece: true,
+            cwr: true,
+        };
+        assert_eq!(all.to_string(), "FSRP.UEW");
         assert_eq!(none.to_string(), "none");
         assert_eq!(TcpFlags { syn: true, ..none }.to_string(), "S");
         assert_eq!(

@@ -221,7 +221,8 @@ fn samples_name_the_senders_in_events_top_senders_and_pcap() {
         panic!("{} interface blocks", interfaces.len());
     };
     assert_eq!(idb.linktype, DataLink::ETHERNET);
-    assert_eq!(idb.snaplen, 128);
+    // 128 bytes, and the Ethernet header added to packets from layer-3 devices.
+    assert_eq!(idb.snaplen, 142);
     assert!(
         idb.options
             .contains(&InterfaceDescriptionOption::IfName(RECEIVER_IF.into()))
@@ -410,12 +411,23 @@ fn event_lines_go_to_stderr_and_the_limit_is_accounted_for() {
         .read_to_string(&mut stderr)
         .expect("stderr");
 
+    for line in stdout.lines() {
+        let report: Value = serde_json::from_str(line).expect("JSON");
+        assert_eq!(report["type"], "counters", "{line}");
+        // Every object adds up, not only the last: matched = emitted + suppressed + lost.
+        let vrx = interface(&report, RECEIVER_IF);
+        let samples = &vrx["samples"];
+        let parts: u64 = ["emitted", "suppressed", "lost"]
+            .iter()
+            .map(|part| samples[part].as_u64().expect("a count"))
+            .sum();
+        assert_eq!(
+            parts,
+            vrx["packets_matched"].as_u64().expect("matched"),
+            "{line}"
+        );
+    }
     let last: Value = serde_json::from_str(stdout.lines().last().expect("a report")).expect("JSON");
-    assert!(
-        stdout
-            .lines()
-            .all(|line| line.contains(r#""type":"counters""#))
-    );
     let vrx = interface(&last, RECEIVER_IF);
     assert_eq!(vrx["packets_matched"], FRAMES);
     let samples = &vrx["samples"];
@@ -449,7 +461,7 @@ fn event_lines_go_to_stderr_and_the_limit_is_accounted_for() {
 fn bad_evidence_options_are_refused_before_attaching() {
     testbed::skip_unless_root!();
     let link = Link::new("evidence-args");
-    let cases: [(&[&str], i32, &str); 6] = [
+    let cases: [(&[&str], i32, &str); 8] = [
         (&["--top", "0"], 2, "--top"),
         (&["--sample-rate", "100001"], 2, "--sample-rate"),
         (&["--sample-rate", "-1"], 2, "--sample-rate"),
@@ -459,6 +471,16 @@ fn bad_evidence_options_are_refused_before_attaching() {
             "--sample-rate 0 turns sampling off",
         ),
         (&["--pcap", "-", "--json"], 2, "--json"),
+        (
+            &["--top", "3", "--sample-rate", "0"],
+            2,
+            "--sample-rate 0 turns sampling off",
+        ),
+        (
+            &["--pcap", "/dev/stdout"],
+            1,
+            "is this process's stdout; give --pcap -",
+        ),
         (
             &["--pcap", "/nonexistent-dir/x.pcapng"],
             1,
@@ -485,4 +507,165 @@ fn bad_evidence_options_are_refused_before_attaching() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(!link.receiver.has_xdp(RECEIVER_IF), "{args:?} attached");
     }
+
+    // Sampling off: no sample counts or senders to show, rather than zeros that do not add up.
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &["--iface", RECEIVER_IF, "--sample-rate", "0"],
+    );
+    let report = probe.wait_ready();
+    let vrx = interface(&report, RECEIVER_IF);
+    assert!(vrx["samples"].is_null(), "{vrx}");
+    assert!(vrx["top_senders_sampled"].is_null(), "{vrx}");
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+}
+
+/// A stderr nobody reads holds up neither the counting nor the signals, however many event
+/// lines wait for it.
+#[test]
+fn a_stalled_stderr_reader_does_not_stop_sigterm_from_detaching() {
+    testbed::skip_unless_root!();
+    const FRAMES: usize = 5_000;
+    let link = Link::new("stalled-stderr");
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    let mut probe = KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &link.receiver.name,
+                PROBE,
+                "run",
+                "--iface",
+                RECEIVER_IF,
+            ])
+            // JSON on stdout, not a terminal: the event lines go to stderr.
+            .args(["--events", "--sample-rate", "100000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(writer)
+            .spawn()
+            .expect("start localnet-probe"),
+    );
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !link.receiver.has_xdp(RECEIVER_IF) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe never attached"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Far more event lines than a pipe holds (64 KiB): stderr stalls.
+    let sender = link.raw_sender();
+    let frame = udp_to_localhost(20);
+    for _ in 0..FRAMES {
+        sender.send(&frame);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let stopped = std::time::Instant::now();
+    // SAFETY: signals the child this test started, by its pid.
+    unsafe { libc::kill(probe.0.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut probe.0, TIMEOUT);
+    assert!(status.success(), "{status}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "detaching waited {:?} for stderr",
+        stopped.elapsed()
+    );
+    assert!(!link.receiver.has_xdp(RECEIVER_IF));
+    let mut stdout = String::new();
+    probe
+        .0
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stdout)
+        .expect("stdout");
+    let last: Value = serde_json::from_str(stdout.lines().last().expect("a report")).expect("JSON");
+    assert_eq!(last["final"], true);
+    assert_eq!(interface(&last, RECEIVER_IF)["packets_matched"], FRAMES);
+    drop(reader);
+}
+
+/// A pcap that cannot be written (a full disk) stops the pcap, not the probe; and a tun
+/// device's packets, which have no link layer, are written so that tcpdump reads them beside
+/// Ethernet frames.
+#[test]
+fn pcap_failures_stop_only_the_pcap_and_layer_3_packets_are_readable() {
+    testbed::skip_unless_root!();
+    let link = Link::new("pcap-edges");
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &["--iface", RECEIVER_IF, "--drop", "--pcap", "/dev/full"],
+    );
+    probe.wait_ready();
+    let sender = link.raw_sender();
+    let frame = udp_to_localhost(20);
+    for _ in 0..3 {
+        sender.send(&frame);
+    }
+    probe.wait_for(TIMEOUT, |report| {
+        report["type"] == "counters" && interface(report, RECEIVER_IF)["packets_dropped"] == 3
+    });
+    assert!(
+        probe
+            .stderr()
+            .contains("cannot write the pcap: No space left on device")
+    );
+    let (status, last) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}");
+    assert_eq!(last.expect("a final report")["final"], true);
+
+    let tun = testbed::Tun::new(&link.receiver, "tun0", "198.18.1.1/24");
+    let pcap = TempPath::new("layer3.pcapng");
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &[
+            "--iface",
+            RECEIVER_IF,
+            "--iface",
+            "tun0",
+            "--pcap",
+            pcap.0.to_str().expect("UTF-8"),
+        ],
+    );
+    probe.wait_ready();
+    sender.send(&frame);
+    tun.send(&frame[14..]);
+    probe.wait_for(TIMEOUT, |report| {
+        report["type"] == "counters"
+            && interface(report, RECEIVER_IF)["samples"]["emitted"] == 1
+            && interface(report, "tun0")["samples"]["emitted"] == 1
+    });
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}");
+    let tcpdump = Command::new("tcpdump")
+        .args(["-nn", "-e", "-r"])
+        .arg(&pcap.0)
+        .output()
+        .expect("run tcpdump");
+    let printed = String::from_utf8_lossy(&tcpdump.stdout);
+    assert!(
+        tcpdump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tcpdump.stderr)
+    );
+    assert_eq!(
+        printed
+            .matches("198.18.0.1.40000 > 127.0.0.1.5353: ")
+            .count(),
+        2,
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!(
+            "00:00:00:00:00:00 > 00:00:00:00:00:00, ethertype IPv4 (0x0800), length {}",
+            frame.len()
+        )),
+        "{printed}"
+    );
 }

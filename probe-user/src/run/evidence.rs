@@ -4,7 +4,8 @@
 use std::{
     collections::VecDeque,
     fs::File,
-    io::{self, Write as _},
+    io::{self, IsTerminal as _, Write as _},
+    os::fd::AsRawFd as _,
     time::{Duration, Instant},
 };
 
@@ -46,26 +47,62 @@ pub(crate) enum PcapTo {
 
 pub(crate) struct Pcap {
     writer: PcapWriter<Vec<u8>>,
-    to: PcapTo,
-    /// Samples not written because the reader was behind or gone.
+    /// `None` once writing failed or the reader went away: the run goes on without the pcap.
+    to: Option<PcapTo>,
+    /// Samples not written because the reader was behind or gone, or writing failed.
     not_written: u64,
+}
+
+/// Why `--pcap` cannot be written, said before anything attaches.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PcapOpenError {
+    #[error(
+        "--pcap - writes binary pcapng to stdout, which is a terminal: pipe it (`| tcpdump -r \
+         -`) or give a file"
+    )]
+    Terminal,
+    #[error("--pcap {0} is this process's stdout; give --pcap - to write the pcap there")]
+    Stdout(String),
+    #[error("cannot write the pcap to {path}: {error}; give the path of a file to create, or -")]
+    Create { path: String, error: io::Error },
+}
+
+/// Whether `file` is the same open file as stdout (`--pcap /dev/stdout`).
+fn is_stdout(file: &File) -> bool {
+    let stat = |fd: i32| {
+        // SAFETY: fstat fills the struct for a valid fd or fails.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        (unsafe { libc::fstat(fd, &raw mut stat) } == 0).then_some((stat.st_dev, stat.st_ino))
+    };
+    let ours = stat(file.as_raw_fd());
+    ours.is_some() && ours == stat(io::stdout().as_raw_fd())
 }
 
 impl Pcap {
     /// Opens `path` (`-` for stdout) and writes the pcapng section header.
-    pub(crate) fn open(path: &str) -> io::Result<Self> {
+    pub(crate) fn open(path: &str) -> Result<Self, PcapOpenError> {
         let to = if path == "-" {
+            if io::stdout().is_terminal() {
+                return Err(PcapOpenError::Terminal);
+            }
             PcapTo::Stdout(Output::spawn(Stream::Stdout, WAITING_BATCHES))
         } else {
-            PcapTo::File(File::create(path)?)
+            let create = |error| PcapOpenError::Create {
+                path: path.to_owned(),
+                error,
+            };
+            let file = File::create(path).map_err(create)?;
+            if is_stdout(&file) {
+                return Err(PcapOpenError::Stdout(path.to_owned()));
+            }
+            PcapTo::File(file)
         };
-        let writer = PcapWriter::new(Vec::new()).map_err(io::Error::other)?;
         let mut pcap = Self {
-            writer,
-            to,
+            writer: PcapWriter::new(Vec::new()).expect("writing to a Vec"),
+            to: Some(to),
             not_written: 0,
         };
-        pcap.flush(0)?;
+        pcap.flush(0);
         Ok(pcap)
     }
 
@@ -73,44 +110,61 @@ impl Pcap {
     pub(crate) fn add_interfaces(
         &mut self,
         interfaces: impl IntoIterator<Item = (u32, Framing, String)>,
-    ) -> io::Result<()> {
+    ) {
         for (ifindex, framing, name) in interfaces {
             self.writer
                 .add_interface(ifindex, framing, &name)
-                .map_err(io::Error::other)?;
+                .expect("writing to a Vec");
         }
-        self.flush(0)
+        self.flush(0);
     }
 
-    fn write(&mut self, frames: &[SampledFrame], name: &impl Fn(u32) -> String) -> io::Result<()> {
+    fn write(&mut self, frames: &[SampledFrame], name: &impl Fn(u32) -> String) {
+        if self.to.is_none() {
+            self.not_written += frames.len() as u64;
+            return;
+        }
         for frame in frames {
             self.writer
                 .write(frame, &name(frame.ifindex))
-                .map_err(io::Error::other)?;
+                .expect("writing to a Vec");
         }
-        self.flush(frames.len() as u64)
+        self.flush(frames.len() as u64);
     }
 
     /// Hands what was written to the file or stdout; `frames` is how many samples it holds.
-    fn flush(&mut self, frames: u64) -> io::Result<()> {
+    fn flush(&mut self, frames: u64) {
         let bytes = std::mem::take(self.writer.get_mut());
-        match &mut self.to {
-            PcapTo::File(file) => file.write_all(&bytes),
-            PcapTo::Stdout(output) => {
-                if output.is_gone() {
-                    self.not_written += frames;
-                } else if !output.offer(bytes, "pcap blocks") {
-                    self.not_written += frames;
-                    if output.is_gone() {
-                        tracing::warn!(
-                            "the pcap reader went away; samples are no longer written (counting \
-                             goes on)"
-                        );
-                    }
+        let written = match &mut self.to {
+            None => false,
+            Some(PcapTo::File(file)) => match file.write_all(&bytes) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(
+                        "cannot write the pcap: {error}; samples are no longer written to it \
+                         (counting goes on)"
+                    );
+                    self.to = None;
+                    false
                 }
-                Ok(())
-            }
+            },
+            Some(PcapTo::Stdout(output)) => output.offer(bytes, "pcap blocks"),
+        };
+        if !written {
+            self.not_written += frames;
         }
+    }
+
+    /// Completes when the reader of `--pcap -` goes away, once; never otherwise.
+    async fn reader_gone(&mut self) {
+        match &self.to {
+            Some(PcapTo::Stdout(output)) => output.gone().await,
+            _ => std::future::pending().await,
+        }
+        tracing::warn!(
+            "the reader of the pcap went away; samples are no longer written (counting goes on)"
+        );
+        self.to = None;
     }
 }
 
@@ -135,7 +189,7 @@ impl Evidence {
             self.senders.record(frame, now);
         }
         if let Some(pcap) = &mut self.pcap {
-            pcap.write(frames, &name)?;
+            pcap.write(frames, &name);
         }
         let mut json = Vec::new();
         match &mut self.events {
@@ -172,6 +226,14 @@ impl Evidence {
         Ok(json)
     }
 
+    /// Completes when the reader of `--pcap -` goes away (once): the run goes on.
+    pub(crate) async fn pcap_reader_gone(&mut self) {
+        match &mut self.pcap {
+            Some(pcap) => pcap.reader_gone().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Waits at most `patience` for what is still to be written.
     pub(crate) fn finish(self, patience: Duration) {
         if let Some(Events::Stderr(output)) = self.events {
@@ -184,7 +246,7 @@ impl Evidence {
                     pcap.not_written
                 );
             }
-            if let PcapTo::Stdout(output) = pcap.to {
+            if let Some(PcapTo::Stdout(output)) = pcap.to {
                 output.finish(Vec::new(), patience);
             }
         }

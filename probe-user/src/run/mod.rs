@@ -91,10 +91,10 @@ pub(crate) struct RunArgs {
     /// JSON goes to stdout): `--pcap - | tcpdump -r -`.
     #[arg(long, value_name = "FILE")]
     pcap: Option<String>,
-    /// Top senders (from the samples of the last minute) shown per interface, 1 to 1000.
-    #[arg(long, value_name = "N", default_value_t = 5, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u16).range(1..=1000))]
-    top: u16,
+    /// Top senders (from the samples of the last minute) shown per interface, 1 to 1000
+    /// [default: 5].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = top_senders)]
+    top: Option<u16>,
 }
 
 /// Arguments that clap cannot check alone; exit status 2, as clap's own.
@@ -149,6 +149,16 @@ fn sample_rate(value: &str) -> Result<u32, String> {
     }
 }
 
+/// The number of top senders shown when `--top` is not given.
+const DEFAULT_TOP: u16 = 5;
+
+fn top_senders(value: &str) -> Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(n @ 1..=1000) => Ok(n),
+        _ => Err("must be a whole number of senders from 1 to 1000".to_owned()),
+    }
+}
+
 fn duration_seconds(value: &str) -> Result<f64, String> {
     seconds_in(
         value,
@@ -158,10 +168,10 @@ fn duration_seconds(value: &str) -> Result<f64, String> {
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
-    if args.sample_rate == 0 && (args.events || args.pcap.is_some()) {
+    if args.sample_rate == 0 && (args.events || args.pcap.is_some() || args.top.is_some()) {
         return Err(InvalidArguments(
-            "--events and --pcap show samples, and --sample-rate 0 turns sampling off; give a \
-             rate above 0"
+            "--events, --pcap and --top show samples, and --sample-rate 0 turns sampling off; \
+             give a rate above 0"
                 .to_owned(),
         )
         .into());
@@ -183,9 +193,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // Before anything attaches: a path that cannot be written ends the run here.
     let pcap = match &args.pcap {
-        Some(path) => {
-            Some(Pcap::open(path).with_context(|| format!("cannot write the pcap to {path}"))?)
-        }
+        Some(path) => Some(Pcap::open(path)?),
         None => None,
     };
     let events = match (args.events, view) {
@@ -263,8 +271,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 evidence::framing(attached.program),
                 attached.name.clone(),
             )
-        }))
-        .context("cannot write the pcap")?;
+        }));
     }
     let mut ring = match session.take_samples() {
         Some(ring) if args.sample_rate > 0 => {
@@ -278,7 +285,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         senders: TopSenders::default(),
         pane: VecDeque::new(),
     };
-    let top = usize::from(args.top);
+    let top = usize::from(args.top.unwrap_or(DEFAULT_TOP));
     let render = |report: &Report, pane: &VecDeque<String>| -> Vec<u8> {
         match view {
             View::Json => {
@@ -286,10 +293,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 line.push(b'\n');
                 line
             }
-            View::Table if report.is_final => table::render(report, args.interval, pane).into(),
+            // The last view stays on the screen and scrolls: every event it holds.
+            View::Table if report.is_final => {
+                table::render(report, args.interval, pane, None).into()
+            }
             View::Table => format!(
                 "\x1b[H\x1b[2J{}",
-                table::render(report, args.interval, pane)
+                table::render(report, args.interval, pane, table::terminal_size())
             )
             .into(),
             View::Pcap => Vec::new(),
@@ -346,6 +356,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 // Nothing to do when the scraper has gone.
                 let _ = scrape.send(snapshot);
             }
+            () = evidence.pcap_reader_gone() => {}
             // Nobody reads any more: detach (dropping the session) and end.
             () = reader_gone(output.as_ref()) => return Ok(()),
             _ = sigint.recv() => break,

@@ -146,7 +146,7 @@ impl Output {
             Err(TrySendError::Full(_)) => {
                 if self.skipped == 0 {
                     tracing::warn!(
-                        "{} is not being read; skipping {what} until it is (counting goes on)",
+                        "{} is not keeping up; skipping {what} until it does (counting goes on)",
                         self.stream.name()
                     );
                 }
@@ -163,6 +163,9 @@ impl Output {
     /// Writes the last bytes, waiting at most `patience` for a stalled reader.
     pub(crate) fn finish(self, bytes: Vec<u8>, patience: Duration) {
         let name = self.stream.name();
+        if self.skipped > 0 {
+            tracing::warn!("{} writes to {name} were skipped", self.skipped);
+        }
         let deadline = Instant::now() + patience;
         let mut bytes = bytes;
         loop {

@@ -3,7 +3,7 @@
 use std::{collections::VecDeque, fmt::Write as _};
 
 use probe_user::{
-    report::{InterfaceReport, Report},
+    report::{InterfaceReport, Report, SenderReport},
     senders::WINDOW,
 };
 
@@ -20,7 +20,14 @@ const HEADERS: [&str; 10] = [
     "BREAKDOWN",
 ];
 
-pub(crate) fn render(report: &Report, interval_secs: f64, events: &VecDeque<String>) -> String {
+/// The view, with as many of the newest `events` as fit a terminal of `size` (rows, columns),
+/// each cut to its width; all of them when the size is not known.
+pub(crate) fn render(
+    report: &Report,
+    interval_secs: f64,
+    events: &VecDeque<String>,
+    size: Option<(usize, usize)>,
+) -> String {
     let rows: Vec<[String; 10]> = report.interfaces.iter().map(row).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
@@ -68,17 +75,17 @@ pub(crate) fn render(report: &Report, interval_secs: f64, events: &VecDeque<Stri
         let _ = writeln!(out, "WARNING {}", exposure_warning(interface));
     }
 
-    let senders: Vec<&InterfaceReport> = report
+    let senders: Vec<(&str, &[SenderReport])> = report
         .interfaces
         .iter()
-        .filter(|i| !i.top_senders_sampled.is_empty())
+        .filter_map(|i| Some((i.name.as_str(), i.top_senders_sampled.as_deref()?)))
+        .filter(|(_, senders)| !senders.is_empty())
         .collect();
     if !senders.is_empty() {
         let _ = writeln!(out, "\nTOP SENDERS (sampled, last {} s)", WINDOW.as_secs());
     }
-    for interface in senders {
-        let list: Vec<String> = interface
-            .top_senders_sampled
+    for (name, senders) in senders {
+        let list: Vec<String> = senders
             .iter()
             .map(|sender| {
                 let ip = sender
@@ -90,16 +97,46 @@ pub(crate) fn render(report: &Report, interval_secs: f64, events: &VecDeque<Stri
                 }
             })
             .collect();
-        let _ = writeln!(out, "{}: {}", interface.name, list.join(", "));
+        let _ = writeln!(out, "{name}: {}", list.join(", "));
     }
-    if !events.is_empty() {
-        out.push_str("\nEVENTS (sampled, newest last)\n");
-        for line in events {
-            out.push_str(line);
-            out.push('\n');
+    if events.is_empty() {
+        return out;
+    }
+    let shown = match size {
+        None => events.len(),
+        Some((rows, columns)) => {
+            let used: usize = out
+                .lines()
+                .map(|line| line.chars().count().max(1).div_ceil(columns.max(1)))
+                .sum();
+            // The pane's blank line and title, and the cursor's line.
+            rows.saturating_sub(used + 3).min(events.len())
         }
+    };
+    if shown == 0 {
+        return out;
+    }
+    out.push_str("\nEVENTS (sampled, newest last)\n");
+    for line in events.iter().skip(events.len() - shown) {
+        match size {
+            Some((_, columns)) if line.chars().count() > columns => {
+                out.extend(line.chars().take(columns.saturating_sub(1)));
+                out.push('…');
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
     }
     out
+}
+
+/// The terminal's rows and columns, when stdout is one.
+pub(crate) fn terminal_size() -> Option<(usize, usize)> {
+    // SAFETY: TIOCGWINSZ fills a winsize for a terminal or fails.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &raw mut size) } == 0;
+    (ok && size.ws_row > 0 && size.ws_col > 0)
+        .then(|| (usize::from(size.ws_row), usize::from(size.ws_col)))
 }
 
 /// One sentence on an exposed interface: where route_localnet is in effect and the fix.
@@ -173,9 +210,14 @@ fn row(interface: &InterfaceReport) -> [String; 10] {
         human_bytes(interface.totals.bytes_matched),
         format!("{:.0} pkt/s", interface.packets_matched_per_sec),
         interface.totals.packets_dropped.to_string(),
-        format!(
-            "{}/{}/{}",
-            interface.samples.emitted, interface.samples.suppressed, interface.samples.lost
+        interface.samples.map_or_else(
+            || "off".to_owned(),
+            |samples| {
+                format!(
+                    "{}/{}/{}",
+                    samples.emitted, samples.suppressed, samples.lost
+                )
+            },
         ),
         if breakdown.is_empty() {
             "-".to_owned()
@@ -203,6 +245,41 @@ fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_pane_fits_the_terminal() {
+        let report = Report {
+            kind: "counters",
+            timestamp: 0.0,
+            elapsed_secs: 1.0,
+            is_final: false,
+            interfaces: Vec::new(),
+            removed: Vec::new(),
+            totals: Default::default(),
+        };
+        let events: VecDeque<String> = (0..10)
+            .map(|n| format!("event {n} {}", "x".repeat(60)))
+            .collect();
+        let all = render(&report, 1.0, &events, None);
+        assert_eq!(all.lines().filter(|l| l.starts_with("event")).count(), 10);
+
+        let small = render(&report, 1.0, &events, Some((16, 40)));
+        let rows: usize = small
+            .lines()
+            .map(|line| line.chars().count().max(1).div_ceil(40))
+            .sum();
+        assert!(rows < 16, "{rows} rows:\n{small}");
+        let shown: Vec<&str> = small.lines().filter(|l| l.starts_with("event")).collect();
+        assert!(!shown.is_empty());
+        // The newest, each cut to the width.
+        let newest: Vec<String> = events
+            .iter()
+            .skip(events.len() - shown.len())
+            .map(|event| format!("{}…", &event[..39]))
+            .collect();
+        assert_eq!(shown, newest);
+        assert!(!render(&report, 1.0, &events, Some((5, 40))).contains("EVENTS"));
+    }
 
     #[test]
     fn human_bytes_picks_a_unit() {
