@@ -222,8 +222,6 @@ impl Clock {
 /// The ring buffer, read as samples arrive.
 pub struct SampleRing {
     ring: AsyncFd<RingBuf<MapData>>,
-    /// Records no program writes (should stay 0).
-    pub undecodable: u64,
 }
 
 impl SampleRing {
@@ -231,24 +229,15 @@ impl SampleRing {
         // SAFETY: the ring owns its map's fd, open as long as the ring lives, and the
         // `AsyncFd` owns the ring.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
-        Ok(Self {
-            ring,
-            undecodable: 0,
-        })
+        Ok(Self { ring })
     }
 
     /// Waits for samples, then appends every one in the ring to `into`.
     pub async fn read(&mut self, into: &mut Vec<SampledFrame>) -> io::Result<()> {
-        let mut ready = self.ring.readable_mut().await?;
-        let clock = Clock::now();
-        let ring = ready.get_inner_mut();
-        while let Some(record) = ring.next() {
-            match SampledFrame::from_record(&record, &clock) {
-                Some(frame) => into.push(frame),
-                None => self.undecodable += 1,
-            }
-        }
-        ready.clear_ready();
+        // Cleared before reading, not after: the kernel wakes a reader only when it had read
+        // everything, so a wakeup for a sample that arrives while this reads must not be lost.
+        self.ring.readable_mut().await?.clear_ready();
+        self.drain(into);
         Ok(())
     }
 
@@ -259,7 +248,7 @@ impl SampleRing {
         while let Some(record) = ring.next() {
             match SampledFrame::from_record(&record, &clock) {
                 Some(frame) => into.push(frame),
-                None => self.undecodable += 1,
+                None => tracing::debug!("a sample record no program writes: {:?}", &record[..]),
             }
         }
     }
