@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
+use aya::maps::MapInfo;
 use probe_common::CLASSES_PER_INTERFACE;
 use serde::Serialize;
 use serde_json::Value;
@@ -21,6 +22,8 @@ use crate::{
 
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`, as fdinfo's `map_type` gives it.
 const PERCPU_ARRAY: u32 = 6;
+/// The counter map's name in `probe-ebpf`, as the kernel keeps it.
+const COUNTER_MAP_NAME: &str = "COUNTERS";
 
 #[derive(Debug, Serialize)]
 pub struct Userspace {
@@ -94,17 +97,26 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Userspace> {
 }
 
 impl CounterMap {
-    /// The counter map of the probe running as `pid`, its one per-CPU array. `ip netns exec`
-    /// execs the probe in place, so a [`ProbeProcess`]'s pid is the probe's own.
+    /// The counter map of the probe running as `pid`: the per-CPU array named `COUNTERS` (the
+    /// sample counts are another, by slot, with values of the same size). `ip netns exec` execs
+    /// the probe in place, so a [`ProbeProcess`]'s pid is the probe's own.
     fn of(pid: i32) -> anyhow::Result<Self> {
-        let per_cpu: Vec<_> = process::bpf_maps(pid)?
-            .into_iter()
-            .filter(|map| map.map_type == PERCPU_ARRAY)
-            .collect();
-        let [map] = per_cpu[..] else {
+        let mut counters = Vec::new();
+        for map in process::bpf_maps(pid)? {
+            if map.map_type == PERCPU_ARRAY
+                && MapInfo::from_id(map.id)
+                    .with_context(|| format!("map {} of process {pid}", map.id))?
+                    .name_as_str()
+                    == Some(COUNTER_MAP_NAME)
+            {
+                counters.push(map);
+            }
+        }
+        let [map] = counters[..] else {
             bail!(
-                "expected one per-CPU array among the maps of process {pid}, found {}",
-                per_cpu.len()
+                "expected one per-CPU array named {COUNTER_MAP_NAME} among the maps of process \
+                 {pid}, found {}",
+                counters.len()
             );
         };
         let cpus = aya::util::nr_cpus()
