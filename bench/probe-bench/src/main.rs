@@ -15,6 +15,9 @@ mod stats;
 mod throughput;
 mod userspace;
 
+/// The CLI's default `--sample-rate`: the probe with sampling on is measured at it.
+const SAMPLE_RATE: u32 = 100;
+
 static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-xdp"));
 
 #[derive(Debug, Parser)]

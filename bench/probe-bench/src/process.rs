@@ -2,7 +2,8 @@
 
 use std::{fs, time::Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use aya::maps::MapInfo;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -95,6 +96,9 @@ fn peak_rss_kib(pid: i32) -> anyhow::Result<u64> {
         .context("no VmHWM in /proc/pid/status")
 }
 
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`, as fdinfo's `map_type` gives it.
+pub const PERCPU_ARRAY: u32 = 6;
+
 /// A BPF map behind one of a process's file descriptors, as the descriptor's fdinfo describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BpfMap {
@@ -137,6 +141,29 @@ pub fn bpf_maps(pid: i32) -> anyhow::Result<Vec<BpfMap>> {
         }
     }
     Ok(maps)
+}
+
+/// The one map of `map_type` named `name` (as the kernel keeps it) that `pid` holds.
+pub fn bpf_map_named(pid: i32, map_type: u32, name: &str) -> anyhow::Result<BpfMap> {
+    let mut found = Vec::new();
+    for map in bpf_maps(pid)? {
+        if map.map_type == map_type
+            && MapInfo::from_id(map.id)
+                .with_context(|| format!("map {} of process {pid}", map.id))?
+                .name_as_str()
+                == Some(name)
+        {
+            found.push(map);
+        }
+    }
+    match found[..] {
+        [map] => Ok(map),
+        _ => bail!(
+            "expected one map of type {map_type} named {name} among those of process {pid}, \
+             found {}",
+            found.len()
+        ),
+    }
 }
 
 #[cfg(test)]

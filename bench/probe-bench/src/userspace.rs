@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::maps::MapInfo;
 use probe_common::CLASSES_PER_INTERFACE;
 use serde::Serialize;
 use serde_json::Value;
@@ -16,14 +15,9 @@ use testbed::{Netns, ProbeProcess};
 
 use crate::{
     Plan,
-    process::{self, Footprint},
+    process::{self, Footprint, PERCPU_ARRAY},
     stats::Summary,
 };
-
-/// `BPF_MAP_TYPE_PERCPU_ARRAY`, as fdinfo's `map_type` gives it.
-const PERCPU_ARRAY: u32 = 6;
-/// The counter map's name in `probe-ebpf`, as the kernel keeps it.
-const COUNTER_MAP_NAME: &str = "COUNTERS";
 
 #[derive(Debug, Serialize)]
 pub struct Userspace {
@@ -101,24 +95,7 @@ impl CounterMap {
     /// sample counts are another, by slot, with values of the same size). `ip netns exec` execs
     /// the probe in place, so a [`ProbeProcess`]'s pid is the probe's own.
     fn of(pid: i32) -> anyhow::Result<Self> {
-        let mut counters = Vec::new();
-        for map in process::bpf_maps(pid)? {
-            if map.map_type == PERCPU_ARRAY
-                && MapInfo::from_id(map.id)
-                    .with_context(|| format!("map {} of process {pid}", map.id))?
-                    .name_as_str()
-                    == Some(COUNTER_MAP_NAME)
-            {
-                counters.push(map);
-            }
-        }
-        let [map] = counters[..] else {
-            bail!(
-                "expected one per-CPU array named {COUNTER_MAP_NAME} among the maps of process \
-                 {pid}, found {}",
-                counters.len()
-            );
-        };
+        let map = process::bpf_map_named(pid, PERCPU_ARRAY, "COUNTERS")?;
         let cpus = aya::util::nr_cpus()
             .map_err(|(path, error)| anyhow!(error).context(format!("read {path}")))?;
         let value_bytes = u64::from(map.value_size.next_multiple_of(8));
