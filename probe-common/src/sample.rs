@@ -122,7 +122,21 @@ mod tests {
             Some((matched, Action::Dropped, Framing::Ip))
         );
         assert_eq!(sample.captured().len(), SAMPLE_CAPTURE_LEN);
-        assert_eq!(Sample { family: 3, ..sample }.decode(), None);
-        assert_eq!(Sample { framing: 2, ..sample }.decode(), None);
+        assert_eq!(
+            Sample {
+                family: 3,
+                ..sample
+            }
+            .decode(),
+            None
+        );
+        assert_eq!(
+            Sample {
+                framing: 2,
+                ..sample
+            }
+            .decode(),
+            None
+        );
     }
 }

@@ -206,12 +206,8 @@ fn send_sample(ctx: &XdpContext, slot: u32, class: [u8; 4]) {
         // helper refuses; saying so keeps the verifier's range of the length above it.
         let copied = if captured_len == 0 {
             0
-        } else if bpf_xdp_load_bytes(
-            ctx.ctx,
-            0,
-            (&raw mut (*sample).frame).cast(),
-            captured_len,
-        ) == 0
+        } else if bpf_xdp_load_bytes(ctx.ctx, 0, (&raw mut (*sample).frame).cast(), captured_len)
+            == 0
         {
             captured_len
         } else {

@@ -5,12 +5,14 @@
 mod counter_map;
 pub mod interfaces;
 pub mod occupant;
+pub mod pcap;
 pub mod privileges;
 pub mod probe;
 pub mod report;
 pub mod route_localnet;
 pub mod samples;
 pub mod select;
+pub mod senders;
 pub mod session;
 mod xdp_link;
 

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
             let invalid_arguments = matches!(
                 error.downcast_ref::<SessionError>(),
                 Some(SessionError::Select(_))
-            );
+            ) || error.is::<run::InvalidArguments>();
             if invalid_arguments {
                 ExitCode::from(2)
             } else {

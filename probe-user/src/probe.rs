@@ -202,8 +202,9 @@ impl Probe {
             *id = xdp.info()?.id();
         }
         let mut take_map = |name: &'static str| {
-            ebpf.take_map(name)
-                .ok_or(ProbeError::MissingPart("map (see probe-ebpf for their names)"))
+            ebpf.take_map(name).ok_or(ProbeError::MissingPart(
+                "map (see probe-ebpf for their names)",
+            ))
         };
         let config = Array::try_from(take_map("IFACE_CONFIG")?)?;
         let config_high = HashMap::try_from(take_map("IFACE_CONFIG_HIGH")?)?;
@@ -259,7 +260,8 @@ impl Probe {
                 })?;
                 self.counters.zero(slot)?;
                 self.zero_sample_counts(slot)?;
-                self.sample_tokens.set(slot, i64::from(self.sample_rate), 0)?;
+                self.sample_tokens
+                    .set(slot, i64::from(self.sample_rate), 0)?;
                 slot
             }
         };

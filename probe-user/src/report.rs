@@ -3,20 +3,27 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
+    net::IpAddr,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use probe_common::{Action, Counter, LoopbackMatch, SlotCounters};
+use probe_common::{Action, Counter, LoopbackMatch, SampleCounts, SlotCounters};
 use serde::Serialize;
 
 use crate::{
     probe::Program,
     route_localnet::RouteLocalnet,
+    samples::{SampledFrame, mac_string},
+    senders::TopSenders,
     session::{InterfaceSnapshot, Snapshot},
 };
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// `counters`, to tell these objects from the events on the same stream.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
     /// Unix time of the reading, in seconds.
     pub timestamp: f64,
     /// Seconds since the probe attached.
@@ -76,6 +83,47 @@ pub struct InterfaceReport {
     pub bytes_matched_per_sec: f64,
     /// Non-zero classes only.
     pub by_class: Vec<ClassReport>,
+    pub samples: SamplesReport,
+    /// The senders with the most samples over the last minute (from samples, not every frame),
+    /// most first.
+    pub top_senders_sampled: Vec<SenderReport>,
+}
+
+/// What became of the matched frames' samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SamplesReport {
+    /// Sent to the probe.
+    pub emitted: u64,
+    /// Not sent: the interface's samples per second were used up.
+    pub suppressed: u64,
+    /// Not sent: the ring buffer was full.
+    pub lost: u64,
+}
+
+impl SamplesReport {
+    /// `sampling` says whether sampling is on: every matched frame is then sampled or
+    /// suppressed.
+    pub fn of(counters: &SlotCounters, sampling: bool) -> Self {
+        let matched = total(counters, None).packets;
+        let SampleCounts { emitted, lost } = counters.samples;
+        Self {
+            emitted,
+            suppressed: if sampling {
+                matched.saturating_sub(emitted + lost)
+            } else {
+                0
+            },
+            lost,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SenderReport {
+    /// `null` on layer-3 devices.
+    pub source_mac: Option<String>,
+    pub source_ip: Option<IpAddr>,
+    pub samples: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -105,6 +153,7 @@ impl InterfaceReport {
         interface: &InterfaceSnapshot,
         previous: Option<&InterfaceSnapshot>,
         since: f64,
+        sampling: bool,
     ) -> Self {
         let totals = Totals::of(&interface.counters);
         let (packets_rate, bytes_rate) = match previous {
@@ -148,6 +197,8 @@ impl InterfaceReport {
                     })
                 })
                 .collect(),
+            samples: SamplesReport::of(&interface.counters, sampling),
+            top_senders_sampled: Vec::new(),
         }
     }
 }
@@ -172,7 +223,9 @@ impl Report {
         for interface in &snapshot.interfaces {
             all.add(&interface.counters);
         }
+        let sampling = snapshot.sample_rate > 0;
         Self {
+            kind: "counters",
             timestamp: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |since| since.as_secs_f64()),
@@ -182,15 +235,137 @@ impl Report {
                 .interfaces
                 .iter()
                 .map(|interface| {
-                    InterfaceReport::new(interface, before.get(&interface.ifindex).copied(), since)
+                    InterfaceReport::new(
+                        interface,
+                        before.get(&interface.ifindex).copied(),
+                        since,
+                        sampling,
+                    )
                 })
                 .collect(),
             removed: snapshot
                 .removed
                 .iter()
-                .map(|interface| InterfaceReport::new(interface, None, 0.0))
+                .map(|interface| InterfaceReport::new(interface, None, 0.0, sampling))
                 .collect(),
             totals: Totals::of(&all),
         }
+    }
+
+    /// Fills in each interface's `n` top senders.
+    pub fn add_top_senders(&mut self, senders: &TopSenders, n: usize) {
+        for interface in &mut self.interfaces {
+            interface.top_senders_sampled = senders
+                .top(interface.ifindex, n)
+                .into_iter()
+                .map(|(sender, samples)| SenderReport {
+                    source_mac: sender.mac.map(mac_string),
+                    source_ip: sender.ip,
+                    samples,
+                })
+                .collect();
+        }
+    }
+}
+
+/// One sampled frame, as a JSON object on the report stream and as a line of text.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventReport {
+    /// `event`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Unix time the program saw the frame, in seconds.
+    pub timestamp: f64,
+    pub interface: String,
+    pub ifindex: u32,
+    pub action: &'static str,
+    pub family: &'static str,
+    pub address: &'static str,
+    pub source_mac: Option<String>,
+    pub destination_mac: Option<String>,
+    /// Outer first.
+    pub vlans: Vec<u16>,
+    pub source_ip: Option<IpAddr>,
+    pub destination_ip: Option<IpAddr>,
+    /// `tcp`, `udp`, `icmp`, … or the protocol number.
+    pub protocol: Option<String>,
+    pub source_port: Option<u16>,
+    pub destination_port: Option<u16>,
+    /// As tcpdump writes them (`S`, `S.`, `P.`, …).
+    pub tcp_flags: Option<String>,
+    /// The whole frame's length.
+    pub frame_len: u32,
+    /// How much of it the sample holds (at most 128 bytes).
+    pub captured_len: usize,
+    #[serde(skip)]
+    at: SystemTime,
+}
+
+impl EventReport {
+    pub fn new(frame: &SampledFrame, interface: &str) -> Self {
+        let headers = &frame.headers;
+        Self {
+            kind: "event",
+            timestamp: frame
+                .at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
+            interface: interface.to_owned(),
+            ifindex: frame.ifindex,
+            action: frame.action.name(),
+            family: frame.matched.family.name(),
+            address: frame.matched.address.name(),
+            source_mac: headers.source_mac.map(mac_string),
+            destination_mac: headers.destination_mac.map(mac_string),
+            vlans: headers.vlans.clone(),
+            source_ip: headers.source_ip,
+            destination_ip: headers.destination_ip,
+            protocol: headers.protocol_name(),
+            source_port: headers.source_port,
+            destination_port: headers.destination_port,
+            tcp_flags: headers.tcp_flags.map(|flags| flags.to_string()),
+            frame_len: frame.frame_len,
+            captured_len: frame.captured.len(),
+            at: frame.at,
+        }
+    }
+
+    /// One line: time, interface, action, class, MACs, VLANs, addresses and ports, protocol,
+    /// TCP flags, length.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "{} {} {} {}/{}",
+            humantime::format_rfc3339_micros(self.at),
+            self.interface,
+            self.action,
+            self.family,
+            self.address
+        );
+        if let (Some(source), Some(destination)) = (&self.source_mac, &self.destination_mac) {
+            let _ = write!(line, " {source} > {destination}");
+        }
+        for vlan in &self.vlans {
+            let _ = write!(line, " vlan {vlan}");
+        }
+        let endpoint = |ip: Option<IpAddr>, port: Option<u16>| match (ip, port) {
+            (Some(IpAddr::V6(ip)), Some(port)) => format!("[{ip}]:{port}"),
+            (Some(ip), Some(port)) => format!("{ip}:{port}"),
+            (Some(ip), None) => ip.to_string(),
+            (None, _) => "?".to_owned(),
+        };
+        let _ = write!(
+            line,
+            " {} > {}",
+            endpoint(self.source_ip, self.source_port),
+            endpoint(self.destination_ip, self.destination_port)
+        );
+        if let Some(protocol) = &self.protocol {
+            let _ = write!(line, " {protocol}");
+        }
+        if let Some(flags) = &self.tcp_flags {
+            let _ = write!(line, " [{flags}]");
+        }
+        let _ = write!(line, " len {}", self.frame_len);
+        line
     }
 }

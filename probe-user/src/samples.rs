@@ -3,8 +3,7 @@
 //! senders) shares without a copy, its headers decoded once.
 
 use std::{
-    fmt,
-    io,
+    fmt, io,
     net::IpAddr,
     time::{Duration, SystemTime},
 };

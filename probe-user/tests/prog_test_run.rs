@@ -356,7 +356,12 @@ fn every_matched_case_is_sampled_as_it_is_counted() {
         assert_eq!(verdict, XDP_DROP, "{}", case.name);
         let class = Some((matched, Action::Dropped));
         assert_delta(case.name, &before, &after, class, 1, case.frame.len());
-        assert_eq!(after.samples.emitted, before.samples.emitted + 1, "{}", case.name);
+        assert_eq!(
+            after.samples.emitted,
+            before.samples.emitted + 1,
+            "{}",
+            case.name
+        );
         assert_eq!(after.samples.lost, 0, "{}", case.name);
         let [sample] = samples.as_slice() else {
             panic!("{}: {} samples", case.name, samples.len());
@@ -367,7 +372,12 @@ fn every_matched_case_is_sampled_as_it_is_counted() {
         assert_eq!(sample.framing, Framing::Ethernet, "{}", case.name);
         assert_eq!(sample.frame_len as usize, case.frame.len(), "{}", case.name);
         let captured = case.frame.len().min(128);
-        assert_eq!(&sample.captured[..], &case.frame[..captured], "{}", case.name);
+        assert_eq!(
+            &sample.captured[..],
+            &case.frame[..captured],
+            "{}",
+            case.name
+        );
     }
 }
 
@@ -387,7 +397,13 @@ fn samples_are_limited_per_interface() {
     assert_eq!(samples_in(&mut ring).len(), 5);
     let counted = counters(&mut probe);
     assert_eq!(total_packets(&counted), 20);
-    assert_eq!(counted.samples, SampleCounts { emitted: 5, lost: 0 });
+    assert_eq!(
+        counted.samples,
+        SampleCounts {
+            emitted: 5,
+            lost: 0
+        }
+    );
 
     probe.refill_sample_tokens().expect("refill");
     assert_eq!(run(&probe, &case.frame, 3), XDP_PASS);

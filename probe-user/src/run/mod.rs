@@ -1,10 +1,11 @@
 //! `localnet-probe run`: attach, report every interval, detach on exit.
 
+mod evidence;
 mod output;
 mod table;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     io::{self, IsTerminal as _},
     time::{Duration, Instant},
 };
@@ -12,14 +13,19 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use probe_user::{
-    probe::{ProbeError, XdpModeChoice, native_refusal},
+    probe::{MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
     report::Report,
+    samples::SampleRing,
     select::Selection,
+    senders::TopSenders,
     session::{Session, SessionError, SessionOptions},
 };
 use tokio::signal::unix::{SignalKind, signal};
 
-use self::output::Output;
+use self::{
+    evidence::{Events, Evidence, Pcap},
+    output::{Output, Stream},
+};
 
 /// The longest `--interval`: a refresh less often than hourly is no live view.
 const MAX_INTERVAL_SECS: f64 = 3600.0;
@@ -61,6 +67,37 @@ pub(crate) struct RunArgs {
     /// Print the kernel verifier's full log if it rejects the program.
     #[arg(long)]
     verifier_log: bool,
+    /// Matched frames sampled per second and interface, for --events, --pcap and the top
+    /// senders (0 to 100000; 0 turns sampling off).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = sample_rate,
+          allow_negative_numbers = true)]
+    sample_rate: u32,
+    /// Show each sampled frame: in the live view's event pane, as `"type": "event"` objects
+    /// with --json, otherwise as lines on stderr.
+    #[arg(long)]
+    events: bool,
+    /// Write the sampled frames as pcapng to FILE, or to stdout with `-` (then no table or
+    /// JSON goes to stdout): `--pcap - | tcpdump -r -`.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<String>,
+    /// Top senders (from the samples of the last minute) shown per interface, 1 to 1000.
+    #[arg(long, value_name = "N", default_value_t = 5, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    top: u16,
+}
+
+/// Arguments that clap cannot check alone; exit status 2, as clap's own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct InvalidArguments(String);
+
+/// What stdout carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum View {
+    Table,
+    Json,
+    /// The pcap stream.
+    Pcap,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -92,6 +129,15 @@ fn interval_seconds(value: &str) -> Result<f64, String> {
     seconds_in(value, MAX_INTERVAL_SECS, "from 0.01 to 3600 seconds")
 }
 
+fn sample_rate(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(rate) if rate <= MAX_SAMPLE_RATE => Ok(rate),
+        _ => Err(format!(
+            "must be a whole number of samples per second from 0 (off) to {MAX_SAMPLE_RATE}"
+        )),
+    }
+}
+
 fn duration_seconds(value: &str) -> Result<f64, String> {
     seconds_in(
         value,
@@ -101,6 +147,42 @@ fn duration_seconds(value: &str) -> Result<f64, String> {
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.sample_rate == 0 && (args.events || args.pcap.is_some()) {
+        return Err(InvalidArguments(
+            "--events and --pcap show samples, and --sample-rate 0 turns sampling off; give a \
+             rate above 0"
+                .to_owned(),
+        )
+        .into());
+    }
+    if args.json && args.pcap.as_deref() == Some("-") {
+        return Err(InvalidArguments(
+            "--pcap - puts the pcap on stdout, where --json would go; write the pcap to a file \
+             or leave out --json"
+                .to_owned(),
+        )
+        .into());
+    }
+    let view = if args.pcap.as_deref() == Some("-") {
+        View::Pcap
+    } else if args.json || !io::stdout().is_terminal() {
+        View::Json
+    } else {
+        View::Table
+    };
+    // Before anything attaches: a path that cannot be written ends the run here.
+    let pcap = match &args.pcap {
+        Some(path) => {
+            Some(Pcap::open(path).with_context(|| format!("cannot write the pcap to {path}"))?)
+        }
+        None => None,
+    };
+    let events = match (args.events, view) {
+        (false, _) => None,
+        (true, _) if args.json => Some(Events::Json),
+        (true, View::Table) => Some(Events::Pane),
+        (true, _) => Some(Events::Stderr(Output::spawn(Stream::Stderr, 64))),
+    };
     let options = SessionOptions {
         selection: Selection {
             ifaces: args.ifaces,
@@ -110,7 +192,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         xdp_mode: args.xdp_mode.into(),
         verifier_log: args.verifier_log,
-        sample_rate: 100,
+        sample_rate: args.sample_rate,
     };
     // Handlers first: a signal during start-up then ends the run cleanly once attached.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -143,21 +225,41 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
-    let json = args.json || !io::stdout().is_terminal();
-    let render = |report: &Report| {
-        if json {
-            let mut line = serde_json::to_string(report).expect("reports serialize");
-            line.push('\n');
-            line
-        } else if report.is_final {
-            table::render(report, args.interval)
-        } else {
-            format!("\x1b[H\x1b[2J{}", table::render(report, args.interval))
+    let mut ring = match session.take_samples() {
+        Some(ring) if args.sample_rate > 0 => {
+            Some(SampleRing::new(ring).context("cannot watch the sample ring buffer")?)
+        }
+        _ => None,
+    };
+    let mut evidence = Evidence {
+        events,
+        pcap,
+        senders: TopSenders::default(),
+        pane: VecDeque::new(),
+    };
+    let top = usize::from(args.top);
+    let render = |report: &Report, pane: &VecDeque<String>| -> Vec<u8> {
+        match view {
+            View::Json => {
+                let mut line = serde_json::to_vec(report).expect("reports serialize");
+                line.push(b'\n');
+                line
+            }
+            View::Table if report.is_final => table::render(report, args.interval, pane).into(),
+            View::Table => format!(
+                "\x1b[H\x1b[2J{}",
+                table::render(report, args.interval, pane)
+            )
+            .into(),
+            View::Pcap => Vec::new(),
         }
     };
-    let mut output = Output::spawn();
+    // JSON events share the stream with the reports: room for a few batches between two.
+    let mut output = (view != View::Pcap).then(|| Output::spawn(Stream::Stdout, 8));
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(args.interval));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut refills = tokio::time::interval(Duration::from_secs(1));
+    refills.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = async {
         match args.duration {
             Some(seconds) => tokio::time::sleep(Duration::from_secs_f64(seconds)).await,
@@ -167,17 +269,34 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::pin!(deadline);
     let mut previous = None;
     let mut exposed = BTreeMap::new();
+    let mut batch = Vec::new();
     loop {
         tokio::select! {
             _ = ticks.tick() => {
                 let snapshot = session.snapshot()?;
-                let report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), false);
+                evidence.senders.expire(Instant::now(), |ifindex| {
+                    session.interface_name(ifindex).is_some()
+                });
+                let mut report =
+                    Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), false);
+                report.add_top_senders(&evidence.senders, top);
                 warn_on_changes(&report, &mut exposed);
-                output.offer(render(&report));
+                if let Some(output) = &mut output {
+                    output.offer(render(&report, &evidence.pane), "reports");
+                }
                 previous = Some(snapshot);
             }
+            _ = refills.tick() => session.refill_sample_tokens()?,
+            read = next_samples(ring.as_mut(), &mut batch) => {
+                read.context("cannot read the samples")?;
+                let json = evidence.take(&batch, |ifindex| name_in(&session, ifindex))?;
+                if let (false, Some(output)) = (json.is_empty(), &mut output) {
+                    output.offer(json, "events");
+                }
+                batch.clear();
+            }
             // Nobody reads any more: detach (dropping the session) and end.
-            () = output.gone() => return Ok(()),
+            () = reader_gone(output.as_ref()) => return Ok(()),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,
@@ -185,11 +304,63 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let snapshot = session.snapshot()?;
-    let report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), true);
+    let mut report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), true);
+    report.add_top_senders(&evidence.senders, top);
+    let names: BTreeMap<u32, String> = snapshot
+        .interfaces
+        .iter()
+        .chain(&snapshot.removed)
+        .map(|interface| (interface.ifindex, interface.name.clone()))
+        .collect();
     // Detach before writing: a reader that stopped reading must not keep the programs attached.
     drop(session);
-    output.finish(render(&report), FINAL_REPORT_PATIENCE);
+    // What the programs sent before they were detached.
+    if let Some(ring) = &mut ring {
+        ring.drain(&mut batch);
+    }
+    let mut last = evidence.take(&batch, |ifindex| {
+        names
+            .get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("ifindex {ifindex}"))
+    })?;
+    last.extend(render(&report, &evidence.pane));
+    evidence.finish(FINAL_REPORT_PATIENCE);
+    match output {
+        Some(output) => output.finish(last, FINAL_REPORT_PATIENCE),
+        None => tracing::info!(
+            "detached: {} matched, {} dropped",
+            report.totals.packets_matched,
+            report.totals.packets_dropped
+        ),
+    }
     Ok(())
+}
+
+/// The name a sample's interface goes by.
+fn name_in(session: &Session, ifindex: u32) -> String {
+    session
+        .interface_name(ifindex)
+        .map_or_else(|| format!("ifindex {ifindex}"), str::to_owned)
+}
+
+/// The next samples, or never when sampling is off.
+async fn next_samples(
+    ring: Option<&mut SampleRing>,
+    batch: &mut Vec<probe_user::samples::SampledFrame>,
+) -> io::Result<()> {
+    match ring {
+        Some(ring) => ring.read(batch).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when the reader of the reports is gone; never without reports.
+async fn reader_gone(output: Option<&Output>) {
+    match output {
+        Some(output) => output.gone().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Says once what changed: an interface that became exposed, or exposed through other devices

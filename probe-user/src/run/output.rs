@@ -1,7 +1,7 @@
-//! Writes reports on a thread of its own, so a reader that stops reading (a stalled pipe, a
-//! suspended terminal) never blocks the loop that handles signals and detaches. A reader that
-//! goes away is noticed within [`READER_CHECK`], not at the next write, which may be an
-//! interval away: the run then ends and detaches at once.
+//! Writes to stdout or stderr on a thread of its own, so a reader that stops reading (a stalled
+//! pipe, a suspended terminal) never blocks the loop that handles signals and detaches. A reader
+//! that goes away is noticed within [`READER_CHECK`], not at the next write, which may be an
+//! interval away.
 
 use std::{
     io::{self, Write as _},
@@ -20,12 +20,45 @@ use tokio::sync::Notify;
 /// How often the writer looks for a reader gone between reports.
 const READER_CHECK: Duration = Duration::from_millis(100);
 
+/// Which standard stream an [`Output`] writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+
+    fn write(self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Stdout => {
+                let mut stdout = io::stdout().lock();
+                stdout.write_all(bytes).and_then(|()| stdout.flush())
+            }
+            Self::Stderr => io::stderr().lock().write_all(bytes),
+        }
+    }
+
+    fn raw_fd(self) -> i32 {
+        match self {
+            Self::Stdout => io::stdout().as_raw_fd(),
+            Self::Stderr => io::stderr().as_raw_fd(),
+        }
+    }
+}
+
 pub(crate) struct Output {
-    reports: SyncSender<String>,
+    stream: Stream,
+    pending: SyncSender<Vec<u8>>,
     closed: Arc<Closed>,
     written: Receiver<()>,
-    /// Reports not written because the previous one was still waiting: each report holds the
-    /// totals, so skipping one loses nothing but a refresh.
+    /// Writes skipped because earlier ones were still waiting.
     skipped: u64,
 }
 
@@ -43,44 +76,41 @@ impl Closed {
     }
 }
 
-/// Whether the other end of stdout is gone: a pipe whose reader closed it reports POLLERR, a
+/// Whether the other end of `fd` is gone: a pipe whose reader closed it reports POLLERR, a
 /// terminal that hung up POLLHUP; a file never does.
-fn reader_gone() -> bool {
-    let mut stdout = libc::pollfd {
-        fd: io::stdout().as_raw_fd(),
+fn reader_gone(fd: i32) -> bool {
+    let mut stream = libc::pollfd {
+        fd,
         events: 0,
         revents: 0,
     };
     // SAFETY: one valid pollfd, no waiting.
-    let ready = unsafe { libc::poll(&raw mut stdout, 1, 0) };
-    ready > 0 && stdout.revents & (libc::POLLERR | libc::POLLHUP) != 0
+    let ready = unsafe { libc::poll(&raw mut stream, 1, 0) };
+    ready > 0 && stream.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 impl Output {
-    pub(crate) fn spawn() -> Self {
-        // One report waiting at most: a stalled reader costs one buffered report, not memory.
-        let (reports, pending) = mpsc::sync_channel::<String>(1);
+    /// A writer thread for `stream` with room for `waiting` writes: a stalled reader costs at
+    /// most that many buffered writes, not memory.
+    pub(crate) fn spawn(stream: Stream, waiting: usize) -> Self {
+        let (pending, receiver) = mpsc::sync_channel::<Vec<u8>>(waiting);
         let (done, written) = mpsc::channel();
         let closed = Arc::new(Closed::default());
         let writer_closed = Arc::clone(&closed);
         thread::spawn(move || {
             loop {
-                let report = match pending.recv_timeout(READER_CHECK) {
-                    Ok(report) => report,
-                    Err(RecvTimeoutError::Timeout) if reader_gone() => {
+                let bytes = match receiver.recv_timeout(READER_CHECK) {
+                    Ok(bytes) => bytes,
+                    Err(RecvTimeoutError::Timeout) if reader_gone(stream.raw_fd()) => {
                         writer_closed.close();
                         break;
                     }
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
-                let mut stdout = io::stdout().lock();
-                let result = stdout
-                    .write_all(report.as_bytes())
-                    .and_then(|()| stdout.flush());
-                if let Err(error) = result {
+                if let Err(error) = stream.write(&bytes) {
                     if error.kind() != io::ErrorKind::BrokenPipe {
-                        tracing::warn!("cannot write to stdout: {error}; stopping");
+                        tracing::warn!("cannot write to {}: {error}; stopping", stream.name());
                     }
                     writer_closed.close();
                     break;
@@ -89,56 +119,69 @@ impl Output {
             let _ = done.send(());
         });
         Self {
-            reports,
+            stream,
+            pending,
             closed,
             written,
             skipped: 0,
         }
     }
 
-    /// Completes when stdout is gone, which ends the run.
+    /// Completes when the reader is gone.
     pub(crate) async fn gone(&self) {
-        self.closed.notify.notified().await;
-    }
-
-    /// Hands a report to the writer without waiting.
-    pub(crate) fn offer(&mut self, report: String) {
-        match self.reports.try_send(report) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                if self.skipped == 0 {
-                    tracing::warn!(
-                        "stdout is not being read; skipping reports until it is (counting goes \
-                         on)"
-                    );
-                }
-                self.skipped += 1;
-            }
-            Err(TrySendError::Disconnected(_)) => self.closed.close(),
+        if !self.is_gone() {
+            self.closed.notify.notified().await;
         }
     }
 
-    /// Writes the last report, waiting at most `patience` for a stalled reader.
-    pub(crate) fn finish(self, report: String, patience: Duration) {
+    pub(crate) fn is_gone(&self) -> bool {
+        self.closed.flag.load(Ordering::Relaxed)
+    }
+
+    /// Hands `bytes` to the writer without waiting; `false` when they are skipped because
+    /// the reader is behind or gone. `what` names them for the warning.
+    pub(crate) fn offer(&mut self, bytes: Vec<u8>, what: &str) -> bool {
+        match self.pending.try_send(bytes) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                if self.skipped == 0 {
+                    tracing::warn!(
+                        "{} is not being read; skipping {what} until it is (counting goes on)",
+                        self.stream.name()
+                    );
+                }
+                self.skipped += 1;
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.closed.close();
+                false
+            }
+        }
+    }
+
+    /// Writes the last bytes, waiting at most `patience` for a stalled reader.
+    pub(crate) fn finish(self, bytes: Vec<u8>, patience: Duration) {
+        let name = self.stream.name();
         let deadline = Instant::now() + patience;
-        let mut report = report;
+        let mut bytes = bytes;
         loop {
-            match self.reports.try_send(report) {
+            match self.pending.try_send(bytes) {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => break,
                 Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    report = back;
+                    bytes = back;
                     thread::sleep(Duration::from_millis(10));
                 }
                 Err(TrySendError::Full(_)) => {
-                    tracing::warn!("stdout is not being read; the last report is not written");
+                    tracing::warn!("{name} is not being read; the last output is not written");
                     return;
                 }
             }
         }
-        drop(self.reports);
+        drop(self.pending);
         let left = deadline.saturating_duration_since(Instant::now());
         if self.written.recv_timeout(left).is_err() && !self.closed.flag.load(Ordering::Relaxed) {
-            tracing::warn!("stdout is not being read; the last report may be cut short");
+            tracing::warn!("{name} is not being read; the last output may be cut short");
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The live view on a terminal: a line per interface and a warning per exposed interface.
 
-use std::fmt::Write as _;
+use std::{collections::VecDeque, fmt::Write as _};
 
-use probe_user::report::{InterfaceReport, Report};
+use probe_user::{
+    report::{InterfaceReport, Report},
+    senders::WINDOW,
+};
 
 const HEADERS: [&str; 9] = [
     "INTERFACE",
@@ -16,7 +19,7 @@ const HEADERS: [&str; 9] = [
     "BREAKDOWN",
 ];
 
-pub(crate) fn render(report: &Report, interval_secs: f64) -> String {
+pub(crate) fn render(report: &Report, interval_secs: f64, events: &VecDeque<String>) -> String {
     let rows: Vec<[String; 9]> = report.interfaces.iter().map(row).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
@@ -61,6 +64,38 @@ pub(crate) fn render(report: &Report, interval_secs: f64) -> String {
     }
     for interface in exposed {
         let _ = writeln!(out, "WARNING {}", exposure_warning(interface));
+    }
+
+    let senders: Vec<&InterfaceReport> = report
+        .interfaces
+        .iter()
+        .filter(|i| !i.top_senders_sampled.is_empty())
+        .collect();
+    if !senders.is_empty() {
+        let _ = writeln!(out, "\nTOP SENDERS (sampled, last {} s)", WINDOW.as_secs());
+    }
+    for interface in senders {
+        let list: Vec<String> = interface
+            .top_senders_sampled
+            .iter()
+            .map(|sender| {
+                let ip = sender
+                    .source_ip
+                    .map_or_else(|| "?".to_owned(), |ip| ip.to_string());
+                match &sender.source_mac {
+                    Some(mac) => format!("{mac} {ip} ({})", sender.samples),
+                    None => format!("{ip} ({})", sender.samples),
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}: {}", interface.name, list.join(", "));
+    }
+    if !events.is_empty() {
+        out.push_str("\nEVENTS (sampled, newest last)\n");
+        for line in events {
+            out.push_str(line);
+            out.push('\n');
+        }
     }
     out
 }

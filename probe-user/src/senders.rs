@@ -1,0 +1,103 @@
+//! Who sent the sampled frames of each interface over the last minute: source MAC and source
+//! IP, counted from the samples (so a share of the frames, not all of them).
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use crate::samples::SampledFrame;
+
+/// How far back the counts go.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Distinct senders one interface keeps per second; more (a flood from random sources) are
+/// counted together as [`TopSenders::others`].
+const MAX_SENDERS_PER_SECOND: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sender {
+    /// `None` on layer-3 devices.
+    pub mac: Option<[u8; 6]>,
+    pub ip: Option<IpAddr>,
+}
+
+/// One second of one interface's samples.
+#[derive(Debug)]
+struct Second {
+    started: Instant,
+    samples: HashMap<Sender, u64>,
+    others: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct TopSenders {
+    by_interface: BTreeMap<u32, VecDeque<Second>>,
+}
+
+impl TopSenders {
+    pub fn record(&mut self, frame: &SampledFrame, now: Instant) {
+        let sender = Sender {
+            mac: frame.headers.source_mac,
+            ip: frame.headers.source_ip,
+        };
+        let seconds = self.by_interface.entry(frame.ifindex).or_default();
+        if seconds
+            .back()
+            .is_none_or(|last| now.duration_since(last.started) >= Duration::from_secs(1))
+        {
+            seconds.push_back(Second {
+                started: now,
+                samples: HashMap::new(),
+                others: 0,
+            });
+        }
+        let second = seconds.back_mut().expect("pushed above");
+        let full = second.samples.len() >= MAX_SENDERS_PER_SECOND;
+        match second.samples.get_mut(&sender) {
+            Some(count) => *count += 1,
+            None if full => second.others += 1,
+            None => {
+                second.samples.insert(sender, 1);
+            }
+        }
+    }
+
+    /// Forgets what is older than [`WINDOW`], and interfaces no longer served.
+    pub fn expire(&mut self, now: Instant, served: impl Fn(u32) -> bool) {
+        self.by_interface.retain(|ifindex, seconds| {
+            while seconds
+                .front()
+                .is_some_and(|second| now.duration_since(second.started) > WINDOW)
+            {
+                seconds.pop_front();
+            }
+            served(*ifindex) && !seconds.is_empty()
+        });
+    }
+
+    /// The `n` senders with the most samples on `ifindex` within the window, most first (ties by
+    /// address, so the order is stable).
+    pub fn top(&self, ifindex: u32, n: usize) -> Vec<(Sender, u64)> {
+        let mut totals: HashMap<Sender, u64> = HashMap::new();
+        for second in self.by_interface.get(&ifindex).into_iter().flatten() {
+            for (sender, count) in &second.samples {
+                *totals.entry(*sender).or_default() += count;
+            }
+        }
+        let mut senders: Vec<(Sender, u64)> = totals.into_iter().collect();
+        senders.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        senders.truncate(n);
+        senders
+    }
+
+    /// Samples within the window from senders past the per-second limit, not told apart.
+    pub fn others(&self, ifindex: u32) -> u64 {
+        self.by_interface
+            .get(&ifindex)
+            .into_iter()
+            .flatten()
+            .map(|second| second.others)
+            .sum()
+    }
+}
