@@ -1,6 +1,6 @@
 //! In-kernel cost per frame with BPF_PROG_TEST_RUN: the probe in monitor and drop mode, with
-//! sampling off and on, beside an empty program and xdp-filter, on benign and loopback frames,
-//! interleaved round by round.
+//! sampling off and on, beside an empty program, a program that only reads the headers, and
+//! xdp-filter, on benign and loopback frames, interleaved round by round.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -87,6 +87,8 @@ impl KernelCost {
 }
 
 pub const EMPTY: &str = "empty XDP_PASS";
+/// What any classifier pays: the headers read, bounds-checked; no lookup, no counter.
+pub const HEADERS_DROP: &str = "XDP read headers, drop";
 pub const PROBE_MONITOR: &str = "probe (monitor)";
 pub const PROBE_DROP: &str = "probe (drop)";
 pub const PROBE_MONITOR_SAMPLING: &str = "probe (monitor, sampling)";
@@ -293,30 +295,43 @@ const fn load_options(sample_rate: u32) -> LoadOptions {
     }
 }
 
-const STAGE_DEVICES: [(&str, &str); 5] = [
+const STAGE_DEVICES: [(&str, &str); 6] = [
     ("ce0", "cp0"),
     ("ce1", "cp1"),
     ("ce2", "cp2"),
     ("ce3", "cp3"),
     ("ce4", "cp4"),
+    ("ce5", "cp5"),
 ];
 
 pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
     let stage = Stage::new();
-    let mut empty = Ebpf::load(BENCH_OBJECT)?;
-    let empty: &mut Xdp = empty
-        .program_mut("xdp_pass")
-        .context("no xdp_pass program")?
-        .try_into()?;
-    empty.load()?;
-    stage.attach(empty, STAGE_DEVICES[0].0)?;
+    let mut references = Ebpf::load(BENCH_OBJECT)?;
+    for (name, dev) in [
+        ("xdp_pass", STAGE_DEVICES[0].0),
+        ("xdp_headers_drop", STAGE_DEVICES[5].0),
+    ] {
+        let program: &mut Xdp = references
+            .program_mut(name)
+            .with_context(|| format!("no {name} program"))?
+            .try_into()?;
+        program.load()?;
+        stage.attach(program, dev)?;
+    }
+    let reference = |name: &str| -> anyhow::Result<&Xdp> {
+        Ok(references
+            .program(name)
+            .with_context(|| format!("no {name} program"))?
+            .try_into()?)
+    };
     let monitor = stage.probe(STAGE_DEVICES[1].0, Mode::Monitor, 0)?;
     let drop = stage.probe(STAGE_DEVICES[2].0, Mode::Drop, 0)?;
     let monitor_sampling = stage.probe(STAGE_DEVICES[3].0, Mode::Monitor, SAMPLE_RATE)?;
     let drop_sampling = stage.probe(STAGE_DEVICES[4].0, Mode::Drop, SAMPLE_RATE)?;
     let xdp_filter = XdpFilter::load()?;
-    let subjects: [(&'static str, &Xdp); 6] = [
-        (EMPTY, empty),
+    let subjects: [(&'static str, &Xdp); 7] = [
+        (EMPTY, reference("xdp_pass")?),
+        (HEADERS_DROP, reference("xdp_headers_drop")?),
         (PROBE_MONITOR, monitor.program(Program::Ethernet)),
         (PROBE_DROP, drop.program(Program::Ethernet)),
         (

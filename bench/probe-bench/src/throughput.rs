@@ -107,7 +107,7 @@ impl Throughput {
 pub const NO_PROGRAM: &str = "no program";
 pub const EMPTY_PASS: &str = "empty XDP_PASS";
 pub const DROP_ALL: &str = "XDP drop-all";
-pub const HEADERS_DROP: &str = "XDP read headers, drop";
+pub use crate::kernel_cost::HEADERS_DROP;
 pub const PROBE_MONITOR_SAMPLING: &str = "probe (monitor, sampling)";
 pub const PROBE_DROP_SAMPLING: &str = "probe (drop, sampling)";
 pub const PROBE_DROP: &str = "probe (drop)";

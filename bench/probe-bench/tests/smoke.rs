@@ -42,7 +42,7 @@ fn quick_run_reports_every_section() {
     let results = report["kernel_cost"]["results"]
         .as_array()
         .expect("kernel results");
-    assert_eq!(results.len(), 6 * 7, "6 subjects × 7 frames");
+    assert_eq!(results.len(), 7 * 7, "7 subjects × 7 frames");
     for result in results {
         assert!(
             result["ns_per_frame"]["median"].as_f64().unwrap() > 0.0,
@@ -54,6 +54,7 @@ fn quick_run_reports_every_section() {
         let subject = result["subject"].as_str().unwrap();
         let expected = match subject {
             _ if loopback && subject.starts_with("probe (drop") => 1,
+            "XDP read headers, drop" => 1,
             "xdp-filter" if loopback && frame != "v4-mapped" => 1,
             _ => 2,
         };
