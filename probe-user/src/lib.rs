@@ -4,6 +4,7 @@
 
 mod counter_map;
 pub mod interfaces;
+pub mod metrics;
 pub mod occupant;
 pub mod pcap;
 pub mod privileges;

@@ -36,29 +36,38 @@ impl<W: Write> PcapWriter<W> {
         })
     }
 
+    /// Writes the interface block of `ifindex`, named `name`, unless written before. Readers
+    /// such as tcpdump refuse a file without one, so the served interfaces are announced
+    /// before any frame arrives.
+    pub fn add_interface(
+        &mut self,
+        ifindex: u32,
+        framing: Framing,
+        name: &str,
+    ) -> Result<u32, PcapError> {
+        if let Some(id) = self.interface_ids.get(&(ifindex, framing)) {
+            return Ok(*id);
+        }
+        let id = self.interface_ids.len() as u32;
+        self.writer.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: match framing {
+                Framing::Ethernet => DataLink::ETHERNET,
+                Framing::Ip => DataLink::RAW,
+            },
+            snaplen: SAMPLE_CAPTURE_LEN as u32,
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Borrowed(name)),
+                InterfaceDescriptionOption::IfTsResol(NANOSECONDS),
+            ],
+        })?;
+        self.interface_ids.insert((ifindex, framing), id);
+        Ok(id)
+    }
+
     /// Writes one sampled frame, after its interface's block if this is the interface's first.
     /// `interface` is the interface's name.
     pub fn write(&mut self, frame: &SampledFrame, interface: &str) -> Result<(), PcapError> {
-        let key = (frame.ifindex, frame.framing);
-        let interface_id = match self.interface_ids.get(&key) {
-            Some(id) => *id,
-            None => {
-                let id = self.interface_ids.len() as u32;
-                self.writer.write_pcapng_block(InterfaceDescriptionBlock {
-                    linktype: match frame.framing {
-                        Framing::Ethernet => DataLink::ETHERNET,
-                        Framing::Ip => DataLink::RAW,
-                    },
-                    snaplen: SAMPLE_CAPTURE_LEN as u32,
-                    options: vec![
-                        InterfaceDescriptionOption::IfName(Cow::Borrowed(interface)),
-                        InterfaceDescriptionOption::IfTsResol(NANOSECONDS),
-                    ],
-                })?;
-                self.interface_ids.insert(key, id);
-                id
-            }
-        };
+        let interface_id = self.add_interface(frame.ifindex, frame.framing, interface)?;
         let comment = format!(
             "localnet-probe: {}/{} {}",
             frame.matched.family.name(),

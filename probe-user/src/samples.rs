@@ -290,6 +290,44 @@ mod tests {
     }
 
     #[test]
+    fn headers_are_decoded_through_vlan_tags_to_the_ports() {
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .double_vlan(
+                etherparse::VlanId::try_new(10).expect("an id"),
+                etherparse::VlanId::try_new(20).expect("an id"),
+            )
+            .ipv4([198, 18, 0, 1], [127, 0, 0, 1], 64)
+            .tcp(40000, 6379, 1, 1024)
+            .syn()
+            .ack(7)
+            .write(&mut frame, b"payload")
+            .expect("build");
+        let headers = Headers::decode(&frame, Framing::Ethernet);
+        assert_eq!(headers.source_mac, Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(headers.destination_mac, Some([2, 0, 0, 0, 0, 2]));
+        assert_eq!(headers.vlans, [10, 20]);
+        assert_eq!(headers.source_ip, Some([198, 18, 0, 1].into()));
+        assert_eq!(headers.destination_ip, Some([127, 0, 0, 1].into()));
+        assert_eq!(headers.protocol_name().as_deref(), Some("tcp"));
+        assert_eq!(
+            (headers.source_port, headers.destination_port),
+            (Some(40000), Some(6379))
+        );
+        assert_eq!(
+            headers.tcp_flags.map(|f| f.to_string()).as_deref(),
+            Some("S.")
+        );
+
+        // Cut inside the TCP header: what is there is still decoded.
+        let cut = Headers::decode(&frame[..14 + 8 + 20 + 4], Framing::Ethernet);
+        assert_eq!(cut.destination_ip, Some([127, 0, 0, 1].into()));
+        assert_eq!(cut.destination_port, None);
+        // Garbage decodes to nothing rather than failing.
+        assert_eq!(Headers::decode(&[0xff; 3], Framing::Ip), Headers::default());
+    }
+
+    #[test]
     fn mac_addresses_are_written_in_lowercase_hex() {
         assert_eq!(mac_string([2, 0, 0, 0, 0xab, 1]), "02:00:00:00:ab:01");
     }

@@ -101,3 +101,75 @@ impl TopSenders {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use bytes::Bytes;
+    use probe_common::{Action, Address, Family, Framing, LoopbackMatch};
+
+    use super::*;
+    use crate::samples::Headers;
+
+    fn frame(ifindex: u32, mac: u8, ip: [u8; 4]) -> SampledFrame {
+        SampledFrame {
+            at: std::time::SystemTime::now(),
+            ifindex,
+            matched: LoopbackMatch {
+                family: Family::Ipv4,
+                address: Address::Destination,
+            },
+            action: Action::Passed,
+            framing: Framing::Ethernet,
+            frame_len: 60,
+            captured: Bytes::new(),
+            headers: Headers {
+                source_mac: Some([2, 0, 0, 0, 0, mac]),
+                source_ip: Some(Ipv4Addr::from(ip).into()),
+                ..Headers::default()
+            },
+        }
+    }
+
+    #[test]
+    fn senders_are_ranked_per_interface_over_the_last_minute() {
+        let start = Instant::now();
+        let mut senders = TopSenders::default();
+        for _ in 0..3 {
+            senders.record(&frame(2, 1, [198, 18, 0, 1]), start);
+        }
+        senders.record(&frame(2, 2, [198, 18, 0, 2]), start);
+        senders.record(&frame(3, 2, [198, 18, 0, 2]), start);
+        let later = start + Duration::from_secs(30);
+        senders.record(&frame(2, 2, [198, 18, 0, 2]), later);
+        senders.record(&frame(2, 2, [198, 18, 0, 2]), later);
+        senders.record(&frame(2, 2, [198, 18, 0, 2]), later);
+
+        let top = senders.top(2, 5);
+        assert_eq!(top.len(), 2);
+        assert_eq!((top[0].0.mac, top[0].1), (Some([2, 0, 0, 0, 0, 2]), 4));
+        assert_eq!((top[1].0.mac, top[1].1), (Some([2, 0, 0, 0, 0, 1]), 3));
+        assert_eq!(senders.top(2, 1).len(), 1);
+        assert_eq!(senders.top(3, 5).len(), 1);
+
+        // A minute after the first second, only the later samples count.
+        senders.expire(start + Duration::from_secs(61), |_| true);
+        assert_eq!(senders.top(2, 5), [(top[0].0, 3)]);
+        assert!(senders.top(3, 5).is_empty());
+        // An interface no longer served is forgotten.
+        senders.expire(later, |ifindex| ifindex != 2);
+        assert!(senders.top(2, 5).is_empty());
+    }
+
+    #[test]
+    fn a_flood_from_random_sources_is_bounded() {
+        let now = Instant::now();
+        let mut senders = TopSenders::default();
+        for n in 0..(MAX_SENDERS_PER_SECOND as u32 + 100) {
+            senders.record(&frame(2, 1, n.to_be_bytes()), now);
+        }
+        assert_eq!(senders.others(2), 100);
+        assert_eq!(senders.top(2, 5).len(), 5);
+    }
+}

@@ -76,7 +76,9 @@ pub struct Started {
 
 #[derive(Debug)]
 pub struct AttachedInterface {
+    pub ifindex: u32,
     pub name: String,
+    pub program: Program,
     pub mode: Mode,
     pub xdp_mode: AttachedMode,
     /// Why native XDP was refused, when auto mode fell back to generic.
@@ -187,7 +189,9 @@ impl Session {
                 Err(error) => return Err(attach_error(error)),
             };
             attached.push(AttachedInterface {
+                ifindex: chosen.ifindex,
                 name: chosen.name.clone(),
+                program: chosen.program,
                 mode: chosen.mode,
                 xdp_mode: result.mode,
                 native_refused: result.native_refused,

@@ -8,8 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use probe_common::Framing;
 use probe_user::{
-    pcap::PcapWriter, report::EventReport, samples::SampledFrame, senders::TopSenders,
+    pcap::PcapWriter, probe::Program, report::EventReport, samples::SampledFrame,
+    senders::TopSenders,
 };
 
 use super::output::{Output, Stream};
@@ -27,6 +29,14 @@ pub(crate) enum Events {
     Pane,
     /// Lines on stderr, when the view is not a terminal or stdout carries the pcap.
     Stderr(Output),
+}
+
+/// What a program's frames start with.
+pub(crate) const fn framing(program: Program) -> Framing {
+    match program {
+        Program::Ethernet => Framing::Ethernet,
+        Program::Ip => Framing::Ip,
+    }
 }
 
 pub(crate) enum PcapTo {
@@ -57,6 +67,19 @@ impl Pcap {
         };
         pcap.flush(0)?;
         Ok(pcap)
+    }
+
+    /// Announces the interfaces served from the start.
+    pub(crate) fn add_interfaces(
+        &mut self,
+        interfaces: impl IntoIterator<Item = (u32, Framing, String)>,
+    ) -> io::Result<()> {
+        for (ifindex, framing, name) in interfaces {
+            self.writer
+                .add_interface(ifindex, framing, &name)
+                .map_err(io::Error::other)?;
+        }
+        self.flush(0)
     }
 
     fn write(&mut self, frames: &[SampledFrame], name: &impl Fn(u32) -> String) -> io::Result<()> {

@@ -1,12 +1,14 @@
 //! `localnet-probe run`: attach, report every interval, detach on exit.
 
 mod evidence;
+mod metrics_server;
 mod output;
 mod table;
 
 use std::{
     collections::{BTreeMap, VecDeque},
     io::{self, IsTerminal as _},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -20,10 +22,14 @@ use probe_user::{
     senders::TopSenders,
     session::{Session, SessionError, SessionOptions},
 };
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
 
 use self::{
     evidence::{Events, Evidence, Pcap},
+    metrics_server::SnapshotRequest,
     output::{Output, Stream},
 };
 
@@ -67,6 +73,11 @@ pub(crate) struct RunArgs {
     /// Print the kernel verifier's full log if it rejects the program.
     #[arg(long)]
     verifier_log: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, read from the counters at each scrape.
+    /// ADDR is an IP address and port; without it, 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+          default_missing_value = metrics_server::DEFAULT_ADDRESS)]
+    metrics: Option<SocketAddr>,
     /// Matched frames sampled per second and interface, for --events, --pcap and the top
     /// senders (0 to 100000; 0 turns sampling off).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = sample_rate,
@@ -199,6 +210,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     // A closed terminal or `kill -HUP` ends the run like Ctrl-C: detach, last report.
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    // Bound before attaching: an address that cannot be served leaves nothing attached.
+    let metrics_listener = match args.metrics {
+        Some(address) => Some(metrics_server::bind(address).await?),
+        None => None,
+    };
     let (mut session, started) =
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
@@ -225,6 +241,31 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
+    let (mut scrapes, metrics_server) = match metrics_listener {
+        Some(listener) => {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!("serving metrics at http://{address}/metrics");
+            }
+            let (requests, scrapes) = mpsc::channel(16);
+            (
+                Some(scrapes),
+                Some(metrics_server::spawn(listener, requests)),
+            )
+        }
+        None => (None, None),
+    };
+
+    let mut pcap = pcap;
+    if let Some(pcap) = &mut pcap {
+        pcap.add_interfaces(started.attached.iter().map(|attached| {
+            (
+                attached.ifindex,
+                evidence::framing(attached.program),
+                attached.name.clone(),
+            )
+        }))
+        .context("cannot write the pcap")?;
+    }
     let mut ring = match session.take_samples() {
         Some(ring) if args.sample_rate > 0 => {
             Some(SampleRing::new(ring).context("cannot watch the sample ring buffer")?)
@@ -270,10 +311,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut previous = None;
     let mut exposed = BTreeMap::new();
     let mut batch = Vec::new();
+    // Interfaces found removed by a scrape's snapshot, for the next report to list: each
+    // snapshot lists a removal once.
+    let mut removed_at_scrapes = Vec::new();
     loop {
         tokio::select! {
             _ = ticks.tick() => {
-                let snapshot = session.snapshot()?;
+                let mut snapshot = session.snapshot()?;
+                snapshot.removed.splice(0..0, removed_at_scrapes.drain(..));
                 evidence.senders.expire(Instant::now(), |ifindex| {
                     session.interface_name(ifindex).is_some()
                 });
@@ -295,6 +340,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 batch.clear();
             }
+            Some(scrape) = next_scrape(&mut scrapes) => {
+                let mut snapshot = session.snapshot()?;
+                removed_at_scrapes.append(&mut snapshot.removed);
+                // Nothing to do when the scraper has gone.
+                let _ = scrape.send(snapshot);
+            }
             // Nobody reads any more: detach (dropping the session) and end.
             () = reader_gone(output.as_ref()) => return Ok(()),
             _ = sigint.recv() => break,
@@ -303,7 +354,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             () = &mut deadline => break,
         }
     }
-    let snapshot = session.snapshot()?;
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    let mut snapshot = session.snapshot()?;
+    snapshot.removed.splice(0..0, removed_at_scrapes);
     let mut report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), true);
     report.add_top_senders(&evidence.senders, top);
     let names: BTreeMap<u32, String> = snapshot
@@ -359,6 +414,16 @@ async fn next_samples(
 async fn reader_gone(output: Option<&Output>) {
     match output {
         Some(output) => output.gone().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next scrape waiting for a snapshot; never, without `--metrics`.
+async fn next_scrape(
+    scrapes: &mut Option<mpsc::Receiver<SnapshotRequest>>,
+) -> Option<SnapshotRequest> {
+    match scrapes {
+        Some(scrapes) => scrapes.recv().await,
         None => std::future::pending().await,
     }
 }

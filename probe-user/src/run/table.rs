@@ -7,7 +7,7 @@ use probe_user::{
     senders::WINDOW,
 };
 
-const HEADERS: [&str; 9] = [
+const HEADERS: [&str; 10] = [
     "INTERFACE",
     "XDP",
     "MODE",
@@ -16,11 +16,12 @@ const HEADERS: [&str; 9] = [
     "BYTES",
     "RATE",
     "DROPPED",
+    "SAMPLES",
     "BREAKDOWN",
 ];
 
 pub(crate) fn render(report: &Report, interval_secs: f64, events: &VecDeque<String>) -> String {
-    let rows: Vec<[String; 9]> = report.interfaces.iter().map(row).collect();
+    let rows: Vec<[String; 10]> = report.interfaces.iter().map(row).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -34,6 +35,7 @@ pub(crate) fn render(report: &Report, interval_secs: f64, events: &VecDeque<Stri
     } else {
         format!("refresh {interval_secs} s, Ctrl-C to detach")
     };
+    let state = format!("{state}; SAMPLES: sent/over the rate/lost");
     let _ = writeln!(
         out,
         "localnet-probe: {} interface(s), {:.0} s attached, {state}",
@@ -129,7 +131,7 @@ pub(crate) fn exposure_warning(interface: &InterfaceReport) -> String {
     )
 }
 
-fn row(interface: &InterfaceReport) -> [String; 9] {
+fn row(interface: &InterfaceReport) -> [String; 10] {
     let mut route_localnet = match interface.route_localnet {
         Some(r) => format!(
             "{} (all={} if={})",
@@ -171,6 +173,10 @@ fn row(interface: &InterfaceReport) -> [String; 9] {
         human_bytes(interface.totals.bytes_matched),
         format!("{:.0} pkt/s", interface.packets_matched_per_sec),
         interface.totals.packets_dropped.to_string(),
+        format!(
+            "{}/{}/{}",
+            interface.samples.emitted, interface.samples.suppressed, interface.samples.lost
+        ),
         if breakdown.is_empty() {
             "-".to_owned()
         } else {

@@ -1,0 +1,140 @@
+//! `run --metrics`: serves `/metrics` over HTTP/1. Each scrape asks the run loop for a fresh
+//! snapshot, so the counters are read from the maps at scrape time; the page is encoded here.
+
+use std::{convert::Infallible, io, net::SocketAddr, time::Duration};
+
+use anyhow::anyhow;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use probe_user::{
+    metrics::{self, Format},
+    session::Snapshot,
+};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+/// `--metrics` without an address. Loopback only: the page names the host's interfaces and says
+/// which of them expose loopback services.
+pub(crate) const DEFAULT_ADDRESS: &str = "127.0.0.1:9464";
+/// How long a connection may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A scrape waiting for the run loop's snapshot.
+pub(crate) type SnapshotRequest = oneshot::Sender<Snapshot>;
+
+/// Listens on `address`; called before anything is attached, so an address that cannot be used
+/// ends the run before it starts.
+pub(crate) async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|error| {
+        if error.kind() == io::ErrorKind::AddrInUse {
+            anyhow!(
+                "cannot serve metrics on {address}, which another program is using; give a free \
+                 address with --metrics HOST:PORT"
+            )
+        } else {
+            anyhow!(
+                "cannot serve metrics on {address} ({error}); give an address of this host with \
+                 --metrics HOST:PORT"
+            )
+        }
+    })
+}
+
+/// Serves `listener` until the task is aborted; every scrape sends a request on `snapshots`.
+pub(crate) fn spawn(
+    listener: TcpListener,
+    snapshots: mpsc::Sender<SnapshotRequest>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, most likely: wait for some to be closed.
+                    tracing::warn!("cannot accept a metrics connection: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let snapshots = snapshots.clone();
+            // A connection of its own: a scraper that goes away mid-response ends only that.
+            tokio::spawn(async move {
+                let service = service_fn(move |request| respond(request, snapshots.clone()));
+                let served = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(error) = served {
+                    tracing::debug!("metrics connection ended: {error}");
+                }
+            });
+        }
+    })
+}
+
+async fn respond(
+    request: Request<Incoming>,
+    snapshots: mpsc::Sender<SnapshotRequest>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.uri().path() != "/metrics" {
+        return Ok(plain(
+            StatusCode::NOT_FOUND,
+            "not found; the metrics are at /metrics\n",
+        ));
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(response);
+    }
+    let accept = request
+        .headers()
+        .get(ACCEPT)
+        .and_then(|accept| accept.to_str().ok());
+    let format = Format::negotiate(accept);
+    let (reply, snapshot) = oneshot::channel();
+    let Ok(()) = snapshots.send(reply).await else {
+        return Ok(stopping());
+    };
+    let Ok(snapshot) = snapshot.await else {
+        return Ok(stopping());
+    };
+    let mut response = Response::new(Full::new(Bytes::from(metrics::encode(snapshot, format))));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    Ok(response)
+}
+
+/// The run loop has ended: the probe is detaching.
+fn stopping() -> Response<Full<Bytes>> {
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "localnet-probe is stopping\n",
+    )
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
