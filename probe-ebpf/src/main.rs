@@ -119,7 +119,7 @@ fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, framing: Framing)
     // The array covers ifindexes below IFINDEX_ARRAY_LEN; its lookup fails only above.
     let Some(config) = IFACE_CONFIG
         .get_ptr_mut(ifindex)
-        .or_else(|| IFACE_CONFIG_HIGH.get_ptr_mut(&ifindex))
+        .or_else(|| IFACE_CONFIG_HIGH.get_ptr_mut(ifindex))
     else {
         return xdp_action::XDP_PASS;
     };
