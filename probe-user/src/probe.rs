@@ -133,6 +133,10 @@ pub struct LoadOptions {
 /// The most samples per second and interface: beyond it a sample is no longer a sample.
 pub const MAX_SAMPLE_RATE: u32 = 100_000;
 
+/// `run --sample-rate` when not given: enough samples per second and interface to see who sends
+/// loopback frames, few enough that a flood costs the reader nothing.
+pub const DEFAULT_SAMPLE_RATE: u32 = 100;
+
 /// The ring buffer's size: room for half a second of samples at the full rate on every
 /// interface slot, within bounds (it is mapped into the loader, so it counts in its memory).
 fn ring_size(sample_rate: u32, capacity: u32) -> u32 {
