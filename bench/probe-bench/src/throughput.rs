@@ -14,7 +14,7 @@ use std::{
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
     thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -398,9 +398,16 @@ fn measure_one(
             let samples_before = sample_counts.as_ref().map(SampleCountsMap::total);
             let (packets_before, dropped_before) = rx_counters(&link.receiver, RECEIVER_IF)?;
             let start = Instant::now();
-            thread::sleep(plan.veth_window);
-            let (packets_after, dropped_after) = rx_counters(&link.receiver, RECEIVER_IF)?;
+            // Samples are counted over whole seconds of the window: the CLI refills the tokens
+            // once a second and a flood takes them at once, so a second holds one refill's worth
+            // wherever it starts.
+            let sample_span =
+                Duration::from_secs(plan.veth_window.as_secs().max(1)).min(plan.veth_window);
+            thread::sleep(sample_span);
             let samples_after = sample_counts.as_ref().map(SampleCountsMap::total);
+            let sample_seconds = start.elapsed().as_secs_f64();
+            thread::sleep(plan.veth_window - sample_span);
+            let (packets_after, dropped_after) = rx_counters(&link.receiver, RECEIVER_IF)?;
             let seconds = start.elapsed().as_secs_f64();
             let footprint = footprint_start.map(|start| start.finish()).transpose()?;
             let handled = (packets_after - packets_before) as f64;
@@ -409,8 +416,8 @@ fn measure_one(
                 (Some(before), Some(after)) => {
                     let (before, after) = (before?, after?);
                     Some((
-                        (after.emitted - before.emitted) as f64 / seconds,
-                        (after.lost - before.lost) as f64 / seconds,
+                        (after.emitted - before.emitted) as f64 / sample_seconds,
+                        (after.lost - before.lost) as f64 / sample_seconds,
                     ))
                 }
                 _ => None,

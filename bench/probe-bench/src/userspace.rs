@@ -2,6 +2,8 @@
 //! the size of its counter map, and the time to attach.
 
 use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -35,9 +37,20 @@ pub struct Userspace {
 pub struct ManyInterfaces {
     /// Both ends of every pair, as the first report listed them.
     pub interfaces: usize,
-    /// Over `idle_secs`, from the first report on.
+    /// Over `idle_secs`, from the first report on, serving `/metrics` unasked.
     pub footprint: Footprint,
     pub counter_map: CounterMap,
+    /// Scrapes of `/metrics`, one after another, after `footprint`'s window.
+    pub scrape: Scrape,
+}
+
+/// GET `/metrics` over a fresh connection, as Prometheus scrapes.
+#[derive(Debug, Serialize)]
+pub struct Scrape {
+    /// From connecting to the last byte of the page.
+    pub seconds: Summary,
+    /// The page's size, headers included.
+    pub bytes: usize,
 }
 
 /// The size of the probe's per-CPU counter map, as the kernel describes it.
@@ -152,7 +165,13 @@ fn stop(probe: ProbeProcess, what: &str) -> anyhow::Result<()> {
 fn many_interfaces(plan: &Plan, probe_binary: &str) -> anyhow::Result<ManyInterfaces> {
     let expected = 2 * plan.many_veth_pairs;
     let netns = veth_pairs("bench-many", plan.many_veth_pairs)?;
-    let probe = ProbeProcess::start(probe_binary, &netns, &["--interval", "1"]);
+    // The metrics address is on the namespace's loopback, which the default selection leaves out.
+    netns.ip(&["link", "set", "lo", "up"]);
+    let probe = ProbeProcess::start(
+        probe_binary,
+        &netns,
+        &["--interval", "1", "--metrics", METRICS_ADDRESS],
+    );
     let interfaces = listed(&probe.wait_for(Duration::from_secs(120), |_| true));
     if interfaces != expected {
         bail!("expected {expected} interfaces in the first report, got {interfaces}");
@@ -162,11 +181,45 @@ fn many_interfaces(plan: &Plan, probe_binary: &str) -> anyhow::Result<ManyInterf
     let start = Footprint::start(probe.pid())?;
     thread::sleep(plan.idle);
     let footprint = start.finish()?;
+    let scrape = netns.enter(|| scrape_metrics(plan.scrapes))?;
     stop(probe, &format!("{interfaces} interfaces"))?;
     Ok(ManyInterfaces {
         interfaces,
         footprint,
         counter_map,
+        scrape,
+    })
+}
+
+const METRICS_ADDRESS: &str = "127.0.0.1:9464";
+
+/// `count` scrapes of the CLI's `/metrics` at [`METRICS_ADDRESS`], from the caller's namespace.
+fn scrape_metrics(count: usize) -> anyhow::Result<Scrape> {
+    let mut seconds = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..count {
+        let start = Instant::now();
+        let mut stream = TcpStream::connect(METRICS_ADDRESS).context("connect to --metrics")?;
+        stream.write_all(
+            format!(
+                "GET /metrics HTTP/1.1\r\nHost: {METRICS_ADDRESS}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )?;
+        let mut page = Vec::new();
+        stream.read_to_end(&mut page)?;
+        seconds.push(start.elapsed().as_secs_f64());
+        if !page.starts_with(b"HTTP/1.1 200") {
+            bail!(
+                "/metrics answered {}",
+                String::from_utf8_lossy(&page[..page.len().min(100)])
+            );
+        }
+        bytes = page.len();
+    }
+    Ok(Scrape {
+        seconds: Summary::of(&seconds),
+        bytes,
     })
 }
 

@@ -103,6 +103,11 @@ fn quick_run_reports_every_section() {
     let many = &report["userspace"]["many"];
     assert_eq!(many["interfaces"], 128, "{many}");
     assert!(many["footprint"]["peak_rss_kib"].as_u64().unwrap() > 0);
+    assert!(
+        many["scrape"]["seconds"]["median"].as_f64().unwrap() > 0.0,
+        "{many}"
+    );
+    assert!(many["scrape"]["bytes"].as_u64().unwrap() > 0, "{many}");
     for (map, served) in [
         (&report["userspace"]["idle_counter_map"], 1),
         (&many["counter_map"], 128),
