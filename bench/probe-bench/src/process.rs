@@ -14,6 +14,10 @@ pub struct Footprint {
     pub system_percent: f64,
     /// Peak resident set size (VmHWM), KiB.
     pub peak_rss_kib: u64,
+    /// Of the resident set at the end of the window, KiB: the process's own memory (RssAnon)...
+    pub anon_rss_kib: u64,
+    /// ... and mapped files and BPF maps (RssFile: the binary, and the sample ring buffer).
+    pub file_rss_kib: u64,
 }
 
 /// CPU time of `pid` at the start of a window.
@@ -38,6 +42,8 @@ impl Footprint {
             cpu_percent: a.cpu_percent.max(b.cpu_percent),
             system_percent: a.system_percent.max(b.system_percent),
             peak_rss_kib: a.peak_rss_kib.max(b.peak_rss_kib),
+            anon_rss_kib: a.anon_rss_kib.max(b.anon_rss_kib),
+            file_rss_kib: a.file_rss_kib.max(b.file_rss_kib),
         })
     }
 }
@@ -53,7 +59,9 @@ impl FootprintStart {
         Ok(Footprint {
             cpu_percent: percent(ticks.user - self.ticks.user + system),
             system_percent: percent(system),
-            peak_rss_kib: peak_rss_kib(self.pid)?,
+            peak_rss_kib: status_kib(self.pid, "VmHWM")?,
+            anon_rss_kib: status_kib(self.pid, "RssAnon")?,
+            file_rss_kib: status_kib(self.pid, "RssFile")?,
         })
     }
 }
@@ -87,13 +95,14 @@ fn cpu_ticks(pid: i32) -> anyhow::Result<CpuTicks> {
     })
 }
 
-fn peak_rss_kib(pid: i32) -> anyhow::Result<u64> {
+/// A field of /proc/pid/status given in kB.
+fn status_kib(pid: i32, field: &str) -> anyhow::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .context("no VmHWM in /proc/pid/status")
+        .with_context(|| format!("no {field} in /proc/pid/status"))
 }
 
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`, as fdinfo's `map_type` gives it.
