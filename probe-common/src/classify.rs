@@ -151,29 +151,25 @@ fn classify_ipv6<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<Loopb
     if source_high != 0 && destination_high != 0 {
         return None;
     }
-    let source = ipv6_loopback_family(source_high, source_low);
-    let destination = ipv6_loopback_family(destination_high, destination_low);
-    let address = Address::from_flags(source.is_some(), destination.is_some())?;
+    // Each form is one comparison with zero (`|`, not `||`: no branch between them).
+    let source_ipv6 = source_high | (source_low ^ IPV6_LOOPBACK_LOW) == 0;
+    let destination_ipv6 = destination_high | (destination_low ^ IPV6_LOOPBACK_LOW) == 0;
+    let source = source_ipv6 | is_ipv4_mapped_loopback(source_high, source_low);
+    let destination = destination_ipv6 | is_ipv4_mapped_loopback(destination_high, destination_low);
+    let address = Address::from_flags(source, destination)?;
 
     if first.to_ne_bytes()[0] >> 4 != 6 {
         return None;
     }
-    let family = match (source, destination) {
-        (Some(Family::Ipv6), _) | (_, Some(Family::Ipv6)) => Family::Ipv6,
-        _ => Family::Ipv4Mapped,
+    let family = if source_ipv6 | destination_ipv6 {
+        Family::Ipv6
+    } else {
+        Family::Ipv4Mapped
     };
     Some(LoopbackMatch { family, address })
 }
 
 #[inline(always)]
-fn ipv6_loopback_family(high: u64, low: u64) -> Option<Family> {
-    if high != 0 {
-        None
-    } else if low == IPV6_LOOPBACK_LOW {
-        Some(Family::Ipv6)
-    } else if low & IPV4_MAPPED_LOOPBACK_MASK == IPV4_MAPPED_LOOPBACK_LOW {
-        Some(Family::Ipv4Mapped)
-    } else {
-        None
-    }
+fn is_ipv4_mapped_loopback(high: u64, low: u64) -> bool {
+    high | ((low & IPV4_MAPPED_LOOPBACK_MASK) ^ IPV4_MAPPED_LOOPBACK_LOW) == 0
 }

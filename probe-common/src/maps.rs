@@ -57,44 +57,68 @@ impl Mode {
     }
 }
 
-/// Per-interface configuration, keyed by ifindex: the interface's counter slot and what to do
-/// with matched frames. It holds an [`Action`], not a verdict, so any hook (XDP, tc) maps it to
-/// its own return code. Written before a program is attached to the interface, so every frame a
-/// program sees there finds its entry. All zeroes, as array entries start, means "not configured".
+/// Per-interface configuration, keyed by ifindex: the interface's counter slot, what to do with
+/// matched frames, and how many more of them it may sample. It holds an [`Action`], not a
+/// verdict, so any hook (XDP, tc) maps it to its own return code. Written before a program is
+/// attached to the interface, so every frame a program sees there finds its entry. All zeroes, as
+/// array entries start, means "not configured".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct IfaceConfig {
-    slot: u32,
-    /// `Action as u32`.
-    action: u32,
+    /// Below [`MAX_SLOTS`], so 16 bits hold it, and an entry is 16 bytes: the array lookup then
+    /// indexes with a shift, and no entry straddles a cache line.
+    slot: u16,
+    /// `Action as u8`.
+    action: u8,
     /// 1 when configured.
-    configured: u32,
+    configured: u8,
+    /// [`counter_key`] of the slot, the action and the match of index 0: the program adds the
+    /// match's index, one addition where the key would otherwise take a multiplication and a
+    /// choice on the action.
+    first_key: u32,
+    /// Samples the interface may still send: the loader sets it to the rate once a second (the
+    /// rate limit). Here rather than in a map of its own, so a program that has used them up
+    /// pays one load from the entry it has just read, not a second lookup. Signed, because CPUs
+    /// racing for the last one may take it below zero.
+    pub sample_tokens: i64,
 }
 
-const _: () = assert!(size_of::<IfaceConfig>() == 12);
+const _: () = assert!(size_of::<IfaceConfig>() == 16);
+const _: () = assert!(MAX_SLOTS - 1 <= u16::MAX as u32);
 
 impl IfaceConfig {
-    pub const fn new(slot: u32, mode: Mode) -> Self {
+    /// `slot` must be below [`MAX_SLOTS`].
+    pub const fn new(slot: u32, mode: Mode, sample_tokens: i64) -> Self {
+        let action = mode.action();
         Self {
-            slot,
-            action: mode.action() as u32,
+            slot: slot as u16,
+            action: action as u8,
             configured: 1,
+            first_key: slot * CLASSES_PER_INTERFACE as u32 + action as u32 * LoopbackMatch::COUNT,
+            sample_tokens,
         }
     }
 
-    /// The interface's slot and the action for its matched frames, or `None` when the interface
-    /// is not configured.
+    /// The action for the interface's matched frames, or `None` when it is not configured.
     #[inline(always)]
-    pub const fn slot_and_action(&self) -> Option<(u32, Action)> {
+    pub const fn action(&self) -> Option<Action> {
         if self.configured == 0 {
-            return None;
-        }
-        let action = if self.action == Action::Dropped as u32 {
-            Action::Dropped
+            None
+        } else if self.action == Action::Dropped as u8 {
+            Some(Action::Dropped)
         } else {
-            Action::Passed
-        };
-        Some((self.slot, action))
+            Some(Action::Passed)
+        }
+    }
+
+    pub const fn slot(&self) -> u32 {
+        self.slot as u32
+    }
+
+    /// [`counter_key`] of the slot, the action and `matched`.
+    #[inline(always)]
+    pub const fn counter_key(&self, matched: LoopbackMatch) -> u32 {
+        self.first_key + matched.index()
     }
 }
 
@@ -168,16 +192,19 @@ mod tests {
     }
 
     #[test]
-    fn config_gives_the_slot_and_the_action() {
-        assert_eq!(IfaceConfig::default().slot_and_action(), None);
-        assert_eq!(
-            IfaceConfig::new(0, Mode::Monitor).slot_and_action(),
-            Some((0, Action::Passed))
-        );
-        assert_eq!(
-            IfaceConfig::new(5, Mode::Drop).slot_and_action(),
-            Some((5, Action::Dropped))
-        );
+    fn config_gives_the_slot_the_action_and_the_keys() {
+        assert_eq!(IfaceConfig::default().action(), None);
+        for (slot, mode) in [(0, Mode::Monitor), (5, Mode::Drop), (7, Mode::Monitor)] {
+            let config = IfaceConfig::new(slot, mode, 100);
+            assert_eq!(config.slot(), slot);
+            assert_eq!(config.action(), Some(mode.action()));
+            for matched in LoopbackMatch::all() {
+                assert_eq!(
+                    config.counter_key(matched),
+                    counter_key(slot, matched, mode.action())
+                );
+            }
+        }
     }
 
     #[test]

@@ -26,11 +26,11 @@ use aya_ebpf::{
 };
 use probe_common::{
     Action, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch,
-    SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip, counter_key,
+    SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip,
 };
 
-/// Slot and action by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written by the loader
-/// before it attaches to the interface.
+/// Slot, action and sample tokens by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written
+/// by the loader before it attaches to the interface.
 #[map]
 static IFACE_CONFIG: Array<IfaceConfig> = Array::with_max_entries(IFINDEX_ARRAY_LEN, 0);
 
@@ -38,20 +38,14 @@ static IFACE_CONFIG: Array<IfaceConfig> = Array::with_max_entries(IFINDEX_ARRAY_
 #[map]
 static IFACE_CONFIG_HIGH: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(1, 0);
 
-/// Packets and bytes by [`counter_key`] (an interface's slot, match and action); sized by the
-/// loader at load time. The loader sums the CPUs.
+/// Packets and bytes by [`probe_common::counter_key`] (an interface's slot, match and action);
+/// sized by the loader at load time. The loader sums the CPUs.
 #[map]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
 
 /// Samples of matched frames, for the loader to read; sized by the loader at load time.
 #[map]
 static SAMPLES: RingBuf = RingBuf::with_byte_size(4096, 0);
-
-/// Samples each interface slot may still send: the loader refills every slot in use once a
-/// second (the rate limit). Signed, because CPUs racing for the last token may take it below
-/// zero. Sized by the loader at load time.
-#[map]
-static SAMPLE_TOKENS: Array<i64> = Array::with_max_entries(1, 0);
 
 /// Samples sent and lost (ring buffer full), by interface slot; sized by the loader.
 #[map]
@@ -123,17 +117,22 @@ fn localnet_probe_ip(ctx: XdpContext) -> u32 {
 fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, framing: Framing) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     // The array covers ifindexes below IFINDEX_ARRAY_LEN; its lookup fails only above.
-    let config = IFACE_CONFIG.get(ifindex).or_else(|| {
-        // SAFETY: the loader replaces entries whole and removes one only after detaching from
-        // its interface, so the value read here is a complete `IfaceConfig`.
-        unsafe { IFACE_CONFIG_HIGH.get(ifindex) }
-    });
-    // Not configured: not ours to judge (the loader always configures before attaching), so
-    // pass, as an unconfigured monitor would.
-    let Some((slot, action)) = config.and_then(IfaceConfig::slot_and_action) else {
+    let Some(config) = IFACE_CONFIG
+        .get_ptr_mut(ifindex)
+        .or_else(|| IFACE_CONFIG_HIGH.get_ptr_mut(ifindex))
+    else {
         return xdp_action::XDP_PASS;
     };
-    if let Some(counter) = COUNTERS.get_ptr_mut(counter_key(slot, matched, action)) {
+    // SAFETY: an entry of either map, valid while the program runs. The loader replaces entries
+    // whole and removes one only after detaching from its interface; other CPUs change only
+    // `sample_tokens`, read below on its own.
+    let entry = unsafe { config.read() };
+    // Not configured: not ours to judge (the loader always configures before attaching), so
+    // pass, as an unconfigured monitor would.
+    let Some(action) = entry.action() else {
+        return xdp_action::XDP_PASS;
+    };
+    if let Some(counter) = COUNTERS.get_ptr_mut(entry.counter_key(matched)) {
         // SAFETY: a plain read of a constant the loader may have set; volatile so the compiler
         // keeps both branches.
         let len = if unsafe { core::ptr::read_volatile(&LENGTH_FROM_POINTERS) } != 0 {
@@ -149,23 +148,24 @@ fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, framing: Framing)
         }
     }
     // SAFETY: as for LENGTH_FROM_POINTERS.
-    if unsafe { core::ptr::read_volatile(&SAMPLING) } != 0
-        && let Some(tokens) = SAMPLE_TOKENS.get_ptr_mut(slot)
-        // SAFETY: an array entry, read while CPUs may take tokens from it: a stale value at
-        // worst lets a racing CPU through, which takes the count below zero.
-        && unsafe { core::ptr::read_volatile(tokens) } > 0
-    {
-        // SAFETY: `tokens` points into the array entry, valid and 8-byte aligned. The result is
-        // unused, so this is one atomic add.
-        unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(tokens, -1) };
-        // Packed: a BPF call takes at most five arguments, and a match alone is two.
-        let class = [
-            matched.family as u8,
-            matched.address as u8,
-            action as u8,
-            framing as u8,
-        ];
-        send_sample(ctx, slot, class);
+    if unsafe { core::ptr::read_volatile(&SAMPLING) } != 0 {
+        // SAFETY: the address of a field of the entry; nothing is read.
+        let tokens = unsafe { &raw mut (*config).sample_tokens };
+        // SAFETY: read while CPUs may take tokens from it: a stale value at worst lets a racing
+        // CPU through, which takes the count below zero.
+        if unsafe { core::ptr::read_volatile(tokens) } > 0 {
+            // SAFETY: `tokens` points into the entry, valid and 8-byte aligned. The result is
+            // unused, so this is one atomic add.
+            unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(tokens, -1) };
+            // Packed: a BPF call takes at most five arguments, and a match alone is two.
+            let class = [
+                matched.family as u8,
+                matched.address as u8,
+                action as u8,
+                framing as u8,
+            ];
+            send_sample(ctx, config, class);
+        }
     }
     match action {
         Action::Passed => xdp_action::XDP_PASS,
@@ -175,9 +175,12 @@ fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, framing: Framing)
 
 /// Sends one sample of the frame and counts it as sent, or as lost when the ring is full. A call
 /// of its own rather than inlined: it runs at most at the sample rate, so the per-frame code
-/// stays small. `class` is the sample's family, address, action and framing bytes.
+/// stays small. `config` is the interface's entry, whose slot is read here rather than on the
+/// per-frame path; `class` is the sample's family, address, action and framing bytes.
 #[inline(never)]
-fn send_sample(ctx: &XdpContext, slot: u32, class: [u8; 4]) {
+fn send_sample(ctx: &XdpContext, config: *const IfaceConfig, class: [u8; 4]) {
+    // SAFETY: the caller's entry, valid while the program runs.
+    let slot = unsafe { (*config).slot() };
     let Some(counts) = SAMPLE_COUNTS.get_ptr_mut(slot) else {
         return;
     };

@@ -133,6 +133,10 @@ pub struct LoadOptions {
 /// The most samples per second and interface: beyond it a sample is no longer a sample.
 pub const MAX_SAMPLE_RATE: u32 = 100_000;
 
+/// `run --sample-rate` when not given: enough samples per second and interface to see who sends
+/// loopback frames, few enough that a flood costs the reader nothing.
+pub const DEFAULT_SAMPLE_RATE: u32 = 100;
+
 /// The ring buffer's size: room for half a second of samples at the full rate on every
 /// interface slot, within bounds (it is mapped into the loader, so it counts in its memory).
 fn ring_size(sample_rate: u32, capacity: u32) -> u32 {
@@ -152,7 +156,6 @@ pub struct Probe {
     config_high: HashMap<MapData, u32, IfaceConfig>,
     counters: CounterMap,
     sample_rate: u32,
-    sample_tokens: Array<MapData, i64>,
     sample_counts: PerCpuArray<MapData, SampleCounts>,
     samples: Option<RingBuf<MapData>>,
     cpus: usize,
@@ -178,7 +181,6 @@ impl Probe {
             .override_global("SAMPLING", &sampling, true)
             .map_max_entries("COUNTERS", capacity * CLASSES_PER_INTERFACE as u32)
             .map_max_entries("IFACE_CONFIG_HIGH", capacity)
-            .map_max_entries("SAMPLE_TOKENS", capacity)
             .map_max_entries("SAMPLE_COUNTS", capacity)
             .map_max_entries("SAMPLES", ring_size(sample_rate, capacity))
             .load(PROBE_OBJECT)
@@ -214,7 +216,6 @@ impl Probe {
             capacity,
             cpus,
         );
-        let sample_tokens = Array::try_from(take_map("SAMPLE_TOKENS")?)?;
         let sample_counts = PerCpuArray::try_from(take_map("SAMPLE_COUNTS")?)?;
         let samples = RingBuf::try_from(take_map("SAMPLES")?)?;
         Ok(Self {
@@ -225,7 +226,6 @@ impl Probe {
             config_high,
             counters,
             sample_rate,
-            sample_tokens,
             sample_counts,
             samples: Some(samples),
             cpus,
@@ -260,12 +260,13 @@ impl Probe {
                 })?;
                 self.counters.zero(slot)?;
                 self.zero_sample_counts(slot)?;
-                self.sample_tokens
-                    .set(slot, i64::from(self.sample_rate), 0)?;
                 slot
             }
         };
-        self.write_config(ifindex, IfaceConfig::new(slot, mode))?;
+        self.write_config(
+            ifindex,
+            IfaceConfig::new(slot, mode, i64::from(self.sample_rate)),
+        )?;
         match self.records.get_mut(&ifindex) {
             Some(record) => record.mode = mode,
             None => {
@@ -395,7 +396,6 @@ impl Probe {
         counters.samples = samples;
         self.counters.zero(record.slot)?;
         self.zero_sample_counts(record.slot)?;
-        self.sample_tokens.set(record.slot, 0, 0)?;
         self.free_slots.push(record.slot);
         Ok(counters)
     }
@@ -415,9 +415,17 @@ impl Probe {
         if self.sample_rate == 0 {
             return Ok(());
         }
-        for record in self.records.values() {
-            self.sample_tokens
-                .set(record.slot, i64::from(self.sample_rate), 0)?;
+        // The tokens are part of each interface's configuration, written whole.
+        let refilled: Vec<_> = self
+            .records
+            .iter()
+            .map(|(&ifindex, record)| {
+                let tokens = i64::from(self.sample_rate);
+                (ifindex, IfaceConfig::new(record.slot, record.mode, tokens))
+            })
+            .collect();
+        for (ifindex, config) in refilled {
+            self.write_config(ifindex, config)?;
         }
         Ok(())
     }

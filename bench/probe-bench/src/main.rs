@@ -15,6 +15,9 @@ mod stats;
 mod throughput;
 mod userspace;
 
+/// The probe with sampling on is measured at the CLI's default `--sample-rate`.
+const SAMPLE_RATE: u32 = probe_user::probe::DEFAULT_SAMPLE_RATE;
+
 static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-xdp"));
 
 #[derive(Debug, Parser)]
@@ -55,6 +58,8 @@ struct Plan {
     idle: Duration,
     /// veth pairs for the many-interface footprint; the probe serves both ends of each.
     many_veth_pairs: usize,
+    /// Scrapes of `/metrics` while serving them.
+    scrapes: usize,
     attach_counts: Vec<usize>,
     attach_rounds: usize,
 }
@@ -69,6 +74,7 @@ impl Plan {
             veth_window: Duration::from_millis(1500),
             idle: Duration::from_secs(10),
             many_veth_pairs: 512,
+            scrapes: 11,
             attach_counts: vec![1, 50, 200],
             attach_rounds: 3,
         }
@@ -83,6 +89,7 @@ impl Plan {
             veth_window: Duration::from_millis(300),
             idle: Duration::from_millis(500),
             many_veth_pairs: 64,
+            scrapes: 2,
             attach_counts: vec![1, 3],
             attach_rounds: 1,
         }

@@ -2,7 +2,8 @@
 
 use std::{fs, time::Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use aya::maps::MapInfo;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -13,6 +14,10 @@ pub struct Footprint {
     pub system_percent: f64,
     /// Peak resident set size (VmHWM), KiB.
     pub peak_rss_kib: u64,
+    /// Of the resident set at the end of the window, KiB: the process's own memory (RssAnon)...
+    pub anon_rss_kib: u64,
+    /// ... and mapped files and BPF maps (RssFile: the binary, and the sample ring buffer).
+    pub file_rss_kib: u64,
 }
 
 /// CPU time of `pid` at the start of a window.
@@ -37,6 +42,8 @@ impl Footprint {
             cpu_percent: a.cpu_percent.max(b.cpu_percent),
             system_percent: a.system_percent.max(b.system_percent),
             peak_rss_kib: a.peak_rss_kib.max(b.peak_rss_kib),
+            anon_rss_kib: a.anon_rss_kib.max(b.anon_rss_kib),
+            file_rss_kib: a.file_rss_kib.max(b.file_rss_kib),
         })
     }
 }
@@ -52,7 +59,9 @@ impl FootprintStart {
         Ok(Footprint {
             cpu_percent: percent(ticks.user - self.ticks.user + system),
             system_percent: percent(system),
-            peak_rss_kib: peak_rss_kib(self.pid)?,
+            peak_rss_kib: status_kib(self.pid, "VmHWM")?,
+            anon_rss_kib: status_kib(self.pid, "RssAnon")?,
+            file_rss_kib: status_kib(self.pid, "RssFile")?,
         })
     }
 }
@@ -86,14 +95,18 @@ fn cpu_ticks(pid: i32) -> anyhow::Result<CpuTicks> {
     })
 }
 
-fn peak_rss_kib(pid: i32) -> anyhow::Result<u64> {
+/// A field of /proc/pid/status given in kB.
+fn status_kib(pid: i32, field: &str) -> anyhow::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .context("no VmHWM in /proc/pid/status")
+        .with_context(|| format!("no {field} in /proc/pid/status"))
 }
+
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`, as fdinfo's `map_type` gives it.
+pub const PERCPU_ARRAY: u32 = 6;
 
 /// A BPF map behind one of a process's file descriptors, as the descriptor's fdinfo describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +150,29 @@ pub fn bpf_maps(pid: i32) -> anyhow::Result<Vec<BpfMap>> {
         }
     }
     Ok(maps)
+}
+
+/// The one map of `map_type` named `name` (as the kernel keeps it) that `pid` holds.
+pub fn bpf_map_named(pid: i32, map_type: u32, name: &str) -> anyhow::Result<BpfMap> {
+    let mut found = Vec::new();
+    for map in bpf_maps(pid)? {
+        if map.map_type == map_type
+            && MapInfo::from_id(map.id)
+                .with_context(|| format!("map {} of process {pid}", map.id))?
+                .name_as_str()
+                == Some(name)
+        {
+            found.push(map);
+        }
+    }
+    match found[..] {
+        [map] => Ok(map),
+        _ => bail!(
+            "expected one map of type {map_type} named {name} among those of process {pid}, \
+             found {}",
+            found.len()
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::{
     Plan,
     kernel_cost::{self, KernelCost},
+    process::Footprint,
     stats::Summary,
     throughput::{self, Throughput},
     userspace::{CounterMap, Userspace},
@@ -101,131 +102,211 @@ impl Target {
     }
 }
 
-/// `(frame, ratio)` with the largest ratio, or the smallest when `largest` is false.
-fn extreme(ratios: impl Iterator<Item = (String, f64)>, largest: bool) -> (String, f64) {
-    ratios
-        .reduce(|a, b| {
-            let pick_b = if largest { b.1 > a.1 } else { b.1 < a.1 };
-            if pick_b { b } else { a }
-        })
-        .unwrap_or_else(|| ("none".to_owned(), f64::NAN))
+/// The item with the largest value, or the smallest when `largest` is false.
+fn extreme<T>(values: impl IntoIterator<Item = (T, f64)>, largest: bool) -> Option<(T, f64)> {
+    values.into_iter().reduce(|a, b| {
+        let pick_b = if largest { b.1 > a.1 } else { b.1 < a.1 };
+        if pick_b { b } else { a }
+    })
 }
 
 fn kernel_targets(kernel: &KernelCost) -> Vec<Target> {
-    use kernel_cost::{EMPTY, PROBE_DROP, PROBE_MONITOR, XDP_FILTER};
+    use kernel_cost::{
+        EMPTY, HEADERS_DROP, PROBES, PROBES_NO_SAMPLING, SAMPLING_PAIRS, XDP_FILTER,
+    };
 
     let frames = kernel_cost::frames();
-    let probe_vs_empty = |loopback: bool| {
+    let frames_of = |loopback: bool| -> Vec<&'static str> {
         frames
             .iter()
-            .filter(move |(_, is_loopback, _)| *is_loopback == loopback)
-            .flat_map(|(frame, _, _)| {
-                [PROBE_MONITOR, PROBE_DROP].map(|subject| {
-                    (
-                        format!("{frame}, {subject}"),
-                        kernel.ratio(subject, EMPTY, frame),
-                    )
-                })
-            })
-    };
-    // Nanoseconds the probe adds to the empty program, median over frames of a kind and modes.
-    let added_ns = |loopback: bool| {
-        let added: Vec<f64> = frames
-            .iter()
             .filter(|(_, is_loopback, _)| *is_loopback == loopback)
-            .flat_map(|(frame, _, _)| {
-                [PROBE_MONITOR, PROBE_DROP]
-                    .map(|subject| kernel.median(subject, frame) - kernel.median(EMPTY, frame))
-            })
-            .collect();
-        Summary::of(&added).median
+            .map(|(frame, _, _)| *frame)
+            .collect()
+    };
+    // Every (frame, subject) pair of a kind of frame and some subjects, with `value` of it.
+    let pairs = |loopback: bool, subjects: &[&'static str], value: &dyn Fn(&str, &str) -> f64| {
+        frames_of(loopback)
+            .into_iter()
+            .flat_map(|frame| subjects.iter().map(move |subject| (frame, *subject)))
+            .map(|(frame, subject)| ((frame, subject), value(frame, subject)))
+            .collect::<Vec<_>>()
+    };
+    // Nanoseconds `subjects` add to `reference`, median over frames of a kind and subjects.
+    let added_ns = |loopback: bool, subjects: &[&'static str], reference: &str| {
+        let added = pairs(loopback, subjects, &|frame, subject| {
+            kernel.median(subject, frame) - kernel.median(reference, frame)
+        });
+        Summary::of(&added.iter().map(|(_, ns)| *ns).collect::<Vec<_>>()).median
     };
     let mut targets = Vec::new();
-    for (loopback, limit, kind) in [(false, 1.15, "benign"), (true, 1.25, "loopback")] {
-        let (worst, ratio) = extreme(probe_vs_empty(loopback), true);
+    for (loopback, subjects, limit, goal) in [
+        (
+            false,
+            &PROBES[..],
+            1.15,
+            "BPF_PROG_TEST_RUN: probe on benign frames ≤ 1.15× the empty program, sampling on or off",
+        ),
+        (
+            true,
+            &PROBES_NO_SAMPLING[..],
+            1.25,
+            "BPF_PROG_TEST_RUN: probe on loopback frames ≤ 1.25× the empty program, sampling off",
+        ),
+    ] {
+        let Some(((frame, subject), ratio)) = extreme(
+            pairs(loopback, subjects, &|frame, subject| {
+                kernel.ratio(subject, EMPTY, frame)
+            }),
+            true,
+        ) else {
+            continue;
+        };
+        let (kind, other) = if loopback {
+            ("loopback", "benign")
+        } else {
+            ("benign", "loopback")
+        };
         targets.push(
             Target::at_most(
-                format!("BPF_PROG_TEST_RUN: probe on {kind} frames ≤ {limit}× the empty program"),
+                goal.to_owned(),
                 ratio,
                 limit,
-                format!("worst {ratio:.2}× ({worst})"),
+                format!("worst {ratio:.2}× ({frame}, {subject})"),
             )
             .why(|| {
+                let rest = if loopback {
+                    "the interface's entry, the counter and the frame length"
+                } else {
+                    "the rest of the parsing"
+                };
                 format!(
-                    "the probe adds {:.1} ns to {kind} frames ({:.1} ns to the others); the \
-                     empty program's runs spread over {:.1}–{:.1} ns",
-                    added_ns(loopback),
-                    added_ns(!loopback),
+                    "the probe adds {:.1} ns to {kind} frames ({:.1} ns to {other} ones): \
+                     reading the headers, as any classifier must, {:.1} ns, and {rest} {:.1} ns; \
+                     the empty program's runs spread over {:.1}–{:.1} ns",
+                    added_ns(loopback, subjects, EMPTY),
+                    added_ns(!loopback, subjects, EMPTY),
+                    added_ns(loopback, &[HEADERS_DROP], EMPTY),
+                    added_ns(loopback, subjects, HEADERS_DROP),
                     kernel.spread(EMPTY).0,
                     kernel.spread(EMPTY).1,
                 )
             }),
         );
     }
-    let (slowest, speedup) = extreme(
-        frames.iter().flat_map(|(frame, _, _)| {
-            [PROBE_MONITOR, PROBE_DROP].map(|subject| {
-                (
-                    format!("{frame}, {subject}"),
-                    kernel.ratio(XDP_FILTER, subject, frame),
-                )
-            })
-        }),
-        false,
-    );
-    targets.push(
-        Target::at_least(
-            "BPF_PROG_TEST_RUN: probe ≥ 2× faster than xdp-filter on every frame".to_owned(),
-            speedup,
-            2.0,
-            format!("least {speedup:.2}× ({slowest})"),
-        )
-        .why(|| {
-            let (frame, subject) = slowest.split_once(", ").unwrap_or((&slowest, PROBE_DROP));
-            let (filter, empty, probe) = (
-                kernel.median(XDP_FILTER, frame),
-                kernel.median(EMPTY, frame),
-                kernel.median(subject, frame),
-            );
-            format!(
-                "on this frame xdp-filter takes {filter:.1} ns (its first lookup hits), the empty \
-                 program {empty:.1} ns and the probe {probe:.1} ns: the probe's own {:.1} ns would \
-                 have to stay under {:.1} ns",
-                probe - empty,
-                filter / 2.0 - empty,
+
+    let sampling_adds = SAMPLING_PAIRS.iter().flat_map(|&(on, off)| {
+        frames_of(true).into_iter().filter_map(move |frame| {
+            let added = kernel.added_ns(on, off, frame)?;
+            Some(((frame, on, added.clone()), added.median))
+        })
+    });
+    if let Some(((frame, on, added), worst)) = extreme(sampling_adds, true) {
+        targets.push(
+            Target::at_most(
+                format!(
+                    "BPF_PROG_TEST_RUN: sampling on ({}/s, limit used up) adds ≤ 3 ns to \
+                     loopback frames",
+                    kernel.sample_rate
+                ),
+                worst,
+                3.0,
+                format!("worst {worst:+.1} ns ({frame}, {on})"),
             )
-        }),
-    );
+            .why(|| {
+                format!(
+                    "round by round it added {:+.1} to {:+.1} ns on this frame, where the empty \
+                     program took {:.1} ns",
+                    added.min,
+                    added.max,
+                    kernel.median(EMPTY, frame),
+                )
+            }),
+        );
+    }
+
+    let speedups = [true, false]
+        .into_iter()
+        .flat_map(|loopback| {
+            pairs(loopback, &PROBES, &|frame, subject| {
+                kernel.ratio(XDP_FILTER, subject, frame)
+            })
+        })
+        .collect::<Vec<_>>();
+    if let Some(((frame, subject), speedup)) = extreme(speedups, false) {
+        targets.push(
+            Target::at_least(
+                "BPF_PROG_TEST_RUN: probe ≥ 2× faster than xdp-filter on every frame, sampling \
+                 on or off"
+                    .to_owned(),
+                speedup,
+                2.0,
+                format!("least {speedup:.2}× ({frame}, {subject})"),
+            )
+            .why(|| {
+                let (filter, empty, probe) = (
+                    kernel.median(XDP_FILTER, frame),
+                    kernel.median(EMPTY, frame),
+                    kernel.median(subject, frame),
+                );
+                format!(
+                    "on this frame xdp-filter takes {filter:.1} ns (its first lookup hits), the \
+                     empty program {empty:.1} ns and the probe {probe:.1} ns: the probe's own \
+                     {:.1} ns would have to stay under {:.1} ns",
+                    probe - empty,
+                    filter / 2.0 - empty,
+                )
+            }),
+        );
+    }
     targets
+}
+
+/// Frames handled over frames offered at or above which the receiver kept up: the generator
+/// bound the run.
+const GENERATOR_BOUND: f64 = 0.97;
+
+/// What bounded a veth run: the generator when the receiver handled (nearly) all it was offered.
+fn bound_by(handled_share: f64) -> &'static str {
+    if handled_share >= GENERATOR_BOUND {
+        "generator"
+    } else {
+        "receiver"
+    }
 }
 
 fn veth_targets(veth: &Throughput) -> Vec<Target> {
     use throughput::{
-        BENIGN, DROP_ALL, EMPTY_PASS, LOOPBACK, NFTABLES, NO_PROGRAM, PROBE_DROP, PROBE_MONITOR,
+        BENIGN, EMPTY_PASS, HEADERS_DROP, LOOPBACK, NFTABLES, NO_PROGRAM, PROBE_DROP_SAMPLING,
+        PROBE_MONITOR_SAMPLING,
     };
 
     let mpps = |name: &str, traffic: &str| {
         veth.scenario(name, traffic)
             .map_or(f64::NAN, |s| s.handled_per_sec.median / 1e6)
     };
+    let handled_share = |name: &str, traffic: &str| {
+        veth.handled_share(name, traffic)
+            .map_or(f64::NAN, |share| share.median)
+    };
     let mut targets = Vec::new();
     for (subject, reference, traffic, floor, goal) in [
         (
-            PROBE_DROP,
-            DROP_ALL,
+            PROBE_DROP_SAMPLING,
+            HEADERS_DROP,
             LOOPBACK,
-            0.90,
-            "veth: probe drop mode ≥ 0.90× the XDP drop-all ceiling",
+            0.95,
+            "veth: probe drop mode, sampling on, ≥ 0.95× an XDP program that reads the headers \
+             and drops",
         ),
         (
-            PROBE_DROP,
+            PROBE_DROP_SAMPLING,
             NFTABLES,
             LOOPBACK,
-            5.0,
-            "veth: probe drop mode ≥ 5× the nftables ingress rule",
+            3.0,
+            "veth: probe drop mode, sampling on, ≥ 3× the nftables ingress rule",
         ),
         (
-            PROBE_MONITOR,
+            PROBE_MONITOR_SAMPLING,
             NO_PROGRAM,
             BENIGN,
             0.95,
@@ -249,17 +330,85 @@ fn veth_targets(veth: &Throughput) -> Vec<Target> {
         let spread = veth.ratios(subject, reference, traffic);
         targets.push(
             Target::at_least(goal.to_owned(), ratio, floor, measured).why(|| {
-                spread.map_or_else(String::new, |spread| {
-                    format!(
-                        "per-round ratios ranged {:.2}–{:.2}×: the miss is within this \
-                         machine's round-to-round noise",
+                let (subject_share, reference_share) = (
+                    handled_share(subject, traffic),
+                    handled_share(reference, traffic),
+                );
+                let mut why = format!(
+                    "{subject} handled {:.0} % of the frames offered (bound by the {}), \
+                     {reference} {:.0} % (bound by the {})",
+                    subject_share * 100.0,
+                    bound_by(subject_share),
+                    reference_share * 100.0,
+                    bound_by(reference_share),
+                );
+                if let Some(spread) = spread {
+                    let _ = write!(
+                        why,
+                        "; per-round ratios ranged {:.2}–{:.2}×",
                         spread.min, spread.max
-                    )
-                })
+                    );
+                }
+                why
             }),
         );
     }
+    targets.extend(flood_footprint_targets(veth));
     targets
+}
+
+/// The CLI's CPU and memory while a loopback flood runs and samples flow at the limit.
+fn flood_footprint_targets(veth: &Throughput) -> Vec<Target> {
+    let flooded: Vec<_> = veth
+        .scenarios
+        .iter()
+        .filter(|s| s.traffic == throughput::LOOPBACK && s.samples.is_some())
+        .filter_map(|s| Some((s, s.probe_footprint.as_ref()?, s.samples.as_ref()?)))
+        .collect();
+    let Some((scenario, footprint, samples)) = flooded
+        .iter()
+        .max_by(|a, b| a.1.cpu_percent.total_cmp(&b.1.cpu_percent))
+    else {
+        return Vec::new();
+    };
+    let flow = format!(
+        "{:.0} samples/s emitted, {:.0}/s lost, at a limit of {}/s",
+        samples.emitted_per_sec.median, samples.lost_per_sec.median, samples.sample_rate
+    );
+    let largest = Footprint::worst(flooded.iter().map(|(_, footprint, _)| (*footprint).clone()))
+        .expect("at least one");
+    vec![
+        Target::at_most(
+            "veth: the CLI during a loopback flood, samples at the limit, < 2 % of a core"
+                .to_owned(),
+            footprint.cpu_percent,
+            2.0,
+            format!("{:.2} % ({}; {flow})", footprint.cpu_percent, scenario.name),
+        )
+        .why(|| {
+            format!(
+                "{:.2} % of it in the kernel, on the CLI's behalf (its syscalls)",
+                footprint.system_percent
+            )
+        }),
+        Target::at_most(
+            "veth: the CLI during a loopback flood, samples at the limit, RSS < 30 MiB".to_owned(),
+            largest.peak_rss_kib as f64,
+            30.0 * 1024.0,
+            format!("{:.1} MiB", largest.peak_rss_kib as f64 / 1024.0),
+        )
+        .why(|| resident_set(&largest)),
+    ]
+}
+
+/// What the resident set is made of, for a miss.
+fn resident_set(footprint: &Footprint) -> String {
+    format!(
+        "at the end of the window {:.1} MiB were the process's own memory and {:.1} MiB mapped \
+         files and BPF maps (the binary, the samples' ring buffer, which the kernel maps twice)",
+        footprint.anon_rss_kib as f64 / 1024.0,
+        footprint.file_rss_kib as f64 / 1024.0,
+    )
 }
 
 /// `n` with thousands separated by commas: 1,024.
@@ -300,7 +449,7 @@ fn counter_map_size(map: &CounterMap) -> String {
     )
 }
 
-fn userspace_targets(user: &Userspace, veth: Option<&Throughput>) -> Vec<Target> {
+fn userspace_targets(user: &Userspace) -> Vec<Target> {
     let mut targets = Vec::new();
     targets.push(Target::at_most(
         "userspace: idle CPU < 1 % of a core".to_owned(),
@@ -324,7 +473,8 @@ fn userspace_targets(user: &Userspace, veth: Option<&Throughput>) -> Vec<Target>
             format!(
                 "one interface takes {:.2} %; here {:.2} % is in the kernel, in the syscalls of \
                  each report: reading the whole counter map ({} slots, {} on each of {} CPUs) and \
-                 listing the interfaces; {:.2} % is the CLI's own",
+                 listing the interfaces, and of the sample tokens' refill, one map update per \
+                 interface each second; {:.2} % is the CLI's own",
                 user.idle.cpu_percent,
                 many.footprint.system_percent,
                 thousands(map.slots as usize),
@@ -334,20 +484,46 @@ fn userspace_targets(user: &Userspace, veth: Option<&Throughput>) -> Vec<Target>
             )
         }),
     );
-    let peak_rss_kib = veth
-        .iter()
-        .flat_map(|veth| &veth.scenarios)
-        .filter_map(|s| s.probe_footprint.as_ref())
-        .map(|f| f.peak_rss_kib)
-        .chain([user.idle.peak_rss_kib])
-        .max()
-        .unwrap_or(0);
-    targets.push(Target::at_most(
-        "userspace: RSS < 30 MiB (idle and under a flood)".to_owned(),
-        peak_rss_kib as f64,
-        30.0 * 1024.0,
-        format!("{:.1} MiB", peak_rss_kib as f64 / 1024.0),
-    ));
+    let largest = Footprint::worst([user.idle.clone(), many.footprint.clone()].into_iter())
+        .expect("two footprints");
+    targets.push(
+        Target::at_most(
+            format!(
+                "userspace: RSS < 30 MiB, idle on 1 and on {} interfaces",
+                thousands(many.interfaces)
+            ),
+            largest.peak_rss_kib as f64,
+            30.0 * 1024.0,
+            format!("{:.1} MiB", largest.peak_rss_kib as f64 / 1024.0),
+        )
+        .why(|| resident_set(&largest)),
+    );
+    let scrape = &many.scrape;
+    targets.push(
+        Target::at_most(
+            format!(
+                "userspace: a Prometheus scrape of /metrics serving {} interfaces < 50 ms",
+                thousands(many.interfaces)
+            ),
+            scrape.seconds.median * 1e3,
+            50.0,
+            format!(
+                "{:.1} ms ({:.1}–{:.1}), {}",
+                scrape.seconds.median * 1e3,
+                scrape.seconds.min * 1e3,
+                scrape.seconds.max * 1e3,
+                bytes(scrape.bytes as u64)
+            ),
+        )
+        .why(|| {
+            format!(
+                "each scrape reads every counter of {} slots from the kernel and encodes {} \
+                 of text",
+                thousands(many.counter_map.slots as usize),
+                bytes(scrape.bytes as u64)
+            )
+        }),
+    );
     if let Some(attach) = user.attach.iter().find(|a| a.interfaces == 200) {
         targets.push(Target::at_most(
             "userspace: attach to 200 interfaces < 2 s".to_owned(),
@@ -374,7 +550,7 @@ impl Report {
             targets.extend(veth_targets(throughput));
         }
         if let Some(userspace) = &userspace {
-            targets.extend(userspace_targets(userspace, throughput.as_ref()));
+            targets.extend(userspace_targets(userspace));
         }
         Ok(Self {
             machine: Machine::read()?,
@@ -425,16 +601,27 @@ impl Report {
     }
 
     fn kernel_markdown(out: &mut String, k: &KernelCost) {
-        use kernel_cost::{EMPTY, PROBE_DROP, PROBE_MONITOR, XDP_FILTER};
+        use kernel_cost::{
+            EMPTY, HEADERS_DROP, PROBE_DROP, PROBE_DROP_SAMPLING, PROBE_MONITOR,
+            PROBE_MONITOR_SAMPLING, XDP_FILTER,
+        };
 
         let _ = writeln!(
             out,
-            "**In-kernel cost per frame** (BPF_PROG_TEST_RUN, {} repeats × {} interleaved rounds; \
-             median ns per frame, min–max; ratios are medians of per-round ratios):\n",
-            k.repeat, k.rounds
+            "**In-kernel cost per frame** (BPF_PROG_TEST_RUN, {} repeats × {} interleaved rounds \
+             after one left out; median ns per frame, min–max; ratios and differences are medians \
+             of per-round ones; \"read headers\": a program that reads the ethertype and the \
+             IP addresses, bounds-checked, and drops, what any classifier pays; \"sampling\": {} \
+             samples/s per interface, the CLI's default, with the limit used up, as under a \
+             flood):\n",
+            k.repeat, k.rounds, k.sample_rate
         );
-        out.push_str("| frame | empty XDP_PASS | probe (monitor) | probe (drop) | xdp-filter | monitor ÷ empty | drop ÷ empty | xdp-filter ÷ monitor |\n");
-        out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        out.push_str(
+            "| frame | empty XDP_PASS | read headers | probe (monitor) | probe (drop) | probe (monitor, \
+             sampling) | probe (drop, sampling) | xdp-filter | monitor ÷ empty | drop ÷ empty | \
+             sampling adds (monitor / drop) | xdp-filter ÷ monitor |\n",
+        );
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
         for (frame, _, _) in kernel_cost::frames() {
             let cell = |subject: &str| {
                 k.results
@@ -448,15 +635,25 @@ impl Report {
                     })
             };
             let ratio = |a: &str, b: &str| k.ratio(a, b, frame);
+            let added = |on: &str, off: &str| {
+                k.added_ns(on, off, frame)
+                    .map_or(f64::NAN, |added| added.median)
+            };
             let _ = writeln!(
                 out,
-                "| {frame} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:.2}× |",
+                "| {frame} | {} | {} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:+.1} / {:+.1} \
+                 ns | {:.2}× |",
                 cell(EMPTY),
+                cell(HEADERS_DROP),
                 cell(PROBE_MONITOR),
                 cell(PROBE_DROP),
+                cell(PROBE_MONITOR_SAMPLING),
+                cell(PROBE_DROP_SAMPLING),
                 cell(XDP_FILTER),
                 ratio(PROBE_MONITOR, EMPTY),
                 ratio(PROBE_DROP, EMPTY),
+                added(PROBE_MONITOR_SAMPLING, PROBE_MONITOR),
+                added(PROBE_DROP_SAMPLING, PROBE_DROP),
                 ratio(XDP_FILTER, PROBE_MONITOR),
             );
         }
@@ -467,14 +664,24 @@ impl Report {
             out,
             "\n**veth throughput** (64-byte frames from a live-frames XDP_TX generator on CPU {}, \
              receiver NAPI threaded on CPU {}, GRO on; {} interleaved rounds of {:.1} s; Mpps \
-             handled at the receiver, median and min–max; the ratio is to no program for benign \
-             traffic and to XDP drop-all for loopback floods, the median of per-round ratios):\n",
-            t.generator_cpu, t.napi_cpu, t.rounds, t.window_secs
+             handled at the receiver and offered to it, median and min–max; a receiver that \
+             handles {:.0} % or more of what it is offered is bound by the generator, and its \
+             figure is a floor; the ratio is to no program for benign traffic and to the XDP \
+             program that reads the headers and drops for loopback floods, the median of \
+             per-round ratios; \"sampling\": the CLI's default --sample-rate; samples/s as the \
+             kernel counted them over whole seconds of the window, lost ones found the ring \
+             buffer full):\n",
+            t.generator_cpu,
+            t.napi_cpu,
+            t.rounds,
+            t.window_secs,
+            GENERATOR_BOUND * 100.0
         );
         out.push_str(
-            "| receiver | traffic | handled Mpps | ratio | offered Mpps | localnet-probe CPU, RSS |\n",
+            "| receiver | traffic | handled Mpps | offered Mpps | handled ÷ offered | bound by | \
+             ratio | samples/s (lost/s) | localnet-probe CPU, RSS |\n",
         );
-        out.push_str("| --- | --- | --- | --- | --- | --- |\n");
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
         for s in &t.scenarios {
             let name = if s.name == throughput::NO_PROGRAM && s.traffic == throughput::LOOPBACK {
                 "no program (kernel martian drop)"
@@ -488,20 +695,34 @@ impl Report {
                     f.peak_rss_kib as f64 / 1024.0
                 )
             });
+            let samples = s.samples.as_ref().map_or("–".to_owned(), |samples| {
+                format!(
+                    "{:.0} ({:.0})",
+                    samples.emitted_per_sec.median, samples.lost_per_sec.median
+                )
+            });
             let reference = if s.traffic == throughput::BENIGN {
                 throughput::NO_PROGRAM
             } else {
-                throughput::DROP_ALL
+                throughput::HEADERS_DROP
             };
+            let share = t
+                .handled_share(s.name, s.traffic)
+                .map_or(f64::NAN, |share| share.median);
             let _ = writeln!(
                 out,
-                "| {name} | {} | {:.2} ({:.2}–{:.2}) | {:.2}× | {:.2} | {footprint} |",
+                "| {name} | {} | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) | {:.0} % | {} | \
+                 {:.2}× | {samples} | {footprint} |",
                 s.traffic,
                 s.handled_per_sec.median / 1e6,
                 s.handled_per_sec.min / 1e6,
                 s.handled_per_sec.max / 1e6,
-                t.ratio(s.name, reference, s.traffic),
                 s.offered_per_sec.median / 1e6,
+                s.offered_per_sec.min / 1e6,
+                s.offered_per_sec.max / 1e6,
+                share * 100.0,
+                bound_by(share),
+                t.ratio(s.name, reference, s.traffic),
             );
         }
     }
@@ -513,8 +734,9 @@ impl Report {
             "\n**Userspace**: `run --interval 1` idle for {:.0} s on one interface: {:.2} % of a \
              core, peak RSS {:.1} MiB; on {} (both ends of {} veth pairs, the default \
              selection): {:.2} % of a core, peak RSS {:.1} MiB. Counter map: {} for 1 interface; \
-             {} for {}. Time from start to the first report (load and attach), median and \
-             min–max:\n",
+             {} for {}. A scrape of `/metrics` (a fresh connection, GET, the whole page) \
+             serving those {}: {:.1} ms median ({:.1}–{:.1} ms over {} scrapes), {}. Time from \
+             start to the first report (load and attach), median and min–max:\n",
             u.idle_secs,
             u.idle.cpu_percent,
             u.idle.peak_rss_kib as f64 / 1024.0,
@@ -525,6 +747,12 @@ impl Report {
             counter_map_size(&u.idle_counter_map),
             counter_map_size(&many.counter_map),
             thousands(many.interfaces),
+            thousands(many.interfaces),
+            many.scrape.seconds.median * 1e3,
+            many.scrape.seconds.min * 1e3,
+            many.scrape.seconds.max * 1e3,
+            many.scrape.seconds.samples.len(),
+            bytes(many.scrape.bytes as u64),
         );
         out.push_str("| interfaces | seconds |\n| --- | --- |\n");
         for a in &u.attach {

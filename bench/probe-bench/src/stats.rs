@@ -45,15 +45,37 @@ pub fn paired_ratios(a: &Summary, b: &Summary) -> Summary {
     Summary::of(&ratios)
 }
 
+/// The per-round differences `a[i] - b[i]`.
+pub fn paired_differences(a: &Summary, b: &Summary) -> Summary {
+    let differences: Vec<f64> = a
+        .samples
+        .iter()
+        .zip(&b.samples)
+        .map(|(a, b)| a - b)
+        .collect();
+    Summary::of(&differences)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Summary, paired_ratio};
+    use super::{Summary, paired_differences, paired_ratio};
 
     #[test]
     fn paired_ratio_is_the_median_of_round_ratios() {
         let a = Summary::of(&[2.0, 9.0, 3.0]);
         let b = Summary::of(&[1.0, 3.0, 3.0]);
         assert_eq!(paired_ratio(&a, &b), 2.0);
+    }
+
+    #[test]
+    fn paired_differences_are_round_by_round() {
+        let a = Summary::of(&[5.0, 9.0, 3.0]);
+        let b = Summary::of(&[1.0, 3.0, 3.0]);
+        let differences = paired_differences(&a, &b);
+        assert_eq!(
+            (differences.median, differences.min, differences.max),
+            (4.0, 0.0, 6.0)
+        );
     }
 
     #[test]

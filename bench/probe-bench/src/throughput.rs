@@ -5,7 +5,8 @@
 //! one core; the receiver's NAPI runs threaded, pinned to the other. GRO stays on at the receiver
 //! so veth takes XDP frames with no program attached. "Handled" is the receiver's `rx_packets`:
 //! frames its NAPI took off the ring; frames the ring had no room for are counted as `offered`
-//! but not handled.
+//! but not handled. A receiver that handles all it is offered is bound by the generator, and its
+//! figure is a floor of what it could handle.
 
 use std::{
     fs,
@@ -13,14 +14,16 @@ use std::{
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
     thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
+    maps::{Map, MapData, PerCpuArray},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
+use probe_common::SampleCounts;
 use serde::Serialize;
 use test_frames::ipv4;
 use testbed::{
@@ -29,8 +32,8 @@ use testbed::{
 };
 
 use crate::{
-    BENCH_OBJECT, Plan, cpu,
-    process::Footprint,
+    BENCH_OBJECT, Plan, SAMPLE_RATE, cpu,
+    process::{self, Footprint, PERCPU_ARRAY},
     stats::{Summary, paired_ratios},
 };
 
@@ -57,6 +60,16 @@ pub struct ScenarioResult {
     pub offered_per_sec: Summary,
     /// The localnet-probe CLI's CPU (percent of one core) and peak RSS, when it is the receiver.
     pub probe_footprint: Option<Footprint>,
+    /// Samples per second the probe's programs sent the CLI, and lost because its ring buffer
+    /// was full, when it is the receiver with sampling on.
+    pub samples: Option<SampleFlow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SampleFlow {
+    pub sample_rate: u32,
+    pub emitted_per_sec: Summary,
+    pub lost_per_sec: Summary,
 }
 
 impl Throughput {
@@ -72,6 +85,15 @@ impl Throughput {
             .map_or(f64::NAN, |ratios| ratios.median)
     }
 
+    /// Frames handled over frames offered, round by round: near 1, the generator bound the run.
+    pub fn handled_share(&self, name: &str, traffic: &str) -> Option<Summary> {
+        let scenario = self.scenario(name, traffic)?;
+        Some(paired_ratios(
+            &scenario.handled_per_sec,
+            &scenario.offered_per_sec,
+        ))
+    }
+
     /// The per-round ratios behind [`Self::ratio`].
     pub fn ratios(&self, name: &str, reference: &str, traffic: &str) -> Option<Summary> {
         let (a, b) = (
@@ -85,7 +107,9 @@ impl Throughput {
 pub const NO_PROGRAM: &str = "no program";
 pub const EMPTY_PASS: &str = "empty XDP_PASS";
 pub const DROP_ALL: &str = "XDP drop-all";
-pub const PROBE_MONITOR: &str = "probe (monitor)";
+pub use crate::kernel_cost::HEADERS_DROP;
+pub const PROBE_MONITOR_SAMPLING: &str = "probe (monitor, sampling)";
+pub const PROBE_DROP_SAMPLING: &str = "probe (drop, sampling)";
 pub const PROBE_DROP: &str = "probe (drop)";
 pub const NFTABLES: &str = "nftables ingress drop";
 pub const BENIGN: &str = "benign";
@@ -96,20 +120,56 @@ enum Receiver {
     Nothing,
     /// One of the reference programs of `bench-ebpf`.
     Reference(&'static str),
+    /// The CLI, with `--sample-rate` (0: off).
     Probe {
         drop: bool,
+        sample_rate: u32,
     },
     Nftables,
 }
 
-const SCENARIOS: [(&str, &str, Receiver); 8] = [
+const SCENARIOS: [(&str, &str, Receiver); 10] = [
     (NO_PROGRAM, BENIGN, Receiver::Nothing),
     (EMPTY_PASS, BENIGN, Receiver::Reference("xdp_pass")),
-    (PROBE_MONITOR, BENIGN, Receiver::Probe { drop: false }),
+    (
+        PROBE_MONITOR_SAMPLING,
+        BENIGN,
+        Receiver::Probe {
+            drop: false,
+            sample_rate: SAMPLE_RATE,
+        },
+    ),
     (NO_PROGRAM, LOOPBACK, Receiver::Nothing),
     (DROP_ALL, LOOPBACK, Receiver::Reference("xdp_drop")),
-    (PROBE_DROP, LOOPBACK, Receiver::Probe { drop: true }),
-    (PROBE_MONITOR, LOOPBACK, Receiver::Probe { drop: false }),
+    (
+        HEADERS_DROP,
+        LOOPBACK,
+        Receiver::Reference("xdp_headers_drop"),
+    ),
+    (
+        PROBE_DROP_SAMPLING,
+        LOOPBACK,
+        Receiver::Probe {
+            drop: true,
+            sample_rate: SAMPLE_RATE,
+        },
+    ),
+    (
+        PROBE_DROP,
+        LOOPBACK,
+        Receiver::Probe {
+            drop: true,
+            sample_rate: 0,
+        },
+    ),
+    (
+        PROBE_MONITOR_SAMPLING,
+        LOOPBACK,
+        Receiver::Probe {
+            drop: false,
+            sample_rate: SAMPLE_RATE,
+        },
+    ),
     (NFTABLES, LOOPBACK, Receiver::Nftables),
 ];
 
@@ -150,8 +210,16 @@ fn install(receiver: Receiver, link: &Link, probe_binary: &str) -> anyhow::Resul
                 Ok(ebpf)
             })?)
         }
-        Receiver::Probe { drop } => {
-            let mut args = vec!["--iface", RECEIVER_IF, "--interval", "1"];
+        Receiver::Probe { drop, sample_rate } => {
+            let sample_rate = sample_rate.to_string();
+            let mut args = vec![
+                "--iface",
+                RECEIVER_IF,
+                "--interval",
+                "1",
+                "--sample-rate",
+                &sample_rate,
+            ];
             if drop {
                 args.push("--drop");
             }
@@ -273,6 +341,31 @@ struct Sample {
     handled_per_sec: f64,
     offered_per_sec: f64,
     footprint: Option<Footprint>,
+    /// Samples emitted and lost per second.
+    samples_per_sec: Option<(f64, f64)>,
+}
+
+/// The sample counts of a probe process's programs, read from the kernel: they hold whether the
+/// rate limit was reached and the CLI kept up, whatever the CLI reports.
+struct SampleCountsMap(PerCpuArray<MapData, SampleCounts>);
+
+impl SampleCountsMap {
+    fn of(pid: i32) -> anyhow::Result<Self> {
+        let map = process::bpf_map_named(pid, PERCPU_ARRAY, "SAMPLE_COUNTS")?;
+        let data = MapData::from_id(map.id).context("open the probe's sample counts")?;
+        Ok(Self(PerCpuArray::try_from(Map::PerCpuArray(data))?))
+    }
+
+    /// Over every slot and CPU.
+    fn total(&self) -> anyhow::Result<SampleCounts> {
+        let mut total = SampleCounts::default();
+        for per_cpu in self.0.iter() {
+            for counts in per_cpu?.iter() {
+                total.add(*counts);
+            }
+        }
+        Ok(total)
+    }
 }
 
 fn measure_one(
@@ -281,6 +374,7 @@ fn measure_one(
     generator: &Xdp,
     frame: &[u8],
     installed: &Installed,
+    receiver: Receiver,
     cpus: (usize, usize),
 ) -> anyhow::Result<Sample> {
     let stop = AtomicBool::new(false);
@@ -292,19 +386,47 @@ fn measure_one(
                 Installed::Probe(probe) => Some(probe.pid()),
                 _ => None,
             };
+            let sample_counts = match (installed, receiver) {
+                (Installed::Probe(probe), Receiver::Probe { sample_rate, .. })
+                    if sample_rate > 0 =>
+                {
+                    Some(SampleCountsMap::of(probe.pid())?)
+                }
+                _ => None,
+            };
             let footprint_start = probe_pid.map(Footprint::start).transpose()?;
+            let samples_before = sample_counts.as_ref().map(SampleCountsMap::total);
             let (packets_before, dropped_before) = rx_counters(&link.receiver, RECEIVER_IF)?;
             let start = Instant::now();
-            thread::sleep(plan.veth_window);
+            // Samples are counted over whole seconds of the window: the CLI refills the tokens
+            // once a second and a flood takes them at once, so a second holds one refill's worth
+            // wherever it starts.
+            let sample_span =
+                Duration::from_secs(plan.veth_window.as_secs().max(1)).min(plan.veth_window);
+            thread::sleep(sample_span);
+            let samples_after = sample_counts.as_ref().map(SampleCountsMap::total);
+            let sample_seconds = start.elapsed().as_secs_f64();
+            thread::sleep(plan.veth_window - sample_span);
             let (packets_after, dropped_after) = rx_counters(&link.receiver, RECEIVER_IF)?;
             let seconds = start.elapsed().as_secs_f64();
             let footprint = footprint_start.map(|start| start.finish()).transpose()?;
             let handled = (packets_after - packets_before) as f64;
             let overflow = (dropped_after - dropped_before) as f64;
+            let samples_per_sec = match (samples_before, samples_after) {
+                (Some(before), Some(after)) => {
+                    let (before, after) = (before?, after?);
+                    Some((
+                        (after.emitted - before.emitted) as f64 / sample_seconds,
+                        (after.lost - before.lost) as f64 / sample_seconds,
+                    ))
+                }
+                _ => None,
+            };
             Ok(Sample {
                 handled_per_sec: handled / seconds,
                 offered_per_sec: (handled + overflow) / seconds,
                 footprint,
+                samples_per_sec,
             })
         })();
         stop.store(true, Ordering::Relaxed);
@@ -345,14 +467,14 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Throughput> {
             };
             let installed = install(*receiver, &link, probe_binary)?;
             samples[index].push(measure_one(
-                plan, &link, generator, frame, &installed, cpus,
+                plan, &link, generator, frame, &installed, *receiver, cpus,
             )?);
         }
     }
     let scenarios = SCENARIOS
         .iter()
         .zip(samples)
-        .map(|((name, traffic, _), samples)| ScenarioResult {
+        .map(|((name, traffic, receiver), samples)| ScenarioResult {
             name,
             traffic,
             handled_per_sec: Summary::of(
@@ -368,6 +490,20 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Throughput> {
                     .collect::<Vec<_>>(),
             ),
             probe_footprint: Footprint::worst(samples.iter().filter_map(|s| s.footprint.clone())),
+            samples: match receiver {
+                Receiver::Probe { sample_rate, .. } if *sample_rate > 0 => {
+                    let rates: Vec<(f64, f64)> =
+                        samples.iter().filter_map(|s| s.samples_per_sec).collect();
+                    Some(SampleFlow {
+                        sample_rate: *sample_rate,
+                        emitted_per_sec: Summary::of(
+                            &rates.iter().map(|r| r.0).collect::<Vec<_>>(),
+                        ),
+                        lost_per_sec: Summary::of(&rates.iter().map(|r| r.1).collect::<Vec<_>>()),
+                    })
+                }
+                _ => None,
+            },
         })
         .collect();
     Ok(Throughput {

@@ -2,6 +2,8 @@
 //! the size of its counter map, and the time to attach.
 
 use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -15,12 +17,9 @@ use testbed::{Netns, ProbeProcess};
 
 use crate::{
     Plan,
-    process::{self, Footprint},
+    process::{self, Footprint, PERCPU_ARRAY},
     stats::Summary,
 };
-
-/// `BPF_MAP_TYPE_PERCPU_ARRAY`, as fdinfo's `map_type` gives it.
-const PERCPU_ARRAY: u32 = 6;
 
 #[derive(Debug, Serialize)]
 pub struct Userspace {
@@ -38,9 +37,20 @@ pub struct Userspace {
 pub struct ManyInterfaces {
     /// Both ends of every pair, as the first report listed them.
     pub interfaces: usize,
-    /// Over `idle_secs`, from the first report on.
+    /// Over `idle_secs`, from the first report on, serving `/metrics` unasked.
     pub footprint: Footprint,
     pub counter_map: CounterMap,
+    /// Scrapes of `/metrics`, one after another, after `footprint`'s window.
+    pub scrape: Scrape,
+}
+
+/// GET `/metrics` over a fresh connection, as Prometheus scrapes.
+#[derive(Debug, Serialize)]
+pub struct Scrape {
+    /// From connecting to the last byte of the page.
+    pub seconds: Summary,
+    /// The page's size, headers included.
+    pub bytes: usize,
 }
 
 /// The size of the probe's per-CPU counter map, as the kernel describes it.
@@ -94,19 +104,11 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Userspace> {
 }
 
 impl CounterMap {
-    /// The counter map of the probe running as `pid`, its one per-CPU array. `ip netns exec`
-    /// execs the probe in place, so a [`ProbeProcess`]'s pid is the probe's own.
+    /// The counter map of the probe running as `pid`: the per-CPU array named `COUNTERS` (the
+    /// sample counts are another, by slot, with values of the same size). `ip netns exec` execs
+    /// the probe in place, so a [`ProbeProcess`]'s pid is the probe's own.
     fn of(pid: i32) -> anyhow::Result<Self> {
-        let per_cpu: Vec<_> = process::bpf_maps(pid)?
-            .into_iter()
-            .filter(|map| map.map_type == PERCPU_ARRAY)
-            .collect();
-        let [map] = per_cpu[..] else {
-            bail!(
-                "expected one per-CPU array among the maps of process {pid}, found {}",
-                per_cpu.len()
-            );
-        };
+        let map = process::bpf_map_named(pid, PERCPU_ARRAY, "COUNTERS")?;
         let cpus = aya::util::nr_cpus()
             .map_err(|(path, error)| anyhow!(error).context(format!("read {path}")))?;
         let value_bytes = u64::from(map.value_size.next_multiple_of(8));
@@ -163,7 +165,13 @@ fn stop(probe: ProbeProcess, what: &str) -> anyhow::Result<()> {
 fn many_interfaces(plan: &Plan, probe_binary: &str) -> anyhow::Result<ManyInterfaces> {
     let expected = 2 * plan.many_veth_pairs;
     let netns = veth_pairs("bench-many", plan.many_veth_pairs)?;
-    let probe = ProbeProcess::start(probe_binary, &netns, &["--interval", "1"]);
+    // The metrics address is on the namespace's loopback, which the default selection leaves out.
+    netns.ip(&["link", "set", "lo", "up"]);
+    let probe = ProbeProcess::start(
+        probe_binary,
+        &netns,
+        &["--interval", "1", "--metrics", METRICS_ADDRESS],
+    );
     let interfaces = listed(&probe.wait_for(Duration::from_secs(120), |_| true));
     if interfaces != expected {
         bail!("expected {expected} interfaces in the first report, got {interfaces}");
@@ -173,11 +181,45 @@ fn many_interfaces(plan: &Plan, probe_binary: &str) -> anyhow::Result<ManyInterf
     let start = Footprint::start(probe.pid())?;
     thread::sleep(plan.idle);
     let footprint = start.finish()?;
+    let scrape = netns.enter(|| scrape_metrics(plan.scrapes))?;
     stop(probe, &format!("{interfaces} interfaces"))?;
     Ok(ManyInterfaces {
         interfaces,
         footprint,
         counter_map,
+        scrape,
+    })
+}
+
+const METRICS_ADDRESS: &str = "127.0.0.1:9464";
+
+/// `count` scrapes of the CLI's `/metrics` at [`METRICS_ADDRESS`], from the caller's namespace.
+fn scrape_metrics(count: usize) -> anyhow::Result<Scrape> {
+    let mut seconds = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..count {
+        let start = Instant::now();
+        let mut stream = TcpStream::connect(METRICS_ADDRESS).context("connect to --metrics")?;
+        stream.write_all(
+            format!(
+                "GET /metrics HTTP/1.1\r\nHost: {METRICS_ADDRESS}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )?;
+        let mut page = Vec::new();
+        stream.read_to_end(&mut page)?;
+        seconds.push(start.elapsed().as_secs_f64());
+        if !page.starts_with(b"HTTP/1.1 200") {
+            bail!(
+                "/metrics answered {}",
+                String::from_utf8_lossy(&page[..page.len().min(100)])
+            );
+        }
+        bytes = page.len();
+    }
+    Ok(Scrape {
+        seconds: Summary::of(&seconds),
+        bytes,
     })
 }
 

@@ -42,7 +42,7 @@ fn quick_run_reports_every_section() {
     let results = report["kernel_cost"]["results"]
         .as_array()
         .expect("kernel results");
-    assert_eq!(results.len(), 4 * 7, "4 subjects × 7 frames");
+    assert_eq!(results.len(), 7 * 7, "7 subjects × 7 frames");
     for result in results {
         assert!(
             result["ns_per_frame"]["median"].as_f64().unwrap() > 0.0,
@@ -51,8 +51,10 @@ fn quick_run_reports_every_section() {
         let frame = result["frame"].as_str().unwrap();
         let loopback = !frame.starts_with("benign");
         // xdp-filter matches exact addresses: 127.0.0.1 and ::1, not the v4-mapped form.
-        let expected = match result["subject"].as_str().unwrap() {
-            "probe (drop)" if loopback => 1,
+        let subject = result["subject"].as_str().unwrap();
+        let expected = match subject {
+            _ if loopback && subject.starts_with("probe (drop") => 1,
+            "XDP read headers, drop" => 1,
             "xdp-filter" if loopback && frame != "v4-mapped" => 1,
             _ => 2,
         };
@@ -62,16 +64,21 @@ fn quick_run_reports_every_section() {
     let scenarios = report["throughput"]["scenarios"]
         .as_array()
         .expect("veth scenarios");
-    assert_eq!(scenarios.len(), 8);
+    assert_eq!(scenarios.len(), 10);
     for scenario in scenarios {
         assert!(
             scenario["handled_per_sec"]["median"].as_f64().unwrap() > 0.0,
             "{scenario}"
         );
-        let is_probe = scenario["name"].as_str().unwrap().starts_with("probe");
+        let name = scenario["name"].as_str().unwrap();
         assert_eq!(
             scenario["probe_footprint"].is_object(),
-            is_probe,
+            name.starts_with("probe"),
+            "{scenario}"
+        );
+        assert_eq!(
+            scenario["samples"].is_object(),
+            name.ends_with("sampling)"),
             "{scenario}"
         );
     }
@@ -96,6 +103,11 @@ fn quick_run_reports_every_section() {
     let many = &report["userspace"]["many"];
     assert_eq!(many["interfaces"], 128, "{many}");
     assert!(many["footprint"]["peak_rss_kib"].as_u64().unwrap() > 0);
+    assert!(
+        many["scrape"]["seconds"]["median"].as_f64().unwrap() > 0.0,
+        "{many}"
+    );
+    assert!(many["scrape"]["bytes"].as_u64().unwrap() > 0, "{many}");
     for (map, served) in [
         (&report["userspace"]["idle_counter_map"], 1),
         (&many["counter_map"], 128),

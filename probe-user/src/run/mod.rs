@@ -15,7 +15,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use probe_user::{
-    probe::{MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
+    probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
     report::Report,
     samples::SampleRing,
     select::Selection,
@@ -80,8 +80,8 @@ pub(crate) struct RunArgs {
     metrics: Option<SocketAddr>,
     /// Matched frames sampled per second and interface, for --events, --pcap and the top
     /// senders (0 to 100000; 0 turns sampling off).
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = sample_rate,
-          allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_RATE,
+          value_parser = sample_rate, allow_negative_numbers = true)]
     sample_rate: u32,
     /// Show each sampled frame: in the live view's event pane, as `"type": "event"` objects
     /// with --json, otherwise as lines on stderr.
