@@ -9,21 +9,7 @@ use std::{
 use aya::maps::{IterableMap as _, MapData, MapError, PerCpuArray, PerCpuValues};
 use probe_common::{CLASSES_PER_INTERFACE, Counter, SlotCounters};
 
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-
-/// `union bpf_attr` as the batch commands read it.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
+use crate::map_batch;
 
 pub(crate) struct CounterMap {
     map: PerCpuArray<MapData, Counter>,
@@ -55,7 +41,7 @@ impl CounterMap {
         let mut next_key: u32 = 0;
         let mut first = true;
         while read < wanted {
-            let mut attr = BatchAttr {
+            let mut attr = map_batch::BatchAttr {
                 in_batch: if first {
                     0
                 } else {
@@ -66,20 +52,12 @@ impl CounterMap {
                 values: self.values[read * self.cpus..].as_mut_ptr() as u64,
                 count: (wanted - read) as u32,
                 map_fd,
-                ..BatchAttr::default()
+                ..map_batch::BatchAttr::default()
             };
             // SAFETY: the key and value buffers hold `count` keys and `count × cpus` per-CPU
             // values of the map's value size (16 bytes, already a multiple of 8); `next_key`
             // outlives the call.
-            let result = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    BPF_MAP_LOOKUP_BATCH,
-                    &raw mut attr,
-                    size_of::<BatchAttr>() as u32,
-                )
-            };
-            let error = (result < 0).then(io::Error::last_os_error);
+            let error = unsafe { map_batch::lookup(&mut attr) }.err();
             read += attr.count as usize;
             first = false;
             match error {

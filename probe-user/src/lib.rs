@@ -4,6 +4,7 @@
 
 mod counter_map;
 pub mod interfaces;
+mod map_batch;
 pub mod metrics;
 pub mod occupant;
 pub mod pcap;

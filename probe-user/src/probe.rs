@@ -4,11 +4,17 @@
 //! Attachments are BPF links owned by this process: when it exits, however it exits, the kernel
 //! closes their file descriptors and detaches the programs. Nothing is pinned.
 
-use std::{collections::BTreeMap, io};
+use std::{
+    collections::BTreeMap,
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
+    maps::{
+        Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
+    },
     programs::{ProgramError, Xdp},
     util::nr_cpus,
 };
@@ -19,7 +25,7 @@ use probe_common::{
 use thiserror::Error;
 
 pub use crate::xdp_link::AttachedMode;
-use crate::{PROBE_OBJECT, counter_map::CounterMap, privileges, xdp_link::XdpLink};
+use crate::{PROBE_OBJECT, counter_map::CounterMap, map_batch, privileges, xdp_link::XdpLink};
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -40,6 +46,8 @@ pub enum ProbeError {
     Cpus(#[source] io::Error),
     #[error("cannot read the counters")]
     ReadCounters(#[source] io::Error),
+    #[error("cannot refill the sample budgets")]
+    Refill(#[source] io::Error),
     #[error("all {capacity} interface slots are in use")]
     Full { capacity: u32 },
     #[error("interface {ifindex} is not configured")]
@@ -141,7 +149,9 @@ pub const DEFAULT_SAMPLE_RATE: u32 = 100;
 /// interface slot, within bounds (it is mapped into the loader, so it counts in its memory).
 fn ring_size(sample_rate: u32, capacity: u32) -> u32 {
     const MIN: u64 = 64 << 10;
-    const MAX: u64 = 16 << 20;
+    // The reader drains it as samples arrive; a bigger ring only holds more for a reader that
+    // is not running.
+    const MAX: u64 = 1 << 20;
     let record = size_of::<Sample>() as u64 + 8;
     let wanted = u64::from(sample_rate) * u64::from(capacity) * record / 2;
     wanted.clamp(MIN, MAX).next_power_of_two() as u32
@@ -415,16 +425,23 @@ impl Probe {
         if self.sample_rate == 0 {
             return Ok(());
         }
-        // The tokens are part of each interface's configuration, written whole.
-        let refilled: Vec<_> = self
-            .records
-            .iter()
-            .map(|(&ifindex, record)| {
-                let tokens = i64::from(self.sample_rate);
-                (ifindex, IfaceConfig::new(record.slot, record.mode, tokens))
-            })
-            .collect();
-        for (ifindex, config) in refilled {
+        // The tokens are part of each interface's configuration, written whole: those in the
+        // array in one call, the rare ones in the hash map one by one.
+        let tokens = i64::from(self.sample_rate);
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        let mut high = Vec::new();
+        for (&ifindex, record) in &self.records {
+            let config = IfaceConfig::new(record.slot, record.mode, tokens);
+            if ifindex < IFINDEX_ARRAY_LEN {
+                keys.push(ifindex);
+                values.push(config);
+            } else {
+                high.push((ifindex, config));
+            }
+        }
+        let fd = self.config.map().fd().as_fd().as_raw_fd() as u32;
+        map_batch::update(fd, &keys, &values).map_err(ProbeError::Refill)?;
+        for (ifindex, config) in high {
             self.write_config(ifindex, config)?;
         }
         Ok(())
