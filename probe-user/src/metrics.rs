@@ -144,9 +144,11 @@ impl Collector for SnapshotCollector {
         ] {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for interface in &snapshot.interfaces {
+                let ifindex = interface.ifindex.to_string();
                 for (matched, action) in classes() {
                     let labels = [
                         ("interface", interface.name.as_str()),
+                        ("ifindex", ifindex.as_str()),
                         ("family", matched.family.name()),
                         ("address", matched.address.name()),
                         ("action", action.name()),
@@ -165,6 +167,7 @@ impl Collector for SnapshotCollector {
             MetricType::Gauge,
         )?;
         for interface in &snapshot.interfaces {
+            let ifindex = interface.ifindex.to_string();
             let Some(route_localnet) = interface.route_localnet else {
                 continue;
             };
@@ -173,7 +176,11 @@ impl Collector for SnapshotCollector {
                 ("interface", route_localnet.iface),
                 ("effective", route_localnet.effective),
             ] {
-                let labels = [("interface", interface.name.as_str()), ("scope", scope)];
+                let labels = [
+                    ("interface", interface.name.as_str()),
+                    ("ifindex", ifindex.as_str()),
+                    ("scope", scope),
+                ];
                 ConstGauge::new(u32::from(on)).encode(metric.encode_family(&labels)?)?;
             }
         }
@@ -186,7 +193,11 @@ impl Collector for SnapshotCollector {
             MetricType::Gauge,
         )?;
         for interface in &snapshot.interfaces {
-            let labels = [("interface", interface.name.as_str())];
+            let ifindex = interface.ifindex.to_string();
+            let labels = [
+                ("interface", interface.name.as_str()),
+                ("ifindex", ifindex.as_str()),
+            ];
             ConstGauge::new(u32::from(interface.exposed)).encode(metric.encode_family(&labels)?)?;
         }
 
@@ -197,11 +208,13 @@ impl Collector for SnapshotCollector {
             MetricType::Gauge,
         )?;
         for interface in &snapshot.interfaces {
+            let ifindex = interface.ifindex.to_string();
             let Some(xdp_mode) = interface.xdp_mode else {
                 continue;
             };
             let labels = [
                 ("interface", interface.name.as_str()),
+                ("ifindex", ifindex.as_str()),
                 ("xdp_mode", xdp_mode.name()),
                 ("mode", interface.mode.name()),
             ];
@@ -218,6 +231,7 @@ impl Collector for SnapshotCollector {
                 MetricType::Counter,
             )?;
             for interface in &snapshot.interfaces {
+                let ifindex = interface.ifindex.to_string();
                 let Some(samples) = SamplesReport::of(&interface.counters, true) else {
                     continue;
                 };
@@ -226,7 +240,11 @@ impl Collector for SnapshotCollector {
                     ("suppressed", samples.suppressed),
                     ("lost", samples.lost),
                 ] {
-                    let labels = [("interface", interface.name.as_str()), ("result", result)];
+                    let labels = [
+                        ("interface", interface.name.as_str()),
+                        ("ifindex", ifindex.as_str()),
+                        ("result", result),
+                    ];
                     ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
                 }
             }
@@ -376,15 +394,15 @@ mod tests {
         assert_eq!(packets.len(), 2 * 18);
         assert_eq!(
             packets[0],
-            "localnet_probe_packets_total{interface=\"eth0\",family=\"ipv4\",address=\"source\",\
+            "localnet_probe_packets_total{interface=\"eth0\",ifindex=\"2\",family=\"ipv4\",address=\"source\",\
              action=\"passed\"} 0"
         );
         assert!(packets.contains(
-            &"localnet_probe_packets_total{interface=\"eth0\",family=\"ipv4\",\
+            &"localnet_probe_packets_total{interface=\"eth0\",ifindex=\"2\",family=\"ipv4\",\
               address=\"destination\",action=\"passed\"} 5"
         ));
         assert!(packets.contains(
-            &"localnet_probe_packets_total{interface=\"wg0\",family=\"ipv4-mapped\",\
+            &"localnet_probe_packets_total{interface=\"wg0\",ifindex=\"7\",family=\"ipv4-mapped\",\
               address=\"both\",action=\"dropped\"} 2"
         ));
         assert_eq!(
@@ -394,11 +412,11 @@ mod tests {
         let bytes = samples(&page, "localnet_probe_bytes_total");
         assert_eq!(bytes.len(), 2 * 18);
         assert!(bytes.contains(
-            &"localnet_probe_bytes_total{interface=\"eth0\",family=\"ipv4\",\
+            &"localnet_probe_bytes_total{interface=\"eth0\",ifindex=\"2\",family=\"ipv4\",\
               address=\"destination\",action=\"passed\"} 300"
         ));
         assert!(bytes.contains(
-            &"localnet_probe_bytes_total{interface=\"wg0\",family=\"ipv4-mapped\",\
+            &"localnet_probe_bytes_total{interface=\"wg0\",ifindex=\"7\",family=\"ipv4-mapped\",\
               address=\"both\",action=\"dropped\"} 160"
         ));
 
@@ -406,35 +424,35 @@ mod tests {
         assert_eq!(
             samples(&page, "localnet_probe_route_localnet"),
             [
-                "localnet_probe_route_localnet{interface=\"eth0\",scope=\"all\"} 0",
-                "localnet_probe_route_localnet{interface=\"eth0\",scope=\"interface\"} 1",
-                "localnet_probe_route_localnet{interface=\"eth0\",scope=\"effective\"} 1",
+                "localnet_probe_route_localnet{interface=\"eth0\",ifindex=\"2\",scope=\"all\"} 0",
+                "localnet_probe_route_localnet{interface=\"eth0\",ifindex=\"2\",scope=\"interface\"} 1",
+                "localnet_probe_route_localnet{interface=\"eth0\",ifindex=\"2\",scope=\"effective\"} 1",
             ]
         );
         assert_eq!(
             samples(&page, "localnet_probe_exposed"),
             [
-                "localnet_probe_exposed{interface=\"eth0\"} 1",
-                "localnet_probe_exposed{interface=\"wg0\"} 0",
+                "localnet_probe_exposed{interface=\"eth0\",ifindex=\"2\"} 1",
+                "localnet_probe_exposed{interface=\"wg0\",ifindex=\"7\"} 0",
             ]
         );
         assert_eq!(
             samples(&page, "localnet_probe_attached"),
             [
-                "localnet_probe_attached{interface=\"eth0\",xdp_mode=\"native\",mode=\"monitor\"} 1",
-                "localnet_probe_attached{interface=\"wg0\",xdp_mode=\"generic\",mode=\"drop\"} 1",
+                "localnet_probe_attached{interface=\"eth0\",ifindex=\"2\",xdp_mode=\"native\",mode=\"monitor\"} 1",
+                "localnet_probe_attached{interface=\"wg0\",ifindex=\"7\",xdp_mode=\"generic\",mode=\"drop\"} 1",
             ]
         );
         // eth0: 5 matched, 3 emitted, 1 lost, so 1 suppressed.
         assert_eq!(
             samples(&page, "localnet_probe_samples_total"),
             [
-                "localnet_probe_samples_total{interface=\"eth0\",result=\"emitted\"} 3",
-                "localnet_probe_samples_total{interface=\"eth0\",result=\"suppressed\"} 1",
-                "localnet_probe_samples_total{interface=\"eth0\",result=\"lost\"} 1",
-                "localnet_probe_samples_total{interface=\"wg0\",result=\"emitted\"} 2",
-                "localnet_probe_samples_total{interface=\"wg0\",result=\"suppressed\"} 0",
-                "localnet_probe_samples_total{interface=\"wg0\",result=\"lost\"} 0",
+                "localnet_probe_samples_total{interface=\"eth0\",ifindex=\"2\",result=\"emitted\"} 3",
+                "localnet_probe_samples_total{interface=\"eth0\",ifindex=\"2\",result=\"suppressed\"} 1",
+                "localnet_probe_samples_total{interface=\"eth0\",ifindex=\"2\",result=\"lost\"} 1",
+                "localnet_probe_samples_total{interface=\"wg0\",ifindex=\"7\",result=\"emitted\"} 2",
+                "localnet_probe_samples_total{interface=\"wg0\",ifindex=\"7\",result=\"suppressed\"} 0",
+                "localnet_probe_samples_total{interface=\"wg0\",ifindex=\"7\",result=\"lost\"} 0",
             ]
         );
         assert_eq!(
@@ -491,7 +509,9 @@ mod tests {
             snapshot(vec![interface("a\"b\\c", 2, Mode::Monitor)], 0),
             Format::Text,
         );
-        assert!(page.contains("localnet_probe_exposed{interface=\"a\\\"b\\\\c\"} 0\n"));
+        assert!(
+            page.contains("localnet_probe_exposed{interface=\"a\\\"b\\\\c\",ifindex=\"2\"} 0\n")
+        );
     }
 
     #[test]
@@ -502,7 +522,7 @@ mod tests {
         let page = encode(snapshot(interfaces, 100), Format::Text);
         assert_eq!(samples(&page, "localnet_probe_packets_total").len(), 18_000);
         assert_eq!(samples(&page, "localnet_probe_samples_total").len(), 3_000);
-        assert!(page.contains("localnet_probe_attached{interface=\"veth999\",xdp_mode=\"native\",mode=\"monitor\"} 1\n"));
+        assert!(page.contains("localnet_probe_attached{interface=\"veth999\",ifindex=\"1001\",xdp_mode=\"native\",mode=\"monitor\"} 1\n"));
     }
 
     #[test]

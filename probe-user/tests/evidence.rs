@@ -461,7 +461,7 @@ fn event_lines_go_to_stderr_and_the_limit_is_accounted_for() {
 fn bad_evidence_options_are_refused_before_attaching() {
     testbed::skip_unless_root!();
     let link = Link::new("evidence-args");
-    let cases: [(&[&str], i32, &str); 8] = [
+    let cases: [(&[&str], i32, &str); 10] = [
         (&["--top", "0"], 2, "--top"),
         (&["--sample-rate", "100001"], 2, "--sample-rate"),
         (&["--sample-rate", "-1"], 2, "--sample-rate"),
@@ -480,6 +480,16 @@ fn bad_evidence_options_are_refused_before_attaching() {
             &["--pcap", "/dev/stdout"],
             1,
             "is this process's stdout; give --pcap -",
+        ),
+        (
+            &["--pcap", "/dev/stderr"],
+            1,
+            "is where the logs go (stderr)",
+        ),
+        (
+            &["--metrics", "9464"],
+            2,
+            "give an IP address and a port, such as 127.0.0.1:9464",
         ),
         (
             &["--pcap", "/nonexistent-dir/x.pcapng"],
@@ -595,29 +605,72 @@ fn a_stalled_stderr_reader_does_not_stop_sigterm_from_detaching() {
 #[test]
 fn pcap_failures_stop_only_the_pcap_and_layer_3_packets_are_readable() {
     testbed::skip_unless_root!();
+    const FRAMES: u64 = 2_000;
     let link = Link::new("pcap-edges");
-    let probe = ProbeProcess::start(
+    // A disk that is full from the start: an error before anything attaches.
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &link.receiver.name,
+            PROBE,
+            "run",
+            "--iface",
+            RECEIVER_IF,
+        ])
+        .args(["--pcap", "/dev/full"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run localnet-probe");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write the pcap to /dev/full: No space left on device"),
+        "{stderr}"
+    );
+    assert!(!link.receiver.has_xdp(RECEIVER_IF));
+
+    // One that fills up while the probe runs (a 64 KiB tmpfs, mounted in the mount namespace
+    // `ip netns exec` gives the probe alone): the pcap stops, the counting and dropping go on.
+    let probe = ProbeProcess::start_wrapped(
+        &[
+            "sh",
+            "-c",
+            r#"mount -t tmpfs -o size=64k lnp-full /mnt && exec "$0" "$@""#,
+        ],
         PROBE,
         &link.receiver,
-        &["--iface", RECEIVER_IF, "--drop", "--pcap", "/dev/full"],
+        &[
+            "--iface",
+            RECEIVER_IF,
+            "--drop",
+            "--sample-rate",
+            "100000",
+            "--pcap",
+            "/mnt/full.pcapng",
+        ],
     );
     probe.wait_ready();
     let sender = link.raw_sender();
     let frame = udp_to_localhost(20);
-    for _ in 0..3 {
+    for _ in 0..FRAMES {
         sender.send(&frame);
     }
     probe.wait_for(TIMEOUT, |report| {
-        report["type"] == "counters" && interface(report, RECEIVER_IF)["packets_dropped"] == 3
+        report["type"] == "counters" && interface(report, RECEIVER_IF)["packets_dropped"] == FRAMES
     });
     assert!(
         probe
             .stderr()
-            .contains("cannot write the pcap: No space left on device")
+            .contains("cannot write the pcap: No space left on device"),
+        "{}",
+        probe.stderr()
     );
     let (status, last) = probe.stop(libc::SIGTERM);
     assert!(status.success(), "{status}");
-    assert_eq!(last.expect("a final report")["final"], true);
+    let last = last.expect("a final report");
+    assert_eq!(last["final"], true);
+    assert_eq!(interface(&last, RECEIVER_IF)["packets_dropped"], FRAMES);
 
     let tun = testbed::Tun::new(&link.receiver, "tun0", "198.18.1.1/24");
     let pcap = TempPath::new("layer3.pcapng");

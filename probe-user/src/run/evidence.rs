@@ -41,7 +41,9 @@ pub(crate) const fn framing(program: Program) -> Framing {
 }
 
 pub(crate) enum PcapTo {
-    File(File),
+    /// With the length written whole so far: a write cut short is cut back to it, so the file
+    /// ends with a complete block.
+    File(File, u64),
     Stdout(Output),
 }
 
@@ -63,19 +65,23 @@ pub(crate) enum PcapOpenError {
     Terminal,
     #[error("--pcap {0} is this process's stdout; give --pcap - to write the pcap there")]
     Stdout(String),
+    #[error("--pcap {0} is where the logs go (stderr); give a file")]
+    Stderr(String),
+    #[error("--pcap {0} is a terminal, and pcapng is binary; give a file or - to pipe it")]
+    TerminalFile(String),
     #[error("cannot write the pcap to {path}: {error}; give the path of a file to create, or -")]
     Create { path: String, error: io::Error },
 }
 
-/// Whether `file` is the same open file as stdout (`--pcap /dev/stdout`).
-fn is_stdout(file: &File) -> bool {
+/// Whether `file` is the same open file as `fd` (`--pcap /dev/stdout`).
+fn is_same_file(file: &File, fd: i32) -> bool {
     let stat = |fd: i32| {
         // SAFETY: fstat fills the struct for a valid fd or fails.
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
         (unsafe { libc::fstat(fd, &raw mut stat) } == 0).then_some((stat.st_dev, stat.st_ino))
     };
     let ours = stat(file.as_raw_fd());
-    ours.is_some() && ours == stat(io::stdout().as_raw_fd())
+    ours.is_some() && ours == stat(fd)
 }
 
 impl Pcap {
@@ -91,18 +97,32 @@ impl Pcap {
                 path: path.to_owned(),
                 error,
             };
-            let file = File::create(path).map_err(create)?;
-            if is_stdout(&file) {
+            let mut file = File::create(path).map_err(create)?;
+            if is_same_file(&file, io::stdout().as_raw_fd()) {
                 return Err(PcapOpenError::Stdout(path.to_owned()));
             }
-            PcapTo::File(file)
+            if is_same_file(&file, io::stderr().as_raw_fd()) {
+                return Err(PcapOpenError::Stderr(path.to_owned()));
+            }
+            if file.is_terminal() {
+                return Err(PcapOpenError::TerminalFile(path.to_owned()));
+            }
+            let mut writer = PcapWriter::new(Vec::new()).expect("writing to a Vec");
+            // The section header now: a disk already full is an error before attaching.
+            let header = std::mem::take(writer.get_mut());
+            file.write_all(&header).map_err(create)?;
+            return Ok(Self {
+                writer,
+                to: Some(PcapTo::File(file, header.len() as u64)),
+                not_written: 0,
+            });
         };
         let mut pcap = Self {
             writer: PcapWriter::new(Vec::new()).expect("writing to a Vec"),
             to: Some(to),
             not_written: 0,
         };
-        pcap.flush(0);
+        pcap.flush(&[]);
         Ok(pcap)
     }
 
@@ -116,7 +136,7 @@ impl Pcap {
                 .add_interface(ifindex, framing, &name)
                 .expect("writing to a Vec");
         }
-        self.flush(0);
+        self.flush(&[]);
     }
 
     fn write(&mut self, frames: &[SampledFrame], name: &impl Fn(u32) -> String) {
@@ -124,34 +144,60 @@ impl Pcap {
             self.not_written += frames.len() as u64;
             return;
         }
+        // Where each frame's blocks end in the batch, so a disk that fills up keeps every
+        // whole block that fitted.
+        let mut ends = Vec::with_capacity(frames.len());
         for frame in frames {
             self.writer
                 .write(frame, &name(frame.ifindex))
                 .expect("writing to a Vec");
+            ends.push(self.writer.get_mut().len());
         }
-        self.flush(frames.len() as u64);
+        self.flush(&ends);
     }
 
-    /// Hands what was written to the file or stdout; `frames` is how many samples it holds.
-    fn flush(&mut self, frames: u64) {
+    /// Hands what was written to the file or stdout; `ends` are where the batch's frames end.
+    fn flush(&mut self, ends: &[usize]) {
         let bytes = std::mem::take(self.writer.get_mut());
-        let written = match &mut self.to {
-            None => false,
-            Some(PcapTo::File(file)) => match file.write_all(&bytes) {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::warn!(
-                        "cannot write the pcap: {error}; samples are no longer written to it \
-                         (counting goes on)"
-                    );
-                    self.to = None;
-                    false
+        let frames = ends.len() as u64;
+        match &mut self.to {
+            None => self.not_written += frames,
+            Some(PcapTo::File(file, written)) => {
+                let mut done = 0;
+                let error = loop {
+                    if done == bytes.len() {
+                        break None;
+                    }
+                    match file.write(&bytes[done..]) {
+                        Ok(0) => break Some(io::Error::from(io::ErrorKind::WriteZero)),
+                        Ok(n) => done += n,
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                        Err(error) => break Some(error),
+                    }
+                };
+                let Some(error) = error else {
+                    *written += bytes.len() as u64;
+                    return;
+                };
+                // Readers stop at a torn block: end the file with the last whole one.
+                let kept = ends.iter().take_while(|end| **end <= done).count();
+                let whole = if kept == 0 { 0 } else { ends[kept - 1] };
+                let cut = file.set_len(*written + whole as u64).err();
+                tracing::warn!(
+                    "cannot write the pcap: {error}; samples are no longer written to it \
+                     (counting goes on){}",
+                    cut.map_or_else(String::new, |cut| format!(
+                        "; its last block may be cut short ({cut})"
+                    ))
+                );
+                self.not_written += frames - kept as u64;
+                self.to = None;
+            }
+            Some(PcapTo::Stdout(output)) => {
+                if !output.offer(bytes, "pcap blocks") {
+                    self.not_written += frames;
                 }
-            },
-            Some(PcapTo::Stdout(output)) => output.offer(bytes, "pcap blocks"),
-        };
-        if !written {
-            self.not_written += frames;
+            }
         }
     }
 
@@ -174,6 +220,8 @@ pub(crate) struct Evidence {
     pub(crate) senders: TopSenders,
     /// The newest event lines, for the live view.
     pub(crate) pane: VecDeque<String>,
+    /// Event lines skipped because stderr was behind or gone.
+    pub(crate) events_not_written: u64,
 }
 
 impl Evidence {
@@ -218,8 +266,8 @@ impl Evidence {
                     lines.push_str(&EventReport::new(frame, &name(frame.ifindex)).line());
                     lines.push('\n');
                 }
-                if !frames.is_empty() {
-                    output.offer(lines.into_bytes(), "event lines");
+                if !frames.is_empty() && !output.offer(lines.into_bytes(), "event lines") {
+                    self.events_not_written += frames.len() as u64;
                 }
             }
         }
@@ -236,13 +284,20 @@ impl Evidence {
 
     /// Waits at most `patience` for what is still to be written.
     pub(crate) fn finish(self, patience: Duration) {
+        if self.events_not_written > 0 {
+            tracing::warn!(
+                "{} events were not written (stderr was behind or gone)",
+                self.events_not_written
+            );
+        }
         if let Some(Events::Stderr(output)) = self.events {
             output.finish(Vec::new(), patience);
         }
         if let Some(pcap) = self.pcap {
             if pcap.not_written > 0 {
                 tracing::warn!(
-                    "{} samples were not written to the pcap (its reader was behind or gone)",
+                    "{} samples were not written to the pcap (its reader was behind or gone, or \
+                     it could not be written)",
                     pcap.not_written
                 );
             }

@@ -40,12 +40,12 @@ pub(crate) async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
         if error.kind() == io::ErrorKind::AddrInUse {
             anyhow!(
                 "cannot serve metrics on {address}, which another program is using; give a free \
-                 address with --metrics HOST:PORT"
+                 address with --metrics IP:PORT"
             )
         } else {
             anyhow!(
                 "cannot serve metrics on {address} ({error}); give an address of this host with \
-                 --metrics HOST:PORT"
+                 --metrics IP:PORT"
             )
         }
     })

@@ -75,7 +75,7 @@ pub(crate) struct RunArgs {
     verifier_log: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics, read from the counters at each scrape.
     /// ADDR is an IP address and port; without it, 127.0.0.1:9464.
-    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, value_parser = metrics_address,
           default_missing_value = metrics_server::DEFAULT_ADDRESS)]
     metrics: Option<SocketAddr>,
     /// Matched frames sampled per second and interface, for --events, --pcap and the top
@@ -147,6 +147,13 @@ fn sample_rate(value: &str) -> Result<u32, String> {
             "must be a whole number of samples per second from 0 (off) to {MAX_SAMPLE_RATE}"
         )),
     }
+}
+
+fn metrics_address(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        "give an IP address and a port, such as 127.0.0.1:9464, 0.0.0.0:9464 or [::1]:9464"
+            .to_owned()
+    })
 }
 
 /// The number of top senders shown when `--top` is not given.
@@ -284,6 +291,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         pcap,
         senders: TopSenders::default(),
         pane: VecDeque::new(),
+        events_not_written: 0,
     };
     let top = usize::from(args.top.unwrap_or(DEFAULT_TOP));
     let render = |report: &Report, pane: &VecDeque<String>| -> Vec<u8> {
@@ -372,6 +380,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     snapshot.removed.splice(0..0, removed_at_scrapes);
     let mut report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), true);
     report.add_top_senders(&evidence.senders, top);
+    warn_on_changes(&report, &mut exposed);
     let names: BTreeMap<u32, String> = snapshot
         .interfaces
         .iter()
