@@ -539,8 +539,9 @@ fn a_scraper_that_hangs_up_mid_response_stops_neither_counting_nor_serving() {
     let page = http_get(&link.receiver, METRICS_ADDRESS, "/metrics", None);
     assert_eq!(page.status, 200);
     let line = format!(
-        "localnet_probe_packets_total{{interface=\"{RECEIVER_IF}\",family=\"ipv4\",\
-         address=\"destination\",action=\"passed\"}} {FRAMES}\n"
+        "localnet_probe_packets_total{{interface=\"{RECEIVER_IF}\",ifindex=\"{}\",\
+         family=\"ipv4\",address=\"destination\",action=\"passed\"}} {FRAMES}\n",
+        link.receiver.enter(|| testbed::ifindex(RECEIVER_IF))
     );
     assert!(page.body.contains(&line), "no {line} in the page");
     assert!(page.body.contains("interface=\"lnpb49\""));
