@@ -291,14 +291,7 @@ fn pcap_on_stdout_feeds_tcpdump_live_and_outlives_it() {
             .expect("run tcpdump (cargo xtask setup installs it)"),
     );
     // Attached once its programs show on the interface.
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !link.receiver.has_xdp(RECEIVER_IF) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the probe never attached"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    link.receiver.wait_for_xdp(RECEIVER_IF, TIMEOUT);
     let sender = link.raw_sender();
     let frame = udp_to_localhost(20);
     for _ in 0..3 {
@@ -332,17 +325,8 @@ fn pcap_on_stdout_feeds_tcpdump_live_and_outlives_it() {
         matches!(probe.0.try_wait(), Ok(None)),
         "the probe ended with its pcap reader"
     );
-    // SAFETY: signals the child this test started, by its pid.
-    unsafe { libc::kill(probe.0.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(&mut probe.0, TIMEOUT);
-    let mut stderr = String::new();
-    probe
-        .0
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
+    let status = probe.terminate(TIMEOUT);
+    let stderr = probe.stderr();
     assert!(status.success(), "{status}: {stderr}");
     assert!(
         stderr.contains("detached: 5 matched, 0 dropped"),
@@ -376,40 +360,17 @@ fn event_lines_go_to_stderr_and_the_limit_is_accounted_for() {
             .spawn()
             .expect("start localnet-probe"),
     );
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !link.receiver.has_xdp(RECEIVER_IF) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the probe never attached"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    link.receiver.wait_for_xdp(RECEIVER_IF, TIMEOUT);
     let sender = link.raw_sender();
     let frame = udp_to_localhost(20);
     for _ in 0..FRAMES {
         sender.send(&frame);
     }
     thread::sleep(Duration::from_millis(500));
-    // SAFETY: signals the child this test started, by its pid.
-    unsafe { libc::kill(probe.0.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(&mut probe.0, TIMEOUT);
+    let status = probe.terminate(TIMEOUT);
     assert!(status.success(), "{status}");
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    probe
-        .0
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_string(&mut stdout)
-        .expect("stdout");
-    probe
-        .0
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut stderr)
-        .expect("stderr");
+    let stdout = probe.stdout();
+    let stderr = probe.stderr();
 
     for line in stdout.lines() {
         let report: Value = serde_json::from_str(line).expect("JSON");
@@ -559,14 +520,7 @@ fn a_stalled_stderr_reader_does_not_stop_sigterm_from_detaching() {
             .spawn()
             .expect("start localnet-probe"),
     );
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !link.receiver.has_xdp(RECEIVER_IF) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the probe never attached"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    link.receiver.wait_for_xdp(RECEIVER_IF, TIMEOUT);
     // Far more event lines than a pipe holds (64 KiB): stderr stalls.
     let sender = link.raw_sender();
     let frame = udp_to_localhost(20);
@@ -575,9 +529,7 @@ fn a_stalled_stderr_reader_does_not_stop_sigterm_from_detaching() {
     }
     thread::sleep(Duration::from_millis(500));
     let stopped = std::time::Instant::now();
-    // SAFETY: signals the child this test started, by its pid.
-    unsafe { libc::kill(probe.0.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(&mut probe.0, TIMEOUT);
+    let status = probe.terminate(TIMEOUT);
     assert!(status.success(), "{status}");
     assert!(
         stopped.elapsed() < Duration::from_secs(5),
@@ -585,14 +537,7 @@ fn a_stalled_stderr_reader_does_not_stop_sigterm_from_detaching() {
         stopped.elapsed()
     );
     assert!(!link.receiver.has_xdp(RECEIVER_IF));
-    let mut stdout = String::new();
-    probe
-        .0
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_string(&mut stdout)
-        .expect("stdout");
+    let stdout = probe.stdout();
     let last: Value = serde_json::from_str(stdout.lines().last().expect("a report")).expect("JSON");
     assert_eq!(last["final"], true);
     assert_eq!(interface(&last, RECEIVER_IF)["packets_matched"], FRAMES);

@@ -503,18 +503,10 @@ fn a_stalled_reader_does_not_stop_sigterm_from_detaching() {
         &["--interval", "0.01", "--iface", RECEIVER_IF],
     );
     // A report is ~600 bytes: 100 a second fill the 64 KiB pipe in about a second.
-    let attached = Instant::now();
-    while !link.receiver.has_xdp(RECEIVER_IF) {
-        assert!(
-            attached.elapsed() < Duration::from_secs(20),
-            "never attached"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    link.receiver
+        .wait_for_xdp(RECEIVER_IF, Duration::from_secs(20));
     thread::sleep(Duration::from_secs(3));
-    // SAFETY: signals the child this test started, by its pid.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(&mut child.0, Duration::from_secs(10));
+    let status = child.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
     assert!(!link.receiver.has_xdp(RECEIVER_IF));
 }

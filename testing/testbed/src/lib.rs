@@ -5,7 +5,7 @@
 
 use std::{
     fs::File,
-    io::{BufRead as _, BufReader, Read as _},
+    io::{BufRead as _, BufReader, Read},
     net::{SocketAddr, UdpSocket},
     os::fd::AsRawFd as _,
     process::{Child, Command, ExitStatus, Stdio},
@@ -142,6 +142,19 @@ impl Netns {
                 .join()
                 .expect("namespace thread panicked")
         })
+    }
+
+    /// Waits at most `timeout` for an XDP program on `dev` (a probe started in the background
+    /// has attached).
+    pub fn wait_for_xdp(&self, dev: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.has_xdp(dev) {
+            assert!(
+                Instant::now() < deadline,
+                "nothing attached to {dev} within {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Whether `dev` carries an XDP program, per `ip link`.
@@ -468,6 +481,33 @@ impl Drop for ProbeProcess {
 
 /// A child process this test started, killed (by its pid) if still running when dropped.
 pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// Sends SIGTERM and waits at most `timeout` for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        // SAFETY: signals the child this test started, by its pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        wait_exit(&mut self.0, timeout)
+    }
+
+    /// All the child's piped stdout, once it has exited.
+    pub fn stdout(&mut self) -> String {
+        read_pipe(self.0.stdout.take())
+    }
+
+    /// All the child's piped stderr, once it has exited.
+    pub fn stderr(&mut self) -> String {
+        read_pipe(self.0.stderr.take())
+    }
+}
+
+fn read_pipe(pipe: Option<impl Read>) -> String {
+    let mut text = String::new();
+    pipe.expect("piped")
+        .read_to_string(&mut text)
+        .expect("read the pipe");
+    text
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
