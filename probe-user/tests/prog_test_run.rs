@@ -44,6 +44,14 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
+/// The shared case named `name`.
+fn case(name: &str) -> Case {
+    cases()
+        .into_iter()
+        .find(|case| case.name == name)
+        .unwrap_or_else(|| panic!("no case {name}"))
+}
+
 fn load() -> Probe {
     load_sampling(4, 0)
 }
@@ -166,10 +174,7 @@ fn repeated_runs_are_counted_exactly() {
 fn mode_changes_without_reattaching() {
     testbed::skip_unless_root!();
     let mut probe = load();
-    let case = cases()
-        .into_iter()
-        .find(|c| c.name == "ipv4 loopback destination")
-        .expect("case exists");
+    let case = case("ipv4 loopback destination");
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
     assert_eq!(run(&probe, &case.frame, 3), XDP_DROP);
     probe
@@ -219,10 +224,7 @@ fn high_ifindexes_are_configured_too() {
         "name",
         "hi1",
     ]);
-    let case = cases()
-        .into_iter()
-        .find(|c| c.name == "ipv6 ::1 source")
-        .expect("case exists");
+    let case = case("ipv6 ::1 source");
     let matched = case.expected.expect("a matching case");
     let mut probe = load();
     probe.configure(HIGH, Mode::Drop).expect("configure");
@@ -286,10 +288,7 @@ fn ip_program_classifies_packets_without_a_link_layer() {
 #[test]
 fn slots_are_reused_with_zeroed_counters() {
     testbed::skip_unless_root!();
-    let case = cases()
-        .into_iter()
-        .find(|c| c.name == "ipv4 loopback destination")
-        .expect("case exists");
+    let case = case("ipv4 loopback destination");
     let matched = case.expected.expect("a matching case");
     let mut probe = load();
     for round in 0..5_000_u32 {
@@ -389,10 +388,7 @@ fn samples_are_limited_per_interface() {
     let mut probe = load_sampling(4, 5);
     let mut ring = probe.take_samples().expect("the ring");
     probe.configure(IFINDEX, Mode::Monitor).expect("configure");
-    let case = cases()
-        .into_iter()
-        .find(|c| c.name == "ipv4 loopback destination")
-        .expect("case exists");
+    let case = case("ipv4 loopback destination");
     assert_eq!(run(&probe, &case.frame, 20), XDP_PASS);
     assert_eq!(samples_in(&mut ring).len(), 5);
     let counted = counters(&mut probe);
@@ -420,10 +416,7 @@ fn samples_that_find_the_ring_full_are_counted_as_lost() {
     let mut probe = load_sampling(1, 100_000);
     let mut ring = probe.take_samples().expect("the ring");
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
-    let case = cases()
-        .into_iter()
-        .find(|c| c.name == "ipv6 ::1 source")
-        .expect("case exists");
+    let case = case("ipv6 ::1 source");
     assert_eq!(run(&probe, &case.frame, FRAMES), XDP_DROP);
     let counted = counters(&mut probe);
     assert_eq!(total_packets(&counted), u64::from(FRAMES));
@@ -440,10 +433,7 @@ fn ip_program_samples_start_at_the_ip_header() {
     let mut probe = load_sampling(4, 10);
     let mut ring = probe.take_samples().expect("the ring");
     probe.configure(IFINDEX, Mode::Monitor).expect("configure");
-    let case = cases()
-        .into_iter()
-        .find(|c| c.name == "ipv4 loopback destination")
-        .expect("case exists");
+    let case = case("ipv4 loopback destination");
     let packet = &case.frame[test_frames::ip_offset(&case.frame).expect("an IP frame")..];
     assert_eq!(run_program(&probe, Program::Ip, packet, 1), XDP_PASS);
     let samples = samples_in(&mut ring);
