@@ -479,6 +479,34 @@ fn bad_evidence_options_are_refused_before_attaching() {
         assert!(!link.receiver.has_xdp(RECEIVER_IF), "{args:?} attached");
     }
 
+    // A FIFO nobody reads: said at once, rather than a hang in open before attaching.
+    let fifo = TempPath::new("nobody-reads.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo.0)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &link.receiver.name,
+            PROBE,
+            "run",
+            "--iface",
+            RECEIVER_IF,
+        ])
+        .arg("--pcap")
+        .arg(&fifo.0)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run localnet-probe");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is a FIFO nobody reads yet"), "{stderr}");
+
     // Sampling off: no sample counts or senders to show, rather than zeros that do not add up.
     let probe = ProbeProcess::start(
         PROBE,

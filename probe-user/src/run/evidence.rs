@@ -5,7 +5,7 @@ use std::{
     collections::VecDeque,
     fs::File,
     io::{self, IsTerminal as _, Write as _},
-    os::fd::AsRawFd as _,
+    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
     time::{Duration, Instant},
 };
 
@@ -65,12 +65,24 @@ pub(crate) enum PcapOpenError {
     Terminal,
     #[error("--pcap {0} is this process's stdout; give --pcap - to write the pcap there")]
     Stdout(String),
+    #[error("--pcap {0} is a FIFO nobody reads yet; start its reader first")]
+    NoReader(String),
     #[error("--pcap {0} is where the logs go (stderr); give a file")]
     Stderr(String),
     #[error("--pcap {0} is a terminal, and pcapng is binary; give a file or - to pipe it")]
     TerminalFile(String),
     #[error("cannot write the pcap to {path}: {error}; give the path of a file to create, or -")]
     Create { path: String, error: io::Error },
+}
+
+fn set_blocking(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a valid fd, reading then writing its status flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Whether `file` is the same open file as `fd` (`--pcap /dev/stdout`).
@@ -97,7 +109,19 @@ impl Pcap {
                 path: path.to_owned(),
                 error,
             };
-            let mut file = File::create(path).map_err(create)?;
+            // Not blocking in open: a FIFO nobody reads is an error now, not a hang before
+            // anything attaches.
+            let mut file = File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|error| match error.raw_os_error() {
+                    Some(libc::ENXIO) => PcapOpenError::NoReader(path.to_owned()),
+                    _ => create(error),
+                })?;
+            set_blocking(&file).map_err(create)?;
             if is_same_file(&file, io::stdout().as_raw_fd()) {
                 return Err(PcapOpenError::Stdout(path.to_owned()));
             }
