@@ -239,16 +239,26 @@ impl Pcap {
 }
 
 pub(crate) struct Evidence {
-    pub(crate) events: Option<Events>,
-    pub(crate) pcap: Option<Pcap>,
+    events: Option<Events>,
+    pcap: Option<Pcap>,
     pub(crate) senders: TopSenders,
     /// The newest event lines, for the live view.
     pub(crate) pane: VecDeque<String>,
     /// Event lines skipped because stderr was behind or gone.
-    pub(crate) events_not_written: u64,
+    events_not_written: u64,
 }
 
 impl Evidence {
+    pub(crate) fn new(events: Option<Events>, pcap: Option<Pcap>) -> Self {
+        Self {
+            events,
+            pcap,
+            senders: TopSenders::default(),
+            pane: VecDeque::new(),
+            events_not_written: 0,
+        }
+    }
+
     /// Hands a batch of samples to every consumer; returns the JSON event lines to write on
     /// the report stream (with `--events --json`).
     pub(crate) fn take(

@@ -19,7 +19,6 @@ use probe_user::{
     report::Report,
     samples::SampleRing,
     select::Selection,
-    senders::TopSenders,
     session::{Session, SessionError, SessionOptions},
 };
 use tokio::{
@@ -199,7 +198,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         View::Table
     };
     // Before anything attaches: a path that cannot be written ends the run here.
-    let pcap = match &args.pcap {
+    let mut pcap = match &args.pcap {
         Some(path) => Some(Pcap::open(path)?),
         None => None,
     };
@@ -270,7 +269,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => (None, None),
     };
 
-    let mut pcap = pcap;
     if let Some(pcap) = &mut pcap {
         pcap.add_interfaces(started.attached.iter().map(|attached| {
             (
@@ -286,13 +284,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let mut evidence = Evidence {
-        events,
-        pcap,
-        senders: TopSenders::default(),
-        pane: VecDeque::new(),
-        events_not_written: 0,
-    };
+    let mut evidence = Evidence::new(events, pcap);
     let top = usize::from(args.top.unwrap_or(DEFAULT_TOP));
     let render = |report: &Report, pane: &VecDeque<String>| -> Vec<u8> {
         match view {
