@@ -61,6 +61,39 @@ fn tcp_syn_from_loopback() -> Vec<u8> {
     frame
 }
 
+/// What `tcpdump -nn -e -r` prints of the capture at `path`; it must read it without error.
+fn tcpdump_read(path: &std::path::Path) -> String {
+    let tcpdump = Command::new("tcpdump")
+        .args(["-nn", "-e", "-r"])
+        .arg(path)
+        .output()
+        .expect("run tcpdump (cargo xtask setup installs it)");
+    assert!(
+        tcpdump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tcpdump.stderr)
+    );
+    String::from_utf8_lossy(&tcpdump.stdout).into_owned()
+}
+
+/// `run --iface vrx args…` in the receiver's namespace, to completion.
+fn run_to_exit(link: &Link, args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &link.receiver.name,
+            PROBE,
+            "run",
+            "--iface",
+            RECEIVER_IF,
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run localnet-probe")
+}
+
 struct TempPath(PathBuf);
 
 impl TempPath {
@@ -176,17 +209,7 @@ fn samples_name_the_senders_in_events_top_senders_and_pcap() {
     let finished = SystemTime::now();
 
     // tcpdump reads the file and prints the addresses and VLAN that were sent.
-    let tcpdump = Command::new("tcpdump")
-        .args(["-nn", "-e", "-r"])
-        .arg(&pcap.0)
-        .output()
-        .expect("run tcpdump (cargo xtask setup installs it)");
-    let printed = String::from_utf8_lossy(&tcpdump.stdout);
-    assert!(
-        tcpdump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tcpdump.stderr)
-    );
+    let printed = tcpdump_read(&pcap.0);
     assert_eq!(printed.lines().count(), 7, "{printed}");
     assert_eq!(
         printed
@@ -459,20 +482,7 @@ fn bad_evidence_options_are_refused_before_attaching() {
         ),
     ];
     for (args, code, says) in cases {
-        let output = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &link.receiver.name,
-                PROBE,
-                "run",
-                "--iface",
-                RECEIVER_IF,
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run localnet-probe");
+        let output = run_to_exit(&link, args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
@@ -488,21 +498,7 @@ fn bad_evidence_options_are_refused_before_attaching() {
             .expect("mkfifo")
             .success()
     );
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &link.receiver.name,
-            PROBE,
-            "run",
-            "--iface",
-            RECEIVER_IF,
-        ])
-        .arg("--pcap")
-        .arg(&fifo.0)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run localnet-probe");
+    let output = run_to_exit(&link, &[std::ffi::OsStr::new("--pcap"), fifo.0.as_os_str()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is a FIFO nobody reads yet"), "{stderr}");
@@ -581,20 +577,7 @@ fn pcap_failures_stop_only_the_pcap_and_layer_3_packets_are_readable() {
     const FRAMES: u64 = 2_000;
     let link = Link::new("pcap-edges");
     // A disk that is full from the start: an error before anything attaches.
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &link.receiver.name,
-            PROBE,
-            "run",
-            "--iface",
-            RECEIVER_IF,
-        ])
-        .args(["--pcap", "/dev/full"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run localnet-probe");
+    let output = run_to_exit(&link, &["--pcap", "/dev/full"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -669,17 +652,7 @@ fn pcap_failures_stop_only_the_pcap_and_layer_3_packets_are_readable() {
     });
     let (status, _) = probe.stop(libc::SIGTERM);
     assert!(status.success(), "{status}");
-    let tcpdump = Command::new("tcpdump")
-        .args(["-nn", "-e", "-r"])
-        .arg(&pcap.0)
-        .output()
-        .expect("run tcpdump");
-    let printed = String::from_utf8_lossy(&tcpdump.stdout);
-    assert!(
-        tcpdump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tcpdump.stderr)
-    );
+    let printed = tcpdump_read(&pcap.0);
     assert_eq!(
         printed
             .matches("198.18.0.1.40000 > 127.0.0.1.5353: ")
