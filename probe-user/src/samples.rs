@@ -185,11 +185,6 @@ impl SampledFrame {
             headers,
         })
     }
-
-    /// Whether the frame was cut to the capture length.
-    pub fn is_truncated(&self) -> bool {
-        (self.captured.len() as u32) < self.frame_len
-    }
 }
 
 /// Turns the programs' `CLOCK_MONOTONIC` timestamps into wall-clock time.

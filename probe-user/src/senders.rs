@@ -11,8 +11,8 @@ use crate::samples::SampledFrame;
 
 /// How far back the counts go.
 pub const WINDOW: Duration = Duration::from_secs(60);
-/// Distinct senders one interface keeps per second; more (a flood from random sources) are
-/// counted together as [`TopSenders::others`].
+/// Distinct senders one interface keeps per second; more (a flood from random sources) are not
+/// told apart: memory stays bounded, and such senders would not make a top list anyway.
 const MAX_SENDERS_PER_SECOND: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,7 +27,6 @@ pub struct Sender {
 struct Second {
     started: Instant,
     samples: HashMap<Sender, u64>,
-    others: u64,
 }
 
 #[derive(Debug, Default)]
@@ -49,14 +48,13 @@ impl TopSenders {
             seconds.push_back(Second {
                 started: now,
                 samples: HashMap::new(),
-                others: 0,
             });
         }
         let second = seconds.back_mut().expect("pushed above");
         let full = second.samples.len() >= MAX_SENDERS_PER_SECOND;
         match second.samples.get_mut(&sender) {
             Some(count) => *count += 1,
-            None if full => second.others += 1,
+            None if full => {}
             None => {
                 second.samples.insert(sender, 1);
             }
@@ -89,16 +87,6 @@ impl TopSenders {
         senders.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         senders.truncate(n);
         senders
-    }
-
-    /// Samples within the window from senders past the per-second limit, not told apart.
-    pub fn others(&self, ifindex: u32) -> u64 {
-        self.by_interface
-            .get(&ifindex)
-            .into_iter()
-            .flatten()
-            .map(|second| second.others)
-            .sum()
     }
 }
 
@@ -169,7 +157,7 @@ mod tests {
         for n in 0..(MAX_SENDERS_PER_SECOND as u32 + 100) {
             senders.record(&frame(2, 1, n.to_be_bytes()), now);
         }
-        assert_eq!(senders.others(2), 100);
+        assert_eq!(senders.top(2, usize::MAX).len(), MAX_SENDERS_PER_SECOND);
         assert_eq!(senders.top(2, 5).len(), 5);
     }
 }
