@@ -76,9 +76,10 @@ fn tcpdump_read(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&tcpdump.stdout).into_owned()
 }
 
-/// `run --iface vrx args…` in the receiver's namespace, to completion.
-fn run_to_exit(link: &Link, args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
-    Command::new("ip")
+/// `run --iface vrx args…` in the receiver's namespace, stdout and stderr piped.
+fn probe_command(link: &Link, args: &[impl AsRef<std::ffi::OsStr>]) -> Command {
+    let mut command = Command::new("ip");
+    command
         .args([
             "netns",
             "exec",
@@ -90,6 +91,14 @@ fn run_to_exit(link: &Link, args: &[impl AsRef<std::ffi::OsStr>]) -> std::proces
         ])
         .args(args)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// [`probe_command`], to completion.
+fn run_to_exit(link: &Link, args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    probe_command(link, args)
         .output()
         .expect("run localnet-probe")
 }
@@ -286,20 +295,7 @@ fn samples_name_the_senders_in_events_top_senders_and_pcap() {
 fn pcap_on_stdout_feeds_tcpdump_live_and_outlives_it() {
     testbed::skip_unless_root!();
     let link = Link::new("pcap-pipe");
-    let mut probe = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &link.receiver.name,
-            PROBE,
-            "run",
-            "--iface",
-            RECEIVER_IF,
-        ])
-        .args(["--pcap", "-"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut probe = probe_command(&link, &["--pcap", "-"])
         .spawn()
         .expect("start localnet-probe");
     let pipe = probe.stdout.take().expect("piped");
@@ -322,14 +318,7 @@ fn pcap_on_stdout_feeds_tcpdump_live_and_outlives_it() {
     }
     let status = wait_exit(&mut tcpdump.0, TIMEOUT);
     assert!(status.success(), "{status}");
-    let mut printed = String::new();
-    tcpdump
-        .0
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_string(&mut printed)
-        .expect("read tcpdump's output");
+    let printed = tcpdump.stdout();
     assert_eq!(
         printed
             .matches("198.18.0.1.40000 > 127.0.0.1.5353: ")
@@ -366,22 +355,12 @@ fn event_lines_go_to_stderr_and_the_limit_is_accounted_for() {
     const FRAMES: u64 = 40;
     let link = Link::new("event-lines");
     let mut probe = KillOnDrop(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &link.receiver.name,
-                PROBE,
-                "run",
-                "--iface",
-                RECEIVER_IF,
-            ])
-            .args(["--events", "--sample-rate", "5", "--interval", "0.2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start localnet-probe"),
+        probe_command(
+            &link,
+            &["--events", "--sample-rate", "5", "--interval", "0.2"],
+        )
+        .spawn()
+        .expect("start localnet-probe"),
     );
     link.receiver.wait_for_xdp(RECEIVER_IF, TIMEOUT);
     let sender = link.raw_sender();
@@ -526,20 +505,8 @@ fn a_stalled_stderr_reader_does_not_stop_sigterm_from_detaching() {
     let link = Link::new("stalled-stderr");
     let (reader, writer) = std::io::pipe().expect("a pipe");
     let mut probe = KillOnDrop(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &link.receiver.name,
-                PROBE,
-                "run",
-                "--iface",
-                RECEIVER_IF,
-            ])
-            // JSON on stdout, not a terminal: the event lines go to stderr.
-            .args(["--events", "--sample-rate", "100000"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+        // JSON on stdout, not a terminal: the event lines go to stderr.
+        probe_command(&link, &["--events", "--sample-rate", "100000"])
             .stderr(writer)
             .spawn()
             .expect("start localnet-probe"),
