@@ -2,12 +2,14 @@
 //! for a session, and turns each reading into the report every view renders. The `localnet-probe`
 //! binary's subcommands are thin layers over it.
 
+mod bpffs;
 mod counter_map;
 pub mod interfaces;
 mod map_batch;
 pub mod metrics;
 pub mod occupant;
 pub mod pcap;
+pub mod pins;
 pub mod privileges;
 pub mod probe;
 pub mod report;

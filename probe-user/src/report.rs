@@ -48,7 +48,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn of(counters: &SlotCounters) -> Self {
+    pub fn of(counters: &SlotCounters) -> Self {
         let matched = total(counters, None);
         let dropped = total(counters, Some(Action::Dropped));
         Self {

@@ -11,10 +11,11 @@ use thiserror::Error;
 use crate::{
     interfaces::{Interface, InterfaceError, Interfaces},
     occupant::Occupant,
+    pins::{Found, PinDir, PinError, PinLock, Standing},
     privileges,
-    probe::{AttachedMode, LoadOptions, Probe, ProbeError, Program, XdpModeChoice},
+    probe::{Adopted, AttachedMode, LoadOptions, Probe, ProbeError, Program, XdpModeChoice},
     route_localnet::{self, RouteLocalnet},
-    select::{SelectError, Selection, Skipped, select},
+    select::{Chosen, SelectError, Selected, Selection, Skipped, select},
 };
 
 /// Spare slots the counter map has at least, so interfaces that appear later find one.
@@ -53,6 +54,18 @@ pub enum SessionError {
         #[source]
         source: Box<ProbeError>,
     },
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error("cannot find this process's network namespace: {0}")]
+    Namespace(std::io::Error),
+    #[error("cannot take over the standing filter")]
+    Adopt(#[source] Box<ProbeError>),
+    #[error("cannot pin the link of {name}")]
+    PinLink {
+        name: String,
+        #[source]
+        source: Box<ProbeError>,
+    },
 }
 
 /// How to start.
@@ -63,6 +76,9 @@ pub struct SessionOptions {
     pub verifier_log: bool,
     /// Samples of matched frames per second and interface; 0 turns sampling off.
     pub sample_rate: u32,
+    /// Be the standing filter of this network namespace: take over the one pinned, or pin
+    /// one, so that its interfaces stay filtered when the session ends.
+    pub pin: bool,
 }
 
 /// What starting did, to tell the user.
@@ -72,6 +88,11 @@ pub struct Started {
     pub skipped: Vec<Skipped>,
     /// Interfaces the counter map has room for.
     pub capacity: u32,
+    /// Where the standing filter is pinned, with `SessionOptions::pin`.
+    pub pinned_in: Option<std::path::PathBuf>,
+    /// Things done to the standing filter that the user should hear of: a BPF file system
+    /// mounted, leftovers cleared, interfaces no longer selected detached.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -83,6 +104,8 @@ pub struct AttachedInterface {
     pub xdp_mode: AttachedMode,
     /// Why native XDP was refused, when auto mode fell back to generic.
     pub native_refused: Option<std::io::Error>,
+    /// Taken over from the standing filter: attached all along.
+    pub adopted: bool,
 }
 
 /// An interface the session serves, as last seen.
@@ -129,24 +152,38 @@ pub struct Session {
     interfaces: Interfaces,
     served: BTreeMap<u32, Served>,
     removed_totals: SlotCounters,
+    /// Removed interfaces not yet reported by a snapshot.
+    pending_removed: Vec<InterfaceSnapshot>,
+    /// Only reads a standing filter: changes nothing.
+    read_only: bool,
+    /// Held by the session serving the standing filter.
+    _pin_lock: Option<PinLock>,
 }
 
 impl Session {
     /// Selects the interfaces, refuses occupied ones, loads the programs and attaches to every
-    /// selected interface, or to none: on any error what was attached is detached.
+    /// selected interface, or to none: on any error what was attached is detached. With
+    /// `options.pin`, the session is the namespace's standing filter: it takes over the
+    /// interfaces of the one pinned (attached all along; those no longer selected are detached)
+    /// and pins the links it makes.
     pub fn start(options: SessionOptions) -> Result<(Self, Started), SessionError> {
         if let Some(missing) = privileges::missing() {
             return Err(SessionError::Privileges(missing));
         }
         let mut interfaces = Interfaces::connect()?;
+        let mut notes = Vec::new();
+        let standing = if options.pin {
+            let lock = PinLock::take()?;
+            let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
+            notes.extend(dir.prepare()?);
+            let (found, note) = dir.inspect()?;
+            notes.extend(note);
+            Some((lock, dir, found))
+        } else {
+            None
+        };
         let all = interfaces.list()?;
         let selected = select(&all, &options.selection)?;
-        for chosen in &selected.chosen {
-            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
-            if let Some(occupant) = interface.and_then(Occupant::of) {
-                return Err(SessionError::Occupied(Box::new(occupant)));
-            }
-        }
         if selected.chosen.len() > MAX_SLOTS as usize {
             return Err(SessionError::TooMany {
                 selected: selected.chosen.len(),
@@ -157,29 +194,168 @@ impl Session {
         let capacity = u32::try_from(all.len() + (all.len() / 4).max(MIN_CAPACITY as usize))
             .unwrap_or(MAX_SLOTS)
             .min(MAX_SLOTS);
-        let mut probe = Probe::load(LoadOptions {
+        let load_options = LoadOptions {
             capacity,
             verifier_log: options.verifier_log,
             sample_rate: options.sample_rate,
-        })
-        .map_err(|error| SessionError::Load(Box::new(error)))?;
+        };
+        let load_error = |error| SessionError::Load(Box::new(error));
+        let (probe, adopted, pin_lock, pinned_now) = match standing {
+            Some((lock, dir, found)) => {
+                let pinned_now = matches!(found, Found::Nothing);
+                let (probe, adopted) = Probe::load_standing(load_options, dir, found).map_err(
+                    |error| match error {
+                        ProbeError::Pin(error) => SessionError::Pin(error),
+                        error @ ProbeError::Adopt { .. } => SessionError::Adopt(Box::new(error)),
+                        error => load_error(error),
+                    },
+                )?;
+                (probe, adopted, Some(lock), pinned_now)
+            }
+            None => (
+                Probe::load(load_options).map_err(load_error)?,
+                Vec::new(),
+                None,
+                false,
+            ),
+        };
+        let mut session = Self {
+            probe,
+            interfaces,
+            served: BTreeMap::new(),
+            removed_totals: SlotCounters::default(),
+            pending_removed: Vec::new(),
+            read_only: false,
+            _pin_lock: pin_lock,
+        };
+        let attached = match session.serve_at_start(&all, &selected, adopted, &options, &mut notes)
+        {
+            Ok(attached) => attached,
+            Err(error) => {
+                // A standing filter pinned by this start that attached nothing is not left.
+                if pinned_now && let Some(dir) = session.probe.standing_dir() {
+                    let _ = dir.remove();
+                }
+                return Err(error);
+            }
+        };
+        let started = Started {
+            attached,
+            skipped: selected.skipped,
+            capacity: session.probe.capacity(),
+            pinned_in: session.probe.standing_dir().map(|dir| dir.path.clone()),
+            notes,
+        };
+        Ok((session, started))
+    }
 
-        let mut served = BTreeMap::new();
+    /// Serves the selection: the standing filter's interfaces taken over (in their new mode),
+    /// then every other selected one attached, all or nothing, and pinned once all are.
+    fn serve_at_start(
+        &mut self,
+        all: &[Interface],
+        selected: &Selected,
+        adopted: Vec<Adopted>,
+        options: &SessionOptions,
+        notes: &mut Vec<String>,
+    ) -> Result<Vec<AttachedInterface>, SessionError> {
         let mut attached = Vec::with_capacity(selected.chosen.len());
-        for chosen in &selected.chosen {
+        for adopted in adopted {
+            let chosen = selected
+                .chosen
+                .iter()
+                .find(|chosen| chosen.ifindex == adopted.ifindex);
+            match (adopted.xdp_mode, chosen) {
+                // Gone while no probe ran: reported removed by the first snapshot.
+                (None, _) => {
+                    self.removed_totals.add(&adopted.counters);
+                    self.pending_removed.push(InterfaceSnapshot {
+                        ifindex: adopted.ifindex,
+                        name: adopted.name,
+                        mode: adopted.mode,
+                        program: adopted.program,
+                        xdp_mode: None,
+                        route_localnet: None,
+                        route_localnet_via: Vec::new(),
+                        exposed: false,
+                        counters: adopted.counters,
+                    });
+                }
+                (Some(xdp_mode), Some(chosen)) => {
+                    let change_error = |source| SessionError::Attach {
+                        name: chosen.name.clone(),
+                        source: Box::new(source),
+                    };
+                    if chosen.mode != adopted.mode {
+                        self.probe
+                            .configure(chosen.ifindex, chosen.mode)
+                            .map_err(change_error)?;
+                    }
+                    if chosen.name != adopted.name {
+                        self.probe
+                            .rename(chosen.ifindex, &chosen.name)
+                            .map_err(change_error)?;
+                    }
+                    self.served.insert(
+                        chosen.ifindex,
+                        Served {
+                            name: chosen.name.clone(),
+                            program: adopted.program,
+                        },
+                    );
+                    attached.push(AttachedInterface {
+                        ifindex: chosen.ifindex,
+                        name: chosen.name.clone(),
+                        program: adopted.program,
+                        mode: chosen.mode,
+                        xdp_mode,
+                        native_refused: None,
+                        adopted: true,
+                    });
+                }
+                (Some(_), None) => {
+                    let counters = self.probe.release(adopted.ifindex).map_err(|source| {
+                        SessionError::Release {
+                            name: adopted.name.clone(),
+                            source: Box::new(source),
+                        }
+                    })?;
+                    let totals = crate::report::Totals::of(&counters);
+                    notes.push(format!(
+                        "{}: no longer selected, detached (its counts: {} matched, {} dropped)",
+                        adopted.name, totals.packets_matched, totals.packets_dropped
+                    ));
+                }
+            }
+        }
+        let new: Vec<&Chosen> = selected
+            .chosen
+            .iter()
+            .filter(|chosen| !self.served.contains_key(&chosen.ifindex))
+            .collect();
+        for chosen in &new {
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            if let Some(occupant) = interface.and_then(Occupant::of) {
+                return Err(SessionError::Occupied(Box::new(occupant)));
+            }
+        }
+        for chosen in &new {
             let attach_error = |source| SessionError::Attach {
                 name: chosen.name.clone(),
                 source: Box::new(source),
             };
-            probe
+            self.probe
                 .configure(chosen.ifindex, chosen.mode)
                 .map_err(attach_error)?;
-            let result = match probe.attach(chosen.ifindex, chosen.program, options.xdp_mode) {
+            let result = match self
+                .probe
+                .attach(chosen.ifindex, chosen.program, options.xdp_mode)
+            {
                 Ok(result) => result,
                 // Another program arrived since the check above (another probe starting at the
                 // same time): say whose, as the check would have.
                 Err(error @ ProbeError::Occupied(_)) => {
-                    let now = interfaces.list()?;
+                    let now = self.interfaces.list()?;
                     let interface = now.iter().find(|i| i.ifindex == chosen.ifindex);
                     return Err(match interface.and_then(Occupant::of) {
                         Some(occupant) => SessionError::Occupied(Box::new(occupant)),
@@ -195,8 +371,9 @@ impl Session {
                 mode: chosen.mode,
                 xdp_mode: result.mode,
                 native_refused: result.native_refused,
+                adopted: false,
             });
-            served.insert(
+            self.served.insert(
                 chosen.ifindex,
                 Served {
                     name: chosen.name.clone(),
@@ -204,18 +381,15 @@ impl Session {
                 },
             );
         }
-        let session = Self {
-            probe,
-            interfaces,
-            served,
-            removed_totals: SlotCounters::default(),
-        };
-        let started = Started {
-            attached,
-            skipped: selected.skipped,
-            capacity,
-        };
-        Ok((session, started))
+        for chosen in new {
+            self.probe
+                .pin_link(chosen.ifindex, &chosen.name)
+                .map_err(|source| SessionError::PinLink {
+                    name: chosen.name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(attached)
     }
 
     /// Reads every served interface once: names, route_localnet and counters. An interface
@@ -226,33 +400,43 @@ impl Session {
         let all_route_localnet = route_localnet::read_all().ok();
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
 
-        let mut removed = Vec::new();
+        let mut removed = std::mem::take(&mut self.pending_removed);
         // Gone, or replaced by a device that took its ifindex (then without our program).
         let gone: Vec<u32> = self
             .served
-            .iter()
-            .filter(|(ifindex, served)| {
+            .keys()
+            .filter(|ifindex| {
                 by_index
                     .get(ifindex)
                     .and_then(|interface| interface.xdp)
                     .map(|xdp| xdp.id)
-                    != Some(self.probe.program_id(served.program))
+                    != self.probe.attached_program_id(**ifindex)
             })
-            .map(|(ifindex, _)| *ifindex)
+            .copied()
             .collect();
+        let mut counters = if gone.is_empty() || !self.read_only {
+            BTreeMap::new()
+        } else {
+            self.probe
+                .counters()
+                .map_err(|error| SessionError::Counters(Box::new(error)))?
+        };
         for ifindex in gone {
             let served = self.served.remove(&ifindex).expect("listed above");
             let mode = self
                 .probe
                 .mode(ifindex)
                 .expect("served interfaces are configured");
-            let counters = self
-                .probe
-                .release(ifindex)
-                .map_err(|source| SessionError::Release {
-                    name: served.name.clone(),
-                    source: Box::new(source),
-                })?;
+            let counters = if self.read_only {
+                counters.remove(&ifindex).unwrap_or_default()
+            } else {
+                self.probe
+                    .release(ifindex)
+                    .map_err(|source| SessionError::Release {
+                        name: served.name.clone(),
+                        source: Box::new(source),
+                    })?
+            };
             self.removed_totals.add(&counters);
             removed.push(InterfaceSnapshot {
                 ifindex,
@@ -275,7 +459,17 @@ impl Session {
         let mut interfaces = Vec::with_capacity(self.served.len());
         for (ifindex, served) in &mut self.served {
             let interface = by_index[ifindex];
-            served.name.clone_from(&interface.name);
+            if served.name != interface.name {
+                served.name.clone_from(&interface.name);
+                if !self.read_only {
+                    self.probe
+                        .rename(*ifindex, &interface.name)
+                        .map_err(|source| SessionError::PinLink {
+                            name: interface.name.clone(),
+                            source: Box::new(source),
+                        })?;
+                }
+            }
             let mode = self
                 .probe
                 .mode(*ifindex)
@@ -315,6 +509,58 @@ impl Session {
 }
 
 impl Session {
+    /// This network namespace's standing filter as pinned, only read, or `None` with what
+    /// the directory it would be in is: nothing attaches, nothing changes. Interfaces whose
+    /// pins outlived them are reported removed by the first snapshot.
+    pub fn observe() -> Result<Result<(Self, Standing), PinDir>, SessionError> {
+        if let Some(missing) = privileges::missing_to_read() {
+            return Err(SessionError::Privileges(missing));
+        }
+        let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
+        let Some(standing) = dir.standing()? else {
+            return Ok(Err(dir));
+        };
+        let mut interfaces = Interfaces::connect()?;
+        let (probe, gone) = Probe::read_standing(dir, standing.capacity)
+            .map_err(|error| SessionError::Adopt(Box::new(error)))?;
+        let names: BTreeMap<u32, String> = interfaces
+            .list()?
+            .into_iter()
+            .map(|interface| (interface.ifindex, interface.name))
+            .collect();
+        let mut session = Self {
+            probe,
+            interfaces,
+            served: BTreeMap::new(),
+            removed_totals: SlotCounters::default(),
+            pending_removed: Vec::new(),
+            read_only: true,
+            _pin_lock: None,
+        };
+        for (ifindex, program) in session.probe.served() {
+            let name = names
+                .get(&ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("ifindex {ifindex}"));
+            session.served.insert(ifindex, Served { name, program });
+        }
+        for gone in gone {
+            session.removed_totals.add(&gone.counters);
+            session.pending_removed.push(InterfaceSnapshot {
+                ifindex: gone.ifindex,
+                name: gone.name,
+                mode: gone.mode,
+                program: gone.program,
+                xdp_mode: None,
+                route_localnet: None,
+                route_localnet_via: Vec::new(),
+                exposed: false,
+                counters: gone.counters,
+            });
+        }
+        Ok(Ok((session, standing)))
+    }
+
     /// The ring buffer samples arrive through, once: whoever reads it owns it.
     pub fn take_samples(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
         self.probe.take_samples()
@@ -330,6 +576,15 @@ impl Session {
     /// The name a served interface had at the last snapshot (or at start).
     pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
         self.served.get(&ifindex).map(|served| served.name.as_str())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A standing filter goes on without a reader of its samples.
+        if self.probe.standing_dir().is_some() && !self.read_only {
+            let _ = self.probe.stop_sampling();
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 mod evidence;
 mod metrics_server;
 mod output;
-mod table;
+pub(crate) mod table;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -62,6 +62,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = interval_seconds,
           allow_negative_numbers = true)]
     interval: f64,
+    /// Be this network namespace's standing filter: pin the links and maps under
+    /// /sys/fs/bpf/localnet-probe/ so the interfaces stay filtered and counted after exit,
+    /// taking over (with no gap) the one a previous `run --pin` left there.
+    #[arg(long)]
+    pin: bool,
     /// Detach and exit after this many seconds (0.01 to one year).
     #[arg(long, value_name = "SECS", value_parser = duration_seconds, allow_negative_numbers = true)]
     duration: Option<f64>,
@@ -218,6 +223,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         xdp_mode: args.xdp_mode.into(),
         verifier_log: args.verifier_log,
         sample_rate: args.sample_rate,
+        pin: args.pin,
     };
     // Handlers first: a signal during start-up then ends the run cleanly once attached.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -236,6 +242,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         "counters for up to {} interfaces (288 bytes each on every CPU)",
         started.capacity
     );
+    for note in &started.notes {
+        tracing::warn!("{note}");
+    }
     for skipped in &started.skipped {
         tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
     }
@@ -248,12 +257,37 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
         tracing::info!(
-            "attached to {} ({} XDP, {} mode)",
+            "{} {} ({} XDP, {} mode)",
+            if attached.adopted {
+                "took over"
+            } else {
+                "attached to"
+            },
             attached.name,
             attached.xdp_mode.name(),
             attached.mode.name()
         );
     }
+    if let Some(dir) = &started.pinned_in {
+        tracing::info!(
+            "standing filter pinned in {}: it stays attached after exit",
+            dir.display()
+        );
+    }
+    let live_state = format!(
+        "refresh {} s, Ctrl-C to {}",
+        args.interval,
+        if args.pin {
+            "exit (the filter stays)"
+        } else {
+            "detach"
+        }
+    );
+    let final_state = if args.pin {
+        "exited, the standing filter stays attached"
+    } else {
+        "detached"
+    };
 
     let (mut scrapes, metrics_server) = match metrics_listener {
         Some(listener) => {
@@ -294,14 +328,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 line
             }
             // The last view stays on the screen and scrolls: every event it holds.
-            View::Table if report.is_final => {
-                table::render(report, args.interval, pane, None).into()
-            }
-            View::Table => format!(
-                "\x1b[H\x1b[2J{}",
-                table::render(report, args.interval, pane, table::terminal_size())
-            )
-            .into(),
+            View::Table if report.is_final => table::render(report, final_state, pane, None).into(),
+            View::Table => table::redraw(&table::render(
+                report,
+                &live_state,
+                pane,
+                table::terminal_size(),
+            )),
             View::Pcap => Vec::new(),
         }
     };
@@ -381,6 +414,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     // Detach before writing: a reader that stopped reading must not keep the programs attached.
     drop(session);
+    if let Some(dir) = &started.pinned_in {
+        tracing::info!(
+            "the standing filter stays attached, pinned in {}: `localnet-probe status` shows it, \
+             `localnet-probe detach` removes it",
+            dir.display()
+        );
+    }
     // What the programs sent before they were detached.
     if let Some(ring) = &mut ring {
         ring.drain(&mut batch);

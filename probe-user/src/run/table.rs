@@ -20,11 +20,12 @@ const HEADERS: [&str; 10] = [
     "BREAKDOWN",
 ];
 
-/// The view, with as many of the newest `events` as fit a terminal of `size` (rows, columns),
-/// each cut to its width; all of them when the size is not known.
+/// The view, headed by `state` (what the probe does now), with as many of the newest `events`
+/// as fit a terminal of `size` (rows, columns), each cut to its width; all of them when the size
+/// is not known.
 pub(crate) fn render(
     report: &Report,
-    interval_secs: f64,
+    state: &str,
     events: &VecDeque<String>,
     size: Option<(usize, usize)>,
 ) -> String {
@@ -37,11 +38,6 @@ pub(crate) fn render(
     }
 
     let mut out = String::new();
-    let state = if report.is_final {
-        "detached".to_owned()
-    } else {
-        format!("refresh {interval_secs} s, Ctrl-C to detach")
-    };
     let state = format!("{state}; SAMPLES: sent/over the rate/lost");
     let _ = writeln!(
         out,
@@ -131,6 +127,11 @@ pub(crate) fn render(
 }
 
 /// The terminal's rows and columns, when stdout is one.
+/// `view` drawn over the previous one, from the top of a cleared screen.
+pub(crate) fn redraw(view: &str) -> Vec<u8> {
+    format!("\x1b[H\x1b[2J{view}").into()
+}
+
 pub(crate) fn terminal_size() -> Option<(usize, usize)> {
     // SAFETY: TIOCGWINSZ fills a winsize for a terminal or fails.
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
@@ -260,10 +261,10 @@ mod tests {
         let events: VecDeque<String> = (0..10)
             .map(|n| format!("event {n} {}", "x".repeat(60)))
             .collect();
-        let all = render(&report, 1.0, &events, None);
+        let all = render(&report, "refresh 1 s", &events, None);
         assert_eq!(all.lines().filter(|l| l.starts_with("event")).count(), 10);
 
-        let small = render(&report, 1.0, &events, Some((16, 40)));
+        let small = render(&report, "refresh 1 s", &events, Some((16, 40)));
         let rows: usize = small
             .lines()
             .map(|line| line.chars().count().max(1).div_ceil(40))
@@ -278,7 +279,7 @@ mod tests {
             .map(|event| format!("{}…", &event[..39]))
             .collect();
         assert_eq!(shown, newest);
-        assert!(!render(&report, 1.0, &events, Some((5, 40))).contains("EVENTS"));
+        assert!(!render(&report, "refresh 1 s", &events, Some((5, 40))).contains("EVENTS"));
     }
 
     #[test]
