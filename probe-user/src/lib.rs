@@ -18,6 +18,7 @@ pub mod samples;
 pub mod select;
 pub mod senders;
 pub mod session;
+pub mod standing;
 mod xdp_link;
 
 /// The XDP object built by `build.rs` from `probe-ebpf`.

@@ -489,12 +489,16 @@ impl PinDir {
             .map_err(map_error_aya(INTERFACES))
     }
 
-    /// Removes the directory and everything pinned in it: links no process holds detach.
+    /// Removes the directory and everything pinned in it (links no process holds detach), and
+    /// localnet-probe's directory when no other namespace has one there.
     pub fn remove(&self) -> io::Result<()> {
         match fs::remove_dir_all(&self.path) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-            _ => Ok(()),
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
         }
+        // Fails while another namespace's directory is there.
+        let _ = fs::remove_dir(BASE);
+        Ok(())
     }
 }
 
@@ -565,18 +569,25 @@ impl PinLock {
                 _listener: listener,
             }),
             Err(error) if error.kind() == io::ErrorKind::AddrInUse => Err(PinError::Busy {
-                holder: holder(&address),
+                holder: UnixStream::connect_addr(&address).map_or_else(
+                    |_| "a process this one cannot see".to_owned(),
+                    |stream| holder(&stream),
+                ),
             }),
             Err(error) => Err(PinError::Lock(error)),
         }
     }
 }
 
-/// The process listening on the lock, as "pid N, COMMAND".
-fn holder(address: &SocketAddr) -> String {
-    let Ok(stream) = UnixStream::connect_addr(address) else {
-        return "a process this one cannot see".to_owned();
-    };
+/// The `run --pin` serving this namespace's standing filter now, if any, as "pid N: command".
+pub fn serving_process() -> Option<String> {
+    let address = SocketAddr::from_abstract_name(LOCK_NAME).ok()?;
+    let stream = UnixStream::connect_addr(&address).ok()?;
+    Some(holder(&stream))
+}
+
+/// The process listening on the lock `stream` is connected to, as "pid N: command".
+fn holder(stream: &UnixStream) -> String {
     let mut credentials = libc::ucred {
         pid: 0,
         uid: 0,

@@ -158,6 +158,7 @@ pub struct Adopted {
     pub xdp_mode: Option<AttachedMode>,
     /// For a gone interface, its final counts.
     pub counters: SlotCounters,
+    slot: u32,
 }
 
 /// The pinned state of a standing filter.
@@ -407,6 +408,7 @@ impl Probe {
                         mode: mode_of(action),
                         xdp_mode: None,
                         counters: probe.counters.slot(config.slot()),
+                        slot: config.slot(),
                     });
                 }
                 (None, _) => {}
@@ -478,6 +480,7 @@ impl Probe {
                     mode,
                     xdp_mode: None,
                     counters,
+                    slot: config.slot(),
                 });
                 continue;
             };
@@ -505,6 +508,7 @@ impl Probe {
                 mode,
                 xdp_mode: Some(pinned.xdp_mode()),
                 counters: SlotCounters::default(),
+                slot: config.slot(),
             });
         }
         self.free_slots = (0..self.capacity)
@@ -512,11 +516,8 @@ impl Probe {
             .filter(|slot| !used.contains(slot))
             .collect();
         for (ifindex, slot) in cleared {
-            self.clear_pinned(ifindex)?;
-            self.write_config(ifindex, IfaceConfig::default())?;
+            self.clear(ifindex, slot)?;
             if let Some(slot) = slot {
-                self.counters.zero(slot)?;
-                self.zero_sample_counts(slot)?;
                 self.free_slots.push(slot);
             }
         }
@@ -533,6 +534,22 @@ impl Probe {
             }
         }
         Ok(adopted)
+    }
+
+    /// Clears the pins, configuration and counters of an interface of the standing filter that
+    /// is gone (see [`Probe::read_standing`]).
+    pub fn clear_gone(&mut self, gone: &Adopted) -> Result<(), ProbeError> {
+        self.clear(gone.ifindex, Some(gone.slot))
+    }
+
+    fn clear(&mut self, ifindex: u32, slot: Option<u32>) -> Result<(), ProbeError> {
+        self.clear_pinned(ifindex)?;
+        self.write_config(ifindex, IfaceConfig::default())?;
+        if let Some(slot) = slot {
+            self.counters.zero(slot)?;
+            self.zero_sample_counts(slot)?;
+        }
+        Ok(())
     }
 
     /// Removes `ifindex`'s link pin and entry from the standing filter, if any.

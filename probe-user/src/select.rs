@@ -49,6 +49,17 @@ pub enum SelectError {
     Empty,
     #[error("no interface selected: every one given to --iface is also given to --exclude")]
     AllExcluded,
+    #[error(
+        "{name} is not among the standing filter's interfaces ({served}); `localnet-probe \
+         status` lists them"
+    )]
+    NotPinned { name: String, served: String },
+    #[error("{flag} {pattern:?} is not a valid pattern: {reason}")]
+    BadPattern {
+        pattern: String,
+        flag: &'static str,
+        reason: String,
+    },
 }
 
 /// An interface to serve.
@@ -205,6 +216,50 @@ pub fn select(all: &[Interface], selection: &Selection) -> Result<Selected, Sele
         });
     }
     Ok(Selected { chosen, skipped })
+}
+
+/// Interface names given to a flag: literal names and shell-style patterns (`*`, `?`, `[…]`).
+#[derive(Debug)]
+pub struct NamePatterns {
+    literals: Vec<String>,
+    patterns: Vec<glob::Pattern>,
+}
+
+impl NamePatterns {
+    pub fn new(values: &[String], flag: &'static str) -> Result<Self, SelectError> {
+        let mut literals = Vec::new();
+        let mut patterns = Vec::new();
+        for value in values {
+            if value.contains(['*', '?', '[']) {
+                patterns.push(glob::Pattern::new(value).map_err(|error| {
+                    SelectError::BadPattern {
+                        pattern: value.clone(),
+                        flag,
+                        reason: error.msg.to_owned(),
+                    }
+                })?);
+            } else {
+                literals.push(value.clone());
+            }
+        }
+        Ok(Self { literals, patterns })
+    }
+
+    /// The first literal name that is not among `names`.
+    pub fn unknown_literal<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str> + Clone,
+    ) -> Option<&str> {
+        self.literals
+            .iter()
+            .find(|literal| !names.clone().any(|name| name == literal.as_str()))
+            .map(String::as_str)
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.literals.iter().any(|literal| literal == name)
+            || self.patterns.iter().any(|pattern| pattern.matches(name))
+    }
 }
 
 #[cfg(test)]

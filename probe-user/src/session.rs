@@ -561,6 +561,11 @@ impl Session {
         Ok(Ok((session, standing)))
     }
 
+    /// The standing filter's directory, for a session that serves or reads one.
+    pub fn standing_dir(&self) -> Option<&PinDir> {
+        self.probe.standing_dir()
+    }
+
     /// The ring buffer samples arrive through, once: whoever reads it owns it.
     pub fn take_samples(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
         self.probe.take_samples()
@@ -577,6 +582,51 @@ impl Session {
     pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
         self.served.get(&ifindex).map(|served| served.name.as_str())
     }
+}
+
+/// An interface as `status` shows it when no standing filter is pinned.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct UnservedInterface {
+    pub name: String,
+    pub ifindex: u32,
+    /// `None` when the interface has no IPv4 configuration.
+    pub route_localnet: Option<RouteLocalnet>,
+    /// As [`InterfaceSnapshot::route_localnet_via`].
+    pub route_localnet_via: Vec<String>,
+    /// Route_localnet is in effect for the link's frames, and nothing of localnet-probe's
+    /// drops them.
+    pub exposed: bool,
+    /// The id of an XDP program attached there, anyone's.
+    pub xdp_program_id: Option<u32>,
+}
+
+/// Every interface of this namespace but loopback, with its route_localnet, for a namespace
+/// without a standing filter.
+pub fn unserved_interfaces() -> Result<Vec<UnservedInterface>, SessionError> {
+    let all = Interfaces::connect()?.list()?;
+    let all_route_localnet = route_localnet::read_all().ok();
+    let uppers = Uppers::of(&all);
+    Ok(all
+        .iter()
+        .filter(|interface| !interface.loopback)
+        .map(|interface| {
+            let via: Vec<String> = uppers
+                .route_localnet_via(interface, all_route_localnet)
+                .into_iter()
+                .map(|receiver| receiver.name.clone())
+                .collect();
+            UnservedInterface {
+                name: interface.name.clone(),
+                ifindex: interface.ifindex,
+                route_localnet: all_route_localnet
+                    .zip(interface.route_localnet)
+                    .map(|(all, iface)| RouteLocalnet::new(all, iface)),
+                exposed: !via.is_empty(),
+                route_localnet_via: via,
+                xdp_program_id: interface.xdp.map(|xdp| xdp.id),
+            }
+        })
+        .collect())
 }
 
 impl Drop for Session {

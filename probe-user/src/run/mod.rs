@@ -140,7 +140,7 @@ fn seconds_in(value: &str, max: f64, range: &str) -> Result<f64, String> {
     }
 }
 
-fn interval_seconds(value: &str) -> Result<f64, String> {
+pub(crate) fn interval_seconds(value: &str) -> Result<f64, String> {
     seconds_in(value, MAX_INTERVAL_SECS, "from 0.01 to 3600 seconds")
 }
 
