@@ -86,7 +86,10 @@ pub enum PinError {
          (`mount -t bpf bpf {BPFFS}`) or leave out --pin"
     )]
     NotMountable(io::Error),
-    #[error("cannot {what} {path}: {error}; run as root, or as the owner of {BASE}")]
+    #[error(
+        "cannot {what} {path}: {error}; the BPF file system belongs to root: run as root, or \
+         with CAP_DAC_OVERRIDE besides CAP_BPF and CAP_NET_ADMIN"
+    )]
     Access {
         what: &'static str,
         path: PathBuf,

@@ -48,8 +48,8 @@ pub fn missing_to_read() -> Option<String> {
     let bpf =
         effective.contains(&Capability::CAP_BPF) || effective.contains(&Capability::CAP_SYS_ADMIN);
     (!bpf).then(|| {
-        "reading the standing filter's maps needs CAP_BPF: run it as root (sudo), or with \
-         CAP_BPF as the owner of /sys/fs/bpf/localnet-probe"
+        "reading the standing filter's pins needs CAP_BPF: run it as root (sudo), or with \
+         CAP_BPF and CAP_DAC_OVERRIDE (the BPF file system belongs to root)"
             .to_owned()
     })
 }
