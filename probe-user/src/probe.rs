@@ -58,7 +58,10 @@ pub enum ProbeError {
     ReadCounters(#[source] io::Error),
     #[error("cannot refill the sample budgets")]
     Refill(#[source] io::Error),
-    #[error("all {capacity} interface slots are in use")]
+    #[error(
+        "all {capacity} interface slots are in use (a standing filter keeps the size it was first \
+         pinned with: `localnet-probe detach`, then `run --pin`, sizes it anew)"
+    )]
     Full { capacity: u32 },
     #[error("interface {ifindex} is not configured")]
     NotConfigured { ifindex: u32 },
