@@ -185,3 +185,544 @@ fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_clea
     assert!(output.status.success());
     assert!(stderr(&output).contains("nothing to detach"));
 }
+
+// The faults a new user meets: each is refused with one clear sentence and the documented exit
+// status (1 for these runtime errors), and leaves every interface attached and configured, or
+// neither; cleanup leaves nothing in bpffs or on an interface.
+
+/// The status a process exited with; panics on a signal.
+fn code(output: &Output) -> i32 {
+    output
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {}", stderr(output)))
+}
+
+/// Asserts that `output` failed with `expected` and that its stderr holds every one of `says`.
+fn assert_refused(output: &Output, expected: i32, says: &[&str]) {
+    let text = stderr(output);
+    assert_eq!(code(output), expected, "exit status; stderr: {text}");
+    for words in says {
+        assert!(text.contains(words), "no {words:?} in: {text}");
+    }
+}
+
+/// `count` veth pairs `{tag}a<i>`/`{tag}b<i>` in `netns`, all up, made with one `ip -batch`.
+fn veth_pairs(netns: &Netns, tag: &str, count: usize) -> Vec<String> {
+    let mut batch = String::new();
+    for i in 0..count {
+        batch += &format!("link add {tag}a{i} type veth peer name {tag}b{i}\n");
+        batch += &format!("link set {tag}a{i} up\nlink set {tag}b{i} up\n");
+    }
+    let path = std::env::temp_dir().join(format!("{}.batch", netns.name));
+    std::fs::write(&path, batch).expect("write the ip batch");
+    netns.ip(&["-batch", path.to_str().expect("a UTF-8 path")]);
+    let _ = std::fs::remove_file(&path);
+    (0..count).map(|i| format!("{tag}a{i}")).collect()
+}
+
+/// The interfaces of `netns` that carry an XDP program, per one `ip -d link show`.
+fn with_xdp(netns: &Netns) -> Vec<String> {
+    let output = std::process::Command::new("ip")
+        .args(["-n", &netns.name, "-d", "link", "show"])
+        .output()
+        .expect("run ip");
+    let mut found = Vec::new();
+    let mut current = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if !line.starts_with(' ') {
+            current = line
+                .split(": ")
+                .nth(1)
+                .map(|name| name.split('@').next().unwrap_or(name).to_owned());
+        } else if line.contains("prog/xdp")
+            && let Some(name) = current.take()
+        {
+            found.push(name);
+        }
+    }
+    found
+}
+
+/// Sends `count` spoofed frames out of `device` in `netns`.
+fn send_on(netns: &Netns, device: &str, count: usize) {
+    let sender = netns.enter(|| testbed::RawSender::open(device));
+    let frame = spoofed_to_localhost();
+    for _ in 0..count {
+        sender.send(&frame);
+    }
+}
+
+/// The names of a status report's `field` (`interfaces` or `removed`).
+fn names(report: &Value, field: &str) -> Vec<String> {
+    report[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {field} in {report}"))
+        .iter()
+        .map(|entry| entry["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+fn link_pins(netns: &Netns) -> Vec<String> {
+    match std::fs::read_dir(netns.pin_dir().join("links")) {
+        Ok(entries) => entries
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `detach` must succeed and leave nothing: no XDP in `netns`, no pin directory.
+fn detach_all(netns: &Netns) -> Output {
+    let output = probe(netns, &["detach"]);
+    assert_eq!(code(&output), 0, "detach: {}", stderr(&output));
+    assert_eq!(
+        with_xdp(netns),
+        Vec::<String>::new(),
+        "XDP left after detach"
+    );
+    assert!(!netns.pin_dir().exists(), "{:?} is left", netns.pin_dir());
+    output
+}
+
+/// `setpriv` as nobody with exactly `caps` (e.g. "+bpf,+net_admin"), as tests/lifecycle.rs.
+fn only_caps(caps: &str) -> Vec<String> {
+    [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &format!("--inh-caps=-all,{caps}"),
+        &format!("--ambient-caps=-all,{caps}"),
+        &format!("--bounding-set=-all,{caps}"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// `localnet-probe args…` in `netns` as nobody with exactly `caps`.
+fn probe_as_nobody(netns: &Netns, caps: &str, args: &[&str]) -> Output {
+    netns
+        .command("setpriv")
+        .args(only_caps(caps))
+        .arg(PROBE)
+        .args(args)
+        .output()
+        .expect("run setpriv")
+}
+
+#[test]
+fn a_second_run_pin_or_a_detach_is_refused_naming_the_first() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("busy");
+    let devices = veth_pairs(&netns, "b", 1);
+    let first = ProbeProcess::start_pinned(PROBE, &netns, &["--drop", "--iface", &devices[0]]);
+    first.wait_ready();
+    let pid = format!("pid {}", first.pid());
+    let second = probe(
+        &netns,
+        &[
+            "run",
+            "--pin",
+            "--json",
+            "--duration",
+            "0.3",
+            "--iface",
+            &devices[0],
+        ],
+    );
+    assert_refused(&second, 1, &[&pid, "run --pin", "stop it first"]);
+    assert!(second.stdout.is_empty(), "no report from the refused one");
+    let detach = probe(&netns, &["detach"]);
+    assert_refused(&detach, 1, &[&pid, "stop it first"]);
+    // The first is unaffected: attached, pinned, reporting, and stops cleanly.
+    assert_eq!(with_xdp(&netns), devices);
+    let report = first.wait_for(Duration::from_secs(5), |_| true);
+    assert_eq!(interface(&report, &devices[0])["mode"], "drop");
+    stop(first);
+    assert_eq!(link_pins(&netns).len(), 1);
+    detach_all(&netns);
+}
+
+#[test]
+fn no_mountable_bpf_file_system_says_how_to_mount_one_and_attaches_nothing() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("nobpffs");
+    let devices = veth_pairs(&netns, "m", 1);
+    // A mount namespace of its own where /sys/fs/bpf is a tmpfs, and a process that may load
+    // and attach (and pass the permissions) but not mount.
+    let caps = "+bpf,+net_admin,+dac_override";
+    let script = format!(
+        "umount -l /sys/fs/bpf 2>/dev/null; mount -t tmpfs none /sys/fs/bpf && exec setpriv {} \
+         {PROBE} run --pin --json --duration 0.3 --iface {}",
+        only_caps(caps).join(" "),
+        devices[0]
+    );
+    let output = netns
+        .command("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    assert_refused(
+        &output,
+        1,
+        &["mount -t bpf bpf /sys/fs/bpf", "Operation not permitted"],
+    );
+    assert!(with_xdp(&netns).is_empty(), "attached without pins");
+    assert!(!netns.pin_dir().exists());
+}
+
+#[test]
+fn under_ip_netns_exec_the_pins_are_said_to_go_with_the_command() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("ipexec");
+    let devices = veth_pairs(&netns, "e", 1);
+    let output = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &netns.name,
+            PROBE,
+            "run",
+            "--pin",
+            "--json",
+        ])
+        .args(["--duration", "0.3", "--iface", &devices[0]])
+        .output()
+        .expect("run ip netns exec");
+    let text = stderr(&output);
+    assert_eq!(code(&output), 0, "{text}");
+    assert!(text.contains("the pins go away with it"), "{text}");
+    assert!(text.contains("nsenter --net=/run/netns/NAME"), "{text}");
+    assert!(
+        !text.contains("stays attached"),
+        "promises a filter that is gone: {text}"
+    );
+    // Its mount namespace and the filter went with it; nothing reached the host's bpffs.
+    assert!(with_xdp(&netns).is_empty());
+    assert!(!netns.pin_dir().exists());
+}
+
+#[test]
+fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_detached() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("foreign");
+    let devices = veth_pairs(&netns, "f", 1);
+    let dir = netns.pin_dir();
+    let bpftool = |args: &[&str]| {
+        let output = std::process::Command::new("bpftool")
+            .args(args)
+            .output()
+            .expect("run bpftool");
+        assert!(
+            output.status.success(),
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let run_pin = || {
+        probe(
+            &netns,
+            &[
+                "run",
+                "--pin",
+                "--json",
+                "--drop",
+                "--duration",
+                "0.3",
+                "--iface",
+                &devices[0],
+            ],
+        )
+    };
+
+    // Something else's map where the standing filter would go.
+    std::fs::create_dir_all(&dir).expect("create the pin directory");
+    let foo = dir.join("foo");
+    let foo = foo.to_str().expect("UTF-8");
+    bpftool(&[
+        "map", "create", foo, "type", "array", "key", "4", "value", "4", "entries", "1", "name",
+        "foo",
+    ]);
+    let output = run_pin();
+    assert_refused(&output, 1, &["\"foo\"", "did not put there"]);
+    assert!(with_xdp(&netns).is_empty(), "attached despite the refusal");
+    std::fs::remove_file(foo).expect("remove foo");
+
+    // A standing filter, then its STANDING replaced by one of "layout 99".
+    let output = run_pin();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let standing = dir.join("STANDING");
+    std::fs::remove_file(&standing).expect("remove STANDING");
+    let standing = standing.to_str().expect("UTF-8");
+    bpftool(&[
+        "map",
+        "create",
+        standing,
+        "type",
+        "array",
+        "key",
+        "4",
+        "value",
+        "32",
+        "entries",
+        "1",
+        "name",
+        "lnp_standing",
+    ]);
+    let value: Vec<String> = b"lnprobe\0"
+        .iter()
+        .chain(&99u32.to_le_bytes())
+        .chain(&64u32.to_le_bytes())
+        .chain(&[0; 16])
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let mut update = vec![
+        "map", "update", "pinned", standing, "key", "hex", "0", "0", "0", "0",
+    ];
+    update.extend(["value", "hex"]);
+    update.extend(value.iter().map(String::as_str));
+    bpftool(&update);
+    let output = run_pin();
+    assert_refused(
+        &output,
+        1,
+        &["incompatible version", "layout 99", "localnet-probe detach"],
+    );
+    // Refused without touching it: still attached by the old filter.
+    assert_eq!(with_xdp(&netns), devices);
+    let output = probe(&netns, &["status", "--json"]);
+    assert_refused(&output, 1, &["localnet-probe detach"]);
+    detach_all(&netns);
+
+    // And run --pin works again.
+    let output = run_pin();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(with_xdp(&netns), devices);
+    detach_all(&netns);
+}
+
+#[test]
+fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
+    testbed::skip_unless_root!();
+    for clear_with in ["run --pin", "detach --iface", "detach"] {
+        let netns = Netns::new("gone");
+        let devices = veth_pairs(&netns, "g", 2);
+        let (gone, kept) = (&devices[0], &devices[1]);
+        let output = probe(
+            &netns,
+            &[
+                "run",
+                "--pin",
+                "--json",
+                "--drop",
+                "--duration",
+                "0.3",
+                "--iface",
+                "ga*",
+            ],
+        );
+        assert_eq!(code(&output), 0, "{}", stderr(&output));
+        send_on(&netns, "gb0", 7);
+        let ifindex = netns.enter(|| testbed::ifindex(gone)).to_string();
+        netns.ip(&["link", "del", gone]);
+
+        let shown = status(&netns);
+        assert_eq!(names(&shown, "interfaces"), [kept.clone()], "{shown}");
+        assert_eq!(names(&shown, "removed"), [gone.clone()], "{shown}");
+        assert_eq!(shown["removed"][0]["packets_dropped"], 7, "{shown}");
+        // Reading changes nothing.
+        assert!(link_pins(&netns).contains(&ifindex));
+
+        let report_line = format!("{gone} (ifindex {ifindex}) was removed");
+        match clear_with {
+            "run --pin" => {
+                let args = ["run", "--pin", "--json", "--drop", "--duration", "0.3"];
+                let output = probe(&netns, &[&args[..], &["--iface", kept]].concat());
+                let text = stderr(&output);
+                assert_eq!(code(&output), 0, "{text}");
+                assert_eq!(text.matches(&report_line).count(), 1, "{text}");
+                let reports: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .map(|line| serde_json::from_str(line).expect("JSON"))
+                    .collect();
+                let removed: Vec<String> = reports
+                    .iter()
+                    .flat_map(|report| names(report, "removed"))
+                    .collect();
+                assert_eq!(removed, [gone.clone()], "reported removed once");
+                assert!(!link_pins(&netns).contains(&ifindex));
+                let shown = status(&netns);
+                assert_eq!(names(&shown, "removed"), Vec::<String>::new(), "{shown}");
+                assert_eq!(names(&shown, "interfaces"), [kept.clone()]);
+                detach_all(&netns);
+            }
+            "detach --iface" => {
+                let output = probe(&netns, &["detach", "--iface", gone]);
+                let text = stderr(&output);
+                assert_eq!(code(&output), 0, "{text}");
+                assert!(
+                    text.contains(&format!("cleared the pins of {gone}")),
+                    "{text}"
+                );
+                assert!(!link_pins(&netns).contains(&ifindex));
+                assert_eq!(with_xdp(&netns), [kept.clone()], "the other stays");
+                let shown = status(&netns);
+                assert_eq!(names(&shown, "interfaces"), [kept.clone()]);
+                assert_eq!(names(&shown, "removed"), Vec::<String>::new(), "{shown}");
+                detach_all(&netns);
+            }
+            _ => {
+                let output = detach_all(&netns);
+                let text = stderr(&output);
+                assert!(
+                    text.contains(&format!("cleared the pins of {gone}")),
+                    "{text}"
+                );
+                assert!(text.contains(&format!("detached from {kept}")), "{text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn sigkill_while_taking_over_leaves_every_interface_filtered_and_counted() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("kill");
+    let devices = veth_pairs(&netns, "k", 20);
+    let started = Instant::now();
+    let first = ProbeProcess::start_pinned(PROBE, &netns, &["--iface", "ka*"]);
+    first.wait_ready();
+    let ready_after = started.elapsed();
+    stop(first);
+    assert_eq!(with_xdp(&netns).len(), 20);
+    let mut expected = 0;
+    for round in 0..10u32 {
+        // Spread over the time a start takes to be ready, adoption included.
+        let delay = ready_after * round / 9;
+        let killed = ProbeProcess::start_pinned(PROBE, &netns, &["--drop", "--iface", "ka*"]);
+        thread::sleep(delay);
+        let _ = killed.stop(libc::SIGKILL);
+        let mut attached = with_xdp(&netns);
+        attached.sort();
+        let mut all = devices.clone();
+        all.sort();
+        assert_eq!(
+            attached, all,
+            "round {round} ({delay:?}): an interface lost its filter"
+        );
+        let device = round as usize % 20;
+        send_on(&netns, &format!("kb{device}"), 3);
+        expected += 3;
+        let shown = status(&netns);
+        assert_eq!(names(&shown, "interfaces").len(), 20, "{shown}");
+        for entry in shown["interfaces"].as_array().expect("interfaces") {
+            let mode = entry["mode"].as_str().expect("mode");
+            assert!(mode == "drop" || mode == "monitor", "{entry}");
+        }
+        let matched: u64 = shown["interfaces"]
+            .as_array()
+            .expect("interfaces")
+            .iter()
+            .map(|entry| entry["packets_matched"].as_u64().expect("packets_matched"))
+            .sum();
+        assert_eq!(matched, expected, "round {round}: frames went uncounted");
+    }
+    let output = probe(
+        &netns,
+        &[
+            "run",
+            "--pin",
+            "--json",
+            "--drop",
+            "--duration",
+            "0.3",
+            "--iface",
+            "ka*",
+        ],
+    );
+    let text = stderr(&output);
+    assert_eq!(code(&output), 0, "{text}");
+    assert_eq!(text.matches("took over").count(), 20, "{text}");
+    detach_all(&netns);
+}
+
+#[test]
+fn a_plain_run_on_the_standing_filters_interface_names_it_and_the_commands() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("plain");
+    let devices = veth_pairs(&netns, "p", 1);
+    let plain = || {
+        probe(
+            &netns,
+            &["run", "--json", "--duration", "0.3", "--iface", &devices[0]],
+        )
+    };
+    let says = [
+        "standing filter",
+        "localnet-probe status",
+        "localnet-probe run --pin",
+        "localnet-probe detach",
+    ];
+    // While its `run --pin` serves it, and after.
+    let serving = ProbeProcess::start_pinned(PROBE, &netns, &["--iface", &devices[0]]);
+    serving.wait_ready();
+    let output = plain();
+    assert_refused(&output, 1, &says);
+    assert!(stderr(&output).contains(&format!("pid {}", serving.pid())));
+    stop(serving);
+    let output = plain();
+    assert_refused(&output, 1, &says);
+    assert_eq!(with_xdp(&netns), devices, "the standing filter stays");
+    assert_eq!(link_pins(&netns).len(), 1);
+    detach_all(&netns);
+}
+
+#[test]
+fn what_pinning_needs_as_another_user() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("privs");
+    let devices = veth_pairs(&netns, "u", 1);
+    let run_pin = [
+        "run",
+        "--pin",
+        "--json",
+        "--duration",
+        "0.3",
+        "--iface",
+        &devices[0],
+    ];
+    // CAP_BPF and CAP_NET_ADMIN load and attach, but the BPF file system is root's (1700).
+    for args in [&run_pin[..], &["status", "--json"], &["detach"]] {
+        let output = probe_as_nobody(&netns, "+bpf,+net_admin", args);
+        assert_refused(&output, 1, &["Permission denied", "CAP_DAC_OVERRIDE"]);
+    }
+    assert!(with_xdp(&netns).is_empty());
+    assert!(!netns.pin_dir().exists());
+    // With CAP_DAC_OVERRIDE besides: pinned; status and detach need CAP_BPF and it only.
+    let all = "+bpf,+net_admin,+dac_override";
+    let output = probe_as_nobody(&netns, all, &run_pin);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(with_xdp(&netns), devices);
+    let output = probe_as_nobody(&netns, "+net_admin,+dac_override", &["status", "--json"]);
+    assert_refused(&output, 1, &["needs CAP_BPF"]);
+    let output = probe_as_nobody(&netns, "+bpf,+dac_override", &["status", "--json"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let shown: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(names(&shown, "interfaces"), devices);
+    // Taking it over again as nobody, then as root.
+    let output = probe_as_nobody(&netns, all, &run_pin);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(stderr(&output).contains("took over"));
+    let output = probe(&netns, &run_pin);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let output = probe_as_nobody(&netns, "+bpf,+dac_override", &["detach"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(with_xdp(&netns).is_empty());
+    assert!(!netns.pin_dir().exists());
+}
