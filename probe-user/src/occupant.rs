@@ -1,11 +1,13 @@
 //! Who holds the XDP program already attached to an interface, and what to do about it. Decided
 //! here alone, so every command that meets an occupied interface says the same thing.
 
-use std::{fmt, fs};
+use std::{fmt, fs, path::PathBuf};
 
 use crate::{
     interfaces::{AttachMode, Interface},
+    pins::PinDir,
     probe::Program,
+    xdp_link::XdpLink,
 };
 
 /// A process holding a BPF link to the program, found through `/proc/<pid>/fdinfo`.
@@ -29,6 +31,9 @@ pub struct Occupant {
     pub holders: Vec<Holder>,
     /// Whether every process could be inspected; if not, a holder may have been missed.
     pub saw_every_process: bool,
+    /// The directory of this network namespace's standing filter (`run --pin`), when the
+    /// program is attached through a link pinned there.
+    pub standing: Option<PathBuf>,
 }
 
 impl Occupant {
@@ -48,15 +53,18 @@ impl Occupant {
             mode: program.mode,
             holders,
             saw_every_process,
+            standing: standing_filter_of(program.id, interface.ifindex),
         })
     }
 
     /// Whether it is another localnet-probe's.
     pub fn is_localnet_probe(&self) -> bool {
         // Both programs' kernel names start with the Ethernet one's.
-        self.program_name
-            .as_deref()
-            .is_some_and(|name| name.starts_with(Program::Ethernet.name()))
+        self.standing.is_some()
+            || self
+                .program_name
+                .as_deref()
+                .is_some_and(|name| name.starts_with(Program::Ethernet.name()))
             || self
                 .holders
                 .iter()
@@ -84,7 +92,22 @@ impl fmt::Display for Occupant {
             .map(|holder| format!("pid {} ({})", holder.pid, holder.command))
             .collect::<Vec<_>>()
             .join(", ");
-        if self.is_localnet_probe() && !self.holders.is_empty() {
+        if let Some(dir) = &self.standing {
+            let served = if self.holders.is_empty() {
+                String::new()
+            } else {
+                format!(", served now by {pids}")
+            };
+            write!(
+                f,
+                ". It is localnet-probe's standing filter (pinned in {}{served}), which stays \
+                 attached without a process: `localnet-probe status` shows it, `localnet-probe \
+                 run --pin` takes it over (with the mode you give), `localnet-probe detach \
+                 --iface {interface}` removes it; or leave the interface out with --exclude \
+                 {interface}",
+                dir.display()
+            )
+        } else if self.is_localnet_probe() && !self.holders.is_empty() {
             write!(
                 f,
                 ". Another localnet-probe serves it ({pids}): stop that one first (`kill {}`), or \
@@ -119,6 +142,18 @@ impl fmt::Display for Occupant {
             )
         }
     }
+}
+
+/// This network namespace's standing filter's directory, when its link pinned for `ifindex`
+/// holds `program_id` there: pinned links have no process to recognise them by, and without
+/// CAP_PERFMON the programs have no name.
+fn standing_filter_of(program_id: u32, ifindex: u32) -> Option<PathBuf> {
+    let dir = PinDir::of_this_namespace().ok()?;
+    let info = XdpLink::from_pin(&dir.link_path(ifindex))
+        .ok()??
+        .info()
+        .ok()?;
+    (info.program_id == program_id && info.ifindex == Some(ifindex)).then_some(dir.path)
 }
 
 /// Processes with a BPF link of `program_id` on `ifindex` open, and whether every process could
@@ -204,6 +239,7 @@ mod tests {
                 command: "localnet-probe".to_owned(),
             }],
             saw_every_process: true,
+            standing: None,
         };
         let message = occupant.to_string();
         assert!(
@@ -211,6 +247,18 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("kill 1234") && message.contains("--exclude eth1"));
+
+        occupant.standing = Some(PathBuf::from("/sys/fs/bpf/localnet-probe/net-1"));
+        let message = occupant.to_string();
+        assert!(message.contains("standing filter (pinned in /sys/fs/bpf/localnet-probe/net-1, served now by pid 1234"), "{message}");
+        for command in [
+            "localnet-probe status",
+            "localnet-probe run --pin",
+            "localnet-probe detach --iface eth1",
+        ] {
+            assert!(message.contains(command), "{message}");
+        }
+        occupant.standing = None;
 
         occupant.program_name = Some("xdp_filter".to_owned());
         occupant.holders[0].command = "cilium-agent".to_owned();

@@ -82,13 +82,14 @@ const LOCK_NAME: &[u8] = b"localnet-probe/standing-filter";
 #[derive(Debug, Error)]
 pub enum PinError {
     #[error(
-        "no BPF file system is mounted at {BPFFS} and mounting one failed ({0}); mount it \
-         (`mount -t bpf bpf {BPFFS}`) or leave out --pin"
+        "no BPF file system is mounted at {BPFFS} and mounting one failed ({0}; it takes \
+         CAP_SYS_ADMIN); mount it as root (`mount -t bpf bpf {BPFFS}`) or leave out --pin"
     )]
     NotMountable(io::Error),
     #[error(
         "cannot {what} {path}: {error}; the BPF file system belongs to root: run as root, or \
-         with CAP_DAC_OVERRIDE besides CAP_BPF and CAP_NET_ADMIN"
+         add CAP_DAC_OVERRIDE (to CAP_BPF and CAP_NET_ADMIN for `run --pin`, to CAP_BPF alone \
+         for `status` and `detach`)"
     )]
     Access {
         what: &'static str,
@@ -188,6 +189,16 @@ impl PinnedInterface {
     }
 }
 
+/// What [`PinDir::prepare`] had to do.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Said when it mounted a BPF file system.
+    pub warning: Option<String>,
+    /// Whether the pins go away with this command: the BPF file system it mounted is in a
+    /// mount namespace of the command's own.
+    pub vanishing: bool,
+}
+
 /// What [`PinDir::look`] found.
 enum Looked {
     Nothing,
@@ -227,21 +238,21 @@ impl PinDir {
     }
 
     /// Makes sure the directory can take pins: mounts the BPF file system when it is not
-    /// (returning a warning when the mount may not outlive this process) and creates the
-    /// directory.
-    pub fn prepare(&self) -> Result<Option<String>, PinError> {
-        let mut warning = None;
+    /// (saying so, and whether the mount outlives this process) and creates the directory.
+    pub fn prepare(&self) -> Result<Prepared, PinError> {
+        let mut prepared = Prepared::default();
         let root = Path::new(BPFFS);
         if !bpffs::is_mounted(root).unwrap_or(false) {
             bpffs::mount(root).map_err(PinError::NotMountable)?;
-            warning = Some(mount_warning());
+            prepared.vanishing = in_private_mount_namespace();
+            prepared.warning = Some(mount_warning(prepared.vanishing));
         }
         fs::create_dir_all(self.path.join(LINKS)).map_err(|error| PinError::Access {
             what: "create",
             path: self.path.clone(),
             error,
         })?;
-        Ok(warning)
+        Ok(prepared)
     }
 
     /// What the directory holds; an unusable one is an error, an incomplete one that this
@@ -536,15 +547,20 @@ fn netns_cookie() -> io::Result<u64> {
     Ok(cookie)
 }
 
-/// Said after mounting the BPF file system: the mount lives as long as the mount namespace.
-fn mount_warning() -> String {
-    let private = match (
+/// Whether this process's mount namespace is not the host's (init's): one `ip netns exec` or
+/// `unshare --mount` made, which a mount in it does not outlive for long.
+fn in_private_mount_namespace() -> bool {
+    match (
         fs::read_link("/proc/self/ns/mnt"),
         fs::read_link("/proc/1/ns/mnt"),
     ) {
         (Ok(own), Ok(init)) => own != init,
         _ => true,
-    };
+    }
+}
+
+/// Said after mounting the BPF file system: the mount lives as long as the mount namespace.
+fn mount_warning(private: bool) -> String {
     if private {
         format!(
             "mounted a BPF file system at {BPFFS}, in a mount namespace of this command's own \

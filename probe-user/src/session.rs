@@ -90,6 +90,9 @@ pub struct Started {
     pub capacity: u32,
     /// Where the standing filter is pinned, with `SessionOptions::pin`.
     pub pinned_in: Option<std::path::PathBuf>,
+    /// Whether the pins go away when this process ends (in a BPF file system it mounted in a
+    /// mount namespace of its own): the filter does not stay.
+    pub pins_vanish: bool,
     /// Things done to the standing filter that the user should hear of: a BPF file system
     /// mounted, leftovers cleared, interfaces no longer selected detached.
     pub notes: Vec<String>,
@@ -172,10 +175,13 @@ impl Session {
         }
         let mut interfaces = Interfaces::connect()?;
         let mut notes = Vec::new();
+        let mut pins_vanish = false;
         let standing = if options.pin {
             let lock = PinLock::take()?;
             let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
-            notes.extend(dir.prepare()?);
+            let prepared = dir.prepare()?;
+            pins_vanish = prepared.vanishing;
+            notes.extend(prepared.warning);
             let (found, note) = dir.inspect()?;
             notes.extend(note);
             Some((lock, dir, found))
@@ -244,6 +250,7 @@ impl Session {
             skipped: selected.skipped,
             capacity: session.probe.capacity(),
             pinned_in: session.probe.standing_dir().map(|dir| dir.path.clone()),
+            pins_vanish,
             notes,
         };
         Ok((session, started))

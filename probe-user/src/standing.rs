@@ -93,7 +93,11 @@ pub fn detach(patterns: &[String]) -> Result<Option<Detached>, SessionError> {
     } else {
         let patterns = NamePatterns::new(patterns, "--iface")?;
         let names = served.iter().map(|(_, name)| name.as_str());
-        if let Some(unknown) = patterns.unknown_literal(names.clone()) {
+        // The name of an interface that is gone is known too: its pins are cleared below.
+        let known = names
+            .clone()
+            .chain(gone.iter().map(|gone| gone.name.as_str()));
+        if let Some(unknown) = patterns.unknown_literal(known) {
             return Err(SelectError::NotPinned {
                 name: unknown.to_owned(),
                 served: names.collect::<Vec<_>>().join(", "),

@@ -291,6 +291,14 @@ fn detach_all(netns: &Netns) -> Output {
     output
 }
 
+/// `--iface` for each of `devices` (run takes no patterns).
+fn ifaces(devices: &[String]) -> Vec<&str> {
+    devices
+        .iter()
+        .flat_map(|device| ["--iface", device.as_str()])
+        .collect()
+}
+
 /// `setpriv` as nobody with exactly `caps` (e.g. "+bpf,+net_admin"), as tests/lifecycle.rs.
 fn only_caps(caps: &str) -> Vec<String> {
     [
@@ -514,19 +522,8 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
         let netns = Netns::new("gone");
         let devices = veth_pairs(&netns, "g", 2);
         let (gone, kept) = (&devices[0], &devices[1]);
-        let output = probe(
-            &netns,
-            &[
-                "run",
-                "--pin",
-                "--json",
-                "--drop",
-                "--duration",
-                "0.3",
-                "--iface",
-                "ga*",
-            ],
-        );
+        let args = ["run", "--pin", "--json", "--drop", "--duration", "0.3"];
+        let output = probe(&netns, &[&args[..], &ifaces(&devices)].concat());
         assert_eq!(code(&output), 0, "{}", stderr(&output));
         send_on(&netns, "gb0", 7);
         let ifindex = netns.enter(|| testbed::ifindex(gone)).to_string();
@@ -596,7 +593,7 @@ fn sigkill_while_taking_over_leaves_every_interface_filtered_and_counted() {
     let netns = Netns::new("kill");
     let devices = veth_pairs(&netns, "k", 20);
     let started = Instant::now();
-    let first = ProbeProcess::start_pinned(PROBE, &netns, &["--iface", "ka*"]);
+    let first = ProbeProcess::start_pinned(PROBE, &netns, &ifaces(&devices));
     first.wait_ready();
     let ready_after = started.elapsed();
     stop(first);
@@ -605,7 +602,8 @@ fn sigkill_while_taking_over_leaves_every_interface_filtered_and_counted() {
     for round in 0..10u32 {
         // Spread over the time a start takes to be ready, adoption included.
         let delay = ready_after * round / 9;
-        let killed = ProbeProcess::start_pinned(PROBE, &netns, &["--drop", "--iface", "ka*"]);
+        let args = [&["--drop"][..], &ifaces(&devices)].concat();
+        let killed = ProbeProcess::start_pinned(PROBE, &netns, &args);
         thread::sleep(delay);
         let _ = killed.stop(libc::SIGKILL);
         let mut attached = with_xdp(&netns);
@@ -633,19 +631,8 @@ fn sigkill_while_taking_over_leaves_every_interface_filtered_and_counted() {
             .sum();
         assert_eq!(matched, expected, "round {round}: frames went uncounted");
     }
-    let output = probe(
-        &netns,
-        &[
-            "run",
-            "--pin",
-            "--json",
-            "--drop",
-            "--duration",
-            "0.3",
-            "--iface",
-            "ka*",
-        ],
-    );
+    let args = ["run", "--pin", "--json", "--drop", "--duration", "0.3"];
+    let output = probe(&netns, &[&args[..], &ifaces(&devices)].concat());
     let text = stderr(&output);
     assert_eq!(code(&output), 0, "{text}");
     assert_eq!(text.matches("took over").count(), 20, "{text}");

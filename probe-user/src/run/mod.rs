@@ -268,22 +268,28 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             attached.mode.name()
         );
     }
+    let pins_stay = args.pin && !started.pins_vanish;
     if let Some(dir) = &started.pinned_in {
         tracing::info!(
-            "standing filter pinned in {}: it stays attached after exit",
-            dir.display()
+            "standing filter pinned in {}: {}",
+            dir.display(),
+            if pins_stay {
+                "it stays attached after exit"
+            } else {
+                "it goes away with this command's mount namespace"
+            }
         );
     }
     let live_state = format!(
         "refresh {} s, Ctrl-C to {}",
         args.interval,
-        if args.pin {
+        if pins_stay {
             "exit (the filter stays)"
         } else {
             "detach"
         }
     );
-    let final_state = if args.pin {
+    let final_state = if pins_stay {
         "exited, the standing filter stays attached"
     } else {
         "detached"
@@ -414,7 +420,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     // Detach before writing: a reader that stopped reading must not keep the programs attached.
     drop(session);
-    if let Some(dir) = &started.pinned_in {
+    if let Some(dir) = &started.pinned_in
+        && !started.pins_vanish
+    {
         tracing::info!(
             "the standing filter stays attached, pinned in {}: `localnet-probe status` shows it, \
              `localnet-probe detach` removes it",
