@@ -530,8 +530,8 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
         netns.ip(&["link", "del", gone]);
 
         let shown = status(&netns);
-        assert_eq!(names(&shown, "interfaces"), [kept.clone()], "{shown}");
-        assert_eq!(names(&shown, "removed"), [gone.clone()], "{shown}");
+        assert_eq!(names(&shown, "interfaces"), [kept.as_str()], "{shown}");
+        assert_eq!(names(&shown, "removed"), [gone.as_str()], "{shown}");
         assert_eq!(shown["removed"][0]["packets_dropped"], 7, "{shown}");
         // Reading changes nothing.
         assert!(link_pins(&netns).contains(&ifindex));
@@ -552,11 +552,11 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
                     .iter()
                     .flat_map(|report| names(report, "removed"))
                     .collect();
-                assert_eq!(removed, [gone.clone()], "reported removed once");
+                assert_eq!(removed, [gone.as_str()], "reported removed once");
                 assert!(!link_pins(&netns).contains(&ifindex));
                 let shown = status(&netns);
                 assert_eq!(names(&shown, "removed"), Vec::<String>::new(), "{shown}");
-                assert_eq!(names(&shown, "interfaces"), [kept.clone()]);
+                assert_eq!(names(&shown, "interfaces"), [kept.as_str()]);
                 detach_all(&netns);
             }
             "detach --iface" => {
@@ -568,9 +568,9 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
                     "{text}"
                 );
                 assert!(!link_pins(&netns).contains(&ifindex));
-                assert_eq!(with_xdp(&netns), [kept.clone()], "the other stays");
+                assert_eq!(with_xdp(&netns), [kept.as_str()], "the other stays");
                 let shown = status(&netns);
-                assert_eq!(names(&shown, "interfaces"), [kept.clone()]);
+                assert_eq!(names(&shown, "interfaces"), [kept.as_str()]);
                 assert_eq!(names(&shown, "removed"), Vec::<String>::new(), "{shown}");
                 detach_all(&netns);
             }
