@@ -13,27 +13,11 @@ use std::{
 use test_frames::ipv4;
 use testbed::{
     Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4, Tun,
-    class_packets, drain, interface, wait_exit,
+    class_packets, drain, interface, only_caps, wait_exit,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 const QUIET: Duration = Duration::from_millis(300);
-
-/// `setpriv` arguments that leave the probe exactly `caps` (e.g. `+bpf,+net_admin`), as the
-/// unprivileged user nobody.
-fn only_caps(caps: &str) -> Vec<String> {
-    [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        &format!("--inh-caps=-all,{caps}"),
-        &format!("--ambient-caps=-all,{caps}"),
-        &format!("--bounding-set=-all,{caps}"),
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
 
 fn spoofed_to_localhost(port: u16) -> Vec<u8> {
     ipv4(SENDER_V4, Ipv4Addr::LOCALHOST)

@@ -17,7 +17,7 @@ use serde_json::Value;
 use test_frames::ipv4;
 use testbed::{
     Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4, class_packets,
-    drain, interface,
+    drain, interface, only_caps,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -299,25 +299,12 @@ fn ifaces(devices: &[String]) -> Vec<&str> {
         .collect()
 }
 
-/// `setpriv` as nobody with exactly `caps` (e.g. "+bpf,+net_admin"), as tests/lifecycle.rs.
-fn only_caps(caps: &str) -> Vec<String> {
-    [
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        &format!("--inh-caps=-all,{caps}"),
-        &format!("--ambient-caps=-all,{caps}"),
-        &format!("--bounding-set=-all,{caps}"),
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
 /// `localnet-probe args…` in `netns` as nobody with exactly `caps`.
 fn probe_as_nobody(netns: &Netns, caps: &str, args: &[&str]) -> Output {
+    let setpriv = only_caps(caps);
     netns
-        .command("setpriv")
-        .args(only_caps(caps))
+        .command(&setpriv[0])
+        .args(&setpriv[1..])
         .arg(PROBE)
         .args(args)
         .output()
@@ -366,8 +353,8 @@ fn no_mountable_bpf_file_system_says_how_to_mount_one_and_attaches_nothing() {
     // and attach (and pass the permissions) but not mount.
     let caps = "+bpf,+net_admin,+dac_override";
     let script = format!(
-        "umount -l /sys/fs/bpf 2>/dev/null; mount -t tmpfs none /sys/fs/bpf && exec setpriv {} \
-         {PROBE} run --pin --json --duration 0.3 --iface {}",
+        "umount -l /sys/fs/bpf 2>/dev/null; mount -t tmpfs none /sys/fs/bpf && exec {} {PROBE} \
+         run --pin --json --duration 0.3 --iface {}",
         only_caps(caps).join(" "),
         devices[0]
     );

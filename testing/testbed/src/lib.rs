@@ -98,6 +98,22 @@ fn unique_name(tag: &str) -> String {
     )
 }
 
+/// `setpriv` arguments that leave the probe exactly `caps` (e.g. `+bpf,+net_admin`), as the
+/// unprivileged user nobody.
+pub fn only_caps(caps: &str) -> Vec<String> {
+    [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &format!("--inh-caps=-all,{caps}"),
+        &format!("--ambient-caps=-all,{caps}"),
+        &format!("--bounding-set=-all,{caps}"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// A network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,
