@@ -238,7 +238,8 @@ impl PinDir {
     }
 
     /// Makes sure the directory can take pins: mounts the BPF file system when it is not
-    /// (saying so, and whether the mount outlives this process) and creates the directory.
+    /// (saying so, and whether the mount outlives this process). The directory itself is made
+    /// by [`PinDir::pin_new`], so that a start that fails before leaves none.
     pub fn prepare(&self) -> Result<Prepared, PinError> {
         let mut prepared = Prepared::default();
         let root = Path::new(BPFFS);
@@ -247,11 +248,6 @@ impl PinDir {
             prepared.vanishing = in_private_mount_namespace();
             prepared.warning = Some(mount_warning(prepared.vanishing));
         }
-        fs::create_dir_all(self.path.join(LINKS)).map_err(|error| PinError::Access {
-            what: "create",
-            path: self.path.clone(),
-            error,
-        })?;
         Ok(prepared)
     }
 
@@ -274,9 +270,7 @@ impl PinDir {
             )),
         };
         if note.is_some() {
-            self.remove()
-                .and_then(|()| fs::create_dir_all(self.path.join(LINKS)))
-                .map_err(|error| PinError::Access {
+            self.remove().map_err(|error| PinError::Access {
                     what: "clear",
                     path: self.path.clone(),
                     error,
@@ -446,13 +440,31 @@ impl PinDir {
         Ok(ifindexes)
     }
 
-    /// Creates the maps only userspace reads, pins them and the programs' `maps`, STANDING
-    /// last: a directory with STANDING is complete.
+    /// Creates the directory and the maps only userspace reads, and pins them and the
+    /// programs' `maps`, STANDING last: a directory with STANDING is complete. On an error
+    /// nothing is left.
     pub fn pin_new(
         &self,
         capacity: u32,
         program_maps: &[(&'static str, &MapData)],
     ) -> Result<HashMap<MapData, u32, PinnedInterface>, PinError> {
+        let pinned = self.try_pin_new(capacity, program_maps);
+        if pinned.is_err() {
+            let _ = self.remove();
+        }
+        pinned
+    }
+
+    fn try_pin_new(
+        &self,
+        capacity: u32,
+        program_maps: &[(&'static str, &MapData)],
+    ) -> Result<HashMap<MapData, u32, PinnedInterface>, PinError> {
+        fs::create_dir_all(self.path.join(LINKS)).map_err(|error| PinError::Access {
+            what: "create",
+            path: self.path.clone(),
+            error,
+        })?;
         let pin = |name: &'static str, fd: std::os::fd::BorrowedFd<'_>| {
             bpffs::pin(fd, &self.path.join(name)).map_err(|error| PinError::Access {
                 what: "pin in",

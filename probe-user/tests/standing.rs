@@ -436,6 +436,11 @@ fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_
         )
     };
 
+    // An invalid argument: exit 2, and no directory made for nothing.
+    let output = probe(&netns, &["run", "--pin", "--json", "--iface", "nosuch"]);
+    assert_refused(&output, 2, &["unknown interface \"nosuch\""]);
+    assert!(!dir.exists(), "{dir:?} made by a refused start");
+
     // Something else's map where the standing filter would go.
     std::fs::create_dir_all(&dir).expect("create the pin directory");
     let foo = dir.join("foo");
