@@ -271,10 +271,10 @@ impl PinDir {
         };
         if note.is_some() {
             self.remove().map_err(|error| PinError::Access {
-                    what: "clear",
-                    path: self.path.clone(),
-                    error,
-                })?;
+                what: "clear",
+                path: self.path.clone(),
+                error,
+            })?;
         }
         Ok((Found::Nothing, note))
     }

@@ -399,6 +399,9 @@ impl Probe {
                         },
                     );
                 }
+                // Its pinning was cut short (the process killed between its entry and its
+                // link): not attached, nothing to show; the next `run --pin` clears it.
+                (Some(_), None) if interface_exists(ifindex) => {}
                 (Some(action), None) => {
                     probe
                         .counters
@@ -471,6 +474,11 @@ impl Probe {
             used.insert(config.slot());
             let Some((link, _)) = link else {
                 cleared.push((ifindex, Some(config.slot())));
+                if interface_exists(ifindex) {
+                    // Its pinning was cut short: not attached, not gone either; attached
+                    // anew when selected.
+                    continue;
+                }
                 self.counters
                     .read(config.slot() + 1)
                     .map_err(ProbeError::ReadCounters)?;
@@ -942,4 +950,11 @@ fn remove_pin(path: &std::path::Path) -> io::Result<()> {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
     }
+}
+
+/// Whether an interface has `ifindex` in this network namespace.
+fn interface_exists(ifindex: u32) -> bool {
+    let mut name = [0; libc::IF_NAMESIZE];
+    // SAFETY: `name` has the IF_NAMESIZE bytes the call may write.
+    !unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) }.is_null()
 }

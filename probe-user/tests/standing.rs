@@ -705,3 +705,82 @@ fn what_pinning_needs_as_another_user() {
     assert!(with_xdp(&netns).is_empty());
     assert!(!netns.pin_dir().exists());
 }
+
+#[test]
+fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_removed() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("cut");
+    let devices = veth_pairs(&netns, "c", 20);
+    let mut all = devices.clone();
+    all.sort();
+    let run_pin = [
+        &["run", "--pin", "--json", "--duration", "0.3"][..],
+        &ifaces(&devices),
+    ]
+    .concat();
+    let no_removed = |output: &Output| {
+        let text = stderr(output);
+        assert_eq!(code(output), 0, "{text}");
+        assert!(!text.contains("was removed"), "{text}");
+        let reports = String::from_utf8_lossy(&output.stdout).into_owned();
+        for line in reports.lines() {
+            let report: Value = serde_json::from_str(line).expect("JSON");
+            assert_eq!(names(&report, "removed"), Vec::<String>::new(), "{report}");
+        }
+    };
+    // What a process killed between an interface's entry and its link leaves: the entry, no
+    // link (which went with the process).
+    let output = probe(&netns, &run_pin);
+    no_removed(&output);
+    let ifindex = netns.enter(|| testbed::ifindex(&devices[3]));
+    std::fs::remove_file(netns.pin_dir().join("links").join(ifindex.to_string()))
+        .expect("remove a link pin");
+    let shown = status(&netns);
+    assert_eq!(names(&shown, "removed"), Vec::<String>::new(), "{shown}");
+    assert_eq!(names(&shown, "interfaces").len(), 19, "{shown}");
+    assert!(!with_xdp(&netns).contains(&devices[3]));
+    let output = probe(&netns, &run_pin);
+    no_removed(&output);
+    assert!(stderr(&output).contains(&format!("attached to {}", devices[3])));
+    assert_eq!(
+        status(&netns)["interfaces"]
+            .as_array()
+            .expect("array")
+            .len(),
+        20
+    );
+    detach_all(&netns);
+
+    // Killed while pinning a new standing filter: every interface is attached and listed, or
+    // neither, and none is reported removed.
+    let started = Instant::now();
+    let first = ProbeProcess::start_pinned(PROBE, &netns, &ifaces(&devices));
+    first.wait_ready();
+    let ready_after = started.elapsed();
+    stop(first);
+    detach_all(&netns);
+    for round in 0..6u32 {
+        let killed = ProbeProcess::start_pinned(PROBE, &netns, &ifaces(&devices));
+        thread::sleep(ready_after * (round + 3) / 8);
+        let _ = killed.stop(libc::SIGKILL);
+        let mut attached = with_xdp(&netns);
+        attached.sort();
+        let shown = status(&netns);
+        let mut listed = if shown["standing_filter"].is_null() {
+            Vec::new()
+        } else {
+            names(&shown, "interfaces")
+        };
+        listed.sort();
+        assert_eq!(attached, listed, "round {round}: {shown}");
+        if !shown["standing_filter"].is_null() {
+            assert_eq!(names(&shown, "removed"), Vec::<String>::new(), "{shown}");
+        }
+        let output = probe(&netns, &run_pin);
+        no_removed(&output);
+        let mut attached = with_xdp(&netns);
+        attached.sort();
+        assert_eq!(attached, all);
+        detach_all(&netns);
+    }
+}
