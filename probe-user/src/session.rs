@@ -266,6 +266,17 @@ impl Session {
         options: &SessionOptions,
         notes: &mut Vec<String>,
     ) -> Result<Vec<AttachedInterface>, SessionError> {
+        // Refused before anything changes: the standing filter's interfaces keep their modes
+        // and stay attached when a new one is occupied.
+        for chosen in &selected.chosen {
+            let held = adopted
+                .iter()
+                .any(|adopted| adopted.ifindex == chosen.ifindex && adopted.xdp_mode.is_some());
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            if !held && let Some(occupant) = interface.and_then(Occupant::of) {
+                return Err(SessionError::Occupied(Box::new(occupant)));
+            }
+        }
         let mut attached = Vec::with_capacity(selected.chosen.len());
         for adopted in adopted {
             let chosen = selected
@@ -340,12 +351,6 @@ impl Session {
             .iter()
             .filter(|chosen| !self.served.contains_key(&chosen.ifindex))
             .collect();
-        for chosen in &new {
-            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
-            if let Some(occupant) = interface.and_then(Occupant::of) {
-                return Err(SessionError::Occupied(Box::new(occupant)));
-            }
-        }
         for chosen in &new {
             let attach_error = |source| SessionError::Attach {
                 name: chosen.name.clone(),

@@ -784,3 +784,52 @@ fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_remove
         detach_all(&netns);
     }
 }
+
+#[test]
+fn a_run_pin_refused_for_an_occupied_interface_changes_nothing() {
+    testbed::skip_unless_root!();
+    let netns = Netns::new("occupied");
+    let devices = veth_pairs(&netns, "o", 2);
+    let (standing, occupied) = (&devices[0], &devices[1]);
+    let output = probe(
+        &netns,
+        &[
+            "run",
+            "--pin",
+            "--json",
+            "--duration",
+            "0.3",
+            "--iface",
+            standing,
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let other = ProbeProcess::start(PROBE, &netns, &["--iface", occupied]);
+    other.wait_ready();
+    let other_pid = format!("pid {}", other.pid());
+    let refused = [
+        &["--drop", "--iface", standing, "--iface", occupied][..],
+        &["--drop", "--iface", occupied],
+    ];
+    for args in refused {
+        let run_pin = ["run", "--pin", "--json", "--duration", "0.3"];
+        let output = probe(&netns, &[&run_pin[..], args].concat());
+        assert_refused(&output, 1, &[occupied.as_str(), &other_pid]);
+        // The standing filter is as it was: attached, in monitor mode.
+        let shown = status(&netns);
+        assert_eq!(
+            names(&shown, "interfaces"),
+            [standing.as_str()],
+            "{args:?}: {shown}"
+        );
+        assert_eq!(
+            interface(&shown, standing)["mode"],
+            "monitor",
+            "{args:?}: {shown}"
+        );
+        assert!(with_xdp(&netns).contains(standing));
+    }
+    let (status, _) = other.stop(libc::SIGTERM);
+    assert!(status.success());
+    detach_all(&netns);
+}
