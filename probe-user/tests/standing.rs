@@ -31,6 +31,12 @@ fn spoofed_to_localhost() -> Vec<u8> {
         .build()
 }
 
+/// `run --pin --json --duration 0.3 args…` in `netns`, to its end.
+fn run_pin(netns: &Netns, args: &[&str]) -> Output {
+    let run_pin = ["run", "--pin", "--json", "--duration", "0.3"];
+    probe(netns, &[&run_pin[..], args].concat())
+}
+
 /// `localnet-probe args…` in `netns` (host mount namespace), to its end.
 fn probe(netns: &Netns, args: &[&str]) -> Output {
     netns
@@ -198,6 +204,11 @@ fn code(output: &Output) -> i32 {
         .unwrap_or_else(|| panic!("killed by a signal: {}", stderr(output)))
 }
 
+/// Asserts that `output` succeeded (exit status 0).
+fn assert_succeeded(output: &Output) {
+    assert_eq!(code(output), 0, "stderr: {}", stderr(output));
+}
+
 /// Asserts that `output` failed with `expected` and that its stderr holds every one of `says`.
 fn assert_refused(output: &Output, expected: i32, says: &[&str]) {
     let text = stderr(output);
@@ -219,6 +230,14 @@ fn veth_pairs(netns: &Netns, tag: &str, count: usize) -> Vec<String> {
     netns.ip(&["-batch", path.to_str().expect("a UTF-8 path")]);
     let _ = std::fs::remove_file(&path);
     (0..count).map(|i| format!("{tag}a{i}")).collect()
+}
+
+/// A new network namespace `tag` with [`veth_pairs`] `{prefix}a<i>`/`{prefix}b<i>`; the
+/// `{prefix}a<i>` are returned.
+fn with_veths(tag: &str, prefix: &str, count: usize) -> (Netns, Vec<String>) {
+    let netns = Netns::new(tag);
+    let devices = veth_pairs(&netns, prefix, count);
+    (netns, devices)
 }
 
 /// The interfaces of `netns` that carry an XDP program, per one `ip -d link show`.
@@ -314,23 +333,11 @@ fn probe_as_nobody(netns: &Netns, caps: &str, args: &[&str]) -> Output {
 #[test]
 fn a_second_run_pin_or_a_detach_is_refused_naming_the_first() {
     testbed::skip_unless_root!();
-    let netns = Netns::new("busy");
-    let devices = veth_pairs(&netns, "b", 1);
+    let (netns, devices) = with_veths("busy", "b", 1);
     let first = ProbeProcess::start_pinned(PROBE, &netns, &["--drop", "--iface", &devices[0]]);
     first.wait_ready();
     let pid = format!("pid {}", first.pid());
-    let second = probe(
-        &netns,
-        &[
-            "run",
-            "--pin",
-            "--json",
-            "--duration",
-            "0.3",
-            "--iface",
-            &devices[0],
-        ],
-    );
+    let second = run_pin(&netns, &["--iface", &devices[0]]);
     assert_refused(&second, 1, &[&pid, "run --pin", "stop it first"]);
     assert!(second.stdout.is_empty(), "no report from the refused one");
     let detach = probe(&netns, &["detach"]);
@@ -347,8 +354,7 @@ fn a_second_run_pin_or_a_detach_is_refused_naming_the_first() {
 #[test]
 fn no_mountable_bpf_file_system_says_how_to_mount_one_and_attaches_nothing() {
     testbed::skip_unless_root!();
-    let netns = Netns::new("nobpffs");
-    let devices = veth_pairs(&netns, "m", 1);
+    let (netns, devices) = with_veths("nobpffs", "m", 1);
     // A mount namespace of its own where /sys/fs/bpf is a tmpfs, and a process that may load
     // and attach (and pass the permissions) but not mount.
     let caps = "+bpf,+net_admin,+dac_override";
@@ -375,8 +381,7 @@ fn no_mountable_bpf_file_system_says_how_to_mount_one_and_attaches_nothing() {
 #[test]
 fn under_ip_netns_exec_the_pins_are_said_to_go_with_the_command() {
     testbed::skip_unless_root!();
-    let netns = Netns::new("ipexec");
-    let devices = veth_pairs(&netns, "e", 1);
+    let (netns, devices) = with_veths("ipexec", "e", 1);
     let output = std::process::Command::new("ip")
         .args([
             "netns",
@@ -406,8 +411,7 @@ fn under_ip_netns_exec_the_pins_are_said_to_go_with_the_command() {
 #[test]
 fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_detached() {
     testbed::skip_unless_root!();
-    let netns = Netns::new("foreign");
-    let devices = veth_pairs(&netns, "f", 1);
+    let (netns, devices) = with_veths("foreign", "f", 1);
     let dir = netns.pin_dir();
     let bpftool = |args: &[&str]| {
         let output = std::process::Command::new("bpftool")
@@ -420,21 +424,7 @@ fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_
             String::from_utf8_lossy(&output.stderr)
         );
     };
-    let run_pin = || {
-        probe(
-            &netns,
-            &[
-                "run",
-                "--pin",
-                "--json",
-                "--drop",
-                "--duration",
-                "0.3",
-                "--iface",
-                &devices[0],
-            ],
-        )
-    };
+    let pin_anew = || run_pin(&netns, &["--drop", "--iface", &devices[0]]);
 
     // An invalid argument: exit 2, and no directory made for nothing.
     let output = probe(&netns, &["run", "--pin", "--json", "--iface", "nosuch"]);
@@ -449,14 +439,14 @@ fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_
         "map", "create", foo, "type", "array", "key", "4", "value", "4", "entries", "1", "name",
         "foo",
     ]);
-    let output = run_pin();
+    let output = pin_anew();
     assert_refused(&output, 1, &["\"foo\"", "did not put there"]);
     assert!(with_xdp(&netns).is_empty(), "attached despite the refusal");
     std::fs::remove_file(foo).expect("remove foo");
 
     // A standing filter, then its STANDING replaced by one of "layout 99".
-    let output = run_pin();
-    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let output = pin_anew();
+    assert_succeeded(&output);
     let standing = dir.join("STANDING");
     std::fs::remove_file(&standing).expect("remove STANDING");
     let standing = standing.to_str().expect("UTF-8");
@@ -488,7 +478,7 @@ fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_
     update.extend(["value", "hex"]);
     update.extend(value.iter().map(String::as_str));
     bpftool(&update);
-    let output = run_pin();
+    let output = pin_anew();
     assert_refused(
         &output,
         1,
@@ -501,8 +491,8 @@ fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_
     detach_all(&netns);
 
     // And run --pin works again.
-    let output = run_pin();
-    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let output = pin_anew();
+    assert_succeeded(&output);
     assert_eq!(with_xdp(&netns), devices);
     detach_all(&netns);
 }
@@ -514,9 +504,8 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
         let netns = Netns::new("gone");
         let devices = veth_pairs(&netns, "g", 2);
         let (gone, kept) = (&devices[0], &devices[1]);
-        let args = ["run", "--pin", "--json", "--drop", "--duration", "0.3"];
-        let output = probe(&netns, &[&args[..], &ifaces(&devices)].concat());
-        assert_eq!(code(&output), 0, "{}", stderr(&output));
+        let output = run_pin(&netns, &[&["--drop"][..], &ifaces(&devices)].concat());
+        assert_succeeded(&output);
         send_on(&netns, "gb0", 7);
         let ifindex = netns.enter(|| testbed::ifindex(gone)).to_string();
         netns.ip(&["link", "del", gone]);
@@ -531,8 +520,7 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
         let report_line = format!("{gone} (ifindex {ifindex}) was removed");
         match clear_with {
             "run --pin" => {
-                let args = ["run", "--pin", "--json", "--drop", "--duration", "0.3"];
-                let output = probe(&netns, &[&args[..], &["--iface", kept]].concat());
+                let output = run_pin(&netns, &["--drop", "--iface", kept]);
                 let text = stderr(&output);
                 assert_eq!(code(&output), 0, "{text}");
                 assert_eq!(text.matches(&report_line).count(), 1, "{text}");
@@ -582,8 +570,7 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
 #[test]
 fn sigkill_while_taking_over_leaves_every_interface_filtered_and_counted() {
     testbed::skip_unless_root!();
-    let netns = Netns::new("kill");
-    let devices = veth_pairs(&netns, "k", 20);
+    let (netns, devices) = with_veths("kill", "k", 20);
     let started = Instant::now();
     let first = ProbeProcess::start_pinned(PROBE, &netns, &ifaces(&devices));
     first.wait_ready();
@@ -623,8 +610,7 @@ fn sigkill_while_taking_over_leaves_every_interface_filtered_and_counted() {
             .sum();
         assert_eq!(matched, expected, "round {round}: frames went uncounted");
     }
-    let args = ["run", "--pin", "--json", "--drop", "--duration", "0.3"];
-    let output = probe(&netns, &[&args[..], &ifaces(&devices)].concat());
+    let output = run_pin(&netns, &[&["--drop"][..], &ifaces(&devices)].concat());
     let text = stderr(&output);
     assert_eq!(code(&output), 0, "{text}");
     assert_eq!(text.matches("took over").count(), 20, "{text}");
@@ -634,8 +620,7 @@ fn sigkill_while_taking_over_leaves_every_interface_filtered_and_counted() {
 #[test]
 fn a_plain_run_on_the_standing_filters_interface_names_it_and_the_commands() {
     testbed::skip_unless_root!();
-    let netns = Netns::new("plain");
-    let devices = veth_pairs(&netns, "p", 1);
+    let (netns, devices) = with_veths("plain", "p", 1);
     let plain = || {
         probe(
             &netns,
@@ -665,8 +650,7 @@ fn a_plain_run_on_the_standing_filters_interface_names_it_and_the_commands() {
 #[test]
 fn what_pinning_needs_as_another_user() {
     testbed::skip_unless_root!();
-    let netns = Netns::new("privs");
-    let devices = veth_pairs(&netns, "u", 1);
+    let (netns, devices) = with_veths("privs", "u", 1);
     let run_pin = [
         "run",
         "--pin",
@@ -686,22 +670,22 @@ fn what_pinning_needs_as_another_user() {
     // With CAP_DAC_OVERRIDE besides: pinned; status and detach need CAP_BPF and it only.
     let all = "+bpf,+net_admin,+dac_override";
     let output = probe_as_nobody(&netns, all, &run_pin);
-    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_succeeded(&output);
     assert_eq!(with_xdp(&netns), devices);
     let output = probe_as_nobody(&netns, "+net_admin,+dac_override", &["status", "--json"]);
     assert_refused(&output, 1, &["needs CAP_BPF"]);
     let output = probe_as_nobody(&netns, "+bpf,+dac_override", &["status", "--json"]);
-    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_succeeded(&output);
     let shown: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(names(&shown, "interfaces"), devices);
     // Taking it over again as nobody, then as root.
     let output = probe_as_nobody(&netns, all, &run_pin);
-    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_succeeded(&output);
     assert!(stderr(&output).contains("took over"));
     let output = probe(&netns, &run_pin);
-    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_succeeded(&output);
     let output = probe_as_nobody(&netns, "+bpf,+dac_override", &["detach"]);
-    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_succeeded(&output);
     assert!(with_xdp(&netns).is_empty());
     assert!(!netns.pin_dir().exists());
 }
@@ -709,15 +693,10 @@ fn what_pinning_needs_as_another_user() {
 #[test]
 fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_removed() {
     testbed::skip_unless_root!();
-    let netns = Netns::new("cut");
-    let devices = veth_pairs(&netns, "c", 20);
+    let (netns, devices) = with_veths("cut", "c", 20);
     let mut all = devices.clone();
     all.sort();
-    let run_pin = [
-        &["run", "--pin", "--json", "--duration", "0.3"][..],
-        &ifaces(&devices),
-    ]
-    .concat();
+    let pin_all = || run_pin(&netns, &ifaces(&devices));
     let no_removed = |output: &Output| {
         let text = stderr(output);
         assert_eq!(code(output), 0, "{text}");
@@ -730,7 +709,7 @@ fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_remove
     };
     // What a process killed between an interface's entry and its link leaves: the entry, no
     // link (which went with the process).
-    let output = probe(&netns, &run_pin);
+    let output = pin_all();
     no_removed(&output);
     let ifindex = netns.enter(|| testbed::ifindex(&devices[3]));
     std::fs::remove_file(netns.pin_dir().join("links").join(ifindex.to_string()))
@@ -739,7 +718,7 @@ fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_remove
     assert_eq!(names(&shown, "removed"), Vec::<String>::new(), "{shown}");
     assert_eq!(names(&shown, "interfaces").len(), 19, "{shown}");
     assert!(!with_xdp(&netns).contains(&devices[3]));
-    let output = probe(&netns, &run_pin);
+    let output = pin_all();
     no_removed(&output);
     assert!(stderr(&output).contains(&format!("attached to {}", devices[3])));
     assert_eq!(
@@ -776,7 +755,7 @@ fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_remove
         if !shown["standing_filter"].is_null() {
             assert_eq!(names(&shown, "removed"), Vec::<String>::new(), "{shown}");
         }
-        let output = probe(&netns, &run_pin);
+        let output = pin_all();
         no_removed(&output);
         let mut attached = with_xdp(&netns);
         attached.sort();
@@ -788,22 +767,10 @@ fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_remove
 #[test]
 fn a_run_pin_refused_for_an_occupied_interface_changes_nothing() {
     testbed::skip_unless_root!();
-    let netns = Netns::new("occupied");
-    let devices = veth_pairs(&netns, "o", 2);
+    let (netns, devices) = with_veths("occupied", "o", 2);
     let (standing, occupied) = (&devices[0], &devices[1]);
-    let output = probe(
-        &netns,
-        &[
-            "run",
-            "--pin",
-            "--json",
-            "--duration",
-            "0.3",
-            "--iface",
-            standing,
-        ],
-    );
-    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let output = run_pin(&netns, &["--iface", standing]);
+    assert_succeeded(&output);
     let other = ProbeProcess::start(PROBE, &netns, &["--iface", occupied]);
     other.wait_ready();
     let other_pid = format!("pid {}", other.pid());
@@ -812,8 +779,7 @@ fn a_run_pin_refused_for_an_occupied_interface_changes_nothing() {
         &["--drop", "--iface", occupied],
     ];
     for args in refused {
-        let run_pin = ["run", "--pin", "--json", "--duration", "0.3"];
-        let output = probe(&netns, &[&run_pin[..], args].concat());
+        let output = run_pin(&netns, args);
         assert_refused(&output, 1, &[occupied.as_str(), &other_pid]);
         // The standing filter is as it was: attached, in monitor mode.
         let shown = status(&netns);
