@@ -18,7 +18,7 @@ use probe_user::{
     probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
     report::Report,
     samples::SampleRing,
-    select::Selection,
+    select::{NamePattern, Selection},
     session::{Session, SessionError, SessionOptions},
 };
 use tokio::{
@@ -41,19 +41,22 @@ const FINAL_REPORT_PATIENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Attach to this interface (repeatable). Default: every interface that is up, except
-    /// loopback, ifb devices and devices stacked on another selected one.
+    /// Attach to this interface (repeatable), whatever it is. A shell-style pattern (`*`, `?`,
+    /// `[…]`; quote it) serves the interfaces it matches, now or when they appear, up or not,
+    /// except loopback, ifb devices and devices stacked on a served one. Default: every
+    /// interface that is up, now or when it comes up, except those.
     #[arg(long = "iface", value_name = "IF")]
-    ifaces: Vec<String>,
-    /// Leave this interface out (repeatable).
+    ifaces: Vec<NamePattern>,
+    /// Leave this interface out, or those a pattern matches (repeatable).
     #[arg(long, value_name = "IF")]
-    exclude: Vec<String>,
+    exclude: Vec<NamePattern>,
     /// Drop matched frames on every selected interface instead of only counting them.
     #[arg(long, conflicts_with = "drop_on")]
     drop: bool,
-    /// Drop matched frames on this interface (repeatable); the others are only monitored.
+    /// Drop matched frames on this interface, or on the selected ones a pattern matches
+    /// (repeatable); the others are only monitored.
     #[arg(long, value_name = "IF")]
-    drop_on: Vec<String>,
+    drop_on: Vec<NamePattern>,
     /// How to attach: native (in the driver), generic (in the stack, slower, works everywhere),
     /// or auto (native, falling back to generic with a notice).
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
