@@ -4,6 +4,7 @@
 
 mod counter_map;
 pub mod interfaces;
+pub mod link_events;
 mod map_batch;
 pub mod metrics;
 pub mod occupant;

@@ -1,9 +1,13 @@
 //! A probe serving a selection of interfaces for as long as the session lives: start (select,
 //! refuse occupied interfaces, load, attach all or nothing), then one [`Snapshot`] per tick that
-//! follows each interface by ifindex through renames and removals. Dropping the session
-//! detaches everything.
+//! follows each interface by ifindex through renames and removals, and, after each link event,
+//! [`Session::follow_links`] that serves the interfaces the selection asks for since. Dropping
+//! the session detaches everything.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
 
 use probe_common::{MAX_SLOTS, Mode, SlotCounters};
 use thiserror::Error;
@@ -14,7 +18,7 @@ use crate::{
     privileges,
     probe::{AttachedMode, LoadOptions, Probe, ProbeError, Program, XdpModeChoice},
     route_localnet::{self, RouteLocalnet},
-    select::{SelectError, Selection, Skipped, select},
+    select::{Chosen, SelectError, Selection, Skipped, select, select_new},
 };
 
 /// Spare slots the counter map has at least, so interfaces that appear later find one.
@@ -47,7 +51,7 @@ pub enum SessionError {
     Counters(#[source] Box<ProbeError>),
     #[error("cannot refill the interfaces' sample budgets")]
     Refill(#[source] Box<ProbeError>),
-    #[error("cannot release the removed interface {name}")]
+    #[error("cannot release the counter slot of {name}")]
     Release {
         name: String,
         #[source]
@@ -83,6 +87,24 @@ pub struct AttachedInterface {
     pub xdp_mode: AttachedMode,
     /// Why native XDP was refused, when auto mode fell back to generic.
     pub native_refused: Option<std::io::Error>,
+}
+
+/// What [`Session::follow_links`] did that is news, to tell the user.
+#[derive(Debug, Default)]
+pub struct Followed {
+    pub attached: Vec<AttachedInterface>,
+    /// Interfaces the selection leaves out, each said once (and again if the reason changes).
+    pub skipped: Vec<Skipped>,
+    /// Why an interface the selection asks for could not be attached, one sentence each, said
+    /// once per reason; it is tried again at each call.
+    pub refused: Vec<String>,
+}
+
+/// What was last said about an interface that is not served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Unserved {
+    Skipped(Skipped),
+    Refused(String),
 }
 
 /// An interface the session serves, as last seen.
@@ -127,8 +149,14 @@ pub struct InterfaceSnapshot {
 pub struct Session {
     probe: Probe,
     interfaces: Interfaces,
+    selection: Selection,
+    xdp_mode: XdpModeChoice,
     served: BTreeMap<u32, Served>,
+    /// Released since the last snapshot, for it to report.
+    removed: Vec<InterfaceSnapshot>,
     removed_totals: SlotCounters,
+    /// What was last said about each interface here that is not served.
+    told: BTreeMap<u32, Unserved>,
 }
 
 impl Session {
@@ -157,59 +185,32 @@ impl Session {
         let capacity = u32::try_from(all.len() + (all.len() / 4).max(MIN_CAPACITY as usize))
             .unwrap_or(MAX_SLOTS)
             .min(MAX_SLOTS);
-        let mut probe = Probe::load(LoadOptions {
+        let probe = Probe::load(LoadOptions {
             capacity,
             verifier_log: options.verifier_log,
             sample_rate: options.sample_rate,
         })
         .map_err(|error| SessionError::Load(Box::new(error)))?;
 
-        let mut served = BTreeMap::new();
-        let mut attached = Vec::with_capacity(selected.chosen.len());
-        for chosen in &selected.chosen {
-            let attach_error = |source| SessionError::Attach {
-                name: chosen.name.clone(),
-                source: Box::new(source),
-            };
-            probe
-                .configure(chosen.ifindex, chosen.mode)
-                .map_err(attach_error)?;
-            let result = match probe.attach(chosen.ifindex, chosen.program, options.xdp_mode) {
-                Ok(result) => result,
-                // Another program arrived since the check above (another probe starting at the
-                // same time): say whose, as the check would have.
-                Err(error @ ProbeError::Occupied(_)) => {
-                    let now = interfaces.list()?;
-                    let interface = now.iter().find(|i| i.ifindex == chosen.ifindex);
-                    return Err(match interface.and_then(Occupant::of) {
-                        Some(occupant) => SessionError::Occupied(Box::new(occupant)),
-                        None => attach_error(error),
-                    });
-                }
-                Err(error) => return Err(attach_error(error)),
-            };
-            attached.push(AttachedInterface {
-                ifindex: chosen.ifindex,
-                name: chosen.name.clone(),
-                program: chosen.program,
-                mode: chosen.mode,
-                xdp_mode: result.mode,
-                native_refused: result.native_refused,
-            });
-            served.insert(
-                chosen.ifindex,
-                Served {
-                    name: chosen.name.clone(),
-                    program: chosen.program,
-                },
-            );
-        }
-        let session = Self {
+        let mut session = Self {
             probe,
             interfaces,
-            served,
+            selection: options.selection,
+            xdp_mode: options.xdp_mode,
+            served: BTreeMap::new(),
+            removed: Vec::new(),
             removed_totals: SlotCounters::default(),
+            told: selected
+                .skipped
+                .iter()
+                .map(|skipped| (skipped.ifindex, Unserved::Skipped(skipped.clone())))
+                .collect(),
         };
+        let mut attached = Vec::with_capacity(selected.chosen.len());
+        for chosen in &selected.chosen {
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            attached.push(session.serve(chosen, interface)?);
+        }
         let started = Started {
             attached,
             skipped: selected.skipped,
@@ -218,15 +219,118 @@ impl Session {
         Ok((session, started))
     }
 
-    /// Reads every served interface once: names, route_localnet and counters. An interface
-    /// renamed since is reported under its new name; one that is gone is released and reported
-    /// once in [`Snapshot::removed`].
-    pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
-        let all = self.interfaces.list()?;
-        let all_route_localnet = route_localnet::read_all().ok();
-        let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
+    /// Configures and attaches one chosen interface; `interface` is its entry in a listing made
+    /// just before. On an error nothing of it stays: no attachment, no counter slot.
+    fn serve(
+        &mut self,
+        chosen: &Chosen,
+        interface: Option<&Interface>,
+    ) -> Result<AttachedInterface, SessionError> {
+        if let Some(occupant) = interface.and_then(Occupant::of) {
+            return Err(SessionError::Occupied(Box::new(occupant)));
+        }
+        let attach_error = |source| SessionError::Attach {
+            name: chosen.name.clone(),
+            source: Box::new(source),
+        };
+        self.probe
+            .configure(chosen.ifindex, chosen.mode)
+            .map_err(attach_error)?;
+        let result = match self
+            .probe
+            .attach(chosen.ifindex, chosen.program, self.xdp_mode)
+        {
+            Ok(result) => result,
+            Err(error) => {
+                self.probe
+                    .release(chosen.ifindex)
+                    .map_err(|source| SessionError::Release {
+                        name: chosen.name.clone(),
+                        source: Box::new(source),
+                    })?;
+                // Another program arrived since the listing (another probe starting at the
+                // same time): say whose, as the check above would have.
+                if matches!(error, ProbeError::Occupied(_)) {
+                    let now = self.interfaces.list()?;
+                    let interface = now.iter().find(|i| i.ifindex == chosen.ifindex);
+                    if let Some(occupant) = interface.and_then(Occupant::of) {
+                        return Err(SessionError::Occupied(Box::new(occupant)));
+                    }
+                }
+                return Err(attach_error(error));
+            }
+        };
+        self.served.insert(
+            chosen.ifindex,
+            Served {
+                name: chosen.name.clone(),
+                program: chosen.program,
+            },
+        );
+        Ok(AttachedInterface {
+            ifindex: chosen.ifindex,
+            name: chosen.name.clone(),
+            program: chosen.program,
+            mode: chosen.mode,
+            xdp_mode: result.mode,
+            native_refused: result.native_refused,
+        })
+    }
 
-        let mut removed = Vec::new();
+    /// Follows the interfaces after a link event: releases the served ones that are gone (the
+    /// next snapshot reports them) and attaches to every interface the selection asks for now
+    /// that is not served yet, by the rules of the start. One that cannot be attached is not an
+    /// error: it is refused, and tried again at the next call.
+    pub fn follow_links(&mut self) -> Result<Followed, SessionError> {
+        let all = self.interfaces.list()?;
+        self.follow_served(&all)?;
+        let present: BTreeSet<u32> = all.iter().map(|interface| interface.ifindex).collect();
+        self.told.retain(|ifindex, _| present.contains(ifindex));
+        let served: BTreeSet<u32> = self.served.keys().copied().collect();
+        let selected = select_new(&all, &self.selection, &served);
+        let mut followed = Followed::default();
+        for skipped in selected.skipped {
+            if self.tell(skipped.ifindex, Unserved::Skipped(skipped.clone())) {
+                followed.skipped.push(skipped);
+            }
+        }
+        for chosen in &selected.chosen {
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            let refusal = match self.serve(chosen, interface) {
+                Ok(attached) => {
+                    self.told.remove(&chosen.ifindex);
+                    followed.attached.push(attached);
+                    continue;
+                }
+                Err(SessionError::Occupied(occupant)) => occupant.to_string(),
+                Err(SessionError::Attach { name, source }) => match *source {
+                    ProbeError::Full { capacity } => format!(
+                        "cannot attach to {name}: the counters have room for {capacity}                          interfaces, all in use (the room is set at start: restart                          localnet-probe to serve more); serving the others"
+                    ),
+                    other => format!("cannot attach to {name}: {other}; serving the others"),
+                },
+                Err(other) => return Err(other),
+            };
+            if self.tell(chosen.ifindex, Unserved::Refused(refusal.clone())) {
+                followed.refused.push(refusal);
+            }
+        }
+        Ok(followed)
+    }
+
+    /// Records what is said about an unserved interface; false when it was said last already.
+    fn tell(&mut self, ifindex: u32, unserved: Unserved) -> bool {
+        if self.told.get(&ifindex) == Some(&unserved) {
+            return false;
+        }
+        self.told.insert(ifindex, unserved);
+        true
+    }
+
+    /// Releases the served interfaces that are gone, keeping them for the next snapshot, and
+    /// takes the new names of the renamed ones.
+    fn follow_served(&mut self, all: &[Interface]) -> Result<(), SessionError> {
+        let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
         // Gone, or replaced by a device that took its ifindex (then without our program).
         let gone: Vec<u32> = self
             .served
@@ -254,7 +358,7 @@ impl Session {
                     source: Box::new(source),
                 })?;
             self.removed_totals.add(&counters);
-            removed.push(InterfaceSnapshot {
+            self.removed.push(InterfaceSnapshot {
                 ifindex,
                 name: served.name,
                 mode,
@@ -266,6 +370,21 @@ impl Session {
                 counters,
             });
         }
+        for (ifindex, served) in &mut self.served {
+            served.name.clone_from(&by_index[ifindex].name);
+        }
+        Ok(())
+    }
+
+    /// Reads every served interface once: names, route_localnet and counters. An interface
+    /// renamed since is reported under its new name; one that is gone is released (if
+    /// [`Session::follow_links`] has not already) and reported once in [`Snapshot::removed`].
+    pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
+        let all = self.interfaces.list()?;
+        let all_route_localnet = route_localnet::read_all().ok();
+        self.follow_served(&all)?;
+        let removed = std::mem::take(&mut self.removed);
+        let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
 
         let mut counters = self
             .probe
@@ -273,9 +392,8 @@ impl Session {
             .map_err(|error| SessionError::Counters(Box::new(error)))?;
         let uppers = Uppers::of(&all);
         let mut interfaces = Vec::with_capacity(self.served.len());
-        for (ifindex, served) in &mut self.served {
+        for (ifindex, served) in &self.served {
             let interface = by_index[ifindex];
-            served.name.clone_from(&interface.name);
             let mode = self
                 .probe
                 .mode(*ifindex)

@@ -15,11 +15,12 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use probe_user::{
+    link_events::LinkEvents,
     probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
     report::Report,
     samples::SampleRing,
     select::{NamePattern, Selection},
-    session::{Session, SessionError, SessionOptions},
+    session::{AttachedInterface, Session, SessionError, SessionOptions},
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -201,7 +202,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         View::Table
     };
     // Before anything attaches: a path that cannot be written ends the run here.
-    let mut pcap = match &args.pcap {
+    let pcap = match &args.pcap {
         Some(path) => Some(Pcap::open(path)?),
         None => None,
     };
@@ -211,13 +212,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         (true, View::Table) => Some(Events::Pane),
         (true, _) => Some(Events::Stderr(Output::spawn(Stream::Stderr, 64))),
     };
+    let selection = Selection {
+        ifaces: args.ifaces,
+        exclude: args.exclude,
+        drop_all: args.drop,
+        drop_on: args.drop_on,
+    };
+    let waits_for_patterns = selection.has_patterns();
     let options = SessionOptions {
-        selection: Selection {
-            ifaces: args.ifaces,
-            exclude: args.exclude,
-            drop_all: args.drop,
-            drop_on: args.drop_on,
-        },
+        selection,
         xdp_mode: args.xdp_mode.into(),
         verifier_log: args.verifier_log,
         sample_rate: args.sample_rate,
@@ -232,6 +235,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(address) => Some(metrics_server::bind(address).await?),
         None => None,
     };
+    // Subscribed before the interfaces are listed at start, so none that appears in between is
+    // missed.
+    let mut links = LinkEvents::subscribe().context("cannot watch the interfaces for changes")?;
     let (mut session, started) =
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
@@ -242,20 +248,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     for skipped in &started.skipped {
         tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
     }
-    for attached in &started.attached {
-        if let Some(reason) = &attached.native_refused {
-            tracing::info!(
-                "{}: no native XDP here ({}); using generic XDP",
-                attached.name,
-                native_refusal(reason)
-            );
-        }
-        tracing::info!(
-            "attached to {} ({} XDP, {} mode)",
-            attached.name,
-            attached.xdp_mode.name(),
-            attached.mode.name()
-        );
+    say_attached(&started.attached);
+    if started.attached.is_empty() && waits_for_patterns {
+        tracing::info!("no interface matches --iface yet; waiting for one to appear");
     }
 
     let (mut scrapes, metrics_server) = match metrics_listener {
@@ -272,15 +267,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => (None, None),
     };
 
-    if let Some(pcap) = &mut pcap {
-        pcap.add_interfaces(started.attached.iter().map(|attached| {
-            (
-                attached.ifindex,
-                evidence::framing(attached.program),
-                attached.name.clone(),
-            )
-        }));
-    }
     let mut ring = match session.take_samples() {
         Some(ring) if args.sample_rate > 0 => {
             Some(SampleRing::new(ring).context("cannot watch the sample ring buffer")?)
@@ -288,6 +274,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let mut evidence = Evidence::new(events, pcap);
+    evidence.add_interfaces(&started.attached);
     let top = usize::from(args.top.unwrap_or(DEFAULT_TOP));
     let render = |report: &Report, pane: &VecDeque<String>| -> Vec<u8> {
         match view {
@@ -345,6 +332,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 previous = Some(snapshot);
             }
             _ = refills.tick() => session.refill_sample_tokens()?,
+            changed = links.changed() => {
+                changed.context("cannot watch the interfaces for changes")?;
+                let followed = session.follow_links()?;
+                for skipped in &followed.skipped {
+                    tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
+                }
+                for refusal in &followed.refused {
+                    tracing::warn!("{refusal}");
+                }
+                say_attached(&followed.attached);
+                evidence.add_interfaces(&followed.attached);
+            }
             read = next_samples(ring.as_mut(), &mut batch) => {
                 read.context("cannot read the samples")?;
                 let json = evidence.take(&batch, |ifindex| name_in(&session, ifindex))?;
@@ -405,6 +404,25 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Says what was attached, and where auto mode fell back to generic XDP.
+fn say_attached(attached: &[AttachedInterface]) {
+    for attached in attached {
+        if let Some(reason) = &attached.native_refused {
+            tracing::info!(
+                "{}: no native XDP here ({}); using generic XDP",
+                attached.name,
+                native_refusal(reason)
+            );
+        }
+        tracing::info!(
+            "attached to {} ({} XDP, {} mode)",
+            attached.name,
+            attached.xdp_mode.name(),
+            attached.mode.name()
+        );
+    }
 }
 
 /// The name a sample's interface goes by.
