@@ -302,12 +302,20 @@ impl Session {
                     followed.attached.push(attached);
                     continue;
                 }
-                Err(SessionError::Occupied(occupant)) => occupant.to_string(),
+                Err(SessionError::Occupied(occupant)) => format!(
+                    "{occupant}; serving the others, and trying {} again when interfaces change",
+                    chosen.name
+                ),
                 Err(SessionError::Attach { name, source }) => match *source {
                     ProbeError::Full { capacity } => format!(
-                        "cannot attach to {name}: the counters have room for {capacity}                          interfaces, all in use (the room is set at start: restart                          localnet-probe to serve more); serving the others"
+                        "cannot attach to {name}: the counters have room for {capacity} \
+                         interfaces, all in use (the room is set at start: restart \
+                         localnet-probe to serve more); serving the others"
                     ),
-                    other => format!("cannot attach to {name}: {other}; serving the others"),
+                    other => format!(
+                        "cannot attach to {name}: {other}; serving the others, and trying {name} \
+                         again when interfaces change"
+                    ),
                 },
                 Err(other) => return Err(other),
             };
