@@ -372,3 +372,31 @@ fn without_iface_a_new_interface_is_served_once_it_is_up() {
     assert!(status.success(), "exit status {status}");
     assert!(!hosts.any_xdp(), "nothing stays attached");
 }
+
+/// Started with loopback alone, the counter map has room for 65 interfaces: the 66th to appear
+/// is said once and left out, and served once a deleted one frees a slot.
+#[test]
+fn an_interface_beyond_the_counter_maps_room_waits_for_a_free_slot() {
+    testbed::skip_unless_root!();
+    let hosts = Hosts::new("hp-full");
+    let probe = ProbeProcess::start(PROBE, &hosts.probe, &["--iface", "hp*"]);
+    probe.wait_ready();
+    for i in 0..66 {
+        hosts.add_pair(&format!("hp{i}"));
+    }
+    let said = "cannot attach to hp65: the counters have room for 65 interfaces, all in use";
+    let deadline = Instant::now() + TIMEOUT;
+    while !probe.stderr().contains(said) {
+        assert!(Instant::now() < deadline, "not said: {}", probe.stderr());
+        thread::sleep(Duration::from_millis(20));
+    }
+    hosts.probe.ip(&["link", "del", "hp0"]);
+    time_to_attach(&hosts.probe, "hp65");
+    let report = probe.wait_for(TIMEOUT, |report| counts(report).contains_key("hp65"));
+    assert_eq!(counts(&report).len(), 65);
+    let stderr = probe.stderr();
+    assert_eq!(stderr.matches(said).count(), 1, "said once: {stderr}");
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}");
+    assert!(!hosts.any_xdp(), "nothing stays attached");
+}
