@@ -503,21 +503,7 @@ mod tests {
 
     #[test]
     fn stacked_devices_and_ifb_are_left_out_unless_named() {
-        let mut all = host();
-        all.push(Interface {
-            kind: Some("macvlan".to_owned()),
-            lower: Some(2),
-            ..interface("mv0", 5, true, false)
-        });
-        all.push(Interface {
-            kind: Some("bridge".to_owned()),
-            ..interface("br0", 6, true, false)
-        });
-        all[2].master = Some(6);
-        all.push(Interface {
-            kind: Some("ifb".to_owned()),
-            ..interface("ifb0", 7, true, false)
-        });
+        let all = stacked_host();
         let selected = select(&all, &Selection::default()).unwrap();
         assert_eq!(
             names_and_modes(&selected),

@@ -124,6 +124,26 @@ fn time_to_attach(netns: &Netns, name: &str) -> Duration {
     started.elapsed()
 }
 
+fn wait_until_said(probe: &ProbeProcess, text: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !probe.stderr().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "not said: {text}\n{}",
+            probe.stderr()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM ends the run with status 0 and nothing attached; the last report.
+fn stop_cleanly(probe: ProbeProcess, hosts: &Hosts) -> Value {
+    let (status, last) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}");
+    assert!(!hosts.any_xdp(), "nothing stays attached");
+    last.expect("a final report")
+}
+
 fn packets_matched(entry: &Value) -> u64 {
     entry["packets_matched"].as_u64().expect("packets_matched")
 }
@@ -235,9 +255,7 @@ fn a_pattern_serves_interfaces_as_they_appear_change_and_go() {
         counts(report) == expected && removed.borrow().len() >= deleted.len()
     });
     let stderr = probe.stderr();
-    let (status, last) = probe.stop(libc::SIGTERM);
-    assert!(status.success(), "exit status {status}");
-    let last = last.expect("a final report");
+    let last = stop_cleanly(probe, &hosts);
     assert_eq!(counts(&last), expected);
     let mut removed = removed.into_inner();
     removed.extend(last["removed"].as_array().expect("removed").iter().cloned());
@@ -262,7 +280,6 @@ fn a_pattern_serves_interfaces_as_they_appear_change_and_go() {
         line.contains("was removed; its final counts")
     });
     assert_eq!(stderr.matches("attached to hp").count(), 25, "{stderr}");
-    assert!(!hosts.any_xdp(), "nothing stays attached");
 
     latencies.sort_unstable();
     println!(
@@ -290,11 +307,7 @@ fn an_interface_with_another_program_is_said_once_and_skipped() {
     let foreign = ForeignXdp::attach(&hosts.probe, "occ");
     hosts.probe.ip(&["link", "set", "occ", "name", "hpocc"]);
     let said = "hpocc already has an XDP program attached";
-    let deadline = Instant::now() + TIMEOUT;
-    while !probe.stderr().contains(said) {
-        assert!(Instant::now() < deadline, "not said: {}", probe.stderr());
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_said(&probe, said);
     // More events: the refusal is not repeated, and the others count.
     hosts.add_pair("hp1");
     time_to_attach(&hosts.probe, "hp1");
@@ -341,9 +354,7 @@ fn an_interface_with_another_program_is_said_once_and_skipped() {
         "{stderr}"
     );
     assert_eq!(stderr.matches(said).count(), 1, "said once: {stderr}");
-    let (status, _) = probe.stop(libc::SIGTERM);
-    assert!(status.success(), "exit status {status}");
-    assert!(!hosts.any_xdp(), "nothing stays attached");
+    stop_cleanly(probe, &hosts);
 }
 
 /// Without --iface, a new interface is served once it comes up, not before.
@@ -368,9 +379,7 @@ fn without_iface_a_new_interface_is_served_once_it_is_up() {
     let new0 = testbed::interface(&report, "new0");
     assert_eq!(new0["packets_dropped"], 3, "--drop applies to it");
     assert_quiet(&probe.stderr(), |_| false);
-    let (status, _) = probe.stop(libc::SIGTERM);
-    assert!(status.success(), "exit status {status}");
-    assert!(!hosts.any_xdp(), "nothing stays attached");
+    stop_cleanly(probe, &hosts);
 }
 
 /// Started with loopback alone, the counter map has room for 65 interfaces: the 66th to appear
@@ -385,18 +394,12 @@ fn an_interface_beyond_the_counter_maps_room_waits_for_a_free_slot() {
         hosts.add_pair(&format!("hp{i}"));
     }
     let said = "cannot attach to hp65: the counters have room for 65 interfaces, all in use";
-    let deadline = Instant::now() + TIMEOUT;
-    while !probe.stderr().contains(said) {
-        assert!(Instant::now() < deadline, "not said: {}", probe.stderr());
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_said(&probe, said);
     hosts.probe.ip(&["link", "del", "hp0"]);
     time_to_attach(&hosts.probe, "hp65");
     let report = probe.wait_for(TIMEOUT, |report| counts(report).contains_key("hp65"));
     assert_eq!(counts(&report).len(), 65);
     let stderr = probe.stderr();
     assert_eq!(stderr.matches(said).count(), 1, "said once: {stderr}");
-    let (status, _) = probe.stop(libc::SIGTERM);
-    assert!(status.success(), "exit status {status}");
-    assert!(!hosts.any_xdp(), "nothing stays attached");
+    stop_cleanly(probe, &hosts);
 }
