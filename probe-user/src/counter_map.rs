@@ -75,6 +75,10 @@ impl CounterMap {
         Ok(())
     }
 
+    pub(crate) fn map(&self) -> &MapData {
+        self.map.map()
+    }
+
     /// The counters of `slot` as last [read](Self::read), summed over CPUs.
     pub(crate) fn slot(&self, slot: u32) -> SlotCounters {
         let mut total = SlotCounters::default();

@@ -2,6 +2,7 @@
 //! for a session, and turns each reading into the report every view renders. The `localnet-probe`
 //! binary's subcommands are thin layers over it.
 
+mod bpffs;
 mod counter_map;
 pub mod interfaces;
 pub mod link_events;
@@ -9,6 +10,7 @@ mod map_batch;
 pub mod metrics;
 pub mod occupant;
 pub mod pcap;
+pub mod pins;
 pub mod privileges;
 pub mod probe;
 pub mod report;
@@ -17,6 +19,7 @@ pub mod samples;
 pub mod select;
 pub mod senders;
 pub mod session;
+pub mod standing;
 mod xdp_link;
 
 /// The XDP object built by `build.rs` from `probe-ebpf`.

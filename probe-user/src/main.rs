@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use probe_user::session::SessionError;
 use tracing_subscriber::EnvFilter;
 
+mod detach;
 mod run;
+mod status;
 
 /// Counts, and on request drops, frames with a loopback source or destination (127.0.0.0/8, ::1,
 /// ::ffff:127.0.0.0/104) arriving on real network interfaces, with an XDP program.
@@ -24,6 +26,13 @@ enum Command {
     /// --duration, or until the reader of the table or JSON on stdout goes away (one of
     /// `--pcap -` that goes away only ends the pcap); everything is detached on exit.
     Run(run::RunArgs),
+    /// Show this network namespace's standing filter (what `run --pin` leaves attached): the
+    /// same table or JSON as `run`, read from its pins without attaching anything; with
+    /// nothing pinned, each interface's route_localnet.
+    Status(status::StatusArgs),
+    /// Remove this network namespace's standing filter, from every interface or from those
+    /// given; pins of interfaces that no longer exist are cleared too.
+    Detach(detach::DetachArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +62,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
+        Command::Status(args) => runtime.block_on(status::status(args)),
+        Command::Detach(args) => detach::detach(&args),
     };
     // The logs first, then the last word.
     drop(flush_logs);

@@ -37,3 +37,19 @@ pub fn may_subtract_packet_pointers() -> bool {
             || effective.contains(&Capability::CAP_SYS_ADMIN)
     })
 }
+
+/// `None` when the effective set allows reading pinned maps and links (`CAP_BPF`); otherwise
+/// what is missing.
+pub fn missing_to_read() -> Option<String> {
+    let effective = match caps::read(None, CapSet::Effective) {
+        Ok(effective) => effective,
+        Err(error) => return Some(format!("cannot read this process's capabilities: {error}")),
+    };
+    let bpf =
+        effective.contains(&Capability::CAP_BPF) || effective.contains(&Capability::CAP_SYS_ADMIN);
+    (!bpf).then(|| {
+        "reading the standing filter's pins needs CAP_BPF: run it as root (sudo), or with \
+         CAP_BPF and CAP_DAC_OVERRIDE (the BPF file system belongs to root)"
+            .to_owned()
+    })
+}

@@ -2,10 +2,12 @@
 //! slot, its mode and, while attached, the link that holds the attachment.
 //!
 //! Attachments are BPF links owned by this process: when it exits, however it exits, the kernel
-//! closes their file descriptors and detaches the programs. Nothing is pinned.
+//! closes their file descriptors and detaches the programs, unless the probe is a standing
+//! filter ([`Probe::load_standing`]) whose links and maps are pinned in bpffs (see
+//! [`crate::pins`]).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io,
     os::fd::{AsFd as _, AsRawFd as _},
 };
@@ -13,7 +15,8 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
     maps::{
-        Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
+        Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        RingBuf,
     },
     programs::{ProgramError, Xdp},
     util::nr_cpus,
@@ -25,7 +28,14 @@ use probe_common::{
 use thiserror::Error;
 
 pub use crate::xdp_link::AttachedMode;
-use crate::{PROBE_OBJECT, counter_map::CounterMap, map_batch, privileges, xdp_link::XdpLink};
+use crate::{
+    PROBE_OBJECT,
+    counter_map::CounterMap,
+    map_batch,
+    pins::{Found, PinDir, PinError, PinnedInterface},
+    privileges,
+    xdp_link::XdpLink,
+};
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -48,7 +58,10 @@ pub enum ProbeError {
     ReadCounters(#[source] io::Error),
     #[error("cannot refill the sample budgets")]
     Refill(#[source] io::Error),
-    #[error("all {capacity} interface slots are in use")]
+    #[error(
+        "all {capacity} interface slots are in use (a standing filter keeps the size it was first \
+         pinned with: `localnet-probe detach`, then `run --pin`, sizes it anew)"
+    )]
     Full { capacity: u32 },
     #[error("interface {ifindex} is not configured")]
     NotConfigured { ifindex: u32 },
@@ -61,6 +74,12 @@ pub enum ProbeError {
     Occupied(io::Error),
     #[error("the kernel refused the attachment: {0}")]
     Attach(io::Error),
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error("cannot pin the link of interface {ifindex}: {error}")]
+    PinLink { ifindex: u32, error: io::Error },
+    #[error("cannot take over the pinned link of interface {ifindex}: {error}")]
+    Adopt { ifindex: u32, error: io::Error },
 }
 
 /// Why a driver refused native XDP, in words: ERANGE means the device's MTU is above what its
@@ -122,8 +141,34 @@ struct Record {
 #[derive(Debug)]
 struct Attachment {
     mode: AttachedMode,
-    /// Dropped to detach.
-    _link: XdpLink,
+    program: Program,
+    /// The kernel's id of the program the link runs.
+    program_id: u32,
+    /// Dropped to detach, unless pinned.
+    link: XdpLink,
+    pinned: bool,
+}
+
+/// An interface of a standing filter, as a probe taking it over found it.
+#[derive(Debug)]
+pub struct Adopted {
+    pub ifindex: u32,
+    /// Its name when last seen by a probe.
+    pub name: String,
+    pub program: Program,
+    pub mode: Mode,
+    /// The XDP mode it is attached in; `None` when the interface is gone, its pins cleared.
+    pub xdp_mode: Option<AttachedMode>,
+    /// For a gone interface, its final counts.
+    pub counters: SlotCounters,
+    slot: u32,
+}
+
+/// The pinned state of a standing filter.
+#[derive(Debug)]
+struct Standing {
+    dir: PinDir,
+    interfaces: HashMap<MapData, u32, PinnedInterface>,
 }
 
 /// How the probe is loaded.
@@ -159,7 +204,8 @@ fn ring_size(sample_rate: u32, capacity: u32) -> u32 {
 
 /// The XDP programs loaded into the kernel, with the interfaces they serve.
 pub struct Probe {
-    ebpf: Ebpf,
+    /// `None` for a standing filter only read ([`Probe::read_standing`]).
+    ebpf: Option<Ebpf>,
     program_ids: [u32; 2],
     capacity: u32,
     config: Array<MapData, IfaceConfig>,
@@ -171,11 +217,56 @@ pub struct Probe {
     cpus: usize,
     records: BTreeMap<u32, Record>,
     free_slots: Vec<u32>,
+    standing: Option<Standing>,
 }
 
 impl Probe {
     /// Loads the embedded programs, with maps sized for `options.capacity` interfaces.
     pub fn load(options: LoadOptions) -> Result<Self, ProbeError> {
+        Self::load_over(options, None)
+    }
+
+    /// Loads the embedded programs as the standing filter in `dir`: over the maps pinned there
+    /// when `found` is one, whose interfaces it takes over (their links switch to the new
+    /// programs at once, counters and modes unchanged: see [`Adopted`]), or with new maps that
+    /// it pins there. Links made by [`Probe::pin_link`] are pinned there too.
+    pub fn load_standing(
+        options: LoadOptions,
+        dir: PinDir,
+        found: Found,
+    ) -> Result<(Self, Vec<Adopted>), ProbeError> {
+        match found {
+            Found::Standing(standing) => {
+                let options = LoadOptions {
+                    capacity: standing.capacity,
+                    ..options
+                };
+                let mut probe = Self::load_over(options, Some(&dir))?;
+                let interfaces = dir.interfaces()?;
+                probe.standing = Some(Standing { dir, interfaces });
+                let adopted = probe.adopt()?;
+                Ok((probe, adopted))
+            }
+            Found::Nothing => {
+                let mut probe = Self::load_over(options, None)?;
+                let config_high = probe.config_high.map();
+                let interfaces = dir.pin_new(
+                    probe.capacity,
+                    &[
+                        ("IFACE_CONFIG", probe.config.map()),
+                        ("IFACE_CONFIG_HIGH", config_high),
+                        ("COUNTERS", probe.counters.map()),
+                        ("SAMPLE_COUNTS", probe.sample_counts.map()),
+                    ],
+                )?;
+                probe.standing = Some(Standing { dir, interfaces });
+                Ok((probe, Vec::new()))
+            }
+        }
+    }
+
+    /// Loads the programs, over the maps pinned in `pinned` when given.
+    fn load_over(options: LoadOptions, pinned: Option<&PinDir>) -> Result<Self, ProbeError> {
         let capacity = options.capacity.clamp(1, MAX_SLOTS);
         let level = if options.verifier_log {
             VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS
@@ -185,7 +276,15 @@ impl Probe {
         let length_from_pointers = u8::from(privileges::may_subtract_packet_pointers());
         let sample_rate = options.sample_rate.min(MAX_SAMPLE_RATE);
         let sampling = u8::from(sample_rate > 0);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        let map_paths: Vec<(&str, std::path::PathBuf)> = pinned
+            .into_iter()
+            .flat_map(|dir| PinDir::program_maps().map(|name| (name, dir.map_path(name))))
+            .collect();
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .verifier_log_level(level)
             .override_global("LENGTH_FROM_POINTERS", &length_from_pointers, true)
             .override_global("SAMPLING", &sampling, true)
@@ -229,7 +328,7 @@ impl Probe {
         let sample_counts = PerCpuArray::try_from(take_map("SAMPLE_COUNTS")?)?;
         let samples = RingBuf::try_from(take_map("SAMPLES")?)?;
         Ok(Self {
-            ebpf,
+            ebpf: Some(ebpf),
             program_ids,
             capacity,
             config,
@@ -241,12 +340,314 @@ impl Probe {
             cpus,
             records: BTreeMap::new(),
             free_slots: (0..capacity).rev().collect(),
+            standing: None,
         })
     }
 
-    /// A loaded program, for `BPF_PROG_TEST_RUN`.
+    /// The standing filter pinned in `dir`, only read: its interfaces and counters, without
+    /// programs; nothing is changed. `status` shows it this way.
+    pub fn read_standing(dir: PinDir, capacity: u32) -> Result<(Self, Vec<Adopted>), ProbeError> {
+        let pinned_map = |name: &'static str| {
+            MapData::from_pin(dir.map_path(name)).map_err(|error| {
+                ProbeError::Pin(PinError::Map {
+                    name,
+                    error: error.to_string(),
+                })
+            })
+        };
+        let config = Array::try_from(Map::Array(pinned_map("IFACE_CONFIG")?))?;
+        let config_high = HashMap::try_from(Map::HashMap(pinned_map("IFACE_CONFIG_HIGH")?))?;
+        let cpus = nr_cpus().map_err(|(_, error)| ProbeError::Cpus(error))?;
+        let counters = CounterMap::new(
+            PerCpuArray::try_from(Map::PerCpuArray(pinned_map("COUNTERS")?))?,
+            capacity,
+            cpus,
+        );
+        let sample_counts = PerCpuArray::try_from(Map::PerCpuArray(pinned_map("SAMPLE_COUNTS")?))?;
+        let interfaces = dir.interfaces()?;
+        let mut probe = Self {
+            ebpf: None,
+            program_ids: [0; 2],
+            capacity,
+            config,
+            config_high,
+            counters,
+            sample_rate: 0,
+            sample_counts,
+            samples: None,
+            cpus,
+            records: BTreeMap::new(),
+            free_slots: Vec::new(),
+            standing: Some(Standing { dir, interfaces }),
+        };
+        let mut gone = Vec::new();
+        for (ifindex, pinned, config, link) in probe.pinned_interfaces()? {
+            match (config.action(), link) {
+                (Some(action), Some((link, info))) => {
+                    probe.records.insert(
+                        ifindex,
+                        Record {
+                            slot: config.slot(),
+                            mode: mode_of(action),
+                            attachment: Some(Attachment {
+                                mode: pinned.xdp_mode(),
+                                program: pinned.program(),
+                                program_id: info.program_id,
+                                link,
+                                pinned: true,
+                            }),
+                        },
+                    );
+                }
+                (Some(action), None) => {
+                    probe
+                        .counters
+                        .read(config.slot() + 1)
+                        .map_err(ProbeError::ReadCounters)?;
+                    gone.push(Adopted {
+                        ifindex,
+                        name: pinned.name(),
+                        program: pinned.program(),
+                        mode: mode_of(action),
+                        xdp_mode: None,
+                        counters: probe.counters.slot(config.slot()),
+                        slot: config.slot(),
+                    });
+                }
+                (None, _) => {}
+            }
+        }
+        Ok((probe, gone))
+    }
+
+    /// The standing filter's interfaces: each with its pinned entry, its configuration and,
+    /// while its interface exists, its link.
+    #[allow(clippy::type_complexity)]
+    fn pinned_interfaces(
+        &self,
+    ) -> Result<
+        Vec<(
+            u32,
+            PinnedInterface,
+            IfaceConfig,
+            Option<(XdpLink, crate::xdp_link::LinkInfo)>,
+        )>,
+        ProbeError,
+    > {
+        let standing = self.standing.as_ref().expect("a standing filter");
+        let mut found = Vec::new();
+        for entry in standing.interfaces.iter() {
+            let (ifindex, pinned) = entry?;
+            let link = match XdpLink::from_pin(&standing.dir.link_path(ifindex)) {
+                Ok(Some(link)) => {
+                    let info = link
+                        .info()
+                        .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+                    (info.ifindex == Some(ifindex)).then_some((link, info))
+                }
+                Ok(None) => None,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+                Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
+            };
+            found.push((ifindex, pinned, self.read_config(ifindex)?, link));
+        }
+        Ok(found)
+    }
+
+    /// Takes over the interfaces of the standing filter this probe was loaded over: their
+    /// links switch to this probe's programs; interfaces that are gone have their pins cleared
+    /// and their final counts returned.
+    fn adopt(&mut self) -> Result<Vec<Adopted>, ProbeError> {
+        let mut adopted = Vec::new();
+        let mut used = BTreeSet::new();
+        let mut cleared = Vec::new();
+        for (ifindex, pinned, config, link) in self.pinned_interfaces()? {
+            let Some(action) = config.action() else {
+                // Pinned as far as its entry, not its configuration.
+                cleared.push((ifindex, None));
+                continue;
+            };
+            let mode = mode_of(action);
+            used.insert(config.slot());
+            let Some((link, _)) = link else {
+                cleared.push((ifindex, Some(config.slot())));
+                self.counters
+                    .read(config.slot() + 1)
+                    .map_err(ProbeError::ReadCounters)?;
+                let mut counters = self.counters.slot(config.slot());
+                counters.samples = self.sample_counts(config.slot())?;
+                adopted.push(Adopted {
+                    ifindex,
+                    name: pinned.name(),
+                    program: pinned.program(),
+                    mode,
+                    xdp_mode: None,
+                    counters,
+                    slot: config.slot(),
+                });
+                continue;
+            };
+            let program = pinned.program();
+            link.update(self.program(program).fd()?)
+                .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+            self.records.insert(
+                ifindex,
+                Record {
+                    slot: config.slot(),
+                    mode,
+                    attachment: Some(Attachment {
+                        mode: pinned.xdp_mode(),
+                        program,
+                        program_id: self.program_id(program),
+                        link,
+                        pinned: true,
+                    }),
+                },
+            );
+            adopted.push(Adopted {
+                ifindex,
+                name: pinned.name(),
+                program,
+                mode,
+                xdp_mode: Some(pinned.xdp_mode()),
+                counters: SlotCounters::default(),
+                slot: config.slot(),
+            });
+        }
+        self.free_slots = (0..self.capacity)
+            .rev()
+            .filter(|slot| !used.contains(slot))
+            .collect();
+        for (ifindex, slot) in cleared {
+            self.clear(ifindex, slot)?;
+            if let Some(slot) = slot {
+                self.free_slots.push(slot);
+            }
+        }
+        // Links pinned without an entry: nothing can be counted there.
+        let standing = self.standing.as_ref().expect("a standing filter");
+        for ifindex in standing
+            .dir
+            .pinned_links()
+            .map_err(|error| ProbeError::Adopt { ifindex: 0, error })?
+        {
+            if !self.records.contains_key(&ifindex) {
+                remove_pin(&standing.dir.link_path(ifindex))
+                    .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Clears the pins, configuration and counters of an interface of the standing filter that
+    /// is gone (see [`Probe::read_standing`]).
+    pub fn clear_gone(&mut self, gone: &Adopted) -> Result<(), ProbeError> {
+        self.clear(gone.ifindex, Some(gone.slot))
+    }
+
+    fn clear(&mut self, ifindex: u32, slot: Option<u32>) -> Result<(), ProbeError> {
+        self.clear_pinned(ifindex)?;
+        self.write_config(ifindex, IfaceConfig::default())?;
+        if let Some(slot) = slot {
+            self.counters.zero(slot)?;
+            self.zero_sample_counts(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Removes `ifindex`'s link pin and entry from the standing filter, if any.
+    fn clear_pinned(&mut self, ifindex: u32) -> Result<(), ProbeError> {
+        let Some(standing) = &mut self.standing else {
+            return Ok(());
+        };
+        remove_pin(&standing.dir.link_path(ifindex))
+            .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+        match standing.interfaces.remove(&ifindex) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Pins `ifindex`'s link in the standing filter, with its name, so that it stays attached
+    /// when this process ends; does nothing for a probe that is not one.
+    pub fn pin_link(&mut self, ifindex: u32, name: &str) -> Result<(), ProbeError> {
+        let Some(standing) = &mut self.standing else {
+            return Ok(());
+        };
+        let attachment = self
+            .records
+            .get_mut(&ifindex)
+            .and_then(|record| record.attachment.as_mut())
+            .ok_or(ProbeError::NotConfigured { ifindex })?;
+        standing.interfaces.insert(
+            ifindex,
+            PinnedInterface::new(name, attachment.program, attachment.mode),
+            0,
+        )?;
+        let path = standing.dir.link_path(ifindex);
+        // A pin of a device that had this ifindex before.
+        remove_pin(&path).map_err(|error| ProbeError::PinLink { ifindex, error })?;
+        crate::bpffs::pin(&attachment.link, &path)
+            .map_err(|error| ProbeError::PinLink { ifindex, error })?;
+        attachment.pinned = true;
+        Ok(())
+    }
+
+    /// Records a pinned interface's new name.
+    pub fn rename(&mut self, ifindex: u32, name: &str) -> Result<(), ProbeError> {
+        let (Some(standing), Some(attachment)) = (
+            &mut self.standing,
+            self.records
+                .get(&ifindex)
+                .and_then(|record| record.attachment.as_ref()),
+        ) else {
+            return Ok(());
+        };
+        if attachment.pinned {
+            standing.interfaces.insert(
+                ifindex,
+                PinnedInterface::new(name, attachment.program, attachment.mode),
+                0,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The interfaces attached, with their programs.
+    pub fn served(&self) -> impl Iterator<Item = (u32, Program)> + '_ {
+        self.records
+            .iter()
+            .filter_map(|(ifindex, record)| Some((*ifindex, record.attachment.as_ref()?.program)))
+    }
+
+    /// Interfaces the counter map has slots for.
+    pub const fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The standing filter's directory, for a probe that is one.
+    pub fn standing_dir(&self) -> Option<&PinDir> {
+        self.standing.as_ref().map(|standing| &standing.dir)
+    }
+
+    fn read_config(&self, ifindex: u32) -> Result<IfaceConfig, ProbeError> {
+        let found = if ifindex < IFINDEX_ARRAY_LEN {
+            self.config.get(&ifindex, 0)
+        } else {
+            self.config_high.get(&ifindex, 0)
+        };
+        match found {
+            Ok(config) => Ok(config),
+            Err(MapError::KeyNotFound) => Ok(IfaceConfig::default()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// A loaded program, for `BPF_PROG_TEST_RUN`. A standing filter only read has none.
     pub fn program(&self, program: Program) -> &Xdp {
         self.ebpf
+            .as_ref()
+            .expect("a probe that loaded its programs")
             .program(program.name())
             .expect("checked at load")
             .try_into()
@@ -343,10 +744,14 @@ impl Probe {
                 Err(other) => return Err(other),
             },
         };
+        let program_id = self.program_id(program);
         let record = self.records.get_mut(&ifindex).expect("checked above");
         record.attachment = Some(Attachment {
             mode: attached.mode,
-            _link: link,
+            program,
+            program_id,
+            link,
+            pinned: false,
         });
         Ok(attached)
     }
@@ -379,6 +784,15 @@ impl Probe {
             .map(|attachment| attachment.mode)
     }
 
+    /// The id of the program attached to `ifindex` by this probe, if any.
+    pub fn attached_program_id(&self, ifindex: u32) -> Option<u32> {
+        self.records
+            .get(&ifindex)?
+            .attachment
+            .as_ref()
+            .map(|attachment| attachment.program_id)
+    }
+
     /// Detaches from `ifindex`, keeping its configuration and counters.
     pub fn detach(&mut self, ifindex: u32) -> Result<(), ProbeError> {
         let record = self
@@ -396,6 +810,8 @@ impl Probe {
             .records
             .remove(&ifindex)
             .ok_or(ProbeError::NotConfigured { ifindex })?;
+        // Unpinned first: the link then detaches when dropped.
+        self.clear_pinned(ifindex)?;
         drop(record.attachment);
         self.write_config(ifindex, IfaceConfig::default())?;
         let samples = self.sample_counts(record.slot)?;
@@ -425,9 +841,18 @@ impl Probe {
         if self.sample_rate == 0 {
             return Ok(());
         }
+        self.set_sample_tokens(i64::from(self.sample_rate))
+    }
+
+    /// Takes every interface's sample budget away: a standing filter whose reader is gone
+    /// counts samples as suppressed rather than filling a ring nobody reads.
+    pub fn stop_sampling(&mut self) -> Result<(), ProbeError> {
+        self.set_sample_tokens(0)
+    }
+
+    fn set_sample_tokens(&mut self, tokens: i64) -> Result<(), ProbeError> {
         // The tokens are part of each interface's configuration, written whole: those in the
         // array in one call, the rare ones in the hash map one by one.
-        let tokens = i64::from(self.sample_rate);
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         let mut high = Vec::new();
         for (&ifindex, record) in &self.records {
@@ -501,5 +926,20 @@ impl Probe {
             self.config_high.insert(ifindex, config, 0)?;
         }
         Ok(())
+    }
+}
+
+const fn mode_of(action: probe_common::Action) -> Mode {
+    match action {
+        probe_common::Action::Passed => Mode::Monitor,
+        probe_common::Action::Dropped => Mode::Drop,
+    }
+}
+
+/// Removes a pin, if there is one.
+fn remove_pin(path: &std::path::Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
     }
 }

@@ -37,6 +37,20 @@ pub struct Report {
     pub removed: Vec<InterfaceReport>,
     /// Every interface served since the start, removed ones included.
     pub totals: Totals,
+    /// The standing filter shown, in `status` objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standing_filter: Option<StandingReport>,
+}
+
+/// Where a standing filter is pinned and who serves it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StandingReport {
+    pub directory: String,
+    /// Unix time it was first pinned, in seconds.
+    pub pinned_at: u64,
+    /// The `run --pin` serving it now ("pid N: command line"), `null` when none does: it goes
+    /// on filtering and counting, without samples.
+    pub served_by: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -48,7 +62,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn of(counters: &SlotCounters) -> Self {
+    pub fn of(counters: &SlotCounters) -> Self {
         let matched = total(counters, None);
         let dropped = total(counters, Some(Action::Dropped));
         Self {
@@ -247,6 +261,7 @@ impl Report {
                 .map(|interface| InterfaceReport::new(interface, None, 0.0, sampling))
                 .collect(),
             totals: Totals::of(&all),
+            standing_filter: None,
         }
     }
 

@@ -61,6 +61,43 @@ impl fmt::Display for NamePattern {
     }
 }
 
+/// Interface names given to a flag as plain strings, each a name or a pattern.
+#[derive(Debug)]
+pub struct NamePatterns(Vec<NamePattern>);
+
+impl NamePatterns {
+    pub fn new(values: &[String], flag: &'static str) -> Result<Self, SelectError> {
+        values
+            .iter()
+            .map(|value| {
+                value
+                    .parse()
+                    .map_err(|error: glob::PatternError| SelectError::BadPattern {
+                        pattern: value.clone(),
+                        flag,
+                        reason: error.msg.to_owned(),
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// The first literal name that is not among `names`.
+    pub fn unknown_literal<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str> + Clone,
+    ) -> Option<&str> {
+        self.0
+            .iter()
+            .filter_map(NamePattern::name)
+            .find(|literal| !names.clone().any(|name| name == *literal))
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.iter().any(|pattern| pattern.matches(name))
+    }
+}
+
 /// What the user asked for.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
@@ -109,6 +146,17 @@ pub enum SelectError {
     Empty,
     #[error("no interface selected: every one given to --iface is also given to --exclude")]
     AllExcluded,
+    #[error(
+        "{name} is not among the standing filter's interfaces ({served}); `localnet-probe \
+         status` lists them"
+    )]
+    NotPinned { name: String, served: String },
+    #[error("{flag} {pattern:?} is not a valid pattern: {reason}")]
+    BadPattern {
+        pattern: String,
+        flag: &'static str,
+        reason: String,
+    },
 }
 
 /// An interface to serve.

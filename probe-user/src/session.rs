@@ -15,10 +15,11 @@ use thiserror::Error;
 use crate::{
     interfaces::{Interface, InterfaceError, Interfaces},
     occupant::Occupant,
+    pins::{Found, PinDir, PinError, PinLock, Standing},
     privileges,
-    probe::{AttachedMode, LoadOptions, Probe, ProbeError, Program, XdpModeChoice},
+    probe::{Adopted, AttachedMode, LoadOptions, Probe, ProbeError, Program, XdpModeChoice},
     route_localnet::{self, RouteLocalnet},
-    select::{Chosen, SelectError, Selection, Skipped, select, select_new},
+    select::{Chosen, SelectError, Selected, Selection, Skipped, select, select_new},
 };
 
 /// Spare slots the counter map has at least, so interfaces that appear later find one.
@@ -57,6 +58,18 @@ pub enum SessionError {
         #[source]
         source: Box<ProbeError>,
     },
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error("cannot find this process's network namespace: {0}")]
+    Namespace(std::io::Error),
+    #[error("cannot take over the standing filter")]
+    Adopt(#[source] Box<ProbeError>),
+    #[error("cannot pin the link of {name}")]
+    PinLink {
+        name: String,
+        #[source]
+        source: Box<ProbeError>,
+    },
 }
 
 /// How to start.
@@ -67,6 +80,9 @@ pub struct SessionOptions {
     pub verifier_log: bool,
     /// Samples of matched frames per second and interface; 0 turns sampling off.
     pub sample_rate: u32,
+    /// Be the standing filter of this network namespace: take over the one pinned, or pin
+    /// one, so that its interfaces stay filtered when the session ends.
+    pub pin: bool,
 }
 
 /// What starting did, to tell the user.
@@ -76,6 +92,11 @@ pub struct Started {
     pub skipped: Vec<Skipped>,
     /// Interfaces the counter map has room for.
     pub capacity: u32,
+    /// Where the standing filter is pinned, with `SessionOptions::pin`.
+    pub pinned_in: Option<std::path::PathBuf>,
+    /// Things done to the standing filter that the user should hear of: a BPF file system
+    /// mounted, leftovers cleared, interfaces no longer selected detached.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -87,6 +108,8 @@ pub struct AttachedInterface {
     pub xdp_mode: AttachedMode,
     /// Why native XDP was refused, when auto mode fell back to generic.
     pub native_refused: Option<std::io::Error>,
+    /// Taken over from the standing filter: attached all along.
+    pub adopted: bool,
 }
 
 /// What [`Session::follow_links`] did that is news, to tell the user.
@@ -149,32 +172,45 @@ pub struct InterfaceSnapshot {
 pub struct Session {
     probe: Probe,
     interfaces: Interfaces,
+    /// What [`Session::follow_links`] serves, with the XDP mode to attach in.
     selection: Selection,
     xdp_mode: XdpModeChoice,
     served: BTreeMap<u32, Served>,
-    /// Released since the last snapshot, for it to report.
-    removed: Vec<InterfaceSnapshot>,
     removed_totals: SlotCounters,
+    /// Removed interfaces not yet reported by a snapshot.
+    pending_removed: Vec<InterfaceSnapshot>,
+    /// Only reads a standing filter: changes nothing.
+    read_only: bool,
+    /// Held by the session serving the standing filter.
+    _pin_lock: Option<PinLock>,
     /// What was last said about each interface here that is not served.
     told: BTreeMap<u32, Unserved>,
 }
 
 impl Session {
     /// Selects the interfaces, refuses occupied ones, loads the programs and attaches to every
-    /// selected interface, or to none: on any error what was attached is detached.
+    /// selected interface, or to none: on any error what was attached is detached. With
+    /// `options.pin`, the session is the namespace's standing filter: it takes over the
+    /// interfaces of the one pinned (attached all along; those no longer selected are detached)
+    /// and pins the links it makes.
     pub fn start(options: SessionOptions) -> Result<(Self, Started), SessionError> {
         if let Some(missing) = privileges::missing() {
             return Err(SessionError::Privileges(missing));
         }
         let mut interfaces = Interfaces::connect()?;
+        let mut notes = Vec::new();
+        let standing = if options.pin {
+            let lock = PinLock::take()?;
+            let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
+            notes.extend(dir.prepare()?);
+            let (found, note) = dir.inspect()?;
+            notes.extend(note);
+            Some((lock, dir, found))
+        } else {
+            None
+        };
         let all = interfaces.list()?;
         let selected = select(&all, &options.selection)?;
-        for chosen in &selected.chosen {
-            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
-            if let Some(occupant) = interface.and_then(Occupant::of) {
-                return Err(SessionError::Occupied(Box::new(occupant)));
-            }
-        }
         if selected.chosen.len() > MAX_SLOTS as usize {
             return Err(SessionError::TooMany {
                 selected: selected.chosen.len(),
@@ -185,46 +221,179 @@ impl Session {
         let capacity = u32::try_from(all.len() + (all.len() / 4).max(MIN_CAPACITY as usize))
             .unwrap_or(MAX_SLOTS)
             .min(MAX_SLOTS);
-        let probe = Probe::load(LoadOptions {
+        let load_options = LoadOptions {
             capacity,
             verifier_log: options.verifier_log,
             sample_rate: options.sample_rate,
-        })
-        .map_err(|error| SessionError::Load(Box::new(error)))?;
-
+        };
+        let load_error = |error| SessionError::Load(Box::new(error));
+        let (probe, adopted, pin_lock, pinned_now) = match standing {
+            Some((lock, dir, found)) => {
+                let pinned_now = matches!(found, Found::Nothing);
+                let (probe, adopted) = Probe::load_standing(load_options, dir, found).map_err(
+                    |error| match error {
+                        ProbeError::Pin(error) => SessionError::Pin(error),
+                        error @ ProbeError::Adopt { .. } => SessionError::Adopt(Box::new(error)),
+                        error => load_error(error),
+                    },
+                )?;
+                (probe, adopted, Some(lock), pinned_now)
+            }
+            None => (
+                Probe::load(load_options).map_err(load_error)?,
+                Vec::new(),
+                None,
+                false,
+            ),
+        };
         let mut session = Self {
             probe,
             interfaces,
             selection: options.selection,
             xdp_mode: options.xdp_mode,
             served: BTreeMap::new(),
-            removed: Vec::new(),
             removed_totals: SlotCounters::default(),
+            pending_removed: Vec::new(),
+            read_only: false,
+            _pin_lock: pin_lock,
             told: selected
                 .skipped
                 .iter()
                 .map(|skipped| (skipped.ifindex, Unserved::Skipped(skipped.clone())))
                 .collect(),
         };
-        let mut attached = Vec::with_capacity(selected.chosen.len());
-        for chosen in &selected.chosen {
-            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
-            attached.push(session.serve(chosen, interface)?);
-        }
+        let attached = match session.serve_at_start(&all, &selected, adopted, &mut notes) {
+            Ok(attached) => attached,
+            Err(error) => {
+                // A standing filter pinned by this start that attached nothing is not left.
+                if pinned_now && let Some(dir) = session.probe.standing_dir() {
+                    let _ = dir.remove();
+                }
+                return Err(error);
+            }
+        };
         let started = Started {
             attached,
             skipped: selected.skipped,
-            capacity,
+            capacity: session.probe.capacity(),
+            pinned_in: session.probe.standing_dir().map(|dir| dir.path.clone()),
+            notes,
         };
         Ok((session, started))
     }
 
-    /// Configures and attaches one chosen interface; `interface` is its entry in a listing made
-    /// just before. On an error nothing of it stays: no attachment, no counter slot.
+    /// Serves the selection: the standing filter's interfaces taken over (in their new mode),
+    /// then every other selected one attached, all or nothing, and pinned once all are.
+    fn serve_at_start(
+        &mut self,
+        all: &[Interface],
+        selected: &Selected,
+        adopted: Vec<Adopted>,
+        notes: &mut Vec<String>,
+    ) -> Result<Vec<AttachedInterface>, SessionError> {
+        let mut attached = Vec::with_capacity(selected.chosen.len());
+        for adopted in adopted {
+            let chosen = selected
+                .chosen
+                .iter()
+                .find(|chosen| chosen.ifindex == adopted.ifindex);
+            match (adopted.xdp_mode, chosen) {
+                // Gone while no probe ran: reported removed by the first snapshot.
+                (None, _) => {
+                    self.removed_totals.add(&adopted.counters);
+                    self.pending_removed.push(InterfaceSnapshot {
+                        ifindex: adopted.ifindex,
+                        name: adopted.name,
+                        mode: adopted.mode,
+                        program: adopted.program,
+                        xdp_mode: None,
+                        route_localnet: None,
+                        route_localnet_via: Vec::new(),
+                        exposed: false,
+                        counters: adopted.counters,
+                    });
+                }
+                (Some(xdp_mode), Some(chosen)) => {
+                    let change_error = |source| SessionError::Attach {
+                        name: chosen.name.clone(),
+                        source: Box::new(source),
+                    };
+                    if chosen.mode != adopted.mode {
+                        self.probe
+                            .configure(chosen.ifindex, chosen.mode)
+                            .map_err(change_error)?;
+                    }
+                    if chosen.name != adopted.name {
+                        self.probe
+                            .rename(chosen.ifindex, &chosen.name)
+                            .map_err(change_error)?;
+                    }
+                    self.served.insert(
+                        chosen.ifindex,
+                        Served {
+                            name: chosen.name.clone(),
+                            program: adopted.program,
+                        },
+                    );
+                    attached.push(AttachedInterface {
+                        ifindex: chosen.ifindex,
+                        name: chosen.name.clone(),
+                        program: adopted.program,
+                        mode: chosen.mode,
+                        xdp_mode,
+                        native_refused: None,
+                        adopted: true,
+                    });
+                }
+                (Some(_), None) => {
+                    let counters = self.probe.release(adopted.ifindex).map_err(|source| {
+                        SessionError::Release {
+                            name: adopted.name.clone(),
+                            source: Box::new(source),
+                        }
+                    })?;
+                    let totals = crate::report::Totals::of(&counters);
+                    notes.push(format!(
+                        "{}: no longer selected, detached (its counts: {} matched, {} dropped)",
+                        adopted.name, totals.packets_matched, totals.packets_dropped
+                    ));
+                }
+            }
+        }
+        let new: Vec<&Chosen> = selected
+            .chosen
+            .iter()
+            .filter(|chosen| !self.served.contains_key(&chosen.ifindex))
+            .collect();
+        for chosen in &new {
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            if let Some(occupant) = interface.and_then(Occupant::of) {
+                return Err(SessionError::Occupied(Box::new(occupant)));
+            }
+        }
+        for chosen in &new {
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            attached.push(self.serve(chosen, interface, false)?);
+        }
+        for chosen in new {
+            self.probe
+                .pin_link(chosen.ifindex, &chosen.name)
+                .map_err(|source| SessionError::PinLink {
+                    name: chosen.name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(attached)
+    }
+
+    /// Configures and attaches one chosen interface, and pins its link with `pin` (when the
+    /// session is a standing filter); `interface` is its entry in a listing made just before. On
+    /// an error nothing of it stays: no attachment, no pin, no counter slot.
     fn serve(
         &mut self,
         chosen: &Chosen,
         interface: Option<&Interface>,
+        pin: bool,
     ) -> Result<AttachedInterface, SessionError> {
         if let Some(occupant) = interface.and_then(Occupant::of) {
             return Err(SessionError::Occupied(Box::new(occupant)));
@@ -242,12 +411,7 @@ impl Session {
         {
             Ok(result) => result,
             Err(error) => {
-                self.probe
-                    .release(chosen.ifindex)
-                    .map_err(|source| SessionError::Release {
-                        name: chosen.name.clone(),
-                        source: Box::new(source),
-                    })?;
+                self.release_slot(chosen)?;
                 // Another program arrived since the listing (another probe starting at the
                 // same time): say whose, as the check above would have.
                 if matches!(error, ProbeError::Occupied(_)) {
@@ -260,6 +424,13 @@ impl Session {
                 return Err(attach_error(error));
             }
         };
+        if pin && let Err(source) = self.probe.pin_link(chosen.ifindex, &chosen.name) {
+            self.release_slot(chosen)?;
+            return Err(SessionError::PinLink {
+                name: chosen.name.clone(),
+                source: Box::new(source),
+            });
+        }
         self.served.insert(
             chosen.ifindex,
             Served {
@@ -274,13 +445,26 @@ impl Session {
             mode: chosen.mode,
             xdp_mode: result.mode,
             native_refused: result.native_refused,
+            adopted: false,
         })
+    }
+
+    /// Undoes what [`Session::serve`] did to `chosen` before it failed.
+    fn release_slot(&mut self, chosen: &Chosen) -> Result<(), SessionError> {
+        self.probe
+            .release(chosen.ifindex)
+            .map(drop)
+            .map_err(|source| SessionError::Release {
+                name: chosen.name.clone(),
+                source: Box::new(source),
+            })
     }
 
     /// Follows the interfaces after a link event: releases the served ones that are gone (the
     /// next snapshot reports them) and attaches to every interface the selection asks for now
-    /// that is not served yet, by the rules of the start. One that cannot be attached is not an
-    /// error: it is refused, and tried again at the next call.
+    /// that is not served yet, by the rules of the start, pinning its link in a standing filter.
+    /// One that cannot be attached is not an error: it is refused, and tried again at the next
+    /// call.
     pub fn follow_links(&mut self) -> Result<Followed, SessionError> {
         let all = self.interfaces.list()?;
         self.follow_served(&all)?;
@@ -296,29 +480,25 @@ impl Session {
         }
         for chosen in &selected.chosen {
             let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
-            let refusal = match self.serve(chosen, interface) {
+            let reason = match self.serve(chosen, interface, true) {
                 Ok(attached) => {
                     self.told.remove(&chosen.ifindex);
                     followed.attached.push(attached);
                     continue;
                 }
-                Err(SessionError::Occupied(occupant)) => format!(
-                    "{occupant}; serving the others, and trying {} again when interfaces change",
-                    chosen.name
-                ),
-                Err(SessionError::Attach { name, source }) => match *source {
-                    ProbeError::Full { capacity } => format!(
-                        "cannot attach to {name}: the counters have room for {capacity} \
-                         interfaces, all in use (the room is set at start: restart \
-                         localnet-probe to serve more); serving the others"
-                    ),
-                    other => format!(
-                        "cannot attach to {name}: {other}; serving the others, and trying {name} \
-                         again when interfaces change"
-                    ),
-                },
+                Err(SessionError::Occupied(occupant)) => occupant.to_string(),
+                Err(SessionError::Attach { name, source }) => {
+                    format!("cannot attach to {name}: {source}")
+                }
+                Err(SessionError::PinLink { name, source }) => {
+                    format!("cannot pin the link of {name}: {source}")
+                }
                 Err(other) => return Err(other),
             };
+            let refusal = format!(
+                "{reason}; serving the others, and trying {} again when interfaces change",
+                chosen.name
+            );
             if self.tell(chosen.ifindex, Unserved::Refused(refusal.clone())) {
                 followed.refused.push(refusal);
             }
@@ -335,38 +515,48 @@ impl Session {
         true
     }
 
-    /// Releases the served interfaces that are gone, keeping them for the next snapshot, and
-    /// takes the new names of the renamed ones.
+    /// Releases the served interfaces that are gone (a read-only session only reads their
+    /// counts), keeping them for the next snapshot, and takes the new names of renamed ones.
     fn follow_served(&mut self, all: &[Interface]) -> Result<(), SessionError> {
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
         // Gone, or replaced by a device that took its ifindex (then without our program).
         let gone: Vec<u32> = self
             .served
-            .iter()
-            .filter(|(ifindex, served)| {
+            .keys()
+            .filter(|ifindex| {
                 by_index
                     .get(ifindex)
                     .and_then(|interface| interface.xdp)
                     .map(|xdp| xdp.id)
-                    != Some(self.probe.program_id(served.program))
+                    != self.probe.attached_program_id(**ifindex)
             })
-            .map(|(ifindex, _)| *ifindex)
+            .copied()
             .collect();
+        let mut counters = if gone.is_empty() || !self.read_only {
+            BTreeMap::new()
+        } else {
+            self.probe
+                .counters()
+                .map_err(|error| SessionError::Counters(Box::new(error)))?
+        };
         for ifindex in gone {
             let served = self.served.remove(&ifindex).expect("listed above");
             let mode = self
                 .probe
                 .mode(ifindex)
                 .expect("served interfaces are configured");
-            let counters = self
-                .probe
-                .release(ifindex)
-                .map_err(|source| SessionError::Release {
-                    name: served.name.clone(),
-                    source: Box::new(source),
-                })?;
+            let counters = if self.read_only {
+                counters.remove(&ifindex).unwrap_or_default()
+            } else {
+                self.probe
+                    .release(ifindex)
+                    .map_err(|source| SessionError::Release {
+                        name: served.name.clone(),
+                        source: Box::new(source),
+                    })?
+            };
             self.removed_totals.add(&counters);
-            self.removed.push(InterfaceSnapshot {
+            self.pending_removed.push(InterfaceSnapshot {
                 ifindex,
                 name: served.name,
                 mode,
@@ -379,7 +569,18 @@ impl Session {
             });
         }
         for (ifindex, served) in &mut self.served {
-            served.name.clone_from(&by_index[ifindex].name);
+            let name = &by_index[ifindex].name;
+            if served.name != *name {
+                served.name.clone_from(name);
+                if !self.read_only {
+                    self.probe
+                        .rename(*ifindex, name)
+                        .map_err(|source| SessionError::PinLink {
+                            name: name.clone(),
+                            source: Box::new(source),
+                        })?;
+                }
+            }
         }
         Ok(())
     }
@@ -391,9 +592,8 @@ impl Session {
         let all = self.interfaces.list()?;
         let all_route_localnet = route_localnet::read_all().ok();
         self.follow_served(&all)?;
-        let removed = std::mem::take(&mut self.removed);
+        let removed = std::mem::take(&mut self.pending_removed);
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
-
         let mut counters = self
             .probe
             .counters()
@@ -441,6 +641,66 @@ impl Session {
 }
 
 impl Session {
+    /// This network namespace's standing filter as pinned, only read, or `None` with what
+    /// the directory it would be in is: nothing attaches, nothing changes. Interfaces whose
+    /// pins outlived them are reported removed by the first snapshot.
+    pub fn observe() -> Result<Result<(Self, Standing), PinDir>, SessionError> {
+        if let Some(missing) = privileges::missing_to_read() {
+            return Err(SessionError::Privileges(missing));
+        }
+        let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
+        let Some(standing) = dir.standing()? else {
+            return Ok(Err(dir));
+        };
+        let mut interfaces = Interfaces::connect()?;
+        let (probe, gone) = Probe::read_standing(dir, standing.capacity)
+            .map_err(|error| SessionError::Adopt(Box::new(error)))?;
+        let names: BTreeMap<u32, String> = interfaces
+            .list()?
+            .into_iter()
+            .map(|interface| (interface.ifindex, interface.name))
+            .collect();
+        let mut session = Self {
+            probe,
+            interfaces,
+            served: BTreeMap::new(),
+            removed_totals: SlotCounters::default(),
+            pending_removed: Vec::new(),
+            read_only: true,
+            _pin_lock: None,
+            selection: Selection::default(),
+            xdp_mode: XdpModeChoice::Auto,
+            told: BTreeMap::new(),
+        };
+        for (ifindex, program) in session.probe.served() {
+            let name = names
+                .get(&ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("ifindex {ifindex}"));
+            session.served.insert(ifindex, Served { name, program });
+        }
+        for gone in gone {
+            session.removed_totals.add(&gone.counters);
+            session.pending_removed.push(InterfaceSnapshot {
+                ifindex: gone.ifindex,
+                name: gone.name,
+                mode: gone.mode,
+                program: gone.program,
+                xdp_mode: None,
+                route_localnet: None,
+                route_localnet_via: Vec::new(),
+                exposed: false,
+                counters: gone.counters,
+            });
+        }
+        Ok(Ok((session, standing)))
+    }
+
+    /// The standing filter's directory, for a session that serves or reads one.
+    pub fn standing_dir(&self) -> Option<&PinDir> {
+        self.probe.standing_dir()
+    }
+
     /// The ring buffer samples arrive through, once: whoever reads it owns it.
     pub fn take_samples(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
         self.probe.take_samples()
@@ -456,6 +716,60 @@ impl Session {
     /// The name a served interface had at the last snapshot (or at start).
     pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
         self.served.get(&ifindex).map(|served| served.name.as_str())
+    }
+}
+
+/// An interface as `status` shows it when no standing filter is pinned.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct UnservedInterface {
+    pub name: String,
+    pub ifindex: u32,
+    /// `None` when the interface has no IPv4 configuration.
+    pub route_localnet: Option<RouteLocalnet>,
+    /// As [`InterfaceSnapshot::route_localnet_via`].
+    pub route_localnet_via: Vec<String>,
+    /// Route_localnet is in effect for the link's frames, and nothing of localnet-probe's
+    /// drops them.
+    pub exposed: bool,
+    /// The id of an XDP program attached there, anyone's.
+    pub xdp_program_id: Option<u32>,
+}
+
+/// Every interface of this namespace but loopback, with its route_localnet, for a namespace
+/// without a standing filter.
+pub fn unserved_interfaces() -> Result<Vec<UnservedInterface>, SessionError> {
+    let all = Interfaces::connect()?.list()?;
+    let all_route_localnet = route_localnet::read_all().ok();
+    let uppers = Uppers::of(&all);
+    Ok(all
+        .iter()
+        .filter(|interface| !interface.loopback)
+        .map(|interface| {
+            let via: Vec<String> = uppers
+                .route_localnet_via(interface, all_route_localnet)
+                .into_iter()
+                .map(|receiver| receiver.name.clone())
+                .collect();
+            UnservedInterface {
+                name: interface.name.clone(),
+                ifindex: interface.ifindex,
+                route_localnet: all_route_localnet
+                    .zip(interface.route_localnet)
+                    .map(|(all, iface)| RouteLocalnet::new(all, iface)),
+                exposed: !via.is_empty(),
+                route_localnet_via: via,
+                xdp_program_id: interface.xdp.map(|xdp| xdp.id),
+            }
+        })
+        .collect())
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A standing filter goes on without a reader of its samples.
+        if self.probe.standing_dir().is_some() && !self.read_only {
+            let _ = self.probe.stop_sampling();
+        }
     }
 }
 

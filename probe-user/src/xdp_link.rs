@@ -7,10 +7,15 @@
 
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsFd, AsRawFd as _, OwnedFd},
 };
 
+use crate::bpffs::{bpf, owned};
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_LINK_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
@@ -69,22 +74,84 @@ impl XdpLink {
             flags: mode.flags(),
             ..LinkCreateAttr::default()
         };
-        // SAFETY: `attr` is a valid `bpf_attr` prefix of the size given, alive for the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_LINK_CREATE,
-                &raw const attr,
-                size_of::<LinkCreateAttr>() as u32,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel returned a new file descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        Ok(Self { fd })
+        // SAFETY: the attribute holds no pointers.
+        let fd = unsafe { bpf(BPF_LINK_CREATE, &attr) }?;
+        Ok(Self { fd: owned(fd) })
     }
+
+    /// Opens a link pinned at `path` (see [`crate::bpffs`]); `None` when it is not an XDP link.
+    pub fn from_pin(path: &std::path::Path) -> io::Result<Option<Self>> {
+        let link = Self {
+            fd: crate::bpffs::get(path)?,
+        };
+        Ok((link.info()?.link_type == BPF_LINK_TYPE_XDP).then_some(link))
+    }
+
+    /// What the kernel says about the link now.
+    pub fn info(&self) -> io::Result<LinkInfo> {
+        let mut info = RawLinkInfo::default();
+        let attr = InfoAttr {
+            bpf_fd: self.fd.as_raw_fd() as u32,
+            info_len: size_of::<RawLinkInfo>() as u32,
+            info: (&raw mut info) as u64,
+        };
+        // SAFETY: `attr` points at `info`, a buffer of the size given, alive for the call.
+        unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+        Ok(LinkInfo {
+            link_type: info.link_type,
+            program_id: info.prog_id,
+            ifindex: (info.ifindex != 0).then_some(info.ifindex),
+        })
+    }
+
+    /// Replaces the link's program with `program` at once: the interface never runs without
+    /// one.
+    pub fn update(&self, program: impl AsFd) -> io::Result<()> {
+        let attr = UpdateAttr {
+            link_fd: self.fd.as_raw_fd() as u32,
+            new_prog_fd: program.as_fd().as_raw_fd() as u32,
+            ..UpdateAttr::default()
+        };
+        // SAFETY: the attribute holds no pointers.
+        unsafe { bpf(BPF_LINK_UPDATE, &attr) }.map(drop)
+    }
+}
+
+/// An XDP link as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    link_type: u32,
+    pub program_id: u32,
+    /// `None` once the interface is gone (the link is then defunct).
+    pub ifindex: Option<u32>,
+}
+
+/// `struct bpf_link_info` up to the XDP member of its union, and room for the rest.
+#[repr(C)]
+#[derive(Default)]
+struct RawLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _padding: u32,
+    ifindex: u32,
+    _rest: [u32; 15],
+}
+
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
 }
 
 impl AsFd for XdpLink {

@@ -393,7 +393,7 @@ fn an_interface_beyond_the_counter_maps_room_waits_for_a_free_slot() {
     for i in 0..66 {
         hosts.add_pair(&format!("hp{i}"));
     }
-    let said = "cannot attach to hp65: the counters have room for 65 interfaces, all in use";
+    let said = "cannot attach to hp65: all 65 interface slots are in use";
     wait_until_said(&probe, said);
     hosts.probe.ip(&["link", "del", "hp0"]);
     time_to_attach(&hosts.probe, "hp65");

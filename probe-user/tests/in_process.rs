@@ -114,6 +114,7 @@ fn a_failed_start_leaves_nothing_attached_in_the_running_process() {
             xdp_mode: XdpModeChoice::Native,
             verifier_log: false,
             sample_rate: 100,
+            pin: false,
         };
         link.receiver.enter(|| {
             let started = Session::start(options);

@@ -3,7 +3,7 @@
 mod evidence;
 mod metrics_server;
 mod output;
-mod table;
+pub(crate) mod table;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -66,6 +66,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = interval_seconds,
           allow_negative_numbers = true)]
     interval: f64,
+    /// Be this network namespace's standing filter: pin the links and maps under
+    /// /sys/fs/bpf/localnet-probe/ so the interfaces stay filtered and counted after exit,
+    /// taking over (with no gap) the one a previous `run --pin` left there.
+    #[arg(long)]
+    pin: bool,
     /// Detach and exit after this many seconds (0.01 to one year).
     #[arg(long, value_name = "SECS", value_parser = duration_seconds, allow_negative_numbers = true)]
     duration: Option<f64>,
@@ -139,7 +144,7 @@ fn seconds_in(value: &str, max: f64, range: &str) -> Result<f64, String> {
     }
 }
 
-fn interval_seconds(value: &str) -> Result<f64, String> {
+pub(crate) fn interval_seconds(value: &str) -> Result<f64, String> {
     seconds_in(value, MAX_INTERVAL_SECS, "from 0.01 to 3600 seconds")
 }
 
@@ -224,6 +229,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         xdp_mode: args.xdp_mode.into(),
         verifier_log: args.verifier_log,
         sample_rate: args.sample_rate,
+        pin: args.pin,
     };
     // Handlers first: a signal during start-up then ends the run cleanly once attached.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -245,6 +251,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         "counters for up to {} interfaces (288 bytes each on every CPU)",
         started.capacity
     );
+    for note in &started.notes {
+        tracing::warn!("{note}");
+    }
     for skipped in &started.skipped {
         tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
     }
@@ -252,6 +261,26 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     if started.attached.is_empty() && waits_for_patterns {
         tracing::info!("no interface matches --iface yet; waiting for one to appear");
     }
+    if let Some(dir) = &started.pinned_in {
+        tracing::info!(
+            "standing filter pinned in {}: it stays attached after exit",
+            dir.display()
+        );
+    }
+    let live_state = format!(
+        "refresh {} s, Ctrl-C to {}",
+        args.interval,
+        if args.pin {
+            "exit (the filter stays)"
+        } else {
+            "detach"
+        }
+    );
+    let final_state = if args.pin {
+        "exited, the standing filter stays attached"
+    } else {
+        "detached"
+    };
 
     let (mut scrapes, metrics_server) = match metrics_listener {
         Some(listener) => {
@@ -284,14 +313,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 line
             }
             // The last view stays on the screen and scrolls: every event it holds.
-            View::Table if report.is_final => {
-                table::render(report, args.interval, pane, None).into()
-            }
-            View::Table => format!(
-                "\x1b[H\x1b[2J{}",
-                table::render(report, args.interval, pane, table::terminal_size())
-            )
-            .into(),
+            View::Table if report.is_final => table::render(report, final_state, pane, None).into(),
+            View::Table => table::redraw(&table::render(
+                report,
+                &live_state,
+                pane,
+                table::terminal_size(),
+            )),
             View::Pcap => Vec::new(),
         }
     };
@@ -383,6 +411,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     // Detach before writing: a reader that stopped reading must not keep the programs attached.
     drop(session);
+    if let Some(dir) = &started.pinned_in {
+        tracing::info!(
+            "the standing filter stays attached, pinned in {}: `localnet-probe status` shows it, \
+             `localnet-probe detach` removes it",
+            dir.display()
+        );
+    }
     // What the programs sent before they were detached.
     if let Some(ring) = &mut ring {
         ring.drain(&mut batch);
@@ -406,7 +441,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Says what was attached, and where auto mode fell back to generic XDP.
+/// Says what was attached or taken over, and where auto mode fell back to generic XDP.
 fn say_attached(attached: &[AttachedInterface]) {
     for attached in attached {
         if let Some(reason) = &attached.native_refused {
@@ -417,7 +452,12 @@ fn say_attached(attached: &[AttachedInterface]) {
             );
         }
         tracing::info!(
-            "attached to {} ({} XDP, {} mode)",
+            "{} {} ({} XDP, {} mode)",
+            if attached.adopted {
+                "took over"
+            } else {
+                "attached to"
+            },
             attached.name,
             attached.xdp_mode.name(),
             attached.mode.name()

@@ -4,7 +4,9 @@ use std::{collections::VecDeque, fmt::Write as _};
 
 use probe_user::{
     report::{InterfaceReport, Report, SenderReport},
+    route_localnet::RouteLocalnet,
     senders::WINDOW,
+    session::UnservedInterface,
 };
 
 const HEADERS: [&str; 10] = [
@@ -20,11 +22,12 @@ const HEADERS: [&str; 10] = [
     "BREAKDOWN",
 ];
 
-/// The view, with as many of the newest `events` as fit a terminal of `size` (rows, columns),
-/// each cut to its width; all of them when the size is not known.
+/// The view, headed by `state` (what the probe does now), with as many of the newest `events`
+/// as fit a terminal of `size` (rows, columns), each cut to its width; all of them when the size
+/// is not known.
 pub(crate) fn render(
     report: &Report,
-    interval_secs: f64,
+    state: &str,
     events: &VecDeque<String>,
     size: Option<(usize, usize)>,
 ) -> String {
@@ -37,11 +40,6 @@ pub(crate) fn render(
     }
 
     let mut out = String::new();
-    let state = if report.is_final {
-        "detached".to_owned()
-    } else {
-        format!("refresh {interval_secs} s, Ctrl-C to detach")
-    };
     let state = format!("{state}; SAMPLES: sent/over the rate/lost");
     let _ = writeln!(
         out,
@@ -130,6 +128,11 @@ pub(crate) fn render(
     out
 }
 
+/// `view` drawn over the previous one, from the top of a cleared screen.
+pub(crate) fn redraw(view: &str) -> Vec<u8> {
+    format!("\x1b[H\x1b[2J{view}").into()
+}
+
 /// The terminal's rows and columns, when stdout is one.
 pub(crate) fn terminal_size() -> Option<(usize, usize)> {
     // SAFETY: TIOCGWINSZ fills a winsize for a terminal or fails.
@@ -168,8 +171,15 @@ pub(crate) fn exposure_warning(interface: &InterfaceReport) -> String {
     )
 }
 
-fn row(interface: &InterfaceReport) -> [String; 10] {
-    let mut route_localnet = match interface.route_localnet {
+/// The ROUTE_LOCALNET cell: effective value, both settings, the stacked devices where it is in
+/// effect, and `!` when the link is exposed.
+fn route_localnet_cell(
+    name: &str,
+    route_localnet: Option<RouteLocalnet>,
+    via: &[String],
+    exposed: bool,
+) -> String {
+    let mut cell = match route_localnet {
         Some(r) => format!(
             "{} (all={} if={})",
             u8::from(r.effective),
@@ -178,18 +188,85 @@ fn row(interface: &InterfaceReport) -> [String; 10] {
         ),
         None => "n/a".to_owned(),
     };
-    let stacked: Vec<&str> = interface
-        .route_localnet_via
+    let stacked: Vec<&str> = via
         .iter()
-        .filter(|via| **via != interface.name)
+        .filter(|via| *via != name)
         .map(String::as_str)
         .collect();
     if !stacked.is_empty() {
-        let _ = write!(route_localnet, " via {}", stacked.join(","));
+        let _ = write!(cell, " via {}", stacked.join(","));
     }
-    if interface.exposed {
-        route_localnet.push_str(" !");
+    if exposed {
+        cell.push_str(" !");
     }
+    cell
+}
+
+/// `status` where no standing filter is pinned: each interface's route_localnet.
+pub(crate) fn render_unserved(interfaces: &[UnservedInterface], directory: &str) -> String {
+    let mut out = format!(
+        "localnet-probe: no standing filter in {directory}: nothing of localnet-probe's stays \
+         attached here (`localnet-probe run --pin` leaves one)\n\n"
+    );
+    let rows: Vec<[String; 3]> = interfaces
+        .iter()
+        .map(|interface| {
+            [
+                interface.name.clone(),
+                interface
+                    .xdp_program_id
+                    .map_or_else(|| "-".to_owned(), |id| format!("id {id}")),
+                route_localnet_cell(
+                    &interface.name,
+                    interface.route_localnet,
+                    &interface.route_localnet_via,
+                    interface.exposed,
+                ),
+            ]
+        })
+        .collect();
+    let headers = ["INTERFACE", "XDP PROGRAM", "ROUTE_LOCALNET"];
+    let mut widths = headers.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(headers.map(String::from)).chain(rows) {
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            w0 = widths[0],
+            w1 = widths[1]
+        );
+    }
+    let exposed: Vec<&str> = interfaces
+        .iter()
+        .filter(|interface| interface.exposed)
+        .map(|interface| interface.name.as_str())
+        .collect();
+    if !exposed.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWARNING: route_localnet=1 where frames of {} arrive: services bound to 127.0.0.1 \
+             are reachable from those links (`localnet-probe run --pin --drop-on IF` blocks such \
+             frames)",
+            exposed.join(", ")
+        );
+    }
+    out
+}
+
+fn row(interface: &InterfaceReport) -> [String; 10] {
+    let route_localnet = route_localnet_cell(
+        &interface.name,
+        interface.route_localnet,
+        &interface.route_localnet_via,
+        interface.exposed,
+    );
     let breakdown = interface
         .by_class
         .iter()
@@ -256,14 +333,15 @@ mod tests {
             interfaces: Vec::new(),
             removed: Vec::new(),
             totals: Default::default(),
+            standing_filter: None,
         };
         let events: VecDeque<String> = (0..10)
             .map(|n| format!("event {n} {}", "x".repeat(60)))
             .collect();
-        let all = render(&report, 1.0, &events, None);
+        let all = render(&report, "refresh 1 s", &events, None);
         assert_eq!(all.lines().filter(|l| l.starts_with("event")).count(), 10);
 
-        let small = render(&report, 1.0, &events, Some((16, 40)));
+        let small = render(&report, "refresh 1 s", &events, Some((16, 40)));
         let rows: usize = small
             .lines()
             .map(|line| line.chars().count().max(1).div_ceil(40))
@@ -278,7 +356,7 @@ mod tests {
             .map(|event| format!("{}…", &event[..39]))
             .collect();
         assert_eq!(shown, newest);
-        assert!(!render(&report, 1.0, &events, Some((5, 40))).contains("EVENTS"));
+        assert!(!render(&report, "refresh 1 s", &events, Some((5, 40))).contains("EVENTS"));
     }
 
     #[test]

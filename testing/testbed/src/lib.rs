@@ -157,6 +157,26 @@ impl Netns {
         }
     }
 
+    /// Where a standing filter of this namespace is pinned (`localnet-probe run --pin`).
+    pub fn pin_dir(&self) -> std::path::PathBuf {
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = std::fs::metadata(format!("/run/netns/{}", self.name))
+            .expect("the namespace's file")
+            .ino();
+        std::path::PathBuf::from(format!("/sys/fs/bpf/localnet-probe/net-{inode}"))
+    }
+
+    /// Runs `program` in this namespace and the host's mount namespace (with `nsenter`, not
+    /// `ip netns exec`, whose mount namespace takes a BPF file system mounted in it along
+    /// when the command ends).
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg(program);
+        command
+    }
+
     /// Whether `dev` carries an XDP program, per `ip link`.
     pub fn has_xdp(&self, dev: &str) -> bool {
         let output = Command::new("ip")
@@ -170,6 +190,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // A standing filter a test left: its maps would outlive the namespace.
+        let _ = std::fs::remove_dir_all(self.pin_dir());
+        let _ = std::fs::remove_dir("/sys/fs/bpf/localnet-probe");
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
@@ -442,15 +465,32 @@ impl ProbeProcess {
 
     /// Like [`ProbeProcess::start`], with `wrapper` (e.g. `setpriv …`) running the binary.
     pub fn start_wrapped(wrapper: &[&str], binary: &str, netns: &Netns, args: &[&str]) -> Self {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &netns.name])
+            .args(wrapper)
+            .arg(binary);
+        Self::spawn(command, args)
+    }
+
+    /// `binary run --json --pin args…` in `netns` and the host's mount namespace, where its
+    /// pins outlive it (see [`Netns::command`]).
+    pub fn start_pinned(binary: &str, netns: &Netns, args: &[&str]) -> Self {
+        let args: Vec<&str> = std::iter::once("--pin")
+            .chain(args.iter().copied())
+            .collect();
+        Self::spawn(netns.command(binary), &args)
+    }
+
+    /// `command run --json args…`: `command` runs the probe's binary with what follows.
+    fn spawn(mut command: Command, args: &[&str]) -> Self {
         let interval: &[&str] = if args.contains(&"--interval") {
             &[]
         } else {
             &["--interval", "0.1"]
         };
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &netns.name])
-            .args(wrapper)
-            .args([binary, "run", "--json"])
+        let mut child = command
+            .args(["run", "--json"])
             .args(interval)
             .args(args)
             .stdin(Stdio::null())

@@ -1,0 +1,47 @@
+//! `localnet-probe detach`: takes the standing filter off interfaces.
+
+use clap::Args;
+use probe_user::standing;
+
+#[derive(Debug, Args)]
+pub(crate) struct DetachArgs {
+    /// Detach from this interface only (repeatable; a name or a shell-style pattern such as
+    /// 'veth*'). Default: from every interface, removing the whole standing filter.
+    #[arg(long = "iface", value_name = "IF|PATTERN")]
+    ifaces: Vec<String>,
+}
+
+pub(crate) fn detach(args: &DetachArgs) -> anyhow::Result<()> {
+    let Some(detached) = standing::detach(&args.ifaces)? else {
+        tracing::info!("no standing filter is pinned in this network namespace: nothing to detach");
+        return Ok(());
+    };
+    for interface in &detached.detached {
+        tracing::info!(
+            "detached from {} (its counts: {} matched, {} dropped)",
+            interface.name,
+            interface.totals.packets_matched,
+            interface.totals.packets_dropped
+        );
+    }
+    for interface in &detached.gone {
+        tracing::info!(
+            "cleared the pins of {} (ifindex {}), which no longer exists (its last counts: {} \
+             matched, {} dropped)",
+            interface.name,
+            interface.ifindex,
+            interface.totals.packets_matched,
+            interface.totals.packets_dropped
+        );
+    }
+    if detached.removed_dir {
+        tracing::info!("removed {}", detached.dir.display());
+    } else {
+        tracing::info!(
+            "the standing filter in {} still serves {}",
+            detached.dir.display(),
+            detached.remaining.join(", ")
+        );
+    }
+    Ok(())
+}

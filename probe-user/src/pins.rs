@@ -1,0 +1,623 @@
+//! The standing filter: what `run --pin` leaves in the BPF file system so that its interfaces
+//! stay filtered and counted after it exits, and what a later `run --pin`, `status` and
+//! `detach` find there. One directory per network namespace:
+//!
+//! ```text
+//! /sys/fs/bpf/localnet-probe/net-<namespace inode>/
+//!   STANDING                   what made it: layout version, the namespace's cookie, capacity
+//!   INTERFACES                 each served ifindex's name, program and XDP mode
+//!   IFACE_CONFIG IFACE_CONFIG_HIGH COUNTERS SAMPLE_COUNTS   the programs' maps
+//!   links/<ifindex>            the XDP links that keep the programs attached
+//! ```
+//!
+//! An interface is pinned in this order: its `INTERFACES` entry, its configuration, its link;
+//! a process killed at any point leaves it attached and configured, or with an entry and no
+//! link, which the next `run --pin` clears.
+
+use std::{
+    fs, io,
+    os::{
+        fd::{AsFd as _, AsRawFd as _},
+        linux::net::SocketAddrExt as _,
+        unix::net::{SocketAddr, UnixListener, UnixStream},
+    },
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData};
+use probe_common::{Counter, IfaceConfig, SampleCounts};
+use thiserror::Error;
+
+use crate::{
+    bpffs::{self, MapKind},
+    probe::{AttachedMode, Program},
+};
+
+/// Where the BPF file system is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// localnet-probe's directory in it.
+pub const BASE: &str = "/sys/fs/bpf/localnet-probe";
+
+/// The version of the layout below; a change in any pinned map's keys or values, or in what the
+/// programs read from them, takes a new one.
+pub const LAYOUT: u32 = 1;
+const MAGIC: u64 = u64::from_le_bytes(*b"lnprobe\0");
+
+/// The programs' maps a later probe takes over, with their types and key and value sizes.
+const PROGRAM_MAPS: [(&str, aya::maps::MapType, usize, usize); 4] = [
+    (
+        "IFACE_CONFIG",
+        aya::maps::MapType::Array,
+        size_of::<u32>(),
+        size_of::<IfaceConfig>(),
+    ),
+    (
+        "IFACE_CONFIG_HIGH",
+        aya::maps::MapType::Hash,
+        size_of::<u32>(),
+        size_of::<IfaceConfig>(),
+    ),
+    (
+        "COUNTERS",
+        aya::maps::MapType::PerCpuArray,
+        size_of::<u32>(),
+        size_of::<Counter>(),
+    ),
+    (
+        "SAMPLE_COUNTS",
+        aya::maps::MapType::PerCpuArray,
+        size_of::<u32>(),
+        size_of::<SampleCounts>(),
+    ),
+];
+const STANDING: &str = "STANDING";
+const INTERFACES: &str = "INTERFACES";
+const LINKS: &str = "links";
+
+/// Who may take the standing filter of a namespace: an abstract socket, which belongs to the
+/// network namespace and goes away with its process however it ends.
+const LOCK_NAME: &[u8] = b"localnet-probe/standing-filter";
+
+#[derive(Debug, Error)]
+pub enum PinError {
+    #[error(
+        "no BPF file system is mounted at {BPFFS} and mounting one failed ({0}); mount it \
+         (`mount -t bpf bpf {BPFFS}`) or leave out --pin"
+    )]
+    NotMountable(io::Error),
+    #[error(
+        "cannot {what} {path}: {error}; the BPF file system belongs to root: run as root, or \
+         with CAP_DAC_OVERRIDE besides CAP_BPF and CAP_NET_ADMIN"
+    )]
+    Access {
+        what: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
+    #[error(
+        "{path} holds {entry:?}, which localnet-probe did not put there; move it away or remove \
+         it (`rm -r {path}`), then start again"
+    )]
+    Foreign { path: PathBuf, entry: String },
+    #[error(
+        "the standing filter in {path} was pinned by an incompatible version of localnet-probe \
+         ({reason}); remove it with `localnet-probe detach` (its interfaces are unfiltered until \
+         the next `localnet-probe run --pin`)"
+    )]
+    Incompatible { path: PathBuf, reason: String },
+    #[error(
+        "another `localnet-probe run --pin` ({holder}) serves this network namespace's standing \
+         filter; stop it first (its filter stays pinned), or see it with `localnet-probe status`"
+    )]
+    Busy { holder: String },
+    #[error("cannot take the standing filter's lock: {0}")]
+    Lock(io::Error),
+    #[error("cannot read or write the pinned {name}: {error}")]
+    Map { name: &'static str, error: String },
+}
+
+/// What made a standing filter.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct Standing {
+    magic: u64,
+    layout: u32,
+    /// Interfaces its counter map has slots for.
+    pub capacity: u32,
+    /// The network namespace's cookie, never reused, unlike its inode.
+    netns_cookie: u64,
+    /// When it was first pinned, in seconds since the epoch.
+    pub pinned_at: u64,
+}
+
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for Standing {}
+
+/// What the programs' maps do not say about a pinned interface.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct PinnedInterface {
+    /// Its name when last seen, NUL-padded.
+    name: [u8; 16],
+    /// `Program as u8`.
+    program: u8,
+    /// 0 native, 1 generic.
+    xdp_mode: u8,
+    _padding: [u8; 2],
+}
+
+// SAFETY: bytes only, no implicit padding.
+unsafe impl aya::Pod for PinnedInterface {}
+
+impl PinnedInterface {
+    pub fn new(name: &str, program: Program, xdp_mode: AttachedMode) -> Self {
+        let mut bytes = [0; 16];
+        let len = name.len().min(15);
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Self {
+            name: bytes,
+            program: program as u8,
+            xdp_mode: match xdp_mode {
+                AttachedMode::Native => 0,
+                AttachedMode::Generic => 1,
+            },
+            _padding: [0; 2],
+        }
+    }
+
+    pub fn name(&self) -> String {
+        let len = self.name.iter().position(|b| *b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.name[..len]).into_owned()
+    }
+
+    pub const fn program(&self) -> Program {
+        if self.program == Program::Ip as u8 {
+            Program::Ip
+        } else {
+            Program::Ethernet
+        }
+    }
+
+    pub const fn xdp_mode(&self) -> AttachedMode {
+        if self.xdp_mode == 1 {
+            AttachedMode::Generic
+        } else {
+            AttachedMode::Native
+        }
+    }
+}
+
+/// What [`PinDir::look`] found.
+enum Looked {
+    Nothing,
+    Standing(Standing),
+    /// Pins of a standing filter this program stopped making.
+    Leftover,
+    /// A standing filter of a network namespace that had the same inode and is gone.
+    OtherNamespace,
+}
+
+/// This network namespace's directory of the standing filter.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    pub path: PathBuf,
+    netns_cookie: u64,
+}
+
+/// What a directory holds.
+#[derive(Debug)]
+pub enum Found {
+    Nothing,
+    /// A standing filter this version can take over.
+    Standing(Standing),
+}
+
+impl PinDir {
+    /// This namespace's directory, whether or not it exists.
+    pub fn of_this_namespace() -> io::Result<Self> {
+        let inode = fs::metadata("/proc/self/ns/net")?;
+        Ok(Self {
+            path: Path::new(BASE).join(format!(
+                "net-{}",
+                std::os::unix::fs::MetadataExt::ino(&inode)
+            )),
+            netns_cookie: netns_cookie()?,
+        })
+    }
+
+    /// Makes sure the directory can take pins: mounts the BPF file system when it is not
+    /// (returning a warning when the mount may not outlive this process) and creates the
+    /// directory.
+    pub fn prepare(&self) -> Result<Option<String>, PinError> {
+        let mut warning = None;
+        let root = Path::new(BPFFS);
+        if !bpffs::is_mounted(root).unwrap_or(false) {
+            bpffs::mount(root).map_err(PinError::NotMountable)?;
+            warning = Some(mount_warning());
+        }
+        fs::create_dir_all(self.path.join(LINKS)).map_err(|error| PinError::Access {
+            what: "create",
+            path: self.path.clone(),
+            error,
+        })?;
+        Ok(warning)
+    }
+
+    /// What the directory holds; an unusable one is an error, an incomplete one that this
+    /// program left, or one of a namespace that is gone, is cleared (the returned note says
+    /// so).
+    pub fn inspect(&self) -> Result<(Found, Option<String>), PinError> {
+        let found = self.look()?;
+        let note = match found {
+            Looked::Standing(standing) => return Ok((Found::Standing(standing), None)),
+            Looked::Nothing => None,
+            Looked::Leftover => Some(format!(
+                "cleared {}: an incomplete standing filter that a localnet-probe stopped while \
+                 pinning left",
+                self.path.display()
+            )),
+            Looked::OtherNamespace => Some(format!(
+                "cleared {}: it was left by a network namespace that no longer exists",
+                self.path.display()
+            )),
+        };
+        if note.is_some() {
+            self.remove()
+                .and_then(|()| fs::create_dir_all(self.path.join(LINKS)))
+                .map_err(|error| PinError::Access {
+                    what: "clear",
+                    path: self.path.clone(),
+                    error,
+                })?;
+        }
+        Ok((Found::Nothing, note))
+    }
+
+    /// The standing filter in the directory, if it holds a complete one of this namespace;
+    /// nothing is changed.
+    pub fn standing(&self) -> Result<Option<Standing>, PinError> {
+        Ok(match self.look()? {
+            Looked::Standing(standing) => Some(standing),
+            _ => None,
+        })
+    }
+
+    fn look(&self) -> Result<Looked, PinError> {
+        let entries = match fs::read_dir(&self.path) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Looked::Nothing),
+            Err(error) => {
+                return Err(PinError::Access {
+                    what: "read",
+                    path: self.path.clone(),
+                    error,
+                });
+            }
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|error| PinError::Access {
+                what: "read",
+                path: self.path.clone(),
+                error,
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name == STANDING
+                || name == INTERFACES
+                || name == LINKS
+                || PROGRAM_MAPS.iter().any(|(map, ..)| *map == name);
+            if !ours {
+                return Err(PinError::Foreign {
+                    path: self.path.clone(),
+                    entry: name,
+                });
+            }
+            names.push(name);
+        }
+        if !names.iter().any(|name| name == STANDING) {
+            // Pinned before STANDING, the last map pinned: no link can be there yet.
+            return Ok(if names.iter().any(|name| name != LINKS) {
+                Looked::Leftover
+            } else {
+                Looked::Nothing
+            });
+        }
+        let standing = self.read_standing()?;
+        if standing.netns_cookie != self.netns_cookie {
+            // A namespace that is gone had this inode: its links went with its devices.
+            return Ok(Looked::OtherNamespace);
+        }
+        self.check_program_maps(&standing)?;
+        Ok(Looked::Standing(standing))
+    }
+
+    fn read_standing(&self) -> Result<Standing, PinError> {
+        let incompatible = |reason: String| PinError::Incompatible {
+            path: self.path.clone(),
+            reason,
+        };
+        let map = MapData::from_pin(self.path.join(STANDING))
+            .map_err(|error| incompatible(format!("{STANDING}: {error}")))?;
+        let info = map
+            .info()
+            .map_err(|error| incompatible(format!("{STANDING}: {error}")))?;
+        if info.value_size() as usize != size_of::<Standing>() {
+            return Err(incompatible(format!(
+                "{STANDING} holds {} bytes, this version reads {}",
+                info.value_size(),
+                size_of::<Standing>()
+            )));
+        }
+        let array: Array<MapData, Standing> = Array::try_from(Map::Array(map))
+            .map_err(|error| incompatible(format!("{STANDING}: {error}")))?;
+        let standing = array
+            .get(&0, 0)
+            .map_err(|error| incompatible(format!("{STANDING}: {error}")))?;
+        if standing.magic != MAGIC {
+            return Err(PinError::Foreign {
+                path: self.path.clone(),
+                entry: STANDING.to_owned(),
+            });
+        }
+        if standing.layout != LAYOUT {
+            return Err(incompatible(format!(
+                "layout {}, this version reads layout {LAYOUT}",
+                standing.layout
+            )));
+        }
+        Ok(standing)
+    }
+
+    fn check_program_maps(&self, standing: &Standing) -> Result<(), PinError> {
+        for (name, map_type, key_size, value_size) in PROGRAM_MAPS {
+            let info = MapData::from_pin(self.path.join(name))
+                .and_then(|map| map.info())
+                .map_err(|error| PinError::Incompatible {
+                    path: self.path.clone(),
+                    reason: format!("{name}: {error}"),
+                })?;
+            let fits = info.map_type().is_ok_and(|found| found == map_type)
+                && info.key_size() as usize == key_size
+                && info.value_size() as usize == value_size;
+            if !fits {
+                return Err(PinError::Incompatible {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "{name} is a map of {} byte keys and {} byte values, this version uses \
+                         {key_size} and {value_size}",
+                        info.key_size(),
+                        info.value_size()
+                    ),
+                });
+            }
+        }
+        if standing.capacity == 0 {
+            return Err(PinError::Incompatible {
+                path: self.path.clone(),
+                reason: "no interface slots".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The path a program map is pinned at.
+    pub fn map_path(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The names of the programs' maps pinned here.
+    pub fn program_maps() -> impl Iterator<Item = &'static str> {
+        PROGRAM_MAPS.iter().map(|(name, ..)| *name)
+    }
+
+    /// The path of `ifindex`'s link.
+    pub fn link_path(&self, ifindex: u32) -> PathBuf {
+        self.path.join(LINKS).join(ifindex.to_string())
+    }
+
+    /// The ifindexes of the links pinned here.
+    pub fn pinned_links(&self) -> io::Result<Vec<u32>> {
+        let mut ifindexes = Vec::new();
+        for entry in fs::read_dir(self.path.join(LINKS))? {
+            let entry = entry?;
+            match entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse().ok())
+            {
+                Some(ifindex) => ifindexes.push(ifindex),
+                // Not a name this program gives: nothing can use it.
+                None => fs::remove_file(entry.path())?,
+            }
+        }
+        ifindexes.sort_unstable();
+        Ok(ifindexes)
+    }
+
+    /// Creates the maps only userspace reads, pins them and the programs' `maps`, STANDING
+    /// last: a directory with STANDING is complete.
+    pub fn pin_new(
+        &self,
+        capacity: u32,
+        program_maps: &[(&'static str, &MapData)],
+    ) -> Result<HashMap<MapData, u32, PinnedInterface>, PinError> {
+        let pin = |name: &'static str, fd: std::os::fd::BorrowedFd<'_>| {
+            bpffs::pin(fd, &self.path.join(name)).map_err(|error| PinError::Access {
+                what: "pin in",
+                path: self.path.clone(),
+                error,
+            })
+        };
+        for (name, map) in program_maps {
+            pin(name, map.fd().as_fd())?;
+        }
+        let map_error = |name: &'static str| {
+            move |error: io::Error| PinError::Map {
+                name,
+                error: error.to_string(),
+            }
+        };
+        let interfaces =
+            bpffs::create_map::<u32, PinnedInterface>(MapKind::Hash, "lnp_interfaces", capacity)
+                .map_err(map_error(INTERFACES))?;
+        pin(INTERFACES, interfaces.as_fd())?;
+        let standing_map = bpffs::create_map::<u32, Standing>(MapKind::Array, "lnp_standing", 1)
+            .map_err(map_error(STANDING))?;
+        let standing = Standing {
+            magic: MAGIC,
+            layout: LAYOUT,
+            capacity,
+            netns_cookie: self.netns_cookie,
+            pinned_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs()),
+        };
+        let mut array: Array<MapData, Standing> = Array::try_from(Map::Array(
+            MapData::from_fd(standing_map).map_err(map_error_aya(STANDING))?,
+        ))
+        .map_err(map_error_aya(STANDING))?;
+        array.set(0, standing, 0).map_err(map_error_aya(STANDING))?;
+        pin(STANDING, array.map().fd().as_fd())?;
+        HashMap::try_from(Map::HashMap(
+            MapData::from_fd(interfaces).map_err(map_error_aya(INTERFACES))?,
+        ))
+        .map_err(map_error_aya(INTERFACES))
+    }
+
+    /// The pinned INTERFACES map.
+    pub fn interfaces(&self) -> Result<HashMap<MapData, u32, PinnedInterface>, PinError> {
+        MapData::from_pin(self.path.join(INTERFACES))
+            .and_then(|map| HashMap::try_from(Map::HashMap(map)))
+            .map_err(map_error_aya(INTERFACES))
+    }
+
+    /// Removes the directory and everything pinned in it (links no process holds detach), and
+    /// localnet-probe's directory when no other namespace has one there.
+    pub fn remove(&self) -> io::Result<()> {
+        match fs::remove_dir_all(&self.path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        // Fails while another namespace's directory is there.
+        let _ = fs::remove_dir(BASE);
+        Ok(())
+    }
+}
+
+fn map_error_aya(name: &'static str) -> impl Fn(aya::maps::MapError) -> PinError {
+    move |error| PinError::Map {
+        name,
+        error: error.to_string(),
+    }
+}
+
+/// This network namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): unlike the inode, never
+/// reused for another namespace.
+fn netns_cookie() -> io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))?;
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of their sizes during the call.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+/// Said after mounting the BPF file system: the mount lives as long as the mount namespace.
+fn mount_warning() -> String {
+    let private = match (
+        fs::read_link("/proc/self/ns/mnt"),
+        fs::read_link("/proc/1/ns/mnt"),
+    ) {
+        (Ok(own), Ok(init)) => own != init,
+        _ => true,
+    };
+    if private {
+        format!(
+            "mounted a BPF file system at {BPFFS}, in a mount namespace of this command's own \
+             (as `ip netns exec` makes): the pins go away with it, and the filter with them. To \
+             keep them, run in the host's mount namespace: `nsenter --net=/run/netns/NAME \
+             localnet-probe run --pin …`"
+        )
+    } else {
+        format!("mounted a BPF file system at {BPFFS}: none was mounted")
+    }
+}
+
+/// Held while a `run --pin` or a `detach` works on this namespace's standing filter.
+#[derive(Debug)]
+pub struct PinLock {
+    _listener: UnixListener,
+}
+
+impl PinLock {
+    /// Takes the lock, or says who holds it.
+    pub fn take() -> Result<Self, PinError> {
+        let address = SocketAddr::from_abstract_name(LOCK_NAME).map_err(PinError::Lock)?;
+        match UnixListener::bind_addr(&address) {
+            Ok(listener) => Ok(Self {
+                _listener: listener,
+            }),
+            Err(error) if error.kind() == io::ErrorKind::AddrInUse => Err(PinError::Busy {
+                holder: UnixStream::connect_addr(&address).map_or_else(
+                    |_| "a process this one cannot see".to_owned(),
+                    |stream| holder(&stream),
+                ),
+            }),
+            Err(error) => Err(PinError::Lock(error)),
+        }
+    }
+}
+
+/// The `run --pin` serving this namespace's standing filter now, if any, as "pid N: command".
+pub fn serving_process() -> Option<String> {
+    let address = SocketAddr::from_abstract_name(LOCK_NAME).ok()?;
+    let stream = UnixStream::connect_addr(&address).ok()?;
+    Some(holder(&stream))
+}
+
+/// The process listening on the lock `stream` is connected to, as "pid N: command".
+fn holder(stream: &UnixStream) -> String {
+    let mut credentials = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `credentials` and `len` are valid for writes of their sizes during the call.
+    let result = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut credentials).cast(),
+            &raw mut len,
+        )
+    };
+    if result < 0 || credentials.pid == 0 {
+        return "a process this one cannot see".to_owned();
+    }
+    let pid = credentials.pid;
+    match fs::read_to_string(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) if !cmdline.is_empty() => {
+            format!(
+                "pid {pid}: {}",
+                cmdline.trim_end_matches('\0').replace('\0', " ")
+            )
+        }
+        _ => format!("pid {pid}"),
+    }
+}

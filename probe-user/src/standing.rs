@@ -1,0 +1,155 @@
+//! The standing filter without serving it: `detach` removes it, of all or of some interfaces;
+//! `status` reads it through [`crate::session::Session::observe`].
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use crate::{
+    interfaces::Interfaces,
+    pins::{PinDir, PinError, PinLock},
+    privileges,
+    probe::{Probe, ProbeError},
+    report::Totals,
+    select::{NamePatterns, SelectError},
+    session::SessionError,
+};
+
+/// An interface `detach` took the standing filter off, or whose pins it cleared because the
+/// interface is gone.
+#[derive(Debug)]
+pub struct DetachedInterface {
+    pub name: String,
+    pub ifindex: u32,
+    pub totals: Totals,
+}
+
+/// What `detach` did.
+#[derive(Debug)]
+pub struct Detached {
+    pub dir: PathBuf,
+    pub detached: Vec<DetachedInterface>,
+    /// Interfaces that no longer exist, whose pins were cleared.
+    pub gone: Vec<DetachedInterface>,
+    /// Interfaces the standing filter still serves.
+    pub remaining: Vec<String>,
+    /// Whether the whole directory went: nothing was left in it, or it was from an
+    /// incompatible version.
+    pub removed_dir: bool,
+}
+
+/// Takes the standing filter off the interfaces `patterns` name (literal names or shell-style
+/// patterns; all of them when empty) and clears the pins of interfaces that are gone. `None`
+/// when nothing is pinned in this namespace.
+pub fn detach(patterns: &[String]) -> Result<Option<Detached>, SessionError> {
+    if let Some(missing) = privileges::missing_to_read() {
+        return Err(SessionError::Privileges(missing));
+    }
+    let _lock = PinLock::take()?;
+    let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
+    let standing = match dir.standing() {
+        Ok(Some(standing)) => standing,
+        Ok(None) => {
+            // Nothing complete: whatever is there cannot filter anything.
+            let existed = dir.path.exists();
+            dir.remove().map_err(|error| access(&dir, error))?;
+            return Ok(existed.then(|| Detached {
+                dir: dir.path.clone(),
+                detached: Vec::new(),
+                gone: Vec::new(),
+                remaining: Vec::new(),
+                removed_dir: true,
+            }));
+        }
+        Err(PinError::Incompatible { .. }) if patterns.is_empty() => {
+            dir.remove().map_err(|error| access(&dir, error))?;
+            return Ok(Some(Detached {
+                dir: dir.path.clone(),
+                detached: Vec::new(),
+                gone: Vec::new(),
+                remaining: Vec::new(),
+                removed_dir: true,
+            }));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let path = dir.path.clone();
+    let (mut probe, gone) = Probe::read_standing(dir.clone(), standing.capacity).map_err(adopt)?;
+    let names: BTreeMap<u32, String> = Interfaces::connect()?
+        .list()?
+        .into_iter()
+        .map(|interface| (interface.ifindex, interface.name))
+        .collect();
+    let served: Vec<(u32, String)> = probe
+        .served()
+        .map(|(ifindex, _)| {
+            let name = names
+                .get(&ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("ifindex {ifindex}"));
+            (ifindex, name)
+        })
+        .collect();
+    let chosen: Vec<&(u32, String)> = if patterns.is_empty() {
+        served.iter().collect()
+    } else {
+        let patterns = NamePatterns::new(patterns, "--iface")?;
+        let names = served.iter().map(|(_, name)| name.as_str());
+        if let Some(unknown) = patterns.unknown_literal(names.clone()) {
+            return Err(SelectError::NotPinned {
+                name: unknown.to_owned(),
+                served: names.collect::<Vec<_>>().join(", "),
+            }
+            .into());
+        }
+        served
+            .iter()
+            .filter(|(_, name)| patterns.matches(name))
+            .collect()
+    };
+    let mut detached = Vec::new();
+    for (ifindex, name) in &chosen {
+        let counters = probe.release(*ifindex).map_err(adopt)?;
+        detached.push(DetachedInterface {
+            name: name.clone(),
+            ifindex: *ifindex,
+            totals: Totals::of(&counters),
+        });
+    }
+    let mut cleared = Vec::new();
+    for gone in gone {
+        probe.clear_gone(&gone).map_err(adopt)?;
+        cleared.push(DetachedInterface {
+            name: gone.name.clone(),
+            ifindex: gone.ifindex,
+            totals: Totals::of(&gone.counters),
+        });
+    }
+    let remaining: Vec<String> = served
+        .iter()
+        .filter(|served| !chosen.contains(served))
+        .map(|(_, name)| name.clone())
+        .collect();
+    drop(probe);
+    let removed_dir = remaining.is_empty();
+    if removed_dir {
+        dir.remove().map_err(|error| access(&dir, error))?;
+    }
+    Ok(Some(Detached {
+        dir: path,
+        detached,
+        gone: cleared,
+        remaining,
+        removed_dir,
+    }))
+}
+
+fn access(dir: &PinDir, error: std::io::Error) -> SessionError {
+    SessionError::Pin(PinError::Access {
+        what: "remove",
+        path: dir.path.clone(),
+        error,
+    })
+}
+
+fn adopt(error: ProbeError) -> SessionError {
+    SessionError::Adopt(Box::new(error))
+}

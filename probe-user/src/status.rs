@@ -1,0 +1,153 @@
+//! `localnet-probe status`: the standing filter as pinned, read without attaching anything.
+
+use std::{
+    io::{self, IsTerminal as _, Write as _},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use probe_user::{
+    pins,
+    report::{Report, StandingReport},
+    session::{Session, Snapshot, UnservedInterface, unserved_interfaces},
+};
+use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::run::{interval_seconds, table};
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Write JSON (one object per reading) even on a terminal (the default when stdout is not
+    /// one).
+    #[arg(long)]
+    json: bool,
+    /// Read again every --interval until Ctrl-C, SIGTERM or SIGHUP.
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between readings with --watch (0.01 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = interval_seconds,
+          allow_negative_numbers = true)]
+    interval: f64,
+}
+
+/// What `status` writes when no standing filter is pinned.
+#[derive(Serialize)]
+struct NothingPinned<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: f64,
+    standing_filter: Option<StandingReport>,
+    interfaces: &'a [UnservedInterface],
+}
+
+pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let json = args.json || !io::stdout().is_terminal();
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(args.interval));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut previous: Option<Snapshot> = None;
+    let mut stdout = io::stdout().lock();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => break,
+        }
+        let view = match Session::observe()? {
+            Ok((mut session, standing)) => {
+                let snapshot = session.snapshot()?;
+                let pinned_for = SystemTime::now()
+                    .duration_since(UNIX_EPOCH + Duration::from_secs(standing.pinned_at))
+                    .unwrap_or_default();
+                let mut report = Report::new(&snapshot, previous.as_ref(), pinned_for, false);
+                report.kind = "status";
+                let directory = session
+                    .standing_dir()
+                    .map(|dir| dir.path.display().to_string())
+                    .unwrap_or_default();
+                let served_by = pins::serving_process();
+                let state = match &served_by {
+                    Some(process) => format!("standing filter in {directory}, served by {process}"),
+                    None => format!(
+                        "standing filter in {directory}, no process serving it (filtering and \
+                         counting go on, without samples)"
+                    ),
+                };
+                report.standing_filter = Some(StandingReport {
+                    directory,
+                    pinned_at: standing.pinned_at,
+                    served_by,
+                });
+                previous = Some(snapshot);
+                render_report(&report, &state, json, args.watch)
+            }
+            Err(dir) => {
+                previous = None;
+                let interfaces = unserved_interfaces()?;
+                render_nothing(
+                    &interfaces,
+                    &dir.path.display().to_string(),
+                    json,
+                    args.watch,
+                )
+            }
+        };
+        if let Err(error) = stdout.write_all(&view).and_then(|()| stdout.flush()) {
+            if error.kind() == io::ErrorKind::BrokenPipe {
+                break;
+            }
+            return Err(error).context("cannot write to stdout");
+        }
+        if !args.watch {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn render_report(report: &Report, state: &str, json: bool, watch: bool) -> Vec<u8> {
+    if json {
+        return json_line(report);
+    }
+    let view = table::render(report, state, &Default::default(), None);
+    if watch {
+        table::redraw(&view)
+    } else {
+        view.into()
+    }
+}
+
+fn render_nothing(
+    interfaces: &[UnservedInterface],
+    directory: &str,
+    json: bool,
+    watch: bool,
+) -> Vec<u8> {
+    if json {
+        return json_line(&NothingPinned {
+            kind: "status",
+            timestamp: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
+            standing_filter: None,
+            interfaces,
+        });
+    }
+    let view = table::render_unserved(interfaces, directory);
+    if watch {
+        table::redraw(&view)
+    } else {
+        view.into()
+    }
+}
+
+fn json_line(value: &impl Serialize) -> Vec<u8> {
+    let mut line = serde_json::to_vec(value).expect("reports serialize");
+    line.push(b'\n');
+    line
+}
