@@ -403,3 +403,39 @@ fn an_interface_beyond_the_counter_maps_room_waits_for_a_free_slot() {
     assert_eq!(stderr.matches(said).count(), 1, "said once: {stderr}");
     stop_cleanly(probe, &hosts);
 }
+
+/// With --pin, an interface attached after start is pinned like the others: it stays filtered
+/// and counted after the CLI exits, `status` shows it, and `detach` removes it.
+#[test]
+fn with_pin_an_interface_that_appears_is_pinned_too() {
+    testbed::skip_unless_root!();
+    let hosts = Hosts::new("hp-pin");
+    let probe = ProbeProcess::start_pinned(PROBE, &hosts.probe, &["--drop", "--iface", "hp*"]);
+    probe.wait_ready();
+    hosts.add_pair("hp0");
+    time_to_attach(&hosts.probe, "hp0");
+    hosts.set_up("hp0");
+    let stderr = probe.stderr();
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}; stderr: {stderr}");
+    assert!(hosts.probe.has_xdp("hp0"), "the filter stays attached");
+    hosts.send("hp0", 5);
+    let run = |args: &[&str]| {
+        let output = hosts
+            .probe
+            .command(PROBE)
+            .args(args)
+            .output()
+            .expect("run localnet-probe");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        (output.stdout, stderr)
+    };
+    let (shown, _) = run(&["status", "--json"]);
+    let shown: Value = serde_json::from_slice(&shown).expect("status writes JSON");
+    assert_eq!(testbed::interface(&shown, "hp0")["packets_dropped"], 5);
+    let (_, said) = run(&["detach"]);
+    assert!(said.contains("detached from hp0"), "{said}");
+    assert!(!hosts.any_xdp(), "nothing stays attached");
+    assert!(!hosts.probe.pin_dir().exists(), "nothing stays pinned");
+}
