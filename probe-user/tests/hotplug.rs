@@ -280,6 +280,10 @@ fn a_pattern_serves_interfaces_as_they_appear_change_and_go() {
         line.contains("was removed; its final counts")
     });
     assert_eq!(stderr.matches("attached to hp").count(), 25, "{stderr}");
+    assert!(
+        stderr.contains("no interface matches --iface 'hp*' yet; waiting for one to appear"),
+        "{stderr}"
+    );
 
     latencies.sort_unstable();
     println!(

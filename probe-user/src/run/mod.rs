@@ -19,7 +19,7 @@ use probe_user::{
     probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
     report::Report,
     samples::SampleRing,
-    select::{NamePattern, Selection},
+    select::{NamePattern, Selection, Skipped},
     session::{AttachedInterface, Session, SessionError, SessionOptions},
 };
 use tokio::{
@@ -223,7 +223,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         drop_all: args.drop,
         drop_on: args.drop_on,
     };
-    let waits_for_patterns = selection.has_patterns();
+    // Said when nothing matches them at start.
+    let patterns: Vec<String> = selection
+        .ifaces
+        .iter()
+        .filter(|pattern| matches!(pattern, NamePattern::Glob(_)))
+        .map(|pattern| format!("'{pattern}'"))
+        .collect();
     let options = SessionOptions {
         selection,
         xdp_mode: args.xdp_mode.into(),
@@ -254,12 +260,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     for note in &started.notes {
         tracing::warn!("{note}");
     }
-    for skipped in &started.skipped {
-        tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
-    }
+    say_left_out(&started.skipped);
     say_attached(&started.attached);
-    if started.attached.is_empty() && waits_for_patterns {
-        tracing::info!("no interface matches --iface yet; waiting for one to appear");
+    if started.attached.is_empty() && !patterns.is_empty() {
+        tracing::info!(
+            "no interface matches --iface {} yet; waiting for one to appear",
+            patterns.join(", ")
+        );
     }
     if let Some(dir) = &started.pinned_in {
         tracing::info!(
@@ -363,9 +370,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             changed = links.changed() => {
                 changed.context("cannot watch the interfaces for changes")?;
                 let followed = session.follow_links()?;
-                for skipped in &followed.skipped {
-                    tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
-                }
+                say_left_out(&followed.skipped);
                 for refusal in &followed.refused {
                     tracing::warn!("{refusal}");
                 }
@@ -439,6 +444,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+fn say_left_out(skipped: &[Skipped]) {
+    for skipped in skipped {
+        tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
+    }
 }
 
 /// Says what was attached or taken over, and where auto mode fell back to generic XDP.
