@@ -5,6 +5,7 @@
 mod bpffs;
 mod counter_map;
 pub mod interfaces;
+pub mod link_events;
 mod map_batch;
 pub mod metrics;
 pub mod occupant;

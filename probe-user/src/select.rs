@@ -1,4 +1,8 @@
-//! Which interfaces a probe serves, and in which mode, from names given on the command line.
+//! Which interfaces a probe serves, and in which mode, from the names and shell-style patterns
+//! given on the command line: once at start ([`select`]), then again for the interfaces that
+//! appear or change later ([`select_new`]).
+
+use std::{collections::BTreeSet, fmt, str::FromStr};
 
 use probe_common::Mode;
 use thiserror::Error;
@@ -8,16 +12,109 @@ use crate::{
     probe::Program,
 };
 
+/// An interface name as given to `--iface`, `--exclude` or `--drop-on`: a literal name, or a
+/// shell-style pattern when it has `*`, `?` or `[`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamePattern {
+    Name(String),
+    Glob(glob::Pattern),
+}
+
+impl NamePattern {
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            Self::Name(literal) => literal == name,
+            Self::Glob(pattern) => pattern.matches(name),
+        }
+    }
+
+    const fn is_glob(&self) -> bool {
+        matches!(self, Self::Glob(_))
+    }
+
+    fn name(&self) -> Option<&str> {
+        match self {
+            Self::Name(name) => Some(name),
+            Self::Glob(_) => None,
+        }
+    }
+}
+
+impl FromStr for NamePattern {
+    type Err = glob::PatternError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.contains(['*', '?', '[']) {
+            glob::Pattern::new(value).map(Self::Glob)
+        } else {
+            Ok(Self::Name(value.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for NamePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(name) => f.write_str(name),
+            Self::Glob(pattern) => f.write_str(pattern.as_str()),
+        }
+    }
+}
+
+/// Interface names given to a flag as plain strings, each a name or a pattern.
+#[derive(Debug)]
+pub struct NamePatterns(Vec<NamePattern>);
+
+impl NamePatterns {
+    pub fn new(values: &[String], flag: &'static str) -> Result<Self, SelectError> {
+        values
+            .iter()
+            .map(|value| {
+                value
+                    .parse()
+                    .map_err(|error: glob::PatternError| SelectError::BadPattern {
+                        pattern: value.clone(),
+                        flag,
+                        reason: error.msg.to_owned(),
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// The first literal name that is not among `names`.
+    pub fn unknown_literal<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str> + Clone,
+    ) -> Option<&str> {
+        self.0
+            .iter()
+            .filter_map(NamePattern::name)
+            .find(|literal| !names.clone().any(|name| name == *literal))
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.iter().any(|pattern| pattern.matches(name))
+    }
+}
+
 /// What the user asked for.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
-    /// Interfaces to serve; empty means every eligible one.
-    pub ifaces: Vec<String>,
-    pub exclude: Vec<String>,
+    /// Interfaces to serve; empty means every eligible one that is up.
+    pub ifaces: Vec<NamePattern>,
+    pub exclude: Vec<NamePattern>,
     /// Drop on every selected interface.
     pub drop_all: bool,
-    /// Drop on these; monitor the rest.
-    pub drop_on: Vec<String>,
+    /// Drop on the selected interfaces these match; monitor the rest.
+    pub drop_on: Vec<NamePattern>,
+}
+
+impl Selection {
+    /// Whether `--iface` has a pattern, which may match interfaces that appear later.
+    pub fn has_patterns(&self) -> bool {
+        self.ifaces.iter().any(NamePattern::is_glob)
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -44,7 +141,7 @@ pub enum SelectError {
     DropOnSkipped { name: String, reason: String },
     #[error(
         "no interface selected: none is up besides loopback, or --exclude left none; name one \
-         with --iface"
+         with --iface, or give a pattern such as --iface 'eth*' to wait for one"
     )]
     Empty,
     #[error("no interface selected: every one given to --iface is also given to --exclude")]
@@ -71,11 +168,52 @@ pub struct Chosen {
     pub program: Program,
 }
 
-/// An interface the default selection leaves out, and why; said once at start.
+/// An interface the selection leaves out, and why; said once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
+    pub ifindex: u32,
     pub name: String,
-    pub reason: String,
+    pub reason: LeftOut,
+}
+
+/// Why an interface that the selection asks for is not served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeftOut {
+    Loopback,
+    Unsupported {
+        link_type: u16,
+    },
+    Ifb,
+    /// It is stacked on this served device, where its frames arrive first.
+    StackedOn(String),
+    /// This served device is stacked on it (a bridge or bond it became a port of), and its
+    /// frames reach the stack through that device.
+    Beneath(String),
+}
+
+impl fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Loopback => {
+                f.write_str("it is the loopback interface, where loopback addresses belong")
+            }
+            Self::Unsupported { link_type } => write!(
+                f,
+                "link type {link_type} frames start with neither an Ethernet nor an IP header"
+            ),
+            Self::Ifb => f.write_str("an ifb device carries copies of other interfaces' frames"),
+            Self::StackedOn(lower) => write!(
+                f,
+                "its frames arrive on {lower}, where they are counted (name both with --iface to \
+                 count them twice)"
+            ),
+            Self::Beneath(upper) => write!(
+                f,
+                "its frames reach the stack through {upper}, where they are counted (name both \
+                 with --iface to count them twice)"
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -92,23 +230,30 @@ const fn program_for(framing: Framing) -> Option<Program> {
     }
 }
 
-/// Applies `selection` to the interfaces of this namespace.
+/// Applies `selection` to the interfaces of this namespace at start.
 ///
-/// By default every interface that is up is served except loopback, devices whose frames no
-/// program can read, ifb devices (they carry copies of other interfaces' traffic) and devices
-/// stacked on a served one (a macvlan or VLAN child, a bridge or bond master): their frames are
-/// seen, counted and dropped on the device they arrive on, so serving both would count them
-/// twice. Named interfaces are served whatever they are, except loopback and unreadable ones.
+/// Without `--iface`, every interface that is up is served except loopback, devices whose
+/// frames no program can read, ifb devices (they carry copies of other interfaces' traffic) and
+/// devices stacked on a served one (a macvlan or VLAN child, a bridge or bond master): their
+/// frames are seen, counted and dropped on the device they arrive on, so serving both would
+/// count them twice. A pattern given to `--iface` applies the same rules to the interfaces it
+/// matches, up or not. Interfaces named literally are served whatever they are, except loopback
+/// and unreadable ones, which are errors, as are literal names that do not exist. An empty
+/// selection is an error unless `--iface` has a pattern, which may match interfaces later.
 pub fn select(all: &[Interface], selection: &Selection) -> Result<Selected, SelectError> {
-    let known = |name: &str| all.iter().find(|interface| interface.name == name);
-    for (names, flag) in [
+    let known = |name: &str| all.iter().any(|interface| interface.name == name);
+    for (patterns, flag) in [
         (&selection.ifaces, "--iface"),
         (&selection.exclude, "--exclude"),
         (&selection.drop_on, "--drop-on"),
     ] {
-        if let Some(name) = names.iter().find(|name| known(name).is_none()) {
+        if let Some(name) = patterns
+            .iter()
+            .filter_map(NamePattern::name)
+            .find(|name| !known(name))
+        {
             return Err(SelectError::Unknown {
-                name: name.clone(),
+                name: name.to_owned(),
                 flag,
                 known: all
                     .iter()
@@ -119,96 +264,33 @@ pub fn select(all: &[Interface], selection: &Selection) -> Result<Selected, Sele
         }
     }
 
-    let mut skipped = Vec::new();
-    let mut candidates: Vec<&Interface> = Vec::new();
-    if selection.ifaces.is_empty() {
-        for interface in all.iter().filter(|i| i.up && !i.loopback) {
-            if let Framing::Unsupported(link_type) = interface.framing {
-                skipped.push(Skipped {
-                    name: interface.name.clone(),
-                    reason: format!(
-                        "link type {link_type} frames start with neither an Ethernet nor an IP \
-                         header"
-                    ),
-                });
-            } else if interface.kind.as_deref() == Some("ifb") {
-                skipped.push(Skipped {
-                    name: interface.name.clone(),
-                    reason: "an ifb device carries copies of other interfaces' frames".to_owned(),
-                });
-            } else {
-                candidates.push(interface);
-            }
-        }
-    } else {
-        for name in &selection.ifaces {
-            let interface = known(name).expect("checked above");
-            if interface.loopback {
-                return Err(SelectError::Loopback(name.clone()));
-            }
-            if let Framing::Unsupported(link_type) = interface.framing {
-                return Err(SelectError::Unsupported {
-                    name: name.clone(),
-                    link_type,
-                });
-            }
-            if !candidates.contains(&interface) {
-                candidates.push(interface);
-            }
-        }
-    }
-    candidates.retain(|interface| !selection.exclude.contains(&interface.name));
-    if selection.ifaces.is_empty() {
-        let stacked: Vec<(usize, &Interface)> = candidates
-            .iter()
-            .enumerate()
-            .filter_map(|(index, interface)| {
-                let lower = candidates
-                    .iter()
-                    .find(|lower| interface.is_stacked_on(lower))?;
-                Some((index, *lower))
-            })
-            .collect();
-        for (index, lower) in stacked.into_iter().rev() {
-            let interface = candidates.remove(index);
-            skipped.push(Skipped {
-                name: interface.name.clone(),
-                reason: format!(
-                    "its frames arrive on {}, where they are counted (name both with --iface to \
-                     count them twice)",
-                    lower.name
-                ),
-            });
-        }
-    }
-
-    let chosen: Vec<Chosen> = candidates
-        .into_iter()
-        .map(|interface| Chosen {
-            ifindex: interface.ifindex,
-            name: interface.name.clone(),
-            mode: if selection.drop_all || selection.drop_on.contains(&interface.name) {
-                Mode::Drop
-            } else {
-                Mode::Monitor
+    let choice = choose(all, selection, &BTreeSet::new());
+    if let Some(unfit) = choice.unfit.into_iter().next() {
+        return Err(match unfit.reason {
+            LeftOut::Unsupported { link_type } => SelectError::Unsupported {
+                name: unfit.name,
+                link_type,
             },
-            program: program_for(interface.framing).expect("unsupported ones are left out"),
-        })
-        .collect();
+            // A named interface is only ever unfit for being loopback or unreadable.
+            _ => SelectError::Loopback(unfit.name),
+        });
+    }
+    let Selected { chosen, skipped } = choice.selected;
     if let Some(name) = selection
         .drop_on
         .iter()
-        .find(|name| !chosen.iter().any(|chosen| &chosen.name == *name))
+        .filter_map(NamePattern::name)
+        .find(|name| !chosen.iter().any(|chosen| chosen.name == *name))
     {
-        return Err(match skipped.iter().find(|skipped| &skipped.name == name) {
+        return Err(match skipped.iter().find(|skipped| skipped.name == name) {
             Some(skipped) => SelectError::DropOnSkipped {
-                name: name.clone(),
-                reason: skipped.reason.clone(),
+                name: name.to_owned(),
+                reason: skipped.reason.to_string(),
             },
-            None => SelectError::DropOnUnselected(name.clone()),
+            None => SelectError::DropOnUnselected(name.to_owned()),
         });
     }
-    if chosen.is_empty() {
+    if chosen.is_empty() && !selection.has_patterns() {
         return Err(if selection.ifaces.is_empty() {
             SelectError::Empty
         } else {
@@ -218,47 +300,105 @@ pub fn select(all: &[Interface], selection: &Selection) -> Result<Selected, Sele
     Ok(Selected { chosen, skipped })
 }
 
-/// Interface names given to a flag: literal names and shell-style patterns (`*`, `?`, `[…]`).
-#[derive(Debug)]
-pub struct NamePatterns {
-    literals: Vec<String>,
-    patterns: Vec<glob::Pattern>,
+/// Applies `selection` to the interfaces not served yet, for interfaces that appeared, came up or
+/// were renamed since start; `served` are the ones served now. Nothing here is an error: an
+/// interface that cannot be served is left out, with the reason. One stacked on a served
+/// device, or beneath one (a new port of a served bridge), is left out unless named literally.
+pub fn select_new(all: &[Interface], selection: &Selection, served: &BTreeSet<u32>) -> Selected {
+    let mut choice = choose(all, selection, served);
+    choice.selected.skipped.append(&mut choice.unfit);
+    choice.selected
 }
 
-impl NamePatterns {
-    pub fn new(values: &[String], flag: &'static str) -> Result<Self, SelectError> {
-        let mut literals = Vec::new();
-        let mut patterns = Vec::new();
-        for value in values {
-            if value.contains(['*', '?', '[']) {
-                patterns.push(glob::Pattern::new(value).map_err(|error| {
-                    SelectError::BadPattern {
-                        pattern: value.clone(),
-                        flag,
-                        reason: error.msg.to_owned(),
-                    }
-                })?);
-            } else {
-                literals.push(value.clone());
-            }
+struct Choice {
+    selected: Selected,
+    /// Interfaces named literally that cannot be served.
+    unfit: Vec<Skipped>,
+}
+
+fn choose(all: &[Interface], selection: &Selection, served: &BTreeSet<u32>) -> Choice {
+    let skip = |interface: &Interface, reason| Skipped {
+        ifindex: interface.ifindex,
+        name: interface.name.clone(),
+        reason,
+    };
+    let mut skipped = Vec::new();
+    let mut unfit = Vec::new();
+    // With whether each was named literally.
+    let mut candidates: Vec<(&Interface, bool)> = Vec::new();
+    for interface in all.iter().filter(|i| !served.contains(&i.ifindex)) {
+        let name = interface.name.as_str();
+        let asked = if selection.ifaces.is_empty() {
+            interface.up && !interface.loopback
+        } else {
+            selection.ifaces.iter().any(|pattern| pattern.matches(name))
+        };
+        if !asked
+            || selection
+                .exclude
+                .iter()
+                .any(|pattern| pattern.matches(name))
+        {
+            continue;
         }
-        Ok(Self { literals, patterns })
-    }
-
-    /// The first literal name that is not among `names`.
-    pub fn unknown_literal<'a>(
-        &self,
-        names: impl Iterator<Item = &'a str> + Clone,
-    ) -> Option<&str> {
-        self.literals
+        let named = selection
+            .ifaces
             .iter()
-            .find(|literal| !names.clone().any(|name| name == literal.as_str()))
-            .map(String::as_str)
+            .any(|pattern| pattern.name() == Some(name));
+        let reason = match interface.framing {
+            _ if interface.loopback => Some(LeftOut::Loopback),
+            Framing::Unsupported(link_type) => Some(LeftOut::Unsupported { link_type }),
+            _ if !named && interface.kind.as_deref() == Some("ifb") => Some(LeftOut::Ifb),
+            _ => None,
+        };
+        match reason {
+            Some(reason) if named => unfit.push(skip(interface, reason)),
+            Some(reason) => skipped.push(skip(interface, reason)),
+            None => candidates.push((interface, named)),
+        }
     }
 
-    pub fn matches(&self, name: &str) -> bool {
-        self.literals.iter().any(|literal| literal == name)
-            || self.patterns.iter().any(|pattern| pattern.matches(name))
+    let served: Vec<&Interface> = all
+        .iter()
+        .filter(|interface| served.contains(&interface.ifindex))
+        .collect();
+    let sharing: Vec<Option<LeftOut>> = candidates
+        .iter()
+        .map(|(interface, named)| {
+            if *named {
+                return None;
+            }
+            let mut lowers = candidates.iter().map(|(lower, _)| lower).chain(&served);
+            if let Some(lower) = lowers.find(|lower| interface.is_stacked_on(lower)) {
+                return Some(LeftOut::StackedOn(lower.name.clone()));
+            }
+            served
+                .iter()
+                .find(|upper| upper.is_stacked_on(interface))
+                .map(|upper| LeftOut::Beneath(upper.name.clone()))
+        })
+        .collect();
+    let mut chosen = Vec::new();
+    for ((interface, _), sharing) in candidates.into_iter().zip(sharing) {
+        if let Some(reason) = sharing {
+            skipped.push(skip(interface, reason));
+            continue;
+        }
+        let drop = selection.drop_all
+            || selection
+                .drop_on
+                .iter()
+                .any(|pattern| pattern.matches(&interface.name));
+        chosen.push(Chosen {
+            ifindex: interface.ifindex,
+            name: interface.name.clone(),
+            mode: if drop { Mode::Drop } else { Mode::Monitor },
+            program: program_for(interface.framing).expect("unsupported ones are left out"),
+        });
+    }
+    Choice {
+        selected: Selected { chosen, skipped },
+        unfit,
     }
 }
 
@@ -291,13 +431,24 @@ mod tests {
     }
 
     fn selection(ifaces: &[&str], exclude: &[&str], drop_all: bool, drop_on: &[&str]) -> Selection {
-        let owned = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
+        let owned = |names: &[&str]| {
+            names
+                .iter()
+                .map(|name| name.parse().expect("a valid pattern"))
+                .collect()
+        };
         Selection {
             ifaces: owned(ifaces),
             exclude: owned(exclude),
             drop_all,
             drop_on: owned(drop_on),
         }
+    }
+
+    fn skipped_names(selected: &Selected) -> Vec<&str> {
+        let mut names: Vec<&str> = selected.skipped.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        names
     }
 
     fn names_and_modes(selected: &Selected) -> Vec<(&str, Mode)> {
@@ -400,6 +551,31 @@ mod tests {
 
     #[test]
     fn stacked_devices_and_ifb_are_left_out_unless_named() {
+        let all = stacked_host();
+        let selected = select(&all, &Selection::default()).unwrap();
+        assert_eq!(
+            names_and_modes(&selected),
+            [("eth0", Mode::Monitor), ("eth1", Mode::Monitor)]
+        );
+        assert_eq!(skipped_names(&selected), ["br0", "ifb0", "mv0"]);
+        // A stacked device whose lower device is excluded is served.
+        let selected = select(&all, &selection(&[], &["eth0"], false, &[])).unwrap();
+        assert!(selected.chosen.iter().any(|chosen| chosen.name == "mv0"));
+        let error = select(&all, &selection(&[], &[], false, &["mv0"])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--drop-on mv0: mv0 is left out because its frames arrive on eth0, where they are \
+             counted (name both with --iface to count them twice); drop there instead, or name \
+             mv0 with --iface too"
+        );
+        // Named, both are served.
+        let selected = select(&all, &selection(&["eth0", "mv0"], &[], false, &[])).unwrap();
+        assert_eq!(selected.chosen.len(), 2);
+    }
+
+    /// `host()` with a macvlan child mv0 on eth0, a bridge br0 with eth1 as its port, an ifb
+    /// device and the loopback interface.
+    fn stacked_host() -> Vec<Interface> {
         let mut all = host();
         all.push(Interface {
             kind: Some("macvlan".to_owned()),
@@ -415,26 +591,173 @@ mod tests {
             kind: Some("ifb".to_owned()),
             ..interface("ifb0", 7, true, false)
         });
-        let selected = select(&all, &Selection::default()).unwrap();
+        all
+    }
+
+    #[test]
+    fn values_with_glob_characters_are_patterns_and_others_literal_names() {
+        assert_eq!(
+            "eth0".parse::<NamePattern>().unwrap(),
+            NamePattern::Name("eth0".to_owned())
+        );
+        for (pattern, matching, other) in [
+            ("eth*", "eth10", "veth0"),
+            ("eth?", "eth1", "eth10"),
+            ("eth[02]", "eth2", "eth1"),
+            ("eth[!0]", "eth1", "eth0"),
+            // A name with a glob character in it, escaped.
+            ("a[*]", "a*", "ab"),
+        ] {
+            let parsed: NamePattern = pattern.parse().unwrap();
+            assert!(matches!(parsed, NamePattern::Glob(_)), "{pattern}");
+            assert_eq!(parsed.to_string(), pattern);
+            assert!(parsed.matches(matching), "{pattern} ~ {matching}");
+            assert!(!parsed.matches(other), "{pattern} !~ {other}");
+        }
+        assert!("eth[".parse::<NamePattern>().is_err());
+    }
+
+    #[test]
+    fn a_pattern_applies_the_default_rules_to_its_matches_up_or_not() {
+        let selected = select(&stacked_host(), &selection(&["*"], &[], false, &[])).unwrap();
+        // eth2 is down; mv0 arrives on eth0 and br0 on eth1.
         assert_eq!(
             names_and_modes(&selected),
-            [("eth0", Mode::Monitor), ("eth1", Mode::Monitor)]
+            [
+                ("eth0", Mode::Monitor),
+                ("eth1", Mode::Monitor),
+                ("eth2", Mode::Monitor)
+            ]
         );
-        let mut skipped: Vec<&str> = selected.skipped.iter().map(|s| s.name.as_str()).collect();
-        skipped.sort_unstable();
-        assert_eq!(skipped, ["br0", "ifb0", "mv0"]);
-        // A stacked device whose lower device is excluded is served.
-        let selected = select(&all, &selection(&[], &["eth0"], false, &[])).unwrap();
-        assert!(selected.chosen.iter().any(|chosen| chosen.name == "mv0"));
-        let error = select(&all, &selection(&[], &[], false, &["mv0"])).unwrap_err();
+        assert_eq!(skipped_names(&selected), ["br0", "ifb0", "lo", "mv0"]);
+        let reasons: Vec<String> = selected
+            .skipped
+            .iter()
+            .map(|skipped| format!("{}: {}", skipped.name, skipped.reason))
+            .collect();
+        assert!(
+            reasons.contains(
+                &"lo: it is the loopback interface, where loopback addresses belong".to_owned()
+            ),
+            "{reasons:?}"
+        );
+        let selected = select(&stacked_host(), &selection(&["eth?"], &[], false, &[])).unwrap();
+        assert_eq!(selected.chosen.len(), 3);
+        assert!(selected.skipped.is_empty(), "only what the pattern matches");
+    }
+
+    #[test]
+    fn a_literal_name_beside_a_pattern_is_served_whatever_it_is() {
+        let all = stacked_host();
+        let selected = select(&all, &selection(&["eth*", "mv0", "ifb0"], &[], false, &[])).unwrap();
+        let names: Vec<&str> = selected.chosen.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["eth0", "eth1", "eth2", "mv0", "ifb0"]);
+        // A pattern-matched child of a literally named device is left out.
+        let selected = select(&all, &selection(&["eth0", "mv*"], &[], false, &[])).unwrap();
+        assert_eq!(names_and_modes(&selected), [("eth0", Mode::Monitor)]);
         assert_eq!(
-            error.to_string(),
-            "--drop-on mv0: mv0 is left out because its frames arrive on eth0, where they are \
-             counted (name both with --iface to count them twice); drop there instead, or name \
-             mv0 with --iface too"
+            selected.skipped[0].reason,
+            LeftOut::StackedOn("eth0".to_owned())
         );
-        // Named, both are served.
-        let selected = select(&all, &selection(&["eth0", "mv0"], &[], false, &[])).unwrap();
-        assert_eq!(selected.chosen.len(), 2);
+        assert_eq!(
+            select(&all, &selection(&["eth*", "lo"], &[], false, &[])).unwrap_err(),
+            SelectError::Loopback("lo".to_owned())
+        );
+    }
+
+    #[test]
+    fn patterns_that_match_nothing_are_no_error_and_an_empty_selection_waits() {
+        let selected = select(&host(), &selection(&["hp*"], &["x*"], false, &["y*"])).unwrap();
+        assert_eq!(selected, Selected::default());
+        // The literal is excluded, the pattern matches nothing yet: waits too.
+        let selected = select(&host(), &selection(&["eth0", "hp*"], &["eth0"], false, &[]));
+        assert_eq!(selected.unwrap(), Selected::default());
+        // Without a pattern it is an error, as before.
+        let error = select(&host(), &selection(&["eth0"], &["eth0"], false, &[])).unwrap_err();
+        assert_eq!(error, SelectError::AllExcluded);
+        let down = vec![
+            interface("lo", 1, true, true),
+            interface("eth0", 2, false, false),
+        ];
+        assert_eq!(
+            select(&down, &Selection::default()).unwrap_err(),
+            SelectError::Empty
+        );
+    }
+
+    #[test]
+    fn exclude_and_drop_on_patterns_shape_the_selection() {
+        let selected =
+            select(&host(), &selection(&["eth*"], &["*2"], false, &["eth[01]"])).unwrap();
+        assert_eq!(
+            names_and_modes(&selected),
+            [("eth0", Mode::Drop), ("eth1", Mode::Drop)]
+        );
+        let selected = select(&host(), &selection(&[], &[], false, &["*1"])).unwrap();
+        assert_eq!(
+            names_and_modes(&selected),
+            [("eth0", Mode::Monitor), ("eth1", Mode::Drop)]
+        );
+        // A --drop-on pattern may match an interface that is not selected.
+        let selected = select(&host(), &selection(&["eth0"], &[], false, &["eth*"])).unwrap();
+        assert_eq!(names_and_modes(&selected), [("eth0", Mode::Drop)]);
+        // Literal names must still exist and be selected.
+        let error = select(&host(), &selection(&["eth*"], &["eth9"], false, &[])).unwrap_err();
+        assert!(matches!(
+            error,
+            SelectError::Unknown {
+                flag: "--exclude",
+                ..
+            }
+        ));
+        let error = select(&host(), &selection(&["eth0"], &[], false, &["eth1"])).unwrap_err();
+        assert_eq!(error, SelectError::DropOnUnselected("eth1".to_owned()));
+    }
+
+    #[test]
+    fn new_interfaces_are_chosen_by_the_same_rules_beside_the_served_ones() {
+        let mut all = stacked_host();
+        all.push(interface("hp0", 8, false, false));
+        all.push(interface("eth3", 9, false, false));
+        let served = BTreeSet::from([2, 3]);
+        let chosen = |selection: &Selection, all: &[Interface]| -> Vec<String> {
+            select_new(all, selection, &served)
+                .chosen
+                .into_iter()
+                .map(|chosen| chosen.name)
+                .collect()
+        };
+        // By default only the ones that are up, and never the served ones again; mv0 (on eth0)
+        // and br0 (eth1's bridge) share their frames with served devices.
+        let selected = select_new(&all, &Selection::default(), &served);
+        assert!(selected.chosen.is_empty(), "{selected:?}");
+        assert_eq!(skipped_names(&selected), ["br0", "ifb0", "mv0"]);
+        all[7].up = true;
+        assert_eq!(chosen(&Selection::default(), &all), ["hp0"]);
+        all[7].up = false;
+        // A pattern serves its matches down too.
+        assert_eq!(chosen(&selection(&["hp*"], &[], false, &[]), &all), ["hp0"]);
+        assert_eq!(
+            chosen(&selection(&["eth*"], &[], false, &[]), &all),
+            ["eth2", "eth3"]
+        );
+        // A new port of a served bridge reaches the stack through it.
+        all[7].master = Some(6);
+        let served_bridge = BTreeSet::from([6]);
+        let selected = select_new(&all, &selection(&["hp*"], &[], false, &[]), &served_bridge);
+        assert_eq!(selected.chosen, []);
+        assert_eq!(
+            selected.skipped[0].reason,
+            LeftOut::Beneath("br0".to_owned())
+        );
+        // A literal name may come back as another device, and is served; one that cannot be
+        // served is left out, not an error.
+        let selected = select_new(
+            &all,
+            &selection(&["ifb0", "lo"], &[], false, &["ifb0"]),
+            &served,
+        );
+        assert_eq!(names_and_modes(&selected), [("ifb0", Mode::Drop)]);
+        assert_eq!(selected.skipped[0].reason, LeftOut::Loopback);
     }
 }

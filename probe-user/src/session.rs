@@ -1,9 +1,13 @@
 //! A probe serving a selection of interfaces for as long as the session lives: start (select,
 //! refuse occupied interfaces, load, attach all or nothing), then one [`Snapshot`] per tick that
-//! follows each interface by ifindex through renames and removals. Dropping the session
-//! detaches everything.
+//! follows each interface by ifindex through renames and removals, and, after each link event,
+//! [`Session::follow_links`] that serves the interfaces the selection asks for since. Dropping
+//! the session detaches everything.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
 
 use probe_common::{MAX_SLOTS, Mode, SlotCounters};
 use thiserror::Error;
@@ -15,7 +19,7 @@ use crate::{
     privileges,
     probe::{Adopted, AttachedMode, LoadOptions, Probe, ProbeError, Program, XdpModeChoice},
     route_localnet::{self, RouteLocalnet},
-    select::{Chosen, SelectError, Selected, Selection, Skipped, select},
+    select::{Chosen, SelectError, Selected, Selection, Skipped, select, select_new},
 };
 
 /// Spare slots the counter map has at least, so interfaces that appear later find one.
@@ -48,7 +52,7 @@ pub enum SessionError {
     Counters(#[source] Box<ProbeError>),
     #[error("cannot refill the interfaces' sample budgets")]
     Refill(#[source] Box<ProbeError>),
-    #[error("cannot release the removed interface {name}")]
+    #[error("cannot release the counter slot of {name}")]
     Release {
         name: String,
         #[source]
@@ -111,6 +115,24 @@ pub struct AttachedInterface {
     pub adopted: bool,
 }
 
+/// What [`Session::follow_links`] did that is news, to tell the user.
+#[derive(Debug, Default)]
+pub struct Followed {
+    pub attached: Vec<AttachedInterface>,
+    /// Interfaces the selection leaves out, each said once (and again if the reason changes).
+    pub skipped: Vec<Skipped>,
+    /// Why an interface the selection asks for could not be attached, one sentence each, said
+    /// once per reason; it is tried again at each call.
+    pub refused: Vec<String>,
+}
+
+/// What was last said about an interface that is not served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Unserved {
+    Skipped(Skipped),
+    Refused(String),
+}
+
 /// An interface the session serves, as last seen.
 #[derive(Clone, Debug)]
 struct Served {
@@ -153,6 +175,9 @@ pub struct InterfaceSnapshot {
 pub struct Session {
     probe: Probe,
     interfaces: Interfaces,
+    /// What [`Session::follow_links`] serves, with the XDP mode to attach in.
+    selection: Selection,
+    xdp_mode: XdpModeChoice,
     served: BTreeMap<u32, Served>,
     removed_totals: SlotCounters,
     /// Removed interfaces not yet reported by a snapshot.
@@ -161,6 +186,8 @@ pub struct Session {
     read_only: bool,
     /// Held by the session serving the standing filter.
     _pin_lock: Option<PinLock>,
+    /// What was last said about each interface here that is not served.
+    told: BTreeMap<u32, Unserved>,
 }
 
 impl Session {
@@ -228,14 +255,20 @@ impl Session {
         let mut session = Self {
             probe,
             interfaces,
+            selection: options.selection,
+            xdp_mode: options.xdp_mode,
             served: BTreeMap::new(),
             removed_totals: SlotCounters::default(),
             pending_removed: Vec::new(),
             read_only: false,
             _pin_lock: pin_lock,
+            told: selected
+                .skipped
+                .iter()
+                .map(|skipped| (skipped.ifindex, Unserved::Skipped(skipped.clone())))
+                .collect(),
         };
-        let attached = match session.serve_at_start(&all, &selected, adopted, &options, &mut notes)
-        {
+        let attached = match session.serve_at_start(&all, &selected, adopted, &mut notes) {
             Ok(attached) => attached,
             Err(error) => {
                 // A standing filter pinned by this start that attached nothing is not left.
@@ -263,7 +296,6 @@ impl Session {
         all: &[Interface],
         selected: &Selected,
         adopted: Vec<Adopted>,
-        options: &SessionOptions,
         notes: &mut Vec<String>,
     ) -> Result<Vec<AttachedInterface>, SessionError> {
         // Refused before anything changes: the standing filter's interfaces keep their modes
@@ -352,46 +384,8 @@ impl Session {
             .filter(|chosen| !self.served.contains_key(&chosen.ifindex))
             .collect();
         for chosen in &new {
-            let attach_error = |source| SessionError::Attach {
-                name: chosen.name.clone(),
-                source: Box::new(source),
-            };
-            self.probe
-                .configure(chosen.ifindex, chosen.mode)
-                .map_err(attach_error)?;
-            let result = match self
-                .probe
-                .attach(chosen.ifindex, chosen.program, options.xdp_mode)
-            {
-                Ok(result) => result,
-                // Another program arrived since the check above (another probe starting at the
-                // same time): say whose, as the check would have.
-                Err(error @ ProbeError::Occupied(_)) => {
-                    let now = self.interfaces.list()?;
-                    let interface = now.iter().find(|i| i.ifindex == chosen.ifindex);
-                    return Err(match interface.and_then(Occupant::of) {
-                        Some(occupant) => SessionError::Occupied(Box::new(occupant)),
-                        None => attach_error(error),
-                    });
-                }
-                Err(error) => return Err(attach_error(error)),
-            };
-            attached.push(AttachedInterface {
-                ifindex: chosen.ifindex,
-                name: chosen.name.clone(),
-                program: chosen.program,
-                mode: chosen.mode,
-                xdp_mode: result.mode,
-                native_refused: result.native_refused,
-                adopted: false,
-            });
-            self.served.insert(
-                chosen.ifindex,
-                Served {
-                    name: chosen.name.clone(),
-                    program: chosen.program,
-                },
-            );
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            attached.push(self.serve(chosen, interface, false)?);
         }
         for chosen in new {
             self.probe
@@ -404,15 +398,139 @@ impl Session {
         Ok(attached)
     }
 
-    /// Reads every served interface once: names, route_localnet and counters. An interface
-    /// renamed since is reported under its new name; one that is gone is released and reported
-    /// once in [`Snapshot::removed`].
-    pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
-        let all = self.interfaces.list()?;
-        let all_route_localnet = route_localnet::read_all().ok();
-        let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
+    /// Configures and attaches one chosen interface, and pins its link with `pin` (when the
+    /// session is a standing filter); `interface` is its entry in a listing made just before. On
+    /// an error nothing of it stays: no attachment, no pin, no counter slot.
+    fn serve(
+        &mut self,
+        chosen: &Chosen,
+        interface: Option<&Interface>,
+        pin: bool,
+    ) -> Result<AttachedInterface, SessionError> {
+        if let Some(occupant) = interface.and_then(Occupant::of) {
+            return Err(SessionError::Occupied(Box::new(occupant)));
+        }
+        let attach_error = |source| SessionError::Attach {
+            name: chosen.name.clone(),
+            source: Box::new(source),
+        };
+        self.probe
+            .configure(chosen.ifindex, chosen.mode)
+            .map_err(attach_error)?;
+        let result = match self
+            .probe
+            .attach(chosen.ifindex, chosen.program, self.xdp_mode)
+        {
+            Ok(result) => result,
+            Err(error) => {
+                self.release_slot(chosen)?;
+                // Another program arrived since the listing (another probe starting at the
+                // same time): say whose, as the check above would have.
+                if matches!(error, ProbeError::Occupied(_)) {
+                    let now = self.interfaces.list()?;
+                    let interface = now.iter().find(|i| i.ifindex == chosen.ifindex);
+                    if let Some(occupant) = interface.and_then(Occupant::of) {
+                        return Err(SessionError::Occupied(Box::new(occupant)));
+                    }
+                }
+                return Err(attach_error(error));
+            }
+        };
+        if pin && let Err(source) = self.probe.pin_link(chosen.ifindex, &chosen.name) {
+            self.release_slot(chosen)?;
+            return Err(SessionError::PinLink {
+                name: chosen.name.clone(),
+                source: Box::new(source),
+            });
+        }
+        self.served.insert(
+            chosen.ifindex,
+            Served {
+                name: chosen.name.clone(),
+                program: chosen.program,
+            },
+        );
+        Ok(AttachedInterface {
+            ifindex: chosen.ifindex,
+            name: chosen.name.clone(),
+            program: chosen.program,
+            mode: chosen.mode,
+            xdp_mode: result.mode,
+            native_refused: result.native_refused,
+            adopted: false,
+        })
+    }
 
-        let mut removed = std::mem::take(&mut self.pending_removed);
+    /// Undoes what [`Session::serve`] did to `chosen` before it failed.
+    fn release_slot(&mut self, chosen: &Chosen) -> Result<(), SessionError> {
+        self.probe
+            .release(chosen.ifindex)
+            .map(drop)
+            .map_err(|source| SessionError::Release {
+                name: chosen.name.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Follows the interfaces after a link event: releases the served ones that are gone (the
+    /// next snapshot reports them) and attaches to every interface the selection asks for now
+    /// that is not served yet, by the rules of the start, pinning its link in a standing filter.
+    /// One that cannot be attached is not an error: it is refused, and tried again at the next
+    /// call.
+    pub fn follow_links(&mut self) -> Result<Followed, SessionError> {
+        let all = self.interfaces.list()?;
+        self.follow_served(&all)?;
+        let present: BTreeSet<u32> = all.iter().map(|interface| interface.ifindex).collect();
+        self.told.retain(|ifindex, _| present.contains(ifindex));
+        let served: BTreeSet<u32> = self.served.keys().copied().collect();
+        let selected = select_new(&all, &self.selection, &served);
+        let mut followed = Followed::default();
+        for skipped in selected.skipped {
+            if self.tell(skipped.ifindex, Unserved::Skipped(skipped.clone())) {
+                followed.skipped.push(skipped);
+            }
+        }
+        for chosen in &selected.chosen {
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            let reason = match self.serve(chosen, interface, true) {
+                Ok(attached) => {
+                    self.told.remove(&chosen.ifindex);
+                    followed.attached.push(attached);
+                    continue;
+                }
+                Err(SessionError::Occupied(occupant)) => occupant.to_string(),
+                Err(SessionError::Attach { name, source }) => {
+                    format!("cannot attach to {name}: {source}")
+                }
+                Err(SessionError::PinLink { name, source }) => {
+                    format!("cannot pin the link of {name}: {source}")
+                }
+                Err(other) => return Err(other),
+            };
+            let refusal = format!(
+                "{reason}; serving the others, and trying {} again when interfaces change",
+                chosen.name
+            );
+            if self.tell(chosen.ifindex, Unserved::Refused(refusal.clone())) {
+                followed.refused.push(refusal);
+            }
+        }
+        Ok(followed)
+    }
+
+    /// Records what is said about an unserved interface; false when it was said last already.
+    fn tell(&mut self, ifindex: u32, unserved: Unserved) -> bool {
+        if self.told.get(&ifindex) == Some(&unserved) {
+            return false;
+        }
+        self.told.insert(ifindex, unserved);
+        true
+    }
+
+    /// Releases the served interfaces that are gone (a read-only session only reads their
+    /// counts), keeping them for the next snapshot, and takes the new names of renamed ones.
+    fn follow_served(&mut self, all: &[Interface]) -> Result<(), SessionError> {
+        let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
         // Gone, or replaced by a device that took its ifindex (then without our program).
         let gone: Vec<u32> = self
             .served
@@ -450,7 +568,7 @@ impl Session {
                     })?
             };
             self.removed_totals.add(&counters);
-            removed.push(InterfaceSnapshot {
+            self.pending_removed.push(InterfaceSnapshot {
                 ifindex,
                 name: served.name,
                 mode,
@@ -462,26 +580,40 @@ impl Session {
                 counters,
             });
         }
+        for (ifindex, served) in &mut self.served {
+            let name = &by_index[ifindex].name;
+            if served.name != *name {
+                served.name.clone_from(name);
+                if !self.read_only {
+                    self.probe
+                        .rename(*ifindex, name)
+                        .map_err(|source| SessionError::PinLink {
+                            name: name.clone(),
+                            source: Box::new(source),
+                        })?;
+                }
+            }
+        }
+        Ok(())
+    }
 
+    /// Reads every served interface once: names, route_localnet and counters. An interface
+    /// renamed since is reported under its new name; one that is gone is released (if
+    /// [`Session::follow_links`] has not already) and reported once in [`Snapshot::removed`].
+    pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
+        let all = self.interfaces.list()?;
+        let all_route_localnet = route_localnet::read_all().ok();
+        self.follow_served(&all)?;
+        let removed = std::mem::take(&mut self.pending_removed);
+        let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
         let mut counters = self
             .probe
             .counters()
             .map_err(|error| SessionError::Counters(Box::new(error)))?;
         let uppers = Uppers::of(&all);
         let mut interfaces = Vec::with_capacity(self.served.len());
-        for (ifindex, served) in &mut self.served {
+        for (ifindex, served) in &self.served {
             let interface = by_index[ifindex];
-            if served.name != interface.name {
-                served.name.clone_from(&interface.name);
-                if !self.read_only {
-                    self.probe
-                        .rename(*ifindex, &interface.name)
-                        .map_err(|source| SessionError::PinLink {
-                            name: interface.name.clone(),
-                            source: Box::new(source),
-                        })?;
-                }
-            }
             let mode = self
                 .probe
                 .mode(*ifindex)
@@ -548,6 +680,9 @@ impl Session {
             pending_removed: Vec::new(),
             read_only: true,
             _pin_lock: None,
+            selection: Selection::default(),
+            xdp_mode: XdpModeChoice::Auto,
+            told: BTreeMap::new(),
         };
         for (ifindex, program) in session.probe.served() {
             let name = names

@@ -105,7 +105,10 @@ fn a_failed_start_leaves_nothing_attached_in_the_running_process() {
     let start = |ifaces: &[&str]| {
         let options = SessionOptions {
             selection: Selection {
-                ifaces: ifaces.iter().map(|name| (*name).to_owned()).collect(),
+                ifaces: ifaces
+                    .iter()
+                    .map(|name| name.parse().expect("a name"))
+                    .collect(),
                 ..Selection::default()
             },
             xdp_mode: XdpModeChoice::Native,

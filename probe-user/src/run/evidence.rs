@@ -12,7 +12,7 @@ use std::{
 use probe_common::Framing;
 use probe_user::{
     pcap::PcapWriter, probe::Program, report::EventReport, samples::SampledFrame,
-    senders::TopSenders,
+    senders::TopSenders, session::AttachedInterface,
 };
 
 use super::output::{Output, Stream};
@@ -33,7 +33,7 @@ pub(crate) enum Events {
 }
 
 /// What a program's frames start with.
-pub(crate) const fn framing(program: Program) -> Framing {
+const fn framing(program: Program) -> Framing {
     match program {
         Program::Ethernet => Framing::Ethernet,
         Program::Ip => Framing::Ip,
@@ -150,14 +150,11 @@ impl Pcap {
         Ok(pcap)
     }
 
-    /// Announces the interfaces served from the start.
-    pub(crate) fn add_interfaces(
-        &mut self,
-        interfaces: impl IntoIterator<Item = (u32, Framing, String)>,
-    ) {
-        for (ifindex, framing, name) in interfaces {
+    /// Announces the interfaces served, at start and as they are attached.
+    fn add_interfaces(&mut self, attached: &[AttachedInterface]) {
+        for attached in attached {
             self.writer
-                .add_interface(ifindex, framing, &name)
+                .add_interface(attached.ifindex, framing(attached.program), &attached.name)
                 .expect("writing to a Vec");
         }
         self.flush(&[]);
@@ -306,6 +303,13 @@ impl Evidence {
             }
         }
         Ok(json)
+    }
+
+    /// Gives the pcap, if any, an interface block for each newly attached interface.
+    pub(crate) fn add_interfaces(&mut self, attached: &[AttachedInterface]) {
+        if let (Some(pcap), false) = (&mut self.pcap, attached.is_empty()) {
+            pcap.add_interfaces(attached);
+        }
     }
 
     /// Completes when the reader of `--pcap -` goes away (once): the run goes on.

@@ -15,11 +15,12 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use probe_user::{
+    link_events::LinkEvents,
     probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
     report::Report,
     samples::SampleRing,
-    select::Selection,
-    session::{Session, SessionError, SessionOptions},
+    select::{NamePattern, Selection, Skipped},
+    session::{AttachedInterface, Session, SessionError, SessionOptions},
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -41,19 +42,22 @@ const FINAL_REPORT_PATIENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Attach to this interface (repeatable). Default: every interface that is up, except
-    /// loopback, ifb devices and devices stacked on another selected one.
+    /// Attach to this interface (repeatable), whatever it is. A shell-style pattern (`*`, `?`,
+    /// `[…]`; quote it) serves the interfaces it matches, now or when they appear, up or not,
+    /// except loopback, ifb devices and devices stacked on a served one. Default: every
+    /// interface that is up, now or when it comes up, except those.
     #[arg(long = "iface", value_name = "IF")]
-    ifaces: Vec<String>,
-    /// Leave this interface out (repeatable).
+    ifaces: Vec<NamePattern>,
+    /// Leave this interface out, or those a pattern matches (repeatable).
     #[arg(long, value_name = "IF")]
-    exclude: Vec<String>,
+    exclude: Vec<NamePattern>,
     /// Drop matched frames on every selected interface instead of only counting them.
     #[arg(long, conflicts_with = "drop_on")]
     drop: bool,
-    /// Drop matched frames on this interface (repeatable); the others are only monitored.
+    /// Drop matched frames on this interface, or on the selected ones a pattern matches
+    /// (repeatable); the others are only monitored.
     #[arg(long, value_name = "IF")]
-    drop_on: Vec<String>,
+    drop_on: Vec<NamePattern>,
     /// How to attach: native (in the driver), generic (in the stack, slower, works everywhere),
     /// or auto (native, falling back to generic with a notice).
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
@@ -203,7 +207,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         View::Table
     };
     // Before anything attaches: a path that cannot be written ends the run here.
-    let mut pcap = match &args.pcap {
+    let pcap = match &args.pcap {
         Some(path) => Some(Pcap::open(path)?),
         None => None,
     };
@@ -213,13 +217,21 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         (true, View::Table) => Some(Events::Pane),
         (true, _) => Some(Events::Stderr(Output::spawn(Stream::Stderr, 64))),
     };
+    let selection = Selection {
+        ifaces: args.ifaces,
+        exclude: args.exclude,
+        drop_all: args.drop,
+        drop_on: args.drop_on,
+    };
+    // Said when nothing matches them at start.
+    let patterns: Vec<String> = selection
+        .ifaces
+        .iter()
+        .filter(|pattern| matches!(pattern, NamePattern::Glob(_)))
+        .map(|pattern| format!("'{pattern}'"))
+        .collect();
     let options = SessionOptions {
-        selection: Selection {
-            ifaces: args.ifaces,
-            exclude: args.exclude,
-            drop_all: args.drop,
-            drop_on: args.drop_on,
-        },
+        selection,
         xdp_mode: args.xdp_mode.into(),
         verifier_log: args.verifier_log,
         sample_rate: args.sample_rate,
@@ -235,6 +247,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(address) => Some(metrics_server::bind(address).await?),
         None => None,
     };
+    // Subscribed before the interfaces are listed at start, so none that appears in between is
+    // missed.
+    let mut links = LinkEvents::subscribe().context("cannot watch the interfaces for changes")?;
     let (mut session, started) =
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
@@ -245,27 +260,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     for note in &started.notes {
         tracing::warn!("{note}");
     }
-    for skipped in &started.skipped {
-        tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
-    }
-    for attached in &started.attached {
-        if let Some(reason) = &attached.native_refused {
-            tracing::info!(
-                "{}: no native XDP here ({}); using generic XDP",
-                attached.name,
-                native_refusal(reason)
-            );
-        }
+    say_left_out(&started.skipped);
+    say_attached(&started.attached);
+    if started.attached.is_empty() && !patterns.is_empty() {
         tracing::info!(
-            "{} {} ({} XDP, {} mode)",
-            if attached.adopted {
-                "took over"
-            } else {
-                "attached to"
-            },
-            attached.name,
-            attached.xdp_mode.name(),
-            attached.mode.name()
+            "no interface matches --iface {} yet; waiting for one to appear",
+            patterns.join(", ")
         );
     }
     let pins_stay = args.pin && !started.pins_vanish;
@@ -309,15 +309,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => (None, None),
     };
 
-    if let Some(pcap) = &mut pcap {
-        pcap.add_interfaces(started.attached.iter().map(|attached| {
-            (
-                attached.ifindex,
-                evidence::framing(attached.program),
-                attached.name.clone(),
-            )
-        }));
-    }
     let mut ring = match session.take_samples() {
         Some(ring) if args.sample_rate > 0 => {
             Some(SampleRing::new(ring).context("cannot watch the sample ring buffer")?)
@@ -325,6 +316,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let mut evidence = Evidence::new(events, pcap);
+    evidence.add_interfaces(&started.attached);
     let top = usize::from(args.top.unwrap_or(DEFAULT_TOP));
     let render = |report: &Report, pane: &VecDeque<String>| -> Vec<u8> {
         match view {
@@ -381,6 +373,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 previous = Some(snapshot);
             }
             _ = refills.tick() => session.refill_sample_tokens()?,
+            changed = links.changed() => {
+                changed.context("cannot watch the interfaces for changes")?;
+                let followed = session.follow_links()?;
+                say_left_out(&followed.skipped);
+                for refusal in &followed.refused {
+                    tracing::warn!("{refusal}");
+                }
+                say_attached(&followed.attached);
+                evidence.add_interfaces(&followed.attached);
+            }
             read = next_samples(ring.as_mut(), &mut batch) => {
                 read.context("cannot read the samples")?;
                 let json = evidence.take(&batch, |ifindex| name_in(&session, ifindex))?;
@@ -450,6 +452,36 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+fn say_left_out(skipped: &[Skipped]) {
+    for skipped in skipped {
+        tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
+    }
+}
+
+/// Says what was attached or taken over, and where auto mode fell back to generic XDP.
+fn say_attached(attached: &[AttachedInterface]) {
+    for attached in attached {
+        if let Some(reason) = &attached.native_refused {
+            tracing::info!(
+                "{}: no native XDP here ({}); using generic XDP",
+                attached.name,
+                native_refusal(reason)
+            );
+        }
+        tracing::info!(
+            "{} {} ({} XDP, {} mode)",
+            if attached.adopted {
+                "took over"
+            } else {
+                "attached to"
+            },
+            attached.name,
+            attached.xdp_mode.name(),
+            attached.mode.name()
+        );
+    }
 }
 
 /// The name a sample's interface goes by.

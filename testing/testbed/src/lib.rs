@@ -389,6 +389,68 @@ impl Tun {
     }
 }
 
+/// Another tool's XDP program on an interface: two instructions that pass every frame, attached
+/// in generic mode through a BPF link this process holds. Dropping it closes the link, which
+/// detaches the program once no child process started meanwhile still holds a copy of the
+/// descriptor (they close at exec): wait for [`Netns::has_xdp`] to say so.
+pub struct ForeignXdp {
+    _program: std::os::fd::OwnedFd,
+    _link: std::os::fd::OwnedFd,
+}
+
+impl ForeignXdp {
+    /// The program's name, as the kernel shows it.
+    pub const NAME: &str = "foreign_pass";
+
+    pub fn attach(netns: &Netns, interface: &str) -> Self {
+        const BPF_PROG_LOAD: libc::c_long = 5;
+        const BPF_LINK_CREATE: libc::c_long = 28;
+        const BPF_PROG_TYPE_XDP: u32 = 6;
+        const BPF_XDP: u32 = 37;
+        const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+        // r0 = XDP_PASS; exit.
+        const PROGRAM: [u64; 2] = [0x0000_0002_0000_00b7, 0x0000_0000_0000_0095];
+        let bpf = |command: libc::c_long, attr: &mut [u8; 128]| {
+            use std::os::fd::FromRawFd as _;
+            // SAFETY: `attr` is a zeroed `union bpf_attr` of the size passed, filled in for
+            // `command`; the fd returned (close-on-exec) is owned right away.
+            let fd = unsafe {
+                libc::syscall(libc::SYS_bpf, command, attr.as_mut_ptr(), attr.len() as u32)
+            };
+            assert!(
+                fd >= 0,
+                "bpf command {command}: {}",
+                std::io::Error::last_os_error()
+            );
+            unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+        };
+        let put = |attr: &mut [u8; 128], offset: usize, bytes: &[u8]| {
+            attr[offset..offset + bytes.len()].copy_from_slice(bytes);
+        };
+        let license = c"GPL";
+        let mut load = [0; 128];
+        put(&mut load, 0, &BPF_PROG_TYPE_XDP.to_ne_bytes());
+        put(&mut load, 4, &(PROGRAM.len() as u32).to_ne_bytes());
+        put(&mut load, 8, &(PROGRAM.as_ptr() as u64).to_ne_bytes());
+        put(&mut load, 16, &(license.as_ptr() as u64).to_ne_bytes());
+        put(&mut load, 48, Self::NAME.as_bytes());
+        put(&mut load, 68, &BPF_XDP.to_ne_bytes());
+        let program = bpf(BPF_PROG_LOAD, &mut load);
+        let target = netns.enter(|| ifindex(interface));
+        let mut create = [0; 128];
+        put(&mut create, 0, &(program.as_raw_fd() as u32).to_ne_bytes());
+        put(&mut create, 4, &target.to_ne_bytes());
+        put(&mut create, 8, &BPF_XDP.to_ne_bytes());
+        put(&mut create, 12, &XDP_FLAGS_SKB_MODE.to_ne_bytes());
+        // The ifindex is looked up in the calling thread's namespace.
+        let link = netns.enter(|| bpf(BPF_LINK_CREATE, &mut create));
+        Self {
+            _program: program,
+            _link: link,
+        }
+    }
+}
+
 /// Datagrams waiting on `socket`, read until none arrives for `quiet`.
 pub fn drain(socket: &UdpSocket, quiet: Duration) -> usize {
     let mut buffer = [0; 2048];
