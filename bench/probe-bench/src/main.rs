@@ -139,6 +139,19 @@ fn private_bpffs() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `measure` gives when `wanted`, said as it starts; nothing otherwise.
+fn measured<T>(
+    wanted: bool,
+    what: &str,
+    measure: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<Option<T>> {
+    if !wanted {
+        return Ok(None);
+    }
+    eprintln!("bench: {what}");
+    measure().map(Some)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     private_bpffs()?;
@@ -153,36 +166,23 @@ fn main() -> anyhow::Result<()> {
     };
 
     let wanted = |section| args.sections.is_empty() || args.sections.contains(&section);
-    let kernel_cost = if wanted(Section::Kernel) {
-        eprintln!("bench: in-kernel cost per frame (BPF_PROG_TEST_RUN)");
-        Some(kernel_cost::measure(&plan)?)
-    } else {
-        None
-    };
-    let throughput = if wanted(Section::Veth) {
-        eprintln!("bench: veth throughput");
-        Some(throughput::measure(&plan, probe_binary)?)
-    } else {
-        None
-    };
-    let userspace = if wanted(Section::Userspace) {
-        eprintln!("bench: userspace footprint");
-        Some(userspace::measure(&plan, probe_binary)?)
-    } else {
-        None
-    };
-    let startup = if wanted(Section::Startup) {
-        eprintln!("bench: start-up time and memory");
-        Some(startup::measure(&plan, probe_binary)?)
-    } else {
-        None
-    };
-    let hotplug = if wanted(Section::Hotplug) {
-        eprintln!("bench: hot-plug latency");
-        Some(hotplug::measure(&plan, probe_binary)?)
-    } else {
-        None
-    };
+    let kernel_cost = measured(
+        wanted(Section::Kernel),
+        "in-kernel cost per frame (BPF_PROG_TEST_RUN)",
+        || kernel_cost::measure(&plan),
+    )?;
+    let throughput = measured(wanted(Section::Veth), "veth throughput", || {
+        throughput::measure(&plan, probe_binary)
+    })?;
+    let userspace = measured(wanted(Section::Userspace), "userspace footprint", || {
+        userspace::measure(&plan, probe_binary)
+    })?;
+    let startup = measured(wanted(Section::Startup), "start-up time and memory", || {
+        startup::measure(&plan, probe_binary)
+    })?;
+    let hotplug = measured(wanted(Section::Hotplug), "hot-plug latency", || {
+        hotplug::measure(&plan, probe_binary)
+    })?;
 
     let report = report::Report::new(plan, kernel_cost, throughput, userspace, startup, hotplug)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
