@@ -1,15 +1,21 @@
 //! Hot-plug: how soon `run --iface PATTERN` counts loopback frames on an interface created while
 //! it runs.
 //!
-//! The probe serves a namespace of its own; the interfaces are veth pairs created there one at a
-//! time, each matching the pattern, with the other end in a second namespace. The clock of an
-//! interface starts when the `ip link add` that creates it (up) returns: from then on it exists
-//! where the probe runs. Its peer is then set up and a loopback-addressed frame is sent from it
-//! every [`SEND_EVERY`] until a report counts one (or [`BOUND`] has passed). Once the sending has
-//! stopped and a report taken after it says how many frames were counted, those are the last
-//! ones sent — the program sees every frame from its attachment on — so the first of them is
-//! known: the latency is the time from creation to when that frame's `sendto` returned. The frame
-//! before it was sent unattached, so the attachment came within one send period before.
+//! The probe serves a namespace of its own. Each interface is one end of a veth pair made in a
+//! second namespace, where the other end stays, up, with a raw socket open on it; then one
+//! `ip link set … netns … up` moves the interface, matching the pattern, into the probe's
+//! namespace and sets it up. The interface appears there, up, during that call (moving takes the
+//! kernel milliseconds), and frames can reach it at once. From when the call returns a
+//! loopback-addressed frame is sent from the peer every [`SEND_EVERY`] until a report counts one
+//! (or [`BOUND`] has passed). Once the sending has stopped and a report made after it says how
+//! many frames were counted, those are the last ones sent — the program sees every frame from its
+//! attachment on — so the first of them is known, and when its `sendto` returned. The frame before
+//! it was sent unattached, so the attachment came within one send period before; when the first
+//! frame is counted, the program was attached before it went out, maybe during the call.
+//!
+//! The latency is taken from the start of the call, before which the interface was not there:
+//! an upper bound, by at most the call's duration, which is given too, as is the time from its
+//! return.
 
 use std::{
     net::Ipv4Addr,
@@ -29,7 +35,7 @@ pub const PATTERN: &str = "hp*";
 /// The probe's `--interval`: a report every 50 ms, so one that counts a frame comes soon.
 const INTERVAL: Duration = Duration::from_millis(50);
 /// A loopback frame goes out this often on a new interface until one is counted...
-const SEND_EVERY: Duration = Duration::from_millis(5);
+const SEND_EVERY: Duration = Duration::from_millis(1);
 /// ... for at most this long after its creation: at most `BOUND / SEND_EVERY` frames.
 const BOUND: Duration = Duration::from_secs(3);
 /// Reports read after the sending stops before the count is taken: the first may have been
@@ -52,12 +58,15 @@ pub struct Hotplug {
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Measured {
-        /// From an interface's creation to the sending of the first frame counted on it, over
-        /// the interfaces with one counted.
+        /// From the start of the call that moved an interface in to the sending of the first
+        /// frame counted on it, over the interfaces with one counted: an upper bound.
         latency_secs: Summary,
-        /// From an interface's creation to the first frame sent on it: the floor of the latency
-        /// (setting the peer up, opening a socket on it).
-        first_send_secs: Summary,
+        /// The same from the call's return, when the interface was there.
+        after_move_secs: Summary,
+        /// Interfaces whose first frame was counted: attached before it went out.
+        first_frame_counted: usize,
+        /// How long the `ip` call that moved each interface in took: it appeared during it.
+        move_secs: Summary,
         /// Interfaces with no frame counted within `bound_secs`.
         missed: Vec<String>,
     },
@@ -67,12 +76,16 @@ pub enum Outcome {
 }
 
 /// How one new interface fared.
-enum Plugged {
-    Counted {
-        latency: Duration,
-        first_send: Duration,
-    },
-    /// Nothing counted within [`BOUND`]; `listed`: whether a report listed the interface.
+struct Plugged {
+    /// The `ip` call that moved it in.
+    moved_in: Duration,
+    counted: Counted,
+}
+
+enum Counted {
+    /// From the `n`th frame sent (from 0), which went out `after_move`.
+    Frame { after_move: Duration, n: usize },
+    /// Nothing within [`BOUND`]; `listed`: whether a report listed the interface.
     Missed { listed: bool },
 }
 
@@ -81,7 +94,8 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Hotplug> {
     let peers = Netns::new("bench-hq");
     // One interface that matches before the start, so the run has one to attach to whether or
     // not it may start with none.
-    add_pair(&served, &peers, 0);
+    make_pair(&peers, 0);
+    move_in(&served, &peers, 0);
     let probe = ProbeProcess::start(
         probe_binary,
         &served,
@@ -117,53 +131,70 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Hotplug> {
     }
 
     let frame = test_frames::ipv4(SENDER_V4, Ipv4Addr::LOCALHOST).build();
-    let (mut latency, mut first_send, mut missed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut latency, mut after_move, mut moves) = (Vec::new(), Vec::new(), Vec::new());
+    let mut missed = Vec::new();
+    let mut first_frame_counted = 0;
     for index in 1..=plan.hotplug_interfaces {
-        match plug(&probe, &served, &peers, index, &frame)? {
-            Plugged::Counted {
-                latency: l,
-                first_send: f,
-            } => {
-                latency.push(l.as_secs_f64());
-                first_send.push(f.as_secs_f64());
+        let plugged = plug(&probe, &served, &peers, index, &frame)?;
+        moves.push(plugged.moved_in.as_secs_f64());
+        match plugged.counted {
+            Counted::Frame { after_move: a, n } => {
+                latency.push((plugged.moved_in + a).as_secs_f64());
+                after_move.push(a.as_secs_f64());
+                first_frame_counted += usize::from(n == 0);
             }
-            Plugged::Missed { listed: false } if index == 1 => {
+            Counted::Missed { listed: false } if index == 1 => {
                 return Ok(hotplug(Outcome::Unsupported(format!(
                     "hp1, created after the start, was not listed within {} s",
                     BOUND.as_secs_f64()
                 ))));
             }
-            Plugged::Missed { .. } => missed.push(format!("hp{index}")),
+            Counted::Missed { .. } => missed.push(format!("hp{index}")),
         }
     }
     stop(probe, "hot-plugged interfaces")?;
     Ok(hotplug(Outcome::Measured {
         latency_secs: Summary::of(&latency),
-        first_send_secs: Summary::of(&first_send),
+        after_move_secs: Summary::of(&after_move),
+        first_frame_counted,
+        move_secs: Summary::of(&moves),
         missed,
     }))
 }
 
-/// Creates `hp<index>`, up, in `served`, its peer `hq<index>` (down) in `peers`; returns when
-/// the `ip` command that did it has returned.
-fn add_pair(served: &Netns, peers: &Netns, index: usize) -> Instant {
-    served.ip(&[
+/// Makes the veth pair `hq<index>` (up) and `hp<index>` in `peers`, where nothing serves them.
+fn make_pair(peers: &Netns, index: usize) {
+    peers.ip(&[
         "link",
         "add",
-        &format!("hp{index}"),
+        &format!("hq{index}"),
         "up",
         "type",
         "veth",
         "peer",
         "name",
-        &format!("hq{index}"),
-        "netns",
-        &peers.name,
+        &format!("hp{index}"),
     ]);
-    Instant::now()
 }
 
-/// Creates interface `index` and sends loopback frames to it until the probe counts one.
+/// Moves `hp<index>` from `peers` into `served` and sets it up, in one call; returns when that
+/// call returned and how long it took. The kernel refuses to make a veth pair with both ends up,
+/// so this is also when its peer gets its carrier.
+fn move_in(served: &Netns, peers: &Netns, index: usize) -> (Instant, Duration) {
+    let start = Instant::now();
+    peers.ip(&[
+        "link",
+        "set",
+        &format!("hp{index}"),
+        "netns",
+        &served.name,
+        "up",
+    ]);
+    let done = Instant::now();
+    (done, done - start)
+}
+
+/// Plugs interface `index` in and sends loopback frames to it until the probe counts one.
 fn plug(
     probe: &ProbeProcess,
     served: &Netns,
@@ -172,19 +203,17 @@ fn plug(
     frame: &[u8],
 ) -> anyhow::Result<Plugged> {
     let name = format!("hp{index}");
-    let peer = format!("hq{index}");
-    let created = add_pair(served, peers, index);
-    // The kernel refuses to create a veth peer up in another namespace; it is set up here.
-    peers.ip(&["link", "set", &peer, "up"]);
-    let sender = peers.enter(|| RawSender::open(&peer));
-    let deadline = created + BOUND;
+    make_pair(peers, index);
+    let sender = peers.enter(|| RawSender::open(&format!("hq{index}")));
+    let (appeared, moved_in) = move_in(served, peers, index);
+    let deadline = appeared + BOUND;
     let mut sent = Vec::new();
     let mut listed = false;
     let mut counted = false;
     while !counted && Instant::now() < deadline && sent.len() < max_frames() {
         sender.send(frame);
         let now = Instant::now();
-        sent.push(now - created);
+        sent.push(now - appeared);
         let next = now + SEND_EVERY;
         // Reports that come before the next frame is due.
         loop {
@@ -199,13 +228,16 @@ fn plug(
                 }
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
-                    bail!("run exited while {name} was plugged: {}", probe.stderr())
+                    bail!("run exited while {name} was plugged in: {}", probe.stderr())
                 }
             }
         }
     }
     if !counted {
-        return Ok(Plugged::Missed { listed });
+        return Ok(Plugged {
+            moved_in,
+            counted: Counted::Missed { listed },
+        });
     }
     let mut packets = 0;
     for _ in 0..SETTLE_REPORTS {
@@ -218,15 +250,18 @@ fn plug(
         };
         packets = packets_matched(&report, &name).unwrap_or(0);
     }
-    let Some(latency) = first_counted(&sent, packets) else {
+    let Some(n) = first_counted(sent.len(), packets) else {
         bail!(
             "{name}: {packets} frames counted of {} sent: only the last ones sent can be",
             sent.len()
         );
     };
-    Ok(Plugged::Counted {
-        latency,
-        first_send: sent[0],
+    Ok(Plugged {
+        moved_in,
+        counted: Counted::Frame {
+            after_move: sent[n],
+            n,
+        },
     })
 }
 
@@ -244,11 +279,11 @@ fn packets_matched(report: &Value, name: &str) -> Option<u64> {
         .as_u64()
 }
 
-/// When the first counted frame was sent, given when each was (in order) and how many were
-/// counted: the last `counted` ones. `None` for a count that cannot be (none, or more than sent).
-fn first_counted(sent: &[Duration], counted: u64) -> Option<Duration> {
+/// Which of `sent` frames (from 0) was the first counted, given how many were: the last
+/// `counted` ones. `None` for a count that cannot be (none, or more than sent).
+fn first_counted(sent: usize, counted: u64) -> Option<usize> {
     let counted = usize::try_from(counted).ok().filter(|&n| n >= 1)?;
-    Some(sent[sent.len().checked_sub(counted)?])
+    sent.checked_sub(counted)
 }
 
 #[cfg(test)]
@@ -259,13 +294,12 @@ mod tests {
 
     #[test]
     fn the_counted_frames_are_the_last_sent() {
-        let sent = [4, 9, 14, 19].map(Duration::from_millis);
-        assert_eq!(first_counted(&sent, 1), Some(Duration::from_millis(19)));
-        assert_eq!(first_counted(&sent, 3), Some(Duration::from_millis(9)));
-        assert_eq!(first_counted(&sent, 4), Some(Duration::from_millis(4)));
-        assert_eq!(first_counted(&sent, 0), None);
-        assert_eq!(first_counted(&sent, 5), None);
-        assert_eq!(first_counted(&[], 1), None);
+        assert_eq!(first_counted(4, 1), Some(3));
+        assert_eq!(first_counted(4, 3), Some(1));
+        assert_eq!(first_counted(4, 4), Some(0));
+        assert_eq!(first_counted(4, 0), None);
+        assert_eq!(first_counted(4, 5), None);
+        assert_eq!(first_counted(0, 1), None);
     }
 
     #[test]
@@ -284,6 +318,6 @@ mod tests {
 
     #[test]
     fn frames_per_interface_are_bounded() {
-        assert_eq!(max_frames(), 600);
+        assert_eq!(max_frames(), 3000);
     }
 }

@@ -597,9 +597,9 @@ fn hotplug_targets(hotplug: &Hotplug) -> Target {
                 hotplug.bound_secs
             };
             let mut measured = format!(
-                "{:.3} s median, {:.3} s max over {} interfaces",
-                latency_secs.median,
-                latency_secs.max,
+                "{:.2} ms median, {:.2} ms max over {} interfaces",
+                latency_secs.median * 1e3,
+                latency_secs.max * 1e3,
                 latency_secs.samples.len()
             );
             if !missed.is_empty() {
@@ -891,11 +891,14 @@ impl Report {
     fn hotplug_markdown(out: &mut String, h: &Hotplug) {
         let _ = write!(
             out,
-            "\n**Hot-plug**: `run --iface '{}' --interval {}`; {} veth pairs created one at a \
-             time, the probe's end matching the pattern, the other in a second namespace; from \
-             when the `ip link add` that creates an interface (up) returns to the sending of the \
-             first loopback frame counted on it, frames going out every {:.0} ms for at most {} s \
-             (the frame before it went uncounted, so the program attached within {:.0} ms before): ",
+            "\n**Hot-plug**: `run --iface '{}' --interval {}`; {} veth interfaces plugged in one \
+             at a time, each moved, up, into the probe's namespace by one `ip link set … netns … \
+             up` from a second namespace where its peer is, so it appears during that call; from \
+             the start of the call to the sending of the first loopback frame counted on the \
+             interface (an upper bound), frames going out every {:.0} ms from the call's return, \
+             for at most {} s (the frame before the counted one went uncounted, so the program \
+             attached within {:.0} ms before it; when the first frame is counted, the program \
+             was attached before it went out): ",
             h.pattern,
             h.interval_secs,
             h.interfaces,
@@ -909,25 +912,34 @@ impl Report {
             }
             Outcome::Measured {
                 latency_secs,
-                first_send_secs,
+                after_move_secs,
+                first_frame_counted,
+                move_secs,
                 missed,
             } => {
+                let ms = |summary: &Summary| {
+                    format!(
+                        "{:.2} ms median, {:.2}–{:.2}",
+                        summary.median * 1e3,
+                        summary.min * 1e3,
+                        summary.max * 1e3
+                    )
+                };
                 let _ = write!(
                     out,
-                    "{:.3} s median, {:.3}–{:.3} s over {} interfaces (the first frame went out \
-                     {:.3} s after the creation, median: the peer set up and a socket opened on it)",
-                    latency_secs.median,
-                    latency_secs.min,
-                    latency_secs.max,
+                    "{} over {} interfaces; the first frame was counted on {first_frame_counted} \
+                     of them. The call took {}; from its return to the first frame counted: {}",
+                    ms(latency_secs),
                     latency_secs.samples.len(),
-                    first_send_secs.median,
+                    ms(move_secs),
+                    ms(after_move_secs),
                 );
                 if missed.is_empty() {
                     out.push_str(".\n");
                 } else {
                     let _ = writeln!(
                         out,
-                        "; none counted within {} s on {}.",
+                        "; none was counted within {} s on {}.",
                         h.bound_secs,
                         missed.join(", ")
                     );

@@ -116,11 +116,7 @@ fn quick_run_reports_every_section() {
         assert_eq!(measured["missed"], serde_json::json!([]), "{hotplug}");
         let latency = &measured["latency_secs"];
         assert_eq!(latency["samples"].as_array().unwrap().len(), 2, "{hotplug}");
-        assert!(
-            latency["min"].as_f64().unwrap()
-                >= measured["first_send_secs"]["min"].as_f64().unwrap(),
-            "{hotplug}"
-        );
+        assert!(latency["min"].as_f64().unwrap() > 0.0, "{hotplug}");
     }
     assert!(
         report["userspace"]["idle"]["peak_rss_kib"]
