@@ -919,7 +919,7 @@ impl Report {
             } => {
                 let ms = |summary: &Summary| {
                     format!(
-                        "{:.2} ms median, {:.2}–{:.2}",
+                        "{:.2} ms median, {:.2}–{:.2} ms",
                         summary.median * 1e3,
                         summary.min * 1e3,
                         summary.max * 1e3
