@@ -31,12 +31,12 @@ use testbed::{Netns, ProbeProcess, RawSender, SENDER_V4};
 use crate::{Plan, stats::Summary, userspace::stop};
 
 /// What the interfaces are named: `hp<i>`, their peers `hq<i>`.
-pub const PATTERN: &str = "hp*";
+const PATTERN: &str = "hp*";
 /// The probe's `--interval`: a report every 50 ms, so one that counts a frame comes soon.
 const INTERVAL: Duration = Duration::from_millis(50);
 /// A loopback frame goes out this often on a new interface until one is counted...
 const SEND_EVERY: Duration = Duration::from_millis(1);
-/// ... for at most this long after its creation: at most `BOUND / SEND_EVERY` frames.
+/// ... for at most this long after it was moved in: at most `BOUND / SEND_EVERY` frames.
 const BOUND: Duration = Duration::from_secs(3);
 /// Reports read after the sending stops before the count is taken: the first may have been
 /// made before the last frame arrived, the second was made an interval later.
@@ -49,7 +49,7 @@ pub struct Hotplug {
     pub interval_secs: f64,
     pub send_every_secs: f64,
     pub bound_secs: f64,
-    /// Interfaces created one after another while the probe ran.
+    /// Interfaces plugged in one after another while the probe ran.
     pub interfaces: usize,
     pub outcome: Outcome,
 }
@@ -145,7 +145,7 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Hotplug> {
             }
             Counted::Missed { listed: false } if index == 1 => {
                 return Ok(hotplug(Outcome::Unsupported(format!(
-                    "hp1, created after the start, was not listed within {} s",
+                    "hp1, plugged in after the start, was not listed within {} s",
                     BOUND.as_secs_f64()
                 ))));
             }
