@@ -8,9 +8,11 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 
 mod cpu;
+mod hotplug;
 mod kernel_cost;
 mod process;
 mod report;
+mod startup;
 mod stats;
 mod throughput;
 mod userspace;
@@ -32,8 +34,9 @@ struct Args {
     /// A short run that checks the harness end to end; its figures mean nothing.
     #[arg(long)]
     quick: bool,
-    /// Measure only these sections (repeatable); targets involving the others are left out.
-    #[arg(long = "section", value_enum)]
+    /// Measure only these sections (repeatable, or comma-separated); targets involving the others
+    /// are left out.
+    #[arg(long = "section", value_enum, value_delimiter = ',')]
     sections: Vec<Section>,
 }
 
@@ -43,8 +46,12 @@ enum Section {
     Kernel,
     /// Throughput at a veth receiver.
     Veth,
-    /// The CLI's CPU, memory and attach time.
+    /// The CLI's CPU and memory, idle and serving many interfaces, and its metrics scrape.
     Userspace,
+    /// The CLI's start-up: time to the first report and peak RSS, up to 1,000 interfaces.
+    Startup,
+    /// How soon `run --iface PATTERN` counts frames on an interface created while it runs.
+    Hotplug,
 }
 
 /// How long and how often to measure.
@@ -62,6 +69,8 @@ struct Plan {
     scrapes: usize,
     attach_counts: Vec<usize>,
     attach_rounds: usize,
+    /// Interfaces created one at a time while `run --iface PATTERN` runs.
+    hotplug_interfaces: usize,
 }
 
 impl Plan {
@@ -75,8 +84,9 @@ impl Plan {
             idle: Duration::from_secs(10),
             many_veth_pairs: 512,
             scrapes: 11,
-            attach_counts: vec![1, 50, 200],
-            attach_rounds: 3,
+            attach_counts: vec![1, 50, 200, 1000],
+            attach_rounds: 5,
+            hotplug_interfaces: 50,
         }
     }
 
@@ -92,6 +102,7 @@ impl Plan {
             scrapes: 2,
             attach_counts: vec![1, 3],
             attach_rounds: 1,
+            hotplug_interfaces: 2,
         }
     }
 }
@@ -128,6 +139,19 @@ fn private_bpffs() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `measure` gives when `wanted`, said as it starts; nothing otherwise.
+fn measured<T>(
+    wanted: bool,
+    what: &str,
+    measure: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<Option<T>> {
+    if !wanted {
+        return Ok(None);
+    }
+    eprintln!("bench: {what}");
+    measure().map(Some)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     private_bpffs()?;
@@ -142,26 +166,25 @@ fn main() -> anyhow::Result<()> {
     };
 
     let wanted = |section| args.sections.is_empty() || args.sections.contains(&section);
-    let kernel_cost = if wanted(Section::Kernel) {
-        eprintln!("bench: in-kernel cost per frame (BPF_PROG_TEST_RUN)");
-        Some(kernel_cost::measure(&plan)?)
-    } else {
-        None
-    };
-    let throughput = if wanted(Section::Veth) {
-        eprintln!("bench: veth throughput");
-        Some(throughput::measure(&plan, probe_binary)?)
-    } else {
-        None
-    };
-    let userspace = if wanted(Section::Userspace) {
-        eprintln!("bench: userspace footprint and attach time");
-        Some(userspace::measure(&plan, probe_binary)?)
-    } else {
-        None
-    };
+    let kernel_cost = measured(
+        wanted(Section::Kernel),
+        "in-kernel cost per frame (BPF_PROG_TEST_RUN)",
+        || kernel_cost::measure(&plan),
+    )?;
+    let throughput = measured(wanted(Section::Veth), "veth throughput", || {
+        throughput::measure(&plan, probe_binary)
+    })?;
+    let userspace = measured(wanted(Section::Userspace), "userspace footprint", || {
+        userspace::measure(&plan, probe_binary)
+    })?;
+    let startup = measured(wanted(Section::Startup), "start-up time and memory", || {
+        startup::measure(&plan, probe_binary)
+    })?;
+    let hotplug = measured(wanted(Section::Hotplug), "hot-plug latency", || {
+        hotplug::measure(&plan, probe_binary)
+    })?;
 
-    let report = report::Report::new(plan, kernel_cost, throughput, userspace)?;
+    let report = report::Report::new(plan, kernel_cost, throughput, userspace, startup, hotplug)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let markdown = report.markdown();
     std::fs::write(args.out.join("report.md"), &markdown)?;

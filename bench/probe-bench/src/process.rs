@@ -59,7 +59,7 @@ impl FootprintStart {
         Ok(Footprint {
             cpu_percent: percent(ticks.user - self.ticks.user + system),
             system_percent: percent(system),
-            peak_rss_kib: status_kib(self.pid, "VmHWM")?,
+            peak_rss_kib: peak_rss_kib(self.pid)?,
             anon_rss_kib: status_kib(self.pid, "RssAnon")?,
             file_rss_kib: status_kib(self.pid, "RssFile")?,
         })
@@ -93,6 +93,11 @@ fn cpu_ticks(pid: i32) -> anyhow::Result<CpuTicks> {
         user: field(11)?,
         system: field(12)?,
     })
+}
+
+/// The peak resident set size (VmHWM) of `pid` so far, KiB.
+pub fn peak_rss_kib(pid: i32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM")
 }
 
 /// A field of /proc/pid/status given in kB.

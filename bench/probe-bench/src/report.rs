@@ -10,8 +10,10 @@ use serde::Serialize;
 
 use crate::{
     Plan,
+    hotplug::{Hotplug, Outcome},
     kernel_cost::{self, KernelCost},
     process::Footprint,
+    startup::AttachTime,
     stats::Summary,
     throughput::{self, Throughput},
     userspace::{CounterMap, Userspace},
@@ -24,6 +26,8 @@ pub struct Report {
     pub kernel_cost: Option<KernelCost>,
     pub throughput: Option<Throughput>,
     pub userspace: Option<Userspace>,
+    pub startup: Option<Vec<AttachTime>>,
+    pub hotplug: Option<Hotplug>,
     pub targets: Vec<Target>,
 }
 
@@ -90,6 +94,17 @@ impl Target {
             met,
             shortfall_percent: (!met).then(|| (1.0 - value / floor) * 100.0),
             why: None,
+        }
+    }
+
+    /// A goal this run could not measure: missed, with no shortfall to give.
+    fn unmeasured(goal: String, measured: String, why: String) -> Self {
+        Self {
+            goal,
+            measured,
+            met: false,
+            shortfall_percent: None,
+            why: Some(why),
         }
     }
 
@@ -524,15 +539,90 @@ fn userspace_targets(user: &Userspace) -> Vec<Target> {
             )
         }),
     );
-    if let Some(attach) = user.attach.iter().find(|a| a.interfaces == 200) {
-        targets.push(Target::at_most(
-            "userspace: attach to 200 interfaces < 2 s".to_owned(),
-            attach.seconds.median,
-            2.0,
-            format!("{:.2} s", attach.seconds.median),
-        ));
-    }
     targets
+}
+
+/// The start-up with the most interfaces: its time to the first report and its memory then.
+fn startup_targets(attach: &[AttachTime]) -> Vec<Target> {
+    let Some(most) = attach.iter().max_by_key(|a| a.interfaces) else {
+        return Vec::new();
+    };
+    let interfaces = thousands(most.interfaces);
+    let (seconds, rss) = (&most.seconds, &most.peak_rss_kib);
+    vec![
+        Target::at_most(
+            format!("start-up: the first report listing all {interfaces} interfaces < 2 s"),
+            seconds.median,
+            2.0,
+            format!(
+                "{:.2} s (max {:.2} s over {} starts)",
+                seconds.median,
+                seconds.max,
+                seconds.samples.len()
+            ),
+        ),
+        Target::at_most(
+            format!("start-up: peak RSS at that report, {interfaces} interfaces, < 40 MiB"),
+            rss.max,
+            40.0 * 1024.0,
+            format!(
+                "{:.1} MiB (largest of {} starts)",
+                rss.max / 1024.0,
+                rss.samples.len()
+            ),
+        ),
+    ]
+}
+
+/// Every interface created while the probe runs has a frame counted within a second.
+fn hotplug_targets(hotplug: &Hotplug) -> Target {
+    let goal = "hot-plug: a loopback frame counted on every interface created while `run --iface \
+                PATTERN` runs < 1 s after it appears"
+        .to_owned();
+    match &hotplug.outcome {
+        Outcome::Unsupported(why) => Target::unmeasured(
+            goal,
+            "hot-plug not supported by this binary".to_owned(),
+            why.clone(),
+        ),
+        Outcome::Measured {
+            latency_secs,
+            missed,
+            ..
+        } => {
+            // A missed interface took longer than the bound, so at least that long.
+            let worst = if missed.is_empty() {
+                latency_secs.max
+            } else {
+                hotplug.bound_secs
+            };
+            let mut measured = format!(
+                "{:.2} ms median, {:.2} ms max over {} interfaces",
+                latency_secs.median * 1e3,
+                latency_secs.max * 1e3,
+                latency_secs.samples.len()
+            );
+            if !missed.is_empty() {
+                let _ = write!(
+                    measured,
+                    "; {} never counted within {} s",
+                    missed.len(),
+                    hotplug.bound_secs
+                );
+            }
+            Target::at_most(goal, worst, 1.0, measured).why(|| {
+                if missed.is_empty() {
+                    format!(
+                        "{} of {} interfaces took longer",
+                        latency_secs.samples.iter().filter(|&&s| s > 1.0).count(),
+                        latency_secs.samples.len()
+                    )
+                } else {
+                    format!("no frame was counted on {}", missed.join(", "))
+                }
+            })
+        }
+    }
 }
 
 impl Report {
@@ -541,6 +631,8 @@ impl Report {
         kernel_cost: Option<KernelCost>,
         throughput: Option<Throughput>,
         userspace: Option<Userspace>,
+        startup: Option<Vec<AttachTime>>,
+        hotplug: Option<Hotplug>,
     ) -> anyhow::Result<Self> {
         let mut targets = Vec::new();
         if let Some(kernel_cost) = &kernel_cost {
@@ -552,6 +644,12 @@ impl Report {
         if let Some(userspace) = &userspace {
             targets.extend(userspace_targets(userspace));
         }
+        if let Some(startup) = &startup {
+            targets.extend(startup_targets(startup));
+        }
+        if let Some(hotplug) = &hotplug {
+            targets.push(hotplug_targets(hotplug));
+        }
         Ok(Self {
             machine: Machine::read()?,
             targets,
@@ -559,6 +657,8 @@ impl Report {
             kernel_cost,
             throughput,
             userspace,
+            startup,
+            hotplug,
         })
     }
 
@@ -580,14 +680,21 @@ impl Report {
         if let Some(u) = &self.userspace {
             Self::userspace_markdown(&mut out, u);
         }
+        if let Some(s) = &self.startup {
+            Self::startup_markdown(&mut out, s);
+        }
+        if let Some(h) = &self.hotplug {
+            Self::hotplug_markdown(&mut out, h);
+        }
 
         out.push_str(
             "\n**Targets**:\n\n| goal | measured | met | why, when missed |\n| --- | --- | --- | --- |\n",
         );
         for target in &self.targets {
-            let met = match target.shortfall_percent {
-                None => "yes".to_owned(),
-                Some(shortfall) => format!("**no**, off by {shortfall:.1} %"),
+            let met = match (target.met, target.shortfall_percent) {
+                (true, _) => "yes".to_owned(),
+                (false, Some(shortfall)) => format!("**no**, off by {shortfall:.1} %"),
+                (false, None) => "**no**".to_owned(),
             };
             let _ = writeln!(
                 out,
@@ -735,8 +842,7 @@ impl Report {
              core, peak RSS {:.1} MiB; on {} (both ends of {} veth pairs, the default \
              selection): {:.2} % of a core, peak RSS {:.1} MiB. Counter map: {} for 1 interface; \
              {} for {}. A scrape of `/metrics` (a fresh connection, GET, the whole page) \
-             serving those {}: {:.1} ms median ({:.1}–{:.1} ms over {} scrapes), {}. Time from \
-             start to the first report (load and attach), median and min–max:\n",
+             serving those {}: {:.1} ms median ({:.1}–{:.1} ms over {} scrapes), {}.",
             u.idle_secs,
             u.idle.cpu_percent,
             u.idle.peak_rss_kib as f64 / 1024.0,
@@ -754,13 +860,91 @@ impl Report {
             many.scrape.seconds.samples.len(),
             bytes(many.scrape.bytes as u64),
         );
-        out.push_str("| interfaces | seconds |\n| --- | --- |\n");
-        for a in &u.attach {
+    }
+
+    fn startup_markdown(out: &mut String, attach: &[AttachTime]) {
+        let _ = writeln!(
+            out,
+            "\n**Start-up**: `run --interval 1 --iface a0 --iface a1 …`, one end of each of as \
+             many veth pairs, from starting it to its first report, which lists every interface \
+             (the program loaded and attached everywhere), and the process's peak RSS (VmHWM) \
+             then; {} starts each, median and min–max:\n",
+            attach.first().map_or(0, |a| a.seconds.samples.len())
+        );
+        out.push_str("| interfaces | seconds | peak RSS, MiB |\n| --- | --- | --- |\n");
+        for a in attach {
+            let rss = &a.peak_rss_kib;
             let _ = writeln!(
                 out,
-                "| {} | {:.3} ({:.3}–{:.3}) |",
-                a.interfaces, a.seconds.median, a.seconds.min, a.seconds.max
+                "| {} | {:.3} ({:.3}–{:.3}) | {:.1} ({:.1}–{:.1}) |",
+                thousands(a.interfaces),
+                a.seconds.median,
+                a.seconds.min,
+                a.seconds.max,
+                rss.median / 1024.0,
+                rss.min / 1024.0,
+                rss.max / 1024.0
             );
+        }
+    }
+
+    fn hotplug_markdown(out: &mut String, h: &Hotplug) {
+        let _ = write!(
+            out,
+            "\n**Hot-plug**: `run --iface '{}' --interval {}`; {} veth interfaces plugged in one \
+             at a time, each moved, up, into the probe's namespace by one `ip link set … netns … \
+             up` from a second namespace where its peer is, so it appears during that call; from \
+             the start of the call to the sending of the first loopback frame counted on the \
+             interface (an upper bound), frames going out every {:.0} ms from the call's return, \
+             for at most {} s (the frame before the counted one went uncounted, so the program \
+             attached within {:.0} ms before it; when the first frame is counted, the program \
+             was attached before it went out): ",
+            h.pattern,
+            h.interval_secs,
+            h.interfaces,
+            h.send_every_secs * 1e3,
+            h.bound_secs,
+            h.send_every_secs * 1e3,
+        );
+        match &h.outcome {
+            Outcome::Unsupported(why) => {
+                let _ = writeln!(out, "hot-plug not supported by this binary ({why}).");
+            }
+            Outcome::Measured {
+                latency_secs,
+                after_move_secs,
+                first_frame_counted,
+                move_secs,
+                missed,
+            } => {
+                let ms = |summary: &Summary| {
+                    format!(
+                        "{:.2} ms median, {:.2}–{:.2} ms",
+                        summary.median * 1e3,
+                        summary.min * 1e3,
+                        summary.max * 1e3
+                    )
+                };
+                let _ = write!(
+                    out,
+                    "{} over {} interfaces; the first frame was counted on {first_frame_counted} \
+                     of them. The call took {}; from its return to the first frame counted: {}",
+                    ms(latency_secs),
+                    latency_secs.samples.len(),
+                    ms(move_secs),
+                    ms(after_move_secs),
+                );
+                if missed.is_empty() {
+                    out.push_str(".\n");
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "; none was counted within {} s on {}.",
+                        h.bound_secs,
+                        missed.join(", ")
+                    );
+                }
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The localnet-probe CLI's own cost: CPU and memory while idle, on one interface and on many,
-//! the size of its counter map, and the time to attach.
+//! the size of its counter map, and the time a scrape of its metrics takes.
 
 use std::{
     io::{Read as _, Write as _},
@@ -29,7 +29,6 @@ pub struct Userspace {
     /// The counter map of that run.
     pub idle_counter_map: CounterMap,
     pub many: ManyInterfaces,
-    pub attach: Vec<AttachTime>,
 }
 
 /// `run --interval 1` serving every interface of a namespace full of idle veth pairs.
@@ -69,13 +68,6 @@ pub struct CounterMap {
     pub total_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
-pub struct AttachTime {
-    pub interfaces: usize,
-    /// From starting `run` to its first report: loading the program, attaching everywhere.
-    pub seconds: Summary,
-}
-
 pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Userspace> {
     let netns = Netns::new("bench-idle");
     netns.ip(&["link", "add", "ida", "type", "veth", "peer", "name", "idb"]);
@@ -90,16 +82,11 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Userspace> {
     drop(probe);
 
     let many = many_interfaces(plan, probe_binary)?;
-    let mut attach = Vec::new();
-    for &count in &plan.attach_counts {
-        attach.push(attach_time(plan, probe_binary, count)?);
-    }
     Ok(Userspace {
         idle,
         idle_secs: plan.idle.as_secs_f64(),
         idle_counter_map,
         many,
-        attach,
     })
 }
 
@@ -126,7 +113,7 @@ impl CounterMap {
 }
 
 /// A namespace with `count` veth pairs `a<i>`–`b<i>`, both ends up, made in one `ip -batch`.
-fn veth_pairs(tag: &str, count: usize) -> anyhow::Result<Netns> {
+pub fn veth_pairs(tag: &str, count: usize) -> anyhow::Result<Netns> {
     let netns = Netns::new(tag);
     let batch: String = (0..count)
         .map(|i| {
@@ -147,12 +134,12 @@ fn veth_pairs(tag: &str, count: usize) -> anyhow::Result<Netns> {
 }
 
 /// Interfaces a report lists.
-fn listed(report: &Value) -> usize {
+pub fn listed(report: &Value) -> usize {
     report["interfaces"].as_array().map_or(0, Vec::len)
 }
 
 /// Sends SIGTERM and checks that `run` exits cleanly.
-fn stop(probe: ProbeProcess, what: &str) -> anyhow::Result<()> {
+pub fn stop(probe: ProbeProcess, what: &str) -> anyhow::Result<()> {
     let (status, _) = probe.stop(libc::SIGTERM);
     if !status.success() {
         bail!("run on {what} exited with {status}");
@@ -220,31 +207,5 @@ fn scrape_metrics(count: usize) -> anyhow::Result<Scrape> {
     Ok(Scrape {
         seconds: Summary::of(&seconds),
         bytes,
-    })
-}
-
-/// `count` veth pairs; `run` attaches to one end of each.
-fn attach_time(plan: &Plan, probe_binary: &str, count: usize) -> anyhow::Result<AttachTime> {
-    let netns = veth_pairs("bench-attach", count)?;
-    let names: Vec<String> = (0..count).map(|i| format!("a{i}")).collect();
-    let mut args: Vec<&str> = vec!["--interval", "1"];
-    for name in &names {
-        args.extend(["--iface", name.as_str()]);
-    }
-    let mut samples = Vec::new();
-    for _ in 0..plan.attach_rounds {
-        let start = Instant::now();
-        let probe = ProbeProcess::start(probe_binary, &netns, &args);
-        let report = probe.wait_for(Duration::from_secs(60), |_| true);
-        samples.push(start.elapsed().as_secs_f64());
-        let attached = listed(&report);
-        if attached != count {
-            bail!("expected {count} interfaces in the first report, got {attached}");
-        }
-        stop(probe, &format!("{count} interfaces"))?;
-    }
-    Ok(AttachTime {
-        interfaces: count,
-        seconds: Summary::of(&samples),
     })
 }

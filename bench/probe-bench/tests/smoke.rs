@@ -83,9 +83,7 @@ fn quick_run_reports_every_section() {
         );
     }
 
-    let attach = report["userspace"]["attach"]
-        .as_array()
-        .expect("attach times");
+    let attach = report["startup"].as_array().expect("start-up times");
     assert_eq!(
         attach
             .iter()
@@ -93,6 +91,33 @@ fn quick_run_reports_every_section() {
             .collect::<Vec<_>>(),
         [1, 3]
     );
+    for a in attach {
+        assert!(a["seconds"]["median"].as_f64().unwrap() > 0.0, "{a}");
+        assert!(a["peak_rss_kib"]["max"].as_f64().unwrap() > 0.0, "{a}");
+    }
+    assert!(
+        markdown.contains("start-up: the first report listing all 3 interfaces"),
+        "{markdown}"
+    );
+
+    // The quick plan's 2 interfaces plugged in, each counted, unless this binary does not
+    // follow new interfaces, which the report then says.
+    let hotplug = &report["hotplug"];
+    assert_eq!(hotplug["interfaces"], 2, "{hotplug}");
+    let outcome = &hotplug["outcome"];
+    if let Some(why) = outcome["unsupported"].as_str() {
+        assert!(!why.is_empty(), "{hotplug}");
+        assert!(
+            markdown.contains("hot-plug not supported by this binary"),
+            "{markdown}"
+        );
+    } else {
+        let measured = &outcome["measured"];
+        assert_eq!(measured["missed"], serde_json::json!([]), "{hotplug}");
+        let latency = &measured["latency_secs"];
+        assert_eq!(latency["samples"].as_array().unwrap().len(), 2, "{hotplug}");
+        assert!(latency["min"].as_f64().unwrap() > 0.0, "{hotplug}");
+    }
     assert!(
         report["userspace"]["idle"]["peak_rss_kib"]
             .as_u64()

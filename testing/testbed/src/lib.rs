@@ -548,12 +548,19 @@ impl ProbeProcess {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The next report, if one comes within `timeout`: `Timeout` if none does, `Disconnected`
+    /// once the probe has exited (its [`ProbeProcess::stderr`] says why). For callers that go on
+    /// either way; [`ProbeProcess::wait_for`] panics instead.
+    pub fn next_report(&self, timeout: Duration) -> Result<Value, RecvTimeoutError> {
+        self.reports.recv_timeout(timeout)
+    }
+
     /// The first report that satisfies `done`, within `timeout`.
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.reports.recv_timeout(left) {
+            match self.next_report(left) {
                 Ok(report) if done(&report) => return report,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
