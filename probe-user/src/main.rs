@@ -24,7 +24,8 @@ struct Cli {
 enum Command {
     /// Attach to interfaces and show loopback-address frames until Ctrl-C, SIGTERM, SIGHUP or
     /// --duration, or until the reader of the table or JSON on stdout goes away (one of
-    /// `--pcap -` that goes away only ends the pcap); everything is detached on exit.
+    /// `--pcap -` that goes away only ends the pcap); everything is detached on exit, unless
+    /// --pin leaves it as this namespace's standing filter.
     Run(run::RunArgs),
     /// Show this network namespace's standing filter (what `run --pin` leaves attached): the
     /// same table or JSON as `run`, read from its pins without attaching anything; with
