@@ -15,7 +15,7 @@ pub(crate) struct CounterMap {
     map: PerCpuArray<MapData, Counter>,
     entries: u32,
     cpus: usize,
-    /// `entries × cpus` counters, reused across reads.
+    /// Counters of every CPU of the slots read so far, reused across reads.
     values: Vec<Counter>,
     keys: Vec<u32>,
 }
@@ -27,8 +27,8 @@ impl CounterMap {
             map,
             entries,
             cpus,
-            values: vec![Counter::default(); entries as usize * cpus],
-            keys: vec![0; entries as usize],
+            values: Vec::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -37,6 +37,11 @@ impl CounterMap {
     pub(crate) fn read(&mut self, slots: u32) -> io::Result<()> {
         let map_fd = self.map.map().fd().as_fd().as_raw_fd() as u32;
         let wanted = (slots * CLASSES_PER_INTERFACE as u32).min(self.entries) as usize;
+        // Sized by the slots in use, not the map: a big map costs no memory here until used.
+        if self.keys.len() < wanted {
+            self.keys.resize(wanted, 0);
+            self.values.resize(wanted * self.cpus, Counter::default());
+        }
         let mut read = 0usize;
         let mut next_key: u32 = 0;
         let mut first = true;

@@ -27,6 +27,8 @@ pub enum InterfaceError {
     Connect(io::Error),
     #[error("listing interfaces over rtnetlink failed: {0}")]
     List(io::Error),
+    #[error("interfaces kept changing during every rtnetlink dump for {0:?}")]
+    Changing(std::time::Duration),
 }
 
 /// What a device's frames start with, which decides the program that can read them.
@@ -116,8 +118,9 @@ const ROUTE_LOCALNET_INDEX: usize = 25;
 const IFINFOMSG_LEN: usize = 16;
 const IFF_UP: u32 = libc::IFF_UP as u32;
 const IFF_LOOPBACK: u32 = libc::IFF_LOOPBACK as u32;
-/// Dumps that interfaces changing under them made inconsistent are retried this often.
-const DUMP_TRIES: usize = 5;
+/// How long dumps that interfaces changing under them made inconsistent are retried: a burst of
+/// new interfaces (a hundred veths from one `ip -batch`) takes about this long.
+const DUMP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// An rtnetlink socket, kept open across reads.
 pub struct Interfaces {
@@ -141,17 +144,21 @@ impl Interfaces {
     }
 
     /// Every interface in this network namespace, in ifindex order.
+    /// Dumps made inconsistent by interfaces changing meanwhile are retried, with growing
+    /// pauses, for [`DUMP_PATIENCE`]; then [`InterfaceError::Changing`].
     pub fn list(&mut self) -> Result<Vec<Interface>, InterfaceError> {
-        for _ in 1..DUMP_TRIES {
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
             if let Some(interfaces) = self.dump().map_err(InterfaceError::List)? {
                 return Ok(interfaces);
             }
+            if started.elapsed() >= DUMP_PATIENCE {
+                return Err(InterfaceError::Changing(DUMP_PATIENCE));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
-        self.dump().map_err(InterfaceError::List)?.ok_or_else(|| {
-            InterfaceError::List(io::Error::other(
-                "interfaces kept changing during every dump",
-            ))
-        })
     }
 
     /// One dump; `None` when the kernel marks it inconsistent.

@@ -101,7 +101,7 @@ impl fmt::Display for Occupant {
             write!(
                 f,
                 ". It is localnet-probe's standing filter (pinned in {}{served}), which stays \
-                 attached without a process: `localnet-probe status` shows it, `localnet-probe \
+                 attached when no process serves it: `localnet-probe status` shows it, `localnet-probe \
                  run --pin` takes it over (with the mode you give), `localnet-probe detach \
                  --iface {interface}` removes it; or leave the interface out with --exclude \
                  {interface}",

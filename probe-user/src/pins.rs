@@ -112,6 +112,12 @@ pub enum PinError {
          filter; stop it first (its filter stays pinned), or see it with `localnet-probe status`"
     )]
     Busy { holder: String },
+    #[error(
+        "no BPF file system is mounted at {BPFFS} in this mount namespace (as under `ip netns \
+         exec`), so a standing filter's pins cannot be seen from here: run `nsenter \
+         --net=/run/netns/NAME localnet-probe …` instead"
+    )]
+    Invisible,
     #[error("cannot take the standing filter's lock: {0}")]
     Lock(io::Error),
     #[error("cannot read or write the pinned {name}: {error}")]
@@ -320,6 +326,19 @@ impl PinDir {
             }
             names.push(name);
         }
+        // Links are pinned under their ifindex, nothing else.
+        if let Ok(links) = fs::read_dir(self.path.join(LINKS)) {
+            for entry in links.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+                if name.parse::<u32>().is_err() || !is_file {
+                    return Err(PinError::Foreign {
+                        path: self.path.clone(),
+                        entry: format!("{LINKS}/{name}"),
+                    });
+                }
+            }
+        }
         if !names.iter().any(|name| name == STANDING) {
             // Pinned before STANDING, the last map pinned: no link can be there yet.
             return Ok(if names.iter().any(|name| name != LINKS) {
@@ -406,6 +425,16 @@ impl PinDir {
         Ok(())
     }
 
+    /// An error unless a BPF file system is mounted where pins are looked for: a mount
+    /// namespace without one (as `ip netns exec` makes) cannot see a standing filter.
+    pub fn require_visible(&self) -> Result<(), PinError> {
+        if bpffs::is_mounted(Path::new(BPFFS)).unwrap_or(false) {
+            Ok(())
+        } else {
+            Err(PinError::Invisible)
+        }
+    }
+
     /// The path a program map is pinned at.
     pub fn map_path(&self, name: &str) -> PathBuf {
         self.path.join(name)
@@ -426,14 +455,13 @@ impl PinDir {
         let mut ifindexes = Vec::new();
         for entry in fs::read_dir(self.path.join(LINKS))? {
             let entry = entry?;
-            match entry
+            // Others are refused by `look`.
+            if let Some(ifindex) = entry
                 .file_name()
                 .to_str()
                 .and_then(|name| name.parse().ok())
             {
-                Some(ifindex) => ifindexes.push(ifindex),
-                // Not a name this program gives: nothing can use it.
-                None => fs::remove_file(entry.path())?,
+                ifindexes.push(ifindex);
             }
         }
         ifindexes.sort_unstable();

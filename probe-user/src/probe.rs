@@ -59,8 +59,8 @@ pub enum ProbeError {
     #[error("cannot refill the sample budgets")]
     Refill(#[source] io::Error),
     #[error(
-        "all {capacity} interface slots are in use (a standing filter keeps the size it was first \
-         pinned with: `localnet-probe detach`, then `run --pin`, sizes it anew)"
+        "all {capacity} interface slots are in use: start with a larger --capacity (a standing \
+         filter keeps the room it was first pinned with until `localnet-probe detach`)"
     )]
     Full { capacity: u32 },
     #[error("interface {ifindex} is not configured")]
@@ -383,7 +383,7 @@ impl Probe {
         let mut gone = Vec::new();
         for (ifindex, pinned, config, link) in probe.pinned_interfaces()? {
             match (config.action(), link) {
-                (Some(action), Some((link, info))) => {
+                (Some(action), PinnedLink::Attached(link, info)) => {
                     probe.records.insert(
                         ifindex,
                         Record {
@@ -401,8 +401,8 @@ impl Probe {
                 }
                 // Its pinning was cut short (the process killed between its entry and its
                 // link): not attached, nothing to show; the next `run --pin` clears it.
-                (Some(_), None) if interface_exists(ifindex) => {}
-                (Some(action), None) => {
+                (Some(_), PinnedLink::Missing) if interface_exists(ifindex) => {}
+                (Some(action), PinnedLink::Missing | PinnedLink::Defunct) => {
                     probe
                         .counters
                         .read(config.slot() + 1)
@@ -428,15 +428,7 @@ impl Probe {
     #[allow(clippy::type_complexity)]
     fn pinned_interfaces(
         &self,
-    ) -> Result<
-        Vec<(
-            u32,
-            PinnedInterface,
-            IfaceConfig,
-            Option<(XdpLink, crate::xdp_link::LinkInfo)>,
-        )>,
-        ProbeError,
-    > {
+    ) -> Result<Vec<(u32, PinnedInterface, IfaceConfig, PinnedLink)>, ProbeError> {
         let standing = self.standing.as_ref().expect("a standing filter");
         let mut found = Vec::new();
         for entry in standing.interfaces.iter() {
@@ -446,10 +438,14 @@ impl Probe {
                     let info = link
                         .info()
                         .map_err(|error| ProbeError::Adopt { ifindex, error })?;
-                    (info.ifindex == Some(ifindex)).then_some((link, info))
+                    if info.ifindex == Some(ifindex) {
+                        PinnedLink::Attached(link, info)
+                    } else {
+                        PinnedLink::Defunct
+                    }
                 }
-                Ok(None) => None,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+                Ok(None) => PinnedLink::Defunct,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => PinnedLink::Missing,
                 Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
             };
             found.push((ifindex, pinned, self.read_config(ifindex)?, link));
@@ -472,9 +468,9 @@ impl Probe {
             };
             let mode = mode_of(action);
             used.insert(config.slot());
-            let Some((link, _)) = link else {
+            let PinnedLink::Attached(link, _) = link else {
                 cleared.push((ifindex, Some(config.slot())));
-                if interface_exists(ifindex) {
+                if matches!(link, PinnedLink::Missing) && interface_exists(ifindex) {
                     // Its pinning was cut short: not attached, not gone either; attached
                     // anew when selected.
                     continue;
@@ -631,6 +627,16 @@ impl Probe {
     /// Interfaces the counter map has slots for.
     pub const fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// The name a pinned interface had when last seen by a probe.
+    pub fn pinned_name(&self, ifindex: u32) -> Option<String> {
+        let standing = self.standing.as_ref()?;
+        standing
+            .interfaces
+            .get(&ifindex, 0)
+            .ok()
+            .map(|pinned| pinned.name())
     }
 
     /// The standing filter's directory, for a probe that is one.
@@ -935,6 +941,16 @@ impl Probe {
         }
         Ok(())
     }
+}
+
+/// The link pinned for an interface of a standing filter.
+enum PinnedLink {
+    /// Attached to the interface, with what the kernel says about it.
+    Attached(XdpLink, crate::xdp_link::LinkInfo),
+    /// Pinned, but its device is gone (a device that took the ifindex since is another).
+    Defunct,
+    /// Not pinned: the process pinning the interface was killed before its link.
+    Missing,
 }
 
 const fn mode_of(action: probe_common::Action) -> Mode {

@@ -147,7 +147,7 @@ pub enum SelectError {
     #[error("no interface selected: every one given to --iface is also given to --exclude")]
     AllExcluded,
     #[error(
-        "{name} is not among the standing filter's interfaces ({served}); `localnet-probe \
+        "{name:?} is not among the standing filter's interfaces ({served}); `localnet-probe \
          status` lists them"
     )]
     NotPinned { name: String, served: String },

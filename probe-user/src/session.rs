@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// Spare slots the counter map has at least, so interfaces that appear later find one.
-const MIN_CAPACITY: u32 = 64;
+const MIN_CAPACITY: u32 = 256;
 
 #[derive(Debug, Error)]
 pub enum SessionError {
@@ -83,6 +83,10 @@ pub struct SessionOptions {
     /// Be the standing filter of this network namespace: take over the one pinned, or pin
     /// one, so that its interfaces stay filtered when the session ends.
     pub pin: bool,
+    /// Interfaces the counter map has room for, at most [`MAX_SLOTS`]; by default those here
+    /// and a quarter more, at least 256 more. A standing filter keeps the room it was first
+    /// pinned with.
+    pub capacity: Option<u32>,
 }
 
 /// What starting did, to tell the user.
@@ -124,6 +128,8 @@ pub struct Followed {
     /// Why an interface the selection asks for could not be attached, one sentence each, said
     /// once per reason; it is tried again at each call.
     pub refused: Vec<String>,
+    /// Interfaces kept changing while they were listed: call again shortly.
+    pub unsettled: bool,
 }
 
 /// What was last said about an interface that is not served.
@@ -188,6 +194,8 @@ pub struct Session {
     _pin_lock: Option<PinLock>,
     /// What was last said about each interface here that is not served.
     told: BTreeMap<u32, Unserved>,
+    /// The last consistent list of interfaces, for a snapshot taken while they keep changing.
+    listed: Vec<Interface>,
 }
 
 impl Session {
@@ -211,6 +219,16 @@ impl Session {
             notes.extend(prepared.warning);
             let (found, note) = dir.inspect()?;
             notes.extend(note);
+            if let (Found::Standing(standing), Some(capacity)) = (&found, options.capacity)
+                && capacity != standing.capacity
+            {
+                notes.push(format!(
+                    "--capacity {capacity} does not apply: the standing filter in {} keeps the \
+                     room it was first pinned with ({} interfaces) until `localnet-probe detach`",
+                    dir.path.display(),
+                    standing.capacity
+                ));
+            }
             Some((lock, dir, found))
         } else {
             None
@@ -224,9 +242,11 @@ impl Session {
         }
         // Room for every interface here and a quarter more (at least MIN_CAPACITY) for ones
         // that appear later: the map costs 288 bytes per slot on every CPU.
-        let capacity = u32::try_from(all.len() + (all.len() / 4).max(MIN_CAPACITY as usize))
-            .unwrap_or(MAX_SLOTS)
-            .min(MAX_SLOTS);
+        let capacity = options.capacity.unwrap_or_else(|| {
+            u32::try_from(all.len() + (all.len() / 4).max(MIN_CAPACITY as usize))
+                .unwrap_or(MAX_SLOTS)
+                .min(MAX_SLOTS)
+        });
         let load_options = LoadOptions {
             capacity,
             verifier_log: options.verifier_log,
@@ -267,6 +287,7 @@ impl Session {
                 .iter()
                 .map(|skipped| (skipped.ifindex, Unserved::Skipped(skipped.clone())))
                 .collect(),
+            listed: all.clone(),
         };
         let attached = match session.serve_at_start(&all, &selected, adopted, &mut notes) {
             Ok(attached) => attached,
@@ -310,11 +331,26 @@ impl Session {
             }
         }
         let mut attached = Vec::with_capacity(selected.chosen.len());
-        for adopted in adopted {
+        for mut adopted in adopted {
             let chosen = selected
                 .chosen
                 .iter()
                 .find(|chosen| chosen.ifindex == adopted.ifindex);
+            // Its link is attached, but not to a device here: moved to another network
+            // namespace while no probe ran. Detached, and reported removed.
+            let moved_away = adopted.xdp_mode.is_some()
+                && !all
+                    .iter()
+                    .any(|i| i.ifindex == adopted.ifindex && i.xdp.is_some());
+            if moved_away {
+                adopted.counters = self.probe.release(adopted.ifindex).map_err(|source| {
+                    SessionError::Release {
+                        name: adopted.name.clone(),
+                        source: Box::new(source),
+                    }
+                })?;
+                adopted.xdp_mode = None;
+            }
             match (adopted.xdp_mode, chosen) {
                 // Gone while no probe ran: reported removed by the first snapshot.
                 (None, _) => {
@@ -336,6 +372,14 @@ impl Session {
                         name: chosen.name.clone(),
                         source: Box::new(source),
                     };
+                    if adopted.mode == Mode::Drop && chosen.mode == Mode::Monitor {
+                        notes.push(format!(
+                            "{}: the standing filter dropped there, this run only monitors it: \
+                             loopback frames pass from now on (give --drop or --drop-on {} to \
+                             keep dropping)",
+                            chosen.name, chosen.name
+                        ));
+                    }
                     if chosen.mode != adopted.mode {
                         self.probe
                             .configure(chosen.ifindex, chosen.mode)
@@ -383,11 +427,26 @@ impl Session {
             .iter()
             .filter(|chosen| !self.served.contains_key(&chosen.ifindex))
             .collect();
-        for chosen in &new {
-            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
-            attached.push(self.serve(chosen, interface, false)?);
-        }
+        let mut served_now = Vec::with_capacity(new.len());
         for chosen in new {
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            match self.serve(chosen, interface, false) {
+                Ok(served) => {
+                    attached.push(served);
+                    served_now.push(chosen);
+                }
+                // Only a standing filter taken over can be full at start (it keeps the room it
+                // was first pinned with): its interfaces stay served, the ones that do not fit
+                // are said, and tried again as interfaces change.
+                Err(SessionError::Attach { name, source })
+                    if matches!(*source, ProbeError::Full { .. }) =>
+                {
+                    notes.push(format!("{name}: not attached: {source}"));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        for chosen in served_now {
             self.probe
                 .pin_link(chosen.ifindex, &chosen.name)
                 .map_err(|source| SessionError::PinLink {
@@ -426,12 +485,14 @@ impl Session {
                 self.release_slot(chosen)?;
                 // Another program arrived since the listing (another probe starting at the
                 // same time): say whose, as the check above would have.
-                if matches!(error, ProbeError::Occupied(_)) {
-                    let now = self.interfaces.list()?;
-                    let interface = now.iter().find(|i| i.ifindex == chosen.ifindex);
-                    if let Some(occupant) = interface.and_then(Occupant::of) {
-                        return Err(SessionError::Occupied(Box::new(occupant)));
-                    }
+                if matches!(error, ProbeError::Occupied(_))
+                    && let Ok(now) = self.interfaces.list()
+                    && let Some(occupant) = now
+                        .iter()
+                        .find(|i| i.ifindex == chosen.ifindex)
+                        .and_then(Occupant::of)
+                {
+                    return Err(SessionError::Occupied(Box::new(occupant)));
                 }
                 return Err(attach_error(error));
             }
@@ -478,7 +539,16 @@ impl Session {
     /// One that cannot be attached is not an error: it is refused, and tried again at the next
     /// call.
     pub fn follow_links(&mut self) -> Result<Followed, SessionError> {
-        let all = self.interfaces.list()?;
+        let all = match self.list() {
+            Ok(all) => all,
+            Err(SessionError::Interfaces(InterfaceError::Changing(_))) => {
+                return Ok(Followed {
+                    unsettled: true,
+                    ..Followed::default()
+                });
+            }
+            Err(error) => return Err(error),
+        };
         self.follow_served(&all)?;
         let present: BTreeSet<u32> = all.iter().map(|interface| interface.ifindex).collect();
         self.told.retain(|ifindex, _| present.contains(ifindex));
@@ -516,6 +586,13 @@ impl Session {
             }
         }
         Ok(followed)
+    }
+
+    /// The interfaces here, kept as the last consistent list.
+    fn list(&mut self) -> Result<Vec<Interface>, SessionError> {
+        let all = self.interfaces.list()?;
+        self.listed.clone_from(&all);
+        Ok(all)
     }
 
     /// Records what is said about an unserved interface; false when it was said last already.
@@ -601,7 +678,11 @@ impl Session {
     /// renamed since is reported under its new name; one that is gone is released (if
     /// [`Session::follow_links`] has not already) and reported once in [`Snapshot::removed`].
     pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
-        let all = self.interfaces.list()?;
+        // While interfaces keep changing, the last consistent list: the next one catches up.
+        let all = match self.list() {
+            Err(SessionError::Interfaces(InterfaceError::Changing(_))) => self.listed.clone(),
+            listed => listed?,
+        };
         let all_route_localnet = route_localnet::read_all().ok();
         self.follow_served(&all)?;
         let removed = std::mem::take(&mut self.pending_removed);
@@ -661,6 +742,7 @@ impl Session {
             return Err(SessionError::Privileges(missing));
         }
         let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
+        dir.require_visible()?;
         let Some(standing) = dir.standing()? else {
             return Ok(Err(dir));
         };
@@ -683,11 +765,14 @@ impl Session {
             selection: Selection::default(),
             xdp_mode: XdpModeChoice::Auto,
             told: BTreeMap::new(),
+            listed: Vec::new(),
         };
         for (ifindex, program) in session.probe.served() {
+            // Not here: moved to another namespace while no probe ran.
             let name = names
                 .get(&ifindex)
                 .cloned()
+                .or_else(|| session.probe.pinned_name(ifindex))
                 .unwrap_or_else(|| format!("ifindex {ifindex}"));
             session.served.insert(ifindex, Served { name, program });
         }

@@ -45,6 +45,7 @@ pub fn detach(patterns: &[String]) -> Result<Option<Detached>, SessionError> {
     }
     let _lock = PinLock::take()?;
     let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
+    dir.require_visible()?;
     let standing = match dir.standing() {
         Ok(Some(standing)) => standing,
         Ok(None) => {

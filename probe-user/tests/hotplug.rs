@@ -392,7 +392,7 @@ fn without_iface_a_new_interface_is_served_once_it_is_up() {
 fn an_interface_beyond_the_counter_maps_room_waits_for_a_free_slot() {
     testbed::skip_unless_root!();
     let hosts = Hosts::new("hp-full");
-    let probe = ProbeProcess::start(PROBE, &hosts.probe, &["--iface", "hp*"]);
+    let probe = ProbeProcess::start(PROBE, &hosts.probe, &["--iface", "hp*", "--capacity", "65"]);
     probe.wait_ready();
     for i in 0..66 {
         hosts.add_pair(&format!("hp{i}"));
@@ -442,4 +442,27 @@ fn with_pin_an_interface_that_appears_is_pinned_too() {
     assert!(said.contains("detached from hp0"), "{said}");
     assert!(!hosts.any_xdp(), "nothing stays attached");
     assert!(!hosts.probe.pin_dir().exists(), "nothing stays pinned");
+}
+
+/// A hundred interfaces from one `ip -batch` keep every rtnetlink dump inconsistent for a while:
+/// the probe lists them again until they settle, and serves them all.
+#[test]
+fn a_burst_of_a_hundred_interfaces_is_followed_to_the_last() {
+    testbed::skip_unless_root!();
+    let hosts = Hosts::new("hp-burst");
+    let probe = ProbeProcess::start(PROBE, &hosts.probe, &["--iface", "burst*"]);
+    probe.wait_ready();
+    let batch: String = (0..100)
+        .map(|i| format!("link add burst{i} type veth peer name other{i}\n"))
+        .collect();
+    let path = std::env::temp_dir().join(format!("{}.batch", hosts.probe.name));
+    std::fs::write(&path, batch).expect("write the ip batch");
+    hosts
+        .probe
+        .ip(&["-batch", path.to_str().expect("a UTF-8 path")]);
+    let _ = std::fs::remove_file(&path);
+    let report = probe.wait_for(TIMEOUT, |report| counts(report).len() == 100);
+    assert!(counts(&report).keys().all(|name| name.starts_with("burst")));
+    assert_quiet(&probe.stderr(), |line| line.contains("attached to burst"));
+    stop_cleanly(probe, &hosts);
 }

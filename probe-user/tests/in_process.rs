@@ -115,6 +115,7 @@ fn a_failed_start_leaves_nothing_attached_in_the_running_process() {
             verifier_log: false,
             sample_rate: 100,
             pin: false,
+            capacity: None,
         };
         link.receiver.enter(|| {
             let started = Session::start(options);

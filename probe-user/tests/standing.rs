@@ -143,6 +143,13 @@ fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_clea
     // The mode changes live: monitor lets them through (counted), drop stops them again.
     let monitoring = ProbeProcess::start_pinned(PROBE, netns, &["--iface", RECEIVER_IF]);
     let report = monitoring.wait_ready();
+    assert!(
+        monitoring
+            .stderr()
+            .contains("loopback frames pass from now on"),
+        "turning dropping off is said: {}",
+        monitoring.stderr()
+    );
     assert_eq!(interface(&report, RECEIVER_IF)["mode"], "monitor");
     for _ in 0..50 {
         sender.send(&frame);
@@ -797,5 +804,121 @@ fn a_run_pin_refused_for_an_occupied_interface_changes_nothing() {
     }
     let (status, _) = other.stop(libc::SIGTERM);
     assert!(status.success());
+    detach_all(&netns);
+}
+
+/// `ip netns exec` gives `status` and `detach` a mount namespace without the host's bpffs: they
+/// say they cannot see the pins rather than that there are none.
+#[test]
+fn status_and_detach_say_when_they_cannot_see_the_pins() {
+    testbed::skip_unless_root!();
+    let (netns, devices) = with_veths("unseen", "u", 1);
+    assert_succeeded(&run_pin(&netns, &ifaces(&devices)));
+    for command in ["status", "detach"] {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns.name, PROBE, command])
+            .output()
+            .expect("run ip netns exec");
+        assert_refused(&output, 1, &["cannot be seen from here", "nsenter --net="]);
+    }
+    assert_eq!(with_xdp(&netns), [devices[0].as_str()], "still filtered");
+    detach_all(&netns);
+}
+
+/// A device deleted while no probe runs, and another one created with its ifindex: the pins are
+/// the old device's, reported removed; the new one is another interface.
+#[test]
+fn a_device_that_takes_a_pinned_ones_ifindex_is_not_taken_for_it() {
+    testbed::skip_unless_root!();
+    let (netns, devices) = with_veths("reuse", "r", 1);
+    let old = &devices[0];
+    assert_succeeded(&run_pin(&netns, &["--drop", "--iface", old]));
+    send_on(&netns, "rb0", 3);
+    let ifindex = netns.enter(|| testbed::ifindex(old)).to_string();
+    netns.ip(&["link", "del", old]);
+    netns.ip(&[
+        "link", "add", old, "index", &ifindex, "type", "veth", "peer", "name", "rnew",
+    ]);
+    let shown = status(&netns);
+    assert_eq!(names(&shown, "interfaces"), Vec::<String>::new(), "{shown}");
+    assert_eq!(names(&shown, "removed"), [old.as_str()], "{shown}");
+    assert_eq!(shown["removed"][0]["packets_dropped"], 3, "{shown}");
+
+    let output = run_pin(&netns, &["--iface", old]);
+    assert_succeeded(&output);
+    let first: Value = serde_json::from_slice(
+        output
+            .stdout
+            .split(|b| *b == b'\n')
+            .next()
+            .expect("a report"),
+    )
+    .expect("JSON");
+    assert_eq!(names(&first, "removed"), [old.as_str()], "{first}");
+    let shown = status(&netns);
+    let entry = interface(&shown, old);
+    assert_eq!(
+        entry["mode"], "monitor",
+        "the new device, served anew: {entry}"
+    );
+    assert_eq!(entry["packets_matched"], 0, "{entry}");
+    detach_all(&netns);
+}
+
+/// A device moved into another namespace (as a container's end of a veth is) while no probe
+/// runs takes the program along; the next `run --pin` here reports it removed, under its name,
+/// and detaches it.
+#[test]
+fn a_device_moved_away_is_reported_under_its_name_and_detached() {
+    testbed::skip_unless_root!();
+    let (netns, devices) = with_veths("moved", "m", 2);
+    let elsewhere = Netns::new("moved-to");
+    assert_succeeded(&run_pin(
+        &netns,
+        &[&["--drop"][..], &ifaces(&devices)].concat(),
+    ));
+    netns.ip(&["link", "set", &devices[0], "netns", &elsewhere.name]);
+    assert!(elsewhere.has_xdp(&devices[0]), "the program moved along");
+    let shown = status(&netns);
+    assert_eq!(names(&shown, "removed"), [devices[0].as_str()], "{shown}");
+
+    let output = run_pin(&netns, &["--drop", "--iface", &devices[1]]);
+    assert_succeeded(&output);
+    assert!(
+        stderr(&output).contains(&format!("{} (ifindex", devices[0])),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!elsewhere.has_xdp(&devices[0]), "detached where it went");
+    assert_eq!(with_xdp(&netns), [devices[1].as_str()]);
+    detach_all(&netns);
+}
+
+/// A standing filter keeps the room it was pinned with: a takeover that selects more attaches
+/// what fits, says what does not, and keeps serving.
+#[test]
+fn a_takeover_beyond_the_pinned_room_serves_what_fits() {
+    testbed::skip_unless_root!();
+    let (netns, devices) = with_veths("room", "c", 2);
+    assert_succeeded(&run_pin(
+        &netns,
+        &["--capacity", "1", "--iface", &devices[0]],
+    ));
+    let output = run_pin(
+        &netns,
+        &[&["--capacity", "8"][..], &ifaces(&devices)].concat(),
+    );
+    assert_refused(
+        &output,
+        0,
+        &[
+            "--capacity 8 does not apply",
+            &format!(
+                "{}: not attached: all 1 interface slots are in use",
+                devices[1]
+            ),
+        ],
+    );
+    assert_eq!(with_xdp(&netns), [devices[0].as_str()]);
     detach_all(&netns);
 }

@@ -9,6 +9,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     io::{self, IsTerminal as _},
     net::SocketAddr,
+    pin::Pin,
     time::{Duration, Instant},
 };
 
@@ -25,6 +26,7 @@ use probe_user::{
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
+    time::Sleep,
 };
 
 use self::{
@@ -71,6 +73,11 @@ pub(crate) struct RunArgs {
     /// taking over (with no gap) the one a previous `run --pin` left there.
     #[arg(long)]
     pin: bool,
+    /// Interfaces the counters have room for, 1 to 65536 (default: those here and a quarter
+    /// more, at least 256 more; 288 bytes of kernel memory per CPU each). A standing filter
+    /// keeps the room it was first pinned with.
+    #[arg(long, value_name = "N", value_parser = capacity, allow_negative_numbers = true)]
+    capacity: Option<u32>,
     /// Detach and exit after this many seconds (0.01 to one year).
     #[arg(long, value_name = "SECS", value_parser = duration_seconds, allow_negative_numbers = true)]
     duration: Option<f64>,
@@ -164,6 +171,16 @@ fn metrics_address(value: &str) -> Result<SocketAddr, String> {
     })
 }
 
+fn capacity(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n) if (1..=probe_common::MAX_SLOTS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a whole number of interfaces from 1 to {}",
+            probe_common::MAX_SLOTS
+        )),
+    }
+}
+
 /// The number of top senders shown when `--top` is not given.
 const DEFAULT_TOP: u16 = 5;
 
@@ -236,6 +253,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         verifier_log: args.verifier_log,
         sample_rate: args.sample_rate,
         pin: args.pin,
+        capacity: args.capacity,
     };
     // Handlers first: a signal during start-up then ends the run cleanly once attached.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -355,6 +373,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Interfaces found removed by a scrape's snapshot, for the next report to list: each
     // snapshot lists a removal once.
     let mut removed_at_scrapes = Vec::new();
+    // Set while interfaces kept changing as they were listed: when to list them again.
+    let mut relist = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {
@@ -375,14 +395,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = refills.tick() => session.refill_sample_tokens()?,
             changed = links.changed() => {
                 changed.context("cannot watch the interfaces for changes")?;
-                let followed = session.follow_links()?;
-                say_left_out(&followed.skipped);
-                for refusal in &followed.refused {
-                    tracing::warn!("{refusal}");
-                }
-                say_attached(&followed.attached);
-                evidence.add_interfaces(&followed.attached);
+                relist = follow(&mut session, &mut evidence)?;
             }
+            () = next_relist(&mut relist) => relist = follow(&mut session, &mut evidence)?,
             read = next_samples(ring.as_mut(), &mut batch) => {
                 read.context("cannot read the samples")?;
                 let json = evidence.take(&batch, |ifindex| name_in(&session, ifindex))?;
@@ -481,6 +496,35 @@ fn say_attached(attached: &[AttachedInterface]) {
             attached.xdp_mode.name(),
             attached.mode.name()
         );
+    }
+}
+
+/// How long to wait before listing interfaces again that kept changing as they were listed.
+const RELIST_PAUSE: Duration = Duration::from_millis(100);
+
+/// Attaches to what the selection asks for since the last call and says what changed; when
+/// interfaces kept changing as they were listed, the pause after which to call again.
+fn follow(
+    session: &mut Session,
+    evidence: &mut Evidence,
+) -> Result<Option<Pin<Box<Sleep>>>, SessionError> {
+    let followed = session.follow_links()?;
+    say_left_out(&followed.skipped);
+    for refusal in &followed.refused {
+        tracing::warn!("{refusal}");
+    }
+    say_attached(&followed.attached);
+    evidence.add_interfaces(&followed.attached);
+    Ok(followed
+        .unsettled
+        .then(|| Box::pin(tokio::time::sleep(RELIST_PAUSE))))
+}
+
+/// Completes when the pause before listing interfaces again is over; never without one.
+async fn next_relist(relist: &mut Option<Pin<Box<Sleep>>>) {
+    match relist {
+        Some(pause) => pause.await,
+        None => std::future::pending().await,
     }
 }
 

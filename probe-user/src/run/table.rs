@@ -73,6 +73,28 @@ pub(crate) fn render(
         let _ = writeln!(out, "WARNING {}", exposure_warning(interface));
     }
 
+    if !report.removed.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            if report.standing_filter.is_some() {
+                "GONE (pinned, the interface no longer here; `localnet-probe detach` clears them)"
+            } else {
+                "REMOVED since the last view"
+            }
+        );
+    }
+    for removed in &report.removed {
+        let _ = writeln!(
+            out,
+            "{} (ifindex {}): {} matched, {} dropped",
+            removed.name,
+            removed.ifindex,
+            removed.totals.packets_matched,
+            removed.totals.packets_dropped
+        );
+    }
+
     let senders: Vec<(&str, &[SenderReport])> = report
         .interfaces
         .iter()
