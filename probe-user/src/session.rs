@@ -353,20 +353,7 @@ impl Session {
             }
             match (adopted.xdp_mode, chosen) {
                 // Gone while no probe ran: reported removed by the first snapshot.
-                (None, _) => {
-                    self.removed_totals.add(&adopted.counters);
-                    self.pending_removed.push(InterfaceSnapshot {
-                        ifindex: adopted.ifindex,
-                        name: adopted.name,
-                        mode: adopted.mode,
-                        program: adopted.program,
-                        xdp_mode: None,
-                        route_localnet: None,
-                        route_localnet_via: Vec::new(),
-                        exposed: false,
-                        counters: adopted.counters,
-                    });
-                }
+                (None, _) => self.keep_removed(adopted),
                 (Some(xdp_mode), Some(chosen)) => {
                     let change_error = |source| SessionError::Attach {
                         name: chosen.name.clone(),
@@ -588,6 +575,22 @@ impl Session {
         Ok(followed)
     }
 
+    /// Keeps a standing filter's interface that is gone for the next snapshot to report.
+    fn keep_removed(&mut self, gone: Adopted) {
+        self.removed_totals.add(&gone.counters);
+        self.pending_removed.push(InterfaceSnapshot {
+            ifindex: gone.ifindex,
+            name: gone.name,
+            mode: gone.mode,
+            program: gone.program,
+            xdp_mode: None,
+            route_localnet: None,
+            route_localnet_via: Vec::new(),
+            exposed: false,
+            counters: gone.counters,
+        });
+    }
+
     /// The interfaces here, kept as the last consistent list.
     fn list(&mut self) -> Result<Vec<Interface>, SessionError> {
         let all = self.interfaces.list()?;
@@ -777,18 +780,7 @@ impl Session {
             session.served.insert(ifindex, Served { name, program });
         }
         for gone in gone {
-            session.removed_totals.add(&gone.counters);
-            session.pending_removed.push(InterfaceSnapshot {
-                ifindex: gone.ifindex,
-                name: gone.name,
-                mode: gone.mode,
-                program: gone.program,
-                xdp_mode: None,
-                route_localnet: None,
-                route_localnet_via: Vec::new(),
-                exposed: false,
-                counters: gone.counters,
-            });
+            session.keep_removed(gone);
         }
         Ok(Ok((session, standing)))
     }
