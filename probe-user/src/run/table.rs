@@ -382,7 +382,8 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("event"))
             .count();
-        assert_eq!(shown_with_alerts, shown.len() - 3, "{with_alerts}");
+        // A blank line, the title and two alerts.
+        assert_eq!(shown_with_alerts, shown.len() - 4, "{with_alerts}");
     }
 
     #[test]
