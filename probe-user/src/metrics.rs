@@ -309,6 +309,7 @@ mod tests {
             removed: Vec::new(),
             removed_totals: SlotCounters::default(),
             sample_rate,
+            route_localnet_changes: Vec::new(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! What a reading looks like to people and machines: the JSON objects `run` writes, built from a
-//! [`Snapshot`] and the one before it (for rates). Every view renders this same report.
+//! [`Snapshot`] and the one before it (for rates), and the route_localnet changes it found. Every
+//! view renders this same report.
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     probe::Program,
-    route_localnet::RouteLocalnet,
+    route_localnet::{self, RouteLocalnet},
     samples::{SampledFrame, mac_string},
     senders::TopSenders,
     session::{InterfaceSnapshot, Snapshot},
@@ -389,5 +390,78 @@ impl EventReport {
         }
         let _ = write!(line, " len {}", self.frame_len);
         line
+    }
+}
+
+/// A route_localnet setting that changed, as a JSON object on the report stream and as a line.
+#[derive(Clone, Debug, Serialize)]
+pub struct SysctlChangeReport {
+    /// `sysctl_change`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Unix time of the reading that found the change, in seconds.
+    pub timestamp: f64,
+    /// `net.ipv4.conf.<all|default|if>.route_localnet`.
+    pub sysctl: String,
+    /// `all`, `default` or `interface`.
+    pub scope: &'static str,
+    /// The interface whose own setting changed; `null` for `all` and `default`.
+    pub interface: Option<String>,
+    pub ifindex: Option<u32>,
+    pub old: u8,
+    pub new: u8,
+    /// The served interfaces exposed after the change (each one's `exposed`).
+    pub exposed_now: Vec<String>,
+    #[serde(skip)]
+    at: SystemTime,
+}
+
+impl SysctlChangeReport {
+    /// `change`, found by `snapshot`, which says what is exposed now.
+    pub fn new(change: &route_localnet::Change, snapshot: &Snapshot) -> Self {
+        Self {
+            kind: "sysctl_change",
+            timestamp: change
+                .at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
+            sysctl: change.sysctl(),
+            scope: change.scope.name(),
+            interface: change.interface.as_ref().map(|(name, _)| name.clone()),
+            ifindex: change.interface.as_ref().map(|(_, ifindex)| *ifindex),
+            old: u8::from(change.old),
+            new: u8::from(change.new),
+            exposed_now: snapshot
+                .interfaces
+                .iter()
+                .filter(|interface| interface.exposed)
+                .map(|interface| interface.name.clone())
+                .collect(),
+            at: change.at,
+        }
+    }
+
+    /// One sentence: the setting, old and new value, and what it means now.
+    pub fn sentence(&self) -> String {
+        let effect = if self.scope == "default" {
+            "interfaces created from now on start with it".to_owned()
+        } else if self.exposed_now.is_empty() {
+            "no served interface is exposed".to_owned()
+        } else {
+            format!("exposed now: {}", self.exposed_now.join(", "))
+        };
+        format!(
+            "{} changed from {} to {}; {effect}",
+            self.sysctl, self.old, self.new
+        )
+    }
+
+    /// The sentence, after the time of the reading that found the change.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {}",
+            humantime::format_rfc3339_seconds(self.at),
+            self.sentence()
+        )
     }
 }

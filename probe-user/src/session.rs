@@ -1,12 +1,13 @@
 //! A probe serving a selection of interfaces for as long as the session lives: start (select,
 //! refuse occupied interfaces, load, attach all or nothing), then one [`Snapshot`] per tick that
-//! follows each interface by ifindex through renames and removals, and, after each link event,
-//! [`Session::follow_links`] that serves the interfaces the selection asks for since. Dropping
-//! the session detaches everything.
+//! follows each interface by ifindex through renames and removals and says what changed in
+//! route_localnet since the last one, and, after each link event, [`Session::follow_links`]
+//! that serves the interfaces the selection asks for since. Dropping the session detaches
+//! everything.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::Instant,
+    time::{Instant, SystemTime},
 };
 
 use probe_common::{MAX_SLOTS, Mode, SlotCounters};
@@ -157,6 +158,9 @@ pub struct Snapshot {
     pub removed_totals: SlotCounters,
     /// Samples per second and interface; 0 when sampling is off.
     pub sample_rate: u32,
+    /// What changed in route_localnet since the previous snapshot: `conf.all`, `conf.default`,
+    /// and the own setting of each served interface and of each device stacked on one.
+    pub route_localnet_changes: Vec<route_localnet::Change>,
 }
 
 #[derive(Clone, Debug)]
@@ -196,6 +200,8 @@ pub struct Session {
     told: BTreeMap<u32, Unserved>,
     /// The last consistent list of interfaces, for a snapshot taken while they keep changing.
     listed: Vec<Interface>,
+    /// The route_localnet settings the last snapshot read.
+    route_localnet: route_localnet::Watch,
 }
 
 impl Session {
@@ -288,6 +294,7 @@ impl Session {
                 .map(|skipped| (skipped.ifindex, Unserved::Skipped(skipped.clone())))
                 .collect(),
             listed: all.clone(),
+            route_localnet: route_localnet::Watch::default(),
         };
         let attached = match session.serve_at_start(&all, &selected, adopted, &mut notes) {
             Ok(attached) => attached,
@@ -680,6 +687,8 @@ impl Session {
     /// Reads every served interface once: names, route_localnet and counters. An interface
     /// renamed since is reported under its new name; one that is gone is released (if
     /// [`Session::follow_links`] has not already) and reported once in [`Snapshot::removed`].
+    /// Changes of route_localnet since the previous snapshot are in
+    /// [`Snapshot::route_localnet_changes`].
     pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
         // While interfaces keep changing, the last consistent list: the next one catches up.
         let all = match self.list() {
@@ -687,6 +696,8 @@ impl Session {
             listed => listed?,
         };
         let all_route_localnet = route_localnet::read_all().ok();
+        let default_route_localnet = route_localnet::read_default().ok();
+        let read_at = SystemTime::now();
         self.follow_served(&all)?;
         let removed = std::mem::take(&mut self.pending_removed);
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
@@ -695,9 +706,21 @@ impl Session {
             .counters()
             .map_err(|error| SessionError::Counters(Box::new(error)))?;
         let uppers = Uppers::of(&all);
+        let mut reading = route_localnet::Reading {
+            all: all_route_localnet,
+            default: default_route_localnet,
+            interfaces: BTreeMap::new(),
+        };
         let mut interfaces = Vec::with_capacity(self.served.len());
         for (ifindex, served) in &self.served {
             let interface = by_index[ifindex];
+            for device in uppers.stacked(interface) {
+                if let Some(on) = device.route_localnet {
+                    reading
+                        .interfaces
+                        .insert(device.ifindex, (device.name.clone(), on));
+                }
+            }
             let mode = self
                 .probe
                 .mode(*ifindex)
@@ -732,6 +755,7 @@ impl Session {
             removed,
             removed_totals: self.removed_totals,
             sample_rate: self.probe.sample_rate(),
+            route_localnet_changes: self.route_localnet.update(reading, read_at),
         })
     }
 }
@@ -769,6 +793,7 @@ impl Session {
             xdp_mode: XdpModeChoice::Auto,
             told: BTreeMap::new(),
             listed: Vec::new(),
+            route_localnet: route_localnet::Watch::default(),
         };
         for (ifindex, program) in session.probe.served() {
             // Not here: moved to another namespace while no probe ran.
@@ -886,13 +911,8 @@ impl<'a> Uppers<'a> {
         Self(uppers)
     }
 
-    /// `interface` and every device stacked on it, directly or not, whose effective
-    /// route_localnet is 1. `all_route_localnet` is `conf.all`, `None` when it could not be read.
-    fn route_localnet_via(
-        &self,
-        interface: &'a Interface,
-        all_route_localnet: Option<bool>,
-    ) -> Vec<&'a Interface> {
+    /// `interface` and every device stacked on it, directly or not: where its frames arrive.
+    fn stacked(&self, interface: &'a Interface) -> Vec<&'a Interface> {
         let mut receivers = vec![interface];
         let mut next = 0;
         while let Some(lower) = receivers.get(next).copied() {
@@ -904,6 +924,16 @@ impl<'a> Uppers<'a> {
             next += 1;
         }
         receivers
+    }
+
+    /// `interface` and every device stacked on it, directly or not, whose effective
+    /// route_localnet is 1. `all_route_localnet` is `conf.all`, `None` when it could not be read.
+    fn route_localnet_via(
+        &self,
+        interface: &'a Interface,
+        all_route_localnet: Option<bool>,
+    ) -> Vec<&'a Interface> {
+        self.stacked(interface)
             .into_iter()
             .filter(|receiver| {
                 receiver

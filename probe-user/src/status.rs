@@ -114,7 +114,13 @@ fn render_report(report: &Report, state: &str, json: bool, watch: bool) -> Vec<u
     if json {
         return json_line(report);
     }
-    let view = table::render(report, state, &Default::default(), None);
+    let view = table::render(
+        report,
+        state,
+        &Default::default(),
+        &Default::default(),
+        None,
+    );
     if watch {
         table::redraw(&view)
     } else {

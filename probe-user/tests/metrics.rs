@@ -17,8 +17,8 @@ use std::{
 use serde_json::Value;
 use test_frames::{ipv4, ipv6};
 use testbed::{
-    KillOnDrop, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RawSender, SENDER_MAC,
-    SENDER_V4, interface, wait_exit,
+    KillOnDrop, Link, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RawSender, SENDER_MAC, SENDER_V4,
+    http_get, interface, try_http_get, wait_exit,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -51,50 +51,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-struct HttpResponse {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-/// `GET path` over HTTP/1.0 to `address` inside `netns`, with an `Accept` header if given.
-fn http_get(netns: &Netns, address: &str, path: &str, accept: Option<&str>) -> HttpResponse {
-    try_http_get(netns, address, path, accept)
-        .unwrap_or_else(|e| panic!("GET http://{address}{path} in {}: {e}", netns.name))
-}
-
-fn try_http_get(
-    netns: &Netns,
-    address: &str,
-    path: &str,
-    accept: Option<&str>,
-) -> std::io::Result<HttpResponse> {
-    let raw = netns.enter(|| -> std::io::Result<Vec<u8>> {
-        let mut stream = TcpStream::connect(address)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let accept = accept.map_or(String::new(), |accept| format!("Accept: {accept}\r\n"));
-        write!(
-            stream,
-            "GET {path} HTTP/1.0\r\nHost: {address}\r\n{accept}\r\n"
-        )?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        Ok(raw)
-    })?;
-    let raw = String::from_utf8(raw).expect("a UTF-8 response");
-    let (headers, body) = raw.split_once("\r\n\r\n").expect("headers end");
-    let status = headers
-        .split(' ')
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {headers}"));
-    Ok(HttpResponse {
-        status,
-        headers: headers.to_ascii_lowercase(),
-        body: body.to_owned(),
-    })
 }
 
 /// Runs `promtool check metrics` on `page`; panics with its complaints.

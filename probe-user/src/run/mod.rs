@@ -1,4 +1,5 @@
-//! `localnet-probe run`: attach, report every interval, detach on exit.
+//! `localnet-probe run`: attach, report every interval, say route_localnet changes within a
+//! second, detach on exit.
 
 mod evidence;
 mod metrics_server;
@@ -18,10 +19,10 @@ use clap::{Args, ValueEnum};
 use probe_user::{
     link_events::LinkEvents,
     probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
-    report::Report,
+    report::{Report, SysctlChangeReport},
     samples::SampleRing,
     select::{NamePattern, Selection, Skipped},
-    session::{AttachedInterface, Session, SessionError, SessionOptions},
+    session::{AttachedInterface, Session, SessionError, SessionOptions, Snapshot},
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -41,6 +42,11 @@ const MAX_INTERVAL_SECS: f64 = 3600.0;
 const MAX_DURATION_SECS: f64 = 365.0 * 86400.0;
 /// How long the last report may wait for a reader that stopped reading.
 const FINAL_REPORT_PATIENCE: Duration = Duration::from_secs(2);
+/// How often route_localnet is read at least, whatever `--interval`: the kernel sends no
+/// notification when it changes.
+const ROUTE_LOCALNET_CHECK: Duration = Duration::from_secs(1);
+/// The route_localnet changes the live view keeps showing, newest last.
+const ALERTS_SHOWN: usize = 5;
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -336,19 +342,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut evidence = Evidence::new(events, pcap);
     evidence.add_interfaces(&started.attached);
     let top = usize::from(args.top.unwrap_or(DEFAULT_TOP));
-    let render = |report: &Report, pane: &VecDeque<String>| -> Vec<u8> {
+    let render = |report: &Report, pane: &VecDeque<String>, alerts: &VecDeque<String>| {
         match view {
-            View::Json => {
-                let mut line = serde_json::to_vec(report).expect("reports serialize");
-                line.push(b'\n');
-                line
-            }
+            View::Json => json_line(report),
             // The last view stays on the screen and scrolls: every event it holds.
-            View::Table if report.is_final => table::render(report, final_state, pane, None).into(),
+            View::Table if report.is_final => {
+                table::render(report, final_state, pane, alerts, None).into()
+            }
             View::Table => table::redraw(&table::render(
                 report,
                 &live_state,
                 pane,
+                alerts,
                 table::terminal_size(),
             )),
             View::Pcap => Vec::new(),
@@ -360,6 +365,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut refills = tokio::time::interval(Duration::from_secs(1));
     refills.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Reports further apart than that leave route_localnet to be read at each refill.
+    let check_between_reports = Duration::from_secs_f64(args.interval) > ROUTE_LOCALNET_CHECK;
     let deadline = async {
         match args.duration {
             Some(seconds) => tokio::time::sleep(Duration::from_secs_f64(seconds)).await,
@@ -370,16 +377,21 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut previous = None;
     let mut exposed = BTreeMap::new();
     let mut batch = Vec::new();
-    // Interfaces found removed by a scrape's snapshot, for the next report to list: each
-    // snapshot lists a removal once.
-    let mut removed_at_scrapes = Vec::new();
+    // Interfaces found removed by a snapshot between reports (a scrape's, a check of
+    // route_localnet), for the next report to list: each snapshot lists a removal once.
+    let mut removed_between_reports = Vec::new();
+    // The live view's last route_localnet changes.
+    let mut alerts = VecDeque::new();
     // Set while interfaces kept changing as they were listed: when to list them again.
     let mut relist = None;
     loop {
+        // A snapshot taken between reports, and the scrape that asked for it.
+        let mut between = None;
         tokio::select! {
             _ = ticks.tick() => {
                 let mut snapshot = session.snapshot()?;
-                snapshot.removed.splice(0..0, removed_at_scrapes.drain(..));
+                snapshot.removed.splice(0..0, removed_between_reports.drain(..));
+                say_changes(&snapshot, view, output.as_mut(), &mut alerts);
                 evidence.senders.expire(Instant::now(), |ifindex| {
                     session.interface_name(ifindex).is_some()
                 });
@@ -388,11 +400,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 report.add_top_senders(&evidence.senders, top);
                 warn_on_changes(&report, &mut exposed);
                 if let Some(output) = &mut output {
-                    output.offer(render(&report, &evidence.pane), "reports");
+                    output.offer(render(&report, &evidence.pane, &alerts), "reports");
                 }
                 previous = Some(snapshot);
             }
-            _ = refills.tick() => session.refill_sample_tokens()?,
+            _ = refills.tick() => {
+                session.refill_sample_tokens()?;
+                if check_between_reports {
+                    between = Some((session.snapshot()?, None));
+                }
+            }
             changed = links.changed() => {
                 changed.context("cannot watch the interfaces for changes")?;
                 relist = follow(&mut session, &mut evidence)?;
@@ -407,10 +424,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 batch.clear();
             }
             Some(scrape) = next_scrape(&mut scrapes) => {
-                let mut snapshot = session.snapshot()?;
-                removed_at_scrapes.append(&mut snapshot.removed);
-                // Nothing to do when the scraper has gone.
-                let _ = scrape.send(snapshot);
+                between = Some((session.snapshot()?, Some(scrape)));
             }
             () = evidence.pcap_reader_gone() => {}
             // Nobody reads any more: detach (dropping the session) and end.
@@ -420,12 +434,30 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = sighup.recv() => break,
             () = &mut deadline => break,
         }
+        if let Some((mut snapshot, scrape)) = between {
+            removed_between_reports.append(&mut snapshot.removed);
+            // The live view shows a change at once, with the exposure it leaves.
+            if say_changes(&snapshot, view, output.as_mut(), &mut alerts)
+                && view == View::Table
+                && let Some(output) = &mut output
+            {
+                let mut report =
+                    Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), false);
+                report.add_top_senders(&evidence.senders, top);
+                output.offer(render(&report, &evidence.pane, &alerts), "reports");
+            }
+            if let Some(scrape) = scrape {
+                // Nothing to do when the scraper has gone.
+                let _ = scrape.send(snapshot);
+            }
+        }
     }
     if let Some(server) = metrics_server {
         server.abort();
     }
     let mut snapshot = session.snapshot()?;
-    snapshot.removed.splice(0..0, removed_at_scrapes);
+    snapshot.removed.splice(0..0, removed_between_reports);
+    say_changes(&snapshot, view, output.as_mut(), &mut alerts);
     let mut report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), true);
     report.add_top_senders(&evidence.senders, top);
     warn_on_changes(&report, &mut exposed);
@@ -456,7 +488,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             .cloned()
             .unwrap_or_else(|| format!("ifindex {ifindex}"))
     })?;
-    last.extend(render(&report, &evidence.pane));
+    last.extend(render(&report, &evidence.pane, &alerts));
     evidence.finish(FINAL_REPORT_PATIENCE);
     match output {
         Some(output) => output.finish(last, FINAL_REPORT_PATIENCE),
@@ -562,6 +594,41 @@ async fn next_scrape(
         Some(scrapes) => scrapes.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// A JSON object and its line end.
+fn json_line(object: &impl serde::Serialize) -> Vec<u8> {
+    let mut line = serde_json::to_vec(object).expect("reports serialize");
+    line.push(b'\n');
+    line
+}
+
+/// Says the route_localnet changes `snapshot` found: a warning on stderr each, and a
+/// `sysctl_change` object on the JSON stream or a line kept in `alerts` for the live view.
+/// Returns whether there were any.
+fn say_changes(
+    snapshot: &Snapshot,
+    view: View,
+    mut output: Option<&mut Output>,
+    alerts: &mut VecDeque<String>,
+) -> bool {
+    for change in &snapshot.route_localnet_changes {
+        let change = SysctlChangeReport::new(change, snapshot);
+        tracing::warn!("{}", change.sentence());
+        match (view, output.as_deref_mut()) {
+            (View::Json, Some(output)) => {
+                output.offer(json_line(&change), "route_localnet changes");
+            }
+            (View::Table, _) => {
+                if alerts.len() == ALERTS_SHOWN {
+                    alerts.pop_front();
+                }
+                alerts.push_back(change.line());
+            }
+            _ => {}
+        }
+    }
+    !snapshot.route_localnet_changes.is_empty()
 }
 
 /// Says once what changed: an interface that became exposed, or exposed through other devices

@@ -1,4 +1,5 @@
-//! The live view on a terminal: a line per interface and a warning per exposed interface.
+//! The live view on a terminal: a line per interface, the last route_localnet changes
+//! highlighted, and a warning per exposed interface.
 
 use std::{collections::VecDeque, fmt::Write as _};
 
@@ -22,13 +23,18 @@ const HEADERS: [&str; 10] = [
     "BREAKDOWN",
 ];
 
-/// The view, headed by `state` (what the probe does now), with as many of the newest `events`
-/// as fit a terminal of `size` (rows, columns), each cut to its width; all of them when the size
-/// is not known.
+/// Bold, in reverse video, until [`PLAIN`]: the view is only drawn on a terminal.
+const HIGHLIGHT: &str = "\x1b[1;7m";
+const PLAIN: &str = "\x1b[0m";
+
+/// The view, headed by `state` (what the probe does now), with the `alerts` (route_localnet
+/// changes, highlighted) and as many of the newest `events` as fit a terminal of `size` (rows,
+/// columns), each cut to its width; all of them when the size is not known.
 pub(crate) fn render(
     report: &Report,
     state: &str,
     events: &VecDeque<String>,
+    alerts: &VecDeque<String>,
     size: Option<(usize, usize)>,
 ) -> String {
     let rows: Vec<[String; 10]> = report.interfaces.iter().map(row).collect();
@@ -63,6 +69,12 @@ pub(crate) fn render(
     push_row(&HEADERS.map(String::from));
     for row in &rows {
         push_row(row);
+    }
+    if !alerts.is_empty() {
+        out.push_str("\nROUTE_LOCALNET CHANGES (newest last)\n");
+    }
+    for alert in alerts {
+        let _ = writeln!(out, "{HIGHLIGHT}{alert}{PLAIN}");
     }
 
     let exposed: Vec<&InterfaceReport> = report.interfaces.iter().filter(|i| i.exposed).collect();
@@ -127,7 +139,10 @@ pub(crate) fn render(
         Some((rows, columns)) => {
             let used: usize = out
                 .lines()
-                .map(|line| line.chars().count().max(1).div_ceil(columns.max(1)))
+                .map(|line| {
+                    let shown = line.replace(HIGHLIGHT, "").replace(PLAIN, "");
+                    shown.chars().count().max(1).div_ceil(columns.max(1))
+                })
                 .sum();
             // The pane's blank line and title, and the cursor's line.
             rows.saturating_sub(used + 3).min(events.len())
@@ -360,10 +375,11 @@ mod tests {
         let events: VecDeque<String> = (0..10)
             .map(|n| format!("event {n} {}", "x".repeat(60)))
             .collect();
-        let all = render(&report, "refresh 1 s", &events, None);
+        let none = VecDeque::new();
+        let all = render(&report, "refresh 1 s", &events, &none, None);
         assert_eq!(all.lines().filter(|l| l.starts_with("event")).count(), 10);
 
-        let small = render(&report, "refresh 1 s", &events, Some((16, 40)));
+        let small = render(&report, "refresh 1 s", &events, &none, Some((16, 40)));
         let rows: usize = small
             .lines()
             .map(|line| line.chars().count().max(1).div_ceil(40))
@@ -378,7 +394,18 @@ mod tests {
             .map(|event| format!("{}…", &event[..39]))
             .collect();
         assert_eq!(shown, newest);
-        assert!(!render(&report, "refresh 1 s", &events, Some((5, 40))).contains("EVENTS"));
+        assert!(!render(&report, "refresh 1 s", &events, &none, Some((5, 40))).contains("EVENTS"));
+
+        // Highlighted alerts take rows, not the columns of their escapes.
+        let alerts: VecDeque<String> = ["a".repeat(39), "b".repeat(39)].into();
+        let with_alerts = render(&report, "refresh 1 s", &events, &alerts, Some((16, 40)));
+        assert!(with_alerts.contains(&format!("\n{HIGHLIGHT}{}{PLAIN}\n", "b".repeat(39))));
+        let shown_with_alerts = with_alerts
+            .lines()
+            .filter(|l| l.starts_with("event"))
+            .count();
+        // A blank line, the title and two alerts.
+        assert_eq!(shown_with_alerts, shown.len() - 4, "{with_alerts}");
     }
 
     #[test]

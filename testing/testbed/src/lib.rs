@@ -5,8 +5,8 @@
 
 use std::{
     fs::File,
-    io::{BufRead as _, BufReader, Read},
-    net::{SocketAddr, UdpSocket},
+    io::{BufRead as _, BufReader, Read, Write as _},
+    net::{SocketAddr, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -676,4 +676,50 @@ pub fn class_packets(entry: &Value, family: &str, address: &str, action: &str) -
         .iter()
         .find(|c| c["family"] == family && c["address"] == address && c["action"] == action)
         .map_or(0, |c| c["packets"].as_u64().expect("packets"))
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    /// Lower-cased.
+    pub headers: String,
+    pub body: String,
+}
+
+/// `GET path` over HTTP/1.0 to `address` inside `netns` (a probe's `--metrics`), with an `Accept`
+/// header if given.
+pub fn http_get(netns: &Netns, address: &str, path: &str, accept: Option<&str>) -> HttpResponse {
+    try_http_get(netns, address, path, accept)
+        .unwrap_or_else(|e| panic!("GET http://{address}{path} in {}: {e}", netns.name))
+}
+
+pub fn try_http_get(
+    netns: &Netns,
+    address: &str,
+    path: &str,
+    accept: Option<&str>,
+) -> std::io::Result<HttpResponse> {
+    let raw = netns.enter(|| -> std::io::Result<Vec<u8>> {
+        let mut stream = TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let accept = accept.map_or(String::new(), |accept| format!("Accept: {accept}\r\n"));
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {address}\r\n{accept}\r\n"
+        )?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        Ok(raw)
+    })?;
+    let raw = String::from_utf8(raw).expect("a UTF-8 response");
+    let (headers, body) = raw.split_once("\r\n\r\n").expect("headers end");
+    let status = headers
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {headers}"));
+    Ok(HttpResponse {
+        status,
+        headers: headers.to_ascii_lowercase(),
+        body: body.to_owned(),
+    })
 }
