@@ -786,10 +786,10 @@ impl Drop for Session {
 }
 
 /// For each device, the devices stacked on it directly (see [`Interface::is_stacked_on`]).
-struct Uppers<'a>(BTreeMap<u32, Vec<&'a Interface>>);
+pub(crate) struct Uppers<'a>(BTreeMap<u32, Vec<&'a Interface>>);
 
 impl<'a> Uppers<'a> {
-    fn of(all: &'a [Interface]) -> Self {
+    pub(crate) fn of(all: &'a [Interface]) -> Self {
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
         let mut uppers: BTreeMap<u32, Vec<&Interface>> = BTreeMap::new();
         for interface in all {
@@ -811,7 +811,7 @@ impl<'a> Uppers<'a> {
 
     /// `interface` and every device stacked on it, directly or not, whose effective
     /// route_localnet is 1. `all_route_localnet` is `conf.all`, `None` when it could not be read.
-    fn route_localnet_via(
+    pub(crate) fn route_localnet_via(
         &self,
         interface: &'a Interface,
         all_route_localnet: Option<bool>,
@@ -853,6 +853,7 @@ mod tests {
             lower: None,
             master: None,
             route_localnet: Some(route_localnet),
+            ipv4_conf: None,
             xdp: None,
         }
     }
