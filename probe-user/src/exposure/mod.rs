@@ -432,6 +432,12 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         } else {
             Verdict::Exposed
         };
+        // Listed only where they are reachable now.
+        let reachable = if verdict == Verdict::Exposed {
+            reachable
+        } else {
+            Vec::new()
+        };
         let (localnet_probe, other_xdp_program) = match xdp_on(interface.ifindex) {
             Some(XdpOn::LocalnetProbe(probe)) => (Some(probe.clone()), None),
             Some(XdpOn::Other { id, .. }) => (None, Some(*id)),
