@@ -89,13 +89,15 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             say(&format!("error: {error:#}"));
-            // Interfaces named that cannot be served are invalid arguments, like clap's.
-            let invalid_arguments = matches!(
-                error.downcast_ref::<SessionError>(),
-                Some(SessionError::Select(_))
-            ) || error.is::<run::InvalidArguments>()
-                || is_audit;
-            if invalid_arguments {
+            // Interfaces named that cannot be served are invalid arguments, like clap's; and
+            // every error of `audit` is 2.
+            let status_2 = is_audit
+                || matches!(
+                    error.downcast_ref::<SessionError>(),
+                    Some(SessionError::Select(_))
+                )
+                || error.is::<run::InvalidArguments>();
+            if status_2 {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -492,7 +492,7 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             remedies: Vec::new(),
         });
     }
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|finding| std::cmp::Reverse(finding.severity));
     Audit {
         all: inputs.all,
         default: inputs.default,
