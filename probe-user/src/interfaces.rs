@@ -59,8 +59,46 @@ pub struct Interface {
     pub master: Option<u32>,
     /// `net.ipv4.conf.<name>.route_localnet`; `None` without IPv4 configuration.
     pub route_localnet: Option<bool>,
+    /// The interface's other IPv4 settings that decide what arrives from its link; `None`
+    /// without IPv4 configuration.
+    pub ipv4_conf: Option<Ipv4Conf>,
     /// The XDP program attached to the interface, ours or another's.
     pub xdp: Option<AttachedProgram>,
+}
+
+/// `net.ipv4.conf.<if>.*` values, besides route_localnet, that decide which frames with
+/// loopback addresses the kernel accepts from a link and what it says about them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Ipv4Conf {
+    /// 0 off, 1 strict, 2 loose reverse-path filtering.
+    pub rp_filter: u32,
+    /// Accept packets whose source is a local address.
+    pub accept_local: u32,
+    pub log_martians: u32,
+    pub arp_ignore: u32,
+    pub arp_announce: u32,
+}
+
+impl Ipv4Conf {
+    /// `IPV4_DEVCONF_*` (from 1) of each field, as in `include/uapi/linux/ip.h`.
+    const RP_FILTER: usize = 8;
+    const LOG_MARTIANS: usize = 11;
+    const ARP_ANNOUNCE: usize = 18;
+    const ARP_IGNORE: usize = 19;
+    const ACCEPT_LOCAL: usize = 23;
+
+    /// Reads the fields from `IFLA_INET_CONF`, an array of u32 from `IPV4_DEVCONF_FORWARDING`
+    /// (1) on.
+    fn of(conf: &[u8]) -> Option<Self> {
+        let at = |devconf: usize| u32_of(conf.get((devconf - 1) * 4..)?);
+        Some(Self {
+            rp_filter: at(Self::RP_FILTER)?,
+            accept_local: at(Self::ACCEPT_LOCAL)?,
+            log_martians: at(Self::LOG_MARTIANS)?,
+            arp_ignore: at(Self::ARP_IGNORE)?,
+            arp_announce: at(Self::ARP_ANNOUNCE)?,
+        })
+    }
 }
 
 /// An XDP program on an interface, as rtnetlink reports it.
@@ -114,6 +152,8 @@ const IFLA_INET_CONF: u16 = 1;
 /// `IPV4_DEVCONF_ROUTE_LOCALNET` (26) as an index into `IFLA_INET_CONF`, an array of u32 from
 /// `IPV4_DEVCONF_FORWARDING` (1) on.
 const ROUTE_LOCALNET_INDEX: usize = 25;
+/// `struct nlattr`, before an attribute's value.
+const NLA_HEADER_LEN: usize = 4;
 /// `struct ifinfomsg`, before the attributes.
 const IFINFOMSG_LEN: usize = 16;
 const IFF_UP: u32 = libc::IFF_UP as u32;
@@ -239,6 +279,7 @@ fn parse(payload: &[u8]) -> Option<Interface> {
         lower: None,
         master: None,
         route_localnet: None,
+        ipv4_conf: None,
         xdp: None,
     };
     let mut lower_in_other_namespace = false;
@@ -267,7 +308,12 @@ fn parse(payload: &[u8]) -> Option<Interface> {
                     });
                 }
             }
-            IFLA_AF_SPEC => interface.route_localnet = route_localnet(value),
+            IFLA_AF_SPEC => {
+                if let Some(conf) = inet_conf(value) {
+                    interface.route_localnet = route_localnet(conf);
+                    interface.ipv4_conf = Ipv4Conf::of(conf);
+                }
+            }
             IFLA_XDP => {
                 if let Ok(LinkAttribute::Xdp(xdp)) =
                     LinkAttribute::parse_with_param(&attribute, AddressFamily::Unspec)
@@ -294,17 +340,26 @@ fn u32_of(value: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(value.get(..4)?.try_into().ok()?))
 }
 
-/// `route_localnet` from `IFLA_AF_SPEC` → `AF_INET` → `IFLA_INET_CONF`, without reading the
-/// other families.
-fn route_localnet(af_spec: &[u8]) -> Option<bool> {
+/// `IFLA_AF_SPEC` → `AF_INET` → `IFLA_INET_CONF`, without reading the other families.
+fn inet_conf(af_spec: &[u8]) -> Option<&[u8]> {
     let inet = NlasIterator::new(af_spec)
         .filter_map(Result::ok)
         .find(|family| family.kind() == AF_INET)?;
-    let conf = NlasIterator::new(inet.value())
+    let conf = NlasIterator::new(value_of(inet)?)
         .filter_map(Result::ok)
         .find(|attribute: &NlaBuffer<&[u8]>| attribute.kind() == IFLA_INET_CONF)?;
+    value_of(conf)
+}
+
+/// An attribute's value, borrowed for as long as the message it is in.
+fn value_of(attribute: NlaBuffer<&[u8]>) -> Option<&[u8]> {
+    let length = usize::from(attribute.length());
+    attribute.into_inner().get(NLA_HEADER_LEN..length)
+}
+
+fn route_localnet(conf: &[u8]) -> Option<bool> {
     let at = ROUTE_LOCALNET_INDEX * 4;
-    u32_of(conf.value().get(at..)?).map(|value| value != 0)
+    u32_of(conf.get(at..)?).map(|value| value != 0)
 }
 
 fn attached_program(xdp: &[LinkXdp]) -> Option<AttachedProgram> {

@@ -4,6 +4,7 @@
 
 mod bpffs;
 mod counter_map;
+pub mod exposure;
 pub mod interfaces;
 pub mod link_events;
 mod map_batch;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use probe_user::session::SessionError;
 use tracing_subscriber::EnvFilter;
 
+mod audit;
 mod detach;
 mod run;
 mod status;
@@ -34,6 +35,11 @@ enum Command {
     /// Remove this network namespace's standing filter, from every interface or from those
     /// given; pins of interfaces that no longer exist are cleared too.
     Detach(detach::DetachArgs),
+    /// Say which services bound to loopback each link can reach, without attaching anything:
+    /// route_localnet and related sysctls, loopback sockets and their processes, and what drops
+    /// such frames (localnet-probe in drop mode, nftables). Exit status 0: no exposure, 1:
+    /// exposure found, 2: error.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,23 +67,37 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Any error of `audit` is 2, so that 1 always means an exposure.
+    let is_audit = matches!(cli.command, Command::Audit(_));
     let result = match cli.command {
-        Command::Run(args) => runtime.block_on(run::run(args)),
-        Command::Status(args) => runtime.block_on(status::status(args)),
-        Command::Detach(args) => detach::detach(&args),
+        Command::Run(args) => runtime.block_on(run::run(args)).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => runtime
+            .block_on(status::status(args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Detach(args) => detach::detach(&args).map(|()| ExitCode::SUCCESS),
+        Command::Audit(args) => audit::audit(&args).map(|exposed| {
+            if exposed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }),
     };
     // The logs first, then the last word.
     drop(flush_logs);
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             say(&format!("error: {error:#}"));
-            // Interfaces named that cannot be served are invalid arguments, like clap's.
-            let invalid_arguments = matches!(
-                error.downcast_ref::<SessionError>(),
-                Some(SessionError::Select(_))
-            ) || error.is::<run::InvalidArguments>();
-            if invalid_arguments {
+            // Interfaces named that cannot be served are invalid arguments, like clap's; and
+            // every error of `audit` is 2.
+            let status_2 = is_audit
+                || matches!(
+                    error.downcast_ref::<SessionError>(),
+                    Some(SessionError::Select(_))
+                )
+                || error.is::<run::InvalidArguments>();
+            if status_2 {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// A process holding a BPF link to the program, found through `/proc/<pid>/fdinfo`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Holder {
     pub pid: u32,
     pub command: String,

@@ -417,6 +417,7 @@ mod tests {
             lower: None,
             master: None,
             route_localnet: Some(false),
+            ipv4_conf: None,
             xdp: None,
         }
     }

@@ -888,10 +888,10 @@ impl Drop for Session {
 }
 
 /// For each device, the devices stacked on it directly (see [`Interface::is_stacked_on`]).
-struct Uppers<'a>(BTreeMap<u32, Vec<&'a Interface>>);
+pub(crate) struct Uppers<'a>(BTreeMap<u32, Vec<&'a Interface>>);
 
 impl<'a> Uppers<'a> {
-    fn of(all: &'a [Interface]) -> Self {
+    pub(crate) fn of(all: &'a [Interface]) -> Self {
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
         let mut uppers: BTreeMap<u32, Vec<&Interface>> = BTreeMap::new();
         for interface in all {
@@ -912,7 +912,7 @@ impl<'a> Uppers<'a> {
     }
 
     /// `interface` and every device stacked on it, directly or not: where its frames arrive.
-    fn stacked(&self, interface: &'a Interface) -> Vec<&'a Interface> {
+    pub(crate) fn stacked(&self, interface: &'a Interface) -> Vec<&'a Interface> {
         let mut receivers = vec![interface];
         let mut next = 0;
         while let Some(lower) = receivers.get(next).copied() {
@@ -928,7 +928,7 @@ impl<'a> Uppers<'a> {
 
     /// `interface` and every device stacked on it, directly or not, whose effective
     /// route_localnet is 1. `all_route_localnet` is `conf.all`, `None` when it could not be read.
-    fn route_localnet_via(
+    pub(crate) fn route_localnet_via(
         &self,
         interface: &'a Interface,
         all_route_localnet: Option<bool>,
@@ -960,6 +960,7 @@ mod tests {
             lower: None,
             master: None,
             route_localnet: Some(route_localnet),
+            ipv4_conf: None,
             xdp: None,
         }
     }

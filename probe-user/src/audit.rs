@@ -1,0 +1,213 @@
+//! `localnet-probe audit`: which services bound to loopback each link can reach, read from the
+//! sysctls, the sockets and what drops such frames, without attaching anything.
+
+use std::{
+    fmt::Write as _,
+    io::{self, IsTerminal as _, Write as _},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use probe_user::{
+    exposure::{self, Audit, Inputs, Setting, Severity},
+    select::NamePatterns,
+};
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// Write one JSON object even on a terminal (the default when stdout is not one).
+    #[arg(long)]
+    json: bool,
+    /// Audit this interface only (repeatable; a name or a shell-style pattern such as 'veth*').
+    /// Default: every interface but loopback.
+    #[arg(long = "iface", value_name = "IF|PATTERN")]
+    ifaces: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct AuditReport<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: f64,
+    exposed: bool,
+    #[serde(flatten)]
+    audit: &'a Audit,
+}
+
+/// Audits this network namespace; `Ok(true)` when an exposure was found.
+pub(crate) fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
+    let only = if args.ifaces.is_empty() {
+        None
+    } else {
+        let patterns = NamePatterns::new(&args.ifaces, "--iface")?;
+        Some(patterns)
+    };
+    let inputs = Inputs::read()?;
+    if let Some(only) = &only
+        && let Some(unknown) =
+            only.unknown_literal(inputs.interfaces.iter().map(|i| i.name.as_str()))
+    {
+        anyhow::bail!("no interface {unknown} in this network namespace");
+    }
+    let audit = exposure::audit(&inputs, only.as_ref());
+    let view = if args.json || !io::stdout().is_terminal() {
+        let mut line = serde_json::to_vec(&AuditReport {
+            kind: "audit",
+            timestamp: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
+            exposed: audit.exposed(),
+            audit: &audit,
+        })
+        .expect("reports serialize");
+        line.push(b'\n');
+        line
+    } else {
+        render(&audit).into_bytes()
+    };
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(&view).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != io::ErrorKind::BrokenPipe => {
+            Err(error).context("cannot write to stdout")
+        }
+        _ => Ok(audit.exposed()),
+    }
+}
+
+fn setting(setting: Option<Setting>) -> String {
+    setting.map_or_else(|| "-".to_owned(), |setting| setting.effective.to_string())
+}
+
+/// The report for a terminal.
+fn render(audit: &Audit) -> String {
+    let exposures = audit
+        .findings
+        .iter()
+        .filter(|finding| finding.severity == Severity::Exposure)
+        .count();
+    let mut out = format!(
+        "localnet-probe audit: {} interface(s), {} loopback socket(s), {exposures} exposure(s); \
+         conf.all route_localnet={} rp_filter={} accept_local={}, conf.default route_localnet={}\n\n",
+        audit.interfaces.len(),
+        audit.sockets.len(),
+        u8::from(audit.all.route_localnet),
+        audit.all.rp_filter,
+        audit.all.accept_local,
+        u8::from(audit.default.route_localnet),
+    );
+    let mut rows = vec![[
+        "INTERFACE".to_owned(),
+        "ROUTE_LOCALNET".to_owned(),
+        "RP_FILTER".to_owned(),
+        "ACCEPT_LOCAL".to_owned(),
+        "LOG_MARTIANS".to_owned(),
+        "ARP_IGNORE/ANNOUNCE".to_owned(),
+        "LOCALNET-PROBE".to_owned(),
+        "VERDICT".to_owned(),
+    ]];
+    for interface in &audit.interfaces {
+        let route_localnet = interface.route_localnet.map_or_else(
+            || "- (no IPv4)".to_owned(),
+            |value| {
+                let mut text = format!(
+                    "{} (all={} if={})",
+                    u8::from(value.effective),
+                    u8::from(value.all),
+                    u8::from(value.iface)
+                );
+                if interface
+                    .route_localnet_via
+                    .iter()
+                    .any(|via| *via != interface.name)
+                {
+                    let _ = write!(text, " via {}", interface.route_localnet_via.join(","));
+                }
+                text
+            },
+        );
+        let probe = match (&interface.localnet_probe, interface.other_xdp_program) {
+            (Some(probe), _) => format!(
+                "{} {} ({})",
+                probe.mode.unwrap_or("mode unknown"),
+                probe.xdp_mode,
+                probe.how
+            ),
+            (None, Some(id)) => format!("no (XDP program {id})"),
+            (None, None) => "no".to_owned(),
+        };
+        rows.push([
+            interface.name.clone(),
+            route_localnet,
+            setting(interface.rp_filter),
+            setting(interface.accept_local),
+            setting(interface.log_martians),
+            format!(
+                "{}/{}",
+                setting(interface.arp_ignore),
+                setting(interface.arp_announce)
+            ),
+            probe,
+            serde_json::to_value(interface.verdict)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_uppercase))
+                .unwrap_or_default(),
+        ]);
+    }
+    out.push_str(&columns(&rows));
+    out.push_str("\nLOOPBACK SOCKETS\n");
+    if audit.sockets.is_empty() {
+        out.push_str("none\n");
+    }
+    for socket in &audit.sockets {
+        let _ = writeln!(out, "{}", exposure::describe(socket));
+    }
+    if !audit.saw_every_process {
+        out.push_str("(some processes could not be inspected: run as root to name every owner)\n");
+    }
+    if let Some(why) = &audit.nft_unreadable {
+        let _ = writeln!(out, "\nnftables ruleset could not be read: {why}");
+    }
+    out.push_str("\nFINDINGS\n");
+    if audit.findings.is_empty() {
+        out.push_str("none: route_localnet is in effect on no audited interface\n");
+    }
+    for finding in &audit.findings {
+        let severity = match finding.severity {
+            Severity::Exposure => "EXPOSURE",
+            Severity::Warning => "WARNING",
+            Severity::Info => "INFO",
+        };
+        let on = finding
+            .interface
+            .as_ref()
+            .map(|name| format!(" {name}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "{severity}{on}: {}", finding.message);
+        for remedy in &finding.remedies {
+            let _ = writeln!(out, "  - {remedy}");
+        }
+    }
+    out
+}
+
+/// Left-aligned columns two spaces apart.
+fn columns(rows: &[[String; 8]]) -> String {
+    let mut widths = [0; 8];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}

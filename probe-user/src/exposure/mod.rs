@@ -1,0 +1,702 @@
+//! Which services bound to IPv4 loopback a neighbour on each link can reach, without any XDP
+//! program or traffic: the interfaces' route_localnet (and the settings that decide what else
+//! passes), the loopback sockets and their processes, and what drops such frames there —
+//! localnet-probe in drop mode, read from the configuration map of the program attached, or an
+//! nftables rule. [`Inputs::read`] reads the namespace, [`audit`] decides from what was read, so
+//! every verdict is testable with made-up inputs. `localnet-probe audit` renders the result.
+
+pub mod nft;
+pub mod sockets;
+
+use std::{fs, io, net::IpAddr};
+
+use aya::maps::{Array, HashMap, Map, MapData};
+use probe_common::{Action, IFINDEX_ARRAY_LEN, IfaceConfig, Mode};
+use serde::Serialize;
+
+use self::{
+    nft::{Dropped, NftDrop},
+    sockets::{BoundSocket, Protocol, is_ipv4_loopback},
+};
+use crate::{
+    interfaces::{AttachMode, Interface, Interfaces},
+    occupant::{Holder, Occupant},
+    select::NamePatterns,
+    session::{SessionError, Uppers},
+};
+
+/// `net.ipv4.conf.{all,default}` values that matter here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GlobalConf {
+    pub route_localnet: bool,
+    pub rp_filter: u32,
+    pub accept_local: u32,
+    pub log_martians: u32,
+    pub arp_ignore: u32,
+    pub arp_announce: u32,
+}
+
+impl GlobalConf {
+    /// `/proc/sys/net/ipv4/conf/<scope>/…`.
+    pub fn read(scope: &str) -> io::Result<Self> {
+        let value = |name: &str| -> io::Result<u32> {
+            let path = format!("/proc/sys/net/ipv4/conf/{scope}/{name}");
+            let text = fs::read_to_string(&path)
+                .map_err(|error| io::Error::new(error.kind(), format!("{path}: {error}")))?;
+            text.trim().parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{path}: unexpected value {text:?}"),
+                )
+            })
+        };
+        Ok(Self {
+            route_localnet: value("route_localnet")? != 0,
+            rp_filter: value("rp_filter")?,
+            accept_local: value("accept_local")?,
+            log_martians: value("log_martians")?,
+            arp_ignore: value("arp_ignore")?,
+            arp_announce: value("arp_announce")?,
+        })
+    }
+}
+
+/// localnet-probe's program on an interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProbeOn {
+    /// `standing` (pinned by `run --pin`) or `process` (a running `run`).
+    pub how: &'static str,
+    pub xdp_mode: &'static str,
+    /// Processes holding its link.
+    pub processes: Vec<Holder>,
+    /// `monitor` or `drop`, as its configuration map says; `None` when it could not be read
+    /// (then [`ProbeOn::mode_unknown`] says why) and no drop is assumed.
+    pub mode: Option<&'static str>,
+    pub mode_unknown: Option<String>,
+}
+
+impl ProbeOn {
+    fn drops(&self) -> bool {
+        self.mode == Some(Mode::Drop.name())
+    }
+}
+
+/// Everything the verdicts are made from.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    pub interfaces: Vec<Interface>,
+    pub all: GlobalConf,
+    pub default: GlobalConf,
+    pub sockets: Vec<BoundSocket>,
+    /// Whether every process could be inspected for the sockets' owners.
+    pub saw_every_process: bool,
+    /// localnet-probe or another XDP program on an interface, by ifindex.
+    pub xdp: Vec<(u32, XdpOn)>,
+    /// The nftables drops, or why the ruleset could not be read.
+    pub nft: Result<Vec<NftDrop>, String>,
+}
+
+/// An XDP program on an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XdpOn {
+    LocalnetProbe(ProbeOn),
+    /// Another program: what it does to loopback frames is not known here.
+    Other {
+        id: u32,
+        name: Option<String>,
+    },
+}
+
+impl Inputs {
+    /// Reads this network namespace.
+    pub fn read() -> Result<Self, SessionError> {
+        let interfaces = Interfaces::connect()?.list()?;
+        let global = |scope| GlobalConf::read(scope).map_err(SessionError::Namespace);
+        let (sockets, saw_every_process) =
+            sockets::bound_sockets().map_err(SessionError::Namespace)?;
+        let xdp = interfaces
+            .iter()
+            .filter_map(|interface| Some((interface.ifindex, xdp_on(interface)?)))
+            .collect();
+        let nft = if which("nft") {
+            nft::read_ruleset()
+        } else {
+            Err("nft is not installed".to_owned())
+        };
+        Ok(Self {
+            all: global("all")?,
+            default: global("default")?,
+            interfaces,
+            sockets,
+            saw_every_process,
+            xdp,
+            nft,
+        })
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// The XDP program on `interface`, localnet-probe's with its mode when it is.
+fn xdp_on(interface: &Interface) -> Option<XdpOn> {
+    let occupant = Occupant::of(interface)?;
+    if !occupant.is_localnet_probe() {
+        return Some(XdpOn::Other {
+            id: occupant.program_id,
+            name: occupant.program_name,
+        });
+    }
+    let (mode, mode_unknown) = match configured_action(occupant.program_id, interface.ifindex) {
+        Ok(Action::Dropped) => (Some(Mode::Drop.name()), None),
+        Ok(Action::Passed) => (Some(Mode::Monitor.name()), None),
+        Err(why) => (None, Some(why)),
+    };
+    Some(XdpOn::LocalnetProbe(ProbeOn {
+        how: if occupant.standing.is_some() {
+            "standing"
+        } else {
+            "process"
+        },
+        xdp_mode: match occupant.mode {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+            AttachMode::Offload => "offload",
+            AttachMode::Several => "several",
+        },
+        processes: occupant.holders,
+        mode,
+        mode_unknown,
+    }))
+}
+
+/// What the program `program_id` does with matched frames on `ifindex`, from the configuration
+/// map it reads itself (finding a program's maps by its id takes CAP_SYS_ADMIN).
+fn configured_action(program_id: u32, ifindex: u32) -> Result<Action, String> {
+    let program = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|program| program.id() == program_id)
+        .ok_or("its program is not listed (listing programs takes CAP_SYS_ADMIN)")?;
+    let map_ids = program
+        .map_ids()
+        .map_err(|error| format!("cannot list its maps: {error}"))?
+        .ok_or("the kernel does not list a program's maps")?;
+    let wanted = if ifindex < IFINDEX_ARRAY_LEN {
+        "IFACE_CONFIG"
+    } else {
+        "IFACE_CONFIG_HIGH"
+    };
+    let map = map_ids
+        .into_iter()
+        .filter_map(|id| MapData::from_id(id).ok())
+        .find(|map| {
+            map.info()
+                .is_ok_and(|info| info.name_as_str() == Some(wanted))
+        })
+        .ok_or(format!("its map {wanted} is not found"))?;
+    let config: Result<IfaceConfig, _> = if ifindex < IFINDEX_ARRAY_LEN {
+        Array::<_, IfaceConfig>::try_from(Map::Array(map)).and_then(|array| array.get(&ifindex, 0))
+    } else {
+        HashMap::<_, u32, IfaceConfig>::try_from(Map::HashMap(map))
+            .and_then(|hash| hash.get(&ifindex, 0))
+    };
+    config
+        .map_err(|error| format!("cannot read {wanted}: {error}"))?
+        .action()
+        .ok_or_else(|| "the interface is not configured in its map".to_owned())
+}
+
+/// What is true of one interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// route_localnet is not in effect for the link's frames.
+    NotExposed,
+    /// It is, and nothing drops them, but nothing listens on IPv4 loopback now.
+    Latent,
+    /// It is, and IPv4 loopback services are reachable from the link.
+    Exposed,
+    /// It is, and frames to 127.0.0.0/8 are dropped before they reach the stack.
+    Mitigated,
+}
+
+/// An interface's route_localnet in each place it is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteLocalnetAudit {
+    pub all: bool,
+    pub default: bool,
+    pub iface: bool,
+    pub effective: bool,
+}
+
+/// A setting as the interface has it, `all` has it, and what the kernel makes of both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    pub all: u32,
+    pub iface: u32,
+    pub effective: u32,
+}
+
+impl Setting {
+    /// The kernel ORs some settings (accept_local, log_martians) and takes the larger of
+    /// others (rp_filter, arp_ignore, arp_announce): for 0/1 values both are the maximum.
+    fn max(all: u32, iface: u32) -> Self {
+        Self {
+            all,
+            iface,
+            effective: all.max(iface),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InterfaceAudit {
+    pub name: String,
+    pub ifindex: u32,
+    pub up: bool,
+    /// `None` without IPv4 configuration.
+    pub route_localnet: Option<RouteLocalnetAudit>,
+    /// The devices, itself included, where route_localnet is in effect for this link's frames
+    /// (a macvlan or VLAN child, a bridge it is a port of).
+    pub route_localnet_via: Vec<String>,
+    pub rp_filter: Option<Setting>,
+    pub accept_local: Option<Setting>,
+    pub log_martians: Option<Setting>,
+    pub arp_ignore: Option<Setting>,
+    pub arp_announce: Option<Setting>,
+    /// Whether the routing accepts a 127.0.0.0/8 source from this link once route_localnet is in
+    /// effect: accept_local, or no reverse-path filter (then every 127.x but the host's own
+    /// addresses, such as 127.0.0.1).
+    pub loopback_sources_accepted: bool,
+    pub localnet_probe: Option<ProbeOn>,
+    /// Another XDP program's id, whose effect is not known here.
+    pub other_xdp_program: Option<u32>,
+    /// nftables rules that drop loopback frames from this link.
+    pub nft_drops: Vec<String>,
+    pub verdict: Verdict,
+    /// Indexes into [`Audit::sockets`] of the services reachable from this link.
+    pub reachable: Vec<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    /// Counted in the exit status.
+    Exposure,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// `reachable-services`, `loopback-source`, `latent`, `ipv6-loopback`, `mitigated`.
+    pub kind: &'static str,
+    pub interface: Option<String>,
+    pub message: String,
+    /// What to do, each a sentence with the command.
+    pub remedies: Vec<String>,
+}
+
+/// The whole answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Audit {
+    pub all: GlobalConf,
+    pub default: GlobalConf,
+    pub interfaces: Vec<InterfaceAudit>,
+    /// Loopback-bound services, and dual-stack UDP sockets.
+    pub sockets: Vec<BoundSocket>,
+    /// Whether every process could be inspected for the sockets' owners.
+    pub saw_every_process: bool,
+    /// `None` when the ruleset was read, why not otherwise.
+    pub nft_unreadable: Option<String>,
+    pub findings: Vec<Finding>,
+}
+
+impl Audit {
+    /// Whether any finding is an exposure.
+    pub fn exposed(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|finding| finding.severity == Severity::Exposure)
+    }
+}
+
+/// A socket that receives IPv4 from any address and shows its peer as `::ffff:a.b.c.d`.
+fn dual_stack_udp(socket: &BoundSocket) -> bool {
+    socket.protocol == Protocol::Udp
+        && socket.v6only == Some(false)
+        && socket.local.ip().is_unspecified()
+}
+
+/// Audits the interfaces `only` matches (every one but loopback when `None`).
+pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
+    let sockets: Vec<BoundSocket> = inputs
+        .sockets
+        .iter()
+        .filter(|socket| {
+            socket.local.ip().is_loopback()
+                || is_ipv4_loopback(socket.local.ip())
+                || dual_stack_udp(socket)
+        })
+        .cloned()
+        .collect();
+    let uppers = Uppers::of(&inputs.interfaces);
+    let (drops, nft_unreadable) = match &inputs.nft {
+        Ok(drops) => (drops.as_slice(), None),
+        Err(why) => (&[][..], Some(why.clone())),
+    };
+    let xdp_on = |ifindex: u32| {
+        inputs
+            .xdp
+            .iter()
+            .find(|(on, _)| *on == ifindex)
+            .map(|(_, xdp)| xdp)
+    };
+    let probe_drops = |ifindex: u32| matches!(xdp_on(ifindex), Some(XdpOn::LocalnetProbe(probe)) if probe.drops());
+    let mut interfaces = Vec::new();
+    let mut findings = Vec::new();
+    for interface in &inputs.interfaces {
+        if interface.loopback || only.is_some_and(|only| !only.matches(&interface.name)) {
+            continue;
+        }
+        let via = uppers.route_localnet_via(interface, Some(inputs.all.route_localnet));
+        let conf = interface.ipv4_conf;
+        let setting = |all: u32, get: fn(&crate::interfaces::Ipv4Conf) -> u32| {
+            conf.as_ref().map(|conf| Setting::max(all, get(conf)))
+        };
+        let rp_filter = setting(inputs.all.rp_filter, |conf| conf.rp_filter);
+        let accept_local = setting(inputs.all.accept_local, |conf| conf.accept_local);
+        let loopback_sources_accepted = via.iter().any(|receiver| {
+            receiver.ipv4_conf.is_some_and(|conf| {
+                inputs.all.accept_local.max(conf.accept_local) != 0
+                    || inputs.all.rp_filter.max(conf.rp_filter) == 0
+            })
+        });
+        // Frames of this link reach the stack through each receiver: each must drop them.
+        let nft_on = |receiver: &Interface, wanted: &dyn Fn(Dropped) -> bool| -> Vec<&NftDrop> {
+            drops
+                .iter()
+                .filter(|drop| {
+                    let here = match drop.hook {
+                        nft::Hook::Ingress => {
+                            drop.interface.as_deref() == Some(&interface.name)
+                                || drop.interface.as_deref() == Some(&receiver.name)
+                        }
+                        _ => drop
+                            .interface
+                            .as_deref()
+                            .is_none_or(|name| name == receiver.name),
+                    };
+                    here && wanted(drop.dropped)
+                })
+                .collect()
+        };
+        let destinations = |dropped| match dropped {
+            Dropped::Destinations => true,
+            Dropped::DestinationsFromOtherSources => !loopback_sources_accepted,
+            Dropped::Sources => false,
+        };
+        let sources = |dropped| dropped == Dropped::Sources;
+        let covered = |receiver: &Interface, wanted: &dyn Fn(Dropped) -> bool| {
+            probe_drops(interface.ifindex)
+                || probe_drops(receiver.ifindex)
+                || !nft_on(receiver, wanted).is_empty()
+        };
+        let destinations_dropped = via.iter().all(|receiver| covered(receiver, &destinations));
+        let sources_dropped = via.iter().all(|receiver| covered(receiver, &sources));
+        let mut nft_drops: Vec<String> = via
+            .iter()
+            .flat_map(|receiver| nft_on(receiver, &|_| true).into_iter().map(NftDrop::label))
+            .collect();
+        nft_drops.dedup();
+        let reaches = |socket: &BoundSocket| {
+            socket
+                .bound_device
+                .is_none_or(|device| via.iter().any(|receiver| receiver.ifindex == device))
+        };
+        let reachable: Vec<usize> = sockets
+            .iter()
+            .enumerate()
+            .filter(|(_, socket)| is_ipv4_loopback(socket.local.ip()) && reaches(socket))
+            .map(|(index, _)| index)
+            .collect();
+        let verdict = if via.is_empty() {
+            Verdict::NotExposed
+        } else if destinations_dropped {
+            Verdict::Mitigated
+        } else if reachable.is_empty() {
+            Verdict::Latent
+        } else {
+            Verdict::Exposed
+        };
+        // Listed only where they are reachable now.
+        let reachable = if verdict == Verdict::Exposed {
+            reachable
+        } else {
+            Vec::new()
+        };
+        let (localnet_probe, other_xdp_program) = match xdp_on(interface.ifindex) {
+            Some(XdpOn::LocalnetProbe(probe)) => (Some(probe.clone()), None),
+            Some(XdpOn::Other { id, .. }) => (None, Some(*id)),
+            None => (None, None),
+        };
+        let audited = InterfaceAudit {
+            name: interface.name.clone(),
+            ifindex: interface.ifindex,
+            up: interface.up,
+            route_localnet: interface.route_localnet.map(|iface| RouteLocalnetAudit {
+                all: inputs.all.route_localnet,
+                default: inputs.default.route_localnet,
+                iface,
+                effective: iface || inputs.all.route_localnet,
+            }),
+            route_localnet_via: via.iter().map(|receiver| receiver.name.clone()).collect(),
+            rp_filter,
+            accept_local,
+            log_martians: setting(inputs.all.log_martians, |conf| conf.log_martians),
+            arp_ignore: setting(inputs.all.arp_ignore, |conf| conf.arp_ignore),
+            arp_announce: setting(inputs.all.arp_announce, |conf| conf.arp_announce),
+            loopback_sources_accepted,
+            localnet_probe,
+            other_xdp_program,
+            nft_drops,
+            verdict,
+            reachable,
+        };
+        findings.extend(interface_findings(
+            &audited,
+            &sockets,
+            inputs,
+            !sources_dropped && loopback_sources_accepted,
+        ));
+        interfaces.push(audited);
+    }
+    let ipv6_loopback: Vec<String> = sockets
+        .iter()
+        .filter(|socket| socket.local.ip() == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))
+        .map(BoundSocket::label)
+        .collect();
+    if !ipv6_loopback.is_empty() {
+        findings.push(Finding {
+            severity: Severity::Info,
+            kind: "ipv6-loopback",
+            interface: None,
+            message: format!(
+                "{} on ::1 not reachable from any link: Linux drops packets to or from ::1 that \
+                 arrive on any interface but lo, whatever the sysctls",
+                ipv6_loopback.join(", ")
+            ),
+            remedies: Vec::new(),
+        });
+    }
+    findings.sort_by_key(|finding| std::cmp::Reverse(finding.severity));
+    Audit {
+        all: inputs.all,
+        default: inputs.default,
+        interfaces,
+        sockets,
+        saw_every_process: inputs.saw_every_process,
+        nft_unreadable,
+        findings,
+    }
+}
+
+/// `tcp 127.0.0.1:6379 (pid 812 redis-server)`.
+pub fn describe(socket: &BoundSocket) -> String {
+    let processes = if socket.processes.is_empty() {
+        format!("uid {}, process not found", socket.uid)
+    } else {
+        socket
+            .processes
+            .iter()
+            .map(|process| format!("pid {} {}", process.pid, process.command))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("{} ({processes})", socket.label())
+}
+
+fn interface_findings(
+    audited: &InterfaceAudit,
+    sockets: &[BoundSocket],
+    inputs: &Inputs,
+    loopback_sources_pass: bool,
+) -> Vec<Finding> {
+    let name = &audited.name;
+    let mut findings = Vec::new();
+    let Some(route_localnet) = audited
+        .route_localnet
+        .filter(|_| !audited.route_localnet_via.is_empty())
+    else {
+        return findings;
+    };
+    let mut set_in = Vec::new();
+    if route_localnet.all {
+        set_in.push("conf.all".to_owned());
+    }
+    set_in.extend(
+        inputs
+            .interfaces
+            .iter()
+            .filter(|i| {
+                audited.route_localnet_via.contains(&i.name) && i.route_localnet == Some(true)
+            })
+            .map(|i| format!("conf.{}", i.name)),
+    );
+    let why = format!(
+        "route_localnet=1 ({}) routes 127.0.0.0/8 arriving on {name}{}",
+        set_in.join(", "),
+        if audited.route_localnet_via == [name.clone()] {
+            String::new()
+        } else {
+            format!(" (through {})", audited.route_localnet_via.join(", "))
+        }
+    );
+    let sysctl = format!(
+        "if nothing needs route_localnet (Docker or kube-proxy DNAT to 127.0.0.1 does), unset it: \
+         {}",
+        set_in
+            .iter()
+            .map(|scope| format!("sysctl -w net.ipv4.{scope}.route_localnet=0"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let probe = format!(
+        "or drop frames with loopback addresses on {name} before the stack sees them: \
+         localnet-probe run --drop-on {name} (with --pin to keep it after exit)"
+    );
+    let nft_rule = |address: &str| {
+        format!(
+            "or drop them with nftables: nft add table inet localnet_guard; nft add chain inet \
+             localnet_guard prerouting '{{ type filter hook prerouting priority raw; }}'; nft add \
+             rule inet localnet_guard prerouting iifname \"{}\" ip {address} 127.0.0.0/8 drop",
+            audited.route_localnet_via.join("\", \"")
+        )
+    };
+    let probe_state = match &audited.localnet_probe {
+        Some(probe) if probe.mode.is_none() => format!(
+            "; localnet-probe is attached there but its mode could not be read ({}), so no drop \
+             is assumed",
+            probe.mode_unknown.as_deref().unwrap_or("unknown")
+        ),
+        Some(probe) if !probe.drops() => "; localnet-probe only monitors there".to_owned(),
+        _ => String::new(),
+    };
+    let nft_state = inputs
+        .nft
+        .as_ref()
+        .err()
+        .map(|why| {
+            format!("; the nftables ruleset could not be read ({why}), so no rule of it is counted")
+        })
+        .unwrap_or_default();
+    match audited.verdict {
+        Verdict::Exposed => {
+            let services: Vec<String> = audited
+                .reachable
+                .iter()
+                .map(|index| describe(&sockets[*index]))
+                .collect();
+            findings.push(Finding {
+                severity: Severity::Exposure,
+                kind: "reachable-services",
+                interface: Some(name.clone()),
+                message: format!(
+                    "{why} and nothing drops them{probe_state}{nft_state}: any neighbour on this \
+                     link can reach {}",
+                    services.join(", ")
+                ),
+                remedies: vec![
+                    sysctl.clone(),
+                    probe.clone(),
+                    format!(
+                        "{}; kubelet's rule in the input hook is the same idea: ip saddr != \
+                         127.0.0.0/8 ip daddr 127.0.0.0/8 ct state != {{ established, related }} \
+                         ct status != dnat drop",
+                        nft_rule("daddr")
+                    ),
+                ],
+            });
+        }
+        Verdict::Latent => findings.push(Finding {
+            severity: Severity::Warning,
+            kind: "latent",
+            interface: Some(name.clone()),
+            message: format!(
+                "{why} and nothing drops them{probe_state}{nft_state}; nothing listens on IPv4 \
+                 loopback now, but any service that binds 127.0.0.1 later is reachable from this \
+                 link"
+            ),
+            remedies: vec![sysctl.clone(), probe.clone(), nft_rule("daddr")],
+        }),
+        Verdict::Mitigated => {
+            let by = audited
+                .localnet_probe
+                .as_ref()
+                .filter(|probe| probe.drops())
+                .map(|probe| format!("localnet-probe in drop mode ({})", probe.how))
+                .into_iter()
+                .chain(audited.nft_drops.iter().cloned())
+                .collect::<Vec<_>>();
+            let by = if by.is_empty() {
+                "localnet-probe in drop mode on a device it reaches".to_owned()
+            } else {
+                by.join(", ")
+            };
+            findings.push(Finding {
+                severity: Severity::Info,
+                kind: "mitigated",
+                interface: Some(name.clone()),
+                message: format!("{why}, but {by} drops frames to 127.0.0.0/8 from this link"),
+                remedies: vec![sysctl.clone()],
+            });
+        }
+        Verdict::NotExposed => {}
+    }
+    let dual_stack: Vec<String> = sockets
+        .iter()
+        .filter(|socket| {
+            dual_stack_udp(socket)
+                && socket
+                    .bound_device
+                    .is_none_or(|device| device == audited.ifindex)
+        })
+        .map(describe)
+        .collect();
+    if loopback_sources_pass && !dual_stack.is_empty() {
+        findings.push(Finding {
+            severity: Severity::Exposure,
+            kind: "loopback-source",
+            interface: Some(name.clone()),
+            message: format!(
+                "{why}, and with {} a 127.x source from this link passes the routing check: \
+                 dual-stack UDP sockets ({}) take such a datagram as coming from ::ffff:127.x, \
+                 a loopback peer, which code that trusts local peers believes",
+                match audited.accept_local {
+                    Some(Setting { effective: 1.., .. }) => "accept_local=1",
+                    _ => "rp_filter=0",
+                },
+                dual_stack.join(", ")
+            ),
+            remedies: vec![
+                sysctl,
+                format!(
+                    "or turn on reverse-path filtering and leave accept_local off: sysctl -w \
+                     net.ipv4.conf.{name}.rp_filter=1 net.ipv4.conf.{name}.accept_local=0 \
+                     net.ipv4.conf.all.accept_local=0"
+                ),
+                probe,
+                nft_rule("saddr"),
+                "or set IPV6_V6ONLY on those sockets (or bind them to a specific address)"
+                    .to_owned(),
+            ],
+        });
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests;

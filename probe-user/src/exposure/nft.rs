@@ -1,0 +1,331 @@
+//! nftables rules that drop frames with IPv4 loopback addresses before they reach a socket,
+//! read from `nft -j list ruleset`. Only what is parsed fully counts: a rule with any match or
+//! statement not understood here is not taken for a drop, and a rule that follows, in its chain,
+//! one that may accept or jump is not either (the frame may leave the chain before it).
+
+use std::{collections::BTreeMap, process::Command};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Where a base chain sits, for the hooks that see frames from a link before local delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    /// netdev (or inet) ingress of one device.
+    Ingress,
+    Prerouting,
+    Input,
+}
+
+/// Which frames a drop rule takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dropped {
+    /// `ip daddr 127.0.0.0/8`.
+    Destinations,
+    /// `ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8` (kubelet's rule): not those whose source
+    /// is loopback too.
+    DestinationsFromOtherSources,
+    /// `ip saddr 127.0.0.0/8`.
+    Sources,
+}
+
+/// A rule that drops frames with IPv4 loopback addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NftDrop {
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    pub handle: u64,
+    pub hook: Hook,
+    /// The device it applies to (`iifname`/`iif`, or an ingress chain's device); `None`: all.
+    pub interface: Option<String>,
+    pub dropped: Dropped,
+}
+
+impl NftDrop {
+    /// `inet localnet_guard prerouting (handle 2)`.
+    pub fn label(&self) -> String {
+        format!(
+            "nft {} {} {} handle {}",
+            self.family, self.table, self.chain, self.handle
+        )
+    }
+}
+
+/// Runs `nft -j list ruleset` and reads its drops; the error says why it could not.
+pub fn read_ruleset() -> Result<Vec<NftDrop>, String> {
+    let output = Command::new("nft")
+        .args(["-j", "list", "ruleset"])
+        .output()
+        .map_err(|error| format!("cannot run nft: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`nft -j list ruleset` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    parse(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// A base chain, as far as it matters here.
+struct Chain {
+    hook: Hook,
+    /// An ingress chain's device, when nft says.
+    device: Option<String>,
+}
+
+/// The drops in a ruleset as `nft -j list ruleset` writes it.
+pub fn parse(json: &str) -> Result<Vec<NftDrop>, String> {
+    let ruleset: Value =
+        serde_json::from_str(json).map_err(|error| format!("nft's JSON: {error}"))?;
+    let objects = ruleset["nftables"]
+        .as_array()
+        .ok_or("nft's JSON has no \"nftables\" array")?;
+    let key = |object: &Value, name: &str| {
+        (
+            object["family"].as_str().unwrap_or_default().to_owned(),
+            object["table"].as_str().unwrap_or_default().to_owned(),
+            object[name].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let mut dormant = Vec::new();
+    let mut chains = BTreeMap::new();
+    // Whether a rule seen in the chain may end its evaluation without a drop.
+    let mut left_early: BTreeMap<(String, String, String), bool> = BTreeMap::new();
+    let mut drops = Vec::new();
+    for object in objects {
+        if let Some(table) = object.get("table") {
+            let flags = &table["flags"];
+            let is_dormant = flags == "dormant"
+                || flags
+                    .as_array()
+                    .is_some_and(|flags| flags.iter().any(|flag| flag == "dormant"));
+            if is_dormant {
+                dormant.push((table["family"].clone(), table["name"].clone()));
+            }
+        } else if let Some(chain) = object.get("chain") {
+            if dormant.contains(&(chain["family"].clone(), chain["table"].clone())) {
+                continue;
+            }
+            if let Some(hook) = hook_of(chain) {
+                let device = chain["dev"].as_str().map(str::to_owned);
+                chains.insert(key(chain, "name"), Chain { hook, device });
+            }
+        } else if let Some(rule) = object.get("rule") {
+            let chain_key = key(rule, "chain");
+            let Some(chain) = chains.get(&chain_key) else {
+                continue;
+            };
+            let left = left_early.entry(chain_key.clone()).or_default();
+            if !*left && let Some((interface, dropped)) = drop_of(rule) {
+                let interface = interface.or_else(|| chain.device.clone());
+                // An ingress chain whose device nft does not name could be on any device.
+                if chain.hook != Hook::Ingress || interface.is_some() {
+                    drops.push(NftDrop {
+                        family: chain_key.0,
+                        table: chain_key.1,
+                        chain: chain_key.2,
+                        handle: rule["handle"].as_u64().unwrap_or_default(),
+                        hook: chain.hook,
+                        interface,
+                        dropped,
+                    });
+                }
+                continue;
+            }
+            *left |= may_leave(&rule["expr"]);
+        }
+    }
+    Ok(drops)
+}
+
+/// The hook of a filter base chain that frames from a link meet before local delivery.
+fn hook_of(chain: &Value) -> Option<Hook> {
+    if chain["type"] != "filter" {
+        return None;
+    }
+    let family = chain["family"].as_str()?;
+    match (family, chain["hook"].as_str()?) {
+        ("netdev" | "inet", "ingress") => Some(Hook::Ingress),
+        ("ip" | "inet", "prerouting") => Some(Hook::Prerouting),
+        ("ip" | "inet", "input") => Some(Hook::Input),
+        _ => None,
+    }
+}
+
+/// Whether a rule's statements include one that may end the chain's evaluation for a frame
+/// without dropping it, or that this module does not know.
+fn may_leave(expressions: &Value) -> bool {
+    let Some(expressions) = expressions.as_array() else {
+        return true;
+    };
+    expressions.iter().any(|expression| {
+        let Some(object) = expression.as_object() else {
+            return true;
+        };
+        object.keys().any(|statement| {
+            !matches!(
+                statement.as_str(),
+                "match" | "counter" | "log" | "limit" | "drop" | "mangle" | "meta"
+            )
+        })
+    })
+}
+
+/// The interface a rule names and which frames it drops, when it is a drop of IPv4 loopback
+/// addresses made only of matches understood here.
+fn drop_of(rule: &Value) -> Option<(Option<String>, Dropped)> {
+    let expressions = rule["expr"].as_array()?;
+    let mut interface = None;
+    let (mut destination, mut source, mut not_from_loopback, mut drops) =
+        (false, false, false, false);
+    for expression in expressions {
+        if expression.get("drop").is_some() {
+            drops = true;
+        } else if expression.get("counter").is_some() || expression.get("log").is_some() {
+        } else if let Some(matched) = expression.get("match") {
+            let (op, left, right) = (&matched["op"], &matched["left"], &matched["right"]);
+            let loopback_net =
+                right["prefix"]["addr"] == "127.0.0.0" && right["prefix"]["len"] == 8;
+            let field = |name: &str| {
+                left["payload"]["protocol"] == "ip" && left["payload"]["field"] == name
+            };
+            let meta = left["meta"]["key"].as_str();
+            let ct = left["ct"]["key"].as_str();
+            match (op.as_str()?, loopback_net) {
+                ("==", true) if field("daddr") => destination = true,
+                ("==", true) if field("saddr") => source = true,
+                ("!=", true) if field("saddr") => not_from_loopback = true,
+                ("==", _) if matches!(meta, Some("iifname" | "iif")) => {
+                    interface = Some(right.as_str()?.to_owned());
+                }
+                // kubelet's: not frames of connections already tracked or NATed to loopback,
+                // which a frame from the link is not (it starts no tracked connection).
+                ("!=", _) if ct == Some("state") || ct == Some("status") => {}
+                _ => return None,
+            }
+        } else {
+            return None;
+        }
+    }
+    let dropped = match (destination, source, not_from_loopback) {
+        (true, false, false) => Dropped::Destinations,
+        (true, false, true) => Dropped::DestinationsFromOtherSources,
+        (false, true, false) => Dropped::Sources,
+        _ => return None,
+    };
+    drops.then_some((interface, dropped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ruleset(chains: &str, rules: &str) -> String {
+        format!(
+            r#"{{"nftables": [{{"metainfo": {{"json_schema_version": 1}}}},
+            {{"table": {{"family": "inet", "name": "g", "handle": 1}}}}, {chains}, {rules}]}}"#
+        )
+    }
+
+    const PREROUTING: &str = r#"{"chain": {"family": "inet", "table": "g", "name": "pre",
+        "handle": 1, "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept"}}"#;
+    const IIFNAME_VRX: &str =
+        r#"{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "vrx"}}"#;
+    const DADDR: &str = r#"{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
+        "field": "daddr"}}, "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}}"#;
+
+    fn rule(handle: u64, expressions: &[&str]) -> String {
+        format!(
+            r#"{{"rule": {{"family": "inet", "table": "g", "chain": "pre", "handle": {handle},
+            "expr": [{}]}}}}"#,
+            expressions.join(",")
+        )
+    }
+
+    #[test]
+    fn reads_a_prerouting_drop_of_loopback_destinations() {
+        let json = ruleset(
+            PREROUTING,
+            &rule(2, &[IIFNAME_VRX, DADDR, r#"{"drop": null}"#]),
+        );
+        let drops = parse(&json).unwrap();
+        assert_eq!(
+            drops,
+            [NftDrop {
+                family: "inet".to_owned(),
+                table: "g".to_owned(),
+                chain: "pre".to_owned(),
+                handle: 2,
+                hook: Hook::Prerouting,
+                interface: Some("vrx".to_owned()),
+                dropped: Dropped::Destinations,
+            }]
+        );
+    }
+
+    #[test]
+    fn reads_kubelets_rule_for_what_it_is() {
+        let kubelet = [
+            r#"{"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}}"#,
+            DADDR,
+            r#"{"match": {"op": "!=", "left": {"ct": {"key": "state"}},
+                "right": {"set": ["established", "related"]}}}"#,
+            r#"{"match": {"op": "!=", "left": {"ct": {"key": "status"}}, "right": "dnat"}}"#,
+            r#"{"counter": {"packets": 0, "bytes": 0}}"#,
+            r#"{"drop": null}"#,
+        ];
+        let input = PREROUTING.replace("prerouting", "input");
+        let drops = parse(&ruleset(&input, &rule(3, &kubelet))).unwrap();
+        assert_eq!(drops.len(), 1);
+        assert_eq!(drops[0].hook, Hook::Input);
+        assert_eq!(drops[0].interface, None);
+        assert_eq!(drops[0].dropped, Dropped::DestinationsFromOtherSources);
+    }
+
+    #[test]
+    fn counts_only_what_it_understands() {
+        let drop = r#"{"drop": null}"#;
+        // Not a drop, another address, a match not understood.
+        for expressions in [
+            vec![DADDR, r#"{"accept": null}"#],
+            vec![&DADDR.replace("127.0.0.0", "10.0.0.0"), drop],
+            vec![
+                r#"{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}}"#,
+                DADDR,
+                drop,
+            ],
+        ] {
+            assert!(
+                parse(&ruleset(PREROUTING, &rule(2, &expressions)))
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        // After an accept the frame may have left the chain.
+        let rules = format!(
+            "{}, {}",
+            rule(2, &[IIFNAME_VRX, r#"{"accept": null}"#]),
+            rule(3, &[DADDR, drop])
+        );
+        assert!(parse(&ruleset(PREROUTING, &rules)).unwrap().is_empty());
+        // A chain of another type or hook.
+        let output = PREROUTING.replace("prerouting", "output");
+        assert!(
+            parse(&ruleset(&output, &rule(2, &[DADDR, drop])))
+                .unwrap()
+                .is_empty()
+        );
+        // A dormant table.
+        let json = ruleset(PREROUTING, &rule(2, &[DADDR, drop])).replace(
+            r#""name": "g", "handle": 1}"#,
+            r#""name": "g", "handle": 1, "flags": ["dormant"]}"#,
+        );
+        assert!(parse(&json).unwrap().is_empty());
+        assert!(parse("not json").is_err());
+    }
+}

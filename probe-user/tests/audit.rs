@@ -1,0 +1,220 @@
+//! `localnet-probe audit` in a namespace, each verdict proved against the kernel: a TCP listener
+//! and a UDP socket on 127.0.0.1 held by this test process, the audit run with route_localnet
+//! off, on for the veth, on through conf.all only, with the probe dropping there and with an
+//! nftables drop rule; after each, a spoofed datagram to 127.0.0.1 from the peer namespace is
+//! delivered exactly when the audit says the services are reachable. Needs root.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use test_frames::ipv4;
+use testbed::{Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4, drain};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
+const QUIET: Duration = Duration::from_millis(300);
+const TCP_PORT: u16 = 6379;
+const UDP_PORT: u16 = 5353;
+const SPOOFED: usize = 5;
+
+/// `localnet-probe audit --json` in `netns`: its exit code and report.
+fn audit(netns: &Netns) -> (i32, Value) {
+    let output = netns
+        .command(PROBE)
+        .args(["audit", "--json"])
+        .output()
+        .expect("run localnet-probe audit");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit's stdout is not JSON ({e}); stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().expect("an exit code"), report)
+}
+
+fn veth(report: &Value) -> &Value {
+    report["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|interface| interface["name"] == RECEIVER_IF)
+        .unwrap_or_else(|| panic!("no {RECEIVER_IF} in {report}"))
+}
+
+/// The services the report finds reachable from the veth, as `protocol address pid`.
+fn reachable(report: &Value) -> Vec<String> {
+    veth(report)["reachable"]
+        .as_array()
+        .expect("reachable")
+        .iter()
+        .map(|index| {
+            let socket = &report["sockets"][index.as_u64().expect("an index") as usize];
+            format!(
+                "{} {} {}",
+                socket["protocol"].as_str().unwrap(),
+                socket["local"].as_str().unwrap(),
+                socket["processes"][0]["pid"]
+            )
+        })
+        .collect()
+}
+
+/// What the spoofed datagrams to 127.0.0.1 that reached the UDP socket prove.
+struct Services {
+    _tcp: TcpListener,
+    udp: UdpSocket,
+}
+
+impl Services {
+    fn open(link: &Link) -> Self {
+        let tcp = link.receiver.enter(|| {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, TCP_PORT)).expect("bind the TCP listener")
+        });
+        let udp = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, UDP_PORT)));
+        Self { _tcp: tcp, udp }
+    }
+
+    /// Sends spoofed datagrams to 127.0.0.1 from the peer; how many were delivered.
+    fn delivered(&self, link: &Link) -> usize {
+        let frame = ipv4(SENDER_V4, Ipv4Addr::LOCALHOST)
+            .macs(SENDER_MAC, RECEIVER_MAC)
+            .ports(40000, UDP_PORT)
+            .build();
+        let sender = link.raw_sender();
+        for _ in 0..SPOOFED {
+            sender.send(&frame);
+        }
+        drain(&self.udp, QUIET)
+    }
+}
+
+fn expected_services() -> Vec<String> {
+    let pid = std::process::id();
+    vec![
+        format!("tcp 127.0.0.1:{TCP_PORT} {pid}"),
+        format!("udp 127.0.0.1:{UDP_PORT} {pid}"),
+    ]
+}
+
+fn assert_exposed(link: &Link, services: &Services) {
+    let (code, report) = audit(&link.receiver);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["exposed"], true);
+    assert_eq!(veth(&report)["verdict"], "exposed", "{report}");
+    assert_eq!(reachable(&report), expected_services(), "{report}");
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|finding| finding["kind"] == "reachable-services")
+        .unwrap_or_else(|| panic!("no finding in {report}"));
+    let remedies = finding["remedies"].to_string();
+    assert!(remedies.contains(&format!("localnet-probe run --drop-on {RECEIVER_IF}")));
+    assert!(remedies.contains("route_localnet=0"), "{remedies}");
+    assert_eq!(
+        services.delivered(link),
+        SPOOFED,
+        "the kernel delivers them"
+    );
+}
+
+fn assert_mitigated(link: &Link, services: &Services) -> Value {
+    let (code, report) = audit(&link.receiver);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["exposed"], false);
+    assert_eq!(veth(&report)["verdict"], "mitigated", "{report}");
+    assert!(reachable(&report).is_empty());
+    assert_eq!(services.delivered(link), 0, "nothing reaches the socket");
+    report
+}
+
+#[test]
+fn audit_verdicts_match_what_the_kernel_delivers() {
+    testbed::skip_unless_root!();
+    let link = Link::new("audit");
+    let services = Services::open(&link);
+    let conf = |scope: &str, value: &str| {
+        link.receiver
+            .sysctl(&format!("net/ipv4/conf/{scope}/route_localnet"), value);
+    };
+
+    // Off: nothing is reachable, and nothing is delivered.
+    let (code, report) = audit(&link.receiver);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["exposed"], false);
+    assert_eq!(veth(&report)["verdict"], "not-exposed");
+    assert_eq!(
+        veth(&report)["route_localnet"],
+        serde_json::json!({"all": false, "default": false, "iface": false, "effective": false})
+    );
+    let sockets = report["sockets"].to_string();
+    assert!(
+        sockets.contains(&format!("127.0.0.1:{UDP_PORT}")),
+        "{sockets}"
+    );
+    assert_eq!(services.delivered(&link), 0, "martians are dropped");
+
+    // On the veth.
+    conf(RECEIVER_IF, "1");
+    assert_exposed(&link, &services);
+
+    // Only conf.all: the kernel ORs it with the interface's own.
+    conf(RECEIVER_IF, "0");
+    conf("all", "1");
+    assert_exposed(&link, &services);
+    conf("all", "0");
+    conf(RECEIVER_IF, "1");
+
+    // The probe dropping there.
+    let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF, "--drop"]);
+    probe.wait_ready();
+    let report = assert_mitigated(&link, &services);
+    let on = &veth(&report)["localnet_probe"];
+    assert_eq!(on["mode"], "drop", "{on}");
+    assert_eq!(on["how"], "process");
+    assert_eq!(on["processes"][0]["pid"], probe.pid());
+    drop(probe);
+    wait_detached(&link.receiver, RECEIVER_IF);
+
+    // In monitor mode it drops nothing, and the audit says so.
+    let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
+    probe.wait_ready();
+    assert_exposed(&link, &services);
+    drop(probe);
+    wait_detached(&link.receiver, RECEIVER_IF);
+
+    // An nftables rule dropping 127.0.0.0/8 destinations from the veth.
+    let nft = |rule: &str| {
+        let status = link
+            .receiver
+            .command("nft")
+            .arg(rule)
+            .status()
+            .expect("run nft");
+        assert!(status.success(), "nft {rule}");
+    };
+    nft("add table inet localnet_guard");
+    nft("add chain inet localnet_guard prerouting { type filter hook prerouting priority raw; }");
+    nft(&format!(
+        "add rule inet localnet_guard prerouting iifname \"{RECEIVER_IF}\" ip daddr 127.0.0.0/8 drop"
+    ));
+    let report = assert_mitigated(&link, &services);
+    let drops = veth(&report)["nft_drops"].to_string();
+    assert!(
+        drops.contains("nft inet localnet_guard prerouting"),
+        "{drops}"
+    );
+}
+
+/// Waits until the probe's program has left `dev`, so the next audit does not see it.
+fn wait_detached(netns: &Netns, dev: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while netns.has_xdp(dev) {
+        assert!(Instant::now() < deadline, "{dev} still has an XDP program");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
