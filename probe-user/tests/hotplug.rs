@@ -61,8 +61,8 @@ impl Hosts {
     fn set_up(&self, name: &str) {
         self.peer.ip(&["link", "set", &peer_of(name), "up"]);
         self.probe.ip(&["link", "set", name, "up"]);
-        wait_operational(&self.peer, &peer_of(name));
-        wait_operational(&self.probe, name);
+        self.peer.wait_operational(&peer_of(name));
+        self.probe.wait_operational(name);
     }
 
     /// Sends `count` loopback frames from the peer's end of `name`'s pair.
@@ -85,25 +85,6 @@ impl Hosts {
             .output()
             .expect("run ip");
         String::from_utf8_lossy(&output.stdout).contains("prog/xdp")
-    }
-}
-
-fn wait_operational(netns: &Netns, name: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let output = Command::new("ip")
-            .args(["-n", &netns.name, "-br", "link", "show", "dev", name])
-            .output()
-            .expect("run ip");
-        let state = String::from_utf8_lossy(&output.stdout)
-            .split_whitespace()
-            .nth(1)
-            .map(str::to_owned);
-        if state.as_deref() == Some("UP") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} is not up: {state:?}");
-        thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -348,8 +329,8 @@ fn an_interface_with_another_program_is_said_once_and_skipped() {
     // Its peer keeps the name it was created with.
     hosts.peer.ip(&["link", "set", &peer_of("occ"), "up"]);
     hosts.probe.ip(&["link", "set", "hpocc", "up"]);
-    wait_operational(&hosts.peer, &peer_of("occ"));
-    wait_operational(&hosts.probe, "hpocc");
+    hosts.peer.wait_operational(&peer_of("occ"));
+    hosts.probe.wait_operational("hpocc");
     hosts.send("occ", 6);
     probe.wait_for(TIMEOUT, |report| counts(report).get("hpocc") == Some(&6));
     let stderr = probe.stderr();

@@ -160,6 +160,28 @@ impl Netns {
         })
     }
 
+    /// Waits (at most 10 s) until `dev` is operationally up: until the kernel's link watcher
+    /// has seen the carrier, which a loaded machine may take a while to get to, a device's
+    /// queue discards what is sent through it.
+    pub fn wait_operational(&self, dev: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let output = Command::new("ip")
+                .args(["-n", &self.name, "-br", "link", "show", "dev", dev])
+                .output()
+                .expect("run ip");
+            let state = String::from_utf8_lossy(&output.stdout)
+                .split_whitespace()
+                .nth(1)
+                .map(str::to_owned);
+            if state.as_deref() == Some("UP") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{dev} is not up: {state:?}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits at most `timeout` for an XDP program on `dev` (a probe started in the background
     /// has attached).
     pub fn wait_for_xdp(&self, dev: &str, timeout: Duration) {
@@ -272,6 +294,8 @@ impl Link {
             .expect("run tc");
         sender.ip(&["link", "set", SENDER_IF, "up"]);
         receiver.ip(&["link", "set", RECEIVER_IF, "up"]);
+        sender.wait_operational(SENDER_IF);
+        receiver.wait_operational(RECEIVER_IF);
         Self { sender, receiver }
     }
 
