@@ -423,9 +423,8 @@ impl Probe {
         Ok((probe, gone))
     }
 
-    /// The standing filter's interfaces: each with its pinned entry, its configuration and,
-    /// while its interface exists, its link.
-    #[allow(clippy::type_complexity)]
+    /// The standing filter's interfaces: each with its pinned entry, its configuration and what
+    /// became of its link.
     fn pinned_interfaces(
         &self,
     ) -> Result<Vec<(u32, PinnedInterface, IfaceConfig, PinnedLink)>, ProbeError> {
