@@ -127,15 +127,20 @@ fn render(audit: &Audit) -> String {
                 text
             },
         );
-        let probe = match (&interface.localnet_probe, interface.other_xdp_program) {
-            (Some(probe), _) => format!(
+        let probe = match (
+            &interface.localnet_probe,
+            interface.other_xdp_program,
+            interface.unidentified_xdp_program,
+        ) {
+            (Some(probe), ..) => format!(
                 "{} {} ({})",
                 probe.mode.unwrap_or("mode unknown"),
                 probe.xdp_mode,
                 probe.how
             ),
-            (None, Some(id)) => format!("no (XDP program {id})"),
-            (None, None) => "no".to_owned(),
+            (None, Some(id), _) => format!("no (XDP program {id})"),
+            (None, None, Some(id)) => format!("? (XDP program {id}; root tells whose)"),
+            (None, None, None) => "no".to_owned(),
         };
         rows.push([
             interface.name.clone(),

@@ -53,3 +53,9 @@ pub fn missing_to_read() -> Option<String> {
             .to_owned()
     })
 }
+
+/// Whether this process may list every loaded program and its maps (CAP_SYS_ADMIN).
+pub fn may_list_programs() -> bool {
+    caps::read(None, CapSet::Effective)
+        .is_ok_and(|effective| effective.contains(&Capability::CAP_SYS_ADMIN))
+}

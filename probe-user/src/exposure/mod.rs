@@ -105,6 +105,9 @@ pub enum XdpOn {
         id: u32,
         name: Option<String>,
     },
+    /// A program this process cannot tell anything about: it may list no program and see no
+    /// process holding it (both take root). It may be localnet-probe's; no drop is assumed.
+    Unidentified { id: u32 },
 }
 
 impl Inputs {
@@ -143,6 +146,15 @@ fn which(program: &str) -> bool {
 /// The XDP program on `interface`, localnet-probe's with its mode when it is.
 fn xdp_on(interface: &Interface) -> Option<XdpOn> {
     let occupant = Occupant::of(interface)?;
+    let unidentifiable = occupant.program_name.is_none()
+        && occupant.holders.is_empty()
+        && occupant.standing.is_none()
+        && !crate::privileges::may_list_programs();
+    if unidentifiable {
+        return Some(XdpOn::Unidentified {
+            id: occupant.program_id,
+        });
+    }
     if !occupant.is_localnet_probe() {
         return Some(XdpOn::Other {
             id: occupant.program_id,
@@ -273,6 +285,9 @@ pub struct InterfaceAudit {
     pub localnet_probe: Option<ProbeOn>,
     /// Another XDP program's id, whose effect is not known here.
     pub other_xdp_program: Option<u32>,
+    /// The id of an XDP program this user cannot identify (listing programs and their holders
+    /// takes root): perhaps localnet-probe's, whose mode is then not known either.
+    pub unidentified_xdp_program: Option<u32>,
     /// nftables rules that drop loopback frames from this link.
     pub nft_drops: Vec<String>,
     pub verdict: Verdict,
@@ -324,11 +339,54 @@ impl Audit {
     }
 }
 
-/// A socket that receives IPv4 from any address and shows its peer as `::ffff:a.b.c.d`.
-fn dual_stack_udp(socket: &BoundSocket) -> bool {
-    socket.protocol == Protocol::Udp
-        && socket.v6only == Some(false)
-        && socket.local.ip().is_unspecified()
+/// A UDP socket that receives IPv4 datagrams from other hosts: bound to an IPv4 address other
+/// than loopback (the wildcard included), or to `::` or `::ffff:a.b.c.d` without IPV6_V6ONLY.
+fn ipv4_udp(socket: &BoundSocket) -> bool {
+    if socket.protocol != Protocol::Udp || is_ipv4_loopback(socket.local.ip()) {
+        return false;
+    }
+    match socket.local.ip() {
+        IpAddr::V4(_) => true,
+        IpAddr::V6(address) => {
+            address.to_ipv4_mapped().is_some()
+                || (address.is_unspecified() && socket.v6only == Some(false))
+        }
+    }
+}
+
+/// Whether the routing check (`fib_validate_source`) lets a 127.x *source* in on a device with
+/// these effective rp_filter and accept_local, once route_localnet is in effect there: without
+/// reverse-path filtering every 127.x but the host's own addresses (such as 127.0.0.1) passes,
+/// all of them with accept_local; loose filtering (2) passes them only with accept_local, as the
+/// reverse route is local; strict filtering (1) never, as that route is not through the device.
+pub fn loopback_source_passes(rp_filter: u32, accept_local: bool) -> bool {
+    rp_filter == 0 || (rp_filter == 2 && accept_local)
+}
+
+/// Whether localnet-probe drops on `device` or, for every path its frames take, on a device
+/// below it: a macvlan, ipvlan or VLAN child gets its frames through its lower device, a bridge
+/// or bond through its ports (all of which must drop).
+fn probe_drops_below(
+    device: &Interface,
+    all: &[Interface],
+    probe_drops: &dyn Fn(u32) -> bool,
+    depth: usize,
+) -> bool {
+    if probe_drops(device.ifindex) {
+        return true;
+    }
+    // Devices stack a few deep; a loop in what rtnetlink said is no reason to recurse forever.
+    if depth > 8 {
+        return false;
+    }
+    let below: Vec<&Interface> = all
+        .iter()
+        .filter(|other| other.ifindex != device.ifindex && device.is_stacked_on(other))
+        .collect();
+    !below.is_empty()
+        && below
+            .iter()
+            .all(|lower| probe_drops_below(lower, all, probe_drops, depth + 1))
 }
 
 /// Audits the interfaces `only` matches (every one but loopback when `None`).
@@ -337,9 +395,7 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         .sockets
         .iter()
         .filter(|socket| {
-            socket.local.ip().is_loopback()
-                || is_ipv4_loopback(socket.local.ip())
-                || dual_stack_udp(socket)
+            socket.local.ip().is_loopback() || is_ipv4_loopback(socket.local.ip()) || ipv4_udp(socket)
         })
         .cloned()
         .collect();
@@ -371,8 +427,10 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         let accept_local = setting(inputs.all.accept_local, |conf| conf.accept_local);
         let loopback_sources_accepted = via.iter().any(|receiver| {
             receiver.ipv4_conf.is_some_and(|conf| {
-                inputs.all.accept_local.max(conf.accept_local) != 0
-                    || inputs.all.rp_filter.max(conf.rp_filter) == 0
+                loopback_source_passes(
+                    inputs.all.rp_filter.max(conf.rp_filter),
+                    inputs.all.accept_local.max(conf.accept_local) != 0,
+                )
             })
         });
         // Frames of this link reach the stack through each receiver: each must drop them.
@@ -401,8 +459,8 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         };
         let sources = |dropped| dropped == Dropped::Sources;
         let covered = |receiver: &Interface, wanted: &dyn Fn(Dropped) -> bool| {
-            probe_drops(interface.ifindex)
-                || probe_drops(receiver.ifindex)
+            probe_drops_below(interface, &inputs.interfaces, &probe_drops, 0)
+                || probe_drops_below(receiver, &inputs.interfaces, &probe_drops, 0)
                 || !nft_on(receiver, wanted).is_empty()
         };
         let destinations_dropped = via.iter().all(|receiver| covered(receiver, &destinations));
@@ -438,11 +496,13 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         } else {
             Vec::new()
         };
-        let (localnet_probe, other_xdp_program) = match xdp_on(interface.ifindex) {
-            Some(XdpOn::LocalnetProbe(probe)) => (Some(probe.clone()), None),
-            Some(XdpOn::Other { id, .. }) => (None, Some(*id)),
-            None => (None, None),
-        };
+        let (localnet_probe, other_xdp_program, unidentified_xdp_program) =
+            match xdp_on(interface.ifindex) {
+                Some(XdpOn::LocalnetProbe(probe)) => (Some(probe.clone()), None, None),
+                Some(XdpOn::Other { id, .. }) => (None, Some(*id), None),
+                Some(XdpOn::Unidentified { id }) => (None, None, Some(*id)),
+                None => (None, None, None),
+            };
         let audited = InterfaceAudit {
             name: interface.name.clone(),
             ifindex: interface.ifindex,
@@ -462,6 +522,7 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             loopback_sources_accepted,
             localnet_probe,
             other_xdp_program,
+            unidentified_xdp_program,
             nft_drops,
             verdict,
             reachable,
@@ -656,42 +717,50 @@ fn interface_findings(
         }
         Verdict::NotExposed => {}
     }
-    let dual_stack: Vec<String> = sockets
+    let receivers: Vec<&Interface> = inputs
+        .interfaces
+        .iter()
+        .filter(|i| audited.route_localnet_via.contains(&i.name))
+        .collect();
+    let udp: Vec<String> = sockets
         .iter()
         .filter(|socket| {
-            dual_stack_udp(socket)
+            ipv4_udp(socket)
                 && socket
                     .bound_device
-                    .is_none_or(|device| device == audited.ifindex)
+                    .is_none_or(|device| receivers.iter().any(|r| r.ifindex == device))
         })
         .map(describe)
         .collect();
-    if loopback_sources_pass && !dual_stack.is_empty() {
+    if loopback_sources_pass && !udp.is_empty() {
+        // The check is made on the device the frames reach the stack through (for a bridge
+        // port, the bridge), with the larger of its own and `all`'s rp_filter.
+        let strict: Vec<String> = receivers
+            .iter()
+            .map(|r| format!("net.ipv4.conf.{}.rp_filter=1", r.name.replace('.', "/")))
+            .collect();
         findings.push(Finding {
             severity: Severity::Exposure,
             kind: "loopback-source",
             interface: Some(name.clone()),
             message: format!(
-                "{why}, and with {} a 127.x source from this link passes the routing check: \
-                 dual-stack UDP sockets ({}) take such a datagram as coming from ::ffff:127.x, \
-                 a loopback peer, which code that trusts local peers believes",
-                match audited.accept_local {
-                    Some(Setting { effective: 1.., .. }) => "accept_local=1",
-                    _ => "rp_filter=0",
-                },
-                dual_stack.join(", ")
+                "{why}, and with rp_filter={} and accept_local={} a 127.x *source* from this \
+                 link passes the routing check: UDP services that receive IPv4 here ({}) take \
+                 such a datagram as coming from a loopback peer, which code that trusts local \
+                 peers believes",
+                audited.rp_filter.map_or(0, |setting| setting.effective),
+                audited.accept_local.map_or(0, |setting| setting.effective),
+                udp.join(", ")
             ),
             remedies: vec![
                 sysctl,
                 format!(
-                    "or turn on reverse-path filtering and leave accept_local off: sysctl -w \
-                     net.ipv4.conf.{name}.rp_filter=1 net.ipv4.conf.{name}.accept_local=0 \
-                     net.ipv4.conf.all.accept_local=0"
+                    "or turn on strict reverse-path filtering where the frames reach the stack: \
+                     sysctl -w {}",
+                    strict.join(" ")
                 ),
                 probe,
                 nft_rule("saddr"),
-                "or set IPV6_V6ONLY on those sockets (or bind them to a specific address)"
-                    .to_owned(),
             ],
         });
     }

@@ -190,18 +190,101 @@ fn latent_without_services_and_dual_stack_udp_on_its_own() {
     inputs.sockets = vec![socket(Protocol::Udp, "[::]:5354", Some(false))];
     // rp_filter=1 and accept_local=0: a 127.x source fails the routing check.
     assert!(!audit(&inputs, None).exposed());
+    // Strict filtering refuses a 127.x source even with accept_local (its reverse route is
+    // local, not through the device); loose filtering lets it in with accept_local.
     inputs.interfaces[0].ipv4_conf = Some(Ipv4Conf {
         rp_filter: 1,
+        accept_local: 1,
+        ..Ipv4Conf::default()
+    });
+    assert!(!audit(&inputs, None).exposed());
+    inputs.interfaces[0].ipv4_conf = Some(Ipv4Conf {
+        rp_filter: 2,
         accept_local: 1,
         ..Ipv4Conf::default()
     });
     let audited = audit(&inputs, None);
     assert!(audited.exposed());
     assert_eq!(audited.findings[0].kind, "loopback-source");
-    assert!(audited.findings[0].message.contains("accept_local=1"));
+    assert!(
+        audited.findings[0]
+            .message
+            .contains("rp_filter=2 and accept_local=1"),
+        "{}",
+        audited.findings[0].message
+    );
     // A drop of loopback destinations does not stop a loopback source; one of sources does.
     inputs.nft = Ok(vec![nft_drop(None, Dropped::Destinations)]);
     assert!(audit(&inputs, None).exposed());
     inputs.nft = Ok(vec![nft_drop(None, Dropped::Sources)]);
     assert!(!audit(&inputs, None).exposed());
+}
+
+#[test]
+fn the_routing_check_passes_a_loopback_source_as_fib_validate_source_does() {
+    for (rp_filter, accept_local, passes) in [
+        (0, false, true),
+        (0, true, true),
+        (1, false, false),
+        (1, true, false),
+        (2, false, false),
+        (2, true, true),
+    ] {
+        assert_eq!(
+            loopback_source_passes(rp_filter, accept_local),
+            passes,
+            "rp_filter={rp_filter} accept_local={accept_local}"
+        );
+    }
+}
+
+#[test]
+fn ipv4_udp_services_see_a_loopback_source_too() {
+    let mut inputs = inputs(vec![interface("eth0", 2, true)]);
+    inputs.all.rp_filter = 0;
+    inputs.interfaces[0].ipv4_conf = Some(Ipv4Conf::default());
+    inputs.sockets = vec![socket(Protocol::Udp, "0.0.0.0:7778", None)];
+    let audited = audit(&inputs, None);
+    assert!(audited.exposed());
+    assert_eq!(audited.findings[0].kind, "loopback-source");
+    assert!(audited.findings[0].message.contains("udp 0.0.0.0:7778"));
+    // A v6-only socket takes no IPv4.
+    inputs.sockets = vec![socket(Protocol::Udp, "[::]:7778", Some(true))];
+    assert!(!audit(&inputs, None).exposed());
+}
+
+#[test]
+fn a_drop_on_the_lower_device_covers_a_child_audited_on_its_own() {
+    let mut inputs = inputs(vec![
+        interface("eth0", 2, false),
+        Interface {
+            kind: Some("macvlan".to_owned()),
+            lower: Some(2),
+            ..interface("mv0", 3, true)
+        },
+        Interface {
+            kind: Some("bridge".to_owned()),
+            ..interface("br0", 4, true)
+        },
+        Interface {
+            master: Some(4),
+            ..interface("p1", 5, false)
+        },
+        Interface {
+            master: Some(4),
+            ..interface("p2", 6, false)
+        },
+    ]);
+    let verdict = |inputs: &Inputs, name: &str| {
+        let only = NamePatterns::new(&[name.to_owned()], "--iface").unwrap();
+        audit(inputs, Some(&only)).interfaces[0].verdict
+    };
+    assert_eq!(verdict(&inputs, "mv0"), Verdict::Exposed);
+    inputs.xdp = vec![(2, probe(Some(Mode::Drop)))];
+    assert_eq!(verdict(&inputs, "mv0"), Verdict::Mitigated);
+    // A bridge gets frames through every port: one dropping is not enough.
+    inputs.xdp.push((5, probe(Some(Mode::Drop))));
+    assert_eq!(verdict(&inputs, "br0"), Verdict::Exposed);
+    inputs.xdp.push((6, probe(Some(Mode::Drop))));
+    assert_eq!(verdict(&inputs, "br0"), Verdict::Mitigated);
 }
