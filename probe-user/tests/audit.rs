@@ -12,7 +12,9 @@ use std::{
 
 use serde_json::Value;
 use test_frames::ipv4;
-use testbed::{Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4, drain};
+use testbed::{
+    Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC, SENDER_V4, drain,
+};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 const QUIET: Duration = Duration::from_millis(300);
@@ -216,5 +218,53 @@ fn wait_detached(netns: &Netns, dev: &str) {
     while netns.has_xdp(dev) {
         assert!(Instant::now() < deadline, "{dev} still has an XDP program");
         thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A 127.x *source* from the link: a UDP service on the wildcard receives it exactly when the
+/// audit finds it — rp_filter off, or loose with accept_local — and not under strict filtering,
+/// accept_local or not.
+#[test]
+fn a_loopback_source_reaches_udp_services_exactly_when_the_audit_says_so() {
+    testbed::skip_unless_root!();
+    let link = Link::new("audit-src");
+    let netns = &link.receiver;
+    let udp = link.receiver_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, UDP_PORT)));
+    netns.sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
+    let frame = ipv4(Ipv4Addr::new(127, 0, 0, 5), RECEIVER_V4)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .ports(40000, UDP_PORT)
+        .build();
+    let sender = link.raw_sender();
+    for (rp_filter, accept_local, passes) in [
+        ("0", "0", true),
+        ("1", "1", false),
+        ("2", "1", true),
+        ("2", "0", false),
+    ] {
+        for (setting, value) in [("rp_filter", rp_filter), ("accept_local", accept_local)] {
+            netns.sysctl(&format!("net/ipv4/conf/all/{setting}"), "0");
+            netns.sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/{setting}"), value);
+        }
+        let (code, report) = audit(netns);
+        let found = report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .any(|finding| {
+                finding["kind"] == "loopback-source" && finding["interface"] == RECEIVER_IF
+            });
+        let case = format!("rp_filter={rp_filter} accept_local={accept_local}");
+        assert_eq!(found, passes, "{case}: {report}");
+        assert_eq!(code, i32::from(passes), "{case}: {report}");
+        for _ in 0..SPOOFED {
+            sender.send(&frame);
+        }
+        let delivered = drain(&udp, QUIET);
+        assert_eq!(
+            delivered,
+            if passes { SPOOFED } else { 0 },
+            "{case}: the kernel"
+        );
     }
 }

@@ -107,7 +107,9 @@ pub enum XdpOn {
     },
     /// A program this process cannot tell anything about: it may list no program and see no
     /// process holding it (both take root). It may be localnet-probe's; no drop is assumed.
-    Unidentified { id: u32 },
+    Unidentified {
+        id: u32,
+    },
 }
 
 impl Inputs {
@@ -395,7 +397,9 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         .sockets
         .iter()
         .filter(|socket| {
-            socket.local.ip().is_loopback() || is_ipv4_loopback(socket.local.ip()) || ipv4_udp(socket)
+            socket.local.ip().is_loopback()
+                || is_ipv4_loopback(socket.local.ip())
+                || ipv4_udp(socket)
         })
         .cloned()
         .collect();
