@@ -49,9 +49,17 @@ pub(crate) fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
         && let Some(unknown) =
             only.unknown_literal(inputs.interfaces.iter().map(|i| i.name.as_str()))
     {
-        anyhow::bail!("no interface {unknown} in this network namespace");
+        anyhow::bail!("no interface {unknown:?} in this network namespace");
     }
     let audit = exposure::audit(&inputs, only.as_ref());
+    if only.is_some() && audit.interfaces.is_empty() {
+        // A check of nothing must not pass as a clean one.
+        anyhow::bail!(
+            "--iface {} matches no interface to audit here (loopback is not audited: \
+             loopback addresses belong there)",
+            args.ifaces.join(" --iface ")
+        );
+    }
     let view = if args.json || !io::stdout().is_terminal() {
         let mut line = serde_json::to_vec(&AuditReport {
             kind: "audit",
