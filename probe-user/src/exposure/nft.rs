@@ -2,8 +2,16 @@
 //! read from `nft -j list ruleset`. Only what is parsed fully counts: a rule with any match or
 //! statement not understood here is not taken for a drop, and a rule that follows, in its chain,
 //! one that may accept or jump is not either (the frame may leave the chain before it).
+//!
+//! What nft 1.0.6 (Debian 12) writes, checked against spoofed frames: a table with one flag has
+//! `"flags"` as a string read from freed memory (`table_flags_json`'s use after free, fixed
+//! upstream), so `"flags": "g"` or even `"flags": "persist"` may stand for `dormant`; a netdev
+//! ingress chain has no `"dev"`.
 
-use std::{collections::BTreeMap, process::Command};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::Command,
+};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -75,6 +83,29 @@ struct Chain {
     hook: Hook,
     /// An ingress chain's device, when nft says.
     device: Option<String>,
+    /// Whether every frame it sees has a conntrack entry already (input, or prerouting after
+    /// conntrack's priority -200); before it, and at ingress, `ct status` matches nothing.
+    conntracked: bool,
+}
+
+/// Conntrack's own prerouting priority (`NF_IP_PRI_CONNTRACK`).
+const CONNTRACK_PRIORITY: i64 = -200;
+
+/// Table flags that leave its chains in force.
+const HARMLESS_TABLE_FLAGS: [&str; 2] = ["owner", "persist"];
+
+/// Whether a table's chains are in force: it has no flags, or a list of only `owner` and
+/// `persist`. A single flag written as a string is not believed (see the module's note), nor
+/// anything else there (`null` too: nft leaves the key out when a table has no flags).
+fn in_force(table: &Value) -> bool {
+    match table.get("flags") {
+        None => true,
+        Some(Value::Array(flags)) => flags.iter().all(|flag| {
+            flag.as_str()
+                .is_some_and(|flag| HARMLESS_TABLE_FLAGS.contains(&flag))
+        }),
+        Some(_) => false,
+    }
 }
 
 /// The drops in a ruleset as `nft -j list ruleset` writes it.
@@ -91,28 +122,50 @@ pub fn parse(json: &str) -> Result<Vec<NftDrop>, String> {
             object[name].as_str().unwrap_or_default().to_owned(),
         )
     };
-    let mut dormant = Vec::new();
+    // Tables in force, by family and name; a chain of any other is not read.
+    let mut tables = BTreeSet::new();
     let mut chains = BTreeMap::new();
     // Whether a rule seen in the chain may end its evaluation without a drop.
     let mut left_early: BTreeMap<(String, String, String), bool> = BTreeMap::new();
     let mut drops = Vec::new();
+    let table_of = |object: &Value, name: &str| {
+        (
+            object["family"].as_str().unwrap_or_default().to_owned(),
+            object[name].as_str().unwrap_or_default().to_owned(),
+        )
+    };
     for object in objects {
         if let Some(table) = object.get("table") {
-            let flags = &table["flags"];
-            let is_dormant = flags == "dormant"
-                || flags
-                    .as_array()
-                    .is_some_and(|flags| flags.iter().any(|flag| flag == "dormant"));
-            if is_dormant {
-                dormant.push((table["family"].clone(), table["name"].clone()));
+            if in_force(table) {
+                tables.insert(table_of(table, "name"));
             }
         } else if let Some(chain) = object.get("chain") {
-            if dormant.contains(&(chain["family"].clone(), chain["table"].clone())) {
+            if !tables.contains(&table_of(chain, "table")) {
                 continue;
             }
             if let Some(hook) = hook_of(chain) {
-                let device = chain["dev"].as_str().map(str::to_owned);
-                chains.insert(key(chain, "name"), Chain { hook, device });
+                let device = match &chain["dev"] {
+                    Value::String(device) => Some(device.clone()),
+                    Value::Array(devices) if devices.len() == 1 => {
+                        devices[0].as_str().map(str::to_owned)
+                    }
+                    _ => None,
+                };
+                let conntracked = match hook {
+                    Hook::Input => true,
+                    Hook::Prerouting => chain["prio"]
+                        .as_i64()
+                        .is_some_and(|priority| priority > CONNTRACK_PRIORITY),
+                    Hook::Ingress => false,
+                };
+                chains.insert(
+                    key(chain, "name"),
+                    Chain {
+                        hook,
+                        device,
+                        conntracked,
+                    },
+                );
             }
         } else if let Some(rule) = object.get("rule") {
             let chain_key = key(rule, "chain");
@@ -120,7 +173,7 @@ pub fn parse(json: &str) -> Result<Vec<NftDrop>, String> {
                 continue;
             };
             let left = left_early.entry(chain_key.clone()).or_default();
-            if !*left && let Some((interface, dropped)) = drop_of(rule) {
+            if !*left && let Some((interface, dropped)) = drop_of(rule, chain.conntracked) {
                 let interface = interface.or_else(|| chain.device.clone());
                 // An ingress chain whose device nft does not name could be on any device.
                 if chain.hook != Hook::Ingress || interface.is_some() {
@@ -175,9 +228,29 @@ fn may_leave(expressions: &Value) -> bool {
     })
 }
 
+/// Whether `right` is one or more of `allowed`: a value, an anonymous set or flags joined with
+/// `|` (`ct state != established,related`).
+fn only_of(right: &Value, allowed: &[&str]) -> bool {
+    let values = match right {
+        Value::String(_) => std::slice::from_ref(right),
+        Value::Object(object) => match (object.get("set"), object.get("|"), object.len()) {
+            (Some(Value::Array(values)), None, 1) | (None, Some(Value::Array(values)), 1) => {
+                values.as_slice()
+            }
+            _ => return false,
+        },
+        _ => return false,
+    };
+    !values.is_empty()
+        && values
+            .iter()
+            .all(|value| value.as_str().is_some_and(|value| allowed.contains(&value)))
+}
+
 /// The interface a rule names and which frames it drops, when it is a drop of IPv4 loopback
-/// addresses made only of matches understood here.
-fn drop_of(rule: &Value) -> Option<(Option<String>, Dropped)> {
+/// addresses made only of matches understood here. `conntracked`: whether its chain sees
+/// frames after conntrack (where `ct status` can match).
+fn drop_of(rule: &Value, conntracked: bool) -> Option<(Option<String>, Dropped)> {
     let expressions = rule["expr"].as_array()?;
     let mut interface = None;
     let (mut destination, mut source, mut not_from_loopback, mut drops) =
@@ -202,9 +275,14 @@ fn drop_of(rule: &Value) -> Option<(Option<String>, Dropped)> {
                 ("==", _) if matches!(meta, Some("iifname" | "iif")) => {
                     interface = Some(right.as_str()?.to_owned());
                 }
-                // kubelet's: not frames of connections already tracked or NATed to loopback,
-                // which a frame from the link is not (it starts no tracked connection).
-                ("!=", _) if ct == Some("state") || ct == Some("status") => {}
+                // kubelet's exceptions, and only they: not frames of connections already
+                // tracked or NATed to loopback, which a spoofed frame is not (it starts none).
+                // Any other state or status (`!= new`, `!= confirmed`) lets spoofed frames
+                // through. Without a conntrack entry (before conntrack, at ingress) `ct state`
+                // is `invalid`, which still matches, but `ct status` matches nothing.
+                ("!=", _) if ct == Some("state") && only_of(right, &["established", "related"]) => {
+                }
+                ("!=", _) if ct == Some("status") && conntracked && only_of(right, &["dnat"]) => {}
                 _ => return None,
             }
         } else {
@@ -327,5 +405,157 @@ mod tests {
         );
         assert!(parse(&json).unwrap().is_empty());
         assert!(parse("not json").is_err());
+    }
+
+    const DROP: &str = r#"{"drop": null}"#;
+
+    fn ct(key: &str, right: &str) -> String {
+        format!(
+            r#"{{"match": {{"op": "!=", "left": {{"ct": {{"key": "{key}"}}}}, "right": {right}}}}}"#
+        )
+    }
+
+    fn counted(chain: &str, expressions: &[&str]) -> bool {
+        !parse(&ruleset(chain, &rule(2, expressions)))
+            .unwrap()
+            .is_empty()
+    }
+
+    #[test]
+    fn a_table_counts_only_when_its_flags_leave_it_in_force() {
+        let with_flags = |flags: &str| {
+            ruleset(PREROUTING, &rule(2, &[DADDR, DROP])).replace(
+                r#""name": "g", "handle": 1}"#,
+                &format!(r#""name": "g", "handle": 1, "flags": {flags}}}"#),
+            )
+        };
+        for flags in ["[]", r#"["owner"]"#, r#"["owner", "persist"]"#] {
+            assert_eq!(parse(&with_flags(flags)).unwrap().len(), 1, "{flags}");
+        }
+        // Dormant, a flag not known, and any single flag written as a string: nft 1.0.6 writes
+        // it from freed memory, so even "persist" may stand for dormant.
+        for flags in [
+            r#"["dormant"]"#,
+            r#"["owner", "dormant"]"#,
+            r#"["persist", "someday"]"#,
+            r#""dormant""#,
+            r#""g""#,
+            r#""owner""#,
+            r#""persist""#,
+            "1",
+            "null",
+            r#"{"dormant": true}"#,
+        ] {
+            assert!(parse(&with_flags(flags)).unwrap().is_empty(), "{flags}");
+        }
+        // A chain whose table nft did not list.
+        let json = ruleset(PREROUTING, &rule(2, &[DADDR, DROP]))
+            .replace(r#""name": "g", "handle": 1"#, r#""name": "h", "handle": 1"#);
+        assert!(parse(&json).unwrap().is_empty());
+        // What nft 1.0.6 wrote here for `table ip g { flags dormant; chain p { type filter hook
+        // prerouting priority 0; ip daddr 127.0.0.0/8 drop } }`: spoofed frames are delivered.
+        let dormant = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name":
+            "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "g",
+            "handle": 1, "flags": "g"}}, {"chain": {"family": "ip", "table": "g", "name": "p",
+            "handle": 1, "type": "filter", "hook": "prerouting", "prio": 0, "policy": "accept"}},
+            {"rule": {"family": "ip", "table": "g", "chain": "p", "handle": 2, "expr": [{"match":
+            {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right":
+            {"prefix": {"addr": "127.0.0.0", "len": 8}}}}, {"drop": null}]}}]}"#;
+        assert!(parse(dormant).unwrap().is_empty());
+        assert_eq!(
+            parse(&dormant.replace(r#", "flags": "g""#, ""))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn counts_kubelets_ct_exceptions_and_no_other() {
+        let input = PREROUTING.replace("prerouting", "input");
+        let (established, related) = (r#""established""#, r#""related""#);
+        for right in [
+            established,
+            related,
+            r#"{"set": ["established", "related"]}"#,
+            r#"{"set": ["related"]}"#,
+            r#"{"|": ["established", "related"]}"#,
+        ] {
+            let state = ct("state", right);
+            assert!(counted(&input, &[DADDR, &state, DROP]), "{state}");
+            assert!(counted(PREROUTING, &[DADDR, &state, DROP]), "{state}");
+        }
+        // Spoofed frames are new (or invalid): these let them through.
+        for right in [
+            r#""new""#,
+            r#""invalid""#,
+            r#""untracked""#,
+            r#"{"set": ["new"]}"#,
+            r#"{"set": ["established", "new"]}"#,
+            r#"{"|": ["related", "invalid"]}"#,
+            r#"{"set": []}"#,
+            r#"["established"]"#,
+            r#"{"set": ["established"], "extra": 1}"#,
+            "1",
+        ] {
+            let state = ct("state", right);
+            assert!(!counted(&input, &[DADDR, &state, DROP]), "{state}");
+        }
+        let dnat = ct("status", r#""dnat""#);
+        assert!(counted(&input, &[DADDR, &dnat, DROP]));
+        for right in [r#"{"set": ["dnat"]}"#, r#"{"|": ["dnat"]}"#] {
+            assert!(counted(&input, &[DADDR, &ct("status", right), DROP]));
+        }
+        for right in [
+            r#""confirmed""#,
+            r#""snat""#,
+            r#"{"|": ["snat", "dnat"]}"#,
+            r#"{"set": ["dnat", "seen-reply"]}"#,
+        ] {
+            let status = ct("status", right);
+            assert!(!counted(&input, &[DADDR, &status, DROP]), "{status}");
+        }
+        // `ct status` matches nothing before conntrack (priority -200) has seen the frame.
+        let at = |priority: &str| PREROUTING.replace("-300", priority);
+        assert!(counted(&at("0"), &[DADDR, &dnat, DROP]));
+        assert!(counted(&at("-199"), &[DADDR, &dnat, DROP]));
+        for priority in ["-300", "-200", r#""raw""#] {
+            assert!(!counted(&at(priority), &[DADDR, &dnat, DROP]), "{priority}");
+        }
+        // Only "!=" is an exception.
+        let equal = ct("state", established).replace("!=", "==");
+        assert!(!counted(&input, &[DADDR, &equal, DROP]));
+    }
+
+    #[test]
+    fn an_ingress_rule_counts_on_the_device_it_names() {
+        let netdev = |chain_extra: &str, expressions: &[&str]| {
+            parse(&format!(
+                r#"{{"nftables": [{{"table": {{"family": "netdev", "name": "t", "handle": 3}}}},
+                {{"chain": {{"family": "netdev", "table": "t", "name": "c", "handle": 1,
+                "type": "filter", "hook": "ingress", "prio": 0, "policy": "accept"{chain_extra}}}}},
+                {{"rule": {{"family": "netdev", "table": "t", "chain": "c", "handle": 2,
+                "expr": [{}]}}}}]}}"#,
+                expressions.join(",")
+            ))
+            .unwrap()
+        };
+        // nft 1.0.6 names no device: the rule could be on any, unless it matches one.
+        assert!(netdev("", &[DADDR, DROP]).is_empty());
+        let drops = netdev("", &[IIFNAME_VRX, DADDR, DROP]);
+        assert_eq!(drops.len(), 1);
+        assert_eq!(drops[0].hook, Hook::Ingress);
+        assert_eq!(drops[0].interface.as_deref(), Some("vrx"));
+        for dev in [r#", "dev": "vb""#, r#", "dev": ["vb"]"#] {
+            let drops = netdev(dev, &[DADDR, DROP]);
+            assert_eq!(drops.len(), 1, "{dev}");
+            assert_eq!(drops[0].interface.as_deref(), Some("vb"));
+        }
+        assert!(netdev(r#", "dev": ["vb", "vc"]"#, &[DADDR, DROP]).is_empty());
+        // Before conntrack: `ct state` is invalid there and still matches, `ct status` does not.
+        let state = ct("state", r#"{"set": ["established", "related"]}"#);
+        assert_eq!(netdev("", &[IIFNAME_VRX, DADDR, &state, DROP]).len(), 1);
+        let status = ct("status", r#""dnat""#);
+        assert!(netdev("", &[IIFNAME_VRX, DADDR, &status, DROP]).is_empty());
     }
 }
