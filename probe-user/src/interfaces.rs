@@ -130,6 +130,27 @@ impl AttachMode {
     }
 }
 
+#[cfg(test)]
+impl Interface {
+    /// An Ethernet device that is up, with IPv4 configuration and route_localnet off, standing
+    /// alone: what tests start from.
+    pub(crate) fn for_tests(name: &str, ifindex: u32) -> Self {
+        Self {
+            name: name.to_owned(),
+            ifindex,
+            up: true,
+            loopback: false,
+            framing: Framing::Ethernet,
+            kind: None,
+            lower: None,
+            master: None,
+            route_localnet: Some(false),
+            ipv4_conf: None,
+            xdp: None,
+        }
+    }
+}
+
 impl Interface {
     /// Whether frames that arrive on `other` reach the stack through this device too: this is
     /// a macvlan, ipvlan or VLAN child of `other`, or the bridge, bond or team it is a port of.

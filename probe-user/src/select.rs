@@ -408,17 +408,9 @@ mod tests {
 
     fn interface(name: &str, ifindex: u32, up: bool, loopback: bool) -> Interface {
         Interface {
-            name: name.to_owned(),
-            ifindex,
             up,
             loopback,
-            framing: Framing::Ethernet,
-            kind: None,
-            lower: None,
-            master: None,
-            route_localnet: Some(false),
-            ipv4_conf: None,
-            xdp: None,
+            ..Interface::for_tests(name, ifindex)
         }
     }
 

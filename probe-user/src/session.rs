@@ -947,21 +947,11 @@ impl<'a> Uppers<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interfaces::Framing;
 
     fn interface(name: &str, ifindex: u32, route_localnet: bool) -> Interface {
         Interface {
-            name: name.to_owned(),
-            ifindex,
-            up: true,
-            loopback: false,
-            framing: Framing::Ethernet,
-            kind: None,
-            lower: None,
-            master: None,
             route_localnet: Some(route_localnet),
-            ipv4_conf: None,
-            xdp: None,
+            ..Interface::for_tests(name, ifindex)
         }
     }
 

@@ -1,22 +1,14 @@
 use super::*;
-use crate::interfaces::{Framing, Ipv4Conf};
+use crate::interfaces::Ipv4Conf;
 
 fn interface(name: &str, ifindex: u32, route_localnet: bool) -> Interface {
     Interface {
-        name: name.to_owned(),
-        ifindex,
-        up: true,
-        loopback: false,
-        framing: Framing::Ethernet,
-        kind: None,
-        lower: None,
-        master: None,
         route_localnet: Some(route_localnet),
         ipv4_conf: Some(Ipv4Conf {
             rp_filter: 1,
             ..Ipv4Conf::default()
         }),
-        xdp: None,
+        ..Interface::for_tests(name, ifindex)
     }
 }
 
