@@ -648,6 +648,11 @@ fn interface_findings(
             probe.mode_unknown.as_deref().unwrap_or("unknown")
         ),
         Some(probe) if !probe.drops() => "; localnet-probe only monitors there".to_owned(),
+        None if audited.unidentified_xdp_program.is_some() => {
+            "; an XDP program this user cannot identify is attached there (perhaps \
+             localnet-probe's: run the audit as root to know), so no drop is assumed"
+                .to_owned()
+        }
         _ => String::new(),
     };
     let nft_state = inputs
@@ -739,9 +744,21 @@ fn interface_findings(
     if loopback_sources_pass && !udp.is_empty() {
         // The check is made on the device the frames reach the stack through (for a bridge
         // port, the bridge), with the larger of its own and `all`'s rp_filter.
+        // rp_filter is the larger of `all`'s and the device's, accept_local the OR of both: with
+        // `all` at loose filtering a device cannot be made strict, but accept_local off refuses
+        // the source as well.
         let strict: Vec<String> = receivers
             .iter()
-            .map(|r| format!("net.ipv4.conf.{}.rp_filter=1", r.name.replace('.', "/")))
+            .map(|r| {
+                let device = r.name.replace('.', "/");
+                if inputs.all.rp_filter >= 2 {
+                    format!(
+                        "net.ipv4.conf.all.accept_local=0 net.ipv4.conf.{device}.accept_local=0"
+                    )
+                } else {
+                    format!("net.ipv4.conf.{device}.rp_filter=1")
+                }
+            })
             .collect();
         findings.push(Finding {
             severity: Severity::Exposure,
@@ -759,8 +776,8 @@ fn interface_findings(
             remedies: vec![
                 sysctl,
                 format!(
-                    "or turn on strict reverse-path filtering where the frames reach the stack: \
-                     sysctl -w {}",
+                    "or make the routing check refuse a loopback source where the frames reach the \
+                     stack: sysctl -w {}",
                     strict.join(" ")
                 ),
                 probe,

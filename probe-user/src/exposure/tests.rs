@@ -240,6 +240,21 @@ fn ipv4_udp_services_see_a_loopback_source_too() {
     assert!(audited.exposed());
     assert_eq!(audited.findings[0].kind, "loopback-source");
     assert!(audited.findings[0].message.contains("udp 0.0.0.0:7778"));
+    assert!(
+        audited.findings[0].remedies[1].contains("net.ipv4.conf.eth0.rp_filter=1"),
+        "{:?}",
+        audited.findings[0].remedies
+    );
+    // With `all` at loose filtering a device cannot be made strict: accept_local must go.
+    inputs.all.rp_filter = 2;
+    inputs.all.accept_local = 1;
+    let audited = audit(&inputs, None);
+    assert!(
+        audited.findings[0].remedies[1]
+            .contains("net.ipv4.conf.all.accept_local=0 net.ipv4.conf.eth0.accept_local=0"),
+        "{:?}",
+        audited.findings[0].remedies
+    );
     // A v6-only socket takes no IPv4.
     inputs.sockets = vec![socket(Protocol::Udp, "[::]:7778", Some(true))];
     assert!(!audit(&inputs, None).exposed());
