@@ -384,40 +384,20 @@ impl Probe {
         for (ifindex, pinned, config, link) in probe.pinned_interfaces()? {
             match (config.action(), link) {
                 (Some(action), PinnedLink::Attached(link, info)) => {
-                    probe.records.insert(
-                        ifindex,
-                        Record {
-                            slot: config.slot(),
-                            mode: mode_of(action),
-                            attachment: Some(Attachment {
-                                mode: pinned.xdp_mode(),
-                                program: pinned.program(),
-                                program_id: info.program_id,
-                                link,
-                                pinned: true,
-                            }),
-                        },
+                    let record = pinned_record(
+                        &pinned,
+                        config.slot(),
+                        mode_of(action),
+                        link,
+                        info.program_id,
                     );
+                    probe.records.insert(ifindex, record);
                 }
-                // Its pinning was cut short (the process killed between its entry and its
-                // link): not attached, nothing to show; the next `run --pin` clears it.
-                (Some(_), PinnedLink::Missing) if interface_exists(ifindex) => {}
-                (Some(action), PinnedLink::Missing | PinnedLink::Defunct) => {
-                    probe
-                        .counters
-                        .read(config.slot() + 1)
-                        .map_err(ProbeError::ReadCounters)?;
-                    gone.push(Adopted {
-                        ifindex,
-                        name: pinned.name(),
-                        program: pinned.program(),
-                        mode: mode_of(action),
-                        xdp_mode: None,
-                        counters: probe.counters.slot(config.slot()),
-                        slot: config.slot(),
-                    });
+                // Not attached, nothing to show; the next `run --pin` clears it.
+                (Some(_), PinnedLink::CutShort) | (None, _) => {}
+                (Some(action), PinnedLink::Gone) => {
+                    gone.push(probe.gone(ifindex, &pinned, mode_of(action), config.slot())?);
                 }
-                (None, _) => {}
             }
         }
         Ok((probe, gone))
@@ -440,11 +420,17 @@ impl Probe {
                     if info.ifindex == Some(ifindex) {
                         PinnedLink::Attached(link, info)
                     } else {
-                        PinnedLink::Defunct
+                        PinnedLink::Gone
                     }
                 }
-                Ok(None) => PinnedLink::Defunct,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => PinnedLink::Missing,
+                Ok(None) => PinnedLink::Gone,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    if interface_exists(ifindex) {
+                        PinnedLink::CutShort
+                    } else {
+                        PinnedLink::Gone
+                    }
+                }
                 Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
             };
             found.push((ifindex, pinned, self.read_config(ifindex)?, link));
@@ -467,46 +453,25 @@ impl Probe {
             };
             let mode = mode_of(action);
             used.insert(config.slot());
-            let PinnedLink::Attached(link, _) = link else {
-                cleared.push((ifindex, Some(config.slot())));
-                if matches!(link, PinnedLink::Missing) && interface_exists(ifindex) {
-                    // Its pinning was cut short: not attached, not gone either; attached
-                    // anew when selected.
+            let link = match link {
+                PinnedLink::Attached(link, _) => link,
+                // Not attached, not gone either: attached anew when selected.
+                PinnedLink::CutShort => {
+                    cleared.push((ifindex, Some(config.slot())));
                     continue;
                 }
-                self.counters
-                    .read(config.slot() + 1)
-                    .map_err(ProbeError::ReadCounters)?;
-                let mut counters = self.counters.slot(config.slot());
-                counters.samples = self.sample_counts(config.slot())?;
-                adopted.push(Adopted {
-                    ifindex,
-                    name: pinned.name(),
-                    program: pinned.program(),
-                    mode,
-                    xdp_mode: None,
-                    counters,
-                    slot: config.slot(),
-                });
-                continue;
+                PinnedLink::Gone => {
+                    cleared.push((ifindex, Some(config.slot())));
+                    adopted.push(self.gone(ifindex, &pinned, mode, config.slot())?);
+                    continue;
+                }
             };
             let program = pinned.program();
             link.update(self.program(program).fd()?)
                 .map_err(|error| ProbeError::Adopt { ifindex, error })?;
-            self.records.insert(
-                ifindex,
-                Record {
-                    slot: config.slot(),
-                    mode,
-                    attachment: Some(Attachment {
-                        mode: pinned.xdp_mode(),
-                        program,
-                        program_id: self.program_id(program),
-                        link,
-                        pinned: true,
-                    }),
-                },
-            );
+            let record =
+                pinned_record(&pinned, config.slot(), mode, link, self.program_id(program));
+            self.records.insert(ifindex, record);
             adopted.push(Adopted {
                 ifindex,
                 name: pinned.name(),
@@ -540,6 +505,30 @@ impl Probe {
             }
         }
         Ok(adopted)
+    }
+
+    /// A pinned interface that is gone, with its final counts.
+    fn gone(
+        &mut self,
+        ifindex: u32,
+        pinned: &PinnedInterface,
+        mode: Mode,
+        slot: u32,
+    ) -> Result<Adopted, ProbeError> {
+        self.counters
+            .read(slot + 1)
+            .map_err(ProbeError::ReadCounters)?;
+        let mut counters = self.counters.slot(slot);
+        counters.samples = self.sample_counts(slot)?;
+        Ok(Adopted {
+            ifindex,
+            name: pinned.name(),
+            program: pinned.program(),
+            mode,
+            xdp_mode: None,
+            counters,
+            slot,
+        })
     }
 
     /// Clears the pins, configuration and counters of an interface of the standing filter that
@@ -946,10 +935,32 @@ impl Probe {
 enum PinnedLink {
     /// Attached to the interface, with what the kernel says about it.
     Attached(XdpLink, crate::xdp_link::LinkInfo),
-    /// Pinned, but its device is gone (a device that took the ifindex since is another).
-    Defunct,
-    /// Not pinned: the process pinning the interface was killed before its link.
-    Missing,
+    /// The device is gone: its link is defunct (a device that took the ifindex since is
+    /// another), or was never pinned and no device has the ifindex.
+    Gone,
+    /// Not pinned, the device still there: the process pinning it was killed before its link.
+    CutShort,
+}
+
+/// The record of a pinned interface whose link is attached.
+fn pinned_record(
+    pinned: &PinnedInterface,
+    slot: u32,
+    mode: Mode,
+    link: XdpLink,
+    program_id: u32,
+) -> Record {
+    Record {
+        slot,
+        mode,
+        attachment: Some(Attachment {
+            mode: pinned.xdp_mode(),
+            program: pinned.program(),
+            program_id,
+            link,
+            pinned: true,
+        }),
+    }
 }
 
 const fn mode_of(action: probe_common::Action) -> Mode {

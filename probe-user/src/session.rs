@@ -350,12 +350,7 @@ impl Session {
                     .iter()
                     .any(|i| i.ifindex == adopted.ifindex && i.xdp.is_some());
             if moved_away {
-                adopted.counters = self.probe.release(adopted.ifindex).map_err(|source| {
-                    SessionError::Release {
-                        name: adopted.name.clone(),
-                        source: Box::new(source),
-                    }
-                })?;
+                adopted.counters = self.release(adopted.ifindex, &adopted.name)?;
                 adopted.xdp_mode = None;
             }
             match (adopted.xdp_mode, chosen) {
@@ -402,12 +397,7 @@ impl Session {
                     });
                 }
                 (Some(_), None) => {
-                    let counters = self.probe.release(adopted.ifindex).map_err(|source| {
-                        SessionError::Release {
-                            name: adopted.name.clone(),
-                            source: Box::new(source),
-                        }
-                    })?;
+                    let counters = self.release(adopted.ifindex, &adopted.name)?;
                     let totals = crate::report::Totals::of(&counters);
                     notes.push(format!(
                         "{}: no longer selected, detached (its counts: {} matched, {} dropped)",
@@ -476,7 +466,7 @@ impl Session {
         {
             Ok(result) => result,
             Err(error) => {
-                self.release_slot(chosen)?;
+                self.release(chosen.ifindex, &chosen.name)?;
                 // Another program arrived since the listing (another probe starting at the
                 // same time): say whose, as the check above would have.
                 if matches!(error, ProbeError::Occupied(_))
@@ -492,7 +482,7 @@ impl Session {
             }
         };
         if pin && let Err(source) = self.probe.pin_link(chosen.ifindex, &chosen.name) {
-            self.release_slot(chosen)?;
+            self.release(chosen.ifindex, &chosen.name)?;
             return Err(SessionError::PinLink {
                 name: chosen.name.clone(),
                 source: Box::new(source),
@@ -516,13 +506,13 @@ impl Session {
         })
     }
 
-    /// Undoes what [`Session::serve`] did to `chosen` before it failed.
-    fn release_slot(&mut self, chosen: &Chosen) -> Result<(), SessionError> {
+    /// Detaches from `ifindex` (named `name` in an error), unpins it and frees its slot; its
+    /// final counters.
+    fn release(&mut self, ifindex: u32, name: &str) -> Result<SlotCounters, SessionError> {
         self.probe
-            .release(chosen.ifindex)
-            .map(drop)
+            .release(ifindex)
             .map_err(|source| SessionError::Release {
-                name: chosen.name.clone(),
+                name: name.to_owned(),
                 source: Box::new(source),
             })
     }
@@ -647,12 +637,7 @@ impl Session {
             let counters = if self.read_only {
                 counters.remove(&ifindex).unwrap_or_default()
             } else {
-                self.probe
-                    .release(ifindex)
-                    .map_err(|source| SessionError::Release {
-                        name: served.name.clone(),
-                        source: Box::new(source),
-                    })?
+                self.release(ifindex, &served.name)?
             };
             self.removed_totals.add(&counters);
             self.pending_removed.push(InterfaceSnapshot {
