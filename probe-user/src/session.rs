@@ -137,6 +137,9 @@ pub struct Followed {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Unserved {
     Skipped(Skipped),
+    /// What refused it: for an occupied interface the program there, not the processes holding
+    /// it, which come and go (a process forked anywhere holds a copy of a link until it
+    /// executes); otherwise the error.
     Refused(String),
 }
 
@@ -546,27 +549,31 @@ impl Session {
         }
         for chosen in &selected.chosen {
             let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
-            let reason = match self.serve(chosen, interface, true) {
+            let (cause, reason) = match self.serve(chosen, interface, true) {
                 Ok(attached) => {
                     self.told.remove(&chosen.ifindex);
                     followed.attached.push(attached);
                     continue;
                 }
-                Err(SessionError::Occupied(occupant)) => occupant.to_string(),
+                Err(SessionError::Occupied(occupant)) => (
+                    format!("program {}", occupant.program_id),
+                    occupant.to_string(),
+                ),
                 Err(SessionError::Attach { name, source }) => {
-                    format!("cannot attach to {name}: {source}")
+                    let reason = format!("cannot attach to {name}: {source}");
+                    (reason.clone(), reason)
                 }
                 Err(SessionError::PinLink { name, source }) => {
-                    format!("cannot pin the link of {name}: {source}")
+                    let reason = format!("cannot pin the link of {name}: {source}");
+                    (reason.clone(), reason)
                 }
                 Err(other) => return Err(other),
             };
-            let refusal = format!(
-                "{reason}; serving the others, and trying {} again when interfaces change",
-                chosen.name
-            );
-            if self.tell(chosen.ifindex, Unserved::Refused(refusal.clone())) {
-                followed.refused.push(refusal);
+            if self.tell(chosen.ifindex, Unserved::Refused(cause)) {
+                followed.refused.push(format!(
+                    "{reason}; serving the others, and trying {} again when interfaces change",
+                    chosen.name
+                ));
             }
         }
         Ok(followed)
