@@ -72,21 +72,38 @@ impl Address {
     }
 }
 
-/// What the XDP program did with a matched frame.
+/// What became of a matched frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Action {
+    /// Arrived, and passed to the stack.
     Passed = 0,
+    /// Arrived, and dropped.
     Dropped = 1,
+    /// Left the interface with a loopback source: the host answered someone on the link from
+    /// a loopback address, which only a service reached through route_localnet does. Counted at
+    /// egress, never dropped.
+    Replied = 2,
 }
 
 impl Action {
-    pub const ALL: [Self; 2] = [Self::Passed, Self::Dropped];
+    pub const ALL: [Self; 3] = [Self::Passed, Self::Dropped, Self::Replied];
+    /// What can become of a frame that arrives.
+    pub const INGRESS: [Self; 2] = [Self::Passed, Self::Dropped];
 
     pub const fn name(self) -> &'static str {
         match self {
             Self::Passed => "passed",
             Self::Dropped => "dropped",
+            Self::Replied => "replied",
+        }
+    }
+
+    /// `ingress` or `egress`: where the frame was seen.
+    pub const fn direction(self) -> &'static str {
+        match self {
+            Self::Passed | Self::Dropped => "ingress",
+            Self::Replied => "egress",
         }
     }
 }

@@ -120,6 +120,13 @@ impl IfaceConfig {
     pub const fn counter_key(&self, matched: LoopbackMatch) -> u32 {
         self.first_key + matched.index()
     }
+
+    /// [`counter_key`] of the slot, [`Action::Replied`] and `matched`: a frame leaving the
+    /// interface.
+    #[inline(always)]
+    pub const fn replied_key(&self, matched: LoopbackMatch) -> u32 {
+        counter_key(self.slot as u32, matched, Action::Replied)
+    }
 }
 
 /// Packets and bytes of one class on one CPU.
@@ -202,6 +209,10 @@ mod tests {
                 assert_eq!(
                     config.counter_key(matched),
                     counter_key(slot, matched, mode.action())
+                );
+                assert_eq!(
+                    config.replied_key(matched),
+                    counter_key(slot, matched, Action::Replied)
                 );
             }
         }

@@ -62,6 +62,7 @@ impl Sample {
         let action = match self.action {
             0 => Action::Passed,
             1 => Action::Dropped,
+            2 => Action::Replied,
             _ => return None,
         };
         let framing = match self.framing {

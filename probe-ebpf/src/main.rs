@@ -1,8 +1,13 @@
-//! The XDP programs: each classifies a frame with `probe_common`'s classifier; frames with a
+//! The programs: each classifies a frame with `probe_common`'s classifier; frames with a
 //! loopback source or destination are counted per interface, match and action, and dropped on
 //! interfaces in drop mode. Everything else passes untouched, without a map lookup.
 //!
-//! `localnet_probe` serves Ethernet devices; `localnet_probe_ip` serves layer-3 devices (tun,
+//! Three hooks run the same code on the same maps: XDP (`localnet_probe*`), the first choice;
+//! tcx ingress (`localnet_probe_tc*`), where another XDP program holds the interface; and tcx
+//! egress (`localnet_probe_out*`), which counts loopback-sourced frames leaving the interface,
+//! replies of a service reached through route_localnet, and never drops them.
+//!
+//! Each hook has a program for Ethernet devices and one (`…_ip`) for layer-3 devices (tun,
 //! wireguard), whose packets start at the IP header. Choosing the program by device at attach
 //! time keeps that decision off the per-frame path.
 #![no_std]
@@ -19,13 +24,15 @@ use core::{
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
-    macros::{map, xdp},
+    helpers::generated::{
+        bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+    },
+    macros::{classifier, map, xdp},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use probe_common::{
-    Action, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch,
+    Action, Address, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch,
     SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip,
 };
 
@@ -69,6 +76,13 @@ struct PacketFrame {
     end: usize,
 }
 
+impl PacketFrame {
+    #[inline(always)]
+    const fn new(start: usize, end: usize) -> Self {
+        Self { start, end }
+    }
+}
+
 impl Frame for PacketFrame {
     #[inline(always)]
     fn holds(&self, len: usize) -> bool {
@@ -87,89 +101,241 @@ impl Frame for PacketFrame {
     }
 }
 
-impl PacketFrame {
+/// The most header bytes the classifier reads: Ethernet, two VLAN tags, an IPv6 header.
+const HEADERS_LEN: u32 = 14 + 2 * 4 + 40;
+
+/// What the per-frame code needs of the hook it runs at.
+trait Hook {
+    /// The interface the frame arrives at or leaves.
+    fn ifindex(&self) -> u32;
+    /// The whole frame's length, from its first header on.
+    fn frame_len(&self) -> u64;
+    /// Copies the first `len` bytes of the frame to `to`; false when the kernel refuses.
+    fn copy(&self, to: *mut u8, len: u32) -> bool;
+}
+
+impl Hook for XdpContext {
     #[inline(always)]
-    fn new(ctx: &XdpContext) -> Self {
-        Self {
-            start: ctx.data(),
-            end: ctx.data_end(),
+    fn ifindex(&self) -> u32 {
+        self.ingress_ifindex() as u32
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> u64 {
+        // SAFETY: a plain read of a constant the loader may have set; volatile so the compiler
+        // keeps both branches.
+        if unsafe { core::ptr::read_volatile(&LENGTH_FROM_POINTERS) } != 0 {
+            (self.data_end() - self.data()) as u64
+        } else {
+            // SAFETY: the helper only reads the context it is given.
+            unsafe { bpf_xdp_get_buff_len(self.ctx) }
         }
+    }
+
+    #[inline(always)]
+    fn copy(&self, to: *mut u8, len: u32) -> bool {
+        // SAFETY: the caller gives room for `len` bytes at `to`.
+        unsafe { bpf_xdp_load_bytes(self.ctx, 0, to.cast(), len) == 0 }
+    }
+}
+
+impl Hook for TcContext {
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: the context the kernel gave, valid while the program runs.
+        unsafe { (*self.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> u64 {
+        u64::from(self.len())
+    }
+
+    #[inline(always)]
+    fn copy(&self, to: *mut u8, len: u32) -> bool {
+        // SAFETY: the caller gives room for `len` bytes at `to`.
+        unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), 0, to.cast(), len) == 0 }
     }
 }
 
 #[xdp]
 fn localnet_probe(ctx: XdpContext) -> u32 {
-    match classify(&PacketFrame::new(&ctx)) {
+    match classify(&PacketFrame::new(ctx.data(), ctx.data_end())) {
         None => xdp_action::XDP_PASS,
-        Some(matched) => on_loopback_frame(&ctx, matched, Framing::Ethernet),
+        Some(matched) => xdp_verdict(arriving(&ctx, matched, Framing::Ethernet)),
     }
 }
 
 #[xdp]
 fn localnet_probe_ip(ctx: XdpContext) -> u32 {
-    match classify_ip(&PacketFrame::new(&ctx)) {
+    match classify_ip(&PacketFrame::new(ctx.data(), ctx.data_end())) {
         None => xdp_action::XDP_PASS,
-        Some(matched) => on_loopback_frame(&ctx, matched, Framing::Ip),
+        Some(matched) => xdp_verdict(arriving(&ctx, matched, Framing::Ip)),
+    }
+}
+
+/// The tcx verdict that hands a frame to the next program, or to the stack when there is none
+/// (`TCX_NEXT`). `TCX_PASS` (0) would end the chain and skip programs attached after this one.
+const TCX_NEXT: i32 = -1;
+/// `TCX_DROP`.
+const TCX_DROP: i32 = 2;
+
+#[classifier]
+fn localnet_probe_tc(ctx: TcContext) -> i32 {
+    match classify_skb(&ctx, Framing::Ethernet) {
+        None => TCX_NEXT,
+        Some(matched) => tcx_verdict(arriving(&ctx, matched, Framing::Ethernet)),
+    }
+}
+
+#[classifier]
+fn localnet_probe_tc_ip(ctx: TcContext) -> i32 {
+    match classify_skb(&ctx, Framing::Ip) {
+        None => TCX_NEXT,
+        Some(matched) => tcx_verdict(arriving(&ctx, matched, Framing::Ip)),
+    }
+}
+
+#[classifier]
+fn localnet_probe_out(ctx: TcContext) -> i32 {
+    if let Some(matched) = classify_skb(&ctx, Framing::Ethernet) {
+        leaving(&ctx, matched, Framing::Ethernet);
+    }
+    TCX_NEXT
+}
+
+#[classifier]
+fn localnet_probe_out_ip(ctx: TcContext) -> i32 {
+    if let Some(matched) = classify_skb(&ctx, Framing::Ip) {
+        leaving(&ctx, matched, Framing::Ip);
+    }
+    TCX_NEXT
+}
+
+#[inline(always)]
+const fn xdp_verdict(action: Action) -> u32 {
+    match action {
+        Action::Dropped => xdp_action::XDP_DROP,
+        Action::Passed | Action::Replied => xdp_action::XDP_PASS,
     }
 }
 
 #[inline(always)]
-fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, framing: Framing) -> u32 {
-    let ifindex = ctx.ingress_ifindex() as u32;
-    // The array covers ifindexes below IFINDEX_ARRAY_LEN; its lookup fails only above.
-    let Some(config) = IFACE_CONFIG
-        .get_ptr_mut(ifindex)
-        .or_else(|| IFACE_CONFIG_HIGH.get_ptr_mut(ifindex))
-    else {
-        return xdp_action::XDP_PASS;
+const fn tcx_verdict(action: Action) -> i32 {
+    match action {
+        Action::Dropped => TCX_DROP,
+        Action::Passed | Action::Replied => TCX_NEXT,
+    }
+}
+
+/// Classifies a socket buffer from its linear part, where the headers nearly always are; when
+/// they are not all there (a driver that put them in page fragments), the kernel first pulls
+/// them into it, which moves the packet, so the frame is read anew.
+#[inline(always)]
+fn classify_skb(ctx: &TcContext, framing: Framing) -> Option<LoopbackMatch> {
+    let headers = ctx.len().min(HEADERS_LEN);
+    let mut frame = PacketFrame::new(ctx.data(), ctx.data_end());
+    if !frame.holds(headers as usize) {
+        ctx.pull_data(headers).ok()?;
+        frame = PacketFrame::new(ctx.data(), ctx.data_end());
+    }
+    match framing {
+        Framing::Ethernet => classify(&frame),
+        Framing::Ip => classify_ip(&frame),
+    }
+}
+
+/// Counts a matched frame arriving at an interface, samples it if the interface may still send
+/// samples, and says what to do with it: pass unless the interface is in drop mode, or not
+/// configured (not ours to judge: the loader always configures before attaching).
+#[inline(always)]
+fn arriving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) -> Action {
+    let Some(config) = config_of(ctx.ifindex()) else {
+        return Action::Passed;
     };
     // SAFETY: an entry of either map, valid while the program runs. The loader replaces entries
     // whole and removes one only after detaching from its interface; other CPUs change only
-    // `sample_tokens`, read below on its own.
+    // `sample_tokens`, read in `sample` on its own.
     let entry = unsafe { config.read() };
-    // Not configured: not ours to judge (the loader always configures before attaching), so
-    // pass, as an unconfigured monitor would.
     let Some(action) = entry.action() else {
-        return xdp_action::XDP_PASS;
+        return Action::Passed;
     };
-    if let Some(counter) = COUNTERS.get_ptr_mut(entry.counter_key(matched)) {
-        // SAFETY: a plain read of a constant the loader may have set; volatile so the compiler
-        // keeps both branches.
-        let len = if unsafe { core::ptr::read_volatile(&LENGTH_FROM_POINTERS) } != 0 {
-            (ctx.data_end() - ctx.data()) as u64
-        } else {
-            // SAFETY: the helper only reads the context it is given.
-            unsafe { bpf_xdp_get_buff_len(ctx.ctx) }
-        };
+    count(ctx, entry.counter_key(matched));
+    sample(ctx, config, matched, action, framing);
+    action
+}
+
+/// Counts and samples a frame with a loopback source leaving an interface; nothing else that
+/// leaves is counted (a loopback destination is the host's own business).
+#[inline(always)]
+fn leaving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) {
+    if matches!(matched.address, Address::Destination) {
+        return;
+    }
+    let Some(config) = config_of(ctx.ifindex()) else {
+        return;
+    };
+    // SAFETY: as in `arriving`.
+    let entry = unsafe { config.read() };
+    if entry.action().is_none() {
+        return;
+    }
+    count(ctx, entry.replied_key(matched));
+    sample(ctx, config, matched, Action::Replied, framing);
+}
+
+/// The configuration entry of `ifindex`: the array covers ifindexes below IFINDEX_ARRAY_LEN,
+/// and its lookup fails only above.
+#[inline(always)]
+fn config_of(ifindex: u32) -> Option<*mut IfaceConfig> {
+    IFACE_CONFIG
+        .get_ptr_mut(ifindex)
+        .or_else(|| IFACE_CONFIG_HIGH.get_ptr_mut(ifindex))
+}
+
+#[inline(always)]
+fn count<H: Hook>(ctx: &H, key: u32) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(key) {
+        let len = ctx.frame_len();
         // SAFETY: a per-CPU array entry is this CPU's alone while the program runs.
         unsafe {
             (*counter).packets += 1;
             (*counter).bytes += len;
         }
     }
-    // SAFETY: as for LENGTH_FROM_POINTERS.
-    if unsafe { core::ptr::read_volatile(&SAMPLING) } != 0 {
-        // SAFETY: the address of a field of the entry; nothing is read.
-        let tokens = unsafe { &raw mut (*config).sample_tokens };
-        // SAFETY: read while CPUs may take tokens from it: a stale value at worst lets a racing
-        // CPU through, which takes the count below zero.
-        if unsafe { core::ptr::read_volatile(tokens) } > 0 {
-            // SAFETY: `tokens` points into the entry, valid and 8-byte aligned. The result is
-            // unused, so this is one atomic add.
-            unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(tokens, -1) };
-            // Packed: a BPF call takes at most five arguments, and a match alone is two.
-            let class = [
-                matched.family as u8,
-                matched.address as u8,
-                action as u8,
-                framing as u8,
-            ];
-            send_sample(ctx, config, class);
-        }
+}
+
+/// Takes one of the interface's sample tokens, if sampling is on and it has any left, and
+/// sends a sample of the frame.
+#[inline(always)]
+fn sample<H: Hook>(
+    ctx: &H,
+    config: *mut IfaceConfig,
+    matched: LoopbackMatch,
+    action: Action,
+    framing: Framing,
+) {
+    // SAFETY: a plain read of a constant the loader may have set; volatile so the compiler
+    // keeps both branches.
+    if unsafe { core::ptr::read_volatile(&SAMPLING) } == 0 {
+        return;
     }
-    match action {
-        Action::Passed => xdp_action::XDP_PASS,
-        Action::Dropped => xdp_action::XDP_DROP,
+    // SAFETY: the address of a field of the entry; nothing is read.
+    let tokens = unsafe { &raw mut (*config).sample_tokens };
+    // SAFETY: read while CPUs may take tokens from it: a stale value at worst lets a racing
+    // CPU through, which takes the count below zero.
+    if unsafe { core::ptr::read_volatile(tokens) } > 0 {
+        // SAFETY: `tokens` points into the entry, valid and 8-byte aligned. The result is
+        // unused, so this is one atomic add.
+        unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(tokens, -1) };
+        // Packed: a BPF call takes at most five arguments, and a match alone is two.
+        let class = [
+            matched.family as u8,
+            matched.address as u8,
+            action as u8,
+            framing as u8,
+        ];
+        send_sample(ctx, config, class);
     }
 }
 
@@ -178,7 +344,7 @@ fn on_loopback_frame(ctx: &XdpContext, matched: LoopbackMatch, framing: Framing)
 /// stays small. `config` is the interface's entry, whose slot is read here rather than on the
 /// per-frame path; `class` is the sample's family, address, action and framing bytes.
 #[inline(never)]
-fn send_sample(ctx: &XdpContext, config: *const IfaceConfig, class: [u8; 4]) {
+fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4]) {
     // SAFETY: the caller's entry, valid while the program runs.
     let slot = unsafe { (*config).slot() };
     let Some(counts) = SAMPLE_COUNTS.get_ptr_mut(slot) else {
@@ -189,15 +355,14 @@ fn send_sample(ctx: &XdpContext, config: *const IfaceConfig, class: [u8; 4]) {
         unsafe { (*counts).lost += 1 };
         return;
     };
-    // SAFETY: the helper only reads the context it is given.
-    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
+    let frame_len = ctx.frame_len();
     let captured_len = frame_len.min(SAMPLE_CAPTURE_LEN as u64) as u32;
     let sample = entry.as_mut_ptr();
     // SAFETY: `sample` is the reserved entry, `size_of::<Sample>()` bytes; every field is
     // written before it is submitted, `frame` beyond `captured_len` excepted (never read).
     unsafe {
         (*sample).timestamp_ns = bpf_ktime_get_ns();
-        (*sample).ifindex = ctx.ingress_ifindex() as u32;
+        (*sample).ifindex = ctx.ifindex();
         (*sample).frame_len = frame_len as u32;
         [
             (*sample).family,
@@ -206,12 +371,10 @@ fn send_sample(ctx: &XdpContext, config: *const IfaceConfig, class: [u8; 4]) {
             (*sample).framing,
         ] = class;
         // A classified frame holds at least an IP header, so this is never 0, which the
-        // helper refuses; saying so keeps the verifier's range of the length above it.
+        // helpers refuse; saying so keeps the verifier's range of the length above it.
         let copied = if captured_len == 0 {
             0
-        } else if bpf_xdp_load_bytes(ctx.ctx, 0, (&raw mut (*sample).frame).cast(), captured_len)
-            == 0
-        {
+        } else if ctx.copy((&raw mut (*sample).frame).cast(), captured_len) {
             captured_len
         } else {
             0

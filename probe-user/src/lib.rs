@@ -6,6 +6,7 @@ mod bpffs;
 mod counter_map;
 pub mod exposure;
 pub mod interfaces;
+mod link;
 pub mod link_events;
 mod map_batch;
 pub mod metrics;
@@ -21,7 +22,6 @@ pub mod select;
 pub mod senders;
 pub mod session;
 pub mod standing;
-mod xdp_link;
 
 /// The XDP object built by `build.rs` from `probe-ebpf`.
 pub static PROBE_OBJECT: &[u8] =

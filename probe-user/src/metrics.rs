@@ -1,7 +1,7 @@
 //! The `/metrics` page `run --metrics` serves: a [`Snapshot`] in the Prometheus text format
 //! (0.0.4) or in OpenMetrics, whichever the scraper asks for.
 
-use probe_common::{Action, Counter, LoopbackMatch};
+use probe_common::{Counter, Mode};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -9,7 +9,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{report::SamplesReport, session::Snapshot};
+use crate::{
+    probe::{AttachedMode, Direction},
+    report::{SamplesReport, counted_classes},
+    session::Snapshot,
+};
 
 const PACKETS: &str = "localnet_probe_packets";
 const BYTES: &str = "localnet_probe_bytes";
@@ -124,16 +128,15 @@ struct SnapshotCollector(Snapshot);
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = &self.0;
-        let classes =
-            || LoopbackMatch::all().flat_map(|matched| Action::ALL.map(|action| (matched, action)));
 
         let packets: fn(Counter) -> u64 = |counter| counter.packets;
         let bytes: fn(Counter) -> u64 = |counter| counter.bytes;
         for (name, help, value) in [
             (
                 PACKETS,
-                "Frames with a loopback address that arrived on the interface, by family, \
-                 loopback address and action.",
+                "Frames with a loopback address that arrived on the interface (action passed or \
+                 dropped), and with --egress frames with a loopback source that left it (action \
+                 replied), by family, loopback address and action.",
                 packets,
             ),
             (
@@ -145,7 +148,7 @@ impl Collector for SnapshotCollector {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for interface in &snapshot.interfaces {
                 let ifindex = interface.ifindex.to_string();
-                for (matched, action) in classes() {
+                for (matched, action) in counted_classes(interface.egress) {
                     let labels = [
                         ("interface", interface.name.as_str()),
                         ("ifindex", ifindex.as_str()),
@@ -203,22 +206,37 @@ impl Collector for SnapshotCollector {
 
         let mut metric = encoder.encode_descriptor(
             "localnet_probe_attached",
-            "1 for every interface the probe is attached to, with the XDP mode and the probe's mode.",
+            "1 for every attachment of the probe: each interface at ingress (hook xdp, with its \
+             XDP mode, or tcx beside another XDP program) in the probe's mode, and with --egress \
+             at tcx egress, where it only counts.",
             None,
             MetricType::Gauge,
         )?;
         for interface in &snapshot.interfaces {
             let ifindex = interface.ifindex.to_string();
-            let Some(xdp_mode) = interface.xdp_mode else {
+            let Some(hook) = interface.hook else {
                 continue;
             };
-            let labels = [
-                ("interface", interface.name.as_str()),
-                ("ifindex", ifindex.as_str()),
-                ("xdp_mode", xdp_mode.name()),
-                ("mode", interface.mode.name()),
-            ];
-            ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
+            let ingress = (
+                Direction::Ingress,
+                hook.name(),
+                hook.xdp_mode().map_or("", AttachedMode::name),
+                interface.mode.name(),
+            );
+            let egress = (Direction::Egress, "tcx", "", Mode::Monitor.name());
+            for (direction, hook, xdp_mode, mode) in
+                std::iter::once(ingress).chain(interface.egress.then_some(egress))
+            {
+                let labels = [
+                    ("interface", interface.name.as_str()),
+                    ("ifindex", ifindex.as_str()),
+                    ("direction", direction.name()),
+                    ("hook", hook),
+                    ("xdp_mode", xdp_mode),
+                    ("mode", mode),
+                ];
+                ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
+            }
         }
 
         // Only with sampling on, when every matched frame is emitted, suppressed or lost.

@@ -5,9 +5,9 @@ use std::{fmt, fs, path::PathBuf};
 
 use crate::{
     interfaces::{AttachMode, Interface},
+    link::{Kind, Link},
     pins::PinDir,
-    probe::Program,
-    xdp_link::XdpLink,
+    probe::{Direction, Program, Stage},
 };
 
 /// A process holding a BPF link to the program, found through `/proc/<pid>/fdinfo`.
@@ -64,7 +64,7 @@ impl Occupant {
             || self
                 .program_name
                 .as_deref()
-                .is_some_and(|name| name.starts_with(Program::Ethernet.name()))
+                .is_some_and(|name| name.starts_with(Program::Ethernet.name(Stage::Xdp)))
             || self
                 .holders
                 .iter()
@@ -118,7 +118,8 @@ impl fmt::Display for Occupant {
             write!(
                 f,
                 ", held by a BPF link of {pids}. localnet-probe never replaces another program: \
-                 stop that process, or leave the interface out with --exclude {interface}"
+                 stop that process, leave the interface out (--exclude {interface}, or \
+                 --on-conflict skip), or run beside it at tcx ingress with --on-conflict tc"
             )
         } else if self.saw_every_process {
             write!(
@@ -126,7 +127,8 @@ impl fmt::Display for Occupant {
                 ". localnet-probe never replaces another program. No process holds it through a \
                  BPF link, so it was attached through netlink (`ip link set dev {interface} {} \
                  off` removes it) or its link is pinned in bpffs (remove the pin to detach it); \
-                 or leave the interface out with --exclude {interface}",
+                 leave the interface out (--exclude {interface}, or --on-conflict skip), or run \
+                 beside it at tcx ingress with --on-conflict tc",
                 self.mode.ip_link_keyword()
             )
         } else {
@@ -149,7 +151,7 @@ impl fmt::Display for Occupant {
 /// CAP_PERFMON the programs have no name.
 fn standing_filter_of(program_id: u32, ifindex: u32) -> Option<PathBuf> {
     let dir = PinDir::of_this_namespace().ok()?;
-    let info = XdpLink::from_pin(&dir.link_path(ifindex))
+    let info = Link::from_pin(&dir.link_path(ifindex, Direction::Ingress), Kind::Xdp)
         .ok()??
         .info()
         .ok()?;

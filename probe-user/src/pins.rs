@@ -5,9 +5,10 @@
 //! ```text
 //! /sys/fs/bpf/localnet-probe/net-<namespace inode>/
 //!   STANDING                   what made it: layout version, the namespace's cookie, capacity
-//!   INTERFACES                 each served ifindex's name, program and XDP mode
+//!   INTERFACES                 each served ifindex's name, program and hook (XDP mode, tcx)
 //!   IFACE_CONFIG IFACE_CONFIG_HIGH COUNTERS SAMPLE_COUNTS   the programs' maps
-//!   links/<ifindex>            the XDP links that keep the programs attached
+//!   links/<ifindex>            the XDP or tcx ingress links that keep the programs attached
+//!   links-egress/<ifindex>     the tcx egress links of interfaces whose replies are counted
 //! ```
 //!
 //! An interface is pinned in this order: its `INTERFACES` entry, its configuration, its link;
@@ -31,7 +32,7 @@ use thiserror::Error;
 
 use crate::{
     bpffs::{self, MapKind},
-    probe::{AttachedMode, Program},
+    probe::{AttachedMode, Direction, Hook, Program},
 };
 
 /// Where the BPF file system is mounted.
@@ -41,7 +42,7 @@ pub const BASE: &str = "/sys/fs/bpf/localnet-probe";
 
 /// The version of the layout below; a change in any pinned map's keys or values, or in what the
 /// programs read from them, takes a new one.
-pub const LAYOUT: u32 = 1;
+pub const LAYOUT: u32 = 2;
 const MAGIC: u64 = u64::from_le_bytes(*b"lnprobe\0");
 
 /// The programs' maps a later probe takes over, with their types and key and value sizes.
@@ -74,6 +75,7 @@ const PROGRAM_MAPS: [(&str, aya::maps::MapType, usize, usize); 4] = [
 const STANDING: &str = "STANDING";
 const INTERFACES: &str = "INTERFACES";
 const LINKS: &str = "links";
+const EGRESS_LINKS: &str = "links-egress";
 
 /// Who may take the standing filter of a namespace: an abstract socket, which belongs to the
 /// network namespace and goes away with its process however it ends.
@@ -149,8 +151,8 @@ pub struct PinnedInterface {
     name: [u8; 16],
     /// `Program as u8`.
     program: u8,
-    /// 0 native, 1 generic.
-    xdp_mode: u8,
+    /// 0 XDP native, 1 XDP generic, 2 tcx.
+    hook: u8,
     _padding: [u8; 2],
 }
 
@@ -158,16 +160,17 @@ pub struct PinnedInterface {
 unsafe impl aya::Pod for PinnedInterface {}
 
 impl PinnedInterface {
-    pub fn new(name: &str, program: Program, xdp_mode: AttachedMode) -> Self {
+    pub fn new(name: &str, program: Program, hook: Hook) -> Self {
         let mut bytes = [0; 16];
         let len = name.len().min(15);
         bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
         Self {
             name: bytes,
             program: program as u8,
-            xdp_mode: match xdp_mode {
-                AttachedMode::Native => 0,
-                AttachedMode::Generic => 1,
+            hook: match hook {
+                Hook::Xdp(AttachedMode::Native) => 0,
+                Hook::Xdp(AttachedMode::Generic) => 1,
+                Hook::Tcx => 2,
             },
             _padding: [0; 2],
         }
@@ -186,11 +189,11 @@ impl PinnedInterface {
         }
     }
 
-    pub const fn xdp_mode(&self) -> AttachedMode {
-        if self.xdp_mode == 1 {
-            AttachedMode::Generic
-        } else {
-            AttachedMode::Native
+    pub const fn hook(&self) -> Hook {
+        match self.hook {
+            1 => Hook::Xdp(AttachedMode::Generic),
+            2 => Hook::Tcx,
+            _ => Hook::Xdp(AttachedMode::Native),
         }
     }
 }
@@ -317,6 +320,7 @@ impl PinDir {
             let ours = name == STANDING
                 || name == INTERFACES
                 || name == LINKS
+                || name == EGRESS_LINKS
                 || PROGRAM_MAPS.iter().any(|(map, ..)| *map == name);
             if !ours {
                 return Err(PinError::Foreign {
@@ -327,25 +331,33 @@ impl PinDir {
             names.push(name);
         }
         // Links are pinned under their ifindex, nothing else.
-        if let Ok(links) = fs::read_dir(self.path.join(LINKS)) {
-            for entry in links.flatten() {
+        for links in [LINKS, EGRESS_LINKS] {
+            let Ok(entries) = fs::read_dir(self.path.join(links)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
                 if name.parse::<u32>().is_err() || !is_file {
                     return Err(PinError::Foreign {
                         path: self.path.clone(),
-                        entry: format!("{LINKS}/{name}"),
+                        entry: format!("{links}/{name}"),
                     });
                 }
             }
         }
         if !names.iter().any(|name| name == STANDING) {
             // Pinned before STANDING, the last map pinned: no link can be there yet.
-            return Ok(if names.iter().any(|name| name != LINKS) {
-                Looked::Leftover
-            } else {
-                Looked::Nothing
-            });
+            return Ok(
+                if names
+                    .iter()
+                    .any(|name| name != LINKS && name != EGRESS_LINKS)
+                {
+                    Looked::Leftover
+                } else {
+                    Looked::Nothing
+                },
+            );
         }
         let standing = self.read_standing()?;
         if standing.netns_cookie != self.netns_cookie {
@@ -445,15 +457,17 @@ impl PinDir {
         PROGRAM_MAPS.iter().map(|(name, ..)| *name)
     }
 
-    /// The path of `ifindex`'s link.
-    pub fn link_path(&self, ifindex: u32) -> PathBuf {
-        self.path.join(LINKS).join(ifindex.to_string())
+    /// The path of `ifindex`'s link in `direction`.
+    pub fn link_path(&self, ifindex: u32, direction: Direction) -> PathBuf {
+        self.path
+            .join(links_dir(direction))
+            .join(ifindex.to_string())
     }
 
-    /// The ifindexes of the links pinned here.
-    pub fn pinned_links(&self) -> io::Result<Vec<u32>> {
+    /// The ifindexes of the links pinned here in `direction`.
+    pub fn pinned_links(&self, direction: Direction) -> io::Result<Vec<u32>> {
         let mut ifindexes = Vec::new();
-        for entry in fs::read_dir(self.path.join(LINKS))? {
+        for entry in fs::read_dir(self.path.join(links_dir(direction)))? {
             let entry = entry?;
             // Others are refused by `look`.
             if let Some(ifindex) = entry
@@ -488,11 +502,13 @@ impl PinDir {
         capacity: u32,
         program_maps: &[(&'static str, &MapData)],
     ) -> Result<HashMap<MapData, u32, PinnedInterface>, PinError> {
-        fs::create_dir_all(self.path.join(LINKS)).map_err(|error| PinError::Access {
-            what: "create",
-            path: self.path.clone(),
-            error,
-        })?;
+        for links in [LINKS, EGRESS_LINKS] {
+            fs::create_dir_all(self.path.join(links)).map_err(|error| PinError::Access {
+                what: "create",
+                path: self.path.clone(),
+                error,
+            })?;
+        }
         let pin = |name: &'static str, fd: std::os::fd::BorrowedFd<'_>| {
             bpffs::pin(fd, &self.path.join(name)).map_err(|error| PinError::Access {
                 what: "pin in",
@@ -675,5 +691,12 @@ fn holder(stream: &UnixStream) -> String {
             )
         }
         _ => format!("pid {pid}"),
+    }
+}
+
+const fn links_dir(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Ingress => LINKS,
+        Direction::Egress => EGRESS_LINKS,
     }
 }

@@ -1,5 +1,6 @@
-//! The loaded XDP programs, their maps, and one record per interface they serve: its counter
-//! slot, its mode and, while attached, the link that holds the attachment.
+//! The loaded programs (XDP, tcx ingress, tcx egress), their maps, and one record per interface
+//! they serve: its counter slot, its mode and, while attached, the links that hold the
+//! attachment.
 //!
 //! Attachments are BPF links owned by this process: when it exits, however it exits, the kernel
 //! closes their file descriptors and detaches the programs, unless the probe is a standing
@@ -18,7 +19,7 @@ use aya::{
         Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues,
         RingBuf,
     },
-    programs::{ProgramError, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
     util::nr_cpus,
 };
 use probe_common::{
@@ -27,14 +28,14 @@ use probe_common::{
 };
 use thiserror::Error;
 
-pub use crate::xdp_link::AttachedMode;
+pub use crate::link::{AttachedMode, Direction};
 use crate::{
     PROBE_OBJECT,
     counter_map::CounterMap,
+    link::{Kind, Link},
     map_batch,
     pins::{Found, PinDir, PinError, PinnedInterface},
     privileges,
-    xdp_link::XdpLink,
 };
 
 #[derive(Debug, Error)]
@@ -72,6 +73,11 @@ pub enum ProbeError {
     NoNativeSupport(io::Error),
     #[error("another XDP program is attached (the kernel said: {0})")]
     Occupied(io::Error),
+    #[error(
+        "this kernel has no tcx hooks (Linux 6.6 and later have them), so the probe cannot run \
+         beside another XDP program or count replies here: {0}"
+    )]
+    NoTcx(io::Error),
     #[error("the kernel refused the attachment: {0}")]
     Attach(io::Error),
     #[error(transparent)]
@@ -95,20 +101,88 @@ pub fn native_refusal(error: &io::Error) -> String {
 /// Which of the object's programs serves an interface, by what its frames start with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Program {
-    /// Ethernet frames (`localnet_probe`).
+    /// Ethernet frames (`localnet_probe`, `localnet_probe_tc`, `localnet_probe_out`).
     Ethernet,
-    /// Packets that start at the IP header, on layer-3 devices such as tun (`localnet_probe_ip`).
+    /// Packets that start at the IP header, on layer-3 devices such as tun (the `…_ip` ones).
     Ip,
 }
 
 impl Program {
     pub const ALL: [Self; 2] = [Self::Ethernet, Self::Ip];
 
-    /// The function name in the object; the kernel shows its first 15 bytes.
+    /// The function name in the object of the program for `stage`; the kernel shows its first
+    /// 15 bytes.
+    pub const fn name(self, stage: Stage) -> &'static str {
+        match (stage, self) {
+            (Stage::Xdp, Self::Ethernet) => "localnet_probe",
+            (Stage::Xdp, Self::Ip) => "localnet_probe_ip",
+            (Stage::TcxIngress, Self::Ethernet) => "localnet_probe_tc",
+            (Stage::TcxIngress, Self::Ip) => "localnet_probe_tc_ip",
+            (Stage::TcxEgress, Self::Ethernet) => "localnet_probe_out",
+            (Stage::TcxEgress, Self::Ip) => "localnet_probe_out_ip",
+        }
+    }
+}
+
+/// Where in the kernel a program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Arriving frames, in the driver or before the stack.
+    Xdp,
+    /// Arriving frames, at tcx ingress: beside another XDP program.
+    TcxIngress,
+    /// Leaving frames, at tcx egress.
+    TcxEgress,
+}
+
+impl Stage {
+    pub const ALL: [Self; 3] = [Self::Xdp, Self::TcxIngress, Self::TcxEgress];
+}
+
+/// Where an interface's arriving frames are counted and dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// XDP, the first choice.
+    Xdp(AttachedMode),
+    /// tcx ingress, where another XDP program holds the interface.
+    Tcx,
+}
+
+impl Hook {
+    /// `xdp` or `tcx`.
     pub const fn name(self) -> &'static str {
         match self {
-            Self::Ethernet => "localnet_probe",
-            Self::Ip => "localnet_probe_ip",
+            Self::Xdp(_) => "xdp",
+            Self::Tcx => "tcx",
+        }
+    }
+
+    pub const fn xdp_mode(self) -> Option<AttachedMode> {
+        match self {
+            Self::Xdp(mode) => Some(mode),
+            Self::Tcx => None,
+        }
+    }
+
+    /// As the live view shows it: the XDP mode, or `tcx`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Xdp(mode) => mode.name(),
+            Self::Tcx => "tcx",
+        }
+    }
+
+    const fn stage(self) -> Stage {
+        match self {
+            Self::Xdp(_) => Stage::Xdp,
+            Self::Tcx => Stage::TcxIngress,
+        }
+    }
+
+    const fn link_kind(self) -> Kind {
+        match self {
+            Self::Xdp(_) => Kind::Xdp,
+            Self::Tcx => Kind::Tcx(Direction::Ingress),
         }
     }
 }
@@ -125,7 +199,7 @@ pub enum XdpModeChoice {
 /// What [`Probe::attach`] did.
 #[derive(Debug)]
 pub struct Attached {
-    pub mode: AttachedMode,
+    pub hook: Hook,
     /// Why native mode was refused, when `Auto` fell back to generic.
     pub native_refused: Option<io::Error>,
 }
@@ -140,12 +214,14 @@ struct Record {
 
 #[derive(Debug)]
 struct Attachment {
-    mode: AttachedMode,
+    hook: Hook,
     program: Program,
     /// The kernel's id of the program the link runs.
     program_id: u32,
     /// Dropped to detach, unless pinned.
-    link: XdpLink,
+    link: Link,
+    /// At tcx egress, counting replies.
+    egress: Option<Link>,
     pinned: bool,
 }
 
@@ -157,8 +233,10 @@ pub struct Adopted {
     pub name: String,
     pub program: Program,
     pub mode: Mode,
-    /// The XDP mode it is attached in; `None` when the interface is gone, its pins cleared.
-    pub xdp_mode: Option<AttachedMode>,
+    /// Where it is attached; `None` when the interface is gone, its pins cleared.
+    pub hook: Option<Hook>,
+    /// Replies are counted at its egress.
+    pub egress: bool,
     /// For a gone interface, its final counts.
     pub counters: SlotCounters,
     slot: u32,
@@ -175,7 +253,7 @@ struct Standing {
 #[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
     /// How many interfaces it can serve at once (at most [`MAX_SLOTS`]); the counter map takes
-    /// `capacity × size_of::<SlotCounters>()` (288) bytes per CPU.
+    /// `capacity × size_of::<SlotCounters>()` (432) bytes per CPU.
     pub capacity: u32,
     /// Keep the verifier's full log for a rejection.
     pub verifier_log: bool,
@@ -206,7 +284,8 @@ fn ring_size(sample_rate: u32, capacity: u32) -> u32 {
 pub struct Probe {
     /// `None` for a standing filter only read ([`Probe::read_standing`]).
     ebpf: Option<Ebpf>,
-    program_ids: [u32; 2],
+    /// By [`Stage`], then [`Program`].
+    program_ids: [[u32; 2]; 3],
     capacity: u32,
     config: Array<MapData, IfaceConfig>,
     config_high: HashMap<MapData, u32, IfaceConfig>,
@@ -294,23 +373,33 @@ impl Probe {
             .map_max_entries("SAMPLES", ring_size(sample_rate, capacity))
             .load(PROBE_OBJECT)
             .map_err(ProbeError::Load)?;
-        let mut program_ids = [0; 2];
-        for (program, id) in Program::ALL.into_iter().zip(&mut program_ids) {
-            let xdp: &mut Xdp = ebpf
-                .program_mut(program.name())
-                .ok_or(ProbeError::MissingPart("XDP program"))?
-                .try_into()?;
-            xdp.load().map_err(|error| match error {
-                ProgramError::LoadError {
-                    io_error,
-                    verifier_log,
-                } => ProbeError::Verifier {
-                    io_error,
-                    verifier_log: verifier_log.to_string(),
-                },
-                other => ProbeError::Program(other),
-            })?;
-            *id = xdp.info()?.id();
+        let mut program_ids = [[0; 2]; 3];
+        let rejected = |error| match error {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => ProbeError::Verifier {
+                io_error,
+                verifier_log: verifier_log.to_string(),
+            },
+            other => ProbeError::Program(other),
+        };
+        for stage in Stage::ALL {
+            for program in Program::ALL {
+                let loaded = ebpf
+                    .program_mut(program.name(stage))
+                    .ok_or(ProbeError::MissingPart("program"))?;
+                let info = if stage == Stage::Xdp {
+                    let xdp: &mut Xdp = loaded.try_into()?;
+                    xdp.load().map_err(rejected)?;
+                    xdp.info()?
+                } else {
+                    let classifier: &mut SchedClassifier = loaded.try_into()?;
+                    classifier.load().map_err(rejected)?;
+                    classifier.info()?
+                };
+                program_ids[stage as usize][program as usize] = info.id();
+            }
         }
         let mut take_map = |name: &'static str| {
             ebpf.take_map(name).ok_or(ProbeError::MissingPart(
@@ -367,7 +456,7 @@ impl Probe {
         let interfaces = dir.interfaces()?;
         let mut probe = Self {
             ebpf: None,
-            program_ids: [0; 2],
+            program_ids: [[0; 2]; 3],
             capacity,
             config,
             config_high,
@@ -381,14 +470,14 @@ impl Probe {
             standing: Some(Standing { dir, interfaces }),
         };
         let mut gone = Vec::new();
-        for (ifindex, pinned, config, link) in probe.pinned_interfaces()? {
+        for (ifindex, pinned, config, link, egress) in probe.pinned_interfaces()? {
             match (config.action(), link) {
                 (Some(action), PinnedLink::Attached(link, info)) => {
                     let record = pinned_record(
                         &pinned,
                         config.slot(),
                         mode_of(action),
-                        link,
+                        (link, egress),
                         info.program_id,
                     );
                     probe.records.insert(ifindex, record);
@@ -403,16 +492,19 @@ impl Probe {
         Ok((probe, gone))
     }
 
-    /// The standing filter's interfaces: each with its pinned entry, its configuration and what
-    /// became of its link.
+    /// The standing filter's interfaces: each with its pinned entry, its configuration, what
+    /// became of its link, and its egress link if it has one.
+    #[expect(clippy::type_complexity, reason = "one use, a tuple of named types")]
     fn pinned_interfaces(
         &self,
-    ) -> Result<Vec<(u32, PinnedInterface, IfaceConfig, PinnedLink)>, ProbeError> {
+    ) -> Result<Vec<(u32, PinnedInterface, IfaceConfig, PinnedLink, Option<Link>)>, ProbeError>
+    {
         let standing = self.standing.as_ref().expect("a standing filter");
         let mut found = Vec::new();
         for entry in standing.interfaces.iter() {
             let (ifindex, pinned) = entry?;
-            let link = match XdpLink::from_pin(&standing.dir.link_path(ifindex)) {
+            let path = standing.dir.link_path(ifindex, Direction::Ingress);
+            let link = match Link::from_pin(&path, pinned.hook().link_kind()) {
                 Ok(Some(link)) => {
                     let info = link
                         .info()
@@ -433,7 +525,13 @@ impl Probe {
                 }
                 Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
             };
-            found.push((ifindex, pinned, self.read_config(ifindex)?, link));
+            let egress_path = standing.dir.link_path(ifindex, Direction::Egress);
+            let egress = match Link::from_pin(&egress_path, Kind::Tcx(Direction::Egress)) {
+                Ok(egress) => egress,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+                Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
+            };
+            found.push((ifindex, pinned, self.read_config(ifindex)?, link, egress));
         }
         Ok(found)
     }
@@ -445,7 +543,7 @@ impl Probe {
         let mut adopted = Vec::new();
         let mut used = BTreeSet::new();
         let mut cleared = Vec::new();
-        for (ifindex, pinned, config, link) in self.pinned_interfaces()? {
+        for (ifindex, pinned, config, link, egress) in self.pinned_interfaces()? {
             let Some(action) = config.action() else {
                 // Pinned as far as its entry, not its configuration.
                 cleared.push((ifindex, None));
@@ -467,20 +565,32 @@ impl Probe {
                 }
             };
             let program = pinned.program();
-            link.update(self.program(program).fd()?)
+            let stage = pinned.hook().stage();
+            link.update(self.program_fd(stage, program)?)
                 .map_err(|error| ProbeError::Adopt { ifindex, error })?;
-            let record =
-                pinned_record(&pinned, config.slot(), mode, link, self.program_id(program));
-            self.records.insert(ifindex, record);
+            if let Some(egress) = &egress {
+                egress
+                    .update(self.program_fd(Stage::TcxEgress, program)?)
+                    .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+            }
             adopted.push(Adopted {
                 ifindex,
                 name: pinned.name(),
                 program,
                 mode,
-                xdp_mode: Some(pinned.xdp_mode()),
+                hook: Some(pinned.hook()),
+                egress: egress.is_some(),
                 counters: SlotCounters::default(),
                 slot: config.slot(),
             });
+            let record = pinned_record(
+                &pinned,
+                config.slot(),
+                mode,
+                (link, egress),
+                self.program_id(stage, program),
+            );
+            self.records.insert(ifindex, record);
         }
         self.free_slots = (0..self.capacity)
             .rev()
@@ -494,14 +604,16 @@ impl Probe {
         }
         // Links pinned without an entry: nothing can be counted there.
         let standing = self.standing.as_ref().expect("a standing filter");
-        for ifindex in standing
-            .dir
-            .pinned_links()
-            .map_err(|error| ProbeError::Adopt { ifindex: 0, error })?
-        {
-            if !self.records.contains_key(&ifindex) {
-                remove_pin(&standing.dir.link_path(ifindex))
-                    .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+        for direction in [Direction::Ingress, Direction::Egress] {
+            for ifindex in standing
+                .dir
+                .pinned_links(direction)
+                .map_err(|error| ProbeError::Adopt { ifindex: 0, error })?
+            {
+                if !self.records.contains_key(&ifindex) {
+                    remove_pin(&standing.dir.link_path(ifindex, direction))
+                        .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+                }
             }
         }
         Ok(adopted)
@@ -525,7 +637,8 @@ impl Probe {
             name: pinned.name(),
             program: pinned.program(),
             mode,
-            xdp_mode: None,
+            hook: None,
+            egress: false,
             counters,
             slot,
         })
@@ -547,21 +660,24 @@ impl Probe {
         Ok(())
     }
 
-    /// Removes `ifindex`'s link pin and entry from the standing filter, if any.
+    /// Removes `ifindex`'s link pins and entry from the standing filter, if any.
     fn clear_pinned(&mut self, ifindex: u32) -> Result<(), ProbeError> {
         let Some(standing) = &mut self.standing else {
             return Ok(());
         };
-        remove_pin(&standing.dir.link_path(ifindex))
-            .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+        for direction in [Direction::Egress, Direction::Ingress] {
+            remove_pin(&standing.dir.link_path(ifindex, direction))
+                .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+        }
         match standing.interfaces.remove(&ifindex) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(error) => Err(error.into()),
         }
     }
 
-    /// Pins `ifindex`'s link in the standing filter, with its name, so that it stays attached
-    /// when this process ends; does nothing for a probe that is not one.
+    /// Pins `ifindex`'s links in the standing filter, with its name, so that they stay attached
+    /// when this process ends; does nothing for a probe that is not one. An egress link
+    /// attached later is pinned by [`Probe::attach_egress`].
     pub fn pin_link(&mut self, ifindex: u32, name: &str) -> Result<(), ProbeError> {
         let Some(standing) = &mut self.standing else {
             return Ok(());
@@ -573,14 +689,21 @@ impl Probe {
             .ok_or(ProbeError::NotConfigured { ifindex })?;
         standing.interfaces.insert(
             ifindex,
-            PinnedInterface::new(name, attachment.program, attachment.mode),
+            PinnedInterface::new(name, attachment.program, attachment.hook),
             0,
         )?;
-        let path = standing.dir.link_path(ifindex);
-        // A pin of a device that had this ifindex before.
-        remove_pin(&path).map_err(|error| ProbeError::PinLink { ifindex, error })?;
-        crate::bpffs::pin(&attachment.link, &path)
-            .map_err(|error| ProbeError::PinLink { ifindex, error })?;
+        for (link, direction) in [
+            (Some(&attachment.link), Direction::Ingress),
+            (attachment.egress.as_ref(), Direction::Egress),
+        ] {
+            let path = standing.dir.link_path(ifindex, direction);
+            // A pin of a device that had this ifindex before.
+            remove_pin(&path).map_err(|error| ProbeError::PinLink { ifindex, error })?;
+            if let Some(link) = link {
+                crate::bpffs::pin(link, &path)
+                    .map_err(|error| ProbeError::PinLink { ifindex, error })?;
+            }
+        }
         attachment.pinned = true;
         Ok(())
     }
@@ -598,7 +721,7 @@ impl Probe {
         if attachment.pinned {
             standing.interfaces.insert(
                 ifindex,
-                PinnedInterface::new(name, attachment.program, attachment.mode),
+                PinnedInterface::new(name, attachment.program, attachment.hook),
                 0,
             )?;
         }
@@ -645,20 +768,43 @@ impl Probe {
         }
     }
 
-    /// A loaded program, for `BPF_PROG_TEST_RUN`. A standing filter only read has none.
+    /// A loaded XDP program, for `BPF_PROG_TEST_RUN`. A standing filter only read has none.
     pub fn program(&self, program: Program) -> &Xdp {
-        self.ebpf
-            .as_ref()
-            .expect("a probe that loaded its programs")
-            .program(program.name())
-            .expect("checked at load")
+        self.loaded(Stage::Xdp, program)
             .try_into()
             .expect("checked at load")
     }
 
+    /// A loaded tcx program, for `BPF_PROG_TEST_RUN`. A standing filter only read has none.
+    pub fn classifier(&self, direction: Direction, program: Program) -> &SchedClassifier {
+        let stage = match direction {
+            Direction::Ingress => Stage::TcxIngress,
+            Direction::Egress => Stage::TcxEgress,
+        };
+        self.loaded(stage, program)
+            .try_into()
+            .expect("checked at load")
+    }
+
+    fn loaded(&self, stage: Stage, program: Program) -> &aya::programs::Program {
+        self.ebpf
+            .as_ref()
+            .expect("a probe that loaded its programs")
+            .program(program.name(stage))
+            .expect("checked at load")
+    }
+
+    fn program_fd(
+        &self,
+        stage: Stage,
+        program: Program,
+    ) -> Result<&aya::programs::ProgramFd, ProbeError> {
+        Ok(self.loaded(stage, program).fd()?)
+    }
+
     /// The kernel's id of a loaded program.
-    pub const fn program_id(&self, program: Program) -> u32 {
-        self.program_ids[program as usize]
+    pub const fn program_id(&self, stage: Stage, program: Program) -> u32 {
+        self.program_ids[stage as usize][program as usize]
     }
 
     /// Gives `ifindex` a block of zeroed counters, or keeps the one it has, and sets its mode;
@@ -723,7 +869,7 @@ impl Probe {
                 (
                     link,
                     Attached {
-                        mode,
+                        hook: Hook::Xdp(mode),
                         native_refused: None,
                     },
                 )
@@ -732,40 +878,117 @@ impl Probe {
                 Ok(link) => (
                     link,
                     Attached {
-                        mode: AttachedMode::Native,
+                        hook: Hook::Xdp(AttachedMode::Native),
                         native_refused: None,
                     },
                 ),
                 Err(ProbeError::NoNativeSupport(error)) => (
                     self.link(ifindex, program, AttachedMode::Generic)?,
                     Attached {
-                        mode: AttachedMode::Generic,
+                        hook: Hook::Xdp(AttachedMode::Generic),
                         native_refused: Some(error),
                     },
                 ),
                 Err(other) => return Err(other),
             },
         };
-        let program_id = self.program_id(program);
-        let record = self.records.get_mut(&ifindex).expect("checked above");
-        record.attachment = Some(Attachment {
-            mode: attached.mode,
-            program,
-            program_id,
-            link,
-            pinned: false,
-        });
+        self.record_attachment(ifindex, program, attached.hook, link);
         Ok(attached)
     }
 
-    fn link(
+    /// Attaches `program` to a configured interface at tcx ingress, first in its chain and
+    /// beside whatever XDP or tcx programs are there, none of which is displaced.
+    pub fn attach_tcx(&mut self, ifindex: u32, program: Program) -> Result<Attached, ProbeError> {
+        if !self.records.contains_key(&ifindex) {
+            return Err(ProbeError::NotConfigured { ifindex });
+        }
+        let link = self.tcx_link(ifindex, program, Direction::Ingress)?;
+        self.record_attachment(ifindex, program, Hook::Tcx, link);
+        Ok(Attached {
+            hook: Hook::Tcx,
+            native_refused: None,
+        })
+    }
+
+    fn record_attachment(&mut self, ifindex: u32, program: Program, hook: Hook, link: Link) {
+        let program_id = self.program_id(hook.stage(), program);
+        let record = self
+            .records
+            .get_mut(&ifindex)
+            .expect("checked by the caller");
+        record.attachment = Some(Attachment {
+            hook,
+            program,
+            program_id,
+            link,
+            egress: None,
+            pinned: false,
+        });
+    }
+
+    /// Counts the replies leaving an attached interface: attaches the egress program at its
+    /// tcx egress, first in the chain, and pins it with the rest when the interface is pinned.
+    pub fn attach_egress(&mut self, ifindex: u32) -> Result<(), ProbeError> {
+        let attachment = self
+            .records
+            .get(&ifindex)
+            .and_then(|record| record.attachment.as_ref())
+            .ok_or(ProbeError::NotConfigured { ifindex })?;
+        if attachment.egress.is_some() {
+            return Ok(());
+        }
+        let (program, pinned) = (attachment.program, attachment.pinned);
+        let link = self.tcx_link(ifindex, program, Direction::Egress)?;
+        if pinned && let Some(standing) = &self.standing {
+            crate::bpffs::pin(&link, &standing.dir.link_path(ifindex, Direction::Egress))
+                .map_err(|error| ProbeError::PinLink { ifindex, error })?;
+        }
+        let attachment = self
+            .records
+            .get_mut(&ifindex)
+            .and_then(|record| record.attachment.as_mut());
+        attachment.expect("checked above").egress = Some(link);
+        Ok(())
+    }
+
+    /// Stops counting an interface's replies: detaches (and unpins) its egress program.
+    pub fn detach_egress(&mut self, ifindex: u32) -> Result<(), ProbeError> {
+        let Some(attachment) = self
+            .records
+            .get_mut(&ifindex)
+            .and_then(|record| record.attachment.as_mut())
+        else {
+            return Ok(());
+        };
+        if let Some(standing) = &self.standing {
+            remove_pin(&standing.dir.link_path(ifindex, Direction::Egress))
+                .map_err(|error| ProbeError::PinLink { ifindex, error })?;
+        }
+        attachment.egress = None;
+        Ok(())
+    }
+
+    fn tcx_link(
         &self,
         ifindex: u32,
         program: Program,
-        mode: AttachedMode,
-    ) -> Result<XdpLink, ProbeError> {
-        let fd = self.program(program).fd()?;
-        XdpLink::create(fd, ifindex, mode).map_err(|error| match error.raw_os_error() {
+        direction: Direction,
+    ) -> Result<Link, ProbeError> {
+        let stage = match direction {
+            Direction::Ingress => Stage::TcxIngress,
+            Direction::Egress => Stage::TcxEgress,
+        };
+        let fd = self.program_fd(stage, program)?;
+        Link::tcx(fd, ifindex, direction).map_err(|error| match error.raw_os_error() {
+            // An attach type this kernel does not know.
+            Some(libc::EINVAL) => ProbeError::NoTcx(error),
+            _ => ProbeError::Attach(error),
+        })
+    }
+
+    fn link(&self, ifindex: u32, program: Program, mode: AttachedMode) -> Result<Link, ProbeError> {
+        let fd = self.program_fd(Stage::Xdp, program)?;
+        Link::xdp(fd, ifindex, mode).map_err(|error| match error.raw_os_error() {
             Some(libc::EBUSY | libc::EEXIST) => ProbeError::Occupied(error),
             // EOPNOTSUPP: no driver support; EINVAL, ERANGE: not in this configuration (an MTU
             // above a page on veth, for one). Generic XDP works on every device.
@@ -778,21 +1001,34 @@ impl Probe {
         })
     }
 
-    pub fn attached_mode(&self, ifindex: u32) -> Option<AttachedMode> {
+    /// Where `ifindex` is attached, and whether its replies are counted.
+    pub fn attached_hook(&self, ifindex: u32) -> Option<(Hook, bool)> {
         self.records
             .get(&ifindex)?
             .attachment
             .as_ref()
-            .map(|attachment| attachment.mode)
+            .map(|attachment| (attachment.hook, attachment.egress.is_some()))
     }
 
-    /// The id of the program attached to `ifindex` by this probe, if any.
-    pub fn attached_program_id(&self, ifindex: u32) -> Option<u32> {
-        self.records
-            .get(&ifindex)?
-            .attachment
-            .as_ref()
-            .map(|attachment| attachment.program_id)
+    /// Whether this probe's program is still attached to the device with `ifindex`, whose XDP
+    /// program (anyone's) has the id `xdp_program_id`: false once the device is gone, or
+    /// replaced by one that took its ifindex.
+    pub fn holds(&self, ifindex: u32, xdp_program_id: Option<u32>) -> bool {
+        let Some(attachment) = self
+            .records
+            .get(&ifindex)
+            .and_then(|record| record.attachment.as_ref())
+        else {
+            return false;
+        };
+        match attachment.hook {
+            Hook::Xdp(_) => xdp_program_id == Some(attachment.program_id),
+            // A tcx link of a device that is gone is defunct, with no ifindex.
+            Hook::Tcx => attachment
+                .link
+                .info()
+                .is_ok_and(|info| info.ifindex == Some(ifindex)),
+        }
     }
 
     /// Detaches from `ifindex`, keeping its configuration and counters.
@@ -934,7 +1170,7 @@ impl Probe {
 /// The link pinned for an interface of a standing filter.
 enum PinnedLink {
     /// Attached to the interface, with what the kernel says about it.
-    Attached(XdpLink, crate::xdp_link::LinkInfo),
+    Attached(Link, crate::link::LinkInfo),
     /// The device is gone: its link is defunct (a device that took the ifindex since is
     /// another), or was never pinned and no device has the ifindex.
     Gone,
@@ -942,22 +1178,23 @@ enum PinnedLink {
     CutShort,
 }
 
-/// The record of a pinned interface whose link is attached.
+/// The record of a pinned interface whose link is attached, with its egress link if any.
 fn pinned_record(
     pinned: &PinnedInterface,
     slot: u32,
     mode: Mode,
-    link: XdpLink,
+    (link, egress): (Link, Option<Link>),
     program_id: u32,
 ) -> Record {
     Record {
         slot,
         mode,
         attachment: Some(Attachment {
-            mode: pinned.xdp_mode(),
+            hook: pinned.hook(),
             program: pinned.program(),
             program_id,
             link,
+            egress,
             pinned: true,
         }),
     }
@@ -965,7 +1202,7 @@ fn pinned_record(
 
 const fn mode_of(action: probe_common::Action) -> Mode {
     match action {
-        probe_common::Action::Passed => Mode::Monitor,
+        probe_common::Action::Passed | probe_common::Action::Replied => Mode::Monitor,
         probe_common::Action::Dropped => Mode::Drop,
     }
 }

@@ -9,11 +9,11 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use probe_common::{Action, Counter, LoopbackMatch, SampleCounts, SlotCounters};
+use probe_common::{Action, Address, Counter, LoopbackMatch, SampleCounts, SlotCounters};
 use serde::Serialize;
 
 use crate::{
-    probe::Program,
+    probe::{AttachedMode, Hook, Program},
     route_localnet::{self, RouteLocalnet},
     samples::{SampledFrame, mac_string},
     senders::TopSenders,
@@ -56,23 +56,43 @@ pub struct StandingReport {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
+    /// Matched frames that arrived (passed or dropped).
     pub packets_matched: u64,
     pub bytes_matched: u64,
     pub packets_dropped: u64,
     pub bytes_dropped: u64,
+    /// Frames with a loopback source that left (with `--egress`): replies of a service reached
+    /// through route_localnet.
+    pub packets_replied: u64,
+    pub bytes_replied: u64,
 }
 
 impl Totals {
     pub fn of(counters: &SlotCounters) -> Self {
-        let matched = total(counters, None);
+        let mut matched = total(counters, Some(Action::Passed));
         let dropped = total(counters, Some(Action::Dropped));
+        matched.add(dropped);
+        let replied = total(counters, Some(Action::Replied));
         Self {
             packets_matched: matched.packets,
             bytes_matched: matched.bytes,
             packets_dropped: dropped.packets,
             bytes_dropped: dropped.bytes,
+            packets_replied: replied.packets,
+            bytes_replied: replied.bytes,
         }
     }
+}
+
+/// The classes an interface's counters can have: every match of a frame arriving, and with
+/// `egress` every match with a loopback source of a frame leaving.
+pub fn counted_classes(egress: bool) -> impl Iterator<Item = (LoopbackMatch, Action)> {
+    LoopbackMatch::all()
+        .flat_map(|matched| Action::ALL.map(|action| (matched, action)))
+        .filter(move |(matched, action)| match action {
+            Action::Passed | Action::Dropped => true,
+            Action::Replied => egress && matched.address != Address::Destination,
+        })
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -80,8 +100,13 @@ pub struct InterfaceReport {
     pub name: String,
     pub ifindex: u32,
     pub mode: &'static str,
-    /// `native` or `generic`; `null` once the interface is gone.
+    /// Where arriving frames are counted: `xdp`, or `tcx` beside another XDP program; `null`
+    /// once the interface is gone.
+    pub hook: Option<&'static str>,
+    /// `native` or `generic` at hook `xdp`, else `null`.
     pub xdp_mode: Option<&'static str>,
+    /// Replies leaving the interface are counted (`run --egress`).
+    pub egress: bool,
     /// `ethernet`, or `ip` on layer-3 devices (tun, wireguard).
     pub framing: &'static str,
     /// `null` when the interface has no IPv4 configuration to read.
@@ -91,9 +116,12 @@ pub struct InterfaceReport {
     /// route_localnet is in effect where this link's frames arrive and matched frames pass:
     /// loopback-bound services on this host are reachable from this link.
     pub exposed: bool,
+    /// Frames with a loopback source left the interface: a loopback-bound service answered
+    /// someone on this link. Worse than exposed: the exposure was used.
+    pub exploited: bool,
     #[serde(flatten)]
     pub totals: Totals,
-    /// Matched packets per second over the last interval.
+    /// Matched packets (arrived) per second over the last interval.
     pub packets_matched_per_sec: f64,
     pub bytes_matched_per_sec: f64,
     /// Non-zero classes only.
@@ -120,6 +148,7 @@ impl SamplesReport {
     /// What became of the samples when sampling is on (`None` when it is off): every matched
     /// frame is emitted, lost or suppressed.
     pub fn of(counters: &SlotCounters, sampling: bool) -> Option<Self> {
+        // Replies are sampled too.
         let matched = total(counters, None).packets;
         let SampleCounts { emitted, lost } = counters.samples;
         sampling.then(|| Self {
@@ -186,7 +215,12 @@ impl InterfaceReport {
             name: interface.name.clone(),
             ifindex: interface.ifindex,
             mode: interface.mode.name(),
-            xdp_mode: interface.xdp_mode.map(|mode| mode.name()),
+            hook: interface.hook.map(Hook::name),
+            xdp_mode: interface
+                .hook
+                .and_then(Hook::xdp_mode)
+                .map(AttachedMode::name),
+            egress: interface.egress,
             framing: match interface.program {
                 Program::Ethernet => "ethernet",
                 Program::Ip => "ip",
@@ -194,11 +228,11 @@ impl InterfaceReport {
             route_localnet: interface.route_localnet,
             route_localnet_via: interface.route_localnet_via.clone(),
             exposed: interface.exposed,
+            exploited: totals.packets_replied > 0,
             totals,
             packets_matched_per_sec: packets_rate,
             bytes_matched_per_sec: bytes_rate,
-            by_class: LoopbackMatch::all()
-                .flat_map(|matched| Action::ALL.map(|action| (matched, action)))
+            by_class: counted_classes(true)
                 .filter_map(|(matched, action)| {
                     let counter = interface.counters.get(matched, action);
                     (counter.packets != 0).then_some(ClassReport {
@@ -296,6 +330,8 @@ pub struct EventReport {
     pub interface: String,
     pub ifindex: u32,
     pub action: &'static str,
+    /// `ingress`, or `egress` for a reply.
+    pub direction: &'static str,
     pub family: &'static str,
     pub address: &'static str,
     pub source_mac: Option<String>,
@@ -332,6 +368,7 @@ impl EventReport {
             interface: interface.to_owned(),
             ifindex: frame.ifindex,
             action: frame.action.name(),
+            direction: frame.action.direction(),
             family: frame.matched.family.name(),
             address: frame.matched.address.name(),
             source_mac: headers.source_mac.map(mac_string),

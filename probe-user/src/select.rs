@@ -189,6 +189,11 @@ pub enum LeftOut {
     /// This served device is stacked on it (a bridge or bond it became a port of), and its
     /// frames reach the stack through that device.
     Beneath(String),
+    /// Another XDP program holds it, and `--on-conflict skip` leaves such interfaces out.
+    Occupied {
+        program_id: u32,
+        program_name: Option<String>,
+    },
 }
 
 impl fmt::Display for LeftOut {
@@ -212,6 +217,19 @@ impl fmt::Display for LeftOut {
                 "its frames reach the stack through {upper}, where they are counted (name both \
                  with --iface to count them twice)"
             ),
+            Self::Occupied {
+                program_id,
+                program_name,
+            } => {
+                write!(f, "another XDP program holds it (id {program_id}")?;
+                if let Some(name) = program_name {
+                    write!(f, ", name {name:?}")?;
+                }
+                f.write_str(
+                    "), and --on-conflict skip leaves such interfaces out (--on-conflict tc \
+                     serves them at tcx ingress, beside it)",
+                )
+            }
         }
     }
 }

@@ -18,10 +18,23 @@ use crate::{
     occupant::Occupant,
     pins::{Found, PinDir, PinError, PinLock, Standing},
     privileges,
-    probe::{Adopted, AttachedMode, LoadOptions, Probe, ProbeError, Program, XdpModeChoice},
+    probe::{Adopted, Hook, LoadOptions, Probe, ProbeError, Program, XdpModeChoice},
     route_localnet::{self, RouteLocalnet},
-    select::{Chosen, SelectError, Selected, Selection, Skipped, select, select_new},
+    select::{Chosen, LeftOut, SelectError, Selected, Selection, Skipped, select, select_new},
 };
+
+/// What to do with a selected interface that another XDP program holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Refuse it: an error at start, said and retried later for one that appears.
+    #[default]
+    Fail,
+    /// Leave it out, saying so.
+    Skip,
+    /// Serve it at tcx ingress, beside the XDP program, unless that program is another
+    /// localnet-probe's (which serves it already).
+    Tcx,
+}
 
 /// Spare slots the counter map has at least, so interfaces that appear later find one.
 const MIN_CAPACITY: u32 = 256;
@@ -81,6 +94,9 @@ pub struct SessionOptions {
     pub verifier_log: bool,
     /// Samples of matched frames per second and interface; 0 turns sampling off.
     pub sample_rate: u32,
+    pub on_conflict: OnConflict,
+    /// Count the replies leaving each served interface, at its tcx egress.
+    pub egress: bool,
     /// Be the standing filter of this network namespace: take over the one pinned, or pin
     /// one, so that its interfaces stay filtered when the session ends.
     pub pin: bool,
@@ -113,7 +129,9 @@ pub struct AttachedInterface {
     pub name: String,
     pub program: Program,
     pub mode: Mode,
-    pub xdp_mode: AttachedMode,
+    pub hook: Hook,
+    /// Replies leaving it are counted.
+    pub egress: bool,
     /// Why native XDP was refused, when auto mode fell back to generic.
     pub native_refused: Option<std::io::Error>,
     /// Taken over from the standing filter: attached all along.
@@ -172,7 +190,10 @@ pub struct InterfaceSnapshot {
     pub name: String,
     pub mode: Mode,
     pub program: Program,
-    pub xdp_mode: Option<AttachedMode>,
+    /// Where it is attached; `None` once it is gone.
+    pub hook: Option<Hook>,
+    /// Replies leaving it are counted.
+    pub egress: bool,
     /// `None` when the interface has no IPv4 configuration.
     pub route_localnet: Option<RouteLocalnet>,
     /// This interface and the devices stacked on it (macvlan, VLAN children, a bridge or bond
@@ -191,6 +212,8 @@ pub struct Session {
     /// What [`Session::follow_links`] serves, with the XDP mode to attach in.
     selection: Selection,
     xdp_mode: XdpModeChoice,
+    on_conflict: OnConflict,
+    egress: bool,
     served: BTreeMap<u32, Served>,
     removed_totals: SlotCounters,
     /// Removed interfaces not yet reported by a snapshot.
@@ -250,7 +273,7 @@ impl Session {
             });
         }
         // Room for every interface here and a quarter more (at least MIN_CAPACITY) for ones
-        // that appear later: the map costs 288 bytes per slot on every CPU.
+        // that appear later: the map costs 432 bytes per slot on every CPU.
         let capacity = options.capacity.unwrap_or_else(|| {
             u32::try_from(all.len() + (all.len() / 4).max(MIN_CAPACITY as usize))
                 .unwrap_or(MAX_SLOTS)
@@ -286,6 +309,8 @@ impl Session {
             interfaces,
             selection: options.selection,
             xdp_mode: options.xdp_mode,
+            on_conflict: options.on_conflict,
+            egress: options.egress,
             served: BTreeMap::new(),
             removed_totals: SlotCounters::default(),
             pending_removed: Vec::new(),
@@ -299,7 +324,8 @@ impl Session {
             listed: all.clone(),
             route_localnet: route_localnet::Watch::default(),
         };
-        let attached = match session.serve_at_start(&all, &selected, adopted, &mut notes) {
+        let mut selected = selected;
+        let attached = match session.serve_at_start(&all, &mut selected, adopted, &mut notes) {
             Ok(attached) => attached,
             Err(error) => {
                 // A standing filter pinned by this start that attached nothing is not left.
@@ -325,21 +351,36 @@ impl Session {
     fn serve_at_start(
         &mut self,
         all: &[Interface],
-        selected: &Selected,
+        selected: &mut Selected,
         adopted: Vec<Adopted>,
         notes: &mut Vec<String>,
     ) -> Result<Vec<AttachedInterface>, SessionError> {
         // Refused before anything changes: the standing filter's interfaces keep their modes
         // and stay attached when a new one is occupied.
+        let mut left_out = Vec::new();
         for chosen in &selected.chosen {
             let held = adopted
                 .iter()
-                .any(|adopted| adopted.ifindex == chosen.ifindex && adopted.xdp_mode.is_some());
+                .any(|adopted| adopted.ifindex == chosen.ifindex && adopted.hook.is_some());
             let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
             if !held && let Some(occupant) = interface.and_then(Occupant::of) {
-                return Err(SessionError::Occupied(Box::new(occupant)));
+                match self.on_conflict {
+                    OnConflict::Skip => left_out.push(skipped_for(chosen, &occupant)),
+                    OnConflict::Tcx if !occupant.is_localnet_probe() => {}
+                    OnConflict::Fail | OnConflict::Tcx => {
+                        return Err(SessionError::Occupied(Box::new(occupant)));
+                    }
+                }
             }
         }
+        selected
+            .chosen
+            .retain(|chosen| !left_out.iter().any(|out| out.ifindex == chosen.ifindex));
+        for skipped in &left_out {
+            self.told
+                .insert(skipped.ifindex, Unserved::Skipped(skipped.clone()));
+        }
+        selected.skipped.extend(left_out);
         let mut attached = Vec::with_capacity(selected.chosen.len());
         for mut adopted in adopted {
             let chosen = selected
@@ -348,18 +389,19 @@ impl Session {
                 .find(|chosen| chosen.ifindex == adopted.ifindex);
             // Its link is attached, but not to a device here: moved to another network
             // namespace while no probe ran. Detached, and reported removed.
-            let moved_away = adopted.xdp_mode.is_some()
-                && !all
-                    .iter()
-                    .any(|i| i.ifindex == adopted.ifindex && i.xdp.is_some());
+            let moved_away = adopted.hook.is_some()
+                && !all.iter().any(|i| {
+                    i.ifindex == adopted.ifindex
+                        && self.probe.holds(i.ifindex, i.xdp.map(|xdp| xdp.id))
+                });
             if moved_away {
                 adopted.counters = self.release(adopted.ifindex, &adopted.name)?;
-                adopted.xdp_mode = None;
+                adopted.hook = None;
             }
-            match (adopted.xdp_mode, chosen) {
+            match (adopted.hook, chosen) {
                 // Gone while no probe ran: reported removed by the first snapshot.
                 (None, _) => self.keep_removed(adopted),
-                (Some(xdp_mode), Some(chosen)) => {
+                (Some(hook), Some(chosen)) => {
                     let change_error = |source| SessionError::Attach {
                         name: chosen.name.clone(),
                         source: Box::new(source),
@@ -382,6 +424,20 @@ impl Session {
                             .rename(chosen.ifindex, &chosen.name)
                             .map_err(change_error)?;
                     }
+                    if self.egress && !adopted.egress {
+                        self.probe
+                            .attach_egress(chosen.ifindex)
+                            .map_err(change_error)?;
+                    } else if adopted.egress && !self.egress {
+                        self.probe
+                            .detach_egress(chosen.ifindex)
+                            .map_err(change_error)?;
+                        notes.push(format!(
+                            "{}: the standing filter counted replies leaving it, this run does \
+                             not (give --egress to keep counting them)",
+                            chosen.name
+                        ));
+                    }
                     self.served.insert(
                         chosen.ifindex,
                         Served {
@@ -394,7 +450,8 @@ impl Session {
                         name: chosen.name.clone(),
                         program: adopted.program,
                         mode: chosen.mode,
-                        xdp_mode,
+                        hook,
+                        egress: self.egress,
                         native_refused: None,
                         adopted: true,
                     });
@@ -453,9 +510,16 @@ impl Session {
         interface: Option<&Interface>,
         pin: bool,
     ) -> Result<AttachedInterface, SessionError> {
-        if let Some(occupant) = interface.and_then(Occupant::of) {
-            return Err(SessionError::Occupied(Box::new(occupant)));
-        }
+        let occupant = interface.and_then(Occupant::of);
+        let beside = match occupant {
+            Some(occupant)
+                if self.on_conflict == OnConflict::Tcx && !occupant.is_localnet_probe() =>
+            {
+                true
+            }
+            Some(occupant) => return Err(SessionError::Occupied(Box::new(occupant))),
+            None => false,
+        };
         let attach_error = |source| SessionError::Attach {
             name: chosen.name.clone(),
             source: Box::new(source),
@@ -463,10 +527,19 @@ impl Session {
         self.probe
             .configure(chosen.ifindex, chosen.mode)
             .map_err(attach_error)?;
-        let result = match self
-            .probe
-            .attach(chosen.ifindex, chosen.program, self.xdp_mode)
-        {
+        let attached = if beside {
+            self.probe.attach_tcx(chosen.ifindex, chosen.program)
+        } else {
+            self.probe
+                .attach(chosen.ifindex, chosen.program, self.xdp_mode)
+        };
+        let attached = attached.and_then(|attached| {
+            if self.egress {
+                self.probe.attach_egress(chosen.ifindex)?;
+            }
+            Ok(attached)
+        });
+        let result = match attached {
             Ok(result) => result,
             Err(error) => {
                 self.release(chosen.ifindex, &chosen.name)?;
@@ -503,7 +576,8 @@ impl Session {
             name: chosen.name.clone(),
             program: chosen.program,
             mode: chosen.mode,
-            xdp_mode: result.mode,
+            hook: result.hook,
+            egress: self.egress,
             native_refused: result.native_refused,
             adopted: false,
         })
@@ -555,6 +629,13 @@ impl Session {
                     followed.attached.push(attached);
                     continue;
                 }
+                Err(SessionError::Occupied(occupant)) if self.on_conflict == OnConflict::Skip => {
+                    let skipped = skipped_for(chosen, &occupant);
+                    if self.tell(chosen.ifindex, Unserved::Skipped(skipped.clone())) {
+                        followed.skipped.push(skipped);
+                    }
+                    continue;
+                }
                 Err(SessionError::Occupied(occupant)) => (
                     format!("program {}", occupant.program_id),
                     occupant.to_string(),
@@ -587,7 +668,8 @@ impl Session {
             name: gone.name,
             mode: gone.mode,
             program: gone.program,
-            xdp_mode: None,
+            hook: None,
+            egress: false,
             route_localnet: None,
             route_localnet_via: Vec::new(),
             exposed: false,
@@ -620,11 +702,9 @@ impl Session {
             .served
             .keys()
             .filter(|ifindex| {
-                by_index
-                    .get(ifindex)
-                    .and_then(|interface| interface.xdp)
-                    .map(|xdp| xdp.id)
-                    != self.probe.attached_program_id(**ifindex)
+                !by_index.get(ifindex).is_some_and(|interface| {
+                    self.probe.holds(**ifindex, interface.xdp.map(|xdp| xdp.id))
+                })
             })
             .copied()
             .collect();
@@ -652,7 +732,8 @@ impl Session {
                 name: served.name,
                 mode,
                 program: served.program,
-                xdp_mode: None,
+                hook: None,
+                egress: false,
                 route_localnet: None,
                 route_localnet_via: Vec::new(),
                 exposed: false,
@@ -726,12 +807,14 @@ impl Session {
                 && receivers
                     .iter()
                     .any(|receiver| self.probe.mode(receiver.ifindex) != Some(Mode::Drop));
+            let attached = self.probe.attached_hook(*ifindex);
             interfaces.push(InterfaceSnapshot {
                 ifindex: *ifindex,
                 name: interface.name.clone(),
                 mode,
                 program: served.program,
-                xdp_mode: self.probe.attached_mode(*ifindex),
+                hook: attached.map(|(hook, _)| hook),
+                egress: attached.is_some_and(|(_, egress)| egress),
                 route_localnet,
                 route_localnet_via: receivers
                     .into_iter()
@@ -783,6 +866,8 @@ impl Session {
             _pin_lock: None,
             selection: Selection::default(),
             xdp_mode: XdpModeChoice::Auto,
+            on_conflict: OnConflict::Fail,
+            egress: false,
             told: BTreeMap::new(),
             listed: Vec::new(),
             route_localnet: route_localnet::Watch::default(),
@@ -822,6 +907,18 @@ impl Session {
     /// The name a served interface had at the last snapshot (or at start).
     pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
         self.served.get(&ifindex).map(|served| served.name.as_str())
+    }
+}
+
+/// An interface left out because another XDP program holds it (`--on-conflict skip`).
+fn skipped_for(chosen: &Chosen, occupant: &Occupant) -> Skipped {
+    Skipped {
+        ifindex: chosen.ifindex,
+        name: chosen.name.clone(),
+        reason: LeftOut::Occupied {
+            program_id: occupant.program_id,
+            program_name: occupant.program_name.clone(),
+        },
     }
 }
 

@@ -165,7 +165,7 @@ fn xdp_on(interface: &Interface) -> Option<XdpOn> {
     }
     let (mode, mode_unknown) = match configured_action(occupant.program_id, interface.ifindex) {
         Ok(Action::Dropped) => (Some(Mode::Drop.name()), None),
-        Ok(Action::Passed) => (Some(Mode::Monitor.name()), None),
+        Ok(Action::Passed | Action::Replied) => (Some(Mode::Monitor.name()), None),
         Err(why) => (None, Some(why)),
     };
     Some(XdpOn::LocalnetProbe(ProbeOn {

@@ -7,7 +7,7 @@ mod output;
 pub(crate) mod table;
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     io::{self, IsTerminal as _},
     net::SocketAddr,
     pin::Pin,
@@ -18,11 +18,13 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use probe_user::{
     link_events::LinkEvents,
-    probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
+    probe::{
+        DEFAULT_SAMPLE_RATE, Hook, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal,
+    },
     report::{Report, SysctlChangeReport},
     samples::SampleRing,
-    select::{NamePattern, Selection, Skipped},
-    session::{AttachedInterface, Session, SessionError, SessionOptions, Snapshot},
+    select::{LeftOut, NamePattern, Selection, Skipped},
+    session::{AttachedInterface, OnConflict, Session, SessionError, SessionOptions, Snapshot},
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -70,6 +72,17 @@ pub(crate) struct RunArgs {
     /// or auto (native, falling back to generic with a notice).
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
     xdp_mode: XdpModeArg,
+    /// What to do with a selected interface where another XDP program is attached (Cilium, a
+    /// load balancer, xdp-filter): fail (refuse it: at start, an error), skip (leave it out,
+    /// with a warning), or tc (count and drop there at tcx ingress, beside that program;
+    /// Linux 6.6 or later).
+    #[arg(long, value_enum, default_value_t = OnConflictArg::Fail)]
+    on_conflict: OnConflictArg,
+    /// Also count the frames with a loopback source that leave each served interface (at tcx
+    /// egress; Linux 6.6 or later): replies of a loopback-bound service to someone on the
+    /// link, the proof that an exposure was used. They are counted, never dropped.
+    #[arg(long)]
+    egress: bool,
     /// Seconds between refreshes of the table or JSON objects (0.01 to 3600).
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = interval_seconds,
           allow_negative_numbers = true)]
@@ -80,7 +93,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pin: bool,
     /// Interfaces the counters have room for, 1 to 65536 (default: those here and a quarter
-    /// more, at least 256 more; 288 bytes of kernel memory per CPU each). A standing filter
+    /// more, at least 256 more; 432 bytes of kernel memory per CPU each). A standing filter
     /// keeps the room it was first pinned with.
     #[arg(long, value_name = "N", value_parser = capacity, allow_negative_numbers = true)]
     capacity: Option<u32>,
@@ -130,6 +143,23 @@ enum View {
     Json,
     /// The pcap stream.
     Pcap,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnConflictArg {
+    Fail,
+    Skip,
+    Tc,
+}
+
+impl From<OnConflictArg> for OnConflict {
+    fn from(arg: OnConflictArg) -> Self {
+        match arg {
+            OnConflictArg::Fail => Self::Fail,
+            OnConflictArg::Skip => Self::Skip,
+            OnConflictArg::Tc => Self::Tcx,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -256,6 +286,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let options = SessionOptions {
         selection,
         xdp_mode: args.xdp_mode.into(),
+        on_conflict: args.on_conflict.into(),
+        egress: args.egress,
         verifier_log: args.verifier_log,
         sample_rate: args.sample_rate,
         pin: args.pin,
@@ -278,7 +310,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
     tracing::debug!(
-        "counters for up to {} interfaces (288 bytes each on every CPU)",
+        "counters for up to {} interfaces (432 bytes each on every CPU)",
         started.capacity
     );
     for note in &started.notes {
@@ -375,7 +407,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     tokio::pin!(deadline);
     let mut previous = None;
-    let mut exposed = BTreeMap::new();
+    let mut warned = Warned::default();
     let mut batch = Vec::new();
     // Interfaces found removed by a snapshot between reports (a scrape's, a check of
     // route_localnet), for the next report to list: each snapshot lists a removal once.
@@ -398,7 +430,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let mut report =
                     Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), false);
                 report.add_top_senders(&evidence.senders, top);
-                warn_on_changes(&report, &mut exposed);
+                warn_on_changes(&report, &mut warned);
                 if let Some(output) = &mut output {
                     output.offer(render(&report, &evidence.pane, &alerts), "reports");
                 }
@@ -460,7 +492,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     say_changes(&snapshot, view, output.as_mut(), &mut alerts);
     let mut report = Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), true);
     report.add_top_senders(&evidence.senders, top);
-    warn_on_changes(&report, &mut exposed);
+    warn_on_changes(&report, &mut warned);
     let names: BTreeMap<u32, String> = snapshot
         .interfaces
         .iter()
@@ -503,7 +535,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn say_left_out(skipped: &[Skipped]) {
     for skipped in skipped {
-        tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
+        if matches!(skipped.reason, LeftOut::Occupied { .. }) {
+            tracing::warn!("{}: left out: {}", skipped.name, skipped.reason);
+        } else {
+            tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
+        }
     }
 }
 
@@ -517,15 +553,23 @@ fn say_attached(attached: &[AttachedInterface]) {
                 native_refusal(reason)
             );
         }
+        let hook = match attached.hook {
+            Hook::Xdp(mode) => format!("{} XDP", mode.name()),
+            Hook::Tcx => "tcx ingress, beside another XDP program".to_owned(),
+        };
         tracing::info!(
-            "{} {} ({} XDP, {} mode)",
+            "{} {} ({hook}{}, {} mode)",
             if attached.adopted {
                 "took over"
             } else {
                 "attached to"
             },
             attached.name,
-            attached.xdp_mode.name(),
+            if attached.egress {
+                "; replies counted at tcx egress"
+            } else {
+                ""
+            },
             attached.mode.name()
         );
     }
@@ -631,22 +675,35 @@ fn say_changes(
     !snapshot.route_localnet_changes.is_empty()
 }
 
-/// Says once what changed: an interface that became exposed, or exposed through other devices
-/// than before; one that disappeared.
-fn warn_on_changes(report: &Report, exposed: &mut BTreeMap<u32, Vec<String>>) {
+/// What the warnings have said, by ifindex.
+#[derive(Default)]
+struct Warned {
+    /// Exposed interfaces, with the devices they are exposed through.
+    exposed: BTreeMap<u32, Vec<String>>,
+    /// Interfaces where replies were seen.
+    exploited: BTreeSet<u32>,
+}
+
+/// Says once what changed: an interface where replies were first seen, one that became
+/// exposed, or exposed through other devices than before; one that disappeared.
+fn warn_on_changes(report: &Report, warned: &mut Warned) {
     for interface in &report.interfaces {
+        if interface.exploited && warned.exploited.insert(interface.ifindex) {
+            tracing::error!("exploited: {}", table::exploitation_warning(interface));
+        }
         if interface.exposed {
             let via = &interface.route_localnet_via;
-            if exposed.get(&interface.ifindex) != Some(via) {
+            if warned.exposed.get(&interface.ifindex) != Some(via) {
                 tracing::warn!("{}", table::exposure_warning(interface));
-                exposed.insert(interface.ifindex, via.clone());
+                warned.exposed.insert(interface.ifindex, via.clone());
             }
         } else {
-            exposed.remove(&interface.ifindex);
+            warned.exposed.remove(&interface.ifindex);
         }
     }
     for removed in &report.removed {
-        exposed.remove(&removed.ifindex);
+        warned.exposed.remove(&removed.ifindex);
+        warned.exploited.remove(&removed.ifindex);
         tracing::warn!(
             "{} (ifindex {}) was removed; its final counts: {} matched, {} dropped",
             removed.name,

@@ -1,5 +1,5 @@
 //! The live view on a terminal: a line per interface, the last route_localnet changes
-//! highlighted, and a warning per exposed interface.
+//! highlighted, and a warning per exploited or exposed interface.
 
 use std::{collections::VecDeque, fmt::Write as _};
 
@@ -10,15 +10,16 @@ use probe_user::{
     session::UnservedInterface,
 };
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 11] = [
     "INTERFACE",
-    "XDP",
+    "HOOK",
     "MODE",
     "ROUTE_LOCALNET",
     "MATCHED",
     "BYTES",
     "RATE",
     "DROPPED",
+    "REPLIED",
     "SAMPLES",
     "BREAKDOWN",
 ];
@@ -37,7 +38,7 @@ pub(crate) fn render(
     alerts: &VecDeque<String>,
     size: Option<(usize, usize)>,
 ) -> String {
-    let rows: Vec<[String; 10]> = report.interfaces.iter().map(row).collect();
+    let rows: Vec<[String; 11]> = report.interfaces.iter().map(row).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -77,9 +78,22 @@ pub(crate) fn render(
         let _ = writeln!(out, "{HIGHLIGHT}{alert}{PLAIN}");
     }
 
-    let exposed: Vec<&InterfaceReport> = report.interfaces.iter().filter(|i| i.exposed).collect();
-    if !exposed.is_empty() {
+    let exploited: Vec<&InterfaceReport> =
+        report.interfaces.iter().filter(|i| i.exploited).collect();
+    let exposed: Vec<&InterfaceReport> = report
+        .interfaces
+        .iter()
+        .filter(|i| i.exposed && !i.exploited)
+        .collect();
+    if !exploited.is_empty() || !exposed.is_empty() {
         out.push('\n');
+    }
+    for interface in exploited {
+        let _ = writeln!(
+            out,
+            "{HIGHLIGHT}EXPLOITED {}{PLAIN}",
+            exploitation_warning(interface)
+        );
     }
     for interface in exposed {
         let _ = writeln!(out, "WARNING {}", exposure_warning(interface));
@@ -177,6 +191,17 @@ pub(crate) fn terminal_size() -> Option<(usize, usize)> {
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &raw mut size) } == 0;
     (ok && size.ws_row > 0 && size.ws_col > 0)
         .then(|| (usize::from(size.ws_row), usize::from(size.ws_col)))
+}
+
+/// One sentence on an exploited interface: what left it, what that means, and what to do.
+pub(crate) fn exploitation_warning(interface: &InterfaceReport) -> String {
+    let name = &interface.name;
+    format!(
+        "{name}: {} frame(s) with a loopback source left this interface: a service bound to \
+         127.0.0.1 on this host answered someone on this link (--drop-on {name} blocks the \
+         requests; `localnet-probe audit` names the exposed services)",
+        interface.totals.packets_replied
+    )
 }
 
 /// One sentence on an exposed interface: where route_localnet is in effect and the fix.
@@ -297,13 +322,16 @@ pub(crate) fn render_unserved(interfaces: &[UnservedInterface], directory: &str)
     out
 }
 
-fn row(interface: &InterfaceReport) -> [String; 10] {
-    let route_localnet = route_localnet_cell(
+fn row(interface: &InterfaceReport) -> [String; 11] {
+    let mut route_localnet = route_localnet_cell(
         &interface.name,
         interface.route_localnet,
         &interface.route_localnet_via,
         interface.exposed,
     );
+    if interface.exploited {
+        route_localnet.push_str(" EXPLOITED");
+    }
     let breakdown = interface
         .by_class
         .iter()
@@ -317,13 +345,22 @@ fn row(interface: &InterfaceReport) -> [String; 10] {
         .join(", ");
     [
         interface.name.clone(),
-        interface.xdp_mode.unwrap_or("-").to_owned(),
+        match (interface.hook, interface.xdp_mode) {
+            (Some(_), Some(xdp_mode)) => xdp_mode.to_owned(),
+            (Some(hook), None) => hook.to_owned(),
+            (None, _) => "-".to_owned(),
+        },
         interface.mode.to_owned(),
         route_localnet,
         interface.totals.packets_matched.to_string(),
         human_bytes(interface.totals.bytes_matched),
         format!("{:.0} pkt/s", interface.packets_matched_per_sec),
         interface.totals.packets_dropped.to_string(),
+        if interface.egress || interface.totals.packets_replied > 0 {
+            interface.totals.packets_replied.to_string()
+        } else {
+            "off".to_owned()
+        },
         interface.samples.map_or_else(
             || "off".to_owned(),
             |samples| {

@@ -1,0 +1,232 @@
+//! Attachments as BPF links this process owns: XDP, and tcx ingress and egress. Closing the
+//! link's file descriptor (on drop, or when the process dies however it dies) detaches the
+//! program, unless the link is pinned.
+//!
+//! Links are created here rather than through aya: its `Xdp::attach` falls back to a netlink
+//! attachment when the kernel answers EINVAL, and its tc attachment falls back to a clsact
+//! filter on kernels without tcx; both outlive the process, so neither is ever made.
+
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd as _, OwnedFd},
+};
+
+use crate::bpffs::{bpf, owned};
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_LINK_TYPE_XDP: u32 = 6;
+const BPF_LINK_TYPE_TCX: u32 = 11;
+const BPF_XDP: u32 = 37;
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+/// With no program named relative to it: first in the interface's tcx chain.
+const BPF_F_BEFORE: u32 = 1 << 3;
+
+/// The XDP mode an attachment gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    /// In the driver, before the kernel allocates a socket buffer.
+    Native,
+    /// In the stack, after the socket buffer is built; works on every device.
+    Generic,
+}
+
+impl AttachedMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+
+    const fn flags(self) -> u32 {
+        match self {
+            Self::Native => XDP_FLAGS_DRV_MODE,
+            Self::Generic => XDP_FLAGS_SKB_MODE,
+        }
+    }
+}
+
+/// Where a tcx program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
+}
+
+/// An attached program; dropping it detaches, unless it is pinned.
+#[derive(Debug)]
+pub struct Link {
+    fd: OwnedFd,
+}
+
+/// `union bpf_attr` as `BPF_LINK_CREATE` reads it, for a target given by ifindex; for tcx,
+/// `relative` and `expected_revision` are its `tcx` member.
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    relative: u32,
+    _padding: u32,
+    expected_revision: u64,
+    /// The rest of the union the kernel may read, zeroed.
+    _tail: [u64; 6],
+}
+
+/// What kind of link a pinned one must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Xdp,
+    Tcx(Direction),
+}
+
+impl Link {
+    /// Attaches the program behind `program` to `ifindex`'s XDP hook in `mode`. The kernel
+    /// refuses with EBUSY or EEXIST when another XDP program is attached there; nothing is
+    /// replaced.
+    pub fn xdp(program: impl AsFd, ifindex: u32, mode: AttachedMode) -> io::Result<Self> {
+        Self::create(&LinkCreateAttr {
+            prog_fd: program.as_fd().as_raw_fd() as u32,
+            target_ifindex: ifindex,
+            attach_type: BPF_XDP,
+            flags: mode.flags(),
+            ..LinkCreateAttr::default()
+        })
+    }
+
+    /// Attaches the program behind `program` to `ifindex`'s tcx hook in `direction`, first in
+    /// its chain: before any program there, none of which is displaced. First, because a
+    /// program that ends the chain (returns `TCX_PASS`, redirects) hides frames from every
+    /// program after it; ours always hands frames on, unless it drops them.
+    pub fn tcx(program: impl AsFd, ifindex: u32, direction: Direction) -> io::Result<Self> {
+        Self::create(&LinkCreateAttr {
+            prog_fd: program.as_fd().as_raw_fd() as u32,
+            target_ifindex: ifindex,
+            attach_type: match direction {
+                Direction::Ingress => BPF_TCX_INGRESS,
+                Direction::Egress => BPF_TCX_EGRESS,
+            },
+            flags: BPF_F_BEFORE,
+            ..LinkCreateAttr::default()
+        })
+    }
+
+    fn create(attr: &LinkCreateAttr) -> io::Result<Self> {
+        // SAFETY: the attribute holds no pointers.
+        let fd = unsafe { bpf(BPF_LINK_CREATE, attr) }?;
+        Ok(Self { fd: owned(fd) })
+    }
+
+    /// Opens a link pinned at `path` (see [`crate::bpffs`]); `None` when it is not of `kind`.
+    pub fn from_pin(path: &std::path::Path, kind: Kind) -> io::Result<Option<Self>> {
+        let link = Self {
+            fd: crate::bpffs::get(path)?,
+        };
+        let info = link.info()?;
+        let is_kind = match kind {
+            Kind::Xdp => info.link_type == BPF_LINK_TYPE_XDP,
+            Kind::Tcx(direction) => {
+                info.link_type == BPF_LINK_TYPE_TCX
+                    && info.attach_type
+                        == match direction {
+                            Direction::Ingress => BPF_TCX_INGRESS,
+                            Direction::Egress => BPF_TCX_EGRESS,
+                        }
+            }
+        };
+        Ok(is_kind.then_some(link))
+    }
+
+    /// What the kernel says about the link now.
+    pub fn info(&self) -> io::Result<LinkInfo> {
+        let mut info = RawLinkInfo::default();
+        let attr = InfoAttr {
+            bpf_fd: self.fd.as_raw_fd() as u32,
+            info_len: size_of::<RawLinkInfo>() as u32,
+            info: (&raw mut info) as u64,
+        };
+        // SAFETY: `attr` points at `info`, a buffer of the size given, alive for the call.
+        unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+        Ok(LinkInfo {
+            link_type: info.link_type,
+            attach_type: info.attach_type,
+            program_id: info.prog_id,
+            ifindex: (info.ifindex != 0).then_some(info.ifindex),
+        })
+    }
+
+    /// Replaces the link's program with `program` at once: the interface never runs without
+    /// one.
+    pub fn update(&self, program: impl AsFd) -> io::Result<()> {
+        let attr = UpdateAttr {
+            link_fd: self.fd.as_raw_fd() as u32,
+            new_prog_fd: program.as_fd().as_raw_fd() as u32,
+            ..UpdateAttr::default()
+        };
+        // SAFETY: the attribute holds no pointers.
+        unsafe { bpf(BPF_LINK_UPDATE, &attr) }.map(drop)
+    }
+}
+
+/// A link as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    link_type: u32,
+    /// For tcx, ingress or egress; 0 for XDP.
+    attach_type: u32,
+    pub program_id: u32,
+    /// `None` once the interface is gone (the link is then defunct).
+    pub ifindex: Option<u32>,
+}
+
+/// `struct bpf_link_info` up to the XDP and tcx members of its union (`ifindex`, and for tcx
+/// `attach_type`), and room for the rest.
+#[repr(C)]
+#[derive(Default)]
+struct RawLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _padding: u32,
+    ifindex: u32,
+    attach_type: u32,
+    _rest: [u32; 14],
+}
+
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+impl AsFd for Link {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
