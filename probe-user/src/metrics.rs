@@ -285,11 +285,13 @@ impl Collector for SnapshotCollector {
 mod tests {
     use std::time::Instant;
 
-    use probe_common::{Address, Family, Mode, SampleCounts, SlotCounters, class_index};
+    use probe_common::{
+        Action, Address, Family, LoopbackMatch, SampleCounts, SlotCounters, class_index,
+    };
 
     use super::*;
     use crate::{
-        probe::{AttachedMode, Program},
+        probe::{Hook, Program},
         route_localnet::RouteLocalnet,
         session::InterfaceSnapshot,
     };
@@ -300,7 +302,8 @@ mod tests {
             name: name.to_owned(),
             mode,
             program: Program::Ethernet,
-            xdp_mode: Some(AttachedMode::Native),
+            hook: Some(Hook::Xdp(AttachedMode::Native)),
+            egress: false,
             route_localnet: None,
             route_localnet_via: Vec::new(),
             exposed: false,
@@ -331,12 +334,14 @@ mod tests {
         }
     }
 
-    /// An exposed monitor on eth0 and a drop interface wg0 without IPv4 configuration.
+    /// An exposed monitor on eth0 that replied, and a drop interface wg0 without IPv4
+    /// configuration at tcx beside another XDP program.
     fn two_interfaces() -> Snapshot {
         let mut eth0 = interface("eth0", 2, Mode::Monitor);
         eth0.route_localnet = Some(RouteLocalnet::new(false, true));
         eth0.route_localnet_via = vec!["eth0".to_owned()];
         eth0.exposed = true;
+        eth0.egress = true;
         count(
             &mut eth0.counters,
             Family::Ipv4,
@@ -345,13 +350,21 @@ mod tests {
             5,
             300,
         );
+        count(
+            &mut eth0.counters,
+            Family::Ipv4,
+            Address::Source,
+            Action::Replied,
+            2,
+            120,
+        );
         eth0.counters.samples = SampleCounts {
             emitted: 3,
             lost: 1,
         };
         let mut wg0 = interface("wg0", 7, Mode::Drop);
         wg0.program = Program::Ip;
-        wg0.xdp_mode = Some(AttachedMode::Generic);
+        wg0.hook = Some(Hook::Tcx);
         count(
             &mut wg0.counters,
             Family::Ipv4Mapped,
@@ -382,7 +395,9 @@ mod tests {
             headers,
             [
                 "# HELP localnet_probe_packets_total Frames with a loopback address that arrived \
-                 on the interface, by family, loopback address and action.",
+                 on the interface (action passed or dropped), and with --egress frames with a \
+                 loopback source that left it (action replied), by family, loopback address and \
+                 action.",
                 "# TYPE localnet_probe_packets_total counter",
                 "# HELP localnet_probe_bytes_total Bytes of the frames counted in \
                  localnet_probe_packets_total.",
@@ -395,8 +410,10 @@ mod tests {
                  are reachable from the interface's link: route_localnet is in effect where its \
                  frames arrive and matched frames pass.",
                 "# TYPE localnet_probe_exposed gauge",
-                "# HELP localnet_probe_attached 1 for every interface the probe is attached to, \
-                 with the XDP mode and the probe's mode.",
+                "# HELP localnet_probe_attached 1 for every attachment of the probe: each \
+                 interface at ingress (hook xdp, with its XDP mode, or tcx beside another XDP \
+                 program) in the probe's mode, and with --egress at tcx egress, where it only \
+                 counts.",
                 "# TYPE localnet_probe_attached gauge",
                 "# HELP localnet_probe_samples_total Samples of matched frames: emitted to the \
                  ring buffer, suppressed by the per-interface rate limit, or lost because the \
@@ -408,9 +425,10 @@ mod tests {
             ]
         );
 
-        // Every class of both interfaces, zeros included, in class order.
+        // Every class of both interfaces, zeros included, in class order; replies (loopback
+        // sources only) where they are counted.
         let packets = samples(&page, "localnet_probe_packets_total");
-        assert_eq!(packets.len(), 2 * 18);
+        assert_eq!(packets.len(), 2 * 18 + 6);
         assert_eq!(
             packets[0],
             "localnet_probe_packets_total{interface=\"eth0\",ifindex=\"2\",family=\"ipv4\",address=\"source\",\
@@ -424,12 +442,21 @@ mod tests {
             &"localnet_probe_packets_total{interface=\"wg0\",ifindex=\"7\",family=\"ipv4-mapped\",\
               address=\"both\",action=\"dropped\"} 2"
         ));
+        assert!(packets.contains(
+            &"localnet_probe_packets_total{interface=\"eth0\",ifindex=\"2\",family=\"ipv4\",\
+              address=\"source\",action=\"replied\"} 2"
+        ));
+        assert!(
+            !packets
+                .iter()
+                .any(|line| line.contains("wg0") && line.contains("replied"))
+        );
         assert_eq!(
             packets.iter().filter(|line| !line.ends_with("} 0")).count(),
-            2
+            3
         );
         let bytes = samples(&page, "localnet_probe_bytes_total");
-        assert_eq!(bytes.len(), 2 * 18);
+        assert_eq!(bytes.len(), 2 * 18 + 6);
         assert!(bytes.contains(
             &"localnet_probe_bytes_total{interface=\"eth0\",ifindex=\"2\",family=\"ipv4\",\
               address=\"destination\",action=\"passed\"} 300"
@@ -458,16 +485,17 @@ mod tests {
         assert_eq!(
             samples(&page, "localnet_probe_attached"),
             [
-                "localnet_probe_attached{interface=\"eth0\",ifindex=\"2\",xdp_mode=\"native\",mode=\"monitor\"} 1",
-                "localnet_probe_attached{interface=\"wg0\",ifindex=\"7\",xdp_mode=\"generic\",mode=\"drop\"} 1",
+                "localnet_probe_attached{interface=\"eth0\",ifindex=\"2\",direction=\"ingress\",hook=\"xdp\",xdp_mode=\"native\",mode=\"monitor\"} 1",
+                "localnet_probe_attached{interface=\"eth0\",ifindex=\"2\",direction=\"egress\",hook=\"tcx\",xdp_mode=\"\",mode=\"monitor\"} 1",
+                "localnet_probe_attached{interface=\"wg0\",ifindex=\"7\",direction=\"ingress\",hook=\"tcx\",xdp_mode=\"\",mode=\"drop\"} 1",
             ]
         );
-        // eth0: 5 matched, 3 emitted, 1 lost, so 1 suppressed.
+        // eth0: 5 matched and 2 replies, 3 emitted, 1 lost, so 3 suppressed.
         assert_eq!(
             samples(&page, "localnet_probe_samples_total"),
             [
                 "localnet_probe_samples_total{interface=\"eth0\",ifindex=\"2\",result=\"emitted\"} 3",
-                "localnet_probe_samples_total{interface=\"eth0\",ifindex=\"2\",result=\"suppressed\"} 1",
+                "localnet_probe_samples_total{interface=\"eth0\",ifindex=\"2\",result=\"suppressed\"} 3",
                 "localnet_probe_samples_total{interface=\"eth0\",ifindex=\"2\",result=\"lost\"} 1",
                 "localnet_probe_samples_total{interface=\"wg0\",ifindex=\"7\",result=\"emitted\"} 2",
                 "localnet_probe_samples_total{interface=\"wg0\",ifindex=\"7\",result=\"suppressed\"} 0",
@@ -483,7 +511,7 @@ mod tests {
         );
         assert_eq!(
             page.lines().count(),
-            headers.len() + 36 * 2 + 3 + 2 + 2 + 6 + 1
+            headers.len() + 42 * 2 + 3 + 2 + 3 + 6 + 1
         );
         assert!(page.ends_with("} 1\n"), "no # EOF in the text format");
     }
@@ -493,7 +521,7 @@ mod tests {
         let page = encode(two_interfaces(), Format::OpenMetrics);
         assert!(page.contains("\n# TYPE localnet_probe_packets counter\n"));
         assert!(page.contains("\n# TYPE localnet_probe_samples counter\n"));
-        assert_eq!(samples(&page, "localnet_probe_packets_total").len(), 36);
+        assert_eq!(samples(&page, "localnet_probe_packets_total").len(), 42);
         assert!(page.ends_with("\n# EOF\n"));
         // Apart from those, the same page.
         let text = encode(two_interfaces(), Format::Text);
@@ -541,7 +569,7 @@ mod tests {
         let page = encode(snapshot(interfaces, 100), Format::Text);
         assert_eq!(samples(&page, "localnet_probe_packets_total").len(), 18_000);
         assert_eq!(samples(&page, "localnet_probe_samples_total").len(), 3_000);
-        assert!(page.contains("localnet_probe_attached{interface=\"veth999\",ifindex=\"1001\",xdp_mode=\"native\",mode=\"monitor\"} 1\n"));
+        assert!(page.contains("localnet_probe_attached{interface=\"veth999\",ifindex=\"1001\",direction=\"ingress\",hook=\"xdp\",xdp_mode=\"native\",mode=\"monitor\"} 1\n"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use probe_common::Mode;
 use probe_user::{
     probe::{LoadOptions, Probe, Program, XdpModeChoice},
     select::Selection,
-    session::{Session, SessionError, SessionOptions},
+    session::{OnConflict, Session, SessionError, SessionOptions},
 };
 use testbed::{Link, RECEIVER_IF};
 
@@ -112,6 +112,8 @@ fn a_failed_start_leaves_nothing_attached_in_the_running_process() {
                 ..Selection::default()
             },
             xdp_mode: XdpModeChoice::Native,
+            on_conflict: OnConflict::Fail,
+            egress: false,
             verifier_log: false,
             sample_rate: 100,
             pin: false,
