@@ -18,6 +18,7 @@
 #![allow(internal_features)]
 
 use core::{
+    cell::Cell,
     intrinsics::{AtomicOrdering, atomic_xadd},
     mem::size_of,
 };
@@ -98,6 +99,33 @@ impl Frame for PacketFrame {
         // SAFETY: the bytes are inside the packet (checked just above); packet data has no
         // alignment guarantee, hence the unaligned read.
         Some(unsafe { (at as *const T).read_unaligned() })
+    }
+}
+
+/// The linear part of a socket buffer, remembering whether the classifier read past it: then
+/// the headers may be in the buffer's page fragments.
+struct LinearFrame {
+    frame: PacketFrame,
+    short: Cell<bool>,
+}
+
+impl Frame for LinearFrame {
+    #[inline(always)]
+    fn holds(&self, len: usize) -> bool {
+        let holds = self.frame.holds(len);
+        if !holds {
+            self.short.set(true);
+        }
+        holds
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, offset: usize) -> Option<T> {
+        let value = self.frame.load(offset);
+        if value.is_none() {
+            self.short.set(true);
+        }
+        value
     }
 }
 
@@ -228,20 +256,30 @@ const fn tcx_verdict(action: Action) -> i32 {
     }
 }
 
-/// Classifies a socket buffer from its linear part, where the headers nearly always are; when
-/// they are not all there (a driver that put them in page fragments), the kernel first pulls
-/// them into it, which moves the packet, so the frame is read anew.
+/// Classifies a socket buffer from its linear part, where the headers nearly always are. Only
+/// when the classifier read past it (a truncated frame, or a driver that left the headers in
+/// page fragments) does the kernel pull the first bytes into it, and the frame is read again.
+/// (Copying them to the stack instead takes reads at offsets the verifier accepts only with
+/// CAP_PERFMON.)
 #[inline(always)]
 fn classify_skb(ctx: &TcContext, framing: Framing) -> Option<LoopbackMatch> {
-    let headers = ctx.len().min(HEADERS_LEN);
-    let mut frame = PacketFrame::new(ctx.data(), ctx.data_end());
-    if !frame.holds(headers as usize) {
-        ctx.pull_data(headers).ok()?;
-        frame = PacketFrame::new(ctx.data(), ctx.data_end());
+    let linear = LinearFrame {
+        frame: PacketFrame::new(ctx.data(), ctx.data_end()),
+        short: Cell::new(false),
+    };
+    let matched = classify_framed(&linear, framing);
+    if matched.is_some() || !linear.short.get() {
+        return matched;
     }
+    ctx.pull_data(ctx.len().min(HEADERS_LEN)).ok()?;
+    classify_framed(&PacketFrame::new(ctx.data(), ctx.data_end()), framing)
+}
+
+#[inline(always)]
+fn classify_framed<F: Frame>(frame: &F, framing: Framing) -> Option<LoopbackMatch> {
     match framing {
-        Framing::Ethernet => classify(&frame),
-        Framing::Ip => classify_ip(&frame),
+        Framing::Ethernet => classify(frame),
+        Framing::Ip => classify_ip(frame),
     }
 }
 
