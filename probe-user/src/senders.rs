@@ -1,11 +1,14 @@
 //! Who sent the sampled frames of each interface over the last minute: source MAC and source
-//! IP, counted from the samples (so a share of the frames, not all of them).
+//! IP, counted from the samples (so a share of the frames, not all of them). Replies leaving
+//! the interface are the host's own, not a sender's, and are not counted.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::IpAddr,
     time::{Duration, Instant},
 };
+
+use probe_common::Action;
 
 use crate::samples::SampledFrame;
 
@@ -36,6 +39,9 @@ pub struct TopSenders {
 
 impl TopSenders {
     pub fn record(&mut self, frame: &SampledFrame, now: Instant) {
+        if frame.action == Action::Replied {
+            return;
+        }
         let sender = Sender {
             mac: frame.headers.source_mac,
             ip: frame.headers.source_ip,

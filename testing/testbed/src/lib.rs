@@ -215,6 +215,46 @@ impl Netns {
         command
     }
 
+    /// The ids of the programs attached to `dev`'s tcx hook (ingress, or egress), in the order
+    /// they run, from `BPF_PROG_QUERY` (bpftool here predates tcx).
+    pub fn tcx_programs(&self, dev: &str, egress: bool) -> Vec<u32> {
+        const BPF_PROG_QUERY: libc::c_long = 16;
+        const BPF_TCX_INGRESS: u32 = 46;
+        const BPF_TCX_EGRESS: u32 = 47;
+        let attach_type = if egress {
+            BPF_TCX_EGRESS
+        } else {
+            BPF_TCX_INGRESS
+        };
+        // The ifindex is looked up in the calling thread's namespace.
+        self.enter(|| {
+            let mut ids = [0_u32; 64];
+            let mut attr = [0_u8; 128];
+            attr[0..4].copy_from_slice(&ifindex(dev).to_ne_bytes());
+            attr[4..8].copy_from_slice(&attach_type.to_ne_bytes());
+            attr[16..24].copy_from_slice(&(ids.as_mut_ptr() as u64).to_ne_bytes());
+            attr[24..28].copy_from_slice(&(ids.len() as u32).to_ne_bytes());
+            // SAFETY: `attr` is a zeroed `union bpf_attr` for BPF_PROG_QUERY, pointing at
+            // `ids`, whose length it gives, alive for the call.
+            let result = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_PROG_QUERY,
+                    attr.as_mut_ptr(),
+                    attr.len() as u32,
+                )
+            };
+            assert_eq!(
+                result,
+                0,
+                "BPF_PROG_QUERY on {dev}: {}",
+                std::io::Error::last_os_error()
+            );
+            let count = u32::from_ne_bytes(attr[24..28].try_into().expect("four bytes"));
+            ids[..count as usize].to_vec()
+        })
+    }
+
     /// Whether `dev` carries an XDP program, per `ip link`.
     pub fn has_xdp(&self, dev: &str) -> bool {
         let output = Command::new("ip")

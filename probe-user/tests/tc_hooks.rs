@@ -1,0 +1,361 @@
+//! The tcx hooks, as users meet them: an interface another XDP program holds is refused, left
+//! out, or served at tcx ingress beside it (counting and dropping exactly there, standing
+//! filter included); and a loopback-bound service's reply to a spoofed SYN is counted leaving
+//! the interface, unless the SYN was dropped. Needs root.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    process::Output,
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+use test_frames::ipv4;
+use testbed::{
+    ForeignXdp, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC,
+    SENDER_V4, class_packets, drain, interface,
+};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
+const QUIET: Duration = Duration::from_millis(300);
+const TIMEOUT: Duration = Duration::from_secs(20);
+const UDP_PORT: u16 = 5353;
+const TCP_PORT: u16 = 8080;
+
+fn spoofed_to_localhost() -> Vec<u8> {
+    ipv4(SENDER_V4, Ipv4Addr::LOCALHOST)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .ports(40000, UDP_PORT)
+        .build()
+}
+
+fn benign() -> Vec<u8> {
+    ipv4(SENDER_V4, RECEIVER_V4)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .ports(40000, 9)
+        .build()
+}
+
+/// A TCP SYN from the sender to 127.0.0.1:TCP_PORT, as a neighbour exploiting route_localnet
+/// sends it.
+fn spoofed_syn(source_port: u16) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ethernet2(SENDER_MAC, RECEIVER_MAC)
+        .ipv4(SENDER_V4.octets(), Ipv4Addr::LOCALHOST.octets(), 64)
+        .tcp(source_port, TCP_PORT, 1, 64240)
+        .syn();
+    let mut frame = Vec::with_capacity(builder.size(0));
+    builder.write(&mut frame, &[]).expect("writing to a Vec");
+    frame
+}
+
+/// `localnet-probe args…` in `netns` (host mount namespace), to its end.
+fn probe(netns: &Netns, args: &[&str]) -> Output {
+    netns
+        .command(PROBE)
+        .args(args)
+        .output()
+        .expect("run localnet-probe")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn served(report: &Value) -> Vec<&str> {
+    report["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .map(|entry| entry["name"].as_str().expect("name"))
+        .collect()
+}
+
+fn count(entry: &Value, field: &str) -> u64 {
+    entry[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field}: {entry}"))
+}
+
+/// By default an occupied interface is an error that names the way out; with `skip` it is left
+/// out with a warning and the others are served.
+#[test]
+fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
+    testbed::skip_unless_root!();
+    let link = Link::new("conflict");
+    let _foreign = ForeignXdp::attach(&link.receiver, RECEIVER_IF);
+    link.receiver.ip(&[
+        "link", "add", "spare0", "type", "veth", "peer", "name", "spare1",
+    ]);
+    for spare in ["spare0", "spare1"] {
+        link.receiver.ip(&["link", "set", spare, "up"]);
+    }
+
+    let refused = probe(
+        &link.receiver,
+        &["run", "--json", "--duration", "1", "--iface", RECEIVER_IF],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let said = stderr(&refused);
+    assert!(
+        said.contains("vrx already has an XDP program attached")
+            && said.contains(ForeignXdp::NAME)
+            && said.contains("--on-conflict tc")
+            && said.contains("--on-conflict skip"),
+        "names the program and the ways out: {said}"
+    );
+    assert!(link.receiver.tcx_programs(RECEIVER_IF, false).is_empty());
+
+    let skipping = ProbeProcess::start(PROBE, &link.receiver, &["--on-conflict", "skip"]);
+    let ready = skipping.wait_ready();
+    let mut names = served(&ready);
+    names.sort_unstable();
+    assert_eq!(names, ["spare0", "spare1"]);
+    let said = skipping.stderr();
+    assert!(
+        said.contains("WARN") && said.contains("vrx: left out: another XDP program holds it"),
+        "warns: {said}"
+    );
+    let (status, _) = skipping.stop(libc::SIGTERM);
+    assert!(status.success());
+}
+
+/// With `--on-conflict tc`, an interface another XDP program holds is served at tcx ingress
+/// beside it: in monitor mode every loopback frame is counted and delivered, in drop mode
+/// counted and dropped, benign frames never counted; the other program stays, and ours goes
+/// when the probe ends.
+#[test]
+fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
+    testbed::skip_unless_root!();
+    let link = Link::new("tcx");
+    link.receiver
+        .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
+    let server = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, UDP_PORT)));
+    let _foreign = ForeignXdp::attach(&link.receiver, RECEIVER_IF);
+    let sender = link.raw_sender();
+    let (spoofed, benign) = (spoofed_to_localhost(), benign());
+
+    for (mode, delivered) in [("monitor", 50), ("drop", 0)] {
+        let args: &[&str] = if mode == "drop" {
+            &["--on-conflict", "tc", "--iface", RECEIVER_IF, "--drop"]
+        } else {
+            &["--on-conflict", "tc", "--iface", RECEIVER_IF]
+        };
+        let probe = ProbeProcess::start(PROBE, &link.receiver, args);
+        let ready = probe.wait_ready();
+        let entry = interface(&ready, RECEIVER_IF);
+        assert_eq!(entry["hook"], "tcx", "{entry}");
+        assert_eq!(entry["xdp_mode"], Value::Null);
+        assert_eq!(entry["mode"], mode);
+        assert_eq!(link.receiver.tcx_programs(RECEIVER_IF, false).len(), 1);
+        assert!(
+            link.receiver.has_xdp(RECEIVER_IF),
+            "the other program stays"
+        );
+        assert!(
+            probe
+                .stderr()
+                .contains("tcx ingress, beside another XDP program"),
+            "{}",
+            probe.stderr()
+        );
+
+        for _ in 0..50 {
+            sender.send(&spoofed);
+            sender.send(&benign);
+        }
+        assert_eq!(drain(&server, QUIET), delivered, "{mode}");
+        let report = probe.wait_for(TIMEOUT, |report| {
+            count(interface(report, RECEIVER_IF), "packets_matched") == 50
+        });
+        let entry = interface(&report, RECEIVER_IF);
+        let action = if mode == "drop" { "dropped" } else { "passed" };
+        assert_eq!(
+            class_packets(entry, "ipv4", "destination", action),
+            50,
+            "{entry}"
+        );
+        assert_eq!(
+            count(entry, "bytes_matched"),
+            50 * spoofed.len() as u64,
+            "counts whole frames, Ethernet header included"
+        );
+        let (status, _) = probe.stop(libc::SIGTERM);
+        assert!(status.success());
+        assert!(link.receiver.tcx_programs(RECEIVER_IF, false).is_empty());
+        assert!(
+            link.receiver.has_xdp(RECEIVER_IF),
+            "the other program stays"
+        );
+    }
+}
+
+/// A standing filter at tcx: pinned, it goes on dropping after the process ends; `status`
+/// shows the hook; a takeover without --egress detaches only the egress program, keeping the
+/// counts; `detach` removes ours and leaves the other program.
+#[test]
+fn a_standing_filter_at_tcx_is_taken_over_and_detached() {
+    testbed::skip_unless_root!();
+    let link = Link::new("tcx-pin");
+    link.receiver
+        .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
+    let server = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, UDP_PORT)));
+    let _foreign = ForeignXdp::attach(&link.receiver, RECEIVER_IF);
+    let pinned_args = ["--on-conflict", "tc", "--drop", "--iface", RECEIVER_IF];
+
+    let first = ProbeProcess::start_pinned(
+        PROBE,
+        &link.receiver,
+        &[&pinned_args[..], &["--egress"]].concat(),
+    );
+    first.wait_ready();
+    let (status, _) = first.stop(libc::SIGTERM);
+    assert!(status.success());
+    let ingress = link.receiver.tcx_programs(RECEIVER_IF, false);
+    assert_eq!(ingress.len(), 1, "pinned at ingress");
+    assert_eq!(link.receiver.tcx_programs(RECEIVER_IF, true).len(), 1);
+
+    let sender = link.raw_sender();
+    for _ in 0..10 {
+        sender.send(&spoofed_to_localhost());
+    }
+    assert_eq!(drain(&server, QUIET), 0, "dropped with no process running");
+    let output = probe(&link.receiver, &["status", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown: Value = serde_json::from_slice(&output.stdout).expect("status writes JSON");
+    let entry = interface(&shown, RECEIVER_IF);
+    assert_eq!(entry["hook"], "tcx", "{entry}");
+    assert_eq!(entry["egress"], true);
+    assert_eq!(count(entry, "packets_dropped"), 10);
+
+    let second = ProbeProcess::start_pinned(PROBE, &link.receiver, &pinned_args);
+    let ready = second.wait_ready();
+    let entry = interface(&ready, RECEIVER_IF);
+    assert_eq!(entry["hook"], "tcx");
+    assert_eq!(entry["egress"], false);
+    assert_eq!(count(entry, "packets_dropped"), 10, "counts kept");
+    let ingress_now = link.receiver.tcx_programs(RECEIVER_IF, false);
+    assert_eq!(ingress_now.len(), 1, "the link kept, its program replaced");
+    assert_ne!(ingress_now, ingress);
+    assert!(link.receiver.tcx_programs(RECEIVER_IF, true).is_empty());
+    assert!(
+        second
+            .stderr()
+            .contains("counted replies leaving it, this run does not"),
+        "{}",
+        second.stderr()
+    );
+    let (status, _) = second.stop(libc::SIGTERM);
+    assert!(status.success());
+
+    let detached = probe(&link.receiver, &["detach"]);
+    assert!(detached.status.success(), "{}", stderr(&detached));
+    assert!(link.receiver.tcx_programs(RECEIVER_IF, false).is_empty());
+    assert!(
+        link.receiver.has_xdp(RECEIVER_IF),
+        "the other program stays"
+    );
+}
+
+/// The proof an exposure was used: with route_localnet=1 and a TCP service on 127.0.0.1, a
+/// neighbour's spoofed SYN is answered by a SYN-ACK with source 127.0.0.1, which `--egress`
+/// counts leaving the interface (sampled with its direction) and marks exploited; with
+/// `--drop` the SYN never arrives and nothing leaves.
+#[test]
+fn a_reply_to_a_spoofed_syn_is_counted_leaving_unless_the_syn_is_dropped() {
+    testbed::skip_unless_root!();
+    let link = Link::new("reply");
+    for (key, value) in [
+        (format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1"),
+        ("net/ipv4/conf/all/rp_filter".to_owned(), "0"),
+        (format!("net/ipv4/conf/{RECEIVER_IF}/rp_filter"), "0"),
+    ] {
+        link.receiver.sysctl(&key, value);
+    }
+    // The neighbour is known: otherwise the SYN-ACK waits for an ARP reply to a request whose
+    // sender address is 127.0.0.1, which no stack answers.
+    let sender_mac = SENDER_MAC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    link.receiver.ip(&[
+        "neigh",
+        "replace",
+        &SENDER_V4.to_string(),
+        "lladdr",
+        &sender_mac,
+        "dev",
+        RECEIVER_IF,
+        "nud",
+        "permanent",
+    ]);
+    let listen = || {
+        link.receiver.enter(|| {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, TCP_PORT)).expect("bind 127.0.0.1:8080")
+        })
+    };
+    let service = listen();
+    let sender = link.raw_sender();
+
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &["--egress", "--events", "--iface", RECEIVER_IF],
+    );
+    let ready = probe.wait_ready();
+    assert_eq!(interface(&ready, RECEIVER_IF)["egress"], true);
+    assert_eq!(link.receiver.tcx_programs(RECEIVER_IF, true).len(), 1);
+    sender.send(&spoofed_syn(40001));
+    let event = probe.wait_for(TIMEOUT, |line| {
+        line["type"] == "event" && line["direction"] == "egress"
+    });
+    assert_eq!(event["action"], "replied");
+    assert_eq!(event["source_ip"], "127.0.0.1");
+    assert_eq!(event["destination_ip"], SENDER_V4.to_string());
+    assert_eq!(event["tcp_flags"], "S.");
+    let report = probe.wait_for(TIMEOUT, |line| {
+        line["type"] == "counters" && count(interface(line, RECEIVER_IF), "packets_replied") >= 1
+    });
+    let entry = interface(&report, RECEIVER_IF);
+    assert_eq!(entry["exploited"], true);
+    assert_eq!(count(entry, "packets_matched"), 1, "the SYN alone arrived");
+    assert_eq!(
+        class_packets(entry, "ipv4", "source", "replied"),
+        count(entry, "packets_replied")
+    );
+    assert_eq!(
+        entry["top_senders_sampled"],
+        serde_json::json!([{
+            "source_mac": "02:4c:50:00:00:01",
+            "source_ip": "198.18.0.1",
+            "samples": 1
+        }]),
+        "the host's own replies are no sender"
+    );
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+    assert!(link.receiver.tcx_programs(RECEIVER_IF, true).is_empty());
+    // A new listener: the old one's half-open connection would go on retransmitting its
+    // SYN-ACK.
+    drop(service);
+    let _service = listen();
+
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &["--egress", "--drop", "--iface", RECEIVER_IF],
+    );
+    probe.wait_ready();
+    sender.send(&spoofed_syn(40002));
+    probe.wait_for(TIMEOUT, |report| {
+        count(interface(report, RECEIVER_IF), "packets_dropped") == 1
+    });
+    // A SYN-ACK leaves within a millisecond of the SYN, a retransmission within a second.
+    thread::sleep(Duration::from_millis(1500));
+    let (status, last) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+    let entry = interface(last.as_ref().expect("a final report"), RECEIVER_IF).clone();
+    assert_eq!(count(&entry, "packets_replied"), 0, "{entry}");
+    assert_eq!(entry["exploited"], false);
+}
