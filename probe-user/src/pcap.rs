@@ -18,7 +18,7 @@ use pcap_file::{
         },
     },
 };
-use probe_common::{Framing, SAMPLE_CAPTURE_LEN};
+use probe_common::{Action, Framing, SAMPLE_CAPTURE_LEN};
 
 use crate::samples::SampledFrame;
 
@@ -96,12 +96,23 @@ impl<W: Write> PcapWriter<W> {
             timestamp: frame.at.duration_since(UNIX_EPOCH).unwrap_or_default(),
             original_len,
             data,
-            options: vec![EnhancedPacketOption::Comment(Cow::Owned(comment))],
+            options: vec![
+                EnhancedPacketOption::Comment(Cow::Owned(comment)),
+                EnhancedPacketOption::Flags(direction_flags(frame.action)),
+            ],
         })?;
         Ok(())
     }
 
     pub fn get_mut(&mut self) -> &mut W {
         self.writer.get_mut()
+    }
+}
+
+/// The `epb_flags` of a frame: inbound (1) or outbound (2) in bits 0–1.
+const fn direction_flags(action: Action) -> u32 {
+    match action {
+        Action::Passed | Action::Dropped => 1,
+        Action::Replied => 2,
     }
 }

@@ -388,12 +388,14 @@ impl Session {
                 .iter()
                 .find(|chosen| chosen.ifindex == adopted.ifindex);
             // Its link is attached, but not to a device here: moved to another network
-            // namespace while no probe ran. Detached, and reported removed.
-            let moved_away = adopted.hook.is_some()
-                && !all.iter().any(|i| {
-                    i.ifindex == adopted.ifindex
-                        && self.probe.holds(i.ifindex, i.xdp.map(|xdp| xdp.id))
-                });
+            // namespace while no probe ran. Detached, and reported removed. (The listing was
+            // made before the takeover switched the programs: an XDP program is ours.)
+            let here = all.iter().find(|i| i.ifindex == adopted.ifindex);
+            let moved_away = match adopted.hook {
+                None => false,
+                Some(Hook::Xdp(_)) => !here.is_some_and(|i| i.xdp.is_some()),
+                Some(Hook::Tcx) => !here.is_some_and(|i| self.probe.holds(i.ifindex, None)),
+            };
             if moved_away {
                 adopted.counters = self.release(adopted.ifindex, &adopted.name)?;
                 adopted.hook = None;

@@ -1,5 +1,6 @@
-//! The embedded XDP object run in the kernel with BPF_PROG_TEST_RUN: verdicts and counter deltas
-//! for every case of the shared table, in monitor and drop mode. Needs root.
+//! The embedded object run in the kernel with BPF_PROG_TEST_RUN: verdicts and counter deltas
+//! for every case of the shared table, in monitor and drop mode, at XDP and at tcx ingress and
+//! egress. Needs root.
 
 use aya::{
     maps::{MapData, RingBuf},
@@ -7,7 +8,7 @@ use aya::{
 };
 use probe_common::{Action, Counter, Framing, LoopbackMatch, Mode, SampleCounts, SlotCounters};
 use probe_user::{
-    probe::{LoadOptions, Probe, Program},
+    probe::{Direction, LoadOptions, Probe, Program},
     samples::{Clock, SampledFrame},
 };
 use test_frames::Case;
@@ -446,4 +447,107 @@ fn ip_program_samples_start_at_the_ip_header() {
         sample.headers.destination_ip,
         Some(std::net::Ipv4Addr::new(127, 0, 0, 1).into())
     );
+}
+
+/// `TCX_NEXT` and `TCX_DROP`, the tcx programs' verdicts.
+const TCX_NEXT: i32 = -1;
+const TCX_DROP: i32 = 2;
+
+/// Runs a tcx program once on `frame` as a socket buffer of `lo` (the interface when the
+/// context gives none).
+fn run_tcx(probe: &Probe, direction: Direction, program: Program, frame: &[u8]) -> i32 {
+    let mut options = TestRunOptions::new();
+    options.data_in = Some(frame);
+    probe
+        .classifier(direction, program)
+        .test_run(options)
+        .expect("BPF_PROG_TEST_RUN (are you root?)")
+        .return_value as i32
+}
+
+/// The frames a case's program gets: whole for the Ethernet programs, from the IP header on for
+/// the layer-3 ones; `None` for those BPF_PROG_TEST_RUN refuses as a socket buffer: shorter than
+/// an Ethernet header, or with an IPv4 or IPv6 ethertype (bytes 12–13, which it reads whatever
+/// the framing) and less than that header after it. (The XDP tests and the host tests run them.)
+fn framed(case: &Case, program: Program) -> Option<&[u8]> {
+    let frame = match program {
+        Program::Ethernet => &case.frame[..],
+        Program::Ip => &case.frame[test_frames::ip_offset(&case.frame)?..],
+    };
+    let needed = match frame.get(12..14)? {
+        [0x08, 0x00] => 14 + 20,
+        [0x86, 0xdd] => 14 + 40,
+        _ => 14,
+    };
+    (frame.len() >= needed).then_some(frame)
+}
+
+/// At tcx ingress, beside another XDP program, every case gets the verdict and the counter the
+/// XDP program gives it, in both modes and both framings: `TCX_DROP` for a matched frame in drop
+/// mode, `TCX_NEXT` (hand on to the next program) otherwise, never `TCX_PASS`, which would skip
+/// the programs after it.
+#[test]
+fn tcx_ingress_classifies_and_counts_as_xdp_does() {
+    testbed::skip_unless_root!();
+    let mut probe = load();
+    for mode in [Mode::Monitor, Mode::Drop] {
+        probe.configure(IFINDEX, mode).expect("configure");
+        for program in Program::ALL {
+            let mut checked = 0;
+            for case in cases() {
+                let Some(frame) = framed(&case, program) else {
+                    continue;
+                };
+                let before = counters(&mut probe);
+                let verdict = run_tcx(&probe, Direction::Ingress, program, frame);
+                let after = counters(&mut probe);
+                let expected = match (case.expected, mode) {
+                    (Some(_), Mode::Drop) => TCX_DROP,
+                    _ => TCX_NEXT,
+                };
+                assert_eq!(verdict, expected, "{} ({program:?}, {mode:?})", case.name);
+                let class = case.expected.map(|matched| (matched, mode.action()));
+                assert_delta(case.name, &before, &after, class, 1, frame.len());
+                checked += 1;
+            }
+            assert!(checked > 20, "only {checked} cases for {program:?}");
+        }
+    }
+}
+
+/// At tcx egress, every case is handed on, whatever the mode; those with a loopback source (or
+/// both addresses loopback) are counted as replied, and nothing else is.
+#[test]
+fn tcx_egress_counts_loopback_sources_as_replies_and_drops_nothing() {
+    testbed::skip_unless_root!();
+    let mut probe = load_sampling(4, 1000);
+    let mut ring = probe.take_samples().expect("sampling is on");
+    probe.configure(IFINDEX, Mode::Drop).expect("configure");
+    let mut replies = 0;
+    for program in Program::ALL {
+        for case in cases() {
+            let Some(frame) = framed(&case, program) else {
+                continue;
+            };
+            let before = counters(&mut probe);
+            let verdict = run_tcx(&probe, Direction::Egress, program, frame);
+            let after = counters(&mut probe);
+            assert_eq!(verdict, TCX_NEXT, "{} ({program:?})", case.name);
+            let class = case
+                .expected
+                .filter(|matched| matched.address != probe_common::Address::Destination)
+                .map(|matched| (matched, Action::Replied));
+            assert_delta(case.name, &before, &after, class, 1, frame.len());
+            if let Some((matched, _)) = class {
+                replies += 1;
+                let samples = samples_in(&mut ring);
+                assert_eq!(samples.len(), 1, "{}: one sample", case.name);
+                assert_eq!(samples[0].action, Action::Replied);
+                assert_eq!(samples[0].matched, matched);
+                assert_eq!(samples[0].frame_len as usize, frame.len());
+            }
+        }
+    }
+    assert!(replies > 10, "only {replies} replies");
+    assert!(samples_in(&mut ring).is_empty(), "no sample but of replies");
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use test_frames::ipv4;
 use testbed::{
     ForeignXdp, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC,
-    SENDER_V4, class_packets, drain, interface,
+    SENDER_V4, class_packets, drain, interface, only_caps,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -123,7 +123,7 @@ fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
 /// With `--on-conflict tc`, an interface another XDP program holds is served at tcx ingress
 /// beside it: in monitor mode every loopback frame is counted and delivered, in drop mode
 /// counted and dropped, benign frames never counted; the other program stays, and ours goes
-/// when the probe ends.
+/// when the probe ends. Run as nobody with exactly CAP_BPF and CAP_NET_ADMIN.
 #[test]
 fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
     testbed::skip_unless_root!();
@@ -141,13 +141,18 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
         } else {
             &["--on-conflict", "tc", "--iface", RECEIVER_IF]
         };
-        let probe = ProbeProcess::start(PROBE, &link.receiver, args);
+        // The README's two capabilities suffice for tcx, at ingress and egress.
+        let wrapper = only_caps("+bpf,+net_admin");
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let args = [args, &["--egress"]].concat();
+        let probe = ProbeProcess::start_wrapped(&wrapper, PROBE, &link.receiver, &args);
         let ready = probe.wait_ready();
         let entry = interface(&ready, RECEIVER_IF);
         assert_eq!(entry["hook"], "tcx", "{entry}");
         assert_eq!(entry["xdp_mode"], Value::Null);
         assert_eq!(entry["mode"], mode);
         assert_eq!(link.receiver.tcx_programs(RECEIVER_IF, false).len(), 1);
+        assert_eq!(link.receiver.tcx_programs(RECEIVER_IF, true).len(), 1);
         assert!(
             link.receiver.has_xdp(RECEIVER_IF),
             "the other program stays"
@@ -183,6 +188,7 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
         let (status, _) = probe.stop(libc::SIGTERM);
         assert!(status.success());
         assert!(link.receiver.tcx_programs(RECEIVER_IF, false).is_empty());
+        assert!(link.receiver.tcx_programs(RECEIVER_IF, true).is_empty());
         assert!(
             link.receiver.has_xdp(RECEIVER_IF),
             "the other program stays"
