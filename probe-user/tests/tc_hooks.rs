@@ -13,8 +13,8 @@ use std::{
 use serde_json::Value;
 use test_frames::ipv4;
 use testbed::{
-    ForeignXdp, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC,
-    SENDER_V4, class_packets, drain, interface, only_caps,
+    ForeignTcx, ForeignXdp, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4,
+    SENDER_MAC, SENDER_V4, class_packets, drain, interface, only_caps,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -121,7 +121,7 @@ fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
 }
 
 /// With `--on-conflict tc`, an interface another XDP program holds is served at tcx ingress
-/// beside it: in monitor mode every loopback frame is counted and delivered, in drop mode
+/// beside it, and before a tcx program that ends the chain: in monitor mode every loopback frame is counted and delivered, in drop mode
 /// counted and dropped, benign frames never counted; the other program stays, and ours goes
 /// when the probe ends. Run as nobody with exactly CAP_BPF and CAP_NET_ADMIN.
 #[test]
@@ -132,6 +132,8 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
     let server = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, UDP_PORT)));
     let _foreign = ForeignXdp::attach(&link.receiver, RECEIVER_IF);
+    // And a tcx program that ends the chain, as Cilium's do: ours goes before it.
+    let foreign_tcx = ForeignTcx::attach(&link.receiver, RECEIVER_IF);
     let sender = link.raw_sender();
     let (spoofed, benign) = (spoofed_to_localhost(), benign());
 
@@ -151,7 +153,12 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
         assert_eq!(entry["hook"], "tcx", "{entry}");
         assert_eq!(entry["xdp_mode"], Value::Null);
         assert_eq!(entry["mode"], mode);
-        assert_eq!(link.receiver.tcx_programs(RECEIVER_IF, false).len(), 1);
+        let chain = link.receiver.tcx_programs(RECEIVER_IF, false);
+        assert_eq!(chain.len(), 2, "beside the other tcx program: {chain:?}");
+        assert_eq!(
+            chain[1], foreign_tcx.id,
+            "first in the chain, the other one kept"
+        );
         assert_eq!(link.receiver.tcx_programs(RECEIVER_IF, true).len(), 1);
         assert!(
             link.receiver.has_xdp(RECEIVER_IF),
@@ -187,7 +194,10 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
         );
         let (status, _) = probe.stop(libc::SIGTERM);
         assert!(status.success());
-        assert!(link.receiver.tcx_programs(RECEIVER_IF, false).is_empty());
+        assert_eq!(
+            link.receiver.tcx_programs(RECEIVER_IF, false),
+            [foreign_tcx.id]
+        );
         assert!(link.receiver.tcx_programs(RECEIVER_IF, true).is_empty());
         assert!(
             link.receiver.has_xdp(RECEIVER_IF),

@@ -467,52 +467,107 @@ impl ForeignXdp {
     pub const NAME: &str = "foreign_pass";
 
     pub fn attach(netns: &Netns, interface: &str) -> Self {
-        const BPF_PROG_LOAD: libc::c_long = 5;
-        const BPF_LINK_CREATE: libc::c_long = 28;
         const BPF_PROG_TYPE_XDP: u32 = 6;
         const BPF_XDP: u32 = 37;
         const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-        // r0 = XDP_PASS; exit.
-        const PROGRAM: [u64; 2] = [0x0000_0002_0000_00b7, 0x0000_0000_0000_0095];
-        let bpf = |command: libc::c_long, attr: &mut [u8; 128]| {
-            use std::os::fd::FromRawFd as _;
-            // SAFETY: `attr` is a zeroed `union bpf_attr` of the size passed, filled in for
-            // `command`; the fd returned (close-on-exec) is owned right away.
-            let fd = unsafe {
-                libc::syscall(libc::SYS_bpf, command, attr.as_mut_ptr(), attr.len() as u32)
-            };
-            assert!(
-                fd >= 0,
-                "bpf command {command}: {}",
-                std::io::Error::last_os_error()
-            );
-            unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
-        };
-        let put = |attr: &mut [u8; 128], offset: usize, bytes: &[u8]| {
-            attr[offset..offset + bytes.len()].copy_from_slice(bytes);
-        };
-        let license = c"GPL";
-        let mut load = [0; 128];
-        put(&mut load, 0, &BPF_PROG_TYPE_XDP.to_ne_bytes());
-        put(&mut load, 4, &(PROGRAM.len() as u32).to_ne_bytes());
-        put(&mut load, 8, &(PROGRAM.as_ptr() as u64).to_ne_bytes());
-        put(&mut load, 16, &(license.as_ptr() as u64).to_ne_bytes());
-        put(&mut load, 48, Self::NAME.as_bytes());
-        put(&mut load, 68, &BPF_XDP.to_ne_bytes());
-        let program = bpf(BPF_PROG_LOAD, &mut load);
-        let target = netns.enter(|| ifindex(interface));
-        let mut create = [0; 128];
-        put(&mut create, 0, &(program.as_raw_fd() as u32).to_ne_bytes());
-        put(&mut create, 4, &target.to_ne_bytes());
-        put(&mut create, 8, &BPF_XDP.to_ne_bytes());
-        put(&mut create, 12, &XDP_FLAGS_SKB_MODE.to_ne_bytes());
-        // The ifindex is looked up in the calling thread's namespace.
-        let link = netns.enter(|| bpf(BPF_LINK_CREATE, &mut create));
+        const XDP_PASS: u32 = 2;
+        let (program, link) = foreign_program(
+            netns,
+            interface,
+            (BPF_PROG_TYPE_XDP, Self::NAME, XDP_PASS),
+            (BPF_XDP, XDP_FLAGS_SKB_MODE),
+        );
         Self {
             _program: program,
             _link: link,
         }
     }
+}
+
+/// Another tool's tcx ingress program on an interface, last in its chain: it returns
+/// `TCX_PASS`, which ends the chain, as Cilium's programs do; held like [`ForeignXdp`].
+pub struct ForeignTcx {
+    pub id: u32,
+    _program: std::os::fd::OwnedFd,
+    _link: std::os::fd::OwnedFd,
+}
+
+impl ForeignTcx {
+    pub fn attach(netns: &Netns, interface: &str) -> Self {
+        const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+        const BPF_TCX_INGRESS: u32 = 46;
+        const TCX_PASS: u32 = 0;
+        let before = netns.tcx_programs(interface, false);
+        let (program, link) = foreign_program(
+            netns,
+            interface,
+            (BPF_PROG_TYPE_SCHED_CLS, "foreign_tcx", TCX_PASS),
+            (BPF_TCX_INGRESS, 0),
+        );
+        let id = netns
+            .tcx_programs(interface, false)
+            .into_iter()
+            .find(|id| !before.contains(id))
+            .expect("the program just attached");
+        Self {
+            id,
+            _program: program,
+            _link: link,
+        }
+    }
+}
+
+/// Loads a program of `kind` (program type, name) that returns `verdict`, and attaches it to
+/// `interface` in `netns` with a BPF link of `attach` (attach type, flags): the program's and
+/// the link's descriptors.
+fn foreign_program(
+    netns: &Netns,
+    interface: &str,
+    (program_type, name, verdict): (u32, &str, u32),
+    (attach_type, flags): (u32, u32),
+) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    // r0 = verdict; exit.
+    let program: [u64; 2] = [
+        0x0000_0000_0000_00b7 | (u64::from(verdict) << 32),
+        0x0000_0000_0000_0095,
+    ];
+    let bpf = |command: libc::c_long, attr: &mut [u8; 128]| {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: `attr` is a zeroed `union bpf_attr` of the size passed, filled in for
+        // `command`; the fd returned (close-on-exec) is owned right away.
+        let fd =
+            unsafe { libc::syscall(libc::SYS_bpf, command, attr.as_mut_ptr(), attr.len() as u32) };
+        assert!(
+            fd >= 0,
+            "bpf command {command}: {}",
+            std::io::Error::last_os_error()
+        );
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+    };
+    let put = |attr: &mut [u8; 128], offset: usize, bytes: &[u8]| {
+        attr[offset..offset + bytes.len()].copy_from_slice(bytes);
+    };
+    let license = c"GPL";
+    let mut load = [0; 128];
+    put(&mut load, 0, &program_type.to_ne_bytes());
+    put(&mut load, 4, &(program.len() as u32).to_ne_bytes());
+    put(&mut load, 8, &(program.as_ptr() as u64).to_ne_bytes());
+    put(&mut load, 16, &(license.as_ptr() as u64).to_ne_bytes());
+    put(&mut load, 48, name.as_bytes());
+    put(&mut load, 68, &attach_type.to_ne_bytes());
+    let program = bpf(BPF_PROG_LOAD, &mut load);
+    let mut create = [0; 128];
+    put(&mut create, 0, &(program.as_raw_fd() as u32).to_ne_bytes());
+    put(&mut create, 8, &attach_type.to_ne_bytes());
+    put(&mut create, 12, &flags.to_ne_bytes());
+    // The ifindex is looked up in the calling thread's namespace.
+    let link = netns.enter(|| {
+        put(&mut create, 4, &ifindex(interface).to_ne_bytes());
+        bpf(BPF_LINK_CREATE, &mut create)
+    });
+    (program, link)
 }
 
 /// Datagrams waiting on `socket`, read until none arrives for `quiet`.
