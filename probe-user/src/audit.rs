@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
-    exposure::{self, Audit, Inputs, Setting, Severity},
+    exposure::{self, Audit, Inputs, Setting, Severity, Verdict},
     select::NamePatterns,
 };
 use serde::Serialize;
@@ -32,6 +32,8 @@ struct AuditReport<'a> {
     kind: &'static str,
     timestamp: f64,
     exposed: bool,
+    /// Some interface's verdict is `exploited`.
+    exploited: bool,
     #[serde(flatten)]
     audit: &'a Audit,
 }
@@ -67,6 +69,7 @@ pub(crate) fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |since| since.as_secs_f64()),
             exposed: audit.exposed(),
+            exploited: audit.exploited(),
             audit: &audit,
         })
         .expect("reports serialize");
@@ -95,9 +98,20 @@ fn render(audit: &Audit) -> String {
         .iter()
         .filter(|finding| finding.severity == Severity::Exposure)
         .count();
+    let exploited = audit
+        .interfaces
+        .iter()
+        .filter(|interface| interface.verdict == Verdict::Exploited)
+        .count();
+    let exploited = if exploited == 0 {
+        String::new()
+    } else {
+        format!(" ({exploited} interface(s) exploited)")
+    };
     let mut out = format!(
-        "localnet-probe audit: {} interface(s), {} loopback socket(s), {exposures} exposure(s); \
-         conf.all route_localnet={} rp_filter={} accept_local={}, conf.default route_localnet={}\n\n",
+        "localnet-probe audit: {} interface(s), {} loopback socket(s), {exposures} \
+         exposure(s){exploited}; conf.all route_localnet={} rp_filter={} accept_local={}, \
+         conf.default route_localnet={}\n\n",
         audit.interfaces.len(),
         audit.sockets.len(),
         u8::from(audit.all.route_localnet),
@@ -113,6 +127,7 @@ fn render(audit: &Audit) -> String {
         "LOG_MARTIANS".to_owned(),
         "ARP_IGNORE/ANNOUNCE".to_owned(),
         "LOCALNET-PROBE".to_owned(),
+        "REPLIES".to_owned(),
         "VERDICT".to_owned(),
     ]];
     for interface in &audit.interfaces {
@@ -140,15 +155,39 @@ fn render(audit: &Audit) -> String {
             interface.other_xdp_program,
             interface.unidentified_xdp_program,
         ) {
-            (Some(probe), ..) => format!(
-                "{} {} ({})",
-                probe.mode.unwrap_or("mode unknown"),
-                probe.xdp_mode,
-                probe.how
-            ),
+            (Some(probe), other, _) => {
+                let mut text = format!(
+                    "{} {}{} ({})",
+                    probe.mode.unwrap_or("mode unknown"),
+                    probe.hook,
+                    probe
+                        .xdp_mode
+                        .map(|mode| format!(" {mode}"))
+                        .unwrap_or_default(),
+                    probe.how
+                );
+                if let Some(id) = other {
+                    let _ = write!(text, " beside XDP program {id}");
+                }
+                text
+            }
             (None, Some(id), _) => format!("no (XDP program {id})"),
             (None, None, Some(id)) => format!("? (XDP program {id}; root tells whose)"),
-            (None, None, None) => "no".to_owned(),
+            (None, None, None) => match interface.unidentified_tcx_programs.as_slice() {
+                [] => "no".to_owned(),
+                ids => format!(
+                    "? (tcx program {}; root tells whose)",
+                    ids.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        };
+        let replies = match (interface.replies_seen, &interface.replies_unknown) {
+            (Some(replies), _) => replies.to_string(),
+            (None, Some(_)) => "?".to_owned(),
+            (None, None) => "-".to_owned(),
         };
         rows.push([
             interface.name.clone(),
@@ -162,6 +201,7 @@ fn render(audit: &Audit) -> String {
                 setting(interface.arp_announce)
             ),
             probe,
+            replies,
             serde_json::to_value(interface.verdict)
                 .ok()
                 .and_then(|value| value.as_str().map(str::to_uppercase))
@@ -181,6 +221,28 @@ fn render(audit: &Audit) -> String {
     }
     if let Some(why) = &audit.nft_unreadable {
         let _ = writeln!(out, "\nnftables ruleset could not be read: {why}");
+    }
+    if let Some(why) = &audit.tcx_unqueried {
+        let _ = writeln!(
+            out,
+            "\ntcx hooks could not be queried: {why}; localnet-probe there, and the replies it \
+             counts, are not seen"
+        );
+    }
+    let unread: Vec<String> = audit
+        .interfaces
+        .iter()
+        .filter_map(|interface| {
+            let why = interface.replies_unknown.as_ref()?;
+            Some(format!("{}: {why}", interface.name))
+        })
+        .collect();
+    if !unread.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nreplies counted by localnet-probe could not be read ({})",
+            unread.join("; ")
+        );
     }
     out.push_str("\nFINDINGS\n");
     if audit.findings.is_empty() {
@@ -206,8 +268,8 @@ fn render(audit: &Audit) -> String {
 }
 
 /// Left-aligned columns two spaces apart.
-fn columns(rows: &[[String; 8]]) -> String {
-    let mut widths = [0; 8];
+fn columns(rows: &[[String; 9]]) -> String {
+    let mut widths = [0; 9];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());

@@ -25,14 +25,36 @@ const BPF_FS_MAGIC: libc::c_long = 0xcafe_4a11;
 /// what the kernel reads or writes there.
 pub(crate) unsafe fn bpf<T>(command: libc::c_long, attr: &T) -> io::Result<i64> {
     // SAFETY: the caller's contract; `attr` is alive for the call.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
+    unsafe { bpf_raw(command, std::ptr::from_ref(attr).cast(), size_of::<T>()) }
+}
+
+/// [`bpf`] for a command that writes its answer into the attribute itself (`BPF_PROG_QUERY`
+/// writes the number of programs there): through a mutable borrow, so the compiler does not take
+/// the attribute for unchanged after the call.
+///
+/// # Safety
+/// As for [`bpf`].
+pub(crate) unsafe fn bpf_answering<T>(command: libc::c_long, attr: &mut T) -> io::Result<i64> {
+    // SAFETY: the caller's contract; `attr` is alive, and exclusively borrowed, for the call.
+    unsafe {
+        bpf_raw(
             command,
-            std::ptr::from_ref(attr),
+            std::ptr::from_mut(attr).cast_const().cast(),
             size_of::<T>(),
         )
-    };
+    }
+}
+
+/// # Safety
+/// `attr` points at the `size` bytes of the attribute `command` reads, as for [`bpf`]; derived
+/// from a mutable borrow when the kernel writes there.
+unsafe fn bpf_raw(
+    command: libc::c_long,
+    attr: *const libc::c_void,
+    size: usize,
+) -> io::Result<i64> {
+    // SAFETY: the caller's contract.
+    let result = unsafe { libc::syscall(libc::SYS_bpf, command, attr, size) };
     if result < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -11,9 +11,10 @@ use std::{
     os::fd::{AsFd, AsRawFd as _, OwnedFd},
 };
 
-use crate::bpffs::{bpf, owned};
+use crate::bpffs::{bpf, bpf_answering, owned};
 
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_LINK_TYPE_XDP: u32 = 6;
@@ -25,6 +26,8 @@ const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 /// With no program named relative to it: first in the interface's tcx chain.
 const BPF_F_BEFORE: u32 = 1 << 3;
+/// The most programs a tcx chain holds (`BPF_MPROG_MAX`).
+const TCX_CHAIN_MAX: usize = 64;
 
 /// The XDP mode an attachment gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +68,57 @@ impl Direction {
             Self::Egress => "egress",
         }
     }
+
+    const fn tcx_attach_type(self) -> u32 {
+        match self {
+            Self::Ingress => BPF_TCX_INGRESS,
+            Self::Egress => BPF_TCX_EGRESS,
+        }
+    }
+}
+
+/// `union bpf_attr` as `BPF_PROG_QUERY` reads and writes it, for a target given by ifindex.
+#[repr(C)]
+#[derive(Default)]
+struct QueryAttr {
+    target_ifindex: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    /// In: room in `prog_ids`; out: programs attached.
+    prog_count: u32,
+    _padding: u32,
+    prog_attach_flags: u64,
+    link_ids: u64,
+    link_attach_flags: u64,
+    revision: u64,
+}
+
+/// The ids of the programs attached to `ifindex`'s tcx hook in `direction`, first to last; none
+/// on a kernel without tcx (before Linux 6.6). Takes CAP_NET_ADMIN.
+///
+/// Not aya's `SchedClassifier::query_tcx`: it also opens every program by id, which takes
+/// CAP_SYS_ADMIN, and fails as a whole without it, losing the ids the query itself gave; the
+/// audit names a program it cannot identify by its id.
+pub fn tcx_programs(ifindex: u32, direction: Direction) -> io::Result<Vec<u32>> {
+    let mut ids = [0_u32; TCX_CHAIN_MAX];
+    let mut attr = QueryAttr {
+        target_ifindex: ifindex,
+        attach_type: direction.tcx_attach_type(),
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_count: TCX_CHAIN_MAX as u32,
+        ..QueryAttr::default()
+    };
+    // SAFETY: `prog_ids` points at room for `prog_count` ids, alive for the call; the kernel
+    // writes the count back into `attr`.
+    match unsafe { bpf_answering(BPF_PROG_QUERY, &mut attr) } {
+        Ok(_) => {}
+        // An attach type the kernel does not know: it has no tcx, so nothing is attached there.
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    }
+    Ok(ids[..(attr.prog_count as usize).min(TCX_CHAIN_MAX)].to_vec())
 }
 
 /// An attached program; dropping it detaches, unless it is pinned.
@@ -118,10 +172,7 @@ impl Link {
         Self::create(&LinkCreateAttr {
             prog_fd: program.as_fd().as_raw_fd() as u32,
             target_ifindex: ifindex,
-            attach_type: match direction {
-                Direction::Ingress => BPF_TCX_INGRESS,
-                Direction::Egress => BPF_TCX_EGRESS,
-            },
+            attach_type: direction.tcx_attach_type(),
             flags: BPF_F_BEFORE,
             ..LinkCreateAttr::default()
         })
@@ -143,11 +194,7 @@ impl Link {
             Kind::Xdp => info.link_type == BPF_LINK_TYPE_XDP,
             Kind::Tcx(direction) => {
                 info.link_type == BPF_LINK_TYPE_TCX
-                    && info.attach_type
-                        == match direction {
-                            Direction::Ingress => BPF_TCX_INGRESS,
-                            Direction::Egress => BPF_TCX_EGRESS,
-                        }
+                    && info.attach_type == direction.tcx_attach_type()
             }
         };
         Ok(is_kind.then_some(link))

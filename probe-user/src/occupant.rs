@@ -40,12 +40,12 @@ impl Occupant {
     /// The program on `interface`, if there is one.
     pub fn of(interface: &Interface) -> Option<Self> {
         let program = interface.xdp?;
-        let program_name = aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .find(|loaded| loaded.id() == program.id)
-            .and_then(|loaded| loaded.name_as_str().map(str::to_owned))
-            .filter(|name| !name.is_empty());
-        let (holders, saw_every_process) = link_holders(program.id, interface.ifindex);
+        let Attachment {
+            program_name,
+            holders,
+            saw_every_process,
+            standing,
+        } = Attachment::of(program.id, interface.ifindex, Kind::Xdp);
         Some(Self {
             interface: interface.name.clone(),
             program_id: program.id,
@@ -53,23 +53,96 @@ impl Occupant {
             mode: program.mode,
             holders,
             saw_every_process,
-            standing: standing_filter_of(program.id, interface.ifindex),
+            standing,
         })
     }
 
     /// Whether it is another localnet-probe's.
     pub fn is_localnet_probe(&self) -> bool {
-        // Both programs' kernel names start with the Ethernet one's.
-        self.standing.is_some()
-            || self
-                .program_name
-                .as_deref()
-                .is_some_and(|name| name.starts_with(Program::Ethernet.name(Stage::Xdp)))
-            || self
-                .holders
-                .iter()
-                .any(|holder| holder.command == "localnet-probe")
+        is_localnet_probe(
+            self.program_name.as_deref(),
+            &self.holders,
+            self.standing.is_some(),
+        )
     }
+
+    /// As [`Attachment::unidentifiable`].
+    pub fn unidentifiable(&self) -> bool {
+        unidentifiable(
+            self.program_name.as_deref(),
+            &self.holders,
+            self.standing.is_some(),
+        )
+    }
+}
+
+/// What this process can tell of whose a program attached to an interface through a link is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// The program's name, when this process may read it (listing programs needs
+    /// CAP_SYS_ADMIN).
+    pub program_name: Option<String>,
+    /// Processes holding the link.
+    pub holders: Vec<Holder>,
+    /// Whether every process could be inspected; if not, a holder may have been missed.
+    pub saw_every_process: bool,
+    /// The directory of this network namespace's standing filter, when the link is pinned there.
+    pub standing: Option<PathBuf>,
+}
+
+impl Attachment {
+    /// The program `program_id`, attached to `ifindex` through a link of `kind` (or, for XDP,
+    /// through netlink).
+    pub fn of(program_id: u32, ifindex: u32, kind: Kind) -> Self {
+        let program_name = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .find(|loaded| loaded.id() == program_id)
+            .and_then(|loaded| loaded.name_as_str().map(str::to_owned))
+            .filter(|name| !name.is_empty());
+        let (holders, saw_every_process) = link_holders(program_id, ifindex, kind);
+        Self {
+            program_name,
+            holders,
+            saw_every_process,
+            standing: standing_filter_of(program_id, ifindex, kind),
+        }
+    }
+
+    /// Whether it is localnet-probe's.
+    pub fn is_localnet_probe(&self) -> bool {
+        is_localnet_probe(
+            self.program_name.as_deref(),
+            &self.holders,
+            self.standing.is_some(),
+        )
+    }
+
+    /// Whether nothing here says whose it is: no name, no holder, no standing filter. Without
+    /// CAP_SYS_ADMIN, which lists the programs, that is what a program of another user's process
+    /// looks like, localnet-probe's included.
+    pub fn unidentifiable(&self) -> bool {
+        unidentifiable(
+            self.program_name.as_deref(),
+            &self.holders,
+            self.standing.is_some(),
+        )
+    }
+}
+
+fn unidentifiable(name: Option<&str>, holders: &[Holder], standing: bool) -> bool {
+    name.is_none() && holders.is_empty() && !standing && !crate::privileges::may_list_programs()
+}
+
+/// Whether a program with this name, these holders and perhaps pinned by the standing filter is
+/// localnet-probe's.
+fn is_localnet_probe(name: Option<&str>, holders: &[Holder], standing: bool) -> bool {
+    // Every program's kernel name starts with the XDP Ethernet one's (the others are cut to
+    // "localnet_probe_").
+    standing
+        || name.is_some_and(|name| name.starts_with(Program::Ethernet.name(Stage::Xdp)))
+        || holders
+            .iter()
+            .any(|holder| holder.command == "localnet-probe")
 }
 
 impl fmt::Display for Occupant {
@@ -146,21 +219,25 @@ impl fmt::Display for Occupant {
     }
 }
 
-/// This network namespace's standing filter's directory, when its link pinned for `ifindex`
-/// holds `program_id` there: pinned links have no process to recognise them by, and without
-/// CAP_PERFMON the programs have no name.
-fn standing_filter_of(program_id: u32, ifindex: u32) -> Option<PathBuf> {
+/// This network namespace's standing filter's directory, when its link of `kind` pinned for
+/// `ifindex` holds `program_id` there: pinned links have no process to recognise them by, and
+/// without CAP_PERFMON the programs have no name.
+fn standing_filter_of(program_id: u32, ifindex: u32, kind: Kind) -> Option<PathBuf> {
     let dir = PinDir::of_this_namespace().ok()?;
-    let info = Link::from_pin(&dir.link_path(ifindex, Direction::Ingress), Kind::Xdp)
+    let direction = match kind {
+        Kind::Xdp => Direction::Ingress,
+        Kind::Tcx(direction) => direction,
+    };
+    let info = Link::from_pin(&dir.link_path(ifindex, direction), kind)
         .ok()??
         .info()
         .ok()?;
     (info.program_id == program_id && info.ifindex == Some(ifindex)).then_some(dir.path)
 }
 
-/// Processes with a BPF link of `program_id` on `ifindex` open, and whether every process could
-/// be inspected (those this one may not inspect are passed over).
-fn link_holders(program_id: u32, ifindex: u32) -> (Vec<Holder>, bool) {
+/// Processes with a BPF link of `kind` of `program_id` on `ifindex` open, and whether every
+/// process could be inspected (those this one may not inspect are passed over).
+fn link_holders(program_id: u32, ifindex: u32, kind: Kind) -> (Vec<Holder>, bool) {
     let Ok(processes) = fs::read_dir("/proc") else {
         return (Vec::new(), false);
     };
@@ -190,7 +267,7 @@ fn link_holders(program_id: u32, ifindex: u32) -> (Vec<Holder>, bool) {
                 .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link");
             is_link
                 && fs::read_to_string(process.path().join("fdinfo").join(fd.file_name()))
-                    .is_ok_and(|info| is_xdp_link_of(&info, program_id, ifindex))
+                    .is_ok_and(|info| is_link_of(&info, kind, program_id, ifindex))
         });
         if holds {
             let command = fs::read_to_string(process.path().join("comm"))
@@ -202,15 +279,20 @@ fn link_holders(program_id: u32, ifindex: u32) -> (Vec<Holder>, bool) {
     (holders, saw_every_process)
 }
 
-/// Reads a link's fdinfo: `link_type:\txdp`, `prog_id:\t<id>`, `ifindex:\t<n>`.
-fn is_xdp_link_of(fdinfo: &str, program_id: u32, ifindex: u32) -> bool {
+/// Reads a link's fdinfo: `link_type:\txdp` (or `tcx`), `prog_id:\t<id>`, `ifindex:\t<n>`. A
+/// tcx link's direction is not read: each direction has its own program.
+fn is_link_of(fdinfo: &str, kind: Kind, program_id: u32, ifindex: u32) -> bool {
     let field = |name: &str| {
         fdinfo.lines().find_map(|line| {
             let (key, value) = line.split_once(':')?;
             (key == name).then(|| value.trim())
         })
     };
-    field("link_type") == Some("xdp")
+    let link_type = match kind {
+        Kind::Xdp => "xdp",
+        Kind::Tcx(_) => "tcx",
+    };
+    field("link_type") == Some(link_type)
         && field("prog_id").and_then(|id| id.parse().ok()) == Some(program_id)
         && field("ifindex").is_none_or(|index| index.parse() == Ok(ifindex))
 }
@@ -220,13 +302,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_xdp_link_fdinfo() {
+    fn reads_xdp_and_tcx_link_fdinfo() {
         let info = "pos:\t0\nflags:\t02000000\nmnt_id:\t15\nino:\t1057\nlink_type:\txdp\n\
                     link_id:\t7\nprog_tag:\t0123456789abcdef\nprog_id:\t42\nifindex:\t3\n";
-        assert!(is_xdp_link_of(info, 42, 3));
-        assert!(!is_xdp_link_of(info, 42, 4));
-        assert!(!is_xdp_link_of(info, 41, 3));
-        assert!(!is_xdp_link_of(&info.replace("xdp", "tcx"), 42, 3));
+        assert!(is_link_of(info, Kind::Xdp, 42, 3));
+        assert!(!is_link_of(info, Kind::Xdp, 42, 4));
+        assert!(!is_link_of(info, Kind::Xdp, 41, 3));
+        let tcx = info.replace("xdp", "tcx") + "attach_type:\t46 (ingress)\n";
+        assert!(!is_link_of(&tcx, Kind::Xdp, 42, 3));
+        assert!(is_link_of(&tcx, Kind::Tcx(Direction::Ingress), 42, 3));
+        assert!(!is_link_of(info, Kind::Tcx(Direction::Ingress), 42, 3));
     }
 
     #[test]

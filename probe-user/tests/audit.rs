@@ -1,9 +1,10 @@
 //! `localnet-probe audit` in a namespace, each verdict proved against the kernel: a TCP listener
 //! and a UDP socket on 127.0.0.1 held by this test process, the audit run with route_localnet
-//! off, on for the veth, on through conf.all only, with the probe dropping there, with nftables
-//! drop rules and with rules that only look like drops; after each, a spoofed datagram to
-//! 127.0.0.1 from the peer namespace is delivered exactly when the audit says the services are
-//! reachable. Needs root.
+//! off, on for the veth, on through conf.all only, with the probe dropping there (at XDP, and at
+//! tcx ingress beside another XDP program), with nftables drop rules and with rules that only
+//! look like drops; after each, a spoofed datagram to 127.0.0.1 from the peer namespace is
+//! delivered exactly when the audit says the services are reachable. A spoofed SYN the listener
+//! answers, counted by the probe at tcx egress, makes the link exploited. Needs root.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
@@ -11,10 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use etherparse::PacketBuilder;
 use serde_json::Value;
 use test_frames::ipv4;
 use testbed::{
-    Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC, SENDER_V4, drain,
+    ForeignXdp, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC,
+    SENDER_V4, drain,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -25,9 +28,15 @@ const SPOOFED: usize = 5;
 
 /// `localnet-probe audit --json` in `netns`: its exit code and report.
 fn audit(netns: &Netns) -> (i32, Value) {
+    audit_with(netns, &[])
+}
+
+/// `localnet-probe audit --json args…` in `netns`: its exit code and report.
+fn audit_with(netns: &Netns, args: &[&str]) -> (i32, Value) {
     let output = netns
         .command(PROBE)
         .args(["audit", "--json"])
+        .args(args)
         .output()
         .expect("run localnet-probe audit");
     let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
@@ -294,4 +303,106 @@ fn a_loopback_source_reaches_udp_services_exactly_when_the_audit_says_so() {
             "{case}: the kernel"
         );
     }
+}
+
+/// At tcx ingress, beside another tool's XDP program (`run --on-conflict tc`), the probe in drop
+/// mode mitigates as at XDP, and the audit finds it there by querying the hook; the other
+/// program is still said.
+#[test]
+fn a_probe_dropping_at_tcx_ingress_mitigates_beside_another_xdp_program() {
+    testbed::skip_unless_root!();
+    let link = Link::new("audit-tcx");
+    let services = Services::open(&link);
+    link.receiver
+        .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
+    let _foreign = ForeignXdp::attach(&link.receiver, RECEIVER_IF);
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &["--iface", RECEIVER_IF, "--on-conflict", "tc", "--drop"],
+    );
+    probe.wait_ready();
+    let report = assert_mitigated(&link, &services);
+    let interface = veth(&report);
+    let on = &interface["localnet_probe"];
+    assert_eq!(on["hook"], "tcx", "{on}");
+    assert_eq!(on["xdp_mode"], Value::Null, "{on}");
+    assert_eq!(on["mode"], "drop", "{on}");
+    assert_eq!(on["processes"][0]["pid"], probe.pid(), "{on}");
+    assert!(
+        interface["other_xdp_program"].is_u64(),
+        "the other program is said: {interface}"
+    );
+    assert_eq!(interface["replies_seen"], Value::Null, "no --egress");
+}
+
+/// A spoofed SYN to 127.0.0.1 from the link, answered by the listener there: the probe counts
+/// the SYN-ACK leaving with a loopback source at tcx egress, and the audit reads that count from
+/// the probe's own counters and says the link was exploited.
+#[test]
+fn an_answered_spoofed_syn_makes_the_link_exploited() {
+    testbed::skip_unless_root!();
+    let link = Link::new("audit-exploit");
+    let netns = &link.receiver;
+    let _listener = netns.enter(|| {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, TCP_PORT)).expect("bind the TCP listener")
+    });
+    netns.sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
+    // Without it the SYN-ACK waits for ARP, whose request has the source 127.0.0.1 and is never
+    // answered.
+    let mac = SENDER_MAC.map(|byte| format!("{byte:02x}")).join(":");
+    netns.ip(&[
+        "neigh",
+        "replace",
+        &SENDER_V4.to_string(),
+        "lladdr",
+        &mac,
+        "dev",
+        RECEIVER_IF,
+        "nud",
+        "permanent",
+    ]);
+    let probe = ProbeProcess::start(PROBE, netns, &["--egress", "--iface", RECEIVER_IF]);
+    probe.wait_ready();
+    let (code, report) = audit_with(netns, &["--iface", RECEIVER_IF]);
+    assert_eq!(code, 1, "exposed before anything is answered: {report}");
+    assert_eq!(veth(&report)["verdict"], "exposed", "{report}");
+    assert_eq!(veth(&report)["replies_seen"], 0, "counted, none: {report}");
+
+    let mut syn = Vec::new();
+    PacketBuilder::ethernet2(SENDER_MAC, RECEIVER_MAC)
+        .ipv4(SENDER_V4.octets(), Ipv4Addr::LOCALHOST.octets(), 64)
+        .tcp(40000, TCP_PORT, 1, 64240)
+        .syn()
+        .write(&mut syn, &[])
+        .expect("build a SYN");
+    link.raw_sender().send(&syn);
+    probe.wait_for(Duration::from_secs(20), |report| {
+        report["interfaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|entry| {
+                entry["name"] == RECEIVER_IF && entry["packets_replied"].as_u64() >= Some(1)
+            })
+    });
+
+    let (code, report) = audit_with(netns, &["--iface", RECEIVER_IF]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["exploited"], true, "{report}");
+    let interface = veth(&report);
+    assert_eq!(interface["verdict"], "exploited", "{report}");
+    let replies = interface["replies_seen"].as_u64().expect("replies counted");
+    assert!(replies >= 1, "{report}");
+    assert_eq!(interface["localnet_probe"]["hook"], "xdp", "{report}");
+    let finding = &report["findings"][0];
+    assert_eq!(finding["kind"], "exploited", "first: {report}");
+    assert_eq!(finding["severity"], "exposure");
+    assert_eq!(finding["interface"], RECEIVER_IF);
+    let remedies = finding["remedies"].to_string();
+    assert!(
+        remedies.contains(&format!("localnet-probe run --drop-on {RECEIVER_IF}"))
+            && remedies.contains("--egress --events"),
+        "{remedies}"
+    );
 }

@@ -282,9 +282,13 @@ fn samples_name_the_senders_in_events_top_senders_and_pcap() {
         } else {
             "localnet-probe: ipv4/destination dropped"
         };
+        // Flags 1: inbound.
         assert_eq!(
             packet.options,
-            [EnhancedPacketOption::Comment(comment.into())]
+            [
+                EnhancedPacketOption::Comment(comment.into()),
+                EnhancedPacketOption::Flags(1)
+            ]
         );
     }
 }

@@ -1,17 +1,19 @@
 //! Which services bound to IPv4 loopback a neighbour on each link can reach, without any XDP
 //! program or traffic: the interfaces' route_localnet (and the settings that decide what else
 //! passes), the loopback sockets and their processes, and what drops such frames there —
-//! localnet-probe in drop mode, read from the configuration map of the program attached, or an
-//! nftables rule. [`Inputs::read`] reads the namespace, [`audit`] decides from what was read, so
-//! every verdict is testable with made-up inputs. `localnet-probe audit` renders the result.
+//! localnet-probe in drop mode at XDP or tcx ingress, read from the configuration map of the
+//! program attached, or an nftables rule — and whether someone on a link already got answers:
+//! the replies localnet-probe counted at tcx egress. [`Inputs::read`] reads the namespace,
+//! [`audit`] decides from what was read, so every verdict is testable with made-up inputs.
+//! `localnet-probe audit` renders the result.
 
 pub mod nft;
 pub mod sockets;
 
 use std::{fs, io, net::IpAddr};
 
-use aya::maps::{Array, HashMap, Map, MapData};
-use probe_common::{Action, IFINDEX_ARRAY_LEN, IfaceConfig, Mode};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use probe_common::{Action, Address, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch, Mode};
 use serde::Serialize;
 
 use self::{
@@ -20,7 +22,8 @@ use self::{
 };
 use crate::{
     interfaces::{AttachMode, Interface, Interfaces},
-    occupant::{Holder, Occupant},
+    link::{self, Direction, Kind},
+    occupant::{Attachment, Holder, Occupant},
     select::NamePatterns,
     session::{SessionError, Uppers},
 };
@@ -61,12 +64,16 @@ impl GlobalConf {
     }
 }
 
-/// localnet-probe's program on an interface.
+/// localnet-probe's program for arriving frames on an interface.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProbeOn {
+    /// `xdp`, or `tcx` (at tcx ingress, beside another XDP program: `run --on-conflict tc`).
+    /// Either counts and, in drop mode, drops the same frames.
+    pub hook: &'static str,
     /// `standing` (pinned by `run --pin`) or `process` (a running `run`).
     pub how: &'static str,
-    pub xdp_mode: &'static str,
+    /// `native`, `generic`, `offload` or `several` at hook `xdp`; `None` at `tcx`.
+    pub xdp_mode: Option<&'static str>,
     /// Processes holding its link.
     pub processes: Vec<Holder>,
     /// `monitor` or `drop`, as its configuration map says; `None` when it could not be read
@@ -92,6 +99,9 @@ pub struct Inputs {
     pub saw_every_process: bool,
     /// localnet-probe or another XDP program on an interface, by ifindex.
     pub xdp: Vec<(u32, XdpOn)>,
+    /// localnet-probe at interfaces' tcx hooks, by ifindex (interfaces with nothing of it there
+    /// left out), or why the hooks could not be queried.
+    pub tcx: Result<Vec<(u32, TcxOn)>, String>,
     /// The nftables drops, or why the ruleset could not be read.
     pub nft: Result<Vec<NftDrop>, String>,
 }
@@ -112,6 +122,20 @@ pub enum XdpOn {
     },
 }
 
+/// localnet-probe's programs at an interface's tcx hooks, and the programs there this process
+/// cannot identify. Other programs are left out: what they do is not known here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcxOn {
+    /// Its program at tcx ingress, for arriving frames.
+    pub ingress: Option<ProbeOn>,
+    /// Its program at tcx egress (`run --egress`): the frames with a loopback source it counted
+    /// leaving, or why they could not be read.
+    pub replies: Option<Result<u64, String>>,
+    /// Programs at either hook this process cannot identify, as [`XdpOn::Unidentified`]:
+    /// perhaps localnet-probe's; no drop and no count of replies is assumed.
+    pub unidentified: Vec<u32>,
+}
+
 impl Inputs {
     /// Reads this network namespace.
     pub fn read() -> Result<Self, SessionError> {
@@ -123,6 +147,7 @@ impl Inputs {
             .iter()
             .filter_map(|interface| Some((interface.ifindex, xdp_on(interface)?)))
             .collect();
+        let tcx = tcx_on(&interfaces);
         let nft = if which("nft") {
             nft::read_ruleset()
         } else {
@@ -135,6 +160,7 @@ impl Inputs {
             sockets,
             saw_every_process,
             xdp,
+            tcx,
             nft,
         })
     }
@@ -148,11 +174,7 @@ fn which(program: &str) -> bool {
 /// The XDP program on `interface`, localnet-probe's with its mode when it is.
 fn xdp_on(interface: &Interface) -> Option<XdpOn> {
     let occupant = Occupant::of(interface)?;
-    let unidentifiable = occupant.program_name.is_none()
-        && occupant.holders.is_empty()
-        && occupant.standing.is_none()
-        && !crate::privileges::may_list_programs();
-    if unidentifiable {
+    if occupant.unidentifiable() {
         return Some(XdpOn::Unidentified {
             id: occupant.program_id,
         });
@@ -163,63 +185,172 @@ fn xdp_on(interface: &Interface) -> Option<XdpOn> {
             name: occupant.program_name,
         });
     }
-    let (mode, mode_unknown) = match configured_action(occupant.program_id, interface.ifindex) {
+    let xdp_mode = match occupant.mode {
+        AttachMode::Native => "native",
+        AttachMode::Generic => "generic",
+        AttachMode::Offload => "offload",
+        AttachMode::Several => "several",
+    };
+    Some(XdpOn::LocalnetProbe(probe_on(
+        occupant.program_id,
+        interface.ifindex,
+        Some(xdp_mode),
+        occupant.holders,
+        occupant.standing.is_some(),
+    )))
+}
+
+/// localnet-probe's program `program_id` for arriving frames on `ifindex`, at XDP in `xdp_mode`
+/// or at tcx ingress (`None`), with its mode when its configuration map can be read.
+fn probe_on(
+    program_id: u32,
+    ifindex: u32,
+    xdp_mode: Option<&'static str>,
+    processes: Vec<Holder>,
+    standing: bool,
+) -> ProbeOn {
+    let (mode, mode_unknown) = match configured_action(program_id, ifindex) {
         Ok(Action::Dropped) => (Some(Mode::Drop.name()), None),
         Ok(Action::Passed | Action::Replied) => (Some(Mode::Monitor.name()), None),
         Err(why) => (None, Some(why)),
     };
-    Some(XdpOn::LocalnetProbe(ProbeOn {
-        how: if occupant.standing.is_some() {
-            "standing"
-        } else {
-            "process"
-        },
-        xdp_mode: match occupant.mode {
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-            AttachMode::Offload => "offload",
-            AttachMode::Several => "several",
-        },
-        processes: occupant.holders,
+    ProbeOn {
+        hook: if xdp_mode.is_some() { "xdp" } else { "tcx" },
+        how: if standing { "standing" } else { "process" },
+        xdp_mode,
+        processes,
         mode,
         mode_unknown,
-    }))
+    }
 }
 
-/// What the program `program_id` does with matched frames on `ifindex`, from the configuration
-/// map it reads itself (finding a program's maps by its id takes CAP_SYS_ADMIN).
-fn configured_action(program_id: u32, ifindex: u32) -> Result<Action, String> {
+/// localnet-probe at the tcx hooks of `interfaces`, or why the hooks cannot be queried (that
+/// takes CAP_NET_ADMIN).
+fn tcx_on(interfaces: &[Interface]) -> Result<Vec<(u32, TcxOn)>, String> {
+    let mut found = Vec::new();
+    for interface in interfaces {
+        let mut on = TcxOn::default();
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let programs = match link::tcx_programs(interface.ifindex, direction) {
+                Ok(programs) => programs,
+                // Gone since it was listed: nothing is attached there any more.
+                Err(error) if error.raw_os_error() == Some(libc::ENODEV) => Vec::new(),
+                Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
+                    return Err(format!("querying them takes CAP_NET_ADMIN ({error})"));
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "cannot query {}'s tcx {}: {error}",
+                        interface.name,
+                        direction.name()
+                    ));
+                }
+            };
+            for program_id in programs {
+                let attachment =
+                    Attachment::of(program_id, interface.ifindex, Kind::Tcx(direction));
+                if attachment.unidentifiable() {
+                    on.unidentified.push(program_id);
+                } else if attachment.is_localnet_probe() {
+                    match direction {
+                        Direction::Ingress => {
+                            on.ingress = Some(probe_on(
+                                program_id,
+                                interface.ifindex,
+                                None,
+                                attachment.holders,
+                                attachment.standing.is_some(),
+                            ));
+                        }
+                        Direction::Egress => {
+                            on.replies = Some(replies_counted(program_id, interface.ifindex));
+                        }
+                    }
+                }
+            }
+        }
+        if on != TcxOn::default() {
+            found.push((interface.ifindex, on));
+        }
+    }
+    Ok(found)
+}
+
+/// The ids of the maps of the program `program_id` (finding a program by its id takes
+/// CAP_SYS_ADMIN).
+fn map_ids_of(program_id: u32) -> Result<Vec<u32>, String> {
     let program = aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .find(|program| program.id() == program_id)
         .ok_or("its program is not listed (listing programs takes CAP_SYS_ADMIN)")?;
-    let map_ids = program
+    program
         .map_ids()
         .map_err(|error| format!("cannot list its maps: {error}"))?
-        .ok_or("the kernel does not list a program's maps")?;
+        .ok_or_else(|| "the kernel does not list a program's maps".to_owned())
+}
+
+/// The map called `name` in the object among `map_ids`. The kernel keeps the first 15 bytes of
+/// a name (`IFACE_CONFIG_HIGH` is `IFACE_CONFIG_HI` there).
+fn map_named(map_ids: &[u32], name: &str) -> Result<MapData, String> {
+    let kernel_name = &name[..name.len().min(15)];
+    map_ids
+        .iter()
+        .filter_map(|id| MapData::from_id(*id).ok())
+        .find(|map| {
+            map.info()
+                .is_ok_and(|info| info.name_as_str() == Some(kernel_name))
+        })
+        .ok_or(format!("its map {name} is not found"))
+}
+
+/// `ifindex`'s configuration, configured or not, from the map of the program with `map_ids`.
+fn iface_config(map_ids: &[u32], ifindex: u32) -> Result<IfaceConfig, String> {
     let wanted = if ifindex < IFINDEX_ARRAY_LEN {
         "IFACE_CONFIG"
     } else {
         "IFACE_CONFIG_HIGH"
     };
-    let map = map_ids
-        .into_iter()
-        .filter_map(|id| MapData::from_id(id).ok())
-        .find(|map| {
-            map.info()
-                .is_ok_and(|info| info.name_as_str() == Some(wanted))
-        })
-        .ok_or(format!("its map {wanted} is not found"))?;
+    let map = map_named(map_ids, wanted)?;
     let config: Result<IfaceConfig, _> = if ifindex < IFINDEX_ARRAY_LEN {
         Array::<_, IfaceConfig>::try_from(Map::Array(map)).and_then(|array| array.get(&ifindex, 0))
     } else {
         HashMap::<_, u32, IfaceConfig>::try_from(Map::HashMap(map))
             .and_then(|hash| hash.get(&ifindex, 0))
     };
-    config
-        .map_err(|error| format!("cannot read {wanted}: {error}"))?
+    config.map_err(|error| format!("cannot read {wanted}: {error}"))
+}
+
+const NOT_CONFIGURED: &str = "the interface is not configured in its map";
+
+/// What the program `program_id` does with matched frames on `ifindex`, from the configuration
+/// map it reads itself.
+fn configured_action(program_id: u32, ifindex: u32) -> Result<Action, String> {
+    iface_config(&map_ids_of(program_id)?, ifindex)?
         .action()
-        .ok_or_else(|| "the interface is not configured in its map".to_owned())
+        .ok_or_else(|| NOT_CONFIGURED.to_owned())
+}
+
+/// The frames with a loopback source (or both addresses loopback) the egress program
+/// `program_id` counted leaving `ifindex`, summed over the CPUs, from the counters it writes
+/// itself: the interface's slot in its configuration map, [`Action::Replied`].
+fn replies_counted(program_id: u32, ifindex: u32) -> Result<u64, String> {
+    let map_ids = map_ids_of(program_id)?;
+    let config = iface_config(&map_ids, ifindex)?;
+    // An entry not configured has slot 0, another interface's.
+    if config.action().is_none() {
+        return Err(NOT_CONFIGURED.to_owned());
+    }
+    let counters =
+        PerCpuArray::<_, Counter>::try_from(Map::PerCpuArray(map_named(&map_ids, "COUNTERS")?))
+            .map_err(|error| format!("cannot open COUNTERS: {error}"))?;
+    let mut packets = 0;
+    for matched in LoopbackMatch::all().filter(|matched| matched.address != Address::Destination) {
+        let per_cpu = counters
+            .get(&config.replied_key(matched), 0)
+            .map_err(|error| format!("cannot read COUNTERS: {error}"))?;
+        packets += per_cpu.iter().map(|counter| counter.packets).sum::<u64>();
+    }
+    Ok(packets)
 }
 
 /// What is true of one interface.
@@ -232,6 +363,17 @@ pub enum Verdict {
     Latent,
     /// It is, and IPv4 loopback services are reachable from the link.
     Exposed,
+    /// localnet-probe counted frames with a loopback source leaving the interface (at tcx egress,
+    /// `run --egress`): a service bound to loopback answered someone on this link, so the
+    /// exposure was used.
+    ///
+    /// It ranks above every other verdict, a mitigation included: the replies are evidence of
+    /// what happened before (before the probe switched to drop mode, say, or route_localnet was
+    /// unset), which a drop now does not undo. The finding says how the interface stands now,
+    /// and the finding of that state (reachable services, mitigated, …) is made as well. The
+    /// verdict lasts as long as the count does: until localnet-probe's programs are loaded anew
+    /// (a new `run`; a standing filter keeps its counters until it is detached).
+    Exploited,
     /// It is, and frames to 127.0.0.0/8 are dropped before they reach the stack.
     Mitigated,
 }
@@ -284,12 +426,24 @@ pub struct InterfaceAudit {
     /// effect: accept_local, or no reverse-path filter (then every 127.x but the host's own
     /// addresses, such as 127.0.0.1).
     pub loopback_sources_accepted: bool,
+    /// localnet-probe's program for arriving frames: at XDP, or at tcx ingress beside another
+    /// XDP program (when there are both, the one that drops, else the XDP one).
     pub localnet_probe: Option<ProbeOn>,
     /// Another XDP program's id, whose effect is not known here.
     pub other_xdp_program: Option<u32>,
     /// The id of an XDP program this user cannot identify (listing programs and their holders
     /// takes root): perhaps localnet-probe's, whose mode is then not known either.
     pub unidentified_xdp_program: Option<u32>,
+    /// The ids of programs at the interface's tcx hooks this user cannot identify: perhaps
+    /// localnet-probe's, whose mode and count of replies are then not known either.
+    pub unidentified_tcx_programs: Vec<u32>,
+    /// Frames with a loopback source seen leaving the interface — replies of a service bound
+    /// to loopback — as localnet-probe counts them at tcx egress (`run --egress`) since its
+    /// programs were loaded. `None` where they are not counted, or could not be read
+    /// ([`InterfaceAudit::replies_unknown`] then says why); `Some(0)` where none left.
+    pub replies_seen: Option<u64>,
+    /// Why the replies could not be read where localnet-probe counts them.
+    pub replies_unknown: Option<String>,
     /// nftables rules that drop loopback frames from this link.
     pub nft_drops: Vec<String>,
     pub verdict: Verdict,
@@ -309,7 +463,8 @@ pub enum Severity {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub severity: Severity,
-    /// `reachable-services`, `loopback-source`, `latent`, `ipv6-loopback`, `mitigated`.
+    /// `exploited`, `reachable-services`, `loopback-source`, `latent`, `ipv6-loopback`,
+    /// `mitigated`.
     pub kind: &'static str,
     pub interface: Option<String>,
     pub message: String,
@@ -329,15 +484,25 @@ pub struct Audit {
     pub saw_every_process: bool,
     /// `None` when the ruleset was read, why not otherwise.
     pub nft_unreadable: Option<String>,
+    /// `None` when the interfaces' tcx hooks were queried, why not otherwise: localnet-probe
+    /// there, and the replies it counts, are then not seen.
+    pub tcx_unqueried: Option<String>,
     pub findings: Vec<Finding>,
 }
 
 impl Audit {
-    /// Whether any finding is an exposure.
+    /// Whether any finding is an exposure (an exploited interface is one).
     pub fn exposed(&self) -> bool {
         self.findings
             .iter()
             .any(|finding| finding.severity == Severity::Exposure)
+    }
+
+    /// Whether any interface is [`Verdict::Exploited`].
+    pub fn exploited(&self) -> bool {
+        self.interfaces
+            .iter()
+            .any(|interface| interface.verdict == Verdict::Exploited)
     }
 }
 
@@ -415,7 +580,21 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             .find(|(on, _)| *on == ifindex)
             .map(|(_, xdp)| xdp)
     };
-    let probe_drops = |ifindex: u32| matches!(xdp_on(ifindex), Some(XdpOn::LocalnetProbe(probe)) if probe.drops());
+    let (tcx, tcx_unqueried) = match &inputs.tcx {
+        Ok(tcx) => (tcx.as_slice(), None),
+        Err(why) => (&[][..], Some(why.clone())),
+    };
+    let tcx_on = |ifindex: u32| {
+        tcx.iter()
+            .find(|(on, _)| *on == ifindex)
+            .map(|(_, tcx)| tcx)
+    };
+    let probe_drops = |ifindex: u32| {
+        matches!(xdp_on(ifindex), Some(XdpOn::LocalnetProbe(probe)) if probe.drops())
+            || tcx_on(ifindex)
+                .and_then(|on| on.ingress.as_ref())
+                .is_some_and(ProbeOn::drops)
+    };
     let mut interfaces = Vec::new();
     let mut findings = Vec::new();
     for interface in &inputs.interfaces {
@@ -485,7 +664,8 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             .filter(|(_, socket)| is_ipv4_loopback(socket.local.ip()) && reaches(socket))
             .map(|(index, _)| index)
             .collect();
-        let verdict = if via.is_empty() {
+        // How the interface stands now; the replies seen may make it exploited.
+        let now = if via.is_empty() {
             Verdict::NotExposed
         } else if destinations_dropped {
             Verdict::Mitigated
@@ -495,18 +675,35 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             Verdict::Exposed
         };
         // Listed only where they are reachable now.
-        let reachable = if verdict == Verdict::Exposed {
+        let reachable = if now == Verdict::Exposed {
             reachable
         } else {
             Vec::new()
         };
-        let (localnet_probe, other_xdp_program, unidentified_xdp_program) =
+        let tcx = tcx_on(interface.ifindex);
+        let (replies_seen, replies_unknown) = match tcx.and_then(|on| on.replies.clone()) {
+            Some(Ok(replies)) => (Some(replies), None),
+            Some(Err(why)) => (None, Some(why)),
+            None => (None, None),
+        };
+        let verdict = if replies_seen.is_some_and(|replies| replies > 0) {
+            Verdict::Exploited
+        } else {
+            now
+        };
+        let (xdp_probe, other_xdp_program, unidentified_xdp_program) =
             match xdp_on(interface.ifindex) {
                 Some(XdpOn::LocalnetProbe(probe)) => (Some(probe.clone()), None, None),
                 Some(XdpOn::Other { id, .. }) => (None, Some(*id), None),
                 Some(XdpOn::Unidentified { id }) => (None, None, Some(*id)),
                 None => (None, None, None),
             };
+        // Both only when a second `run` met the first one's program at tcx ingress once the XDP
+        // hook was free again: the one that drops is what protects the link.
+        let localnet_probe = match (xdp_probe, tcx.and_then(|on| on.ingress.clone())) {
+            (Some(xdp), Some(tcx)) if tcx.drops() && !xdp.drops() => Some(tcx),
+            (xdp, tcx) => xdp.or(tcx),
+        };
         let audited = InterfaceAudit {
             name: interface.name.clone(),
             ifindex: interface.ifindex,
@@ -527,12 +724,16 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             localnet_probe,
             other_xdp_program,
             unidentified_xdp_program,
+            unidentified_tcx_programs: tcx.map(|on| on.unidentified.clone()).unwrap_or_default(),
+            replies_seen,
+            replies_unknown,
             nft_drops,
             verdict,
             reachable,
         };
         findings.extend(interface_findings(
             &audited,
+            now,
             &sockets,
             inputs,
             !sources_dropped && loopback_sources_accepted,
@@ -557,7 +758,13 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             remedies: Vec::new(),
         });
     }
-    findings.sort_by_key(|finding| std::cmp::Reverse(finding.severity));
+    // Exploited interfaces first: the exposures that were used.
+    findings.sort_by_key(|finding| {
+        (
+            std::cmp::Reverse(finding.severity),
+            finding.kind != EXPLOITED,
+        )
+    });
     Audit {
         all: inputs.all,
         default: inputs.default,
@@ -565,6 +772,7 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         sockets,
         saw_every_process: inputs.saw_every_process,
         nft_unreadable,
+        tcx_unqueried,
         findings,
     }
 }
@@ -584,22 +792,16 @@ pub fn describe(socket: &BoundSocket) -> String {
     format!("{} ({processes})", socket.label())
 }
 
-fn interface_findings(
-    audited: &InterfaceAudit,
-    sockets: &[BoundSocket],
-    inputs: &Inputs,
-    loopback_sources_pass: bool,
-) -> Vec<Finding> {
-    let name = &audited.name;
-    let mut findings = Vec::new();
-    let Some(route_localnet) = audited
-        .route_localnet
-        .filter(|_| !audited.route_localnet_via.is_empty())
-    else {
-        return findings;
-    };
+/// The kind of [`Verdict::Exploited`]'s finding.
+const EXPLOITED: &str = "exploited";
+
+/// Where route_localnet is set for the audited link's frames: `conf.all`, `conf.<device>`.
+fn route_localnet_set_in(audited: &InterfaceAudit, inputs: &Inputs) -> Vec<String> {
+    if audited.route_localnet.is_none() || audited.route_localnet_via.is_empty() {
+        return Vec::new();
+    }
     let mut set_in = Vec::new();
-    if route_localnet.all {
+    if inputs.all.route_localnet {
         set_in.push("conf.all".to_owned());
     }
     set_in.extend(
@@ -611,6 +813,119 @@ fn interface_findings(
             })
             .map(|i| format!("conf.{}", i.name)),
     );
+    set_in
+}
+
+/// The remedy that unsets route_localnet where `set_in` says it is set.
+fn unset_route_localnet(set_in: &[String]) -> String {
+    format!(
+        "if nothing needs route_localnet (Docker or kube-proxy DNAT to 127.0.0.1 does), unset it: \
+         {}",
+        set_in
+            .iter()
+            .map(|scope| format!("sysctl -w net.ipv4.{scope}.route_localnet=0"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
+/// The remedy of localnet-probe dropping on the interface `name`.
+fn drop_with_probe(name: &str) -> String {
+    format!(
+        "drop frames with loopback addresses on {name} before the stack sees them: \
+         localnet-probe run --drop-on {name} (with --pin to keep it after exit)"
+    )
+}
+
+/// What drops frames to 127.0.0.0/8 from a mitigated link.
+fn mitigated_by(audited: &InterfaceAudit) -> String {
+    let by = audited
+        .localnet_probe
+        .as_ref()
+        .filter(|probe| probe.drops())
+        .map(|probe| {
+            format!(
+                "localnet-probe in drop mode ({}, {})",
+                probe.hook, probe.how
+            )
+        })
+        .into_iter()
+        .chain(audited.nft_drops.iter().cloned())
+        .collect::<Vec<_>>();
+    if by.is_empty() {
+        "localnet-probe in drop mode on a device it reaches".to_owned()
+    } else {
+        by.join(", ")
+    }
+}
+
+/// The finding of an exploited interface, which says how it stands `now` (its verdict without
+/// the replies). The replies are evidence whatever that state, so the finding is an exposure
+/// even where a drop or an unset route_localnet stops new ones; its remedies are what is left to
+/// do.
+fn exploited_finding(audited: &InterfaceAudit, now: Verdict, inputs: &Inputs) -> Option<Finding> {
+    let replies = audited
+        .replies_seen
+        .filter(|_| audited.verdict == Verdict::Exploited)?;
+    let name = &audited.name;
+    let stopped = "which stops new ones but not what was answered before";
+    let state = match now {
+        // `now` is never exploited: that is the verdict the replies make.
+        Verdict::Exposed | Verdict::Exploited => "; the link is still exposed".to_owned(),
+        Verdict::Latent => {
+            "; nothing listens on IPv4 loopback now, but nothing drops such frames either"
+                .to_owned()
+        }
+        Verdict::Mitigated => format!(
+            "; {} drops frames to 127.0.0.0/8 from this link now, {stopped}",
+            mitigated_by(audited)
+        ),
+        Verdict::NotExposed => {
+            format!("; route_localnet is not in effect for its frames now, {stopped}")
+        }
+    };
+    let mut remedies = Vec::new();
+    if matches!(now, Verdict::Exposed | Verdict::Latent) {
+        remedies.push(drop_with_probe(name));
+    }
+    let set_in = route_localnet_set_in(audited, inputs);
+    if !set_in.is_empty() {
+        remedies.push(unset_route_localnet(&set_in));
+    }
+    remedies.push(format!(
+        "see who tries, and whom it answered, in samples of the frames with loopback addresses \
+         arriving or replied while dropping them: localnet-probe run --iface {name} --drop-on \
+         {name} --egress --events (or --pcap FILE, for tcpdump); the replies already counted are \
+         in the samples of the probe that counted them, where it shows them"
+    ));
+    Some(Finding {
+        severity: Severity::Exposure,
+        kind: EXPLOITED,
+        interface: Some(name.clone()),
+        message: format!(
+            "localnet-probe counted {replies} frame(s) with a loopback source leaving {name}: a \
+             service bound to loopback answered someone on this link, so the exposure was \
+             used{state}; the count stands until localnet-probe's programs are loaded anew"
+        ),
+        remedies,
+    })
+}
+
+fn interface_findings(
+    audited: &InterfaceAudit,
+    now: Verdict,
+    sockets: &[BoundSocket],
+    inputs: &Inputs,
+    loopback_sources_pass: bool,
+) -> Vec<Finding> {
+    let name = &audited.name;
+    let mut findings: Vec<Finding> = exploited_finding(audited, now, inputs)
+        .into_iter()
+        .collect();
+    let set_in = route_localnet_set_in(audited, inputs);
+    if set_in.is_empty() {
+        return findings;
+    }
     let why = format!(
         "route_localnet=1 ({}) routes 127.0.0.0/8 arriving on {name}{}",
         set_in.join(", "),
@@ -620,19 +935,8 @@ fn interface_findings(
             format!(" (through {})", audited.route_localnet_via.join(", "))
         }
     );
-    let sysctl = format!(
-        "if nothing needs route_localnet (Docker or kube-proxy DNAT to 127.0.0.1 does), unset it: \
-         {}",
-        set_in
-            .iter()
-            .map(|scope| format!("sysctl -w net.ipv4.{scope}.route_localnet=0"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    let probe = format!(
-        "or drop frames with loopback addresses on {name} before the stack sees them: \
-         localnet-probe run --drop-on {name} (with --pin to keep it after exit)"
-    );
+    let sysctl = unset_route_localnet(&set_in);
+    let probe = format!("or {}", drop_with_probe(name));
     let nft_rule = |address: &str| {
         format!(
             "or drop them with nftables: nft add table inet localnet_guard; nft add chain inet \
@@ -653,6 +957,22 @@ fn interface_findings(
              localnet-probe's: run the audit as root to know), so no drop is assumed"
                 .to_owned()
         }
+        None if !audited.unidentified_tcx_programs.is_empty() => {
+            "; a tcx program this user cannot identify is attached there (perhaps \
+             localnet-probe's: run the audit as root to know), so no drop is assumed"
+                .to_owned()
+        }
+        None => inputs
+            .tcx
+            .as_ref()
+            .err()
+            .map(|why| {
+                format!(
+                    "; the tcx hooks could not be queried ({why}), so localnet-probe there is not \
+                     seen"
+                )
+            })
+            .unwrap_or_default(),
         _ => String::new(),
     };
     let nft_state = inputs
@@ -663,7 +983,7 @@ fn interface_findings(
             format!("; the nftables ruleset could not be read ({why}), so no rule of it is counted")
         })
         .unwrap_or_default();
-    match audited.verdict {
+    match now {
         Verdict::Exposed => {
             let services: Vec<String> = audited
                 .reachable
@@ -702,29 +1022,18 @@ fn interface_findings(
             ),
             remedies: vec![sysctl.clone(), probe.clone(), nft_rule("daddr")],
         }),
-        Verdict::Mitigated => {
-            let by = audited
-                .localnet_probe
-                .as_ref()
-                .filter(|probe| probe.drops())
-                .map(|probe| format!("localnet-probe in drop mode ({})", probe.how))
-                .into_iter()
-                .chain(audited.nft_drops.iter().cloned())
-                .collect::<Vec<_>>();
-            let by = if by.is_empty() {
-                "localnet-probe in drop mode on a device it reaches".to_owned()
-            } else {
-                by.join(", ")
-            };
-            findings.push(Finding {
-                severity: Severity::Info,
-                kind: "mitigated",
-                interface: Some(name.clone()),
-                message: format!("{why}, but {by} drops frames to 127.0.0.0/8 from this link"),
-                remedies: vec![sysctl.clone()],
-            });
-        }
-        Verdict::NotExposed => {}
+        Verdict::Mitigated => findings.push(Finding {
+            severity: Severity::Info,
+            kind: "mitigated",
+            interface: Some(name.clone()),
+            message: format!(
+                "{why}, but {} drops frames to 127.0.0.0/8 from this link",
+                mitigated_by(audited)
+            ),
+            remedies: vec![sysctl.clone()],
+        }),
+        // `now` is never exploited: its own finding is made above.
+        Verdict::NotExposed | Verdict::Exploited => {}
     }
     let receivers: Vec<&Interface> = inputs
         .interfaces

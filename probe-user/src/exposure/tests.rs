@@ -43,18 +43,39 @@ fn inputs(interfaces: Vec<Interface>) -> Inputs {
         ],
         saw_every_process: true,
         xdp: Vec::new(),
+        tcx: Ok(Vec::new()),
         nft: Ok(Vec::new()),
     }
 }
 
 fn probe(mode: Option<Mode>) -> XdpOn {
     XdpOn::LocalnetProbe(ProbeOn {
+        hook: "xdp",
+        xdp_mode: Some("native"),
+        ..probe_at_tcx(mode)
+    })
+}
+
+fn probe_at_tcx(mode: Option<Mode>) -> ProbeOn {
+    ProbeOn {
+        hook: "tcx",
         how: "process",
-        xdp_mode: "native",
+        xdp_mode: None,
         processes: Vec::new(),
         mode: mode.map(Mode::name),
         mode_unknown: mode.is_none().then(|| "no CAP_SYS_ADMIN".to_owned()),
-    })
+    }
+}
+
+/// localnet-probe at eth0's (ifindex 2) tcx egress, having counted `replies`.
+fn replies(replies: Result<u64, String>) -> Result<Vec<(u32, TcxOn)>, String> {
+    Ok(vec![(
+        2,
+        TcxOn {
+            replies: Some(replies),
+            ..TcxOn::default()
+        },
+    )])
 }
 
 fn nft_drop(interface: Option<&str>, dropped: Dropped) -> NftDrop {
@@ -294,4 +315,199 @@ fn a_drop_on_the_lower_device_covers_a_child_audited_on_its_own() {
     assert_eq!(verdict(&inputs, "br0"), Verdict::Exposed);
     inputs.xdp.push((6, probe(Some(Mode::Drop))));
     assert_eq!(verdict(&inputs, "br0"), Verdict::Mitigated);
+}
+
+#[test]
+fn replies_seen_make_an_exposed_link_exploited() {
+    let mut inputs = inputs(vec![interface("eth0", 2, true)]);
+    inputs.tcx = replies(Ok(3));
+    let audited = audit(&inputs, None);
+    let eth0 = &audited.interfaces[0];
+    assert_eq!(eth0.verdict, Verdict::Exploited);
+    assert_eq!(eth0.replies_seen, Some(3));
+    assert!(audited.exposed() && audited.exploited());
+    // Still reachable now, and said so beside the replies.
+    assert_eq!(eth0.reachable, [0, 1]);
+    let kinds: Vec<&str> = audited.findings.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds[..2], ["exploited", "reachable-services"], "{kinds:?}");
+    let exploited = &audited.findings[0];
+    assert_eq!(exploited.severity, Severity::Exposure);
+    assert!(
+        exploited
+            .message
+            .contains("counted 3 frame(s) with a loopback source leaving eth0")
+            && exploited.message.contains("the link is still exposed"),
+        "{}",
+        exploited.message
+    );
+    for remedy in [
+        "localnet-probe run --drop-on eth0",
+        "net.ipv4.conf.eth0.route_localnet=0",
+        "--egress --events",
+        "--pcap FILE",
+    ] {
+        assert!(
+            exploited.remedies.iter().any(|r| r.contains(remedy)),
+            "{remedy}: {:?}",
+            exploited.remedies
+        );
+    }
+    // An exploited interface comes first, before another's exposure.
+    inputs.interfaces.insert(0, interface("eth1", 3, true));
+    let audited = audit(&inputs, None);
+    assert_eq!(audited.findings[0].kind, "exploited");
+    assert_eq!(audited.findings[0].interface.as_deref(), Some("eth0"));
+}
+
+#[test]
+fn replies_counted_as_none_are_not_replies_not_counted() {
+    let mut inputs = inputs(vec![interface("eth0", 2, true)]);
+    let audited = audit(&inputs, None);
+    assert_eq!(
+        audited.interfaces[0].replies_seen, None,
+        "not counted there"
+    );
+    assert_eq!(audited.interfaces[0].verdict, Verdict::Exposed);
+    inputs.tcx = replies(Ok(0));
+    let audited = audit(&inputs, None);
+    assert_eq!(audited.interfaces[0].replies_seen, Some(0), "counted, none");
+    assert_eq!(audited.interfaces[0].verdict, Verdict::Exposed);
+    assert!(!audited.exploited());
+    assert!(audited.findings.iter().all(|f| f.kind != "exploited"));
+    inputs.tcx = replies(Err("no CAP_SYS_ADMIN".to_owned()));
+    let audited = audit(&inputs, None);
+    assert_eq!(audited.interfaces[0].replies_seen, None);
+    assert_eq!(
+        audited.interfaces[0].replies_unknown.as_deref(),
+        Some("no CAP_SYS_ADMIN")
+    );
+    assert_eq!(audited.interfaces[0].verdict, Verdict::Exposed);
+}
+
+#[test]
+fn replies_stay_evidence_once_the_link_is_mitigated_or_route_localnet_unset() {
+    let mut inputs = inputs(vec![interface("eth0", 2, true)]);
+    inputs.xdp = vec![(2, probe(Some(Mode::Drop)))];
+    inputs.tcx = replies(Ok(2));
+    let audited = audit(&inputs, None);
+    assert_eq!(audited.interfaces[0].verdict, Verdict::Exploited);
+    assert!(audited.exposed(), "the replies count in the exit status");
+    assert!(
+        audited.interfaces[0].reachable.is_empty(),
+        "none reachable now"
+    );
+    let exploited = &audited.findings[0];
+    assert!(
+        exploited
+            .message
+            .contains("localnet-probe in drop mode (xdp, process) drops frames to 127.0.0.0/8 from this link now"),
+        "{}",
+        exploited.message
+    );
+    assert!(
+        !exploited
+            .remedies
+            .iter()
+            .any(|r| r.contains("--pin to keep it")),
+        "it drops already: {:?}",
+        exploited.remedies
+    );
+    assert!(audited.findings.iter().any(|f| f.kind == "mitigated"));
+
+    inputs.xdp.clear();
+    inputs.interfaces[0].route_localnet = Some(false);
+    let audited = audit(&inputs, None);
+    assert_eq!(audited.interfaces[0].verdict, Verdict::Exploited);
+    assert_eq!(audited.findings.len(), 2, "{:?}", audited.findings);
+    assert!(
+        audited.findings[0]
+            .message
+            .contains("route_localnet is not in effect for its frames now"),
+        "{}",
+        audited.findings[0].message
+    );
+    assert!(
+        !audited.findings[0]
+            .remedies
+            .iter()
+            .any(|r| r.contains("route_localnet=0")),
+        "{:?}",
+        audited.findings[0].remedies
+    );
+}
+
+#[test]
+fn a_drop_at_tcx_ingress_mitigates_beside_another_xdp_program() {
+    let mut inputs = inputs(vec![interface("eth0", 2, true)]);
+    inputs.xdp = vec![(
+        2,
+        XdpOn::Other {
+            id: 9,
+            name: Some("xdp_lb".to_owned()),
+        },
+    )];
+    let at_tcx = |mode| {
+        Ok(vec![(
+            2,
+            TcxOn {
+                ingress: Some(probe_at_tcx(mode)),
+                ..TcxOn::default()
+            },
+        )])
+    };
+    inputs.tcx = at_tcx(Some(Mode::Drop));
+    let audited = audit(&inputs, None);
+    let eth0 = &audited.interfaces[0];
+    assert_eq!(eth0.verdict, Verdict::Mitigated);
+    assert_eq!(
+        eth0.other_xdp_program,
+        Some(9),
+        "the other program is still said"
+    );
+    let probe = eth0.localnet_probe.as_ref().expect("the probe at tcx");
+    assert_eq!((probe.hook, probe.xdp_mode), ("tcx", None));
+    assert!(
+        audited.findings[0]
+            .message
+            .contains("localnet-probe in drop mode (tcx, process)"),
+        "{}",
+        audited.findings[0].message
+    );
+    for unverified in [Some(Mode::Monitor), None] {
+        inputs.tcx = at_tcx(unverified);
+        assert_eq!(audit_of(&inputs), Verdict::Exposed);
+    }
+    // A program there this user cannot identify is no drop, and is said.
+    inputs.tcx = Ok(vec![(
+        2,
+        TcxOn {
+            unidentified: vec![12],
+            ..TcxOn::default()
+        },
+    )]);
+    inputs.xdp.clear();
+    let audited = audit(&inputs, None);
+    assert_eq!(audited.interfaces[0].verdict, Verdict::Exposed);
+    assert_eq!(audited.interfaces[0].unidentified_tcx_programs, [12]);
+    assert!(
+        audited.findings[0]
+            .message
+            .contains("a tcx program this user cannot identify"),
+        "{}",
+        audited.findings[0].message
+    );
+    // Nor are hooks that could not be queried.
+    inputs.tcx = Err("querying them takes CAP_NET_ADMIN".to_owned());
+    let audited = audit(&inputs, None);
+    assert_eq!(
+        audited.tcx_unqueried.as_deref(),
+        Some("querying them takes CAP_NET_ADMIN")
+    );
+    assert!(
+        audited.findings[0]
+            .message
+            .contains("the tcx hooks could not be queried"),
+        "{}",
+        audited.findings[0].message
+    );
 }
