@@ -105,18 +105,6 @@ fn time_to_attach(netns: &Netns, name: &str) -> Duration {
     started.elapsed()
 }
 
-fn wait_until_said(probe: &ProbeProcess, text: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !probe.stderr().contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "not said: {text}\n{}",
-            probe.stderr()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// SIGTERM ends the run with status 0 and nothing attached; the last report.
 fn stop_cleanly(probe: ProbeProcess, hosts: &Hosts) -> Value {
     let (status, last) = probe.stop(libc::SIGTERM);
@@ -292,7 +280,7 @@ fn an_interface_with_another_program_is_said_once_and_skipped() {
     let foreign = ForeignXdp::attach(&hosts.probe, "occ");
     hosts.probe.ip(&["link", "set", "occ", "name", "hpocc"]);
     let said = "hpocc already has an XDP program attached";
-    wait_until_said(&probe, said);
+    probe.wait_until_said(said);
     // More events: the refusal is not repeated, and the others count.
     hosts.add_pair("hp1");
     time_to_attach(&hosts.probe, "hp1");
@@ -379,7 +367,7 @@ fn an_interface_beyond_the_counter_maps_room_waits_for_a_free_slot() {
         hosts.add_pair(&format!("hp{i}"));
     }
     let said = "cannot attach to hp65: all 65 interface slots are in use";
-    wait_until_said(&probe, said);
+    probe.wait_until_said(said);
     hosts.probe.ip(&["link", "del", "hp0"]);
     time_to_attach(&hosts.probe, "hp65");
     let report = probe.wait_for(TIMEOUT, |report| counts(report).contains_key("hp65"));

@@ -111,11 +111,8 @@ fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
     let mut names = served(&ready);
     names.sort_unstable();
     assert_eq!(names, ["spare0", "spare1"]);
-    let said = skipping.stderr();
-    assert!(
-        said.contains("WARN") && said.contains("vrx: left out: another XDP program holds it"),
-        "warns: {said}"
-    );
+    let said = skipping.wait_until_said("vrx: left out: another XDP program holds it");
+    assert!(said.contains("WARN"), "warns: {said}");
     let (status, _) = skipping.stop(libc::SIGTERM);
     assert!(status.success());
 }
@@ -164,13 +161,7 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
             link.receiver.has_xdp(RECEIVER_IF),
             "the other program stays"
         );
-        assert!(
-            probe
-                .stderr()
-                .contains("tcx ingress, beside another XDP program"),
-            "{}",
-            probe.stderr()
-        );
+        probe.wait_until_said("tcx ingress, beside another XDP program");
 
         for _ in 0..50 {
             sender.send(&spoofed);
@@ -254,13 +245,7 @@ fn a_standing_filter_at_tcx_is_taken_over_and_detached() {
     assert_eq!(ingress_now.len(), 1, "the link kept, its program replaced");
     assert_ne!(ingress_now, ingress);
     assert!(link.receiver.tcx_programs(RECEIVER_IF, true).is_empty());
-    assert!(
-        second
-            .stderr()
-            .contains("counted replies leaving it, this run does not"),
-        "{}",
-        second.stderr()
-    );
+    second.wait_until_said("counted replies leaving it, this run does not");
     let (status, _) = second.stop(libc::SIGTERM);
     assert!(status.success());
 

@@ -667,6 +667,20 @@ impl ProbeProcess {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits until stderr says `text` (logs are written by a thread of their own, so they may
+    /// come after the reports on stdout); its stderr then.
+    pub fn wait_until_said(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let said = self.stderr();
+            if said.contains(text) {
+                return said;
+            }
+            assert!(Instant::now() < deadline, "not said: {text}\n{said}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The next report, if one comes within `timeout`: `Timeout` if none does, `Disconnected`
     /// once the probe has exited (its [`ProbeProcess::stderr`] says why). For callers that go on
     /// either way; [`ProbeProcess::wait_for`] panics instead.
