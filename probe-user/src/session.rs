@@ -393,8 +393,8 @@ impl Session {
             let here = all.iter().find(|i| i.ifindex == adopted.ifindex);
             let moved_away = match adopted.hook {
                 None => false,
-                Some(Hook::Xdp(_)) => !here.is_some_and(|i| i.xdp.is_some()),
-                Some(Hook::Tcx) => !here.is_some_and(|i| self.probe.holds(i.ifindex, None)),
+                Some(Hook::Xdp(_)) => here.is_none_or(|i| i.xdp.is_none()),
+                Some(Hook::Tcx) => here.is_none_or(|i| !self.probe.holds(i.ifindex, None)),
             };
             if moved_away {
                 adopted.counters = self.release(adopted.ifindex, &adopted.name)?;
