@@ -1,15 +1,22 @@
-//! Reference programs the benchmark measures localnet-probe against.
+//! Reference programs (XDP and tcx) the benchmark measures localnet-probe against.
 #![no_std]
 #![no_main]
 
 use core::hint::black_box;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 const ETHERNET_HEADER_LEN: usize = 14;
 // Ethertypes as they sit in memory, compared without a byte swap.
 const ETHERTYPE_IPV4: u16 = u16::from_ne_bytes([0x08, 0x00]);
 const ETHERTYPE_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
+/// tcx verdicts: hand the frame to the next program or the stack, or drop it.
+const TCX_NEXT: i32 = -1;
+const TCX_DROP: i32 = 2;
 
 /// The floor: what any XDP program costs.
 #[xdp]
@@ -46,6 +53,19 @@ fn xdp_headers_drop(ctx: XdpContext) -> u32 {
         }
     }
     xdp_action::XDP_DROP
+}
+
+/// The floor at tcx: what any tcx program costs. Hands every frame on, as the probe's tcx
+/// programs do with frames they pass.
+#[classifier]
+fn tcx_next(_ctx: TcContext) -> i32 {
+    TCX_NEXT
+}
+
+/// The ceiling for a receiver at tcx ingress: drop everything without looking.
+#[classifier]
+fn tcx_drop(_ctx: TcContext) -> i32 {
+    TCX_DROP
 }
 
 /// The generator: run with BPF_PROG_TEST_RUN in live-frames mode on the sending veth, it sends

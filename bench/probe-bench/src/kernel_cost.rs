@@ -1,6 +1,8 @@
 //! In-kernel cost per frame with BPF_PROG_TEST_RUN: the probe in monitor and drop mode, with
 //! sampling off and on, beside an empty program, a program that only reads the headers, and
-//! xdp-filter, on benign and loopback frames, interleaved round by round.
+//! xdp-filter, on benign and loopback frames, interleaved round by round. The probe's tcx
+//! programs (ingress, and egress, which every frame the host sends meets under `run --egress`)
+//! run in the same rounds on a socket buffer, beside an empty tcx program.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -11,10 +13,10 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    programs::{TestRun as _, TestRunOptions, Xdp, XdpMode},
+    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp, XdpMode},
 };
 use probe_common::Mode;
-use probe_user::probe::{LoadOptions, Probe, Program, XdpModeChoice};
+use probe_user::probe::{Direction, LoadOptions, Probe, Program, XdpModeChoice};
 use serde::Serialize;
 use test_frames::{TPID_8021Q, ipv4, ipv6};
 use testbed::{Netns, xdp_md};
@@ -24,7 +26,8 @@ use crate::{
     stats::{Summary, paired_differences, paired_ratio},
 };
 
-/// `lo`: test runs take the ingress interface from the context, and it must exist.
+/// `lo`: XDP test runs take the ingress interface from the context, and it must exist; a
+/// socket buffer's test run is on `lo` when no context names another device.
 const IFINDEX: u32 = 1;
 const XDP_FILTER_PIN: &str = "/sys/fs/bpf/localnet-probe-bench-xdp-filter";
 
@@ -42,7 +45,8 @@ pub struct KernelCost {
 pub struct CostResult {
     pub subject: &'static str,
     pub frame: &'static str,
-    pub verdict: u32,
+    /// What the program returned: an XDP action, or a tcx verdict (`TCX_NEXT` is -1).
+    pub verdict: i32,
     /// Wall-clock time of each BPF_PROG_TEST_RUN call divided by `repeat`.
     pub ns_per_frame: Summary,
     /// What the kernel reported for each call (whole nanoseconds).
@@ -94,6 +98,15 @@ pub const PROBE_DROP: &str = "probe (drop)";
 pub const PROBE_MONITOR_SAMPLING: &str = "probe (monitor, sampling)";
 pub const PROBE_DROP_SAMPLING: &str = "probe (drop, sampling)";
 pub const XDP_FILTER: &str = "xdp-filter";
+/// The floor at tcx: an empty program that hands every frame on.
+pub const TCX_EMPTY: &str = "empty tcx TCX_NEXT";
+pub const TCX_MONITOR: &str = "probe at tcx ingress (monitor)";
+pub const TCX_DROP: &str = "probe at tcx ingress (drop)";
+pub const EGRESS: &str = "probe at tcx egress";
+pub const EGRESS_SAMPLING: &str = "probe at tcx egress (sampling)";
+
+/// The egress program, sampling off and on: what `--egress` adds to every frame leaving.
+pub const EGRESS_PROBES: [&str; 2] = [EGRESS, EGRESS_SAMPLING];
 
 /// Every probe subject.
 pub const PROBES: [&str; 4] = [
@@ -109,6 +122,11 @@ pub const SAMPLING_PAIRS: [(&str, &str); 2] = [
     (PROBE_MONITOR_SAMPLING, PROBE_MONITOR),
     (PROBE_DROP_SAMPLING, PROBE_DROP),
 ];
+
+/// The frames with a loopback source: the ones the egress program counts.
+pub const LOOPBACK_SOURCE_V4: &str = "loopback source v4";
+pub const LOOPBACK_SOURCE_V6: &str = "::1 v6";
+pub const LOOPBACK_SOURCES: [&str; 2] = [LOOPBACK_SOURCE_V4, LOOPBACK_SOURCE_V6];
 
 /// The frames measured, with whether they are loopback frames.
 pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
@@ -136,7 +154,7 @@ pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
             ipv4(a, b).vlan(TPID_8021Q).payload(&payload).build(),
         ),
         (
-            "loopback source v4",
+            LOOPBACK_SOURCE_V4,
             true,
             ipv4(lo, b).payload(&payload).build(),
         ),
@@ -146,7 +164,7 @@ pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
             ipv4(a, lo).payload(&payload).build(),
         ),
         (
-            "::1 v6",
+            LOOPBACK_SOURCE_V6,
             true,
             ipv6(Ipv6Addr::LOCALHOST, b6).payload(&payload).build(),
         ),
@@ -228,19 +246,35 @@ fn attached_program_id(netns: &Netns, dev: &str) -> anyhow::Result<u32> {
         .with_context(|| format!("no XDP program on {dev}: {links}"))
 }
 
-fn run_once(program: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(f64, u32, u32)> {
+/// A program measured: XDP, run on an `xdp_md`, or tcx (sched_cls), run on a socket buffer the
+/// kernel builds once per call from the frame and hands the program `repeat` times.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    Xdp(&'a Xdp),
+    Tcx(&'a SchedClassifier),
+}
+
+fn run_once(subject: Subject<'_>, frame: &[u8], repeat: u32) -> anyhow::Result<(f64, u32, i32)> {
     let md = xdp_md(frame.len(), IFINDEX);
     let mut options = TestRunOptions::new();
     options.data_in = Some(frame);
-    options.ctx_in = Some(&md);
     options.repeat = repeat;
     let start = Instant::now();
-    let result = program.test_run(options)?;
+    let result = match subject {
+        Subject::Xdp(program) => {
+            options.ctx_in = Some(&md);
+            program.test_run(options)?
+        }
+        // No context: the socket buffer is on `lo`, IFINDEX, which the probes are configured
+        // for, and the program sees it as the interface the frame arrives at or leaves.
+        Subject::Tcx(program) => program.test_run(options)?,
+    };
     let elapsed = start.elapsed();
     Ok((
         elapsed.as_nanos() as f64 / f64::from(repeat),
         result.duration.as_nanos() as u32,
-        result.return_value,
+        // tcx verdicts are signed: TCX_NEXT is -1.
+        result.return_value as i32,
     ))
 }
 
@@ -318,31 +352,48 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
         program.load()?;
         stage.attach(program, dev)?;
     }
+    // tcx programs run without a dispatcher, attached or not: loaded is enough.
+    let tcx_next: &mut SchedClassifier = references
+        .program_mut("tcx_next")
+        .context("no tcx_next program")?
+        .try_into()?;
+    tcx_next.load()?;
     let reference = |name: &str| -> anyhow::Result<&Xdp> {
         Ok(references
             .program(name)
             .with_context(|| format!("no {name} program"))?
             .try_into()?)
     };
+    let tcx_next: &SchedClassifier = references
+        .program("tcx_next")
+        .context("no tcx_next program")?
+        .try_into()?;
     let monitor = stage.probe(STAGE_DEVICES[1].0, Mode::Monitor, 0)?;
     let drop = stage.probe(STAGE_DEVICES[2].0, Mode::Drop, 0)?;
     let monitor_sampling = stage.probe(STAGE_DEVICES[3].0, Mode::Monitor, SAMPLE_RATE)?;
     let drop_sampling = stage.probe(STAGE_DEVICES[4].0, Mode::Drop, SAMPLE_RATE)?;
     let xdp_filter = XdpFilter::load()?;
-    let subjects: [(&'static str, &Xdp); 7] = [
-        (EMPTY, reference("xdp_pass")?),
-        (HEADERS_DROP, reference("xdp_headers_drop")?),
-        (PROBE_MONITOR, monitor.program(Program::Ethernet)),
-        (PROBE_DROP, drop.program(Program::Ethernet)),
-        (
-            PROBE_MONITOR_SAMPLING,
-            monitor_sampling.program(Program::Ethernet),
-        ),
-        (
-            PROBE_DROP_SAMPLING,
-            drop_sampling.program(Program::Ethernet),
-        ),
-        (XDP_FILTER, &xdp_filter.program),
+    fn xdp(probe: &Probe) -> Subject<'_> {
+        Subject::Xdp(probe.program(Program::Ethernet))
+    }
+    // The tcx programs of the same probes: one object, one configuration, one set of sample
+    // tokens for IFINDEX. The egress program counts whatever the interface's mode.
+    fn tcx(probe: &Probe, direction: Direction) -> Subject<'_> {
+        Subject::Tcx(probe.classifier(direction, Program::Ethernet))
+    }
+    let subjects: [(&'static str, Subject<'_>); 12] = [
+        (EMPTY, Subject::Xdp(reference("xdp_pass")?)),
+        (HEADERS_DROP, Subject::Xdp(reference("xdp_headers_drop")?)),
+        (PROBE_MONITOR, xdp(&monitor)),
+        (PROBE_DROP, xdp(&drop)),
+        (PROBE_MONITOR_SAMPLING, xdp(&monitor_sampling)),
+        (PROBE_DROP_SAMPLING, xdp(&drop_sampling)),
+        (XDP_FILTER, Subject::Xdp(&xdp_filter.program)),
+        (TCX_EMPTY, Subject::Tcx(tcx_next)),
+        (TCX_MONITOR, tcx(&monitor, Direction::Ingress)),
+        (TCX_DROP, tcx(&drop, Direction::Ingress)),
+        (EGRESS, tcx(&monitor, Direction::Egress)),
+        (EGRESS_SAMPLING, tcx(&monitor_sampling, Direction::Egress)),
     ];
     let frames = frames();
 
@@ -356,13 +407,13 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
         // flood: the limit used up.
         for (_, _, frame) in &frames {
             for (_, program) in &subjects {
-                run_once(program, frame, plan.cost_repeat.max(SAMPLE_RATE))?;
+                run_once(*program, frame, plan.cost_repeat.max(SAMPLE_RATE))?;
             }
         }
         for _ in 0..plan.cost_rounds {
             for (f, (_, _, frame)) in frames.iter().enumerate() {
                 for (s, (_, program)) in subjects.iter().enumerate() {
-                    let (wall, kernel, verdict) = run_once(program, frame, plan.cost_repeat)?;
+                    let (wall, kernel, verdict) = run_once(*program, frame, plan.cost_repeat)?;
                     samples[f][s].push(wall);
                     kernel_ns[f][s].push(kernel);
                     verdicts[f][s] = verdict;

@@ -7,6 +7,12 @@
 //! frames its NAPI took off the ring; frames the ring had no room for are counted as `offered`
 //! but not handled. A receiver that handles all it is offered is bound by the generator, and its
 //! figure is a floor of what it could handle.
+//!
+//! The tcx scenarios attach at the receiver's tcx ingress with no XDP program there, so they
+//! measure the tcx path alone: the probe through the library (`Probe::attach_tcx`, as `run
+//! --on-conflict tc` does beside another XDP program, whose own cost is that program's), and an
+//! empty and a drop-all tcx program. veth turns each generated frame into a socket buffer before
+//! tcx ingress, as it does for nftables' ingress hook, which runs right after it.
 
 use std::{
     fs,
@@ -21,9 +27,13 @@ use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
     maps::{Map, MapData, PerCpuArray},
-    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType, TestRun as _, TestRunAttrs, TestRunOptions, Xdp,
+        XdpMode, tc::TcAttachOptions,
+    },
 };
-use probe_common::SampleCounts;
+use probe_common::{Mode, SampleCounts};
+use probe_user::probe::{LoadOptions, Probe, Program};
 use serde::Serialize;
 use test_frames::ipv4;
 use testbed::{
@@ -112,6 +122,12 @@ pub const PROBE_MONITOR_SAMPLING: &str = "probe (monitor, sampling)";
 pub const PROBE_DROP_SAMPLING: &str = "probe (drop, sampling)";
 pub const PROBE_DROP: &str = "probe (drop)";
 pub const NFTABLES: &str = "nftables ingress drop";
+pub const TCX_EMPTY: &str = "empty tcx TCX_NEXT";
+pub const TCX_DROP_ALL: &str = "tcx drop-all";
+pub const PROBE_TCX_MONITOR: &str = "probe at tcx ingress (monitor)";
+pub const PROBE_TCX_DROP: &str = "probe at tcx ingress (drop)";
+/// The receivers at tcx ingress.
+pub const TCX_SCENARIOS: [&str; 4] = [TCX_EMPTY, TCX_DROP_ALL, PROBE_TCX_MONITOR, PROBE_TCX_DROP];
 pub const BENIGN: &str = "benign";
 pub const LOOPBACK: &str = "loopback";
 
@@ -126,9 +142,15 @@ enum Receiver {
         sample_rate: u32,
     },
     Nftables,
+    /// One of the tcx programs of `bench-ebpf`, at tcx ingress.
+    TcxReference(&'static str),
+    /// The probe at tcx ingress, attached by this process through the library, sampling off.
+    ProbeTcx {
+        mode: Mode,
+    },
 }
 
-const SCENARIOS: [(&str, &str, Receiver); 10] = [
+const SCENARIOS: [(&str, &str, Receiver); 14] = [
     (NO_PROGRAM, BENIGN, Receiver::Nothing),
     (EMPTY_PASS, BENIGN, Receiver::Reference("xdp_pass")),
     (
@@ -137,6 +159,14 @@ const SCENARIOS: [(&str, &str, Receiver); 10] = [
         Receiver::Probe {
             drop: false,
             sample_rate: SAMPLE_RATE,
+        },
+    ),
+    (TCX_EMPTY, BENIGN, Receiver::TcxReference("tcx_next")),
+    (
+        PROBE_TCX_MONITOR,
+        BENIGN,
+        Receiver::ProbeTcx {
+            mode: Mode::Monitor,
         },
     ),
     (NO_PROGRAM, LOOPBACK, Receiver::Nothing),
@@ -171,6 +201,12 @@ const SCENARIOS: [(&str, &str, Receiver); 10] = [
         },
     ),
     (NFTABLES, LOOPBACK, Receiver::Nftables),
+    (TCX_DROP_ALL, LOOPBACK, Receiver::TcxReference("tcx_drop")),
+    (
+        PROBE_TCX_DROP,
+        LOOPBACK,
+        Receiver::ProbeTcx { mode: Mode::Drop },
+    ),
 ];
 
 const NFT_TABLE: &str = "localnet_probe_bench";
@@ -181,6 +217,7 @@ enum Installed {
     Reference(#[expect(dead_code, reason = "held for its attachment")] Ebpf),
     Probe(ProbeProcess),
     Nftables(String),
+    ProbeTcx(#[expect(dead_code, reason = "held for its attachment")] Box<Probe>),
 }
 
 impl Drop for Installed {
@@ -251,6 +288,37 @@ fn install(receiver: Receiver, link: &Link, probe_binary: &str) -> anyhow::Resul
                 bail!("nft -f failed: {status}");
             }
             Installed::Nftables(link.receiver.name.clone())
+        }
+        Receiver::TcxReference(name) => {
+            Installed::Reference(link.receiver.enter(|| -> anyhow::Result<Ebpf> {
+                let mut ebpf = Ebpf::load(BENCH_OBJECT)?;
+                let program: &mut SchedClassifier = ebpf
+                    .program_mut(name)
+                    .with_context(|| format!("no {name} program"))?
+                    .try_into()?;
+                program.load()?;
+                // A tcx link, first in the chain as the probe's: never a clsact filter.
+                program.attach_with_options(
+                    RECEIVER_IF,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::TcxOrder(LinkOrder::first()),
+                )?;
+                Ok(ebpf)
+            })?)
+        }
+        Receiver::ProbeTcx { mode } => {
+            let mut probe = Probe::load(LoadOptions {
+                capacity: 1,
+                verifier_log: false,
+                sample_rate: 0,
+            })?;
+            link.receiver.enter(|| -> anyhow::Result<()> {
+                let ifindex = testbed::ifindex(RECEIVER_IF);
+                probe.configure(ifindex, mode)?;
+                probe.attach_tcx(ifindex, Program::Ethernet)?;
+                Ok(())
+            })?;
+            Installed::ProbeTcx(Box::new(probe))
         }
     })
 }

@@ -38,11 +38,12 @@ fn quick_run_reports_every_section() {
     let markdown = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     std::fs::remove_dir_all(&out).expect("remove the report");
     assert!(markdown.contains("**Targets**"), "{markdown}");
+    assert!(markdown.contains("**tc hooks**"), "{markdown}");
 
     let results = report["kernel_cost"]["results"]
         .as_array()
         .expect("kernel results");
-    assert_eq!(results.len(), 7 * 7, "7 subjects × 7 frames");
+    assert_eq!(results.len(), 12 * 7, "12 subjects × 7 frames");
     for result in results {
         assert!(
             result["ns_per_frame"]["median"].as_f64().unwrap() > 0.0,
@@ -50,9 +51,13 @@ fn quick_run_reports_every_section() {
         );
         let frame = result["frame"].as_str().unwrap();
         let loopback = !frame.starts_with("benign");
-        // xdp-filter matches exact addresses: 127.0.0.1 and ::1, not the v4-mapped form.
+        // xdp-filter matches exact addresses: 127.0.0.1 and ::1, not the v4-mapped form. The
+        // tcx programs hand frames on (TCX_NEXT, -1) or drop them (TCX_DROP, 2); the egress
+        // program never drops.
         let subject = result["subject"].as_str().unwrap();
         let expected = match subject {
+            "probe at tcx ingress (drop)" if loopback => 2,
+            _ if subject.contains("tcx") => -1,
             _ if loopback && subject.starts_with("probe (drop") => 1,
             "XDP read headers, drop" => 1,
             "xdp-filter" if loopback && frame != "v4-mapped" => 1,
@@ -64,16 +69,17 @@ fn quick_run_reports_every_section() {
     let scenarios = report["throughput"]["scenarios"]
         .as_array()
         .expect("veth scenarios");
-    assert_eq!(scenarios.len(), 10);
+    assert_eq!(scenarios.len(), 14);
     for scenario in scenarios {
         assert!(
             scenario["handled_per_sec"]["median"].as_f64().unwrap() > 0.0,
             "{scenario}"
         );
+        // The CLI's footprint; the probe at tcx ingress is attached by the harness itself.
         let name = scenario["name"].as_str().unwrap();
         assert_eq!(
             scenario["probe_footprint"].is_object(),
-            name.starts_with("probe"),
+            name.starts_with("probe ("),
             "{scenario}"
         );
         assert_eq!(
