@@ -39,10 +39,17 @@ pub struct Sample {
     pub action: u8,
     /// `Framing as u8`.
     pub framing: u8,
+    /// The outer VLAN tag's protocol (in network byte order, as in the frame) when the driver
+    /// or the stack took the tag off the frame into the socket buffer before tc (then `frame`
+    /// lacks it, and `frame_len` counts it); 0 otherwise.
+    pub vlan_proto: u16,
+    /// That tag's control information (priority and id), in host byte order.
+    pub vlan_tci: u16,
+    pub _reserved: u32,
     pub frame: [u8; SAMPLE_CAPTURE_LEN],
 }
 
-const _: () = assert!(size_of::<Sample>() == 24 + SAMPLE_CAPTURE_LEN);
+const _: () = assert!(size_of::<Sample>() == 32 + SAMPLE_CAPTURE_LEN);
 
 impl Sample {
     /// The match, the action and the framing, or `None` for values no program writes.
@@ -76,6 +83,17 @@ impl Sample {
     /// The captured bytes of the frame.
     pub fn captured(&self) -> &[u8] {
         &self.frame[..(self.captured_len as usize).min(SAMPLE_CAPTURE_LEN)]
+    }
+
+    /// The outer VLAN tag taken off the frame before tc, as it sits in a frame: protocol, then
+    /// control information, both in network byte order.
+    pub const fn offloaded_vlan_tag(&self) -> Option<[u8; 4]> {
+        if self.vlan_proto == 0 {
+            return None;
+        }
+        let [proto_0, proto_1] = self.vlan_proto.to_ne_bytes();
+        let [tci_0, tci_1] = self.vlan_tci.to_be_bytes();
+        Some([proto_0, proto_1, tci_0, tci_1])
     }
 }
 
@@ -116,6 +134,9 @@ mod tests {
             address: matched.address as u8,
             action: Action::Dropped as u8,
             framing: Framing::Ip as u8,
+            vlan_proto: 0,
+            vlan_tci: 0,
+            _reserved: 0,
             frame: [0; SAMPLE_CAPTURE_LEN],
         };
         assert_eq!(

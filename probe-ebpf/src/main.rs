@@ -136,11 +136,23 @@ const HEADERS_LEN: u32 = 14 + 2 * 4 + 40;
 trait Hook {
     /// The interface the frame arrives at or leaves.
     fn ifindex(&self) -> u32;
-    /// The whole frame's length, from its first header on.
-    fn frame_len(&self) -> u64;
+    /// The bytes the frame's buffers hold, from its first header on.
+    fn data_len(&self) -> u64;
+    /// The outer VLAN tag the driver or the stack took off the frame into its metadata, as
+    /// `(protocol as in the frame, control information)`; `(0, 0)` when there is none.
+    fn offloaded_vlan(&self) -> (u16, u16);
     /// Copies the first `len` bytes of the frame to `to`; false when the kernel refuses.
     fn copy(&self, to: *mut u8, len: u32) -> bool;
+
+    /// The frame's length on the wire: its bytes and a tag taken off it.
+    #[inline(always)]
+    fn frame_len(&self) -> u64 {
+        let (vlan_proto, _) = self.offloaded_vlan();
+        self.data_len() + if vlan_proto == 0 { 0 } else { VLAN_TAG_LEN }
+    }
 }
+
+const VLAN_TAG_LEN: u64 = 4;
 
 impl Hook for XdpContext {
     #[inline(always)]
@@ -149,7 +161,13 @@ impl Hook for XdpContext {
     }
 
     #[inline(always)]
-    fn frame_len(&self) -> u64 {
+    fn offloaded_vlan(&self) -> (u16, u16) {
+        // XDP sees tags where they are, in the frame.
+        (0, 0)
+    }
+
+    #[inline(always)]
+    fn data_len(&self) -> u64 {
         // SAFETY: a plain read of a constant the loader may have set; volatile so the compiler
         // keeps both branches.
         if unsafe { core::ptr::read_volatile(&LENGTH_FROM_POINTERS) } != 0 {
@@ -175,8 +193,20 @@ impl Hook for TcContext {
     }
 
     #[inline(always)]
-    fn frame_len(&self) -> u64 {
+    fn data_len(&self) -> u64 {
         u64::from(self.len())
+    }
+
+    #[inline(always)]
+    fn offloaded_vlan(&self) -> (u16, u16) {
+        // SAFETY: the context the kernel gave, valid while the program runs.
+        let skb = unsafe { &*self.skb.skb };
+        if skb.vlan_present == 0 {
+            (0, 0)
+        } else {
+            // `vlan_proto` holds the protocol as the frame did (network byte order).
+            (skb.vlan_proto as u16, skb.vlan_tci as u16)
+        }
     }
 
     #[inline(always)]
@@ -393,15 +423,21 @@ fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4]) {
         unsafe { (*counts).lost += 1 };
         return;
     };
-    let frame_len = ctx.frame_len();
-    let captured_len = frame_len.min(SAMPLE_CAPTURE_LEN as u64) as u32;
+    let (vlan_proto, vlan_tci) = ctx.offloaded_vlan();
+    let tag_len = if vlan_proto == 0 { 0 } else { VLAN_TAG_LEN };
+    let data_len = ctx.data_len();
+    // Room for the tag, which the reader puts back into the frame.
+    let captured_len = data_len.min(SAMPLE_CAPTURE_LEN as u64 - tag_len) as u32;
     let sample = entry.as_mut_ptr();
     // SAFETY: `sample` is the reserved entry, `size_of::<Sample>()` bytes; every field is
     // written before it is submitted, `frame` beyond `captured_len` excepted (never read).
     unsafe {
         (*sample).timestamp_ns = bpf_ktime_get_ns();
         (*sample).ifindex = ctx.ifindex();
-        (*sample).frame_len = frame_len as u32;
+        (*sample).frame_len = (data_len + tag_len) as u32;
+        (*sample).vlan_proto = vlan_proto;
+        (*sample).vlan_tci = vlan_tci;
+        (*sample)._reserved = 0;
         [
             (*sample).family,
             (*sample).address,

@@ -169,6 +169,10 @@ fn render(audit: &Audit) -> String {
                 if let Some(id) = other {
                     let _ = write!(text, " beside XDP program {id}");
                 }
+                if !probe.preceded_by.is_empty() {
+                    let ids: Vec<String> = probe.preceded_by.iter().map(u32::to_string).collect();
+                    let _ = write!(text, " after tcx program {}", ids.join(", "));
+                }
                 text
             }
             (None, Some(id), _) => format!("no (XDP program {id})"),

@@ -18,20 +18,17 @@ pub(crate) fn detach(args: &DetachArgs) -> anyhow::Result<()> {
     };
     for interface in &detached.detached {
         tracing::info!(
-            "detached from {} (its counts: {} matched, {} dropped)",
+            "detached from {} (its counts: {})",
             interface.name,
-            interface.totals.packets_matched,
-            interface.totals.packets_dropped
+            interface.totals
         );
     }
     for interface in &detached.gone {
         tracing::info!(
-            "cleared the pins of {} (ifindex {}), which no longer exists (its last counts: {} \
-             matched, {} dropped)",
+            "cleared the pins of {} (ifindex {}), which no longer exists (its last counts: {})",
             interface.name,
             interface.ifindex,
-            interface.totals.packets_matched,
-            interface.totals.packets_dropped
+            interface.totals
         );
     }
     if detached.removed_dir {

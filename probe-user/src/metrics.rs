@@ -291,7 +291,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        probe::{Hook, Program},
+        probe::{Hook, Program, TcxPrecededBy},
         route_localnet::RouteLocalnet,
         session::InterfaceSnapshot,
     };
@@ -304,6 +304,7 @@ mod tests {
             program: Program::Ethernet,
             hook: Some(Hook::Xdp(AttachedMode::Native)),
             egress: false,
+            tcx_preceded_by: TcxPrecededBy::default(),
             route_localnet: None,
             route_localnet_via: Vec::new(),
             exposed: false,

@@ -1,5 +1,6 @@
-//! Who holds the XDP program already attached to an interface, and what to do about it. Decided
-//! here alone, so every command that meets an occupied interface says the same thing.
+//! Who holds the XDP program already attached to an interface (or another localnet-probe's at
+//! its tcx ingress), and what to do about it. Decided here alone, so every command that meets an
+//! occupied interface says the same thing.
 
 use std::{fmt, fs, path::PathBuf};
 
@@ -17,10 +18,13 @@ pub struct Holder {
     pub command: String,
 }
 
-/// Another XDP program on an interface localnet-probe was asked to serve.
+/// Another XDP program on an interface localnet-probe was asked to serve, or another
+/// localnet-probe's program at its tcx ingress.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Occupant {
     pub interface: String,
+    /// At tcx ingress (then localnet-probe's), not XDP.
+    pub at_tcx: bool,
     pub program_id: u32,
     /// The program's name, when this process may read it (listing programs needs
     /// CAP_SYS_ADMIN).
@@ -48,6 +52,7 @@ impl Occupant {
         } = Attachment::of(program.id, interface.ifindex, Kind::Xdp);
         Some(Self {
             interface: interface.name.clone(),
+            at_tcx: false,
             program_id: program.id,
             program_name,
             mode: program.mode,
@@ -55,6 +60,29 @@ impl Occupant {
             saw_every_process,
             standing,
         })
+    }
+
+    /// Another localnet-probe's program at `interface`'s tcx ingress (`run --on-conflict tc`),
+    /// if this process can tell one there: without CAP_SYS_ADMIN, one held by another user's
+    /// process has no name nor holder to recognise it by.
+    pub fn localnet_probe_at_tcx(interface: &Interface) -> Option<Self> {
+        let kind = Kind::Tcx(Direction::Ingress);
+        crate::link::tcx_programs(interface.ifindex, Direction::Ingress)
+            .ok()?
+            .into_iter()
+            .find_map(|program_id| {
+                let attachment = Attachment::of(program_id, interface.ifindex, kind);
+                attachment.is_localnet_probe().then(|| Self {
+                    interface: interface.name.clone(),
+                    at_tcx: true,
+                    program_id,
+                    program_name: attachment.program_name,
+                    mode: AttachMode::Generic,
+                    holders: attachment.holders,
+                    saw_every_process: attachment.saw_every_process,
+                    standing: attachment.standing,
+                })
+            })
     }
 
     /// Whether it is another localnet-probe's.
@@ -152,10 +180,18 @@ impl fmt::Display for Occupant {
             program_id,
             ..
         } = self;
-        write!(
-            f,
-            "{interface} already has an XDP program attached: id {program_id}"
-        )?;
+        if self.at_tcx {
+            write!(
+                f,
+                "{interface} is already served by localnet-probe at tcx ingress: program id \
+                 {program_id}"
+            )?;
+        } else {
+            write!(
+                f,
+                "{interface} already has an XDP program attached: id {program_id}"
+            )?;
+        }
         if let Some(name) = &self.program_name {
             write!(f, ", name {name:?}")?;
         }
@@ -318,6 +354,7 @@ mod tests {
     fn advice_names_the_other_probe_or_the_way_out() {
         let mut occupant = Occupant {
             interface: "eth1".to_owned(),
+            at_tcx: false,
             program_id: 42,
             program_name: Some("localnet_probe".to_owned()),
             mode: AttachMode::Generic,
@@ -334,6 +371,14 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("kill 1234") && message.contains("--exclude eth1"));
+        occupant.at_tcx = true;
+        let message = occupant.to_string();
+        assert!(
+            message.starts_with("eth1 is already served by localnet-probe at tcx ingress")
+                && message.contains("kill 1234"),
+            "{message}"
+        );
+        occupant.at_tcx = false;
 
         occupant.standing = Some(PathBuf::from("/sys/fs/bpf/localnet-probe/net-1"));
         let message = occupant.to_string();

@@ -78,6 +78,15 @@ pub enum ProbeError {
          beside another XDP program or count replies here: {0}"
     )]
     NoTcx(io::Error),
+    #[error(
+        "tcx {} of this interface already holds as many programs as the kernel allows ({error}); \
+         remove one of them, or leave the interface out",
+        direction.name()
+    )]
+    TcxFull {
+        direction: Direction,
+        error: io::Error,
+    },
     #[error("the kernel refused the attachment: {0}")]
     Attach(io::Error),
     #[error(transparent)]
@@ -982,6 +991,7 @@ impl Probe {
         Link::tcx(fd, ifindex, direction).map_err(|error| match error.raw_os_error() {
             // An attach type this kernel does not know.
             Some(libc::EINVAL) => ProbeError::NoTcx(error),
+            Some(libc::ERANGE) => ProbeError::TcxFull { direction, error },
             _ => ProbeError::Attach(error),
         })
     }
@@ -1008,6 +1018,39 @@ impl Probe {
             .attachment
             .as_ref()
             .map(|attachment| (attachment.hook, attachment.egress.is_some()))
+    }
+
+    /// The programs that run before this probe's at `ifindex`'s tcx hooks, first to last: at
+    /// ingress (when served there) and at egress (when replies are counted). Attached first,
+    /// it stays first unless another program is attached before it later; those ahead can end
+    /// the chain (pass to the stack, redirect) so that it never sees a frame.
+    pub fn tcx_preceded_by(&self, ifindex: u32) -> io::Result<TcxPrecededBy> {
+        let mut preceded = TcxPrecededBy::default();
+        let Some(attachment) = self
+            .records
+            .get(&ifindex)
+            .and_then(|record| record.attachment.as_ref())
+        else {
+            return Ok(preceded);
+        };
+        let hooks = [
+            (
+                (attachment.hook == Hook::Tcx).then_some(&attachment.link),
+                Direction::Ingress,
+            ),
+            (attachment.egress.as_ref(), Direction::Egress),
+        ];
+        for (link, direction) in hooks {
+            let Some(link) = link else { continue };
+            let ours = link.info()?.program_id;
+            let chain = crate::link::tcx_programs(ifindex, direction)?;
+            let ahead: Vec<u32> = chain.into_iter().take_while(|id| *id != ours).collect();
+            match direction {
+                Direction::Ingress => preceded.ingress = ahead,
+                Direction::Egress => preceded.egress = ahead,
+            }
+        }
+        Ok(preceded)
     }
 
     /// Whether this probe's program is still attached to the device with `ifindex`, whose XDP
@@ -1164,6 +1207,19 @@ impl Probe {
             self.config_high.insert(ifindex, config, 0)?;
         }
         Ok(())
+    }
+}
+
+/// The ids of the programs before this probe's in an interface's tcx chains.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TcxPrecededBy {
+    pub ingress: Vec<u32>,
+    pub egress: Vec<u32>,
+}
+
+impl TcxPrecededBy {
+    pub const fn is_empty(&self) -> bool {
+        self.ingress.is_empty() && self.egress.is_empty()
     }
 }
 

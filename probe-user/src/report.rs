@@ -13,7 +13,7 @@ use probe_common::{Action, Address, Counter, LoopbackMatch, SampleCounts, SlotCo
 use serde::Serialize;
 
 use crate::{
-    probe::{AttachedMode, Hook, Program},
+    probe::{AttachedMode, Hook, Program, TcxPrecededBy},
     route_localnet::{self, RouteLocalnet},
     samples::{SampledFrame, mac_string},
     senders::TopSenders,
@@ -84,6 +84,21 @@ impl Totals {
     }
 }
 
+impl std::fmt::Display for Totals {
+    /// `N matched, N dropped`, and `, N replied` when there were replies.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} matched, {} dropped",
+            self.packets_matched, self.packets_dropped
+        )?;
+        if self.packets_replied > 0 {
+            write!(f, ", {} replied", self.packets_replied)?;
+        }
+        Ok(())
+    }
+}
+
 /// The classes an interface's counters can have: every match of a frame arriving, and with
 /// `egress` every match with a loopback source of a frame leaving.
 pub fn counted_classes(egress: bool) -> impl Iterator<Item = (LoopbackMatch, Action)> {
@@ -107,6 +122,10 @@ pub struct InterfaceReport {
     pub xdp_mode: Option<&'static str>,
     /// Replies leaving the interface are counted (`run --egress`).
     pub egress: bool,
+    /// The ids of other programs that run before the probe's at the interface's tcx hooks
+    /// (`ingress`, `egress`), first to last: the frames they pass on to the stack or redirect
+    /// are neither counted nor dropped. Empty where the probe runs first, as it attaches.
+    pub tcx_preceded_by: TcxPrecededBy,
     /// `ethernet`, or `ip` on layer-3 devices (tun, wireguard).
     pub framing: &'static str,
     /// `null` when the interface has no IPv4 configuration to read.
@@ -221,6 +240,7 @@ impl InterfaceReport {
                 .and_then(Hook::xdp_mode)
                 .map(AttachedMode::name),
             egress: interface.egress,
+            tcx_preceded_by: interface.tcx_preceded_by.clone(),
             framing: match interface.program {
                 Program::Ethernet => "ethernet",
                 Program::Ip => "ip",

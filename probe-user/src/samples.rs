@@ -172,7 +172,18 @@ impl SampledFrame {
         // read unaligned.
         let sample = unsafe { record.as_ptr().cast::<Sample>().read_unaligned() };
         let (matched, action, framing) = sample.decode()?;
-        let captured = Bytes::copy_from_slice(sample.captured());
+        let captured = match (sample.offloaded_vlan_tag(), framing) {
+            // Put back where it was on the wire, after the MAC addresses.
+            (Some(tag), Framing::Ethernet) if sample.captured().len() >= 12 => {
+                let (macs, rest) = sample.captured().split_at(12);
+                let mut frame = Vec::with_capacity(sample.captured().len() + tag.len());
+                frame.extend_from_slice(macs);
+                frame.extend_from_slice(&tag);
+                frame.extend_from_slice(rest);
+                Bytes::from(frame)
+            }
+            _ => Bytes::copy_from_slice(sample.captured()),
+        };
         let headers = Headers::decode(&captured, framing);
         Some(Self {
             at: clock.wall_time(sample.timestamp_ns),

@@ -147,6 +147,12 @@ pub enum SelectError {
     #[error("no interface selected: every one given to --iface is also given to --exclude")]
     AllExcluded,
     #[error(
+        "no interface selected: another XDP program holds every one that is up, and \
+         --on-conflict skip leaves them out; --on-conflict tc serves them at tcx ingress, beside \
+         it"
+    )]
+    AllOccupied,
+    #[error(
         "{name:?} is not among the standing filter's interfaces ({served}); `localnet-probe \
          status` lists them"
     )]
@@ -189,10 +195,12 @@ pub enum LeftOut {
     /// This served device is stacked on it (a bridge or bond it became a port of), and its
     /// frames reach the stack through that device.
     Beneath(String),
-    /// Another XDP program holds it, and `--on-conflict skip` leaves such interfaces out.
+    /// Another XDP program holds it (or another localnet-probe, at XDP or tcx ingress), and
+    /// `--on-conflict skip` leaves such interfaces out.
     Occupied {
         program_id: u32,
         program_name: Option<String>,
+        localnet_probe: bool,
     },
 }
 
@@ -220,6 +228,21 @@ impl fmt::Display for LeftOut {
             Self::Occupied {
                 program_id,
                 program_name,
+                localnet_probe: true,
+            } => {
+                write!(
+                    f,
+                    "another localnet-probe serves it (program id {program_id}"
+                )?;
+                if let Some(name) = program_name {
+                    write!(f, ", name {name:?}")?;
+                }
+                f.write_str(")")
+            }
+            Self::Occupied {
+                program_id,
+                program_name,
+                localnet_probe: false,
             } => {
                 write!(f, "another XDP program holds it (id {program_id}")?;
                 if let Some(name) = program_name {

@@ -18,7 +18,7 @@ use crate::{
     occupant::Occupant,
     pins::{Found, PinDir, PinError, PinLock, Standing},
     privileges,
-    probe::{Adopted, Hook, LoadOptions, Probe, ProbeError, Program, XdpModeChoice},
+    probe::{Adopted, Hook, LoadOptions, Probe, ProbeError, Program, TcxPrecededBy, XdpModeChoice},
     route_localnet::{self, RouteLocalnet},
     select::{Chosen, LeftOut, SelectError, Selected, Selection, Skipped, select, select_new},
 };
@@ -194,6 +194,8 @@ pub struct InterfaceSnapshot {
     pub hook: Option<Hook>,
     /// Replies leaving it are counted.
     pub egress: bool,
+    /// Other programs that run before the probe's at its tcx hooks.
+    pub tcx_preceded_by: TcxPrecededBy,
     /// `None` when the interface has no IPv4 configuration.
     pub route_localnet: Option<RouteLocalnet>,
     /// This interface and the devices stacked on it (macvlan, VLAN children, a bridge or bond
@@ -363,7 +365,7 @@ impl Session {
                 .iter()
                 .any(|adopted| adopted.ifindex == chosen.ifindex && adopted.hook.is_some());
             let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
-            if !held && let Some(occupant) = interface.and_then(Occupant::of) {
+            if !held && let Some(occupant) = interface.and_then(occupant_of) {
                 match self.on_conflict {
                     OnConflict::Skip => left_out.push(skipped_for(chosen, &occupant)),
                     OnConflict::Tcx if !occupant.is_localnet_probe() => {}
@@ -376,6 +378,10 @@ impl Session {
         selected
             .chosen
             .retain(|chosen| !left_out.iter().any(|out| out.ifindex == chosen.ifindex));
+        // Without --iface finding nothing is an error, also when it is for this reason.
+        if selected.chosen.is_empty() && !left_out.is_empty() && self.selection.ifaces.is_empty() {
+            return Err(SelectError::AllOccupied.into());
+        }
         for skipped in &left_out {
             self.told
                 .insert(skipped.ifindex, Unserved::Skipped(skipped.clone()));
@@ -462,8 +468,8 @@ impl Session {
                     let counters = self.release(adopted.ifindex, &adopted.name)?;
                     let totals = crate::report::Totals::of(&counters);
                     notes.push(format!(
-                        "{}: no longer selected, detached (its counts: {} matched, {} dropped)",
-                        adopted.name, totals.packets_matched, totals.packets_dropped
+                        "{}: no longer selected, detached (its counts: {totals})",
+                        adopted.name
                     ));
                 }
             }
@@ -512,7 +518,7 @@ impl Session {
         interface: Option<&Interface>,
         pin: bool,
     ) -> Result<AttachedInterface, SessionError> {
-        let occupant = interface.and_then(Occupant::of);
+        let occupant = interface.and_then(occupant_of);
         let beside = match occupant {
             Some(occupant)
                 if self.on_conflict == OnConflict::Tcx && !occupant.is_localnet_probe() =>
@@ -672,6 +678,7 @@ impl Session {
             program: gone.program,
             hook: None,
             egress: false,
+            tcx_preceded_by: TcxPrecededBy::default(),
             route_localnet: None,
             route_localnet_via: Vec::new(),
             exposed: false,
@@ -736,6 +743,7 @@ impl Session {
                 program: served.program,
                 hook: None,
                 egress: false,
+                tcx_preceded_by: TcxPrecededBy::default(),
                 route_localnet: None,
                 route_localnet_via: Vec::new(),
                 exposed: false,
@@ -804,11 +812,25 @@ impl Session {
                 .zip(interface.route_localnet)
                 .map(|(all, iface)| RouteLocalnet::new(all, iface));
             let receivers = uppers.route_localnet_via(interface, all_route_localnet);
-            // A receiver the probe drops on (a served child in drop mode) is closed.
-            let exposed = mode == Mode::Monitor
-                && receivers
-                    .iter()
-                    .any(|receiver| self.probe.mode(receiver.ifindex) != Some(Mode::Drop));
+            // Gone since it was listed: nothing is ahead of it any more.
+            let tcx_preceded_by = self.probe.tcx_preceded_by(*ifindex).unwrap_or_default();
+            // Drop mode protects a device unless another program that runs first may pass
+            // frames to the stack; a receiver the probe drops on (a served child in drop mode)
+            // is closed.
+            let drops_at = |ifindex: u32, preceded: &TcxPrecededBy| {
+                self.probe.mode(ifindex) == Some(Mode::Drop) && preceded.ingress.is_empty()
+            };
+            let exposed = !drops_at(*ifindex, &tcx_preceded_by)
+                && receivers.iter().any(|receiver| {
+                    let preceded = if receiver.ifindex == *ifindex {
+                        tcx_preceded_by.clone()
+                    } else {
+                        self.probe
+                            .tcx_preceded_by(receiver.ifindex)
+                            .unwrap_or_default()
+                    };
+                    !drops_at(receiver.ifindex, &preceded)
+                });
             let attached = self.probe.attached_hook(*ifindex);
             interfaces.push(InterfaceSnapshot {
                 ifindex: *ifindex,
@@ -817,6 +839,7 @@ impl Session {
                 program: served.program,
                 hook: attached.map(|(hook, _)| hook),
                 egress: attached.is_some_and(|(_, egress)| egress),
+                tcx_preceded_by,
                 route_localnet,
                 route_localnet_via: receivers
                     .into_iter()
@@ -912,6 +935,12 @@ impl Session {
     }
 }
 
+/// What holds `interface` already: another localnet-probe at its tcx ingress (refused whatever
+/// `--on-conflict` says, as at XDP: it is served), or another XDP program.
+fn occupant_of(interface: &Interface) -> Option<Occupant> {
+    Occupant::localnet_probe_at_tcx(interface).or_else(|| Occupant::of(interface))
+}
+
 /// An interface left out because another XDP program holds it (`--on-conflict skip`).
 fn skipped_for(chosen: &Chosen, occupant: &Occupant) -> Skipped {
     Skipped {
@@ -920,6 +949,7 @@ fn skipped_for(chosen: &Chosen, occupant: &Occupant) -> Skipped {
         reason: LeftOut::Occupied {
             program_id: occupant.program_id,
             program_name: occupant.program_name.clone(),
+            localnet_probe: occupant.is_localnet_probe(),
         },
     }
 }

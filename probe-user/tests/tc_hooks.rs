@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use test_frames::ipv4;
+use test_frames::{TPID_8021AD, TPID_8021Q, ipv4};
 use testbed::{
     ForeignTcx, ForeignXdp, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4,
     SENDER_MAC, SENDER_V4, class_packets, drain, interface, only_caps,
@@ -50,7 +50,7 @@ fn spoofed_syn(source_port: u16) -> Vec<u8> {
 }
 
 /// `localnet-probe args…` in `netns` (host mount namespace), to its end.
-fn probe(netns: &Netns, args: &[&str]) -> Output {
+fn cli(netns: &Netns, args: &[&str]) -> Output {
     netns
         .command(PROBE)
         .args(args)
@@ -91,7 +91,7 @@ fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
         link.receiver.ip(&["link", "set", spare, "up"]);
     }
 
-    let refused = probe(
+    let refused = cli(
         &link.receiver,
         &["run", "--json", "--duration", "1", "--iface", RECEIVER_IF],
     );
@@ -115,6 +115,21 @@ fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
     assert!(said.contains("WARN"), "warns: {said}");
     let (status, _) = skipping.stop(libc::SIGTERM);
     assert!(status.success());
+
+    // Without --iface, finding nothing to serve is an error, also when skip is why.
+    for spare in ["spare0", "spare1"] {
+        link.receiver.ip(&["link", "set", spare, "down"]);
+    }
+    let nothing = cli(
+        &link.receiver,
+        &["run", "--json", "--duration", "1", "--on-conflict", "skip"],
+    );
+    assert!(!nothing.status.success());
+    assert!(
+        stderr(&nothing).contains("another XDP program holds every one that is up"),
+        "{}",
+        stderr(&nothing)
+    );
 }
 
 /// With `--on-conflict tc`, an interface another XDP program holds is served at tcx ingress
@@ -162,6 +177,27 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
             "the other program stays"
         );
         probe.wait_until_said("tcx ingress, beside another XDP program");
+
+        // A second probe is refused there, whatever --on-conflict says: it is served.
+        let second = cli(
+            &link.receiver,
+            &[
+                "run",
+                "--json",
+                "--duration",
+                "1",
+                "--on-conflict",
+                "tc",
+                "--iface",
+                RECEIVER_IF,
+            ],
+        );
+        assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+        assert!(
+            stderr(&second).contains("vrx is already served by localnet-probe at tcx ingress"),
+            "{}",
+            stderr(&second)
+        );
 
         for _ in 0..50 {
             sender.send(&spoofed);
@@ -227,7 +263,7 @@ fn a_standing_filter_at_tcx_is_taken_over_and_detached() {
         sender.send(&spoofed_to_localhost());
     }
     assert_eq!(drain(&server, QUIET), 0, "dropped with no process running");
-    let output = probe(&link.receiver, &["status", "--json"]);
+    let output = cli(&link.receiver, &["status", "--json"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let shown: Value = serde_json::from_slice(&output.stdout).expect("status writes JSON");
     let entry = interface(&shown, RECEIVER_IF);
@@ -249,7 +285,7 @@ fn a_standing_filter_at_tcx_is_taken_over_and_detached() {
     let (status, _) = second.stop(libc::SIGTERM);
     assert!(status.success());
 
-    let detached = probe(&link.receiver, &["detach"]);
+    let detached = cli(&link.receiver, &["detach"]);
     assert!(detached.status.success(), "{}", stderr(&detached));
     assert!(link.receiver.tcx_programs(RECEIVER_IF, false).is_empty());
     assert!(
@@ -359,4 +395,99 @@ fn a_reply_to_a_spoofed_syn_is_counted_leaving_unless_the_syn_is_dropped() {
     let entry = interface(last.as_ref().expect("a final report"), RECEIVER_IF).clone();
     assert_eq!(count(&entry, "packets_replied"), 0, "{entry}");
     assert_eq!(entry["exploited"], false);
+}
+
+/// At tcx a frame's outer VLAN tag may already be off the frame, in the socket buffer's
+/// metadata (veth takes it off): it is counted in the frame's bytes and put back into samples,
+/// so events show what was on the wire, as at XDP.
+#[test]
+fn at_tcx_a_tag_taken_off_the_frame_is_counted_and_put_back_into_samples() {
+    testbed::skip_unless_root!();
+    let link = Link::new("tcx-vlan");
+    let _foreign = ForeignXdp::attach(&link.receiver, RECEIVER_IF);
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &["--on-conflict", "tc", "--events", "--iface", RECEIVER_IF],
+    );
+    probe.wait_ready();
+    let tagged = |tpids: &[u16]| {
+        tpids
+            .iter()
+            .fold(
+                ipv4(SENDER_V4, Ipv4Addr::LOCALHOST).macs(SENDER_MAC, RECEIVER_MAC),
+                |builder, tpid| builder.vlan(*tpid),
+            )
+            .build()
+    };
+    let single = tagged(&[TPID_8021Q]);
+    let double = tagged(&[TPID_8021AD, TPID_8021Q]);
+    let sender = link.raw_sender();
+    sender.send(&single);
+    sender.send(&double);
+    // Events come as the frames do, the counters at each interval: both, in whatever order.
+    let mut vlans = std::collections::BTreeMap::new();
+    let mut bytes = None;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while vlans.len() < 2 || bytes.is_none() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = probe
+            .next_report(left)
+            .unwrap_or_else(|_| panic!("no events and counts; stderr: {}", probe.stderr()));
+        if line["type"] == "event" {
+            vlans.insert(count(&line, "frame_len"), line["vlans"].clone());
+        } else if count(interface(&line, RECEIVER_IF), "packets_matched") == 2 {
+            bytes = Some(count(interface(&line, RECEIVER_IF), "bytes_matched"));
+        }
+    }
+    assert_eq!(bytes, Some((single.len() + double.len()) as u64));
+    assert_eq!(vlans[&(single.len() as u64)], serde_json::json!([100]));
+    assert_eq!(vlans[&(double.len() as u64)], serde_json::json!([100, 101]));
+}
+
+/// A program attached before the probe's at tcx ingress later (another tool that insists on
+/// going first) can pass frames to the stack unseen: the probe says so, its report names the
+/// program, and the link counts as exposed again although the probe is in drop mode.
+#[test]
+fn a_program_put_before_it_later_is_said_and_the_link_exposed_again() {
+    testbed::skip_unless_root!();
+    let link = Link::new("tcx-ahead");
+    link.receiver
+        .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
+    let server = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, UDP_PORT)));
+    let _foreign = ForeignXdp::attach(&link.receiver, RECEIVER_IF);
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &["--on-conflict", "tc", "--drop", "--iface", RECEIVER_IF],
+    );
+    let ready = probe.wait_ready();
+    assert_eq!(interface(&ready, RECEIVER_IF)["exposed"], false);
+    assert_eq!(
+        interface(&ready, RECEIVER_IF)["tcx_preceded_by"],
+        serde_json::json!({ "ingress": [], "egress": [] })
+    );
+
+    let ahead = ForeignTcx::attach_first(&link.receiver, RECEIVER_IF);
+    let report = probe.wait_for(TIMEOUT, |report| {
+        interface(report, RECEIVER_IF)["tcx_preceded_by"]["ingress"]
+            == serde_json::json!([ahead.id])
+    });
+    assert_eq!(interface(&report, RECEIVER_IF)["exposed"], true);
+    probe.wait_until_said("now run(s) before localnet-probe");
+    let sender = link.raw_sender();
+    for _ in 0..10 {
+        sender.send(&spoofed_to_localhost());
+    }
+    assert_eq!(drain(&server, QUIET), 10, "passed by the program ahead");
+    let (status, last) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+    assert_eq!(
+        count(
+            interface(last.as_ref().expect("a final report"), RECEIVER_IF),
+            "packets_matched"
+        ),
+        0,
+        "never seen"
+    );
 }

@@ -80,11 +80,19 @@ pub struct ProbeOn {
     /// (then [`ProbeOn::mode_unknown`] says why) and no drop is assumed.
     pub mode: Option<&'static str>,
     pub mode_unknown: Option<String>,
+    /// At tcx, the ids of the programs that run before it (attached before it since it went
+    /// first): what they pass to the stack or redirect, it never sees, so its drop mode is not
+    /// counted as a mitigation.
+    pub preceded_by: Vec<u32>,
+    /// The replies its counters hold for the interface (`run --egress` counts them in the same
+    /// counters), when they can be read: evidence that outlives the egress program.
+    #[serde(skip)]
+    pub replies: Option<u64>,
 }
 
 impl ProbeOn {
     fn drops(&self) -> bool {
-        self.mode == Some(Mode::Drop.name())
+        self.mode == Some(Mode::Drop.name()) && self.preceded_by.is_empty()
     }
 }
 
@@ -197,6 +205,7 @@ fn xdp_on(interface: &Interface) -> Option<XdpOn> {
         Some(xdp_mode),
         occupant.holders,
         occupant.standing.is_some(),
+        Vec::new(),
     )))
 }
 
@@ -208,6 +217,7 @@ fn probe_on(
     xdp_mode: Option<&'static str>,
     processes: Vec<Holder>,
     standing: bool,
+    preceded_by: Vec<u32>,
 ) -> ProbeOn {
     let (mode, mode_unknown) = match configured_action(program_id, ifindex) {
         Ok(Action::Dropped) => (Some(Mode::Drop.name()), None),
@@ -221,6 +231,8 @@ fn probe_on(
         processes,
         mode,
         mode_unknown,
+        preceded_by,
+        replies: replies_counted(program_id, ifindex).ok(),
     }
 }
 
@@ -246,7 +258,7 @@ fn tcx_on(interfaces: &[Interface]) -> Result<Vec<(u32, TcxOn)>, String> {
                     ));
                 }
             };
-            for program_id in programs {
+            for (position, &program_id) in programs.iter().enumerate() {
                 let attachment =
                     Attachment::of(program_id, interface.ifindex, Kind::Tcx(direction));
                 if attachment.unidentifiable() {
@@ -260,6 +272,7 @@ fn tcx_on(interfaces: &[Interface]) -> Result<Vec<(u32, TcxOn)>, String> {
                                 None,
                                 attachment.holders,
                                 attachment.standing.is_some(),
+                                programs[..position].to_vec(),
                             ));
                         }
                         Direction::Egress => {
@@ -681,11 +694,27 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             Vec::new()
         };
         let tcx = tcx_on(interface.ifindex);
-        let (replies_seen, replies_unknown) = match tcx.and_then(|on| on.replies.clone()) {
-            Some(Ok(replies)) => (Some(replies), None),
-            Some(Err(why)) => (None, Some(why)),
-            None => (None, None),
-        };
+        // Replies counted before the egress program was detached stay in the counters the
+        // program for arriving frames shares with it.
+        let replies_kept = [
+            match xdp_on(interface.ifindex) {
+                Some(XdpOn::LocalnetProbe(probe)) => probe.replies,
+                _ => None,
+            },
+            tcx.and_then(|on| on.ingress.as_ref())
+                .and_then(|probe| probe.replies),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .filter(|replies| *replies > 0);
+        let (replies_seen, replies_unknown) =
+            match (tcx.and_then(|on| on.replies.clone()), replies_kept) {
+                (Some(Ok(replies)), kept) => (Some(replies.max(kept.unwrap_or(0))), None),
+                (_, Some(kept)) => (Some(kept), None),
+                (Some(Err(why)), None) => (None, Some(why)),
+                (None, None) => (None, None),
+            };
         let verdict = if replies_seen.is_some_and(|replies| replies > 0) {
             Verdict::Exploited
         } else {
@@ -830,11 +859,41 @@ fn unset_route_localnet(set_in: &[String]) -> String {
 }
 
 /// The remedy of localnet-probe dropping on the interface `name`.
-fn drop_with_probe(name: &str) -> String {
-    format!(
-        "drop frames with loopback addresses on {name} before the stack sees them: \
-         localnet-probe run --drop-on {name} (with --pin to keep it after exit)"
-    )
+fn drop_with_probe(audited: &InterfaceAudit) -> String {
+    let name = &audited.name;
+    match (&audited.localnet_probe, audited.other_xdp_program) {
+        (Some(probe), _) => format!(
+            "drop frames with loopback addresses on {name} before the stack sees them: run the \
+             localnet-probe that serves it ({} at {}) with --drop-on {name}{} instead",
+            probe.how,
+            probe.hook,
+            if probe.hook == "tcx" {
+                " --on-conflict tc"
+            } else {
+                ""
+            }
+        ),
+        (None, Some(id)) => format!(
+            "drop frames with loopback addresses on {name} before the stack sees them, beside \
+             its XDP program {id}: localnet-probe run --drop-on {name} --on-conflict tc (with \
+             --pin to keep it after exit)"
+        ),
+        (None, None) => format!(
+            "drop frames with loopback addresses on {name} before the stack sees them: \
+             localnet-probe run --drop-on {name} (with --pin to keep it after exit)"
+        ),
+    }
+}
+
+/// `--on-conflict tc`, where localnet-probe has to serve `audited` beside another XDP program.
+fn beside_other_xdp(audited: &InterfaceAudit) -> &'static str {
+    let at_tcx = audited
+        .localnet_probe
+        .as_ref()
+        .map_or(audited.other_xdp_program.is_some(), |probe| {
+            probe.hook == "tcx"
+        });
+    if at_tcx { " --on-conflict tc" } else { "" }
 }
 
 /// What drops frames to 127.0.0.0/8 from a mitigated link.
@@ -886,7 +945,7 @@ fn exploited_finding(audited: &InterfaceAudit, now: Verdict, inputs: &Inputs) ->
     };
     let mut remedies = Vec::new();
     if matches!(now, Verdict::Exposed | Verdict::Latent) {
-        remedies.push(drop_with_probe(name));
+        remedies.push(drop_with_probe(audited));
     }
     let set_in = route_localnet_set_in(audited, inputs);
     if !set_in.is_empty() {
@@ -895,8 +954,9 @@ fn exploited_finding(audited: &InterfaceAudit, now: Verdict, inputs: &Inputs) ->
     remedies.push(format!(
         "see who tries, and whom it answered, in samples of the frames with loopback addresses \
          arriving or replied while dropping them: localnet-probe run --iface {name} --drop-on \
-         {name} --egress --events (or --pcap FILE, for tcpdump); the replies already counted are \
-         in the samples of the probe that counted them, where it shows them"
+         {name}{} --egress --events (or --pcap FILE, for tcpdump); the replies already counted \
+         are in the samples of the probe that counted them, where it shows them",
+        beside_other_xdp(audited)
     ));
     Some(Finding {
         severity: Severity::Exposure,
@@ -936,7 +996,7 @@ fn interface_findings(
         }
     );
     let sysctl = unset_route_localnet(&set_in);
-    let probe = format!("or {}", drop_with_probe(name));
+    let probe = format!("or {}", drop_with_probe(audited));
     let nft_rule = |address: &str| {
         format!(
             "or drop them with nftables: nft add table inet localnet_guard; nft add chain inet \

@@ -64,6 +64,8 @@ fn probe_at_tcx(mode: Option<Mode>) -> ProbeOn {
         processes: Vec::new(),
         mode: mode.map(Mode::name),
         mode_unknown: mode.is_none().then(|| "no CAP_SYS_ADMIN".to_owned()),
+        preceded_by: Vec::new(),
+        replies: None,
     }
 }
 
@@ -510,4 +512,54 @@ fn a_drop_at_tcx_ingress_mitigates_beside_another_xdp_program() {
         "{}",
         audited.findings[0].message
     );
+}
+
+#[test]
+fn a_drop_at_tcx_behind_another_program_is_no_mitigation() {
+    let mut inputs = inputs(vec![interface("eth0", 2, true)]);
+    let mut probe = probe_at_tcx(Some(Mode::Drop));
+    probe.preceded_by = vec![31];
+    inputs.tcx = Ok(vec![(
+        2,
+        TcxOn {
+            ingress: Some(probe),
+            ..TcxOn::default()
+        },
+    )]);
+    let audited = audit(&inputs, None);
+    assert_eq!(audited.interfaces[0].verdict, Verdict::Exposed);
+    let probe = audited.interfaces[0]
+        .localnet_probe
+        .as_ref()
+        .expect("the probe at tcx");
+    assert_eq!(probe.preceded_by, [31]);
+}
+
+#[test]
+fn replies_kept_in_the_counters_outlive_the_egress_program() {
+    let mut inputs = inputs(vec![interface("eth0", 2, true)]);
+    let mut probe = probe_at_tcx(Some(Mode::Drop));
+    probe.replies = Some(3);
+    inputs.tcx = Ok(vec![(
+        2,
+        TcxOn {
+            ingress: Some(probe.clone()),
+            ..TcxOn::default()
+        },
+    )]);
+    let audited = audit(&inputs, None);
+    assert_eq!(audited.interfaces[0].verdict, Verdict::Exploited);
+    assert_eq!(audited.interfaces[0].replies_seen, Some(3));
+    // None counted, and no egress program: not counted there.
+    probe.replies = Some(0);
+    inputs.tcx = Ok(vec![(
+        2,
+        TcxOn {
+            ingress: Some(probe),
+            ..TcxOn::default()
+        },
+    )]);
+    let audited = audit(&inputs, None);
+    assert_eq!(audited.interfaces[0].verdict, Verdict::Mitigated);
+    assert_eq!(audited.interfaces[0].replies_seen, None);
 }

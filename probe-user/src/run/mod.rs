@@ -19,7 +19,8 @@ use clap::{Args, ValueEnum};
 use probe_user::{
     link_events::LinkEvents,
     probe::{
-        DEFAULT_SAMPLE_RATE, Hook, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal,
+        DEFAULT_SAMPLE_RATE, Hook, MAX_SAMPLE_RATE, ProbeError, TcxPrecededBy, XdpModeChoice,
+        native_refusal,
     },
     report::{Report, SysctlChangeReport},
     samples::SampleRing,
@@ -524,11 +525,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     evidence.finish(FINAL_REPORT_PATIENCE);
     match output {
         Some(output) => output.finish(last, FINAL_REPORT_PATIENCE),
-        None => tracing::info!(
-            "detached: {} matched, {} dropped",
-            report.totals.packets_matched,
-            report.totals.packets_dropped
-        ),
+        None => tracing::info!("detached: {}", report.totals),
     }
     Ok(())
 }
@@ -555,6 +552,7 @@ fn say_attached(attached: &[AttachedInterface]) {
         }
         let hook = match attached.hook {
             Hook::Xdp(mode) => format!("{} XDP", mode.name()),
+            Hook::Tcx if attached.adopted => "tcx ingress".to_owned(),
             Hook::Tcx => "tcx ingress, beside another XDP program".to_owned(),
         };
         tracing::info!(
@@ -682,6 +680,8 @@ struct Warned {
     exposed: BTreeMap<u32, Vec<String>>,
     /// Interfaces where replies were seen.
     exploited: BTreeSet<u32>,
+    /// Interfaces where other programs run before the probe's at tcx, with their ids.
+    preceded: BTreeMap<u32, TcxPrecededBy>,
 }
 
 /// Says once what changed: an interface where replies were first seen, one that became
@@ -690,6 +690,18 @@ fn warn_on_changes(report: &Report, warned: &mut Warned) {
     for interface in &report.interfaces {
         if interface.exploited && warned.exploited.insert(interface.ifindex) {
             tracing::error!("exploited: {}", table::exploitation_warning(interface));
+        }
+        let preceded = &interface.tcx_preceded_by;
+        if warned
+            .preceded
+            .get(&interface.ifindex)
+            .unwrap_or(&TcxPrecededBy::default())
+            != preceded
+        {
+            if !preceded.is_empty() {
+                tracing::warn!("{}", table::precedence_warning(interface));
+            }
+            warned.preceded.insert(interface.ifindex, preceded.clone());
         }
         if interface.exposed {
             let via = &interface.route_localnet_via;
@@ -704,12 +716,12 @@ fn warn_on_changes(report: &Report, warned: &mut Warned) {
     for removed in &report.removed {
         warned.exposed.remove(&removed.ifindex);
         warned.exploited.remove(&removed.ifindex);
+        warned.preceded.remove(&removed.ifindex);
         tracing::warn!(
-            "{} (ifindex {}) was removed; its final counts: {} matched, {} dropped",
+            "{} (ifindex {}) was removed; its final counts: {}",
             removed.name,
             removed.ifindex,
-            removed.totals.packets_matched,
-            removed.totals.packets_dropped
+            removed.totals
         );
     }
 }

@@ -80,11 +80,7 @@ pub(crate) fn render(
 
     let exploited: Vec<&InterfaceReport> =
         report.interfaces.iter().filter(|i| i.exploited).collect();
-    let exposed: Vec<&InterfaceReport> = report
-        .interfaces
-        .iter()
-        .filter(|i| i.exposed && !i.exploited)
-        .collect();
+    let exposed: Vec<&InterfaceReport> = report.interfaces.iter().filter(|i| i.exposed).collect();
     if !exploited.is_empty() || !exposed.is_empty() {
         out.push('\n');
     }
@@ -113,11 +109,8 @@ pub(crate) fn render(
     for removed in &report.removed {
         let _ = writeln!(
             out,
-            "{} (ifindex {}): {} matched, {} dropped",
-            removed.name,
-            removed.ifindex,
-            removed.totals.packets_matched,
-            removed.totals.packets_dropped
+            "{} (ifindex {}): {}",
+            removed.name, removed.ifindex, removed.totals
         );
     }
 
@@ -196,11 +189,51 @@ pub(crate) fn terminal_size() -> Option<(usize, usize)> {
 /// One sentence on an exploited interface: what left it, what that means, and what to do.
 pub(crate) fn exploitation_warning(interface: &InterfaceReport) -> String {
     let name = &interface.name;
+    let block = if interface.mode == "drop" {
+        "drop mode now blocks the requests".to_owned()
+    } else if interface.hook == Some("tcx") {
+        format!("--drop-on {name} --on-conflict tc blocks the requests")
+    } else {
+        format!("--drop-on {name} blocks the requests")
+    };
     format!(
         "{name}: {} frame(s) with a loopback source left this interface: a service bound to \
-         127.0.0.1 on this host answered someone on this link (--drop-on {name} blocks the \
-         requests; `localnet-probe audit` names the exposed services)",
+         127.0.0.1 on this host answered someone on this link ({block}; `localnet-probe audit` \
+         names the exposed services)",
         interface.totals.packets_replied
+    )
+}
+
+/// One sentence on an interface where other programs run before the probe's at tcx.
+pub(crate) fn precedence_warning(interface: &InterfaceReport) -> String {
+    let ids = |ids: &[u32]| {
+        ids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let preceded = &interface.tcx_preceded_by;
+    let mut hooks = Vec::new();
+    if !preceded.ingress.is_empty() {
+        hooks.push(format!(
+            "at tcx ingress program(s) {} (frames they pass to the stack or redirect are \
+             neither counted nor dropped)",
+            ids(&preceded.ingress)
+        ));
+    }
+    if !preceded.egress.is_empty() {
+        hooks.push(format!(
+            "at tcx egress program(s) {} (replies they end the chain for are not counted)",
+            ids(&preceded.egress)
+        ));
+    }
+    format!(
+        "{}: attached since, {} now run(s) before localnet-probe; it goes first again when \
+         attached anew (`localnet-probe detach --iface {}` first, for a standing filter, whose \
+         takeover keeps its place)",
+        interface.name,
+        hooks.join(", and "),
+        interface.name
     )
 }
 
@@ -227,9 +260,25 @@ pub(crate) fn exposure_warning(interface: &InterfaceReport) -> String {
             others.join(", ")
         ),
     };
+    let (state, fix) = if interface.mode == "drop" {
+        (
+            "drop mode, but other tcx programs run first",
+            format!("`localnet-probe detach --iface {name}` and a new run go first again"),
+        )
+    } else if interface.hook == Some("tcx") {
+        (
+            "monitor mode",
+            format!("--drop-on {name} --on-conflict tc blocks such frames"),
+        )
+    } else {
+        (
+            "monitor mode",
+            format!("--drop-on {name} blocks such frames"),
+        )
+    };
     format!(
-        "{name}: route_localnet=1{cause} and monitor mode: services bound to 127.0.0.1 on this \
-         host are reachable from this link (--drop-on {name} blocks such frames)"
+        "{name}: route_localnet=1{cause} and {state}: services bound to 127.0.0.1 on this host \
+         are reachable from this link ({fix})"
     )
 }
 
@@ -347,6 +396,9 @@ fn row(interface: &InterfaceReport) -> [String; 11] {
         interface.name.clone(),
         match (interface.hook, interface.xdp_mode) {
             (Some(_), Some(xdp_mode)) => xdp_mode.to_owned(),
+            (Some(_), None) if !interface.tcx_preceded_by.ingress.is_empty() => {
+                "tcx (not first)".to_owned()
+            }
             (Some(hook), None) => hook.to_owned(),
             (None, _) => "-".to_owned(),
         },

@@ -484,7 +484,7 @@ impl ForeignXdp {
     }
 }
 
-/// Another tool's tcx ingress program on an interface, last in its chain: it returns
+/// Another tool's tcx ingress program on an interface, last in its chain (or first): it returns
 /// `TCX_PASS`, which ends the chain, as Cilium's programs do; held like [`ForeignXdp`].
 pub struct ForeignTcx {
     pub id: u32,
@@ -494,6 +494,16 @@ pub struct ForeignTcx {
 
 impl ForeignTcx {
     pub fn attach(netns: &Netns, interface: &str) -> Self {
+        Self::attach_at(netns, interface, 0)
+    }
+
+    /// Attached first in the chain, before any program there.
+    pub fn attach_first(netns: &Netns, interface: &str) -> Self {
+        const BPF_F_BEFORE: u32 = 1 << 3;
+        Self::attach_at(netns, interface, BPF_F_BEFORE)
+    }
+
+    fn attach_at(netns: &Netns, interface: &str, flags: u32) -> Self {
         const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
         const BPF_TCX_INGRESS: u32 = 46;
         const TCX_PASS: u32 = 0;
@@ -502,7 +512,7 @@ impl ForeignTcx {
             netns,
             interface,
             (BPF_PROG_TYPE_SCHED_CLS, "foreign_tcx", TCX_PASS),
-            (BPF_TCX_INGRESS, 0),
+            (BPF_TCX_INGRESS, flags),
         );
         let id = netns
             .tcx_programs(interface, false)
