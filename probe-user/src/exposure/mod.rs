@@ -862,17 +862,21 @@ fn unset_route_localnet(set_in: &[String]) -> String {
 fn drop_with_probe(audited: &InterfaceAudit) -> String {
     let name = &audited.name;
     match (&audited.localnet_probe, audited.other_xdp_program) {
-        (Some(probe), _) => format!(
-            "drop frames with loopback addresses on {name} before the stack sees them: run the \
-             localnet-probe that serves it ({} at {}) with --drop-on {name}{} instead",
-            probe.how,
-            probe.hook,
-            if probe.hook == "tcx" {
-                " --on-conflict tc"
+        (Some(probe), _) => {
+            let (how, pin) = if probe.how == "standing" {
+                ("take its standing filter over in drop mode", " --pin")
             } else {
-                ""
-            }
-        ),
+                ("stop it and start it again in drop mode", "")
+            };
+            format!(
+                "drop frames with loopback addresses on {name} before the stack sees them, where \
+                 localnet-probe ({} at {}) serves it already: {how}, localnet-probe run{pin} \
+                 --drop-on {name}{}",
+                probe.how,
+                probe.hook,
+                beside_other_xdp(audited)
+            )
+        }
         (None, Some(id)) => format!(
             "drop frames with loopback addresses on {name} before the stack sees them, beside \
              its XDP program {id}: localnet-probe run --drop-on {name} --on-conflict tc (with \
