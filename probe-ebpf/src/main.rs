@@ -64,13 +64,6 @@ static SAMPLE_COUNTS: PerCpuArray<SampleCounts> = PerCpuArray::with_max_entries(
 #[unsafe(no_mangle)]
 static SAMPLING: u8 = 0;
 
-/// Set by the loader when it may subtract packet pointers (CAP_PERFMON): the frame length is
-/// then `data_end - data`. Otherwise the program asks the kernel (`bpf_xdp_get_buff_len`), a
-/// helper call that costs matched frames ~10 ns more here. Read from `.rodata`, which the loader
-/// freezes, so the verifier knows the value and checks only the branch taken.
-#[unsafe(no_mangle)]
-static LENGTH_FROM_POINTERS: u8 = 0;
-
 /// The frame between `data` and `data_end`, every load bounds-checked right before it is made.
 struct PacketFrame {
     start: usize,
@@ -166,16 +159,12 @@ impl Hook for XdpContext {
         (0, 0)
     }
 
+    /// Every buffer's bytes: a frame larger than a page (a jumbo MTU) arrives in several
+    /// (XDP multi-buffer), of which `data_end - data` is the first only.
     #[inline(always)]
     fn data_len(&self) -> u64 {
-        // SAFETY: a plain read of a constant the loader may have set; volatile so the compiler
-        // keeps both branches.
-        if unsafe { core::ptr::read_volatile(&LENGTH_FROM_POINTERS) } != 0 {
-            (self.data_end() - self.data()) as u64
-        } else {
-            // SAFETY: the helper only reads the context it is given.
-            unsafe { bpf_xdp_get_buff_len(self.ctx) }
-        }
+        // SAFETY: the helper only reads the context it is given.
+        unsafe { bpf_xdp_get_buff_len(self.ctx) }
     }
 
     #[inline(always)]
@@ -216,7 +205,9 @@ impl Hook for TcContext {
     }
 }
 
-#[xdp]
+/// Declares multi-buffer support (`xdp.frags`), so it attaches to devices whose MTU is above a
+/// page; it classifies from the headers in the first buffer, which hold them.
+#[xdp(frags)]
 fn localnet_probe(ctx: XdpContext) -> u32 {
     match classify(&PacketFrame::new(ctx.data(), ctx.data_end())) {
         None => xdp_action::XDP_PASS,
@@ -224,7 +215,7 @@ fn localnet_probe(ctx: XdpContext) -> u32 {
     }
 }
 
-#[xdp]
+#[xdp(frags)]
 fn localnet_probe_ip(ctx: XdpContext) -> u32 {
     match classify_ip(&PacketFrame::new(ctx.data(), ctx.data_end())) {
         None => xdp_action::XDP_PASS,

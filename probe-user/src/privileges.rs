@@ -29,15 +29,6 @@ pub fn missing() -> Option<String> {
     })
 }
 
-/// Whether the verifier lets this process's programs subtract packet pointers (CAP_PERFMON, or
-/// CAP_SYS_ADMIN which includes it).
-pub fn may_subtract_packet_pointers() -> bool {
-    caps::read(None, CapSet::Effective).is_ok_and(|effective| {
-        effective.contains(&Capability::CAP_PERFMON)
-            || effective.contains(&Capability::CAP_SYS_ADMIN)
-    })
-}
-
 /// `None` when the effective set allows reading pinned maps and links (`CAP_BPF`); otherwise
 /// what is missing.
 pub fn missing_to_read() -> Option<String> {

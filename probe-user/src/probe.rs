@@ -35,7 +35,6 @@ use crate::{
     link::{Kind, Link},
     map_batch,
     pins::{Found, PinDir, PinError, PinnedInterface},
-    privileges,
 };
 
 #[derive(Debug, Error)]
@@ -361,7 +360,6 @@ impl Probe {
         } else {
             VerifierLogLevel::default()
         };
-        let length_from_pointers = u8::from(privileges::may_subtract_packet_pointers());
         let sample_rate = options.sample_rate.min(MAX_SAMPLE_RATE);
         let sampling = u8::from(sample_rate > 0);
         let mut loader = EbpfLoader::new();
@@ -374,7 +372,6 @@ impl Probe {
         }
         let mut ebpf = loader
             .verifier_log_level(level)
-            .override_global("LENGTH_FROM_POINTERS", &length_from_pointers, true)
             .override_global("SAMPLING", &sampling, true)
             .map_max_entries("COUNTERS", capacity * CLASSES_PER_INTERFACE as u32)
             .map_max_entries("IFACE_CONFIG_HIGH", capacity)
