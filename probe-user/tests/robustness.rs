@@ -1,0 +1,186 @@
+//! Load: a million frames nobody would send by hand, every class and benign ones, through one
+//! interface with samples at their highest rate: the counts are exact, the reports keep coming,
+//! the process stays small, and samples that do not fit are counted as lost, never frames.
+//! Needs root.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use test_frames::{ipv4, ipv6, mapped};
+use testbed::{
+    Link, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC, SENDER_V4, interface,
+};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
+const FRAMES: usize = 1_000_000;
+const SEND_LIMIT: Duration = Duration::from_secs(60);
+
+/// The process's peak resident set, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the probe runs");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[test]
+fn a_million_frames_of_every_class_are_counted_exactly_while_reports_keep_coming() {
+    testbed::skip_unless_root!();
+    let link = Link::new("flood");
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &[
+            "--drop",
+            "--iface",
+            RECEIVER_IF,
+            "--sample-rate",
+            "100000",
+            "--interval",
+            "0.5",
+        ],
+    );
+    probe.wait_ready();
+
+    let (v6_sender, v6_receiver) = (
+        Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1),
+        Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2),
+    );
+    let lo4 = Ipv4Addr::LOCALHOST;
+    let lo6 = Ipv6Addr::LOCALHOST;
+    // (family, address) of the class each frame is counted in; `None` for benign ones.
+    let templates: Vec<(Option<(&str, &str)>, Vec<u8>)> = vec![
+        (None, ipv4(SENDER_V4, RECEIVER_V4).build()),
+        (None, ipv6(v6_sender, v6_receiver).build()),
+        (Some(("ipv4", "source")), ipv4(lo4, RECEIVER_V4).build()),
+        (Some(("ipv4", "destination")), ipv4(SENDER_V4, lo4).build()),
+        (
+            Some(("ipv4", "both")),
+            ipv4(Ipv4Addr::new(127, 0, 0, 2), lo4).build(),
+        ),
+        (Some(("ipv6", "source")), ipv6(lo6, v6_receiver).build()),
+        (Some(("ipv6", "destination")), ipv6(v6_sender, lo6).build()),
+        (Some(("ipv6", "both")), ipv6(lo6, lo6).build()),
+        (
+            Some(("ipv4-mapped", "source")),
+            ipv6(mapped(lo4), v6_receiver).build(),
+        ),
+        (
+            Some(("ipv4-mapped", "destination")),
+            ipv6(v6_sender, mapped(lo4)).build(),
+        ),
+        (
+            Some(("ipv4-mapped", "both")),
+            ipv6(mapped(Ipv4Addr::new(127, 0, 0, 9)), mapped(lo4)).build(),
+        ),
+    ];
+    let templates: Vec<(Option<(&str, &str)>, Vec<u8>)> = templates
+        .into_iter()
+        .map(|(class, mut frame)| {
+            frame[..6].copy_from_slice(&RECEIVER_MAC);
+            frame[6..12].copy_from_slice(&SENDER_MAC);
+            (class, frame)
+        })
+        .collect();
+    let mut expected: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for index in 0..FRAMES {
+        let (class, frame) = &templates[index % templates.len()];
+        if let Some((family, address)) = class {
+            let entry = expected
+                .entry(((*family).to_owned(), (*address).to_owned()))
+                .or_default();
+            entry.0 += 1;
+            entry.1 += frame.len() as u64;
+        }
+    }
+    let matched: u64 = expected.values().map(|(packets, _)| packets).sum();
+
+    // Sent from a thread of its own; the reports are read here meanwhile.
+    let sender = link.raw_sender();
+    let frames: Vec<Vec<u8>> = templates.iter().map(|(_, frame)| frame.clone()).collect();
+    let (done, sent) = mpsc::channel();
+    thread::spawn(move || {
+        let started = Instant::now();
+        for index in 0..FRAMES {
+            if started.elapsed() > SEND_LIMIT {
+                break;
+            }
+            sender.send(&frames[index % frames.len()]);
+        }
+        let _ = done.send(started.elapsed());
+    });
+    let mut arrivals = Vec::new();
+    let elapsed = loop {
+        if let Ok(elapsed) = sent.try_recv() {
+            break elapsed;
+        }
+        if probe.next_report(Duration::from_millis(200)).is_ok() {
+            arrivals.push(Instant::now());
+        }
+    };
+    assert!(
+        elapsed <= SEND_LIMIT,
+        "{FRAMES} frames not sent within {SEND_LIMIT:?}"
+    );
+    let gaps = arrivals.windows(2).map(|pair| pair[1] - pair[0]);
+    let longest = gaps.max().unwrap_or_default();
+    assert!(
+        arrivals.len() as f64 >= elapsed.as_secs_f64() / 0.5 * 0.5,
+        "{} reports in {elapsed:?} at an interval of 0.5 s",
+        arrivals.len()
+    );
+    assert!(
+        longest < Duration::from_secs(2),
+        "reports stopped for {longest:?} during the flood"
+    );
+
+    let report = probe.wait_for(Duration::from_secs(20), |report| {
+        report["type"] == "counters"
+            && interface(report, RECEIVER_IF)["packets_matched"].as_u64() == Some(matched)
+    });
+    let entry = interface(&report, RECEIVER_IF);
+    let counted: BTreeMap<(String, String), (u64, u64)> = entry["by_class"]
+        .as_array()
+        .expect("by_class")
+        .iter()
+        .map(|class| {
+            assert_eq!(class["action"], "dropped", "{class}");
+            (
+                (
+                    class["family"].as_str().expect("family").to_owned(),
+                    class["address"].as_str().expect("address").to_owned(),
+                ),
+                (
+                    class["packets"].as_u64().expect("packets"),
+                    class["bytes"].as_u64().expect("bytes"),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(counted, expected, "every class exact, packets and bytes");
+    let samples: &Value = &entry["samples"];
+    let (emitted, suppressed, lost) = (
+        samples["emitted"].as_u64().expect("emitted"),
+        samples["suppressed"].as_u64().expect("suppressed"),
+        samples["lost"].as_u64().expect("lost"),
+    );
+    assert_eq!(emitted + suppressed + lost, matched, "{samples}");
+    assert!(emitted > 0, "{samples}");
+    let rss = peak_rss_kib(probe.pid());
+    assert!(rss < 40 * 1024, "peak RSS {rss} KiB");
+    eprintln!(
+        "{FRAMES} frames in {elapsed:?}, {} reports, longest gap {longest:?}; samples \
+         {emitted} emitted, {suppressed} suppressed, {lost} lost; peak RSS {rss} KiB",
+        arrivals.len()
+    );
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+}
