@@ -184,3 +184,44 @@ fn a_million_frames_of_every_class_are_counted_exactly_while_reports_keep_coming
     let (status, _) = probe.stop(libc::SIGTERM);
     assert!(status.success());
 }
+
+/// SIGTERM, SIGINT or SIGHUP while the probe attaches to 200 interfaces: it finishes or stops
+/// attaching, detaches from every one, and exits cleanly; nothing stays on any interface.
+#[test]
+fn a_signal_while_attaching_200_interfaces_leaves_nothing_attached() {
+    testbed::skip_unless_root!();
+    const PAIRS: usize = 200;
+    let netns = testbed::Netns::new("sigattach");
+    let batch: String = (0..PAIRS)
+        .map(|n| format!("link add a{n} type veth peer name b{n}\nlink set a{n} up\n"))
+        .collect();
+    let batch_file = std::env::temp_dir().join(format!("lnp-sigattach-{}", std::process::id()));
+    std::fs::write(&batch_file, batch).expect("write the batch");
+    let created = std::process::Command::new("ip")
+        .args(["-n", &netns.name, "-batch"])
+        .arg(&batch_file)
+        .status()
+        .expect("run ip");
+    let _ = std::fs::remove_file(&batch_file);
+    assert!(created.success());
+    let attached = || {
+        let output = std::process::Command::new("ip")
+            .args(["-n", &netns.name, "-d", "link", "show"])
+            .output()
+            .expect("run ip");
+        String::from_utf8_lossy(&output.stdout)
+            .matches("prog/xdp")
+            .count()
+    };
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let probe = ProbeProcess::start(PROBE, &netns, &["--iface", "a*"]);
+        // As soon as the first program is on: the others are being attached.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while attached() == 0 {
+            assert!(Instant::now() < deadline, "nothing attached");
+        }
+        let (status, _) = probe.stop(signal);
+        assert!(status.success(), "signal {signal}: exit status {status}");
+        assert_eq!(attached(), 0, "signal {signal}: left attached");
+    }
+}
