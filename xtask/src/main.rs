@@ -1,6 +1,7 @@
 //! `cargo xtask`: everything localnet-probe needs beyond `cargo build`, from a fresh machine.
 
 use std::{
+    collections::BTreeSet,
     env,
     ffi::OsString,
     fs,
@@ -16,6 +17,7 @@ use clap::{Args, Parser};
 /// bpf-linker's LLVM, which must be the pinned nightly's (`ebpf_build::NIGHTLY_DATE`).
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13";
+const CARGO_FUZZ_VERSION: &str = "0.13";
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask")]
@@ -30,11 +32,24 @@ enum Xtask {
     /// on the eBPF crates; every warning is an error.
     Lint,
     /// Set up, then run every test: host, BPF_PROG_TEST_RUN, netns integration and a short run of
-    /// the benchmark harness (needs root).
+    /// the benchmark harness (needs root), then fuzz the classifier for 30 s.
     Test,
     /// Set up, then measure (needs root): in-kernel cost per frame, veth throughput and the CLI's
     /// footprint beside reference programs; writes target/bench/report.{md,json}.
     Bench(BenchArgs),
+    /// Fuzz the classifier against a reference built on etherparse, with cargo-fuzz (installed if
+    /// missing) on the pinned nightly; a panic or a disagreement fails and leaves its input in
+    /// fuzz/artifacts/classify/. Given inputs, runs only those, to reproduce a failure.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Debug, Args)]
+struct FuzzArgs {
+    /// How long to fuzz.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: u64,
+    /// Inputs to run once instead of fuzzing, e.g. fuzz/artifacts/classify/crash-….
+    inputs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         Xtask::Lint => lint(),
         Xtask::Test => test(),
         Xtask::Bench(args) => bench(&args),
+        Xtask::Fuzz(args) => fuzz(&args),
     }
 }
 
@@ -247,12 +263,10 @@ fn lint() -> anyhow::Result<()> {
         host.args(["--exclude", package]);
     }
     run(host.args(["--", "-D", "warnings"]))?;
+    lint_fuzz()?;
     let nightly = ebpf_build::nightly()?;
-    let mut ebpf = Command::new("rustup");
-    ebpf.current_dir(workspace_root()).args([
-        "run",
-        &nightly,
-        "cargo",
+    let mut ebpf = nightly_cargo(&nightly);
+    ebpf.args([
         "clippy",
         "--locked",
         "--target",
@@ -267,9 +281,42 @@ fn lint() -> anyhow::Result<()> {
     // A target dir of its own, so the host build's artefacts are not rebuilt for nightly.
     run(ebpf
         .args(["--", "-D", "warnings"])
-        .env("CARGO_TARGET_DIR", target_dir().join("lint-ebpf"))
+        .env("CARGO_TARGET_DIR", target_dir().join("lint-ebpf")))
+}
+
+/// The fuzz crate, a workspace of its own, linted on stable like the host crates. Without its
+/// default feature, which builds libFuzzer's C++ for nothing here: clippy links nothing.
+fn lint_fuzz() -> anyhow::Result<()> {
+    let manifest = workspace_root().join("fuzz/Cargo.toml");
+    run(cargo()
+        .args(["fmt", "--check", "--manifest-path"])
+        .arg(&manifest))
+    .context("formatting differs: run `cargo fmt --manifest-path fuzz/Cargo.toml`")?;
+    run(cargo()
+        .args([
+            "clippy",
+            "--locked",
+            "--all-targets",
+            "--no-default-features",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        // The workspace's target dir: etherparse and the rest are checked there already.
+        .arg("--target-dir")
+        .arg(target_dir())
+        .args(["--", "-D", "warnings"]))
+}
+
+/// `cargo` of the pinned nightly, in the workspace root.
+fn nightly_cargo(nightly: &str) -> Command {
+    let mut command = Command::new("rustup");
+    command
+        .current_dir(workspace_root())
+        .args(["run", nightly, "cargo"])
+        // Else stable's, which `cargo xtask` runs with, would be used.
         .env_remove("CARGO")
-        .env_remove("RUSTC"))
+        .env_remove("RUSTC");
+    command
 }
 
 fn target_dir() -> PathBuf {
@@ -407,7 +454,10 @@ fn test() -> anyhow::Result<()> {
     if totals.passed == 0 {
         bail!("cargo test ran no test");
     }
-    Ok(())
+    fuzz(&FuzzArgs {
+        seconds: TEST_FUZZ_SECONDS,
+        inputs: Vec::new(),
+    })
 }
 
 /// Sums cargo test's `test result:` lines.
@@ -439,6 +489,158 @@ impl TestTotals {
             }
         }
     }
+}
+
+/// How long `cargo xtask test`, and so CI, fuzzes: enough to replay the seeds and mutate them a
+/// million times or so; longer runs are `cargo xtask fuzz --seconds …`.
+const TEST_FUZZ_SECONDS: u64 = 30;
+/// The fuzz target, `fuzz/fuzz_targets/classify.rs`.
+const FUZZ_TARGET: &str = "classify";
+/// The classifier reads no further than byte 82 (Ethernet, two VLAN tags, a 60-byte IPv4
+/// header); the structure-aware inputs spend a few bytes on each choice. Longer inputs only slow
+/// the search.
+const FUZZ_MAX_LEN: u32 = 256;
+/// The first byte of an input the fuzz target takes as a frame from its Ethernet header, and as a
+/// packet from its IP header (see fuzz/fuzz_targets/classify.rs).
+const FUZZ_TAG_ETHERNET: u8 = 0;
+const FUZZ_TAG_IP: u8 = 1;
+
+fn fuzz(args: &FuzzArgs) -> anyhow::Result<()> {
+    let nightly = ebpf_build::nightly()?;
+    ensure_cargo_fuzz()?;
+    let fuzz_dir = workspace_root().join("fuzz");
+    // cargo-fuzz has no --locked; fetching with it first refuses a lock file that would change.
+    run(nightly_cargo(&nightly)
+        .args(["fetch", "--locked", "--manifest-path"])
+        .arg(fuzz_dir.join("Cargo.toml")))?;
+    let mut command = nightly_cargo(&nightly);
+    command
+        .args(["fuzz", "run", "--fuzz-dir"])
+        .arg(&fuzz_dir)
+        .arg(FUZZ_TARGET);
+
+    if !args.inputs.is_empty() {
+        // libFuzzer runs the files it is given once each, without fuzzing.
+        for input in &args.inputs {
+            command.arg(
+                fs::canonicalize(input)
+                    .with_context(|| format!("cannot read {}", input.display()))?,
+            );
+        }
+        return run(&mut command);
+    }
+
+    let corpus = fuzz_dir.join("corpus").join(FUZZ_TARGET);
+    let seeds = write_seeds(&corpus)?;
+    let artifacts = fuzz_dir.join("artifacts").join(FUZZ_TARGET);
+    let before = files(&artifacts);
+    eprintln!(
+        "xtask: fuzzing {FUZZ_TARGET} for {} s, corpus {} ({seeds} seeds from test-frames)",
+        args.seconds,
+        relative(&corpus).display()
+    );
+    command.arg(&corpus).args([
+        "--".to_owned(),
+        format!("-max_total_time={}", args.seconds),
+        format!("-max_len={FUZZ_MAX_LEN}"),
+        "-print_final_stats=1".to_owned(),
+    ]);
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    let failed: Vec<String> = files(&artifacts)
+        .difference(&before)
+        .map(|input| relative(input).display().to_string())
+        .collect();
+    if failed.is_empty() {
+        bail!("{command:?} failed: {status}");
+    }
+    let failed = failed.join(" ");
+    bail!(
+        "fuzzing {FUZZ_TARGET} failed ({status}) on the input kept in {failed} (libFuzzer's report \
+         is above); run it alone with `cargo xtask fuzz {failed}`"
+    )
+}
+
+/// Installs cargo-fuzz unless this version is there, with the stable toolchain like bpf-linker:
+/// only what it builds needs the nightly. A debug build: it only drives cargo and libFuzzer, and
+/// builds in a quarter of the time of a release one (about 25 s against 90 on two cores).
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    // `cargo fuzz --version` prints `cargo-fuzz 0.13.2`.
+    if let Ok(version) = output(Command::new("cargo").args(["fuzz", "--version"])) {
+        if version
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|v| v.starts_with(&format!("{CARGO_FUZZ_VERSION}.")))
+        {
+            return Ok(());
+        }
+        eprintln!("xtask: replacing {}", version.trim());
+    }
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--force",
+        "--debug",
+        "--version",
+        &format!("~{CARGO_FUZZ_VERSION}"),
+    ]))
+}
+
+/// Writes every test-frames case into `corpus` as the fuzz target's two raw framings: the whole
+/// frame, and its IP packet where it has one. Returns how many files it wrote.
+fn write_seeds(corpus: &Path) -> anyhow::Result<usize> {
+    fs::create_dir_all(corpus).with_context(|| format!("cannot create {}", corpus.display()))?;
+    let mut written = 0;
+    for case in test_frames::cases() {
+        let name: String = case
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let mut seeds = vec![(
+            format!("seed-ethernet-{name}"),
+            [&[FUZZ_TAG_ETHERNET][..], &case.frame].concat(),
+        )];
+        if let Some(ip_offset) = test_frames::ip_offset(&case.frame) {
+            seeds.push((
+                format!("seed-ip-{name}"),
+                [&[FUZZ_TAG_IP][..], &case.frame[ip_offset..]].concat(),
+            ));
+        }
+        for (file, bytes) in seeds {
+            let path = corpus.join(file);
+            fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// The files in `dir`; none if it does not exist yet.
+fn files(dir: &Path) -> BTreeSet<PathBuf> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| Some(entry.ok()?.path()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `path` from the workspace root, as messages name it.
+fn relative(path: &Path) -> &Path {
+    path.strip_prefix(workspace_root()).unwrap_or(path)
 }
 
 #[cfg(test)]
