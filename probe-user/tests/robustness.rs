@@ -21,6 +21,9 @@ const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 const FRAMES: usize = 1_000_000;
 const SEND_LIMIT: Duration = Duration::from_secs(60);
 
+/// The class (family, address) a frame is counted in, `None` for a benign one, and the frame.
+type Template = (Option<(&'static str, &'static str)>, Vec<u8>);
+
 /// The process's peak resident set, in KiB (`VmHWM`).
 fn peak_rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the probe runs");
@@ -56,8 +59,7 @@ fn a_million_frames_of_every_class_are_counted_exactly_while_reports_keep_coming
     );
     let lo4 = Ipv4Addr::LOCALHOST;
     let lo6 = Ipv6Addr::LOCALHOST;
-    // (family, address) of the class each frame is counted in; `None` for benign ones.
-    let templates: Vec<(Option<(&str, &str)>, Vec<u8>)> = vec![
+    let templates: Vec<Template> = vec![
         (None, ipv4(SENDER_V4, RECEIVER_V4).build()),
         (None, ipv6(v6_sender, v6_receiver).build()),
         (Some(("ipv4", "source")), ipv4(lo4, RECEIVER_V4).build()),
@@ -82,7 +84,7 @@ fn a_million_frames_of_every_class_are_counted_exactly_while_reports_keep_coming
             ipv6(mapped(Ipv4Addr::new(127, 0, 0, 9)), mapped(lo4)).build(),
         ),
     ];
-    let templates: Vec<(Option<(&str, &str)>, Vec<u8>)> = templates
+    let templates: Vec<Template> = templates
         .into_iter()
         .map(|(class, mut frame)| {
             frame[..6].copy_from_slice(&RECEIVER_MAC);
