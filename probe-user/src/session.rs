@@ -670,19 +670,36 @@ impl Session {
 
     /// Keeps a standing filter's interface that is gone for the next snapshot to report.
     fn keep_removed(&mut self, gone: Adopted) {
-        self.removed_totals.add(&gone.counters);
+        self.remember_removed(
+            gone.ifindex,
+            gone.name,
+            (gone.mode, gone.program),
+            gone.counters,
+        );
+    }
+
+    /// Keeps an interface that is gone, with its final counts, for the next snapshot to report
+    /// (and the totals to keep).
+    fn remember_removed(
+        &mut self,
+        ifindex: u32,
+        name: String,
+        (mode, program): (Mode, Program),
+        counters: SlotCounters,
+    ) {
+        self.removed_totals.add(&counters);
         self.pending_removed.push(InterfaceSnapshot {
-            ifindex: gone.ifindex,
-            name: gone.name,
-            mode: gone.mode,
-            program: gone.program,
+            ifindex,
+            name,
+            mode,
+            program,
             hook: None,
             egress: false,
             tcx_preceded_by: TcxPrecededBy::default(),
             route_localnet: None,
             route_localnet_via: Vec::new(),
             exposed: false,
-            counters: gone.counters,
+            counters,
         });
     }
 
@@ -735,20 +752,7 @@ impl Session {
             } else {
                 self.release(ifindex, &served.name)?
             };
-            self.removed_totals.add(&counters);
-            self.pending_removed.push(InterfaceSnapshot {
-                ifindex,
-                name: served.name,
-                mode,
-                program: served.program,
-                hook: None,
-                egress: false,
-                tcx_preceded_by: TcxPrecededBy::default(),
-                route_localnet: None,
-                route_localnet_via: Vec::new(),
-                exposed: false,
-                counters,
-            });
+            self.remember_removed(ifindex, served.name, (mode, served.program), counters);
         }
         for (ifindex, served) in &mut self.served {
             let name = &by_index[ifindex].name;
