@@ -94,6 +94,20 @@ pub fn classify_ip<F: Frame + ?Sized>(frame: &F) -> Option<LoopbackMatch> {
     }
 }
 
+/// Whether a frame carries two VLAN tags right after its Ethernet addresses. Where the kernel has
+/// already taken an outer tag off (tc), a match behind two more would be a frame behind three,
+/// which [`classify`] never matches: the hooks must agree.
+#[inline(always)]
+pub fn two_inline_vlan_tags<F: Frame + ?Sized>(frame: &F) -> bool {
+    let (Some(outer), Some(inner)) = (
+        frame.load::<u16>(ETHERNET_HEADER_LEN - 2),
+        frame.load::<u16>(ETHERNET_HEADER_LEN - 2 + VLAN_TAG_LEN),
+    ) else {
+        return false;
+    };
+    is_vlan(outer) && is_vlan(inner)
+}
+
 #[inline(always)]
 fn is_vlan(ethertype: u16) -> bool {
     ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ || ethertype == ETHERTYPE_QINQ_OLD

@@ -9,7 +9,7 @@ mod classify;
 mod maps;
 mod sample;
 
-pub use classify::{Frame, classify, classify_ip};
+pub use classify::{Frame, classify, classify_ip, two_inline_vlan_tags};
 pub use maps::{
     CLASSES_PER_INTERFACE, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, SlotCounters,
     class_index, counter_key,

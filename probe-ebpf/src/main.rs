@@ -34,7 +34,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     Action, Address, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch,
-    SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip,
+    SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip, two_inline_vlan_tags,
 };
 
 /// Slot, action and sample tokens by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written
@@ -290,10 +290,20 @@ fn classify_skb(ctx: &TcContext, framing: Framing) -> Option<LoopbackMatch> {
     };
     let matched = classify_framed(&linear, framing);
     if matched.is_some() || !linear.short.get() {
-        return matched;
+        return matched.filter(|_| within_tag_limit(ctx, &linear.frame, framing));
     }
     ctx.pull_data(ctx.len().min(HEADERS_LEN)).ok()?;
-    classify_framed(&PacketFrame::new(ctx.data(), ctx.data_end()), framing)
+    let frame = PacketFrame::new(ctx.data(), ctx.data_end());
+    classify_framed(&frame, framing).filter(|_| within_tag_limit(ctx, &frame, framing))
+}
+
+/// Whether a matched frame is behind at most two VLAN tags on the wire, as XDP sees them: at tc
+/// an outer tag may be in the socket buffer's metadata, off the frame. Read only for matched
+/// frames.
+#[inline(always)]
+fn within_tag_limit(ctx: &TcContext, frame: &PacketFrame, framing: Framing) -> bool {
+    let (vlan_proto, _) = ctx.offloaded_vlan();
+    framing == Framing::Ip || vlan_proto == 0 || !two_inline_vlan_tags(frame)
 }
 
 #[inline(always)]

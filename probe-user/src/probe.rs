@@ -1269,7 +1269,7 @@ fn remove_pin(path: &std::path::Path) -> io::Result<()> {
 }
 
 /// Whether an interface has `ifindex` in this network namespace.
-fn interface_exists(ifindex: u32) -> bool {
+pub(crate) fn interface_exists(ifindex: u32) -> bool {
     let mut name = [0; libc::IF_NAMESIZE];
     // SAFETY: `name` has the IF_NAMESIZE bytes the call may write.
     !unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) }.is_null()

@@ -54,6 +54,11 @@ pub enum SessionError {
          selection with --iface or --exclude"
     )]
     TooMany { selected: usize },
+    #[error(
+        "{selected} interfaces selected, but --capacity {capacity} leaves room for {capacity}; \
+         give a larger --capacity, or narrow the selection"
+    )]
+    CapacityTooSmall { selected: usize, capacity: u32 },
     #[error(transparent)]
     Load(Box<ProbeError>),
     #[error("cannot attach to {name}; nothing stays attached")]
@@ -274,6 +279,16 @@ impl Session {
                 selected: selected.chosen.len(),
             });
         }
+        // A new counter map must hold what is selected now: all or nothing at start.
+        if let Some(capacity) = options.capacity
+            && !matches!(standing, Some((_, _, Found::Standing(_))))
+            && selected.chosen.len() > capacity as usize
+        {
+            return Err(SessionError::CapacityTooSmall {
+                selected: selected.chosen.len(),
+                capacity,
+            });
+        }
         // Room for every interface here and a quarter more (at least MIN_CAPACITY) for ones
         // that appear later: the map costs 432 bytes per slot on every CPU.
         let capacity = options.capacity.unwrap_or_else(|| {
@@ -488,12 +503,24 @@ impl Session {
                     served_now.push(chosen);
                 }
                 // Only a standing filter taken over can be full at start (it keeps the room it
-                // was first pinned with): its interfaces stay served, the ones that do not fit
-                // are said, and tried again as interfaces change.
+                // was first pinned with; a new one is sized for the selection): its interfaces
+                // stay served, the ones that do not fit are said, and tried again as interfaces
+                // change.
                 Err(SessionError::Attach { name, source })
                     if matches!(*source, ProbeError::Full { .. }) =>
                 {
                     notes.push(format!("{name}: not attached: {source}"));
+                    // As `follow_links` words it, so that it is not said again there.
+                    let cause = format!("cannot attach to {name}: {source}");
+                    self.told.insert(chosen.ifindex, Unserved::Refused(cause));
+                }
+                // Deleted since it was listed: it is no more to serve than one deleted later.
+                Err(SessionError::Attach { name, .. })
+                    if !crate::probe::interface_exists(chosen.ifindex) =>
+                {
+                    notes.push(format!(
+                        "{name}: deleted while the probe started; not served"
+                    ));
                 }
                 Err(error) => return Err(error),
             }

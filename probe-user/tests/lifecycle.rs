@@ -97,6 +97,31 @@ fn runs_with_exactly_cap_bpf_and_cap_net_admin() {
     assert!(!link.receiver.has_xdp(RECEIVER_IF));
 }
 
+/// A `--capacity` smaller than the selection is an error before anything attaches, not a
+/// start that serves some.
+#[test]
+fn a_capacity_below_the_selection_attaches_nothing() {
+    testbed::skip_unless_root!();
+    let link = Link::new("capacity");
+    link.receiver.ip(&[
+        "link", "add", "cap0", "type", "veth", "peer", "name", "cap1",
+    ]);
+    let output = Command::new("ip")
+        .args(["netns", "exec", &link.receiver.name, PROBE, "run", "--json"])
+        .args(["--duration", "1", "--capacity", "1"])
+        .args(["--iface", RECEIVER_IF, "--iface", "cap0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run localnet-probe");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 interfaces selected, but --capacity 1 leaves room for 1"),
+        "{stderr}"
+    );
+    assert!(!link.receiver.has_xdp(RECEIVER_IF));
+}
+
 /// With one of the two capabilities missing, one sentence names the other, and nothing loads.
 #[test]
 fn one_capability_fewer_names_the_missing_one() {

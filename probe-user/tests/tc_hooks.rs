@@ -399,7 +399,8 @@ fn a_reply_to_a_spoofed_syn_is_counted_leaving_unless_the_syn_is_dropped() {
 
 /// At tcx a frame's outer VLAN tag may already be off the frame, in the socket buffer's
 /// metadata (veth takes it off): it is counted in the frame's bytes and put back into samples,
-/// so events show what was on the wire, as at XDP.
+/// so events show what was on the wire, and a frame behind three tags is not matched, as at
+/// XDP.
 #[test]
 fn at_tcx_a_tag_taken_off_the_frame_is_counted_and_put_back_into_samples() {
     testbed::skip_unless_root!();
@@ -422,7 +423,10 @@ fn at_tcx_a_tag_taken_off_the_frame_is_counted_and_put_back_into_samples() {
     };
     let single = tagged(&[TPID_8021Q]);
     let double = tagged(&[TPID_8021AD, TPID_8021Q]);
+    // Behind three tags, never matched at XDP: at tcx neither, the outer one taken off or not.
+    let triple = tagged(&[TPID_8021AD, TPID_8021Q, TPID_8021Q]);
     let sender = link.raw_sender();
+    sender.send(&triple);
     sender.send(&single);
     sender.send(&double);
     // Events come as the frames do, the counters at each interval: both, in whatever order.

@@ -38,6 +38,13 @@ pub(crate) fn render(
     alerts: &VecDeque<String>,
     size: Option<(usize, usize)>,
 ) -> String {
+    // Interface names are bytes anyone with CAP_NET_ADMIN chose: escape sequences among them
+    // would drive the terminal.
+    let mut shown = report.clone();
+    for interface in shown.interfaces.iter_mut().chain(&mut shown.removed) {
+        interface.name = printable(&interface.name);
+    }
+    let report = &shown;
     let rows: Vec<[String; 11]> = report.interfaces.iter().map(row).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
@@ -430,6 +437,23 @@ fn row(interface: &InterfaceReport) -> [String; 11] {
     ]
 }
 
+/// `name` with control characters escaped (`\u{1b}`).
+fn printable(name: &str) -> String {
+    if name.chars().any(char::is_control) {
+        name.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        name.to_owned()
+    }
+}
+
 fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
@@ -495,6 +519,12 @@ mod tests {
             .count();
         // A blank line, the title and two alerts.
         assert_eq!(shown_with_alerts, shown.len() - 4, "{with_alerts}");
+    }
+
+    #[test]
+    fn names_cannot_drive_the_terminal() {
+        assert_eq!(printable("eth0"), "eth0");
+        assert_eq!(printable("e\u{1b}[31mR"), "e\\u{1b}[31mR");
     }
 
     #[test]
