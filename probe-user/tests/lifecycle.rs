@@ -13,7 +13,7 @@ use std::{
 use test_frames::ipv4;
 use testbed::{
     Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4, Tun,
-    class_packets, drain, interface, only_caps, wait_exit,
+    class_packets, drain, interface, only_caps, served, wait_exit,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -24,16 +24,6 @@ fn spoofed_to_localhost(port: u16) -> Vec<u8> {
         .macs(SENDER_MAC, RECEIVER_MAC)
         .ports(40000, port)
         .build()
-}
-
-/// The names of the interfaces a report lists.
-fn served(report: &serde_json::Value) -> Vec<&str> {
-    report["interfaces"]
-        .as_array()
-        .expect("interfaces")
-        .iter()
-        .map(|entry| entry["name"].as_str().expect("name"))
-        .collect()
 }
 
 /// `run --json args…` in `netns` with stdout on a pipe the caller reads, or not.

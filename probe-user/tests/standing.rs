@@ -17,7 +17,7 @@ use serde_json::Value;
 use test_frames::ipv4;
 use testbed::{
     Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4, class_packets,
-    drain, interface, only_caps,
+    drain, interface, only_caps, stderr_of,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -34,26 +34,13 @@ fn spoofed_to_localhost() -> Vec<u8> {
 /// `run --pin --json --duration 0.3 args…` in `netns`, to its end.
 fn run_pin(netns: &Netns, args: &[&str]) -> Output {
     let run_pin = ["run", "--pin", "--json", "--duration", "0.3"];
-    probe(netns, &[&run_pin[..], args].concat())
-}
-
-/// `localnet-probe args…` in `netns` (host mount namespace), to its end.
-fn probe(netns: &Netns, args: &[&str]) -> Output {
-    netns
-        .command(PROBE)
-        .args(args)
-        .output()
-        .expect("run localnet-probe")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    netns.output(PROBE, &[&run_pin[..], args].concat())
 }
 
 /// `status --json`, which must succeed.
 fn status(netns: &Netns) -> Value {
-    let output = probe(netns, &["status", "--json"]);
-    assert!(output.status.success(), "status: {}", stderr(&output));
+    let output = netns.output(PROBE, &["status", "--json"]);
+    assert!(output.status.success(), "status: {}", stderr_of(&output));
     serde_json::from_slice(&output.stdout).expect("status writes JSON")
 }
 
@@ -167,12 +154,12 @@ fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_clea
     );
 
     // Detach: delivery is back, nothing is attached or pinned.
-    let output = probe(netns, &["detach"]);
-    assert!(output.status.success(), "detach: {}", stderr(&output));
+    let output = netns.output(PROBE, &["detach"]);
+    assert!(output.status.success(), "detach: {}", stderr_of(&output));
     assert!(
-        stderr(&output).contains(&format!("detached from {RECEIVER_IF}")),
+        stderr_of(&output).contains(&format!("detached from {RECEIVER_IF}")),
         "{}",
-        stderr(&output)
+        stderr_of(&output)
     );
     assert!(!netns.has_xdp(RECEIVER_IF));
     assert!(!netns.pin_dir().exists(), "{:?} is left", netns.pin_dir());
@@ -189,9 +176,9 @@ fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_clea
         .find(|entry| entry["name"] == RECEIVER_IF)
         .expect("the interface is listed");
     assert_eq!(entry["exposed"], true, "{entry}");
-    let output = probe(netns, &["detach"]);
+    let output = netns.output(PROBE, &["detach"]);
     assert!(output.status.success());
-    assert!(stderr(&output).contains("nothing to detach"));
+    assert!(stderr_of(&output).contains("nothing to detach"));
 }
 
 // The faults a new user meets: each is refused with one clear sentence and the documented exit
@@ -203,17 +190,17 @@ fn code(output: &Output) -> i32 {
     output
         .status
         .code()
-        .unwrap_or_else(|| panic!("killed by a signal: {}", stderr(output)))
+        .unwrap_or_else(|| panic!("killed by a signal: {}", stderr_of(output)))
 }
 
 /// Asserts that `output` succeeded (exit status 0).
 fn assert_succeeded(output: &Output) {
-    assert_eq!(code(output), 0, "stderr: {}", stderr(output));
+    assert_eq!(code(output), 0, "stderr: {}", stderr_of(output));
 }
 
 /// Asserts that `output` failed with `expected` and that its stderr holds every one of `says`.
 fn assert_refused(output: &Output, expected: i32, says: &[&str]) {
-    let text = stderr(output);
+    let text = stderr_of(output);
     assert_eq!(code(output), expected, "exit status; stderr: {text}");
     for words in says {
         assert!(text.contains(words), "no {words:?} in: {text}");
@@ -301,8 +288,8 @@ fn link_pins(netns: &Netns) -> Vec<String> {
 
 /// `detach` must succeed and leave nothing: no XDP in `netns`, no pin directory.
 fn detach_all(netns: &Netns) -> Output {
-    let output = probe(netns, &["detach"]);
-    assert_eq!(code(&output), 0, "detach: {}", stderr(&output));
+    let output = netns.output(PROBE, &["detach"]);
+    assert_eq!(code(&output), 0, "detach: {}", stderr_of(&output));
     assert_eq!(
         with_xdp(netns),
         Vec::<String>::new(),
@@ -342,7 +329,7 @@ fn a_second_run_pin_or_a_detach_is_refused_naming_the_first() {
     let second = run_pin(&netns, &["--iface", &devices[0]]);
     assert_refused(&second, 1, &[&pid, "run --pin", "stop it first"]);
     assert!(second.stdout.is_empty(), "no report from the refused one");
-    let detach = probe(&netns, &["detach"]);
+    let detach = netns.output(PROBE, &["detach"]);
     assert_refused(&detach, 1, &[&pid, "stop it first"]);
     // The first is unaffected: attached, pinned, reporting, and stops cleanly.
     assert_eq!(with_xdp(&netns), devices);
@@ -397,7 +384,7 @@ fn under_ip_netns_exec_the_pins_are_said_to_go_with_the_command() {
         .args(["--duration", "0.3", "--iface", &devices[0]])
         .output()
         .expect("run ip netns exec");
-    let text = stderr(&output);
+    let text = stderr_of(&output);
     assert_eq!(code(&output), 0, "{text}");
     assert!(text.contains("the pins go away with it"), "{text}");
     assert!(text.contains("nsenter --net=/run/netns/NAME"), "{text}");
@@ -429,7 +416,7 @@ fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_
     let pin_anew = || run_pin(&netns, &["--drop", "--iface", &devices[0]]);
 
     // An invalid argument: exit 2, and no directory made for nothing.
-    let output = probe(&netns, &["run", "--pin", "--json", "--iface", "nosuch"]);
+    let output = netns.output(PROBE, &["run", "--pin", "--json", "--iface", "nosuch"]);
     assert_refused(&output, 2, &["unknown interface \"nosuch\""]);
     assert!(!dir.exists(), "{dir:?} made by a refused start");
 
@@ -488,7 +475,7 @@ fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_
     );
     // Refused without touching it: still attached by the old filter.
     assert_eq!(with_xdp(&netns), devices);
-    let output = probe(&netns, &["status", "--json"]);
+    let output = netns.output(PROBE, &["status", "--json"]);
     assert_refused(&output, 1, &["localnet-probe detach"]);
     detach_all(&netns);
 
@@ -523,7 +510,7 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
         match clear_with {
             "run --pin" => {
                 let output = run_pin(&netns, &["--drop", "--iface", kept]);
-                let text = stderr(&output);
+                let text = stderr_of(&output);
                 assert_eq!(code(&output), 0, "{text}");
                 assert_eq!(text.matches(&report_line).count(), 1, "{text}");
                 let reports: Vec<Value> = String::from_utf8_lossy(&output.stdout)
@@ -542,8 +529,8 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
                 detach_all(&netns);
             }
             "detach --iface" => {
-                let output = probe(&netns, &["detach", "--iface", gone]);
-                let text = stderr(&output);
+                let output = netns.output(PROBE, &["detach", "--iface", gone]);
+                let text = stderr_of(&output);
                 assert_eq!(code(&output), 0, "{text}");
                 assert!(
                     text.contains(&format!("cleared the pins of {gone}")),
@@ -558,7 +545,7 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
             }
             _ => {
                 let output = detach_all(&netns);
-                let text = stderr(&output);
+                let text = stderr_of(&output);
                 assert!(
                     text.contains(&format!("cleared the pins of {gone}")),
                     "{text}"
@@ -613,7 +600,7 @@ fn sigkill_while_taking_over_leaves_every_interface_filtered_and_counted() {
         assert_eq!(matched, expected, "round {round}: frames went uncounted");
     }
     let output = run_pin(&netns, &[&["--drop"][..], &ifaces(&devices)].concat());
-    let text = stderr(&output);
+    let text = stderr_of(&output);
     assert_eq!(code(&output), 0, "{text}");
     assert_eq!(text.matches("took over").count(), 20, "{text}");
     detach_all(&netns);
@@ -624,8 +611,8 @@ fn a_plain_run_on_the_standing_filters_interface_names_it_and_the_commands() {
     testbed::skip_unless_root!();
     let (netns, devices) = with_veths("plain", "p", 1);
     let plain = || {
-        probe(
-            &netns,
+        netns.output(
+            PROBE,
             &["run", "--json", "--duration", "0.3", "--iface", &devices[0]],
         )
     };
@@ -640,7 +627,7 @@ fn a_plain_run_on_the_standing_filters_interface_names_it_and_the_commands() {
     serving.wait_ready();
     let output = plain();
     assert_refused(&output, 1, &says);
-    assert!(stderr(&output).contains(&format!("pid {}", serving.pid())));
+    assert!(stderr_of(&output).contains(&format!("pid {}", serving.pid())));
     stop(serving);
     let output = plain();
     assert_refused(&output, 1, &says);
@@ -683,8 +670,8 @@ fn what_pinning_needs_as_another_user() {
     // Taking it over again as nobody, then as root.
     let output = probe_as_nobody(&netns, all, &run_pin);
     assert_succeeded(&output);
-    assert!(stderr(&output).contains("took over"));
-    let output = probe(&netns, &run_pin);
+    assert!(stderr_of(&output).contains("took over"));
+    let output = netns.output(PROBE, &run_pin);
     assert_succeeded(&output);
     let output = probe_as_nobody(&netns, "+bpf,+dac_override", &["detach"]);
     assert_succeeded(&output);
@@ -700,7 +687,7 @@ fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_remove
     all.sort();
     let pin_all = || run_pin(&netns, &ifaces(&devices));
     let no_removed = |output: &Output| {
-        let text = stderr(output);
+        let text = stderr_of(output);
         assert_eq!(code(output), 0, "{text}");
         assert!(!text.contains("was removed"), "{text}");
         let reports = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -722,7 +709,7 @@ fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_remove
     assert!(!with_xdp(&netns).contains(&devices[3]));
     let output = pin_all();
     no_removed(&output);
-    assert!(stderr(&output).contains(&format!("attached to {}", devices[3])));
+    assert!(stderr_of(&output).contains(&format!("attached to {}", devices[3])));
     assert_eq!(
         status(&netns)["interfaces"]
             .as_array()
@@ -880,9 +867,9 @@ fn a_device_moved_away_is_reported_under_its_name_and_detached() {
     let output = run_pin(&netns, &["--drop", "--iface", &devices[1]]);
     assert_succeeded(&output);
     assert!(
-        stderr(&output).contains(&format!("{} (ifindex", devices[0])),
+        stderr_of(&output).contains(&format!("{} (ifindex", devices[0])),
         "{}",
-        stderr(&output)
+        stderr_of(&output)
     );
     assert!(!elsewhere.has_xdp(&devices[0]), "detached where it went");
     assert_eq!(with_xdp(&netns), [devices[1].as_str()]);

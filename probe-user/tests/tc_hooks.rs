@@ -5,7 +5,6 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
-    process::Output,
     thread,
     time::Duration,
 };
@@ -13,8 +12,8 @@ use std::{
 use serde_json::Value;
 use test_frames::{TPID_8021AD, TPID_8021Q, ipv4};
 use testbed::{
-    ForeignTcx, ForeignXdp, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4,
-    SENDER_MAC, SENDER_V4, class_packets, drain, interface, only_caps,
+    ForeignTcx, ForeignXdp, Link, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC,
+    SENDER_V4, class_packets, drain, interface, only_caps, served, stderr_of,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -49,28 +48,6 @@ fn spoofed_syn(source_port: u16) -> Vec<u8> {
     frame
 }
 
-/// `localnet-probe args…` in `netns` (host mount namespace), to its end.
-fn cli(netns: &Netns, args: &[&str]) -> Output {
-    netns
-        .command(PROBE)
-        .args(args)
-        .output()
-        .expect("run localnet-probe")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn served(report: &Value) -> Vec<&str> {
-    report["interfaces"]
-        .as_array()
-        .expect("interfaces")
-        .iter()
-        .map(|entry| entry["name"].as_str().expect("name"))
-        .collect()
-}
-
 fn count(entry: &Value, field: &str) -> u64 {
     entry[field]
         .as_u64()
@@ -91,12 +68,12 @@ fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
         link.receiver.ip(&["link", "set", spare, "up"]);
     }
 
-    let refused = cli(
-        &link.receiver,
+    let refused = link.receiver.output(
+        PROBE,
         &["run", "--json", "--duration", "1", "--iface", RECEIVER_IF],
     );
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
-    let said = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr_of(&refused));
+    let said = stderr_of(&refused);
     assert!(
         said.contains("vrx already has an XDP program attached")
             && said.contains(ForeignXdp::NAME)
@@ -120,15 +97,15 @@ fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
     for spare in ["spare0", "spare1"] {
         link.receiver.ip(&["link", "set", spare, "down"]);
     }
-    let nothing = cli(
-        &link.receiver,
+    let nothing = link.receiver.output(
+        PROBE,
         &["run", "--json", "--duration", "1", "--on-conflict", "skip"],
     );
     assert!(!nothing.status.success());
     assert!(
-        stderr(&nothing).contains("another XDP program holds every one that is up"),
+        stderr_of(&nothing).contains("another XDP program holds every one that is up"),
         "{}",
-        stderr(&nothing)
+        stderr_of(&nothing)
     );
 }
 
@@ -179,8 +156,8 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
         probe.wait_until_said("tcx ingress, beside another XDP program");
 
         // A second probe is refused there, whatever --on-conflict says: it is served.
-        let second = cli(
-            &link.receiver,
+        let second = link.receiver.output(
+            PROBE,
             &[
                 "run",
                 "--json",
@@ -192,11 +169,11 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
                 RECEIVER_IF,
             ],
         );
-        assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+        assert_eq!(second.status.code(), Some(1), "{}", stderr_of(&second));
         assert!(
-            stderr(&second).contains("vrx is already served by localnet-probe at tcx ingress"),
+            stderr_of(&second).contains("vrx is already served by localnet-probe at tcx ingress"),
             "{}",
-            stderr(&second)
+            stderr_of(&second)
         );
 
         for _ in 0..50 {
@@ -263,8 +240,8 @@ fn a_standing_filter_at_tcx_is_taken_over_and_detached() {
         sender.send(&spoofed_to_localhost());
     }
     assert_eq!(drain(&server, QUIET), 0, "dropped with no process running");
-    let output = cli(&link.receiver, &["status", "--json"]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = link.receiver.output(PROBE, &["status", "--json"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
     let shown: Value = serde_json::from_slice(&output.stdout).expect("status writes JSON");
     let entry = interface(&shown, RECEIVER_IF);
     assert_eq!(entry["hook"], "tcx", "{entry}");
@@ -285,8 +262,8 @@ fn a_standing_filter_at_tcx_is_taken_over_and_detached() {
     let (status, _) = second.stop(libc::SIGTERM);
     assert!(status.success());
 
-    let detached = cli(&link.receiver, &["detach"]);
-    assert!(detached.status.success(), "{}", stderr(&detached));
+    let detached = link.receiver.output(PROBE, &["detach"]);
+    assert!(detached.status.success(), "{}", stderr_of(&detached));
     assert!(link.receiver.tcx_programs(RECEIVER_IF, false).is_empty());
     assert!(
         link.receiver.has_xdp(RECEIVER_IF),

@@ -255,6 +255,15 @@ impl Netns {
         })
     }
 
+    /// `program args…` run to its end in this namespace and the host's mount namespace (see
+    /// [`Netns::command`]).
+    pub fn output(&self, program: &str, args: &[&str]) -> std::process::Output {
+        self.command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|error| panic!("run {program}: {error}"))
+    }
+
     /// Whether `dev` carries an XDP program, per `ip link`.
     pub fn has_xdp(&self, dev: &str) -> bool {
         let output = Command::new("ip")
@@ -812,6 +821,21 @@ pub fn interface<'a>(report: &'a Value, name: &str) -> &'a Value {
 }
 
 /// Packets of one class in an interface entry (0 when the class is absent).
+/// The names of the interfaces a report lists.
+pub fn served(report: &Value) -> Vec<&str> {
+    report["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .map(|entry| entry["name"].as_str().expect("name"))
+        .collect()
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 pub fn class_packets(entry: &Value, family: &str, address: &str, action: &str) -> u64 {
     entry["by_class"]
         .as_array()
