@@ -18,6 +18,10 @@ use clap::{Args, Parser};
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13";
 const CARGO_FUZZ_VERSION: &str = "0.13";
+/// The Kubernetes manifests' validator, from PyPI, with the API schemas of Kubernetes 1.25 to 1.37.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+/// What `cargo xtask image` tags its image with, beside the version.
+const IMAGE_NAME: &str = "localhost/localnet-probe";
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask")]
@@ -28,11 +32,16 @@ enum Xtask {
     Build(BuildArgs),
     /// Set up, build, and run localnet-probe with the arguments after `--`.
     Run(RunArgs),
+    /// Set up, build a static (musl) release binary and the container image of
+    /// deploy/container/Containerfile holding it, with podman (installed if missing): tagged
+    /// localhost/localnet-probe:<version>.
+    Image,
     /// Set up, then check formatting and run clippy on the host crates and, for the BPF target,
     /// on the eBPF crates; every warning is an error.
     Lint,
-    /// Set up, then run every test: host, BPF_PROG_TEST_RUN, netns integration and a short run of
-    /// the benchmark harness (needs root), then fuzz the classifier for 30 s.
+    /// Set up, build the container image, then run every test: host, BPF_PROG_TEST_RUN, netns
+    /// integration, the deployment files in deploy/ checked by the tools that consume them and a
+    /// short run of the benchmark harness (needs root), then fuzz the classifier for 30 s.
     Test,
     /// Set up, then measure (needs root): in-kernel cost per frame, veth throughput and the CLI's
     /// footprint beside reference programs; writes target/bench/report.{md,json}.
@@ -87,6 +96,7 @@ fn main() -> anyhow::Result<()> {
             let error = Command::new(&binary).args(&args.args).exec();
             Err(error).with_context(|| format!("cannot run {}", binary.display()))
         }
+        Xtask::Image => image().map(drop),
         Xtask::Lint => lint(),
         Xtask::Test => test(),
         Xtask::Bench(args) => bench(&args),
@@ -331,7 +341,7 @@ fn is_root() -> anyhow::Result<bool> {
 }
 
 /// Commands the root tests and the benchmark run, and the Debian packages that have them.
-const TOOLS: [(&str, &str); 8] = [
+const TOOLS: [(&str, &str); 11] = [
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("xdp-filter", "xdp-tools"),
@@ -340,10 +350,20 @@ const TOOLS: [(&str, &str); 8] = [
     ("ethtool", "ethtool"),
     ("tcpdump", "tcpdump"),
     ("prometheus", "prometheus"),
+    // The deployment tests: the unit checked by systemd's own parser, the syscalls the probe
+    // makes held against the unit's filter, the image.
+    ("systemd-analyze", "systemd"),
+    ("strace", "strace"),
+    ("podman", "podman"),
 ];
 
 fn ensure_tools() -> anyhow::Result<()> {
-    let missing: Vec<&str> = TOOLS
+    ensure_packages(&TOOLS)
+}
+
+/// Installs from Debian the packages of the `commands` that are not found.
+fn ensure_packages(commands: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = commands
         .iter()
         .filter(|(command, _)| {
             !env::split_paths(&env::var_os("PATH").unwrap_or_default())
@@ -355,13 +375,108 @@ fn ensure_tools() -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing {}", missing.join(" "));
+    apt_install(&missing)
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    eprintln!("xtask: installing {}", packages.join(" "));
     run(Command::new("apt-get").args(["update", "-q"]))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
+        .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
-    .context("installing the tools the tests and the benchmark use")
+    .with_context(|| format!("installing {} (as root)", packages.join(" ")))
+}
+
+/// The virtual environment the deployment tests take kubernetes-validate from
+/// (probe-user/tests/deploy finds it here).
+fn deploy_venv() -> PathBuf {
+    target_dir().join("deploy-tools").join("venv")
+}
+
+/// Installs kubernetes-validate into [`deploy_venv`] unless this version is there. Debian's
+/// python3 makes a venv only with python3-venv, installed if that is what is missing.
+fn ensure_kubernetes_validate() -> anyhow::Result<()> {
+    let venv = deploy_venv();
+    let validator = venv.join("bin").join("kubernetes-validate");
+    if output(Command::new(&validator).arg("--version"))
+        .is_ok_and(|version| version.trim() == KUBERNETES_VALIDATE_VERSION)
+    {
+        return Ok(());
+    }
+    let make_venv = || output(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv));
+    if make_venv().is_err() {
+        apt_install(&["python3-venv"])?;
+        make_venv().context("creating a Python virtual environment for kubernetes-validate")?;
+    }
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+    ]))
+    .context("installing kubernetes-validate from PyPI")
+}
+
+/// The static target for this machine's architecture: aya is pure Rust, and the eBPF object is
+/// built for the BPF target whatever the host's.
+fn musl_target() -> String {
+    format!("{}-unknown-linux-musl", env::consts::ARCH)
+}
+
+fn ensure_rust_target(target: &str) -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|line| line.trim() == target) {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", target]))
+}
+
+/// Builds the static binary and the image of deploy/container/Containerfile; returns its tag.
+fn image() -> anyhow::Result<String> {
+    setup()?;
+    ensure_packages(&[("podman", "podman")])?;
+    let target = musl_target();
+    ensure_rust_target(&target)?;
+    run(cargo().args([
+        "build",
+        "--locked",
+        "--release",
+        "--package",
+        "probe-user",
+        "--target",
+        &target,
+    ]))?;
+    let binary = target_dir()
+        .join(&target)
+        .join("release")
+        .join("localnet-probe");
+    // The binary alone is the build context: podman would otherwise send the whole target dir.
+    let context = target_dir().join("image-context");
+    let _ = fs::remove_dir_all(&context);
+    fs::create_dir_all(&context)
+        .with_context(|| format!("cannot create {}", context.display()))?;
+    fs::copy(&binary, context.join("localnet-probe"))
+        .with_context(|| format!("cannot copy {}", binary.display()))?;
+    let revision = output(
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(workspace_root()),
+    )
+    .context("the image is labelled with the git revision: build it from a git checkout")?;
+    let version = env!("CARGO_PKG_VERSION");
+    let tag = format!("{IMAGE_NAME}:{version}");
+    run(Command::new("podman")
+        .arg("build")
+        .arg("--file")
+        .arg(workspace_root().join("deploy/container/Containerfile"))
+        .args(["--tag", &tag])
+        .args(["--build-arg", &format!("VERSION={version}")])
+        .args(["--build-arg", &format!("REVISION={}", revision.trim())])
+        .arg(&context))
+    .context("building the image (podman needs root here, or subuids for rootless builds)")?;
+    eprintln!("xtask: built {tag}");
+    Ok(tag)
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
@@ -425,7 +540,9 @@ fn update_readme(report: &str) -> anyhow::Result<()> {
 fn test() -> anyhow::Result<()> {
     require_root("the BPF_PROG_TEST_RUN and network-namespace tests")?;
     ensure_tools()?;
-    setup()?;
+    ensure_kubernetes_validate()?;
+    // The deployment tests take the binary out of this image, the one a fleet would run.
+    image()?;
     let mut command = cargo();
     command
         .args(["test", "--locked"])
