@@ -7,9 +7,7 @@ use std::{
     collections::BTreeMap,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream},
-    path::PathBuf,
     process::{Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -17,41 +15,18 @@ use std::{
 use serde_json::Value;
 use test_frames::{ipv4, ipv6};
 use testbed::{
-    KillOnDrop, Link, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RawSender, SENDER_MAC, SENDER_V4,
-    http_get, interface, try_http_get, wait_exit,
+    KillOnDrop, Link, ProbeProcess, Prometheus, RECEIVER_IF, RECEIVER_MAC, RawSender, SENDER_MAC,
+    SENDER_V4, TempDir, http_get, interface, wait_exit,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 /// Inside the test's own namespaces, so fixed ports collide with nothing.
 const METRICS_ADDRESS: &str = "127.0.0.1:9464";
-const PROMETHEUS_ADDRESS: &str = "127.0.0.1:9090";
 /// The drop interface: a second veth pair between the same namespaces.
 const DROP_SENDER_IF: &str = "vtx2";
 const DROP_RECEIVER_IF: &str = "vrx2";
 const DROP_SENDER_MAC: [u8; 6] = [0x02, 0x4c, 0x50, 0, 1, 0x01];
 const DROP_RECEIVER_MAC: [u8; 6] = [0x02, 0x4c, 0x50, 0, 1, 0x02];
-
-/// A directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "lnp-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `promtool check metrics` on `page`; panics with its complaints.
 fn promtool_accepts(page: &str) {
@@ -172,24 +147,9 @@ fn prometheus_scrapes_the_exact_counts_sent() {
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - \
          job_name: localnet-probe\n    static_configs:\n      - targets: ['{METRICS_ADDRESS}']\n"
     );
-    let config_file = config.0.join("prometheus.yml");
+    let config_file = config.path().join("prometheus.yml");
     std::fs::write(&config_file, configuration).expect("write prometheus.yml");
-    let log = std::fs::File::create(config.0.join("prometheus.log")).expect("create log");
-    let _prometheus = KillOnDrop(
-        Command::new("ip")
-            .args(["netns", "exec", &link.receiver.name, "prometheus"])
-            .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                config.0.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={PROMETHEUS_ADDRESS}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus (apt-get install prometheus, or cargo xtask setup)"),
-    );
+    let prometheus = Prometheus::start(&link.receiver, &config_file);
 
     let lo4 = Ipv4Addr::LOCALHOST;
     let lo6 = Ipv6Addr::LOCALHOST;
@@ -267,16 +227,7 @@ fn prometheus_scrapes_the_exact_counts_sent() {
         expected_bytes.insert(key, *count * frame.len() as u64);
     }
 
-    let query = |metric: &str| -> Option<Value> {
-        let response = try_http_get(
-            &link.receiver,
-            PROMETHEUS_ADDRESS,
-            &format!("/api/v1/query?query={metric}"),
-            None,
-        )
-        .ok()?;
-        (response.status == 200).then(|| serde_json::from_str(&response.body).expect("JSON"))
-    };
+    let query = |metric: &str| prometheus.query(metric);
     let class_keys = ["interface", "family", "address", "action"];
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -289,7 +240,7 @@ fn prometheus_scrapes_the_exact_counts_sent() {
             Instant::now() < deadline,
             "Prometheus did not report the counts sent within 30 s: packets {packets:?}, bytes \
              {bytes:?}; prometheus log: {}",
-            std::fs::read_to_string(config.0.join("prometheus.log")).unwrap_or_default()
+            prometheus.log()
         );
         thread::sleep(Duration::from_millis(250));
     }

@@ -737,6 +737,14 @@ impl ProbeProcess {
         self.child.id() as i32
     }
 
+    /// Waits at most `timeout` for the probe to exit by itself (`--duration`); returns the
+    /// status and the last report.
+    pub fn wait_exit(mut self, timeout: Duration) -> (ExitStatus, Option<Value>) {
+        let status = wait_exit(&mut self.child, timeout);
+        let last = self.reports.iter().last();
+        (status, last)
+    }
+
     /// Sends `signal` and waits for the exit; returns the status and the last report.
     pub fn stop(mut self, signal: i32) -> (ExitStatus, Option<Value>) {
         // SAFETY: signals the child this test started, by its pid.
@@ -889,4 +897,101 @@ pub fn try_http_get(
         headers: headers.to_ascii_lowercase(),
         body: body.to_owned(),
     })
+}
+
+/// A directory under the system's temporary directory, removed on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(unique_name(tag));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Self(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Debian's Prometheus (`prometheus`), run in a namespace with a configuration file; its data
+/// and log live in the configuration's directory. Killed on drop.
+pub struct Prometheus<'a> {
+    netns: &'a Netns,
+    pub address: &'static str,
+    log: std::path::PathBuf,
+    _process: KillOnDrop,
+}
+
+impl<'a> Prometheus<'a> {
+    /// Inside the test's own namespace, so a fixed port collides with nothing.
+    const ADDRESS: &'static str = "127.0.0.1:9090";
+
+    pub fn start(netns: &'a Netns, config_file: &std::path::Path) -> Self {
+        let dir = config_file.parent().expect("the configuration's directory");
+        let log = dir.join("prometheus.log");
+        let log_file = File::create(&log).expect("create the Prometheus log");
+        let process = Command::new("ip")
+            .args(["netns", "exec", &netns.name, "prometheus"])
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={}", Self::ADDRESS))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone the log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start prometheus (apt-get install prometheus, or cargo xtask setup)");
+        Self {
+            netns,
+            address: Self::ADDRESS,
+            log,
+            _process: KillOnDrop(process),
+        }
+    }
+
+    /// What Prometheus logged so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET /api/v1/<endpoint>?<query>` (the query already encoded), parsed; `None` while
+    /// Prometheus does not answer 200.
+    pub fn api(&self, endpoint: &str, query: &str) -> Option<Value> {
+        let path = if query.is_empty() {
+            format!("/api/v1/{endpoint}")
+        } else {
+            format!("/api/v1/{endpoint}?{query}")
+        };
+        let response = try_http_get(self.netns, self.address, &path, None).ok()?;
+        (response.status == 200).then(|| {
+            serde_json::from_str(&response.body)
+                .unwrap_or_else(|e| panic!("{path} answered no JSON ({e}): {}", response.body))
+        })
+    }
+
+    /// The instant query `expr` now; `None` while Prometheus does not answer 200.
+    pub fn query(&self, expr: &str) -> Option<Value> {
+        self.api("query", &format!("query={}", url_encode(expr)))
+    }
+}
+
+/// `text` as a URL query value: everything but unreserved characters percent-encoded.
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
