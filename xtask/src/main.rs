@@ -404,7 +404,13 @@ fn ensure_kubernetes_validate() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    let make_venv = || output(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv));
+    let make_venv = || {
+        output(
+            Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+        )
+    };
     if make_venv().is_err() {
         apt_install(&["python3-venv"])?;
         make_venv().context("creating a Python virtual environment for kubernetes-validate")?;
@@ -454,8 +460,7 @@ fn image() -> anyhow::Result<String> {
     // The binary alone is the build context: podman would otherwise send the whole target dir.
     let context = target_dir().join("image-context");
     let _ = fs::remove_dir_all(&context);
-    fs::create_dir_all(&context)
-        .with_context(|| format!("cannot create {}", context.display()))?;
+    fs::create_dir_all(&context).with_context(|| format!("cannot create {}", context.display()))?;
     fs::copy(&binary, context.join("localnet-probe"))
         .with_context(|| format!("cannot copy {}", binary.display()))?;
     let revision = output(
