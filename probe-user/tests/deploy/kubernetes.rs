@@ -1,0 +1,210 @@
+//! deploy/kubernetes: kustomization.yaml lists every manifest, the Namespace first; each passes
+//! kubernetes-validate in strict mode (unknown fields are errors) against the oldest and newest
+//! Kubernetes it knows; and the DaemonSet's container, started as the kubelet would start it
+//! (uid 0 with only its added capabilities, no privilege escalation, its arguments with the
+//! node's address from the downward API), is ready by its readiness probe, pins, counts, stays
+//! within its memory limit and leaves the filter attached when stopped.
+
+use std::{
+    fs,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use testbed::{KillOnDrop, Link, RECEIVER_IF, RECEIVER_V4, http_get, try_http_get};
+
+use crate::{
+    PROBE, VERSION, checked, deploy, send_loopback_frames, venv_bin, wait_for_passed,
+    yaml_documents,
+};
+
+/// The oldest and the newest Kubernetes whose schemas kubernetes-validate has.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.25.0", "1.37.0"];
+
+/// The manifests kustomization.yaml lists, in its order.
+fn manifests() -> Vec<String> {
+    let kustomization = yaml_documents(&deploy("kubernetes/kustomization.yaml"));
+    kustomization[0]["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|resource| resource.as_str().expect("a file").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_manifests_pass_strict_validation_and_the_kustomization_lists_them_all() {
+    testbed::skip_unless_root!();
+    let listed = manifests();
+    let mut in_folder: Vec<String> = fs::read_dir(deploy("kubernetes"))
+        .expect("deploy/kubernetes")
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
+        .collect();
+    in_folder.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, in_folder, "kustomization.yaml lists every manifest");
+    assert_eq!(
+        yaml_documents(&deploy(&format!("kubernetes/{}", listed[0])))[0]["kind"],
+        "Namespace",
+        "the namespace is made first"
+    );
+
+    for version in KUBERNETES_VERSIONS {
+        let report = checked(
+            Command::new(venv_bin("kubernetes-validate"))
+                .args(["--strict", "--kubernetes-version", version])
+                .args(
+                    listed
+                        .iter()
+                        .map(|file| deploy(&format!("kubernetes/{file}"))),
+                ),
+        );
+        assert_eq!(
+            report.matches(" passed for resource ").count(),
+            listed.len(),
+            "{report}"
+        );
+    }
+}
+
+/// The DaemonSet's one container.
+fn container() -> Value {
+    let documents = yaml_documents(&deploy("kubernetes/daemonset.yaml"));
+    let containers = documents[0]["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .clone();
+    assert_eq!(containers.len(), 1);
+    containers.into_iter().next().unwrap()
+}
+
+/// `128Mi` and the like, in bytes.
+fn quantity(text: &str) -> u64 {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap());
+    let factor = match unit {
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => panic!("unit {unit}"),
+    };
+    number.parse::<u64>().expect("a number") * factor
+}
+
+#[test]
+fn the_daemonsets_container_runs_as_the_kubelet_starts_it() {
+    testbed::skip_unless_root!();
+    const FRAMES: u64 = 40;
+    let container = container();
+    assert_eq!(
+        container["image"],
+        format!("localhost/localnet-probe:{VERSION}"),
+        "the image `cargo xtask image` builds"
+    );
+    let security = &container["securityContext"];
+    assert_eq!(security["runAsUser"], 0);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["privileged"], false);
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    let caps = security["capabilities"]["add"]
+        .as_array()
+        .expect("added capabilities")
+        .iter()
+        .map(|cap| format!("+{}", cap.as_str().unwrap().to_ascii_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",");
+    // The downward API gives the node's address; here the receiver's.
+    let host_ip = container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|var| var["name"] == "HOST_IP")
+        .expect("HOST_IP");
+    assert_eq!(
+        host_ip["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.hostIP"
+    );
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|arg| {
+            arg.as_str()
+                .expect("a string")
+                .replace("$(HOST_IP)", &RECEIVER_V4.to_string())
+        })
+        .collect();
+    let readiness = &container["readinessProbe"]["httpGet"];
+    let port = container["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|port| port["name"] == readiness["port"])
+        .expect("the readiness probe's port")["containerPort"]
+        .clone();
+    let ready_at = format!("{RECEIVER_V4}:{port}");
+    let memory_limit = quantity(
+        container["resources"]["limits"]["memory"]
+            .as_str()
+            .expect("a memory limit"),
+    );
+
+    let link = Link::new("kube");
+    // uid 0 with its bounding set cut to the added capabilities: what the runtime gives the
+    // container's process (root's file access, so the host's bpffs, but nothing more).
+    let mut probe = KillOnDrop(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", link.receiver.name))
+            .args([
+                "setpriv",
+                "--reuid=0",
+                "--regid=0",
+                "--clear-groups",
+                &format!("--inh-caps=-all,{caps}"),
+                &format!("--ambient-caps=-all,{caps}"),
+                &format!("--bounding-set=-all,{caps}"),
+                "--no-new-privs",
+            ])
+            .arg(PROBE)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the probe"),
+    );
+    let path = readiness["path"].as_str().expect("a path");
+    crate::scrape(&link.receiver, &ready_at);
+    assert_eq!(http_get(&link.receiver, &ready_at, path, None).status, 200);
+    assert!(
+        try_http_get(&link.receiver, "127.0.0.1:9464", "/metrics", None).is_err(),
+        "metrics are served on the node's address only"
+    );
+    send_loopback_frames(&link, FRAMES);
+    wait_for_passed(&link.receiver, &ready_at, FRAMES);
+
+    let status = fs::read_to_string(format!("/proc/{}/status", probe.0.id())).expect("status");
+    let peak = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kb| kb.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024;
+    assert!(
+        peak < memory_limit,
+        "peak RSS {peak} B is beyond the limit {memory_limit} B"
+    );
+    eprintln!("the DaemonSet's probe: peak RSS {} KiB", peak / 1024);
+
+    let exit = probe.terminate(Duration::from_secs(20));
+    let said = probe.stderr();
+    assert!(exit.success(), "{exit}: {said}");
+    assert!(
+        said.contains("the standing filter stays attached"),
+        "{said}"
+    );
+    assert!(link.receiver.pin_dir().exists());
+    assert!(link.receiver.has_xdp(RECEIVER_IF));
+}
