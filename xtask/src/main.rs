@@ -331,7 +331,7 @@ fn is_root() -> anyhow::Result<bool> {
 }
 
 /// Commands the root tests and the benchmark run, and the Debian packages that have them.
-const TOOLS: [(&str, &str); 8] = [
+const TOOLS: [(&str, &str); 9] = [
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("xdp-filter", "xdp-tools"),
@@ -340,6 +340,7 @@ const TOOLS: [(&str, &str); 8] = [
     ("ethtool", "ethtool"),
     ("tcpdump", "tcpdump"),
     ("prometheus", "prometheus"),
+    ("tmux", "tmux"),
 ];
 
 fn ensure_tools() -> anyhow::Result<()> {

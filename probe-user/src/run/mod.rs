@@ -417,11 +417,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut live = match view {
         View::Live => Some(
             Live::start(LiveView::new(
-                format!(
-                    "refresh {} s{}",
-                    args.interval,
-                    if pins_stay { ", pinned" } else { "" }
-                ),
+                if pins_stay {
+                    "standing filter (stays after exit)".to_owned()
+                } else {
+                    String::new()
+                },
                 Switching::Allowed { pinned: pins_stay },
                 Duration::from_secs_f64(args.interval),
             ))

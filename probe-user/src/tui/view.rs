@@ -350,15 +350,16 @@ impl LiveView {
     fn title_line(&self, width: u16) -> Line<'static> {
         let text = match &self.report {
             Some(report) => {
-                let drop = report
+                let served = report.interfaces.len();
+                let dropping = report
                     .interfaces
                     .iter()
                     .filter(|i| i.mode == "drop")
                     .count();
                 format!(
-                    "localnet-probe  {} interface(s), {drop} dropping  {} matched  {} dropped  \
-                     {}  {}",
-                    report.interfaces.len(),
+                    "localnet-probe  {served} interface{} ({dropping} dropping)  matched {}  \
+                     dropped {}  up {}  {}",
+                    if served == 1 { "" } else { "s" },
                     report.totals.packets_matched,
                     report.totals.packets_dropped,
                     short_duration(Duration::from_secs_f64(report.elapsed_secs)),
