@@ -75,9 +75,8 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = ticks.tick() => {}
             event = next_event(live.as_mut()) => {
-                let event = event.context("cannot read the keys")?;
                 if let Some(live) = &mut live {
-                    if live.on_event(&event) == Some(Command::Quit) {
+                    if live.on_event(event) == Some(Command::Quit) {
                         break;
                     }
                     let frame = live.frame().context("cannot draw the live view")?;
@@ -167,7 +166,7 @@ fn write(stdout: &mut impl io::Write, bytes: &[u8]) -> anyhow::Result<bool> {
 }
 
 /// The next key or resize of the live view; never without it.
-async fn next_event(live: Option<&mut Live>) -> io::Result<crossterm::event::Event> {
+async fn next_event(live: Option<&mut Live>) -> Result<crossterm::event::Event, String> {
     match live {
         Some(live) => live.next_event().await,
         None => std::future::pending().await,

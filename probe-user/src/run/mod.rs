@@ -503,9 +503,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 between = Some((session.snapshot()?, Some(scrape)));
             }
             event = next_event(live.as_mut()) => {
-                let event = event.context("cannot read the keys")?;
                 if let (Some(live), Some(output)) = (&mut live, &mut output) {
-                    match live.on_event(&event) {
+                    match live.on_event(event) {
                         Some(Command::Quit) => break,
                         Some(Command::SetMode { ifindex, name, mode }) => {
                             switch_mode(&mut session, live, (ifindex, &name, mode), args.pin);
@@ -703,7 +702,7 @@ fn draw(live: &mut Live, output: &mut Output) -> anyhow::Result<()> {
 }
 
 /// The next key or resize of the live view; never without it.
-async fn next_event(live: Option<&mut Live>) -> io::Result<crossterm::event::Event> {
+async fn next_event(live: Option<&mut Live>) -> Result<crossterm::event::Event, String> {
     match live {
         Some(live) => live.next_event().await,
         None => std::future::pending().await,

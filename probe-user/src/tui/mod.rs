@@ -95,18 +95,21 @@ impl Screen {
         self.draw_whole = true;
     }
 
-    /// The next key press or resize; never once stdin has ended.
-    pub(crate) async fn next_event(&mut self) -> io::Result<Event> {
+    /// The next key press or resize. Once the keys cannot be read (stdin ended, no terminal
+    /// to read them from), says why, once, and waits forever: the view goes on without keys.
+    pub(crate) async fn next_event(&mut self) -> Result<Event, String> {
         let Some(keys) = &mut self.keys else {
             return std::future::pending().await;
         };
-        match keys.next().await {
-            Some(event) => event,
-            None => {
-                self.keys = None;
-                std::future::pending().await
-            }
-        }
+        let ended = match keys.next().await {
+            Some(Ok(event)) => return Ok(event),
+            Some(Err(error)) => format!("cannot read keys ({error}): q and d do not work"),
+            None => "no more keys (stdin closed): q and d do not work".to_owned(),
+        };
+        self.keys = None;
+        // Out of raw mode, Ctrl-C is SIGINT again.
+        let _ = disable_raw_mode();
+        Err(format!("{ended}; Ctrl-C or SIGTERM ends the view"))
     }
 
     /// Gives the terminal back: raw mode off now; the bytes that leave the alternate screen and
@@ -120,10 +123,12 @@ impl Screen {
 }
 
 impl Drop for Screen {
-    /// On an error that ends the command early: the terminal is given back at once.
+    /// On an error that ends the command early: the terminal is given back at once, then the
+    /// logs kept meanwhile are written.
     fn drop(&mut self) {
         if self.taken {
             give_back_now();
+            crate::logs::release();
         }
     }
 }
@@ -144,6 +149,7 @@ fn give_back_on_panic() {
         std::panic::set_hook(Box::new(move |info| {
             if crossterm::terminal::is_raw_mode_enabled().unwrap_or(false) {
                 give_back_now();
+                crate::logs::release();
             }
             previous(info);
         }));
@@ -162,11 +168,12 @@ impl Live {
     /// Takes the terminal for `view`. Logs are kept from now on when they would go to the
     /// terminal, and written out by [`crate::logs::release`] once the screen is given back.
     pub(crate) fn start(view: LiveView) -> io::Result<Self> {
+        let screen = Screen::take()?;
         if io::stderr().is_terminal() {
             crate::logs::keep();
         }
         Ok(Self {
-            screen: Screen::take()?,
+            screen,
             view,
             logs_seen: 0,
         })
@@ -185,16 +192,22 @@ impl Live {
         self.screen.not_written();
     }
 
-    /// The next key press or resize.
-    pub(crate) async fn next_event(&mut self) -> io::Result<Event> {
+    /// The next key press or resize, or why there will be none (said in the footer).
+    pub(crate) async fn next_event(&mut self) -> Result<Event, String> {
         self.screen.next_event().await
     }
 
-    /// What a key asks for; a resize or another event only redraws.
-    pub(crate) fn on_event(&mut self, event: &Event) -> Option<Command> {
+    /// What a key asks for; a resize or another event only redraws, and keys that cannot be
+    /// read are said.
+    pub(crate) fn on_event(&mut self, event: Result<Event, String>) -> Option<Command> {
         match event {
-            Event::Key(key) => self.view.on_key(*key),
-            _ => None,
+            Ok(Event::Key(key)) => self.view.on_key(key),
+            Ok(_) => None,
+            Err(why) => {
+                tracing::warn!("{why}");
+                self.view.say(why);
+                None
+            }
         }
     }
 
