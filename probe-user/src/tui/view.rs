@@ -3,7 +3,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -23,6 +23,8 @@ use crate::run::table::{human_bytes, printable};
 
 /// How long a notice (the result of a key, the newest log line) stays in the footer.
 const NOTICE_SHOWN: Duration = Duration::from_secs(10);
+/// How long an interface removed stays among the warnings (a report lists it once).
+const REMOVAL_SHOWN: Duration = Duration::from_secs(60);
 
 /// Whether `d` may switch modes here.
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +93,8 @@ pub(crate) struct LiveView {
     events: Vec<EventReport>,
     /// route_localnet changes, newest last.
     alerts: Vec<String>,
+    /// Interfaces removed, by ifindex: what to say and when it was last reported.
+    removed: BTreeMap<u32, (String, Instant)>,
     trends: Trends,
     selected: Option<u32>,
     sort: Sort,
@@ -110,6 +114,7 @@ impl LiveView {
             report: None,
             events: Vec::new(),
             alerts: Vec::new(),
+            removed: BTreeMap::new(),
             trends: Trends::new(interval, now),
             selected: None,
             sort: Sort::default(),
@@ -141,6 +146,15 @@ impl LiveView {
                 self.trends.record(series, class.packets, now);
             }
         }
+        for removed in &report.removed {
+            let line = format!(
+                "{} (ifindex {}) removed; its final counts: {}",
+                removed.name, removed.ifindex, removed.totals
+            );
+            self.removed.insert(removed.ifindex, (line, now));
+        }
+        self.removed
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < REMOVAL_SHOWN);
         let present: BTreeSet<u32> = report.interfaces.iter().map(|i| i.ifindex).collect();
         let present = |ifindex: u32| present.contains(&ifindex);
         self.trends.retain(|series| match *series {
@@ -374,9 +388,9 @@ impl LiveView {
     /// One line each: exploited and exposed interfaces, other programs before ours, the last
     /// route_localnet changes, interfaces removed.
     fn warnings(&self) -> Vec<(String, Style)> {
-        let Some(report) = &self.report else {
+        if self.report.is_none() {
             return Vec::new();
-        };
+        }
         let red = Style::new()
             .fg(Color::White)
             .bg(Color::Red)
@@ -447,14 +461,8 @@ impl LiveView {
         for alert in &self.alerts {
             lines.push((alert.clone(), highlight));
         }
-        for removed in &report.removed {
-            lines.push((
-                format!(
-                    "{} (ifindex {}) removed; its final counts: {}",
-                    removed.name, removed.ifindex, removed.totals
-                ),
-                Style::new(),
-            ));
+        for (line, _) in self.removed.values() {
+            lines.push((line.clone(), Style::new()));
         }
         lines
     }
@@ -1457,6 +1465,28 @@ mod tests {
             view.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
             Some(Command::Quit)
         );
+    }
+
+    #[test]
+    fn a_removal_stays_a_minute() {
+        let start = Instant::now();
+        let mut view = view();
+        let mut with_removal = report();
+        let gone = with_removal.interfaces.remove(2);
+        with_removal.removed.push(gone);
+        view.update(with_removal, start);
+        let said = |view: &LiveView| {
+            screen(view, 80, 24)
+                .iter()
+                .any(|row| row.starts_with("eth1 (ifindex 3) removed; its final counts: 0 matched"))
+        };
+        assert!(said(&view));
+        let mut after = report();
+        after.interfaces.remove(2);
+        view.update(after.clone(), start + Duration::from_secs(30));
+        assert!(said(&view), "{}", screen(&view, 80, 24).join("\n"));
+        view.update(after, start + Duration::from_secs(61));
+        assert!(!said(&view));
     }
 
     #[test]
