@@ -138,7 +138,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                             "no standing filter in {directory} (`localnet-probe run --pin` \
                              leaves one)"
                         ));
-                        live.view.clear();
+                        live.view.show_unserved(interfaces);
                         live.frame().context("cannot draw the live view")?
                     }
                     None => render_nothing(&interfaces, &directory, json, args.watch),

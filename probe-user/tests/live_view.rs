@@ -218,11 +218,19 @@ fn shows_frames_and_switches_to_drop_mode_on_a_key() {
             .any(|line| line.starts_with("INTERFACE") && !line.contains("SAMPLES"))
     });
 
+    // Text pasted into the wrong window is no key (the terminal brackets pastes): no quit.
+    assert!(tmux.run(&["set-buffer", "dy q"]).status.success());
+    assert!(tmux.run(&["paste-buffer", "-p"]).status.success());
+    tmux.wait_for("the paste ignored", |screen| {
+        screen.contains("pasted text ignored")
+    });
+    assert_eq!(tmux.pane("#{alternate_on}"), "1");
+
     tmux.press(&["d"]);
     tmux.wait_for("the question", |screen| {
         screen.contains(&format!(
-            "Drop loopback-address frames arriving on {RECEIVER_IF} from now on? y/n"
-        ))
+            "Drop loopback-address frames arriving on {RECEIVER_IF} from now on?"
+        )) && screen.contains("y: yes, any other key: no")
     });
     tmux.press(&["y"]);
     let screen = tmux.wait_for("drop mode", |screen| {

@@ -322,6 +322,19 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Subscribed before the interfaces are listed at start, so none that appears in between is
     // missed.
     let mut links = LinkEvents::subscribe().context("cannot watch the interfaces for changes")?;
+    // Taken before attaching: what start-up says is then kept for the view (`l`), not drawn
+    // over by it.
+    let mut live = match view {
+        View::Live => Some(
+            Live::start(LiveView::new(
+                String::new(),
+                Switching::Allowed { pinned: args.pin },
+                Duration::from_secs_f64(args.interval),
+            ))
+            .context("cannot take the terminal for the live view; --plain or --json do without")?,
+        ),
+        _ => None,
+    };
     let (mut session, started) =
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
@@ -361,6 +374,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             "detach"
         }
     );
+    if let Some(live) = &mut live {
+        live.view
+            .set_switching(Switching::Allowed { pinned: pins_stay });
+        if pins_stay {
+            live.view
+                .set_state("standing filter (stays after exit)".to_owned());
+        }
+    }
     let final_state = if pins_stay {
         "exited, the standing filter stays attached"
     } else {
@@ -414,21 +435,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // JSON events share the stream with the reports: room for a few batches between two.
     let mut output = (view != View::Pcap).then(|| Output::spawn(Stream::Stdout, 8));
-    let mut live = match view {
-        View::Live => Some(
-            Live::start(LiveView::new(
-                if pins_stay {
-                    "standing filter (stays after exit)".to_owned()
-                } else {
-                    String::new()
-                },
-                Switching::Allowed { pinned: pins_stay },
-                Duration::from_secs_f64(args.interval),
-            ))
-            .context("cannot take the terminal for the live view; --plain or --json do without")?,
-        ),
-        _ => None,
-    };
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(args.interval));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut refills = tokio::time::interval(Duration::from_secs(1));

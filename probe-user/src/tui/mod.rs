@@ -11,11 +11,12 @@ use std::{
     io::{self, IsTerminal as _, Write as _},
     rc::Rc,
     sync::Once,
+    time::Instant,
 };
 
 use crossterm::{
     cursor::{Hide, Show},
-    event::{Event, EventStream},
+    event::{DisableBracketedPaste, EnableBracketedPaste, Event, EventStream},
     terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
 };
 use futures_util::StreamExt as _;
@@ -63,7 +64,7 @@ impl Screen {
         give_back_on_panic();
         enable_raw_mode()?;
         let mut drawn = Drawn::default();
-        crossterm::queue!(drawn, EnterAlternateScreen, Hide)?;
+        crossterm::queue!(drawn, EnterAlternateScreen, Hide, EnableBracketedPaste)?;
         let terminal = match Terminal::new(CrosstermBackend::new(drawn.clone())) {
             Ok(terminal) => terminal,
             Err(error) => {
@@ -117,7 +118,12 @@ impl Screen {
     pub(crate) fn give_back(mut self) -> Vec<u8> {
         self.taken = false;
         let _ = disable_raw_mode();
-        let _ = crossterm::queue!(self.drawn, LeaveAlternateScreen, Show);
+        let _ = crossterm::queue!(
+            self.drawn,
+            DisableBracketedPaste,
+            LeaveAlternateScreen,
+            Show
+        );
         self.drawn.take()
     }
 }
@@ -136,7 +142,7 @@ impl Drop for Screen {
 fn give_back_now() {
     let _ = disable_raw_mode();
     let mut stdout = io::stdout().lock();
-    let _ = crossterm::execute!(stdout, LeaveAlternateScreen, Show);
+    let _ = crossterm::execute!(stdout, DisableBracketedPaste, LeaveAlternateScreen, Show);
     let _ = stdout.flush();
 }
 
@@ -179,11 +185,10 @@ impl Live {
         })
     }
 
-    /// The bytes of the next frame, with the newest log line in the footer.
+    /// The bytes of the next frame, with the logs since the last one.
     pub(crate) fn frame(&mut self) -> io::Result<Vec<u8>> {
-        if let Some(newest) = crate::logs::newer_than(&mut self.logs_seen).pop() {
-            self.view.say(newest.trim().to_owned());
-        }
+        let logs = crate::logs::newer_than(&mut self.logs_seen);
+        self.view.add_logs(logs, Instant::now());
         self.screen.draw(&self.view)
     }
 
@@ -202,6 +207,10 @@ impl Live {
     pub(crate) fn on_event(&mut self, event: Result<Event, String>) -> Option<Command> {
         match event {
             Ok(Event::Key(key)) => self.view.on_key(key),
+            Ok(Event::Paste(_)) => {
+                self.view.ignore_paste();
+                None
+            }
             Ok(_) => None,
             Err(why) => {
                 tracing::warn!("{why}");

@@ -9,7 +9,10 @@ use std::{
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use probe_common::Mode;
-use probe_user::report::{EventReport, InterfaceReport, Report};
+use probe_user::{
+    report::{EventReport, InterfaceReport, Report},
+    session::UnservedInterface,
+};
 use ratatui::{
     Frame,
     layout::{Constraint, Flex, Layout, Rect},
@@ -75,6 +78,15 @@ impl Sort {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Overlay {
+    Help,
+    Logs,
+}
+
+/// Log lines the view keeps for `l`.
+const LOG_LINES_KEPT: usize = 200;
+
 /// A mode switch waiting for `y`.
 #[derive(Debug)]
 struct Confirm {
@@ -98,9 +110,18 @@ pub(crate) struct LiveView {
     trends: Trends,
     selected: Option<u32>,
     sort: Sort,
-    help: bool,
+    /// What covers the view: the help or the logs.
+    overlay: Option<Overlay>,
     confirm: Option<Confirm>,
+    /// The result of a key, shown before the newest log line.
     notice: Option<(String, Instant)>,
+    /// The newest log lines, newest last, and the newest one's time.
+    logs: VecDeque<String>,
+    newest_log: Option<Instant>,
+    /// Warnings and errors logged since the logs were last looked at.
+    unread_warnings: usize,
+    /// With no standing filter to read (`status --watch`): every interface's route_localnet.
+    unserved: Option<Vec<UnservedInterface>>,
     /// When the view is drawn: the trends' time.
     now: Instant,
 }
@@ -118,9 +139,13 @@ impl LiveView {
             trends: Trends::new(interval, now),
             selected: None,
             sort: Sort::default(),
-            help: false,
+            overlay: None,
             confirm: None,
             notice: None,
+            logs: VecDeque::new(),
+            newest_log: None,
+            unread_warnings: 0,
+            unserved: None,
             now,
         }
     }
@@ -128,6 +153,11 @@ impl LiveView {
     /// Shows `report`, read at `now`, and adds its counts to the trends.
     pub(crate) fn update(&mut self, mut report: Report, now: Instant) {
         self.now = now;
+        self.unserved = None;
+        let position = self
+            .ordered()
+            .iter()
+            .position(|i| Some(i.ifindex) == self.selected);
         for interface in report.interfaces.iter_mut().chain(&mut report.removed) {
             interface.name = printable(&interface.name);
         }
@@ -166,7 +196,11 @@ impl LiveView {
         }
         self.report = Some(report);
         if !self.selected.is_some_and(present) {
-            self.selected = self.ordered().first().map(|i| i.ifindex);
+            // The one now where the selected one was.
+            let order = self.ordered();
+            self.selected = order
+                .get(position.unwrap_or(0).min(order.len().saturating_sub(1)))
+                .map(|i| i.ifindex);
         }
     }
 
@@ -186,11 +220,42 @@ impl LiveView {
         self.state = state;
     }
 
-    /// Shows no interfaces: there are none to read.
-    pub(crate) fn clear(&mut self) {
+    /// Shows every interface's route_localnet: there is no standing filter to read.
+    pub(crate) fn show_unserved(&mut self, interfaces: Vec<UnservedInterface>) {
         self.report = None;
         self.selected = None;
         self.confirm = None;
+        self.unserved = Some(interfaces);
+    }
+
+    /// Whether `d` switches modes here.
+    pub(crate) fn set_switching(&mut self, switching: Switching) {
+        self.switching = switching;
+    }
+
+    /// Adds log lines, newest last: the newest shows in the footer, all of them with `l`.
+    pub(crate) fn add_logs(&mut self, lines: Vec<String>, now: Instant) {
+        for line in lines {
+            if line.starts_with("WARN") || line.starts_with("ERROR") {
+                self.unread_warnings += 1;
+            }
+            if self.logs.len() == LOG_LINES_KEPT {
+                self.logs.pop_front();
+            }
+            self.logs.push_back(line);
+            self.newest_log = Some(now);
+        }
+    }
+
+    /// Pasted text is no key: a paste into the wrong window must not quit or switch.
+    pub(crate) fn ignore_paste(&mut self) {
+        match self.confirm.take() {
+            Some(confirm) => self.say(format!(
+                "pasted text ignored; {}: nothing switched",
+                confirm.name
+            )),
+            None => self.say("pasted text ignored: the view takes keys one at a time".to_owned()),
+        }
     }
 
     /// Shows `notice` in the footer for a while.
@@ -233,8 +298,22 @@ impl LiveView {
         if control && key.code == KeyCode::Char('c') {
             return Some(Command::Quit);
         }
-        if self.help {
-            self.help = false;
+        if self.overlay.take().is_some() {
+            return None;
+        }
+        // Ctrl-S then Ctrl-Q out of habit, Alt-anything: no key of the view.
+        if control || key.modifiers.contains(KeyModifiers::ALT) {
+            let said = match key.code {
+                KeyCode::Char('z') if control => {
+                    "Ctrl-Z does not suspend the view: q quits".to_owned()
+                }
+                _ => "no such key: ? lists them".to_owned(),
+            };
+            if let Some(confirm) = self.confirm.take() {
+                self.say(format!("{}: nothing switched", confirm.name));
+            } else {
+                self.say(said);
+            }
             return None;
         }
         if let Some(confirm) = self.confirm.take() {
@@ -264,7 +343,11 @@ impl LiveView {
                 self.sort = self.sort.next();
                 self.say(format!("sorted by {}", self.sort.name()));
             }
-            KeyCode::Char('?' | 'h') => self.help = true,
+            KeyCode::Char('?' | 'h') => self.overlay = Some(Overlay::Help),
+            KeyCode::Char('l') => {
+                self.overlay = Some(Overlay::Logs);
+                self.unread_warnings = 0;
+            }
             KeyCode::Char('d') => self.ask_to_switch(),
             _ => {}
         }
@@ -315,7 +398,7 @@ impl LiveView {
         if pinned {
             question.push_str(" The standing filter keeps it after exit.");
         }
-        question.push_str(" y/n");
+        question.push_str("\n\ny: yes, any other key: no");
         self.confirm = Some(Confirm {
             ifindex: interface.ifindex,
             name,
@@ -327,17 +410,29 @@ impl LiveView {
     /// Draws the whole view into `frame`.
     pub(crate) fn draw(&self, frame: &mut Frame<'_>) {
         let area = frame.area();
+        let height = usize::from(area.height);
         let warnings = self.warnings();
         let interfaces = self.ordered();
         let sub_rows = self
             .selected_interface()
             .map_or(0, |i| i.by_class.len().max(1));
-        let table_wanted = 1 + interfaces.len() + sub_rows;
-        let warnings_height = warnings.len().min(usize::from(area.height / 5).max(1));
-        let free = usize::from(area.height).saturating_sub(2 + warnings_height);
-        let evidence = !self.events.is_empty() || self.any_senders();
+        let table_wanted = 1 + match &self.unserved {
+            Some(unserved) => unserved.len(),
+            None => interfaces.len() + sub_rows,
+        };
+        let free = height.saturating_sub(2);
+        // The evidence panes only where there is room for them beside the table.
+        let evidence = (!self.events.is_empty() || self.any_senders()) && free >= 12;
+        let evidence_wanted = if evidence { 6 } else { 0 };
+        // Warnings get what the table and the evidence leave, at least a fifth.
+        let warnings_height = warnings.len().min(
+            (height / 5)
+                .max(1)
+                .max(free.saturating_sub(table_wanted + evidence_wanted)),
+        );
+        let free = free.saturating_sub(warnings_height);
         let table_height = if evidence {
-            table_wanted.min(free.saturating_sub(6).max(free / 2))
+            table_wanted.min(free.saturating_sub(evidence_wanted).max(free / 2))
         } else {
             free
         };
@@ -351,13 +446,21 @@ impl LiveView {
         .areas(area);
         frame.render_widget(Paragraph::new(self.title_line(title.width)), title);
         self.draw_warnings(frame, warnings_area, &warnings);
-        self.draw_table(frame, table_area, &interfaces);
+        match &self.unserved {
+            Some(unserved) => draw_unserved(frame, table_area, unserved),
+            None => self.draw_table(frame, table_area, &interfaces),
+        }
         if evidence {
             self.draw_evidence(frame, evidence_area);
         }
         frame.render_widget(Paragraph::new(self.footer_line(footer.width)), footer);
-        if self.help {
-            self.draw_help(frame, area);
+        if let Some(confirm) = &self.confirm {
+            draw_question(frame, area, &confirm.question);
+        }
+        match self.overlay {
+            Some(Overlay::Help) => self.draw_help(frame, area),
+            Some(Overlay::Logs) => self.draw_logs(frame, area),
+            None => {}
         }
     }
 
@@ -371,12 +474,16 @@ impl LiveView {
                     .filter(|i| i.mode == "drop")
                     .count();
                 format!(
-                    "localnet-probe  {served} interface{} ({dropping} dropping)  matched {}  \
-                     dropped {}  up {}  {}",
+                    "localnet-probe  {served} interface{} ({dropping} dropping)  {} {}  \
+                     matched {}  dropped {}  {}",
                     if served == 1 { "" } else { "s" },
+                    match self.switching {
+                        Switching::Allowed { .. } => "up",
+                        Switching::ReadOnly => "pinned",
+                    },
+                    short_duration(Duration::from_secs_f64(report.elapsed_secs)),
                     report.totals.packets_matched,
                     report.totals.packets_dropped,
-                    short_duration(Duration::from_secs_f64(report.elapsed_secs)),
                     self.state
                 )
             }
@@ -388,6 +495,24 @@ impl LiveView {
     /// One line each: exploited and exposed interfaces, other programs before ours, the last
     /// route_localnet changes, interfaces removed.
     fn warnings(&self) -> Vec<(String, Style)> {
+        let yellow = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
+        if let Some(unserved) = &self.unserved {
+            return unserved
+                .iter()
+                .filter(|interface| interface.exposed)
+                .map(|interface| {
+                    (
+                        format!(
+                            "EXPOSED {}: route_localnet=1 and nothing drops such frames here: \
+                             services bound to 127.0.0.1 are reachable from this link \
+                             (`localnet-probe run --pin --drop-on {}` blocks them)",
+                            interface.name, interface.name
+                        ),
+                        yellow,
+                    )
+                })
+                .collect();
+        }
         if self.report.is_none() {
             return Vec::new();
         }
@@ -395,7 +520,6 @@ impl LiveView {
             .fg(Color::White)
             .bg(Color::Red)
             .add_modifier(Modifier::BOLD);
-        let yellow = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
         let mut lines = Vec::new();
         for interface in self.ordered() {
             let name = &interface.name;
@@ -458,7 +582,8 @@ impl LiveView {
             }
         }
         let highlight = Style::new().add_modifier(Modifier::REVERSED);
-        for alert in &self.alerts {
+        // The newest change first: it is the state now.
+        for alert in self.alerts.iter().rev() {
             lines.push((alert.clone(), highlight));
         }
         for (line, _) in self.removed.values() {
@@ -480,7 +605,7 @@ impl LiveView {
             let more = warnings.len() - rows + 1;
             *last = Line::styled(
                 fit(
-                    &format!("… and {more} more warnings (the logs have them all)"),
+                    &format!("… and {more} more warnings (l shows the logs)"),
                     area.width,
                 ),
                 Style::new().add_modifier(Modifier::BOLD),
@@ -622,8 +747,7 @@ impl LiveView {
             return vec![
                 Row::new(columns.list.iter().map(|(column, width)| {
                     let text = match column {
-                        Column::Name => "└ none yet",
-                        Column::Mode => "no loopback-address frame",
+                        Column::Name => "└ nothing",
                         _ => "",
                     };
                     cell(text, *width, false)
@@ -648,7 +772,9 @@ impl LiveView {
                             short_address(class.address)
                         ),
                         Column::Mode => class.action.to_owned(),
-                        Column::Matched if class.action != "replied" => {
+                        Column::Matched
+                            if class.action != "replied" || !columns.has(Column::Replied) =>
+                        {
                             count(class.packets, *width)
                         }
                         Column::Dropped if class.action == "dropped" => {
@@ -759,38 +885,83 @@ impl LiveView {
         lines
     }
 
+    /// The result of the last key, else the newest log line, else the keys.
     fn footer_line(&self, width: u16) -> Line<'static> {
-        if let Some(confirm) = &self.confirm {
-            return Line::styled(
-                fit(&confirm.question, width),
-                Style::new()
-                    .fg(Color::Black)
-                    .bg(Color::Yellow)
-                    .add_modifier(Modifier::BOLD),
-            );
-        }
+        let fresh = |at: &Instant| {
+            self.now.saturating_duration_since(*at) < NOTICE_SHOWN || at.elapsed() < NOTICE_SHOWN
+        };
         if let Some((notice, at)) = &self.notice
-            && at.elapsed() < NOTICE_SHOWN
+            && fresh(at)
         {
             return Line::styled(
                 fit(notice, width),
                 Style::new().add_modifier(Modifier::BOLD),
             );
         }
+        if let (Some(line), Some(at)) = (self.logs.back(), &self.newest_log)
+            && fresh(at)
+        {
+            return Line::styled(fit(line, width), Style::new().add_modifier(Modifier::BOLD));
+        }
         let switch = match self.switching {
             Switching::Allowed { .. } => "d drop/monitor  ",
             Switching::ReadOnly => "",
         };
+        let logs = match self.unread_warnings {
+            0 => "l logs".to_owned(),
+            n => format!("l logs ({n} new warning{})", if n == 1 { "" } else { "s" }),
+        };
+        let style = if self.unread_warnings > 0 {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new().add_modifier(Modifier::DIM)
+        };
         Line::styled(
             fit(
                 &format!(
-                    "↑↓ select  {switch}s sort ({})  ? help  q quit",
+                    "↑↓ select  {switch}s sort ({})  {logs}  ? help  q quit",
                     self.sort.name()
                 ),
                 width,
             ),
-            Style::new().add_modifier(Modifier::DIM),
+            style,
         )
+    }
+
+    /// The newest log lines that fit, newest last.
+    fn draw_logs(&self, frame: &mut Frame<'_>, area: Rect) {
+        let popup = Rect {
+            x: area.x,
+            y: area.y + 1,
+            width: area.width,
+            height: area.height.saturating_sub(2),
+        };
+        let inner_width = popup.width.saturating_sub(2);
+        let shown = usize::from(popup.height.saturating_sub(2));
+        let mut lines: Vec<Line<'_>> = self
+            .logs
+            .iter()
+            .skip(self.logs.len().saturating_sub(shown))
+            .map(|line| {
+                let style = if line.starts_with("WARN") || line.starts_with("ERROR") {
+                    Style::new().fg(Color::Yellow)
+                } else {
+                    Style::new()
+                };
+                Line::styled(fit(line, inner_width), style)
+            })
+            .collect();
+        if lines.is_empty() {
+            lines.push(Line::raw("nothing logged since the view opened"));
+        }
+        frame.render_widget(Clear, popup);
+        frame.render_widget(
+            Paragraph::new(lines).block(Block::bordered().title(Span::styled(
+                " logs, newest last (all of them are written to stderr at exit; any key closes) ",
+                Style::new().add_modifier(Modifier::BOLD),
+            ))),
+            popup,
+        );
     }
 
     fn draw_help(&self, frame: &mut Frame<'_>, area: Rect) {
@@ -800,11 +971,20 @@ impl LiveView {
             Switching::ReadOnly => "quit (the standing filter stays attached)",
         };
         let bucket = self.trends.bucket().as_secs();
+        let switch = match self.switching {
+            Switching::Allowed { .. } => {
+                "d              switch it between monitor and drop (asks first)"
+            }
+            Switching::ReadOnly => {
+                "d              (status only reads: run --pin --drop-on IF switches)"
+            }
+        };
         let lines = [
             "↑ ↓ j k        select an interface; its classes show under it".to_owned(),
             "PgUp PgDn g G  move by ten, to the first, to the last".to_owned(),
-            "d              switch it between monitor and drop (asks first)".to_owned(),
+            switch.to_owned(),
             "s              sort by name, rate, matched, dropped".to_owned(),
+            "l              the logs (held back while the view is open)".to_owned(),
             format!("q Ctrl-C       {quit}"),
             String::new(),
             "HOOK     native or generic XDP; tcx beside another XDP program".to_owned(),
@@ -942,6 +1122,23 @@ impl Columns {
         let spare = width.saturating_sub(used(&list) + 24);
         let wanted = (longest_name.min(32) as u16).saturating_sub(name);
         list[0].1 += wanted.min(spare);
+        // Narrower than the essential columns: the least telling go, the name shrinks.
+        let shrink_name = |list: &mut Vec<(Column, u16)>, least: u16| {
+            let over = used(list).saturating_sub(width);
+            list[0].1 = list[0].1.saturating_sub(over).max(least.min(list[0].1));
+        };
+        for least in [Column::Rate, Column::Hook] {
+            if used(&list) > width {
+                list.retain(|(column, _)| *column != least);
+            }
+        }
+        shrink_name(&mut list, 9);
+        for least in [Column::Dropped, Column::RouteLocalnet] {
+            if used(&list) > width {
+                list.retain(|(column, _)| *column != least);
+            }
+        }
+        shrink_name(&mut list, 4);
         let trend = width.saturating_sub(used(&list));
         if trend >= 6 {
             list.push((Column::Trend, trend));
@@ -951,6 +1148,118 @@ impl Columns {
             trend_span: bucket * u32::from(trend),
         }
     }
+
+    fn has(&self, column: Column) -> bool {
+        self.list.iter().any(|(c, _)| *c == column)
+    }
+}
+
+/// With no standing filter (`status --watch`): each interface's route_localnet and whether
+/// another XDP program is attached.
+fn draw_unserved(frame: &mut Frame<'_>, area: Rect, interfaces: &[UnservedInterface]) {
+    let name = interfaces
+        .iter()
+        .map(|i| i.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(9, 24) as u16;
+    let widths = [name, 11, area.width.saturating_sub(name + 13)];
+    let header = Row::new(
+        ["INTERFACE", "XDP PROGRAM", "LOCALNET"]
+            .iter()
+            .zip(widths)
+            .map(|(title, width)| cell(title, width, false)),
+    )
+    .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let rows = interfaces.iter().map(|interface| {
+        let localnet = match interface.route_localnet {
+            Some(r) => format!(
+                "{} all={} if={}{}",
+                u8::from(r.effective),
+                u8::from(r.all),
+                u8::from(r.iface),
+                if interface.exposed { " !" } else { "" }
+            ),
+            None => "n/a".to_owned(),
+        };
+        let cells = [
+            printable(&interface.name),
+            interface
+                .xdp_program_id
+                .map_or_else(|| "-".to_owned(), |id| format!("id {id}")),
+            localnet,
+        ];
+        let style = if interface.exposed {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new()
+        };
+        Row::new(
+            cells
+                .iter()
+                .zip(widths)
+                .map(|(text, width)| cell(text, width, false)),
+        )
+        .style(style)
+    });
+    frame.render_widget(
+        Table::new(rows, widths.map(Constraint::Length))
+            .header(header)
+            .column_spacing(1),
+        area,
+    );
+}
+
+/// A question over the view, wrapped to fit, until a key answers it.
+fn draw_question(frame: &mut Frame<'_>, area: Rect, question: &str) {
+    let width = area.width.min(64);
+    let inner = width.saturating_sub(2).max(1);
+    let lines: Vec<Line<'_>> = question
+        .lines()
+        .flat_map(|paragraph| wrap(paragraph, usize::from(inner)))
+        .map(Line::raw)
+        .collect();
+    let [popup] = Layout::horizontal([Constraint::Length(width)])
+        .flex(Flex::Center)
+        .areas(area);
+    let [popup] = Layout::vertical([Constraint::Length(
+        (lines.len() as u16 + 2).min(area.height),
+    )])
+    .flex(Flex::Center)
+    .areas(popup);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .border_style(Style::new().fg(Color::Yellow))
+                .title(Span::styled(
+                    " switch? ",
+                    Style::new().add_modifier(Modifier::BOLD),
+                )),
+        ),
+        popup,
+    );
+}
+
+/// `text` in lines of at most `width` characters, broken between words.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("one line at least");
+        let length = line.chars().count();
+        if length > 0 && length + 1 + word.chars().count() > width {
+            lines.push(word.to_owned());
+        } else {
+            if length > 0 {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+        .into_iter()
+        .map(|line| fit(&line, width as u16))
+        .collect()
 }
 
 /// `text` cut to `width` columns, ending with `…` when cut.
@@ -1414,14 +1723,15 @@ mod tests {
         );
         // d asks; anything but y leaves it.
         assert_eq!(view.on_key(key(KeyCode::Char('d'))), None);
-        let asked = screen(&view, 80, 24);
-        assert!(
-            asked
-                .last()
-                .is_some_and(|row| row.starts_with("Drop loopback-address frames arriving on veth")),
-            "{}",
-            asked.join("\n")
-        );
+        // The whole question fits 80 columns, wrapped in its box.
+        let asked = screen(&view, 80, 24).join("\n");
+        for part in [
+            "│Drop loopback-address frames arriving on",
+            "│veth-to-a-container-7f3a from now on?",
+            "│y: yes, any other key: no",
+        ] {
+            assert!(asked.contains(part), "{part}:\n{asked}");
+        }
         assert_eq!(view.on_key(key(KeyCode::Char('n'))), None);
         assert!(
             screen(&view, 80, 24)
@@ -1465,6 +1775,135 @@ mod tests {
             view.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
             Some(Command::Quit)
         );
+    }
+
+    #[test]
+    fn pastes_and_control_keys_do_nothing() {
+        let mut view = view();
+        view.on_key(key(KeyCode::Char('d')));
+        view.ignore_paste();
+        assert_eq!(
+            view.on_key(key(KeyCode::Char('y'))),
+            None,
+            "the paste cancelled it"
+        );
+        for code in ['q', 'd', 'y', 's', 'z'] {
+            assert_eq!(
+                view.on_key(KeyEvent::new(KeyCode::Char(code), KeyModifiers::CONTROL)),
+                None
+            );
+            assert_eq!(
+                view.on_key(KeyEvent::new(KeyCode::Char(code), KeyModifiers::ALT)),
+                None
+            );
+        }
+        assert!(view.confirm.is_none());
+        assert_eq!(view.sort, Sort::Name);
+        assert!(
+            screen(&view, 80, 24)
+                .last()
+                .is_some_and(|row| row.starts_with("no such key: ? lists them"))
+        );
+    }
+
+    #[test]
+    fn logs_show_in_the_footer_and_with_l() {
+        let mut view = view();
+        let now = Instant::now();
+        view.add_logs(
+            vec![
+                "WARN vb: the standing filter dropped there, this run only monitors it".to_owned(),
+                "INFO attached to vb".to_owned(),
+            ],
+            now,
+        );
+        assert!(
+            screen(&view, 80, 24)
+                .last()
+                .is_some_and(|row| row.starts_with("INFO attached to vb"))
+        );
+        // Once the line is old, the keys, and the warning not yet read.
+        view.newest_log = Some(now - NOTICE_SHOWN);
+        view.now = now;
+        let footer = screen(&view, 80, 24).pop().expect("a footer");
+        assert!(footer.contains("l logs (1 new warning)"), "{footer}");
+        view.on_key(key(KeyCode::Char('l')));
+        let logs = screen(&view, 80, 24).join("\n");
+        assert!(
+            logs.contains("│WARN vb: the standing filter dropped there"),
+            "{logs}"
+        );
+        view.on_key(key(KeyCode::Char('x')));
+        let footer = screen(&view, 80, 24).pop().expect("a footer");
+        assert!(footer.contains("l logs  ?"), "{footer}");
+    }
+
+    #[test]
+    fn the_newest_route_localnet_change_comes_first() {
+        let mut view = view();
+        let alerts: VecDeque<String> = (0..5).map(|n| format!("change {n}")).collect();
+        view.set_evidence(&events(), &alerts);
+        let screen = screen(&view, 80, 24);
+        let (first, _) = row_starting(&screen, "change 4");
+        assert!(
+            screen[first + 1].starts_with("change 3"),
+            "{}",
+            screen.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_selection_stays_in_place_when_its_interface_goes() {
+        let mut view = view();
+        view.on_key(key(KeyCode::Char('j')));
+        assert_eq!(view.selected, Some(3));
+        let mut without = report();
+        without.interfaces.remove(2);
+        view.update(without, Instant::now());
+        assert_eq!(view.selected, Some(7), "the one now second by name");
+    }
+
+    #[test]
+    fn status_without_a_standing_filter_lists_route_localnet() {
+        let mut view = LiveView::new(String::new(), Switching::ReadOnly, Duration::from_secs(1));
+        view.show_unserved(vec![
+            UnservedInterface {
+                name: "vb".to_owned(),
+                ifindex: 2,
+                xdp_program_id: None,
+                route_localnet: Some(RouteLocalnet::new(false, true)),
+                route_localnet_via: vec!["vb".to_owned()],
+                exposed: true,
+            },
+            UnservedInterface {
+                name: "eth0".to_owned(),
+                ifindex: 3,
+                xdp_program_id: Some(12),
+                route_localnet: Some(RouteLocalnet::new(false, false)),
+                route_localnet_via: Vec::new(),
+                exposed: false,
+            },
+        ]);
+        let screen = screen(&view, 80, 24);
+        let all = screen.join("\n");
+        assert!(
+            screen
+                .iter()
+                .any(|row| row.starts_with("EXPOSED vb: route_localnet=1")),
+            "{all}"
+        );
+        let (_, vb) = row_starting(&screen, "vb ");
+        assert_eq!(cells(vb), ["vb", "-", "1", "all=0", "if=1", "!"], "{all}");
+        let (_, eth0) = row_starting(&screen, "eth0 ");
+        assert_eq!(
+            cells(eth0),
+            ["eth0", "id", "12", "0", "all=0", "if=0"],
+            "{all}"
+        );
+    }
+
+    fn cells(row: &str) -> Vec<&str> {
+        row.split_whitespace().collect()
     }
 
     #[test]
