@@ -473,16 +473,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                     Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), false);
                 report.add_top_senders(&evidence.senders, top);
                 warn_on_changes(&report, &mut warned);
-                match (&mut live, &mut output) {
-                    (Some(live), Some(output)) => {
-                        live.view.set_evidence(&evidence.pane, &alerts);
-                        live.view.update(report, snapshot.at);
-                        draw(live, output)?;
-                    }
-                    (None, Some(output)) => {
-                        output.offer(render(&report, &evidence.pane, &alerts), "reports");
-                    }
-                    _ => {}
+                if let Some(output) = &mut output {
+                    let at = snapshot.at;
+                    show(report, at, live.as_mut(), output, &render, (&evidence.pane, &alerts))?;
                 }
                 previous = Some(snapshot);
             }
@@ -513,7 +506,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                     match live.on_event(event) {
                         Some(Command::Quit) => break,
                         Some(Command::SetMode { ifindex, name, mode }) => {
-                            switch_mode(&mut session, live, (ifindex, &name, mode), args.pin);
+                            switch_mode(&mut session, live, (ifindex, &name, mode), pins_stay);
                             // The new mode on the screen at once.
                             ticks.reset_immediately();
                         }
@@ -540,16 +533,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let mut report =
                     Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), false);
                 report.add_top_senders(&evidence.senders, top);
-                match &mut live {
-                    Some(live) => {
-                        live.view.set_evidence(&evidence.pane, &alerts);
-                        live.view.update(report, snapshot.at);
-                        draw(live, output)?;
-                    }
-                    None => {
-                        output.offer(render(&report, &evidence.pane, &alerts), "reports");
-                    }
-                }
+                let at = snapshot.at;
+                show(
+                    report,
+                    at,
+                    live.as_mut(),
+                    output,
+                    &render,
+                    (&evidence.pane, &alerts),
+                )?;
             }
             if let Some(scrape) = scrape {
                 // Nothing to do when the scraper has gone.
@@ -695,6 +687,28 @@ async fn next_samples(
     match ring {
         Some(ring) => ring.read(batch).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Shows a report read at `at`: on the live view, or rendered for `output`.
+fn show(
+    report: Report,
+    at: Instant,
+    live: Option<&mut Live>,
+    output: &mut Output,
+    render: &impl Fn(&Report, &VecDeque<EventReport>, &VecDeque<String>) -> Vec<u8>,
+    (events, alerts): (&VecDeque<EventReport>, &VecDeque<String>),
+) -> anyhow::Result<()> {
+    match live {
+        Some(live) => {
+            live.view.set_evidence(events, alerts);
+            live.view.update(report, at);
+            draw(live, output)
+        }
+        None => {
+            output.offer(render(&report, events, alerts), "reports");
+            Ok(())
+        }
     }
 }
 
