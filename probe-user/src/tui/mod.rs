@@ -225,3 +225,49 @@ impl Live {
         self.screen.give_back()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ratatui::{TerminalOptions, Viewport, layout::Rect};
+
+    use super::*;
+
+    /// Frames after the first write only the cells that changed: no clearing, no flicker.
+    #[test]
+    fn only_changes_are_written() {
+        let drawn = Drawn::default();
+        let mut terminal = Terminal::with_options(
+            CrosstermBackend::new(drawn.clone()),
+            TerminalOptions {
+                viewport: Viewport::Fixed(Rect::new(0, 0, 80, 24)),
+            },
+        )
+        .expect("a terminal in memory");
+        let mut view = LiveView::new(
+            String::new(),
+            Switching::Allowed { pinned: false },
+            Duration::from_secs(1),
+        );
+        terminal.draw(|frame| view.draw(frame)).expect("draw");
+        let first = drawn.take();
+        terminal.draw(|frame| view.draw(frame)).expect("draw");
+        let same = drawn.take();
+        view.say("eth0: drop mode from now on".to_owned());
+        terminal.draw(|frame| view.draw(frame)).expect("draw");
+        let changed = drawn.take();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        assert!(text(&first).contains("INTERFACE HOOK"), "{}", text(&first));
+        // Nothing but where the cursor is left.
+        assert!(same.len() < 40, "{}", text(&same));
+        assert!(text(&changed).contains("eth0: drop mode from now on"));
+        assert!(!text(&changed).contains("INTERFACE"), "{}", text(&changed));
+        for frame in [&first, &same, &changed] {
+            assert!(
+                !text(frame).contains("\u{1b}[2J"),
+                "a frame clears the screen"
+            );
+        }
+    }
+}
