@@ -887,9 +887,7 @@ impl LiveView {
 
     /// The result of the last key, else the newest log line, else the keys.
     fn footer_line(&self, width: u16) -> Line<'static> {
-        let fresh = |at: &Instant| {
-            self.now.saturating_duration_since(*at) < NOTICE_SHOWN || at.elapsed() < NOTICE_SHOWN
-        };
+        let fresh = |at: &Instant| at.elapsed() < NOTICE_SHOWN;
         if let Some((notice, at)) = &self.notice
             && fresh(at)
         {
@@ -938,18 +936,25 @@ impl LiveView {
         };
         let inner_width = popup.width.saturating_sub(2);
         let shown = usize::from(popup.height.saturating_sub(2));
-        let mut lines: Vec<Line<'_>> = self
+        // Whole, wrapped: the newest that fit.
+        let wrapped: Vec<Line<'_>> = self
             .logs
             .iter()
-            .skip(self.logs.len().saturating_sub(shown))
-            .map(|line| {
+            .flat_map(|line| {
                 let style = if line.starts_with("WARN") || line.starts_with("ERROR") {
                     Style::new().fg(Color::Yellow)
                 } else {
                     Style::new()
                 };
-                Line::styled(fit(line, inner_width), style)
+                wrap(line, usize::from(inner_width))
+                    .into_iter()
+                    .map(move |part| Line::styled(part, style))
             })
+            .collect();
+        let mut lines: Vec<Line<'_>> = wrapped
+            .iter()
+            .skip(wrapped.len().saturating_sub(shown))
+            .cloned()
             .collect();
         if lines.is_empty() {
             lines.push(Line::raw("nothing logged since the view opened"));
@@ -1823,8 +1828,7 @@ mod tests {
                 .is_some_and(|row| row.starts_with("INFO attached to vb"))
         );
         // Once the line is old, the keys, and the warning not yet read.
-        view.newest_log = Some(now - NOTICE_SHOWN);
-        view.now = now;
+        view.newest_log = now.checked_sub(NOTICE_SHOWN);
         let footer = screen(&view, 80, 24).pop().expect("a footer");
         assert!(footer.contains("l logs (1 new warning)"), "{footer}");
         view.on_key(key(KeyCode::Char('l')));
