@@ -9,8 +9,10 @@ use tracing_subscriber::EnvFilter;
 
 mod audit;
 mod detach;
+mod logs;
 mod run;
 mod status;
+mod tui;
 
 /// Counts, and on request drops, frames with a loopback source or destination (127.0.0.0/8, ::1,
 /// ::ffff:127.0.0.0/104) arriving on real network interfaces, with an XDP program.
@@ -47,7 +49,7 @@ fn main() -> ExitCode {
     // stderr stalls: a stalled reader of stderr must not hold up the counting or the signals.
     let (stderr, flush_logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
-        .finish(std::io::stderr());
+        .finish(logs::Stderr);
     tracing_subscriber::fmt()
         .with_writer(stderr)
         .with_env_filter(

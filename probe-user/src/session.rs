@@ -83,6 +83,15 @@ pub enum SessionError {
     Namespace(std::io::Error),
     #[error("cannot take over the standing filter")]
     Adopt(#[source] Box<ProbeError>),
+    #[error("cannot switch {name} to {mode} mode")]
+    SetMode {
+        name: String,
+        mode: &'static str,
+        #[source]
+        source: Box<ProbeError>,
+    },
+    #[error("{0} is not served by this probe")]
+    NotServed(String),
     #[error("cannot pin the link of {name}")]
     PinLink {
         name: String,
@@ -958,6 +967,22 @@ impl Session {
         self.probe
             .refill_sample_tokens()
             .map_err(|error| SessionError::Refill(Box::new(error)))
+    }
+
+    /// Switches a served interface between monitor and drop mode, live: the next frame is
+    /// handled in the new mode. A standing filter keeps the new mode after exit.
+    pub fn set_mode(&mut self, ifindex: u32, mode: Mode) -> Result<(), SessionError> {
+        let name = match self.served.get(&ifindex) {
+            Some(served) if !self.read_only => served.name.clone(),
+            _ => return Err(SessionError::NotServed(format!("ifindex {ifindex}"))),
+        };
+        self.probe
+            .configure(ifindex, mode)
+            .map_err(|source| SessionError::SetMode {
+                name,
+                mode: mode.name(),
+                source: Box::new(source),
+            })
     }
 
     /// The name a served interface had at the last snapshot (or at start).

@@ -1,7 +1,7 @@
 //! `localnet-probe status`: the standing filter as pinned, read without attaching anything.
 
 use std::{
-    io::{self, IsTerminal as _, Write as _},
+    io::{self, IsTerminal as _},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -15,14 +15,20 @@ use probe_user::{
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::run::{interval_seconds, table};
+use crate::{
+    run::{interval_seconds, table},
+    tui::{Command, Live, LiveView, Switching},
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     /// Write JSON (one object per reading) even on a terminal (the default when stdout is not
     /// one).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plain")]
     json: bool,
+    /// With --watch on a terminal, redraw a plain table instead of the full-screen view.
+    #[arg(long)]
+    plain: bool,
     /// Read again every --interval until Ctrl-C, SIGTERM or SIGHUP.
     #[arg(long)]
     watch: bool,
@@ -50,10 +56,36 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(args.interval));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut previous: Option<Snapshot> = None;
+    let mut live = if args.watch && !json && !args.plain {
+        Some(
+            Live::start(LiveView::new(
+                String::new(),
+                Switching::ReadOnly,
+                Duration::from_secs_f64(args.interval),
+            ))
+            .context("cannot take the terminal for the live view; --plain or --json do without")?,
+        )
+    } else {
+        None
+    };
+    // What the live view showed last, left on the screen when it closes.
+    let mut last_table = Vec::new();
     let mut stdout = io::stdout().lock();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
+            event = next_event(live.as_mut()) => {
+                if let Some(live) = &mut live {
+                    if live.on_event(event) == Some(Command::Quit) {
+                        break;
+                    }
+                    let frame = live.frame().context("cannot draw the live view")?;
+                    if !write(&mut stdout, &frame)? {
+                        break;
+                    }
+                }
+                continue;
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,
@@ -83,44 +115,69 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                     pinned_at: standing.pinned_at,
                     served_by,
                 });
+                let at = snapshot.at;
                 previous = Some(snapshot);
-                render_report(&report, &state, json, args.watch)
+                match &mut live {
+                    Some(live) => {
+                        last_table = render_report(&report, &state, false, false);
+                        live.view.set_state(state);
+                        live.view.update(report, at);
+                        live.frame().context("cannot draw the live view")?
+                    }
+                    None => render_report(&report, &state, json, args.watch),
+                }
             }
             Err(dir) => {
                 previous = None;
                 let interfaces = unserved_interfaces()?;
-                render_nothing(
-                    &interfaces,
-                    &dir.path.display().to_string(),
-                    json,
-                    args.watch,
-                )
+                let directory = dir.path.display().to_string();
+                match &mut live {
+                    Some(live) => {
+                        last_table = render_nothing(&interfaces, &directory, false, false);
+                        live.view.set_state(format!(
+                            "no standing filter in {directory} (`localnet-probe run --pin` \
+                             leaves one)"
+                        ));
+                        live.view.show_unserved(interfaces);
+                        live.frame().context("cannot draw the live view")?
+                    }
+                    None => render_nothing(&interfaces, &directory, json, args.watch),
+                }
             }
         };
-        if let Err(error) = stdout.write_all(&view).and_then(|()| stdout.flush()) {
-            if error.kind() == io::ErrorKind::BrokenPipe {
-                break;
-            }
-            return Err(error).context("cannot write to stdout");
-        }
-        if !args.watch {
+        if !write(&mut stdout, &view)? || !args.watch {
             break;
         }
     }
+    if let Some(live) = live {
+        write(&mut stdout, &[live.close(), last_table].concat())?;
+        crate::logs::release();
+    }
     Ok(())
+}
+
+/// Writes `bytes`; `false` when the reader has gone.
+fn write(stdout: &mut impl io::Write, bytes: &[u8]) -> anyhow::Result<bool> {
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(error) => Err(error).context("cannot write to stdout"),
+    }
+}
+
+/// The next key or resize of the live view; never without it.
+async fn next_event(live: Option<&mut Live>) -> Result<crossterm::event::Event, String> {
+    match live {
+        Some(live) => live.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn render_report(report: &Report, state: &str, json: bool, watch: bool) -> Vec<u8> {
     if json {
         return json_line(report);
     }
-    let view = table::render(
-        report,
-        state,
-        &Default::default(),
-        &Default::default(),
-        None,
-    );
+    let view = table::render(report, state, &[], &Default::default(), None);
     if watch {
         table::redraw(&view)
     } else {

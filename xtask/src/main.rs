@@ -341,7 +341,7 @@ fn is_root() -> anyhow::Result<bool> {
 }
 
 /// Commands the root tests and the benchmark run, and the Debian packages that have them.
-const TOOLS: [(&str, &str); 11] = [
+const TOOLS: [(&str, &str); 12] = [
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("xdp-filter", "xdp-tools"),
@@ -350,6 +350,7 @@ const TOOLS: [(&str, &str); 11] = [
     ("ethtool", "ethtool"),
     ("tcpdump", "tcpdump"),
     ("prometheus", "prometheus"),
+    ("tmux", "tmux"),
     // The deployment tests: the unit checked by systemd's own parser, the syscalls the probe
     // makes held against the unit's filter, the image.
     ("systemd-analyze", "systemd"),

@@ -17,8 +17,8 @@ use probe_user::{
 
 use super::output::{Output, Stream};
 
-/// Event lines the live view keeps in its pane.
-pub(crate) const PANE_LINES: usize = 10;
+/// Events the live view keeps for its pane.
+pub(crate) const PANE_LINES: usize = 40;
 /// Event batches that may wait for a slow stderr, and pcap batches for a slow stdout.
 const WAITING_BATCHES: usize = 64;
 
@@ -239,8 +239,8 @@ pub(crate) struct Evidence {
     events: Option<Events>,
     pcap: Option<Pcap>,
     pub(crate) senders: TopSenders,
-    /// The newest event lines, for the live view.
-    pub(crate) pane: VecDeque<String>,
+    /// The newest events, for the live view.
+    pub(crate) pane: VecDeque<EventReport>,
     /// Event lines skipped because stderr was behind or gone.
     events_not_written: u64,
 }
@@ -288,7 +288,7 @@ impl Evidence {
                         self.pane.pop_front();
                     }
                     self.pane
-                        .push_back(EventReport::new(frame, &name(frame.ifindex)).line());
+                        .push_back(EventReport::new(frame, &name(frame.ifindex)));
                 }
             }
             Some(Events::Stderr(output)) => {

@@ -16,13 +16,14 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use probe_common::Mode;
 use probe_user::{
     link_events::LinkEvents,
     probe::{
         DEFAULT_SAMPLE_RATE, Hook, MAX_SAMPLE_RATE, ProbeError, TcxPrecededBy, XdpModeChoice,
         native_refusal,
     },
-    report::{Report, SysctlChangeReport},
+    report::{EventReport, Report, SysctlChangeReport},
     samples::SampleRing,
     select::{LeftOut, NamePattern, Selection, Skipped},
     session::{AttachedInterface, OnConflict, Session, SessionError, SessionOptions, Snapshot},
@@ -32,6 +33,8 @@ use tokio::{
     sync::mpsc,
     time::Sleep,
 };
+
+use crate::tui::{Command, Live, LiveView, Switching};
 
 use self::{
     evidence::{Events, Evidence, Pcap},
@@ -50,6 +53,8 @@ const FINAL_REPORT_PATIENCE: Duration = Duration::from_secs(2);
 const ROUTE_LOCALNET_CHECK: Duration = Duration::from_secs(1);
 /// The route_localnet changes the live view keeps showing, newest last.
 const ALERTS_SHOWN: usize = 5;
+/// The events the table left on the screen at exit shows.
+const FINAL_EVENTS: usize = 10;
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -103,8 +108,11 @@ pub(crate) struct RunArgs {
     duration: Option<f64>,
     /// Write one JSON object per interval on stdout even on a terminal (the default when stdout
     /// is not a terminal).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plain")]
     json: bool,
+    /// On a terminal, redraw a plain table every interval instead of the full-screen view.
+    #[arg(long)]
+    plain: bool,
     /// Print the kernel verifier's full log if it rejects the program.
     #[arg(long)]
     verifier_log: bool,
@@ -140,7 +148,10 @@ pub(crate) struct InvalidArguments(String);
 /// What stdout carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum View {
-    Table,
+    /// The full-screen view, on a terminal.
+    Live,
+    /// A table redrawn every interval (`--plain`).
+    Plain,
     Json,
     /// The pcap stream.
     Pcap,
@@ -257,18 +268,22 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         View::Pcap
     } else if args.json || !io::stdout().is_terminal() {
         View::Json
+    } else if args.plain {
+        View::Plain
     } else {
-        View::Table
+        View::Live
     };
     // Before anything attaches: a path that cannot be written ends the run here.
     let pcap = match &args.pcap {
         Some(path) => Some(Pcap::open(path)?),
         None => None,
     };
+    // The full-screen view shows the latest samples whenever there are any.
     let events = match (args.events, view) {
+        (_, View::Live) if args.sample_rate > 0 => Some(Events::Pane),
         (false, _) => None,
         (true, _) if args.json => Some(Events::Json),
-        (true, View::Table) => Some(Events::Pane),
+        (true, View::Live | View::Plain) => Some(Events::Pane),
         (true, _) => Some(Events::Stderr(Output::spawn(Stream::Stderr, 64))),
     };
     let selection = Selection {
@@ -307,6 +322,19 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Subscribed before the interfaces are listed at start, so none that appears in between is
     // missed.
     let mut links = LinkEvents::subscribe().context("cannot watch the interfaces for changes")?;
+    // Taken before attaching: what start-up says is then kept for the view (`l`), not drawn
+    // over by it.
+    let mut live = match view {
+        View::Live => Some(
+            Live::start(LiveView::new(
+                String::new(),
+                Switching::Allowed { pinned: args.pin },
+                Duration::from_secs_f64(args.interval),
+            ))
+            .context("cannot take the terminal for the live view; --plain or --json do without")?,
+        ),
+        _ => None,
+    };
     let (mut session, started) =
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
@@ -346,6 +374,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             "detach"
         }
     );
+    if let Some(live) = &mut live {
+        live.view
+            .set_switching(Switching::Allowed { pinned: pins_stay });
+        if pins_stay {
+            live.view
+                .set_state("standing filter (stays after exit)".to_owned());
+        }
+    }
     let final_state = if pins_stay {
         "exited, the standing filter stays attached"
     } else {
@@ -375,21 +411,26 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut evidence = Evidence::new(events, pcap);
     evidence.add_interfaces(&started.attached);
     let top = usize::from(args.top.unwrap_or(DEFAULT_TOP));
-    let render = |report: &Report, pane: &VecDeque<String>, alerts: &VecDeque<String>| {
+    let render = |report: &Report, pane: &VecDeque<EventReport>, alerts: &VecDeque<String>| {
         match view {
             View::Json => json_line(report),
-            // The last view stays on the screen and scrolls: every event it holds.
-            View::Table if report.is_final => {
-                table::render(report, final_state, pane, alerts, None).into()
+            // The last view stays on the screen and scrolls, with the newest events.
+            View::Plain | View::Live if report.is_final => {
+                let newest = pane.iter().skip(pane.len().saturating_sub(FINAL_EVENTS));
+                let lines: Vec<String> = newest.map(EventReport::line).collect();
+                table::render(report, final_state, &lines, alerts, None).into()
             }
-            View::Table => table::redraw(&table::render(
-                report,
-                &live_state,
-                pane,
-                alerts,
-                table::terminal_size(),
-            )),
-            View::Pcap => Vec::new(),
+            View::Plain => {
+                let lines: Vec<String> = pane.iter().map(EventReport::line).collect();
+                table::redraw(&table::render(
+                    report,
+                    &live_state,
+                    &lines,
+                    alerts,
+                    table::terminal_size(),
+                ))
+            }
+            View::Live | View::Pcap => Vec::new(),
         }
     };
     // JSON events share the stream with the reports: room for a few batches between two.
@@ -433,7 +474,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 report.add_top_senders(&evidence.senders, top);
                 warn_on_changes(&report, &mut warned);
                 if let Some(output) = &mut output {
-                    output.offer(render(&report, &evidence.pane, &alerts), "reports");
+                    let at = snapshot.at;
+                    show(report, at, live.as_mut(), output, &render, (&evidence.pane, &alerts))?;
                 }
                 previous = Some(snapshot);
             }
@@ -459,6 +501,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(scrape) = next_scrape(&mut scrapes) => {
                 between = Some((session.snapshot()?, Some(scrape)));
             }
+            event = next_event(live.as_mut()) => {
+                if let (Some(live), Some(output)) = (&mut live, &mut output) {
+                    match live.on_event(event) {
+                        Some(Command::Quit) => break,
+                        Some(Command::SetMode { ifindex, name, mode }) => {
+                            switch_mode(&mut session, live, (ifindex, &name, mode), pins_stay);
+                            // The new mode on the screen at once.
+                            ticks.reset_immediately();
+                        }
+                        None => {}
+                    }
+                    draw(live, output)?;
+                }
+            }
             () = evidence.pcap_reader_gone() => {}
             // Nobody reads any more: detach (dropping the session) and end.
             () = reader_gone(output.as_ref()) => return Ok(()),
@@ -471,13 +527,21 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             removed_between_reports.append(&mut snapshot.removed);
             // The live view shows a change at once, with the exposure it leaves.
             if say_changes(&snapshot, view, output.as_mut(), &mut alerts)
-                && view == View::Table
+                && matches!(view, View::Plain | View::Live)
                 && let Some(output) = &mut output
             {
                 let mut report =
                     Report::new(&snapshot, previous.as_ref(), attached_at.elapsed(), false);
                 report.add_top_senders(&evidence.senders, top);
-                output.offer(render(&report, &evidence.pane, &alerts), "reports");
+                let at = snapshot.at;
+                show(
+                    report,
+                    at,
+                    live.as_mut(),
+                    output,
+                    &render,
+                    (&evidence.pane, &alerts),
+                )?;
             }
             if let Some(scrape) = scrape {
                 // Nothing to do when the scraper has gone.
@@ -515,18 +579,24 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(ring) = &mut ring {
         ring.drain(&mut batch);
     }
-    let mut last = evidence.take(&batch, |ifindex| {
+    let last = evidence.take(&batch, |ifindex| {
         names
             .get(&ifindex)
             .cloned()
             .unwrap_or_else(|| format!("ifindex {ifindex}"))
     })?;
+    // The terminal given back first; the final table then stays on the screen.
+    let mut last = match live {
+        Some(live) => [live.close(), last].concat(),
+        None => last,
+    };
     last.extend(render(&report, &evidence.pane, &alerts));
     evidence.finish(FINAL_REPORT_PATIENCE);
     match output {
         Some(output) => output.finish(last, FINAL_REPORT_PATIENCE),
         None => tracing::info!("detached: {}", report.totals),
     }
+    crate::logs::release();
     Ok(())
 }
 
@@ -620,6 +690,70 @@ async fn next_samples(
     }
 }
 
+/// Shows a report read at `at`: on the live view, or rendered for `output`.
+fn show(
+    report: Report,
+    at: Instant,
+    live: Option<&mut Live>,
+    output: &mut Output,
+    render: &impl Fn(&Report, &VecDeque<EventReport>, &VecDeque<String>) -> Vec<u8>,
+    (events, alerts): (&VecDeque<EventReport>, &VecDeque<String>),
+) -> anyhow::Result<()> {
+    match live {
+        Some(live) => {
+            live.view.set_evidence(events, alerts);
+            live.view.update(report, at);
+            draw(live, output)
+        }
+        None => {
+            output.offer(render(&report, events, alerts), "reports");
+            Ok(())
+        }
+    }
+}
+
+/// Draws the live view's next frame; one that cannot be written now is drawn whole next time.
+fn draw(live: &mut Live, output: &mut Output) -> anyhow::Result<()> {
+    let frame = live.frame().context("cannot draw the live view")?;
+    if !output.offer(frame, "the live view") {
+        live.not_written();
+    }
+    Ok(())
+}
+
+/// The next key or resize of the live view; never without it.
+async fn next_event(live: Option<&mut Live>) -> Result<crossterm::event::Event, String> {
+    match live {
+        Some(live) => live.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Switches an interface's mode from the live view, said in its footer and in the logs.
+fn switch_mode(
+    session: &mut Session,
+    live: &mut Live,
+    (ifindex, name, mode): (u32, &str, Mode),
+    pinned: bool,
+) {
+    match session.set_mode(ifindex, mode) {
+        Ok(()) => {
+            tracing::warn!(
+                "{name}: switched to {} mode from the live view{}",
+                mode.name(),
+                if pinned {
+                    "; the standing filter keeps it after exit"
+                } else {
+                    ""
+                }
+            );
+            live.view
+                .say(format!("{name}: {} mode from now on", mode.name()));
+        }
+        Err(error) => live.view.say(format!("{:#}", anyhow::Error::from(error))),
+    }
+}
+
 /// Completes when the reader of the reports is gone; never without reports.
 async fn reader_gone(output: Option<&Output>) {
     match output {
@@ -661,7 +795,7 @@ fn say_changes(
             (View::Json, Some(output)) => {
                 output.offer(json_line(&change), "route_localnet changes");
             }
-            (View::Table, _) => {
+            (View::Plain | View::Live, _) => {
                 if alerts.len() == ALERTS_SHOWN {
                     alerts.pop_front();
                 }

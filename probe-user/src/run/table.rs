@@ -34,7 +34,7 @@ const PLAIN: &str = "\x1b[0m";
 pub(crate) fn render(
     report: &Report,
     state: &str,
-    events: &VecDeque<String>,
+    events: &[String],
     alerts: &VecDeque<String>,
     size: Option<(usize, usize)>,
 ) -> String {
@@ -438,7 +438,7 @@ fn row(interface: &InterfaceReport) -> [String; 11] {
 }
 
 /// `name` with control characters escaped (`\u{1b}`).
-fn printable(name: &str) -> String {
+pub(crate) fn printable(name: &str) -> String {
     if name.chars().any(char::is_control) {
         name.chars()
             .map(|c| {
@@ -454,7 +454,7 @@ fn printable(name: &str) -> String {
     }
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -485,7 +485,7 @@ mod tests {
             totals: Default::default(),
             standing_filter: None,
         };
-        let events: VecDeque<String> = (0..10)
+        let events: Vec<String> = (0..10)
             .map(|n| format!("event {n} {}", "x".repeat(60)))
             .collect();
         let none = VecDeque::new();

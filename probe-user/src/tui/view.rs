@@ -1,0 +1,1949 @@
+//! What the full-screen view shows and how keys change it. Drawing is a function of this state
+//! alone, so the tests draw it into ratatui's test backend.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    time::{Duration, Instant},
+};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use probe_common::Mode;
+use probe_user::{
+    report::{EventReport, InterfaceReport, Report},
+    session::UnservedInterface,
+};
+use ratatui::{
+    Frame,
+    layout::{Constraint, Flex, Layout, Rect},
+    style::{Color, Modifier, Style},
+    text::{Line, Span},
+    widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState},
+};
+
+use super::trend::{Series, Trends};
+use crate::run::table::{human_bytes, printable};
+
+/// How long a notice (the result of a key, the newest log line) stays in the footer.
+const NOTICE_SHOWN: Duration = Duration::from_secs(10);
+/// How long an interface removed stays among the warnings (a report lists it once).
+const REMOVAL_SHOWN: Duration = Duration::from_secs(60);
+
+/// Whether `d` may switch modes here.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Switching {
+    /// `run`: the switch is live; with `pinned`, the standing filter keeps it after exit.
+    Allowed { pinned: bool },
+    /// `status --watch` only reads.
+    ReadOnly,
+}
+
+/// What the caller is to do after a key.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    Quit,
+    SetMode {
+        ifindex: u32,
+        name: String,
+        mode: Mode,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Sort {
+    #[default]
+    Name,
+    Rate,
+    Matched,
+    Dropped,
+}
+
+impl Sort {
+    const fn next(self) -> Self {
+        match self {
+            Self::Name => Self::Rate,
+            Self::Rate => Self::Matched,
+            Self::Matched => Self::Dropped,
+            Self::Dropped => Self::Name,
+        }
+    }
+
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Rate => "rate",
+            Self::Matched => "matched",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Overlay {
+    Help,
+    Logs,
+}
+
+/// Log lines the view keeps for `l`.
+const LOG_LINES_KEPT: usize = 200;
+
+/// A mode switch waiting for `y`.
+#[derive(Debug)]
+struct Confirm {
+    ifindex: u32,
+    name: String,
+    to: Mode,
+    question: String,
+}
+
+pub(crate) struct LiveView {
+    /// What the probe does now: `refresh 1 s`, the standing filter served, …
+    state: String,
+    switching: Switching,
+    report: Option<Report>,
+    /// Newest last.
+    events: Vec<EventReport>,
+    /// route_localnet changes, newest last.
+    alerts: Vec<String>,
+    /// Interfaces removed, by ifindex: what to say and when it was last reported.
+    removed: BTreeMap<u32, (String, Instant)>,
+    trends: Trends,
+    selected: Option<u32>,
+    sort: Sort,
+    /// What covers the view: the help or the logs.
+    overlay: Option<Overlay>,
+    confirm: Option<Confirm>,
+    /// The result of a key, shown before the newest log line.
+    notice: Option<(String, Instant)>,
+    /// The newest log lines, newest last, and the newest one's time.
+    logs: VecDeque<String>,
+    newest_log: Option<Instant>,
+    /// Warnings and errors logged since the logs were last looked at.
+    unread_warnings: usize,
+    /// With no standing filter to read (`status --watch`): every interface's route_localnet.
+    unserved: Option<Vec<UnservedInterface>>,
+    /// When the view is drawn: the trends' time.
+    now: Instant,
+}
+
+impl LiveView {
+    pub(crate) fn new(state: String, switching: Switching, interval: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            state,
+            switching,
+            report: None,
+            events: Vec::new(),
+            alerts: Vec::new(),
+            removed: BTreeMap::new(),
+            trends: Trends::new(interval, now),
+            selected: None,
+            sort: Sort::default(),
+            overlay: None,
+            confirm: None,
+            notice: None,
+            logs: VecDeque::new(),
+            newest_log: None,
+            unread_warnings: 0,
+            unserved: None,
+            now,
+        }
+    }
+
+    /// Shows `report`, read at `now`, and adds its counts to the trends.
+    pub(crate) fn update(&mut self, mut report: Report, now: Instant) {
+        self.now = now;
+        self.unserved = None;
+        let position = self
+            .ordered()
+            .iter()
+            .position(|i| Some(i.ifindex) == self.selected);
+        for interface in report.interfaces.iter_mut().chain(&mut report.removed) {
+            interface.name = printable(&interface.name);
+        }
+        for interface in &report.interfaces {
+            let series = Series::Interface(interface.ifindex);
+            // A class that appears on an interface already followed is new: counted from zero.
+            let followed = self.trends.follows(series);
+            self.trends
+                .record(series, interface.totals.packets_matched, now);
+            for class in &interface.by_class {
+                let series =
+                    Series::Class(interface.ifindex, class.family, class.address, class.action);
+                if followed && !self.trends.follows(series) {
+                    self.trends.record(series, 0, now);
+                }
+                self.trends.record(series, class.packets, now);
+            }
+        }
+        for removed in &report.removed {
+            let line = format!(
+                "{} (ifindex {}) removed; its final counts: {}",
+                removed.name, removed.ifindex, removed.totals
+            );
+            self.removed.insert(removed.ifindex, (line, now));
+        }
+        self.removed
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < REMOVAL_SHOWN);
+        let present: BTreeSet<u32> = report.interfaces.iter().map(|i| i.ifindex).collect();
+        let present = |ifindex: u32| present.contains(&ifindex);
+        self.trends.retain(|series| match *series {
+            Series::Interface(ifindex) | Series::Class(ifindex, ..) => present(ifindex),
+        });
+        if self.confirm.as_ref().is_some_and(|c| !present(c.ifindex)) {
+            self.confirm = None;
+            self.say("the interface is gone: nothing switched".to_owned());
+        }
+        self.report = Some(report);
+        if !self.selected.is_some_and(present) {
+            // The one now where the selected one was.
+            let order = self.ordered();
+            self.selected = order
+                .get(position.unwrap_or(0).min(order.len().saturating_sub(1)))
+                .map(|i| i.ifindex);
+        }
+    }
+
+    pub(crate) fn set_evidence(
+        &mut self,
+        events: &VecDeque<EventReport>,
+        alerts: &VecDeque<String>,
+    ) {
+        self.events.clear();
+        self.events.extend(events.iter().cloned());
+        self.alerts.clear();
+        self.alerts.extend(alerts.iter().cloned());
+    }
+
+    /// What the probe does now, for the title.
+    pub(crate) fn set_state(&mut self, state: String) {
+        self.state = state;
+    }
+
+    /// Shows every interface's route_localnet: there is no standing filter to read.
+    pub(crate) fn show_unserved(&mut self, interfaces: Vec<UnservedInterface>) {
+        self.report = None;
+        self.selected = None;
+        self.confirm = None;
+        self.unserved = Some(interfaces);
+    }
+
+    /// Whether `d` switches modes here.
+    pub(crate) fn set_switching(&mut self, switching: Switching) {
+        self.switching = switching;
+    }
+
+    /// Adds log lines, newest last: the newest shows in the footer, all of them with `l`.
+    pub(crate) fn add_logs(&mut self, lines: Vec<String>, now: Instant) {
+        for line in lines {
+            if line.starts_with("WARN") || line.starts_with("ERROR") {
+                self.unread_warnings += 1;
+            }
+            if self.logs.len() == LOG_LINES_KEPT {
+                self.logs.pop_front();
+            }
+            self.logs.push_back(line);
+            self.newest_log = Some(now);
+        }
+    }
+
+    /// Pasted text is no key: a paste into the wrong window must not quit or switch.
+    pub(crate) fn ignore_paste(&mut self) {
+        match self.confirm.take() {
+            Some(confirm) => self.say(format!(
+                "pasted text ignored; {}: nothing switched",
+                confirm.name
+            )),
+            None => self.say("pasted text ignored: the view takes keys one at a time".to_owned()),
+        }
+    }
+
+    /// Shows `notice` in the footer for a while.
+    pub(crate) fn say(&mut self, notice: String) {
+        self.notice = Some((notice, Instant::now()));
+    }
+
+    fn ordered(&self) -> Vec<&InterfaceReport> {
+        let Some(report) = &self.report else {
+            return Vec::new();
+        };
+        let mut interfaces: Vec<&InterfaceReport> = report.interfaces.iter().collect();
+        interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        match self.sort {
+            Sort::Name => {}
+            Sort::Rate => interfaces.sort_by(|a, b| {
+                b.packets_matched_per_sec
+                    .total_cmp(&a.packets_matched_per_sec)
+            }),
+            Sort::Matched => interfaces.sort_by_key(|i| Reverse(i.totals.packets_matched)),
+            Sort::Dropped => interfaces.sort_by_key(|i| Reverse(i.totals.packets_dropped)),
+        }
+        interfaces
+    }
+
+    fn selected_interface(&self) -> Option<&InterfaceReport> {
+        let report = self.report.as_ref()?;
+        report
+            .interfaces
+            .iter()
+            .find(|i| Some(i.ifindex) == self.selected)
+    }
+
+    /// Handles a key; what the caller is to do, if anything.
+    pub(crate) fn on_key(&mut self, key: KeyEvent) -> Option<Command> {
+        if key.kind != KeyEventKind::Press {
+            return None;
+        }
+        let control = key.modifiers.contains(KeyModifiers::CONTROL);
+        if control && key.code == KeyCode::Char('c') {
+            return Some(Command::Quit);
+        }
+        if self.overlay.take().is_some() {
+            return None;
+        }
+        // Ctrl-S then Ctrl-Q out of habit, Alt-anything: no key of the view.
+        if control || key.modifiers.contains(KeyModifiers::ALT) {
+            let said = match key.code {
+                KeyCode::Char('z') if control => {
+                    "Ctrl-Z does not suspend the view: q quits".to_owned()
+                }
+                _ => "no such key: ? lists them".to_owned(),
+            };
+            if let Some(confirm) = self.confirm.take() {
+                self.say(format!("{}: nothing switched", confirm.name));
+            } else {
+                self.say(said);
+            }
+            return None;
+        }
+        if let Some(confirm) = self.confirm.take() {
+            if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                return Some(Command::SetMode {
+                    ifindex: confirm.ifindex,
+                    name: confirm.name,
+                    mode: confirm.to,
+                });
+            }
+            let kept = match confirm.to {
+                Mode::Drop => Mode::Monitor,
+                Mode::Monitor => Mode::Drop,
+            };
+            self.say(format!("{}: left in {} mode", confirm.name, kept.name()));
+            return None;
+        }
+        match key.code {
+            KeyCode::Char('q' | 'Q') => return Some(Command::Quit),
+            KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
+            KeyCode::PageUp => self.move_selection(-10),
+            KeyCode::PageDown => self.move_selection(10),
+            KeyCode::Home | KeyCode::Char('g') => self.move_selection(isize::MIN),
+            KeyCode::End | KeyCode::Char('G') => self.move_selection(isize::MAX),
+            KeyCode::Char('s') => {
+                self.sort = self.sort.next();
+                self.say(format!("sorted by {}", self.sort.name()));
+            }
+            KeyCode::Char('?' | 'h') => self.overlay = Some(Overlay::Help),
+            KeyCode::Char('l') => {
+                self.overlay = Some(Overlay::Logs);
+                self.unread_warnings = 0;
+            }
+            KeyCode::Char('d') => self.ask_to_switch(),
+            _ => {}
+        }
+        None
+    }
+
+    fn move_selection(&mut self, by: isize) {
+        let order: Vec<u32> = self.ordered().iter().map(|i| i.ifindex).collect();
+        let Some(last) = order.len().checked_sub(1) else {
+            return;
+        };
+        let at = self
+            .selected
+            .and_then(|selected| order.iter().position(|&i| i == selected))
+            .unwrap_or(0);
+        let to = at.saturating_add_signed(by).min(last);
+        self.selected = Some(order[to]);
+    }
+
+    fn ask_to_switch(&mut self) {
+        let pinned = match self.switching {
+            Switching::Allowed { pinned } => pinned,
+            Switching::ReadOnly => {
+                self.say(
+                    "status only reads the standing filter; `localnet-probe run --pin \
+                     --drop-on IF` switches it"
+                        .to_owned(),
+                );
+                return;
+            }
+        };
+        let Some(interface) = self.selected_interface() else {
+            return;
+        };
+        let to = if interface.mode == Mode::Drop.name() {
+            Mode::Monitor
+        } else {
+            Mode::Drop
+        };
+        let name = interface.name.clone();
+        let mut question = match to {
+            Mode::Drop => format!("Drop loopback-address frames arriving on {name} from now on?"),
+            Mode::Monitor => format!("Stop dropping on {name} and only count?"),
+        };
+        if to == Mode::Monitor && interface.route_localnet.is_some_and(|r| r.effective) {
+            question.push_str(" route_localnet=1: 127.0.0.1 services become reachable from it.");
+        }
+        if pinned {
+            question.push_str(" The standing filter keeps it after exit.");
+        }
+        question.push_str("\n\ny: yes, any other key: no");
+        self.confirm = Some(Confirm {
+            ifindex: interface.ifindex,
+            name,
+            to,
+            question,
+        });
+    }
+
+    /// Draws the whole view into `frame`.
+    pub(crate) fn draw(&self, frame: &mut Frame<'_>) {
+        let area = frame.area();
+        let height = usize::from(area.height);
+        let warnings = self.warnings();
+        let interfaces = self.ordered();
+        let sub_rows = self
+            .selected_interface()
+            .map_or(0, |i| i.by_class.len().max(1));
+        let table_wanted = 1 + match &self.unserved {
+            Some(unserved) => unserved.len(),
+            None => interfaces.len() + sub_rows,
+        };
+        let free = height.saturating_sub(2);
+        // The evidence panes only where there is room for them beside the table.
+        let evidence = (!self.events.is_empty() || self.any_senders()) && free >= 12;
+        let evidence_wanted = if evidence { 6 } else { 0 };
+        // Warnings get what the table and the evidence leave, at least a fifth.
+        let warnings_height = warnings.len().min(
+            (height / 5)
+                .max(1)
+                .max(free.saturating_sub(table_wanted + evidence_wanted)),
+        );
+        let free = free.saturating_sub(warnings_height);
+        let table_height = if evidence {
+            table_wanted.min(free.saturating_sub(evidence_wanted).max(free / 2))
+        } else {
+            free
+        };
+        let [title, warnings_area, table_area, evidence_area, footer] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Length(warnings_height as u16),
+            Constraint::Length(table_height as u16),
+            Constraint::Fill(1),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        frame.render_widget(Paragraph::new(self.title_line(title.width)), title);
+        self.draw_warnings(frame, warnings_area, &warnings);
+        match &self.unserved {
+            Some(unserved) => draw_unserved(frame, table_area, unserved),
+            None => self.draw_table(frame, table_area, &interfaces),
+        }
+        if evidence {
+            self.draw_evidence(frame, evidence_area);
+        }
+        frame.render_widget(Paragraph::new(self.footer_line(footer.width)), footer);
+        if let Some(confirm) = &self.confirm {
+            draw_question(frame, area, &confirm.question);
+        }
+        match self.overlay {
+            Some(Overlay::Help) => self.draw_help(frame, area),
+            Some(Overlay::Logs) => self.draw_logs(frame, area),
+            None => {}
+        }
+    }
+
+    fn title_line(&self, width: u16) -> Line<'static> {
+        let text = match &self.report {
+            Some(report) => {
+                let served = report.interfaces.len();
+                let dropping = report
+                    .interfaces
+                    .iter()
+                    .filter(|i| i.mode == "drop")
+                    .count();
+                format!(
+                    "localnet-probe  {served} interface{} ({dropping} dropping)  {} {}  \
+                     matched {}  dropped {}  {}",
+                    if served == 1 { "" } else { "s" },
+                    match self.switching {
+                        Switching::Allowed { .. } => "up",
+                        Switching::ReadOnly => "pinned",
+                    },
+                    short_duration(Duration::from_secs_f64(report.elapsed_secs)),
+                    report.totals.packets_matched,
+                    report.totals.packets_dropped,
+                    self.state
+                )
+            }
+            None => format!("localnet-probe  {}", self.state),
+        };
+        Line::styled(fit(&text, width), Style::new().add_modifier(Modifier::BOLD))
+    }
+
+    /// One line each: exploited and exposed interfaces, other programs before ours, the last
+    /// route_localnet changes, interfaces removed.
+    fn warnings(&self) -> Vec<(String, Style)> {
+        let yellow = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
+        if let Some(unserved) = &self.unserved {
+            return unserved
+                .iter()
+                .filter(|interface| interface.exposed)
+                .map(|interface| {
+                    (
+                        format!(
+                            "EXPOSED {}: route_localnet=1 and nothing drops such frames here: \
+                             services bound to 127.0.0.1 are reachable from this link \
+                             (`localnet-probe run --pin --drop-on {}` blocks them)",
+                            interface.name, interface.name
+                        ),
+                        yellow,
+                    )
+                })
+                .collect();
+        }
+        if self.report.is_none() {
+            return Vec::new();
+        }
+        let red = Style::new()
+            .fg(Color::White)
+            .bg(Color::Red)
+            .add_modifier(Modifier::BOLD);
+        let mut lines = Vec::new();
+        for interface in self.ordered() {
+            let name = &interface.name;
+            if interface.exploited {
+                lines.push((
+                    format!(
+                        "EXPLOITED {name}: {} replies from 127.0.0.1-bound services left this \
+                         link{}",
+                        interface.totals.packets_replied,
+                        if interface.mode == "drop" {
+                            "; drop mode now blocks the requests"
+                        } else {
+                            " (d drops the requests)"
+                        }
+                    ),
+                    red,
+                ));
+            }
+            if interface.exposed {
+                let via: Vec<&str> = interface
+                    .route_localnet_via
+                    .iter()
+                    .filter(|via| *via != name)
+                    .map(String::as_str)
+                    .collect();
+                let state = if interface.mode == "drop" {
+                    "drop mode, but other tcx programs run first"
+                } else {
+                    "monitor mode"
+                };
+                lines.push((
+                    format!(
+                        "EXPOSED {name}: route_localnet=1{} and {state}: services bound to \
+                         127.0.0.1 are reachable from this link (d drops such frames)",
+                        if via.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (via {})", via.join(", "))
+                        }
+                    ),
+                    yellow,
+                ));
+            }
+            let preceded = &interface.tcx_preceded_by;
+            if !preceded.ingress.is_empty() || !preceded.egress.is_empty() {
+                let ids: Vec<String> = preceded
+                    .ingress
+                    .iter()
+                    .chain(&preceded.egress)
+                    .map(u32::to_string)
+                    .collect();
+                lines.push((
+                    format!(
+                        "{name}: tcx program(s) {} now run before localnet-probe: frames they \
+                         pass on are not seen",
+                        ids.join(", ")
+                    ),
+                    yellow,
+                ));
+            }
+        }
+        let highlight = Style::new().add_modifier(Modifier::REVERSED);
+        // The newest change first: it is the state now.
+        for alert in self.alerts.iter().rev() {
+            lines.push((alert.clone(), highlight));
+        }
+        for (line, _) in self.removed.values() {
+            lines.push((line.clone(), Style::new()));
+        }
+        lines
+    }
+
+    fn draw_warnings(&self, frame: &mut Frame<'_>, area: Rect, warnings: &[(String, Style)]) {
+        let rows = usize::from(area.height);
+        let mut lines: Vec<Line<'_>> = warnings
+            .iter()
+            .take(rows)
+            .map(|(text, style)| Line::styled(fit(text, area.width), *style))
+            .collect();
+        if warnings.len() > rows
+            && let Some(last) = lines.last_mut()
+        {
+            let more = warnings.len() - rows + 1;
+            *last = Line::styled(
+                fit(
+                    &format!("… and {more} more warnings (l shows the logs)"),
+                    area.width,
+                ),
+                Style::new().add_modifier(Modifier::BOLD),
+            );
+        }
+        frame.render_widget(Paragraph::new(lines), area);
+    }
+
+    fn draw_table(&self, frame: &mut Frame<'_>, area: Rect, interfaces: &[&InterfaceReport]) {
+        let columns = Columns::for_width(area.width, interfaces, self.trends.bucket());
+        let sorted = match self.sort {
+            Sort::Name => Column::Name,
+            Sort::Rate => Column::Rate,
+            Sort::Matched => Column::Matched,
+            Sort::Dropped => Column::Dropped,
+        };
+        let header = Row::new(columns.list.iter().map(|(column, width)| {
+            let mut title = column.title(&columns);
+            if *column == sorted && title.chars().count() < usize::from(*width) {
+                title.push('▾');
+            }
+            cell(&title, *width, column.right_aligned())
+        }))
+        .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+        let mut rows = Vec::new();
+        let mut selected_row = None;
+        let mut sub_rows = 0;
+        for interface in interfaces {
+            let is_selected = Some(interface.ifindex) == self.selected;
+            if is_selected {
+                selected_row = Some(rows.len());
+            }
+            let style = if interface.exploited {
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+            } else if interface.exposed {
+                Style::new().fg(Color::Yellow)
+            } else {
+                Style::new()
+            };
+            rows.push(
+                Row::new(columns.list.iter().map(|(column, width)| {
+                    cell(
+                        &self.interface_cell(*column, interface, *width),
+                        *width,
+                        column.right_aligned(),
+                    )
+                }))
+                .style(style),
+            );
+            if is_selected {
+                let before = rows.len();
+                rows.extend(self.class_rows(interface, &columns));
+                sub_rows = rows.len() - before;
+            }
+        }
+        // The selected interface with its classes in view, from the top when they fit.
+        let visible = usize::from(area.height).saturating_sub(1);
+        let offset = selected_row.map_or(0, |row| {
+            (row + sub_rows + 1).saturating_sub(visible).min(row)
+        });
+        let mut state = TableState::default()
+            .with_offset(offset)
+            .with_selected(selected_row);
+        let table = Table::new(
+            rows,
+            columns
+                .list
+                .iter()
+                .map(|(_, width)| Constraint::Length(*width)),
+        )
+        .header(header)
+        .column_spacing(1)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+        frame.render_stateful_widget(table, area, &mut state);
+    }
+
+    fn interface_cell(&self, column: Column, interface: &InterfaceReport, width: u16) -> String {
+        let totals = &interface.totals;
+        match column {
+            Column::Name => interface.name.clone(),
+            Column::Hook => match (interface.hook, interface.xdp_mode) {
+                (Some(_), Some(xdp_mode)) => xdp_mode.to_owned(),
+                (Some(_), None) if !interface.tcx_preceded_by.ingress.is_empty() => {
+                    "tcx!".to_owned()
+                }
+                (Some(hook), None) => hook.to_owned(),
+                (None, _) => "-".to_owned(),
+            },
+            Column::Mode => interface.mode.to_owned(),
+            Column::RouteLocalnet => {
+                let mut text = match interface.route_localnet {
+                    Some(r) if width >= 15 => format!(
+                        "{} all={} if={}",
+                        u8::from(r.effective),
+                        u8::from(r.all),
+                        u8::from(r.iface)
+                    ),
+                    Some(r) => u8::from(r.effective).to_string(),
+                    None => "n/a".to_owned(),
+                };
+                if interface
+                    .route_localnet_via
+                    .iter()
+                    .any(|via| *via != interface.name)
+                {
+                    text.push_str(" via");
+                }
+                if interface.exploited {
+                    text.push_str(" !!");
+                } else if interface.exposed {
+                    text.push_str(" !");
+                }
+                text
+            }
+            Column::Matched => count(totals.packets_matched, width),
+            Column::Bytes => human_bytes(totals.bytes_matched),
+            Column::Dropped => count(totals.packets_dropped, width),
+            Column::Replied if interface.egress || totals.packets_replied > 0 => {
+                count(totals.packets_replied, width)
+            }
+            Column::Replied => "off".to_owned(),
+            Column::Rate => rate(interface.packets_matched_per_sec),
+            Column::Samples => interface.samples.map_or_else(
+                || "off".to_owned(),
+                |s| format!("{}/{}/{}", s.emitted, s.suppressed, s.lost),
+            ),
+            Column::Trend => self.trends.sparkline(
+                Series::Interface(interface.ifindex),
+                usize::from(width),
+                self.now,
+            ),
+        }
+    }
+
+    /// The selected interface's classes, under its row.
+    fn class_rows(&self, interface: &InterfaceReport, columns: &Columns) -> Vec<Row<'static>> {
+        let dim = Style::new().fg(Color::Cyan);
+        if interface.by_class.is_empty() {
+            return vec![
+                Row::new(columns.list.iter().map(|(column, width)| {
+                    let text = match column {
+                        Column::Name => "└ nothing",
+                        _ => "",
+                    };
+                    cell(text, *width, false)
+                }))
+                .style(dim),
+            ];
+        }
+        let last = interface.by_class.len() - 1;
+        interface
+            .by_class
+            .iter()
+            .enumerate()
+            .map(|(index, class)| {
+                let series =
+                    Series::Class(interface.ifindex, class.family, class.address, class.action);
+                Row::new(columns.list.iter().map(|(column, width)| {
+                    let text = match column {
+                        Column::Name => format!(
+                            "{} {} {}",
+                            if index == last { "└" } else { "├" },
+                            short_family(class.family),
+                            short_address(class.address)
+                        ),
+                        Column::Mode => class.action.to_owned(),
+                        Column::Matched
+                            if class.action != "replied" || !columns.has(Column::Replied) =>
+                        {
+                            count(class.packets, *width)
+                        }
+                        Column::Dropped if class.action == "dropped" => {
+                            count(class.packets, *width)
+                        }
+                        Column::Replied if class.action == "replied" => {
+                            count(class.packets, *width)
+                        }
+                        Column::Bytes => human_bytes(class.bytes),
+                        Column::Trend => {
+                            self.trends.sparkline(series, usize::from(*width), self.now)
+                        }
+                        _ => String::new(),
+                    };
+                    cell(&text, *width, column.right_aligned())
+                }))
+                .style(dim)
+            })
+            .collect()
+    }
+
+    fn any_senders(&self) -> bool {
+        self.report.as_ref().is_some_and(|report| {
+            report.interfaces.iter().any(|i| {
+                i.top_senders_sampled
+                    .as_ref()
+                    .is_some_and(|senders| !senders.is_empty())
+            })
+        })
+    }
+
+    /// The latest sampled frames and the top senders: side by side on a wide terminal, one
+    /// above the other on a narrow one.
+    fn draw_evidence(&self, frame: &mut Frame<'_>, area: Rect) {
+        let senders = self.sender_lines();
+        let (events_area, senders_area) = if area.width >= 120 {
+            let [events, senders] =
+                Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)])
+                    .spacing(1)
+                    .areas(area);
+            (events, senders)
+        } else {
+            // The border, the title and the senders, in at most a third of the room.
+            let senders_height = (senders.len() as u16 + 2).min(area.height / 3).max(3);
+            let [events, senders] =
+                Layout::vertical([Constraint::Fill(1), Constraint::Length(senders_height)])
+                    .areas(area);
+            (events, senders)
+        };
+        let title = Style::new().add_modifier(Modifier::BOLD);
+        let mut events = vec![Line::styled(
+            fit("EVENTS (sampled, newest first, UTC)", events_area.width),
+            title,
+        )];
+        events.extend(
+            self.events
+                .iter()
+                .rev()
+                .map(|event| Line::raw(fit(&event_line(event), events_area.width))),
+        );
+        if self.events.is_empty() {
+            events.push(Line::raw("none in this run yet"));
+        }
+        frame.render_widget(
+            Paragraph::new(events).block(Block::new().borders(Borders::TOP)),
+            events_area,
+        );
+        let mut lines = vec![Line::styled(
+            fit(
+                &format!(
+                    "TOP SENDERS (sampled, last {} s)",
+                    probe_user::senders::WINDOW.as_secs()
+                ),
+                senders_area.width,
+            ),
+            title,
+        )];
+        lines.extend(
+            senders
+                .iter()
+                .map(|line| Line::raw(fit(line, senders_area.width))),
+        );
+        if senders.is_empty() {
+            lines.push(Line::raw("none in the last minute"));
+        }
+        frame.render_widget(
+            Paragraph::new(lines).block(Block::new().borders(Borders::TOP)),
+            senders_area,
+        );
+    }
+
+    /// The selected interface's senders first, then the others'.
+    fn sender_lines(&self) -> Vec<String> {
+        let mut interfaces = self.ordered();
+        interfaces.sort_by_key(|i| Some(i.ifindex) != self.selected);
+        let mut lines = Vec::new();
+        for interface in interfaces {
+            for sender in interface.top_senders_sampled.iter().flatten() {
+                let ip = sender
+                    .source_ip
+                    .map_or_else(|| "?".to_owned(), |ip| ip.to_string());
+                lines.push(match &sender.source_mac {
+                    Some(mac) => format!("{} {ip} {mac} ({})", interface.name, sender.samples),
+                    None => format!("{} {ip} ({})", interface.name, sender.samples),
+                });
+            }
+        }
+        lines
+    }
+
+    /// The result of the last key, else the newest log line, else the keys.
+    fn footer_line(&self, width: u16) -> Line<'static> {
+        let fresh = |at: &Instant| at.elapsed() < NOTICE_SHOWN;
+        if let Some((notice, at)) = &self.notice
+            && fresh(at)
+        {
+            return Line::styled(
+                fit(notice, width),
+                Style::new().add_modifier(Modifier::BOLD),
+            );
+        }
+        if let (Some(line), Some(at)) = (self.logs.back(), &self.newest_log)
+            && fresh(at)
+        {
+            return Line::styled(fit(line, width), Style::new().add_modifier(Modifier::BOLD));
+        }
+        let switch = match self.switching {
+            Switching::Allowed { .. } => "d drop/monitor  ",
+            Switching::ReadOnly => "",
+        };
+        let logs = match self.unread_warnings {
+            0 => "l logs".to_owned(),
+            n => format!("l logs ({n} new warning{})", if n == 1 { "" } else { "s" }),
+        };
+        let style = if self.unread_warnings > 0 {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new().add_modifier(Modifier::DIM)
+        };
+        Line::styled(
+            fit(
+                &format!(
+                    "↑↓ select  {switch}s sort ({})  {logs}  ? help  q quit",
+                    self.sort.name()
+                ),
+                width,
+            ),
+            style,
+        )
+    }
+
+    /// The newest log lines that fit, newest last.
+    fn draw_logs(&self, frame: &mut Frame<'_>, area: Rect) {
+        let popup = Rect {
+            x: area.x,
+            y: area.y + 1,
+            width: area.width,
+            height: area.height.saturating_sub(2),
+        };
+        let inner_width = popup.width.saturating_sub(2);
+        let shown = usize::from(popup.height.saturating_sub(2));
+        // Whole, wrapped: the newest that fit.
+        let wrapped: Vec<Line<'_>> = self
+            .logs
+            .iter()
+            .flat_map(|line| {
+                let style = if line.starts_with("WARN") || line.starts_with("ERROR") {
+                    Style::new().fg(Color::Yellow)
+                } else {
+                    Style::new()
+                };
+                wrap(line, usize::from(inner_width))
+                    .into_iter()
+                    .map(move |part| Line::styled(part, style))
+            })
+            .collect();
+        let mut lines: Vec<Line<'_>> = wrapped
+            .iter()
+            .skip(wrapped.len().saturating_sub(shown))
+            .cloned()
+            .collect();
+        if lines.is_empty() {
+            lines.push(Line::raw("nothing logged since the view opened"));
+        }
+        frame.render_widget(Clear, popup);
+        frame.render_widget(
+            Paragraph::new(lines).block(Block::bordered().title(Span::styled(
+                " logs, newest last (all of them are written to stderr at exit; any key closes) ",
+                Style::new().add_modifier(Modifier::BOLD),
+            ))),
+            popup,
+        );
+    }
+
+    fn draw_help(&self, frame: &mut Frame<'_>, area: Rect) {
+        let quit = match self.switching {
+            Switching::Allowed { pinned: true } => "quit (the standing filter stays attached)",
+            Switching::Allowed { pinned: false } => "quit and detach",
+            Switching::ReadOnly => "quit (the standing filter stays attached)",
+        };
+        let bucket = self.trends.bucket().as_secs();
+        let switch = match self.switching {
+            Switching::Allowed { .. } => {
+                "d              switch it between monitor and drop (asks first)"
+            }
+            Switching::ReadOnly => {
+                "d              (status only reads: run --pin --drop-on IF switches)"
+            }
+        };
+        let lines = [
+            "↑ ↓ j k        select an interface; its classes show under it".to_owned(),
+            "PgUp PgDn g G  move by ten, to the first, to the last".to_owned(),
+            switch.to_owned(),
+            "s              sort by name, rate, matched, dropped".to_owned(),
+            "l              the logs (held back while the view is open)".to_owned(),
+            format!("q Ctrl-C       {quit}"),
+            String::new(),
+            "HOOK     native or generic XDP; tcx beside another XDP program".to_owned(),
+            "         (tcx! another program now runs before it)".to_owned(),
+            "MODE     monitor counts and passes; drop drops".to_owned(),
+            "LOCALNET effective route_localnet (via: on a device stacked on it)".to_owned(),
+            "         ! exposed: 127.0.0.1 services reachable; !! exploited".to_owned(),
+            format!("TREND    matched frames per {bucket} s, oldest left"),
+            "SAMPLES  sent / over the rate / lost".to_owned(),
+            "classes  v4 v6 mapped (::ffff:127/104); src dst both loopback".to_owned(),
+            String::new(),
+            "any key closes this".to_owned(),
+        ];
+        let width = (lines.iter().map(|l| l.chars().count()).max().unwrap_or(0) + 2) as u16;
+        let [popup] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+            .flex(Flex::Center)
+            .areas(area);
+        let [popup] = Layout::vertical([Constraint::Length(
+            (lines.len() as u16 + 2).min(area.height),
+        )])
+        .flex(Flex::Center)
+        .areas(popup);
+        frame.render_widget(Clear, popup);
+        let inner_width = popup.width.saturating_sub(2);
+        frame.render_widget(
+            Paragraph::new(
+                lines
+                    .iter()
+                    .map(|line| Line::raw(fit(line, inner_width)))
+                    .collect::<Vec<_>>(),
+            )
+            .block(Block::bordered().title(Span::styled(
+                " localnet-probe keys ",
+                Style::new().add_modifier(Modifier::BOLD),
+            ))),
+            popup,
+        );
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Column {
+    Name,
+    Hook,
+    Mode,
+    RouteLocalnet,
+    Matched,
+    Bytes,
+    Dropped,
+    Replied,
+    Rate,
+    Samples,
+    Trend,
+}
+
+impl Column {
+    const fn right_aligned(self) -> bool {
+        matches!(
+            self,
+            Self::Matched | Self::Bytes | Self::Dropped | Self::Replied | Self::Rate
+        )
+    }
+
+    fn title(self, columns: &Columns) -> String {
+        match self {
+            Self::Name => "INTERFACE".to_owned(),
+            Self::Hook => "HOOK".to_owned(),
+            Self::Mode => "MODE".to_owned(),
+            Self::RouteLocalnet => "LOCALNET".to_owned(),
+            Self::Matched => "MATCHED".to_owned(),
+            Self::Bytes => "BYTES".to_owned(),
+            Self::Dropped => "DROPPED".to_owned(),
+            Self::Replied => "REPLIED".to_owned(),
+            Self::Rate => "RATE".to_owned(),
+            Self::Samples => "SAMPLES".to_owned(),
+            Self::Trend => format!("TREND {}", short_duration(columns.trend_span)),
+        }
+    }
+}
+
+/// The columns that fit a width, and theirs.
+struct Columns {
+    list: Vec<(Column, u16)>,
+    /// What the trend column's width covers.
+    trend_span: Duration,
+}
+
+impl Columns {
+    /// The essential columns first; the others while the trend keeps 24 columns; the trend
+    /// gets the rest.
+    fn for_width(width: u16, interfaces: &[&InterfaceReport], bucket: Duration) -> Self {
+        let longest_name = interfaces
+            .iter()
+            .map(|i| i.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        let name = longest_name.clamp(9, 16) as u16;
+        let mut list = vec![
+            (Column::Name, name),
+            (Column::Hook, 7),
+            (Column::Mode, 7),
+            (Column::RouteLocalnet, 8),
+            (Column::Matched, 8),
+            (Column::Dropped, 8),
+            (Column::Rate, 8),
+        ];
+        let used = |list: &[(Column, u16)]| -> u16 { list.iter().map(|(_, w)| w + 1).sum::<u16>() };
+        let replies = interfaces
+            .iter()
+            .any(|i| i.egress || i.totals.packets_replied > 0);
+        let extras = [
+            (Column::Replied, 8, replies),
+            (Column::RouteLocalnet, 16, true),
+            (Column::Bytes, 10, true),
+            (Column::Samples, 17, true),
+            (Column::Matched, 12, true),
+            (Column::Dropped, 12, true),
+        ];
+        for (column, extra_width, wanted) in extras {
+            if !wanted || used(&list) + extra_width + 1 + 24 > width {
+                continue;
+            }
+            match list.iter_mut().find(|(c, _)| *c == column) {
+                Some((_, w)) => *w = extra_width,
+                None => {
+                    let before = list
+                        .iter()
+                        .position(|(c, _)| *c == Column::Rate)
+                        .unwrap_or(list.len());
+                    list.insert(before, (column, extra_width));
+                }
+            }
+        }
+        // Longer names whole while the trend keeps 24 columns.
+        let spare = width.saturating_sub(used(&list) + 24);
+        let wanted = (longest_name.min(32) as u16).saturating_sub(name);
+        list[0].1 += wanted.min(spare);
+        // Narrower than the essential columns: the least telling go, the name shrinks.
+        let shrink_name = |list: &mut Vec<(Column, u16)>, least: u16| {
+            let over = used(list).saturating_sub(width);
+            list[0].1 = list[0].1.saturating_sub(over).max(least.min(list[0].1));
+        };
+        for least in [Column::Rate, Column::Hook] {
+            if used(&list) > width {
+                list.retain(|(column, _)| *column != least);
+            }
+        }
+        shrink_name(&mut list, 9);
+        for least in [Column::Dropped, Column::RouteLocalnet] {
+            if used(&list) > width {
+                list.retain(|(column, _)| *column != least);
+            }
+        }
+        shrink_name(&mut list, 4);
+        let trend = width.saturating_sub(used(&list));
+        if trend >= 6 {
+            list.push((Column::Trend, trend));
+        }
+        Self {
+            list,
+            trend_span: bucket * u32::from(trend),
+        }
+    }
+
+    fn has(&self, column: Column) -> bool {
+        self.list.iter().any(|(c, _)| *c == column)
+    }
+}
+
+/// With no standing filter (`status --watch`): each interface's route_localnet and whether
+/// another XDP program is attached.
+fn draw_unserved(frame: &mut Frame<'_>, area: Rect, interfaces: &[UnservedInterface]) {
+    let name = interfaces
+        .iter()
+        .map(|i| i.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(9, 24) as u16;
+    let widths = [name, 11, area.width.saturating_sub(name + 13)];
+    let header = Row::new(
+        ["INTERFACE", "XDP PROGRAM", "LOCALNET"]
+            .iter()
+            .zip(widths)
+            .map(|(title, width)| cell(title, width, false)),
+    )
+    .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let rows = interfaces.iter().map(|interface| {
+        let localnet = match interface.route_localnet {
+            Some(r) => format!(
+                "{} all={} if={}{}",
+                u8::from(r.effective),
+                u8::from(r.all),
+                u8::from(r.iface),
+                if interface.exposed { " !" } else { "" }
+            ),
+            None => "n/a".to_owned(),
+        };
+        let cells = [
+            printable(&interface.name),
+            interface
+                .xdp_program_id
+                .map_or_else(|| "-".to_owned(), |id| format!("id {id}")),
+            localnet,
+        ];
+        let style = if interface.exposed {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new()
+        };
+        Row::new(
+            cells
+                .iter()
+                .zip(widths)
+                .map(|(text, width)| cell(text, width, false)),
+        )
+        .style(style)
+    });
+    frame.render_widget(
+        Table::new(rows, widths.map(Constraint::Length))
+            .header(header)
+            .column_spacing(1),
+        area,
+    );
+}
+
+/// A question over the view, wrapped to fit, until a key answers it.
+fn draw_question(frame: &mut Frame<'_>, area: Rect, question: &str) {
+    let width = area.width.min(64);
+    let inner = width.saturating_sub(2).max(1);
+    let lines: Vec<Line<'_>> = question
+        .lines()
+        .flat_map(|paragraph| wrap(paragraph, usize::from(inner)))
+        .map(Line::raw)
+        .collect();
+    let [popup] = Layout::horizontal([Constraint::Length(width)])
+        .flex(Flex::Center)
+        .areas(area);
+    let [popup] = Layout::vertical([Constraint::Length(
+        (lines.len() as u16 + 2).min(area.height),
+    )])
+    .flex(Flex::Center)
+    .areas(popup);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .border_style(Style::new().fg(Color::Yellow))
+                .title(Span::styled(
+                    " switch? ",
+                    Style::new().add_modifier(Modifier::BOLD),
+                )),
+        ),
+        popup,
+    );
+}
+
+/// `text` in lines of at most `width` characters, broken between words.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("one line at least");
+        let length = line.chars().count();
+        if length > 0 && length + 1 + word.chars().count() > width {
+            lines.push(word.to_owned());
+        } else {
+            if length > 0 {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+        .into_iter()
+        .map(|line| fit(&line, width as u16))
+        .collect()
+}
+
+/// `text` cut to `width` columns, ending with `…` when cut.
+fn fit(text: &str, width: u16) -> String {
+    let width = usize::from(width);
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    if width > 0 {
+        cut.push('…');
+    }
+    cut
+}
+
+fn cell(text: &str, width: u16, right_aligned: bool) -> Cell<'static> {
+    let line = Line::raw(fit(text, width));
+    Cell::from(if right_aligned {
+        line.right_aligned()
+    } else {
+        line
+    })
+}
+
+/// Exact when it fits, else with a unit (`12.3M`).
+fn count(value: u64, width: u16) -> String {
+    let exact = value.to_string();
+    if exact.len() <= usize::from(width) {
+        return exact;
+    }
+    let (scaled, unit) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .into_iter()
+        .find(|(scale, _)| value as f64 >= *scale)
+        .unwrap_or((1.0, ""));
+    format!("{:.1}{unit}", value as f64 / scaled)
+}
+
+fn rate(per_sec: f64) -> String {
+    if per_sec < 1000.0 {
+        format!("{per_sec:.0}/s")
+    } else if per_sec < 1e6 {
+        format!("{:.1}k/s", per_sec / 1e3)
+    } else {
+        format!("{:.1}M/s", per_sec / 1e6)
+    }
+}
+
+/// `1h02m`, `3m05s`, `45s`.
+fn short_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+fn short_family(family: &str) -> &str {
+    match family {
+        "ipv4" => "v4",
+        "ipv6" => "v6",
+        "ipv4-mapped" => "mapped",
+        other => other,
+    }
+}
+
+fn short_address(address: &str) -> &str {
+    match address {
+        "source" => "src",
+        "destination" => "dst",
+        other => other,
+    }
+}
+
+/// An event on one line, most telling first: time (UTC), interface, action, class, addresses,
+/// protocol, then the MACs.
+fn event_line(event: &EventReport) -> String {
+    let of_day = event.timestamp as u64 % 86_400;
+    let endpoint = |ip: Option<std::net::IpAddr>, port: Option<u16>| match (ip, port) {
+        (Some(std::net::IpAddr::V6(ip)), Some(port)) => format!("[{ip}]:{port}"),
+        (Some(ip), Some(port)) => format!("{ip}:{port}"),
+        (Some(ip), None) => ip.to_string(),
+        (None, _) => "?".to_owned(),
+    };
+    let mut line = format!(
+        "{:02}:{:02}:{:02} {} {} {}/{} {} > {}",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        printable(&event.interface),
+        event.action,
+        short_family(event.family),
+        short_address(event.address),
+        endpoint(event.source_ip, event.source_port),
+        endpoint(event.destination_ip, event.destination_port),
+    );
+    if let Some(protocol) = &event.protocol {
+        line.push(' ');
+        line.push_str(protocol);
+    }
+    if let Some(flags) = &event.tcp_flags {
+        line.push_str(&format!(" [{flags}]"));
+    }
+    if event.fragment {
+        line.push_str(" fragment");
+    }
+    for vlan in &event.vlans {
+        line.push_str(&format!(" vlan {vlan}"));
+    }
+    if let Some(mac) = &event.source_mac {
+        line.push_str(&format!(" from {mac}"));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{IpAddr, Ipv4Addr},
+        time::SystemTime,
+    };
+
+    use probe_common::{Action, Address, Family, Framing, LoopbackMatch};
+    use probe_user::{
+        probe::TcxPrecededBy,
+        report::{ClassReport, SamplesReport, SenderReport, Totals},
+        route_localnet::RouteLocalnet,
+        samples::{Headers, SampledFrame},
+    };
+    use ratatui::{Terminal, backend::TestBackend};
+
+    use super::*;
+
+    const LONG_NAME: &str = "veth-to-a-container-7f3a";
+
+    fn interface(name: &str, ifindex: u32, mode: &'static str) -> InterfaceReport {
+        InterfaceReport {
+            name: name.to_owned(),
+            ifindex,
+            mode,
+            hook: Some("xdp"),
+            xdp_mode: Some("native"),
+            egress: false,
+            tcx_preceded_by: TcxPrecededBy::default(),
+            framing: "ethernet",
+            route_localnet: Some(RouteLocalnet::new(false, false)),
+            route_localnet_via: Vec::new(),
+            exposed: false,
+            exploited: false,
+            totals: Totals::default(),
+            packets_matched_per_sec: 0.0,
+            bytes_matched_per_sec: 0.0,
+            by_class: Vec::new(),
+            samples: Some(SamplesReport::default()),
+            top_senders_sampled: Some(Vec::new()),
+        }
+    }
+
+    fn class(
+        family: &'static str,
+        address: &'static str,
+        action: &'static str,
+        packets: u64,
+    ) -> ClassReport {
+        ClassReport {
+            family,
+            address,
+            action,
+            packets,
+            bytes: packets * 60,
+        }
+    }
+
+    /// Three interfaces: one exposed with a long name and four classes, one dropping, one at
+    /// tcx behind another program; forty events; two senders.
+    fn report() -> Report {
+        let mut exposed = interface(LONG_NAME, 7, "monitor");
+        exposed.route_localnet = Some(RouteLocalnet::new(false, true));
+        exposed.route_localnet_via = vec![LONG_NAME.to_owned()];
+        exposed.exposed = true;
+        exposed.by_class = vec![
+            class("ipv4", "destination", "passed", 1200),
+            class("ipv4", "source", "passed", 30),
+            class("ipv6", "destination", "passed", 7),
+            class("ipv4-mapped", "both", "passed", 2),
+        ];
+        exposed.totals = Totals {
+            packets_matched: 1239,
+            bytes_matched: 1239 * 60,
+            ..Totals::default()
+        };
+        exposed.packets_matched_per_sec = 120.0;
+        exposed.samples = Some(SamplesReport {
+            emitted: 1000,
+            suppressed: 239,
+            lost: 0,
+        });
+        exposed.top_senders_sampled = Some(vec![SenderReport {
+            source_mac: Some("02:00:00:00:00:01".to_owned()),
+            source_ip: Some(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))),
+            samples: 990,
+        }]);
+        let mut dropping = interface("eth0", 2, "drop");
+        dropping.by_class = vec![class("ipv6", "source", "dropped", 123_456_789)];
+        dropping.totals = Totals {
+            packets_matched: 123_456_789,
+            bytes_matched: 123_456_789 * 60,
+            packets_dropped: 123_456_789,
+            bytes_dropped: 123_456_789 * 60,
+            ..Totals::default()
+        };
+        dropping.packets_matched_per_sec = 2_500_000.0;
+        dropping.top_senders_sampled = Some(vec![SenderReport {
+            source_mac: Some("02:00:00:00:00:02".to_owned()),
+            source_ip: Some("fd00::9".parse().expect("address")),
+            samples: 10,
+        }]);
+        let mut behind = interface("eth1", 3, "drop");
+        behind.hook = Some("tcx");
+        behind.xdp_mode = None;
+        behind.tcx_preceded_by = TcxPrecededBy {
+            ingress: vec![42],
+            egress: Vec::new(),
+        };
+        Report {
+            kind: "counters",
+            timestamp: 0.0,
+            elapsed_secs: 75.0,
+            is_final: false,
+            interfaces: vec![dropping, exposed, behind],
+            removed: Vec::new(),
+            totals: Totals::default(),
+            standing_filter: None,
+        }
+    }
+
+    fn events() -> VecDeque<EventReport> {
+        (0..40_u16)
+            .map(|n| {
+                let frame = SampledFrame {
+                    at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(n)),
+                    ifindex: 7,
+                    matched: LoopbackMatch {
+                        family: Family::Ipv4,
+                        address: Address::Destination,
+                    },
+                    action: Action::Passed,
+                    framing: Framing::Ethernet,
+                    frame_len: 60,
+                    captured: bytes::Bytes::new(),
+                    headers: Headers {
+                        source_mac: Some([2, 0, 0, 0, 0, 1]),
+                        destination_mac: Some([2, 0, 0, 0, 0, 2]),
+                        source_ip: Some(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))),
+                        destination_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                        protocol: Some(17),
+                        source_port: Some(40000 + n),
+                        destination_port: Some(5353),
+                        ..Headers::default()
+                    },
+                };
+                EventReport::new(&frame, LONG_NAME)
+            })
+            .collect()
+    }
+
+    fn view() -> LiveView {
+        let mut view = LiveView::new(
+            "refresh 1 s".to_owned(),
+            Switching::Allowed { pinned: false },
+            Duration::from_secs(1),
+        );
+        view.set_evidence(&events(), &VecDeque::new());
+        view.update(report(), Instant::now());
+        view
+    }
+
+    /// The screen's rows as text.
+    fn screen(view: &LiveView, width: u16, height: u16) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test backend");
+        terminal.draw(|frame| view.draw(frame)).expect("draw");
+        rows(terminal.backend())
+    }
+
+    fn rows(backend: &TestBackend) -> Vec<String> {
+        let buffer = backend.buffer();
+        (0..buffer.area.height)
+            .map(|y| {
+                (0..buffer.area.width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect()
+    }
+
+    fn row_starting<'a>(screen: &'a [String], start: &str) -> (usize, &'a String) {
+        screen
+            .iter()
+            .enumerate()
+            .find(|(_, row)| row.starts_with(start))
+            .unwrap_or_else(|| panic!("no row starts with {start:?}:\n{}", screen.join("\n")))
+    }
+
+    /// What every size must show: one row per interface, the selected one's classes under it,
+    /// the exposure, events cut rather than wrapped, the keys.
+    fn check_common(screen: &[String]) {
+        let all = screen.join("\n");
+        // Sorted by name; the first is selected, its four classes under it.
+        let (eth0, _) = row_starting(screen, "eth0 ");
+        let (eth1, eth1_row) = row_starting(screen, "eth1 ");
+        assert!(eth1_row.contains("tcx!"), "{all}");
+        assert_eq!(eth1, eth0 + 2, "eth0's class row sits between:\n{all}");
+        assert!(screen[eth0 + 1].starts_with("└ v6 src"), "{all}");
+        assert!(screen[eth0 + 1].contains("dropped"), "{all}");
+        // The exposure has its own line, and the interface's cell its mark.
+        assert!(
+            screen
+                .iter()
+                .any(|row| row.starts_with(&format!("EXPOSED {LONG_NAME}: route_localnet=1"))),
+            "{all}"
+        );
+        let (_, exposed_row) = row_starting(screen, "veth-to-a-");
+        assert!(exposed_row.contains("1 !"), "{all}");
+        assert!(exposed_row.contains("1239"), "{all}");
+        // Events: each on one row starting with its time, the newest first.
+        let events: Vec<&String> = screen
+            .iter()
+            .filter(|row| row.starts_with("22:") || row.starts_with("23:"))
+            .collect();
+        assert!(events.len() >= 3, "{all}");
+        assert!(events[0].contains(":40039 > 127.0.0.1:53"), "{all}");
+        assert!(events[1].contains(":40038 "), "{all}");
+        assert!(
+            screen.last().is_some_and(|row| row.contains("q quit")),
+            "{all}"
+        );
+        // Whatever does not fit ends in an ellipsis: nothing is cut silently or continued on
+        // the next row.
+        for row in screen {
+            assert!(
+                row.ends_with([' ', '…', '─']),
+                "a row cut without an ellipsis: {row:?}\n{all}"
+            );
+        }
+    }
+
+    #[test]
+    fn fits_80_by_24() {
+        let view = view();
+        let screen = screen(&view, 80, 24);
+        check_common(&screen);
+        let all = screen.join("\n");
+        // The long name is cut with an ellipsis, not wrapped.
+        assert!(
+            screen
+                .iter()
+                .any(|row| row.starts_with("veth-to-a-conta… ")),
+            "{all}"
+        );
+        // Counters too large for the column get a unit; the rate one.
+        let (_, eth0) = row_starting(&screen, "eth0 ");
+        assert!(eth0.contains("123.5M") && eth0.contains("2.5M/s"), "{all}");
+        // Event rows too long for 80 columns end with an ellipsis.
+        assert!(
+            screen
+                .iter()
+                .filter(|row| row.starts_with("22:"))
+                .all(|row| row.ends_with('…')),
+            "{all}"
+        );
+        // The senders below the events.
+        assert!(
+            screen
+                .iter()
+                .any(|row| row
+                    .starts_with(&format!("{LONG_NAME} 198.18.0.1 02:00:00:00:00:01 (990)"))),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn uses_the_room_of_200_by_50() {
+        let view = view();
+        let screen = screen(&view, 200, 50);
+        check_common(&screen);
+        let all = screen.join("\n");
+        let (header, header_row) = row_starting(&screen, "INTERFACE");
+        for title in ["BYTES", "SAMPLES", "TREND"] {
+            assert!(header_row.contains(title), "{all}");
+        }
+        let (_, exposed_row) = row_starting(&screen, LONG_NAME);
+        assert!(exposed_row.contains("1 all=0 if=1 !"), "{all}");
+        assert!(exposed_row.contains("1000/239/0"), "{all}");
+        // Exact counts where they fit.
+        assert!(screen[header + 1].contains("123456789"), "{all}");
+        // Events whole (no ellipsis) and the senders beside them.
+        let event = screen
+            .iter()
+            .find(|row| row.starts_with("22:"))
+            .expect("an event row");
+        assert!(event.contains("from 02:00:00:00:00:01"), "{all}");
+        assert!(!event.contains('…'), "{all}");
+        assert!(
+            screen
+                .iter()
+                .any(|row| row.starts_with("22:")
+                    && row.contains("eth0 fd00::9 02:00:00:00:00:02 (10)")),
+            "{all}"
+        );
+        assert!(
+            screen.iter().filter(|row| row.starts_with("22:")).count() > 20,
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn never_panics_on_a_tiny_or_resized_terminal() {
+        let view = view();
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("test backend");
+        for (width, height) in [(1, 1), (20, 5), (40, 10), (79, 23), (300, 100), (80, 24)] {
+            terminal.backend_mut().resize(width, height);
+            terminal.draw(|frame| view.draw(frame)).expect("draw");
+            let screen = rows(terminal.backend());
+            assert_eq!(screen.len(), usize::from(height));
+        }
+        check_common(&rows(terminal.backend()));
+    }
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    #[test]
+    fn keys_select_sort_switch_and_quit() {
+        let mut view = view();
+        // Down to the exposed interface: its classes show under it.
+        for code in [
+            KeyCode::Char('j'),
+            KeyCode::Down,
+            KeyCode::Up,
+            KeyCode::Char('j'),
+        ] {
+            assert_eq!(view.on_key(key(code)), None);
+        }
+        let selected = screen(&view, 80, 24);
+        let (row, _) = row_starting(&selected, "veth-to-a-conta… ");
+        assert!(
+            selected[row - 1].starts_with("eth1 "),
+            "{}",
+            selected.join("\n")
+        );
+        assert!(
+            selected[row + 1].starts_with("├ v4 dst"),
+            "{}",
+            selected.join("\n")
+        );
+        assert!(
+            selected[row + 4].starts_with("└ mapped both"),
+            "{}",
+            selected.join("\n")
+        );
+        // d asks; anything but y leaves it.
+        assert_eq!(view.on_key(key(KeyCode::Char('d'))), None);
+        // The whole question fits 80 columns, wrapped in its box.
+        let asked = screen(&view, 80, 24).join("\n");
+        for part in [
+            "│Drop loopback-address frames arriving on",
+            "│veth-to-a-container-7f3a from now on?",
+            "│y: yes, any other key: no",
+        ] {
+            assert!(asked.contains(part), "{part}:\n{asked}");
+        }
+        assert_eq!(view.on_key(key(KeyCode::Char('n'))), None);
+        assert!(
+            screen(&view, 80, 24)
+                .last()
+                .is_some_and(|row| row.contains("left in monitor mode"))
+        );
+        view.on_key(key(KeyCode::Char('d')));
+        assert_eq!(
+            view.on_key(key(KeyCode::Char('y'))),
+            Some(Command::SetMode {
+                ifindex: 7,
+                name: LONG_NAME.to_owned(),
+                mode: Mode::Drop
+            })
+        );
+        // Sorted by rate, eth0 (2.5 M/s) comes first and the header says so.
+        view.on_key(key(KeyCode::Char('s')));
+        let sorted = screen(&view, 80, 24);
+        let (header, header_row) = row_starting(&sorted, "INTERFACE");
+        assert!(header_row.contains("RATE▾"), "{}", sorted.join("\n"));
+        assert!(
+            sorted[header + 1].starts_with("eth0 "),
+            "{}",
+            sorted.join("\n")
+        );
+        // Help opens and any key closes it.
+        view.on_key(key(KeyCode::Char('?')));
+        assert!(
+            screen(&view, 80, 24)
+                .iter()
+                .any(|row| row.contains("localnet-probe keys"))
+        );
+        assert_eq!(view.on_key(key(KeyCode::Char('q'))), None);
+        assert!(
+            !screen(&view, 80, 24)
+                .iter()
+                .any(|row| row.contains("localnet-probe keys"))
+        );
+        assert_eq!(view.on_key(key(KeyCode::Char('q'))), Some(Command::Quit));
+        assert_eq!(
+            view.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            Some(Command::Quit)
+        );
+    }
+
+    #[test]
+    fn pastes_and_control_keys_do_nothing() {
+        let mut view = view();
+        view.on_key(key(KeyCode::Char('d')));
+        view.ignore_paste();
+        assert_eq!(
+            view.on_key(key(KeyCode::Char('y'))),
+            None,
+            "the paste cancelled it"
+        );
+        for code in ['q', 'd', 'y', 's', 'z'] {
+            assert_eq!(
+                view.on_key(KeyEvent::new(KeyCode::Char(code), KeyModifiers::CONTROL)),
+                None
+            );
+            assert_eq!(
+                view.on_key(KeyEvent::new(KeyCode::Char(code), KeyModifiers::ALT)),
+                None
+            );
+        }
+        assert!(view.confirm.is_none());
+        assert_eq!(view.sort, Sort::Name);
+        assert!(
+            screen(&view, 80, 24)
+                .last()
+                .is_some_and(|row| row.starts_with("no such key: ? lists them"))
+        );
+    }
+
+    #[test]
+    fn logs_show_in_the_footer_and_with_l() {
+        let mut view = view();
+        let now = Instant::now();
+        view.add_logs(
+            vec![
+                "WARN vb: the standing filter dropped there, this run only monitors it".to_owned(),
+                "INFO attached to vb".to_owned(),
+            ],
+            now,
+        );
+        assert!(
+            screen(&view, 80, 24)
+                .last()
+                .is_some_and(|row| row.starts_with("INFO attached to vb"))
+        );
+        // Once the line is old, the keys, and the warning not yet read.
+        view.newest_log = now.checked_sub(NOTICE_SHOWN);
+        let footer = screen(&view, 80, 24).pop().expect("a footer");
+        assert!(footer.contains("l logs (1 new warning)"), "{footer}");
+        view.on_key(key(KeyCode::Char('l')));
+        let logs = screen(&view, 80, 24).join("\n");
+        assert!(
+            logs.contains("│WARN vb: the standing filter dropped there"),
+            "{logs}"
+        );
+        view.on_key(key(KeyCode::Char('x')));
+        let footer = screen(&view, 80, 24).pop().expect("a footer");
+        assert!(footer.contains("l logs  ?"), "{footer}");
+    }
+
+    #[test]
+    fn the_newest_route_localnet_change_comes_first() {
+        let mut view = view();
+        let alerts: VecDeque<String> = (0..5).map(|n| format!("change {n}")).collect();
+        view.set_evidence(&events(), &alerts);
+        let screen = screen(&view, 80, 24);
+        let (first, _) = row_starting(&screen, "change 4");
+        assert!(
+            screen[first + 1].starts_with("change 3"),
+            "{}",
+            screen.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_selection_stays_in_place_when_its_interface_goes() {
+        let mut view = view();
+        view.on_key(key(KeyCode::Char('j')));
+        assert_eq!(view.selected, Some(3));
+        let mut without = report();
+        without.interfaces.remove(2);
+        view.update(without, Instant::now());
+        assert_eq!(view.selected, Some(7), "the one now second by name");
+    }
+
+    #[test]
+    fn status_without_a_standing_filter_lists_route_localnet() {
+        let mut view = LiveView::new(String::new(), Switching::ReadOnly, Duration::from_secs(1));
+        view.show_unserved(vec![
+            UnservedInterface {
+                name: "vb".to_owned(),
+                ifindex: 2,
+                xdp_program_id: None,
+                route_localnet: Some(RouteLocalnet::new(false, true)),
+                route_localnet_via: vec!["vb".to_owned()],
+                exposed: true,
+            },
+            UnservedInterface {
+                name: "eth0".to_owned(),
+                ifindex: 3,
+                xdp_program_id: Some(12),
+                route_localnet: Some(RouteLocalnet::new(false, false)),
+                route_localnet_via: Vec::new(),
+                exposed: false,
+            },
+        ]);
+        let screen = screen(&view, 80, 24);
+        let all = screen.join("\n");
+        assert!(
+            screen
+                .iter()
+                .any(|row| row.starts_with("EXPOSED vb: route_localnet=1")),
+            "{all}"
+        );
+        let (_, vb) = row_starting(&screen, "vb ");
+        assert_eq!(cells(vb), ["vb", "-", "1", "all=0", "if=1", "!"], "{all}");
+        let (_, eth0) = row_starting(&screen, "eth0 ");
+        assert_eq!(
+            cells(eth0),
+            ["eth0", "id", "12", "0", "all=0", "if=0"],
+            "{all}"
+        );
+    }
+
+    fn cells(row: &str) -> Vec<&str> {
+        row.split_whitespace().collect()
+    }
+
+    #[test]
+    fn a_removal_stays_a_minute() {
+        let start = Instant::now();
+        let mut view = view();
+        let mut with_removal = report();
+        let gone = with_removal.interfaces.remove(2);
+        with_removal.removed.push(gone);
+        view.update(with_removal, start);
+        let said = |view: &LiveView| {
+            screen(view, 80, 24)
+                .iter()
+                .any(|row| row.starts_with("eth1 (ifindex 3) removed; its final counts: 0 matched"))
+        };
+        assert!(said(&view));
+        let mut after = report();
+        after.interfaces.remove(2);
+        view.update(after.clone(), start + Duration::from_secs(30));
+        assert!(said(&view), "{}", screen(&view, 80, 24).join("\n"));
+        view.update(after, start + Duration::from_secs(61));
+        assert!(!said(&view));
+    }
+
+    #[test]
+    fn status_does_not_switch() {
+        let mut view = LiveView::new(String::new(), Switching::ReadOnly, Duration::from_secs(1));
+        view.update(report(), Instant::now());
+        assert_eq!(view.on_key(key(KeyCode::Char('d'))), None);
+        let screen = screen(&view, 80, 24);
+        assert!(
+            screen
+                .last()
+                .is_some_and(|row| row.starts_with("status only reads the standing filter")),
+            "{}",
+            screen.join("\n")
+        );
+    }
+}
