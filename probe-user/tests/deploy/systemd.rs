@@ -18,7 +18,7 @@ use crate::{PROBE, checked, deploy, send_loopback_frames, wait_for_passed};
 
 /// The exposure level `systemd-analyze security` gives the unit, times ten (README "Running as
 /// a service").
-const EXPOSURE_TIMES_TEN: u32 = 17;
+const EXPOSURE_TIMES_TEN: u32 = 18;
 
 /// The `[Service]` settings of the unit, in order, a key as often as it is given.
 struct Service(Vec<(String, String)>);
@@ -159,25 +159,47 @@ fn expand_syscalls(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// A unit that configures the network between network-pre.target and sysinit.target, as
+/// cloud-init's network stage does on Debian and Ubuntu images.
+const EARLY_NETWORK_UNIT: &str = "[Unit]
+DefaultDependencies=no
+Wants=network-pre.target
+After=network-pre.target
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/true
+";
+
+/// Checked alone, and beside a unit that configures the network before sysinit.target: no
+/// ordering cycle (one made systemd drop network-pre.target at boot on such hosts).
 #[test]
 fn systemd_analyze_verify_accepts_the_unit() {
     testbed::skip_unless_root!();
     let unit = deploy("systemd/localnet-probe.service");
     let exec_start = Service::read().exec_start();
     let binary = Path::new(&exec_start[0]);
+    let units = TempDir::new("units");
+    fs::copy(&unit, units.path().join("localnet-probe.service")).expect("copy the unit");
+    let early = units.path().join("early-network.service");
+    fs::write(&early, EARLY_NETWORK_UNIT).expect("write the early network unit");
     // verify wants the binary where ExecStart names it: there, on a tmpfs in a mount namespace
     // of its own, so the host is left as it was.
     let output = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(
             "mount -t tmpfs tmpfs \"$1\" && cp \"$2\" \"$3\" && \
-             exec systemd-analyze verify --man=false \"$4\"",
+             systemd-analyze verify --man=false \"$4\" && \
+             SYSTEMD_UNIT_PATH=\"$5:\" exec systemd-analyze verify --man=false \
+               \"$5/early-network.service\" \"$5/localnet-probe.service\"",
         )
         .arg("sh")
         .arg(binary.parent().expect("a directory"))
         .arg(PROBE)
         .arg(binary)
         .arg(&unit)
+        .arg(units.path())
         .output()
         .expect("run unshare");
     let said = format!(
