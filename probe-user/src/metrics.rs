@@ -268,6 +268,23 @@ impl Collector for SnapshotCollector {
             }
         }
 
+        let mut metric = encoder.encode_descriptor(
+            "localnet_probe_refused",
+            "1 for every interface the selection asks for that the probe cannot attach to \
+             (another XDP program, no room left in its counter map, a driver that refuses): \
+             neither counted nor filtered, tried again as interfaces change.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for refused in &snapshot.refused {
+            let ifindex = refused.ifindex.to_string();
+            let labels = [
+                ("interface", refused.name.as_str()),
+                ("ifindex", ifindex.as_str()),
+            ];
+            ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
+        }
+
         // A gauge, not an OpenMetrics info: the text format has no info type.
         let mut metric = encoder.encode_descriptor(
             "localnet_probe_build_info",
@@ -293,7 +310,7 @@ mod tests {
     use crate::{
         probe::{Hook, Program, TcxPrecededBy},
         route_localnet::RouteLocalnet,
-        session::InterfaceSnapshot,
+        session::{InterfaceSnapshot, RefusedInterface},
     };
 
     fn interface(name: &str, ifindex: u32, mode: Mode) -> InterfaceSnapshot {
@@ -332,6 +349,11 @@ mod tests {
             removed_totals: SlotCounters::default(),
             sample_rate,
             route_localnet_changes: Vec::new(),
+            refused: vec![RefusedInterface {
+                name: "eth9".to_owned(),
+                ifindex: 9,
+                reason: "another XDP program (id 42) is attached".to_owned(),
+            }],
         }
     }
 
@@ -420,6 +442,11 @@ mod tests {
                  ring buffer, suppressed by the per-interface rate limit, or lost because the \
                  ring buffer was full.",
                 "# TYPE localnet_probe_samples_total counter",
+                "# HELP localnet_probe_refused 1 for every interface the selection asks for that \
+                 the probe cannot attach to (another XDP program, no room left in its counter \
+                 map, a driver that refuses): neither counted nor filtered, tried again as \
+                 interfaces change.",
+                "# TYPE localnet_probe_refused gauge",
                 "# HELP localnet_probe_build_info 1, labelled with the version of localnet-probe \
                  serving these metrics.",
                 "# TYPE localnet_probe_build_info gauge",
@@ -511,8 +538,12 @@ mod tests {
             )]
         );
         assert_eq!(
+            samples(&page, "localnet_probe_refused"),
+            ["localnet_probe_refused{interface=\"eth9\",ifindex=\"9\"} 1"]
+        );
+        assert_eq!(
             page.lines().count(),
-            headers.len() + 42 * 2 + 3 + 2 + 3 + 6 + 1
+            headers.len() + 42 * 2 + 3 + 2 + 3 + 6 + 1 + 1
         );
         assert!(page.ends_with("} 1\n"), "no # EOF in the text format");
     }

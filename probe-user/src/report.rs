@@ -17,7 +17,7 @@ use crate::{
     route_localnet::{self, RouteLocalnet},
     samples::{SampledFrame, mac_string},
     senders::TopSenders,
-    session::{InterfaceSnapshot, Snapshot},
+    session::{InterfaceSnapshot, RefusedInterface, Snapshot},
 };
 
 #[derive(Clone, Debug, Serialize)]
@@ -36,6 +36,10 @@ pub struct Report {
     /// Interfaces that disappeared since the previous report, with their final counts; each is
     /// reported here once.
     pub removed: Vec<InterfaceReport>,
+    /// Interfaces the selection asks for that could not be attached to (another XDP program,
+    /// no room left, a driver that refuses), with why: neither counted nor filtered; tried
+    /// again as interfaces change.
+    pub refused: Vec<RefusedInterface>,
     /// Every interface served since the start, removed ones included.
     pub totals: Totals,
     /// The standing filter shown, in `status` objects.
@@ -315,6 +319,7 @@ impl Report {
                 .iter()
                 .map(|interface| InterfaceReport::new(interface, None, 0.0, sampling))
                 .collect(),
+            refused: snapshot.refused.clone(),
             totals: Totals::of(&all),
             standing_filter: None,
         }

@@ -196,6 +196,18 @@ pub struct Snapshot {
     /// What changed in route_localnet since the previous snapshot: `conf.all`, `conf.default`,
     /// and the own setting of each served interface and of each device stacked on one.
     pub route_localnet_changes: Vec<route_localnet::Change>,
+    /// Interfaces the selection asks for that the probe cannot serve: neither counted nor
+    /// filtered until a later try succeeds.
+    pub refused: Vec<RefusedInterface>,
+}
+
+/// A selected interface left unserved by a failure (another XDP program on it, no room left in
+/// the counter map, a driver that refuses); tried again as interfaces change.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RefusedInterface {
+    pub name: String,
+    pub ifindex: u32,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug)]
@@ -681,7 +693,10 @@ impl Session {
                     continue;
                 }
                 Err(SessionError::Occupied(occupant)) => (
-                    format!("program {}", occupant.program_id),
+                    format!(
+                        "another XDP program (id {}) is attached",
+                        occupant.program_id
+                    ),
                     occupant.to_string(),
                 ),
                 Err(SessionError::Attach { name, source }) => {
@@ -822,6 +837,22 @@ impl Session {
         let default_route_localnet = route_localnet::read_default().ok();
         let read_at = SystemTime::now();
         self.follow_served(&all)?;
+        let refused = self
+            .told
+            .iter()
+            .filter_map(|(ifindex, unserved)| match unserved {
+                Unserved::Refused(reason) => {
+                    all.iter()
+                        .find(|i| i.ifindex == *ifindex)
+                        .map(|i| RefusedInterface {
+                            name: i.name.clone(),
+                            ifindex: *ifindex,
+                            reason: reason.clone(),
+                        })
+                }
+                Unserved::Skipped(_) => None,
+            })
+            .collect();
         let removed = std::mem::take(&mut self.pending_removed);
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
         let mut counters = self
@@ -896,6 +927,7 @@ impl Session {
             removed_totals: self.removed_totals,
             sample_rate: self.probe.sample_rate(),
             route_localnet_changes: self.route_localnet.update(reading, read_at),
+            refused,
         })
     }
 }

@@ -368,10 +368,40 @@ fn an_interface_beyond_the_counter_maps_room_waits_for_a_free_slot() {
     }
     let said = "cannot attach to hp65: all 65 interface slots are in use";
     probe.wait_until_said(said);
+    // Not served, and said so in the reports until it is.
+    let report = probe.wait_for(TIMEOUT, |report| {
+        report["refused"]
+            .as_array()
+            .is_some_and(|refused| !refused.is_empty())
+    });
+    assert_eq!(
+        report["refused"][0]["name"], "hp65",
+        "{}",
+        report["refused"]
+    );
+    assert!(
+        report["refused"][0]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.starts_with(said)),
+        "{}",
+        report["refused"]
+    );
+    assert_eq!(
+        report["refused"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        report["refused"]
+    );
     hosts.probe.ip(&["link", "del", "hp0"]);
     time_to_attach(&hosts.probe, "hp65");
     let report = probe.wait_for(TIMEOUT, |report| counts(report).contains_key("hp65"));
     assert_eq!(counts(&report).len(), 65);
+    assert_eq!(
+        report["refused"],
+        serde_json::json!([]),
+        "{}",
+        report["refused"]
+    );
     let stderr = probe.stderr();
     assert_eq!(stderr.matches(said).count(), 1, "said once: {stderr}");
     stop_cleanly(probe, &hosts);

@@ -88,7 +88,7 @@ pub(crate) fn render(
     let exploited: Vec<&InterfaceReport> =
         report.interfaces.iter().filter(|i| i.exploited).collect();
     let exposed: Vec<&InterfaceReport> = report.interfaces.iter().filter(|i| i.exposed).collect();
-    if !exploited.is_empty() || !exposed.is_empty() {
+    if !exploited.is_empty() || !exposed.is_empty() || !report.refused.is_empty() {
         out.push('\n');
     }
     for interface in exploited {
@@ -100,6 +100,14 @@ pub(crate) fn render(
     }
     for interface in exposed {
         let _ = writeln!(out, "WARNING {}", exposure_warning(interface));
+    }
+    for refused in &report.refused {
+        let _ = writeln!(
+            out,
+            "NOT SERVED {}: {}; neither counted nor filtered (tried again as interfaces change)",
+            printable(&refused.name),
+            refused.reason
+        );
     }
 
     if !report.removed.is_empty() {
@@ -482,6 +490,7 @@ mod tests {
             is_final: false,
             interfaces: Vec::new(),
             removed: Vec::new(),
+            refused: Vec::new(),
             totals: Default::default(),
             standing_filter: None,
         };

@@ -581,6 +581,19 @@ impl LiveView {
                 ));
             }
         }
+        if let Some(report) = &self.report {
+            for refused in &report.refused {
+                lines.push((
+                    format!(
+                        "NOT SERVED {}: {}; neither counted nor filtered (tried again as \
+                         interfaces change)",
+                        printable(&refused.name),
+                        refused.reason
+                    ),
+                    red,
+                ));
+            }
+        }
         let highlight = Style::new().add_modifier(Modifier::REVERSED);
         // The newest change first: it is the state now.
         for alert in self.alerts.iter().rev() {
@@ -1496,6 +1509,7 @@ mod tests {
             is_final: false,
             interfaces: vec![dropping, exposed, behind],
             removed: Vec::new(),
+            refused: Vec::new(),
             totals: Totals::default(),
             standing_filter: None,
         }
@@ -1908,6 +1922,27 @@ mod tests {
 
     fn cells(row: &str) -> Vec<&str> {
         row.split_whitespace().collect()
+    }
+
+    #[test]
+    fn an_interface_not_served_is_a_warning() {
+        let mut view = view();
+        let mut report = report();
+        report.refused.push(probe_user::session::RefusedInterface {
+            name: "veth300".to_owned(),
+            ifindex: 301,
+            reason: "cannot attach to veth300: all 65 interface slots are in use".to_owned(),
+        });
+        view.update(report, Instant::now());
+        let screen = screen(&view, 200, 50);
+        assert!(
+            screen.iter().any(|row| row.starts_with(
+                "NOT SERVED veth300: cannot attach to veth300: all 65 interface slots are in use; \
+                 neither counted nor filtered"
+            )),
+            "{}",
+            screen.join("\n")
+        );
     }
 
     #[test]
