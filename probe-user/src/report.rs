@@ -429,12 +429,6 @@ impl EventReport {
         for vlan in &self.vlans {
             let _ = write!(line, " vlan {vlan}");
         }
-        let endpoint = |ip: Option<IpAddr>, port: Option<u16>| match (ip, port) {
-            (Some(IpAddr::V6(ip)), Some(port)) => format!("[{ip}]:{port}"),
-            (Some(ip), Some(port)) => format!("{ip}:{port}"),
-            (Some(ip), None) => ip.to_string(),
-            (None, _) => "?".to_owned(),
-        };
         let _ = write!(
             line,
             " {} > {}",
@@ -452,6 +446,17 @@ impl EventReport {
         }
         let _ = write!(line, " len {}", self.frame_len);
         line
+    }
+}
+
+/// An address and port as written in an event line: `198.18.0.1:53`, `[fd00::1]:53`, the
+/// address alone without a port, `?` without an address.
+pub fn endpoint(ip: Option<IpAddr>, port: Option<u16>) -> String {
+    match (ip, port) {
+        (Some(IpAddr::V6(ip)), Some(port)) => format!("[{ip}]:{port}"),
+        (Some(ip), Some(port)) => format!("{ip}:{port}"),
+        (Some(ip), None) => ip.to_string(),
+        (None, _) => "?".to_owned(),
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     run::{interval_seconds, table},
-    tui::{Command, Live, LiveView, Switching},
+    tui::{Command, Live, LiveView, Switching, next_event},
 };
 
 #[derive(Debug, Args)]
@@ -162,14 +162,6 @@ fn write(stdout: &mut impl io::Write, bytes: &[u8]) -> anyhow::Result<bool> {
         Ok(()) => Ok(true),
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(false),
         Err(error) => Err(error).context("cannot write to stdout"),
-    }
-}
-
-/// The next key or resize of the live view; never without it.
-async fn next_event(live: Option<&mut Live>) -> Result<crossterm::event::Event, String> {
-    match live {
-        Some(live) => live.next_event().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -178,16 +178,29 @@ fn ensure_rust_src() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `version_command` prints `NAME MAJOR.MINOR.…` for `major_minor`; says what is replaced
+/// when it prints another.
+fn has_version(version_command: &mut Command, major_minor: &str) -> bool {
+    let Ok(version) = output(version_command) else {
+        return false;
+    };
+    if version
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|v| v.starts_with(&format!("{major_minor}.")))
+    {
+        return true;
+    }
+    eprintln!("xtask: replacing {}", version.trim());
+    false
+}
+
 fn ensure_bpf_linker() -> anyhow::Result<()> {
-    if let Ok(version) = output(Command::new("bpf-linker").arg("--version")) {
-        if version
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|v| v.starts_with(&format!("{BPF_LINKER_VERSION}.")))
-        {
-            return Ok(());
-        }
-        eprintln!("xtask: replacing {}", version.trim());
+    if has_version(
+        Command::new("bpf-linker").arg("--version"),
+        BPF_LINKER_VERSION,
+    ) {
+        return Ok(());
     }
 
     let mut install = Command::new("cargo");
@@ -693,15 +706,11 @@ fn fuzz(args: &FuzzArgs) -> anyhow::Result<()> {
 /// builds in a quarter of the time of a release one (about 25 s against 90 on two cores).
 fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     // `cargo fuzz --version` prints `cargo-fuzz 0.13.2`.
-    if let Ok(version) = output(Command::new("cargo").args(["fuzz", "--version"])) {
-        if version
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|v| v.starts_with(&format!("{CARGO_FUZZ_VERSION}.")))
-        {
-            return Ok(());
-        }
-        eprintln!("xtask: replacing {}", version.trim());
+    if has_version(
+        Command::new("cargo").args(["fuzz", "--version"]),
+        CARGO_FUZZ_VERSION,
+    ) {
+        return Ok(());
     }
     run(Command::new("cargo").args([
         "install",

@@ -34,7 +34,7 @@ use tokio::{
     time::Sleep,
 };
 
-use crate::tui::{Command, Live, LiveView, Switching};
+use crate::tui::{Command, Live, LiveView, Switching, next_event};
 
 use self::{
     evidence::{Events, Evidence, Pcap},
@@ -719,14 +719,6 @@ fn draw(live: &mut Live, output: &mut Output) -> anyhow::Result<()> {
         live.not_written();
     }
     Ok(())
-}
-
-/// The next key or resize of the live view; never without it.
-async fn next_event(live: Option<&mut Live>) -> Result<crossterm::event::Event, String> {
-    match live {
-        Some(live) => live.next_event().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Switches an interface's mode from the live view, said in its footer and in the logs.

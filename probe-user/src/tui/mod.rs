@@ -162,6 +162,15 @@ fn give_back_on_panic() {
     });
 }
 
+/// The next key press or resize of the view, or why there will be none (said in its footer);
+/// never without a view.
+pub(crate) async fn next_event(live: Option<&mut Live>) -> Result<Event, String> {
+    match live {
+        Some(live) => live.screen.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The view on the screen, with the logs it shows as they come.
 pub(crate) struct Live {
     screen: Screen,
@@ -195,11 +204,6 @@ impl Live {
     /// Says that the last frame's bytes were not written.
     pub(crate) fn not_written(&mut self) {
         self.screen.not_written();
-    }
-
-    /// The next key press or resize, or why there will be none (said in the footer).
-    pub(crate) async fn next_event(&mut self) -> Result<Event, String> {
-        self.screen.next_event().await
     }
 
     /// What a key asks for; a resize or another event only redraws, and keys that cannot be

@@ -10,7 +10,7 @@ use std::{
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use probe_common::Mode;
 use probe_user::{
-    report::{EventReport, InterfaceReport, Report},
+    report::{EventReport, InterfaceReport, Report, endpoint},
     session::UnservedInterface,
 };
 use ratatui::{
@@ -1356,12 +1356,6 @@ fn short_address(address: &str) -> &str {
 /// protocol, then the MACs.
 fn event_line(event: &EventReport) -> String {
     let of_day = event.timestamp as u64 % 86_400;
-    let endpoint = |ip: Option<std::net::IpAddr>, port: Option<u16>| match (ip, port) {
-        (Some(std::net::IpAddr::V6(ip)), Some(port)) => format!("[{ip}]:{port}"),
-        (Some(ip), Some(port)) => format!("{ip}:{port}"),
-        (Some(ip), None) => ip.to_string(),
-        (None, _) => "?".to_owned(),
-    };
     let mut line = format!(
         "{:02}:{:02}:{:02} {} {} {}/{} {} > {}",
         of_day / 3600,
