@@ -1,27 +1,27 @@
 //! localnet-probe's library: loads the embedded XDP programs, serves a selection of interfaces
 //! for a session, and turns each reading into the report every view renders. The `localnet-probe`
 //! binary's subcommands are thin layers over it.
+//!
+//! The modules are layers, lowest first; each imports only from the layers below it:
+//!
+//! - `kernel`: the bpf syscalls and bpffs that aya does not cover, BPF links, the counter map.
+//! - [`net`]: the network namespace as the probe sees it: interfaces and their stacking, link
+//!   events, sysctls (route_localnet), privileges.
+//! - [`probe`]: the loaded object, its attachments and pins, the standing filter it takes over,
+//!   and the other programs it finds on an interface.
+//! - [`session`]: which interfaces are served, the session that serves them, its snapshots.
+//! - [`exposure`]: facts about the namespace → whether a link reaches loopback services.
+//! - [`output`]: what a snapshot becomes: the report, the metrics page, samples, senders, pcap.
+//!
+//! See `docs/architecture.md` for the picture and where to add a hook, an output or a
+//! subcommand.
 
-mod bpffs;
-mod counter_map;
 pub mod exposure;
-pub mod interfaces;
-mod link;
-pub mod link_events;
-mod map_batch;
-pub mod metrics;
-pub mod occupant;
-pub mod pcap;
-pub mod pins;
-pub mod privileges;
+mod kernel;
+pub mod net;
+pub mod output;
 pub mod probe;
-pub mod report;
-pub mod route_localnet;
-pub mod samples;
-pub mod select;
-pub mod senders;
 pub mod session;
-pub mod standing;
 
 /// The XDP object built by `build.rs` from `probe-ebpf`.
 pub static PROBE_OBJECT: &[u8] =

@@ -7,8 +7,9 @@ use std::sync::Mutex;
 
 use probe_common::Mode;
 use probe_user::{
-    probe::{LoadOptions, Probe, Program, XdpModeChoice},
-    select::Selection,
+    probe::attachment::Program,
+    probe::{LoadOptions, Probe, XdpModeChoice},
+    session::select::Selection,
     session::{OnConflict, Session, SessionError, SessionOptions},
 };
 use testbed::{Link, RECEIVER_IF};

@@ -8,8 +8,9 @@ use aya::{
 };
 use probe_common::{Action, Counter, Framing, LoopbackMatch, Mode, SampleCounts, SlotCounters};
 use probe_user::{
-    probe::{Direction, LoadOptions, Probe, Program},
-    samples::{Clock, SampledFrame},
+    output::samples::{Clock, SampledFrame},
+    probe::attachment::{Direction, Program},
+    probe::{LoadOptions, Probe},
 };
 use test_frames::Case;
 use testbed::xdp_md;

@@ -16,7 +16,8 @@ use aya::{
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp, XdpMode},
 };
 use probe_common::Mode;
-use probe_user::probe::{Direction, LoadOptions, Probe, Program, XdpModeChoice};
+use probe_user::probe::attachment::{Direction, Program};
+use probe_user::probe::{LoadOptions, Probe, XdpModeChoice};
 use serde::Serialize;
 use test_frames::{TPID_8021Q, ipv4, ipv6};
 use testbed::{Netns, xdp_md};

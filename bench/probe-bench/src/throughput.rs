@@ -33,7 +33,8 @@ use aya::{
     },
 };
 use probe_common::{Mode, SampleCounts};
-use probe_user::probe::{LoadOptions, Probe, Program};
+use probe_user::probe::attachment::Program;
+use probe_user::probe::{LoadOptions, Probe};
 use serde::Serialize;
 use test_frames::ipv4;
 use testbed::{

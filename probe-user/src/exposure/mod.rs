@@ -7,8 +7,8 @@
 //! [`audit`] decides from what was read, so every verdict is testable with made-up inputs.
 //! `localnet-probe audit` renders the result.
 
-pub mod nft;
-pub mod sockets;
+pub(crate) mod nft;
+pub(crate) mod sockets;
 
 use std::{fs, io, net::IpAddr};
 
@@ -21,10 +21,10 @@ use self::{
     sockets::{BoundSocket, Protocol, is_ipv4_loopback},
 };
 use crate::{
-    interfaces::{AttachMode, Interface, Interfaces},
-    link::{self, Direction, Kind},
-    occupant::{Attachment, Holder, Occupant},
-    select::NamePatterns,
+    kernel::link::{self, Direction, Kind},
+    net::interfaces::{AttachMode, Interface, Interfaces},
+    probe::occupant::{Attachment, Holder, Occupant},
+    session::select::NamePatterns,
     session::{SessionError, Uppers},
 };
 
@@ -616,7 +616,7 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         }
         let via = uppers.route_localnet_via(interface, Some(inputs.all.route_localnet));
         let conf = interface.ipv4_conf;
-        let setting = |all: u32, get: fn(&crate::interfaces::Ipv4Conf) -> u32| {
+        let setting = |all: u32, get: fn(&crate::net::interfaces::Ipv4Conf) -> u32| {
             conf.as_ref().map(|conf| Setting::max(all, get(conf)))
         };
         let rp_filter = setting(inputs.all.rp_filter, |conf| conf.rp_filter);

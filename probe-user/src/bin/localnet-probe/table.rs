@@ -4,9 +4,9 @@
 use std::{collections::VecDeque, fmt::Write as _};
 
 use probe_user::{
-    report::{InterfaceReport, Report, SenderReport},
-    route_localnet::RouteLocalnet,
-    senders::WINDOW,
+    net::route_localnet::RouteLocalnet,
+    output::report::{InterfaceReport, Report, SenderReport},
+    output::senders::WINDOW,
     session::UnservedInterface,
 };
 

@@ -20,7 +20,7 @@ use pcap_file::{
 };
 use probe_common::{Action, Framing, SAMPLE_CAPTURE_LEN};
 
-use crate::samples::SampledFrame;
+use crate::output::samples::SampledFrame;
 
 /// Timestamps are written in nanoseconds (`if_tsresol` 9).
 const NANOSECONDS: u8 = 9;

@@ -5,10 +5,10 @@
 use std::{fmt, fs, path::PathBuf};
 
 use crate::{
-    interfaces::{AttachMode, Interface},
-    link::{Kind, Link},
-    pins::PinDir,
-    probe::{Direction, Program, Stage},
+    kernel::link::{Kind, Link},
+    net::interfaces::{AttachMode, Interface},
+    probe::attachment::{Direction, Program, Stage},
+    probe::pins::PinDir,
 };
 
 /// A process holding a BPF link to the program, found through `/proc/<pid>/fdinfo`.
@@ -67,7 +67,7 @@ impl Occupant {
     /// process has no name nor holder to recognise it by.
     pub fn localnet_probe_at_tcx(interface: &Interface) -> Option<Self> {
         let kind = Kind::Tcx(Direction::Ingress);
-        crate::link::tcx_programs(interface.ifindex, Direction::Ingress)
+        crate::kernel::link::tcx_programs(interface.ifindex, Direction::Ingress)
             .ok()?
             .into_iter()
             .find_map(|program_id| {
@@ -158,7 +158,10 @@ impl Attachment {
 }
 
 fn unidentifiable(name: Option<&str>, holders: &[Holder], standing: bool) -> bool {
-    name.is_none() && holders.is_empty() && !standing && !crate::privileges::may_list_programs()
+    name.is_none()
+        && holders.is_empty()
+        && !standing
+        && !crate::net::privileges::may_list_programs()
 }
 
 /// Whether a program with this name, these holders and perhaps pinned by the standing filter is

@@ -9,7 +9,7 @@ use std::{
 use aya::maps::{IterableMap as _, MapData, MapError, PerCpuArray, PerCpuValues};
 use probe_common::{CLASSES_PER_INTERFACE, Counter, SlotCounters};
 
-use crate::map_batch;
+use crate::kernel::map_batch;
 
 pub(crate) struct CounterMap {
     map: PerCpuArray<MapData, Counter>,

@@ -10,8 +10,8 @@ use prometheus_client::{
 };
 
 use crate::{
-    probe::{AttachedMode, Direction},
-    report::{SamplesReport, counted_classes},
+    output::report::{SamplesReport, counted_classes},
+    probe::attachment::{AttachedMode, Direction},
     session::Snapshot,
 };
 
@@ -308,8 +308,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        probe::{Hook, Program, TcxPrecededBy},
-        route_localnet::RouteLocalnet,
+        net::route_localnet::RouteLocalnet,
+        probe::TcxPrecededBy,
+        probe::attachment::{Hook, Program},
         session::{InterfaceSnapshot, RefusedInterface},
     };
 

@@ -11,8 +11,8 @@ use std::{
 
 use probe_common::Framing;
 use probe_user::{
-    pcap::PcapWriter, probe::Program, report::EventReport, samples::SampledFrame,
-    senders::TopSenders, session::AttachedInterface,
+    output::pcap::PcapWriter, output::report::EventReport, output::samples::SampledFrame,
+    output::senders::TopSenders, probe::attachment::Program, session::AttachedInterface,
 };
 
 use super::output::{Output, Stream};

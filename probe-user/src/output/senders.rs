@@ -10,7 +10,7 @@ use std::{
 
 use probe_common::Action;
 
-use crate::samples::SampledFrame;
+use crate::output::samples::SampledFrame;
 
 /// How far back the counts go.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -104,7 +104,7 @@ mod tests {
     use probe_common::{Action, Address, Family, Framing, LoopbackMatch};
 
     use super::*;
-    use crate::samples::Headers;
+    use crate::output::samples::Headers;
 
     fn frame(ifindex: u32, mac: u8, ip: [u8; 4]) -> SampledFrame {
         SampledFrame {

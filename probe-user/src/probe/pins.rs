@@ -31,8 +31,8 @@ use probe_common::{Counter, IfaceConfig, SampleCounts};
 use thiserror::Error;
 
 use crate::{
-    bpffs::{self, MapKind},
-    probe::{AttachedMode, Direction, Hook, Program},
+    kernel::bpffs::{self, MapKind},
+    probe::attachment::{AttachedMode, Direction, Hook, Program},
 };
 
 /// Where the BPF file system is mounted.

@@ -8,8 +8,8 @@ use probe_common::Mode;
 use thiserror::Error;
 
 use crate::{
-    interfaces::{Framing, Interface},
-    probe::Program,
+    net::interfaces::{Framing, Interface},
+    probe::attachment::Program,
 };
 
 /// An interface name as given to `--iface`, `--exclude` or `--drop-on`: a literal name, or a

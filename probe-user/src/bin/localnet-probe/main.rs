@@ -7,11 +7,13 @@ use clap::{Parser, Subcommand};
 use probe_user::session::SessionError;
 use tracing_subscriber::EnvFilter;
 
+mod args;
 mod audit;
 mod detach;
 mod logs;
 mod run;
 mod status;
+mod table;
 mod tui;
 
 /// Counts, and on request drops, frames with a loopback source or destination (127.0.0.0/8, ::1,

@@ -13,14 +13,21 @@ use std::{
 use probe_common::{MAX_SLOTS, Mode, SlotCounters};
 use thiserror::Error;
 
+pub mod select;
+pub mod standing;
+pub mod totals;
+
 use crate::{
-    interfaces::{Interface, InterfaceError, Interfaces},
-    occupant::Occupant,
-    pins::{Found, PinDir, PinError, PinLock, Standing},
-    privileges,
-    probe::{Adopted, Hook, LoadOptions, Probe, ProbeError, Program, TcxPrecededBy, XdpModeChoice},
-    route_localnet::{self, RouteLocalnet},
-    select::{Chosen, LeftOut, SelectError, Selected, Selection, Skipped, select, select_new},
+    net::interfaces::{Interface, InterfaceError, Interfaces},
+    net::privileges,
+    net::route_localnet::{self, RouteLocalnet},
+    probe::attachment::{Hook, Program},
+    probe::occupant::Occupant,
+    probe::pins::{Found, PinDir, PinError, PinLock, Standing},
+    probe::{Adopted, LoadOptions, Probe, ProbeError, TcxPrecededBy, XdpModeChoice},
+    session::select::{
+        Chosen, LeftOut, SelectError, Selected, Selection, Skipped, select, select_new,
+    },
 };
 
 /// What to do with a selected interface that another XDP program holds.
@@ -502,7 +509,7 @@ impl Session {
                 }
                 (Some(_), None) => {
                     let counters = self.release(adopted.ifindex, &adopted.name)?;
-                    let totals = crate::report::Totals::of(&counters);
+                    let totals = totals::Totals::of(&counters);
                     notes.push(format!(
                         "{}: no longer selected, detached (its counts: {totals})",
                         adopted.name

@@ -5,7 +5,7 @@
 //! Attachments are BPF links owned by this process: when it exits, however it exits, the kernel
 //! closes their file descriptors and detaches the programs, unless the probe is a standing
 //! filter ([`Probe::load_standing`]) whose links and maps are pinned in bpffs (see
-//! [`crate::pins`]).
+//! [`crate::probe::pins`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -28,13 +28,17 @@ use probe_common::{
 };
 use thiserror::Error;
 
-pub use crate::link::{AttachedMode, Direction};
+pub mod attachment;
+pub(crate) mod occupant;
+pub mod pins;
+
+use self::attachment::{AttachedMode, Direction, Hook, Program, Stage};
 use crate::{
     PROBE_OBJECT,
-    counter_map::CounterMap,
-    link::{Kind, Link},
-    map_batch,
-    pins::{Found, PinDir, PinError, PinnedInterface},
+    kernel::counter_map::CounterMap,
+    kernel::link::{Kind, Link},
+    kernel::map_batch,
+    probe::pins::{Found, PinDir, PinError, PinnedInterface},
 };
 
 #[derive(Debug, Error)]
@@ -103,95 +107,6 @@ pub fn native_refusal(error: &io::Error) -> String {
         format!("the driver refused it for this MTU, too large for native XDP: {error}")
     } else {
         format!("the driver refused it: {error}")
-    }
-}
-
-/// Which of the object's programs serves an interface, by what its frames start with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Program {
-    /// Ethernet frames (`localnet_probe`, `localnet_probe_tc`, `localnet_probe_out`).
-    Ethernet,
-    /// Packets that start at the IP header, on layer-3 devices such as tun (the `…_ip` ones).
-    Ip,
-}
-
-impl Program {
-    pub const ALL: [Self; 2] = [Self::Ethernet, Self::Ip];
-
-    /// The function name in the object of the program for `stage`; the kernel shows its first
-    /// 15 bytes.
-    pub const fn name(self, stage: Stage) -> &'static str {
-        match (stage, self) {
-            (Stage::Xdp, Self::Ethernet) => "localnet_probe",
-            (Stage::Xdp, Self::Ip) => "localnet_probe_ip",
-            (Stage::TcxIngress, Self::Ethernet) => "localnet_probe_tc",
-            (Stage::TcxIngress, Self::Ip) => "localnet_probe_tc_ip",
-            (Stage::TcxEgress, Self::Ethernet) => "localnet_probe_out",
-            (Stage::TcxEgress, Self::Ip) => "localnet_probe_out_ip",
-        }
-    }
-}
-
-/// Where in the kernel a program runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// Arriving frames, in the driver or before the stack.
-    Xdp,
-    /// Arriving frames, at tcx ingress: beside another XDP program.
-    TcxIngress,
-    /// Leaving frames, at tcx egress.
-    TcxEgress,
-}
-
-impl Stage {
-    pub const ALL: [Self; 3] = [Self::Xdp, Self::TcxIngress, Self::TcxEgress];
-}
-
-/// Where an interface's arriving frames are counted and dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    /// XDP, the first choice.
-    Xdp(AttachedMode),
-    /// tcx ingress, where another XDP program holds the interface.
-    Tcx,
-}
-
-impl Hook {
-    /// `xdp` or `tcx`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Xdp(_) => "xdp",
-            Self::Tcx => "tcx",
-        }
-    }
-
-    pub const fn xdp_mode(self) -> Option<AttachedMode> {
-        match self {
-            Self::Xdp(mode) => Some(mode),
-            Self::Tcx => None,
-        }
-    }
-
-    /// As the live view shows it: the XDP mode, or `tcx`.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Self::Xdp(mode) => mode.name(),
-            Self::Tcx => "tcx",
-        }
-    }
-
-    const fn stage(self) -> Stage {
-        match self {
-            Self::Xdp(_) => Stage::Xdp,
-            Self::Tcx => Stage::TcxIngress,
-        }
-    }
-
-    const fn link_kind(self) -> Kind {
-        match self {
-            Self::Xdp(_) => Kind::Xdp,
-            Self::Tcx => Kind::Tcx(Direction::Ingress),
-        }
     }
 }
 
@@ -706,7 +621,7 @@ impl Probe {
             // A pin of a device that had this ifindex before.
             remove_pin(&path).map_err(|error| ProbeError::PinLink { ifindex, error })?;
             if let Some(link) = link {
-                crate::bpffs::pin(link, &path)
+                crate::kernel::bpffs::pin(link, &path)
                     .map_err(|error| ProbeError::PinLink { ifindex, error })?;
             }
         }
@@ -946,7 +861,7 @@ impl Probe {
         let (program, pinned) = (attachment.program, attachment.pinned);
         let link = self.tcx_link(ifindex, program, Direction::Egress)?;
         if pinned && let Some(standing) = &self.standing {
-            crate::bpffs::pin(&link, &standing.dir.link_path(ifindex, Direction::Egress))
+            crate::kernel::bpffs::pin(&link, &standing.dir.link_path(ifindex, Direction::Egress))
                 .map_err(|error| ProbeError::PinLink { ifindex, error })?;
         }
         let attachment = self
@@ -1040,7 +955,7 @@ impl Probe {
         for (link, direction) in hooks {
             let Some(link) = link else { continue };
             let ours = link.info()?.program_id;
-            let chain = crate::link::tcx_programs(ifindex, direction)?;
+            let chain = crate::kernel::link::tcx_programs(ifindex, direction)?;
             let ahead: Vec<u32> = chain.into_iter().take_while(|id| *id != ours).collect();
             match direction {
                 Direction::Ingress => preceded.ingress = ahead,
@@ -1223,7 +1138,7 @@ impl TcxPrecededBy {
 /// The link pinned for an interface of a standing filter.
 enum PinnedLink {
     /// Attached to the interface, with what the kernel says about it.
-    Attached(Link, crate::link::LinkInfo),
+    Attached(Link, crate::kernel::link::LinkInfo),
     /// The device is gone: its link is defunct (a device that took the ifindex since is
     /// another), or was never pinned and no device has the ifindex.
     Gone,

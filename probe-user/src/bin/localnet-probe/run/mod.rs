@@ -4,7 +4,6 @@
 mod evidence;
 mod metrics_server;
 mod output;
-pub(crate) mod table;
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -18,14 +17,15 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use probe_common::Mode;
 use probe_user::{
-    link_events::LinkEvents,
+    net::link_events::LinkEvents,
+    output::report::{EventReport, Report, SysctlChangeReport},
+    output::samples::SampleRing,
+    probe::attachment::Hook,
     probe::{
-        DEFAULT_SAMPLE_RATE, Hook, MAX_SAMPLE_RATE, ProbeError, TcxPrecededBy, XdpModeChoice,
+        DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, TcxPrecededBy, XdpModeChoice,
         native_refusal,
     },
-    report::{EventReport, Report, SysctlChangeReport},
-    samples::SampleRing,
-    select::{LeftOut, NamePattern, Selection, Skipped},
+    session::select::{LeftOut, NamePattern, Selection, Skipped},
     session::{AttachedInterface, OnConflict, Session, SessionError, SessionOptions, Snapshot},
 };
 use tokio::{
@@ -34,7 +34,11 @@ use tokio::{
     time::Sleep,
 };
 
-use crate::tui::{Command, Live, LiveView, Switching, next_event};
+use crate::{
+    args::{duration_seconds, interval_seconds},
+    table,
+    tui::{Command, Live, LiveView, Switching, next_event},
+};
 
 use self::{
     evidence::{Events, Evidence, Pcap},
@@ -42,10 +46,6 @@ use self::{
     output::{Output, Stream},
 };
 
-/// The longest `--interval`: a refresh less often than hourly is no live view.
-const MAX_INTERVAL_SECS: f64 = 3600.0;
-/// The longest `--duration`, a year; without `--duration` the probe runs until stopped.
-const MAX_DURATION_SECS: f64 = 365.0 * 86400.0;
 /// How long the last report may wait for a reader that stopped reading.
 const FINAL_REPORT_PATIENCE: Duration = Duration::from_secs(2);
 /// How often route_localnet is read at least, whatever `--interval`: the kernel sends no
@@ -191,18 +191,6 @@ impl From<XdpModeArg> for XdpModeChoice {
     }
 }
 
-fn seconds_in(value: &str, max: f64, range: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(seconds) if (0.01..=max).contains(&seconds) => Ok(seconds),
-        Ok(_) => Err(format!("must be {range}")),
-        Err(error) => Err(format!("{error}; give a number of seconds such as 0.5")),
-    }
-}
-
-pub(crate) fn interval_seconds(value: &str) -> Result<f64, String> {
-    seconds_in(value, MAX_INTERVAL_SECS, "from 0.01 to 3600 seconds")
-}
-
 fn sample_rate(value: &str) -> Result<u32, String> {
     match value.parse::<u32>() {
         Ok(rate) if rate <= MAX_SAMPLE_RATE => Ok(rate),
@@ -237,14 +225,6 @@ fn top_senders(value: &str) -> Result<u16, String> {
         Ok(n @ 1..=1000) => Ok(n),
         _ => Err("must be a whole number of senders from 1 to 1000".to_owned()),
     }
-}
-
-fn duration_seconds(value: &str) -> Result<f64, String> {
-    seconds_in(
-        value,
-        MAX_DURATION_SECS,
-        "from 0.01 to 31536000 seconds (a year); leave --duration out to run until stopped",
-    )
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -682,7 +662,7 @@ fn name_in(session: &Session, ifindex: u32) -> String {
 /// The next samples, or never when sampling is off.
 async fn next_samples(
     ring: Option<&mut SampleRing>,
-    batch: &mut Vec<probe_user::samples::SampledFrame>,
+    batch: &mut Vec<probe_user::output::samples::SampledFrame>,
 ) -> io::Result<()> {
     match ring {
         Some(ring) => ring.read(batch).await,

@@ -11,7 +11,7 @@ use std::{
     os::fd::{AsFd, AsRawFd as _, OwnedFd},
 };
 
-use crate::bpffs::{bpf, bpf_answering, owned};
+use crate::kernel::bpffs::{bpf, bpf_answering, owned};
 
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_PROG_QUERY: libc::c_long = 16;
@@ -184,10 +184,10 @@ impl Link {
         Ok(Self { fd: owned(fd) })
     }
 
-    /// Opens a link pinned at `path` (see [`crate::bpffs`]); `None` when it is not of `kind`.
+    /// Opens a link pinned at `path` (see [`crate::kernel::bpffs`]); `None` when it is not of `kind`.
     pub fn from_pin(path: &std::path::Path, kind: Kind) -> io::Result<Option<Self>> {
         let link = Self {
-            fd: crate::bpffs::get(path)?,
+            fd: crate::kernel::bpffs::get(path)?,
         };
         let info = link.info()?;
         let is_kind = match kind {

@@ -15,7 +15,7 @@ use hyper::{
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use probe_user::{
-    metrics::{self, Format},
+    output::metrics::{self, Format},
     session::Snapshot,
 };
 use tokio::{

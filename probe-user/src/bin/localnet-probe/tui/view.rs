@@ -10,7 +10,7 @@ use std::{
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use probe_common::Mode;
 use probe_user::{
-    report::{EventReport, InterfaceReport, Report, endpoint},
+    output::report::{EventReport, InterfaceReport, Report, endpoint},
     session::UnservedInterface,
 };
 use ratatui::{
@@ -22,7 +22,7 @@ use ratatui::{
 };
 
 use super::trend::{Series, Trends};
-use crate::run::table::{human_bytes, printable};
+use crate::table::{human_bytes, printable};
 
 /// How long a notice (the result of a key, the newest log line) stays in the footer.
 const NOTICE_SHOWN: Duration = Duration::from_secs(10);
@@ -859,7 +859,7 @@ impl LiveView {
             fit(
                 &format!(
                     "TOP SENDERS (sampled, last {} s)",
-                    probe_user::senders::WINDOW.as_secs()
+                    probe_user::output::senders::WINDOW.as_secs()
                 ),
                 senders_area.width,
             ),
@@ -1396,10 +1396,11 @@ mod tests {
 
     use probe_common::{Action, Address, Family, Framing, LoopbackMatch};
     use probe_user::{
+        net::route_localnet::RouteLocalnet,
+        output::report::{ClassReport, SamplesReport, SenderReport},
+        output::samples::{Headers, SampledFrame},
         probe::TcxPrecededBy,
-        report::{ClassReport, SamplesReport, SenderReport, Totals},
-        route_localnet::RouteLocalnet,
-        samples::{Headers, SampledFrame},
+        session::totals::Totals,
     };
     use ratatui::{Terminal, backend::TestBackend};
 

@@ -4,13 +4,13 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use crate::{
-    interfaces::Interfaces,
-    pins::{PinDir, PinError, PinLock},
-    privileges,
+    net::interfaces::Interfaces,
+    net::privileges,
+    probe::pins::{PinDir, PinError, PinLock},
     probe::{Probe, ProbeError},
-    report::Totals,
-    select::{NamePatterns, SelectError},
     session::SessionError,
+    session::select::{NamePatterns, SelectError},
+    session::totals::Totals,
 };
 
 /// An interface `detach` took the standing filter off, or whose pins it cleared because the

@@ -9,15 +9,19 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use probe_common::{Action, Address, Counter, LoopbackMatch, SampleCounts, SlotCounters};
+use probe_common::{Action, Address, LoopbackMatch, SampleCounts, SlotCounters};
 use serde::Serialize;
 
 use crate::{
-    probe::{AttachedMode, Hook, Program, TcxPrecededBy},
-    route_localnet::{self, RouteLocalnet},
-    samples::{SampledFrame, mac_string},
-    senders::TopSenders,
-    session::{InterfaceSnapshot, RefusedInterface, Snapshot},
+    net::route_localnet::{self, RouteLocalnet},
+    output::samples::{SampledFrame, mac_string},
+    output::senders::TopSenders,
+    probe::TcxPrecededBy,
+    probe::attachment::{AttachedMode, Hook, Program},
+    session::{
+        InterfaceSnapshot, RefusedInterface, Snapshot,
+        totals::{Totals, total},
+    },
 };
 
 #[derive(Clone, Debug, Serialize)]
@@ -56,51 +60,6 @@ pub struct StandingReport {
     /// The `run --pin` serving it now ("pid N: command line"), `null` when none does: it goes
     /// on filtering and counting, without samples.
     pub served_by: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
-    /// Matched frames that arrived (passed or dropped).
-    pub packets_matched: u64,
-    pub bytes_matched: u64,
-    pub packets_dropped: u64,
-    pub bytes_dropped: u64,
-    /// Frames with a loopback source that left (with `--egress`): replies of a service reached
-    /// through route_localnet.
-    pub packets_replied: u64,
-    pub bytes_replied: u64,
-}
-
-impl Totals {
-    pub fn of(counters: &SlotCounters) -> Self {
-        let mut matched = total(counters, Some(Action::Passed));
-        let dropped = total(counters, Some(Action::Dropped));
-        matched.add(dropped);
-        let replied = total(counters, Some(Action::Replied));
-        Self {
-            packets_matched: matched.packets,
-            bytes_matched: matched.bytes,
-            packets_dropped: dropped.packets,
-            bytes_dropped: dropped.bytes,
-            packets_replied: replied.packets,
-            bytes_replied: replied.bytes,
-        }
-    }
-}
-
-impl std::fmt::Display for Totals {
-    /// `N matched, N dropped`, and `, N replied` when there were replies.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} matched, {} dropped",
-            self.packets_matched, self.packets_dropped
-        )?;
-        if self.packets_replied > 0 {
-            write!(f, ", {} replied", self.packets_replied)?;
-        }
-        Ok(())
-    }
 }
 
 /// The classes an interface's counters can have: every match of a frame arriving, and with
@@ -198,19 +157,6 @@ pub struct ClassReport {
     pub action: &'static str,
     pub packets: u64,
     pub bytes: u64,
-}
-
-/// All classes, or those of one action.
-fn total(counters: &SlotCounters, action: Option<Action>) -> Counter {
-    let mut sum = Counter::default();
-    for matched in LoopbackMatch::all() {
-        for class_action in Action::ALL {
-            if action.is_none_or(|action| action == class_action) {
-                sum.add(counters.get(matched, class_action));
-            }
-        }
-    }
-    sum
 }
 
 impl InterfaceReport {

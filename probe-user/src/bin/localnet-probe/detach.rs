@@ -1,7 +1,7 @@
 //! `localnet-probe detach`: takes the standing filter off interfaces.
 
 use clap::Args;
-use probe_user::standing;
+use probe_user::session::standing;
 
 #[derive(Debug, Args)]
 pub(crate) struct DetachArgs {

@@ -8,15 +8,16 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
-    pins,
-    report::{Report, StandingReport},
+    output::report::{Report, StandingReport},
+    probe::pins,
     session::{Session, Snapshot, UnservedInterface, unserved_interfaces},
 };
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    run::{interval_seconds, table},
+    args::interval_seconds,
+    table,
     tui::{Command, Live, LiveView, Switching, next_event},
 };
 

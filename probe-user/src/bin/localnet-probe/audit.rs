@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
     exposure::{self, Audit, Inputs, Setting, Severity, Verdict},
-    select::NamePatterns,
+    session::select::NamePatterns,
 };
 use serde::Serialize;
 

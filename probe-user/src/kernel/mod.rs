@@ -1,0 +1,8 @@
+//! The kernel interfaces aya does not cover, and nothing of the probe's policy: bpffs and the
+//! bpf syscalls on pinned objects, batched map lookups, BPF links (XDP and tcx
+//! `BPF_LINK_CREATE`, their info and pins), and the reader of the per-CPU counter map.
+
+pub(crate) mod bpffs;
+pub(crate) mod counter_map;
+pub(crate) mod link;
+pub(crate) mod map_batch;
