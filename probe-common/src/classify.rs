@@ -33,9 +33,12 @@ impl Frame for [u8] {
     }
 }
 
-const ETHERNET_HEADER_LEN: usize = 14;
-const VLAN_TAG_LEN: usize = 4;
-const MAX_VLAN_TAGS: u32 = 2;
+/// An Ethernet header without tags: two addresses and the ethertype.
+pub const ETHERNET_HEADER_LEN: usize = 14;
+/// One 802.1Q or 802.1ad tag.
+pub const VLAN_TAG_LEN: usize = 4;
+/// The most VLAN tags the classifier looks behind.
+pub const MAX_VLAN_TAGS: u32 = 2;
 
 // Ethertypes as they sit in memory, compared without a byte swap.
 const ETHERTYPE_IPV4: u16 = u16::from_ne_bytes([0x08, 0x00]);
@@ -49,8 +52,15 @@ const IPV4_MIN_HEADER_LEN: usize = 20;
 const IPV4_LOOPBACK_NET: u32 = u32::from_ne_bytes([127, 0, 0, 0]);
 const IPV4_LOOPBACK_MASK: u32 = u32::from_ne_bytes([0xff, 0, 0, 0]);
 
-const IPV6_HEADER_LEN: usize = 40;
+/// The fixed IPv6 header, the longer of the two the classifier reads.
+pub const IPV6_HEADER_LEN: usize = 40;
 // The low 64 bits of `::1` and the fixed part of `::ffff:127.0.0.0/104`, as they sit in memory.
+/// The most of a frame the classifier reads: an Ethernet header, [`MAX_VLAN_TAGS`] tags and an
+/// IPv6 header. A program that must pull headers into the linear part of a buffer first (tcx)
+/// pulls this much.
+pub const HEADERS_LEN: usize =
+    ETHERNET_HEADER_LEN + MAX_VLAN_TAGS as usize * VLAN_TAG_LEN + IPV6_HEADER_LEN;
+
 const IPV6_LOOPBACK_LOW: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0, 1]);
 const IPV4_MAPPED_LOOPBACK_LOW: u64 = u64::from_ne_bytes([0, 0, 0xff, 0xff, 127, 0, 0, 0]);
 const IPV4_MAPPED_LOOPBACK_MASK: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0]);

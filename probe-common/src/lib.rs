@@ -9,10 +9,13 @@ mod classify;
 mod maps;
 mod sample;
 
-pub use classify::{Frame, classify, classify_ip, two_inline_vlan_tags};
+pub use classify::{
+    ETHERNET_HEADER_LEN, Frame, HEADERS_LEN, IPV6_HEADER_LEN, MAX_VLAN_TAGS, VLAN_TAG_LEN,
+    classify, classify_ip, two_inline_vlan_tags,
+};
 pub use maps::{
     CLASSES_PER_INTERFACE, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, SlotCounters,
-    class_index, counter_key,
+    class_index, counter_key, map_names,
 };
 pub use sample::{Framing, SAMPLE_CAPTURE_LEN, Sample, SampleCounts};
 

@@ -4,6 +4,23 @@ use core::mem::size_of;
 
 use crate::{Action, LoopbackMatch, SampleCounts};
 
+/// The names of the programs' maps and globals, as the object declares them (a `#[map]` static
+/// is named after itself) and as the loader and the pins refer to them.
+pub mod map_names {
+    /// Per-interface configuration by ifindex, below [`super::IFINDEX_ARRAY_LEN`].
+    pub const IFACE_CONFIG: &str = "IFACE_CONFIG";
+    /// Per-interface configuration of higher ifindexes.
+    pub const IFACE_CONFIG_HIGH: &str = "IFACE_CONFIG_HIGH";
+    /// The per-CPU counters, a slot of classes per interface.
+    pub const COUNTERS: &str = "COUNTERS";
+    /// The ring buffer of sampled frames.
+    pub const SAMPLES: &str = "SAMPLES";
+    /// The per-CPU counts of samples emitted and lost, by slot.
+    pub const SAMPLE_COUNTS: &str = "SAMPLE_COUNTS";
+    /// The global that turns sampling on at load time.
+    pub const SAMPLING: &str = "SAMPLING";
+}
+
 /// Interfaces with an ifindex below this are configured in an array indexed by ifindex, whose
 /// lookup the verifier turns into a bounds check and a load; higher ifindexes (hosts that have
 /// created and destroyed many interfaces) go to a hash map.

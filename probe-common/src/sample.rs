@@ -9,7 +9,8 @@ use crate::{Action, Address, Family, LoopbackMatch};
 /// two VLAN tags, an IPv6 header and a TCP header with options.
 pub const SAMPLE_CAPTURE_LEN: usize = 128;
 
-/// What a sample's frame starts with.
+/// What a frame starts with, which decides the program that can read it (`localnet_probe` or
+/// `localnet_probe_ip`, and their tcx twins); each sample says which it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Framing {
@@ -17,6 +18,10 @@ pub enum Framing {
     Ethernet = 0,
     /// The IP header, on layer-3 devices (`localnet_probe_ip`).
     Ip = 1,
+}
+
+impl Framing {
+    pub const ALL: [Self; 2] = [Self::Ethernet, Self::Ip];
 }
 
 /// One matched frame as a program saw it: when, where, why it matched, what was done with it,

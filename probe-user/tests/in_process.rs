@@ -5,9 +5,8 @@
 
 use std::sync::Mutex;
 
-use probe_common::Mode;
+use probe_common::{Framing, Mode};
 use probe_user::{
-    probe::attachment::Program,
     probe::{LoadOptions, Probe, XdpModeChoice},
     session::select::Selection,
     session::{OnConflict, Session, SessionError, SessionOptions},
@@ -42,7 +41,7 @@ fn attach_detach_and_release_churn_through_a_few_slots() {
             let look = round % 25 == 0;
             probe.configure(vrx, Mode::Monitor).expect("configure");
             probe
-                .attach(vrx, Program::Ethernet, XdpModeChoice::Generic)
+                .attach(vrx, Framing::Ethernet, XdpModeChoice::Generic)
                 .expect("attach");
             assert!(!look || link.receiver.has_xdp(RECEIVER_IF), "round {round}");
             probe.detach(vrx).expect("detach");
@@ -58,7 +57,7 @@ fn attach_detach_and_release_churn_through_a_few_slots() {
                 XdpModeChoice::Generic
             };
             probe
-                .attach(vrx, Program::Ethernet, mode)
+                .attach(vrx, Framing::Ethernet, mode)
                 .unwrap_or_else(|error| panic!("attach again, round {round}: {error}"));
             probe.release(vrx).expect("release");
             assert!(
@@ -82,7 +81,7 @@ fn attach_detach_and_release_churn_through_a_few_slots() {
             let ifindex = testbed::ifindex(&name);
             probe.configure(ifindex, Mode::Drop).expect("configure");
             probe
-                .attach(ifindex, Program::Ethernet, XdpModeChoice::Auto)
+                .attach(ifindex, Framing::Ethernet, XdpModeChoice::Auto)
                 .expect("attach");
             assert!(link.receiver.has_xdp(&name));
             link.receiver.ip(&["link", "del", &name]);

@@ -9,7 +9,7 @@ use aya::{
 use probe_common::{Action, Counter, Framing, LoopbackMatch, Mode, SampleCounts, SlotCounters};
 use probe_user::{
     output::samples::{Clock, SampledFrame},
-    probe::attachment::{Direction, Program},
+    probe::attachment::Direction,
     probe::{LoadOptions, Probe},
 };
 use test_frames::Case;
@@ -21,10 +21,10 @@ const XDP_PASS: u32 = 2;
 const IFINDEX: u32 = 1;
 
 fn run(probe: &Probe, frame: &[u8], repeat: u32) -> u32 {
-    run_program(probe, Program::Ethernet, frame, repeat)
+    run_program(probe, Framing::Ethernet, frame, repeat)
 }
 
-fn run_program(probe: &Probe, program: Program, frame: &[u8], repeat: u32) -> u32 {
+fn run_program(probe: &Probe, program: Framing, frame: &[u8], repeat: u32) -> u32 {
     let md = xdp_md(frame.len(), IFINDEX);
     let mut options = TestRunOptions::new();
     options.data_in = Some(frame);
@@ -237,7 +237,7 @@ fn high_ifindexes_are_configured_too() {
         options.ctx_in = Some(&md);
         options.repeat = 4;
         probe
-            .program(Program::Ethernet)
+            .program(Framing::Ethernet)
             .test_run(options)
             .expect("BPF_PROG_TEST_RUN")
             .return_value
@@ -270,7 +270,7 @@ fn ip_program_classifies_packets_without_a_link_layer() {
             continue;
         }
         let before = counters(&mut probe);
-        let verdict = run_program(&probe, Program::Ip, packet, 1);
+        let verdict = run_program(&probe, Framing::Ip, packet, 1);
         let after = counters(&mut probe);
         let expected = if case.expected.is_some() {
             XDP_DROP
@@ -437,7 +437,7 @@ fn ip_program_samples_start_at_the_ip_header() {
     probe.configure(IFINDEX, Mode::Monitor).expect("configure");
     let case = case("ipv4 loopback destination");
     let packet = &case.frame[test_frames::ip_offset(&case.frame).expect("an IP frame")..];
-    assert_eq!(run_program(&probe, Program::Ip, packet, 1), XDP_PASS);
+    assert_eq!(run_program(&probe, Framing::Ip, packet, 1), XDP_PASS);
     let samples = samples_in(&mut ring);
     let [sample] = samples.as_slice() else {
         panic!("{} samples", samples.len());
@@ -456,7 +456,7 @@ const TCX_DROP: i32 = 2;
 
 /// Runs a tcx program once on `frame` as a socket buffer of `lo` (the interface when the
 /// context gives none).
-fn run_tcx(probe: &Probe, direction: Direction, program: Program, frame: &[u8]) -> i32 {
+fn run_tcx(probe: &Probe, direction: Direction, program: Framing, frame: &[u8]) -> i32 {
     let mut options = TestRunOptions::new();
     options.data_in = Some(frame);
     probe
@@ -470,10 +470,10 @@ fn run_tcx(probe: &Probe, direction: Direction, program: Program, frame: &[u8]) 
 /// the layer-3 ones; `None` for those BPF_PROG_TEST_RUN refuses as a socket buffer: shorter than
 /// an Ethernet header, or with an IPv4 or IPv6 ethertype (bytes 12–13, which it reads whatever
 /// the framing) and less than that header after it. (The XDP tests and the host tests run them.)
-fn framed(case: &Case, program: Program) -> Option<&[u8]> {
+fn framed(case: &Case, program: Framing) -> Option<&[u8]> {
     let frame = match program {
-        Program::Ethernet => &case.frame[..],
-        Program::Ip => &case.frame[test_frames::ip_offset(&case.frame)?..],
+        Framing::Ethernet => &case.frame[..],
+        Framing::Ip => &case.frame[test_frames::ip_offset(&case.frame)?..],
     };
     let needed = match frame.get(12..14)? {
         [0x08, 0x00] => 14 + 20,
@@ -493,7 +493,7 @@ fn tcx_ingress_classifies_and_counts_as_xdp_does() {
     let mut probe = load();
     for mode in [Mode::Monitor, Mode::Drop] {
         probe.configure(IFINDEX, mode).expect("configure");
-        for program in Program::ALL {
+        for program in Framing::ALL {
             let mut checked = 0;
             for case in cases() {
                 let Some(frame) = framed(&case, program) else {
@@ -525,7 +525,7 @@ fn tcx_egress_counts_loopback_sources_as_replies_and_drops_nothing() {
     let mut ring = probe.take_samples().expect("sampling is on");
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
     let mut replies = 0;
-    for program in Program::ALL {
+    for program in Framing::ALL {
         for case in cases() {
             let Some(frame) = framed(&case, program) else {
                 continue;
@@ -679,10 +679,10 @@ fn frames_nobody_chose_get_the_host_classifiers_verdict_and_class_in_the_kernel(
                     frame: frame.clone(),
                     expected: class,
                 };
-                let Some(frame) = framed(&case, Program::Ethernet) else {
+                let Some(frame) = framed(&case, Framing::Ethernet) else {
                     continue;
                 };
-                let verdict = run_tcx(&probe, Direction::Ingress, Program::Ethernet, frame);
+                let verdict = run_tcx(&probe, Direction::Ingress, Framing::Ethernet, frame);
                 verdict == if class.is_some() { TCX_DROP } else { TCX_NEXT }
             };
             assert!(

@@ -15,8 +15,8 @@ use aya::{
     Ebpf,
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp, XdpMode},
 };
-use probe_common::Mode;
-use probe_user::probe::attachment::{Direction, Program};
+use probe_common::{Framing, Mode};
+use probe_user::probe::attachment::Direction;
 use probe_user::probe::{LoadOptions, Probe, XdpModeChoice};
 use serde::Serialize;
 use test_frames::{TPID_8021Q, ipv4, ipv6};
@@ -306,7 +306,7 @@ impl Stage {
         self.netns.enter(|| -> anyhow::Result<()> {
             let ifindex = testbed::ifindex(dev);
             probe.configure(ifindex, mode)?;
-            probe.attach(ifindex, Program::Ethernet, XdpModeChoice::Generic)?;
+            probe.attach(ifindex, Framing::Ethernet, XdpModeChoice::Generic)?;
             Ok(())
         })?;
         Ok(probe)
@@ -375,12 +375,12 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
     let drop_sampling = stage.probe(STAGE_DEVICES[4].0, Mode::Drop, SAMPLE_RATE)?;
     let xdp_filter = XdpFilter::load()?;
     fn xdp(probe: &Probe) -> Subject<'_> {
-        Subject::Xdp(probe.program(Program::Ethernet))
+        Subject::Xdp(probe.program(Framing::Ethernet))
     }
     // The tcx programs of the same probes: one object, one configuration, one set of sample
     // tokens for IFINDEX. The egress program counts whatever the interface's mode.
     fn tcx(probe: &Probe, direction: Direction) -> Subject<'_> {
-        Subject::Tcx(probe.classifier(direction, Program::Ethernet))
+        Subject::Tcx(probe.classifier(direction, Framing::Ethernet))
     }
     let subjects: [(&'static str, Subject<'_>); 12] = [
         (EMPTY, Subject::Xdp(reference("xdp_pass")?)),

@@ -32,8 +32,7 @@ use aya::{
         XdpMode, tc::TcAttachOptions,
     },
 };
-use probe_common::{Mode, SampleCounts};
-use probe_user::probe::attachment::Program;
+use probe_common::{Framing, Mode, SampleCounts};
 use probe_user::probe::{LoadOptions, Probe};
 use serde::Serialize;
 use test_frames::ipv4;
@@ -316,7 +315,7 @@ fn install(receiver: Receiver, link: &Link, probe_binary: &str) -> anyhow::Resul
             link.receiver.enter(|| -> anyhow::Result<()> {
                 let ifindex = testbed::ifindex(RECEIVER_IF);
                 probe.configure(ifindex, mode)?;
-                probe.attach_tcx(ifindex, Program::Ethernet)?;
+                probe.attach_tcx(ifindex, Framing::Ethernet)?;
                 Ok(())
             })?;
             Installed::ProbeTcx(Box::new(probe))
@@ -420,7 +419,8 @@ struct SampleCountsMap(PerCpuArray<MapData, SampleCounts>);
 
 impl SampleCountsMap {
     fn of(pid: i32) -> anyhow::Result<Self> {
-        let map = process::bpf_map_named(pid, PERCPU_ARRAY, "SAMPLE_COUNTS")?;
+        let map =
+            process::bpf_map_named(pid, PERCPU_ARRAY, probe_common::map_names::SAMPLE_COUNTS)?;
         let data = MapData::from_id(map.id).context("open the probe's sample counts")?;
         Ok(Self(PerCpuArray::try_from(Map::PerCpuArray(data))?))
     }

@@ -13,7 +13,9 @@ pub(crate) mod sockets;
 use std::{fs, io, net::IpAddr};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use probe_common::{Action, Address, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch, Mode};
+use probe_common::{
+    Action, Address, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch, Mode, map_names,
+};
 use serde::Serialize;
 
 use self::{
@@ -21,7 +23,7 @@ use self::{
     sockets::{BoundSocket, Protocol, is_ipv4_loopback},
 };
 use crate::{
-    kernel::link::{self, Direction, Kind},
+    kernel::link::{self, Direction, Stage},
     net::interfaces::{AttachMode, Interface, Interfaces},
     probe::occupant::{Attachment, Holder, Occupant},
     session::select::NamePatterns,
@@ -260,7 +262,7 @@ fn tcx_on(interfaces: &[Interface]) -> Result<Vec<(u32, TcxOn)>, String> {
             };
             for (position, &program_id) in programs.iter().enumerate() {
                 let attachment =
-                    Attachment::of(program_id, interface.ifindex, Kind::Tcx(direction));
+                    Attachment::of(program_id, interface.ifindex, Stage::Tcx(direction));
                 if attachment.unidentifiable() {
                     on.unidentified.push(program_id);
                 } else if attachment.is_localnet_probe() {
@@ -319,9 +321,9 @@ fn map_named(map_ids: &[u32], name: &str) -> Result<MapData, String> {
 /// `ifindex`'s configuration, configured or not, from the map of the program with `map_ids`.
 fn iface_config(map_ids: &[u32], ifindex: u32) -> Result<IfaceConfig, String> {
     let wanted = if ifindex < IFINDEX_ARRAY_LEN {
-        "IFACE_CONFIG"
+        map_names::IFACE_CONFIG
     } else {
-        "IFACE_CONFIG_HIGH"
+        map_names::IFACE_CONFIG_HIGH
     };
     let map = map_named(map_ids, wanted)?;
     let config: Result<IfaceConfig, _> = if ifindex < IFINDEX_ARRAY_LEN {
@@ -353,14 +355,16 @@ fn replies_counted(program_id: u32, ifindex: u32) -> Result<u64, String> {
     if config.action().is_none() {
         return Err(NOT_CONFIGURED.to_owned());
     }
-    let counters =
-        PerCpuArray::<_, Counter>::try_from(Map::PerCpuArray(map_named(&map_ids, "COUNTERS")?))
-            .map_err(|error| format!("cannot open COUNTERS: {error}"))?;
+    let counters = PerCpuArray::<_, Counter>::try_from(Map::PerCpuArray(map_named(
+        &map_ids,
+        map_names::COUNTERS,
+    )?))
+    .map_err(|error| format!("cannot open {}: {error}", map_names::COUNTERS))?;
     let mut packets = 0;
     for matched in LoopbackMatch::all().filter(|matched| matched.address != Address::Destination) {
         let per_cpu = counters
             .get(&config.replied_key(matched), 0)
-            .map_err(|error| format!("cannot read COUNTERS: {error}"))?;
+            .map_err(|error| format!("cannot read {}: {error}", map_names::COUNTERS))?;
         packets += per_cpu.iter().map(|counter| counter.packets).sum::<u64>();
     }
     Ok(packets)

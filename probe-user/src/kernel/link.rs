@@ -143,11 +143,29 @@ struct LinkCreateAttr {
     _tail: [u64; 6],
 }
 
-/// What kind of link a pinned one must be.
+/// Where in the kernel a program runs: XDP (arriving frames, in the driver or before the
+/// stack), or a tcx hook (arriving frames beside another XDP program, or leaving frames).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum Stage {
     Xdp,
     Tcx(Direction),
+}
+
+impl Stage {
+    pub const ALL: [Self; 3] = [
+        Self::Xdp,
+        Self::Tcx(Direction::Ingress),
+        Self::Tcx(Direction::Egress),
+    ];
+
+    /// Its place in [`Self::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Xdp => 0,
+            Self::Tcx(Direction::Ingress) => 1,
+            Self::Tcx(Direction::Egress) => 2,
+        }
+    }
 }
 
 impl Link {
@@ -184,20 +202,20 @@ impl Link {
         Ok(Self { fd: owned(fd) })
     }
 
-    /// Opens a link pinned at `path` (see [`crate::kernel::bpffs`]); `None` when it is not of `kind`.
-    pub fn from_pin(path: &std::path::Path, kind: Kind) -> io::Result<Option<Self>> {
+    /// Opens a link pinned at `path` (see [`crate::kernel::bpffs`]); `None` when it is not of `stage`.
+    pub fn from_pin(path: &std::path::Path, stage: Stage) -> io::Result<Option<Self>> {
         let link = Self {
             fd: crate::kernel::bpffs::get(path)?,
         };
         let info = link.info()?;
-        let is_kind = match kind {
-            Kind::Xdp => info.link_type == BPF_LINK_TYPE_XDP,
-            Kind::Tcx(direction) => {
+        let is_stage = match stage {
+            Stage::Xdp => info.link_type == BPF_LINK_TYPE_XDP,
+            Stage::Tcx(direction) => {
                 info.link_type == BPF_LINK_TYPE_TCX
                     && info.attach_type == direction.tcx_attach_type()
             }
         };
-        Ok(is_kind.then_some(link))
+        Ok(is_stage.then_some(link))
     }
 
     /// What the kernel says about the link now.

@@ -19,6 +19,7 @@ use netlink_packet_route::{
     },
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use probe_common::Framing;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -31,25 +32,16 @@ pub enum InterfaceError {
     Changing(std::time::Duration),
 }
 
-/// What a device's frames start with, which decides the program that can read them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// An Ethernet header (ARPHRD_ETHER: NICs, veth, bridges, macvlan, …).
-    Ethernet,
-    /// The IP header itself (ARPHRD_NONE and ARPHRD_RAWIP: tun, wireguard).
-    Ip,
-    /// Anything else (ipip, gre, sit, ppp, infiniband, can, …), by ARPHRD number. Generic XDP on
-    /// such devices may start at an outer header, so localnet-probe does not attach there.
-    Unsupported(u16),
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
     pub name: String,
     pub ifindex: u32,
     pub up: bool,
     pub loopback: bool,
-    pub framing: Framing,
+    /// What the device's frames start with; otherwise (ipip, gre, sit, ppp, infiniband, can,
+    /// …) its ARPHRD number: generic XDP on such devices may start at an outer header, so
+    /// localnet-probe does not attach there.
+    pub framing: Result<Framing, u16>,
     /// The driver kind (`veth`, `macvlan`, `bridge`, `tun`, `ifb`, …), when it says.
     pub kind: Option<String>,
     /// The device this one receives its frames from, for stacked devices in this namespace
@@ -140,7 +132,7 @@ impl Interface {
             ifindex,
             up: true,
             loopback: false,
-            framing: Framing::Ethernet,
+            framing: Ok(Framing::Ethernet),
             kind: None,
             lower: None,
             master: None,
@@ -292,9 +284,9 @@ fn parse(payload: &[u8]) -> Option<Interface> {
         up: flags & IFF_UP != 0,
         loopback: flags & IFF_LOOPBACK != 0,
         framing: match LinkLayerType::from(link_type) {
-            LinkLayerType::Ether => Framing::Ethernet,
-            LinkLayerType::None | LinkLayerType::Rawip => Framing::Ip,
-            _ => Framing::Unsupported(link_type),
+            LinkLayerType::Ether => Ok(Framing::Ethernet),
+            LinkLayerType::None | LinkLayerType::Rawip => Ok(Framing::Ip),
+            _ => Err(link_type),
         },
         kind: None,
         lower: None,

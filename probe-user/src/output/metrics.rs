@@ -303,14 +303,14 @@ mod tests {
     use std::time::Instant;
 
     use probe_common::{
-        Action, Address, Family, LoopbackMatch, SampleCounts, SlotCounters, class_index,
+        Action, Address, Family, Framing, LoopbackMatch, SampleCounts, SlotCounters, class_index,
     };
 
     use super::*;
     use crate::{
         net::route_localnet::RouteLocalnet,
         probe::TcxPrecededBy,
-        probe::attachment::{Hook, Program},
+        probe::attachment::Hook,
         session::{InterfaceSnapshot, RefusedInterface},
     };
 
@@ -319,7 +319,7 @@ mod tests {
             ifindex,
             name: name.to_owned(),
             mode,
-            program: Program::Ethernet,
+            program: Framing::Ethernet,
             hook: Some(Hook::Xdp(AttachedMode::Native)),
             egress: false,
             tcx_preceded_by: TcxPrecededBy::default(),
@@ -387,7 +387,7 @@ mod tests {
             lost: 1,
         };
         let mut wg0 = interface("wg0", 7, Mode::Drop);
-        wg0.program = Program::Ip;
+        wg0.program = Framing::Ip;
         wg0.hook = Some(Hook::Tcx);
         count(
             &mut wg0.counters,

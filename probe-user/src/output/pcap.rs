@@ -25,7 +25,7 @@ use crate::output::samples::SampledFrame;
 /// Timestamps are written in nanoseconds (`if_tsresol` 9).
 const NANOSECONDS: u8 = 9;
 /// The Ethernet header put in front of packets from layer-3 devices.
-const ADDED_HEADER_LEN: usize = 14;
+const ADDED_HEADER_LEN: usize = probe_common::ETHERNET_HEADER_LEN;
 
 pub struct PcapWriter<W: Write> {
     writer: PcapNgWriter<W>,

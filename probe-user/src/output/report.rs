@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use probe_common::{Action, Address, LoopbackMatch, SampleCounts, SlotCounters};
+use probe_common::{Action, Address, Framing, LoopbackMatch, SampleCounts, SlotCounters};
 use serde::Serialize;
 
 use crate::{
@@ -17,7 +17,7 @@ use crate::{
     output::samples::{SampledFrame, mac_string},
     output::senders::TopSenders,
     probe::TcxPrecededBy,
-    probe::attachment::{AttachedMode, Hook, Program},
+    probe::attachment::{AttachedMode, Hook},
     session::{
         InterfaceSnapshot, RefusedInterface, Snapshot,
         totals::{Totals, total},
@@ -192,8 +192,8 @@ impl InterfaceReport {
             egress: interface.egress,
             tcx_preceded_by: interface.tcx_preceded_by.clone(),
             framing: match interface.program {
-                Program::Ethernet => "ethernet",
-                Program::Ip => "ip",
+                Framing::Ethernet => "ethernet",
+                Framing::Ip => "ip",
             },
             route_localnet: interface.route_localnet,
             route_localnet_via: interface.route_localnet_via.clone(),

@@ -1,49 +1,25 @@
-//! Where a program of the probe runs and which one: the object's programs by what a frame
-//! starts with ([`Program`]), the kernel hooks they run at ([`Stage`]), and where an interface's
-//! arriving frames are counted ([`Hook`]).
+//! Where the probe's programs run and which one, in one vocabulary: what a frame starts with
+//! ([`Framing`], shared with the kernel) picks the program; the kernel runs it at a [`Stage`]
+//! (XDP, or tcx in a [`Direction`]); an XDP attachment has an [`AttachedMode`]; and an
+//! interface's arriving frames are counted at a [`Hook`], a stage with its mode. (The
+//! `AttachMode` netlink reports for any XDP program is another thing: it has offload and
+//! several.)
 
-use crate::kernel::link::Kind;
-pub use crate::kernel::link::{AttachedMode, Direction};
+use probe_common::Framing;
 
-/// Which of the object's programs serves an interface, by what its frames start with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Program {
-    /// Ethernet frames (`localnet_probe`, `localnet_probe_tc`, `localnet_probe_out`).
-    Ethernet,
-    /// Packets that start at the IP header, on layer-3 devices such as tun (the `…_ip` ones).
-    Ip,
-}
+pub use crate::kernel::link::{AttachedMode, Direction, Stage};
 
-impl Program {
-    pub const ALL: [Self; 2] = [Self::Ethernet, Self::Ip];
-
-    /// The function name in the object of the program for `stage`; the kernel shows its first
-    /// 15 bytes.
-    pub const fn name(self, stage: Stage) -> &'static str {
-        match (stage, self) {
-            (Stage::Xdp, Self::Ethernet) => "localnet_probe",
-            (Stage::Xdp, Self::Ip) => "localnet_probe_ip",
-            (Stage::TcxIngress, Self::Ethernet) => "localnet_probe_tc",
-            (Stage::TcxIngress, Self::Ip) => "localnet_probe_tc_ip",
-            (Stage::TcxEgress, Self::Ethernet) => "localnet_probe_out",
-            (Stage::TcxEgress, Self::Ip) => "localnet_probe_out_ip",
-        }
+/// The function name in the object of the program for frames that start with `framing`, at
+/// `stage`; the kernel shows its first 15 bytes.
+pub const fn program_name(framing: Framing, stage: Stage) -> &'static str {
+    match (stage, framing) {
+        (Stage::Xdp, Framing::Ethernet) => "localnet_probe",
+        (Stage::Xdp, Framing::Ip) => "localnet_probe_ip",
+        (Stage::Tcx(Direction::Ingress), Framing::Ethernet) => "localnet_probe_tc",
+        (Stage::Tcx(Direction::Ingress), Framing::Ip) => "localnet_probe_tc_ip",
+        (Stage::Tcx(Direction::Egress), Framing::Ethernet) => "localnet_probe_out",
+        (Stage::Tcx(Direction::Egress), Framing::Ip) => "localnet_probe_out_ip",
     }
-}
-
-/// Where in the kernel a program runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// Arriving frames, in the driver or before the stack.
-    Xdp,
-    /// Arriving frames, at tcx ingress: beside another XDP program.
-    TcxIngress,
-    /// Leaving frames, at tcx egress.
-    TcxEgress,
-}
-
-impl Stage {
-    pub const ALL: [Self; 3] = [Self::Xdp, Self::TcxIngress, Self::TcxEgress];
 }
 
 /// Where an interface's arriving frames are counted and dropped.
@@ -82,14 +58,7 @@ impl Hook {
     pub(crate) const fn stage(self) -> Stage {
         match self {
             Self::Xdp(_) => Stage::Xdp,
-            Self::Tcx => Stage::TcxIngress,
-        }
-    }
-
-    pub(crate) const fn link_kind(self) -> Kind {
-        match self {
-            Self::Xdp(_) => Kind::Xdp,
-            Self::Tcx => Kind::Tcx(Direction::Ingress),
+            Self::Tcx => Stage::Tcx(Direction::Ingress),
         }
     }
 }

@@ -23,8 +23,8 @@ use aya::{
     util::nr_cpus,
 };
 use probe_common::{
-    CLASSES_PER_INTERFACE, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, Sample, SampleCounts,
-    SlotCounters,
+    CLASSES_PER_INTERFACE, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, Sample,
+    SampleCounts, SlotCounters, map_names,
 };
 use thiserror::Error;
 
@@ -32,11 +32,11 @@ pub mod attachment;
 pub(crate) mod occupant;
 pub mod pins;
 
-use self::attachment::{AttachedMode, Direction, Hook, Program, Stage};
+use self::attachment::{AttachedMode, Direction, Hook, Stage, program_name};
 use crate::{
     PROBE_OBJECT,
     kernel::counter_map::CounterMap,
-    kernel::link::{Kind, Link},
+    kernel::link::Link,
     kernel::map_batch,
     probe::pins::{Found, PinDir, PinError, PinnedInterface},
 };
@@ -138,7 +138,7 @@ struct Record {
 #[derive(Debug)]
 struct Attachment {
     hook: Hook,
-    program: Program,
+    program: Framing,
     /// The kernel's id of the program the link runs.
     program_id: u32,
     /// Dropped to detach, unless pinned.
@@ -154,7 +154,7 @@ pub struct Adopted {
     pub ifindex: u32,
     /// Its name when last seen by a probe.
     pub name: String,
-    pub program: Program,
+    pub program: Framing,
     pub mode: Mode,
     /// Where it is attached; `None` when the interface is gone, its pins cleared.
     pub hook: Option<Hook>,
@@ -207,7 +207,7 @@ fn ring_size(sample_rate: u32, capacity: u32) -> u32 {
 pub struct Probe {
     /// `None` for a standing filter only read ([`Probe::read_standing`]).
     ebpf: Option<Ebpf>,
-    /// By [`Stage`], then [`Program`].
+    /// By [`Stage`], then [`Framing`].
     program_ids: [[u32; 2]; 3],
     capacity: u32,
     config: Array<MapData, IfaceConfig>,
@@ -255,10 +255,10 @@ impl Probe {
                 let interfaces = dir.pin_new(
                     probe.capacity,
                     &[
-                        ("IFACE_CONFIG", probe.config.map()),
-                        ("IFACE_CONFIG_HIGH", config_high),
-                        ("COUNTERS", probe.counters.map()),
-                        ("SAMPLE_COUNTS", probe.sample_counts.map()),
+                        (map_names::IFACE_CONFIG, probe.config.map()),
+                        (map_names::IFACE_CONFIG_HIGH, config_high),
+                        (map_names::COUNTERS, probe.counters.map()),
+                        (map_names::SAMPLE_COUNTS, probe.sample_counts.map()),
                     ],
                 )?;
                 probe.standing = Some(Standing { dir, interfaces });
@@ -287,11 +287,11 @@ impl Probe {
         }
         let mut ebpf = loader
             .verifier_log_level(level)
-            .override_global("SAMPLING", &sampling, true)
-            .map_max_entries("COUNTERS", capacity * CLASSES_PER_INTERFACE as u32)
-            .map_max_entries("IFACE_CONFIG_HIGH", capacity)
-            .map_max_entries("SAMPLE_COUNTS", capacity)
-            .map_max_entries("SAMPLES", ring_size(sample_rate, capacity))
+            .override_global(map_names::SAMPLING, &sampling, true)
+            .map_max_entries(map_names::COUNTERS, capacity * CLASSES_PER_INTERFACE as u32)
+            .map_max_entries(map_names::IFACE_CONFIG_HIGH, capacity)
+            .map_max_entries(map_names::SAMPLE_COUNTS, capacity)
+            .map_max_entries(map_names::SAMPLES, ring_size(sample_rate, capacity))
             .load(PROBE_OBJECT)
             .map_err(ProbeError::Load)?;
         let mut program_ids = [[0; 2]; 3];
@@ -306,9 +306,9 @@ impl Probe {
             other => ProbeError::Program(other),
         };
         for stage in Stage::ALL {
-            for program in Program::ALL {
+            for program in Framing::ALL {
                 let loaded = ebpf
-                    .program_mut(program.name(stage))
+                    .program_mut(program_name(program, stage))
                     .ok_or(ProbeError::MissingPart("program"))?;
                 let info = if stage == Stage::Xdp {
                     let xdp: &mut Xdp = loaded.try_into()?;
@@ -319,7 +319,7 @@ impl Probe {
                     classifier.load().map_err(rejected)?;
                     classifier.info()?
                 };
-                program_ids[stage as usize][program as usize] = info.id();
+                program_ids[stage.index()][program as usize] = info.id();
             }
         }
         let mut take_map = |name: &'static str| {
@@ -327,16 +327,16 @@ impl Probe {
                 "map (see probe-ebpf for their names)",
             ))
         };
-        let config = Array::try_from(take_map("IFACE_CONFIG")?)?;
-        let config_high = HashMap::try_from(take_map("IFACE_CONFIG_HIGH")?)?;
+        let config = Array::try_from(take_map(map_names::IFACE_CONFIG)?)?;
+        let config_high = HashMap::try_from(take_map(map_names::IFACE_CONFIG_HIGH)?)?;
         let cpus = nr_cpus().map_err(|(_, error)| ProbeError::Cpus(error))?;
         let counters = CounterMap::new(
-            PerCpuArray::try_from(take_map("COUNTERS")?)?,
+            PerCpuArray::try_from(take_map(map_names::COUNTERS)?)?,
             capacity,
             cpus,
         );
-        let sample_counts = PerCpuArray::try_from(take_map("SAMPLE_COUNTS")?)?;
-        let samples = RingBuf::try_from(take_map("SAMPLES")?)?;
+        let sample_counts = PerCpuArray::try_from(take_map(map_names::SAMPLE_COUNTS)?)?;
+        let samples = RingBuf::try_from(take_map(map_names::SAMPLES)?)?;
         Ok(Self {
             ebpf: Some(ebpf),
             program_ids,
@@ -365,15 +365,17 @@ impl Probe {
                 })
             })
         };
-        let config = Array::try_from(Map::Array(pinned_map("IFACE_CONFIG")?))?;
-        let config_high = HashMap::try_from(Map::HashMap(pinned_map("IFACE_CONFIG_HIGH")?))?;
+        let config = Array::try_from(Map::Array(pinned_map(map_names::IFACE_CONFIG)?))?;
+        let config_high =
+            HashMap::try_from(Map::HashMap(pinned_map(map_names::IFACE_CONFIG_HIGH)?))?;
         let cpus = nr_cpus().map_err(|(_, error)| ProbeError::Cpus(error))?;
         let counters = CounterMap::new(
-            PerCpuArray::try_from(Map::PerCpuArray(pinned_map("COUNTERS")?))?,
+            PerCpuArray::try_from(Map::PerCpuArray(pinned_map(map_names::COUNTERS)?))?,
             capacity,
             cpus,
         );
-        let sample_counts = PerCpuArray::try_from(Map::PerCpuArray(pinned_map("SAMPLE_COUNTS")?))?;
+        let sample_counts =
+            PerCpuArray::try_from(Map::PerCpuArray(pinned_map(map_names::SAMPLE_COUNTS)?))?;
         let interfaces = dir.interfaces()?;
         let mut probe = Self {
             ebpf: None,
@@ -425,7 +427,7 @@ impl Probe {
         for entry in standing.interfaces.iter() {
             let (ifindex, pinned) = entry?;
             let path = standing.dir.link_path(ifindex, Direction::Ingress);
-            let link = match Link::from_pin(&path, pinned.hook().link_kind()) {
+            let link = match Link::from_pin(&path, pinned.hook().stage()) {
                 Ok(Some(link)) => {
                     let info = link
                         .info()
@@ -447,7 +449,7 @@ impl Probe {
                 Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
             };
             let egress_path = standing.dir.link_path(ifindex, Direction::Egress);
-            let egress = match Link::from_pin(&egress_path, Kind::Tcx(Direction::Egress)) {
+            let egress = match Link::from_pin(&egress_path, Stage::Tcx(Direction::Egress)) {
                 Ok(egress) => egress,
                 Err(error) if error.kind() == io::ErrorKind::NotFound => None,
                 Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
@@ -491,7 +493,7 @@ impl Probe {
                 .map_err(|error| ProbeError::Adopt { ifindex, error })?;
             if let Some(egress) = &egress {
                 egress
-                    .update(self.program_fd(Stage::TcxEgress, program)?)
+                    .update(self.program_fd(Stage::Tcx(Direction::Egress), program)?)
                     .map_err(|error| ProbeError::Adopt { ifindex, error })?;
             }
             adopted.push(Adopted {
@@ -650,7 +652,7 @@ impl Probe {
     }
 
     /// The interfaces attached, with their programs.
-    pub fn served(&self) -> impl Iterator<Item = (u32, Program)> + '_ {
+    pub fn served(&self) -> impl Iterator<Item = (u32, Framing)> + '_ {
         self.records
             .iter()
             .filter_map(|(ifindex, record)| Some((*ifindex, record.attachment.as_ref()?.program)))
@@ -690,42 +692,39 @@ impl Probe {
     }
 
     /// A loaded XDP program, for `BPF_PROG_TEST_RUN`. A standing filter only read has none.
-    pub fn program(&self, program: Program) -> &Xdp {
+    pub fn program(&self, program: Framing) -> &Xdp {
         self.loaded(Stage::Xdp, program)
             .try_into()
             .expect("checked at load")
     }
 
     /// A loaded tcx program, for `BPF_PROG_TEST_RUN`. A standing filter only read has none.
-    pub fn classifier(&self, direction: Direction, program: Program) -> &SchedClassifier {
-        let stage = match direction {
-            Direction::Ingress => Stage::TcxIngress,
-            Direction::Egress => Stage::TcxEgress,
-        };
+    pub fn classifier(&self, direction: Direction, program: Framing) -> &SchedClassifier {
+        let stage = Stage::Tcx(direction);
         self.loaded(stage, program)
             .try_into()
             .expect("checked at load")
     }
 
-    fn loaded(&self, stage: Stage, program: Program) -> &aya::programs::Program {
+    fn loaded(&self, stage: Stage, program: Framing) -> &aya::programs::Program {
         self.ebpf
             .as_ref()
             .expect("a probe that loaded its programs")
-            .program(program.name(stage))
+            .program(program_name(program, stage))
             .expect("checked at load")
     }
 
     fn program_fd(
         &self,
         stage: Stage,
-        program: Program,
+        program: Framing,
     ) -> Result<&aya::programs::ProgramFd, ProbeError> {
         Ok(self.loaded(stage, program).fd()?)
     }
 
     /// The kernel's id of a loaded program.
-    pub const fn program_id(&self, stage: Stage, program: Program) -> u32 {
-        self.program_ids[stage as usize][program as usize]
+    pub const fn program_id(&self, stage: Stage, program: Framing) -> u32 {
+        self.program_ids[stage.index()][program as usize]
     }
 
     /// Gives `ifindex` a block of zeroed counters, or keeps the one it has, and sets its mode;
@@ -773,7 +772,7 @@ impl Probe {
     pub fn attach(
         &mut self,
         ifindex: u32,
-        program: Program,
+        program: Framing,
         choice: XdpModeChoice,
     ) -> Result<Attached, ProbeError> {
         if !self.records.contains_key(&ifindex) {
@@ -819,7 +818,7 @@ impl Probe {
 
     /// Attaches `program` to a configured interface at tcx ingress, first in its chain and
     /// beside whatever XDP or tcx programs are there, none of which is displaced.
-    pub fn attach_tcx(&mut self, ifindex: u32, program: Program) -> Result<Attached, ProbeError> {
+    pub fn attach_tcx(&mut self, ifindex: u32, program: Framing) -> Result<Attached, ProbeError> {
         if !self.records.contains_key(&ifindex) {
             return Err(ProbeError::NotConfigured { ifindex });
         }
@@ -831,7 +830,7 @@ impl Probe {
         })
     }
 
-    fn record_attachment(&mut self, ifindex: u32, program: Program, hook: Hook, link: Link) {
+    fn record_attachment(&mut self, ifindex: u32, program: Framing, hook: Hook, link: Link) {
         let program_id = self.program_id(hook.stage(), program);
         let record = self
             .records
@@ -892,13 +891,10 @@ impl Probe {
     fn tcx_link(
         &self,
         ifindex: u32,
-        program: Program,
+        program: Framing,
         direction: Direction,
     ) -> Result<Link, ProbeError> {
-        let stage = match direction {
-            Direction::Ingress => Stage::TcxIngress,
-            Direction::Egress => Stage::TcxEgress,
-        };
+        let stage = Stage::Tcx(direction);
         let fd = self.program_fd(stage, program)?;
         Link::tcx(fd, ifindex, direction).map_err(|error| match error.raw_os_error() {
             // An attach type this kernel does not know.
@@ -908,7 +904,7 @@ impl Probe {
         })
     }
 
-    fn link(&self, ifindex: u32, program: Program, mode: AttachedMode) -> Result<Link, ProbeError> {
+    fn link(&self, ifindex: u32, program: Framing, mode: AttachedMode) -> Result<Link, ProbeError> {
         let fd = self.program_fd(Stage::Xdp, program)?;
         Link::xdp(fd, ifindex, mode).map_err(|error| match error.raw_os_error() {
             Some(libc::EBUSY | libc::EEXIST) => ProbeError::Occupied(error),

@@ -2,12 +2,13 @@
 //! its tcx ingress), and what to do about it. Decided here alone, so every command that meets an
 //! occupied interface says the same thing.
 
+use probe_common::Framing;
 use std::{fmt, fs, path::PathBuf};
 
 use crate::{
-    kernel::link::{Kind, Link},
+    kernel::link::Link,
     net::interfaces::{AttachMode, Interface},
-    probe::attachment::{Direction, Program, Stage},
+    probe::attachment::{Direction, Stage, program_name},
     probe::pins::PinDir,
 };
 
@@ -49,7 +50,7 @@ impl Occupant {
             holders,
             saw_every_process,
             standing,
-        } = Attachment::of(program.id, interface.ifindex, Kind::Xdp);
+        } = Attachment::of(program.id, interface.ifindex, Stage::Xdp);
         Some(Self {
             interface: interface.name.clone(),
             at_tcx: false,
@@ -66,12 +67,12 @@ impl Occupant {
     /// if this process can tell one there: without CAP_SYS_ADMIN, one held by another user's
     /// process has no name nor holder to recognise it by.
     pub fn localnet_probe_at_tcx(interface: &Interface) -> Option<Self> {
-        let kind = Kind::Tcx(Direction::Ingress);
+        let stage = Stage::Tcx(Direction::Ingress);
         crate::kernel::link::tcx_programs(interface.ifindex, Direction::Ingress)
             .ok()?
             .into_iter()
             .find_map(|program_id| {
-                let attachment = Attachment::of(program_id, interface.ifindex, kind);
+                let attachment = Attachment::of(program_id, interface.ifindex, stage);
                 attachment.is_localnet_probe().then(|| Self {
                     interface: interface.name.clone(),
                     at_tcx: true,
@@ -119,20 +120,20 @@ pub struct Attachment {
 }
 
 impl Attachment {
-    /// The program `program_id`, attached to `ifindex` through a link of `kind` (or, for XDP,
+    /// The program `program_id`, attached to `ifindex` through a link of `stage` (or, for XDP,
     /// through netlink).
-    pub fn of(program_id: u32, ifindex: u32, kind: Kind) -> Self {
+    pub fn of(program_id: u32, ifindex: u32, stage: Stage) -> Self {
         let program_name = aya::programs::loaded_programs()
             .filter_map(Result::ok)
             .find(|loaded| loaded.id() == program_id)
             .and_then(|loaded| loaded.name_as_str().map(str::to_owned))
             .filter(|name| !name.is_empty());
-        let (holders, saw_every_process) = link_holders(program_id, ifindex, kind);
+        let (holders, saw_every_process) = link_holders(program_id, ifindex, stage);
         Self {
             program_name,
             holders,
             saw_every_process,
-            standing: standing_filter_of(program_id, ifindex, kind),
+            standing: standing_filter_of(program_id, ifindex, stage),
         }
     }
 
@@ -170,7 +171,7 @@ fn is_localnet_probe(name: Option<&str>, holders: &[Holder], standing: bool) -> 
     // Every program's kernel name starts with the XDP Ethernet one's (the others are cut to
     // "localnet_probe_").
     standing
-        || name.is_some_and(|name| name.starts_with(Program::Ethernet.name(Stage::Xdp)))
+        || name.is_some_and(|name| name.starts_with(program_name(Framing::Ethernet, Stage::Xdp)))
         || holders
             .iter()
             .any(|holder| holder.command == "localnet-probe")
@@ -258,25 +259,25 @@ impl fmt::Display for Occupant {
     }
 }
 
-/// This network namespace's standing filter's directory, when its link of `kind` pinned for
+/// This network namespace's standing filter's directory, when its link of `stage` pinned for
 /// `ifindex` holds `program_id` there: pinned links have no process to recognise them by, and
 /// without CAP_PERFMON the programs have no name.
-fn standing_filter_of(program_id: u32, ifindex: u32, kind: Kind) -> Option<PathBuf> {
+fn standing_filter_of(program_id: u32, ifindex: u32, stage: Stage) -> Option<PathBuf> {
     let dir = PinDir::of_this_namespace().ok()?;
-    let direction = match kind {
-        Kind::Xdp => Direction::Ingress,
-        Kind::Tcx(direction) => direction,
+    let direction = match stage {
+        Stage::Xdp => Direction::Ingress,
+        Stage::Tcx(direction) => direction,
     };
-    let info = Link::from_pin(&dir.link_path(ifindex, direction), kind)
+    let info = Link::from_pin(&dir.link_path(ifindex, direction), stage)
         .ok()??
         .info()
         .ok()?;
     (info.program_id == program_id && info.ifindex == Some(ifindex)).then_some(dir.path)
 }
 
-/// Processes with a BPF link of `kind` of `program_id` on `ifindex` open, and whether every
+/// Processes with a BPF link of `stage` of `program_id` on `ifindex` open, and whether every
 /// process could be inspected (those this one may not inspect are passed over).
-fn link_holders(program_id: u32, ifindex: u32, kind: Kind) -> (Vec<Holder>, bool) {
+fn link_holders(program_id: u32, ifindex: u32, stage: Stage) -> (Vec<Holder>, bool) {
     let Ok(processes) = fs::read_dir("/proc") else {
         return (Vec::new(), false);
     };
@@ -306,7 +307,7 @@ fn link_holders(program_id: u32, ifindex: u32, kind: Kind) -> (Vec<Holder>, bool
                 .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link");
             is_link
                 && fs::read_to_string(process.path().join("fdinfo").join(fd.file_name()))
-                    .is_ok_and(|info| is_link_of(&info, kind, program_id, ifindex))
+                    .is_ok_and(|info| is_link_of(&info, stage, program_id, ifindex))
         });
         if holds {
             let command = fs::read_to_string(process.path().join("comm"))
@@ -320,16 +321,16 @@ fn link_holders(program_id: u32, ifindex: u32, kind: Kind) -> (Vec<Holder>, bool
 
 /// Reads a link's fdinfo: `link_type:\txdp` (or `tcx`), `prog_id:\t<id>`, `ifindex:\t<n>`. A
 /// tcx link's direction is not read: each direction has its own program.
-fn is_link_of(fdinfo: &str, kind: Kind, program_id: u32, ifindex: u32) -> bool {
+fn is_link_of(fdinfo: &str, stage: Stage, program_id: u32, ifindex: u32) -> bool {
     let field = |name: &str| {
         fdinfo.lines().find_map(|line| {
             let (key, value) = line.split_once(':')?;
             (key == name).then(|| value.trim())
         })
     };
-    let link_type = match kind {
-        Kind::Xdp => "xdp",
-        Kind::Tcx(_) => "tcx",
+    let link_type = match stage {
+        Stage::Xdp => "xdp",
+        Stage::Tcx(_) => "tcx",
     };
     field("link_type") == Some(link_type)
         && field("prog_id").and_then(|id| id.parse().ok()) == Some(program_id)
@@ -344,13 +345,13 @@ mod tests {
     fn reads_xdp_and_tcx_link_fdinfo() {
         let info = "pos:\t0\nflags:\t02000000\nmnt_id:\t15\nino:\t1057\nlink_type:\txdp\n\
                     link_id:\t7\nprog_tag:\t0123456789abcdef\nprog_id:\t42\nifindex:\t3\n";
-        assert!(is_link_of(info, Kind::Xdp, 42, 3));
-        assert!(!is_link_of(info, Kind::Xdp, 42, 4));
-        assert!(!is_link_of(info, Kind::Xdp, 41, 3));
+        assert!(is_link_of(info, Stage::Xdp, 42, 3));
+        assert!(!is_link_of(info, Stage::Xdp, 42, 4));
+        assert!(!is_link_of(info, Stage::Xdp, 41, 3));
         let tcx = info.replace("xdp", "tcx") + "attach_type:\t46 (ingress)\n";
-        assert!(!is_link_of(&tcx, Kind::Xdp, 42, 3));
-        assert!(is_link_of(&tcx, Kind::Tcx(Direction::Ingress), 42, 3));
-        assert!(!is_link_of(info, Kind::Tcx(Direction::Ingress), 42, 3));
+        assert!(!is_link_of(&tcx, Stage::Xdp, 42, 3));
+        assert!(is_link_of(&tcx, Stage::Tcx(Direction::Ingress), 42, 3));
+        assert!(!is_link_of(info, Stage::Tcx(Direction::Ingress), 42, 3));
     }
 
     #[test]

@@ -27,12 +27,12 @@ use std::{
 };
 
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData};
-use probe_common::{Counter, IfaceConfig, SampleCounts};
+use probe_common::{Counter, Framing, IfaceConfig, SampleCounts, map_names};
 use thiserror::Error;
 
 use crate::{
     kernel::bpffs::{self, MapKind},
-    probe::attachment::{AttachedMode, Direction, Hook, Program},
+    probe::attachment::{AttachedMode, Direction, Hook},
 };
 
 /// Where the BPF file system is mounted.
@@ -41,32 +41,62 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 pub const BASE: &str = "/sys/fs/bpf/localnet-probe";
 
 /// The version of the layout below; a change in any pinned map's keys or values, or in what the
-/// programs read from them, takes a new one.
+/// programs read from them, takes a new one. A change of size is caught at compile time by
+/// [`LAYOUT_SIZES`]; a change of meaning at the same size is up to the one who makes it.
 pub const LAYOUT: u32 = 2;
+
+/// The sizes of every pinned record, in this order: the programs' map values (`IfaceConfig`,
+/// `Counter`, `SampleCounts`), then `STANDING` and `INTERFACES` values.
+const PINNED_SIZES: [usize; 5] = [
+    size_of::<IfaceConfig>(),
+    size_of::<Counter>(),
+    size_of::<SampleCounts>(),
+    size_of::<Standing>(),
+    size_of::<PinnedInterface>(),
+];
+
+/// The layout version and the [`PINNED_SIZES`] it was cut for: a record that changes size does
+/// not compile until [`LAYOUT`] is bumped and its sizes written here.
+const LAYOUT_SIZES: (u32, [usize; 5]) = (2, [16, 16, 16, 32, 20]);
+
+const _: () = {
+    assert!(
+        LAYOUT == LAYOUT_SIZES.0,
+        "LAYOUT changed: write the sizes it is cut for in LAYOUT_SIZES"
+    );
+    let mut record = 0;
+    while record < PINNED_SIZES.len() {
+        assert!(
+            PINNED_SIZES[record] == LAYOUT_SIZES.1[record],
+            "a pinned record changed size: bump LAYOUT and write the new sizes in LAYOUT_SIZES"
+        );
+        record += 1;
+    }
+};
 const MAGIC: u64 = u64::from_le_bytes(*b"lnprobe\0");
 
 /// The programs' maps a later probe takes over, with their types and key and value sizes.
 const PROGRAM_MAPS: [(&str, aya::maps::MapType, usize, usize); 4] = [
     (
-        "IFACE_CONFIG",
+        map_names::IFACE_CONFIG,
         aya::maps::MapType::Array,
         size_of::<u32>(),
         size_of::<IfaceConfig>(),
     ),
     (
-        "IFACE_CONFIG_HIGH",
+        map_names::IFACE_CONFIG_HIGH,
         aya::maps::MapType::Hash,
         size_of::<u32>(),
         size_of::<IfaceConfig>(),
     ),
     (
-        "COUNTERS",
+        map_names::COUNTERS,
         aya::maps::MapType::PerCpuArray,
         size_of::<u32>(),
         size_of::<Counter>(),
     ),
     (
-        "SAMPLE_COUNTS",
+        map_names::SAMPLE_COUNTS,
         aya::maps::MapType::PerCpuArray,
         size_of::<u32>(),
         size_of::<SampleCounts>(),
@@ -149,7 +179,7 @@ unsafe impl aya::Pod for Standing {}
 pub struct PinnedInterface {
     /// Its name when last seen, NUL-padded.
     name: [u8; 16],
-    /// `Program as u8`.
+    /// `Framing as u8`.
     program: u8,
     /// 0 XDP native, 1 XDP generic, 2 tcx.
     hook: u8,
@@ -160,7 +190,7 @@ pub struct PinnedInterface {
 unsafe impl aya::Pod for PinnedInterface {}
 
 impl PinnedInterface {
-    pub fn new(name: &str, program: Program, hook: Hook) -> Self {
+    pub fn new(name: &str, program: Framing, hook: Hook) -> Self {
         let mut bytes = [0; 16];
         let len = name.len().min(15);
         bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
@@ -181,11 +211,11 @@ impl PinnedInterface {
         String::from_utf8_lossy(&self.name[..len]).into_owned()
     }
 
-    pub const fn program(&self) -> Program {
-        if self.program == Program::Ip as u8 {
-            Program::Ip
+    pub const fn program(&self) -> Framing {
+        if self.program == Framing::Ip as u8 {
+            Framing::Ip
         } else {
-            Program::Ethernet
+            Framing::Ethernet
         }
     }
 

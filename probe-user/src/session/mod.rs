@@ -10,7 +10,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use probe_common::{MAX_SLOTS, Mode, SlotCounters};
+use probe_common::{Framing, MAX_SLOTS, Mode, SlotCounters};
 use thiserror::Error;
 
 pub mod select;
@@ -21,7 +21,7 @@ use crate::{
     net::interfaces::{Interface, InterfaceError, Interfaces},
     net::privileges,
     net::route_localnet::{self, RouteLocalnet},
-    probe::attachment::{Hook, Program},
+    probe::attachment::Hook,
     probe::occupant::Occupant,
     probe::pins::{Found, PinDir, PinError, PinLock, Standing},
     probe::{Adopted, LoadOptions, Probe, ProbeError, TcxPrecededBy, XdpModeChoice},
@@ -148,7 +148,7 @@ pub struct Started {
 pub struct AttachedInterface {
     pub ifindex: u32,
     pub name: String,
-    pub program: Program,
+    pub program: Framing,
     pub mode: Mode,
     pub hook: Hook,
     /// Replies leaving it are counted.
@@ -186,7 +186,7 @@ enum Unserved {
 #[derive(Clone, Debug)]
 struct Served {
     name: String,
-    program: Program,
+    program: Framing,
 }
 
 /// One reading of every served interface.
@@ -222,7 +222,7 @@ pub struct InterfaceSnapshot {
     pub ifindex: u32,
     pub name: String,
     pub mode: Mode,
-    pub program: Program,
+    pub program: Framing,
     /// Where it is attached; `None` once it is gone.
     pub hook: Option<Hook>,
     /// Replies leaving it are counted.
@@ -742,7 +742,7 @@ impl Session {
         &mut self,
         ifindex: u32,
         name: String,
-        (mode, program): (Mode, Program),
+        (mode, program): (Mode, Framing),
         counters: SlotCounters,
     ) {
         self.removed_totals.add(&counters);

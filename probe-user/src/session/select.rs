@@ -4,13 +4,10 @@
 
 use std::{collections::BTreeSet, fmt, str::FromStr};
 
-use probe_common::Mode;
+use probe_common::{Framing, Mode};
 use thiserror::Error;
 
-use crate::{
-    net::interfaces::{Framing, Interface},
-    probe::attachment::Program,
-};
+use crate::net::interfaces::Interface;
 
 /// An interface name as given to `--iface`, `--exclude` or `--drop-on`: a literal name, or a
 /// shell-style pattern when it has `*`, `?` or `[`.
@@ -171,7 +168,7 @@ pub struct Chosen {
     pub ifindex: u32,
     pub name: String,
     pub mode: Mode,
-    pub program: Program,
+    pub program: Framing,
 }
 
 /// An interface the selection leaves out, and why; said once.
@@ -261,14 +258,6 @@ impl fmt::Display for LeftOut {
 pub struct Selected {
     pub chosen: Vec<Chosen>,
     pub skipped: Vec<Skipped>,
-}
-
-const fn program_for(framing: Framing) -> Option<Program> {
-    match framing {
-        Framing::Ethernet => Some(Program::Ethernet),
-        Framing::Ip => Some(Program::Ip),
-        Framing::Unsupported(_) => None,
-    }
 }
 
 /// Applies `selection` to the interfaces of this namespace at start.
@@ -388,7 +377,7 @@ fn choose(all: &[Interface], selection: &Selection, served: &BTreeSet<u32>) -> C
             .any(|pattern| pattern.name() == Some(name));
         let reason = match interface.framing {
             _ if interface.loopback => Some(LeftOut::Loopback),
-            Framing::Unsupported(link_type) => Some(LeftOut::Unsupported { link_type }),
+            Err(link_type) => Some(LeftOut::Unsupported { link_type }),
             _ if !named && interface.kind.as_deref() == Some("ifb") => Some(LeftOut::Ifb),
             _ => None,
         };
@@ -434,7 +423,7 @@ fn choose(all: &[Interface], selection: &Selection, served: &BTreeSet<u32>) -> C
             ifindex: interface.ifindex,
             name: interface.name.clone(),
             mode: if drop { Mode::Drop } else { Mode::Monitor },
-            program: program_for(interface.framing).expect("unsupported ones are left out"),
+            program: interface.framing.expect("unsupported ones are left out"),
         });
     }
     Choice {
@@ -548,17 +537,17 @@ mod tests {
     fn layer_3_devices_get_the_ip_program_and_unreadable_ones_are_left_out() {
         let mut all = host();
         all.push(Interface {
-            framing: Framing::Ip,
+            framing: Ok(Framing::Ip),
             kind: Some("tun".to_owned()),
             ..interface("tun0", 5, true, false)
         });
         all.push(Interface {
-            framing: Framing::Unsupported(778),
+            framing: Err(778),
             kind: Some("gre".to_owned()),
             ..interface("gre1", 6, true, false)
         });
         let selected = select(&all, &Selection::default()).unwrap();
-        let programs: Vec<(&str, Program)> = selected
+        let programs: Vec<(&str, Framing)> = selected
             .chosen
             .iter()
             .map(|chosen| (chosen.name.as_str(), chosen.program))
@@ -566,9 +555,9 @@ mod tests {
         assert_eq!(
             programs,
             [
-                ("eth0", Program::Ethernet),
-                ("eth1", Program::Ethernet),
-                ("tun0", Program::Ip)
+                ("eth0", Framing::Ethernet),
+                ("eth1", Framing::Ethernet),
+                ("tun0", Framing::Ip)
             ]
         );
         assert_eq!(selected.skipped.len(), 1);

@@ -9,10 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe_common::Framing;
 use probe_user::{
     output::pcap::PcapWriter, output::report::EventReport, output::samples::SampledFrame,
-    output::senders::TopSenders, probe::attachment::Program, session::AttachedInterface,
+    output::senders::TopSenders, session::AttachedInterface,
 };
 
 use super::output::{Output, Stream};
@@ -30,14 +29,6 @@ pub(crate) enum Events {
     Pane,
     /// Lines on stderr, when the view is not a terminal or stdout carries the pcap.
     Stderr(Output),
-}
-
-/// What a program's frames start with.
-const fn framing(program: Program) -> Framing {
-    match program {
-        Program::Ethernet => Framing::Ethernet,
-        Program::Ip => Framing::Ip,
-    }
 }
 
 pub(crate) enum PcapTo {
@@ -154,7 +145,7 @@ impl Pcap {
     fn add_interfaces(&mut self, attached: &[AttachedInterface]) {
         for attached in attached {
             self.writer
-                .add_interface(attached.ifindex, framing(attached.program), &attached.name)
+                .add_interface(attached.ifindex, attached.program, &attached.name)
                 .expect("writing to a Vec");
         }
         self.flush(&[]);
