@@ -128,6 +128,16 @@ impl IfaceConfig {
         }
     }
 
+    /// The interface's mode, the one [`Mode::action`] gave its action; `None` when it is not
+    /// configured.
+    pub const fn mode(&self) -> Option<Mode> {
+        match self.action() {
+            None => None,
+            Some(Action::Dropped) => Some(Mode::Drop),
+            Some(Action::Passed | Action::Replied) => Some(Mode::Monitor),
+        }
+    }
+
     pub const fn slot(&self) -> u32 {
         self.slot as u32
     }

@@ -10,11 +10,11 @@
 pub(crate) mod nft;
 pub(crate) mod sockets;
 
-use std::{fs, io, net::IpAddr};
+use std::{io, net::IpAddr};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use probe_common::{
-    Action, Address, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch, Mode, map_names,
+    Address, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch, Mode, map_names,
 };
 use serde::Serialize;
 
@@ -25,9 +25,10 @@ use self::{
 use crate::{
     kernel::link::{self, Direction, Stage},
     net::interfaces::{AttachMode, Interface, Interfaces},
+    net::{route_localnet, stacking::Uppers, sysctl},
     probe::occupant::{Attachment, Holder, Occupant},
+    session::SessionError,
     session::select::NamePatterns,
-    session::{SessionError, Uppers},
 };
 
 /// `net.ipv4.conf.{all,default}` values that matter here.
@@ -44,17 +45,7 @@ pub struct GlobalConf {
 impl GlobalConf {
     /// `/proc/sys/net/ipv4/conf/<scope>/…`.
     pub fn read(scope: &str) -> io::Result<Self> {
-        let value = |name: &str| -> io::Result<u32> {
-            let path = format!("/proc/sys/net/ipv4/conf/{scope}/{name}");
-            let text = fs::read_to_string(&path)
-                .map_err(|error| io::Error::new(error.kind(), format!("{path}: {error}")))?;
-            text.trim().parse().map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{path}: unexpected value {text:?}"),
-                )
-            })
-        };
+        let value = |name: &str| sysctl::ipv4_conf(scope, name);
         Ok(Self {
             route_localnet: value("route_localnet")? != 0,
             rp_filter: value("rp_filter")?,
@@ -221,9 +212,8 @@ fn probe_on(
     standing: bool,
     preceded_by: Vec<u32>,
 ) -> ProbeOn {
-    let (mode, mode_unknown) = match configured_action(program_id, ifindex) {
-        Ok(Action::Dropped) => (Some(Mode::Drop.name()), None),
-        Ok(Action::Passed | Action::Replied) => (Some(Mode::Monitor.name()), None),
+    let (mode, mode_unknown) = match configured_mode(program_id, ifindex) {
+        Ok(mode) => (Some(mode.name()), None),
         Err(why) => (None, Some(why)),
     };
     ProbeOn {
@@ -339,15 +329,15 @@ const NOT_CONFIGURED: &str = "the interface is not configured in its map";
 
 /// What the program `program_id` does with matched frames on `ifindex`, from the configuration
 /// map it reads itself.
-fn configured_action(program_id: u32, ifindex: u32) -> Result<Action, String> {
+fn configured_mode(program_id: u32, ifindex: u32) -> Result<Mode, String> {
     iface_config(&map_ids_of(program_id)?, ifindex)?
-        .action()
+        .mode()
         .ok_or_else(|| NOT_CONFIGURED.to_owned())
 }
 
 /// The frames with a loopback source (or both addresses loopback) the egress program
 /// `program_id` counted leaving `ifindex`, summed over the CPUs, from the counters it writes
-/// itself: the interface's slot in its configuration map, [`Action::Replied`].
+/// itself: the interface's slot in its configuration map, [`probe_common::Action::Replied`].
 fn replies_counted(program_id: u32, ifindex: u32) -> Result<u64, String> {
     let map_ids = map_ids_of(program_id)?;
     let config = iface_config(&map_ids, ifindex)?;
@@ -745,7 +735,7 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
                 all: inputs.all.route_localnet,
                 default: inputs.default.route_localnet,
                 iface,
-                effective: iface || inputs.all.route_localnet,
+                effective: route_localnet::effective(inputs.all.route_localnet, iface),
             }),
             route_localnet_via: via.iter().map(|receiver| receiver.name.clone()).collect(),
             rp_filter,

@@ -1,8 +1,10 @@
 //! The network namespace as the probe sees it, without anything loaded: its interfaces and how
-//! they stack, notice of links coming and going (rtnetlink), the sysctls that decide whether
+//! they stack (stacking), notice of links coming and going (rtnetlink), the sysctls that decide whether
 //! loopback addresses are routed (route_localnet), and the privileges this process holds.
 
 pub(crate) mod interfaces;
 pub mod link_events;
 pub(crate) mod privileges;
 pub mod route_localnet;
+pub(crate) mod stacking;
+pub(crate) mod sysctl;

@@ -4,12 +4,11 @@
 //! read here. The kernel sends no netlink notification when route_localnet changes, so
 //! [`Watch`] compares one reading with the next.
 
-use std::{collections::BTreeMap, fs, io, time::SystemTime};
+use std::{collections::BTreeMap, io, time::SystemTime};
 
 use serde::Serialize;
 
-const ALL: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
-const DEFAULT: &str = "/proc/sys/net/ipv4/conf/default/route_localnet";
+use crate::net::sysctl;
 
 /// Both settings and what the kernel makes of them: it ORs `all` with the interface's own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -24,30 +23,39 @@ impl RouteLocalnet {
         Self {
             all,
             iface,
-            effective: all || iface,
+            effective: effective(all, iface),
         }
     }
+
+    /// An interface's, when both `all` and the interface's own are known (an interface without
+    /// IPv4 configuration has none).
+    pub fn of(all: Option<bool>, iface: Option<bool>) -> Option<Self> {
+        all.zip(iface).map(|(all, iface)| Self::new(all, iface))
+    }
+}
+
+/// Whether route_localnet is in effect on an interface: the kernel ORs `all` with its own.
+pub const fn effective(all: bool, iface: bool) -> bool {
+    all || iface
 }
 
 /// `net.ipv4.conf.all.route_localnet`.
 pub fn read_all() -> io::Result<bool> {
-    read(ALL)
+    read("all")
 }
 
 /// `net.ipv4.conf.default.route_localnet`: what interfaces created from now on start with.
 pub fn read_default() -> io::Result<bool> {
-    read(DEFAULT)
+    read("default")
 }
 
-fn read(path: &str) -> io::Result<bool> {
-    let value = fs::read_to_string(path)
-        .map_err(|error| io::Error::new(error.kind(), format!("{path}: {error}")))?;
-    match value.trim() {
-        "0" => Ok(false),
-        "1" => Ok(true),
+fn read(scope: &str) -> io::Result<bool> {
+    match sysctl::ipv4_conf(scope, "route_localnet")? {
+        0 => Ok(false),
+        1 => Ok(true),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{path}: unexpected value {other:?}"),
+            format!("/proc/sys/net/ipv4/conf/{scope}/route_localnet: unexpected value {other}"),
         )),
     }
 }

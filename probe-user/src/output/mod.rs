@@ -6,3 +6,10 @@ pub mod pcap;
 pub mod report;
 pub mod samples;
 pub mod senders;
+
+/// A JSON object and its line end: one line of the JSON streams (`run`, `status`, `audit`).
+pub fn json_line(object: &impl serde::Serialize) -> Vec<u8> {
+    let mut line = serde_json::to_vec(object).expect("reports serialize");
+    line.push(b'\n');
+    line
+}

@@ -394,12 +394,12 @@ impl Probe {
         };
         let mut gone = Vec::new();
         for (ifindex, pinned, config, link, egress) in probe.pinned_interfaces()? {
-            match (config.action(), link) {
-                (Some(action), PinnedLink::Attached(link, info)) => {
+            match (config.mode(), link) {
+                (Some(mode), PinnedLink::Attached(link, info)) => {
                     let record = pinned_record(
                         &pinned,
                         config.slot(),
-                        mode_of(action),
+                        mode,
                         (link, egress),
                         info.program_id,
                     );
@@ -407,8 +407,8 @@ impl Probe {
                 }
                 // Not attached, nothing to show; the next `run --pin` clears it.
                 (Some(_), PinnedLink::CutShort) | (None, _) => {}
-                (Some(action), PinnedLink::Gone) => {
-                    gone.push(probe.gone(ifindex, &pinned, mode_of(action), config.slot())?);
+                (Some(mode), PinnedLink::Gone) => {
+                    gone.push(probe.gone(ifindex, &pinned, mode, config.slot())?);
                 }
             }
         }
@@ -467,12 +467,11 @@ impl Probe {
         let mut used = BTreeSet::new();
         let mut cleared = Vec::new();
         for (ifindex, pinned, config, link, egress) in self.pinned_interfaces()? {
-            let Some(action) = config.action() else {
+            let Some(mode) = config.mode() else {
                 // Pinned as far as its entry, not its configuration.
                 cleared.push((ifindex, None));
                 continue;
             };
-            let mode = mode_of(action);
             used.insert(config.slot());
             let link = match link {
                 PinnedLink::Attached(link, _) => link,
@@ -1161,13 +1160,6 @@ fn pinned_record(
             egress,
             pinned: true,
         }),
-    }
-}
-
-const fn mode_of(action: probe_common::Action) -> Mode {
-    match action {
-        probe_common::Action::Passed | probe_common::Action::Replied => Mode::Monitor,
-        probe_common::Action::Dropped => Mode::Drop,
     }
 }
 

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
     exposure::{self, Audit, Inputs, Setting, Severity, Verdict},
+    output::json_line,
     session::select::NamePatterns,
 };
 use serde::Serialize;
@@ -63,7 +64,7 @@ pub(crate) fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
         );
     }
     let view = if args.json || !io::stdout().is_terminal() {
-        let mut line = serde_json::to_vec(&AuditReport {
+        json_line(&AuditReport {
             kind: "audit",
             timestamp: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -72,9 +73,6 @@ pub(crate) fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
             exploited: audit.exploited(),
             audit: &audit,
         })
-        .expect("reports serialize");
-        line.push(b'\n');
-        line
     } else {
         render(&audit).into_bytes()
     };

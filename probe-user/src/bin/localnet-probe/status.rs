@@ -8,6 +8,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
+    output::json_line,
     output::report::{Report, StandingReport},
     probe::pins,
     session::{Session, Snapshot, UnservedInterface, unserved_interfaces},
@@ -200,10 +201,4 @@ fn render_nothing(
     } else {
         view.into()
     }
-}
-
-fn json_line(value: &impl Serialize) -> Vec<u8> {
-    let mut line = serde_json::to_vec(value).expect("reports serialize");
-    line.push(b'\n');
-    line
 }

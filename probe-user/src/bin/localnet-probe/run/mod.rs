@@ -18,6 +18,7 @@ use clap::{Args, ValueEnum};
 use probe_common::Mode;
 use probe_user::{
     net::link_events::LinkEvents,
+    output::json_line,
     output::report::{EventReport, Report, SysctlChangeReport},
     output::samples::SampleRing,
     probe::attachment::Hook,
@@ -742,13 +743,6 @@ async fn next_scrape(
         Some(scrapes) => scrapes.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// A JSON object and its line end.
-fn json_line(object: &impl serde::Serialize) -> Vec<u8> {
-    let mut line = serde_json::to_vec(object).expect("reports serialize");
-    line.push(b'\n');
-    line
 }
 
 /// Says the route_localnet changes `snapshot` found: a warning on stderr each, and a
