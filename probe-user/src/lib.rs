@@ -9,8 +9,9 @@
 //!   events, sysctls (route_localnet), privileges.
 //! - [`probe`]: the loaded object, its attachments and pins, the standing filter it takes over,
 //!   and the other programs it finds on an interface.
+//! - [`exposure`]: facts about a link → whether it reaches services bound to loopback; the one
+//!   decision every view shows ([`exposure::verdict::decide`]), and the audit's findings.
 //! - [`session`]: which interfaces are served, the session that serves them, its snapshots.
-//! - [`exposure`]: facts about the namespace → whether a link reaches loopback services.
 //! - [`output`]: what a snapshot becomes: the report, the metrics page, samples, senders, pcap.
 //!
 //! See `docs/architecture.md` for the picture and where to add a hook, an output or a

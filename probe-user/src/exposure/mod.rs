@@ -4,11 +4,13 @@
 //! localnet-probe in drop mode at XDP or tcx ingress, read from the configuration map of the
 //! program attached, or an nftables rule — and whether someone on a link already got answers:
 //! the replies localnet-probe counted at tcx egress. [`Inputs::read`] reads the namespace,
-//! [`audit`] decides from what was read, so every verdict is testable with made-up inputs.
+//! [`audit`] gathers each link's facts and asks [`verdict::decide`] (as `run` and `status` do
+//! with the facts they have), so every verdict is testable with made-up inputs.
 //! `localnet-probe audit` renders the result.
 
 pub(crate) mod nft;
 pub(crate) mod sockets;
+pub mod verdict;
 
 use std::{io, net::IpAddr};
 
@@ -19,16 +21,16 @@ use probe_common::{
 use serde::Serialize;
 
 use self::{
-    nft::{Dropped, NftDrop},
+    nft::NftDrop,
     sockets::{BoundSocket, Protocol, is_ipv4_loopback},
+    verdict::{Decision, Drops, Firewall, LinkFacts, Verdict, decide},
 };
 use crate::{
     kernel::link::{self, Direction, Stage},
-    net::interfaces::{AttachMode, Interface, Interfaces},
+    net::interfaces::{AttachMode, Interface, InterfaceError, Interfaces},
+    net::names::NamePatterns,
     net::{route_localnet, stacking::Uppers, sysctl},
     probe::occupant::{Attachment, Holder, Occupant},
-    session::SessionError,
-    session::select::NamePatterns,
 };
 
 /// `net.ipv4.conf.{all,default}` values that matter here.
@@ -89,6 +91,15 @@ impl ProbeOn {
     }
 }
 
+/// Why this network namespace could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputsError {
+    #[error(transparent)]
+    Interfaces(#[from] InterfaceError),
+    #[error("cannot find this process's network namespace: {0}")]
+    Namespace(io::Error),
+}
+
 /// Everything the verdicts are made from.
 #[derive(Clone, Debug)]
 pub struct Inputs {
@@ -139,11 +150,11 @@ pub struct TcxOn {
 
 impl Inputs {
     /// Reads this network namespace.
-    pub fn read() -> Result<Self, SessionError> {
+    pub fn read() -> Result<Self, InputsError> {
         let interfaces = Interfaces::connect()?.list()?;
-        let global = |scope| GlobalConf::read(scope).map_err(SessionError::Namespace);
+        let global = |scope| GlobalConf::read(scope).map_err(InputsError::Namespace);
         let (sockets, saw_every_process) =
-            sockets::bound_sockets().map_err(SessionError::Namespace)?;
+            sockets::bound_sockets().map_err(InputsError::Namespace)?;
         let xdp = interfaces
             .iter()
             .filter_map(|interface| Some((interface.ifindex, xdp_on(interface)?)))
@@ -360,31 +371,6 @@ fn replies_counted(program_id: u32, ifindex: u32) -> Result<u64, String> {
     Ok(packets)
 }
 
-/// What is true of one interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    /// route_localnet is not in effect for the link's frames.
-    NotExposed,
-    /// It is, and nothing drops them, but nothing listens on IPv4 loopback now.
-    Latent,
-    /// It is, and IPv4 loopback services are reachable from the link.
-    Exposed,
-    /// localnet-probe counted frames with a loopback source leaving the interface (at tcx egress,
-    /// `run --egress`): a service bound to loopback answered someone on this link, so the
-    /// exposure was used.
-    ///
-    /// It ranks above every other verdict, a mitigation included: the replies are evidence of
-    /// what happened before (before the probe switched to drop mode, say, or route_localnet was
-    /// unset), which a drop now does not undo. The finding says how the interface stands now,
-    /// and the finding of that state (reachable services, mitigated, …) is made as well. The
-    /// verdict lasts as long as the count does: until localnet-probe's programs are loaded anew
-    /// (a new `run`; a standing filter keeps its counters until it is detached).
-    Exploited,
-    /// It is, and frames to 127.0.0.0/8 are dropped before they reach the stack.
-    Mitigated,
-}
-
 /// An interface's route_localnet in each place it is set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct RouteLocalnetAudit {
@@ -537,32 +523,6 @@ pub fn loopback_source_passes(rp_filter: u32, accept_local: bool) -> bool {
     rp_filter == 0 || (rp_filter == 2 && accept_local)
 }
 
-/// Whether localnet-probe drops on `device` or, for every path its frames take, on a device
-/// below it: a macvlan, ipvlan or VLAN child gets its frames through its lower device, a bridge
-/// or bond through its ports (all of which must drop).
-fn probe_drops_below(
-    device: &Interface,
-    all: &[Interface],
-    probe_drops: &dyn Fn(u32) -> bool,
-    depth: usize,
-) -> bool {
-    if probe_drops(device.ifindex) {
-        return true;
-    }
-    // Devices stack a few deep; a loop in what rtnetlink said is no reason to recurse forever.
-    if depth > 8 {
-        return false;
-    }
-    let below: Vec<&Interface> = all
-        .iter()
-        .filter(|other| other.ifindex != device.ifindex && device.is_stacked_on(other))
-        .collect();
-    !below.is_empty()
-        && below
-            .iter()
-            .all(|lower| probe_drops_below(lower, all, probe_drops, depth + 1))
-}
-
 /// Audits the interfaces `only` matches (every one but loopback when `None`).
 pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
     let sockets: Vec<BoundSocket> = inputs
@@ -576,7 +536,7 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         .cloned()
         .collect();
     let uppers = Uppers::of(&inputs.interfaces);
-    let (drops, nft_unreadable) = match &inputs.nft {
+    let (nft_rules, nft_unreadable) = match &inputs.nft {
         Ok(drops) => (drops.as_slice(), None),
         Err(why) => (&[][..], Some(why.clone())),
     };
@@ -623,41 +583,22 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
                 )
             })
         });
-        // Frames of this link reach the stack through each receiver: each must drop them.
-        let nft_on = |receiver: &Interface, wanted: &dyn Fn(Dropped) -> bool| -> Vec<&NftDrop> {
-            drops
-                .iter()
-                .filter(|drop| {
-                    let here = match drop.hook {
-                        nft::Hook::Ingress => {
-                            drop.interface.as_deref() == Some(&interface.name)
-                                || drop.interface.as_deref() == Some(&receiver.name)
-                        }
-                        _ => drop
-                            .interface
-                            .as_deref()
-                            .is_none_or(|name| name == receiver.name),
-                    };
-                    here && wanted(drop.dropped)
-                })
-                .collect()
+        let drops = Drops {
+            probe: &probe_drops,
+            stacking: Some(&inputs.interfaces),
+            firewall: Some(Firewall {
+                drops: nft_rules,
+                loopback_sources_accepted,
+            }),
         };
-        let destinations = |dropped| match dropped {
-            Dropped::Destinations => true,
-            Dropped::DestinationsFromOtherSources => !loopback_sources_accepted,
-            Dropped::Sources => false,
-        };
-        let sources = |dropped| dropped == Dropped::Sources;
-        let covered = |receiver: &Interface, wanted: &dyn Fn(Dropped) -> bool| {
-            probe_drops_below(interface, &inputs.interfaces, &probe_drops, 0)
-                || probe_drops_below(receiver, &inputs.interfaces, &probe_drops, 0)
-                || !nft_on(receiver, wanted).is_empty()
-        };
-        let destinations_dropped = via.iter().all(|receiver| covered(receiver, &destinations));
-        let sources_dropped = via.iter().all(|receiver| covered(receiver, &sources));
         let mut nft_drops: Vec<String> = via
             .iter()
-            .flat_map(|receiver| nft_on(receiver, &|_| true).into_iter().map(NftDrop::label))
+            .flat_map(|receiver| {
+                drops
+                    .nft_on(interface, receiver, &|_| true)
+                    .into_iter()
+                    .map(NftDrop::label)
+            })
             .collect();
         nft_drops.dedup();
         let reaches = |socket: &BoundSocket| {
@@ -671,22 +612,6 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             .filter(|(_, socket)| is_ipv4_loopback(socket.local.ip()) && reaches(socket))
             .map(|(index, _)| index)
             .collect();
-        // How the interface stands now; the replies seen may make it exploited.
-        let now = if via.is_empty() {
-            Verdict::NotExposed
-        } else if destinations_dropped {
-            Verdict::Mitigated
-        } else if reachable.is_empty() {
-            Verdict::Latent
-        } else {
-            Verdict::Exposed
-        };
-        // Listed only where they are reachable now.
-        let reachable = if now == Verdict::Exposed {
-            reachable
-        } else {
-            Vec::new()
-        };
         let tcx = tcx_on(interface.ifindex);
         // Replies counted before the egress program was detached stay in the counters the
         // program for arriving frames shares with it.
@@ -709,10 +634,22 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
                 (Some(Err(why)), None) => (None, Some(why)),
                 (None, None) => (None, None),
             };
-        let verdict = if replies_seen.is_some_and(|replies| replies > 0) {
-            Verdict::Exploited
+        let Decision {
+            now,
+            verdict,
+            sources_dropped,
+        } = decide(&LinkFacts {
+            interface,
+            via: &via,
+            drops,
+            reachable_services: Some(reachable.len()),
+            replies_seen,
+        });
+        // Listed only where they are reachable now.
+        let reachable = if now == Verdict::Exposed {
+            reachable
         } else {
-            now
+            Vec::new()
         };
         let (xdp_probe, other_xdp_program, unidentified_xdp_program) =
             match xdp_on(interface.ifindex) {

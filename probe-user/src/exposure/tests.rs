@@ -1,5 +1,5 @@
 use super::*;
-use crate::net::interfaces::Ipv4Conf;
+use crate::{exposure::nft::Dropped, net::interfaces::Ipv4Conf};
 
 fn interface(name: &str, ifindex: u32, route_localnet: bool) -> Interface {
     Interface {

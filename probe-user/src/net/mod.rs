@@ -4,6 +4,7 @@
 
 pub(crate) mod interfaces;
 pub mod link_events;
+pub mod names;
 pub(crate) mod privileges;
 pub mod route_localnet;
 pub(crate) mod stacking;

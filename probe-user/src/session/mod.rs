@@ -18,6 +18,7 @@ pub mod standing;
 pub mod totals;
 
 use crate::{
+    exposure::verdict::{Drops, LinkFacts, Verdict, decide},
     net::interfaces::{Interface, InterfaceError, Interfaces},
     net::privileges,
     net::{
@@ -894,22 +895,32 @@ impl Session {
             // Gone since it was listed: nothing is ahead of it any more.
             let tcx_preceded_by = self.probe.tcx_preceded_by(*ifindex).unwrap_or_default();
             // Drop mode protects a device unless another program that runs first may pass
-            // frames to the stack; a receiver the probe drops on (a served child in drop mode)
-            // is closed.
-            let drops_at = |ifindex: u32, preceded: &TcxPrecededBy| {
-                self.probe.mode(ifindex) == Some(Mode::Drop) && preceded.ingress.is_empty()
+            // frames to the stack.
+            let probe_drops = |receiver: u32| {
+                let preceded_is_empty = if receiver == *ifindex {
+                    tcx_preceded_by.ingress.is_empty()
+                } else {
+                    self.probe
+                        .tcx_preceded_by(receiver)
+                        .unwrap_or_default()
+                        .ingress
+                        .is_empty()
+                };
+                self.probe.mode(receiver) == Some(Mode::Drop) && preceded_is_empty
             };
-            let exposed = !drops_at(*ifindex, &tcx_preceded_by)
-                && receivers.iter().any(|receiver| {
-                    let preceded = if receiver.ifindex == *ifindex {
-                        tcx_preceded_by.clone()
-                    } else {
-                        self.probe
-                            .tcx_preceded_by(receiver.ifindex)
-                            .unwrap_or_default()
-                    };
-                    !drops_at(receiver.ifindex, &preceded)
-                });
+            let exposed = decide(&LinkFacts {
+                interface,
+                via: &receivers,
+                drops: Drops {
+                    probe: &probe_drops,
+                    stacking: None,
+                    firewall: None,
+                },
+                reachable_services: None,
+                replies_seen: None,
+            })
+            .verdict
+                == Verdict::Exposed;
             let attached = self.probe.attached_hook(*ifindex);
             interfaces.push(InterfaceSnapshot {
                 ifindex: *ifindex,
@@ -1076,8 +1087,22 @@ pub fn unserved_interfaces() -> Result<Vec<UnservedInterface>, SessionError> {
         .iter()
         .filter(|interface| !interface.loopback)
         .map(|interface| {
-            let via: Vec<String> = uppers
-                .route_localnet_via(interface, all_route_localnet)
+            let via = uppers.route_localnet_via(interface, all_route_localnet);
+            // Nothing of localnet-probe's is pinned here to drop anything.
+            let exposed = decide(&LinkFacts {
+                interface,
+                via: &via,
+                drops: Drops {
+                    probe: &|_| false,
+                    stacking: None,
+                    firewall: None,
+                },
+                reachable_services: None,
+                replies_seen: None,
+            })
+            .verdict
+                == Verdict::Exposed;
+            let via: Vec<String> = via
                 .into_iter()
                 .map(|receiver| receiver.name.clone())
                 .collect();
@@ -1085,7 +1110,7 @@ pub fn unserved_interfaces() -> Result<Vec<UnservedInterface>, SessionError> {
                 name: interface.name.clone(),
                 ifindex: interface.ifindex,
                 route_localnet: RouteLocalnet::of(all_route_localnet, interface.route_localnet),
-                exposed: !via.is_empty(),
+                exposed,
                 route_localnet_via: via,
                 xdp_program_id: interface.xdp.map(|xdp| xdp.id),
             }

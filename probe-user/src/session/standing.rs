@@ -5,11 +5,12 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use crate::{
     net::interfaces::Interfaces,
+    net::names::NamePatterns,
     net::privileges,
     probe::pins::{PinDir, PinError, PinLock},
     probe::{Probe, ProbeError},
     session::SessionError,
-    session::select::{NamePatterns, SelectError},
+    session::select::SelectError,
     session::totals::Totals,
 };
 
@@ -92,7 +93,7 @@ pub fn detach(patterns: &[String]) -> Result<Option<Detached>, SessionError> {
     let chosen: Vec<&(u32, String)> = if patterns.is_empty() {
         served.iter().collect()
     } else {
-        let patterns = NamePatterns::new(patterns, "--iface")?;
+        let patterns = NamePatterns::new(patterns, "--iface").map_err(SelectError::from)?;
         let names = served.iter().map(|(_, name)| name.as_str());
         // The name of an interface that is gone is known too: its pins are cleared below.
         let known = names

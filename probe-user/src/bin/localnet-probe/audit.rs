@@ -10,9 +10,9 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
-    exposure::{self, Audit, Inputs, Setting, Severity, Verdict},
+    exposure::{self, Audit, Inputs, Setting, Severity, verdict::Verdict},
+    net::names::NamePatterns,
     output::json_line,
-    session::select::NamePatterns,
 };
 use serde::Serialize;
 

@@ -18,6 +18,7 @@ use clap::{Args, ValueEnum};
 use probe_common::Mode;
 use probe_user::{
     net::link_events::LinkEvents,
+    net::names::NamePattern,
     output::json_line,
     output::report::{EventReport, Report, SysctlChangeReport},
     output::samples::SampleRing,
@@ -26,7 +27,7 @@ use probe_user::{
         DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, TcxPrecededBy, XdpModeChoice,
         native_refusal,
     },
-    session::select::{LeftOut, NamePattern, Selection, Skipped},
+    session::select::{LeftOut, Selection, Skipped},
     session::{AttachedInterface, OnConflict, Session, SessionError, SessionOptions, Snapshot},
 };
 use tokio::{
