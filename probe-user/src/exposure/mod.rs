@@ -27,10 +27,11 @@ use self::{
 };
 use crate::{
     kernel::link::{self, Direction, Stage},
+    kernel::processes::Holder,
     net::interfaces::{AttachMode, Interface, InterfaceError, Interfaces},
     net::names::NamePatterns,
     net::{route_localnet, stacking::Uppers, sysctl},
-    probe::occupant::{Attachment, Holder, Occupant},
+    probe::occupant::{Attachment, Occupant},
 };
 
 /// `net.ipv4.conf.{all,default}` values that matter here.

@@ -19,7 +19,7 @@ use netlink_packet_sock_diag::{
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
 use serde::Serialize;
 
-use crate::probe::occupant::Holder;
+use crate::kernel::processes::{self, Holder};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -165,44 +165,20 @@ fn dump(
 /// every process could be inspected.
 fn socket_holders(inodes: &BTreeSet<u32>) -> (BTreeMap<u32, Vec<Holder>>, bool) {
     let mut holders: BTreeMap<u32, Vec<Holder>> = BTreeMap::new();
-    let Ok(processes) = fs::read_dir("/proc") else {
-        return (holders, false);
-    };
-    let mut saw_every_process = true;
-    for process in processes.filter_map(Result::ok) {
-        let Some(pid) = process
-            .file_name()
-            .to_str()
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let fds = match fs::read_dir(process.path().join("fd")) {
-            Ok(fds) => fds,
-            Err(error) => {
-                // A process that exited meanwhile is not one that was missed.
-                saw_every_process &= error.kind() == io::ErrorKind::NotFound;
-                continue;
-            }
-        };
+    let saw_every_process = processes::walk(|process, fds| {
         let held: BTreeSet<u32> = fds
             .filter_map(Result::ok)
             .filter_map(|fd| socket_inode(&fs::read_link(fd.path()).ok()?.to_string_lossy()))
             .filter(|inode| inodes.contains(inode))
             .collect();
         if held.is_empty() {
-            continue;
+            return;
         }
-        let command = fs::read_to_string(process.path().join("comm"))
-            .map(|comm| comm.trim_end().to_owned())
-            .unwrap_or_default();
+        let holder = process.holder();
         for inode in held {
-            holders.entry(inode).or_default().push(Holder {
-                pid,
-                command: command.clone(),
-            });
+            holders.entry(inode).or_default().push(holder.clone());
         }
-    }
+    });
     (holders, saw_every_process)
 }
 

@@ -7,17 +7,11 @@ use std::{fmt, fs, path::PathBuf};
 
 use crate::{
     kernel::link::Link,
+    kernel::processes::{self, Holder},
     net::interfaces::{AttachMode, Interface},
     probe::attachment::{Direction, Stage, program_name},
     probe::pins::PinDir,
 };
-
-/// A process holding a BPF link to the program, found through `/proc/<pid>/fdinfo`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Holder {
-    pub pid: u32,
-    pub command: String,
-}
 
 /// Another XDP program on an interface localnet-probe was asked to serve, or another
 /// localnet-probe's program at its tcx ingress.
@@ -278,44 +272,23 @@ fn standing_filter_of(program_id: u32, ifindex: u32, stage: Stage) -> Option<Pat
 /// Processes with a BPF link of `stage` of `program_id` on `ifindex` open, and whether every
 /// process could be inspected (those this one may not inspect are passed over).
 fn link_holders(program_id: u32, ifindex: u32, stage: Stage) -> (Vec<Holder>, bool) {
-    let Ok(processes) = fs::read_dir("/proc") else {
-        return (Vec::new(), false);
-    };
     let mut holders = Vec::new();
-    let mut saw_every_process = true;
-    for process in processes.filter_map(Result::ok) {
-        let Some(pid) = process
-            .file_name()
-            .to_str()
-            .and_then(|pid| pid.parse().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
+    let saw_every_process = processes::walk(|process, fds| {
+        if process.pid == std::process::id() {
+            return;
         }
-        let fds = match fs::read_dir(process.path().join("fd")) {
-            Ok(fds) => fds,
-            Err(error) => {
-                // A process that exited meanwhile is not one that was missed.
-                saw_every_process &= error.kind() == std::io::ErrorKind::NotFound;
-                continue;
-            }
-        };
         let holds = fds.filter_map(Result::ok).any(|fd| {
             let is_link = fs::read_link(fd.path())
                 .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link");
             is_link
-                && fs::read_to_string(process.path().join("fdinfo").join(fd.file_name()))
+                && process
+                    .fdinfo(&fd.file_name())
                     .is_ok_and(|info| is_link_of(&info, stage, program_id, ifindex))
         });
         if holds {
-            let command = fs::read_to_string(process.path().join("comm"))
-                .map(|comm| comm.trim_end().to_owned())
-                .unwrap_or_default();
-            holders.push(Holder { pid, command });
+            holders.push(process.holder());
         }
-    }
+    });
     (holders, saw_every_process)
 }
 
