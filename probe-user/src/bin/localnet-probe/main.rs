@@ -14,6 +14,7 @@ mod logs;
 mod run;
 mod status;
 mod table;
+mod text;
 mod tui;
 
 /// Counts, and on request drops, frames with a loopback source or destination (127.0.0.0/8, ::1,

@@ -10,6 +10,8 @@ use probe_user::{
     session::UnservedInterface,
 };
 
+use crate::text::{human_bytes, printable};
+
 const HEADERS: [&str; 11] = [
     "INTERFACE",
     "HOOK",
@@ -443,38 +445,6 @@ fn row(interface: &InterfaceReport) -> [String; 11] {
             breakdown
         },
     ]
-}
-
-/// `name` with control characters escaped (`\u{1b}`).
-pub(crate) fn printable(name: &str) -> String {
-    if name.chars().any(char::is_control) {
-        name.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    } else {
-        name.to_owned()
-    }
-}
-
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@ use ratatui::{
 };
 
 use super::trend::{Series, Trends};
-use crate::table::{human_bytes, printable};
+use crate::text::{
+    count, fit, human_bytes, printable, rate, short_address, short_duration, short_family, wrap,
+};
 
 /// How long a notice (the result of a key, the newest log line) stays in the footer.
 const NOTICE_SHOWN: Duration = Duration::from_secs(10);
@@ -1259,40 +1261,6 @@ fn draw_question(frame: &mut Frame<'_>, area: Rect, question: &str) {
     );
 }
 
-/// `text` in lines of at most `width` characters, broken between words.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    for word in text.split_whitespace() {
-        let line = lines.last_mut().expect("one line at least");
-        let length = line.chars().count();
-        if length > 0 && length + 1 + word.chars().count() > width {
-            lines.push(word.to_owned());
-        } else {
-            if length > 0 {
-                line.push(' ');
-            }
-            line.push_str(word);
-        }
-    }
-    lines
-        .into_iter()
-        .map(|line| fit(&line, width as u16))
-        .collect()
-}
-
-/// `text` cut to `width` columns, ending with `…` when cut.
-fn fit(text: &str, width: u16) -> String {
-    let width = usize::from(width);
-    if text.chars().count() <= width {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
-    if width > 0 {
-        cut.push('…');
-    }
-    cut
-}
-
 fn cell(text: &str, width: u16, right_aligned: bool) -> Cell<'static> {
     let line = Line::raw(fit(text, width));
     Cell::from(if right_aligned {
@@ -1300,56 +1268,6 @@ fn cell(text: &str, width: u16, right_aligned: bool) -> Cell<'static> {
     } else {
         line
     })
-}
-
-/// Exact when it fits, else with a unit (`12.3M`).
-fn count(value: u64, width: u16) -> String {
-    let exact = value.to_string();
-    if exact.len() <= usize::from(width) {
-        return exact;
-    }
-    let (scaled, unit) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
-        .into_iter()
-        .find(|(scale, _)| value as f64 >= *scale)
-        .unwrap_or((1.0, ""));
-    format!("{:.1}{unit}", value as f64 / scaled)
-}
-
-fn rate(per_sec: f64) -> String {
-    if per_sec < 1000.0 {
-        format!("{per_sec:.0}/s")
-    } else if per_sec < 1e6 {
-        format!("{:.1}k/s", per_sec / 1e3)
-    } else {
-        format!("{:.1}M/s", per_sec / 1e6)
-    }
-}
-
-/// `1h02m`, `3m05s`, `45s`.
-fn short_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
-        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
-    }
-}
-
-fn short_family(family: &str) -> &str {
-    match family {
-        "ipv4" => "v4",
-        "ipv6" => "v6",
-        "ipv4-mapped" => "mapped",
-        other => other,
-    }
-}
-
-fn short_address(address: &str) -> &str {
-    match address {
-        "source" => "src",
-        "destination" => "dst",
-        other => other,
-    }
 }
 
 /// An event on one line, most telling first: time (UTC), interface, action, class, addresses,
