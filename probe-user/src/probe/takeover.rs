@@ -1,0 +1,398 @@
+//! The standing filter taken over: a probe loaded over the maps pinned by an earlier `run --pin`
+//! adopts the interfaces whose links are pinned there, clears those that are gone, and pins
+//! its own; `status` reads it without taking anything.
+
+use super::*;
+
+impl Probe {
+    /// Loads the embedded programs as the standing filter in `dir`: over the maps pinned there
+    /// when `found` is one, whose interfaces it takes over (their links switch to the new
+    /// programs at once, counters and modes unchanged: see [`Adopted`]), or with new maps that
+    /// it pins there. Links made by [`Probe::pin_link`] are pinned there too.
+    pub fn load_standing(
+        options: LoadOptions,
+        dir: PinDir,
+        found: Found,
+    ) -> Result<(Self, Vec<Adopted>), ProbeError> {
+        match found {
+            Found::Standing(standing) => {
+                let options = LoadOptions {
+                    capacity: standing.capacity,
+                    ..options
+                };
+                let mut probe = Self::load_over(options, Some(&dir))?;
+                let interfaces = dir.interfaces()?;
+                probe.standing = Some(Standing { dir, interfaces });
+                let adopted = probe.adopt()?;
+                Ok((probe, adopted))
+            }
+            Found::Nothing => {
+                let mut probe = Self::load_over(options, None)?;
+                let config_high = probe.config_high.map();
+                let interfaces = dir.pin_new(
+                    probe.capacity,
+                    &[
+                        (map_names::IFACE_CONFIG, probe.config.map()),
+                        (map_names::IFACE_CONFIG_HIGH, config_high),
+                        (map_names::COUNTERS, probe.counters.map()),
+                        (map_names::SAMPLE_COUNTS, probe.sample_counts.map()),
+                    ],
+                )?;
+                probe.standing = Some(Standing { dir, interfaces });
+                Ok((probe, Vec::new()))
+            }
+        }
+    }
+
+    /// The standing filter pinned in `dir`, only read: its interfaces and counters, without
+    /// programs; nothing is changed. `status` shows it this way.
+    pub fn read_standing(dir: PinDir, capacity: u32) -> Result<(Self, Vec<Adopted>), ProbeError> {
+        let pinned_map = |name: &'static str| {
+            MapData::from_pin(dir.map_path(name)).map_err(|error| {
+                ProbeError::Pin(PinError::Map {
+                    name,
+                    error: error.to_string(),
+                })
+            })
+        };
+        let config = Array::try_from(Map::Array(pinned_map(map_names::IFACE_CONFIG)?))?;
+        let config_high =
+            HashMap::try_from(Map::HashMap(pinned_map(map_names::IFACE_CONFIG_HIGH)?))?;
+        let cpus = nr_cpus().map_err(|(_, error)| ProbeError::Cpus(error))?;
+        let counters = CounterMap::new(
+            PerCpuArray::try_from(Map::PerCpuArray(pinned_map(map_names::COUNTERS)?))?,
+            capacity,
+            cpus,
+        );
+        let sample_counts =
+            PerCpuArray::try_from(Map::PerCpuArray(pinned_map(map_names::SAMPLE_COUNTS)?))?;
+        let interfaces = dir.interfaces()?;
+        let mut probe = Self {
+            ebpf: None,
+            program_ids: [[0; 2]; 3],
+            capacity,
+            config,
+            config_high,
+            counters,
+            sample_rate: 0,
+            sample_counts,
+            samples: None,
+            cpus,
+            records: BTreeMap::new(),
+            free_slots: Vec::new(),
+            standing: Some(Standing { dir, interfaces }),
+        };
+        let mut gone = Vec::new();
+        for (ifindex, pinned, config, link, egress) in probe.pinned_interfaces()? {
+            match (config.mode(), link) {
+                (Some(mode), PinnedLink::Attached(link, info)) => {
+                    let record = pinned_record(
+                        &pinned,
+                        config.slot(),
+                        mode,
+                        (link, egress),
+                        info.program_id,
+                    );
+                    probe.records.insert(ifindex, record);
+                }
+                // Not attached, nothing to show; the next `run --pin` clears it.
+                (Some(_), PinnedLink::CutShort) | (None, _) => {}
+                (Some(mode), PinnedLink::Gone) => {
+                    gone.push(probe.gone(ifindex, &pinned, mode, config.slot())?);
+                }
+            }
+        }
+        Ok((probe, gone))
+    }
+
+    /// The standing filter's interfaces: each with its pinned entry, its configuration, what
+    /// became of its link, and its egress link if it has one.
+    #[expect(clippy::type_complexity, reason = "one use, a tuple of named types")]
+    fn pinned_interfaces(
+        &self,
+    ) -> Result<Vec<(u32, PinnedInterface, IfaceConfig, PinnedLink, Option<Link>)>, ProbeError>
+    {
+        let standing = self.standing.as_ref().expect("a standing filter");
+        let mut found = Vec::new();
+        for entry in standing.interfaces.iter() {
+            let (ifindex, pinned) = entry?;
+            let path = standing.dir.link_path(ifindex, Direction::Ingress);
+            let link = match Link::from_pin(&path, pinned.hook().stage()) {
+                Ok(Some(link)) => {
+                    let info = link
+                        .info()
+                        .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+                    if info.ifindex == Some(ifindex) {
+                        PinnedLink::Attached(link, info)
+                    } else {
+                        PinnedLink::Gone
+                    }
+                }
+                Ok(None) => PinnedLink::Gone,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    if interface_exists(ifindex) {
+                        PinnedLink::CutShort
+                    } else {
+                        PinnedLink::Gone
+                    }
+                }
+                Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
+            };
+            let egress_path = standing.dir.link_path(ifindex, Direction::Egress);
+            let egress = match Link::from_pin(&egress_path, Stage::Tcx(Direction::Egress)) {
+                Ok(egress) => egress,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+                Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
+            };
+            found.push((ifindex, pinned, self.read_config(ifindex)?, link, egress));
+        }
+        Ok(found)
+    }
+
+    /// Takes over the interfaces of the standing filter this probe was loaded over: their
+    /// links switch to this probe's programs; interfaces that are gone have their pins cleared
+    /// and their final counts returned.
+    fn adopt(&mut self) -> Result<Vec<Adopted>, ProbeError> {
+        let mut adopted = Vec::new();
+        let mut used = BTreeSet::new();
+        let mut cleared = Vec::new();
+        for (ifindex, pinned, config, link, egress) in self.pinned_interfaces()? {
+            let Some(mode) = config.mode() else {
+                // Pinned as far as its entry, not its configuration.
+                cleared.push((ifindex, None));
+                continue;
+            };
+            used.insert(config.slot());
+            let link = match link {
+                PinnedLink::Attached(link, _) => link,
+                // Not attached, not gone either: attached anew when selected.
+                PinnedLink::CutShort => {
+                    cleared.push((ifindex, Some(config.slot())));
+                    continue;
+                }
+                PinnedLink::Gone => {
+                    cleared.push((ifindex, Some(config.slot())));
+                    adopted.push(self.gone(ifindex, &pinned, mode, config.slot())?);
+                    continue;
+                }
+            };
+            let program = pinned.program();
+            let stage = pinned.hook().stage();
+            link.update(self.program_fd(stage, program)?)
+                .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+            if let Some(egress) = &egress {
+                egress
+                    .update(self.program_fd(Stage::Tcx(Direction::Egress), program)?)
+                    .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+            }
+            adopted.push(Adopted {
+                ifindex,
+                name: pinned.name(),
+                program,
+                mode,
+                hook: Some(pinned.hook()),
+                egress: egress.is_some(),
+                counters: SlotCounters::default(),
+                slot: config.slot(),
+            });
+            let record = pinned_record(
+                &pinned,
+                config.slot(),
+                mode,
+                (link, egress),
+                self.program_id(stage, program),
+            );
+            self.records.insert(ifindex, record);
+        }
+        self.free_slots = (0..self.capacity)
+            .rev()
+            .filter(|slot| !used.contains(slot))
+            .collect();
+        for (ifindex, slot) in cleared {
+            self.clear(ifindex, slot)?;
+            if let Some(slot) = slot {
+                self.free_slots.push(slot);
+            }
+        }
+        // Links pinned without an entry: nothing can be counted there.
+        let standing = self.standing.as_ref().expect("a standing filter");
+        for direction in [Direction::Ingress, Direction::Egress] {
+            for ifindex in standing
+                .dir
+                .pinned_links(direction)
+                .map_err(|error| ProbeError::Adopt { ifindex: 0, error })?
+            {
+                if !self.records.contains_key(&ifindex) {
+                    remove_pin(&standing.dir.link_path(ifindex, direction))
+                        .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+                }
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// A pinned interface that is gone, with its final counts.
+    fn gone(
+        &mut self,
+        ifindex: u32,
+        pinned: &PinnedInterface,
+        mode: Mode,
+        slot: u32,
+    ) -> Result<Adopted, ProbeError> {
+        self.counters
+            .read(slot + 1)
+            .map_err(ProbeError::ReadCounters)?;
+        let mut counters = self.counters.slot(slot);
+        counters.samples = self.sample_counts(slot)?;
+        Ok(Adopted {
+            ifindex,
+            name: pinned.name(),
+            program: pinned.program(),
+            mode,
+            hook: None,
+            egress: false,
+            counters,
+            slot,
+        })
+    }
+
+    /// Clears the pins, configuration and counters of an interface of the standing filter that
+    /// is gone (see [`Probe::read_standing`]).
+    pub fn clear_gone(&mut self, gone: &Adopted) -> Result<(), ProbeError> {
+        self.clear(gone.ifindex, Some(gone.slot))
+    }
+
+    fn clear(&mut self, ifindex: u32, slot: Option<u32>) -> Result<(), ProbeError> {
+        self.clear_pinned(ifindex)?;
+        self.write_config(ifindex, IfaceConfig::default())?;
+        if let Some(slot) = slot {
+            self.counters.zero(slot)?;
+            self.zero_sample_counts(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Removes `ifindex`'s link pins and entry from the standing filter, if any.
+    pub(super) fn clear_pinned(&mut self, ifindex: u32) -> Result<(), ProbeError> {
+        let Some(standing) = &mut self.standing else {
+            return Ok(());
+        };
+        for direction in [Direction::Egress, Direction::Ingress] {
+            remove_pin(&standing.dir.link_path(ifindex, direction))
+                .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+        }
+        match standing.interfaces.remove(&ifindex) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Pins `ifindex`'s links in the standing filter, with its name, so that they stay attached
+    /// when this process ends; does nothing for a probe that is not one. An egress link
+    /// attached later is pinned by [`Probe::attach_egress`].
+    pub fn pin_link(&mut self, ifindex: u32, name: &str) -> Result<(), ProbeError> {
+        let Some(standing) = &mut self.standing else {
+            return Ok(());
+        };
+        let attachment = self
+            .records
+            .get_mut(&ifindex)
+            .and_then(|record| record.attachment.as_mut())
+            .ok_or(ProbeError::NotConfigured { ifindex })?;
+        standing.interfaces.insert(
+            ifindex,
+            PinnedInterface::new(name, attachment.program, attachment.hook),
+            0,
+        )?;
+        for (link, direction) in [
+            (Some(&attachment.link), Direction::Ingress),
+            (attachment.egress.as_ref(), Direction::Egress),
+        ] {
+            let path = standing.dir.link_path(ifindex, direction);
+            // A pin of a device that had this ifindex before.
+            remove_pin(&path).map_err(|error| ProbeError::PinLink { ifindex, error })?;
+            if let Some(link) = link {
+                crate::kernel::bpffs::pin(link, &path)
+                    .map_err(|error| ProbeError::PinLink { ifindex, error })?;
+            }
+        }
+        attachment.pinned = true;
+        Ok(())
+    }
+
+    /// Records a pinned interface's new name.
+    pub fn rename(&mut self, ifindex: u32, name: &str) -> Result<(), ProbeError> {
+        let (Some(standing), Some(attachment)) = (
+            &mut self.standing,
+            self.records
+                .get(&ifindex)
+                .and_then(|record| record.attachment.as_ref()),
+        ) else {
+            return Ok(());
+        };
+        if attachment.pinned {
+            standing.interfaces.insert(
+                ifindex,
+                PinnedInterface::new(name, attachment.program, attachment.hook),
+                0,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The name a pinned interface had when last seen by a probe.
+    pub fn pinned_name(&self, ifindex: u32) -> Option<String> {
+        let standing = self.standing.as_ref()?;
+        standing
+            .interfaces
+            .get(&ifindex, 0)
+            .ok()
+            .map(|pinned| pinned.name())
+    }
+
+    /// The standing filter's directory, for a probe that is one.
+    pub fn standing_dir(&self) -> Option<&PinDir> {
+        self.standing.as_ref().map(|standing| &standing.dir)
+    }
+}
+
+/// The link pinned for an interface of a standing filter.
+enum PinnedLink {
+    /// Attached to the interface, with what the kernel says about it.
+    Attached(Link, crate::kernel::link::LinkInfo),
+    /// The device is gone: its link is defunct (a device that took the ifindex since is
+    /// another), or was never pinned and no device has the ifindex.
+    Gone,
+    /// Not pinned, the device still there: the process pinning it was killed before its link.
+    CutShort,
+}
+
+/// The record of a pinned interface whose link is attached, with its egress link if any.
+fn pinned_record(
+    pinned: &PinnedInterface,
+    slot: u32,
+    mode: Mode,
+    (link, egress): (Link, Option<Link>),
+    program_id: u32,
+) -> Record {
+    Record {
+        slot,
+        mode,
+        attachment: Some(Attachment {
+            hook: pinned.hook(),
+            program: pinned.program(),
+            program_id,
+            link,
+            egress,
+            pinned: true,
+        }),
+    }
+}
+
+/// Removes a pin, if there is one.
+pub(super) fn remove_pin(path: &std::path::Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
