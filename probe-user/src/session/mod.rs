@@ -13,9 +13,16 @@ use std::{
 use probe_common::{Framing, MAX_SLOTS, Mode, SlotCounters};
 use thiserror::Error;
 
+mod observe;
 pub mod select;
+mod snapshot;
 pub mod standing;
 pub mod totals;
+
+pub use self::{
+    observe::{UnservedInterface, unserved_interfaces},
+    snapshot::{InterfaceSnapshot, RefusedInterface, Snapshot},
+};
 
 use crate::{
     exposure::verdict::{Drops, LinkFacts, Verdict, decide},
@@ -191,58 +198,6 @@ enum Unserved {
 struct Served {
     name: String,
     program: Framing,
-}
-
-/// One reading of every served interface.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub at: Instant,
-    pub interfaces: Vec<InterfaceSnapshot>,
-    /// Interfaces that disappeared since the previous snapshot, with their final counts.
-    pub removed: Vec<InterfaceSnapshot>,
-    /// Final counts of every interface removed since the session started.
-    pub removed_totals: SlotCounters,
-    /// Samples per second and interface; 0 when sampling is off.
-    pub sample_rate: u32,
-    /// What changed in route_localnet since the previous snapshot: `conf.all`, `conf.default`,
-    /// and the own setting of each served interface and of each device stacked on one.
-    pub route_localnet_changes: Vec<route_localnet::Change>,
-    /// Interfaces the selection asks for that the probe cannot serve: neither counted nor
-    /// filtered until a later try succeeds.
-    pub refused: Vec<RefusedInterface>,
-}
-
-/// A selected interface left unserved by a failure (another XDP program on it, no room left in
-/// the counter map, a driver that refuses); tried again as interfaces change.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RefusedInterface {
-    pub name: String,
-    pub ifindex: u32,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug)]
-pub struct InterfaceSnapshot {
-    pub ifindex: u32,
-    pub name: String,
-    pub mode: Mode,
-    pub program: Framing,
-    /// Where it is attached; `None` once it is gone.
-    pub hook: Option<Hook>,
-    /// Replies leaving it are counted.
-    pub egress: bool,
-    /// Other programs that run before the probe's at its tcx hooks.
-    pub tcx_preceded_by: TcxPrecededBy,
-    /// `None` when the interface has no IPv4 configuration.
-    pub route_localnet: Option<RouteLocalnet>,
-    /// This interface and the devices stacked on it (macvlan, VLAN children, a bridge or bond
-    /// master) whose effective route_localnet is 1: frames arriving here reach the stack
-    /// through them, so 127.0.0.0/8 destinations are routed.
-    pub route_localnet_via: Vec<String>,
-    /// Services bound to 127.0.0.1 are reachable from this link: route_localnet is in effect on
-    /// a device its frames reach, and matched frames pass both here and there.
-    pub exposed: bool,
-    pub counters: SlotCounters,
 }
 
 pub struct Session {
@@ -832,177 +787,9 @@ impl Session {
         }
         Ok(())
     }
-
-    /// Reads every served interface once: names, route_localnet and counters. An interface
-    /// renamed since is reported under its new name; one that is gone is released (if
-    /// [`Session::follow_links`] has not already) and reported once in [`Snapshot::removed`].
-    /// Changes of route_localnet since the previous snapshot are in
-    /// [`Snapshot::route_localnet_changes`].
-    pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
-        // While interfaces keep changing, the last consistent list: the next one catches up.
-        let all = match self.list() {
-            Err(SessionError::Interfaces(InterfaceError::Changing(_))) => self.listed.clone(),
-            listed => listed?,
-        };
-        let all_route_localnet = route_localnet::read_all().ok();
-        let default_route_localnet = route_localnet::read_default().ok();
-        let read_at = SystemTime::now();
-        self.follow_served(&all)?;
-        let refused = self
-            .told
-            .iter()
-            .filter_map(|(ifindex, unserved)| match unserved {
-                Unserved::Refused(reason) => {
-                    all.iter()
-                        .find(|i| i.ifindex == *ifindex)
-                        .map(|i| RefusedInterface {
-                            name: i.name.clone(),
-                            ifindex: *ifindex,
-                            reason: reason.clone(),
-                        })
-                }
-                Unserved::Skipped(_) => None,
-            })
-            .collect();
-        let removed = std::mem::take(&mut self.pending_removed);
-        let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
-        let mut counters = self
-            .probe
-            .counters()
-            .map_err(|error| SessionError::Counters(Box::new(error)))?;
-        let uppers = Uppers::of(&all);
-        let mut reading = route_localnet::Reading {
-            all: all_route_localnet,
-            default: default_route_localnet,
-            interfaces: BTreeMap::new(),
-        };
-        let mut interfaces = Vec::with_capacity(self.served.len());
-        for (ifindex, served) in &self.served {
-            let interface = by_index[ifindex];
-            for device in uppers.stacked(interface) {
-                if let Some(on) = device.route_localnet {
-                    reading
-                        .interfaces
-                        .insert(device.ifindex, (device.name.clone(), on));
-                }
-            }
-            let mode = self
-                .probe
-                .mode(*ifindex)
-                .expect("served interfaces are configured");
-            let route_localnet = RouteLocalnet::of(all_route_localnet, interface.route_localnet);
-            let receivers = uppers.route_localnet_via(interface, all_route_localnet);
-            // Gone since it was listed: nothing is ahead of it any more.
-            let tcx_preceded_by = self.probe.tcx_preceded_by(*ifindex).unwrap_or_default();
-            // Drop mode protects a device unless another program that runs first may pass
-            // frames to the stack.
-            let probe_drops = |receiver: u32| {
-                let preceded_is_empty = if receiver == *ifindex {
-                    tcx_preceded_by.ingress.is_empty()
-                } else {
-                    self.probe
-                        .tcx_preceded_by(receiver)
-                        .unwrap_or_default()
-                        .ingress
-                        .is_empty()
-                };
-                self.probe.mode(receiver) == Some(Mode::Drop) && preceded_is_empty
-            };
-            let exposed = decide(&LinkFacts {
-                interface,
-                via: &receivers,
-                drops: Drops {
-                    probe: &probe_drops,
-                    stacking: None,
-                    firewall: None,
-                },
-                reachable_services: None,
-                replies_seen: None,
-            })
-            .verdict
-                == Verdict::Exposed;
-            let attached = self.probe.attached_hook(*ifindex);
-            interfaces.push(InterfaceSnapshot {
-                ifindex: *ifindex,
-                name: interface.name.clone(),
-                mode,
-                program: served.program,
-                hook: attached.map(|(hook, _)| hook),
-                egress: attached.is_some_and(|(_, egress)| egress),
-                tcx_preceded_by,
-                route_localnet,
-                route_localnet_via: receivers
-                    .into_iter()
-                    .map(|receiver| receiver.name.clone())
-                    .collect(),
-                exposed,
-                counters: counters.remove(ifindex).unwrap_or_default(),
-            });
-        }
-        Ok(Snapshot {
-            at: Instant::now(),
-            interfaces,
-            removed,
-            removed_totals: self.removed_totals,
-            sample_rate: self.probe.sample_rate(),
-            route_localnet_changes: self.route_localnet.update(reading, read_at),
-            refused,
-        })
-    }
 }
 
 impl Session {
-    /// This network namespace's standing filter as pinned, only read, or `None` with what
-    /// the directory it would be in is: nothing attaches, nothing changes. Interfaces whose
-    /// pins outlived them are reported removed by the first snapshot.
-    pub fn observe() -> Result<Result<(Self, Standing), PinDir>, SessionError> {
-        if let Some(missing) = privileges::missing_to_read() {
-            return Err(SessionError::Privileges(missing));
-        }
-        let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
-        dir.require_visible()?;
-        let Some(standing) = dir.standing()? else {
-            return Ok(Err(dir));
-        };
-        let mut interfaces = Interfaces::connect()?;
-        let (probe, gone) = Probe::read_standing(dir, standing.capacity)
-            .map_err(|error| SessionError::Adopt(Box::new(error)))?;
-        let names: BTreeMap<u32, String> = interfaces
-            .list()?
-            .into_iter()
-            .map(|interface| (interface.ifindex, interface.name))
-            .collect();
-        let mut session = Self {
-            probe,
-            interfaces,
-            served: BTreeMap::new(),
-            removed_totals: SlotCounters::default(),
-            pending_removed: Vec::new(),
-            read_only: true,
-            _pin_lock: None,
-            selection: Selection::default(),
-            xdp_mode: XdpModeChoice::Auto,
-            on_conflict: OnConflict::Fail,
-            egress: false,
-            told: BTreeMap::new(),
-            listed: Vec::new(),
-            route_localnet: route_localnet::Watch::default(),
-        };
-        for (ifindex, program) in session.probe.served() {
-            // Not here: moved to another namespace while no probe ran.
-            let name = names
-                .get(&ifindex)
-                .cloned()
-                .or_else(|| session.probe.pinned_name(ifindex))
-                .unwrap_or_else(|| format!("ifindex {ifindex}"));
-            session.served.insert(ifindex, Served { name, program });
-        }
-        for gone in gone {
-            session.keep_removed(gone);
-        }
-        Ok(Ok((session, standing)))
-    }
-
     /// The standing filter's directory, for a session that serves or reads one.
     pub fn standing_dir(&self) -> Option<&PinDir> {
         self.probe.standing_dir()
@@ -1059,63 +846,6 @@ fn skipped_for(chosen: &Chosen, occupant: &Occupant) -> Skipped {
             localnet_probe: occupant.is_localnet_probe(),
         },
     }
-}
-
-/// An interface as `status` shows it when no standing filter is pinned.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct UnservedInterface {
-    pub name: String,
-    pub ifindex: u32,
-    /// `None` when the interface has no IPv4 configuration.
-    pub route_localnet: Option<RouteLocalnet>,
-    /// As [`InterfaceSnapshot::route_localnet_via`].
-    pub route_localnet_via: Vec<String>,
-    /// Route_localnet is in effect for the link's frames, and nothing of localnet-probe's
-    /// drops them.
-    pub exposed: bool,
-    /// The id of an XDP program attached there, anyone's.
-    pub xdp_program_id: Option<u32>,
-}
-
-/// Every interface of this namespace but loopback, with its route_localnet, for a namespace
-/// without a standing filter.
-pub fn unserved_interfaces() -> Result<Vec<UnservedInterface>, SessionError> {
-    let all = Interfaces::connect()?.list()?;
-    let all_route_localnet = route_localnet::read_all().ok();
-    let uppers = Uppers::of(&all);
-    Ok(all
-        .iter()
-        .filter(|interface| !interface.loopback)
-        .map(|interface| {
-            let via = uppers.route_localnet_via(interface, all_route_localnet);
-            // Nothing of localnet-probe's is pinned here to drop anything.
-            let exposed = decide(&LinkFacts {
-                interface,
-                via: &via,
-                drops: Drops {
-                    probe: &|_| false,
-                    stacking: None,
-                    firewall: None,
-                },
-                reachable_services: None,
-                replies_seen: None,
-            })
-            .verdict
-                == Verdict::Exposed;
-            let via: Vec<String> = via
-                .into_iter()
-                .map(|receiver| receiver.name.clone())
-                .collect();
-            UnservedInterface {
-                name: interface.name.clone(),
-                ifindex: interface.ifindex,
-                route_localnet: RouteLocalnet::of(all_route_localnet, interface.route_localnet),
-                exposed,
-                route_localnet_via: via,
-                xdp_program_id: interface.xdp.map(|xdp| xdp.id),
-            }
-        })
-        .collect())
 }
 
 impl Drop for Session {

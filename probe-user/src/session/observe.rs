@@ -1,0 +1,114 @@
+//! The session in read-only use (`status`): the standing filter as pinned, read without
+//! attaching or changing anything; and, with none pinned, each interface's route_localnet.
+
+use super::*;
+
+impl Session {
+    /// This network namespace's standing filter as pinned, only read, or `None` with what
+    /// the directory it would be in is: nothing attaches, nothing changes. Interfaces whose
+    /// pins outlived them are reported removed by the first snapshot.
+    pub fn observe() -> Result<Result<(Self, Standing), PinDir>, SessionError> {
+        if let Some(missing) = privileges::missing_to_read() {
+            return Err(SessionError::Privileges(missing));
+        }
+        let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
+        dir.require_visible()?;
+        let Some(standing) = dir.standing()? else {
+            return Ok(Err(dir));
+        };
+        let mut interfaces = Interfaces::connect()?;
+        let (probe, gone) = Probe::read_standing(dir, standing.capacity)
+            .map_err(|error| SessionError::Adopt(Box::new(error)))?;
+        let names: BTreeMap<u32, String> = interfaces
+            .list()?
+            .into_iter()
+            .map(|interface| (interface.ifindex, interface.name))
+            .collect();
+        let mut session = Self {
+            probe,
+            interfaces,
+            served: BTreeMap::new(),
+            removed_totals: SlotCounters::default(),
+            pending_removed: Vec::new(),
+            read_only: true,
+            _pin_lock: None,
+            selection: Selection::default(),
+            xdp_mode: XdpModeChoice::Auto,
+            on_conflict: OnConflict::Fail,
+            egress: false,
+            told: BTreeMap::new(),
+            listed: Vec::new(),
+            route_localnet: route_localnet::Watch::default(),
+        };
+        for (ifindex, program) in session.probe.served() {
+            // Not here: moved to another namespace while no probe ran.
+            let name = names
+                .get(&ifindex)
+                .cloned()
+                .or_else(|| session.probe.pinned_name(ifindex))
+                .unwrap_or_else(|| format!("ifindex {ifindex}"));
+            session.served.insert(ifindex, Served { name, program });
+        }
+        for gone in gone {
+            session.keep_removed(gone);
+        }
+        Ok(Ok((session, standing)))
+    }
+}
+
+/// An interface as `status` shows it when no standing filter is pinned.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct UnservedInterface {
+    pub name: String,
+    pub ifindex: u32,
+    /// `None` when the interface has no IPv4 configuration.
+    pub route_localnet: Option<RouteLocalnet>,
+    /// As [`InterfaceSnapshot::route_localnet_via`].
+    pub route_localnet_via: Vec<String>,
+    /// Route_localnet is in effect for the link's frames, and nothing of localnet-probe's
+    /// drops them.
+    pub exposed: bool,
+    /// The id of an XDP program attached there, anyone's.
+    pub xdp_program_id: Option<u32>,
+}
+
+/// Every interface of this namespace but loopback, with its route_localnet, for a namespace
+/// without a standing filter.
+pub fn unserved_interfaces() -> Result<Vec<UnservedInterface>, SessionError> {
+    let all = Interfaces::connect()?.list()?;
+    let all_route_localnet = route_localnet::read_all().ok();
+    let uppers = Uppers::of(&all);
+    Ok(all
+        .iter()
+        .filter(|interface| !interface.loopback)
+        .map(|interface| {
+            let via = uppers.route_localnet_via(interface, all_route_localnet);
+            // Nothing of localnet-probe's is pinned here to drop anything.
+            let exposed = decide(&LinkFacts {
+                interface,
+                via: &via,
+                drops: Drops {
+                    probe: &|_| false,
+                    stacking: None,
+                    firewall: None,
+                },
+                reachable_services: None,
+                replies_seen: None,
+            })
+            .verdict
+                == Verdict::Exposed;
+            let via: Vec<String> = via
+                .into_iter()
+                .map(|receiver| receiver.name.clone())
+                .collect();
+            UnservedInterface {
+                name: interface.name.clone(),
+                ifindex: interface.ifindex,
+                route_localnet: RouteLocalnet::of(all_route_localnet, interface.route_localnet),
+                exposed,
+                route_localnet_via: via,
+                xdp_program_id: interface.xdp.map(|xdp| xdp.id),
+            }
+        })
+        .collect())
+}
