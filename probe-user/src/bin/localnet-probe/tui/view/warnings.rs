@@ -1,0 +1,146 @@
+//! The warnings over the table: exploited, exposed and unserved interfaces, removals, and
+//! route_localnet changes, most urgent first.
+
+use super::*;
+
+impl LiveView {
+    /// One line each: exploited and exposed interfaces, other programs before ours, the last
+    /// route_localnet changes, interfaces removed.
+    pub(super) fn warnings(&self) -> Vec<(String, Style)> {
+        let yellow = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
+        if let Some(unserved) = &self.unserved {
+            return unserved
+                .iter()
+                .filter(|interface| interface.exposed)
+                .map(|interface| {
+                    (
+                        format!(
+                            "EXPOSED {}: route_localnet=1 and nothing drops such frames here: \
+                             services bound to 127.0.0.1 are reachable from this link \
+                             (`localnet-probe run --pin --drop-on {}` blocks them)",
+                            interface.name, interface.name
+                        ),
+                        yellow,
+                    )
+                })
+                .collect();
+        }
+        if self.report.is_none() {
+            return Vec::new();
+        }
+        let red = Style::new()
+            .fg(Color::White)
+            .bg(Color::Red)
+            .add_modifier(Modifier::BOLD);
+        let mut lines = Vec::new();
+        for interface in self.ordered() {
+            let name = &interface.name;
+            if interface.exploited {
+                lines.push((
+                    format!(
+                        "EXPLOITED {name}: {} replies from 127.0.0.1-bound services left this \
+                         link{}",
+                        interface.totals.packets_replied,
+                        if interface.mode == "drop" {
+                            "; drop mode now blocks the requests"
+                        } else {
+                            " (d drops the requests)"
+                        }
+                    ),
+                    red,
+                ));
+            }
+            if interface.exposed {
+                let via: Vec<&str> = interface
+                    .route_localnet_via
+                    .iter()
+                    .filter(|via| *via != name)
+                    .map(String::as_str)
+                    .collect();
+                let state = if interface.mode == "drop" {
+                    "drop mode, but other tcx programs run first"
+                } else {
+                    "monitor mode"
+                };
+                lines.push((
+                    format!(
+                        "EXPOSED {name}: route_localnet=1{} and {state}: services bound to \
+                         127.0.0.1 are reachable from this link (d drops such frames)",
+                        if via.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (via {})", via.join(", "))
+                        }
+                    ),
+                    yellow,
+                ));
+            }
+            let preceded = &interface.tcx_preceded_by;
+            if !preceded.ingress.is_empty() || !preceded.egress.is_empty() {
+                let ids: Vec<String> = preceded
+                    .ingress
+                    .iter()
+                    .chain(&preceded.egress)
+                    .map(u32::to_string)
+                    .collect();
+                lines.push((
+                    format!(
+                        "{name}: tcx program(s) {} now run before localnet-probe: frames they \
+                         pass on are not seen",
+                        ids.join(", ")
+                    ),
+                    yellow,
+                ));
+            }
+        }
+        if let Some(report) = &self.report {
+            for refused in &report.refused {
+                lines.push((
+                    format!(
+                        "NOT SERVED {}: {}; neither counted nor filtered (tried again as \
+                         interfaces change)",
+                        printable(&refused.name),
+                        refused.reason
+                    ),
+                    red,
+                ));
+            }
+        }
+        let highlight = Style::new().add_modifier(Modifier::REVERSED);
+        // The newest change first: it is the state now.
+        for alert in self.alerts.iter().rev() {
+            lines.push((alert.clone(), highlight));
+        }
+        for (line, _) in self.removed.values() {
+            lines.push((line.clone(), Style::new()));
+        }
+        lines
+    }
+
+    pub(super) fn draw_warnings(
+        &self,
+        frame: &mut Frame<'_>,
+        area: Rect,
+        warnings: &[(String, Style)],
+    ) {
+        let rows = usize::from(area.height);
+        let mut lines: Vec<Line<'_>> = warnings
+            .iter()
+            .take(rows)
+            .map(|(text, style)| Line::styled(fit(text, area.width), *style))
+            .collect();
+        if warnings.len() > rows
+            && let Some(last) = lines.last_mut()
+        {
+            let more = warnings.len() - rows + 1;
+            *last = Line::styled(
+                fit(
+                    &format!("… and {more} more warnings (l shows the logs)"),
+                    area.width,
+                ),
+                Style::new().add_modifier(Modifier::BOLD),
+            );
+        }
+        frame.render_widget(Paragraph::new(lines), area);
+    }
+}
