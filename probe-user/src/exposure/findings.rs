@@ -1,0 +1,358 @@
+//! The audit's words: each interface's findings from its verdict, with the remedies that apply.
+
+use super::*;
+
+/// `tcp 127.0.0.1:6379 (pid 812 redis-server)`.
+pub fn describe(socket: &BoundSocket) -> String {
+    let processes = if socket.processes.is_empty() {
+        format!("uid {}, process not found", socket.uid)
+    } else {
+        socket
+            .processes
+            .iter()
+            .map(|process| format!("pid {} {}", process.pid, process.command))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("{} ({processes})", socket.label())
+}
+
+/// The kind of [`Verdict::Exploited`]'s finding.
+pub(super) const EXPLOITED: &str = "exploited";
+
+/// Where route_localnet is set for the audited link's frames: `conf.all`, `conf.<device>`.
+fn route_localnet_set_in(audited: &InterfaceAudit, inputs: &Inputs) -> Vec<String> {
+    if audited.route_localnet.is_none() || audited.route_localnet_via.is_empty() {
+        return Vec::new();
+    }
+    let mut set_in = Vec::new();
+    if inputs.all.route_localnet {
+        set_in.push("conf.all".to_owned());
+    }
+    set_in.extend(
+        inputs
+            .interfaces
+            .iter()
+            .filter(|i| {
+                audited.route_localnet_via.contains(&i.name) && i.route_localnet == Some(true)
+            })
+            .map(|i| format!("conf.{}", i.name)),
+    );
+    set_in
+}
+
+/// The remedy that unsets route_localnet where `set_in` says it is set.
+fn unset_route_localnet(set_in: &[String]) -> String {
+    format!(
+        "if nothing needs route_localnet (Docker or kube-proxy DNAT to 127.0.0.1 does), unset it: \
+         {}",
+        set_in
+            .iter()
+            .map(|scope| format!("sysctl -w net.ipv4.{scope}.route_localnet=0"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
+/// The remedy of localnet-probe dropping on the interface `name`.
+fn drop_with_probe(audited: &InterfaceAudit) -> String {
+    let name = &audited.name;
+    match (&audited.localnet_probe, audited.other_xdp_program) {
+        (Some(probe), _) => {
+            let (how, pin) = if probe.how == "standing" {
+                ("take its standing filter over in drop mode", " --pin")
+            } else {
+                ("stop it and start it again in drop mode", "")
+            };
+            format!(
+                "drop frames with loopback addresses on {name} before the stack sees them, where \
+                 localnet-probe ({} at {}) serves it already: {how}, localnet-probe run{pin} \
+                 --drop-on {name}{}",
+                probe.how,
+                probe.hook,
+                beside_other_xdp(audited)
+            )
+        }
+        (None, Some(id)) => format!(
+            "drop frames with loopback addresses on {name} before the stack sees them, beside \
+             its XDP program {id}: localnet-probe run --drop-on {name} --on-conflict tc (with \
+             --pin to keep it after exit)"
+        ),
+        (None, None) => format!(
+            "drop frames with loopback addresses on {name} before the stack sees them: \
+             localnet-probe run --drop-on {name} (with --pin to keep it after exit)"
+        ),
+    }
+}
+
+/// `--on-conflict tc`, where localnet-probe has to serve `audited` beside another XDP program.
+fn beside_other_xdp(audited: &InterfaceAudit) -> &'static str {
+    let at_tcx = audited
+        .localnet_probe
+        .as_ref()
+        .map_or(audited.other_xdp_program.is_some(), |probe| {
+            probe.hook == "tcx"
+        });
+    if at_tcx { " --on-conflict tc" } else { "" }
+}
+
+/// What drops frames to 127.0.0.0/8 from a mitigated link.
+fn mitigated_by(audited: &InterfaceAudit) -> String {
+    let by = audited
+        .localnet_probe
+        .as_ref()
+        .filter(|probe| probe.drops())
+        .map(|probe| {
+            format!(
+                "localnet-probe in drop mode ({}, {})",
+                probe.hook, probe.how
+            )
+        })
+        .into_iter()
+        .chain(audited.nft_drops.iter().cloned())
+        .collect::<Vec<_>>();
+    if by.is_empty() {
+        "localnet-probe in drop mode on a device it reaches".to_owned()
+    } else {
+        by.join(", ")
+    }
+}
+
+/// The finding of an exploited interface, which says how it stands `now` (its verdict without
+/// the replies). The replies are evidence whatever that state, so the finding is an exposure
+/// even where a drop or an unset route_localnet stops new ones; its remedies are what is left to
+/// do.
+fn exploited_finding(audited: &InterfaceAudit, now: Verdict, inputs: &Inputs) -> Option<Finding> {
+    let replies = audited
+        .replies_seen
+        .filter(|_| audited.verdict == Verdict::Exploited)?;
+    let name = &audited.name;
+    let stopped = "which stops new ones but not what was answered before";
+    let state = match now {
+        // `now` is never exploited: that is the verdict the replies make.
+        Verdict::Exposed | Verdict::Exploited => "; the link is still exposed".to_owned(),
+        Verdict::Latent => {
+            "; nothing listens on IPv4 loopback now, but nothing drops such frames either"
+                .to_owned()
+        }
+        Verdict::Mitigated => format!(
+            "; {} drops frames to 127.0.0.0/8 from this link now, {stopped}",
+            mitigated_by(audited)
+        ),
+        Verdict::NotExposed => {
+            format!("; route_localnet is not in effect for its frames now, {stopped}")
+        }
+    };
+    let mut remedies = Vec::new();
+    if matches!(now, Verdict::Exposed | Verdict::Latent) {
+        remedies.push(drop_with_probe(audited));
+    }
+    let set_in = route_localnet_set_in(audited, inputs);
+    if !set_in.is_empty() {
+        remedies.push(unset_route_localnet(&set_in));
+    }
+    remedies.push(format!(
+        "see who tries, and whom it answered, in samples of the frames with loopback addresses \
+         arriving or replied while dropping them: localnet-probe run --iface {name} --drop-on \
+         {name}{} --egress --events (or --pcap FILE, for tcpdump); the replies already counted \
+         are in the samples of the probe that counted them, where it shows them",
+        beside_other_xdp(audited)
+    ));
+    Some(Finding {
+        severity: Severity::Exposure,
+        kind: EXPLOITED,
+        interface: Some(name.clone()),
+        message: format!(
+            "localnet-probe counted {replies} frame(s) with a loopback source leaving {name}: a \
+             service bound to loopback answered someone on this link, so the exposure was \
+             used{state}; the count stands until localnet-probe's programs are loaded anew"
+        ),
+        remedies,
+    })
+}
+
+pub(super) fn interface_findings(
+    audited: &InterfaceAudit,
+    now: Verdict,
+    sockets: &[BoundSocket],
+    inputs: &Inputs,
+    loopback_sources_pass: bool,
+) -> Vec<Finding> {
+    let name = &audited.name;
+    let mut findings: Vec<Finding> = exploited_finding(audited, now, inputs)
+        .into_iter()
+        .collect();
+    let set_in = route_localnet_set_in(audited, inputs);
+    if set_in.is_empty() {
+        return findings;
+    }
+    let why = format!(
+        "route_localnet=1 ({}) routes 127.0.0.0/8 arriving on {name}{}",
+        set_in.join(", "),
+        if audited.route_localnet_via == [name.clone()] {
+            String::new()
+        } else {
+            format!(" (through {})", audited.route_localnet_via.join(", "))
+        }
+    );
+    let sysctl = unset_route_localnet(&set_in);
+    let probe = format!("or {}", drop_with_probe(audited));
+    let nft_rule = |address: &str| {
+        format!(
+            "or drop them with nftables: nft add table inet localnet_guard; nft add chain inet \
+             localnet_guard prerouting '{{ type filter hook prerouting priority raw; }}'; nft add \
+             rule inet localnet_guard prerouting iifname \"{}\" ip {address} 127.0.0.0/8 drop",
+            audited.route_localnet_via.join("\", \"")
+        )
+    };
+    let probe_state = match &audited.localnet_probe {
+        Some(probe) if probe.mode.is_none() => format!(
+            "; localnet-probe is attached there but its mode could not be read ({}), so no drop \
+             is assumed",
+            probe.mode_unknown.as_deref().unwrap_or("unknown")
+        ),
+        Some(probe) if !probe.drops() => "; localnet-probe only monitors there".to_owned(),
+        None if audited.unidentified_xdp_program.is_some() => {
+            "; an XDP program this user cannot identify is attached there (perhaps \
+             localnet-probe's: run the audit as root to know), so no drop is assumed"
+                .to_owned()
+        }
+        None if !audited.unidentified_tcx_programs.is_empty() => {
+            "; a tcx program this user cannot identify is attached there (perhaps \
+             localnet-probe's: run the audit as root to know), so no drop is assumed"
+                .to_owned()
+        }
+        None => inputs
+            .tcx
+            .as_ref()
+            .err()
+            .map(|why| {
+                format!(
+                    "; the tcx hooks could not be queried ({why}), so localnet-probe there is not \
+                     seen"
+                )
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let nft_state = inputs
+        .nft
+        .as_ref()
+        .err()
+        .map(|why| {
+            format!("; the nftables ruleset could not be read ({why}), so no rule of it is counted")
+        })
+        .unwrap_or_default();
+    match now {
+        Verdict::Exposed => {
+            let services: Vec<String> = audited
+                .reachable
+                .iter()
+                .map(|index| describe(&sockets[*index]))
+                .collect();
+            findings.push(Finding {
+                severity: Severity::Exposure,
+                kind: "reachable-services",
+                interface: Some(name.clone()),
+                message: format!(
+                    "{why} and nothing drops them{probe_state}{nft_state}: any neighbour on this \
+                     link can reach {}",
+                    services.join(", ")
+                ),
+                remedies: vec![
+                    sysctl.clone(),
+                    probe.clone(),
+                    format!(
+                        "{}; kubelet's rule in the input hook is the same idea: ip saddr != \
+                         127.0.0.0/8 ip daddr 127.0.0.0/8 ct state != {{ established, related }} \
+                         ct status != dnat drop",
+                        nft_rule("daddr")
+                    ),
+                ],
+            });
+        }
+        Verdict::Latent => findings.push(Finding {
+            severity: Severity::Warning,
+            kind: "latent",
+            interface: Some(name.clone()),
+            message: format!(
+                "{why} and nothing drops them{probe_state}{nft_state}; nothing listens on IPv4 \
+                 loopback now, but any service that binds 127.0.0.1 later is reachable from this \
+                 link"
+            ),
+            remedies: vec![sysctl.clone(), probe.clone(), nft_rule("daddr")],
+        }),
+        Verdict::Mitigated => findings.push(Finding {
+            severity: Severity::Info,
+            kind: "mitigated",
+            interface: Some(name.clone()),
+            message: format!(
+                "{why}, but {} drops frames to 127.0.0.0/8 from this link",
+                mitigated_by(audited)
+            ),
+            remedies: vec![sysctl.clone()],
+        }),
+        // `now` is never exploited: its own finding is made above.
+        Verdict::NotExposed | Verdict::Exploited => {}
+    }
+    let receivers: Vec<&Interface> = inputs
+        .interfaces
+        .iter()
+        .filter(|i| audited.route_localnet_via.contains(&i.name))
+        .collect();
+    let udp: Vec<String> = sockets
+        .iter()
+        .filter(|socket| {
+            ipv4_udp(socket)
+                && socket
+                    .bound_device
+                    .is_none_or(|device| receivers.iter().any(|r| r.ifindex == device))
+        })
+        .map(describe)
+        .collect();
+    if loopback_sources_pass && !udp.is_empty() {
+        // The check is made on the device the frames reach the stack through (for a bridge
+        // port, the bridge), with the larger of its own and `all`'s rp_filter.
+        // rp_filter is the larger of `all`'s and the device's, accept_local the OR of both: with
+        // `all` at loose filtering a device cannot be made strict, but accept_local off refuses
+        // the source as well.
+        let strict: Vec<String> = receivers
+            .iter()
+            .map(|r| {
+                let device = r.name.replace('.', "/");
+                if inputs.all.rp_filter >= 2 {
+                    format!(
+                        "net.ipv4.conf.all.accept_local=0 net.ipv4.conf.{device}.accept_local=0"
+                    )
+                } else {
+                    format!("net.ipv4.conf.{device}.rp_filter=1")
+                }
+            })
+            .collect();
+        findings.push(Finding {
+            severity: Severity::Exposure,
+            kind: "loopback-source",
+            interface: Some(name.clone()),
+            message: format!(
+                "{why}, and with rp_filter={} and accept_local={} a 127.x *source* from this \
+                 link passes the routing check: UDP services that receive IPv4 here ({}) take \
+                 such a datagram as coming from a loopback peer, which code that trusts local \
+                 peers believes",
+                audited.rp_filter.map_or(0, |setting| setting.effective),
+                audited.accept_local.map_or(0, |setting| setting.effective),
+                udp.join(", ")
+            ),
+            remedies: vec![
+                sysctl,
+                format!(
+                    "or make the routing check refuse a loopback source where the frames reach the \
+                     stack: sysctl -w {}",
+                    strict.join(" ")
+                ),
+                probe,
+                nft_rule("saddr"),
+            ],
+        });
+    }
+    findings
+}

@@ -1,0 +1,342 @@
+//! What the audit reads of this network namespace: the global sysctls, the interfaces, the
+//! loopback sockets, localnet-probe's programs and modes at XDP and tcx, and nftables.
+
+use super::*;
+
+/// `net.ipv4.conf.{all,default}` values that matter here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GlobalConf {
+    pub route_localnet: bool,
+    pub rp_filter: u32,
+    pub accept_local: u32,
+    pub log_martians: u32,
+    pub arp_ignore: u32,
+    pub arp_announce: u32,
+}
+
+impl GlobalConf {
+    /// `/proc/sys/net/ipv4/conf/<scope>/…`.
+    pub fn read(scope: &str) -> io::Result<Self> {
+        let value = |name: &str| sysctl::ipv4_conf(scope, name);
+        Ok(Self {
+            route_localnet: value("route_localnet")? != 0,
+            rp_filter: value("rp_filter")?,
+            accept_local: value("accept_local")?,
+            log_martians: value("log_martians")?,
+            arp_ignore: value("arp_ignore")?,
+            arp_announce: value("arp_announce")?,
+        })
+    }
+}
+
+/// localnet-probe's program for arriving frames on an interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProbeOn {
+    /// `xdp`, or `tcx` (at tcx ingress, beside another XDP program: `run --on-conflict tc`).
+    /// Either counts and, in drop mode, drops the same frames.
+    pub hook: &'static str,
+    /// `standing` (pinned by `run --pin`) or `process` (a running `run`).
+    pub how: &'static str,
+    /// `native`, `generic`, `offload` or `several` at hook `xdp`; `None` at `tcx`.
+    pub xdp_mode: Option<&'static str>,
+    /// Processes holding its link.
+    pub processes: Vec<Holder>,
+    /// `monitor` or `drop`, as its configuration map says; `None` when it could not be read
+    /// (then [`ProbeOn::mode_unknown`] says why) and no drop is assumed.
+    pub mode: Option<&'static str>,
+    pub mode_unknown: Option<String>,
+    /// At tcx, the ids of the programs that run before it (attached before it since it went
+    /// first): what they pass to the stack or redirect, it never sees, so its drop mode is not
+    /// counted as a mitigation.
+    pub preceded_by: Vec<u32>,
+    /// The replies its counters hold for the interface (`run --egress` counts them in the same
+    /// counters), when they can be read: evidence that outlives the egress program.
+    #[serde(skip)]
+    pub replies: Option<u64>,
+}
+
+impl ProbeOn {
+    pub(super) fn drops(&self) -> bool {
+        self.mode == Some(Mode::Drop.name()) && self.preceded_by.is_empty()
+    }
+}
+
+/// Why this network namespace could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputsError {
+    #[error(transparent)]
+    Interfaces(#[from] InterfaceError),
+    #[error("cannot find this process's network namespace: {0}")]
+    Namespace(io::Error),
+}
+
+/// Everything the verdicts are made from.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    pub interfaces: Vec<Interface>,
+    pub all: GlobalConf,
+    pub default: GlobalConf,
+    pub sockets: Vec<BoundSocket>,
+    /// Whether every process could be inspected for the sockets' owners.
+    pub saw_every_process: bool,
+    /// localnet-probe or another XDP program on an interface, by ifindex.
+    pub xdp: Vec<(u32, XdpOn)>,
+    /// localnet-probe at interfaces' tcx hooks, by ifindex (interfaces with nothing of it there
+    /// left out), or why the hooks could not be queried.
+    pub tcx: Result<Vec<(u32, TcxOn)>, String>,
+    /// The nftables drops, or why the ruleset could not be read.
+    pub nft: Result<Vec<NftDrop>, String>,
+}
+
+/// An XDP program on an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XdpOn {
+    LocalnetProbe(ProbeOn),
+    /// Another program: what it does to loopback frames is not known here.
+    Other {
+        id: u32,
+        name: Option<String>,
+    },
+    /// A program this process cannot tell anything about: it may list no program and see no
+    /// process holding it (both take root). It may be localnet-probe's; no drop is assumed.
+    Unidentified {
+        id: u32,
+    },
+}
+
+/// localnet-probe's programs at an interface's tcx hooks, and the programs there this process
+/// cannot identify. Other programs are left out: what they do is not known here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcxOn {
+    /// Its program at tcx ingress, for arriving frames.
+    pub ingress: Option<ProbeOn>,
+    /// Its program at tcx egress (`run --egress`): the frames with a loopback source it counted
+    /// leaving, or why they could not be read.
+    pub replies: Option<Result<u64, String>>,
+    /// Programs at either hook this process cannot identify, as [`XdpOn::Unidentified`]:
+    /// perhaps localnet-probe's; no drop and no count of replies is assumed.
+    pub unidentified: Vec<u32>,
+}
+
+impl Inputs {
+    /// Reads this network namespace.
+    pub fn read() -> Result<Self, InputsError> {
+        let interfaces = Interfaces::connect()?.list()?;
+        let global = |scope| GlobalConf::read(scope).map_err(InputsError::Namespace);
+        let (sockets, saw_every_process) =
+            sockets::bound_sockets().map_err(InputsError::Namespace)?;
+        let xdp = interfaces
+            .iter()
+            .filter_map(|interface| Some((interface.ifindex, xdp_on(interface)?)))
+            .collect();
+        let tcx = tcx_on(&interfaces);
+        let nft = if which("nft") {
+            nft::read_ruleset()
+        } else {
+            Err("nft is not installed".to_owned())
+        };
+        Ok(Self {
+            all: global("all")?,
+            default: global("default")?,
+            interfaces,
+            sockets,
+            saw_every_process,
+            xdp,
+            tcx,
+            nft,
+        })
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// The XDP program on `interface`, localnet-probe's with its mode when it is.
+fn xdp_on(interface: &Interface) -> Option<XdpOn> {
+    let occupant = Occupant::of(interface)?;
+    if occupant.unidentifiable() {
+        return Some(XdpOn::Unidentified {
+            id: occupant.program_id,
+        });
+    }
+    if !occupant.is_localnet_probe() {
+        return Some(XdpOn::Other {
+            id: occupant.program_id,
+            name: occupant.program_name,
+        });
+    }
+    let xdp_mode = match occupant.mode {
+        AttachMode::Native => "native",
+        AttachMode::Generic => "generic",
+        AttachMode::Offload => "offload",
+        AttachMode::Several => "several",
+    };
+    Some(XdpOn::LocalnetProbe(probe_on(
+        occupant.program_id,
+        interface.ifindex,
+        Some(xdp_mode),
+        occupant.holders,
+        occupant.standing.is_some(),
+        Vec::new(),
+    )))
+}
+
+/// localnet-probe's program `program_id` for arriving frames on `ifindex`, at XDP in `xdp_mode`
+/// or at tcx ingress (`None`), with its mode when its configuration map can be read.
+fn probe_on(
+    program_id: u32,
+    ifindex: u32,
+    xdp_mode: Option<&'static str>,
+    processes: Vec<Holder>,
+    standing: bool,
+    preceded_by: Vec<u32>,
+) -> ProbeOn {
+    let (mode, mode_unknown) = match configured_mode(program_id, ifindex) {
+        Ok(mode) => (Some(mode.name()), None),
+        Err(why) => (None, Some(why)),
+    };
+    ProbeOn {
+        hook: if xdp_mode.is_some() { "xdp" } else { "tcx" },
+        how: if standing { "standing" } else { "process" },
+        xdp_mode,
+        processes,
+        mode,
+        mode_unknown,
+        preceded_by,
+        replies: replies_counted(program_id, ifindex).ok(),
+    }
+}
+
+/// localnet-probe at the tcx hooks of `interfaces`, or why the hooks cannot be queried (that
+/// takes CAP_NET_ADMIN).
+fn tcx_on(interfaces: &[Interface]) -> Result<Vec<(u32, TcxOn)>, String> {
+    let mut found = Vec::new();
+    for interface in interfaces {
+        let mut on = TcxOn::default();
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let programs = match link::tcx_programs(interface.ifindex, direction) {
+                Ok(programs) => programs,
+                // Gone since it was listed: nothing is attached there any more.
+                Err(error) if error.raw_os_error() == Some(libc::ENODEV) => Vec::new(),
+                Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
+                    return Err(format!("querying them takes CAP_NET_ADMIN ({error})"));
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "cannot query {}'s tcx {}: {error}",
+                        interface.name,
+                        direction.name()
+                    ));
+                }
+            };
+            for (position, &program_id) in programs.iter().enumerate() {
+                let attachment =
+                    Attachment::of(program_id, interface.ifindex, Stage::Tcx(direction));
+                if attachment.unidentifiable() {
+                    on.unidentified.push(program_id);
+                } else if attachment.is_localnet_probe() {
+                    match direction {
+                        Direction::Ingress => {
+                            on.ingress = Some(probe_on(
+                                program_id,
+                                interface.ifindex,
+                                None,
+                                attachment.holders,
+                                attachment.standing.is_some(),
+                                programs[..position].to_vec(),
+                            ));
+                        }
+                        Direction::Egress => {
+                            on.replies = Some(replies_counted(program_id, interface.ifindex));
+                        }
+                    }
+                }
+            }
+        }
+        if on != TcxOn::default() {
+            found.push((interface.ifindex, on));
+        }
+    }
+    Ok(found)
+}
+
+/// The ids of the maps of the program `program_id` (finding a program by its id takes
+/// CAP_SYS_ADMIN).
+fn map_ids_of(program_id: u32) -> Result<Vec<u32>, String> {
+    let program = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|program| program.id() == program_id)
+        .ok_or("its program is not listed (listing programs takes CAP_SYS_ADMIN)")?;
+    program
+        .map_ids()
+        .map_err(|error| format!("cannot list its maps: {error}"))?
+        .ok_or_else(|| "the kernel does not list a program's maps".to_owned())
+}
+
+/// The map called `name` in the object among `map_ids`. The kernel keeps the first 15 bytes of
+/// a name (`IFACE_CONFIG_HIGH` is `IFACE_CONFIG_HI` there).
+fn map_named(map_ids: &[u32], name: &str) -> Result<MapData, String> {
+    let kernel_name = &name[..name.len().min(15)];
+    map_ids
+        .iter()
+        .filter_map(|id| MapData::from_id(*id).ok())
+        .find(|map| {
+            map.info()
+                .is_ok_and(|info| info.name_as_str() == Some(kernel_name))
+        })
+        .ok_or(format!("its map {name} is not found"))
+}
+
+/// `ifindex`'s configuration, configured or not, from the map of the program with `map_ids`.
+fn iface_config(map_ids: &[u32], ifindex: u32) -> Result<IfaceConfig, String> {
+    let wanted = if ifindex < IFINDEX_ARRAY_LEN {
+        map_names::IFACE_CONFIG
+    } else {
+        map_names::IFACE_CONFIG_HIGH
+    };
+    let map = map_named(map_ids, wanted)?;
+    let config: Result<IfaceConfig, _> = if ifindex < IFINDEX_ARRAY_LEN {
+        Array::<_, IfaceConfig>::try_from(Map::Array(map)).and_then(|array| array.get(&ifindex, 0))
+    } else {
+        HashMap::<_, u32, IfaceConfig>::try_from(Map::HashMap(map))
+            .and_then(|hash| hash.get(&ifindex, 0))
+    };
+    config.map_err(|error| format!("cannot read {wanted}: {error}"))
+}
+
+const NOT_CONFIGURED: &str = "the interface is not configured in its map";
+
+/// What the program `program_id` does with matched frames on `ifindex`, from the configuration
+/// map it reads itself.
+fn configured_mode(program_id: u32, ifindex: u32) -> Result<Mode, String> {
+    iface_config(&map_ids_of(program_id)?, ifindex)?
+        .mode()
+        .ok_or_else(|| NOT_CONFIGURED.to_owned())
+}
+
+/// The frames with a loopback source (or both addresses loopback) the egress program
+/// `program_id` counted leaving `ifindex`, summed over the CPUs, from the counters it writes
+/// itself: the interface's slot in its configuration map, [`probe_common::Action::Replied`].
+fn replies_counted(program_id: u32, ifindex: u32) -> Result<u64, String> {
+    let map_ids = map_ids_of(program_id)?;
+    let config = iface_config(&map_ids, ifindex)?;
+    // An entry not configured has slot 0, another interface's.
+    if config.action().is_none() {
+        return Err(NOT_CONFIGURED.to_owned());
+    }
+    let counters = PerCpuArray::<_, Counter>::try_from(Map::PerCpuArray(map_named(
+        &map_ids,
+        map_names::COUNTERS,
+    )?))
+    .map_err(|error| format!("cannot open {}: {error}", map_names::COUNTERS))?;
+    let mut packets = 0;
+    for matched in LoopbackMatch::all().filter(|matched| matched.address != Address::Destination) {
+        let per_cpu = counters
+            .get(&config.replied_key(matched), 0)
+            .map_err(|error| format!("cannot read {}: {error}", map_names::COUNTERS))?;
+        packets += per_cpu.iter().map(|counter| counter.packets).sum::<u64>();
+    }
+    Ok(packets)
+}
