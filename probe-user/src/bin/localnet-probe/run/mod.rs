@@ -1,9 +1,12 @@
 //! `localnet-probe run`: attach, report every interval, say route_localnet changes within a
 //! second, detach on exit.
 
+mod args;
 mod evidence;
 mod metrics_server;
 mod output;
+
+pub(crate) use self::args::{InvalidArguments, RunArgs};
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -14,7 +17,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{Args, ValueEnum};
 use probe_common::Mode;
 use probe_user::{
     net::link_events::LinkEvents,
@@ -37,12 +39,12 @@ use tokio::{
 };
 
 use crate::{
-    args::{duration_seconds, interval_seconds},
     table,
     tui::{Command, Live, LiveView, Switching, next_event},
 };
 
 use self::{
+    args::DEFAULT_TOP,
     evidence::{Events, Evidence, Pcap},
     metrics_server::SnapshotRequest,
     output::{Output, Stream},
@@ -58,95 +60,6 @@ const ALERTS_SHOWN: usize = 5;
 /// The events the table left on the screen at exit shows.
 const FINAL_EVENTS: usize = 10;
 
-#[derive(Debug, Args)]
-pub(crate) struct RunArgs {
-    /// Attach to this interface (repeatable), whatever it is. A shell-style pattern (`*`, `?`,
-    /// `[…]`; quote it) serves the interfaces it matches, now or when they appear, up or not,
-    /// except loopback, ifb devices and devices stacked on a served one. Default: every
-    /// interface that is up, now or when it comes up, except those.
-    #[arg(long = "iface", value_name = "IF")]
-    ifaces: Vec<NamePattern>,
-    /// Leave this interface out, or those a pattern matches (repeatable).
-    #[arg(long, value_name = "IF")]
-    exclude: Vec<NamePattern>,
-    /// Drop matched frames on every selected interface instead of only counting them.
-    #[arg(long, conflicts_with = "drop_on")]
-    drop: bool,
-    /// Drop matched frames on this interface, or on the selected ones a pattern matches
-    /// (repeatable); the others are only monitored.
-    #[arg(long, value_name = "IF")]
-    drop_on: Vec<NamePattern>,
-    /// How to attach: native (in the driver), generic (in the stack, slower, works everywhere),
-    /// or auto (native, falling back to generic with a notice).
-    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
-    xdp_mode: XdpModeArg,
-    /// What to do with a selected interface where another XDP program is attached (Cilium, a
-    /// load balancer, xdp-filter): fail (refuse it: at start, an error), skip (leave it out,
-    /// with a warning), or tc (count and drop there at tcx ingress, beside that program;
-    /// Linux 6.6 or later).
-    #[arg(long, value_enum, default_value_t = OnConflictArg::Fail)]
-    on_conflict: OnConflictArg,
-    /// Also count the frames with a loopback source that leave each served interface (at tcx
-    /// egress; Linux 6.6 or later): replies of a loopback-bound service to someone on the
-    /// link, the proof that an exposure was used. They are counted, never dropped.
-    #[arg(long)]
-    egress: bool,
-    /// Seconds between refreshes of the table or JSON objects (0.01 to 3600).
-    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = interval_seconds,
-          allow_negative_numbers = true)]
-    interval: f64,
-    /// Be this network namespace's standing filter: pin the links and maps under
-    /// /sys/fs/bpf/localnet-probe/ so the interfaces stay filtered and counted after exit,
-    /// taking over (with no gap) the one a previous `run --pin` left there.
-    #[arg(long)]
-    pin: bool,
-    /// Interfaces the counters have room for, 1 to 65536 (default: those here and a quarter
-    /// more, at least 256 more; 432 bytes of kernel memory per CPU each). A standing filter
-    /// keeps the room it was first pinned with.
-    #[arg(long, value_name = "N", value_parser = capacity, allow_negative_numbers = true)]
-    capacity: Option<u32>,
-    /// Detach and exit after this many seconds (0.01 to one year).
-    #[arg(long, value_name = "SECS", value_parser = duration_seconds, allow_negative_numbers = true)]
-    duration: Option<f64>,
-    /// Write one JSON object per interval on stdout even on a terminal (the default when stdout
-    /// is not a terminal).
-    #[arg(long, conflicts_with = "plain")]
-    json: bool,
-    /// On a terminal, redraw a plain table every interval instead of the full-screen view.
-    #[arg(long)]
-    plain: bool,
-    /// Print the kernel verifier's full log if it rejects the program.
-    #[arg(long)]
-    verifier_log: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics, read from the counters at each scrape.
-    /// ADDR is an IP address and port; without it, 127.0.0.1:9464.
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, value_parser = metrics_address,
-          default_missing_value = metrics_server::DEFAULT_ADDRESS)]
-    metrics: Option<SocketAddr>,
-    /// Matched frames sampled per second and interface, for --events, --pcap and the top
-    /// senders (0 to 100000; 0 turns sampling off).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_RATE,
-          value_parser = sample_rate, allow_negative_numbers = true)]
-    sample_rate: u32,
-    /// Show each sampled frame: in the live view's event pane, as `"type": "event"` objects
-    /// with --json, otherwise as lines on stderr.
-    #[arg(long)]
-    events: bool,
-    /// Write the sampled frames as pcapng to FILE, or to stdout with `-` (then no table or
-    /// JSON goes to stdout): `--pcap - | tcpdump -r -`.
-    #[arg(long, value_name = "FILE")]
-    pcap: Option<String>,
-    /// Top senders (from the samples of the last minute) shown per interface, 1 to 1000
-    /// [default: 5].
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = top_senders)]
-    top: Option<u16>,
-}
-
-/// Arguments that clap cannot check alone; exit status 2, as clap's own.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct InvalidArguments(String);
-
 /// What stdout carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum View {
@@ -157,76 +70,6 @@ enum View {
     Json,
     /// The pcap stream.
     Pcap,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum OnConflictArg {
-    Fail,
-    Skip,
-    Tc,
-}
-
-impl From<OnConflictArg> for OnConflict {
-    fn from(arg: OnConflictArg) -> Self {
-        match arg {
-            OnConflictArg::Fail => Self::Fail,
-            OnConflictArg::Skip => Self::Skip,
-            OnConflictArg::Tc => Self::Tcx,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum XdpModeArg {
-    Auto,
-    Native,
-    Generic,
-}
-
-impl From<XdpModeArg> for XdpModeChoice {
-    fn from(arg: XdpModeArg) -> Self {
-        match arg {
-            XdpModeArg::Auto => Self::Auto,
-            XdpModeArg::Native => Self::Native,
-            XdpModeArg::Generic => Self::Generic,
-        }
-    }
-}
-
-fn sample_rate(value: &str) -> Result<u32, String> {
-    match value.parse::<u32>() {
-        Ok(rate) if rate <= MAX_SAMPLE_RATE => Ok(rate),
-        _ => Err(format!(
-            "must be a whole number of samples per second from 0 (off) to {MAX_SAMPLE_RATE}"
-        )),
-    }
-}
-
-fn metrics_address(value: &str) -> Result<SocketAddr, String> {
-    value.parse().map_err(|_| {
-        "give an IP address and a port, such as 127.0.0.1:9464, 0.0.0.0:9464 or [::1]:9464"
-            .to_owned()
-    })
-}
-
-fn capacity(value: &str) -> Result<u32, String> {
-    match value.parse::<u32>() {
-        Ok(n) if (1..=probe_common::MAX_SLOTS).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "must be a whole number of interfaces from 1 to {}",
-            probe_common::MAX_SLOTS
-        )),
-    }
-}
-
-/// The number of top senders shown when `--top` is not given.
-const DEFAULT_TOP: u16 = 5;
-
-fn top_senders(value: &str) -> Result<u16, String> {
-    match value.parse::<u16>() {
-        Ok(n @ 1..=1000) => Ok(n),
-        _ => Err("must be a whole number of senders from 1 to 1000".to_owned()),
-    }
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -1,0 +1,179 @@
+//! The session after a link event: the served interfaces that are gone are released (or, read
+//! only, reported removed), renames followed, and the interfaces the selection asks for now
+//! served by the rules of the start.
+
+use super::*;
+
+impl Session {
+    /// Follows the interfaces after a link event: releases the served ones that are gone (the
+    /// next snapshot reports them) and attaches to every interface the selection asks for now
+    /// that is not served yet, by the rules of the start, pinning its link in a standing filter.
+    /// One that cannot be attached is not an error: it is refused, and tried again at the next
+    /// call.
+    pub fn follow_links(&mut self) -> Result<Followed, SessionError> {
+        let all = match self.list() {
+            Ok(all) => all,
+            Err(SessionError::Interfaces(InterfaceError::Changing(_))) => {
+                return Ok(Followed {
+                    unsettled: true,
+                    ..Followed::default()
+                });
+            }
+            Err(error) => return Err(error),
+        };
+        self.follow_served(&all)?;
+        let present: BTreeSet<u32> = all.iter().map(|interface| interface.ifindex).collect();
+        self.told.retain(|ifindex, _| present.contains(ifindex));
+        let served: BTreeSet<u32> = self.served.keys().copied().collect();
+        let selected = select_new(&all, &self.selection, &served);
+        let mut followed = Followed::default();
+        for skipped in selected.skipped {
+            if self.tell(skipped.ifindex, Unserved::Skipped(skipped.clone())) {
+                followed.skipped.push(skipped);
+            }
+        }
+        for chosen in &selected.chosen {
+            let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
+            let (cause, reason) = match self.serve(chosen, interface, true) {
+                Ok(attached) => {
+                    self.told.remove(&chosen.ifindex);
+                    followed.attached.push(attached);
+                    continue;
+                }
+                Err(SessionError::Occupied(occupant)) if self.on_conflict == OnConflict::Skip => {
+                    let skipped = skipped_for(chosen, &occupant);
+                    if self.tell(chosen.ifindex, Unserved::Skipped(skipped.clone())) {
+                        followed.skipped.push(skipped);
+                    }
+                    continue;
+                }
+                Err(SessionError::Occupied(occupant)) => (
+                    format!(
+                        "another XDP program (id {}) is attached",
+                        occupant.program_id
+                    ),
+                    occupant.to_string(),
+                ),
+                Err(SessionError::Attach { name, source }) => {
+                    let reason = format!("cannot attach to {name}: {source}");
+                    (reason.clone(), reason)
+                }
+                Err(SessionError::PinLink { name, source }) => {
+                    let reason = format!("cannot pin the link of {name}: {source}");
+                    (reason.clone(), reason)
+                }
+                Err(other) => return Err(other),
+            };
+            if self.tell(chosen.ifindex, Unserved::Refused(cause)) {
+                followed.refused.push(format!(
+                    "{reason}; serving the others, and trying {} again when interfaces change",
+                    chosen.name
+                ));
+            }
+        }
+        Ok(followed)
+    }
+
+    /// Releases the served interfaces that are gone (a read-only session only reads their
+    /// counts), keeping them for the next snapshot, and takes the new names of renamed ones.
+    pub(super) fn follow_served(&mut self, all: &[Interface]) -> Result<(), SessionError> {
+        let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
+        // Gone, or replaced by a device that took its ifindex (then without our program).
+        let gone: Vec<u32> = self
+            .served
+            .keys()
+            .filter(|ifindex| {
+                !by_index.get(ifindex).is_some_and(|interface| {
+                    self.probe.holds(**ifindex, interface.xdp.map(|xdp| xdp.id))
+                })
+            })
+            .copied()
+            .collect();
+        let mut counters = if gone.is_empty() || !self.read_only {
+            BTreeMap::new()
+        } else {
+            self.probe
+                .counters()
+                .map_err(|error| SessionError::Counters(Box::new(error)))?
+        };
+        for ifindex in gone {
+            let served = self.served.remove(&ifindex).expect("listed above");
+            let mode = self
+                .probe
+                .mode(ifindex)
+                .expect("served interfaces are configured");
+            let counters = if self.read_only {
+                counters.remove(&ifindex).unwrap_or_default()
+            } else {
+                self.release(ifindex, &served.name)?
+            };
+            self.remember_removed(ifindex, served.name, (mode, served.program), counters);
+        }
+        for (ifindex, served) in &mut self.served {
+            let name = &by_index[ifindex].name;
+            if served.name != *name {
+                served.name.clone_from(name);
+                if !self.read_only {
+                    self.probe
+                        .rename(*ifindex, name)
+                        .map_err(|source| SessionError::PinLink {
+                            name: name.clone(),
+                            source: Box::new(source),
+                        })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a standing filter's interface that is gone for the next snapshot to report.
+    pub(super) fn keep_removed(&mut self, gone: Adopted) {
+        self.remember_removed(
+            gone.ifindex,
+            gone.name,
+            (gone.mode, gone.program),
+            gone.counters,
+        );
+    }
+
+    /// Keeps an interface that is gone, with its final counts, for the next snapshot to report
+    /// (and the totals to keep).
+    pub(super) fn remember_removed(
+        &mut self,
+        ifindex: u32,
+        name: String,
+        (mode, program): (Mode, Framing),
+        counters: SlotCounters,
+    ) {
+        self.removed_totals.add(&counters);
+        self.pending_removed.push(InterfaceSnapshot {
+            ifindex,
+            name,
+            mode,
+            program,
+            hook: None,
+            egress: false,
+            tcx_preceded_by: TcxPrecededBy::default(),
+            route_localnet: None,
+            route_localnet_via: Vec::new(),
+            exposed: false,
+            counters,
+        });
+    }
+
+    /// Records what is said about an unserved interface; false when it was said last already.
+    pub(super) fn tell(&mut self, ifindex: u32, unserved: Unserved) -> bool {
+        if self.told.get(&ifindex) == Some(&unserved) {
+            return false;
+        }
+        self.told.insert(ifindex, unserved);
+        true
+    }
+
+    /// The interfaces here, kept as the last consistent list.
+    pub(super) fn list(&mut self) -> Result<Vec<Interface>, SessionError> {
+        let all = self.interfaces.list()?;
+        self.listed.clone_from(&all);
+        Ok(all)
+    }
+}
