@@ -42,7 +42,7 @@ pub const BASE: &str = "/sys/fs/bpf/localnet-probe";
 
 /// The version of the layout below; a change in any pinned map's keys or values, or in what the
 /// programs read from them, takes a new one. A change of size is caught at compile time by
-/// [`LAYOUT_SIZES`]; a change of meaning at the same size is up to the one who makes it.
+/// `LAYOUT_SIZES`; a change of meaning at the same size is up to the one who makes it.
 pub const LAYOUT: u32 = 2;
 
 /// The sizes of every pinned record, in this order: the programs' map values (`IfaceConfig`,
