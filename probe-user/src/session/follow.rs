@@ -1,6 +1,5 @@
-//! The session after a link event: the served interfaces that are gone are released (or, read
-//! only, reported removed), renames followed, and the interfaces the selection asks for now
-//! served by the rules of the start.
+//! The session after a link event: the served interfaces that are gone are released, renames
+//! followed, and the interfaces the selection asks for now served by the rules of the start.
 
 use super::*;
 
@@ -11,7 +10,7 @@ impl Session {
     /// One that cannot be attached is not an error: it is refused, and tried again at the next
     /// call.
     pub fn follow_links(&mut self) -> Result<Followed, SessionError> {
-        let all = match self.list() {
+        let all = match self.tracked.list() {
             Ok(all) => all,
             Err(SessionError::Interfaces(InterfaceError::Changing(_))) => {
                 return Ok(Followed {
@@ -24,7 +23,7 @@ impl Session {
         self.follow_served(&all)?;
         let present: BTreeSet<u32> = all.iter().map(|interface| interface.ifindex).collect();
         self.told.retain(|ifindex, _| present.contains(ifindex));
-        let served: BTreeSet<u32> = self.served.keys().copied().collect();
+        let served: BTreeSet<u32> = self.tracked.served.keys().copied().collect();
         let selected = select_new(&all, &self.selection, &served);
         let mut followed = Followed::default();
         for skipped in selected.skipped {
@@ -74,11 +73,51 @@ impl Session {
         Ok(followed)
     }
 
-    /// Releases the served interfaces that are gone (a read-only session only reads their
-    /// counts), keeping them for the next snapshot, and takes the new names of renamed ones.
+    /// Records what is said about an unserved interface; false when it was said last already.
+    pub(super) fn tell(&mut self, ifindex: u32, unserved: Unserved) -> bool {
+        if self.told.get(&ifindex) == Some(&unserved) {
+            return false;
+        }
+        self.told.insert(ifindex, unserved);
+        true
+    }
+
+    /// Releases the served interfaces that are gone, keeping them for the next snapshot, and
+    /// renames the pins of renamed ones.
     pub(super) fn follow_served(&mut self, all: &[Interface]) -> Result<(), SessionError> {
+        let departed = self.tracked.departed(all);
+        for (ifindex, served, mode) in departed.gone {
+            let counters = self.tracked.release(ifindex, &served.name)?;
+            self.tracked
+                .remember_removed(ifindex, served.name, (mode, served.program), counters);
+        }
+        for (ifindex, name) in departed.renamed {
+            self.tracked
+                .probe
+                .rename(ifindex, &name)
+                .map_err(|source| SessionError::PinLink {
+                    name: name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`Tracked::departed`] found.
+pub(super) struct Departed {
+    /// Gone, with what was served and its mode.
+    pub(super) gone: Vec<(u32, Served, Mode)>,
+    /// Renamed, with the new name.
+    pub(super) renamed: Vec<(u32, String)>,
+}
+
+impl Tracked {
+    /// Takes the served interfaces that are gone (or replaced by a device that took their
+    /// ifindex, then without our program) out of the served ones, with their modes, and the
+    /// new names of renamed ones.
+    pub(super) fn departed(&mut self, all: &[Interface]) -> Departed {
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
-        // Gone, or replaced by a device that took its ifindex (then without our program).
         let gone: Vec<u32> = self
             .served
             .keys()
@@ -89,43 +128,36 @@ impl Session {
             })
             .copied()
             .collect();
-        let mut counters = if gone.is_empty() || !self.read_only {
-            BTreeMap::new()
-        } else {
-            self.probe
-                .counters()
-                .map_err(|error| SessionError::Counters(Box::new(error)))?
-        };
-        for ifindex in gone {
-            let served = self.served.remove(&ifindex).expect("listed above");
-            let mode = self
-                .probe
-                .mode(ifindex)
-                .expect("served interfaces are configured");
-            let counters = if self.read_only {
-                counters.remove(&ifindex).unwrap_or_default()
-            } else {
-                self.release(ifindex, &served.name)?
-            };
-            self.remember_removed(ifindex, served.name, (mode, served.program), counters);
-        }
+        let gone = gone
+            .into_iter()
+            .map(|ifindex| {
+                let served = self.served.remove(&ifindex).expect("listed above");
+                let mode = self
+                    .probe
+                    .mode(ifindex)
+                    .expect("served interfaces are configured");
+                (ifindex, served, mode)
+            })
+            .collect();
+        let mut renamed = Vec::new();
         for (ifindex, served) in &mut self.served {
             let name = &by_index[ifindex].name;
             if served.name != *name {
                 served.name.clone_from(name);
-                if !self.read_only {
-                    self.probe
-                        .rename(*ifindex, name)
-                        .map_err(|source| SessionError::PinLink {
-                            name: name.clone(),
-                            source: Box::new(source),
-                        })?;
-                }
+                renamed.push((*ifindex, name.clone()));
             }
         }
-        Ok(())
+        Departed { gone, renamed }
     }
 
+    /// The interfaces here, or while they keep changing the last consistent list: the next
+    /// one catches up.
+    pub(super) fn list_or_last(&mut self) -> Result<Vec<Interface>, SessionError> {
+        match self.list() {
+            Err(SessionError::Interfaces(InterfaceError::Changing(_))) => Ok(self.listed.clone()),
+            listed => listed,
+        }
+    }
     /// Keeps a standing filter's interface that is gone for the next snapshot to report.
     pub(super) fn keep_removed(&mut self, gone: Adopted) {
         self.remember_removed(
@@ -159,15 +191,6 @@ impl Session {
             exposed: false,
             counters,
         });
-    }
-
-    /// Records what is said about an unserved interface; false when it was said last already.
-    pub(super) fn tell(&mut self, ifindex: u32, unserved: Unserved) -> bool {
-        if self.told.get(&ifindex) == Some(&unserved) {
-            return false;
-        }
-        self.told.insert(ifindex, unserved);
-        true
     }
 
     /// The interfaces here, kept as the last consistent list.

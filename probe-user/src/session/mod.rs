@@ -21,7 +21,7 @@ pub mod standing;
 pub mod totals;
 
 pub use self::{
-    observe::{UnservedInterface, unserved_interfaces},
+    observe::{Observed, UnservedInterface, unserved_interfaces},
     snapshot::{InterfaceSnapshot, RefusedInterface, Snapshot},
 };
 
@@ -202,23 +202,27 @@ struct Served {
 }
 
 pub struct Session {
-    probe: Probe,
-    interfaces: Interfaces,
+    tracked: Tracked,
     /// What [`Session::follow_links`] serves, with the XDP mode to attach in.
     selection: Selection,
     xdp_mode: XdpModeChoice,
     on_conflict: OnConflict,
     egress: bool,
-    served: BTreeMap<u32, Served>,
-    removed_totals: SlotCounters,
-    /// Removed interfaces not yet reported by a snapshot.
-    pending_removed: Vec<InterfaceSnapshot>,
-    /// Only reads a standing filter: changes nothing.
-    read_only: bool,
     /// Held by the session serving the standing filter.
     _pin_lock: Option<PinLock>,
     /// What was last said about each interface here that is not served.
     told: BTreeMap<u32, Unserved>,
+}
+
+/// What serving ([`Session`]) and reading a standing filter ([`Observed`]) both keep: the
+/// probe, the interfaces it serves as last seen, and what a snapshot carries to the next.
+struct Tracked {
+    probe: Probe,
+    interfaces: Interfaces,
+    served: BTreeMap<u32, Served>,
+    removed_totals: SlotCounters,
+    /// Removed interfaces not yet reported by a snapshot.
+    pending_removed: Vec<InterfaceSnapshot>,
     /// The last consistent list of interfaces, for a snapshot taken while they keep changing.
     listed: Vec<Interface>,
     /// The route_localnet settings the last snapshot read.
@@ -310,31 +314,32 @@ impl Session {
             ),
         };
         let mut session = Self {
-            probe,
-            interfaces,
+            tracked: Tracked {
+                probe,
+                interfaces,
+                served: BTreeMap::new(),
+                removed_totals: SlotCounters::default(),
+                pending_removed: Vec::new(),
+                listed: all.clone(),
+                route_localnet: route_localnet::Watch::default(),
+            },
             selection: options.selection,
             xdp_mode: options.xdp_mode,
             on_conflict: options.on_conflict,
             egress: options.egress,
-            served: BTreeMap::new(),
-            removed_totals: SlotCounters::default(),
-            pending_removed: Vec::new(),
-            read_only: false,
             _pin_lock: pin_lock,
             told: selected
                 .skipped
                 .iter()
                 .map(|skipped| (skipped.ifindex, Unserved::Skipped(skipped.clone())))
                 .collect(),
-            listed: all.clone(),
-            route_localnet: route_localnet::Watch::default(),
         };
         let mut selected = selected;
         let attached = match session.serve_at_start(&all, &mut selected, adopted, &mut notes) {
             Ok(attached) => attached,
             Err(error) => {
                 // A standing filter pinned by this start that attached nothing is not left.
-                if pinned_now && let Some(dir) = session.probe.standing_dir() {
+                if pinned_now && let Some(dir) = session.tracked.probe.standing_dir() {
                     let _ = dir.remove();
                 }
                 return Err(error);
@@ -343,8 +348,12 @@ impl Session {
         let started = Started {
             attached,
             skipped: selected.skipped,
-            capacity: session.probe.capacity(),
-            pinned_in: session.probe.standing_dir().map(|dir| dir.path.clone()),
+            capacity: session.tracked.probe.capacity(),
+            pinned_in: session
+                .tracked
+                .probe
+                .standing_dir()
+                .map(|dir| dir.path.clone()),
             pins_vanish,
             notes,
         };
@@ -403,15 +412,15 @@ impl Session {
             let moved_away = match adopted.hook {
                 None => false,
                 Some(Hook::Xdp(_)) => here.is_none_or(|i| i.xdp.is_none()),
-                Some(Hook::Tcx) => here.is_none_or(|i| !self.probe.holds(i.ifindex, None)),
+                Some(Hook::Tcx) => here.is_none_or(|i| !self.tracked.probe.holds(i.ifindex, None)),
             };
             if moved_away {
-                adopted.counters = self.release(adopted.ifindex, &adopted.name)?;
+                adopted.counters = self.tracked.release(adopted.ifindex, &adopted.name)?;
                 adopted.hook = None;
             }
             match (adopted.hook, chosen) {
                 // Gone while no probe ran: reported removed by the first snapshot.
-                (None, _) => self.keep_removed(adopted),
+                (None, _) => self.tracked.keep_removed(adopted),
                 (Some(hook), Some(chosen)) => {
                     let change_error = |source| SessionError::Attach {
                         name: chosen.name.clone(),
@@ -426,21 +435,25 @@ impl Session {
                         ));
                     }
                     if chosen.mode != adopted.mode {
-                        self.probe
+                        self.tracked
+                            .probe
                             .configure(chosen.ifindex, chosen.mode)
                             .map_err(change_error)?;
                     }
                     if chosen.name != adopted.name {
-                        self.probe
+                        self.tracked
+                            .probe
                             .rename(chosen.ifindex, &chosen.name)
                             .map_err(change_error)?;
                     }
                     if self.egress && !adopted.egress {
-                        self.probe
+                        self.tracked
+                            .probe
                             .attach_egress(chosen.ifindex)
                             .map_err(change_error)?;
                     } else if adopted.egress && !self.egress {
-                        self.probe
+                        self.tracked
+                            .probe
                             .detach_egress(chosen.ifindex)
                             .map_err(change_error)?;
                         notes.push(format!(
@@ -449,7 +462,7 @@ impl Session {
                             chosen.name
                         ));
                     }
-                    self.served.insert(
+                    self.tracked.served.insert(
                         chosen.ifindex,
                         Served {
                             name: chosen.name.clone(),
@@ -468,7 +481,7 @@ impl Session {
                     });
                 }
                 (Some(_), None) => {
-                    let counters = self.release(adopted.ifindex, &adopted.name)?;
+                    let counters = self.tracked.release(adopted.ifindex, &adopted.name)?;
                     let totals = totals::Totals::of(&counters);
                     notes.push(format!(
                         "{}: no longer selected, detached (its counts: {totals})",
@@ -480,7 +493,7 @@ impl Session {
         let new: Vec<&Chosen> = selected
             .chosen
             .iter()
-            .filter(|chosen| !self.served.contains_key(&chosen.ifindex))
+            .filter(|chosen| !self.tracked.served.contains_key(&chosen.ifindex))
             .collect();
         let mut served_now = Vec::with_capacity(new.len());
         for chosen in new {
@@ -514,7 +527,8 @@ impl Session {
             }
         }
         for chosen in served_now {
-            self.probe
+            self.tracked
+                .probe
                 .pin_link(chosen.ifindex, &chosen.name)
                 .map_err(|source| SessionError::PinLink {
                     name: chosen.name.clone(),
@@ -547,29 +561,33 @@ impl Session {
             name: chosen.name.clone(),
             source: Box::new(source),
         };
-        self.probe
+        self.tracked
+            .probe
             .configure(chosen.ifindex, chosen.mode)
             .map_err(attach_error)?;
         let attached = if beside {
-            self.probe.attach_tcx(chosen.ifindex, chosen.program)
+            self.tracked
+                .probe
+                .attach_tcx(chosen.ifindex, chosen.program)
         } else {
-            self.probe
+            self.tracked
+                .probe
                 .attach(chosen.ifindex, chosen.program, self.xdp_mode)
         };
         let attached = attached.and_then(|attached| {
             if self.egress {
-                self.probe.attach_egress(chosen.ifindex)?;
+                self.tracked.probe.attach_egress(chosen.ifindex)?;
             }
             Ok(attached)
         });
         let result = match attached {
             Ok(result) => result,
             Err(error) => {
-                self.release(chosen.ifindex, &chosen.name)?;
+                self.tracked.release(chosen.ifindex, &chosen.name)?;
                 // Another program arrived since the listing (another probe starting at the
                 // same time): say whose, as the check above would have.
                 if matches!(error, ProbeError::Occupied(_))
-                    && let Ok(now) = self.interfaces.list()
+                    && let Ok(now) = self.tracked.interfaces.list()
                     && let Some(occupant) = now
                         .iter()
                         .find(|i| i.ifindex == chosen.ifindex)
@@ -580,14 +598,14 @@ impl Session {
                 return Err(attach_error(error));
             }
         };
-        if pin && let Err(source) = self.probe.pin_link(chosen.ifindex, &chosen.name) {
-            self.release(chosen.ifindex, &chosen.name)?;
+        if pin && let Err(source) = self.tracked.probe.pin_link(chosen.ifindex, &chosen.name) {
+            self.tracked.release(chosen.ifindex, &chosen.name)?;
             return Err(SessionError::PinLink {
                 name: chosen.name.clone(),
                 source: Box::new(source),
             });
         }
-        self.served.insert(
+        self.tracked.served.insert(
             chosen.ifindex,
             Served {
                 name: chosen.name.clone(),
@@ -605,33 +623,23 @@ impl Session {
             adopted: false,
         })
     }
-
-    /// Detaches from `ifindex` (named `name` in an error), unpins it and frees its slot; its
-    /// final counters.
-    fn release(&mut self, ifindex: u32, name: &str) -> Result<SlotCounters, SessionError> {
-        self.probe
-            .release(ifindex)
-            .map_err(|source| SessionError::Release {
-                name: name.to_owned(),
-                source: Box::new(source),
-            })
-    }
 }
 
 impl Session {
-    /// The standing filter's directory, for a session that serves or reads one.
+    /// The standing filter's directory, for a session that serves one.
     pub fn standing_dir(&self) -> Option<&PinDir> {
-        self.probe.standing_dir()
+        self.tracked.probe.standing_dir()
     }
 
     /// The ring buffer samples arrive through, once: whoever reads it owns it.
     pub fn take_samples(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
-        self.probe.take_samples()
+        self.tracked.probe.take_samples()
     }
 
     /// Gives every interface a second's worth of samples again; call once a second.
     pub fn refill_sample_tokens(&mut self) -> Result<(), SessionError> {
-        self.probe
+        self.tracked
+            .probe
             .refill_sample_tokens()
             .map_err(|error| SessionError::Refill(Box::new(error)))
     }
@@ -639,11 +647,12 @@ impl Session {
     /// Switches a served interface between monitor and drop mode, live: the next frame is
     /// handled in the new mode. A standing filter keeps the new mode after exit.
     pub fn set_mode(&mut self, ifindex: u32, mode: Mode) -> Result<(), SessionError> {
-        let name = match self.served.get(&ifindex) {
-            Some(served) if !self.read_only => served.name.clone(),
+        let name = match self.tracked.served.get(&ifindex) {
+            Some(served) => served.name.clone(),
             _ => return Err(SessionError::NotServed(format!("ifindex {ifindex}"))),
         };
-        self.probe
+        self.tracked
+            .probe
             .configure(ifindex, mode)
             .map_err(|source| SessionError::SetMode {
                 name,
@@ -654,7 +663,10 @@ impl Session {
 
     /// The name a served interface had at the last snapshot (or at start).
     pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
-        self.served.get(&ifindex).map(|served| served.name.as_str())
+        self.tracked
+            .served
+            .get(&ifindex)
+            .map(|served| served.name.as_str())
     }
 }
 
@@ -677,11 +689,24 @@ fn skipped_for(chosen: &Chosen, occupant: &Occupant) -> Skipped {
     }
 }
 
+impl Tracked {
+    /// Detaches from `ifindex` (named `name` in an error), unpins it and frees its slot; its
+    /// final counters.
+    fn release(&mut self, ifindex: u32, name: &str) -> Result<SlotCounters, SessionError> {
+        self.probe
+            .release(ifindex)
+            .map_err(|source| SessionError::Release {
+                name: name.to_owned(),
+                source: Box::new(source),
+            })
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         // A standing filter goes on without a reader of its samples.
-        if self.probe.standing_dir().is_some() && !self.read_only {
-            let _ = self.probe.stop_sampling();
+        if self.tracked.probe.standing_dir().is_some() {
+            let _ = self.tracked.probe.stop_sampling();
         }
     }
 }

@@ -1,13 +1,19 @@
-//! The session in read-only use (`status`): the standing filter as pinned, read without
-//! attaching or changing anything; and, with none pinned, each interface's route_localnet.
+//! A standing filter only read (`status`): snapshots of it as pinned, without attaching,
+//! releasing or renaming anything; and, with none pinned, each interface's route_localnet.
 
 use super::*;
 
-impl Session {
+/// This network namespace's standing filter, read and never changed: unlike a [`Session`] it
+/// cannot serve, switch modes or release, and dropping it leaves everything as it was.
+pub struct Observed {
+    tracked: Tracked,
+}
+
+impl Observed {
     /// This network namespace's standing filter as pinned, only read, or `None` with what
     /// the directory it would be in is: nothing attaches, nothing changes. Interfaces whose
     /// pins outlived them are reported removed by the first snapshot.
-    pub fn observe() -> Result<Result<(Self, Standing), PinDir>, SessionError> {
+    pub fn standing() -> Result<Result<(Self, Standing), PinDir>, SessionError> {
         if let Some(missing) = privileges::missing_to_read() {
             return Err(SessionError::Privileges(missing));
         }
@@ -24,35 +30,58 @@ impl Session {
             .into_iter()
             .map(|interface| (interface.ifindex, interface.name))
             .collect();
-        let mut session = Self {
+        let mut tracked = Tracked {
             probe,
             interfaces,
             served: BTreeMap::new(),
             removed_totals: SlotCounters::default(),
             pending_removed: Vec::new(),
-            read_only: true,
-            _pin_lock: None,
-            selection: Selection::default(),
-            xdp_mode: XdpModeChoice::Auto,
-            on_conflict: OnConflict::Fail,
-            egress: false,
-            told: BTreeMap::new(),
             listed: Vec::new(),
             route_localnet: route_localnet::Watch::default(),
         };
-        for (ifindex, program) in session.probe.served() {
+        for (ifindex, program) in tracked.probe.served() {
             // Not here: moved to another namespace while no probe ran.
             let name = names
                 .get(&ifindex)
                 .cloned()
-                .or_else(|| session.probe.pinned_name(ifindex))
+                .or_else(|| tracked.probe.pinned_name(ifindex))
                 .unwrap_or_else(|| format!("ifindex {ifindex}"));
-            session.served.insert(ifindex, Served { name, program });
+            tracked.served.insert(ifindex, Served { name, program });
         }
         for gone in gone {
-            session.keep_removed(gone);
+            tracked.keep_removed(gone);
         }
-        Ok(Ok((session, standing)))
+        Ok(Ok((Self { tracked }, standing)))
+    }
+
+    /// The standing filter's directory.
+    pub fn standing_dir(&self) -> Option<&PinDir> {
+        self.tracked.probe.standing_dir()
+    }
+
+    /// Reads every interface of the standing filter once, as [`Session::snapshot`] does; the
+    /// interfaces that are gone are reported removed with the counts they had, their pins left
+    /// for the next `run --pin` or `detach` to clear.
+    pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
+        let all = self.tracked.list_or_last()?;
+        let departed = self.tracked.departed(&all);
+        if !departed.gone.is_empty() {
+            let mut counters = self
+                .tracked
+                .probe
+                .counters()
+                .map_err(|error| SessionError::Counters(Box::new(error)))?;
+            for (ifindex, served, mode) in departed.gone {
+                let counters = counters.remove(&ifindex).unwrap_or_default();
+                self.tracked.remember_removed(
+                    ifindex,
+                    served.name,
+                    (mode, served.program),
+                    counters,
+                );
+            }
+        }
+        self.tracked.read(&all, Vec::new())
     }
 }
 

@@ -62,38 +62,48 @@ impl Session {
     /// Changes of route_localnet since the previous snapshot are in
     /// [`Snapshot::route_localnet_changes`].
     pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
-        // While interfaces keep changing, the last consistent list: the next one catches up.
-        let all = match self.list() {
-            Err(SessionError::Interfaces(InterfaceError::Changing(_))) => self.listed.clone(),
-            listed => listed?,
-        };
+        let all = self.tracked.list_or_last()?;
+        self.follow_served(&all)?;
+        let refused = refused(&self.told, &all);
+        self.tracked.read(&all, refused)
+    }
+}
+
+/// The interfaces the selection asks for that the probe could not serve, as `all` names them.
+fn refused(told: &BTreeMap<u32, Unserved>, all: &[Interface]) -> Vec<RefusedInterface> {
+    told.iter()
+        .filter_map(|(ifindex, unserved)| match unserved {
+            Unserved::Refused(reason) => {
+                all.iter()
+                    .find(|i| i.ifindex == *ifindex)
+                    .map(|i| RefusedInterface {
+                        name: i.name.clone(),
+                        ifindex: *ifindex,
+                        reason: reason.clone(),
+                    })
+            }
+            Unserved::Skipped(_) => None,
+        })
+        .collect()
+}
+
+impl Tracked {
+    /// One reading of the served interfaces, listed in `all` once the gone ones were followed.
+    pub(super) fn read(
+        &mut self,
+        all: &[Interface],
+        refused: Vec<RefusedInterface>,
+    ) -> Result<Snapshot, SessionError> {
         let all_route_localnet = route_localnet::read_all().ok();
         let default_route_localnet = route_localnet::read_default().ok();
         let read_at = SystemTime::now();
-        self.follow_served(&all)?;
-        let refused = self
-            .told
-            .iter()
-            .filter_map(|(ifindex, unserved)| match unserved {
-                Unserved::Refused(reason) => {
-                    all.iter()
-                        .find(|i| i.ifindex == *ifindex)
-                        .map(|i| RefusedInterface {
-                            name: i.name.clone(),
-                            ifindex: *ifindex,
-                            reason: reason.clone(),
-                        })
-                }
-                Unserved::Skipped(_) => None,
-            })
-            .collect();
         let removed = std::mem::take(&mut self.pending_removed);
         let by_index: BTreeMap<u32, &Interface> = all.iter().map(|i| (i.ifindex, i)).collect();
         let mut counters = self
             .probe
             .counters()
             .map_err(|error| SessionError::Counters(Box::new(error)))?;
-        let uppers = Uppers::of(&all);
+        let uppers = Uppers::of(all);
         let mut reading = route_localnet::Reading {
             all: all_route_localnet,
             default: default_route_localnet,

@@ -11,7 +11,7 @@ use probe_user::{
     output::json_line,
     output::report::{Report, StandingReport},
     probe::pins,
-    session::{Session, Snapshot, UnservedInterface, unserved_interfaces},
+    session::{Observed, Snapshot, UnservedInterface, unserved_interfaces},
 };
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
@@ -92,7 +92,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,
         }
-        let view = match Session::observe()? {
+        let view = match Observed::standing()? {
             Ok((mut session, standing)) => {
                 let snapshot = session.snapshot()?;
                 let pinned_for = SystemTime::now()
