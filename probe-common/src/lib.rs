@@ -14,8 +14,8 @@ pub use classify::{
     classify, classify_ip, two_inline_vlan_tags,
 };
 pub use maps::{
-    CLASSES_PER_INTERFACE, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, SlotCounters,
-    class_index, counter_key, map_names,
+    CLASSES_PER_INTERFACE, ConfigMap, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode,
+    SlotCounters, class_index, counter_key, map_names,
 };
 pub use sample::{Framing, SAMPLE_CAPTURE_LEN, Sample, SampleCounts};
 

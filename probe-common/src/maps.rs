@@ -26,6 +26,32 @@ pub mod map_names {
 /// created and destroyed many interfaces) go to a hash map.
 pub const IFINDEX_ARRAY_LEN: u32 = 65536;
 
+/// Which of the two configuration maps holds an interface's entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigMap {
+    /// [`map_names::IFACE_CONFIG`], indexed by ifindex, below [`IFINDEX_ARRAY_LEN`].
+    Array,
+    /// [`map_names::IFACE_CONFIG_HIGH`], keyed by ifindex, from [`IFINDEX_ARRAY_LEN`] on.
+    High,
+}
+
+impl ConfigMap {
+    pub const fn of(ifindex: u32) -> Self {
+        if ifindex < IFINDEX_ARRAY_LEN {
+            Self::Array
+        } else {
+            Self::High
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Array => map_names::IFACE_CONFIG,
+            Self::High => map_names::IFACE_CONFIG_HIGH,
+        }
+    }
+}
+
 /// Most interfaces one loaded program can serve at once: each needs a slot of counters. The
 /// loader sizes the counter map (and the hash map for high ifindexes) at load time, up to this.
 pub const MAX_SLOTS: u32 = 65536;

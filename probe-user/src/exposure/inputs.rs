@@ -291,19 +291,15 @@ fn map_named(map_ids: &[u32], name: &str) -> Result<MapData, String> {
 
 /// `ifindex`'s configuration, configured or not, from the map of the program with `map_ids`.
 fn iface_config(map_ids: &[u32], ifindex: u32) -> Result<IfaceConfig, String> {
-    let wanted = if ifindex < IFINDEX_ARRAY_LEN {
-        map_names::IFACE_CONFIG
-    } else {
-        map_names::IFACE_CONFIG_HIGH
+    let wanted = ConfigMap::of(ifindex);
+    let map = map_named(map_ids, wanted.name())?;
+    let config: Result<IfaceConfig, _> = match wanted {
+        ConfigMap::Array => Array::<_, IfaceConfig>::try_from(Map::Array(map))
+            .and_then(|array| array.get(&ifindex, 0)),
+        ConfigMap::High => HashMap::<_, u32, IfaceConfig>::try_from(Map::HashMap(map))
+            .and_then(|hash| hash.get(&ifindex, 0)),
     };
-    let map = map_named(map_ids, wanted)?;
-    let config: Result<IfaceConfig, _> = if ifindex < IFINDEX_ARRAY_LEN {
-        Array::<_, IfaceConfig>::try_from(Map::Array(map)).and_then(|array| array.get(&ifindex, 0))
-    } else {
-        HashMap::<_, u32, IfaceConfig>::try_from(Map::HashMap(map))
-            .and_then(|hash| hash.get(&ifindex, 0))
-    };
-    config.map_err(|error| format!("cannot read {wanted}: {error}"))
+    config.map_err(|error| format!("cannot read {}: {error}", wanted.name()))
 }
 
 const NOT_CONFIGURED: &str = "the interface is not configured in its map";

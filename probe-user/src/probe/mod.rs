@@ -27,8 +27,8 @@ use aya::{
     util::nr_cpus,
 };
 use probe_common::{
-    CLASSES_PER_INTERFACE, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode, Sample,
-    SampleCounts, SlotCounters, map_names,
+    CLASSES_PER_INTERFACE, ConfigMap, Framing, IfaceConfig, MAX_SLOTS, Mode, Sample, SampleCounts,
+    SlotCounters, map_names,
 };
 use thiserror::Error;
 
@@ -326,10 +326,9 @@ impl Probe {
     }
 
     fn read_config(&self, ifindex: u32) -> Result<IfaceConfig, ProbeError> {
-        let found = if ifindex < IFINDEX_ARRAY_LEN {
-            self.config.get(&ifindex, 0)
-        } else {
-            self.config_high.get(&ifindex, 0)
+        let found = match ConfigMap::of(ifindex) {
+            ConfigMap::Array => self.config.get(&ifindex, 0),
+            ConfigMap::High => self.config_high.get(&ifindex, 0),
         };
         match found {
             Ok(config) => Ok(config),
@@ -688,7 +687,7 @@ impl Probe {
     }
 
     fn write_config(&mut self, ifindex: u32, config: IfaceConfig) -> Result<(), ProbeError> {
-        if ifindex < IFINDEX_ARRAY_LEN {
+        if ConfigMap::of(ifindex) == ConfigMap::Array {
             self.config.set(ifindex, config, 0)?;
         } else if config == IfaceConfig::default() {
             match self.config_high.remove(&ifindex) {

@@ -35,11 +35,12 @@ impl Probe {
         let mut high = Vec::new();
         for (&ifindex, record) in &self.records {
             let config = IfaceConfig::new(record.slot, record.mode, tokens);
-            if ifindex < IFINDEX_ARRAY_LEN {
-                keys.push(ifindex);
-                values.push(config);
-            } else {
-                high.push((ifindex, config));
+            match ConfigMap::of(ifindex) {
+                ConfigMap::Array => {
+                    keys.push(ifindex);
+                    values.push(config);
+                }
+                ConfigMap::High => high.push((ifindex, config)),
             }
         }
         let fd = self.config.map().fd().as_fd().as_raw_fd() as u32;
