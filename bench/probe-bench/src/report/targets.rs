@@ -4,10 +4,7 @@
 use super::*;
 
 /// The item with the largest value, or the smallest when `largest` is false.
-fn extreme<T>(
-    values: impl IntoIterator<Item = (T, f64)>,
-    largest: bool,
-) -> Option<(T, f64)> {
+fn extreme<T>(values: impl IntoIterator<Item = (T, f64)>, largest: bool) -> Option<(T, f64)> {
     values.into_iter().reduce(|a, b| {
         let pick_b = if largest { b.1 > a.1 } else { b.1 < a.1 };
         if pick_b { b } else { a }
