@@ -13,6 +13,7 @@ mod detach;
 mod logs;
 mod run;
 mod status;
+mod stream;
 mod table;
 mod text;
 mod tui;

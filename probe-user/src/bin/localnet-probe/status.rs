@@ -1,14 +1,13 @@
 //! `localnet-probe status`: the standing filter as pinned, read without attaching anything.
 
 use std::{
-    io::{self, IsTerminal as _},
+    io,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
-    output::json_line,
     output::report::{Report, StandingReport},
     probe::pins,
     session::{Observed, Snapshot, UnservedInterface, unserved_interfaces},
@@ -18,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     args::interval_seconds,
+    stream::Format,
     table,
     tui::{Command, Live, LiveView, Switching, next_event},
 };
@@ -51,14 +51,14 @@ struct NothingPinned<'a> {
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let json = args.json || !io::stdout().is_terminal();
+    let format = Format::chosen(args.json);
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(args.interval));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut previous: Option<Snapshot> = None;
-    let mut live = if args.watch && !json && !args.plain {
+    let mut live = if args.watch && format.is_none() && !args.plain {
         Some(
             Live::start(LiveView::new(
                 String::new(),
@@ -121,12 +121,12 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 previous = Some(snapshot);
                 match &mut live {
                     Some(live) => {
-                        last_table = render_report(&report, &state, false, false);
+                        last_table = render_report(&report, &state, None, false);
                         live.view.set_state(state);
                         live.view.update(report, at);
                         live.frame().context("cannot draw the live view")?
                     }
-                    None => render_report(&report, &state, json, args.watch),
+                    None => render_report(&report, &state, format, args.watch),
                 }
             }
             Err(dir) => {
@@ -135,7 +135,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 let directory = dir.path.display().to_string();
                 match &mut live {
                     Some(live) => {
-                        last_table = render_nothing(&interfaces, &directory, false, false);
+                        last_table = render_nothing(&interfaces, &directory, None, false);
                         live.view.set_state(format!(
                             "no standing filter in {directory} (`localnet-probe run --pin` \
                              leaves one)"
@@ -143,7 +143,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                         live.view.show_unserved(interfaces);
                         live.frame().context("cannot draw the live view")?
                     }
-                    None => render_nothing(&interfaces, &directory, json, args.watch),
+                    None => render_nothing(&interfaces, &directory, format, args.watch),
                 }
             }
         };
@@ -167,9 +167,9 @@ fn write(stdout: &mut impl io::Write, bytes: &[u8]) -> anyhow::Result<bool> {
     }
 }
 
-fn render_report(report: &Report, state: &str, json: bool, watch: bool) -> Vec<u8> {
-    if json {
-        return json_line(report);
+fn render_report(report: &Report, state: &str, format: Option<Format>, watch: bool) -> Vec<u8> {
+    if let Some(format) = format {
+        return format.line(report);
     }
     let view = table::render(report, state, &[], &Default::default(), None);
     if watch {
@@ -182,11 +182,11 @@ fn render_report(report: &Report, state: &str, json: bool, watch: bool) -> Vec<u
 fn render_nothing(
     interfaces: &[UnservedInterface],
     directory: &str,
-    json: bool,
+    format: Option<Format>,
     watch: bool,
 ) -> Vec<u8> {
-    if json {
-        return json_line(&NothingPinned {
+    if let Some(format) = format {
+        return format.line(&NothingPinned {
             kind: "status",
             timestamp: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

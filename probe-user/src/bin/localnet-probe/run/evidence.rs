@@ -15,6 +15,7 @@ use probe_user::{
 };
 
 use super::output::{Output, Stream};
+use crate::stream::Format;
 
 /// Events the live view keeps for its pane.
 pub(crate) const PANE_LINES: usize = 40;
@@ -23,8 +24,9 @@ const WAITING_BATCHES: usize = 64;
 
 /// Where `--events` go.
 pub(crate) enum Events {
-    /// Objects on the JSON stream (`--json`): handed back to the caller for its output.
-    Json,
+    /// Objects on the machine-readable stream (`--json`): handed back to the caller for its
+    /// output.
+    Stream(Format),
     /// Lines in the live view's pane.
     Pane,
     /// Lines on stderr, when the view is not a terminal or stdout carries the pcap.
@@ -247,13 +249,13 @@ impl Evidence {
         }
     }
 
-    /// Hands a batch of samples to every consumer; returns the JSON event lines to write on
-    /// the report stream (with `--events --json`).
+    /// Hands a batch of samples to every consumer; returns the event lines to write on the
+    /// machine-readable stream (with `--events --json`).
     pub(crate) fn take(
         &mut self,
         frames: &[SampledFrame],
         name: impl Fn(u32) -> String,
-    ) -> anyhow::Result<Vec<u8>> {
+    ) -> Vec<u8> {
         let now = Instant::now();
         for frame in frames {
             self.senders.record(frame, now);
@@ -264,13 +266,9 @@ impl Evidence {
         let mut json = Vec::new();
         match &mut self.events {
             None => {}
-            Some(Events::Json) => {
+            Some(Events::Stream(format)) => {
                 for frame in frames {
-                    serde_json::to_writer(
-                        &mut json,
-                        &EventReport::new(frame, &name(frame.ifindex)),
-                    )?;
-                    json.push(b'\n');
+                    json.extend(format.line(&EventReport::new(frame, &name(frame.ifindex))));
                 }
             }
             Some(Events::Pane) => {
@@ -293,7 +291,7 @@ impl Evidence {
                 }
             }
         }
-        Ok(json)
+        json
     }
 
     /// Gives the pcap, if any, an interface block for each newly attached interface.

@@ -10,7 +10,7 @@ pub(crate) use self::args::{InvalidArguments, RunArgs};
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
-    io::{self, IsTerminal as _},
+    io,
     net::SocketAddr,
     pin::Pin,
     time::{Duration, Instant},
@@ -21,7 +21,6 @@ use probe_common::Mode;
 use probe_user::{
     net::link_events::LinkEvents,
     net::names::NamePattern,
-    output::json_line,
     output::report::{EventReport, Report, SysctlChangeReport},
     output::samples::SampleRing,
     probe::attachment::Hook,
@@ -39,6 +38,7 @@ use tokio::{
 };
 
 use crate::{
+    stream::Format,
     table,
     tui::{Command, Live, LiveView, Switching, next_event},
 };
@@ -67,7 +67,8 @@ enum View {
     Live,
     /// A table redrawn every interval (`--plain`).
     Plain,
-    Json,
+    /// The machine-readable stream.
+    Stream(Format),
     /// The pcap stream.
     Pcap,
 }
@@ -91,8 +92,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let view = if args.pcap.as_deref() == Some("-") {
         View::Pcap
-    } else if args.json || !io::stdout().is_terminal() {
-        View::Json
+    } else if let Some(format) = Format::chosen(args.json) {
+        View::Stream(format)
     } else if args.plain {
         View::Plain
     } else {
@@ -107,7 +108,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let events = match (args.events, view) {
         (_, View::Live) if args.sample_rate > 0 => Some(Events::Pane),
         (false, _) => None,
-        (true, _) if args.json => Some(Events::Json),
+        (true, View::Stream(format)) if args.json => Some(Events::Stream(format)),
         (true, View::Live | View::Plain) => Some(Events::Pane),
         (true, _) => Some(Events::Stderr(Output::spawn(Stream::Stderr, 64))),
     };
@@ -238,7 +239,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let top = usize::from(args.top.unwrap_or(DEFAULT_TOP));
     let render = |report: &Report, pane: &VecDeque<EventReport>, alerts: &VecDeque<String>| {
         match view {
-            View::Json => json_line(report),
+            View::Stream(format) => format.line(report),
             // The last view stays on the screen and scrolls, with the newest events.
             View::Plain | View::Live if report.is_final => {
                 let newest = pane.iter().skip(pane.len().saturating_sub(FINAL_EVENTS));
@@ -317,7 +318,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             () = next_relist(&mut relist) => relist = follow(&mut session, &mut evidence)?,
             read = next_samples(ring.as_mut(), &mut batch) => {
                 read.context("cannot read the samples")?;
-                let json = evidence.take(&batch, |ifindex| name_in(&session, ifindex))?;
+                let json = evidence.take(&batch, |ifindex| name_in(&session, ifindex));
                 if let (false, Some(output)) = (json.is_empty(), &mut output) {
                     output.offer(json, "events");
                 }
@@ -409,7 +410,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             .get(&ifindex)
             .cloned()
             .unwrap_or_else(|| format!("ifindex {ifindex}"))
-    })?;
+    });
     // The terminal given back first; the final table then stays on the screen.
     let mut last = match live {
         Some(live) => [live.close(), last].concat(),
@@ -602,8 +603,8 @@ fn say_changes(
         let change = SysctlChangeReport::new(change, snapshot);
         tracing::warn!("{}", change.sentence());
         match (view, output.as_deref_mut()) {
-            (View::Json, Some(output)) => {
-                output.offer(json_line(&change), "route_localnet changes");
+            (View::Stream(format), Some(output)) => {
+                output.offer(format.line(&change), "route_localnet changes");
             }
             (View::Plain | View::Live, _) => {
                 if alerts.len() == ALERTS_SHOWN {
