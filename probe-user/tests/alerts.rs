@@ -35,8 +35,8 @@ fn no_change_within(probe: &ProbeProcess, wait: Duration) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn route_localnet_changes_are_said_within_two_seconds() {
-    testbed::skip_unless_root!();
     let link = Link::new("alerts");
     let netns = &link.receiver;
     // Reports every 10 s: an alert cannot ride on one.

@@ -13,7 +13,7 @@ use std::{
 use test_frames::ipv4;
 use testbed::{
     Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4, Tun,
-    class_packets, drain, interface, only_caps, served, wait_exit,
+    class_packets, interface, only_caps, receive, served, wait_exit,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -49,8 +49,8 @@ fn packets_matched(report: &serde_json::Value, name: &str) -> u64 {
 /// The README promises CAP_BPF and CAP_NET_ADMIN suffice: run as nobody with exactly those, the
 /// probe attaches, counts exactly and drops.
 #[test]
+#[ignore = "needs root"]
 fn runs_with_exactly_cap_bpf_and_cap_net_admin() {
-    testbed::skip_unless_root!();
     let link = Link::new("caps");
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
@@ -71,7 +71,7 @@ fn runs_with_exactly_cap_bpf_and_cap_net_admin() {
         sender.send(&frame);
     }
     assert_eq!(
-        drain(&server, QUIET),
+        receive(&server, 0, QUIET),
         0,
         "dropped under the two capabilities"
     );
@@ -90,8 +90,8 @@ fn runs_with_exactly_cap_bpf_and_cap_net_admin() {
 /// A `--capacity` smaller than the selection is an error before anything attaches, not a
 /// start that serves some.
 #[test]
+#[ignore = "needs root"]
 fn a_capacity_below_the_selection_attaches_nothing() {
-    testbed::skip_unless_root!();
     let link = Link::new("capacity");
     link.receiver.ip(&[
         "link", "add", "cap0", "type", "veth", "peer", "name", "cap1",
@@ -114,8 +114,8 @@ fn a_capacity_below_the_selection_attaches_nothing() {
 
 /// With one of the two capabilities missing, one sentence names the other, and nothing loads.
 #[test]
+#[ignore = "needs root"]
 fn one_capability_fewer_names_the_missing_one() {
-    testbed::skip_unless_root!();
     let netns = Netns::new("fewer-caps");
     for (caps, missing) in [("+bpf", "CAP_NET_ADMIN"), ("+net_admin", "CAP_BPF")] {
         let output = Command::new("ip")
@@ -137,8 +137,8 @@ fn one_capability_fewer_names_the_missing_one() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn out_of_range_seconds_are_refused_before_anything_happens() {
-    testbed::skip_unless_root!();
     let link = Link::new("range");
     for args in [
         ["--interval", "1e20"],
@@ -170,8 +170,8 @@ fn out_of_range_seconds_are_refused_before_anything_happens() {
 /// On a tun device packets start at the IP header: they are classified, counted and dropped
 /// like Ethernet frames.
 #[test]
+#[ignore = "needs root"]
 fn tun_devices_are_served_by_the_ip_program() {
-    testbed::skip_unless_root!();
     let netns = Netns::new("tun");
     let tun = Tun::new(&netns, "tun0", "198.18.1.1/24");
     netns.sysctl("net/ipv4/conf/tun0/route_localnet", "1");
@@ -191,7 +191,11 @@ fn tun_devices_are_served_by_the_ip_program() {
     for _ in 0..20 {
         tun.send(packet);
     }
-    assert_eq!(drain(&server, QUIET), 20, "route_localnet=1 lets them in");
+    assert_eq!(
+        receive(&server, 20, QUIET),
+        20,
+        "route_localnet=1 lets them in"
+    );
 
     let probe = ProbeProcess::start(PROBE, &netns, &["--drop"]);
     let ready = probe.wait_ready();
@@ -201,7 +205,7 @@ fn tun_devices_are_served_by_the_ip_program() {
     for _ in 0..20 {
         tun.send(packet);
     }
-    assert_eq!(drain(&server, QUIET), 0, "dropped on the tun device");
+    assert_eq!(receive(&server, 0, QUIET), 0, "dropped on the tun device");
     let report = probe.wait_for(Duration::from_secs(10), |report| {
         packets_matched(report, "tun0") == 20
     });
@@ -216,8 +220,8 @@ fn tun_devices_are_served_by_the_ip_program() {
 /// the parent is reported exposed through it, the child is left out (its frames are the
 /// parent's), and drop mode on the parent protects the child.
 #[test]
+#[ignore = "needs root"]
 fn a_macvlan_child_exposes_its_parent_and_is_protected_there() {
-    testbed::skip_unless_root!();
     const CHILD_MAC: [u8; 6] = [0x02, 0x4c, 0x50, 0, 0, 0x03];
     let link = Link::new("macvlan");
     link.receiver.ip(&[
@@ -247,7 +251,7 @@ fn a_macvlan_child_exposes_its_parent_and_is_protected_there() {
     for _ in 0..10 {
         sender.send(&to_child);
     }
-    assert_eq!(drain(&server, QUIET), 10, "the child lets them in");
+    assert_eq!(receive(&server, 10, QUIET), 10, "the child lets them in");
 
     let monitor = ProbeProcess::start(PROBE, &link.receiver, &[]);
     let ready = monitor.wait_ready();
@@ -288,7 +292,7 @@ fn a_macvlan_child_exposes_its_parent_and_is_protected_there() {
     for _ in 0..10 {
         sender.send(&to_child);
     }
-    assert_eq!(drain(&server, QUIET), 0, "dropped on the parent");
+    assert_eq!(receive(&server, 0, QUIET), 0, "dropped on the parent");
     probe.wait_for(Duration::from_secs(10), |report| {
         interface(report, RECEIVER_IF)["packets_dropped"] == 10
     });
@@ -318,8 +322,8 @@ fn monitor_stderr(netns: &Netns) -> String {
 /// the attached device (by ifindex) under its new name, with its own route_localnet, and serves
 /// the newcomer too, as the name given to --iface.
 #[test]
+#[ignore = "needs root"]
 fn a_renamed_interface_is_followed_by_ifindex() {
-    testbed::skip_unless_root!();
     let link = Link::new("rename");
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
@@ -367,8 +371,8 @@ fn a_renamed_interface_is_followed_by_ifindex() {
 /// A device deleted and another created with its ifindex between two readings carries no
 /// program: the served one is reported removed, the newcomer is not taken for it.
 #[test]
+#[ignore = "needs root"]
 fn a_device_that_takes_a_removed_ones_ifindex_is_not_taken_for_it() {
-    testbed::skip_unless_root!();
     let link = Link::new("reuse");
     link.receiver
         .ip(&["link", "add", "vr2", "type", "veth", "peer", "name", "vs2"]);
@@ -409,8 +413,8 @@ fn a_device_that_takes_a_removed_ones_ifindex_is_not_taken_for_it() {
 /// (`xdp.frags`), attach in native mode, and frames larger than a page, which arrive in several
 /// buffers, are counted whole (every byte) and dropped.
 #[test]
+#[ignore = "needs root"]
 fn jumbo_frames_are_counted_whole_and_dropped_in_native_mode() {
-    testbed::skip_unless_root!();
     let link = Link::new("jumbo");
     link.sender
         .ip(&["link", "set", testbed::SENDER_IF, "mtu", "9000"]);
@@ -436,7 +440,7 @@ fn jumbo_frames_are_counted_whole_and_dropped_in_native_mode() {
             sender.send(&frame);
         }
     }
-    assert_eq!(drain(&server, QUIET), 0, "dropped, jumbo or not");
+    assert_eq!(receive(&server, 0, QUIET), 0, "dropped, jumbo or not");
     let report = probe.wait_for(Duration::from_secs(10), |report| {
         interface(report, RECEIVER_IF)["packets_dropped"] == 15
     });
@@ -452,8 +456,8 @@ fn jumbo_frames_are_counted_whole_and_dropped_in_native_mode() {
 /// Where a driver has no native XDP (a bridge), auto mode falls back to generic XDP, says why,
 /// and counts there.
 #[test]
+#[ignore = "needs root"]
 fn auto_mode_falls_back_to_generic_where_native_is_refused() {
-    testbed::skip_unless_root!();
     let link = Link::new("generic");
     link.receiver.ip(&["link", "add", "br0", "type", "bridge"]);
     link.receiver
@@ -478,8 +482,8 @@ fn auto_mode_falls_back_to_generic_where_native_is_refused() {
 /// An interface deleted while served leaves the view once, reported with its final counts in
 /// `removed`, which the totals keep; the probe goes on with the others.
 #[test]
+#[ignore = "needs root"]
 fn a_deleted_interface_is_reported_once_and_its_counts_kept() {
-    testbed::skip_unless_root!();
     let link = Link::new("delete");
     link.receiver
         .ip(&["link", "add", "vr2", "type", "veth", "peer", "name", "vs2"]);
@@ -527,8 +531,8 @@ fn a_deleted_interface_is_reported_once_and_its_counts_kept() {
 
 /// A reader that stops reading fills the pipe; SIGTERM still detaches and ends the probe.
 #[test]
+#[ignore = "needs root"]
 fn a_stalled_reader_does_not_stop_sigterm_from_detaching() {
-    testbed::skip_unless_root!();
     let link = Link::new("stall");
     let (mut child, _unread) = start_piped(
         &link.receiver,
@@ -546,8 +550,8 @@ fn a_stalled_reader_does_not_stop_sigterm_from_detaching() {
 /// A reader that goes away (`| head -1`) ends the run and detaches at once, not at the next
 /// write an interval later.
 #[test]
+#[ignore = "needs root"]
 fn a_reader_that_goes_away_ends_the_run_at_once() {
-    testbed::skip_unless_root!();
     let link = Link::new("gone");
     let (mut child, stdout) = start_piped(
         &link.receiver,

@@ -11,7 +11,7 @@ use std::{
 use test_frames::{TPID_8021Q, ipv4, ipv6};
 use testbed::{
     Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC, SENDER_V4,
-    class_packets, drain, interface,
+    class_packets, interface, receive,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -33,8 +33,8 @@ fn packets_matched(report: &serde_json::Value) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ten_thousand_loopback_frames_are_counted_exactly() {
-    testbed::skip_unless_root!();
     let link = Link::new("count");
     let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
     let ready = probe.wait_ready();
@@ -100,8 +100,8 @@ fn ten_thousand_loopback_frames_are_counted_exactly() {
 /// reaches a socket bound to 127.0.0.1; `run --drop` stops that and counts it; after the probe
 /// exits it reaches the socket again. Benign traffic is untouched throughout.
 #[test]
+#[ignore = "needs root"]
 fn drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server() {
-    testbed::skip_unless_root!();
     const SPOOFED: usize = 50;
     let link = Link::new("seed");
     link.receiver
@@ -126,11 +126,11 @@ fn drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server() {
 
     send_both();
     assert_eq!(
-        drain(&server, QUIET),
+        receive(&server, SPOOFED, QUIET),
         SPOOFED,
         "route_localnet=1 lets them in"
     );
-    assert_eq!(drain(&benign_server, QUIET), SPOOFED);
+    assert_eq!(receive(&benign_server, SPOOFED, QUIET), SPOOFED);
 
     let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF, "--drop"]);
     let ready = probe.wait_ready();
@@ -142,9 +142,9 @@ fn drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server() {
     );
     assert_eq!(entry["exposed"], false, "drop mode closes the exposure");
     send_both();
-    assert_eq!(drain(&server, QUIET), 0, "the probe drops them");
+    assert_eq!(receive(&server, 0, QUIET), 0, "the probe drops them");
     assert_eq!(
-        drain(&benign_server, QUIET),
+        receive(&benign_server, SPOOFED, QUIET),
         SPOOFED,
         "benign traffic passes"
     );
@@ -167,16 +167,16 @@ fn drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server() {
     assert!(!link.receiver.has_xdp(RECEIVER_IF));
     send_both();
     assert_eq!(
-        drain(&server, QUIET),
+        receive(&server, SPOOFED, QUIET),
         SPOOFED,
         "without the probe they arrive again"
     );
-    assert_eq!(drain(&benign_server, QUIET), SPOOFED);
+    assert_eq!(receive(&benign_server, SPOOFED, QUIET), SPOOFED);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn monitor_mode_with_route_localnet_reports_the_exposure() {
-    testbed::skip_unless_root!();
     let link = Link::new("expose");
     link.receiver
         .sysctl("net/ipv4/conf/all/route_localnet", "1");
@@ -203,8 +203,8 @@ fn probe_stderr_warns(netns: &Netns) -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn killed_probe_leaves_no_program_behind() {
-    testbed::skip_unless_root!();
     let link = Link::new("kill");
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
@@ -226,12 +226,16 @@ fn killed_probe_leaves_no_program_behind() {
     for _ in 0..10 {
         sender.send(&spoofed);
     }
-    assert_eq!(drain(&server, QUIET), 10, "nothing drops them any more");
+    assert_eq!(
+        receive(&server, 10, QUIET),
+        10,
+        "nothing drops them any more"
+    );
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_second_probe_is_refused_and_the_first_keeps_working() {
-    testbed::skip_unless_root!();
     let link = Link::new("busy");
     let first = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
     first.wait_ready();
@@ -263,8 +267,8 @@ fn a_second_probe_is_refused_and_the_first_keeps_working() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unknown_interface_is_refused_before_anything_loads() {
-    testbed::skip_unless_root!();
     let link = Link::new("unknown");
     let output = run_in(
         &link.receiver,
@@ -281,8 +285,8 @@ fn unknown_interface_is_refused_before_anything_loads() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn native_mode_failure_is_one_clear_error() {
-    testbed::skip_unless_root!();
     let link = Link::new("partial");
     // An ifb interface has no native XDP: the second attachment fails, the first is undone.
     link.receiver.ip(&["link", "add", "ifb0", "type", "ifb"]);
@@ -313,8 +317,8 @@ fn native_mode_failure_is_one_clear_error() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unprivileged_run_says_what_is_missing() {
-    testbed::skip_unless_root!();
     let output = Command::new("setpriv")
         .args([
             "--reuid=65534",

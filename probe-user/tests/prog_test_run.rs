@@ -143,20 +143,20 @@ fn check_every_case(mode: Mode) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn every_case_in_monitor_mode() {
-    testbed::skip_unless_root!();
     check_every_case(Mode::Monitor);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn every_case_in_drop_mode() {
-    testbed::skip_unless_root!();
     check_every_case(Mode::Drop);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn repeated_runs_are_counted_exactly() {
-    testbed::skip_unless_root!();
     let mut probe = load();
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
     let matching: Vec<_> = cases()
@@ -173,8 +173,8 @@ fn repeated_runs_are_counted_exactly() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn mode_changes_without_reattaching() {
-    testbed::skip_unless_root!();
     let mut probe = load();
     let case = case("ipv4 loopback destination");
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
@@ -191,8 +191,8 @@ fn mode_changes_without_reattaching() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unconfigured_interfaces_pass_uncounted() {
-    testbed::skip_unless_root!();
     let mut probe = load();
     // A different interface is configured; frames on IFINDEX find no entry.
     probe
@@ -210,8 +210,8 @@ fn unconfigured_interfaces_pass_uncounted() {
 /// Interfaces with an ifindex past the direct array are configured in the hash map; the program
 /// must find them there.
 #[test]
+#[ignore = "needs root"]
 fn high_ifindexes_are_configured_too() {
-    testbed::skip_unless_root!();
     const HIGH: u32 = 70_000;
     let netns = testbed::Netns::new("high-ifindex");
     netns.ip(&[
@@ -255,8 +255,8 @@ fn total_packets(counters: &SlotCounters) -> u64 {
 /// The program for layer-3 devices gets packets that start at the IP header: every case, its
 /// link-layer headers stripped, gets the verdict and the counter the whole frame gets.
 #[test]
+#[ignore = "needs root"]
 fn ip_program_classifies_packets_without_a_link_layer() {
-    testbed::skip_unless_root!();
     let mut probe = load();
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
     let mut checked = 0;
@@ -288,8 +288,8 @@ fn ip_program_classifies_packets_without_a_link_layer() {
 /// Interfaces come and go for days: slots are freed with their counters zeroed, and a slot
 /// given out again starts from zero, whatever it counted before.
 #[test]
+#[ignore = "needs root"]
 fn slots_are_reused_with_zeroed_counters() {
-    testbed::skip_unless_root!();
     let case = case("ipv4 loopback destination");
     let matched = case.expected.expect("a matching case");
     let mut probe = load();
@@ -338,8 +338,8 @@ fn slots_are_reused_with_zeroed_counters() {
 /// each matched frame sends one sample that says what the counters say, with the frame's first
 /// 128 bytes and its whole length.
 #[test]
+#[ignore = "needs root"]
 fn every_matched_case_is_sampled_as_it_is_counted() {
-    testbed::skip_unless_root!();
     let mut probe = load_sampling(4, 100_000);
     let mut ring = probe.take_samples().expect("the ring");
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
@@ -385,8 +385,8 @@ fn every_matched_case_is_sampled_as_it_is_counted() {
 /// The limit holds per second (the loader refills it), and every matched frame is either
 /// sampled or suppressed: matched = emitted + lost + suppressed.
 #[test]
+#[ignore = "needs root"]
 fn samples_are_limited_per_interface() {
-    testbed::skip_unless_root!();
     let mut probe = load_sampling(4, 5);
     let mut ring = probe.take_samples().expect("the ring");
     probe.configure(IFINDEX, Mode::Monitor).expect("configure");
@@ -412,8 +412,8 @@ fn samples_are_limited_per_interface() {
 /// A ring nobody reads fills up: the samples that no longer fit are counted as lost, and the
 /// frames are still counted and judged.
 #[test]
+#[ignore = "needs root"]
 fn samples_that_find_the_ring_full_are_counted_as_lost() {
-    testbed::skip_unless_root!();
     const FRAMES: u32 = 60_000;
     let mut probe = load_sampling(1, 100_000);
     let mut ring = probe.take_samples().expect("the ring");
@@ -430,8 +430,8 @@ fn samples_that_find_the_ring_full_are_counted_as_lost() {
 
 /// The layer-3 program's samples start at the IP header and say so.
 #[test]
+#[ignore = "needs root"]
 fn ip_program_samples_start_at_the_ip_header() {
-    testbed::skip_unless_root!();
     let mut probe = load_sampling(4, 10);
     let mut ring = probe.take_samples().expect("the ring");
     probe.configure(IFINDEX, Mode::Monitor).expect("configure");
@@ -488,8 +488,8 @@ fn framed(case: &Case, program: Framing) -> Option<&[u8]> {
 /// mode, `TCX_NEXT` (hand on to the next program) otherwise, never `TCX_PASS`, which would skip
 /// the programs after it.
 #[test]
+#[ignore = "needs root"]
 fn tcx_ingress_classifies_and_counts_as_xdp_does() {
-    testbed::skip_unless_root!();
     let mut probe = load();
     for mode in [Mode::Monitor, Mode::Drop] {
         probe.configure(IFINDEX, mode).expect("configure");
@@ -519,8 +519,8 @@ fn tcx_ingress_classifies_and_counts_as_xdp_does() {
 /// At tcx egress, every case is handed on, whatever the mode; those with a loopback source (or
 /// both addresses loopback) are counted as replied, and nothing else is.
 #[test]
+#[ignore = "needs root"]
 fn tcx_egress_counts_loopback_sources_as_replies_and_drops_nothing() {
-    testbed::skip_unless_root!();
     let mut probe = load_sampling(4, 1000);
     let mut ring = probe.take_samples().expect("sampling is on");
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
@@ -648,8 +648,8 @@ fn frames_nobody_chose(rng: &mut Rng, count: usize) -> Vec<Vec<u8>> {
 /// XDP and at tcx ingress, in drop mode, get exactly the verdict and, class by class, the counts
 /// the host classifier gives them.
 #[test]
+#[ignore = "needs root"]
 fn frames_nobody_chose_get_the_host_classifiers_verdict_and_class_in_the_kernel() {
-    testbed::skip_unless_root!();
     let seed = 0x6c6e_7072_6f62_6531;
     let frames = frames_nobody_chose(&mut Rng(seed), 12_000);
     assert!(frames.len() >= 10_000, "only {} frames", frames.len());

@@ -17,7 +17,7 @@ use serde_json::Value;
 use test_frames::ipv4;
 use testbed::{
     Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4, class_packets,
-    drain, interface, only_caps, stderr_of,
+    interface, only_caps, receive, stderr_of,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -78,8 +78,8 @@ fn dropped(report: &Value) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_cleanly() {
-    testbed::skip_unless_root!();
     let link = Link::new("pin");
     let netns = &link.receiver;
     netns.sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
@@ -95,7 +95,11 @@ fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_clea
     for _ in 0..100 {
         sender.send(&frame);
     }
-    assert_eq!(drain(&listener, QUIET), 0, "dropped with no CLI running");
+    assert_eq!(
+        receive(&listener, 0, QUIET),
+        0,
+        "dropped with no CLI running"
+    );
     let shown = status(netns);
     assert_eq!(shown["type"], "status");
     assert_eq!(shown["standing_filter"]["served_by"], Value::Null);
@@ -124,7 +128,11 @@ fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_clea
     stop_sending.store(true, Ordering::Relaxed);
     let sent = sending.join().expect("sender");
     assert!(sent > 1000, "only {sent} frames sent across the restarts");
-    assert_eq!(drain(&listener, QUIET), 0, "a frame got through a restart");
+    assert_eq!(
+        receive(&listener, 0, QUIET),
+        0,
+        "a frame got through a restart"
+    );
     assert_eq!(dropped(&status(netns)), 100 + sent);
 
     // The mode changes live: monitor lets them through (counted), drop stops them again.
@@ -136,14 +144,18 @@ fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_clea
     for _ in 0..50 {
         sender.send(&frame);
     }
-    assert_eq!(drain(&listener, QUIET), 50, "monitor mode passes them");
+    assert_eq!(
+        receive(&listener, 50, QUIET),
+        50,
+        "monitor mode passes them"
+    );
     stop(monitoring);
     let dropping = ProbeProcess::start_pinned(PROBE, netns, &["--drop-on", RECEIVER_IF]);
     dropping.wait_ready();
     for _ in 0..50 {
         sender.send(&frame);
     }
-    assert_eq!(drain(&listener, QUIET), 0, "drop mode again");
+    assert_eq!(receive(&listener, 0, QUIET), 0, "drop mode again");
     stop(dropping);
     let shown = status(netns);
     let entry = interface(&shown, RECEIVER_IF);
@@ -166,7 +178,7 @@ fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_clea
     for _ in 0..10 {
         sender.send(&frame);
     }
-    assert_eq!(drain(&listener, QUIET), 10);
+    assert_eq!(receive(&listener, 10, QUIET), 10);
     let shown = status(netns);
     assert_eq!(shown["standing_filter"], Value::Null);
     let entry = shown["interfaces"]
@@ -320,8 +332,8 @@ fn probe_as_nobody(netns: &Netns, caps: &str, args: &[&str]) -> Output {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_second_run_pin_or_a_detach_is_refused_naming_the_first() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("busy", "b", 1);
     let first = ProbeProcess::start_pinned(PROBE, &netns, &["--drop", "--iface", &devices[0]]);
     first.wait_ready();
@@ -341,8 +353,8 @@ fn a_second_run_pin_or_a_detach_is_refused_naming_the_first() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn no_mountable_bpf_file_system_says_how_to_mount_one_and_attaches_nothing() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("nobpffs", "m", 1);
     // A mount namespace of its own where /sys/fs/bpf is a tmpfs, and a process that may load
     // and attach (and pass the permissions) but not mount.
@@ -368,8 +380,8 @@ fn no_mountable_bpf_file_system_says_how_to_mount_one_and_attaches_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn under_ip_netns_exec_the_pins_are_said_to_go_with_the_command() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("ipexec", "e", 1);
     let output = std::process::Command::new("ip")
         .args([
@@ -398,8 +410,8 @@ fn under_ip_netns_exec_the_pins_are_said_to_go_with_the_command() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_detached() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("foreign", "f", 1);
     let dir = netns.pin_dir();
     let bpftool = |args: &[&str]| {
@@ -487,8 +499,8 @@ fn a_pin_directory_with_something_else_in_it_is_refused_and_an_incompatible_one_
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
-    testbed::skip_unless_root!();
     for clear_with in ["run --pin", "detach --iface", "detach"] {
         let netns = Netns::new("gone");
         let devices = veth_pairs(&netns, "g", 2);
@@ -557,8 +569,8 @@ fn the_pins_of_a_deleted_interface_are_reported_removed_and_cleared() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sigkill_while_taking_over_leaves_every_interface_filtered_and_counted() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("kill", "k", 20);
     let started = Instant::now();
     let first = ProbeProcess::start_pinned(PROBE, &netns, &ifaces(&devices));
@@ -607,8 +619,8 @@ fn sigkill_while_taking_over_leaves_every_interface_filtered_and_counted() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_plain_run_on_the_standing_filters_interface_names_it_and_the_commands() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("plain", "p", 1);
     let plain = || {
         netns.output(
@@ -637,8 +649,8 @@ fn a_plain_run_on_the_standing_filters_interface_names_it_and_the_commands() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn what_pinning_needs_as_another_user() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("privs", "u", 1);
     let run_pin = [
         "run",
@@ -680,8 +692,8 @@ fn what_pinning_needs_as_another_user() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_removed() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("cut", "c", 20);
     let mut all = devices.clone();
     all.sort();
@@ -754,8 +766,8 @@ fn an_interface_whose_pinning_was_cut_short_is_attached_anew_not_reported_remove
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_run_pin_refused_for_an_occupied_interface_changes_nothing() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("occupied", "o", 2);
     let (standing, occupied) = (&devices[0], &devices[1]);
     let output = run_pin(&netns, &["--iface", standing]);
@@ -792,8 +804,8 @@ fn a_run_pin_refused_for_an_occupied_interface_changes_nothing() {
 /// `ip netns exec` gives `status` and `detach` a mount namespace without the host's bpffs: they
 /// say they cannot see the pins rather than that there are none.
 #[test]
+#[ignore = "needs root"]
 fn status_and_detach_say_when_they_cannot_see_the_pins() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("unseen", "u", 1);
     assert_succeeded(&run_pin(&netns, &ifaces(&devices)));
     for command in ["status", "detach"] {
@@ -810,8 +822,8 @@ fn status_and_detach_say_when_they_cannot_see_the_pins() {
 /// A device deleted while no probe runs, and another one created with its ifindex: the pins are
 /// the old device's, reported removed; the new one is another interface.
 #[test]
+#[ignore = "needs root"]
 fn a_device_that_takes_a_pinned_ones_ifindex_is_not_taken_for_it() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("reuse", "r", 1);
     let old = &devices[0];
     assert_succeeded(&run_pin(&netns, &["--drop", "--iface", old]));
@@ -851,8 +863,8 @@ fn a_device_that_takes_a_pinned_ones_ifindex_is_not_taken_for_it() {
 /// runs takes the program along; the next `run --pin` here reports it removed, under its name,
 /// and detaches it.
 #[test]
+#[ignore = "needs root"]
 fn a_device_moved_away_is_reported_under_its_name_and_detached() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("moved", "m", 2);
     let elsewhere = Netns::new("moved-to");
     assert_succeeded(&run_pin(
@@ -879,8 +891,8 @@ fn a_device_moved_away_is_reported_under_its_name_and_detached() {
 /// A standing filter keeps the room it was pinned with: a takeover that selects more attaches
 /// what fits, says what does not, and keeps serving.
 #[test]
+#[ignore = "needs root"]
 fn a_takeover_beyond_the_pinned_room_serves_what_fits() {
-    testbed::skip_unless_root!();
     let (netns, devices) = with_veths("room", "c", 2);
     assert_succeeded(&run_pin(
         &netns,

@@ -564,7 +564,9 @@ fn test() -> anyhow::Result<()> {
     image()?;
     let mut command = cargo();
     command
-        .args(["test", "--locked"])
+        // The root tests are `#[ignore = "needs root"]`, so that a plain `cargo test` shows them
+        // as ignored rather than passed; here they run.
+        .args(["test", "--locked", "--", "--include-ignored"])
         .env("RUST_BACKTRACE", "1")
         .stdout(Stdio::piped());
     let mut child = command

@@ -7,8 +7,8 @@ use std::{path::Path, process::Command};
 use serde_json::Value;
 
 #[test]
+#[ignore = "needs root"]
 fn quick_run_reports_every_section() {
-    testbed::skip_unless_root!();
     let bench = Path::new(env!("CARGO_BIN_EXE_localnet-probe-bench"));
     let probe = bench.with_file_name("localnet-probe");
     assert!(

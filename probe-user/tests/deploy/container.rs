@@ -35,8 +35,8 @@ fn files(dir: &Path, under: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_image_holds_one_static_binary_that_counts_frames() {
-    testbed::skip_unless_root!();
     const FRAMES: u64 = 25;
     let inspected: Value = serde_json::from_str(&checked(Command::new("podman").args([
         "image",

@@ -34,8 +34,8 @@ fn manifests() -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_manifests_pass_strict_validation_and_the_kustomization_lists_them_all() {
-    testbed::skip_unless_root!();
     let listed = manifests();
     let mut in_folder: Vec<String> = fs::read_dir(deploy("kubernetes"))
         .expect("deploy/kubernetes")
@@ -94,8 +94,8 @@ fn quantity(text: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_daemonsets_container_runs_as_the_kubelet_starts_it() {
-    testbed::skip_unless_root!();
     const FRAMES: u64 = 40;
     let container = container();
     assert_eq!(
@@ -176,14 +176,15 @@ fn the_daemonsets_container_runs_as_the_kubelet_starts_it() {
             .expect("start the probe"),
     );
     let path = readiness["path"].as_str().expect("a path");
-    crate::scrape(&link.receiver, &ready_at);
+    let mut last_words = || probe.last_words();
+    crate::scrape(&link.receiver, &ready_at, &mut last_words);
     assert_eq!(http_get(&link.receiver, &ready_at, path, None).status, 200);
     assert!(
         try_http_get(&link.receiver, "127.0.0.1:9464", "/metrics", None).is_err(),
         "metrics are served on the node's address only"
     );
     send_loopback_frames(&link, FRAMES);
-    wait_for_passed(&link.receiver, &ready_at, FRAMES);
+    wait_for_passed(&link.receiver, &ready_at, FRAMES, &mut last_words);
 
     let status = fs::read_to_string(format!("/proc/{}/status", probe.0.id())).expect("status");
     let peak = status

@@ -81,25 +81,33 @@ fn send_loopback_frames(link: &Link, count: u64) {
     }
 }
 
-/// The `/metrics` page at `address` in `netns` once it answers 200, within 30 s.
-fn scrape(netns: &Netns, address: &str) -> String {
+/// The `/metrics` page at `address` in `netns` once it answers 200, within 30 s; gives up with
+/// `last_words` (the probe's exit status and stderr).
+fn scrape(netns: &Netns, address: &str, last_words: &mut dyn FnMut() -> String) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match try_http_get(netns, address, "/metrics", None) {
             Ok(page) if page.status == 200 => return page.body,
             _ => {}
         }
-        assert!(
-            Instant::now() < deadline,
-            "no metrics at {address} within 30 s"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "no metrics at {address} within 30 s; the probe {}",
+                last_words()
+            );
+        }
         thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Waits (at most 20 s) until the page at `address` counts `count` frames to 127.0.0.1 passed on
-/// the receiver's interface.
-fn wait_for_passed(netns: &Netns, address: &str, count: u64) {
+/// the receiver's interface; gives up with `last_words`, as [`scrape`].
+fn wait_for_passed(
+    netns: &Netns,
+    address: &str,
+    count: u64,
+    last_words: &mut dyn FnMut() -> String,
+) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let line_start = format!(
         "localnet_probe_packets_total{{interface=\"{RECEIVER_IF}\",ifindex=\"{}\",family=\"ipv4\",\
@@ -107,7 +115,7 @@ fn wait_for_passed(netns: &Netns, address: &str, count: u64) {
         netns.enter(|| testbed::ifindex(RECEIVER_IF))
     );
     loop {
-        let page = scrape(netns, address);
+        let page = scrape(netns, address, last_words);
         let counted = page
             .lines()
             .find_map(|line| line.strip_prefix(&line_start))
@@ -115,10 +123,12 @@ fn wait_for_passed(netns: &Netns, address: &str, count: u64) {
         if counted.as_deref() == Some(&count.to_string()) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{count} frames not counted within 20 s: {counted:?}"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "{count} frames not counted within 20 s: {counted:?}; the probe {}",
+                last_words()
+            );
+        }
         thread::sleep(Duration::from_millis(100));
     }
 }

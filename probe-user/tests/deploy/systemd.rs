@@ -175,8 +175,8 @@ ExecStart=/bin/true
 /// Checked alone, and beside a unit that configures the network before sysinit.target: no
 /// ordering cycle (one made systemd drop network-pre.target at boot on such hosts).
 #[test]
+#[ignore = "needs root"]
 fn systemd_analyze_verify_accepts_the_unit() {
-    testbed::skip_unless_root!();
     let unit = deploy("systemd/localnet-probe.service");
     let exec_start = Service::read().exec_start();
     let binary = Path::new(&exec_start[0]);
@@ -213,8 +213,8 @@ fn systemd_analyze_verify_accepts_the_unit() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_units_exposure_score_is_the_readmes() {
-    testbed::skip_unless_root!();
     let report = checked(
         Command::new("systemd-analyze")
             .args([
@@ -232,8 +232,8 @@ fn the_units_exposure_score_is_the_readmes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_units_command_runs_with_its_capabilities_and_system_calls() {
-    testbed::skip_unless_root!();
     const FRAMES: u64 = 30;
     let service = Service::read();
     let args = &service.exec_start()[1..];
@@ -273,8 +273,14 @@ fn the_units_command_runs_with_its_capabilities_and_system_calls() {
                 .spawn()
                 .expect("run strace (cargo xtask test installs it)"),
         );
-        send_after_scrape(&link, &metrics, FRAMES);
-        wait_for_passed(&link.receiver, &metrics, counted);
+        let stderr_file = traces.path().join(format!("stderr-{start}"));
+        let mut last_words = || {
+            let status = probe.last_words();
+            let said = fs::read_to_string(&stderr_file).unwrap_or_default();
+            format!("(under strace) {status}; stderr: {said}")
+        };
+        send_after_scrape(&link, &metrics, FRAMES, &mut last_words);
+        wait_for_passed(&link.receiver, &metrics, counted, &mut last_words);
         // The probe, not strace, is what systemd signals; strace exits with its status.
         let traced = fs::read_to_string(format!("/proc/{0}/task/{0}/children", probe.0.id()))
             .expect("strace's children");
@@ -301,9 +307,14 @@ fn the_units_command_runs_with_its_capabilities_and_system_calls() {
     }
 }
 
-/// Sends `count` frames once the probe serves metrics at `address`.
-fn send_after_scrape(link: &Link, address: &str, count: u64) {
-    crate::scrape(&link.receiver, address);
+/// Sends `count` frames once the probe serves metrics at `address`; gives up with `last_words`.
+fn send_after_scrape(
+    link: &Link,
+    address: &str,
+    count: u64,
+    last_words: &mut dyn FnMut() -> String,
+) {
+    crate::scrape(&link.receiver, address, last_words);
     send_loopback_frames(link, count);
 }
 

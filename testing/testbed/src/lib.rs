@@ -27,35 +27,6 @@ pub const RECEIVER_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 
 pub const SENDER_IF: &str = "vtx";
 pub const RECEIVER_IF: &str = "vrx";
 
-/// Whether this process runs as root, which the kernel and namespace tests need.
-pub fn is_root() -> bool {
-    // SAFETY: plain syscall without arguments.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Returns from the calling test, saying so in one line, unless it runs as root: a plain
-/// `cargo test` as a user runs what it can, `cargo xtask test` runs everything.
-#[macro_export]
-macro_rules! skip_unless_root {
-    () => {
-        if !$crate::is_root() {
-            $crate::say_skipped();
-            return;
-        }
-    };
-}
-
-/// One line on stderr naming the calling test (the harness names its thread after it).
-pub fn say_skipped() {
-    use std::io::Write as _;
-    let test = thread::current().name().unwrap_or("a test").to_owned();
-    // Straight to stderr: the harness would capture `eprintln!` and pass the test silently.
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped {test}: needs root (run `cargo xtask test`)"
-    );
-}
-
 /// The ifindex of `interface` in the calling thread's network namespace.
 pub fn ifindex(interface: &str) -> u32 {
     let name = std::ffi::CString::new(interface).expect("no NUL in an interface name");
@@ -589,10 +560,22 @@ fn foreign_program(
     (program, link)
 }
 
-/// Datagrams waiting on `socket`, read until none arrives for `quiet`.
-pub fn drain(socket: &UdpSocket, quiet: Duration) -> usize {
+/// How long datagrams a test sent may take to arrive, on a loaded machine.
+pub const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Datagrams arriving on `socket` (whose read timeout is short): read until `expected` have
+/// arrived or [`DELIVERY_DEADLINE`] has passed, then until none arrives for `quiet`, so that one
+/// beyond `expected` is seen too. Returns how many arrived, for the caller to compare with
+/// `expected`: a wait for an exact count rather than for silence, which a busy machine breaks.
+pub fn receive(socket: &UdpSocket, expected: usize, quiet: Duration) -> usize {
     let mut buffer = [0; 2048];
     let mut received = 0;
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    while received < expected && Instant::now() < deadline {
+        if socket.recv(&mut buffer).is_ok() {
+            received += 1;
+        }
+    }
     let mut last = Instant::now();
     while last.elapsed() < quiet {
         if socket.recv(&mut buffer).is_ok() {
@@ -605,7 +588,7 @@ pub fn drain(socket: &UdpSocket, quiet: Duration) -> usize {
 
 /// `localnet-probe run --json` running in a namespace; killed on drop if still running.
 pub struct ProbeProcess {
-    child: Child,
+    child: Mutex<Child>,
     reports: Receiver<Value>,
     stderr: Arc<Mutex<String>>,
 }
@@ -676,7 +659,7 @@ impl ProbeProcess {
             }
         });
         Self {
-            child,
+            child: Mutex::new(child),
             reports,
             stderr,
         }
@@ -684,6 +667,21 @@ impl ProbeProcess {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Whether the probe still runs, or how it exited, for a test that gives up on it.
+    fn state(&self) -> String {
+        let mut child = self.child.lock().unwrap();
+        // The exit may lag the closed stdout that ended the reports by a moment.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return format!("exited: {status}"),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Ok(None) => return format!("still running (pid {})", child.id()),
+                Err(error) => return format!("cannot be waited for: {error}"),
+            }
+        }
     }
 
     /// Waits until stderr says `text` (logs are written by a thread of their own, so they may
@@ -695,7 +693,11 @@ impl ProbeProcess {
             if said.contains(text) {
                 return said;
             }
-            assert!(Instant::now() < deadline, "not said: {text}\n{said}");
+            assert!(
+                Instant::now() < deadline,
+                "not said: {text}\nlocalnet-probe {}; stderr:\n{said}",
+                self.state()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -717,12 +719,17 @@ impl ProbeProcess {
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     panic!(
-                        "no such report within {timeout:?}; stderr: {}",
+                        "no such report within {timeout:?}; localnet-probe {}; stderr: {}",
+                        self.state(),
                         self.stderr()
                     )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    panic!("localnet-probe exited; stderr: {}", self.stderr())
+                    panic!(
+                        "localnet-probe stopped reporting: {}; stderr: {}",
+                        self.state(),
+                        self.stderr()
+                    )
                 }
             }
         }
@@ -734,13 +741,13 @@ impl ProbeProcess {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.lock().unwrap().id() as i32
     }
 
     /// Waits at most `timeout` for the probe to exit by itself (`--duration`); returns the
     /// status and the last report.
     pub fn wait_exit(mut self, timeout: Duration) -> (ExitStatus, Option<Value>) {
-        let status = wait_exit(&mut self.child, timeout);
+        let status = wait_exit(self.child.get_mut().unwrap(), timeout);
         let last = self.reports.iter().last();
         (status, last)
     }
@@ -749,7 +756,7 @@ impl ProbeProcess {
     pub fn stop(mut self, signal: i32) -> (ExitStatus, Option<Value>) {
         // SAFETY: signals the child this test started, by its pid.
         unsafe { libc::kill(self.pid(), signal) };
-        let status = wait_exit(&mut self.child, Duration::from_secs(20));
+        let status = wait_exit(self.child.get_mut().unwrap(), Duration::from_secs(20));
         let last = self.reports.iter().last();
         (status, last)
     }
@@ -757,9 +764,10 @@ impl ProbeProcess {
 
 impl Drop for ProbeProcess {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap();
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -783,6 +791,23 @@ impl KillOnDrop {
     /// All the child's piped stderr, once it has exited.
     pub fn stderr(&mut self) -> String {
         read_pipe(self.0.stderr.take())
+    }
+
+    /// For a test that gives up waiting on the child: its exit status (killed first if it still
+    /// runs) and its stderr where that is piped.
+    pub fn last_words(&mut self) -> String {
+        let status = match self.0.try_wait() {
+            Ok(Some(status)) => format!("exited: {status}"),
+            _ => {
+                let _ = self.0.kill();
+                let status = self.0.wait().expect("wait");
+                format!("still running, killed: {status}")
+            }
+        };
+        match self.0.stderr.take() {
+            Some(stderr) => format!("{status}; stderr: {}", read_pipe(Some(stderr))),
+            None => status,
+        }
     }
 }
 
