@@ -147,6 +147,10 @@ trait Hook {
 
 const VLAN_TAG_LEN: u64 = 4;
 
+/// The fewest bytes a classified frame holds: an IPv4 header without options, whose addresses
+/// the classifier read.
+const MIN_CLASSIFIED_LEN: u32 = 20;
+
 impl Hook for XdpContext {
     #[inline(always)]
     fn ifindex(&self) -> u32 {
@@ -445,9 +449,10 @@ fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4]) {
             (*sample).action,
             (*sample).framing,
         ] = class;
-        // A classified frame holds at least an IP header, so this is never 0, which the
-        // helpers refuse; saying so keeps the verifier's range of the length above it.
-        let copied = if captured_len == 0 {
+        // A classified frame holds at least an IPv4 header, so this is never below it. Saying
+        // so with an ordered comparison keeps the verifier's minimum of the length above 0,
+        // which the helpers require: 6.1's verifier learns no minimum from `!= 0`.
+        let copied = if captured_len < MIN_CLASSIFIED_LEN {
             0
         } else if ctx.copy((&raw mut (*sample).frame).cast(), captured_len) {
             captured_len
