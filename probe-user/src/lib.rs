@@ -6,6 +6,7 @@ mod bpffs;
 mod counter_map;
 pub mod exposure;
 pub mod interfaces;
+pub mod kernel;
 mod link;
 pub mod link_events;
 mod map_batch;
