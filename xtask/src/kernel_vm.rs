@@ -391,11 +391,18 @@ fn unpack_kernel(work: &Path, version: &str) -> anyhow::Result<PathBuf> {
         let debs = work.join("debs");
         fs::create_dir_all(&debs).with_context(|| format!("cannot create {}", debs.display()))?;
         let package = format!("linux-image-{version}");
-        run(Command::new("apt-get")
-            // As root into a directory apt's sandbox user cannot write to: say so, or apt warns.
-            .args(["download", "-q", "-o", "APT::Sandbox::User=root", &package])
-            .current_dir(&debs))
-        .with_context(|| format!("downloading {package}"))?;
+        let download = || {
+            run(Command::new("apt-get")
+                // As root into a directory apt's sandbox user cannot write to: say so, or apt
+                // warns.
+                .args(["download", "-q", "-o", "APT::Sandbox::User=root", &package])
+                .current_dir(&debs))
+        };
+        // Lists older than the archive name packages it no longer has.
+        if download().is_err() {
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            download().with_context(|| format!("downloading {package}"))?;
+        }
         let deb = fs::read_dir(&debs)?
             .filter_map(|entry| Some(entry.ok()?.path()))
             .find(|path| {
@@ -649,4 +656,31 @@ fn boot(
     let log = fs::read(console).unwrap_or_default();
     let finished = String::from_utf8_lossy(&log).contains(EXIT_MARKER);
     Ok(GuestResult { totals, finished })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_key;
+
+    #[test]
+    fn newer_abis_and_stable_releases_sort_last() {
+        let mut versions = [
+            "6.1.0-57-cloud-amd64",
+            "6.1.0-9-cloud-amd64",
+            "6.12.118+deb12-cloud-amd64",
+            "6.1.0-10-cloud-amd64",
+            "6.12.9+deb12-cloud-amd64",
+        ];
+        versions.sort_by_key(|version| version_key(version));
+        assert_eq!(
+            versions,
+            [
+                "6.1.0-9-cloud-amd64",
+                "6.1.0-10-cloud-amd64",
+                "6.1.0-57-cloud-amd64",
+                "6.12.9+deb12-cloud-amd64",
+                "6.12.118+deb12-cloud-amd64",
+            ]
+        );
+    }
 }

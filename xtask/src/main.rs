@@ -840,7 +840,34 @@ fn relative(path: &Path) -> &Path {
 
 #[cfg(test)]
 mod tests {
-    use super::TestTotals;
+    use clap::Parser as _;
+
+    use super::{TestTotals, Xtask};
+
+    fn kernels(args: &[&str]) -> Vec<String> {
+        let Xtask::Test(test) =
+            Xtask::try_parse_from(["cargo xtask", "test"].iter().chain(args)).expect("parses")
+        else {
+            panic!("not the test subcommand");
+        };
+        test.kernel_specs()
+    }
+
+    #[test]
+    fn kernels_default_to_6_1_and_6_12_and_can_be_chosen_or_left_out() {
+        assert_eq!(kernels(&[]), ["6.1", "6.12"]);
+        assert_eq!(kernels(&["--kernel", "6.12"]), ["6.12"]);
+        assert_eq!(
+            kernels(&["--kernel", "6.1.0-57-cloud-amd64", "--kernels", "6.12"]),
+            ["6.1.0-57-cloud-amd64", "6.12"]
+        );
+        assert!(kernels(&["--kernel", "none"]).is_empty());
+        assert!(kernels(&["--no-kernels"]).is_empty());
+        assert!(
+            Xtask::try_parse_from(["cargo xtask", "test", "--no-kernels", "--kernels-only"])
+                .is_err()
+        );
+    }
 
     #[test]
     fn sums_cargo_test_result_lines() {
