@@ -147,6 +147,10 @@ trait Hook {
 
 const VLAN_TAG_LEN: u64 = 4;
 
+/// The fewest bytes a classified frame holds: an IPv4 header without options, whose addresses
+/// the classifier read.
+const MIN_CLASSIFIED_LEN: u32 = 20;
+
 impl Hook for XdpContext {
     #[inline(always)]
     fn ifindex(&self) -> u32 {
@@ -171,6 +175,68 @@ impl Hook for XdpContext {
     fn copy(&self, to: *mut u8, len: u32) -> bool {
         // SAFETY: the caller gives room for `len` bytes at `to`.
         unsafe { bpf_xdp_load_bytes(self.ctx, 0, to.cast(), len) == 0 }
+    }
+}
+
+/// An XDP frame in one buffer, for kernels without multi-buffer (before 5.18: no `xdp.frags`,
+/// no `bpf_xdp_get_buff_len`, no `bpf_xdp_load_bytes`) and for devices whose MTU keeps every
+/// frame in one buffer, where the length needs no helper call.
+struct LinearXdp(XdpContext);
+
+impl Hook for LinearXdp {
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        self.0.ifindex()
+    }
+
+    #[inline(always)]
+    fn offloaded_vlan(&self) -> (u16, u16) {
+        self.0.offloaded_vlan()
+    }
+
+    #[inline(always)]
+    fn data_len(&self) -> u64 {
+        (self.0.data_end() - self.0.data()) as u64
+    }
+
+    /// Byte by byte at constant offsets, each bounds-checked against the frame's end: packet
+    /// pointer arithmetic with a variable offset needs CAP_PERFMON, and the helpers that copy
+    /// from a frame came with multi-buffer.
+    #[inline(always)]
+    fn copy(&self, to: *mut u8, len: u32) -> bool {
+        let frame = PacketFrame::new(self.0.data(), self.0.data_end());
+        // What a classified frame holds, checked at once: the first byte's check alone would
+        // compile to `data >= data_end`, from which the verifier learns no range.
+        if !frame.holds(MIN_CLASSIFIED_LEN as usize) {
+            return false;
+        }
+        let len = len as usize;
+        // Written out rather than looped: a loop would take its offset from a register.
+        macro_rules! copy_bytes {
+            ($($at:expr),*) => {$(
+                if $at >= len {
+                    return true;
+                }
+                let Some(byte) = frame.load::<u8>($at) else {
+                    return false;
+                };
+                // SAFETY: the caller gives room for `len` bytes at `to`, and `$at` is below it.
+                unsafe { to.add($at).write(byte) };
+            )*};
+        }
+        macro_rules! copy_eights {
+            ($($base:expr),*) => {$(
+                copy_bytes!(
+                    $base, $base + 1, $base + 2, $base + 3, $base + 4, $base + 5, $base + 6,
+                    $base + 7
+                );
+            )*};
+        }
+        copy_eights!(
+            0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120
+        );
+        const _: () = assert!(SAMPLE_CAPTURE_LEN == 128, "copy_eights! covers 128 bytes");
+        true
     }
 }
 
@@ -220,6 +286,25 @@ fn localnet_probe_ip(ctx: XdpContext) -> u32 {
     match classify_ip(&PacketFrame::new(ctx.data(), ctx.data_end())) {
         None => xdp_action::XDP_PASS,
         Some(matched) => xdp_verdict(arriving(&ctx, matched, Framing::Ip)),
+    }
+}
+
+/// `localnet_probe` for frames in one buffer: without `xdp.frags`, so it loads on kernels
+/// without multi-buffer (and attaches only to devices whose MTU fits a page), and the length
+/// comes from the frame's pointers instead of a helper call.
+#[xdp]
+fn localnet_probe_linear(ctx: XdpContext) -> u32 {
+    match classify(&PacketFrame::new(ctx.data(), ctx.data_end())) {
+        None => xdp_action::XDP_PASS,
+        Some(matched) => xdp_verdict(arriving(&LinearXdp(ctx), matched, Framing::Ethernet)),
+    }
+}
+
+#[xdp]
+fn localnet_probe_linear_ip(ctx: XdpContext) -> u32 {
+    match classify_ip(&PacketFrame::new(ctx.data(), ctx.data_end())) {
+        None => xdp_action::XDP_PASS,
+        Some(matched) => xdp_verdict(arriving(&LinearXdp(ctx), matched, Framing::Ip)),
     }
 }
 
@@ -445,9 +530,10 @@ fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4]) {
             (*sample).action,
             (*sample).framing,
         ] = class;
-        // A classified frame holds at least an IP header, so this is never 0, which the
-        // helpers refuse; saying so keeps the verifier's range of the length above it.
-        let copied = if captured_len == 0 {
+        // A classified frame holds at least an IPv4 header, so this is never below it. Saying
+        // so with an ordered comparison keeps the verifier's minimum of the length above 0,
+        // which the helpers require: 6.1's verifier learns no minimum from `!= 0`.
+        let copied = if captured_len < MIN_CLASSIFIED_LEN {
             0
         } else if ctx.copy((&raw mut (*sample).frame).cast(), captured_len) {
             captured_len

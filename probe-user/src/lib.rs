@@ -18,7 +18,7 @@
 //! subcommand.
 
 pub mod exposure;
-mod kernel;
+pub mod kernel;
 pub mod net;
 pub mod output;
 pub mod probe;

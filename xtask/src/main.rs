@@ -14,6 +14,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser};
 
+mod kernel_vm;
+
 /// bpf-linker's LLVM, which must be the pinned nightly's (`ebpf_build::NIGHTLY_DATE`).
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13";
@@ -41,8 +43,9 @@ enum Xtask {
     Lint,
     /// Set up, build the container image, then run every test: host, BPF_PROG_TEST_RUN, netns
     /// integration, the deployment files in deploy/ checked by the tools that consume them and a
-    /// short run of the benchmark harness (needs root), then fuzz the classifier for 30 s.
-    Test,
+    /// short run of the benchmark harness (needs root); then the kernel-facing tests inside each
+    /// kernel of the matrix, booted under qemu; then fuzz the classifier for 30 s.
+    Test(TestArgs),
     /// Set up, then measure (needs root): in-kernel cost per frame, veth throughput and the CLI's
     /// footprint beside reference programs; writes target/bench/report.{md,json}.
     Bench(BenchArgs),
@@ -59,6 +62,34 @@ struct FuzzArgs {
     seconds: u64,
     /// Inputs to run once instead of fuzzing, e.g. fuzz/artifacts/classify/crash-….
     inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct TestArgs {
+    /// A kernel to run the kernel-facing tests in, repeatable: a Debian cloud kernel's version
+    /// (6.1.0-57-cloud-amd64) or a prefix for the newest apt has (6.1, 6.12); `none` for none.
+    /// Default: 6.1 and 6.12.
+    #[arg(long = "kernel", visible_alias = "kernels", value_name = "VERSION")]
+    kernels: Vec<String>,
+    /// Run the kernel matrix only: no host tests, image or fuzzing.
+    #[arg(long, conflicts_with = "no_kernels")]
+    kernels_only: bool,
+    /// Skip the kernel matrix, for a quick local run (the same as `--kernel none`).
+    #[arg(long)]
+    no_kernels: bool,
+}
+
+impl TestArgs {
+    /// The kernels asked for, as given.
+    fn kernel_specs(&self) -> Vec<String> {
+        if self.no_kernels || self.kernels.iter().any(|kernel| kernel == "none") {
+            return Vec::new();
+        }
+        if self.kernels.is_empty() {
+            return kernel_vm::DEFAULT_KERNELS.map(str::to_owned).to_vec();
+        }
+        self.kernels.clone()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -98,7 +129,7 @@ fn main() -> anyhow::Result<()> {
         }
         Xtask::Image => image().map(drop),
         Xtask::Lint => lint(),
-        Xtask::Test => test(),
+        Xtask::Test(args) => test(&args),
         Xtask::Bench(args) => bench(&args),
         Xtask::Fuzz(args) => fuzz(&args),
     }
@@ -556,41 +587,67 @@ fn update_readme(report: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn test() -> anyhow::Result<()> {
+fn test(args: &TestArgs) -> anyhow::Result<()> {
     require_root("the BPF_PROG_TEST_RUN and network-namespace tests")?;
-    ensure_tools()?;
-    ensure_kubernetes_validate()?;
-    // The deployment tests take the binary out of this image, the one a fleet would run.
-    image()?;
-    let mut command = cargo();
-    command
-        // The root tests are `#[ignore = "needs root"]`, so that a plain `cargo test` shows them
-        // as ignored rather than passed; here they run.
-        .args(["test", "--locked", "--", "--include-ignored"])
-        .env("RUST_BACKTRACE", "1")
-        .stdout(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {command:?}"))?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut totals = TestTotals::default();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo test's output")?;
-        println!("{line}");
-        totals.add(&line);
+    // Before the long host run, so a kernel apt does not have is said at once.
+    let kernels = kernel_vm::resolve(&args.kernel_specs())?;
+    if args.kernels_only && kernels.is_empty() {
+        bail!("--kernels-only with no kernel to run");
     }
-    let status = child.wait().context("waiting for cargo test")?;
+    setup()?;
+    let mut totals = TestTotals::default();
+    let mut host_status = None;
+    if !args.kernels_only {
+        ensure_tools()?;
+        ensure_kubernetes_validate()?;
+        // The deployment tests take the binary out of this image, the one a fleet would run.
+        image()?;
+        let mut command = cargo();
+        command
+            // The root tests are `#[ignore = "needs root"]`, so that a plain `cargo test` shows
+            // them as ignored rather than passed; here they run.
+            .args(["test", "--locked", "--", "--include-ignored"])
+            .env("RUST_BACKTRACE", "1")
+            .stdout(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {command:?}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test's output")?;
+            println!("{line}");
+            totals.add(&line);
+        }
+        host_status = Some(child.wait().context("waiting for cargo test")?);
+    }
+    let matrix = kernel_vm::run_matrix(&kernels)?;
+    for kernel in &matrix {
+        totals.merge(&kernel.totals);
+    }
     // One closing line for the whole run: cargo's own last line is some crate's, often one
     // without tests.
     println!(
         "\ntests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
-    if !status.success() {
+    if let Some(status) = host_status
+        && !status.success()
+    {
         bail!("cargo test failed: {status}");
+    }
+    let failed: Vec<&str> = matrix
+        .iter()
+        .filter(|kernel| kernel.totals.failed > 0 || kernel.totals.passed == 0)
+        .map(|kernel| kernel.version.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("the kernel matrix failed on {}", failed.join(", "));
     }
     if totals.passed == 0 {
         bail!("cargo test ran no test");
+    }
+    if args.kernels_only {
+        return Ok(());
     }
     fuzz(&FuzzArgs {
         seconds: TEST_FUZZ_SECONDS,
@@ -607,6 +664,12 @@ struct TestTotals {
 }
 
 impl TestTotals {
+    const fn merge(&mut self, other: &Self) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
     fn add(&mut self, line: &str) {
         let Some(summary) = line.strip_prefix("test result: ") else {
             return;
@@ -779,7 +842,34 @@ fn relative(path: &Path) -> &Path {
 
 #[cfg(test)]
 mod tests {
-    use super::TestTotals;
+    use clap::Parser as _;
+
+    use super::{TestTotals, Xtask};
+
+    fn kernels(args: &[&str]) -> Vec<String> {
+        let Xtask::Test(test) =
+            Xtask::try_parse_from(["cargo xtask", "test"].iter().chain(args)).expect("parses")
+        else {
+            panic!("not the test subcommand");
+        };
+        test.kernel_specs()
+    }
+
+    #[test]
+    fn kernels_default_to_6_1_and_6_12_and_can_be_chosen_or_left_out() {
+        assert_eq!(kernels(&[]), ["6.1", "6.12"]);
+        assert_eq!(kernels(&["--kernel", "6.12"]), ["6.12"]);
+        assert_eq!(
+            kernels(&["--kernel", "6.1.0-57-cloud-amd64", "--kernels", "6.12"]),
+            ["6.1.0-57-cloud-amd64", "6.12"]
+        );
+        assert!(kernels(&["--kernel", "none"]).is_empty());
+        assert!(kernels(&["--no-kernels"]).is_empty());
+        assert!(
+            Xtask::try_parse_from(["cargo xtask", "test", "--no-kernels", "--kernels-only"])
+                .is_err()
+        );
+    }
 
     #[test]
     fn sums_cargo_test_result_lines() {

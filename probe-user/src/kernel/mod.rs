@@ -5,6 +5,7 @@
 
 pub(crate) mod bpffs;
 pub(crate) mod counter_map;
+pub mod features;
 pub(crate) mod link;
 pub(crate) mod map_batch;
 pub(crate) mod processes;

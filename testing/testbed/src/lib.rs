@@ -330,9 +330,36 @@ impl Link {
             socket
                 .set_read_timeout(Some(Duration::from_millis(50)))
                 .expect("set timeout");
+            force_receive_buffer(&socket, UDP_RECEIVE_BUFFER);
             socket
         })
     }
+}
+
+/// Room for the datagrams a test sends before it reads them. Linux 6.1's veth, with an XDP
+/// program attached natively, hands each frame up in a page of its own: 50 of them overflow the
+/// default receive buffer (`net.core.rmem_default`) by one.
+const UDP_RECEIVE_BUFFER: libc::c_int = 4 << 20;
+
+/// Sets `socket`'s receive buffer to `bytes`, above `net.core.rmem_max` (the tests run as root).
+fn force_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: an open socket, and a value of the size given.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const bytes).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        result,
+        0,
+        "SO_RCVBUFFORCE: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Sends whole Ethernet frames out of one interface.

@@ -1,0 +1,152 @@
+//! What the running kernel offers the probe, found by asking it, never by its version: vendor
+//! kernels (RHEL's 5.14 above all) carry features backported from far newer releases, and a
+//! custom build may leave out what its version would have.
+
+use std::{ffi::CStr, io};
+
+use aya::{maps::MapType, sys::is_map_supported};
+use serde::Serialize;
+
+use crate::kernel::bpffs::{bpf, bpf_answering, owned};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_QUERY: libc::c_long = 16;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
+/// `lo`, which every network namespace has.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// The kernel features the probe's hooks depend on, and the release for reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KernelFeatures {
+    /// `uname -r`, for information only: nothing is decided from it.
+    pub release: String,
+    /// tcx links (Linux 6.6): programs at tc ingress and egress owned by a link rather than a
+    /// clsact qdisc's filter.
+    pub tcx: bool,
+    /// XDP multi-buffer (`xdp.frags`, Linux 5.18): XDP on devices whose MTU is above a page, and
+    /// the helpers that read a frame's whole length and bytes.
+    pub xdp_frags: bool,
+    /// BPF ring buffer maps (Linux 5.8), which carry the samples.
+    pub ring_buffer: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureProbeError {
+    #[error("cannot probe the kernel for {feature}: {error}")]
+    Probe {
+        feature: &'static str,
+        #[source]
+        error: io::Error,
+    },
+    #[error("cannot read the kernel release: {0}")]
+    Release(#[source] io::Error),
+}
+
+impl KernelFeatures {
+    /// Probes the running kernel. Takes CAP_BPF and CAP_NET_ADMIN, as the probe itself does;
+    /// loads nothing that stays, and attaches nothing.
+    pub fn probe() -> Result<Self, FeatureProbeError> {
+        let probe_error = |feature| move |error| FeatureProbeError::Probe { feature, error };
+        Ok(Self {
+            release: release().map_err(FeatureProbeError::Release)?,
+            tcx: has_tcx().map_err(probe_error("tcx"))?,
+            xdp_frags: has_xdp_frags().map_err(probe_error("XDP multi-buffer"))?,
+            ring_buffer: is_map_supported(MapType::RingBuf)
+                .map_err(|error| error.io_error)
+                .map_err(probe_error("ring buffers"))?,
+        })
+    }
+}
+
+/// The kernel's release, as `uname -r` says it.
+fn release() -> io::Result<String> {
+    // SAFETY: `utsname` is plain old data; zeroes are a valid value.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is valid for writes for the call.
+    if unsafe { libc::uname(&raw mut name) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel writes a NUL-terminated string that fits the field.
+    let release = unsafe { CStr::from_ptr(name.release.as_ptr()) };
+    Ok(release.to_string_lossy().into_owned())
+}
+
+/// The start of `union bpf_attr` as `BPF_PROG_QUERY` reads and writes it, for a target given by
+/// ifindex, with no room for ids: the kernel answers with the count only.
+#[repr(C)]
+#[derive(Default)]
+struct QueryAttr {
+    target_ifindex: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_count: u32,
+    _padding: u32,
+}
+
+/// Whether the kernel knows tcx: it answers a query of `lo`'s tcx ingress hook (Linux 6.6 with
+/// `CONFIG_NET_XGRESS`), which reads and changes nothing, where older ones refuse the attach
+/// type with EINVAL.
+fn has_tcx() -> io::Result<bool> {
+    let mut attr = QueryAttr {
+        target_ifindex: LOOPBACK_IFINDEX,
+        attach_type: BPF_TCX_INGRESS,
+        ..QueryAttr::default()
+    };
+    // SAFETY: the attribute holds no pointer (no room for ids); the kernel writes the count
+    // back into it.
+    match unsafe { bpf_answering(BPF_PROG_QUERY, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// The start of `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to the program flags.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_count: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+}
+
+/// `r0 = XDP_PASS; exit`, as BPF instructions.
+const XDP_PASS_PROGRAM: [u64; 2] = [
+    // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm 2.
+    0xb7 | (2 << 32),
+    // BPF_JMP | BPF_EXIT.
+    0x95,
+];
+
+/// Whether the kernel loads an XDP program declaring multi-buffer support (Linux 5.18); older
+/// ones refuse the unknown flag with EINVAL. The program is closed at once, never attached.
+fn has_xdp_frags() -> io::Result<bool> {
+    let license = c"GPL";
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_count: XDP_PASS_PROGRAM.len() as u32,
+        insns: XDP_PASS_PROGRAM.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_flags: BPF_F_XDP_HAS_FRAGS,
+        ..ProgLoadAttr::default()
+    };
+    // SAFETY: `insns` and `license` point at data alive for the call; no log is asked for.
+    match unsafe { bpf(BPF_PROG_LOAD, &attr) } {
+        Ok(fd) => {
+            drop(owned(fd));
+            Ok(true)
+        }
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
