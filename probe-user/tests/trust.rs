@@ -1,0 +1,159 @@
+//! What the probe takes as given and must not: the contents of its own pins, which anyone with
+//! CAP_BPF can rewrite, and a loopback address on `lo`. Needs root.
+
+use std::process::Output;
+
+use testbed::{Link, Netns, ProbeProcess, RECEIVER_IF, ifindex, stderr_of};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
+const CAPACITY: u32 = 8;
+
+/// `bytes` as bpftool's `hex` arguments.
+fn hex(bytes: &[u8]) -> Vec<String> {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// `bpftool map update pinned PIN key … value …`, which must succeed.
+fn overwrite(pin: &std::path::Path, key: &[u8], value: &[u8]) {
+    let pin = pin.to_str().expect("a UTF-8 path");
+    let mut args = vec!["map", "update", "pinned", pin, "key", "hex"];
+    let key = hex(key);
+    let value = hex(value);
+    args.extend(key.iter().map(String::as_str));
+    args.extend(["value", "hex"]);
+    args.extend(value.iter().map(String::as_str));
+    let output = std::process::Command::new("bpftool")
+        .args(&args)
+        .output()
+        .expect("run bpftool");
+    assert!(output.status.success(), "bpftool: {}", stderr_of(&output));
+}
+
+/// A standing filter in drop mode on the receiver, its CLI stopped.
+fn pin_filter(link: &Link) {
+    let probe = ProbeProcess::start_pinned(
+        PROBE,
+        &link.receiver,
+        &[
+            "--drop",
+            "--iface",
+            RECEIVER_IF,
+            "--capacity",
+            &CAPACITY.to_string(),
+        ],
+    );
+    probe.wait_ready();
+    let stderr = probe.stderr();
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "run --pin exited {status}: {stderr}");
+    assert!(link.receiver.has_xdp(RECEIVER_IF));
+}
+
+/// An IFACE_CONFIG value: slot, action, configured, first key, sample tokens.
+fn iface_config(slot: u16, action: u8, first_key: u32) -> Vec<u8> {
+    let mut value = Vec::new();
+    value.extend(slot.to_ne_bytes());
+    value.extend([action, 1]);
+    value.extend(first_key.to_ne_bytes());
+    value.extend(0_i64.to_ne_bytes());
+    value
+}
+
+/// Fails unless `output` exited with `code`, said `words` and did not panic.
+fn assert_refused(what: &str, output: &Output, code: i32, words: &[&str]) {
+    let stderr = stderr_of(output);
+    assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+    assert_eq!(output.status.code(), Some(code), "{what}: {stderr}");
+    for word in words {
+        assert!(
+            stderr.contains(word),
+            "{what} does not say {word:?}: {stderr}"
+        );
+    }
+}
+
+/// `status` and `run --pin` refuse the tampered standing filter, naming `pin` and `detach`;
+/// `detach` removes it, saying what was wrong.
+fn refused_then_detached(netns: &Netns, pin: &str) {
+    let status = netns.output(PROBE, &["status", "--json"]);
+    assert_refused("status", &status, 1, &[pin, "localnet-probe detach"]);
+    let run = netns.output(
+        PROBE,
+        &[
+            "run",
+            "--pin",
+            "--json",
+            "--duration",
+            "0.3",
+            "--iface",
+            RECEIVER_IF,
+        ],
+    );
+    assert_refused("run --pin", &run, 1, &[pin, "localnet-probe detach"]);
+    assert!(netns.has_xdp(RECEIVER_IF), "refused, nothing is changed");
+    let detach = netns.output(PROBE, &["detach"]);
+    assert_refused("detach", &detach, 0, &[pin]);
+    assert!(!netns.has_xdp(RECEIVER_IF), "detach removes the filter");
+    assert!(!netns.pin_dir().exists(), "detach removes the pins");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_pinned_slot_beyond_capacity_is_refused_and_detach_removes_the_filter() {
+    let link = Link::new("trslot");
+    pin_filter(&link);
+    let ifindex = link.receiver.enter(|| ifindex(RECEIVER_IF));
+    let slot = CAPACITY as u16 + 5;
+    let first_key = u32::from(slot) * probe_common::CLASSES_PER_INTERFACE as u32;
+    overwrite(
+        &link.receiver.pin_dir().join("IFACE_CONFIG"),
+        &ifindex.to_ne_bytes(),
+        &iface_config(slot, 1, first_key),
+    );
+    refused_then_detached(&link.receiver, "IFACE_CONFIG");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_bad_action_or_hook_byte_is_refused_and_detach_removes_the_filter() {
+    let link = Link::new("trmode");
+    pin_filter(&link);
+    let ifindex = link.receiver.enter(|| ifindex(RECEIVER_IF));
+    overwrite(
+        &link.receiver.pin_dir().join("IFACE_CONFIG"),
+        &ifindex.to_ne_bytes(),
+        &iface_config(0, 7, 0),
+    );
+    refused_then_detached(&link.receiver, "IFACE_CONFIG");
+
+    pin_filter(&link);
+    // INTERFACES: the name, NUL-padded, the program, the hook, padding.
+    let mut entry = [0_u8; 20];
+    entry[..RECEIVER_IF.len()].copy_from_slice(RECEIVER_IF.as_bytes());
+    entry[17] = 9;
+    overwrite(
+        &link.receiver.pin_dir().join("INTERFACES"),
+        &ifindex.to_ne_bytes(),
+        &entry,
+    );
+    refused_then_detached(&link.receiver, "INTERFACES");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_garbled_standing_record_is_refused_and_detach_removes_the_filter() {
+    let link = Link::new("trstand");
+    pin_filter(&link);
+    // The right magic and layout, a capacity beyond any counter map.
+    let mut record = Vec::new();
+    record.extend(u64::from_le_bytes(*b"lnprobe\0").to_ne_bytes());
+    record.extend(2_u32.to_ne_bytes());
+    record.extend(u32::MAX.to_ne_bytes());
+    record.extend([0xa5; 16]);
+    overwrite(
+        &link.receiver.pin_dir().join("STANDING"),
+        &0_u32.to_ne_bytes(),
+        &record,
+    );
+    refused_then_detached(&link.receiver, "STANDING");
+}
