@@ -18,7 +18,7 @@
 use std::{
     fs, io,
     os::{
-        fd::{AsFd as _, AsRawFd as _},
+        fd::{AsFd as _, AsRawFd as _, FromRawFd as _},
         linux::net::SocketAddrExt as _,
         unix::net::{SocketAddr, UnixListener, UnixStream},
     },
@@ -721,11 +721,18 @@ fn map_error_aya(name: &'static str) -> impl Fn(aya::maps::MapError) -> PinError
 }
 
 /// This network namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): unlike the inode, never
-/// reused for another namespace.
+/// reused for another namespace. Asked of a socket that is never bound, so it needs no address
+/// (a namespace's `lo` may be down, without 127.0.0.1), and of a Unix socket, which needs no
+/// IP stack.
 fn netns_cookie() -> io::Result<u64> {
     const SO_NETNS_COOKIE: libc::c_int = 71;
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0")
-        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))?;
+    // SAFETY: plain syscall; the descriptor it returns is owned below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
     let mut cookie = 0u64;
     let mut len = size_of::<u64>() as libc::socklen_t;
     // SAFETY: `cookie` and `len` are valid for writes of their sizes during the call.

@@ -157,3 +157,26 @@ fn a_garbled_standing_record_is_refused_and_detach_removes_the_filter() {
     );
     refused_then_detached(&link.receiver, "STANDING");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_namespace_without_loopback_addresses_can_pin_read_and_detach_a_filter() {
+    let link = Link::new("trnolo");
+    let netns = &link.receiver;
+    netns.ip(&["addr", "flush", "dev", "lo"]);
+    netns.ip(&["link", "set", "lo", "down"]);
+    pin_filter(&link);
+    let status = netns.output(PROBE, &["status", "--json"]);
+    assert!(status.status.success(), "status: {}", stderr_of(&status));
+    let shown: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("status writes JSON");
+    assert_eq!(
+        testbed::interface(&shown, RECEIVER_IF)["mode"],
+        "drop",
+        "{shown}"
+    );
+    let detach = netns.output(PROBE, &["detach"]);
+    assert!(detach.status.success(), "detach: {}", stderr_of(&detach));
+    assert!(!netns.has_xdp(RECEIVER_IF), "detach removes the filter");
+    assert!(!netns.pin_dir().exists(), "detach removes the pins");
+}
