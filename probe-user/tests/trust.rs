@@ -1,9 +1,17 @@
 //! What the probe takes as given and must not: the contents of its own pins, which anyone with
 //! CAP_BPF can rewrite, and a loopback address on `lo`. Needs root.
 
-use std::process::Output;
+use std::{
+    net::Ipv4Addr,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
 
-use testbed::{Link, Netns, ProbeProcess, RECEIVER_IF, ifindex, stderr_of};
+use test_frames::ipv4;
+use testbed::{
+    KillOnDrop, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4,
+    TempDir, ifindex, served, stderr_of,
+};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 const CAPACITY: u32 = 8;
@@ -179,4 +187,111 @@ fn a_namespace_without_loopback_addresses_can_pin_read_and_detach_a_filter() {
     assert!(detach.status.success(), "detach: {}", stderr_of(&detach));
     assert!(!netns.has_xdp(RECEIVER_IF), "detach removes the filter");
     assert!(!netns.pin_dir().exists(), "detach removes the pins");
+}
+
+/// Waits until process `pid` has `path` open.
+fn wait_until_open(pid: u32, path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("the process's descriptors")
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path));
+        if open {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pid} did not open {path:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Signals `child`, which this test started, by its pid.
+fn signal(child: &KillOnDrop, signal: i32) {
+    // SAFETY: a plain kill(2) of a child of this process.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, signal) }, 0);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_stalled_pcap_reader_never_stops_reports_attaching_or_sigterm() {
+    let link = Link::new("trfifo");
+    let netns = &link.receiver;
+    let dir = TempDir::new("trfifo");
+    let fifo = dir.path().join("samples.pcapng");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    // Opened read-write, which does not wait for a writer, so the probe finds its reader.
+    let mut reader = KillOnDrop(
+        Command::new("sh")
+            .args(["-c", "exec cat 0<>\"$1\"", "sh"])
+            .arg(&fifo)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run cat"),
+    );
+    wait_until_open(reader.0.id(), &fifo);
+    let probe = ProbeProcess::start(
+        PROBE,
+        netns,
+        &[
+            "--iface",
+            RECEIVER_IF,
+            "--iface",
+            "late*",
+            "--drop",
+            "--sample-rate",
+            "100000",
+            "--pcap",
+            fifo.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    probe.wait_ready();
+
+    // The reader stops; a flood of samples fills the FIFO many times over.
+    signal(&reader, libc::SIGSTOP);
+    let sender = link.raw_sender();
+    let frame = ipv4(SENDER_V4, Ipv4Addr::LOCALHOST)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .ports(40000, 5353)
+        .payload(&[0x5a; 100])
+        .build();
+    for _ in 0..20_000 {
+        sender.send(&frame);
+    }
+    // Reports go on: the loop is not stuck writing to the FIFO.
+    let flooded = Instant::now();
+    for _ in 0..5 {
+        if let Err(error) = probe.next_report(Duration::from_secs(3)) {
+            panic!(
+                "no report {:?} after the flood ({error}); stderr: {}",
+                flooded.elapsed(),
+                probe.stderr()
+            );
+        }
+    }
+    // A new interface is attached.
+    netns.ip(&[
+        "link", "add", "late0", "type", "veth", "peer", "name", "late1",
+    ]);
+    netns.ip(&["link", "set", "late0", "up"]);
+    netns.ip(&["link", "set", "late1", "up"]);
+    probe.wait_for(Duration::from_secs(10), |report| {
+        served(report).contains(&"late0")
+    });
+    assert!(netns.has_xdp("late0"));
+
+    // SIGTERM ends it promptly, the reader still stopped, and nothing stays attached.
+    let asked = Instant::now();
+    let stderr = probe.stderr();
+    let (status, _) = probe.stop(libc::SIGTERM);
+    let took = asked.elapsed();
+    assert!(status.success(), "exited {status}: {stderr}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    assert!(!netns.has_xdp(RECEIVER_IF), "detached from {RECEIVER_IF}");
+    assert!(!netns.has_xdp("late0"), "detached from late0");
+    signal(&reader, libc::SIGCONT);
+    reader.terminate(Duration::from_secs(5));
 }
