@@ -16,6 +16,7 @@ pub mod pins;
 pub mod privileges;
 pub mod probe;
 pub mod report;
+pub mod retry;
 pub mod route_localnet;
 pub mod samples;
 pub mod select;

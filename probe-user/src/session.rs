@@ -19,6 +19,7 @@ use crate::{
     pins::{Found, PinDir, PinError, PinLock, Standing},
     privileges,
     probe::{Adopted, Hook, LoadOptions, Probe, ProbeError, Program, TcxPrecededBy, XdpModeChoice},
+    retry,
     route_localnet::{self, RouteLocalnet},
     select::{Chosen, LeftOut, SelectError, Selected, Selection, Skipped, select, select_new},
 };
@@ -163,6 +164,8 @@ pub struct Followed {
     pub refused: Vec<String>,
     /// Interfaces kept changing while they were listed: call again shortly.
     pub unsettled: bool,
+    /// When to call again because an interface was refused for a reason that may pass.
+    pub retry_in: Option<std::time::Duration>,
 }
 
 /// What was last said about an interface that is not served.
@@ -256,6 +259,8 @@ pub struct Session {
     listed: Vec<Interface>,
     /// The route_localnet settings the last snapshot read.
     route_localnet: route_localnet::Watch,
+    /// When interfaces refused for a passing reason are tried again.
+    retry: retry::Backoff,
 }
 
 impl Session {
@@ -361,6 +366,7 @@ impl Session {
                 .collect(),
             listed: all.clone(),
             route_localnet: route_localnet::Watch::default(),
+            retry: retry::Backoff::default(),
         };
         let mut selected = selected;
         let attached = match session.serve_at_start(&all, &mut selected, adopted, &mut notes) {
@@ -672,6 +678,7 @@ impl Session {
         let served: BTreeSet<u32> = self.served.keys().copied().collect();
         let selected = select_new(&all, &self.selection, &served);
         let mut followed = Followed::default();
+        let mut refused_passing = false;
         for skipped in selected.skipped {
             if self.tell(skipped.ifindex, Unserved::Skipped(skipped.clone())) {
                 followed.skipped.push(skipped);
@@ -679,7 +686,7 @@ impl Session {
         }
         for chosen in &selected.chosen {
             let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
-            let (cause, reason) = match self.serve(chosen, interface, true) {
+            let (cause, reason, passing) = match self.serve(chosen, interface, true) {
                 Ok(attached) => {
                     self.told.remove(&chosen.ifindex);
                     followed.attached.push(attached);
@@ -698,24 +705,32 @@ impl Session {
                         occupant.program_id
                     ),
                     occupant.to_string(),
+                    false,
                 ),
                 Err(SessionError::Attach { name, source }) => {
                     let reason = format!("cannot attach to {name}: {source}");
-                    (reason.clone(), reason)
+                    (reason.clone(), reason, retry::is_passing(&source))
                 }
                 Err(SessionError::PinLink { name, source }) => {
                     let reason = format!("cannot pin the link of {name}: {source}");
-                    (reason.clone(), reason)
+                    (reason.clone(), reason, retry::is_passing(&source))
                 }
                 Err(other) => return Err(other),
             };
+            refused_passing |= passing;
             if self.tell(chosen.ifindex, Unserved::Refused(cause)) {
                 followed.refused.push(format!(
-                    "{reason}; serving the others, and trying {} again when interfaces change",
-                    chosen.name
+                    "{reason}; serving the others, and trying {} again {}",
+                    chosen.name,
+                    if passing {
+                        "shortly and when interfaces change"
+                    } else {
+                        "when interfaces change"
+                    }
                 ));
             }
         }
+        followed.retry_in = self.retry.after(refused_passing);
         Ok(followed)
     }
 
@@ -968,6 +983,7 @@ impl Session {
             told: BTreeMap::new(),
             listed: Vec::new(),
             route_localnet: route_localnet::Watch::default(),
+            retry: retry::Backoff::default(),
         };
         for (ifindex, program) in session.probe.served() {
             // Not here: moved to another namespace while no probe ran.

@@ -2,15 +2,15 @@
 //! CAP_BPF can rewrite, and a loopback address on `lo`. Needs root.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     process::{Command, Output},
     time::{Duration, Instant},
 };
 
 use test_frames::ipv4;
 use testbed::{
-    KillOnDrop, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4,
-    TempDir, ifindex, served, stderr_of,
+    KillOnDrop, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RawSender, SENDER_MAC,
+    SENDER_V4, TempDir, drain, ifindex, served, stderr_of,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -294,4 +294,140 @@ fn a_stalled_pcap_reader_never_stops_reports_attaching_or_sigterm() {
     assert!(!netns.has_xdp("late0"), "detached from late0");
     signal(&reader, libc::SIGCONT);
     reader.terminate(Duration::from_secs(5));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn idle_metrics_connections_under_a_low_file_limit_leave_no_interface_unfiltered() {
+    // Room for the probe's own descriptors (28 with one interface) and its connection cap, not
+    // for the connections made.
+    new_interface_under_idle_connections("trfd", "--nofile=120:120");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_file_limit_below_the_connection_cap_still_leaves_room_for_interfaces() {
+    // 64 connections would take every descriptor: the cap follows the limit.
+    new_interface_under_idle_connections("trfdlow", "--nofile=48:48");
+}
+
+/// `prlimit --pid PID --nofile=LIMIT`, which must succeed.
+fn set_file_limit(pid: i32, limit: &str) {
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}")])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit {limit}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_interface_refused_for_want_of_descriptors_is_attached_once_they_are_freed() {
+    let link = Link::new("trretry");
+    let netns = &link.receiver;
+    let probe = ProbeProcess::start(
+        PROBE,
+        netns,
+        &["--iface", RECEIVER_IF, "--iface", "late*", "--drop"],
+    );
+    probe.wait_ready();
+    // Not one descriptor more (one fewer than counted, which may be one open for a moment): the
+    // next interface cannot be attached.
+    let open = std::fs::read_dir(format!("/proc/{}/fd", probe.pid()))
+        .expect("the probe's descriptors")
+        .count();
+    set_file_limit(probe.pid(), &format!("{}:4096", open - 1));
+    netns.ip(&[
+        "link", "add", "late0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    netns.ip(&["link", "set", "late0", "up"]);
+    netns.ip(&["link", "set", "peer0", "up"]);
+    let said = probe.wait_until_said("cannot attach to late0");
+    assert!(said.contains("trying late0 again shortly"), "{said}");
+    // Descriptors again, and no link event after: it is attached on the timer.
+    set_file_limit(probe.pid(), "4096:4096");
+    probe.wait_for(Duration::from_secs(20), |report| {
+        served(report).contains(&"late0")
+    });
+    assert!(netns.has_xdp("late0"));
+    let stderr = probe.stderr();
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "exited {status}: {stderr}");
+    assert!(!netns.has_xdp("late0"), "detached from late0");
+}
+
+/// Under `prlimit files`, with 300 idle connections to --metrics, an interface added is attached
+/// and its spoofed frames are dropped under --drop.
+fn new_interface_under_idle_connections(tag: &str, files: &str) {
+    const CONNECTIONS: usize = 300;
+    let link = Link::new(tag);
+    let netns = &link.receiver;
+    let probe = ProbeProcess::start_wrapped(
+        &["prlimit", files, "--"],
+        PROBE,
+        netns,
+        &[
+            "--iface",
+            RECEIVER_IF,
+            "--iface",
+            "late*",
+            "--drop",
+            "--metrics",
+        ],
+    );
+    probe.wait_ready();
+    let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, 9464));
+    let idle: Vec<TcpStream> = netns.enter(|| {
+        (0..CONNECTIONS)
+            .filter_map(|_| TcpStream::connect_timeout(&metrics, Duration::from_secs(1)).ok())
+            .collect()
+    });
+    assert!(!idle.is_empty(), "no connection to {metrics}");
+
+    // A new interface, from the sender's namespace, while the connections are open.
+    link.sender.ip(&[
+        "link",
+        "add",
+        "late1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "late0",
+        "netns",
+        &netns.name,
+    ]);
+    // The receiver's address, so the frames below are for it.
+    let mac: Vec<String> = RECEIVER_MAC.iter().map(|b| format!("{b:02x}")).collect();
+    netns.ip(&["link", "set", "late0", "address", &mac.join(":")]);
+    link.sender
+        .ip(&["addr", "add", "198.18.2.1/24", "dev", "late1"]);
+    netns.ip(&["addr", "add", "198.18.2.2/24", "dev", "late0"]);
+    netns.sysctl("net/ipv4/conf/late0/route_localnet", "1");
+    link.sender.ip(&["link", "set", "late1", "up"]);
+    netns.ip(&["link", "set", "late0", "up"]);
+    link.sender.wait_operational("late1");
+    netns.wait_operational("late0");
+    let listener = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)));
+    probe.wait_for(Duration::from_secs(20), |report| {
+        served(report).contains(&"late0")
+    });
+    drop(idle);
+
+    let sender = link.sender.enter(|| RawSender::open("late1"));
+    let frame = ipv4(Ipv4Addr::new(198, 18, 2, 1), Ipv4Addr::LOCALHOST)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .ports(40000, 5353)
+        .build();
+    for _ in 0..3 {
+        sender.send(&frame);
+    }
+    assert_eq!(
+        drain(&listener, Duration::from_millis(300)),
+        0,
+        "delivered under --drop"
+    );
+    let stderr = probe.stderr();
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "exited {status}: {stderr}");
 }
