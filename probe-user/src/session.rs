@@ -769,9 +769,10 @@ impl Session {
         });
     }
 
-    /// The interfaces here, kept as the last consistent list.
+    /// The interfaces here, kept as the last consistent list. Without waiting, as the run loop
+    /// calls it: while interfaces keep changing, its callers list again later.
     fn list(&mut self) -> Result<Vec<Interface>, SessionError> {
-        let all = self.interfaces.list()?;
+        let all = self.interfaces.list_now()?;
         self.listed.clone_from(&all);
         Ok(all)
     }
@@ -963,10 +964,10 @@ impl Session {
         let mut interfaces = Interfaces::connect()?;
         let (probe, gone) = Probe::read_standing(dir, standing.capacity)
             .map_err(|error| SessionError::Adopt(Box::new(error)))?;
-        let names: BTreeMap<u32, String> = interfaces
-            .list()?
-            .into_iter()
-            .map(|interface| (interface.ifindex, interface.name))
+        let listed = interfaces.list()?;
+        let names: BTreeMap<u32, String> = listed
+            .iter()
+            .map(|interface| (interface.ifindex, interface.name.clone()))
             .collect();
         let mut session = Self {
             probe,
@@ -981,7 +982,7 @@ impl Session {
             on_conflict: OnConflict::Fail,
             egress: false,
             told: BTreeMap::new(),
-            listed: Vec::new(),
+            listed,
             route_localnet: route_localnet::Watch::default(),
             retry: retry::Backoff::default(),
         };
