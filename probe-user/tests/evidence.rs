@@ -589,7 +589,7 @@ fn pcap_failures_stop_only_the_pcap_and_layer_3_packets_are_readable() {
     assert!(
         probe
             .stderr()
-            .contains("cannot write the pcap: No space left on device"),
+            .contains("cannot write to the pcap: No space left on device"),
         "{}",
         probe.stderr()
     );

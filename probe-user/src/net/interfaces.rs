@@ -214,6 +214,18 @@ impl Interfaces {
         }
     }
 
+    /// Every interface in this network namespace, in ifindex order, without waiting: a few
+    /// dumps back to back, then [`InterfaceError::Changing`] for the caller to list again later.
+    /// For a loop that must not block: [`Interfaces::list`] sleeps between its tries.
+    pub fn list_now(&mut self) -> Result<Vec<Interface>, InterfaceError> {
+        for _ in 0..3 {
+            if let Some(interfaces) = self.dump().map_err(InterfaceError::List)? {
+                return Ok(interfaces);
+            }
+        }
+        Err(InterfaceError::Changing(std::time::Duration::ZERO))
+    }
+
     /// One dump; `None` when the kernel marks it inconsistent.
     fn dump(&mut self) -> io::Result<Option<Vec<Interface>>> {
         self.sequence = self.sequence.wrapping_add(1);

@@ -18,7 +18,7 @@
 use std::{
     fs, io,
     os::{
-        fd::{AsFd as _, AsRawFd as _},
+        fd::{AsFd as _, AsRawFd as _, FromRawFd as _},
         linux::net::SocketAddrExt as _,
         unix::net::{SocketAddr, UnixListener, UnixStream},
     },
@@ -27,7 +27,10 @@ use std::{
 };
 
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData};
-use probe_common::{Counter, Framing, IfaceConfig, SampleCounts, map_names};
+use probe_common::{
+    Action, CLASSES_PER_INTERFACE, Counter, Framing, IfaceConfig, MAX_SLOTS, Mode, SampleCounts,
+    map_names,
+};
 use thiserror::Error;
 
 use crate::{
@@ -150,6 +153,17 @@ pub enum PinError {
          --net=/run/netns/NAME localnet-probe …` instead"
     )]
     Invisible,
+    #[error(
+        "{}: {problem}; the standing filter's pins were changed by something other than \
+         localnet-probe and cannot be trusted: remove it with `localnet-probe detach` (its \
+         interfaces are unfiltered until the next `localnet-probe run --pin`)",
+        path.join(pin).display()
+    )]
+    Corrupt {
+        path: PathBuf,
+        pin: &'static str,
+        problem: String,
+    },
     #[error("cannot take the standing filter's lock: {0}")]
     Lock(io::Error),
     #[error("cannot read or write the pinned {name}: {error}")]
@@ -173,6 +187,11 @@ pub struct Standing {
 // SAFETY: plain integers, no padding.
 unsafe impl aya::Pod for Standing {}
 
+const _: () = assert!(size_of::<Standing>() == 32);
+
+/// The latest `pinned_at` taken as a date: the end of year 9999.
+const LAST_PINNED_AT: u64 = 253_402_300_799;
+
 /// What the programs' maps do not say about a pinned interface.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
@@ -189,6 +208,8 @@ pub struct PinnedInterface {
 // SAFETY: bytes only, no implicit padding.
 unsafe impl aya::Pod for PinnedInterface {}
 
+const _: () = assert!(size_of::<PinnedInterface>() == 20);
+
 impl PinnedInterface {
     pub fn new(name: &str, program: Framing, hook: Hook) -> Self {
         let mut bytes = [0; 16];
@@ -204,6 +225,41 @@ impl PinnedInterface {
             },
             _padding: [0; 2],
         }
+    }
+
+    /// What is wrong with the entry, if anything: a name the kernel would not give an
+    /// interface, or a program or hook byte this version did not write.
+    fn problem(&self) -> Option<String> {
+        let Some(len) = self.name.iter().position(|b| *b == 0) else {
+            return Some("a name without its terminating NUL".to_owned());
+        };
+        let name = &self.name[..len];
+        // The kernel's dev_valid_name.
+        let valid_name = !name.is_empty()
+            && name != b"."
+            && name != b".."
+            && !name
+                .iter()
+                .any(|b| *b == b'/' || *b == b':' || b.is_ascii_whitespace());
+        if !valid_name {
+            return Some(format!(
+                "the name {:?}, which no interface can have",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if self.program != Framing::Ip as u8 && self.program != Framing::Ethernet as u8 {
+            return Some(format!(
+                "program byte {}, not one of a program",
+                self.program
+            ));
+        }
+        if self.hook > 2 {
+            return Some(format!("hook byte {}, not one of a hook", self.hook));
+        }
+        if self._padding != [0; 2] {
+            return Some(format!("padding {:?}, not zero", self._padding));
+        }
+        None
     }
 
     pub fn name(&self) -> String {
@@ -421,16 +477,34 @@ impl PinDir {
             .get(&0, 0)
             .map_err(|error| incompatible(format!("{STANDING}: {error}")))?;
         if standing.magic != MAGIC {
-            return Err(PinError::Foreign {
-                path: self.path.clone(),
-                entry: STANDING.to_owned(),
-            });
+            return Err(self.corrupt(
+                STANDING,
+                format!(
+                    "starts with {:#x}, not localnet-probe's mark",
+                    standing.magic
+                ),
+            ));
         }
         if standing.layout != LAYOUT {
             return Err(incompatible(format!(
                 "layout {}, this version reads layout {LAYOUT}",
                 standing.layout
             )));
+        }
+        if standing.capacity == 0 || standing.capacity > MAX_SLOTS {
+            return Err(self.corrupt(
+                STANDING,
+                format!(
+                    "capacity {}, where 1 to {MAX_SLOTS} interfaces can be",
+                    standing.capacity
+                ),
+            ));
+        }
+        if standing.pinned_at > LAST_PINNED_AT {
+            return Err(self.corrupt(
+                STANDING,
+                format!("pinned at {} s since 1970, not a date", standing.pinned_at),
+            ));
         }
         Ok(standing)
     }
@@ -458,11 +532,79 @@ impl PinDir {
                 });
             }
         }
-        if standing.capacity == 0 {
-            return Err(PinError::Incompatible {
+        let counters = MapData::from_pin(self.path.join("COUNTERS"))
+            .and_then(|map| map.info())
+            .map_err(|error| PinError::Incompatible {
                 path: self.path.clone(),
-                reason: "no interface slots".to_owned(),
-            });
+                reason: format!("COUNTERS: {error}"),
+            })?;
+        let slots = counters.max_entries() / CLASSES_PER_INTERFACE as u32;
+        if slots != standing.capacity {
+            return Err(self.corrupt(
+                STANDING,
+                format!(
+                    "capacity {}, where COUNTERS has room for {slots} interfaces",
+                    standing.capacity
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, pin: &'static str, problem: String) -> PinError {
+        PinError::Corrupt {
+            path: self.path.clone(),
+            pin,
+            problem,
+        }
+    }
+
+    /// An error unless `ifindex`'s pinned entry and configuration are ones a probe with
+    /// `capacity` slots wrote: anything else may index past its counters.
+    pub fn check_interface(
+        &self,
+        ifindex: u32,
+        pinned: &PinnedInterface,
+        config: &IfaceConfig,
+        capacity: u32,
+    ) -> Result<(), PinError> {
+        if let Some(problem) = pinned.problem() {
+            return Err(self.corrupt(INTERFACES, format!("ifindex {ifindex} has {problem}")));
+        }
+        let config_map = if ifindex < probe_common::IFINDEX_ARRAY_LEN {
+            "IFACE_CONFIG"
+        } else {
+            "IFACE_CONFIG_HIGH"
+        };
+        let expected = match config.action() {
+            None => {
+                let mut blank = IfaceConfig::default();
+                blank.sample_tokens = config.sample_tokens;
+                blank
+            }
+            Some(_) if config.slot() >= capacity => {
+                return Err(self.corrupt(
+                    config_map,
+                    format!(
+                        "ifindex {ifindex} has slot {}, beyond the {capacity} of the counters",
+                        config.slot()
+                    ),
+                ));
+            }
+            Some(Action::Dropped) => {
+                IfaceConfig::new(config.slot(), Mode::Drop, config.sample_tokens)
+            }
+            Some(_) => IfaceConfig::new(config.slot(), Mode::Monitor, config.sample_tokens),
+        };
+        if *config != expected {
+            return Err(self.corrupt(
+                config_map,
+                format!(
+                    "ifindex {ifindex} has {config:?}, which is no configuration of slot {} \
+                     (its action, its configured flag or its first key is wrong)",
+                    config.slot()
+                ),
+            ));
         }
         Ok(())
     }
@@ -610,11 +752,18 @@ fn map_error_aya(name: &'static str) -> impl Fn(aya::maps::MapError) -> PinError
 }
 
 /// This network namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): unlike the inode, never
-/// reused for another namespace.
+/// reused for another namespace. Asked of a socket that is never bound, so it needs no address
+/// (a namespace's `lo` may be down, without 127.0.0.1), and of a Unix socket, which needs no
+/// IP stack.
 fn netns_cookie() -> io::Result<u64> {
     const SO_NETNS_COOKIE: libc::c_int = 71;
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0")
-        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))?;
+    // SAFETY: plain syscall; the descriptor it returns is owned below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
     let mut cookie = 0u64;
     let mut len = size_of::<u64>() as libc::socklen_t;
     // SAFETY: `cookie` and `len` are valid for writes of their sizes during the call.

@@ -116,6 +116,10 @@ impl Probe {
         let mut found = Vec::new();
         for entry in standing.interfaces.iter() {
             let (ifindex, pinned) = entry?;
+            let config = self.read_config(ifindex)?;
+            standing
+                .dir
+                .check_interface(ifindex, &pinned, &config, self.capacity)?;
             let path = standing.dir.link_path(ifindex, Direction::Ingress);
             let link = match Link::from_pin(&path, pinned.hook().stage()) {
                 Ok(Some(link)) => {
@@ -144,7 +148,7 @@ impl Probe {
                 Err(error) if error.kind() == io::ErrorKind::NotFound => None,
                 Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
             };
-            found.push((ifindex, pinned, self.read_config(ifindex)?, link, egress));
+            found.push((ifindex, pinned, config, link, egress));
         }
         Ok(found)
     }

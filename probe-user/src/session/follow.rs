@@ -26,6 +26,7 @@ impl Session {
         let served: BTreeSet<u32> = self.tracked.served.keys().copied().collect();
         let selected = select_new(&all, &self.selection, &served);
         let mut followed = Followed::default();
+        let mut refused_passing = false;
         for skipped in selected.skipped {
             if self.tell(skipped.ifindex, Unserved::Skipped(skipped.clone())) {
                 followed.skipped.push(skipped);
@@ -33,7 +34,7 @@ impl Session {
         }
         for chosen in &selected.chosen {
             let interface = all.iter().find(|i| i.ifindex == chosen.ifindex);
-            let (cause, reason) = match self.serve(chosen, interface, true) {
+            let (cause, reason, passing) = match self.serve(chosen, interface, true) {
                 Ok(attached) => {
                     self.told.remove(&chosen.ifindex);
                     followed.attached.push(attached);
@@ -52,24 +53,32 @@ impl Session {
                         occupant.program_id
                     ),
                     occupant.to_string(),
+                    false,
                 ),
                 Err(SessionError::Attach { name, source }) => {
                     let reason = format!("cannot attach to {name}: {source}");
-                    (reason.clone(), reason)
+                    (reason.clone(), reason, retry::is_passing(&source))
                 }
                 Err(SessionError::PinLink { name, source }) => {
                     let reason = format!("cannot pin the link of {name}: {source}");
-                    (reason.clone(), reason)
+                    (reason.clone(), reason, retry::is_passing(&source))
                 }
                 Err(other) => return Err(other),
             };
+            refused_passing |= passing;
             if self.tell(chosen.ifindex, Unserved::Refused(cause)) {
                 followed.refused.push(format!(
-                    "{reason}; serving the others, and trying {} again when interfaces change",
-                    chosen.name
+                    "{reason}; serving the others, and trying {} again {}",
+                    chosen.name,
+                    if passing {
+                        "shortly and when interfaces change"
+                    } else {
+                        "when interfaces change"
+                    }
                 ));
             }
         }
+        followed.retry_in = self.retry.after(refused_passing);
         Ok(followed)
     }
 
@@ -193,9 +202,10 @@ impl Tracked {
         });
     }
 
-    /// The interfaces here, kept as the last consistent list.
+    /// The interfaces here, kept as the last consistent list. Without waiting, as the run loop
+    /// calls it: while interfaces keep changing, its callers list again later.
     pub(super) fn list(&mut self) -> Result<Vec<Interface>, SessionError> {
-        let all = self.interfaces.list()?;
+        let all = self.interfaces.list_now()?;
         self.listed.clone_from(&all);
         Ok(all)
     }

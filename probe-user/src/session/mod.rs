@@ -15,6 +15,7 @@ use thiserror::Error;
 
 mod follow;
 mod observe;
+mod retry;
 pub mod select;
 mod snapshot;
 pub mod standing;
@@ -182,6 +183,8 @@ pub struct Followed {
     pub refused: Vec<String>,
     /// Interfaces kept changing while they were listed: call again shortly.
     pub unsettled: bool,
+    /// When to call again because an interface was refused for a reason that may pass.
+    pub retry_in: Option<std::time::Duration>,
 }
 
 /// What was last said about an interface that is not served.
@@ -212,6 +215,8 @@ pub struct Session {
     _pin_lock: Option<PinLock>,
     /// What was last said about each interface here that is not served.
     told: BTreeMap<u32, Unserved>,
+    /// When interfaces refused for a passing reason are tried again.
+    retry: retry::Backoff,
 }
 
 /// What serving ([`Session`]) and reading a standing filter ([`Observed`]) both keep: the
@@ -333,6 +338,7 @@ impl Session {
                 .iter()
                 .map(|skipped| (skipped.ifindex, Unserved::Skipped(skipped.clone())))
                 .collect(),
+            retry: retry::Backoff::default(),
         };
         let mut selected = selected;
         let attached = match session.serve_at_start(&all, &mut selected, adopted, &mut notes) {

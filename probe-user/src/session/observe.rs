@@ -25,10 +25,10 @@ impl Observed {
         let mut interfaces = Interfaces::connect()?;
         let (probe, gone) = Probe::read_standing(dir, standing.capacity)
             .map_err(|error| SessionError::Adopt(Box::new(error)))?;
-        let names: BTreeMap<u32, String> = interfaces
-            .list()?
-            .into_iter()
-            .map(|interface| (interface.ifindex, interface.name))
+        let listed = interfaces.list()?;
+        let names: BTreeMap<u32, String> = listed
+            .iter()
+            .map(|interface| (interface.ifindex, interface.name.clone()))
             .collect();
         let mut tracked = Tracked {
             probe,
@@ -36,7 +36,7 @@ impl Observed {
             served: BTreeMap::new(),
             removed_totals: SlotCounters::default(),
             pending_removed: Vec::new(),
-            listed: Vec::new(),
+            listed,
             route_localnet: route_localnet::Watch::default(),
         };
         for (ifindex, program) in tracked.probe.served() {

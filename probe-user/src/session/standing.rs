@@ -35,6 +35,9 @@ pub struct Detached {
     /// Whether the whole directory went: nothing was left in it, or it was from an
     /// incompatible version.
     pub removed_dir: bool,
+    /// Why the directory was removed whole without reading it: its pins are from an
+    /// incompatible version, or were changed by something else.
+    pub unreadable: Option<PinError>,
 }
 
 /// Takes the standing filter off the interfaces `patterns` name (literal names or shell-style
@@ -59,22 +62,24 @@ pub fn detach(patterns: &[String]) -> Result<Option<Detached>, SessionError> {
                 gone: Vec::new(),
                 remaining: Vec::new(),
                 removed_dir: true,
+                unreadable: None,
             }));
         }
-        Err(PinError::Incompatible { .. }) if patterns.is_empty() => {
-            dir.remove().map_err(|error| access(&dir, error))?;
-            return Ok(Some(Detached {
-                dir: dir.path.clone(),
-                detached: Vec::new(),
-                gone: Vec::new(),
-                remaining: Vec::new(),
-                removed_dir: true,
-            }));
+        Err(error @ (PinError::Incompatible { .. } | PinError::Corrupt { .. }))
+            if patterns.is_empty() =>
+        {
+            return remove_unreadable(&dir, error).map(Some);
         }
         Err(error) => return Err(error.into()),
     };
     let path = dir.path.clone();
-    let (mut probe, gone) = Probe::read_standing(dir.clone(), standing.capacity).map_err(adopt)?;
+    let (mut probe, gone) = match Probe::read_standing(dir.clone(), standing.capacity) {
+        Ok(read) => read,
+        Err(ProbeError::Pin(error @ PinError::Corrupt { .. })) if patterns.is_empty() => {
+            return remove_unreadable(&dir, error).map(Some);
+        }
+        Err(error) => return Err(adopt(error)),
+    };
     let names: BTreeMap<u32, String> = Interfaces::connect()?
         .list()?
         .into_iter()
@@ -145,7 +150,22 @@ pub fn detach(patterns: &[String]) -> Result<Option<Detached>, SessionError> {
         gone: cleared,
         remaining,
         removed_dir,
+        unreadable: None,
     }))
+}
+
+/// Removes the standing filter in `dir` whole, for `error`, which keeps it from being read: its
+/// links detach with their pins, no process holding them while the lock is taken.
+fn remove_unreadable(dir: &PinDir, error: PinError) -> Result<Detached, SessionError> {
+    dir.remove().map_err(|removing| access(dir, removing))?;
+    Ok(Detached {
+        dir: dir.path.clone(),
+        detached: Vec::new(),
+        gone: Vec::new(),
+        remaining: Vec::new(),
+        removed_dir: true,
+        unreadable: Some(error),
+    })
 }
 
 fn access(dir: &PinDir, error: std::io::Error) -> SessionError {

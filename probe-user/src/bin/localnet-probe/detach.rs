@@ -16,6 +16,11 @@ pub(crate) fn detach(args: &DetachArgs) -> anyhow::Result<()> {
         tracing::info!("no standing filter is pinned in this network namespace: nothing to detach");
         return Ok(());
     };
+    if let Some(error) = &detached.unreadable {
+        tracing::warn!(
+            "removed the standing filter without reading its interfaces and counts: {error}"
+        );
+    }
     for interface in &detached.detached {
         tracing::info!(
             "detached from {} (its counts: {})",

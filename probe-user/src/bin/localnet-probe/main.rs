@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    raise_file_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -115,4 +116,34 @@ fn main() -> ExitCode {
 /// Writes the last word on stderr; a stderr that is gone is no reason to panic.
 fn say(message: &str) {
     let _ = writeln!(std::io::stderr(), "localnet-probe: {message}");
+}
+
+/// Raises the soft limit of open files to the hard one: a soft limit of 1024 (systemd's
+/// default, many container runtimes') is a few hundred connections away from refusing an
+/// interface for want of a descriptor. Only when there is room, so a unit that sets both
+/// (`LimitNOFILE=`) and filters `setrlimit` sees no call.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is valid for writes during the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: `raised` is valid for reads during the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } != 0 {
+        tracing::warn!(
+            "cannot raise the limit of open files from {} to {}: {}",
+            limit.rlim_cur,
+            limit.rlim_max,
+            std::io::Error::last_os_error()
+        );
+    }
 }

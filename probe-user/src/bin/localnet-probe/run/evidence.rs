@@ -19,7 +19,7 @@ use crate::stream::Format;
 
 /// Events the live view keeps for its pane.
 pub(crate) const PANE_LINES: usize = 40;
-/// Event batches that may wait for a slow stderr, and pcap batches for a slow stdout.
+/// Event batches that may wait for a slow stderr, and pcap batches for a slow reader.
 const WAITING_BATCHES: usize = 64;
 
 /// Where `--events` go.
@@ -33,17 +33,14 @@ pub(crate) enum Events {
     Stderr(Output),
 }
 
-pub(crate) enum PcapTo {
-    /// With the length written whole so far: a write cut short is cut back to it, so the file
-    /// ends with a complete block.
-    File(File, u64),
-    Stdout(Output),
-}
-
 pub(crate) struct Pcap {
     writer: PcapWriter<Vec<u8>>,
-    /// `None` once writing failed or the reader went away: the run goes on without the pcap.
-    to: Option<PcapTo>,
+    /// Written off the loop; `None` once writing failed or the reader went away: the run goes
+    /// on without the pcap.
+    to: Option<Output>,
+    /// The section header and interface blocks not handed to the writer yet: unlike a batch of
+    /// frames, they cannot be skipped, or the frames after them would name no interface.
+    unsent_blocks: Vec<u8>,
     /// Samples not written because the reader was behind or gone, or writing failed.
     not_written: u64,
 }
@@ -92,11 +89,13 @@ fn is_same_file(file: &File, fd: i32) -> bool {
 impl Pcap {
     /// Opens `path` (`-` for stdout) and writes the pcapng section header.
     pub(crate) fn open(path: &str) -> Result<Self, PcapOpenError> {
+        let mut writer = PcapWriter::new(Vec::new()).expect("writing to a Vec");
+        let header = std::mem::take(writer.get_mut());
         let to = if path == "-" {
             if io::stdout().is_terminal() {
                 return Err(PcapOpenError::Terminal);
             }
-            PcapTo::Stdout(Output::spawn(Stream::Stdout, WAITING_BATCHES))
+            Stream::Stdout
         } else {
             let create = |error| PcapOpenError::Create {
                 path: path.to_owned(),
@@ -124,22 +123,26 @@ impl Pcap {
             if file.is_terminal() {
                 return Err(PcapOpenError::TerminalFile(path.to_owned()));
             }
-            let mut writer = PcapWriter::new(Vec::new()).expect("writing to a Vec");
-            // The section header now: a disk already full is an error before attaching.
-            let header = std::mem::take(writer.get_mut());
+            // The section header now, a few dozen bytes into an empty file or FIFO: a disk
+            // already full is an error before attaching.
             file.write_all(&header).map_err(create)?;
-            return Ok(Self {
-                writer,
-                to: Some(PcapTo::File(file, header.len() as u64)),
-                not_written: 0,
-            });
+            Stream::Pcap {
+                file,
+                whole: header.len() as u64,
+            }
+        };
+        let unsent_blocks = if matches!(to, Stream::Stdout) {
+            header
+        } else {
+            Vec::new()
         };
         let mut pcap = Self {
-            writer: PcapWriter::new(Vec::new()).expect("writing to a Vec"),
-            to: Some(to),
+            writer,
+            to: Some(Output::spawn(to, WAITING_BATCHES)),
+            unsent_blocks,
             not_written: 0,
         };
-        pcap.flush(&[]);
+        pcap.flush(0);
         Ok(pcap)
     }
 
@@ -150,7 +153,9 @@ impl Pcap {
                 .add_interface(attached.ifindex, attached.program, &attached.name)
                 .expect("writing to a Vec");
         }
-        self.flush(&[]);
+        self.unsent_blocks
+            .append(&mut std::mem::take(self.writer.get_mut()));
+        self.flush(0);
     }
 
     fn write(&mut self, frames: &[SampledFrame], name: &impl Fn(u32) -> String) {
@@ -158,71 +163,43 @@ impl Pcap {
             self.not_written += frames.len() as u64;
             return;
         }
-        // Where each frame's blocks end in the batch, so a disk that fills up keeps every
-        // whole block that fitted.
-        let mut ends = Vec::with_capacity(frames.len());
         for frame in frames {
             self.writer
                 .write(frame, &name(frame.ifindex))
                 .expect("writing to a Vec");
-            ends.push(self.writer.get_mut().len());
         }
-        self.flush(&ends);
+        self.flush(frames.len() as u64);
     }
 
-    /// Hands what was written to the file or stdout; `ends` are where the batch's frames end.
-    fn flush(&mut self, ends: &[usize]) {
-        let bytes = std::mem::take(self.writer.get_mut());
-        let frames = ends.len() as u64;
-        match &mut self.to {
-            None => self.not_written += frames,
-            Some(PcapTo::File(file, written)) => {
-                let mut done = 0;
-                let error = loop {
-                    if done == bytes.len() {
-                        break None;
-                    }
-                    match file.write(&bytes[done..]) {
-                        Ok(0) => break Some(io::Error::from(io::ErrorKind::WriteZero)),
-                        Ok(n) => done += n,
-                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                        Err(error) => break Some(error),
-                    }
-                };
-                let Some(error) = error else {
-                    *written += bytes.len() as u64;
-                    return;
-                };
-                // Readers stop at a torn block: end the file with the last whole one.
-                let kept = ends.iter().take_while(|end| **end <= done).count();
-                let whole = if kept == 0 { 0 } else { ends[kept - 1] };
-                let cut = file.set_len(*written + whole as u64).err();
-                tracing::warn!(
-                    "cannot write the pcap: {error}; samples are no longer written to it \
-                     (counting goes on){}",
-                    cut.map_or_else(String::new, |cut| format!(
-                        "; its last block may be cut short ({cut})"
-                    ))
-                );
-                self.not_written += frames - kept as u64;
-                self.to = None;
-            }
-            Some(PcapTo::Stdout(output)) => {
-                if !output.offer(bytes, "pcap blocks") {
-                    self.not_written += frames;
-                }
-            }
+    /// Hands the blocks not sent yet and the batch of `frames` just written to the writer
+    /// thread; a batch it has no room for is skipped and counted, the blocks kept for the next.
+    fn flush(&mut self, frames: u64) {
+        let batch = std::mem::take(self.writer.get_mut());
+        let Some(output) = &mut self.to else {
+            self.not_written += frames;
+            return;
+        };
+        if batch.is_empty() && self.unsent_blocks.is_empty() {
+            return;
+        }
+        let mut bytes = self.unsent_blocks.clone();
+        bytes.extend(batch);
+        if output.offer(bytes, "pcap blocks") {
+            self.unsent_blocks.clear();
+        } else {
+            self.not_written += frames;
         }
     }
 
-    /// Completes when the reader of `--pcap -` goes away, once; never otherwise.
+    /// Completes when the pcap's reader goes away or writing it fails, once; never otherwise.
     async fn reader_gone(&mut self) {
         match &self.to {
-            Some(PcapTo::Stdout(output)) => output.gone().await,
-            _ => std::future::pending().await,
+            Some(output) => output.gone().await,
+            None => std::future::pending().await,
         }
         tracing::warn!(
-            "the reader of the pcap went away; samples are no longer written (counting goes on)"
+            "the pcap's reader went away, or it could not be written; samples are no longer \
+             written to it (counting goes on)"
         );
         self.to = None;
     }
@@ -301,7 +278,7 @@ impl Evidence {
         }
     }
 
-    /// Completes when the reader of `--pcap -` goes away (once): the run goes on.
+    /// Completes when the pcap's reader goes away or writing it fails (once): the run goes on.
     pub(crate) async fn pcap_reader_gone(&mut self) {
         match &mut self.pcap {
             Some(pcap) => pcap.reader_gone().await,
@@ -328,8 +305,8 @@ impl Evidence {
                     pcap.not_written
                 );
             }
-            if let Some(PcapTo::Stdout(output)) = pcap.to {
-                output.finish(Vec::new(), patience);
+            if let Some(output) = pcap.to {
+                output.finish(pcap.unsent_blocks, patience);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! `run --metrics`: serves `/metrics` over HTTP/1. Each scrape asks the run loop for a fresh
 //! snapshot, so the counters are read from the maps at scrape time; the page is encoded here.
 
-use std::{convert::Infallible, io, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::anyhow;
 use bytes::Bytes;
@@ -20,15 +20,35 @@ use probe_user::{
 };
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot},
     task::JoinHandle,
 };
 
 /// `--metrics` without an address. Loopback only: the page names the host's interfaces and says
 /// which of them expose loopback services.
 pub(crate) const DEFAULT_ADDRESS: &str = "127.0.0.1:9464";
-/// How long a connection may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to send its request headers, or sit idle between requests.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connection may stay open at all: a scrape takes milliseconds, and a scraper that
+/// keeps its connection alive opens a new one.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Connections served at once, at most; more are closed as soon as they are accepted, so idle
+/// or slow clients can never take the descriptors an interface needs to be attached.
+const MAX_CONNECTIONS: usize = 64;
+
+/// [`MAX_CONNECTIONS`], or a quarter of the open files allowed when that is fewer: the rest
+/// stays for the maps, links and sockets of the interfaces.
+fn connection_cap() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is valid for writes during the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return MAX_CONNECTIONS;
+    }
+    usize::try_from(limit.rlim_cur / 4).map_or(MAX_CONNECTIONS, |room| room.min(MAX_CONNECTIONS))
+}
 
 /// A scrape waiting for the run loop's snapshot.
 pub(crate) type SnapshotRequest = oneshot::Sender<Snapshot>;
@@ -57,6 +77,10 @@ pub(crate) fn spawn(
     snapshots: mpsc::Sender<SnapshotRequest>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let cap = connection_cap();
+        let room = Arc::new(Semaphore::new(cap));
+        // Said once: a client opening connection after connection would fill the logs.
+        let mut said_full = false;
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -67,18 +91,28 @@ pub(crate) fn spawn(
                     continue;
                 }
             };
+            let Ok(permit) = Arc::clone(&room).try_acquire_owned() else {
+                if !said_full {
+                    tracing::warn!("{cap} metrics connections are open; closing more at once");
+                    said_full = true;
+                }
+                drop(stream);
+                continue;
+            };
             let snapshots = snapshots.clone();
             // A connection of its own: a scraper that goes away mid-response ends only that.
             tokio::spawn(async move {
                 let service = service_fn(move |request| respond(request, snapshots.clone()));
-                let served = http1::Builder::new()
+                let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                if let Err(error) = served {
-                    tracing::debug!("metrics connection ended: {error}");
+                    .serve_connection(TokioIo::new(stream), service);
+                match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::debug!("metrics connection ended: {error}"),
+                    Err(_) => tracing::debug!("metrics connection closed after its lifetime"),
                 }
+                drop(permit);
             });
         }
     })

@@ -485,9 +485,12 @@ fn follow(
     }
     say_attached(&followed.attached);
     evidence.add_interfaces(&followed.attached);
-    Ok(followed
-        .unsettled
-        .then(|| Box::pin(tokio::time::sleep(RELIST_PAUSE))))
+    let pause = if followed.unsettled {
+        Some(RELIST_PAUSE)
+    } else {
+        followed.retry_in
+    };
+    Ok(pause.map(|pause| Box::pin(tokio::time::sleep(pause))))
 }
 
 /// Completes when the pause before listing interfaces again is over; never without one.

@@ -1,9 +1,10 @@
-//! Writes to stdout or stderr on a thread of its own, so a reader that stops reading (a stalled
-//! pipe, a suspended terminal) never blocks the loop that handles signals and detaches. A reader
-//! that goes away is noticed within [`READER_CHECK`], not at the next write, which may be an
-//! interval away.
+//! Writes to stdout, stderr or the `--pcap` file on a thread of its own, so a reader that stops
+//! reading (a stalled pipe or FIFO, a suspended terminal, a slow disk) never blocks the loop that
+//! handles signals, attaches and detaches. A reader that goes away is noticed within
+//! [`READER_CHECK`], not at the next write, which may be an interval away.
 
 use std::{
+    fs::File,
     io::{self, Write as _},
     os::fd::AsRawFd as _,
     sync::{
@@ -20,41 +21,62 @@ use tokio::sync::Notify;
 /// How often the writer looks for a reader gone between reports.
 const READER_CHECK: Duration = Duration::from_millis(100);
 
-/// Which standard stream an [`Output`] writes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What an [`Output`] writes to.
+#[derive(Debug)]
 pub(crate) enum Stream {
     Stdout,
     Stderr,
+    /// The `--pcap` file or FIFO, with the length written whole so far.
+    Pcap {
+        file: File,
+        whole: u64,
+    },
 }
 
 impl Stream {
-    const fn name(self) -> &'static str {
+    const fn name(&self) -> &'static str {
         match self {
             Self::Stdout => "stdout",
             Self::Stderr => "stderr",
+            Self::Pcap { .. } => "the pcap",
         }
     }
 
-    fn write(self, bytes: &[u8]) -> io::Result<()> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
             Self::Stdout => {
                 let mut stdout = io::stdout().lock();
                 stdout.write_all(bytes).and_then(|()| stdout.flush())
             }
             Self::Stderr => io::stderr().lock().write_all(bytes),
+            Self::Pcap { file, whole } => {
+                file.write_all(bytes)?;
+                *whole += bytes.len() as u64;
+                Ok(())
+            }
         }
     }
 
-    fn raw_fd(self) -> i32 {
+    fn raw_fd(&self) -> i32 {
         match self {
             Self::Stdout => io::stdout().as_raw_fd(),
             Self::Stderr => io::stderr().as_raw_fd(),
+            Self::Pcap { file, .. } => file.as_raw_fd(),
+        }
+    }
+
+    /// After a failed write, cuts a file back to what was written whole before it: each write
+    /// is whole pcapng blocks, and readers stop at a torn one.
+    fn cut_back(&self) -> io::Result<()> {
+        match self {
+            Self::Pcap { file, whole } if file.metadata()?.is_file() => file.set_len(*whole),
+            _ => Ok(()),
         }
     }
 }
 
 pub(crate) struct Output {
-    stream: Stream,
+    name: &'static str,
     pending: SyncSender<Vec<u8>>,
     closed: Arc<Closed>,
     written: Receiver<()>,
@@ -92,7 +114,8 @@ fn reader_gone(fd: i32) -> bool {
 impl Output {
     /// A writer thread for `stream` with room for `waiting` writes: a stalled reader costs at
     /// most that many buffered writes, not memory.
-    pub(crate) fn spawn(stream: Stream, waiting: usize) -> Self {
+    pub(crate) fn spawn(mut stream: Stream, waiting: usize) -> Self {
+        let name = stream.name();
         let (pending, receiver) = mpsc::sync_channel::<Vec<u8>>(waiting);
         let (done, written) = mpsc::channel();
         let closed = Arc::new(Closed::default());
@@ -110,7 +133,13 @@ impl Output {
                 };
                 if let Err(error) = stream.write(&bytes) {
                     if error.kind() != io::ErrorKind::BrokenPipe {
-                        tracing::warn!("cannot write to {}: {error}; stopping", stream.name());
+                        let cut = stream.cut_back().err();
+                        tracing::warn!(
+                            "cannot write to {name}: {error}; stopping (counting goes on){}",
+                            cut.map_or_else(String::new, |cut| format!(
+                                "; its last block may be cut short ({cut})"
+                            ))
+                        );
                     }
                     writer_closed.close();
                     break;
@@ -119,7 +148,7 @@ impl Output {
             let _ = done.send(());
         });
         Self {
-            stream,
+            name,
             pending,
             closed,
             written,
@@ -147,7 +176,7 @@ impl Output {
                 if self.skipped == 0 {
                     tracing::warn!(
                         "{} is not keeping up; skipping {what} until it does (counting goes on)",
-                        self.stream.name()
+                        self.name
                     );
                 }
                 self.skipped += 1;
@@ -162,7 +191,7 @@ impl Output {
 
     /// Writes the last bytes, waiting at most `patience` for a stalled reader.
     pub(crate) fn finish(self, bytes: Vec<u8>, patience: Duration) {
-        let name = self.stream.name();
+        let name = self.name;
         if self.skipped > 0 {
             tracing::warn!("{} writes to {name} were skipped", self.skipped);
         }
