@@ -133,11 +133,11 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 /// when only harmless characters, else in single quotes (`'` written `'\''`). Characters a
 /// terminal acts on are written `"$(printf '\033')"`, so the word can be shown, copied and
 /// pasted without a control byte in it. The one quoting of every command localnet-probe
-/// suggests.
+/// suggests; for arguments, never a command's first word (where `a=b` would be an assignment).
 pub fn shell_word(word: &str) -> String {
     let harmless = |c: char| {
         c.is_ascii_alphanumeric()
-            || matches!(c, '_' | '-' | '.' | '/' | ',' | '@' | '%' | '+' | ':')
+            || matches!(c, '_' | '-' | '.' | '/' | ',' | '@' | '%' | '+' | ':' | '=')
     };
     if !word.is_empty() && word.chars().all(harmless) {
         return word.to_owned();
