@@ -244,6 +244,20 @@ fn sh(netns: &Netns, script: &str, directory: &std::path::Path) -> Output {
         .expect("run sh")
 }
 
+/// `name` as the terminal shows it: control characters as `\u{1b}`.
+fn escaped(name: &[u8]) -> String {
+    String::from_utf8_lossy(name)
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The part of `line` after `start` up to `end` (or the line's end).
 fn between<'a>(line: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let rest = &line[line.find(start)? + start.len()..];
@@ -265,9 +279,10 @@ fn suggested_commands_do_exactly_what_they_say() {
     for line in audit.lines() {
         if let Some(finding) = line.strip_prefix("EXPOSURE ") {
             let shown = finding.split(": ").next().expect("a name");
-            remedies_of = NAMES.iter().map(|(name, _)| *name).find(|name| {
-                *shown == *probe_user::net::names::printable(&String::from_utf8_lossy(name))
-            });
+            remedies_of = NAMES
+                .iter()
+                .map(|(name, _)| *name)
+                .find(|name| shown == escaped(name));
             continue;
         }
         let Some(remedy) = line.strip_prefix("  - ") else {
