@@ -1,7 +1,10 @@
 //! The audit's words: each interface's findings from its verdict, with the remedies that apply.
 
 use super::*;
-use crate::net::names::{name_argument, nft_string, shell_word};
+use crate::net::{
+    names::{name_argument, nft_string, shell_word},
+    netns::nsenter_here,
+};
 
 /// `tcp 127.0.0.1:6379 (pid 812 redis-server)`.
 pub fn describe(socket: &BoundSocket) -> String {
@@ -90,15 +93,26 @@ fn drop_with_probe(audited: &InterfaceAudit) -> String {
     let flag = name_argument(name);
     match (&audited.localnet_probe, audited.other_xdp_program) {
         (Some(probe), _) => {
-            let (how, pin) = if probe.how == "standing" {
-                ("take its standing filter over in drop mode", " --pin")
-            } else {
-                ("stop it and start it again in drop mode", "")
+            let (how, command) = match probe.how {
+                "standing" => (
+                    "take its standing filter over in drop mode",
+                    "localnet-probe run --pin".to_owned(),
+                ),
+                // `run --pin` here would not see the pins: from where they are visible.
+                "pinned" => (
+                    "take its standing filter over in drop mode from the host's mount namespace, \
+                     where its pins are visible",
+                    format!("{} localnet-probe run --pin", nsenter_here()),
+                ),
+                _ => (
+                    "stop it and start it again in drop mode",
+                    "localnet-probe run".to_owned(),
+                ),
             };
             format!(
                 "drop frames with loopback addresses on {name} before the stack sees them, where \
-                 localnet-probe ({} at {}) serves it already: {how}, localnet-probe run{pin} \
-                 --drop-on {flag}{}",
+                 localnet-probe ({} at {}) serves it already: {how}, {command} --drop-on \
+                 {flag}{}",
                 probe.how,
                 probe.hook,
                 beside_other_xdp(audited)
