@@ -342,8 +342,7 @@ fn suggested_commands_do_exactly_what_they_say() {
                 output
                     .stdout
                     .split(|byte| *byte == b'\n')
-                    .filter(|line| !line.is_empty())
-                    .last()
+                    .rfind(|line| !line.is_empty())
                     .expect("a report"),
             )
             .expect("JSON");
