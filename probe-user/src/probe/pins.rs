@@ -634,18 +634,22 @@ fn netns_cookie() -> io::Result<u64> {
     Ok(cookie)
 }
 
-/// Whether this process's mount namespace is not the host's (init's): one `ip netns exec` or
-/// `unshare --mount` made, which a mount in it does not outlive for long. `None` when either
-/// cannot be read (`/proc/1/ns/mnt` takes CAP_SYS_PTRACE over init): then nobody knows, and
+/// Whether this process's mount namespace is not the host's (init's): one `ip netns exec`,
+/// `unshare --mount` or a unit's private mounts made, which a mount in it does not outlive for
+/// long. Where init's cannot be read (in a container without CAP_SYS_PTRACE over it), a parent
+/// in another one says this one was made for this command; otherwise `None`: nobody knows, and
 /// the pins may well stay.
 fn in_private_mount_namespace() -> Option<bool> {
-    match (
-        fs::read_link("/proc/self/ns/mnt"),
-        fs::read_link("/proc/1/ns/mnt"),
-    ) {
-        (Ok(own), Ok(init)) => Some(own != init),
-        _ => None,
+    let own = fs::read_link("/proc/self/ns/mnt").ok()?;
+    if let Ok(init) = fs::read_link("/proc/1/ns/mnt") {
+        return Some(own != init);
     }
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    fs::read_link(format!("/proc/{parent}/ns/mnt"))
+        .ok()
+        .filter(|parent| *parent != own)
+        .map(|_| true)
 }
 
 /// Said after mounting the BPF file system: the mount lives as long as the mount namespace,
