@@ -248,7 +248,7 @@ pub(super) fn interface_findings(
             .route_localnet_via
             .iter()
             .map(|device| {
-                // nft's strings cannot hold a '"': such a device is matched by its index.
+                // A name nft's strings cannot give is matched by its index.
                 let matched = nft_string(device).map_or_else(
                     || {
                         inputs

@@ -169,9 +169,11 @@ pub fn shell_word(word: &str) -> String {
 }
 
 /// `name` as an nftables string (`"eth0"`), or `None` when it holds a `"`, which nft's strings
-/// cannot (match such an interface by index: `iif N`).
+/// cannot, or U+FFFD, which stands for bytes of the kernel's name that are not UTF-8 (names are
+/// read with `from_utf8_lossy`), so that the string would name another device. Match such an
+/// interface by index: `iif N`.
 pub fn nft_string(name: &str) -> Option<String> {
-    (!name.contains('"')).then(|| format!("\"{name}\""))
+    (!name.contains(['"', char::REPLACEMENT_CHARACTER])).then(|| format!("\"{name}\""))
 }
 
 /// The pattern that `--iface`, `--exclude` and `--drop-on` read as `name` and nothing else:
@@ -258,5 +260,6 @@ mod tests {
     fn nft_strings_refuse_a_quote() {
         assert_eq!(nft_string("eth0").as_deref(), Some("\"eth0\""));
         assert_eq!(nft_string("q\"x"), None);
+        assert_eq!(nft_string(&String::from_utf8_lossy(b"n\xff")), None);
     }
 }
