@@ -192,6 +192,16 @@ fn run_status_and_detach_write_no_control_byte() {
         shown.escape_debug()
     );
 
+    // An error lists the interfaces there are.
+    let unknown = netns.output(PROBE, &["run", "--iface", "nosuch", "--json"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("e\\u{1b}[31m"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr).escape_debug()
+    );
+    assert_no_control_bytes("run's error", &unknown.stderr);
+
     let pinned = ProbeProcess::start_pinned(PROBE, &netns, &[]);
     pinned.wait_ready();
     let (status, _) = pinned.stop(libc::SIGTERM);
