@@ -399,7 +399,10 @@ fn under_ip_netns_exec_the_pins_are_said_to_go_with_the_command() {
     let text = stderr_of(&output);
     assert_eq!(code(&output), 0, "{text}");
     assert!(text.contains("the pins go away with it"), "{text}");
-    assert!(text.contains("nsenter --net=/run/netns/NAME"), "{text}");
+    assert!(
+        text.contains(&format!("nsenter --net=/run/netns/{} ", netns.name)),
+        "{text}"
+    );
     assert!(
         !text.contains("stays attached"),
         "promises a filter that is gone: {text}"
@@ -915,4 +918,48 @@ fn a_takeover_beyond_the_pinned_room_serves_what_fits() {
     );
     assert_eq!(with_xdp(&netns), [devices[0].as_str()]);
     detach_all(&netns);
+}
+
+/// A mount namespace that outlives the command (a shell's, made by `unshare --mount`, where no
+/// BPF file system was mounted): the pins the probe puts in the file system it mounts stay
+/// after it exits, so it must not say they go away unless it knows its mount namespace was
+/// made for it alone. It knows that by init's being another one; where init's cannot be read
+/// (a container; this machine, perhaps) and its parent shares its own, it does not, and says
+/// nothing of it.
+#[test]
+#[ignore = "needs root"]
+fn pins_are_said_to_go_away_only_where_known() {
+    let (netns, devices) = with_veths("mntns", "m", 1);
+    let script = format!(
+        "umount /sys/fs/bpf 2>/dev/null; \
+         nsenter --net=/run/netns/{ns} {PROBE} run --pin --json --duration 0.3 --iface {dev} \
+         >/dev/null || exit 90; \
+         nsenter --net=/run/netns/{ns} {PROBE} status --json; \
+         nsenter --net=/run/netns/{ns} {PROBE} detach >/dev/null 2>&1",
+        ns = netns.name,
+        dev = devices[0],
+    );
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    let text = stderr_of(&output);
+    assert_eq!(code(&output), 0, "{text}");
+    assert!(text.contains("mounted a BPF file system"), "{text}");
+    let status: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("status is not JSON ({e}): {text}"));
+    assert_eq!(
+        names(&status, "interfaces"),
+        [devices[0].clone()],
+        "the pins did not stay: {status}"
+    );
+    let init_known = std::fs::read_link("/proc/1/ns/mnt").is_ok();
+    assert_eq!(
+        text.contains("the pins go away"),
+        init_known,
+        "said {}where it is {}known: {text}",
+        if init_known { "not " } else { "" },
+        if init_known { "" } else { "not " },
+    );
+    assert!(with_xdp(&netns).is_empty());
 }

@@ -1,6 +1,10 @@
 //! The audit's words: each interface's findings from its verdict, with the remedies that apply.
 
 use super::*;
+use crate::net::{
+    names::{name_argument, nft_string, shell_word},
+    netns::nsenter_here,
+};
 
 /// `tcp 127.0.0.1:6379 (pid 812 redis-server)`.
 pub fn describe(socket: &BoundSocket) -> String {
@@ -20,14 +24,14 @@ pub fn describe(socket: &BoundSocket) -> String {
 /// The kind of [`Verdict::Exploited`]'s finding.
 pub(super) const EXPLOITED: &str = "exploited";
 
-/// Where route_localnet is set for the audited link's frames: `conf.all`, `conf.<device>`.
-fn route_localnet_set_in(audited: &InterfaceAudit, inputs: &Inputs) -> Vec<String> {
+/// Where route_localnet is set for the audited link's frames: `all`, device names.
+fn route_localnet_set_in<'a>(audited: &InterfaceAudit, inputs: &'a Inputs) -> Vec<&'a str> {
     if audited.route_localnet.is_none() || audited.route_localnet_via.is_empty() {
         return Vec::new();
     }
     let mut set_in = Vec::new();
     if inputs.all.route_localnet {
-        set_in.push("conf.all".to_owned());
+        set_in.push("all");
     }
     set_in.extend(
         inputs
@@ -36,19 +40,48 @@ fn route_localnet_set_in(audited: &InterfaceAudit, inputs: &Inputs) -> Vec<Strin
             .filter(|i| {
                 audited.route_localnet_via.contains(&i.name) && i.route_localnet == Some(true)
             })
-            .map(|i| format!("conf.{}", i.name)),
+            .map(|i| i.name.as_str()),
     );
     set_in
 }
 
+/// `conf.all, conf.eth0`.
+fn scopes(set_in: &[&str]) -> String {
+    set_in
+        .iter()
+        .map(|scope| format!("conf.{scope}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The command that sets `net.ipv4.conf.<scope>.<setting>` to `value`, for any device name.
+fn set_ipv4_conf(scope: &str, setting: &str, value: u32) -> String {
+    if scope.contains('=') {
+        // sysctl takes the key to the first '=': write the file itself.
+        format!(
+            "echo {value} > {}",
+            shell_word(&format!("/proc/sys/net/ipv4/conf/{scope}/{setting}"))
+        )
+    } else {
+        // sysctl reads a '/' in a dotted key as a '.' of the name, and a '.' as a separator.
+        format!(
+            "sysctl -w {}",
+            shell_word(&format!(
+                "net.ipv4.conf.{}.{setting}={value}",
+                scope.replace('.', "/")
+            ))
+        )
+    }
+}
+
 /// The remedy that unsets route_localnet where `set_in` says it is set.
-fn unset_route_localnet(set_in: &[String]) -> String {
+fn unset_route_localnet(set_in: &[&str]) -> String {
     format!(
         "if nothing needs route_localnet (Docker or kube-proxy DNAT to 127.0.0.1 does), unset it: \
          {}",
         set_in
             .iter()
-            .map(|scope| format!("sysctl -w net.ipv4.{scope}.route_localnet=0"))
+            .map(|scope| set_ipv4_conf(scope, "route_localnet", 0))
             .collect::<Vec<_>>()
             .join("; ")
     )
@@ -57,17 +90,29 @@ fn unset_route_localnet(set_in: &[String]) -> String {
 /// The remedy of localnet-probe dropping on the interface `name`.
 fn drop_with_probe(audited: &InterfaceAudit) -> String {
     let name = &audited.name;
+    let flag = name_argument(name);
     match (&audited.localnet_probe, audited.other_xdp_program) {
         (Some(probe), _) => {
-            let (how, pin) = if probe.how == "standing" {
-                ("take its standing filter over in drop mode", " --pin")
-            } else {
-                ("stop it and start it again in drop mode", "")
+            let (how, command) = match probe.how {
+                "standing" => (
+                    "take its standing filter over in drop mode",
+                    "localnet-probe run --pin".to_owned(),
+                ),
+                // `run --pin` here would not see the pins: from where they are visible.
+                "pinned" => (
+                    "take its standing filter over in drop mode from the host's mount namespace, \
+                     where its pins are visible",
+                    format!("{} localnet-probe run --pin", nsenter_here()),
+                ),
+                _ => (
+                    "stop it and start it again in drop mode",
+                    "localnet-probe run".to_owned(),
+                ),
             };
             format!(
                 "drop frames with loopback addresses on {name} before the stack sees them, where \
-                 localnet-probe ({} at {}) serves it already: {how}, localnet-probe run{pin} \
-                 --drop-on {name}{}",
+                 localnet-probe ({} at {}) serves it already: {how}, {command} --drop-on \
+                 {flag}{}",
                 probe.how,
                 probe.hook,
                 beside_other_xdp(audited)
@@ -75,12 +120,12 @@ fn drop_with_probe(audited: &InterfaceAudit) -> String {
         }
         (None, Some(id)) => format!(
             "drop frames with loopback addresses on {name} before the stack sees them, beside \
-             its XDP program {id}: localnet-probe run --drop-on {name} --on-conflict tc (with \
+             its XDP program {id}: localnet-probe run --drop-on {flag} --on-conflict tc (with \
              --pin to keep it after exit)"
         ),
         (None, None) => format!(
             "drop frames with loopback addresses on {name} before the stack sees them: \
-             localnet-probe run --drop-on {name} (with --pin to keep it after exit)"
+             localnet-probe run --drop-on {flag} (with --pin to keep it after exit)"
         ),
     }
 }
@@ -153,10 +198,11 @@ fn exploited_finding(audited: &InterfaceAudit, now: Verdict, inputs: &Inputs) ->
     }
     remedies.push(format!(
         "see who tries, and whom it answered, in samples of the frames with loopback addresses \
-         arriving or replied while dropping them: localnet-probe run --iface {name} --drop-on \
-         {name}{} --egress --events (or --pcap FILE, for tcpdump); the replies already counted \
+         arriving or replied while dropping them: localnet-probe run --iface {flag} --drop-on \
+         {flag}{} --egress --events (or --pcap FILE, for tcpdump); the replies already counted \
          are in the samples of the probe that counted them, where it shows them",
-        beside_other_xdp(audited)
+        beside_other_xdp(audited),
+        flag = name_argument(name),
     ));
     Some(Finding {
         severity: Severity::Exposure,
@@ -188,7 +234,7 @@ pub(super) fn interface_findings(
     }
     let why = format!(
         "route_localnet=1 ({}) routes 127.0.0.0/8 arriving on {name}{}",
-        set_in.join(", "),
+        scopes(&set_in),
         if audited.route_localnet_via == [name.clone()] {
             String::new()
         } else {
@@ -198,11 +244,31 @@ pub(super) fn interface_findings(
     let sysctl = unset_route_localnet(&set_in);
     let probe = format!("or {}", drop_with_probe(audited));
     let nft_rule = |address: &str| {
+        let rules: Vec<String> = audited
+            .route_localnet_via
+            .iter()
+            .map(|device| {
+                // A name nft's strings cannot give is matched by its index.
+                let matched = nft_string(device).map_or_else(
+                    || {
+                        inputs
+                            .interfaces
+                            .iter()
+                            .find(|i| i.name == *device)
+                            .map_or_else(String::new, |i| format!("iif {}", i.ifindex))
+                    },
+                    |string| format!("iifname {}", shell_word(&string)),
+                );
+                format!(
+                    "nft add rule inet localnet_guard prerouting {matched} ip {address} \
+                     127.0.0.0/8 drop"
+                )
+            })
+            .collect();
         format!(
             "or drop them with nftables: nft add table inet localnet_guard; nft add chain inet \
-             localnet_guard prerouting '{{ type filter hook prerouting priority raw; }}'; nft add \
-             rule inet localnet_guard prerouting iifname \"{}\" ip {address} 127.0.0.0/8 drop",
-            audited.route_localnet_via.join("\", \"")
+             localnet_guard prerouting '{{ type filter hook prerouting priority raw; }}'; {}",
+            rules.join("; ")
         )
     };
     let probe_state = match &audited.localnet_probe {
@@ -319,13 +385,14 @@ pub(super) fn interface_findings(
         let strict: Vec<String> = receivers
             .iter()
             .map(|r| {
-                let device = r.name.replace('.', "/");
                 if inputs.all.rp_filter >= 2 {
                     format!(
-                        "net.ipv4.conf.all.accept_local=0 net.ipv4.conf.{device}.accept_local=0"
+                        "{}; {}",
+                        set_ipv4_conf("all", "accept_local", 0),
+                        set_ipv4_conf(&r.name, "accept_local", 0)
                     )
                 } else {
-                    format!("net.ipv4.conf.{device}.rp_filter=1")
+                    set_ipv4_conf(&r.name, "rp_filter", 1)
                 }
             })
             .collect();
@@ -346,8 +413,8 @@ pub(super) fn interface_findings(
                 sysctl,
                 format!(
                     "or make the routing check refuse a loopback source where the frames reach the \
-                     stack: sysctl -w {}",
-                    strict.join(" ")
+                     stack: {}",
+                    strict.join("; ")
                 ),
                 probe,
                 nft_rule("saddr"),

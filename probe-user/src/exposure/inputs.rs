@@ -35,7 +35,9 @@ pub struct ProbeOn {
     /// `xdp`, or `tcx` (at tcx ingress, beside another XDP program: `run --on-conflict tc`).
     /// Either counts and, in drop mode, drops the same frames.
     pub hook: &'static str,
-    /// `standing` (pinned by `run --pin`) or `process` (a running `run`).
+    /// `standing` (pinned by `run --pin`, the pins visible here), `pinned` (held by no process
+    /// this one sees: pins of a BPF file system not mounted here, as under `ip netns exec`) or
+    /// `process` (a running `run`).
     pub how: &'static str,
     /// `native`, `generic`, `offload` or `several` at hook `xdp`; `None` at `tcx`.
     pub xdp_mode: Option<&'static str>,
@@ -199,7 +201,14 @@ fn probe_on(
     };
     ProbeOn {
         hook: if xdp_mode.is_some() { "xdp" } else { "tcx" },
-        how: if standing { "standing" } else { "process" },
+        how: if standing {
+            "standing"
+        } else if processes.is_empty() {
+            // Held by no process: by a pin this mount namespace does not see.
+            "pinned"
+        } else {
+            "process"
+        },
         xdp_mode,
         processes,
         mode,

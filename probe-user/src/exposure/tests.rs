@@ -273,8 +273,10 @@ fn ipv4_udp_services_see_a_loopback_source_too() {
     inputs.all.accept_local = 1;
     let audited = audit(&inputs, None);
     assert!(
-        audited.findings[0].remedies[1]
-            .contains("net.ipv4.conf.all.accept_local=0 net.ipv4.conf.eth0.accept_local=0"),
+        audited.findings[0].remedies[1].contains(
+            "sysctl -w net.ipv4.conf.all.accept_local=0; sysctl -w \
+                 net.ipv4.conf.eth0.accept_local=0"
+        ),
         "{:?}",
         audited.findings[0].remedies
     );

@@ -1,10 +1,12 @@
 //! The network namespace as the probe sees it, without anything loaded: its interfaces and how
 //! they stack (stacking), notice of links coming and going (rtnetlink), the sysctls that decide whether
-//! loopback addresses are routed (route_localnet), and the privileges this process holds.
+//! loopback addresses are routed (route_localnet), the privileges this process holds, and the
+//! name of the namespace (netns).
 
 pub(crate) mod interfaces;
 pub mod link_events;
 pub mod names;
+pub mod netns;
 pub(crate) mod privileges;
 pub mod route_localnet;
 pub(crate) mod stacking;

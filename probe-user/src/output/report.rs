@@ -13,6 +13,7 @@ use probe_common::{Action, Address, Framing, LoopbackMatch, SampleCounts, SlotCo
 use serde::Serialize;
 
 use crate::{
+    net::names::printable,
     net::route_localnet::{self, RouteLocalnet},
     output::samples::{SampledFrame, mac_string},
     output::senders::TopSenders,
@@ -364,7 +365,7 @@ impl EventReport {
         let mut line = format!(
             "{} {} {} {}/{}",
             humantime::format_rfc3339_micros(self.at),
-            self.interface,
+            printable(&self.interface),
             self.action,
             self.family,
             self.address
@@ -454,7 +455,7 @@ impl SysctlChangeReport {
         }
     }
 
-    /// One sentence: the setting, old and new value, and what it means now.
+    /// One sentence: the setting, old and new value, and what it means now; printable.
     pub fn sentence(&self) -> String {
         let effect = if self.scope == "default" {
             "interfaces created from now on start with it".to_owned()
@@ -463,10 +464,11 @@ impl SysctlChangeReport {
         } else {
             format!("exposed now: {}", self.exposed_now.join(", "))
         };
-        format!(
+        printable(&format!(
             "{} changed from {} to {}; {effect}",
             self.sysctl, self.old, self.new
-        )
+        ))
+        .into_owned()
     }
 
     /// The sentence, after the time of the reading that found the change.

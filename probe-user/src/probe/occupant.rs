@@ -9,6 +9,8 @@ use crate::{
     kernel::link::Link,
     kernel::processes::{self, Holder},
     net::interfaces::{AttachMode, Interface},
+    net::names::name_argument,
+    net::netns::nsenter_here,
     probe::attachment::{Direction, Stage, program_name},
     probe::pins::PinDir,
 };
@@ -213,6 +215,20 @@ impl fmt::Display for Occupant {
                  --iface {interface}` removes it; or leave the interface out with --exclude \
                  {interface}",
                 dir.display()
+            )
+        } else if self.is_localnet_probe() && self.holders.is_empty() && self.saw_every_process {
+            // A BPF link no process holds is held by a pin; neither `ip link` nor a tcx
+            // attachment beside it gets past it ("Can't replace active BPF XDP link").
+            write!(
+                f,
+                ". It is localnet-probe's, held by no process: a standing filter pinned in a BPF \
+                 file system this mount namespace does not see (as under `ip netns exec`). From \
+                 the host's mount namespace, `{nsenter} localnet-probe detach --iface \
+                 {argument}` removes it and `{nsenter} localnet-probe run --pin` takes it over \
+                 (`localnet-probe detach` where its pins are visible); or leave the interface out \
+                 with --exclude {argument}",
+                argument = name_argument(interface),
+                nsenter = nsenter_here()
             )
         } else if self.is_localnet_probe() && !self.holders.is_empty() {
             write!(

@@ -340,8 +340,9 @@ impl PinDir {
         let root = Path::new(BPFFS);
         if !bpffs::is_mounted(root).unwrap_or(false) {
             bpffs::mount(root).map_err(PinError::NotMountable)?;
-            prepared.vanishing = in_private_mount_namespace();
-            prepared.warning = Some(mount_warning(prepared.vanishing));
+            let private = in_private_mount_namespace();
+            prepared.vanishing = private == Some(true);
+            prepared.warning = Some(mount_warning(private));
         }
         Ok(prepared)
     }
@@ -782,26 +783,33 @@ fn netns_cookie() -> io::Result<u64> {
     Ok(cookie)
 }
 
-/// Whether this process's mount namespace is not the host's (init's): one `ip netns exec` or
-/// `unshare --mount` made, which a mount in it does not outlive for long.
-fn in_private_mount_namespace() -> bool {
-    match (
-        fs::read_link("/proc/self/ns/mnt"),
-        fs::read_link("/proc/1/ns/mnt"),
-    ) {
-        (Ok(own), Ok(init)) => own != init,
-        _ => true,
+/// Whether this process's mount namespace is not the host's (init's): one `ip netns exec`,
+/// `unshare --mount` or a unit's private mounts made, which a mount in it does not outlive for
+/// long. Where init's cannot be read (in a container without CAP_SYS_PTRACE over it), a parent
+/// in another one says this one was made for this command; otherwise `None`: nobody knows, and
+/// the pins may well stay.
+fn in_private_mount_namespace() -> Option<bool> {
+    let own = fs::read_link("/proc/self/ns/mnt").ok()?;
+    if let Ok(init) = fs::read_link("/proc/1/ns/mnt") {
+        return Some(own != init);
     }
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    fs::read_link(format!("/proc/{parent}/ns/mnt"))
+        .ok()
+        .filter(|parent| *parent != own)
+        .map(|_| true)
 }
 
-/// Said after mounting the BPF file system: the mount lives as long as the mount namespace.
-fn mount_warning(private: bool) -> String {
-    if private {
+/// Said after mounting the BPF file system: the mount lives as long as the mount namespace,
+/// which is said only when known to be one of this command's own.
+fn mount_warning(private: Option<bool>) -> String {
+    if private == Some(true) {
         format!(
             "mounted a BPF file system at {BPFFS}, in a mount namespace of this command's own \
              (as `ip netns exec` makes): the pins go away with it, and the filter with them. To \
-             keep them, run in the host's mount namespace: `nsenter --net=/run/netns/NAME \
-             localnet-probe run --pin …`"
+             keep them, run in the host's mount namespace: `{} localnet-probe run --pin …`",
+            crate::net::netns::nsenter_here()
         )
     } else {
         format!("mounted a BPF file system at {BPFFS}: none was mounted")
@@ -877,5 +885,18 @@ const fn links_dir(direction: Direction) -> &'static str {
     match direction {
         Direction::Ingress => LINKS,
         Direction::Egress => EGRESS_LINKS,
+    }
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+
+    #[test]
+    fn pins_are_said_to_vanish_only_where_known() {
+        assert!(mount_warning(Some(true)).contains("the pins go away"));
+        // /proc/1/ns/mnt unreadable: the pins may well stay, so nothing is claimed.
+        assert!(!mount_warning(None).contains("go away"));
+        assert!(!mount_warning(Some(false)).contains("go away"));
     }
 }

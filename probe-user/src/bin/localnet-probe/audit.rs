@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
     exposure::{self, Audit, Inputs, Setting, Severity, verdict::Verdict},
-    net::names::NamePatterns,
+    net::names::{NamePatterns, printable},
     output::json_line,
 };
 use serde::Serialize;
@@ -52,7 +52,10 @@ pub(crate) fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
         && let Some(unknown) =
             only.unknown_literal(inputs.interfaces.iter().map(|i| i.name.as_str()))
     {
-        anyhow::bail!("no interface {unknown:?} in this network namespace");
+        anyhow::bail!(
+            "no interface \"{}\" in this network namespace",
+            printable(unknown)
+        );
     }
     let audit = exposure::audit(&inputs, only.as_ref());
     if only.is_some() && audit.interfaces.is_empty() {
@@ -60,7 +63,7 @@ pub(crate) fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
         anyhow::bail!(
             "--iface {} matches no interface to audit here (loopback is not audited: \
              loopback addresses belong there)",
-            args.ifaces.join(" --iface ")
+            printable(&args.ifaces.join(" --iface "))
         );
     }
     let view = if args.json || !io::stdout().is_terminal() {
@@ -192,8 +195,8 @@ fn render(audit: &Audit) -> String {
             (None, None) => "-".to_owned(),
         };
         rows.push([
-            interface.name.clone(),
-            route_localnet,
+            printable(&interface.name).into_owned(),
+            printable(&route_localnet).into_owned(),
             setting(interface.rp_filter),
             setting(interface.accept_local),
             setting(interface.log_martians),
@@ -216,13 +219,17 @@ fn render(audit: &Audit) -> String {
         out.push_str("none\n");
     }
     for socket in &audit.sockets {
-        let _ = writeln!(out, "{}", exposure::describe(socket));
+        let _ = writeln!(out, "{}", printable(&exposure::describe(socket)));
     }
     if !audit.saw_every_process {
         out.push_str("(some processes could not be inspected: run as root to name every owner)\n");
     }
     if let Some(why) = &audit.nft_unreadable {
-        let _ = writeln!(out, "\nnftables ruleset could not be read: {why}");
+        let _ = writeln!(
+            out,
+            "\nnftables ruleset could not be read: {}",
+            printable(why)
+        );
     }
     if let Some(why) = &audit.tcx_unqueried {
         let _ = writeln!(
@@ -236,7 +243,7 @@ fn render(audit: &Audit) -> String {
         .iter()
         .filter_map(|interface| {
             let why = interface.replies_unknown.as_ref()?;
-            Some(format!("{}: {why}", interface.name))
+            Some(printable(&format!("{}: {why}", interface.name)).into_owned())
         })
         .collect();
     if !unread.is_empty() {
@@ -259,11 +266,11 @@ fn render(audit: &Audit) -> String {
         let on = finding
             .interface
             .as_ref()
-            .map(|name| format!(" {name}"))
+            .map(|name| format!(" {}", printable(name)))
             .unwrap_or_default();
-        let _ = writeln!(out, "{severity}{on}: {}", finding.message);
+        let _ = writeln!(out, "{severity}{on}: {}", printable(&finding.message));
         for remedy in &finding.remedies {
-            let _ = writeln!(out, "  - {remedy}");
+            let _ = writeln!(out, "  - {}", printable(remedy));
         }
     }
     out

@@ -1,7 +1,7 @@
 //! `localnet-probe detach`: takes the standing filter off interfaces.
 
 use clap::Args;
-use probe_user::session::standing;
+use probe_user::{net::names::printable, session::standing};
 
 #[derive(Debug, Args)]
 pub(crate) struct DetachArgs {
@@ -24,14 +24,14 @@ pub(crate) fn detach(args: &DetachArgs) -> anyhow::Result<()> {
     for interface in &detached.detached {
         tracing::info!(
             "detached from {} (its counts: {})",
-            interface.name,
+            printable(&interface.name),
             interface.totals
         );
     }
     for interface in &detached.gone {
         tracing::info!(
             "cleared the pins of {} (ifindex {}), which no longer exists (its last counts: {})",
-            interface.name,
+            printable(&interface.name),
             interface.ifindex,
             interface.totals
         );
@@ -42,7 +42,7 @@ pub(crate) fn detach(args: &DetachArgs) -> anyhow::Result<()> {
         tracing::info!(
             "the standing filter in {} still serves {}",
             detached.dir.display(),
-            detached.remaining.join(", ")
+            printable(&detached.remaining.join(", "))
         );
     }
     Ok(())

@@ -4,7 +4,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use probe_user::session::SessionError;
+use probe_user::{net::names::printable, session::SessionError};
 use tracing_subscriber::EnvFilter;
 
 mod args;
@@ -113,9 +113,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes the last word on stderr; a stderr that is gone is no reason to panic.
+/// Writes the last word on stderr, printable (errors quote interface and process names, anyone's
+/// bytes); a stderr that is gone is no reason to panic.
 fn say(message: &str) {
-    let _ = writeln!(std::io::stderr(), "localnet-probe: {message}");
+    let _ = writeln!(std::io::stderr(), "localnet-probe: {}", printable(message));
 }
 
 /// Raises the soft limit of open files to the hard one: a soft limit of 1024 (systemd's

@@ -1,24 +1,7 @@
-//! Text for terminals, shared by the table and the live view: names made printable, counts and
-//! sizes made short, lines cut and wrapped to a width.
+//! Text for terminals, shared by the table and the live view: counts and sizes made short,
+//! lines cut and wrapped to a width. Names are made printable by `net::names::printable`.
 
 use std::time::Duration;
-
-/// `name` with control characters escaped (`\u{1b}`).
-pub(crate) fn printable(name: &str) -> String {
-    if name.chars().any(char::is_control) {
-        name.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    } else {
-        name.to_owned()
-    }
-}
 
 pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use probe_common::Mode;
 use probe_user::{
     net::link_events::LinkEvents,
-    net::names::NamePattern,
+    net::names::{NamePattern, printable},
     output::report::{EventReport, Report, SysctlChangeReport},
     output::samples::SampleRing,
     probe::attachment::Hook,
@@ -169,7 +169,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         started.capacity
     );
     for note in &started.notes {
-        tracing::warn!("{note}");
+        tracing::warn!("{}", printable(note));
     }
     say_left_out(&started.skipped);
     say_attached(&started.attached);
@@ -429,9 +429,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
 fn say_left_out(skipped: &[Skipped]) {
     for skipped in skipped {
         if matches!(skipped.reason, LeftOut::Occupied { .. }) {
-            tracing::warn!("{}: left out: {}", skipped.name, skipped.reason);
+            tracing::warn!(
+                "{}",
+                printable(&format!("{}: left out: {}", skipped.name, skipped.reason))
+            );
         } else {
-            tracing::info!("{}: left out: {}", skipped.name, skipped.reason);
+            tracing::info!(
+                "{}",
+                printable(&format!("{}: left out: {}", skipped.name, skipped.reason))
+            );
         }
     }
 }
@@ -442,7 +448,7 @@ fn say_attached(attached: &[AttachedInterface]) {
         if let Some(reason) = &attached.native_refused {
             tracing::info!(
                 "{}: no native XDP here ({}); using generic XDP",
-                attached.name,
+                printable(&attached.name),
                 native_refusal(reason)
             );
         }
@@ -458,7 +464,7 @@ fn say_attached(attached: &[AttachedInterface]) {
             } else {
                 "attached to"
             },
-            attached.name,
+            printable(&attached.name),
             if attached.egress {
                 "; replies counted at tcx egress"
             } else {
@@ -481,7 +487,7 @@ fn follow(
     let followed = session.follow_links()?;
     say_left_out(&followed.skipped);
     for refusal in &followed.refused {
-        tracing::warn!("{refusal}");
+        tracing::warn!("{}", printable(&refusal.to_string()));
     }
     say_attached(&followed.attached);
     evidence.add_interfaces(&followed.attached);
@@ -560,7 +566,8 @@ fn switch_mode(
     match session.set_mode(ifindex, mode) {
         Ok(()) => {
             tracing::warn!(
-                "{name}: switched to {} mode from the live view{}",
+                "{}: switched to {} mode from the live view{}",
+                printable(name),
                 mode.name(),
                 if pinned {
                     "; the standing filter keeps it after exit"
@@ -667,7 +674,7 @@ fn warn_on_changes(report: &Report, warned: &mut Warned) {
         warned.preceded.remove(&removed.ifindex);
         tracing::warn!(
             "{} (ifindex {}) was removed; its final counts: {}",
-            removed.name,
+            printable(&removed.name),
             removed.ifindex,
             removed.totals
         );

@@ -55,7 +55,7 @@ impl Columns {
     pub(super) fn for_width(width: u16, interfaces: &[&InterfaceReport], bucket: Duration) -> Self {
         let longest_name = interfaces
             .iter()
-            .map(|i| i.name.chars().count())
+            .map(|i| printable(&i.name).chars().count())
             .max()
             .unwrap_or(0);
         let name = longest_name.clamp(9, 16) as u16;

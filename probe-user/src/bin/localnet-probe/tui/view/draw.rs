@@ -160,7 +160,7 @@ impl LiveView {
     fn interface_cell(&self, column: Column, interface: &InterfaceReport, width: u16) -> String {
         let totals = &interface.totals;
         match column {
-            Column::Name => interface.name.clone(),
+            Column::Name => printable(&interface.name).into_owned(),
             Column::Hook => match (interface.hook, interface.xdp_mode) {
                 (Some(_), Some(xdp_mode)) => xdp_mode.to_owned(),
                 (Some(_), None) if !interface.tcx_preceded_by.ingress.is_empty() => {
@@ -352,8 +352,12 @@ impl LiveView {
                     .source_ip
                     .map_or_else(|| "?".to_owned(), |ip| ip.to_string());
                 lines.push(match &sender.source_mac {
-                    Some(mac) => format!("{} {ip} {mac} ({})", interface.name, sender.samples),
-                    None => format!("{} {ip} ({})", interface.name, sender.samples),
+                    Some(mac) => format!(
+                        "{} {ip} {mac} ({})",
+                        printable(&interface.name),
+                        sender.samples
+                    ),
+                    None => format!("{} {ip} ({})", printable(&interface.name), sender.samples),
                 });
             }
         }
@@ -510,7 +514,7 @@ impl LiveView {
 pub(super) fn draw_unserved(frame: &mut Frame<'_>, area: Rect, interfaces: &[UnservedInterface]) {
     let name = interfaces
         .iter()
-        .map(|i| i.name.chars().count())
+        .map(|i| printable(&i.name).chars().count())
         .max()
         .unwrap_or(0)
         .clamp(9, 24) as u16;
@@ -534,7 +538,7 @@ pub(super) fn draw_unserved(frame: &mut Frame<'_>, area: Rect, interfaces: &[Uns
             None => "n/a".to_owned(),
         };
         let cells = [
-            printable(&interface.name),
+            printable(&interface.name).into_owned(),
             interface
                 .xdp_program_id
                 .map_or_else(|| "-".to_owned(), |id| format!("id {id}")),

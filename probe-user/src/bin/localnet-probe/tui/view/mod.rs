@@ -10,6 +10,7 @@ use std::{
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use probe_common::Mode;
 use probe_user::{
+    net::names::{name_argument, printable},
     output::report::{EventReport, InterfaceReport, Report, endpoint},
     session::UnservedInterface,
 };
@@ -28,7 +29,7 @@ mod warnings;
 use self::columns::{Column, Columns};
 use super::trend::{Series, Trends};
 use crate::text::{
-    count, fit, human_bytes, printable, rate, short_address, short_duration, short_family, wrap,
+    count, fit, human_bytes, rate, short_address, short_duration, short_family, wrap,
 };
 
 /// How long a notice (the result of a key, the newest log line) stays in the footer.
@@ -158,16 +159,13 @@ impl LiveView {
     }
 
     /// Shows `report`, read at `now`, and adds its counts to the trends.
-    pub(crate) fn update(&mut self, mut report: Report, now: Instant) {
+    pub(crate) fn update(&mut self, report: Report, now: Instant) {
         self.now = now;
         self.unserved = None;
         let position = self
             .ordered()
             .iter()
             .position(|i| Some(i.ifindex) == self.selected);
-        for interface in report.interfaces.iter_mut().chain(&mut report.removed) {
-            interface.name = printable(&interface.name);
-        }
         for interface in &report.interfaces {
             let series = Series::Interface(interface.ifindex);
             // A class that appears on an interface already followed is new: counted from zero.
@@ -186,7 +184,9 @@ impl LiveView {
         for removed in &report.removed {
             let line = format!(
                 "{} (ifindex {}) removed; its final counts: {}",
-                removed.name, removed.ifindex, removed.totals
+                printable(&removed.name),
+                removed.ifindex,
+                removed.totals
             );
             self.removed.insert(removed.ifindex, (line, now));
         }
@@ -267,7 +267,7 @@ impl LiveView {
 
     /// Shows `notice` in the footer for a while.
     pub(crate) fn say(&mut self, notice: String) {
-        self.notice = Some((notice, Instant::now()));
+        self.notice = Some((printable(&notice).into_owned(), Instant::now()));
     }
 
     fn ordered(&self) -> Vec<&InterfaceReport> {

@@ -18,7 +18,8 @@ impl LiveView {
                             "EXPOSED {}: route_localnet=1 and nothing drops such frames here: \
                              services bound to 127.0.0.1 are reachable from this link \
                              (`localnet-probe run --pin --drop-on {}` blocks them)",
-                            interface.name, interface.name
+                            interface.name,
+                            name_argument(&interface.name)
                         ),
                         yellow,
                     )
@@ -99,8 +100,7 @@ impl LiveView {
                     format!(
                         "NOT SERVED {}: {}; neither counted nor filtered (tried again as \
                          interfaces change)",
-                        printable(&refused.name),
-                        refused.reason
+                        refused.name, refused.reason
                     ),
                     red,
                 ));
@@ -127,7 +127,8 @@ impl LiveView {
         let mut lines: Vec<Line<'_>> = warnings
             .iter()
             .take(rows)
-            .map(|(text, style)| Line::styled(fit(text, area.width), *style))
+            // Names are in these lines as they are: here they are made printable.
+            .map(|(text, style)| Line::styled(fit(&printable(text), area.width), *style))
             .collect();
         if warnings.len() > rows
             && let Some(last) = lines.last_mut()

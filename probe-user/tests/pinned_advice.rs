@@ -1,0 +1,95 @@
+//! Advice under `ip netns exec` where a standing filter is pinned: the BPF file system there is
+//! not the host's, so the pins are not visible, and a pinned BPF link can be neither replaced
+//! (`ip link set … xdpdrv off`) nor joined at tcx ("Can't replace active BPF XDP link"). `run`
+//! says it is localnet-probe's standing filter and how to remove it from the host's mount
+//! namespace, the command it gives removes it, and `audit` says `pinned`, not `process`.
+//! Needs root.
+
+use std::{process::Command, time::Duration};
+
+use serde_json::Value;
+use testbed::{Netns, ProbeProcess};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
+
+/// `localnet-probe args…` under `ip netns exec`, in a mount namespace of its own.
+fn under_ip_netns_exec(netns: &Netns, args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", &netns.name, PROBE])
+        .args(args)
+        .output()
+        .expect("run ip netns exec")
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_pinned_filter_gets_advice_that_works_under_ip_netns_exec() {
+    let netns = Netns::new("pinadv");
+    netns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+    netns.ip(&["link", "set", "va", "up"]);
+    netns.ip(&["link", "set", "vb", "up"]);
+    let pinned = ProbeProcess::start_pinned(PROBE, &netns, &["--iface", "va"]);
+    pinned.wait_ready();
+    let (status, _) = pinned.stop(libc::SIGTERM);
+    assert!(status.success(), "run --pin: {status:?}");
+    assert!(netns.has_xdp("va"), "the standing filter is not attached");
+
+    let nsenter = format!("nsenter --net=/run/netns/{}", netns.name);
+    let mut advised = None;
+    for conflict in [&[][..], &["--on-conflict", "tc"]] {
+        let output = under_ip_netns_exec(
+            &netns,
+            &[
+                &["run", "--iface", "va", "--json", "--duration", "1"],
+                conflict,
+            ]
+            .concat(),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "{conflict:?}: {stderr}");
+        assert!(
+            stderr.contains("localnet-probe's")
+                && stderr.contains(&format!("`{nsenter} localnet-probe detach --iface va`"))
+                && !stderr.contains("xdpdrv off")
+                && !stderr.contains("--on-conflict tc"),
+            "{conflict:?}: {stderr}"
+        );
+        advised = stderr
+            .split('`')
+            .find(|part| part.ends_with("detach --iface va"))
+            .map(str::to_owned);
+    }
+
+    let audit = under_ip_netns_exec(&netns, &["audit", "--json"]);
+    let report: Value = serde_json::from_slice(&audit.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit's stdout is not JSON ({e}); stderr: {}",
+            String::from_utf8_lossy(&audit.stderr)
+        )
+    });
+    let va = report["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|interface| interface["name"] == "va")
+        .unwrap_or_else(|| panic!("no va in {report}"));
+    assert_eq!(va["localnet_probe"]["how"], "pinned", "{va}");
+    assert_eq!(va["localnet_probe"]["processes"], Value::Array(Vec::new()));
+
+    // The advice, run as given (from this test's mount namespace, the host's).
+    let advised = advised.expect("a detach command");
+    let output = Command::new("sh")
+        .args(["-c", &advised.replacen("localnet-probe", PROBE, 1)])
+        .output()
+        .expect("run sh");
+    assert!(output.status.success(), "{advised}: {output:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while netns.has_xdp("va") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{advised} left the filter attached"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!netns.pin_dir().exists(), "{advised} left the pins");
+}
