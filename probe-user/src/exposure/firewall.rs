@@ -272,3 +272,53 @@ impl Followed {
         (drops, changes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposure::nft::{Dropped, Hook};
+
+    fn drop(handle: u64) -> NftDrop {
+        NftDrop {
+            family: "ip".to_owned(),
+            table: "guard".to_owned(),
+            chain: "pre".to_owned(),
+            handle,
+            hook: Hook::Prerouting,
+            interface: None,
+            dropped: Dropped::Destinations,
+        }
+    }
+
+    #[test]
+    fn says_each_rule_removed_or_added_and_a_ruleset_lost() {
+        let removed = |handle| FirewallChange::Removed {
+            rule: drop(handle).label(),
+        };
+        let added = |handle| FirewallChange::Added {
+            rule: drop(handle).label(),
+        };
+        assert_eq!(changes(&Ok(vec![drop(2)]), &Ok(vec![drop(2)])), []);
+        assert_eq!(
+            changes(&Ok(vec![drop(2), drop(3)]), &Ok(vec![drop(3), drop(4)])),
+            [removed(2), added(4)]
+        );
+        // A reload that writes the same rule under a new handle: one gone, one new.
+        assert_eq!(
+            changes(&Ok(vec![drop(2)]), &Ok(vec![drop(7)])),
+            [removed(2), added(7)]
+        );
+        let lost: Ruleset = Err("nft is not installed".to_owned());
+        assert_eq!(
+            changes(&Ok(vec![drop(2)]), &lost),
+            [FirewallChange::Unreadable {
+                reason: "nft is not installed".to_owned()
+            }]
+        );
+        assert_eq!(
+            changes(&lost, &Ok(vec![drop(2)])),
+            [FirewallChange::Readable, added(2)]
+        );
+        assert_eq!(changes(&lost, &lost), []);
+    }
+}
