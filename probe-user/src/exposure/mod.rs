@@ -9,6 +9,7 @@
 //! `localnet-probe audit` renders the result.
 
 mod findings;
+pub mod firewall;
 mod inputs;
 pub(crate) mod nft;
 pub(crate) mod sockets;
@@ -192,6 +193,19 @@ pub fn loopback_source_passes(rp_filter: u32, accept_local: bool) -> bool {
     rp_filter == 0 || (rp_filter == 2 && accept_local)
 }
 
+/// Whether the routing accepts a 127.0.0.0/8 source from a link whose frames reach the stack
+/// through the devices `via`, with `all`'s settings.
+pub fn loopback_sources_accepted(via: &[&Interface], all: &GlobalConf) -> bool {
+    via.iter().any(|receiver| {
+        receiver.ipv4_conf.is_some_and(|conf| {
+            loopback_source_passes(
+                all.rp_filter.max(conf.rp_filter),
+                all.accept_local.max(conf.accept_local) != 0,
+            )
+        })
+    })
+}
+
 /// Audits the interfaces `only` matches (every one but loopback when `None`).
 pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
     let sockets: Vec<BoundSocket> = inputs
@@ -244,14 +258,7 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         };
         let rp_filter = setting(inputs.all.rp_filter, |conf| conf.rp_filter);
         let accept_local = setting(inputs.all.accept_local, |conf| conf.accept_local);
-        let loopback_sources_accepted = via.iter().any(|receiver| {
-            receiver.ipv4_conf.is_some_and(|conf| {
-                loopback_source_passes(
-                    inputs.all.rp_filter.max(conf.rp_filter),
-                    inputs.all.accept_local.max(conf.accept_local) != 0,
-                )
-            })
-        });
+        let loopback_sources_accepted = loopback_sources_accepted(&via, &inputs.all);
         let drops = Drops {
             probe: &probe_drops,
             stacking: Some(&inputs.interfaces),

@@ -275,6 +275,9 @@ fn drop_of(rule: &Value, conntracked: bool) -> Option<(Option<String>, Dropped)>
                 ("==", _) if matches!(meta, Some("iifname" | "iif")) => {
                     interface = Some(right.as_str()?.to_owned());
                 }
+                // Every device but loopback (Docker's rules, and any that keeps the host's own
+                // traffic to 127.0.0.1): all the links there are.
+                ("!=", _) if meta == Some("iifname") && right == "lo" => {}
                 // kubelet's exceptions, and only they: not frames of connections already
                 // tracked or NATed to loopback, which a spoofed frame is not (it starts none).
                 // Any other state or status (`!= new`, `!= confirmed`) lets spoofed frames
@@ -343,6 +346,19 @@ mod tests {
                 dropped: Dropped::Destinations,
             }]
         );
+    }
+
+    #[test]
+    fn a_rule_sparing_lo_drops_on_every_link() {
+        let not_lo =
+            r#"{"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "lo"}}"#;
+        let drops = parse(&ruleset(PREROUTING, &rule(2, &[not_lo, DADDR, DROP]))).unwrap();
+        assert_eq!(drops.len(), 1);
+        assert_eq!(drops[0].interface, None);
+        assert_eq!(drops[0].dropped, Dropped::Destinations);
+        // Sparing any other device spares a link.
+        let not_vrx = not_lo.replace(r#""lo""#, r#""vrx""#);
+        assert!(!counted(PREROUTING, &[&not_vrx, DADDR, DROP]));
     }
 
     #[test]

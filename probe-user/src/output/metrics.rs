@@ -350,6 +350,7 @@ mod tests {
             removed_totals: SlotCounters::default(),
             sample_rate,
             route_localnet_changes: Vec::new(),
+            firewall_changes: Vec::new(),
             refused: vec![RefusedInterface {
                 name: "eth9".to_owned(),
                 ifindex: 9,

@@ -13,6 +13,7 @@ use probe_common::{Action, Address, Framing, LoopbackMatch, SampleCounts, SlotCo
 use serde::Serialize;
 
 use crate::{
+    exposure::firewall::FirewallChange,
     net::names::printable,
     net::route_localnet::{self, RouteLocalnet},
     output::samples::{SampledFrame, mac_string},
@@ -407,6 +408,77 @@ pub fn endpoint(ip: Option<IpAddr>, port: Option<u16>) -> String {
     }
 }
 
+/// The served interfaces `snapshot` finds exposed.
+fn exposed_now(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .interfaces
+        .iter()
+        .filter(|interface| interface.exposed)
+        .map(|interface| interface.name.clone())
+        .collect()
+}
+
+/// What exposure means now, after a change.
+fn effect(exposed_now: &[String]) -> String {
+    if exposed_now.is_empty() {
+        "no served interface is exposed".to_owned()
+    } else {
+        format!("exposed now: {}", exposed_now.join(", "))
+    }
+}
+
+/// A change of the nftables rules that drop loopback frames, said as a route_localnet change
+/// is: a JSON object on the report stream, a warning and a line.
+#[derive(Clone, Debug, Serialize)]
+pub struct FirewallChangeReport {
+    /// `firewall_change`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Unix time of the reading that found the change, in seconds.
+    pub timestamp: f64,
+    #[serde(flatten)]
+    pub change: FirewallChange,
+    /// The served interfaces exposed after the change (each one's `exposed`).
+    pub exposed_now: Vec<String>,
+    #[serde(skip)]
+    at: SystemTime,
+}
+
+impl FirewallChangeReport {
+    /// `change`, found by `snapshot`, which says what is exposed now.
+    pub fn new(change: &FirewallChange, snapshot: &Snapshot) -> Self {
+        let at = SystemTime::now();
+        Self {
+            kind: "firewall_change",
+            timestamp: at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
+            change: change.clone(),
+            exposed_now: exposed_now(snapshot),
+            at,
+        }
+    }
+
+    /// One sentence: what changed and what it means now.
+    pub fn sentence(&self) -> String {
+        printable(&format!(
+            "{}; {}",
+            self.change.clause(),
+            effect(&self.exposed_now)
+        ))
+        .into_owned()
+    }
+
+    /// The sentence, after the time of the reading that found the change.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {}",
+            humantime::format_rfc3339_seconds(self.at),
+            self.sentence()
+        )
+    }
+}
+
 /// A route_localnet setting that changed, as a JSON object on the report stream and as a line.
 #[derive(Clone, Debug, Serialize)]
 pub struct SysctlChangeReport {
@@ -445,12 +517,7 @@ impl SysctlChangeReport {
             ifindex: change.interface.as_ref().map(|(_, ifindex)| *ifindex),
             old: u8::from(change.old),
             new: u8::from(change.new),
-            exposed_now: snapshot
-                .interfaces
-                .iter()
-                .filter(|interface| interface.exposed)
-                .map(|interface| interface.name.clone())
-                .collect(),
+            exposed_now: exposed_now(snapshot),
             at: change.at,
         }
     }
@@ -459,10 +526,8 @@ impl SysctlChangeReport {
     pub fn sentence(&self) -> String {
         let effect = if self.scope == "default" {
             "interfaces created from now on start with it".to_owned()
-        } else if self.exposed_now.is_empty() {
-            "no served interface is exposed".to_owned()
         } else {
-            format!("exposed now: {}", self.exposed_now.join(", "))
+            effect(&self.exposed_now)
         };
         printable(&format!(
             "{} changed from {} to {}; {effect}",

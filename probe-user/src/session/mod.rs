@@ -27,7 +27,12 @@ pub use self::{
 };
 
 use crate::{
-    exposure::verdict::{Drops, LinkFacts, Verdict, decide},
+    exposure::{
+        GlobalConf,
+        firewall::{self, FirewallChange, FirewallWatch},
+        loopback_sources_accepted,
+        verdict::{Drops, Firewall, LinkFacts, Verdict, decide},
+    },
     net::interfaces::{Interface, InterfaceError, Interfaces},
     net::privileges,
     net::{
@@ -232,6 +237,8 @@ struct Tracked {
     listed: Vec<Interface>,
     /// The route_localnet settings the last snapshot read.
     route_localnet: route_localnet::Watch,
+    /// The nftables drops, and those the last snapshot saw.
+    firewall: firewall::Followed,
 }
 
 impl Session {
@@ -327,6 +334,7 @@ impl Session {
                 pending_removed: Vec::new(),
                 listed: all.clone(),
                 route_localnet: route_localnet::Watch::default(),
+                firewall: firewall::Followed::new(FirewallWatch::start()),
             },
             selection: options.selection,
             xdp_mode: options.xdp_mode,

@@ -38,6 +38,8 @@ impl Observed {
             pending_removed: Vec::new(),
             listed,
             route_localnet: route_localnet::Watch::default(),
+            // Read once, and followed no longer than this reading of the standing filter.
+            firewall: firewall::Followed::new(FirewallWatch::once()),
         };
         for (ifindex, program) in tracked.probe.served() {
             // Not here: moved to another namespace while no probe ran.
@@ -94,8 +96,8 @@ pub struct UnservedInterface {
     pub route_localnet: Option<RouteLocalnet>,
     /// As [`InterfaceSnapshot::route_localnet_via`].
     pub route_localnet_via: Vec<String>,
-    /// Route_localnet is in effect for the link's frames, and nothing of localnet-probe's
-    /// drops them.
+    /// Route_localnet is in effect for the link's frames, and nothing drops them: neither
+    /// localnet-probe nor an nftables rule.
     pub exposed: bool,
     /// The id of an XDP program attached there, anyone's.
     pub xdp_program_id: Option<u32>,
@@ -106,6 +108,10 @@ pub struct UnservedInterface {
 pub fn unserved_interfaces() -> Result<Vec<UnservedInterface>, SessionError> {
     let all = Interfaces::connect()?.list()?;
     let all_route_localnet = route_localnet::read_all().ok();
+    let all_conf = GlobalConf::read("all").unwrap_or_default();
+    let ruleset = firewall::read();
+    // Unreadable: no rule counts as a drop.
+    let nft_drops = ruleset.as_deref().unwrap_or_default();
     let uppers = Uppers::of(&all);
     Ok(all
         .iter()
@@ -118,8 +124,11 @@ pub fn unserved_interfaces() -> Result<Vec<UnservedInterface>, SessionError> {
                 via: &via,
                 drops: Drops {
                     probe: &|_| false,
-                    stacking: None,
-                    firewall: None,
+                    stacking: Some(&all),
+                    firewall: Some(Firewall {
+                        drops: nft_drops,
+                        loopback_sources_accepted: loopback_sources_accepted(&via, &all_conf),
+                    }),
                 },
                 reachable_services: None,
                 replies_seen: None,

@@ -20,6 +20,8 @@ pub struct Snapshot {
     /// Interfaces the selection asks for that the probe cannot serve: neither counted nor
     /// filtered until a later try succeeds.
     pub refused: Vec<RefusedInterface>,
+    /// What changed in the nftables drops since the previous snapshot.
+    pub firewall_changes: Vec<FirewallChange>,
 }
 
 /// A selected interface left unserved by a failure (another XDP program on it, no room left in
@@ -50,7 +52,8 @@ pub struct InterfaceSnapshot {
     /// through them, so 127.0.0.0/8 destinations are routed.
     pub route_localnet_via: Vec<String>,
     /// Services bound to 127.0.0.1 are reachable from this link: route_localnet is in effect on
-    /// a device its frames reach, and matched frames pass both here and there.
+    /// a device its frames reach, and neither localnet-probe nor an nftables rule drops them on
+    /// their way.
     pub exposed: bool,
     pub counters: SlotCounters,
 }
@@ -104,6 +107,9 @@ impl Tracked {
             .counters()
             .map_err(|error| SessionError::Counters(Box::new(error)))?;
         let uppers = Uppers::of(all);
+        // Unreadable: no reverse-path filter assumed, which counts fewer rules as drops.
+        let all_conf = GlobalConf::read("all").unwrap_or_default();
+        let (nft_drops, firewall_changes) = self.firewall.update();
         let mut reading = route_localnet::Reading {
             all: all_route_localnet,
             default: default_route_localnet,
@@ -146,8 +152,11 @@ impl Tracked {
                 via: &receivers,
                 drops: Drops {
                     probe: &probe_drops,
-                    stacking: None,
-                    firewall: None,
+                    stacking: Some(all),
+                    firewall: Some(Firewall {
+                        drops: nft_drops,
+                        loopback_sources_accepted: loopback_sources_accepted(&receivers, &all_conf),
+                    }),
                 },
                 reachable_services: None,
                 replies_seen: None,
@@ -180,6 +189,7 @@ impl Tracked {
             sample_rate: self.probe.sample_rate(),
             route_localnet_changes: self.route_localnet.update(reading, read_at),
             refused,
+            firewall_changes,
         })
     }
 }

@@ -21,7 +21,7 @@ use probe_common::Mode;
 use probe_user::{
     net::link_events::LinkEvents,
     net::names::{NamePattern, printable},
-    output::report::{EventReport, Report, SysctlChangeReport},
+    output::report::{EventReport, FirewallChangeReport, Report, SysctlChangeReport},
     output::samples::SampleRing,
     probe::attachment::Hook,
     probe::{
@@ -600,32 +600,43 @@ async fn next_scrape(
     }
 }
 
-/// Says the route_localnet changes `snapshot` found: a warning on stderr each, and a
-/// `sysctl_change` object on the JSON stream or a line kept in `alerts` for the live view.
-/// Returns whether there were any.
+/// Says the route_localnet and nftables changes `snapshot` found: a warning on stderr each, and
+/// a `sysctl_change` or `firewall_change` object on the JSON stream or a line kept in `alerts`
+/// for the live view. Returns whether there were any.
 fn say_changes(
     snapshot: &Snapshot,
     view: View,
     mut output: Option<&mut Output>,
     alerts: &mut VecDeque<String>,
 ) -> bool {
-    for change in &snapshot.route_localnet_changes {
-        let change = SysctlChangeReport::new(change, snapshot);
-        tracing::warn!("{}", change.sentence());
+    let mut say = |sentence: String, line: String, json: &dyn Fn(Format) -> Vec<u8>| {
+        tracing::warn!("{sentence}");
         match (view, output.as_deref_mut()) {
             (View::Stream(format), Some(output)) => {
-                output.offer(format.line(&change), "route_localnet changes");
+                output.offer(json(format), "route_localnet and firewall changes");
             }
             (View::Plain | View::Live, _) => {
                 if alerts.len() == ALERTS_SHOWN {
                     alerts.pop_front();
                 }
-                alerts.push_back(change.line());
+                alerts.push_back(line);
             }
             _ => {}
         }
+    };
+    for change in &snapshot.route_localnet_changes {
+        let change = SysctlChangeReport::new(change, snapshot);
+        say(change.sentence(), change.line(), &|format| {
+            format.line(&change)
+        });
     }
-    !snapshot.route_localnet_changes.is_empty()
+    for change in &snapshot.firewall_changes {
+        let change = FirewallChangeReport::new(change, snapshot);
+        say(change.sentence(), change.line(), &|format| {
+            format.line(&change)
+        });
+    }
+    !snapshot.route_localnet_changes.is_empty() || !snapshot.firewall_changes.is_empty()
 }
 
 /// What the warnings have said, by ifindex.
