@@ -19,7 +19,6 @@
 
 use core::{
     cell::Cell,
-    hint::black_box,
     intrinsics::{AtomicOrdering, atomic_xadd},
     mem::size_of,
 };
@@ -182,6 +181,25 @@ impl Hook for XdpContext {
     }
 }
 
+/// The largest step of `LinearXdp::data_len`; twelve steps halving it reach any length below
+/// a page.
+const LENGTH_STEP_MAX: usize = 2048;
+
+/// The steps of `LinearXdp::data_len`, read from here rather than written as constants: with
+/// constants, LLVM turns a step into two selects, which compile to two comparisons of the same
+/// pointers, and the verifier walks the second, which it can predict, speculatively too, in every
+/// state, past its limit. A volatile read cannot be made a select. (`black_box` would do on 6.18,
+/// but goes through the stack, and 6.1 refuses the slot's later reuse.)
+static LENGTH_STEPS: [u64; 12] = {
+    let mut steps = [0; 12];
+    let mut step = 0;
+    while step < steps.len() {
+        steps[step] = (LENGTH_STEP_MAX >> step) as u64;
+        step += 1;
+    }
+    steps
+};
+
 /// An XDP frame in one buffer, for kernels without multi-buffer (before 5.18: no `xdp.frags`,
 /// no `bpf_xdp_get_buff_len`, no `bpf_xdp_load_bytes`) and for devices whose MTU keeps every
 /// frame in one buffer, where the length needs no helper call.
@@ -203,26 +221,21 @@ impl Hook for LinearXdp {
     /// a pointer, and a pointer plus a variable needs it too. The frame is in one buffer, under
     /// a page, so twelve steps reach its end.
     #[inline(always)]
-    #[expect(
-        clippy::int_plus_one,
-        reason = "every step in one form, the last (1) included"
-    )]
     fn data_len(&self) -> u64 {
         let end = self.0.data_end();
         let mut at = self.0.data();
         let mut len = 0;
         macro_rules! approach {
-            ($($step:expr),*) => {$(
-                if at + $step <= end {
-                    // Keeps the step a branch: as two selects it compiles to two comparisons
-                    // of the same pointers, and the verifier walks the one it can predict
-                    // speculatively too, in every state, which multiplies them past its limit.
-                    at += $step;
-                    len += black_box($step);
+            ($($index:expr),*) => {$(
+                if at + (LENGTH_STEP_MAX >> $index) <= end {
+                    at += LENGTH_STEP_MAX >> $index;
+                    // SAFETY: a plain read of a constant; volatile to keep the step a branch
+                    // (see `LENGTH_STEPS`).
+                    len += unsafe { core::ptr::read_volatile(&LENGTH_STEPS[$index]) };
                 }
             )*};
         }
-        approach!(2048, 1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1);
+        approach!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11);
         len
     }
 
