@@ -134,8 +134,9 @@ trait Hook {
     /// The outer VLAN tag the driver or the stack took off the frame into its metadata, as
     /// `(protocol as in the frame, control information)`; `(0, 0)` when there is none.
     fn offloaded_vlan(&self) -> (u16, u16);
-    /// Copies the first `len` bytes of the frame to `to`; false when the kernel refuses.
-    fn copy(&self, to: *mut u8, len: u32) -> bool;
+    /// Copies the frame's first bytes, at most `room`, to `to`, and says how many: none when
+    /// the kernel refuses.
+    fn capture(&self, to: *mut u8, room: u32) -> u32;
 
     /// The frame's length on the wire: its bytes and a tag taken off it.
     #[inline(always)]
@@ -172,11 +173,32 @@ impl Hook for XdpContext {
     }
 
     #[inline(always)]
-    fn copy(&self, to: *mut u8, len: u32) -> bool {
-        // SAFETY: the caller gives room for `len` bytes at `to`.
-        unsafe { bpf_xdp_load_bytes(self.ctx, 0, to.cast(), len) == 0 }
+    fn capture(&self, to: *mut u8, room: u32) -> u32 {
+        capture_by_helper(self.data_len(), room, |len| {
+            // SAFETY: the caller gives room for `room` bytes at `to`, and `len` is at most that.
+            unsafe { bpf_xdp_load_bytes(self.ctx, 0, to.cast(), len) == 0 }
+        })
     }
 }
+
+/// The largest step of `LinearXdp::data_len`; twelve steps halving it reach any length below
+/// a page.
+const LENGTH_STEP_MAX: usize = 2048;
+
+/// The steps of `LinearXdp::data_len`, read from here rather than written as constants: with
+/// constants, LLVM turns a step into two selects, which compile to two comparisons of the same
+/// pointers, and the verifier walks the second, which it can predict, speculatively too, in every
+/// state, past its limit. A volatile read cannot be made a select. (`black_box` would do on 6.18,
+/// but goes through the stack, and 6.1 refuses the slot's later reuse.)
+static LENGTH_STEPS: [u64; 12] = {
+    let mut steps = [0; 12];
+    let mut step = 0;
+    while step < steps.len() {
+        steps[step] = (LENGTH_STEP_MAX >> step) as u64;
+        step += 1;
+    }
+    steps
+};
 
 /// An XDP frame in one buffer, for kernels without multi-buffer (before 5.18: no `xdp.frags`,
 /// no `bpf_xdp_get_buff_len`, no `bpf_xdp_load_bytes`) and for devices whose MTU keeps every
@@ -194,33 +216,53 @@ impl Hook for LinearXdp {
         self.0.offloaded_vlan()
     }
 
+    /// Found by successive approximation with constant steps, the only packet pointer
+    /// arithmetic the verifier allows without CAP_PERFMON: `data_end - data` is a pointer minus
+    /// a pointer, and a pointer plus a variable needs it too. The frame is in one buffer, under
+    /// a page, so twelve steps reach its end.
     #[inline(always)]
     fn data_len(&self) -> u64 {
-        (self.0.data_end() - self.0.data()) as u64
+        let end = self.0.data_end();
+        let mut at = self.0.data();
+        let mut len = 0;
+        macro_rules! approach {
+            ($($index:expr),*) => {$(
+                if at + (LENGTH_STEP_MAX >> $index) <= end {
+                    at += LENGTH_STEP_MAX >> $index;
+                    // SAFETY: a plain read of a constant; volatile to keep the step a branch
+                    // (see `LENGTH_STEPS`).
+                    len += unsafe { core::ptr::read_volatile(&LENGTH_STEPS[$index]) };
+                }
+            )*};
+        }
+        approach!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11);
+        len
     }
 
-    /// Byte by byte at constant offsets, each bounds-checked against the frame's end: packet
-    /// pointer arithmetic with a variable offset needs CAP_PERFMON, and the helpers that copy
-    /// from a frame came with multi-buffer.
+    /// Byte by byte at constant offsets, each bounds-checked against the frame's end, up to
+    /// the frame's end or `room`: packet pointer arithmetic with a variable offset needs
+    /// CAP_PERFMON, and the helpers that copy from a frame came with multi-buffer. The frame's
+    /// length is not asked for: a copy bounded by it would make the verifier walk the copy once
+    /// for every length the approximation in `data_len` can find.
     #[inline(always)]
-    fn copy(&self, to: *mut u8, len: u32) -> bool {
+    fn capture(&self, to: *mut u8, room: u32) -> u32 {
         let frame = PacketFrame::new(self.0.data(), self.0.data_end());
         // What a classified frame holds, checked at once: the first byte's check alone would
         // compile to `data >= data_end`, from which the verifier learns no range.
         if !frame.holds(MIN_CLASSIFIED_LEN as usize) {
-            return false;
+            return 0;
         }
-        let len = len as usize;
+        let room = room as usize;
         // Written out rather than looped: a loop would take its offset from a register.
         macro_rules! copy_bytes {
             ($($at:expr),*) => {$(
-                if $at >= len {
-                    return true;
+                if $at >= room {
+                    return $at;
                 }
                 let Some(byte) = frame.load::<u8>($at) else {
-                    return false;
+                    return $at;
                 };
-                // SAFETY: the caller gives room for `len` bytes at `to`, and `$at` is below it.
+                // SAFETY: the caller gives room for `room` bytes at `to`, and `$at` is below it.
                 unsafe { to.add($at).write(byte) };
             )*};
         }
@@ -236,7 +278,22 @@ impl Hook for LinearXdp {
             0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120
         );
         const _: () = assert!(SAMPLE_CAPTURE_LEN == 128, "copy_eights! covers 128 bytes");
-        true
+        SAMPLE_CAPTURE_LEN as u32
+    }
+}
+
+/// What a helper that copies from the frame captures of a frame of `data_len` bytes: at most
+/// `room` bytes, and none when the kernel refuses.
+#[inline(always)]
+fn capture_by_helper(data_len: u64, room: u32, copy: impl FnOnce(u32) -> bool) -> u32 {
+    let len = data_len.min(u64::from(room)) as u32;
+    // A classified frame holds at least an IPv4 header, so this is never below it. Saying so
+    // with an ordered comparison keeps the verifier's minimum of the length above 0, which the
+    // helpers require: 6.1's verifier learns no minimum from `!= 0`.
+    if len >= MIN_CLASSIFIED_LEN && copy(len) {
+        len
+    } else {
+        0
     }
 }
 
@@ -265,9 +322,11 @@ impl Hook for TcContext {
     }
 
     #[inline(always)]
-    fn copy(&self, to: *mut u8, len: u32) -> bool {
-        // SAFETY: the caller gives room for `len` bytes at `to`.
-        unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), 0, to.cast(), len) == 0 }
+    fn capture(&self, to: *mut u8, room: u32) -> u32 {
+        capture_by_helper(self.data_len(), room, |len| {
+            // SAFETY: the caller gives room for `room` bytes at `to`, and `len` is at most that.
+            unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), 0, to.cast(), len) == 0 }
+        })
     }
 }
 
@@ -414,8 +473,10 @@ fn arriving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) -> Actio
     let Some(action) = entry.action() else {
         return Action::Passed;
     };
-    count(ctx, entry.counter_key(matched));
-    sample(ctx, config, matched, action, framing);
+    // Once per frame: without multi-buffer, the length takes the verifier twelve branches.
+    let frame_len = ctx.frame_len();
+    count(entry.counter_key(matched), frame_len);
+    sample(ctx, config, matched, action, framing, frame_len);
     action
 }
 
@@ -434,8 +495,9 @@ fn leaving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) {
     if entry.action().is_none() {
         return;
     }
-    count(ctx, entry.replied_key(matched));
-    sample(ctx, config, matched, Action::Replied, framing);
+    let frame_len = ctx.frame_len();
+    count(entry.replied_key(matched), frame_len);
+    sample(ctx, config, matched, Action::Replied, framing, frame_len);
 }
 
 /// The configuration entry of `ifindex`: the array covers ifindexes below IFINDEX_ARRAY_LEN,
@@ -448,13 +510,12 @@ fn config_of(ifindex: u32) -> Option<*mut IfaceConfig> {
 }
 
 #[inline(always)]
-fn count<H: Hook>(ctx: &H, key: u32) {
+fn count(key: u32, frame_len: u64) {
     if let Some(counter) = COUNTERS.get_ptr_mut(key) {
-        let len = ctx.frame_len();
         // SAFETY: a per-CPU array entry is this CPU's alone while the program runs.
         unsafe {
             (*counter).packets += 1;
-            (*counter).bytes += len;
+            (*counter).bytes += frame_len;
         }
     }
 }
@@ -468,6 +529,7 @@ fn sample<H: Hook>(
     matched: LoopbackMatch,
     action: Action,
     framing: Framing,
+    frame_len: u64,
 ) {
     // SAFETY: a plain read of a constant the loader may have set; volatile so the compiler
     // keeps both branches.
@@ -489,16 +551,17 @@ fn sample<H: Hook>(
             action as u8,
             framing as u8,
         ];
-        send_sample(ctx, config, class);
+        send_sample(ctx, config, class, frame_len);
     }
 }
 
 /// Sends one sample of the frame and counts it as sent, or as lost when the ring is full. A call
 /// of its own rather than inlined: it runs at most at the sample rate, so the per-frame code
 /// stays small. `config` is the interface's entry, whose slot is read here rather than on the
-/// per-frame path; `class` is the sample's family, address, action and framing bytes.
+/// per-frame path; `class` is the sample's family, address, action and framing bytes;
+/// `frame_len` is the frame's length on the wire.
 #[inline(never)]
-fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4]) {
+fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4], frame_len: u64) {
     // SAFETY: the caller's entry, valid while the program runs.
     let slot = unsafe { (*config).slot() };
     let Some(counts) = SAMPLE_COUNTS.get_ptr_mut(slot) else {
@@ -511,16 +574,13 @@ fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4]) {
     };
     let (vlan_proto, vlan_tci) = ctx.offloaded_vlan();
     let tag_len = if vlan_proto == 0 { 0 } else { VLAN_TAG_LEN };
-    let data_len = ctx.data_len();
-    // Room for the tag, which the reader puts back into the frame.
-    let captured_len = data_len.min(SAMPLE_CAPTURE_LEN as u64 - tag_len) as u32;
     let sample = entry.as_mut_ptr();
     // SAFETY: `sample` is the reserved entry, `size_of::<Sample>()` bytes; every field is
     // written before it is submitted, `frame` beyond `captured_len` excepted (never read).
     unsafe {
         (*sample).timestamp_ns = bpf_ktime_get_ns();
         (*sample).ifindex = ctx.ifindex();
-        (*sample).frame_len = (data_len + tag_len) as u32;
+        (*sample).frame_len = frame_len as u32;
         (*sample).vlan_proto = vlan_proto;
         (*sample).vlan_tci = vlan_tci;
         (*sample)._reserved = 0;
@@ -530,17 +590,11 @@ fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4]) {
             (*sample).action,
             (*sample).framing,
         ] = class;
-        // A classified frame holds at least an IPv4 header, so this is never below it. Saying
-        // so with an ordered comparison keeps the verifier's minimum of the length above 0,
-        // which the helpers require: 6.1's verifier learns no minimum from `!= 0`.
-        let copied = if captured_len < MIN_CLASSIFIED_LEN {
-            0
-        } else if ctx.copy((&raw mut (*sample).frame).cast(), captured_len) {
-            captured_len
-        } else {
-            0
-        };
-        (*sample).captured_len = copied;
+        // Room for the tag, which the reader puts back into the frame.
+        (*sample).captured_len = ctx.capture(
+            (&raw mut (*sample).frame).cast(),
+            SAMPLE_CAPTURE_LEN as u32 - tag_len as u32,
+        );
     }
     entry.submit(0);
     // SAFETY: as above.
