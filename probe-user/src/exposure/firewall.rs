@@ -61,6 +61,17 @@ impl FirewallWatch {
                     tracing::warn!("nftables changes are not followed: {error}");
                 }
             }
+            // No nf_tables in the kernel yet, so no ruleset to follow: it is loaded with the
+            // first ruleset (nft loads the module), and followed from then on.
+            Err(error) if error.raw_os_error() == Some(libc::EPROTONOSUPPORT) => {
+                let shared = Arc::downgrade(&latest);
+                let spawned = thread::Builder::new()
+                    .name("nft-watch".to_owned())
+                    .spawn(move || wait_for_nf_tables(&shared));
+                if let Err(error) = spawned {
+                    tracing::warn!("nftables changes are not followed: {error}");
+                }
+            }
             Err(error) => {
                 tracing::warn!("nftables changes are not followed: {error}");
             }
@@ -123,6 +134,37 @@ fn subscribe() -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Waits until nf_tables is in the kernel, then reads the ruleset and follows it; ends when the
+/// watch is dropped first.
+fn wait_for_nf_tables(latest: &Weak<Mutex<Reading>>) {
+    loop {
+        thread::sleep(LOOK_EVERY);
+        if latest.strong_count() == 0 {
+            return;
+        }
+        match subscribe() {
+            Ok(socket) => {
+                update(latest, read());
+                return follow(&socket, latest);
+            }
+            Err(error) if error.raw_os_error() == Some(libc::EPROTONOSUPPORT) => {}
+            Err(error) => {
+                tracing::warn!("nftables changes are not followed: {error}");
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps `ruleset` as the latest reading, unless the watch is gone.
+fn update(latest: &Weak<Mutex<Reading>>, ruleset: Ruleset) {
+    if let Some(latest) = latest.upgrade() {
+        let mut latest = latest.lock().unwrap_or_else(PoisonError::into_inner);
+        latest.generation += 1;
+        latest.ruleset = ruleset;
+    }
+}
+
 /// Reads the ruleset anew after each burst of change messages, until the watch is dropped or
 /// the socket fails.
 fn follow(socket: &Socket, latest: &Weak<Mutex<Reading>>) {
@@ -155,13 +197,10 @@ fn follow(socket: &Socket, latest: &Weak<Mutex<Reading>>) {
             tracing::warn!("nftables changes are no longer followed: {error}");
             return;
         }
-        let ruleset = read();
-        let Some(latest) = latest.upgrade() else {
+        if latest.strong_count() == 0 {
             return;
-        };
-        let mut latest = latest.lock().unwrap_or_else(PoisonError::into_inner);
-        latest.generation += 1;
-        latest.ruleset = ruleset;
+        }
+        update(latest, read());
     }
 }
 
