@@ -7,12 +7,13 @@ use std::{ffi::CStr, io};
 use aya::{maps::MapType, sys::is_map_supported};
 use serde::Serialize;
 
-use crate::kernel::bpffs::{bpf, bpf_answering, owned};
+use crate::kernel::{
+    bpffs::{bpf, owned},
+    link::{Direction, query_tcx},
+};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_TCX_INGRESS: u32 = 46;
 const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
 /// `lo`, which every network namespace has.
 const LOOPBACK_IFINDEX: u32 = 1;
@@ -73,36 +74,11 @@ fn release() -> io::Result<String> {
     Ok(release.to_string_lossy().into_owned())
 }
 
-/// The start of `union bpf_attr` as `BPF_PROG_QUERY` reads and writes it, for a target given by
-/// ifindex, with no room for ids: the kernel answers with the count only.
-#[repr(C)]
-#[derive(Default)]
-struct QueryAttr {
-    target_ifindex: u32,
-    attach_type: u32,
-    query_flags: u32,
-    attach_flags: u32,
-    prog_ids: u64,
-    prog_count: u32,
-    _padding: u32,
-}
-
 /// Whether the kernel knows tcx: it answers a query of `lo`'s tcx ingress hook (Linux 6.6 with
 /// `CONFIG_NET_XGRESS`), which reads and changes nothing, where older ones refuse the attach
-/// type with EINVAL.
+/// type.
 fn has_tcx() -> io::Result<bool> {
-    let mut attr = QueryAttr {
-        target_ifindex: LOOPBACK_IFINDEX,
-        attach_type: BPF_TCX_INGRESS,
-        ..QueryAttr::default()
-    };
-    // SAFETY: the attribute holds no pointer (no room for ids); the kernel writes the count
-    // back into it.
-    match unsafe { bpf_answering(BPF_PROG_QUERY, &mut attr) } {
-        Ok(_) => Ok(true),
-        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(false),
-        Err(error) => Err(error),
-    }
+    Ok(query_tcx(LOOPBACK_IFINDEX, Direction::Ingress, &mut [])?.is_some())
 }
 
 /// The start of `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to the program flags.

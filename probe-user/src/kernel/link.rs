@@ -103,22 +103,31 @@ struct QueryAttr {
 /// audit names a program it cannot identify by its id.
 pub fn tcx_programs(ifindex: u32, direction: Direction) -> io::Result<Vec<u32>> {
     let mut ids = [0_u32; TCX_CHAIN_MAX];
+    let Some(count) = query_tcx(ifindex, direction, &mut ids)? else {
+        // No tcx in this kernel, so nothing is attached there.
+        return Ok(Vec::new());
+    };
+    Ok(ids[..(count as usize).min(TCX_CHAIN_MAX)].to_vec())
+}
+
+/// Asks for the programs at `ifindex`'s tcx hook in `direction`, their ids written into `ids`
+/// (as many as fit): how many are attached, or `None` on a kernel without tcx, which refuses the
+/// attach type. Reads and changes nothing else; takes CAP_NET_ADMIN.
+pub fn query_tcx(ifindex: u32, direction: Direction, ids: &mut [u32]) -> io::Result<Option<u32>> {
     let mut attr = QueryAttr {
         target_ifindex: ifindex,
         attach_type: direction.tcx_attach_type(),
         prog_ids: ids.as_mut_ptr() as u64,
-        prog_count: TCX_CHAIN_MAX as u32,
+        prog_count: u32::try_from(ids.len()).unwrap_or(u32::MAX),
         ..QueryAttr::default()
     };
     // SAFETY: `prog_ids` points at room for `prog_count` ids, alive for the call; the kernel
     // writes the count back into `attr`.
     match unsafe { bpf_answering(BPF_PROG_QUERY, &mut attr) } {
-        Ok(_) => {}
-        // An attach type the kernel does not know: it has no tcx, so nothing is attached there.
-        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
-        Err(error) => return Err(error),
+        Ok(_) => Ok(Some(attr.prog_count)),
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(error) => Err(error),
     }
-    Ok(ids[..(attr.prog_count as usize).min(TCX_CHAIN_MAX)].to_vec())
 }
 
 /// An attached program; dropping it detaches, unless it is pinned.
