@@ -122,8 +122,8 @@ impl Frame for LinearFrame {
     }
 }
 
-/// The most header bytes the classifier reads: Ethernet, two VLAN tags, an IPv6 header.
-const HEADERS_LEN: u32 = 14 + 2 * 4 + 40;
+/// The most header bytes the classifier reads, as the helpers take lengths.
+const HEADERS_LEN: u32 = probe_common::HEADERS_LEN as u32;
 
 /// What the per-frame code needs of the hook it runs at.
 trait Hook {
@@ -146,7 +146,8 @@ trait Hook {
     }
 }
 
-const VLAN_TAG_LEN: u64 = 4;
+/// A VLAN tag's length, as frame lengths are counted.
+const VLAN_TAG_LEN: u64 = probe_common::VLAN_TAG_LEN as u64;
 
 /// The fewest bytes a classified frame holds: an IPv4 header without options, whose addresses
 /// the classifier read.
