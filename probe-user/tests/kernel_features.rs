@@ -61,6 +61,7 @@ fn features_found_are_those_the_kernel_was_built_with() {
             tcx: built_in("CONFIG_NET_XGRESS"),
             xdp_frags: version >= (5, 18),
             ring_buffer: version >= (5, 8),
+            masked: Vec::new(),
         }
     );
 }
@@ -74,4 +75,34 @@ fn the_features_serialise_for_reports() {
     for feature in ["tcx", "xdp_frags", "ring_buffer"] {
         assert!(json[feature].is_boolean(), "{feature} in {json}");
     }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_environment_takes_features_away_and_says_so() {
+    let found = KernelFeatures::probe().expect("probe the kernel");
+    // The variable is set in a child: tests share this process's environment.
+    let output = Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", "masked_features_as_the_child_sees_them", "--include-ignored", "--nocapture"])
+        .env("LOCALNET_PROBE_WITHOUT", "tcx,xdp_frags")
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("features: "))
+        .unwrap_or_else(|| panic!("no features line in {stdout}"));
+    let masked: serde_json::Value = serde_json::from_str(line).expect("features as JSON");
+    assert_eq!(masked["tcx"], false);
+    assert_eq!(masked["xdp_frags"], false);
+    assert_eq!(masked["ring_buffer"], found.ring_buffer);
+    assert_eq!(masked["masked"], serde_json::json!(["tcx", "xdp_frags"]));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn masked_features_as_the_child_sees_them() {
+    let features = KernelFeatures::probe().expect("probe the kernel");
+    println!("features: {}", serde_json::to_string(&features).expect("serialise"));
 }

@@ -31,7 +31,19 @@ pub struct KernelFeatures {
     pub xdp_frags: bool,
     /// BPF ring buffer maps (Linux 5.8), which carry the samples.
     pub ring_buffer: bool,
+    /// The features [`WITHOUT_VARIABLE`] told the probe to treat as missing although the kernel
+    /// has them, so that a fallback can be tried (and a bug report shows it was) on a kernel
+    /// that would not need it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<&'static str>,
 }
+
+/// The environment variable naming features (comma-separated: `tcx`, `xdp_frags`) to treat as
+/// missing. It can only take features away, never claim one the kernel lacks.
+pub const WITHOUT_VARIABLE: &str = "LOCALNET_PROBE_WITHOUT";
+
+/// The features [`WITHOUT_VARIABLE`] may name.
+const MASKABLE: [&str; 2] = ["tcx", "xdp_frags"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureProbeError {
@@ -43,6 +55,11 @@ pub enum FeatureProbeError {
     },
     #[error("cannot read the kernel release: {0}")]
     Release(#[source] io::Error),
+    #[error(
+        "{WITHOUT_VARIABLE} names {0:?}, which is not a feature it can take away (it takes: {})",
+        MASKABLE.join(", ")
+    )]
+    UnknownMask(String),
 }
 
 impl KernelFeatures {
@@ -50,15 +67,40 @@ impl KernelFeatures {
     /// loads nothing that stays, and attaches nothing.
     pub fn probe() -> Result<Self, FeatureProbeError> {
         let probe_error = |feature| move |error| FeatureProbeError::Probe { feature, error };
+        let masked = masked(std::env::var_os(WITHOUT_VARIABLE).as_deref())?;
+        let found = |feature: &str, has: bool| has && !masked.contains(&feature);
         Ok(Self {
             release: release().map_err(FeatureProbeError::Release)?,
-            tcx: has_tcx().map_err(probe_error("tcx"))?,
-            xdp_frags: has_xdp_frags().map_err(probe_error("XDP multi-buffer"))?,
+            tcx: found("tcx", has_tcx().map_err(probe_error("tcx"))?),
+            xdp_frags: found(
+                "xdp_frags",
+                has_xdp_frags().map_err(probe_error("XDP multi-buffer"))?,
+            ),
             ring_buffer: is_map_supported(MapType::RingBuf)
                 .map_err(|error| error.io_error)
                 .map_err(probe_error("ring buffers"))?,
+            masked,
         })
     }
+}
+
+/// The features a [`WITHOUT_VARIABLE`] value names, each once.
+fn masked(value: Option<&std::ffi::OsStr>) -> Result<Vec<&'static str>, FeatureProbeError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let value = value.to_string_lossy();
+    let mut masked = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        let feature = MASKABLE
+            .into_iter()
+            .find(|feature| *feature == name)
+            .ok_or_else(|| FeatureProbeError::UnknownMask(name.to_owned()))?;
+        if !masked.contains(&feature) {
+            masked.push(feature);
+        }
+    }
+    Ok(masked)
 }
 
 /// The kernel's release, as `uname -r` says it.
@@ -124,5 +166,28 @@ fn has_xdp_frags() -> io::Result<bool> {
         }
         Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(false),
         Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn the_mask_names_known_features_once() {
+        assert_eq!(masked(None).unwrap(), Vec::<&str>::new());
+        assert_eq!(masked(Some(OsStr::new(""))).unwrap(), Vec::<&str>::new());
+        assert_eq!(
+            masked(Some(OsStr::new("tcx, xdp_frags,tcx"))).unwrap(),
+            ["tcx", "xdp_frags"]
+        );
+        let error = masked(Some(OsStr::new("tcx,ring_buffer"))).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "LOCALNET_PROBE_WITHOUT names \"ring_buffer\", which is not a feature it can take \
+             away (it takes: tcx, xdp_frags)"
+        );
     }
 }
