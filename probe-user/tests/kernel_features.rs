@@ -83,12 +83,21 @@ fn the_environment_takes_features_away_and_says_so() {
     let found = KernelFeatures::probe().expect("probe the kernel");
     // The variable is set in a child: tests share this process's environment.
     let output = Command::new(std::env::current_exe().expect("this test binary"))
-        .args(["--exact", "masked_features_as_the_child_sees_them", "--include-ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "masked_features_as_the_child_sees_them",
+            "--include-ignored",
+            "--nocapture",
+        ])
         .env("LOCALNET_PROBE_WITHOUT", "tcx,xdp_frags")
         .output()
         .expect("run the child");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let line = stdout
         .lines()
         .find_map(|line| line.strip_prefix("features: "))
@@ -104,5 +113,8 @@ fn the_environment_takes_features_away_and_says_so() {
 #[ignore = "needs root"]
 fn masked_features_as_the_child_sees_them() {
     let features = KernelFeatures::probe().expect("probe the kernel");
-    println!("features: {}", serde_json::to_string(&features).expect("serialise"));
+    println!(
+        "features: {}",
+        serde_json::to_string(&features).expect("serialise")
+    );
 }

@@ -56,10 +56,10 @@ pub enum FeatureProbeError {
     #[error("cannot read the kernel release: {0}")]
     Release(#[source] io::Error),
     #[error(
-        "{WITHOUT_VARIABLE} names {0:?}, which is not a feature it can take away (it takes: {})",
+        "{WITHOUT_VARIABLE} names {name:?}, which is not a feature it can take away (it takes: {})",
         MASKABLE.join(", ")
     )]
-    UnknownMask(String),
+    UnknownMask { name: String },
 }
 
 impl KernelFeatures {
@@ -91,11 +91,17 @@ fn masked(value: Option<&std::ffi::OsStr>) -> Result<Vec<&'static str>, FeatureP
     };
     let value = value.to_string_lossy();
     let mut masked = Vec::new();
-    for name in value.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+    for name in value
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
         let feature = MASKABLE
             .into_iter()
             .find(|feature| *feature == name)
-            .ok_or_else(|| FeatureProbeError::UnknownMask(name.to_owned()))?;
+            .ok_or_else(|| FeatureProbeError::UnknownMask {
+                name: name.to_owned(),
+            })?;
         if !masked.contains(&feature) {
             masked.push(feature);
         }
