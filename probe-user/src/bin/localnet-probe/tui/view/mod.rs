@@ -24,6 +24,8 @@ use ratatui::{
 
 mod columns;
 mod draw;
+mod evidence;
+mod table;
 mod warnings;
 
 use self::columns::{Column, Columns};
