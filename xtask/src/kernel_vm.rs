@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{TestTotals, cargo, ensure_packages, output, run, target_dir};
+use crate::{cargo, ensure_packages, output, run, target_dir, test_run::TestTotals};
 
 /// The kernels `cargo xtask test` boots when none is named: Debian 12's own (also Amazon Linux
 /// 2023's default) and its backport (GKE COS and AL2023 offer 6.12 too), each the newest ABI

@@ -4,7 +4,12 @@
 use super::*;
 
 impl LiveView {
-    pub(super) fn draw_table(&self, frame: &mut Frame<'_>, area: Rect, interfaces: &[&InterfaceReport]) {
+    pub(super) fn draw_table(
+        &self,
+        frame: &mut Frame<'_>,
+        area: Rect,
+        interfaces: &[&InterfaceReport],
+    ) {
         let columns = Columns::for_width(area.width, interfaces, self.trends.bucket());
         let sorted = match self.sort {
             Sort::Name => Column::Name,
