@@ -2,6 +2,8 @@
 
 use clap::{Args, ValueEnum};
 
+use std::net::SocketAddr;
+
 use super::*;
 use crate::args::{duration_seconds, interval_seconds};
 
