@@ -165,7 +165,11 @@ fn run_says_latent_where_audit_does() {
     let netns = &link.receiver;
     netns.sysctl("net/ipv4/conf/vrx/route_localnet", "1");
     assert_eq!(audit_verdict(netns), "latent");
-    assert_eq!(status_exposed(netns), false, "status with nothing listening");
+    assert_eq!(
+        status_exposed(netns),
+        false,
+        "status with nothing listening"
+    );
     // No --metrics: its server on 127.0.0.1 would be a loopback service, and the link exposed.
     let probe = ProbeProcess::start(PROBE, netns, &["--iface", RECEIVER_IF]);
     let ready = probe.wait_ready();

@@ -61,7 +61,13 @@ fn finding<'a>(report: &'a Value, kind: &str) -> &'a str {
 }
 
 /// Sends `SPOOFED` datagrams from `source` to 127.0.0.1:`port` and counts those `socket` gets.
-fn delivered(link: &Link, socket: &std::net::UdpSocket, source: Ipv4Addr, port: u16, expected: usize) -> usize {
+fn delivered(
+    link: &Link,
+    socket: &std::net::UdpSocket,
+    source: Ipv4Addr,
+    port: u16,
+    expected: usize,
+) -> usize {
     let frame = ipv4(source, Ipv4Addr::LOCALHOST)
         .macs(SENDER_MAC, RECEIVER_MAC)
         .ports(40000, port)
@@ -87,9 +93,24 @@ fn kubelets_rule_through_iptables_nft() {
     iptables(
         netns,
         &[
-            "-A", "KUBE-FIREWALL", "!", "-s", "127.0.0.0/8", "-d", "127.0.0.0/8", "-m", "comment",
-            "--comment", "block incoming localnet connections", "-m", "conntrack", "!",
-            "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP",
+            "-A",
+            "KUBE-FIREWALL",
+            "!",
+            "-s",
+            "127.0.0.0/8",
+            "-d",
+            "127.0.0.0/8",
+            "-m",
+            "comment",
+            "--comment",
+            "block incoming localnet connections",
+            "-m",
+            "conntrack",
+            "!",
+            "--ctstate",
+            "RELATED,ESTABLISHED,DNAT",
+            "-j",
+            "DROP",
         ],
     );
     iptables(netns, &["-A", "INPUT", "-j", "KUBE-FIREWALL"]);
@@ -100,7 +121,11 @@ fn kubelets_rule_through_iptables_nft() {
         finding(&report, "mitigated").contains("block incoming localnet connections"),
         "{report}"
     );
-    assert_eq!(delivered(&link, &udp, SENDER_V4, 5353, 0), 0, "the rule drops them");
+    assert_eq!(
+        delivered(&link, &udp, SENDER_V4, 5353, 0),
+        0,
+        "the rule drops them"
+    );
 
     // Without reverse-path filtering a 127.x source passes the routing, and the rule spares it.
     netns.sysctl("net/ipv4/conf/all/rp_filter", "0");
@@ -120,7 +145,11 @@ fn kubelets_rule_through_iptables_nft() {
         SPOOFED,
         "a 127.x source gets by"
     );
-    assert_eq!(delivered(&link, &udp, SENDER_V4, 5353, 0), 0, "other sources do not");
+    assert_eq!(
+        delivered(&link, &udp, SENDER_V4, 5353, 0),
+        0,
+        "other sources do not"
+    );
 }
 
 #[test]
@@ -135,8 +164,23 @@ fn dockers_per_port_drop_mitigates_that_service_only() {
     iptables(
         netns,
         &[
-            "-t", "raw", "-A", "PREROUTING", "-d", "127.0.0.1/32", "!", "-i", "lo", "-p", "udp",
-            "-m", "udp", "--dport", "5353", "-j", "DROP",
+            "-t",
+            "raw",
+            "-A",
+            "PREROUTING",
+            "-d",
+            "127.0.0.1/32",
+            "!",
+            "-i",
+            "lo",
+            "-p",
+            "udp",
+            "-m",
+            "udp",
+            "--dport",
+            "5353",
+            "-j",
+            "DROP",
         ],
     );
     let report = audit(netns);
@@ -167,7 +211,11 @@ fn dockers_per_port_drop_mitigates_that_service_only() {
         message.contains("drops those to udp 127.0.0.1:5353"),
         "{message}"
     );
-    assert_eq!(delivered(&link, &published, SENDER_V4, 5353, 0), 0, "the published port");
+    assert_eq!(
+        delivered(&link, &published, SENDER_V4, 5353, 0),
+        0,
+        "the published port"
+    );
     assert_eq!(
         delivered(&link, &other, SENDER_V4, 5354, SPOOFED),
         SPOOFED,
