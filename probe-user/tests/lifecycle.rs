@@ -327,6 +327,8 @@ fn a_renamed_interface_is_followed_by_ifindex() {
     let link = Link::new("rename");
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
+    // A service on 127.0.0.1, without which the link would be latent, not exposed.
+    let _server = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)));
     let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
     let ready = probe.wait_ready();
     let ifindex = interface(&ready, RECEIVER_IF)["ifindex"].clone();

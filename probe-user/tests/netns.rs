@@ -187,6 +187,8 @@ fn monitor_mode_with_route_localnet_reports_the_exposure() {
     let link = Link::new("expose");
     link.receiver
         .sysctl("net/ipv4/conf/all/route_localnet", "1");
+    // A service on 127.0.0.1, without which the link would be latent, not exposed.
+    let _server = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)));
     let probe = ProbeProcess::start(PROBE, &link.receiver, &[]);
     let entry = interface(&probe.wait_ready(), RECEIVER_IF).clone();
     assert_eq!(

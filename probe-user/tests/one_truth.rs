@@ -155,3 +155,30 @@ fn run_and_audit_agree_and_a_rule_removed_is_said() {
     assert_eq!(status_exposed(netns), true, "status without the rule");
     assert_eq!(delivered(SPOOFED), SPOOFED, "nothing drops them now");
 }
+
+/// With route_localnet on and nothing listening on IPv4 loopback, `audit` says latent: `run`
+/// says the same (not exposed), and says exposed once a service binds 127.0.0.1.
+#[test]
+#[ignore = "needs root"]
+fn run_says_latent_where_audit_does() {
+    let link = Link::new("latent");
+    let netns = &link.receiver;
+    netns.sysctl("net/ipv4/conf/vrx/route_localnet", "1");
+    assert_eq!(audit_verdict(netns), "latent");
+    assert_eq!(
+        status_exposed(netns),
+        false,
+        "status with nothing listening"
+    );
+    // No --metrics: its server on 127.0.0.1 would be a loopback service, and the link exposed.
+    let probe = ProbeProcess::start(PROBE, netns, &["--iface", RECEIVER_IF]);
+    let ready = probe.wait_ready();
+    assert_eq!(interface(&ready, RECEIVER_IF)["exposed"], false, "{ready}");
+    let udp = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, UDP_PORT)));
+    let report = probe.wait_for(SAID_WITHIN, |object| {
+        object["type"] == "counters" && interface(object, RECEIVER_IF)["exposed"] == true
+    });
+    assert_eq!(interface(&report, RECEIVER_IF)["exposed"], true, "{report}");
+    assert_eq!(audit_verdict(netns), "exposed");
+    drop(udp);
+}

@@ -131,12 +131,14 @@ pub(crate) fn ensure_bpf_linker() -> anyhow::Result<()> {
 }
 
 /// Commands the root tests and the benchmark run, and the Debian packages that have them.
-pub(crate) const TOOLS: [(&str, &str); 12] = [
+pub(crate) const TOOLS: [(&str, &str); 13] = [
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("xdp-filter", "xdp-tools"),
     ("bpftool", "bpftool"),
     ("nft", "nftables"),
+    // kubelet's and Docker's rules as they install them (iptables-nft), and iptables-legacy-save.
+    ("iptables", "iptables"),
     ("ethtool", "ethtool"),
     ("tcpdump", "tcpdump"),
     ("prometheus", "prometheus"),

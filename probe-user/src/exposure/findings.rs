@@ -217,6 +217,38 @@ fn exploited_finding(audited: &InterfaceAudit, now: Verdict, inputs: &Inputs) ->
     })
 }
 
+/// Why frames to 127.0.0.0/8 from a link that is not mitigated reach the stack, as a clause,
+/// with the services whose frames are dropped all the same.
+fn not_dropped(audited: &InterfaceAudit, sockets: &[BoundSocket]) -> String {
+    let mut clause = match (&audited.spared_by, &audited.destinations) {
+        (Some(rule), _) => format!(
+            "{rule} drops them only from sources outside 127.0.0.0/8, while the routing here \
+             accepts a spoofed 127.x source (rp_filter={}, accept_local={}), which gets by",
+            audited.rp_filter.map_or(0, |setting| setting.effective),
+            audited.accept_local.map_or(0, |setting| setting.effective),
+        ),
+        (None, Outcome::Passed(Some(rule))) => {
+            format!("nothing drops them all ({rule} lets them through)")
+        }
+        (None, Outcome::Uncertain(rule)) => {
+            format!("it is not known whether they are dropped (a rule here may drop them: {rule})")
+        }
+        (None, Outcome::Unread(what)) => {
+            format!("it is not known whether they are dropped ({what}, so no rule of it counts)")
+        }
+        (None, Outcome::Passed(None) | Outcome::Dropped(_)) => "nothing drops them".to_owned(),
+    };
+    for service in &audited.services {
+        if let Outcome::Dropped(rule) = &service.outcome {
+            clause.push_str(&format!(
+                "; {rule} drops those to {}",
+                sockets[service.socket].label()
+            ));
+        }
+    }
+    clause
+}
+
 pub(super) fn interface_findings(
     audited: &InterfaceAudit,
     now: Verdict,
@@ -301,14 +333,7 @@ pub(super) fn interface_findings(
             .unwrap_or_default(),
         _ => String::new(),
     };
-    let nft_state = inputs
-        .nft
-        .as_ref()
-        .err()
-        .map(|why| {
-            format!("; the nftables ruleset could not be read ({why}), so no rule of it is counted")
-        })
-        .unwrap_or_default();
+    let not_dropped = not_dropped(audited, sockets);
     match now {
         Verdict::Exposed => {
             let services: Vec<String> = audited
@@ -321,8 +346,7 @@ pub(super) fn interface_findings(
                 kind: "reachable-services",
                 interface: Some(name.clone()),
                 message: format!(
-                    "{why} and nothing drops them{probe_state}{nft_state}: any neighbour on this \
-                     link can reach {}",
+                    "{why} and {not_dropped}{probe_state}: any neighbour on this link can reach {}",
                     services.join(", ")
                 ),
                 remedies: vec![
@@ -342,9 +366,8 @@ pub(super) fn interface_findings(
             kind: "latent",
             interface: Some(name.clone()),
             message: format!(
-                "{why} and nothing drops them{probe_state}{nft_state}; nothing listens on IPv4 \
-                 loopback now, but any service that binds 127.0.0.1 later is reachable from this \
-                 link"
+                "{why} and {not_dropped}{probe_state}; no service on IPv4 loopback is reachable \
+                 now, but any service that binds 127.0.0.1 later is reachable from this link"
             ),
             remedies: vec![sysctl.clone(), probe.clone(), nft_rule("daddr")],
         }),

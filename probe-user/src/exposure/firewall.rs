@@ -15,7 +15,7 @@ use std::{
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 use serde::Serialize;
 
-use super::nft::{self, NftDrop};
+use super::{nft, ruleset::Ruleset};
 
 /// nf_tables' multicast group (`NFNLGRP_NFTABLES` in linux/netfilter/nfnetlink.h).
 const NFNLGRP_NFTABLES: u32 = 7;
@@ -24,15 +24,26 @@ const NFNLGRP_NFTABLES: u32 = 7;
 /// firewalld reload to finish, short enough that a rule gone is told within a second.
 const SETTLE: Duration = Duration::from_millis(150);
 
-/// The drops, or why the ruleset could not be read.
-pub type Ruleset = Result<Vec<NftDrop>, String>;
+/// The chains, or why the ruleset could not be read.
+pub type Rules = Result<Ruleset, String>;
+
+/// The chains of `rules`: none, where it could not be read, and that said.
+pub fn chains_or_unread(rules: &Rules) -> Ruleset {
+    match rules {
+        Ok(ruleset) => ruleset.clone(),
+        Err(why) => Ruleset {
+            unread: vec![format!("the nftables ruleset could not be read ({why})")],
+            ..Ruleset::default()
+        },
+    }
+}
 
 /// One reading of the ruleset.
 #[derive(Clone, Debug)]
 pub struct Reading {
     /// Counts the readings: a new number, a new reading.
     pub generation: u64,
-    pub ruleset: Ruleset,
+    pub ruleset: Rules,
 }
 
 /// The latest reading of the ruleset, kept up to date by a thread that ends soon after the
@@ -98,8 +109,8 @@ impl FirewallWatch {
     }
 }
 
-/// `nft -j list ruleset`'s drops, when nft is installed.
-pub fn read() -> Ruleset {
+/// The nftables ruleset (and iptables-legacy's), when nft is installed.
+pub fn read() -> Rules {
     if super::inputs::which("nft") {
         nft::read_ruleset()
     } else {
@@ -157,7 +168,7 @@ fn wait_for_nf_tables(latest: &Weak<Mutex<Reading>>) {
 }
 
 /// Keeps `ruleset` as the latest reading, unless the watch is gone.
-fn update(latest: &Weak<Mutex<Reading>>, ruleset: Ruleset) {
+fn update(latest: &Weak<Mutex<Reading>>, ruleset: Rules) {
     if let Some(latest) = latest.upgrade() {
         let mut latest = latest.lock().unwrap_or_else(PoisonError::into_inner);
         latest.generation += 1;
@@ -257,25 +268,28 @@ impl FirewallChange {
 }
 
 /// What changed from `old` to `new`.
-pub fn changes(old: &Ruleset, new: &Ruleset) -> Vec<FirewallChange> {
+pub fn changes(old: &Rules, new: &Rules) -> Vec<FirewallChange> {
     match (old, new) {
-        (Ok(old), Ok(new)) => old
-            .iter()
-            .filter(|drop| !new.contains(drop))
-            .map(|drop| FirewallChange::Removed { rule: drop.label() })
-            .chain(
-                new.iter()
-                    .filter(|drop| !old.contains(drop))
-                    .map(|drop| FirewallChange::Added { rule: drop.label() }),
-            )
-            .collect(),
+        (Ok(old), Ok(new)) => {
+            let (old, new) = (old.loopback_drops(), new.loopback_drops());
+            old.iter()
+                .filter(|drop| !new.contains(drop))
+                .map(|drop| FirewallChange::Removed { rule: drop.clone() })
+                .chain(
+                    new.iter()
+                        .filter(|drop| !old.contains(drop))
+                        .map(|drop| FirewallChange::Added { rule: drop.clone() }),
+                )
+                .collect()
+        }
         (Ok(_), Err(reason)) => vec![FirewallChange::Unreadable {
             reason: reason.clone(),
         }],
         (Err(_), Ok(new)) => std::iter::once(FirewallChange::Readable)
             .chain(
-                new.iter()
-                    .map(|drop| FirewallChange::Added { rule: drop.label() }),
+                new.loopback_drops()
+                    .into_iter()
+                    .map(|rule| FirewallChange::Added { rule }),
             )
             .collect(),
         (Err(_), Err(_)) => Vec::new(),
@@ -288,74 +302,99 @@ pub fn changes(old: &Ruleset, new: &Ruleset) -> Vec<FirewallChange> {
 pub struct Followed {
     watch: FirewallWatch,
     seen: Reading,
+    /// The chains of `seen`.
+    chains: Ruleset,
 }
 
 impl Followed {
     pub fn new(watch: FirewallWatch) -> Self {
         let seen = watch.latest();
-        Self { watch, seen }
+        let chains = chains_or_unread(&seen.ruleset);
+        Self {
+            watch,
+            seen,
+            chains,
+        }
     }
 
-    /// The latest drops (none where the ruleset cannot be read), and what changed since the
-    /// last call.
-    pub fn update(&mut self) -> (&[NftDrop], Vec<FirewallChange>) {
+    /// The latest chains (none where the ruleset cannot be read, and that said), and what
+    /// changed since the last call.
+    pub fn update(&mut self) -> (&Ruleset, Vec<FirewallChange>) {
         let latest = self.watch.latest();
         let changes = if latest.generation == self.seen.generation {
             Vec::new()
         } else {
             let changes = changes(&self.seen.ruleset, &latest.ruleset);
+            self.chains = chains_or_unread(&latest.ruleset);
             self.seen = latest;
             changes
         };
-        let drops = self.seen.ruleset.as_deref().unwrap_or_default();
-        (drops, changes)
+        (&self.chains, changes)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exposure::nft::{Dropped, Hook};
+    use crate::exposure::ruleset::{Action, Base, Chain, Condition, Hook, Net, Rule};
 
-    fn drop(handle: u64) -> NftDrop {
-        NftDrop {
-            family: "ip".to_owned(),
-            table: "guard".to_owned(),
-            chain: "pre".to_owned(),
-            handle,
-            hook: Hook::Prerouting,
-            interface: None,
-            dropped: Dropped::Destinations,
-        }
+    /// A prerouting chain with a drop of 127.0.0.0/8 for each handle.
+    fn drops(handles: &[u64]) -> Rules {
+        let mut ruleset = Ruleset::default();
+        ruleset.chains.insert(
+            "nft ip guard pre".to_owned(),
+            Chain {
+                label: "nft ip guard pre".to_owned(),
+                base: Some(Base {
+                    hook: Hook::Prerouting,
+                    devices: Some(Vec::new()),
+                    conntracked: false,
+                    policy_drop: false,
+                }),
+                rules: handles
+                    .iter()
+                    .map(|handle| Rule {
+                        label: label(*handle),
+                        conditions: vec![Condition::Destination {
+                            net: Net::LOOPBACK,
+                            negated: false,
+                        }],
+                        action: Action::Drop,
+                    })
+                    .collect(),
+            },
+        );
+        Ok(ruleset)
+    }
+
+    fn label(handle: u64) -> String {
+        format!("nft ip guard pre handle {handle}")
     }
 
     #[test]
     fn says_each_rule_removed_or_added_and_a_ruleset_lost() {
         let removed = |handle| FirewallChange::Removed {
-            rule: drop(handle).label(),
+            rule: label(handle),
         };
         let added = |handle| FirewallChange::Added {
-            rule: drop(handle).label(),
+            rule: label(handle),
         };
-        assert_eq!(changes(&Ok(vec![drop(2)]), &Ok(vec![drop(2)])), []);
+        assert_eq!(changes(&drops(&[2]), &drops(&[2])), []);
         assert_eq!(
-            changes(&Ok(vec![drop(2), drop(3)]), &Ok(vec![drop(3), drop(4)])),
+            changes(&drops(&[2, 3]), &drops(&[3, 4])),
             [removed(2), added(4)]
         );
         // A reload that writes the same rule under a new handle: one gone, one new.
+        assert_eq!(changes(&drops(&[2]), &drops(&[7])), [removed(2), added(7)]);
+        let lost: Rules = Err("nft is not installed".to_owned());
         assert_eq!(
-            changes(&Ok(vec![drop(2)]), &Ok(vec![drop(7)])),
-            [removed(2), added(7)]
-        );
-        let lost: Ruleset = Err("nft is not installed".to_owned());
-        assert_eq!(
-            changes(&Ok(vec![drop(2)]), &lost),
+            changes(&drops(&[2]), &lost),
             [FirewallChange::Unreadable {
                 reason: "nft is not installed".to_owned()
             }]
         );
         assert_eq!(
-            changes(&lost, &Ok(vec![drop(2)])),
+            changes(&lost, &drops(&[2])),
             [FirewallChange::Readable, added(2)]
         );
         assert_eq!(changes(&lost, &lost), []);

@@ -1,7 +1,7 @@
 //! What the audit reads of this network namespace: the global sysctls, the interfaces, the
 //! loopback sockets, localnet-probe's programs and modes at XDP and tcx, and nftables.
 
-use super::*;
+use super::{ruleset::Ruleset, *};
 
 /// `net.ipv4.conf.{all,default}` values that matter here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -86,8 +86,9 @@ pub struct Inputs {
     /// localnet-probe at interfaces' tcx hooks, by ifindex (interfaces with nothing of it there
     /// left out), or why the hooks could not be queried.
     pub tcx: Result<Vec<(u32, TcxOn)>, String>,
-    /// The nftables drops, or why the ruleset could not be read.
-    pub nft: Result<Vec<NftDrop>, String>,
+    /// The packet filter's chains (nftables', iptables-legacy's), or why nftables' ruleset could
+    /// not be read.
+    pub nft: Result<Ruleset, String>,
 }
 
 /// An XDP program on an interface.
@@ -132,11 +133,7 @@ impl Inputs {
             .filter_map(|interface| Some((interface.ifindex, xdp_on(interface)?)))
             .collect();
         let tcx = tcx_on(&interfaces);
-        let nft = if which("nft") {
-            nft::read_ruleset()
-        } else {
-            Err("nft is not installed".to_owned())
-        };
+        let nft = firewall::read();
         Ok(Self {
             all: global("all")?,
             default: global("default")?,

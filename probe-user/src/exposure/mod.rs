@@ -11,7 +11,9 @@
 mod findings;
 pub mod firewall;
 mod inputs;
+pub(crate) mod iptables;
 pub(crate) mod nft;
+pub mod ruleset;
 pub(crate) mod sockets;
 pub mod verdict;
 
@@ -28,9 +30,9 @@ use probe_common::{Address, ConfigMap, Counter, IfaceConfig, LoopbackMatch, Mode
 use serde::Serialize;
 
 use self::{
-    nft::NftDrop,
-    sockets::{BoundSocket, Protocol, is_ipv4_loopback},
-    verdict::{Decision, Drops, Firewall, LinkFacts, Verdict, decide},
+    ruleset::Outcome,
+    sockets::{BoundSocket, LoopbackService, Protocol, is_ipv4_loopback},
+    verdict::{Decision, Drops, Firewall, LOCALNET_PROBE, LinkFacts, Verdict, decide},
 };
 use crate::{
     kernel::link::{self, Direction, Stage},
@@ -107,11 +109,28 @@ pub struct InterfaceAudit {
     pub replies_seen: Option<u64>,
     /// Why the replies could not be read where localnet-probe counts them.
     pub replies_unknown: Option<String>,
-    /// nftables rules that drop loopback frames from this link.
+    /// Rules of the packet filter that drop loopback frames from this link: all of them, or
+    /// those to one of its services.
     pub nft_drops: Vec<String>,
     pub verdict: Verdict,
     /// Indexes into [`Audit::sockets`] of the services reachable from this link.
     pub reachable: Vec<usize>,
+    /// What happens to frames to any of 127.0.0.0/8 from this link.
+    pub destinations: Outcome,
+    /// A rule that drops them from other sources but spares a loopback source, which the routing
+    /// accepts from this link.
+    pub spared_by: Option<String>,
+    /// What happens to the frames to each IPv4 loopback service its frames reach.
+    pub services: Vec<ServiceVerdict>,
+}
+
+/// What happens to the frames from a link to one service bound to IPv4 loopback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceVerdict {
+    /// Its index in [`Audit::sockets`].
+    pub socket: usize,
+    #[serde(flatten)]
+    pub outcome: Outcome,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -219,10 +238,8 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         .cloned()
         .collect();
     let uppers = Uppers::of(&inputs.interfaces);
-    let (nft_rules, nft_unreadable) = match &inputs.nft {
-        Ok(drops) => (drops.as_slice(), None),
-        Err(why) => (&[][..], Some(why.clone())),
-    };
+    let chains = firewall::chains_or_unread(&inputs.nft);
+    let nft_unreadable = inputs.nft.as_ref().err().cloned();
     let xdp_on = |ifindex: u32| {
         inputs
             .xdp
@@ -263,31 +280,16 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             probe: &probe_drops,
             stacking: Some(&inputs.interfaces),
             firewall: Some(Firewall {
-                drops: nft_rules,
+                ruleset: &chains,
                 loopback_sources_accepted,
             }),
         };
-        let mut nft_drops: Vec<String> = via
-            .iter()
-            .flat_map(|receiver| {
-                drops
-                    .nft_on(interface, receiver, &|_| true)
-                    .into_iter()
-                    .map(NftDrop::label)
-            })
-            .collect();
-        nft_drops.dedup();
-        let reaches = |socket: &BoundSocket| {
-            socket
-                .bound_device
-                .is_none_or(|device| via.iter().any(|receiver| receiver.ifindex == device))
-        };
-        let reachable: Vec<usize> = sockets
+        // The IPv4 loopback services, by their index in `sockets`.
+        let (indexes, services): (Vec<usize>, Vec<LoopbackService>) = sockets
             .iter()
             .enumerate()
-            .filter(|(_, socket)| is_ipv4_loopback(socket.local.ip()) && reaches(socket))
-            .map(|(index, _)| index)
-            .collect();
+            .filter_map(|(index, socket)| Some((index, LoopbackService::of(socket)?)))
+            .unzip();
         let tcx = tcx_on(interface.ifindex);
         // Replies counted before the egress program was detached stay in the counters the
         // program for arriving frames shares with it.
@@ -313,20 +315,46 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
         let Decision {
             now,
             verdict,
+            destinations,
+            spared_by,
             sources_dropped,
+            services: outcomes,
         } = decide(&LinkFacts {
             interface,
             via: &via,
             drops,
-            reachable_services: Some(reachable.len()),
+            services: Some(&services),
             replies_seen,
         });
+        let services: Vec<ServiceVerdict> = indexes
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(index, outcome)| {
+                Some(ServiceVerdict {
+                    socket: *index,
+                    outcome: outcome?,
+                })
+            })
+            .collect();
         // Listed only where they are reachable now.
         let reachable = if now == Verdict::Exposed {
-            reachable
+            services
+                .iter()
+                .filter(|service| !service.outcome.dropped())
+                .map(|service| service.socket)
+                .collect()
         } else {
             Vec::new()
         };
+        let mut nft_drops: Vec<String> = std::iter::once(&destinations)
+            .chain(services.iter().map(|service| &service.outcome))
+            .filter_map(|outcome| match outcome {
+                Outcome::Dropped(rule) if rule != LOCALNET_PROBE => Some(rule.clone()),
+                _ => None,
+            })
+            .collect();
+        nft_drops.sort();
+        nft_drops.dedup();
         let (xdp_probe, other_xdp_program, unidentified_xdp_program) =
             match xdp_on(interface.ifindex) {
                 Some(XdpOn::LocalnetProbe(probe)) => (Some(probe.clone()), None, None),
@@ -366,6 +394,9 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             nft_drops,
             verdict,
             reachable,
+            destinations,
+            spared_by,
+            services,
         };
         findings.extend(interface_findings(
             &audited,

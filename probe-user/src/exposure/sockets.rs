@@ -5,7 +5,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs, io,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex, PoisonError},
+    thread,
+    time::Duration,
 };
 
 use netlink_packet_core::{
@@ -65,6 +68,104 @@ impl BoundSocket {
 /// whether every process could be inspected (a process this one may not inspect may hold one of
 /// the sockets without being named).
 pub fn bound_sockets() -> io::Result<(Vec<BoundSocket>, bool)> {
+    let mut sockets = waiting_sockets()?;
+    let inodes = sockets.iter().map(|socket| socket.inode).collect();
+    let (mut holders, saw_every_process) = socket_holders(&inodes);
+    for socket in &mut sockets {
+        socket.processes = holders.remove(&socket.inode).unwrap_or_default();
+    }
+    Ok((sockets, saw_every_process))
+}
+
+/// A service bound to IPv4 loopback, as the verdicts need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoopbackService {
+    pub protocol: Protocol,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    /// The device it is bound to, if any: it receives only what arrives there.
+    pub bound_device: Option<u32>,
+}
+
+impl LoopbackService {
+    /// The service `socket` is, if it is bound to IPv4 loopback (the IPv4-mapped form too).
+    pub fn of(socket: &BoundSocket) -> Option<Self> {
+        let address = match socket.local.ip() {
+            IpAddr::V4(address) => address,
+            IpAddr::V6(address) => address.to_ipv4_mapped()?,
+        };
+        address.is_loopback().then_some(Self {
+            protocol: socket.protocol,
+            address,
+            port: socket.local.port(),
+            bound_device: socket.bound_device,
+        })
+    }
+}
+
+/// The services bound to IPv4 loopback, without their processes (a quick read: one sock_diag
+/// dump, no walk of /proc).
+pub fn loopback_services() -> io::Result<Vec<LoopbackService>> {
+    Ok(waiting_sockets()?
+        .iter()
+        .filter_map(LoopbackService::of)
+        .collect())
+}
+
+/// How often [`ServicesWatch`] reads the sockets again: a service that binds 127.0.0.1 turns a
+/// latent link exposed within this.
+const READ_EVERY: Duration = Duration::from_secs(1);
+
+/// The services bound to IPv4 loopback as `run` and `status` know them: read at start and then
+/// every second by a thread of its own (the loop that asks never waits for a dump), which ends
+/// soon after the watch is dropped.
+#[derive(Debug)]
+pub struct ServicesWatch {
+    latest: Arc<Mutex<Option<Vec<LoopbackService>>>>,
+}
+
+impl ServicesWatch {
+    /// Reads the services and keeps reading them, in the network namespace of the calling
+    /// thread.
+    pub fn start() -> Self {
+        let watch = Self::once();
+        let shared = Arc::downgrade(&watch.latest);
+        let spawned = thread::Builder::new()
+            .name("services-watch".to_owned())
+            .spawn(move || {
+                loop {
+                    thread::sleep(READ_EVERY);
+                    let Some(latest) = shared.upgrade() else {
+                        return;
+                    };
+                    let services = loopback_services().ok();
+                    *latest.lock().unwrap_or_else(PoisonError::into_inner) = services;
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!("the loopback services are not followed: {error}");
+        }
+        watch
+    }
+
+    /// One reading, never updated: for a view read once.
+    pub fn once() -> Self {
+        Self {
+            latest: Arc::new(Mutex::new(loopback_services().ok())),
+        }
+    }
+
+    /// The latest reading; `None` when the sockets could not be read.
+    pub fn latest(&self) -> Option<Vec<LoopbackService>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Every TCP listener and unconnected UDP socket of both families.
+fn waiting_sockets() -> io::Result<Vec<BoundSocket>> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&NetlinkAddr::new(0, 0))?;
@@ -97,12 +198,7 @@ pub fn bound_sockets() -> io::Result<(Vec<BoundSocket>, bool)> {
             }
         }
     }
-    let inodes = sockets.iter().map(|socket| socket.inode).collect();
-    let (mut holders, saw_every_process) = socket_holders(&inodes);
-    for socket in &mut sockets {
-        socket.processes = holders.remove(&socket.inode).unwrap_or_default();
-    }
-    Ok((sockets, saw_every_process))
+    Ok(sockets)
 }
 
 /// One sock_diag dump of `family` and `protocol` sockets in `states`.

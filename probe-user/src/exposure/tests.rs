@@ -1,5 +1,8 @@
 use super::*;
-use crate::{exposure::nft::Dropped, net::interfaces::Ipv4Conf};
+use crate::{
+    exposure::ruleset::{Action, Base, Chain, Condition, Hook, NameMatch, Net, Rule, Ruleset},
+    net::interfaces::Ipv4Conf,
+};
 
 fn interface(name: &str, ifindex: u32, route_localnet: bool) -> Interface {
     Interface {
@@ -44,7 +47,7 @@ fn inputs(interfaces: Vec<Interface>) -> Inputs {
         saw_every_process: true,
         xdp: Vec::new(),
         tcx: Ok(Vec::new()),
-        nft: Ok(Vec::new()),
+        nft: Ok(Ruleset::default()),
     }
 }
 
@@ -80,16 +83,58 @@ fn replies(replies: Result<u64, String>) -> Result<Vec<(u32, TcxOn)>, String> {
     )])
 }
 
-fn nft_drop(interface: Option<&str>, dropped: Dropped) -> NftDrop {
-    NftDrop {
-        family: "inet".to_owned(),
-        table: "g".to_owned(),
-        chain: "pre".to_owned(),
-        handle: 2,
-        hook: nft::Hook::Prerouting,
-        interface: interface.map(str::to_owned),
-        dropped,
-    }
+/// Which frames a rule of [`nft_drop`] drops.
+#[derive(Clone, Copy)]
+enum Dropped {
+    /// `ip daddr 127.0.0.0/8`.
+    Destinations,
+    /// kubelet's: `ip saddr != 127.0.0.0/8 ip daddr 127.0.0.0/8`.
+    DestinationsFromOtherSources,
+    /// `ip saddr 127.0.0.0/8`.
+    Sources,
+}
+
+/// A prerouting chain with one drop rule, on `interface` or every link.
+fn nft_drop(interface: Option<&str>, dropped: Dropped) -> Ruleset {
+    let loopback = |negated| Condition::Source {
+        net: Net::LOOPBACK,
+        negated,
+    };
+    let destinations = Condition::Destination {
+        net: Net::LOOPBACK,
+        negated: false,
+    };
+    let mut conditions: Vec<Condition> = interface
+        .map(|name| Condition::Interface {
+            names: vec![NameMatch::Exactly(name.to_owned())],
+            negated: false,
+        })
+        .into_iter()
+        .collect();
+    conditions.extend(match dropped {
+        Dropped::Destinations => vec![destinations],
+        Dropped::DestinationsFromOtherSources => vec![loopback(true), destinations],
+        Dropped::Sources => vec![loopback(false)],
+    });
+    let mut ruleset = Ruleset::default();
+    ruleset.chains.insert(
+        "nft inet g pre".to_owned(),
+        Chain {
+            label: "nft inet g pre".to_owned(),
+            base: Some(Base {
+                hook: Hook::Prerouting,
+                devices: Some(Vec::new()),
+                conntracked: false,
+                policy_drop: false,
+            }),
+            rules: vec![Rule {
+                label: "nft inet g pre handle 2".to_owned(),
+                conditions,
+                action: Action::Drop,
+            }],
+        },
+    );
+    ruleset
 }
 
 #[test]
@@ -153,12 +198,12 @@ fn only_a_verified_drop_mitigates() {
         assert_eq!(audit_of(&inputs), Verdict::Exposed);
     }
     inputs.xdp.clear();
-    inputs.nft = Ok(vec![nft_drop(Some("eth0"), Dropped::Destinations)]);
+    inputs.nft = Ok(nft_drop(Some("eth0"), Dropped::Destinations));
     assert_eq!(audit_of(&inputs), Verdict::Mitigated);
-    inputs.nft = Ok(vec![nft_drop(Some("eth1"), Dropped::Destinations)]);
+    inputs.nft = Ok(nft_drop(Some("eth1"), Dropped::Destinations));
     assert_eq!(audit_of(&inputs), Verdict::Exposed);
     // kubelet's rule lets frames from a loopback source by, which rp_filter=1 stops here.
-    inputs.nft = Ok(vec![nft_drop(None, Dropped::DestinationsFromOtherSources)]);
+    inputs.nft = Ok(nft_drop(None, Dropped::DestinationsFromOtherSources));
     assert_eq!(audit_of(&inputs), Verdict::Mitigated);
     inputs.all.rp_filter = 0;
     inputs.interfaces[0].ipv4_conf = Some(Ipv4Conf::default());
@@ -229,9 +274,9 @@ fn latent_without_services_and_dual_stack_udp_on_its_own() {
         audited.findings[0].message
     );
     // A drop of loopback destinations does not stop a loopback source; one of sources does.
-    inputs.nft = Ok(vec![nft_drop(None, Dropped::Destinations)]);
+    inputs.nft = Ok(nft_drop(None, Dropped::Destinations));
     assert!(audit(&inputs, None).exposed());
-    inputs.nft = Ok(vec![nft_drop(None, Dropped::Sources)]);
+    inputs.nft = Ok(nft_drop(None, Dropped::Sources));
     assert!(!audit(&inputs, None).exposed());
 }
 

@@ -5,7 +5,10 @@
 
 use serde::Serialize;
 
-use super::nft::{self, Dropped, NftDrop};
+use super::{
+    ruleset::{Class, Destination, Outcome, Ruleset, Source},
+    sockets::LoopbackService,
+};
 use crate::net::interfaces::Interface;
 
 /// What is true of one interface.
@@ -14,9 +17,11 @@ use crate::net::interfaces::Interface;
 pub enum Verdict {
     /// route_localnet is not in effect for the link's frames.
     NotExposed,
-    /// It is, and nothing drops them, but nothing listens on IPv4 loopback now.
+    /// It is, and not every frame to 127.0.0.0/8 is dropped, but no service bound to IPv4
+    /// loopback is reachable now (none listens, or the frames to each are dropped).
     Latent,
-    /// It is, and IPv4 loopback services are reachable from the link.
+    /// It is, and IPv4 loopback services are reachable from the link (or the sockets could not be
+    /// read).
     Exposed,
     /// localnet-probe counted frames with a loopback source leaving the interface (at tcx egress,
     /// `run --egress`): a service bound to loopback answered someone on this link, so the
@@ -39,33 +44,36 @@ pub struct Drops<'a> {
     /// mode, with no other program before it at tcx ingress.
     pub probe: &'a dyn Fn(u32) -> bool,
     /// Every interface of the namespace, to look for localnet-probe's drops below a device too
-    /// (a child's lower device, a bridge's ports); `None`: the devices themselves only (`run`
-    /// and `status`, as they always have).
+    /// (a child's lower device, a bridge's ports); `None`: the devices themselves only.
     pub stacking: Option<&'a [Interface]>,
-    /// nftables' drops; `None` where the ruleset is not read (`run`, `status`).
+    /// The packet filter; `None` where it is not read.
     pub firewall: Option<Firewall<'a>>,
 }
 
-/// The nftables rules that drop loopback frames, and what decides which of them count.
+/// The packet filter's chains, and what decides which frames they see.
 pub struct Firewall<'a> {
-    pub drops: &'a [NftDrop],
+    pub ruleset: &'a Ruleset,
     /// Whether the routing accepts a 127.0.0.0/8 source from the link: then a rule that spares
     /// frames with a loopback source does not drop them all.
     pub loopback_sources_accepted: bool,
 }
 
+/// What [`Outcome::Dropped`] names when localnet-probe drops the frames.
+pub const LOCALNET_PROBE: &str = "localnet-probe in drop mode";
+
 impl Drops<'_> {
-    /// Whether the frames `wanted` picks, arriving on `interface`, are dropped before they reach
-    /// the stack through `receiver`.
-    fn cover(
-        &self,
-        interface: &Interface,
-        receiver: &Interface,
-        wanted: &dyn Fn(Dropped) -> bool,
-    ) -> bool {
-        self.probe_below(interface)
-            || self.probe_below(receiver)
-            || !self.nft_on(interface, receiver, wanted).is_empty()
+    /// What happens to `class` of frames arriving on `interface` on their way to the stack
+    /// through `receiver`.
+    fn outcome(&self, interface: &Interface, receiver: &Interface, class: &Class) -> Outcome {
+        if self.probe_below(interface) || self.probe_below(receiver) {
+            return Outcome::Dropped(LOCALNET_PROBE.to_owned());
+        }
+        match &self.firewall {
+            Some(firewall) => firewall
+                .ruleset
+                .outcome(&interface.name, &receiver.name, class),
+            None => Outcome::Passed(None),
+        }
     }
 
     fn probe_below(&self, device: &Interface) -> bool {
@@ -73,36 +81,6 @@ impl Drops<'_> {
             Some(all) => probe_drops_below(device, all, self.probe, 0),
             None => (self.probe)(device.ifindex),
         }
-    }
-
-    /// The nftables rules that drop the frames `wanted` picks of `interface` on their way
-    /// through `receiver`.
-    pub fn nft_on(
-        &self,
-        interface: &Interface,
-        receiver: &Interface,
-        wanted: &dyn Fn(Dropped) -> bool,
-    ) -> Vec<&NftDrop> {
-        let Some(firewall) = &self.firewall else {
-            return Vec::new();
-        };
-        firewall
-            .drops
-            .iter()
-            .filter(|drop| {
-                let here = match drop.hook {
-                    nft::Hook::Ingress => {
-                        drop.interface.as_deref() == Some(&interface.name)
-                            || drop.interface.as_deref() == Some(&receiver.name)
-                    }
-                    _ => drop
-                        .interface
-                        .as_deref()
-                        .is_none_or(|name| name == receiver.name),
-                };
-                here && wanted(drop.dropped)
-            })
-            .collect()
     }
 
     fn loopback_sources_accepted(&self) -> bool {
@@ -144,10 +122,9 @@ pub struct LinkFacts<'a> {
     /// The devices, itself included, where route_localnet is in effect for its frames.
     pub via: &'a [&'a Interface],
     pub drops: Drops<'a>,
-    /// How many services bound to IPv4 loopback are reachable from it; `None` where the sockets
-    /// are not read (`run`, `status`): then a link whose frames are not dropped is exposed,
-    /// never latent.
-    pub reachable_services: Option<usize>,
+    /// The services bound to IPv4 loopback; `None` where the sockets could not be read: then a
+    /// link whose frames are not all dropped is exposed, never latent.
+    pub services: Option<&'a [LoopbackService]>,
     /// Frames with a loopback source seen leaving it; `None` where they are not counted.
     pub replies_seen: Option<u64>,
 }
@@ -158,8 +135,16 @@ pub struct Decision {
     pub now: Verdict,
     /// How it stands now, unless replies seen leaving make it [`Verdict::Exploited`].
     pub verdict: Verdict,
+    /// What happens to frames to any of 127.0.0.0/8 (from any source the routing accepts).
+    pub destinations: Outcome,
+    /// A rule that drops frames to 127.0.0.0/8 from other sources but lets those with a
+    /// loopback source by, which the routing accepts from this link.
+    pub spared_by: Option<String>,
     /// Whether frames with a loopback source are dropped on every path to the stack.
     pub sources_dropped: bool,
+    /// What happens to the frames to each of [`LinkFacts::services`], in order; `None` for one
+    /// bound to a device its frames do not reach.
+    pub services: Vec<Option<Outcome>>,
 }
 
 /// Decides, for every view, whether a link is exposed.
@@ -168,28 +153,64 @@ pub fn decide(facts: &LinkFacts) -> Decision {
         interface,
         via,
         drops,
-        reachable_services,
+        services,
         replies_seen,
     } = facts;
-    // Frames of this link reach the stack through each receiver: each must drop them.
     let loopback_sources_accepted = drops.loopback_sources_accepted();
-    let destinations = |dropped| match dropped {
-        Dropped::Destinations => true,
-        Dropped::DestinationsFromOtherSources => !loopback_sources_accepted,
-        Dropped::Sources => false,
+    // Frames of this link reach the stack through each receiver: each must drop them.
+    let class_outcome = |class: Class| {
+        via.iter()
+            .map(|receiver| drops.outcome(interface, receiver, &class))
+            .reduce(Outcome::and)
+            .unwrap_or(Outcome::Passed(None))
     };
-    let sources = |dropped| dropped == Dropped::Sources;
-    let destinations_dropped = via
+    let to = |destination, service| {
+        let class = |source| Class {
+            source,
+            destination,
+            service,
+        };
+        let other = class_outcome(class(Source::Other));
+        if loopback_sources_accepted {
+            let loopback = class_outcome(class(Source::Loopback));
+            let spared = match (&other, &loopback) {
+                (Outcome::Dropped(rule), outcome) if !outcome.dropped() => Some(rule.clone()),
+                _ => None,
+            };
+            (other.and(loopback), spared)
+        } else {
+            (other, None)
+        }
+    };
+    let (destinations, spared_by) = to(Destination::Loopback(None), None);
+    let sources_dropped = class_outcome(Class {
+        source: Source::Loopback,
+        destination: Destination::Host,
+        service: None,
+    })
+    .dropped();
+    let services_known = services.is_some();
+    let services: Vec<Option<Outcome>> = services
+        .unwrap_or_default()
         .iter()
-        .all(|receiver| drops.cover(interface, receiver, &destinations));
-    let sources_dropped = via
-        .iter()
-        .all(|receiver| drops.cover(interface, receiver, &sources));
+        .map(|service| {
+            let reaches = service
+                .bound_device
+                .is_none_or(|device| via.iter().any(|receiver| receiver.ifindex == device));
+            reaches.then(|| {
+                to(
+                    Destination::Loopback(Some(service.address)),
+                    Some((service.protocol, service.port)),
+                )
+                .0
+            })
+        })
+        .collect();
     let now = if via.is_empty() {
         Verdict::NotExposed
-    } else if destinations_dropped {
+    } else if destinations.dropped() {
         Verdict::Mitigated
-    } else if *reachable_services == Some(0) {
+    } else if services_known && services.iter().flatten().all(Outcome::dropped) {
         Verdict::Latent
     } else {
         Verdict::Exposed
@@ -202,6 +223,9 @@ pub fn decide(facts: &LinkFacts) -> Decision {
     Decision {
         now,
         verdict,
+        destinations,
+        spared_by,
         sources_dropped,
+        services,
     }
 }

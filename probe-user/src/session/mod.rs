@@ -31,6 +31,7 @@ use crate::{
         GlobalConf,
         firewall::{self, FirewallChange, FirewallWatch},
         loopback_sources_accepted,
+        sockets::ServicesWatch,
         verdict::{Drops, Firewall, LinkFacts, Verdict, decide},
     },
     net::interfaces::{Interface, InterfaceError, Interfaces},
@@ -239,6 +240,9 @@ struct Tracked {
     route_localnet: route_localnet::Watch,
     /// The nftables drops, and those the last snapshot saw.
     firewall: firewall::Followed,
+    /// The services bound to IPv4 loopback, which tell an exposed link from a latent one as
+    /// the audit does.
+    services: ServicesWatch,
 }
 
 impl Session {
@@ -335,6 +339,7 @@ impl Session {
                 listed: all.clone(),
                 route_localnet: route_localnet::Watch::default(),
                 firewall: firewall::Followed::new(FirewallWatch::start()),
+                services: ServicesWatch::start(),
             },
             selection: options.selection,
             xdp_mode: options.xdp_mode,

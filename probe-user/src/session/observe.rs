@@ -40,6 +40,7 @@ impl Observed {
             route_localnet: route_localnet::Watch::default(),
             // Read once, and followed no longer than this reading of the standing filter.
             firewall: firewall::Followed::new(FirewallWatch::once()),
+            services: ServicesWatch::once(),
         };
         for (ifindex, program) in tracked.probe.served() {
             // Not here: moved to another namespace while no probe ran.
@@ -109,9 +110,9 @@ pub fn unserved_interfaces() -> Result<Vec<UnservedInterface>, SessionError> {
     let all = Interfaces::connect()?.list()?;
     let all_route_localnet = route_localnet::read_all().ok();
     let all_conf = GlobalConf::read("all").unwrap_or_default();
-    let ruleset = firewall::read();
-    // Unreadable: no rule counts as a drop.
-    let nft_drops = ruleset.as_deref().unwrap_or_default();
+    // Unreadable: no rule counts as a drop, and that is said.
+    let chains = firewall::chains_or_unread(&firewall::read());
+    let services = ServicesWatch::once().latest();
     let uppers = Uppers::of(&all);
     Ok(all
         .iter()
@@ -126,11 +127,11 @@ pub fn unserved_interfaces() -> Result<Vec<UnservedInterface>, SessionError> {
                     probe: &|_| false,
                     stacking: Some(&all),
                     firewall: Some(Firewall {
-                        drops: nft_drops,
+                        ruleset: &chains,
                         loopback_sources_accepted: loopback_sources_accepted(&via, &all_conf),
                     }),
                 },
-                reachable_services: None,
+                services: services.as_deref(),
                 replies_seen: None,
             })
             .verdict

@@ -52,8 +52,9 @@ pub struct InterfaceSnapshot {
     /// through them, so 127.0.0.0/8 destinations are routed.
     pub route_localnet_via: Vec<String>,
     /// Services bound to 127.0.0.1 are reachable from this link: route_localnet is in effect on
-    /// a device its frames reach, and neither localnet-probe nor an nftables rule drops them on
-    /// their way.
+    /// a device its frames reach, and neither localnet-probe nor a rule of the packet filter
+    /// drops them on their way ([`Verdict::Exposed`]; a link with no such service listening is
+    /// latent, as the audit says, not exposed).
     pub exposed: bool,
     pub counters: SlotCounters,
 }
@@ -109,7 +110,8 @@ impl Tracked {
         let uppers = Uppers::of(all);
         // Unreadable: no reverse-path filter assumed, which counts fewer rules as drops.
         let all_conf = GlobalConf::read("all").unwrap_or_default();
-        let (nft_drops, firewall_changes) = self.firewall.update();
+        let (chains, firewall_changes) = self.firewall.update();
+        let services = self.services.latest();
         let mut reading = route_localnet::Reading {
             all: all_route_localnet,
             default: default_route_localnet,
@@ -154,11 +156,11 @@ impl Tracked {
                     probe: &probe_drops,
                     stacking: Some(all),
                     firewall: Some(Firewall {
-                        drops: nft_drops,
+                        ruleset: chains,
                         loopback_sources_accepted: loopback_sources_accepted(&receivers, &all_conf),
                     }),
                 },
-                reachable_services: None,
+                services: services.as_deref(),
                 replies_seen: None,
             })
             .verdict

@@ -1,0 +1,224 @@
+//! The mitigations real hosts have, as their projects install them, read by `audit` and
+//! checked by delivering spoofed datagrams: kubelet's CVE-2020-8558 rule as iptables-nft writes
+//! it (its conntrack match opaque in nft's JSON), and Docker 28's per-port drops in raw
+//! PREROUTING. Needs root, and iptables (Debian's, with iptables-nft).
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use serde_json::Value;
+use test_frames::ipv4;
+use testbed::{Link, Netns, RECEIVER_IF, RECEIVER_MAC, SENDER_MAC, SENDER_V4, receive};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
+const SPOOFED: usize = 5;
+const QUIET: Duration = Duration::from_millis(300);
+
+fn iptables(netns: &Netns, args: &[&str]) {
+    let status = netns
+        .command("iptables")
+        .args(args)
+        .status()
+        .expect("run iptables (Debian's iptables package; `cargo xtask setup` installs it)");
+    assert!(status.success(), "iptables {args:?}");
+}
+
+fn audit(netns: &Netns) -> Value {
+    let output = netns
+        .command(PROBE)
+        .args(["audit", "--json"])
+        .output()
+        .expect("run localnet-probe audit");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit's stdout is not JSON ({e}); stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn veth(report: &Value) -> &Value {
+    report["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|interface| interface["name"] == RECEIVER_IF)
+        .unwrap_or_else(|| panic!("no {RECEIVER_IF} in {report}"))
+}
+
+/// The finding about the veth's reachable services, or its latent or mitigated one.
+fn finding<'a>(report: &'a Value, kind: &str) -> &'a str {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|finding| finding["interface"] == RECEIVER_IF && finding["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} finding in {report}"))["message"]
+        .as_str()
+        .expect("a message")
+}
+
+/// Sends `SPOOFED` datagrams from `source` to 127.0.0.1:`port` and counts those `socket` gets.
+fn delivered(
+    link: &Link,
+    socket: &std::net::UdpSocket,
+    source: Ipv4Addr,
+    port: u16,
+    expected: usize,
+) -> usize {
+    let frame = ipv4(source, Ipv4Addr::LOCALHOST)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .ports(40000, port)
+        .build();
+    let sender = link.raw_sender();
+    for _ in 0..SPOOFED {
+        sender.send(&frame);
+    }
+    receive(socket, expected, QUIET)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn kubelets_rule_through_iptables_nft() {
+    let link = Link::new("kubelet");
+    let netns = &link.receiver;
+    netns.ip(&["link", "set", "lo", "up"]);
+    let udp = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)));
+    netns.sysctl("net/ipv4/conf/vrx/route_localnet", "1");
+    netns.sysctl("net/ipv4/conf/all/rp_filter", "1");
+    netns.sysctl("net/ipv4/conf/vrx/rp_filter", "1");
+    iptables(netns, &["-N", "KUBE-FIREWALL"]);
+    iptables(
+        netns,
+        &[
+            "-A",
+            "KUBE-FIREWALL",
+            "!",
+            "-s",
+            "127.0.0.0/8",
+            "-d",
+            "127.0.0.0/8",
+            "-m",
+            "comment",
+            "--comment",
+            "block incoming localnet connections",
+            "-m",
+            "conntrack",
+            "!",
+            "--ctstate",
+            "RELATED,ESTABLISHED,DNAT",
+            "-j",
+            "DROP",
+        ],
+    );
+    iptables(netns, &["-A", "INPUT", "-j", "KUBE-FIREWALL"]);
+
+    let report = audit(netns);
+    assert_eq!(veth(&report)["verdict"], "mitigated", "{report}");
+    assert!(
+        finding(&report, "mitigated").contains("block incoming localnet connections"),
+        "{report}"
+    );
+    assert_eq!(
+        delivered(&link, &udp, SENDER_V4, 5353, 0),
+        0,
+        "the rule drops them"
+    );
+
+    // Without reverse-path filtering a 127.x source passes the routing, and the rule spares it.
+    netns.sysctl("net/ipv4/conf/all/rp_filter", "0");
+    netns.sysctl("net/ipv4/conf/vrx/rp_filter", "0");
+    let report = audit(netns);
+    assert_eq!(veth(&report)["verdict"], "exposed", "{report}");
+    let message = finding(&report, "reachable-services");
+    assert!(
+        message.contains("block incoming localnet connections")
+            && message.contains("drops them only from sources outside 127.0.0.0/8")
+            && !message.contains("nothing drops them"),
+        "{message}"
+    );
+    let loopback_source = Ipv4Addr::new(127, 0, 0, 2);
+    assert_eq!(
+        delivered(&link, &udp, loopback_source, 5353, SPOOFED),
+        SPOOFED,
+        "a 127.x source gets by"
+    );
+    assert_eq!(
+        delivered(&link, &udp, SENDER_V4, 5353, 0),
+        0,
+        "other sources do not"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn dockers_per_port_drop_mitigates_that_service_only() {
+    let link = Link::new("docker");
+    let netns = &link.receiver;
+    let published = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)));
+    let other = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 5354)));
+    netns.sysctl("net/ipv4/conf/vrx/route_localnet", "1");
+    // What Docker 28 adds for `-p 127.0.0.1:5353:53/udp`.
+    iptables(
+        netns,
+        &[
+            "-t",
+            "raw",
+            "-A",
+            "PREROUTING",
+            "-d",
+            "127.0.0.1/32",
+            "!",
+            "-i",
+            "lo",
+            "-p",
+            "udp",
+            "-m",
+            "udp",
+            "--dport",
+            "5353",
+            "-j",
+            "DROP",
+        ],
+    );
+    let report = audit(netns);
+    let vrx = veth(&report);
+    assert_eq!(vrx["verdict"], "exposed", "{report}");
+    let sockets = report["sockets"].as_array().expect("sockets");
+    let port_of = |index: &Value| sockets[index.as_u64().unwrap() as usize]["local"].clone();
+    let outcomes: Vec<(Value, Value)> = vrx["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|service| (port_of(&service["socket"]), service["outcome"].clone()))
+        .collect();
+    assert!(
+        outcomes.contains(&("127.0.0.1:5353".into(), "dropped".into()))
+            && outcomes.contains(&("127.0.0.1:5354".into(), "passed".into())),
+        "{outcomes:?}"
+    );
+    let reachable: Vec<Value> = vrx["reachable"]
+        .as_array()
+        .expect("reachable")
+        .iter()
+        .map(port_of)
+        .collect();
+    assert_eq!(reachable, ["127.0.0.1:5354"], "{report}");
+    let message = finding(&report, "reachable-services");
+    assert!(
+        message.contains("drops those to udp 127.0.0.1:5353"),
+        "{message}"
+    );
+    assert_eq!(
+        delivered(&link, &published, SENDER_V4, 5353, 0),
+        0,
+        "the published port"
+    );
+    assert_eq!(
+        delivered(&link, &other, SENDER_V4, 5354, SPOOFED),
+        SPOOFED,
+        "another port"
+    );
+}
