@@ -402,8 +402,11 @@ fn switch_mode(
                     ""
                 }
             );
-            live.view
-                .say(format!("{name}: {} mode from now on", mode.name()));
+            live.view.say(format!(
+                "{}: {} mode from now on",
+                printable(name),
+                mode.name()
+            ));
         }
         Err(error) => live.view.say(format!("{:#}", anyhow::Error::from(error))),
     }

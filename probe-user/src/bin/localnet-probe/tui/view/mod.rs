@@ -261,7 +261,7 @@ impl LiveView {
         match self.confirm.take() {
             Some(confirm) => self.say(format!(
                 "pasted text ignored; {}: nothing switched",
-                confirm.name
+                printable(&confirm.name)
             )),
             None => self.say("pasted text ignored: the view takes keys one at a time".to_owned()),
         }
@@ -319,7 +319,7 @@ impl LiveView {
                 _ => "no such key: ? lists them".to_owned(),
             };
             if let Some(confirm) = self.confirm.take() {
-                self.say(format!("{}: nothing switched", confirm.name));
+                self.say(format!("{}: nothing switched", printable(&confirm.name)));
             } else {
                 self.say(said);
             }
@@ -337,7 +337,11 @@ impl LiveView {
                 Mode::Drop => Mode::Monitor,
                 Mode::Monitor => Mode::Drop,
             };
-            self.say(format!("{}: left in {} mode", confirm.name, kept.name()));
+            self.say(format!(
+                "{}: left in {} mode",
+                printable(&confirm.name),
+                kept.name()
+            ));
             return None;
         }
         match key.code {
@@ -397,9 +401,10 @@ impl LiveView {
             Mode::Drop
         };
         let name = interface.name.clone();
+        let shown = printable(&name);
         let mut question = match to {
-            Mode::Drop => format!("Drop loopback-address frames arriving on {name} from now on?"),
-            Mode::Monitor => format!("Stop dropping on {name} and only count?"),
+            Mode::Drop => format!("Drop loopback-address frames arriving on {shown} from now on?"),
+            Mode::Monitor => format!("Stop dropping on {shown} and only count?"),
         };
         if to == Mode::Monitor && interface.route_localnet.is_some_and(|r| r.effective) {
             question.push_str(" route_localnet=1: 127.0.0.1 services become reachable from it.");
@@ -1004,6 +1009,29 @@ mod tests {
                 .is_some_and(|row| row.starts_with("status only reads the standing filter")),
             "{}",
             screen.join("\n")
+        );
+    }
+    #[test]
+    fn the_question_and_its_answers_show_a_hostile_name_escaped() {
+        let mut view = LiveView::new(
+            "refresh 1 s".to_owned(),
+            Switching::Allowed { pinned: false },
+            Duration::from_secs(1),
+        );
+        let mut report = report();
+        report.interfaces = vec![interface("t\u{7}B", 5, "monitor")];
+        view.update(report, Instant::now());
+        view.on_key(key(KeyCode::Char('d')));
+        let asked = screen(&view, 80, 24).join("\n");
+        assert!(
+            asked.contains("arriving on t\\u{7}B from now on?"),
+            "{asked}"
+        );
+        view.on_key(key(KeyCode::Char('n')));
+        let answered = screen(&view, 80, 24).join("\n");
+        assert!(
+            answered.contains("t\\u{7}B: left in monitor mode"),
+            "{answered}"
         );
     }
 }
