@@ -17,13 +17,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use probe_common::Mode;
+use probe_common::{Framing, Mode};
 use probe_user::{
     net::link_events::LinkEvents,
     net::names::{NamePattern, printable},
     output::report::{EventReport, FirewallChangeReport, Report, SysctlChangeReport},
     output::samples::SampleRing,
-    probe::attachment::Hook,
+    kernel::features::{Feature, KernelReport},
+    probe::attachment::{Hook, XdpPrograms},
     probe::{
         DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, TcxPrecededBy, XdpModeChoice,
         native_refusal,
@@ -171,8 +172,23 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     for note in &started.notes {
         tracing::warn!("{}", printable(note));
     }
+    if started.xdp == XdpPrograms::Linear {
+        let masked = if started.kernel.masked.contains(&Feature::XDP_FRAGS.key) {
+            ", masked by LOCALNET_PROBE_WITHOUT"
+        } else {
+            ""
+        };
+        tracing::warn!(
+            "this kernel has no {}{masked}: the XDP programs without it serve interfaces whose \
+             MTU is at most {} ({} on layer-3 devices); those above are left out",
+            Feature::XDP_FRAGS,
+            started.xdp.largest_mtu(Framing::Ethernet).unwrap_or(u32::MAX),
+            started.xdp.largest_mtu(Framing::Ip).unwrap_or(u32::MAX),
+        );
+    }
+    let xdp = started.xdp;
     say_left_out(&started.skipped);
-    say_attached(&started.attached);
+    say_attached(&started.attached, xdp);
     if started.attached.is_empty() && !patterns.is_empty() {
         tracing::info!(
             "no interface matches --iface {} yet; waiting for one to appear",
@@ -428,7 +444,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn say_left_out(skipped: &[Skipped]) {
     for skipped in skipped {
-        if matches!(skipped.reason, LeftOut::Occupied { .. }) {
+        if matches!(
+            skipped.reason,
+            LeftOut::Occupied { .. } | LeftOut::NeedsMultiBuffer { .. }
+        ) {
             tracing::warn!(
                 "{}",
                 printable(&format!("{}: left out: {}", skipped.name, skipped.reason))
@@ -443,7 +462,7 @@ fn say_left_out(skipped: &[Skipped]) {
 }
 
 /// Says what was attached or taken over, and where auto mode fell back to generic XDP.
-fn say_attached(attached: &[AttachedInterface]) {
+fn say_attached(attached: &[AttachedInterface], xdp: XdpPrograms) {
     for attached in attached {
         if let Some(reason) = &attached.native_refused {
             tracing::info!(
@@ -453,6 +472,9 @@ fn say_attached(attached: &[AttachedInterface]) {
             );
         }
         let hook = match attached.hook {
+            Hook::Xdp(mode) if xdp == XdpPrograms::Linear => {
+                format!("{} XDP, without multi-buffer", mode.name())
+            }
             Hook::Xdp(mode) => format!("{} XDP", mode.name()),
             Hook::Tcx if attached.adopted => "tcx ingress".to_owned(),
             Hook::Tcx => "tcx ingress, beside another XDP program".to_owned(),
@@ -489,7 +511,7 @@ fn follow(
     for refusal in &followed.refused {
         tracing::warn!("{}", printable(&refusal.to_string()));
     }
-    say_attached(&followed.attached);
+    say_attached(&followed.attached, session.xdp_programs());
     evidence.add_interfaces(&followed.attached);
     let pause = if followed.unsettled {
         Some(RELIST_PAUSE)
@@ -697,22 +719,24 @@ fn explain(error: SessionError, verifier_log: bool) -> anyhow::Error {
     let SessionError::Load(error) = error else {
         return error.into();
     };
+    // What the kernel lacks of what the probe may need, said before any verifier log.
+    let kernel = KernelReport::of_this_kernel().lines().replace('\n', "; ");
     match *error {
         ProbeError::Verifier {
             io_error,
             verifier_log: log,
         } => {
             if verifier_log {
-                anyhow::anyhow!("the kernel verifier rejected the XDP program: {io_error}\n{log}")
+                anyhow::anyhow!(
+                    "the kernel verifier rejected the XDP program ({kernel}): {io_error}\n{log}"
+                )
             } else {
                 anyhow::anyhow!(
-                    "the kernel verifier rejected the XDP program: {io_error}; rerun with \
-                     --verifier-log to see why"
+                    "the kernel verifier rejected the XDP program ({kernel}): {io_error}; rerun \
+                     with --verifier-log to see why"
                 )
             }
         }
-        other => anyhow::Error::new(other).context(
-            "cannot load the XDP program (localnet-probe needs Linux 5.18 or newer with XDP links)",
-        ),
+        other => anyhow::Error::new(other).context(format!("cannot load the XDP program ({kernel})")),
     }
 }
