@@ -34,7 +34,8 @@ use aya_ebpf::{
 };
 use probe_common::{
     Action, Address, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LINEAR_FRAME_MAX,
-    LoopbackMatch, SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip, two_inline_vlan_tags,
+    LoopbackMatch, SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip,
+    two_inline_vlan_tags,
 };
 
 /// Slot, action and sample tokens by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written

@@ -243,12 +243,15 @@ fn version_and_status_carry_the_kernel_features() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&status.stdout).expect("status as JSON");
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status as JSON");
     let kernel = &report["kernel"];
     assert_eq!(kernel["minimum"], "5.9", "{report}");
     assert_eq!(kernel["xdp_frags"], false, "{report}");
     assert_eq!(kernel["ring_buffer"], true, "{report}");
-    assert_eq!(kernel["masked"], serde_json::json!(["xdp_frags"]), "{report}");
+    assert_eq!(
+        kernel["masked"],
+        serde_json::json!(["xdp_frags"]),
+        "{report}"
+    );
     assert!(kernel["release"].is_string(), "{report}");
 }

@@ -123,7 +123,10 @@ mod tests {
             program_name(Framing::Ip, Stage::Xdp, XdpPrograms::Linear),
             "localnet_probe_linear_ip"
         );
-        assert_eq!(XdpPrograms::MultiBuffer.largest_mtu(Framing::Ethernet), None);
+        assert_eq!(
+            XdpPrograms::MultiBuffer.largest_mtu(Framing::Ethernet),
+            None
+        );
         // 4095 bytes: 4073 of payload, 14 of Ethernet header, 8 of two VLAN tags.
         assert_eq!(
             XdpPrograms::Linear.largest_mtu(Framing::Ethernet),

@@ -472,7 +472,9 @@ impl Probe {
                         native_refused: None,
                     },
                 ),
-                Err(ProbeError::NoNativeSupport(error) | ProbeError::NativeNeedsMultiBuffer(error)) => (
+                Err(
+                    ProbeError::NoNativeSupport(error) | ProbeError::NativeNeedsMultiBuffer(error),
+                ) => (
                     self.link(ifindex, program, AttachedMode::Generic)?,
                     Attached {
                         hook: Hook::Xdp(AttachedMode::Generic),

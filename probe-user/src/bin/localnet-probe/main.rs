@@ -4,9 +4,7 @@ use std::{
 };
 
 use clap::{CommandFactory as _, Parser, Subcommand, error::ErrorKind};
-use probe_user::{
-    kernel::features::KernelReport, net::names::printable, session::SessionError,
-};
+use probe_user::{kernel::features::KernelReport, net::names::printable, session::SessionError};
 use tracing_subscriber::EnvFilter;
 
 mod args;

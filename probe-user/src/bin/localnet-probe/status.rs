@@ -146,8 +146,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 let directory = dir.path.display().to_string();
                 match &mut live {
                     Some(live) => {
-                        last_table =
-                            render_nothing(&interfaces, &directory, None, false, &kernel);
+                        last_table = render_nothing(&interfaces, &directory, None, false, &kernel);
                         live.view.set_state(format!(
                             "no standing filter in {directory} (`localnet-probe run --pin` \
                              leaves one)"
@@ -155,9 +154,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                         live.view.show_unserved(interfaces);
                         live.frame().context("cannot draw the live view")?
                     }
-                    None => {
-                        render_nothing(&interfaces, &directory, format, args.watch, &kernel)
-                    }
+                    None => render_nothing(&interfaces, &directory, format, args.watch, &kernel),
                 }
             }
         };

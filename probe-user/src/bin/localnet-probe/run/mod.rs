@@ -19,11 +19,11 @@ use std::{
 use anyhow::Context as _;
 use probe_common::{Framing, Mode};
 use probe_user::{
+    kernel::features::{Feature, KernelReport},
     net::link_events::LinkEvents,
     net::names::{NamePattern, printable},
     output::report::{EventReport, FirewallChangeReport, Report, SysctlChangeReport},
     output::samples::SampleRing,
-    kernel::features::{Feature, KernelReport},
     probe::attachment::{Hook, XdpPrograms},
     probe::{
         DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, TcxPrecededBy, XdpModeChoice,
@@ -182,7 +182,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             "this kernel has no {}{masked}: the XDP programs without it serve interfaces whose \
              MTU is at most {} ({} on layer-3 devices); those above are left out",
             Feature::XDP_FRAGS,
-            started.xdp.largest_mtu(Framing::Ethernet).unwrap_or(u32::MAX),
+            started
+                .xdp
+                .largest_mtu(Framing::Ethernet)
+                .unwrap_or(u32::MAX),
             started.xdp.largest_mtu(Framing::Ip).unwrap_or(u32::MAX),
         );
     }
@@ -737,6 +740,8 @@ fn explain(error: SessionError, verifier_log: bool) -> anyhow::Error {
                 )
             }
         }
-        other => anyhow::Error::new(other).context(format!("cannot load the XDP program ({kernel})")),
+        other => {
+            anyhow::Error::new(other).context(format!("cannot load the XDP program ({kernel})"))
+        }
     }
 }
