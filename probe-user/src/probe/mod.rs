@@ -91,6 +91,12 @@ pub enum ProbeError {
         feature = Feature::XDP_FRAGS
     )]
     NativeNeedsMultiBuffer(io::Error),
+    #[error(
+        "the kernel refused the XDP link as invalid ({0}): kernels before Linux {minimum} have no \
+         XDP BPF links, which localnet-probe attaches with",
+        minimum = crate::kernel::features::MINIMUM_KERNEL
+    )]
+    NoXdpLinks(io::Error),
     #[error("another XDP program is attached (the kernel said: {0})")]
     Occupied(io::Error),
     #[error(
@@ -593,6 +599,8 @@ impl Probe {
             {
                 ProbeError::NoNativeSupport(error)
             }
+            // Generic XDP takes every device and program: the link itself is what is refused.
+            Some(libc::EINVAL) => ProbeError::NoXdpLinks(error),
             _ => ProbeError::Attach(error),
         })
     }
