@@ -172,7 +172,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     for note in &started.notes {
         tracing::warn!("{}", printable(note));
     }
-    if started.xdp == XdpPrograms::Linear {
+    let xdp = started.xdp;
+    if let (Some(ethernet), Some(ip)) = (
+        xdp.largest_mtu(Framing::Ethernet),
+        xdp.largest_mtu(Framing::Ip),
+    ) {
         let masked = if started.kernel.masked.contains(&Feature::XDP_FRAGS.key) {
             ", masked by LOCALNET_PROBE_WITHOUT"
         } else {
@@ -180,16 +184,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         tracing::warn!(
             "this kernel has no {}{masked}: the XDP programs without it serve interfaces whose \
-             MTU is at most {} ({} on layer-3 devices); those above are left out",
+             MTU is at most {ethernet} ({ip} on layer-3 devices); those above are left out",
             Feature::XDP_FRAGS,
-            started
-                .xdp
-                .largest_mtu(Framing::Ethernet)
-                .unwrap_or(u32::MAX),
-            started.xdp.largest_mtu(Framing::Ip).unwrap_or(u32::MAX),
         );
     }
-    let xdp = started.xdp;
     say_left_out(&started.skipped);
     say_attached(&started.attached, xdp);
     if started.attached.is_empty() && !patterns.is_empty() {
