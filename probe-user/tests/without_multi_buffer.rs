@@ -232,6 +232,27 @@ fn version_and_status_carry_the_kernel_features() {
     );
 
     // In the host's mount namespace, where bpffs is (`ip netns exec` has none).
+    // Without the privileges to probe: said, and still exit status 0.
+    let unprivileged = netns
+        .command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .args([PROBE, "--version"])
+        .output()
+        .expect("run localnet-probe --version as nobody");
+    let text = String::from_utf8_lossy(&unprivileged.stdout);
+    assert!(unprivileged.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .nth(2)
+            .is_some_and(|line| line.contains(": features not probed (cannot probe the kernel")),
+        "{text}"
+    );
+
     let status = netns
         .command(PROBE)
         .args(["status", "--json"])
