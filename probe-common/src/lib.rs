@@ -19,6 +19,11 @@ pub use maps::{
 };
 pub use sample::{Framing, SAMPLE_CAPTURE_LEN, Sample, SampleCounts};
 
+/// The longest frame the XDP programs without multi-buffer (`localnet_probe_linear*`) measure:
+/// the constant steps that find a frame's length, 2048 down to 1, add up to this. An interface
+/// whose frames can be longer needs the programs with multi-buffer.
+pub const LINEAR_FRAME_MAX: u32 = 4095;
+
 /// The IP family a matched frame's loopback address belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]

@@ -33,8 +33,9 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use probe_common::{
-    Action, Address, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LoopbackMatch,
-    SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip, two_inline_vlan_tags,
+    Action, Address, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LINEAR_FRAME_MAX,
+    LoopbackMatch, SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip,
+    two_inline_vlan_tags,
 };
 
 /// Slot, action and sample tokens by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written
@@ -182,9 +183,9 @@ impl Hook for XdpContext {
     }
 }
 
-/// The largest step of `LinearXdp::data_len`; twelve steps halving it reach any length below
-/// a page.
-const LENGTH_STEP_MAX: usize = 2048;
+/// The largest step of `LinearXdp::data_len`; twelve steps halving it reach any length up to
+/// `LINEAR_FRAME_MAX`, which the loader holds interfaces' MTUs to.
+const LENGTH_STEP_MAX: usize = (LINEAR_FRAME_MAX as usize).div_ceil(2);
 
 /// The steps of `LinearXdp::data_len`, read from here rather than written as constants: with
 /// constants, LLVM turns a step into two selects, which compile to two comparisons of the same
@@ -200,6 +201,10 @@ static LENGTH_STEPS: [u64; 12] = {
     }
     steps
 };
+const _: () = assert!(
+    LENGTH_STEP_MAX * 2 - 1 == LINEAR_FRAME_MAX as usize,
+    "the twelve steps reach LINEAR_FRAME_MAX"
+);
 
 /// An XDP frame in one buffer, for kernels without multi-buffer (before 5.18: no `xdp.frags`,
 /// no `bpf_xdp_get_buff_len`, no `bpf_xdp_load_bytes`) and for devices whose MTU keeps every

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use probe_common::{Framing, Mode};
 use probe_user::{
-    probe::{LoadOptions, Probe, XdpModeChoice},
+    probe::{LoadOptions, Probe, XdpModeChoice, attachment::XdpPrograms},
     session::select::Selection,
     session::{OnConflict, Session, SessionError, SessionOptions},
 };
@@ -31,6 +31,7 @@ fn attach_detach_and_release_churn_through_a_few_slots() {
             capacity: 4,
             verifier_log: false,
             sample_rate: 0,
+            xdp: XdpPrograms::MultiBuffer,
         })
         .expect("load");
         let vrx = testbed::ifindex(RECEIVER_IF);

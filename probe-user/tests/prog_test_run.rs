@@ -10,7 +10,7 @@ use probe_common::{Action, Counter, Framing, LoopbackMatch, Mode, SampleCounts, 
 use probe_user::{
     output::samples::{Clock, SampledFrame},
     probe::attachment::Direction,
-    probe::{LoadOptions, Probe},
+    probe::{LoadOptions, Probe, attachment::XdpPrograms},
 };
 use test_frames::Case;
 use testbed::xdp_md;
@@ -63,6 +63,7 @@ fn load_sampling(capacity: u32, sample_rate: u32) -> Probe {
         capacity,
         verifier_log: true,
         sample_rate,
+        xdp: XdpPrograms::MultiBuffer,
     })
     .expect("load the embedded XDP object (are you root?)")
 }

@@ -61,7 +61,7 @@ enum Needs {
 /// hooks, counting, multi-buffer, the bpf file system), not what the host run covers already
 /// (argument checks, outputs, deployment files). Chosen to keep both kernels well under ten
 /// minutes under TCG.
-const MATRIX_TESTS: [(&str, &[(&str, Needs)]); 9] = [
+const MATRIX_TESTS: [(&str, &[(&str, Needs)]); 10] = [
     // The feature probe against the kernel's configuration (put into the guest's /boot).
     ("kernel_features", &[("", Needs::Nothing)]),
     // Every program through the verifier under BPF_PROG_TEST_RUN: verdicts, counters, samples,
@@ -69,6 +69,26 @@ const MATRIX_TESTS: [(&str, &[(&str, Needs)]); 9] = [
     ("prog_test_run", &[("", Needs::Nothing)]),
     // The programs without multi-buffer (for kernels before 5.18), the same way.
     ("prog_test_run_linear", &[("", Needs::Nothing)]),
+    // The fallback where XDP multi-buffer is missing (kernels before 5.18, which do not boot
+    // here), forced with LOCALNET_PROBE_WITHOUT=xdp_frags: the linear programs attached, exact
+    // counts and drops, jumbo MTUs left out; and the features in --version and status.
+    (
+        "without_multi_buffer",
+        &[
+            (
+                "without_multi_buffer_frames_are_counted_exactly_dropped_and_jumbo_mtus_left_out",
+                Needs::Nothing,
+            ),
+            (
+                "without_multi_buffer_a_jumbo_mtu_named_is_refused_with_the_feature_named",
+                Needs::Nothing,
+            ),
+            (
+                "version_and_status_carry_the_kernel_features",
+                Needs::Nothing,
+            ),
+        ],
+    ),
     (
         "netns",
         &[

@@ -17,7 +17,7 @@ use aya::{
 };
 use probe_common::{Framing, Mode};
 use probe_user::probe::attachment::Direction;
-use probe_user::probe::{LoadOptions, Probe, XdpModeChoice};
+use probe_user::probe::{LoadOptions, Probe, XdpModeChoice, attachment::XdpPrograms};
 use serde::Serialize;
 use test_frames::{TPID_8021Q, ipv4, ipv6};
 use testbed::{Netns, xdp_md};
@@ -327,6 +327,7 @@ const fn load_options(sample_rate: u32) -> LoadOptions {
         capacity: 2,
         verifier_log: false,
         sample_rate,
+        xdp: XdpPrograms::MultiBuffer,
     }
 }
 

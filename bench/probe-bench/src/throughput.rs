@@ -33,7 +33,7 @@ use aya::{
     },
 };
 use probe_common::{Framing, Mode, SampleCounts};
-use probe_user::probe::{LoadOptions, Probe};
+use probe_user::probe::{LoadOptions, Probe, attachment::XdpPrograms};
 use serde::Serialize;
 use test_frames::ipv4;
 use testbed::{
@@ -311,6 +311,7 @@ fn install(receiver: Receiver, link: &Link, probe_binary: &str) -> anyhow::Resul
                 capacity: 1,
                 verifier_log: false,
                 sample_rate: 0,
+                xdp: XdpPrograms::MultiBuffer,
             })?;
             link.receiver.enter(|| -> anyhow::Result<()> {
                 let ifindex = testbed::ifindex(RECEIVER_IF);

@@ -2,9 +2,10 @@
 //! kernels (RHEL's 5.14 above all) carry features backported from far newer releases, and a
 //! custom build may leave out what its version would have.
 
-use std::{ffi::CStr, io};
+use std::{ffi::CStr, fmt, io};
 
 use aya::{maps::MapType, sys::is_map_supported};
+use probe_common::LINEAR_FRAME_MAX;
 use serde::Serialize;
 
 use crate::kernel::{
@@ -175,6 +176,146 @@ fn has_xdp_frags() -> io::Result<bool> {
     }
 }
 
+/// A kernel feature the probe can do without, in part: its key (as in [`KernelFeatures`]' fields
+/// and [`WITHOUT_VARIABLE`]), its name in sentences, and the upstream release that brought it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Feature {
+    pub key: &'static str,
+    pub name: &'static str,
+    /// The upstream Linux release that has it; distribution kernels may have it earlier.
+    pub since: &'static str,
+}
+
+impl Feature {
+    pub const TCX: Self = Self {
+        key: "tcx",
+        name: "tcx",
+        since: "6.6",
+    };
+    pub const XDP_FRAGS: Self = Self {
+        key: "xdp_frags",
+        name: "XDP multi-buffer",
+        since: "5.18",
+    };
+    pub const RING_BUFFER: Self = Self {
+        key: "ring_buffer",
+        name: "BPF ring buffer",
+        since: "5.8",
+    };
+    pub const ALL: [Self; 3] = [Self::TCX, Self::XDP_FRAGS, Self::RING_BUFFER];
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (Linux {} and later have it)", self.name, self.since)
+    }
+}
+
+/// The oldest upstream release the probe runs on, reasoned from what the object and the loader
+/// need (none older was booted; see docs/kernels.md): XDP BPF links (5.9), which every XDP
+/// attachment is, on top of ring buffers and CAP_BPF (5.8) and batched map reads (5.6). XDP
+/// multi-buffer (5.18) and tcx (6.6) are not needed: without them the probe falls back.
+pub const MINIMUM_KERNEL: &str = "5.9";
+
+impl KernelFeatures {
+    pub const fn has(&self, feature: Feature) -> bool {
+        match feature.key.as_bytes() {
+            b"tcx" => self.tcx,
+            b"xdp_frags" => self.xdp_frags,
+            _ => self.ring_buffer,
+        }
+    }
+
+    /// Each feature and whether this kernel has it, in words: `tcx yes, XDP multi-buffer no
+    /// (masked by LOCALNET_PROBE_WITHOUT), …`.
+    pub fn summary(&self) -> String {
+        Feature::ALL
+            .iter()
+            .map(|feature| {
+                let found = if self.has(*feature) {
+                    "yes"
+                } else if self.masked.contains(&feature.key) {
+                    "no (masked by LOCALNET_PROBE_WITHOUT)"
+                } else {
+                    "no"
+                };
+                format!("{} {found}", feature.name)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What a bug report carries of the kernel (`--version`, `status --json`): the oldest release
+/// the probe runs on, and what this kernel offers, or why it could not be asked.
+#[derive(Debug, Serialize)]
+pub struct KernelReport {
+    /// [`MINIMUM_KERNEL`].
+    pub minimum: &'static str,
+    #[serde(flatten)]
+    pub found: Probed,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Probed {
+    Features(KernelFeatures),
+    /// Probing takes CAP_BPF and CAP_NET_ADMIN.
+    NotProbed {
+        release: Option<String>,
+        not_probed: String,
+    },
+}
+
+impl KernelReport {
+    /// Probes the running kernel; without the privileges to, says why.
+    pub fn of_this_kernel() -> Self {
+        Self::from(KernelFeatures::probe())
+    }
+
+    /// As `--version` says it, one line per fact.
+    pub fn lines(&self) -> String {
+        let minimum = format!(
+            "minimum kernel: Linux {MINIMUM_KERNEL}; Linux {} for {} (interfaces whose frames can \
+             be longer than {LINEAR_FRAME_MAX} bytes), Linux {} for {}, the first choice for \
+             --on-conflict tc and --egress",
+            Feature::XDP_FRAGS.since,
+            Feature::XDP_FRAGS.name,
+            Feature::TCX.since,
+            Feature::TCX.name,
+        );
+        let this = match &self.found {
+            Probed::Features(features) => {
+                format!("kernel {}: {}", features.release, features.summary())
+            }
+            Probed::NotProbed {
+                release,
+                not_probed,
+            } => format!(
+                "kernel {}: features not probed ({not_probed}; probing takes CAP_BPF and \
+                 CAP_NET_ADMIN, as running the probe does)",
+                release.as_deref().unwrap_or("of unknown release")
+            ),
+        };
+        format!("{minimum}\n{this}")
+    }
+}
+
+impl From<Result<KernelFeatures, FeatureProbeError>> for KernelReport {
+    fn from(probed: Result<KernelFeatures, FeatureProbeError>) -> Self {
+        Self {
+            minimum: MINIMUM_KERNEL,
+            found: match probed {
+                Ok(features) => Probed::Features(features),
+                Err(error) => Probed::NotProbed {
+                    release: release().ok(),
+                    not_probed: error.to_string(),
+                },
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;
@@ -194,6 +335,57 @@ mod tests {
             error.to_string(),
             "LOCALNET_PROBE_WITHOUT names \"ring_buffer\", which is not a feature it can take \
              away (it takes: tcx, xdp_frags)"
+        );
+    }
+
+    fn features(tcx: bool, xdp_frags: bool, masked: Vec<&'static str>) -> KernelFeatures {
+        KernelFeatures {
+            release: "5.15.0-1-generic".to_owned(),
+            tcx,
+            xdp_frags,
+            ring_buffer: true,
+            masked,
+        }
+    }
+
+    #[test]
+    fn the_summary_says_each_feature_and_what_masked_it() {
+        assert_eq!(
+            features(false, false, vec!["xdp_frags"]).summary(),
+            "tcx no, XDP multi-buffer no (masked by LOCALNET_PROBE_WITHOUT), BPF ring buffer yes"
+        );
+    }
+
+    #[test]
+    fn the_report_has_the_minimum_and_the_features_or_why_not() {
+        let report = KernelReport::from(Ok(features(true, false, Vec::new())));
+        assert_eq!(
+            serde_json::to_value(&report).unwrap(),
+            serde_json::json!({
+                "minimum": MINIMUM_KERNEL,
+                "release": "5.15.0-1-generic",
+                "tcx": true,
+                "xdp_frags": false,
+                "ring_buffer": true,
+            })
+        );
+        assert_eq!(
+            report.lines(),
+            "minimum kernel: Linux 5.9; Linux 5.18 for XDP multi-buffer (interfaces whose frames \
+             can be longer than 4095 bytes), Linux 6.6 for tcx, the first choice for \
+             --on-conflict tc and --egress\nkernel 5.15.0-1-generic: tcx yes, XDP multi-buffer \
+             no, BPF ring buffer yes"
+        );
+        let error = FeatureProbeError::Probe {
+            feature: "tcx",
+            error: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let json = serde_json::to_value(KernelReport::from(Err(error))).unwrap();
+        assert_eq!(json["minimum"], MINIMUM_KERNEL);
+        assert!(json["release"].is_string(), "{json}");
+        assert_eq!(
+            json["not_probed"],
+            "cannot probe the kernel for tcx: Operation not permitted (os error 1)"
         );
     }
 }

@@ -42,6 +42,9 @@ pub struct Interface {
     /// …) its ARPHRD number: generic XDP on such devices may start at an outer header, so
     /// localnet-probe does not attach there.
     pub framing: Result<Framing, u16>,
+    /// The largest packet it sends, without the link-layer header; `None` when the kernel does
+    /// not say.
+    pub mtu: Option<u32>,
     /// The driver kind (`veth`, `macvlan`, `bridge`, `tun`, `ifb`, …), when it says.
     pub kind: Option<String>,
     /// The device this one receives its frames from, for stacked devices in this namespace
@@ -133,6 +136,7 @@ impl Interface {
             up: true,
             loopback: false,
             framing: Ok(Framing::Ethernet),
+            mtu: Some(1500),
             kind: None,
             lower: None,
             master: None,
@@ -154,6 +158,7 @@ impl Interface {
 
 const RTM_NEWLINK: u16 = 16;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
@@ -300,6 +305,7 @@ fn parse(payload: &[u8]) -> Option<Interface> {
             LinkLayerType::None | LinkLayerType::Rawip => Ok(Framing::Ip),
             _ => Err(link_type),
         },
+        mtu: None,
         kind: None,
         lower: None,
         master: None,
@@ -318,6 +324,7 @@ fn parse(payload: &[u8]) -> Option<Interface> {
                 interface.name = String::from_utf8_lossy(name).into_owned();
                 named = true;
             }
+            IFLA_MTU => interface.mtu = u32_of(value),
             IFLA_LINK => {
                 interface.lower = u32_of(value).filter(|lower| *lower != 0 && *lower != ifindex);
             }

@@ -5,16 +5,58 @@
 //! `AttachMode` netlink reports for any XDP program is another thing: it has offload and
 //! several.)
 
-use probe_common::Framing;
+use probe_common::{ETHERNET_HEADER_LEN, Framing, LINEAR_FRAME_MAX, MAX_VLAN_TAGS, VLAN_TAG_LEN};
 
 pub use crate::kernel::link::{AttachedMode, Direction, Stage};
 
+/// Which XDP programs the probe loads: with multi-buffer where the kernel has it (Linux 5.18),
+/// otherwise the programs for frames in one buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpPrograms {
+    /// `xdp.frags`: any MTU.
+    MultiBuffer,
+    /// Without `xdp.frags`: frames of at most [`LINEAR_FRAME_MAX`] bytes.
+    Linear,
+}
+
+impl XdpPrograms {
+    /// The programs a kernel with (or without) XDP multi-buffer takes.
+    pub const fn for_kernel(xdp_frags: bool) -> Self {
+        if xdp_frags {
+            Self::MultiBuffer
+        } else {
+            Self::Linear
+        }
+    }
+
+    /// The largest MTU of an interface whose frames start with `framing` that these programs
+    /// serve; `None` for any. Without multi-buffer a frame is measured up to
+    /// [`LINEAR_FRAME_MAX`] bytes, and an Ethernet frame is its MTU, its header and up to two
+    /// VLAN tags (a VLAN device's MTU is its parent's).
+    pub const fn largest_mtu(self, framing: Framing) -> Option<u32> {
+        match (self, framing) {
+            (Self::MultiBuffer, _) => None,
+            (Self::Linear, Framing::Ip) => Some(LINEAR_FRAME_MAX),
+            (Self::Linear, Framing::Ethernet) => Some(
+                LINEAR_FRAME_MAX
+                    - (ETHERNET_HEADER_LEN + MAX_VLAN_TAGS as usize * VLAN_TAG_LEN) as u32,
+            ),
+        }
+    }
+}
+
 /// The function name in the object of the program for frames that start with `framing`, at
-/// `stage`; the kernel shows its first 15 bytes.
-pub const fn program_name(framing: Framing, stage: Stage) -> &'static str {
+/// `stage` (at XDP, of `xdp`'s kind); the kernel shows its first 15 bytes.
+pub const fn program_name(framing: Framing, stage: Stage, xdp: XdpPrograms) -> &'static str {
     match (stage, framing) {
-        (Stage::Xdp, Framing::Ethernet) => "localnet_probe",
-        (Stage::Xdp, Framing::Ip) => "localnet_probe_ip",
+        (Stage::Xdp, Framing::Ethernet) => match xdp {
+            XdpPrograms::MultiBuffer => "localnet_probe",
+            XdpPrograms::Linear => "localnet_probe_linear",
+        },
+        (Stage::Xdp, Framing::Ip) => match xdp {
+            XdpPrograms::MultiBuffer => "localnet_probe_ip",
+            XdpPrograms::Linear => "localnet_probe_linear_ip",
+        },
         (Stage::Tcx(Direction::Ingress), Framing::Ethernet) => "localnet_probe_tc",
         (Stage::Tcx(Direction::Ingress), Framing::Ip) => "localnet_probe_tc_ip",
         (Stage::Tcx(Direction::Egress), Framing::Ethernet) => "localnet_probe_out",
@@ -60,5 +102,36 @@ impl Hook {
             Self::Xdp(_) => Stage::Xdp,
             Self::Tcx => Stage::Tcx(Direction::Ingress),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_multi_buffer_the_linear_programs_serve_mtus_whose_frames_they_measure() {
+        assert_eq!(XdpPrograms::for_kernel(true), XdpPrograms::MultiBuffer);
+        assert_eq!(XdpPrograms::for_kernel(false), XdpPrograms::Linear);
+        for xdp in [XdpPrograms::MultiBuffer, XdpPrograms::Linear] {
+            for framing in Framing::ALL {
+                // Every program's kernel name starts with the name occupants are recognised by.
+                assert!(program_name(framing, Stage::Xdp, xdp).starts_with("localnet_probe"));
+            }
+        }
+        assert_eq!(
+            program_name(Framing::Ip, Stage::Xdp, XdpPrograms::Linear),
+            "localnet_probe_linear_ip"
+        );
+        assert_eq!(
+            XdpPrograms::MultiBuffer.largest_mtu(Framing::Ethernet),
+            None
+        );
+        // 4095 bytes: 4073 of payload, 14 of Ethernet header, 8 of two VLAN tags.
+        assert_eq!(
+            XdpPrograms::Linear.largest_mtu(Framing::Ethernet),
+            Some(4073)
+        );
+        assert_eq!(XdpPrograms::Linear.largest_mtu(Framing::Ip), Some(4095));
     }
 }

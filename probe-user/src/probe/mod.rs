@@ -39,13 +39,14 @@ mod sampling;
 mod takeover;
 
 use self::{
-    attachment::{AttachedMode, Direction, Hook, Stage, program_name},
+    attachment::{AttachedMode, Direction, Hook, Stage, XdpPrograms, program_name},
     sampling::ring_size,
     takeover::remove_pin,
 };
 use crate::{
     PROBE_OBJECT,
     kernel::counter_map::CounterMap,
+    kernel::features::Feature,
     kernel::link::Link,
     kernel::map_batch,
     probe::pins::{Found, PinDir, PinError, PinnedInterface},
@@ -84,6 +85,18 @@ pub enum ProbeError {
         native_refusal(.0)
     )]
     NoNativeSupport(io::Error),
+    #[error(
+        "the driver takes this MTU in native XDP only with {feature}, which this kernel lacks \
+         ({0}); lower the MTU, use --xdp-mode generic or auto, or leave the interface out",
+        feature = Feature::XDP_FRAGS
+    )]
+    NativeNeedsMultiBuffer(io::Error),
+    #[error(
+        "the kernel refused the XDP link as invalid ({0}): kernels before Linux {minimum} have no \
+         XDP BPF links, which localnet-probe attaches with",
+        minimum = crate::kernel::features::MINIMUM_KERNEL
+    )]
+    NoXdpLinks(io::Error),
     #[error("another XDP program is attached (the kernel said: {0})")]
     Occupied(io::Error),
     #[error(
@@ -108,6 +121,13 @@ pub enum ProbeError {
     PinLink { ifindex: u32, error: io::Error },
     #[error("cannot take over the pinned link of interface {ifindex}: {error}")]
     Adopt { ifindex: u32, error: io::Error },
+    #[error(
+        "cannot take over the pinned link of interface {ifindex}: its driver takes its MTU in \
+         native XDP only with {}, which this kernel lacks ({error}); lower its MTU, or remove it \
+         from the standing filter with `localnet-probe detach`",
+        Feature::XDP_FRAGS
+    )]
+    AdoptNeedsMultiBuffer { ifindex: u32, error: io::Error },
 }
 
 /// Why a driver refused native XDP, in words: ERANGE means the device's MTU is above what its
@@ -192,6 +212,8 @@ pub struct LoadOptions {
     pub verifier_log: bool,
     /// Samples of matched frames each interface may send per second; 0 turns sampling off.
     pub sample_rate: u32,
+    /// The XDP programs to load: those without multi-buffer where the kernel lacks it.
+    pub xdp: XdpPrograms,
 }
 
 /// The most samples per second and interface: beyond it a sample is no longer a sample.
@@ -207,6 +229,8 @@ pub struct Probe {
     ebpf: Option<Ebpf>,
     /// By [`Stage`], then [`Framing`].
     program_ids: [[u32; 2]; 3],
+    /// Which XDP programs are loaded.
+    xdp: XdpPrograms,
     capacity: u32,
     config: Array<MapData, IfaceConfig>,
     config_high: HashMap<MapData, u32, IfaceConfig>,
@@ -267,7 +291,7 @@ impl Probe {
         for stage in Stage::ALL {
             for program in Framing::ALL {
                 let loaded = ebpf
-                    .program_mut(program_name(program, stage))
+                    .program_mut(program_name(program, stage, options.xdp))
                     .ok_or(ProbeError::MissingPart("program"))?;
                 let info = if stage == Stage::Xdp {
                     let xdp: &mut Xdp = loaded.try_into()?;
@@ -299,6 +323,7 @@ impl Probe {
         Ok(Self {
             ebpf: Some(ebpf),
             program_ids,
+            xdp: options.xdp,
             capacity,
             config,
             config_high,
@@ -323,6 +348,11 @@ impl Probe {
     /// Interfaces the counter map has slots for.
     pub const fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// Which XDP programs are loaded.
+    pub const fn xdp_programs(&self) -> XdpPrograms {
+        self.xdp
     }
 
     fn read_config(&self, ifindex: u32) -> Result<IfaceConfig, ProbeError> {
@@ -356,7 +386,7 @@ impl Probe {
         self.ebpf
             .as_ref()
             .expect("a probe that loaded its programs")
-            .program(program_name(program, stage))
+            .program(program_name(program, stage, self.xdp))
             .expect("checked at load")
     }
 
@@ -448,7 +478,9 @@ impl Probe {
                         native_refused: None,
                     },
                 ),
-                Err(ProbeError::NoNativeSupport(error)) => (
+                Err(
+                    ProbeError::NoNativeSupport(error) | ProbeError::NativeNeedsMultiBuffer(error),
+                ) => (
                     self.link(ifindex, program, AttachedMode::Generic)?,
                     Attached {
                         hook: Hook::Xdp(AttachedMode::Generic),
@@ -554,6 +586,12 @@ impl Probe {
         let fd = self.program_fd(Stage::Xdp, program)?;
         Link::xdp(fd, ifindex, mode).map_err(|error| match error.raw_os_error() {
             Some(libc::EBUSY | libc::EEXIST) => ProbeError::Occupied(error),
+            // A driver that takes this MTU with multi-buffer (veth: above about 3,500 bytes).
+            Some(libc::ERANGE)
+                if mode == AttachedMode::Native && self.xdp == XdpPrograms::Linear =>
+            {
+                ProbeError::NativeNeedsMultiBuffer(error)
+            }
             // EOPNOTSUPP: no driver support; EINVAL, ERANGE: not in this configuration (an MTU
             // above a page on veth, for one). Generic XDP works on every device.
             Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ERANGE)
@@ -561,6 +599,8 @@ impl Probe {
             {
                 ProbeError::NoNativeSupport(error)
             }
+            // Generic XDP takes every device and program: the link itself is what is refused.
+            Some(libc::EINVAL) => ProbeError::NoXdpLinks(error),
             _ => ProbeError::Attach(error),
         })
     }

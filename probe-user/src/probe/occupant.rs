@@ -11,7 +11,7 @@ use crate::{
     net::interfaces::{AttachMode, Interface},
     net::names::name_argument,
     net::netns::nsenter_here,
-    probe::attachment::{Direction, Stage, program_name},
+    probe::attachment::{Direction, Stage, XdpPrograms, program_name},
     probe::pins::PinDir,
 };
 
@@ -164,10 +164,11 @@ fn unidentifiable(name: Option<&str>, holders: &[Holder], standing: bool) -> boo
 /// Whether a program with this name, these holders and perhaps pinned by the standing filter is
 /// localnet-probe's.
 fn is_localnet_probe(name: Option<&str>, holders: &[Holder], standing: bool) -> bool {
-    // Every program's kernel name starts with the XDP Ethernet one's (the others are cut to
-    // "localnet_probe_").
+    // Every program's kernel name starts with the XDP Ethernet one's (the others, those without
+    // multi-buffer too, are cut to "localnet_probe_").
+    let ours = program_name(Framing::Ethernet, Stage::Xdp, XdpPrograms::MultiBuffer);
     standing
-        || name.is_some_and(|name| name.starts_with(program_name(Framing::Ethernet, Stage::Xdp)))
+        || name.is_some_and(|name| name.starts_with(ours))
         || holders
             .iter()
             .any(|holder| holder.command == "localnet-probe")
@@ -341,6 +342,17 @@ mod tests {
         assert!(!is_link_of(&tcx, Stage::Xdp, 42, 3));
         assert!(is_link_of(&tcx, Stage::Tcx(Direction::Ingress), 42, 3));
         assert!(!is_link_of(info, Stage::Tcx(Direction::Ingress), 42, 3));
+    }
+
+    #[test]
+    fn a_program_of_either_xdp_kind_is_recognised_by_its_kernel_name() {
+        let no_holders: &[Holder] = &[];
+        // The kernel keeps 15 bytes of a name: both kinds and every hook show "localnet_probe…".
+        for name in ["localnet_probe", "localnet_probe_", "localnet_probe_linear"] {
+            assert!(is_localnet_probe(Some(name), no_holders, false), "{name}");
+        }
+        assert!(!is_localnet_probe(Some("xdp_filter"), no_holders, false));
+        assert!(!is_localnet_probe(None, no_holders, false));
     }
 
     #[test]

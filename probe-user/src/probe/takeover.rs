@@ -70,6 +70,8 @@ impl Probe {
         let mut probe = Self {
             ebpf: None,
             program_ids: [[0; 2]; 3],
+            // Nothing is loaded: only the pinned maps are read.
+            xdp: XdpPrograms::MultiBuffer,
             capacity,
             config,
             config_high,
@@ -183,7 +185,13 @@ impl Probe {
             let program = pinned.program();
             let stage = pinned.hook().stage();
             link.update(self.program_fd(stage, program)?)
-                .map_err(|error| ProbeError::Adopt { ifindex, error })?;
+                .map_err(|error| match error.raw_os_error() {
+                    // A driver that took its MTU from the programs with multi-buffer.
+                    Some(libc::ERANGE) if self.xdp == XdpPrograms::Linear => {
+                        ProbeError::AdoptNeedsMultiBuffer { ifindex, error }
+                    }
+                    _ => ProbeError::Adopt { ifindex, error },
+                })?;
             if let Some(egress) = &egress {
                 egress
                     .update(self.program_fd(Stage::Tcx(Direction::Egress), program)?)

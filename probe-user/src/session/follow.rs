@@ -24,7 +24,12 @@ impl Session {
         let present: BTreeSet<u32> = all.iter().map(|interface| interface.ifindex).collect();
         self.told.retain(|ifindex, _| present.contains(ifindex));
         let served: BTreeSet<u32> = self.tracked.served.keys().copied().collect();
-        let selected = select_new(&all, &self.selection, &served);
+        let selected = select_new(
+            &all,
+            &self.selection,
+            &served,
+            self.tracked.probe.xdp_programs(),
+        );
         let mut followed = Followed::default();
         let mut refused_passing = false;
         for skipped in selected.skipped {

@@ -34,13 +34,14 @@ use crate::{
         sockets::ServicesWatch,
         verdict::{Drops, Firewall, LinkFacts, Verdict, decide},
     },
+    kernel::features::{Feature, FeatureProbeError, KernelFeatures},
     net::interfaces::{Interface, InterfaceError, Interfaces},
     net::privileges,
     net::{
         route_localnet::{self, RouteLocalnet},
         stacking::Uppers,
     },
-    probe::attachment::Hook,
+    probe::attachment::{Hook, XdpPrograms},
     probe::occupant::Occupant,
     probe::pins::{Found, PinDir, PinError, PinLock, Standing},
     probe::{Adopted, LoadOptions, Probe, ProbeError, TcxPrecededBy, XdpModeChoice},
@@ -71,6 +72,14 @@ pub enum SessionError {
     Privileges(String),
     #[error(transparent)]
     Interfaces(#[from] InterfaceError),
+    #[error(transparent)]
+    Features(#[from] FeatureProbeError),
+    #[error(
+        "this kernel has no {feature}, which carries the samples: localnet-probe needs Linux \
+         {minimum} or newer",
+        minimum = crate::kernel::features::MINIMUM_KERNEL
+    )]
+    MissingFeature { feature: Feature },
     #[error(transparent)]
     Select(#[from] SelectError),
     #[error("{0}")]
@@ -161,6 +170,10 @@ pub struct Started {
     /// Things done to the standing filter that the user should hear of: a BPF file system
     /// mounted, leftovers cleared, interfaces no longer selected detached.
     pub notes: Vec<String>,
+    /// What the kernel offers, which decided the programs loaded.
+    pub kernel: KernelFeatures,
+    /// The XDP programs loaded.
+    pub xdp: XdpPrograms,
 }
 
 #[derive(Debug)]
@@ -255,6 +268,15 @@ impl Session {
         if let Some(missing) = privileges::missing() {
             return Err(SessionError::Privileges(missing));
         }
+        let kernel = KernelFeatures::probe()?;
+        // Found before anything is loaded, so that the error names the feature rather than
+        // quoting the kernel's refusal of the map.
+        if !kernel.ring_buffer {
+            return Err(SessionError::MissingFeature {
+                feature: Feature::RING_BUFFER,
+            });
+        }
+        let xdp = XdpPrograms::for_kernel(kernel.xdp_frags);
         let mut interfaces = Interfaces::connect()?;
         let mut notes = Vec::new();
         let mut pins_vanish = false;
@@ -281,7 +303,7 @@ impl Session {
             None
         };
         let all = interfaces.list()?;
-        let selected = select(&all, &options.selection)?;
+        let selected = select(&all, &options.selection, xdp)?;
         if selected.chosen.len() > MAX_SLOTS as usize {
             return Err(SessionError::TooMany {
                 selected: selected.chosen.len(),
@@ -308,6 +330,7 @@ impl Session {
             capacity,
             verifier_log: options.verifier_log,
             sample_rate: options.sample_rate,
+            xdp,
         };
         let load_error = |error| SessionError::Load(Box::new(error));
         let (probe, adopted, pin_lock, pinned_now) = match standing {
@@ -316,7 +339,10 @@ impl Session {
                 let (probe, adopted) = Probe::load_standing(load_options, dir, found).map_err(
                     |error| match error {
                         ProbeError::Pin(error) => SessionError::Pin(error),
-                        error @ ProbeError::Adopt { .. } => SessionError::Adopt(Box::new(error)),
+                        error @ (ProbeError::Adopt { .. }
+                        | ProbeError::AdoptNeedsMultiBuffer { .. }) => {
+                            SessionError::Adopt(Box::new(error))
+                        }
                         error => load_error(error),
                     },
                 )?;
@@ -375,6 +401,8 @@ impl Session {
                 .map(|dir| dir.path.clone()),
             pins_vanish,
             notes,
+            kernel,
+            xdp,
         };
         Ok((session, started))
     }
@@ -645,6 +673,11 @@ impl Session {
 }
 
 impl Session {
+    /// The XDP programs loaded: without multi-buffer where the kernel lacks it.
+    pub fn xdp_programs(&self) -> XdpPrograms {
+        self.tracked.probe.xdp_programs()
+    }
+
     /// The standing filter's directory, for a session that serves one.
     pub fn standing_dir(&self) -> Option<&PinDir> {
         self.tracked.probe.standing_dir()

@@ -7,9 +7,13 @@ use std::{collections::BTreeSet, fmt};
 use probe_common::{Framing, Mode};
 use thiserror::Error;
 
-use crate::net::{
-    interfaces::Interface,
-    names::{BadPattern, NamePattern},
+use crate::{
+    kernel::features::Feature,
+    net::{
+        interfaces::Interface,
+        names::{BadPattern, NamePattern},
+    },
+    probe::attachment::XdpPrograms,
 };
 
 /// What the user asked for.
@@ -46,6 +50,8 @@ pub enum SelectError {
          {link_type}), so localnet-probe cannot read them; leave it out"
     )]
     Unsupported { name: String, link_type: u16 },
+    #[error("{name} cannot be served on this kernel: {reason}")]
+    NeedsMultiBuffer { name: String, reason: LeftOut },
     #[error("--drop-on {0}: {0} is not among the selected interfaces (see --iface, --exclude)")]
     DropOnUnselected(String),
     #[error(
@@ -112,6 +118,12 @@ pub enum LeftOut {
         program_name: Option<String>,
         localnet_probe: bool,
     },
+    /// Its MTU is above what the XDP programs without multi-buffer serve, on a kernel without
+    /// multi-buffer.
+    NeedsMultiBuffer {
+        mtu: u32,
+        largest: u32,
+    },
 }
 
 impl fmt::Display for LeftOut {
@@ -163,6 +175,13 @@ impl fmt::Display for LeftOut {
                      serves them at tcx ingress, beside it)",
                 )
             }
+            Self::NeedsMultiBuffer { mtu, largest } => write!(
+                f,
+                "its MTU, {mtu}, needs {}, which this kernel lacks: without it the XDP \
+                 programs serve an MTU of at most {largest}; lower its MTU to {largest} or less, \
+                 or leave it out with --exclude",
+                Feature::XDP_FRAGS
+            ),
         }
     }
 }
@@ -183,7 +202,13 @@ pub struct Selected {
 /// matches, up or not. Interfaces named literally are served whatever they are, except loopback
 /// and unreadable ones, which are errors, as are literal names that do not exist. An empty
 /// selection is an error unless `--iface` has a pattern, which may match interfaces later.
-pub fn select(all: &[Interface], selection: &Selection) -> Result<Selected, SelectError> {
+/// Without multi-buffer (`xdp`), interfaces whose MTU needs it are left out (an error when named
+/// literally).
+pub fn select(
+    all: &[Interface],
+    selection: &Selection,
+    xdp: XdpPrograms,
+) -> Result<Selected, SelectError> {
     let known = |name: &str| all.iter().any(|interface| interface.name == name);
     for (patterns, flag) in [
         (&selection.ifaces, "--iface"),
@@ -207,14 +232,18 @@ pub fn select(all: &[Interface], selection: &Selection) -> Result<Selected, Sele
         }
     }
 
-    let choice = choose(all, selection, &BTreeSet::new());
+    let choice = choose(all, selection, &BTreeSet::new(), xdp);
     if let Some(unfit) = choice.unfit.into_iter().next() {
         return Err(match unfit.reason {
             LeftOut::Unsupported { link_type } => SelectError::Unsupported {
                 name: unfit.name,
                 link_type,
             },
-            // A named interface is only ever unfit for being loopback or unreadable.
+            reason @ LeftOut::NeedsMultiBuffer { .. } => SelectError::NeedsMultiBuffer {
+                name: unfit.name,
+                reason,
+            },
+            // Otherwise a named interface is only unfit for being loopback.
             _ => SelectError::Loopback(unfit.name),
         });
     }
@@ -247,8 +276,13 @@ pub fn select(all: &[Interface], selection: &Selection) -> Result<Selected, Sele
 /// were renamed since start; `served` are the ones served now. Nothing here is an error: an
 /// interface that cannot be served is left out, with the reason. One stacked on a served
 /// device, or beneath one (a new port of a served bridge), is left out unless named literally.
-pub fn select_new(all: &[Interface], selection: &Selection, served: &BTreeSet<u32>) -> Selected {
-    let mut choice = choose(all, selection, served);
+pub fn select_new(
+    all: &[Interface],
+    selection: &Selection,
+    served: &BTreeSet<u32>,
+    xdp: XdpPrograms,
+) -> Selected {
+    let mut choice = choose(all, selection, served, xdp);
     choice.selected.skipped.append(&mut choice.unfit);
     choice.selected
 }
@@ -259,7 +293,12 @@ struct Choice {
     unfit: Vec<Skipped>,
 }
 
-fn choose(all: &[Interface], selection: &Selection, served: &BTreeSet<u32>) -> Choice {
+fn choose(
+    all: &[Interface],
+    selection: &Selection,
+    served: &BTreeSet<u32>,
+    xdp: XdpPrograms,
+) -> Choice {
     let skip = |interface: &Interface, reason| Skipped {
         ifindex: interface.ifindex,
         name: interface.name.clone(),
@@ -292,7 +331,11 @@ fn choose(all: &[Interface], selection: &Selection, served: &BTreeSet<u32>) -> C
             _ if interface.loopback => Some(LeftOut::Loopback),
             Err(link_type) => Some(LeftOut::Unsupported { link_type }),
             _ if !named && interface.kind.as_deref() == Some("ifb") => Some(LeftOut::Ifb),
-            _ => None,
+            Ok(framing) => xdp
+                .largest_mtu(framing)
+                .zip(interface.mtu)
+                .filter(|(largest, mtu)| mtu > largest)
+                .map(|(largest, mtu)| LeftOut::NeedsMultiBuffer { mtu, largest }),
         };
         match reason {
             Some(reason) if named => unfit.push(skip(interface, reason)),
@@ -348,6 +391,68 @@ fn choose(all: &[Interface], selection: &Selection, served: &BTreeSet<u32>) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::select`] with the multi-buffer programs, which serve any MTU.
+    fn select(all: &[Interface], selection: &Selection) -> Result<Selected, SelectError> {
+        super::select(all, selection, XdpPrograms::MultiBuffer)
+    }
+
+    /// [`super::select_new`] with the multi-buffer programs.
+    fn select_new(all: &[Interface], selection: &Selection, served: &BTreeSet<u32>) -> Selected {
+        super::select_new(all, selection, served, XdpPrograms::MultiBuffer)
+    }
+
+    #[test]
+    fn without_multi_buffer_interfaces_whose_mtu_needs_it_are_left_out() {
+        let mut all = host();
+        all[2].mtu = Some(9000);
+        all.push(Interface {
+            framing: Ok(Framing::Ip),
+            mtu: Some(4095),
+            ..interface("tun0", 5, true, false)
+        });
+        all.push(interface("eth4", 6, true, false));
+        all[5].mtu = Some(4073);
+        let linear = XdpPrograms::Linear;
+        let selected = super::select(&all, &Selection::default(), linear).unwrap();
+        assert_eq!(
+            names_and_modes(&selected),
+            [
+                ("eth0", Mode::Monitor),
+                ("tun0", Mode::Monitor),
+                ("eth4", Mode::Monitor)
+            ]
+        );
+        assert_eq!(
+            selected.skipped,
+            [Skipped {
+                ifindex: 3,
+                name: "eth1".to_owned(),
+                reason: LeftOut::NeedsMultiBuffer {
+                    mtu: 9000,
+                    largest: 4073
+                },
+            }]
+        );
+        assert_eq!(
+            selected.skipped[0].reason.to_string(),
+            "its MTU, 9000, needs XDP multi-buffer (Linux 5.18 and later have it), which this \
+             kernel lacks: without it the XDP programs serve an MTU of at most 4073; lower its \
+             MTU to 4073 or less, or leave it out with --exclude"
+        );
+        // Named, it is an error; after a link event, left out again, not an error.
+        let named = selection(&["eth0", "eth1"], &[], false, &[]);
+        let error = super::select(&all, &named, linear).unwrap_err().to_string();
+        assert!(
+            error.starts_with("eth1 cannot be served on this kernel: its MTU, 9000, needs XDP"),
+            "{error}"
+        );
+        let later = super::select_new(&all, &named, &BTreeSet::from([2]), linear);
+        assert_eq!(later.chosen, []);
+        assert_eq!(skipped_names(&later), ["eth1"]);
+        // With multi-buffer every MTU is served.
+        assert_eq!(select(&all, &Selection::default()).unwrap().chosen.len(), 4);
+    }
 
     fn interface(name: &str, ifindex: u32, up: bool, loopback: bool) -> Interface {
         Interface {

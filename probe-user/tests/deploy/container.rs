@@ -81,7 +81,17 @@ fn the_image_holds_one_static_binary_that_counts_frames() {
 
     let binary = binary.to_str().expect("a UTF-8 path");
     let version = checked(Command::new(binary).arg("--version"));
-    assert_eq!(version.trim(), format!("localnet-probe {VERSION}"));
+    let mut lines = version.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("localnet-probe {VERSION}").as_str())
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|line| line.starts_with("minimum kernel: Linux ")),
+        "{version}"
+    );
 
     let link = Link::new("image");
     let probe = ProbeProcess::start(

@@ -3,8 +3,8 @@ use std::{
     process::ExitCode,
 };
 
-use clap::{Parser, Subcommand};
-use probe_user::{net::names::printable, session::SessionError};
+use clap::{CommandFactory as _, Parser, Subcommand, error::ErrorKind};
+use probe_user::{kernel::features::KernelReport, net::names::printable, session::SessionError};
 use tracing_subscriber::EnvFilter;
 
 mod args;
@@ -21,10 +21,19 @@ mod tui;
 /// Counts, and on request drops, frames with a loopback source or destination (127.0.0.0/8, ::1,
 /// ::ffff:127.0.0.0/104) arriving on real network interfaces, with an XDP program.
 #[derive(Debug, Parser)]
-#[command(name = "localnet-probe", version)]
+#[command(
+    name = "localnet-probe",
+    version,
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    /// Print the version, the oldest kernel localnet-probe runs on, and the kernel features
+    /// found here (with the privileges to probe them), for a bug report.
+    #[arg(short = 'V', long)]
+    version: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +72,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    let Some(command) = cli.command else {
+        if cli.version {
+            return print_version();
+        }
+        Cli::command()
+            .error(ErrorKind::MissingSubcommand, "a subcommand is required")
+            .exit();
+    };
     raise_file_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -75,8 +92,8 @@ fn main() -> ExitCode {
         }
     };
     // Any error of `audit` is 2, so that 1 always means an exposure.
-    let is_audit = matches!(cli.command, Command::Audit(_));
-    let result = match cli.command {
+    let is_audit = matches!(command, Command::Audit(_));
+    let result = match command {
         Command::Run(args) => runtime.block_on(run::run(args)).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => runtime
             .block_on(status::status(args))
@@ -110,6 +127,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// `--version`: the version, the minimum kernel and this kernel's features; exit 0 also when
+/// they cannot be probed (it says so).
+fn print_version() -> ExitCode {
+    let report = KernelReport::of_this_kernel();
+    let mut text = format!("localnet-probe {}\n", env!("CARGO_PKG_VERSION"));
+    for line in report.lines().lines() {
+        text.push_str(&printable(line));
+        text.push('\n');
+    }
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

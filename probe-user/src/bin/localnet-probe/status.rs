@@ -8,6 +8,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
+    kernel::features::KernelReport,
     output::report::{Report, StandingReport},
     probe::pins,
     session::{Observed, Snapshot, UnservedInterface, unserved_interfaces},
@@ -38,6 +39,14 @@ pub(crate) struct StatusArgs {
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = interval_seconds,
           allow_negative_numbers = true)]
     interval: f64,
+}
+
+/// A `status` object on the stream, with the kernel's report: a bug report carries it.
+#[derive(Serialize)]
+struct WithKernel<'a, T> {
+    #[serde(flatten)]
+    object: &'a T,
+    kernel: &'a KernelReport,
 }
 
 /// What `status` writes when no standing filter is pinned.
@@ -73,6 +82,8 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
     // What the live view showed last, left on the screen when it closes.
     let mut last_table = Vec::new();
     let mut stdout = io::stdout().lock();
+    // Probed once: the kernel's features do not change while it runs.
+    let kernel = KernelReport::of_this_kernel();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -121,12 +132,12 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 previous = Some(snapshot);
                 match &mut live {
                     Some(live) => {
-                        last_table = render_report(&report, &state, None, false);
+                        last_table = render_report(&report, &state, None, false, &kernel);
                         live.view.set_state(state);
                         live.view.update(report, at);
                         live.frame().context("cannot draw the live view")?
                     }
-                    None => render_report(&report, &state, format, args.watch),
+                    None => render_report(&report, &state, format, args.watch, &kernel),
                 }
             }
             Err(dir) => {
@@ -135,7 +146,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 let directory = dir.path.display().to_string();
                 match &mut live {
                     Some(live) => {
-                        last_table = render_nothing(&interfaces, &directory, None, false);
+                        last_table = render_nothing(&interfaces, &directory, None, false, &kernel);
                         live.view.set_state(format!(
                             "no standing filter in {directory} (`localnet-probe run --pin` \
                              leaves one)"
@@ -143,7 +154,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                         live.view.show_unserved(interfaces);
                         live.frame().context("cannot draw the live view")?
                     }
-                    None => render_nothing(&interfaces, &directory, format, args.watch),
+                    None => render_nothing(&interfaces, &directory, format, args.watch, &kernel),
                 }
             }
         };
@@ -167,9 +178,18 @@ fn write(stdout: &mut impl io::Write, bytes: &[u8]) -> anyhow::Result<bool> {
     }
 }
 
-fn render_report(report: &Report, state: &str, format: Option<Format>, watch: bool) -> Vec<u8> {
+fn render_report(
+    report: &Report,
+    state: &str,
+    format: Option<Format>,
+    watch: bool,
+    kernel: &KernelReport,
+) -> Vec<u8> {
     if let Some(format) = format {
-        return format.line(report);
+        return format.line(&WithKernel {
+            object: report,
+            kernel,
+        });
     }
     let view = table::render(report, state, &[], &Default::default(), None);
     if watch {
@@ -184,15 +204,19 @@ fn render_nothing(
     directory: &str,
     format: Option<Format>,
     watch: bool,
+    kernel: &KernelReport,
 ) -> Vec<u8> {
     if let Some(format) = format {
-        return format.line(&NothingPinned {
-            kind: "status",
-            timestamp: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |since| since.as_secs_f64()),
-            standing_filter: None,
-            interfaces,
+        return format.line(&WithKernel {
+            object: &NothingPinned {
+                kind: "status",
+                timestamp: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |since| since.as_secs_f64()),
+                standing_filter: None,
+                interfaces,
+            },
+            kernel,
         });
     }
     let view = table::render_unserved(interfaces, directory);

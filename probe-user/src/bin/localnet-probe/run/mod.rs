@@ -16,11 +16,13 @@ use std::{
 };
 
 use anyhow::Context as _;
+use probe_common::Framing;
 use probe_user::{
+    kernel::features::{Feature, KernelReport},
     net::link_events::LinkEvents,
     net::names::{NamePattern, printable},
     output::samples::{SampleRing, SampledFrame},
-    probe::attachment::Hook,
+    probe::attachment::{Hook, XdpPrograms},
     probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
     session::select::{LeftOut, Selection, Skipped},
     session::{AttachedInterface, OnConflict, Session, SessionError, SessionOptions, Started},
@@ -265,8 +267,24 @@ fn say_started(started: &Started, patterns: &[String]) {
     for note in &started.notes {
         tracing::warn!("{}", printable(note));
     }
+    let xdp = started.xdp;
+    if let (Some(ethernet), Some(ip)) = (
+        xdp.largest_mtu(Framing::Ethernet),
+        xdp.largest_mtu(Framing::Ip),
+    ) {
+        let masked = if started.kernel.masked.contains(&Feature::XDP_FRAGS.key) {
+            ", masked by LOCALNET_PROBE_WITHOUT"
+        } else {
+            ""
+        };
+        tracing::warn!(
+            "this kernel has no {}{masked}: the XDP programs without it serve interfaces whose \
+             MTU is at most {ethernet} ({ip} on layer-3 devices); those above are left out",
+            Feature::XDP_FRAGS,
+        );
+    }
     say_left_out(&started.skipped);
-    say_attached(&started.attached);
+    say_attached(&started.attached, xdp);
     if started.attached.is_empty() && !patterns.is_empty() {
         tracing::info!(
             "no interface matches --iface {} yet; waiting for one to appear",
@@ -288,7 +306,10 @@ fn say_started(started: &Started, patterns: &[String]) {
 
 fn say_left_out(skipped: &[Skipped]) {
     for skipped in skipped {
-        if matches!(skipped.reason, LeftOut::Occupied { .. }) {
+        if matches!(
+            skipped.reason,
+            LeftOut::Occupied { .. } | LeftOut::NeedsMultiBuffer { .. }
+        ) {
             tracing::warn!(
                 "{}",
                 printable(&format!("{}: left out: {}", skipped.name, skipped.reason))
@@ -303,7 +324,7 @@ fn say_left_out(skipped: &[Skipped]) {
 }
 
 /// Says what was attached or taken over, and where auto mode fell back to generic XDP.
-fn say_attached(attached: &[AttachedInterface]) {
+fn say_attached(attached: &[AttachedInterface], xdp: XdpPrograms) {
     for attached in attached {
         if let Some(reason) = &attached.native_refused {
             tracing::info!(
@@ -313,6 +334,9 @@ fn say_attached(attached: &[AttachedInterface]) {
             );
         }
         let hook = match attached.hook {
+            Hook::Xdp(mode) if xdp == XdpPrograms::Linear => {
+                format!("{} XDP, without multi-buffer", mode.name())
+            }
             Hook::Xdp(mode) => format!("{} XDP", mode.name()),
             Hook::Tcx if attached.adopted => "tcx ingress".to_owned(),
             Hook::Tcx => "tcx ingress, beside another XDP program".to_owned(),
@@ -377,22 +401,26 @@ fn explain(error: SessionError, verifier_log: bool) -> anyhow::Error {
     let SessionError::Load(error) = error else {
         return error.into();
     };
+    // What the kernel lacks of what the probe may need, said before any verifier log.
+    let kernel = KernelReport::of_this_kernel().lines().replace('\n', "; ");
     match *error {
         ProbeError::Verifier {
             io_error,
             verifier_log: log,
         } => {
             if verifier_log {
-                anyhow::anyhow!("the kernel verifier rejected the XDP program: {io_error}\n{log}")
+                anyhow::anyhow!(
+                    "the kernel verifier rejected the XDP program ({kernel}): {io_error}\n{log}"
+                )
             } else {
                 anyhow::anyhow!(
-                    "the kernel verifier rejected the XDP program: {io_error}; rerun with \
-                     --verifier-log to see why"
+                    "the kernel verifier rejected the XDP program ({kernel}): {io_error}; rerun \
+                     with --verifier-log to see why"
                 )
             }
         }
-        other => anyhow::Error::new(other).context(
-            "cannot load the XDP program (localnet-probe needs Linux 5.18 or newer with XDP links)",
-        ),
+        other => {
+            anyhow::Error::new(other).context(format!("cannot load the XDP program ({kernel})"))
+        }
     }
 }

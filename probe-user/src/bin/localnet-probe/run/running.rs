@@ -194,7 +194,7 @@ impl Running {
         for refusal in &followed.refused {
             tracing::warn!("{}", printable(&refusal.to_string()));
         }
-        say_attached(&followed.attached);
+        say_attached(&followed.attached, self.session.xdp_programs());
         self.evidence.add_interfaces(&followed.attached);
         let pause = if followed.unsettled {
             Some(RELIST_PAUSE)
