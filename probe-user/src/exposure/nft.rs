@@ -248,16 +248,24 @@ pub fn name_match(name: &str) -> NameMatch {
 fn condition_of(matched: &Value) -> Condition {
     let unknown = || Condition::Unknown(matched.to_string());
     let (op, left, right) = (&matched["op"], &matched["left"], &matched["right"]);
+    let ct = left["ct"]["key"].as_str();
+    // `in` is nft's match of flags (`ct state established,related`, a string or a list): for
+    // conntrack's state or status, any of them.
+    let flags = op == "in" && matches!(ct, Some("state" | "status"));
     let negated = match op.as_str() {
         Some("==") => false,
+        _ if flags => false,
         Some("!=") => true,
         _ => return unknown(),
+    };
+    let listed = |right: &Value| match right {
+        Value::Array(flags_listed) if flags => values(&serde_json::json!({ "set": flags_listed })),
+        right => values(right),
     };
     let payload = |protocol: &str, field: &str| {
         left["payload"]["protocol"] == protocol && left["payload"]["field"] == field
     };
     let meta = left["meta"]["key"].as_str();
-    let ct = left["ct"]["key"].as_str();
     let condition = if payload("ip", "saddr") || payload("ip", "daddr") {
         net_of(right).map(|net| {
             if payload("ip", "saddr") {
@@ -289,9 +297,9 @@ fn condition_of(matched: &Value) -> Condition {
             port,
         })
     } else if ct == Some("state") {
-        values(right).map(|states| Condition::CtState { states, negated })
+        listed(right).map(|states| Condition::CtState { states, negated })
     } else if ct == Some("status") {
-        values(right).map(|statuses| Condition::CtStatus { statuses, negated })
+        listed(right).map(|statuses| Condition::CtStatus { statuses, negated })
     } else {
         None
     };
