@@ -392,3 +392,128 @@ fn nft_shapes_are_counted_when_they_drop() {
     );
     assert_eq!(delivered(&link, &first, SENDER_V4, 5353, 0), 0, "pkttype");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn cni_portmap_and_netavark_are_named_where_they_set_route_localnet() {
+    let link = Link::new("runtimes");
+    let netns = &link.receiver;
+    netns.ip(&["link", "set", "lo", "up"]);
+    let udp = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)));
+    // portmap sets it on the host's interface toward the container (a ptp veth here).
+    netns.sysctl("net/ipv4/conf/vrx/route_localnet", "1");
+    let named = |by: &str, project: &str| {
+        let (verdict, message) = verdict_and_message(netns, "reachable-services");
+        assert_eq!(verdict, "exposed", "{message}");
+        assert!(
+            message.contains(project)
+                && message.contains(&format!("its {by} is here; it adds no drop"))
+                && message.contains("nothing drops them"),
+            "{message}"
+        );
+        assert_eq!(
+            delivered(&link, &udp, SENDER_V4, 5353, SPOOFED),
+            SPOOFED,
+            "{by}"
+        );
+    };
+    let portmap = "CNI portmap sets route_localnet=1 on the host's interface toward a container";
+    // What portmap's iptables backend adds for a hostPort 8053/udp to 10.88.0.2:53
+    // (`genToplevelDnatChain`, `genDnatChain`, `fillDnatRules`), through iptables-nft.
+    let chain = "CNI-DN-3c5b2e7a91f04d6e8b2a1";
+    for rule in [
+        vec!["-t", "nat", "-N", "CNI-HOSTPORT-DNAT"],
+        vec!["-t", "nat", "-N", chain],
+        vec![
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "CNI-HOSTPORT-DNAT",
+        ],
+        vec![
+            "-t",
+            "nat",
+            "-A",
+            "CNI-HOSTPORT-DNAT",
+            "-p",
+            "udp",
+            "-m",
+            "comment",
+            "--comment",
+            "dnat name: \"mynet\" id: \"0123abcd\"",
+            "-m",
+            "multiport",
+            "--destination-ports",
+            "8053",
+            "-j",
+            chain,
+        ],
+        vec![
+            "-t",
+            "nat",
+            "-A",
+            chain,
+            "-p",
+            "udp",
+            "--dport",
+            "8053",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "10.88.0.2:53",
+        ],
+    ] {
+        iptables(netns, &rule);
+    }
+    named("nft ip nat CNI-HOSTPORT-DNAT", portmap);
+
+    // Its nftables backend (`portmap_nftables.go`).
+    nft(
+        netns,
+        "table ip cni_hostport {\ncomment \"CNI portmap plugin\"\nchain hostports {\n\
+         udp dport 8053 dnat to 10.88.0.2:53 comment \"0123abcd\"\n}\n\
+         chain hostip_hostports {\n}\nchain hostports_all {\njump hostip_hostports\n\
+         jump hostports\n}\nchain prerouting {\ntype nat hook prerouting priority dstnat\n\
+         fib daddr type local jump hostports_all\n}\n}",
+    );
+    named("nft table ip cni_hostport", portmap);
+
+    // netavark sets it on its bridge (`bridge.rs`), with `table inet netavark` (`nft.rs`).
+    netns.sysctl("net/ipv4/conf/vrx/route_localnet", "0");
+    netns.ip(&["link", "add", "podman0", "type", "bridge"]);
+    netns.ip(&["link", "set", "vrx", "master", "podman0"]);
+    netns.ip(&["link", "set", "podman0", "up"]);
+    netns.sysctl("net/ipv4/conf/podman0/route_localnet", "1");
+    nft(
+        netns,
+        "table inet netavark {\nchain INPUT {\ntype filter hook input priority filter\n\
+         ip saddr 10.88.0.0/16 udp dport 53 accept\n}\nchain PREROUTING {\n\
+         type nat hook prerouting priority dstnat\nfib daddr type local jump \
+         NETAVARK-HOSTPORT-DNAT\n}\nchain NETAVARK-HOSTPORT-DNAT {\n}\n}",
+    );
+    let report = audit(netns);
+    let message = finding(&report, "reachable-services");
+    assert!(
+        message.contains("netavark (Podman) sets route_localnet=1 on each bridge")
+            && message.contains("conf.podman0")
+            && message.contains("its nft table inet netavark is here"),
+        "{message}"
+    );
+    assert_eq!(
+        delivered(&link, &udp, SENDER_V4, 5353, SPOOFED),
+        SPOOFED,
+        "through the bridge"
+    );
+    // Where route_localnet is on only in `all`, they did not set it.
+    netns.sysctl("net/ipv4/conf/podman0/route_localnet", "0");
+    netns.sysctl("net/ipv4/conf/all/route_localnet", "1");
+    let report = audit(netns);
+    let message = finding(&report, "reachable-services");
+    assert!(!message.contains("netavark (Podman) sets"), "{message}");
+}

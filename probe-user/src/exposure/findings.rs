@@ -264,8 +264,19 @@ pub(super) fn interface_findings(
     if set_in.is_empty() {
         return findings;
     }
+    let set_by: String = audited
+        .route_localnet_set_by
+        .iter()
+        .map(|installed| {
+            format!(
+                " ({}, and its {} is here; it adds no drop of such frames)",
+                installed.installer.sets(),
+                installed.by
+            )
+        })
+        .collect();
     let why = format!(
-        "route_localnet=1 ({}) routes 127.0.0.0/8 arriving on {name}{}",
+        "route_localnet=1 ({}){set_by} routes 127.0.0.0/8 arriving on {name}{}",
         scopes(&set_in),
         if audited.route_localnet_via == [name.clone()] {
             String::new()
@@ -273,7 +284,12 @@ pub(super) fn interface_findings(
             format!(" (through {})", audited.route_localnet_via.join(", "))
         }
     );
-    let sysctl = unset_route_localnet(&set_in);
+    let mut sysctl = unset_route_localnet(&set_in);
+    if !audited.route_localnet_set_by.is_empty() {
+        sysctl.push_str(
+            " (it is set again with the next container whose ports are published: a drop lasts)",
+        );
+    }
     let probe = format!("or {}", drop_with_probe(audited));
     let nft_rule = |address: &str| {
         let rules: Vec<String> = audited

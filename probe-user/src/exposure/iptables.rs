@@ -5,6 +5,7 @@
 use std::{fs, process::Command};
 
 use super::{
+    installers::{self, Installer},
     nft::chain_key,
     ruleset::{Action, Base, Chain, Condition, Hook, NameMatch, Net, Rule, Ruleset},
     sockets::Protocol,
@@ -283,6 +284,11 @@ fn base_of(table: &str, chain: &str, policy: &str) -> Option<Base> {
 /// Adds the chains of an `iptables-save` output of iptables-legacy to `ruleset`.
 pub fn add_legacy(ruleset: &mut Ruleset, saved: &str) {
     for table in parse_save(saved).tables {
+        for (name, _) in &table.chains {
+            installers::note(&mut ruleset.installers, Installer::of_chain(name), || {
+                format!("iptables-legacy -t {} {name}", table.name)
+            });
+        }
         // nat chains translate addresses; they drop nothing.
         if table.name == "nat" {
             continue;

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub use super::ruleset::Hook;
 use super::{
+    installers::{self, Installer},
     iptables,
     ruleset::{Action, Base, CONNTRACK_PRIORITY, Chain, Condition, NameMatch, Net, Rule, Ruleset},
     sockets::Protocol,
@@ -105,11 +106,21 @@ pub fn parse(json: &str) -> Result<Ruleset, String> {
     let mut parsed = Ruleset::default();
     for object in objects {
         if let Some(table) = object.get("table") {
+            let (family, name) = (text(table, "family"), text(table, "name"));
+            installers::note(
+                &mut parsed.installers,
+                Installer::of_table(&family, &name),
+                || format!("nft table {family} {name}"),
+            );
             if in_force(table) {
                 tables.push((text(table, "family"), text(table, "name")));
             }
         } else if let Some(chain) = object.get("chain") {
             let (family, table) = (text(chain, "family"), text(chain, "table"));
+            let name = text(chain, "name");
+            installers::note(&mut parsed.installers, Installer::of_chain(&name), || {
+                chain_key(&family, &table, &name)
+            });
             if !tables.contains(&(family.clone(), table.clone())) {
                 continue;
             }
@@ -140,7 +151,6 @@ pub fn parse(json: &str) -> Result<Ruleset, String> {
             } else {
                 None
             };
-            let name = text(chain, "name");
             parsed.chains.insert(
                 chain_key(&family, &table, &name),
                 Chain {

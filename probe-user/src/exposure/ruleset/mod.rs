@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use serde::Serialize;
 
-use super::sockets::Protocol;
+use super::{installers::Installed, sockets::Protocol};
 
 /// Where a base chain sits, for the hooks that see frames from a link before local delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -170,6 +170,8 @@ pub struct Ruleset {
     /// Parts of the packet filter that could not be read, each a clause: their rules are not
     /// counted, so a frame they may drop is said to be uncertain where nothing else drops it.
     pub unread: Vec<String>,
+    /// The projects whose tables or chains are here that set route_localnet on their devices.
+    pub installers: Vec<Installed>,
 }
 
 /// The source address of a class of spoofed frames, the sender's choice within it.
