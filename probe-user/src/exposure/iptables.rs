@@ -4,6 +4,8 @@
 
 use std::{fs, process::Command};
 
+use crate::net::names::name_of_bytes;
+
 use super::{
     installers::{self, Installer},
     nft::chain_key,
@@ -153,11 +155,17 @@ pub fn rule_of(
             }
             "-i" | "--in-interface" => {
                 let name = argument();
-                let names = vec![match name.strip_suffix('+') {
-                    Some(prefix) => NameMatch::Prefix(prefix.to_owned()),
-                    None => NameMatch::Exactly(name),
-                }];
-                conditions.push(Condition::Interface { names, negated });
+                // U+FFFD may stand for bytes lost to the lossy reading of the output.
+                if name.contains(char::REPLACEMENT_CHARACTER) {
+                    conditions.push(unknown(&name));
+                } else {
+                    let held = |name: &str| name_of_bytes(name.as_bytes());
+                    let names = vec![match name.strip_suffix('+') {
+                        Some(prefix) => NameMatch::Prefix(held(prefix)),
+                        None => NameMatch::Exactly(held(&name)),
+                    }];
+                    conditions.push(Condition::Interface { names, negated });
+                }
             }
             "-p" | "--protocol" => {
                 let argument = argument();

@@ -13,6 +13,8 @@ use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
 
 use serde_json::Value;
 
+use crate::net::names::name_of_bytes;
+
 pub use super::ruleset::Hook;
 use super::{
     installers::{self, Installer},
@@ -246,12 +248,21 @@ fn protocol_of(right: &Value) -> Option<Protocol> {
     }
 }
 
-/// An interface name nft matches: `"veth*"` is a wildcard.
-pub fn name_match(name: &str) -> NameMatch {
-    match name.strip_suffix('*') {
-        Some(prefix) if !prefix.ends_with('\\') => NameMatch::Prefix(prefix.to_owned()),
-        _ => NameMatch::Exactly(name.to_owned()),
+/// An interface name nft matches, as interfaces' names are held ([`name_of_bytes`]): `"veth*"`
+/// is a wildcard, `"t\\*"` the name `t*`. `None` for a name with U+FFFD, which may stand for
+/// bytes lost to the lossy reading of nft's output.
+pub fn name_match(name: &str) -> Option<NameMatch> {
+    if name.contains(char::REPLACEMENT_CHARACTER) {
+        return None;
     }
+    let held = |name: &str| name_of_bytes(name.as_bytes());
+    Some(match name.strip_suffix('*') {
+        Some(prefix) => match prefix.strip_suffix('\\') {
+            Some(before) => NameMatch::Exactly(held(before) + "*"),
+            None => NameMatch::Prefix(held(prefix)),
+        },
+        None => NameMatch::Exactly(held(name)),
+    })
 }
 
 /// One `match` expression.
@@ -285,9 +296,14 @@ fn condition_of(matched: &Value) -> Condition {
             }
         })
     } else if matches!(meta, Some("iifname" | "iif")) {
-        values(right).map(|names| Condition::Interface {
-            names: names.iter().map(|name| name_match(name)).collect(),
-            negated,
+        values(right).and_then(|names| {
+            Some(Condition::Interface {
+                names: names
+                    .iter()
+                    .map(|name| name_match(name))
+                    .collect::<Option<_>>()?,
+                negated,
+            })
         })
     } else if meta == Some("l4proto") || payload("ip", "protocol") {
         protocol_of(right).map(|protocol| Condition::Protocol { protocol, negated })

@@ -312,3 +312,30 @@ fn reads_ct_state_as_nft_writes_a_flag_list() {
         r#"{"match": {"op": "in", "left": {"meta": {"key": "iifname"}}, "right": ["vrx"]}}"#;
     assert!(!counted(&input, &[other, DADDR, DROP]));
 }
+
+#[test]
+fn interface_names_are_read_as_interfaces_hold_them() {
+    assert_eq!(name_match("vr*"), Some(NameMatch::Prefix("vr".to_owned())));
+    // `\*` is the character.
+    assert_eq!(
+        name_match("t\\*"),
+        Some(NameMatch::Exactly("t*".to_owned()))
+    );
+    // A backslash is held doubled, so that it differs from the escape of a byte.
+    assert_eq!(
+        name_match("n\\xff"),
+        Some(NameMatch::Exactly(crate::net::names::name_of_bytes(
+            b"n\\xff"
+        )))
+    );
+    assert_ne!(
+        name_match("n\\xff"),
+        Some(NameMatch::Exactly(crate::net::names::name_of_bytes(
+            b"n\xff"
+        )))
+    );
+    assert_eq!(name_match("n\u{fffd}"), None);
+    // Sparing a name that may have lost bytes is not sparing this link: not understood.
+    let lossy = IIFNAME_VRX.replace("==", "!=").replace("vrx", "n\u{fffd}");
+    assert!(!counted(PREROUTING, &[&lossy, DADDR, DROP]));
+}
