@@ -25,7 +25,7 @@ const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 
 /// Each hostile name and its veth peer's. The peer of `t*` is `tp`, which `t*` as a pattern
 /// would match.
-const NAMES: [(&[u8], &str); 11] = [
+const NAMES: [(&[u8], &str); 12] = [
     (b"e\x1b[31m", "p1"),
     (b"b\x07", "p2"),
     (b"o\x1b]0;X\x07", "p3"),
@@ -37,6 +37,8 @@ const NAMES: [(&[u8], &str); 11] = [
     (b"a.b", "p9"),
     (b"a=b", "p10"),
     (b"n\xff", "p11"),
+    // Five bytes, held as 17 characters: longer than a pinned name can be.
+    (b"w\xfe\xfe\xfe\xfe", "p12"),
 ];
 
 /// Sequences `run --plain` writes itself (highlighted alerts, a cleared screen before each
@@ -217,11 +219,14 @@ fn run_status_and_detach_write_no_control_byte() {
     );
     let detached = fs::read(&err).expect("read stderr");
     assert_no_control_bytes("detach's stderr", &detached);
-    assert!(
-        String::from_utf8_lossy(&detached).contains("detached from e\\u{1b}[31m "),
-        "{}",
-        String::from_utf8_lossy(&detached).escape_debug()
-    );
+    // A name that is not UTF-8 is pinned as its bytes and read back as held.
+    for name in ["e\\u{1b}[31m", "n\\xff", "w\\xfe\\xfe\\xfe\\xfe"] {
+        assert!(
+            String::from_utf8_lossy(&detached).contains(&format!("detached from {name} ")),
+            "{}",
+            String::from_utf8_lossy(&detached).escape_debug()
+        );
+    }
 }
 
 /// A directory of this test's own, removed on drop.
