@@ -25,7 +25,7 @@ const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 
 /// Each hostile name and its veth peer's. The peer of `t*` is `tp`, which `t*` as a pattern
 /// would match.
-const NAMES: [(&[u8], &str); 11] = [
+const NAMES: [(&[u8], &str); 12] = [
     (b"e\x1b[31m", "p1"),
     (b"b\x07", "p2"),
     (b"o\x1b]0;X\x07", "p3"),
@@ -37,6 +37,8 @@ const NAMES: [(&[u8], &str); 11] = [
     (b"a.b", "p9"),
     (b"a=b", "p10"),
     (b"n\xff", "p11"),
+    // Five bytes, held as 17 characters: longer than a pinned name can be.
+    (b"w\xfe\xfe\xfe\xfe", "p12"),
 ];
 
 /// Sequences `run --plain` writes itself (highlighted alerts, a cleared screen before each
@@ -217,11 +219,14 @@ fn run_status_and_detach_write_no_control_byte() {
     );
     let detached = fs::read(&err).expect("read stderr");
     assert_no_control_bytes("detach's stderr", &detached);
-    assert!(
-        String::from_utf8_lossy(&detached).contains("detached from e\\u{1b}[31m "),
-        "{}",
-        String::from_utf8_lossy(&detached).escape_debug()
-    );
+    // A name that is not UTF-8 is pinned as its bytes and read back as held.
+    for name in ["e\\u{1b}[31m", "n\\xff", "w\\xfe\\xfe\\xfe\\xfe"] {
+        assert!(
+            String::from_utf8_lossy(&detached).contains(&format!("detached from {name} ")),
+            "{}",
+            String::from_utf8_lossy(&detached).escape_debug()
+        );
+    }
 }
 
 /// A directory of this test's own, removed on drop.
@@ -254,9 +259,22 @@ fn sh(netns: &Netns, script: &str, directory: &std::path::Path) -> Output {
         .expect("run sh")
 }
 
+/// `name` as localnet-probe holds it: UTF-8 as it is but a backslash, bytes that are not UTF-8
+/// as `\xNN`.
+fn held(name: &[u8]) -> String {
+    let mut text = String::new();
+    for chunk in name.utf8_chunks() {
+        text.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
+}
+
 /// `name` as the terminal shows it: control characters as `\u{1b}`.
 fn escaped(name: &[u8]) -> String {
-    String::from_utf8_lossy(name)
+    held(name)
         .chars()
         .map(|c| {
             if c.is_control() {
@@ -301,12 +319,7 @@ fn suggested_commands_do_exactly_what_they_say() {
         let Some(name) = remedies_of else {
             continue;
         };
-        let text = String::from_utf8_lossy(name).into_owned();
-        // A name not UTF-8 is read with U+FFFD: only nft's `iif N` reaches it (see the report).
-        let utf8 = std::str::from_utf8(name).is_ok();
-        if !utf8 && !remedy.contains("nftables: ") {
-            continue;
-        }
+        let text = held(name);
         if let Some(command) = between(remedy, "unset it: ", "\n") {
             let before = route_localnet_on(&netns);
             assert!(
@@ -328,12 +341,20 @@ fn suggested_commands_do_exactly_what_they_say() {
                 &workdir.0,
             );
             let listed = listed.stdout;
-            let mut expected = if name.contains(&b'"') || !utf8 {
+            // nft's strings cannot hold a `"`: such a name is matched by its index, which nft
+            // lists with the name; a last `*` is written `\*`, else it is a wildcard.
+            let mut expected = if name.contains(&b'"') {
                 b"iif \"".to_vec()
             } else {
                 b"iifname \"".to_vec()
             };
-            expected.extend_from_slice(name);
+            match name.strip_suffix(b"*") {
+                Some(before) => {
+                    expected.extend_from_slice(before);
+                    expected.extend_from_slice(b"\\*");
+                }
+                None => expected.extend_from_slice(name),
+            }
             expected.extend_from_slice(b"\" ip daddr 127.0.0.0/8 drop");
             assert!(
                 listed
@@ -368,8 +389,42 @@ fn suggested_commands_do_exactly_what_they_say() {
             checked += 1;
         }
     }
-    // Three commands for each UTF-8 name, the nft rule for the other.
-    assert_eq!(checked, 3 * (NAMES.len() - 1) + 1, "{audit}");
+    // Three commands for each name, UTF-8 or not.
+    assert_eq!(checked, 3 * NAMES.len(), "{audit}");
+    // `--iface` of run and audit take a name that is not UTF-8 as the remedies write it.
+    let word = "'n'\"$(printf '\\377')\"";
+    let command = format!("{PROBE} run --iface {word} --drop-on {word} --json --duration 0.5");
+    let output = sh(&netns, &command, &workdir.0);
+    assert!(output.status.success(), "{command}: {output:?}");
+    let last: Value = serde_json::from_slice(
+        output
+            .stdout
+            .split(|byte| *byte == b'\n')
+            .rfind(|line| !line.is_empty())
+            .expect("a report"),
+    )
+    .expect("JSON");
+    let served: Vec<(&Value, &Value)> = last["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .map(|interface| (&interface["name"], &interface["mode"]))
+        .collect();
+    assert_eq!(
+        served,
+        [(&Value::from("n\\xff"), &Value::from("drop"))],
+        "{command}"
+    );
+    let command = format!("{PROBE} audit --json --iface {word}");
+    let output = sh(&netns, &command, &workdir.0);
+    let audited: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let names: Vec<&Value> = audited["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .map(|interface| &interface["name"])
+        .collect();
+    assert_eq!(names, [&Value::from("n\\xff")], "{command}");
     let markers: Vec<_> = fs::read_dir(&workdir.0)
         .expect("read the directory")
         .map(|entry| entry.expect("an entry").file_name())

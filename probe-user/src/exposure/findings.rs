@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::net::{
-    names::{name_argument, nft_string, shell_word},
+    names::{bytes_of_name, name_argument, nft_string, shell_bytes},
     netns::nsenter_here,
 };
 
@@ -54,23 +54,27 @@ fn scopes(set_in: &[&str]) -> String {
         .join(", ")
 }
 
-/// The command that sets `net.ipv4.conf.<scope>.<setting>` to `value`, for any device name.
+/// The command that sets `net.ipv4.conf.<scope>.<setting>` to `value`, for any device name (its
+/// bytes, see [`bytes_of_name`]).
 fn set_ipv4_conf(scope: &str, setting: &str, value: u32) -> String {
-    if scope.contains('=') {
+    let scope = bytes_of_name(scope);
+    let mut word = Vec::new();
+    if scope.contains(&b'=') {
         // sysctl takes the key to the first '=': write the file itself.
-        format!(
-            "echo {value} > {}",
-            shell_word(&format!("/proc/sys/net/ipv4/conf/{scope}/{setting}"))
-        )
+        word.extend_from_slice(b"/proc/sys/net/ipv4/conf/");
+        word.extend_from_slice(&scope);
+        word.extend_from_slice(format!("/{setting}").as_bytes());
+        format!("echo {value} > {}", shell_bytes(&word))
     } else {
         // sysctl reads a '/' in a dotted key as a '.' of the name, and a '.' as a separator.
-        format!(
-            "sysctl -w {}",
-            shell_word(&format!(
-                "net.ipv4.conf.{}.{setting}={value}",
-                scope.replace('.', "/")
-            ))
-        )
+        word.extend_from_slice(b"net.ipv4.conf.");
+        word.extend(
+            scope
+                .iter()
+                .map(|&byte| if byte == b'.' { b'/' } else { byte }),
+        );
+        word.extend_from_slice(format!(".{setting}={value}").as_bytes());
+        format!("sysctl -w {}", shell_bytes(&word))
     }
 }
 
@@ -264,8 +268,19 @@ pub(super) fn interface_findings(
     if set_in.is_empty() {
         return findings;
     }
+    let set_by: String = audited
+        .route_localnet_set_by
+        .iter()
+        .map(|installed| {
+            format!(
+                " ({}, and its {} is here; it adds no drop of such frames)",
+                installed.installer.sets(),
+                installed.by
+            )
+        })
+        .collect();
     let why = format!(
-        "route_localnet=1 ({}) routes 127.0.0.0/8 arriving on {name}{}",
+        "route_localnet=1 ({}){set_by} routes 127.0.0.0/8 arriving on {name}{}",
         scopes(&set_in),
         if audited.route_localnet_via == [name.clone()] {
             String::new()
@@ -273,7 +288,12 @@ pub(super) fn interface_findings(
             format!(" (through {})", audited.route_localnet_via.join(", "))
         }
     );
-    let sysctl = unset_route_localnet(&set_in);
+    let mut sysctl = unset_route_localnet(&set_in);
+    if !audited.route_localnet_set_by.is_empty() {
+        sysctl.push_str(
+            " (it is set again with the next container whose ports are published: a drop lasts)",
+        );
+    }
     let probe = format!("or {}", drop_with_probe(audited));
     let nft_rule = |address: &str| {
         let rules: Vec<String> = audited
@@ -289,7 +309,7 @@ pub(super) fn interface_findings(
                             .find(|i| i.name == *device)
                             .map_or_else(String::new, |i| format!("iif {}", i.ifindex))
                     },
-                    |string| format!("iifname {}", shell_word(&string)),
+                    |string| format!("iifname {}", shell_bytes(&string)),
                 );
                 format!(
                     "nft add rule inet localnet_guard prerouting {matched} ip {address} \

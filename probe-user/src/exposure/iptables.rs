@@ -4,7 +4,10 @@
 
 use std::{fs, process::Command};
 
+use crate::net::names::name_of_bytes;
+
 use super::{
+    installers::{self, Installer},
     nft::chain_key,
     ruleset::{Action, Base, Chain, Condition, Hook, NameMatch, Net, Rule, Ruleset},
     sockets::Protocol,
@@ -152,11 +155,17 @@ pub fn rule_of(
             }
             "-i" | "--in-interface" => {
                 let name = argument();
-                let names = vec![match name.strip_suffix('+') {
-                    Some(prefix) => NameMatch::Prefix(prefix.to_owned()),
-                    None => NameMatch::Exactly(name),
-                }];
-                conditions.push(Condition::Interface { names, negated });
+                // U+FFFD may stand for bytes lost to the lossy reading of the output.
+                if name.contains(char::REPLACEMENT_CHARACTER) {
+                    conditions.push(unknown(&name));
+                } else {
+                    let held = |name: &str| name_of_bytes(name.as_bytes());
+                    let names = vec![match name.strip_suffix('+') {
+                        Some(prefix) => NameMatch::Prefix(held(prefix)),
+                        None => NameMatch::Exactly(held(&name)),
+                    }];
+                    conditions.push(Condition::Interface { names, negated });
+                }
             }
             "-p" | "--protocol" => {
                 let argument = argument();
@@ -283,6 +292,11 @@ fn base_of(table: &str, chain: &str, policy: &str) -> Option<Base> {
 /// Adds the chains of an `iptables-save` output of iptables-legacy to `ruleset`.
 pub fn add_legacy(ruleset: &mut Ruleset, saved: &str) {
     for table in parse_save(saved).tables {
+        for (name, _) in &table.chains {
+            installers::note(&mut ruleset.installers, Installer::of_chain(name), || {
+                format!("iptables-legacy -t {} {name}", table.name)
+            });
+        }
         // nat chains translate addresses; they drop nothing.
         if table.name == "nat" {
             continue;

@@ -11,6 +11,7 @@
 mod findings;
 pub mod firewall;
 mod inputs;
+pub mod installers;
 pub(crate) mod iptables;
 pub(crate) mod nft;
 pub mod ruleset;
@@ -30,6 +31,7 @@ use probe_common::{Address, ConfigMap, Counter, IfaceConfig, LoopbackMatch, Mode
 use serde::Serialize;
 
 use self::{
+    installers::Installed,
     ruleset::Outcome,
     sockets::{BoundSocket, LoopbackService, Protocol, is_ipv4_loopback},
     verdict::{Decision, Drops, Firewall, LOCALNET_PROBE, LinkFacts, Verdict, decide},
@@ -82,6 +84,9 @@ pub struct InterfaceAudit {
     /// The devices, itself included, where route_localnet is in effect for this link's frames
     /// (a macvlan or VLAN child, a bridge it is a port of).
     pub route_localnet_via: Vec<String>,
+    /// The projects here that set route_localnet on their own devices (CNI portmap, netavark),
+    /// where it is set on a device in [`InterfaceAudit::route_localnet_via`].
+    pub route_localnet_set_by: Vec<Installed>,
     pub rp_filter: Option<Setting>,
     pub accept_local: Option<Setting>,
     pub log_martians: Option<Setting>,
@@ -379,6 +384,14 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
                 effective: route_localnet::effective(inputs.all.route_localnet, iface),
             }),
             route_localnet_via: via.iter().map(|receiver| receiver.name.clone()).collect(),
+            route_localnet_set_by: if via
+                .iter()
+                .any(|receiver| receiver.route_localnet == Some(true))
+            {
+                chains.installers.clone()
+            } else {
+                Vec::new()
+            },
             rp_filter,
             accept_local,
             log_martians: setting(inputs.all.log_martians, |conf| conf.log_martians),

@@ -13,8 +13,11 @@ use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
 
 use serde_json::Value;
 
+use crate::net::names::name_of_bytes;
+
 pub use super::ruleset::Hook;
 use super::{
+    installers::{self, Installer},
     iptables,
     ruleset::{Action, Base, CONNTRACK_PRIORITY, Chain, Condition, NameMatch, Net, Rule, Ruleset},
     sockets::Protocol,
@@ -105,11 +108,21 @@ pub fn parse(json: &str) -> Result<Ruleset, String> {
     let mut parsed = Ruleset::default();
     for object in objects {
         if let Some(table) = object.get("table") {
+            let (family, name) = (text(table, "family"), text(table, "name"));
+            installers::note(
+                &mut parsed.installers,
+                Installer::of_table(&family, &name),
+                || format!("nft table {family} {name}"),
+            );
             if in_force(table) {
                 tables.push((text(table, "family"), text(table, "name")));
             }
         } else if let Some(chain) = object.get("chain") {
             let (family, table) = (text(chain, "family"), text(chain, "table"));
+            let name = text(chain, "name");
+            installers::note(&mut parsed.installers, Installer::of_chain(&name), || {
+                chain_key(&family, &table, &name)
+            });
             if !tables.contains(&(family.clone(), table.clone())) {
                 continue;
             }
@@ -140,7 +153,6 @@ pub fn parse(json: &str) -> Result<Ruleset, String> {
             } else {
                 None
             };
-            let name = text(chain, "name");
             parsed.chains.insert(
                 chain_key(&family, &table, &name),
                 Chain {
@@ -236,28 +248,45 @@ fn protocol_of(right: &Value) -> Option<Protocol> {
     }
 }
 
-/// An interface name nft matches: `"veth*"` is a wildcard.
-pub fn name_match(name: &str) -> NameMatch {
-    match name.strip_suffix('*') {
-        Some(prefix) if !prefix.ends_with('\\') => NameMatch::Prefix(prefix.to_owned()),
-        _ => NameMatch::Exactly(name.to_owned()),
+/// An interface name nft matches, as interfaces' names are held ([`name_of_bytes`]): `"veth*"`
+/// is a wildcard, `"t\\*"` the name `t*`. `None` for a name with U+FFFD, which may stand for
+/// bytes lost to the lossy reading of nft's output.
+pub fn name_match(name: &str) -> Option<NameMatch> {
+    if name.contains(char::REPLACEMENT_CHARACTER) {
+        return None;
     }
+    let held = |name: &str| name_of_bytes(name.as_bytes());
+    Some(match name.strip_suffix('*') {
+        Some(prefix) => match prefix.strip_suffix('\\') {
+            Some(before) => NameMatch::Exactly(held(before) + "*"),
+            None => NameMatch::Prefix(held(prefix)),
+        },
+        None => NameMatch::Exactly(held(name)),
+    })
 }
 
 /// One `match` expression.
 fn condition_of(matched: &Value) -> Condition {
     let unknown = || Condition::Unknown(matched.to_string());
     let (op, left, right) = (&matched["op"], &matched["left"], &matched["right"]);
+    let ct = left["ct"]["key"].as_str();
+    // `in` is nft's match of flags (`ct state established,related`, a string or a list): for
+    // conntrack's state or status, any of them.
+    let flags = op == "in" && matches!(ct, Some("state" | "status"));
     let negated = match op.as_str() {
         Some("==") => false,
+        _ if flags => false,
         Some("!=") => true,
         _ => return unknown(),
+    };
+    let listed = |right: &Value| match right {
+        Value::Array(flags_listed) if flags => values(&serde_json::json!({ "set": flags_listed })),
+        right => values(right),
     };
     let payload = |protocol: &str, field: &str| {
         left["payload"]["protocol"] == protocol && left["payload"]["field"] == field
     };
     let meta = left["meta"]["key"].as_str();
-    let ct = left["ct"]["key"].as_str();
     let condition = if payload("ip", "saddr") || payload("ip", "daddr") {
         net_of(right).map(|net| {
             if payload("ip", "saddr") {
@@ -267,9 +296,14 @@ fn condition_of(matched: &Value) -> Condition {
             }
         })
     } else if matches!(meta, Some("iifname" | "iif")) {
-        values(right).map(|names| Condition::Interface {
-            names: names.iter().map(|name| name_match(name)).collect(),
-            negated,
+        values(right).and_then(|names| {
+            Some(Condition::Interface {
+                names: names
+                    .iter()
+                    .map(|name| name_match(name))
+                    .collect::<Option<_>>()?,
+                negated,
+            })
         })
     } else if meta == Some("l4proto") || payload("ip", "protocol") {
         protocol_of(right).map(|protocol| Condition::Protocol { protocol, negated })
@@ -289,9 +323,9 @@ fn condition_of(matched: &Value) -> Condition {
             port,
         })
     } else if ct == Some("state") {
-        values(right).map(|states| Condition::CtState { states, negated })
+        listed(right).map(|states| Condition::CtState { states, negated })
     } else if ct == Some("status") {
-        values(right).map(|statuses| Condition::CtStatus { statuses, negated })
+        listed(right).map(|statuses| Condition::CtStatus { statuses, negated })
     } else {
         None
     };

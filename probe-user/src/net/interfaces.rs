@@ -22,6 +22,8 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use probe_common::Framing;
 use thiserror::Error;
 
+use crate::net::names::name_of_bytes;
+
 #[derive(Debug, Error)]
 pub enum InterfaceError {
     #[error("cannot open an rtnetlink socket: {0}")]
@@ -34,6 +36,7 @@ pub enum InterfaceError {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
+    /// Its name, every byte kept ([`name_of_bytes`]).
     pub name: String,
     pub ifindex: u32,
     pub up: bool,
@@ -321,7 +324,7 @@ fn parse(payload: &[u8]) -> Option<Interface> {
         match attribute.kind() {
             IFLA_IFNAME => {
                 let name = value.split(|byte| *byte == 0).next().unwrap_or_default();
-                interface.name = String::from_utf8_lossy(name).into_owned();
+                interface.name = name_of_bytes(name);
                 named = true;
             }
             IFLA_MTU => interface.mtu = u32_of(value),

@@ -1,10 +1,13 @@
 //! Interface names as the command line gives them (a literal name, or a shell-style pattern),
 //! and as localnet-probe gives them back: escaped for a terminal, quoted for a shell, for
 //! nftables and for the command line's own patterns. iproute2 accepts any byte in a name but
-//! `/`, `:`, whitespace and NUL, so every name is untrusted text. Names are compared raw;
-//! only what is shown is escaped or quoted.
+//! `/`, `:`, whitespace and NUL, so every name is untrusted text, and not always UTF-8: a name
+//! is held as its [`name_of_bytes`] text, which keeps every byte ([`bytes_of_name`] gives them
+//! back for a command). Names are compared as that text; only what is shown is escaped or quoted.
 
-use std::{borrow::Cow, fmt, fmt::Write as _, str::FromStr};
+use std::{
+    borrow::Cow, ffi::OsStr, fmt, fmt::Write as _, os::unix::ffi::OsStrExt as _, str::FromStr,
+};
 
 use thiserror::Error;
 
@@ -45,6 +48,63 @@ impl NamePattern {
     }
 }
 
+impl NamePattern {
+    /// The pattern of a command-line value, which may hold any byte: its [`name_of_bytes`] text.
+    pub fn from_os(value: &OsStr) -> Result<Self, glob::PatternError> {
+        name_of_bytes(value.as_bytes()).parse()
+    }
+}
+
+/// The text an interface name is held as, given the kernel's bytes (`IFLA_IFNAME`) or the
+/// command line's: UTF-8 as it is but a backslash, written `\\`, and every byte that is not
+/// UTF-8 written `\xNN`, so that two names are one text only if they are the same bytes.
+pub fn name_of_bytes(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                text.push_str("\\\\");
+            } else {
+                text.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(text, "\\x{byte:02x}");
+        }
+    }
+    text
+}
+
+/// The bytes of the name held as `name` (see [`name_of_bytes`]).
+pub fn bytes_of_name(name: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(at) = rest.find('\\') {
+        bytes.extend_from_slice(&rest.as_bytes()[..at]);
+        let escape = &rest[at..];
+        let byte = escape
+            .get(2..4)
+            .filter(|hex| {
+                escape.as_bytes().get(1) == Some(&b'x')
+                    && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match byte {
+            Some(byte) => {
+                bytes.push(byte);
+                rest = &escape[4..];
+            }
+            // `\\`, or a lone backslash (not made by `name_of_bytes`) taken as it is.
+            None => {
+                bytes.push(b'\\');
+                rest = escape.strip_prefix("\\\\").unwrap_or(&escape[1..]);
+            }
+        }
+    }
+    bytes.extend_from_slice(rest.as_bytes());
+    bytes
+}
+
 impl FromStr for NamePattern {
     type Err = glob::PatternError;
 
@@ -71,17 +131,15 @@ impl fmt::Display for NamePattern {
 pub struct NamePatterns(Vec<NamePattern>);
 
 impl NamePatterns {
-    pub fn new(values: &[String], flag: &'static str) -> Result<Self, BadPattern> {
+    pub fn new(values: &[impl AsRef<OsStr>], flag: &'static str) -> Result<Self, BadPattern> {
         values
             .iter()
             .map(|value| {
-                value
-                    .parse()
-                    .map_err(|error: glob::PatternError| BadPattern {
-                        pattern: value.clone(),
-                        flag,
-                        reason: error.msg.to_owned(),
-                    })
+                NamePattern::from_os(value.as_ref()).map_err(|error| BadPattern {
+                    pattern: name_of_bytes(value.as_ref().as_bytes()),
+                    flag,
+                    reason: error.msg.to_owned(),
+                })
             })
             .collect::<Result<_, _>>()
             .map(Self)
@@ -131,30 +189,48 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 
 /// `word` as one POSIX shell word that means exactly `word` to `sh`, `bash` or `zsh`: itself
 /// when only harmless characters, else in single quotes (`'` written `'\''`). Characters a
-/// terminal acts on are written `"$(printf '\033')"`, so the word can be shown, copied and
-/// pasted without a control byte in it. The one quoting of every command localnet-probe
-/// suggests; for arguments, never a command's first word (where `a=b` would be an assignment).
+/// terminal acts on, and bytes that are not UTF-8, are written `"$(printf '\033')"` (not
+/// `$'\x1b'`, which dash, Debian's `sh`, reads as a `$` and a quoted string), so the word can
+/// be shown, copied and pasted without a control byte in it. The one quoting of every command
+/// localnet-probe suggests; for arguments, never a command's first word (where `a=b` would be
+/// an assignment).
 pub fn shell_word(word: &str) -> String {
+    shell_bytes(word.as_bytes())
+}
+
+/// [`shell_word`] of any bytes.
+pub fn shell_bytes(word: &[u8]) -> String {
     let harmless = |c: char| {
         c.is_ascii_alphanumeric()
             || matches!(c, '_' | '-' | '.' | '/' | ',' | '@' | '%' | '+' | ':' | '=')
     };
-    if !word.is_empty() && word.chars().all(harmless) {
+    if let Ok(word) = std::str::from_utf8(word)
+        && !word.is_empty()
+        && word.chars().all(harmless)
+    {
         return word.to_owned();
     }
     let mut quoted = String::from("'");
-    for c in word.chars() {
-        if c == '\'' {
-            quoted.push_str("'\\''");
-        } else if acts_on_terminal(c) {
-            quoted.push_str("'\"$(printf '");
-            let mut bytes = [0; 4];
-            for byte in c.encode_utf8(&mut bytes).bytes() {
-                let _ = write!(quoted, "\\{byte:03o}");
+    let printf = |quoted: &mut String, bytes: &[u8]| {
+        quoted.push_str("'\"$(printf '");
+        for byte in bytes {
+            let _ = write!(quoted, "\\{byte:03o}");
+        }
+        quoted.push_str("')\"'");
+    };
+    for chunk in word.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\'' {
+                quoted.push_str("'\\''");
+            } else if acts_on_terminal(c) {
+                let mut bytes = [0; 4];
+                printf(&mut quoted, c.encode_utf8(&mut bytes).as_bytes());
+            } else {
+                quoted.push(c);
             }
-            quoted.push_str("')\"'");
-        } else {
-            quoted.push(c);
+        }
+        if !chunk.invalid().is_empty() {
+            printf(&mut quoted, chunk.invalid());
         }
     }
     quoted.push('\'');
@@ -168,12 +244,29 @@ pub fn shell_word(word: &str) -> String {
     }
 }
 
-/// `name` as an nftables string (`"eth0"`), or `None` when it holds a `"`, which nft's strings
-/// cannot, or U+FFFD, which stands for bytes of the kernel's name that are not UTF-8 (names are
-/// read with `from_utf8_lossy`), so that the string would name another device. Match such an
-/// interface by index: `iif N`.
-pub fn nft_string(name: &str) -> Option<String> {
-    (!name.contains(['"', char::REPLACEMENT_CHARACTER])).then(|| format!("\"{name}\""))
+/// The interface `name` as one shell word: its bytes, as [`shell_bytes`] quotes them.
+pub fn name_word(name: &str) -> String {
+    shell_bytes(&bytes_of_name(name))
+}
+
+/// The interface `name` as an nftables string (`"eth0"`), its bytes, which nft takes as they
+/// are, with a last `*` written `\*` (else nft reads a wildcard); `None` when it holds a `"`,
+/// which nft's strings cannot. Match such an interface by index: `iif N`.
+pub fn nft_string(name: &str) -> Option<Vec<u8>> {
+    let bytes = bytes_of_name(name);
+    if bytes.contains(&b'"') {
+        return None;
+    }
+    let mut string = b"\"".to_vec();
+    match bytes.strip_suffix(b"*") {
+        Some(before) => {
+            string.extend_from_slice(before);
+            string.extend_from_slice(b"\\*");
+        }
+        None => string.extend_from_slice(&bytes),
+    }
+    string.push(b'"');
+    Some(string)
 }
 
 /// The pattern that `--iface`, `--exclude` and `--drop-on` read as `name` and nothing else:
@@ -189,7 +282,7 @@ pub fn literal_pattern(name: &str) -> String {
 /// `name` as the value of `--iface`, `--drop-on` or `--exclude` in a command to be pasted: the
 /// pattern of that name alone, as one shell word.
 pub fn name_argument(name: &str) -> String {
-    shell_word(&literal_pattern(name))
+    name_word(&literal_pattern(name))
 }
 
 #[cfg(test)]
@@ -257,9 +350,71 @@ mod tests {
     }
 
     #[test]
-    fn nft_strings_refuse_a_quote() {
-        assert_eq!(nft_string("eth0").as_deref(), Some("\"eth0\""));
+    fn nft_strings_name_the_bytes_and_refuse_a_quote() {
+        assert_eq!(nft_string("eth0").as_deref(), Some(&b"\"eth0\""[..]));
         assert_eq!(nft_string("q\"x"), None);
-        assert_eq!(nft_string(&String::from_utf8_lossy(b"n\xff")), None);
+        assert_eq!(
+            nft_string(&name_of_bytes(b"n\xff")).as_deref(),
+            Some(&b"\"n\xff\""[..])
+        );
+        // A last `*` is nft's wildcard: written `\*` it is the character.
+        assert_eq!(nft_string("t*").as_deref(), Some(&b"\"t\\*\""[..]));
+        assert_eq!(
+            nft_string(&name_of_bytes(b"a\\b")).as_deref(),
+            Some(&b"\"a\\b\""[..])
+        );
+    }
+
+    /// Names as the kernel may give them, UTF-8 or not, with backslashes that look like the
+    /// escapes of other names.
+    const BYTES: [&[u8]; 8] = [
+        b"n\xff",
+        b"n\\xff",
+        b"n\\\\xff",
+        b"\xc3",
+        b"\xc3\xa9t\xe9",
+        b"a\\",
+        b"\\x4",
+        b"e\x1b\xff;id",
+    ];
+
+    #[test]
+    fn names_keep_every_byte_and_stay_apart() {
+        let texts: Vec<String> = BYTES.iter().map(|bytes| name_of_bytes(bytes)).collect();
+        for (bytes, text) in BYTES.iter().zip(&texts) {
+            assert_eq!(bytes_of_name(text), *bytes, "{text}");
+            assert_eq!(
+                texts.iter().filter(|other| *other == text).count(),
+                1,
+                "{text}"
+            );
+        }
+        assert_eq!(name_of_bytes(b"eth0"), "eth0");
+        assert_eq!(name_of_bytes(b"n\xff"), "n\\xff");
+        assert_eq!(name_of_bytes(b"a\\b"), "a\\\\b");
+        assert_eq!(name_of_bytes("\u{e9}t\u{e9}".as_bytes()), "\u{e9}t\u{e9}");
+        // The command line's bytes make the same text: a pattern of them matches.
+        let pattern = NamePattern::from_os(OsStr::from_bytes(b"n\xff")).expect("a name");
+        assert!(pattern.matches(&texts[0]) && !pattern.matches(&texts[1]));
+        let pattern = NamePattern::from_os(OsStr::from_bytes(b"n*")).expect("a pattern");
+        assert!(pattern.matches(&texts[0]));
+    }
+
+    #[test]
+    fn shell_words_of_bytes_mean_exactly_them_to_sh() {
+        for bytes in BYTES {
+            let word = name_word(&name_of_bytes(bytes));
+            assert!(!word.contains(acts_on_terminal), "{word:?}");
+            let output = Command::new("sh")
+                .args(["-c", &format!("printf %s {word}")])
+                .output()
+                .expect("run sh");
+            assert!(output.status.success(), "{word}: {output:?}");
+            assert_eq!(output.stdout, bytes, "sh read {word} otherwise");
+        }
+        assert_eq!(
+            name_word(&name_of_bytes(b"n\xff")),
+            "'n'\"$(printf '\\377')\""
+        );
     }
 }

@@ -35,6 +35,7 @@ use thiserror::Error;
 
 use crate::{
     kernel::bpffs::{self, MapKind},
+    net::names::{bytes_of_name, name_of_bytes},
     probe::attachment::{AttachedMode, Direction, Hook},
 };
 
@@ -211,10 +212,12 @@ unsafe impl aya::Pod for PinnedInterface {}
 const _: () = assert!(size_of::<PinnedInterface>() == 20);
 
 impl PinnedInterface {
+    /// The entry of the interface `name`, held as its bytes (see [`bytes_of_name`]).
     pub fn new(name: &str, program: Framing, hook: Hook) -> Self {
+        let name = bytes_of_name(name);
         let mut bytes = [0; 16];
         let len = name.len().min(15);
-        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        bytes[..len].copy_from_slice(&name[..len]);
         Self {
             name: bytes,
             program: program as u8,
@@ -244,7 +247,7 @@ impl PinnedInterface {
         if !valid_name {
             return Some(format!(
                 "the name {:?}, which no interface can have",
-                String::from_utf8_lossy(name)
+                name_of_bytes(name)
             ));
         }
         if self.program != Framing::Ip as u8 && self.program != Framing::Ethernet as u8 {
@@ -264,7 +267,7 @@ impl PinnedInterface {
 
     pub fn name(&self) -> String {
         let len = self.name.iter().position(|b| *b == 0).unwrap_or(16);
-        String::from_utf8_lossy(&self.name[..len]).into_owned()
+        name_of_bytes(&self.name[..len])
     }
 
     pub const fn program(&self) -> Framing {
@@ -898,5 +901,19 @@ mod mount_tests {
         // /proc/1/ns/mnt unreadable: the pins may well stay, so nothing is claimed.
         assert!(!mount_warning(None).contains("go away"));
         assert!(!mount_warning(Some(false)).contains("go away"));
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_name_is_the_interfaces_bytes() {
+        // 15 bytes, 4 of them not UTF-8: its held text is longer than a pinned name can be.
+        let name = name_of_bytes(b"w\xfe\xfe\xfe\xfe0123456789");
+        let pinned = PinnedInterface::new(&name, Framing::Ethernet, Hook::Tcx);
+        assert_eq!(pinned.name(), name);
+        assert_eq!(pinned.problem(), None);
     }
 }

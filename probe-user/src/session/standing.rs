@@ -43,7 +43,7 @@ pub struct Detached {
 /// Takes the standing filter off the interfaces `patterns` name (literal names or shell-style
 /// patterns; all of them when empty) and clears the pins of interfaces that are gone. `None`
 /// when nothing is pinned in this namespace.
-pub fn detach(patterns: &[String]) -> Result<Option<Detached>, SessionError> {
+pub fn detach(patterns: &[impl AsRef<std::ffi::OsStr>]) -> Result<Option<Detached>, SessionError> {
     if let Some(missing) = privileges::missing_to_read() {
         return Err(SessionError::Privileges(missing));
     }

@@ -2,8 +2,10 @@
 //! sysctls, the sockets and what drops such frames, without attaching anything.
 
 use std::{
+    ffi::OsString,
     fmt::Write as _,
     io::{self, IsTerminal as _, Write as _},
+    os::unix::ffi::OsStrExt as _,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -11,7 +13,7 @@ use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
     exposure::{self, Audit, Inputs, Setting, Severity, verdict::Verdict},
-    net::names::{NamePatterns, printable},
+    net::names::{NamePatterns, name_of_bytes, printable},
     output::json_line,
 };
 use serde::Serialize;
@@ -24,7 +26,7 @@ pub(crate) struct AuditArgs {
     /// Audit this interface only (repeatable; a name or a shell-style pattern such as 'veth*').
     /// Default: every interface but loopback.
     #[arg(long = "iface", value_name = "IF|PATTERN")]
-    ifaces: Vec<String>,
+    ifaces: Vec<OsString>,
 }
 
 #[derive(Serialize)]
@@ -63,7 +65,14 @@ pub(crate) fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
         anyhow::bail!(
             "--iface {} matches no interface to audit here (loopback is not audited: \
              loopback addresses belong there)",
-            printable(&args.ifaces.join(" --iface "))
+            printable(
+                &args
+                    .ifaces
+                    .iter()
+                    .map(|iface| name_of_bytes(iface.as_bytes()))
+                    .collect::<Vec<_>>()
+                    .join(" --iface ")
+            )
         );
     }
     let view = if args.json || !io::stdout().is_terminal() {

@@ -8,7 +8,7 @@ pub(crate) struct DetachArgs {
     /// Detach from this interface only (repeatable; a name or a shell-style pattern such as
     /// 'veth*'). Default: from every interface, removing the whole standing filter.
     #[arg(long = "iface", value_name = "IF|PATTERN")]
-    ifaces: Vec<String>,
+    ifaces: Vec<std::ffi::OsString>,
 }
 
 pub(crate) fn detach(args: &DetachArgs) -> anyhow::Result<()> {

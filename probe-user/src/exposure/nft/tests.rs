@@ -282,3 +282,60 @@ fn an_ingress_rule_counts_on_the_device_it_is_bound_to() {
     let status = ct("status", r#""dnat""#);
     assert!(!on(&netdev(dev, &[DADDR, &status, DROP]), "vrx").dropped());
 }
+
+#[test]
+fn reads_ct_state_as_nft_writes_a_flag_list() {
+    // `ct state established,related accept` and `ct state established accept`, as nft 1.0.6
+    // writes them: the spoofed frames are new, so they go on to the drop.
+    let input = PREROUTING.replace("prerouting", "input");
+    for right in [r#"["established", "related"]"#, r#""established""#] {
+        let state = format!(
+            r#"{{"match": {{"op": "in", "left": {{"ct": {{"key": "state"}}}}, "right": {right}}}}}"#
+        );
+        let rules = format!(
+            "{}, {}",
+            rule(2, &[&state, r#"{"accept": null}"#]),
+            rule(3, &[DADDR, DROP])
+        );
+        assert!(on_vrx(&ruleset(&input, &rules)).dropped(), "{state}");
+        // `in` of what may be new lets them through.
+        let new = state.replace("established", "new");
+        let rules = format!(
+            "{}, {}",
+            rule(2, &[&new, r#"{"accept": null}"#]),
+            rule(3, &[DADDR, DROP])
+        );
+        assert!(!on_vrx(&ruleset(&input, &rules)).dropped(), "{new}");
+    }
+    // `in` of anything else is not understood.
+    let other =
+        r#"{"match": {"op": "in", "left": {"meta": {"key": "iifname"}}, "right": ["vrx"]}}"#;
+    assert!(!counted(&input, &[other, DADDR, DROP]));
+}
+
+#[test]
+fn interface_names_are_read_as_interfaces_hold_them() {
+    assert_eq!(name_match("vr*"), Some(NameMatch::Prefix("vr".to_owned())));
+    // `\*` is the character.
+    assert_eq!(
+        name_match("t\\*"),
+        Some(NameMatch::Exactly("t*".to_owned()))
+    );
+    // A backslash is held doubled, so that it differs from the escape of a byte.
+    assert_eq!(
+        name_match("n\\xff"),
+        Some(NameMatch::Exactly(crate::net::names::name_of_bytes(
+            b"n\\xff"
+        )))
+    );
+    assert_ne!(
+        name_match("n\\xff"),
+        Some(NameMatch::Exactly(crate::net::names::name_of_bytes(
+            b"n\xff"
+        )))
+    );
+    assert_eq!(name_match("n\u{fffd}"), None);
+    // Sparing a name that may have lost bytes is not sparing this link: not understood.
+    let lossy = IIFNAME_VRX.replace("==", "!=").replace("vrx", "n\u{fffd}");
+    assert!(!counted(PREROUTING, &[&lossy, DADDR, DROP]));
+}

@@ -195,7 +195,7 @@ fn with(chains: Vec<Chain>) -> Ruleset {
             .into_iter()
             .map(|chain| (chain.label.clone(), chain))
             .collect(),
-        unread: Vec::new(),
+        ..Ruleset::default()
     }
 }
 

@@ -13,17 +13,17 @@ pub(crate) struct RunArgs {
     /// `[…]`; quote it) serves the interfaces it matches, now or when they appear, up or not,
     /// except loopback, ifb devices and devices stacked on a served one. Default: every
     /// interface that is up, now or when it comes up, except those.
-    #[arg(long = "iface", value_name = "IF")]
+    #[arg(long = "iface", value_name = "IF", value_parser = name_pattern())]
     pub(super) ifaces: Vec<NamePattern>,
     /// Leave this interface out, or those a pattern matches (repeatable).
-    #[arg(long, value_name = "IF")]
+    #[arg(long, value_name = "IF", value_parser = name_pattern())]
     pub(super) exclude: Vec<NamePattern>,
     /// Drop matched frames on every selected interface instead of only counting them.
     #[arg(long, conflicts_with = "drop_on")]
     pub(super) drop: bool,
     /// Drop matched frames on this interface, or on the selected ones a pattern matches
     /// (repeatable); the others are only monitored.
-    #[arg(long, value_name = "IF")]
+    #[arg(long, value_name = "IF", value_parser = name_pattern())]
     pub(super) drop_on: Vec<NamePattern>,
     /// How to attach: native (in the driver), generic (in the stack, slower, works everywhere),
     /// or auto (native, falling back to generic with a notice).
@@ -164,4 +164,11 @@ fn top_senders(value: &str) -> Result<u16, String> {
         Ok(n @ 1..=1000) => Ok(n),
         _ => Err("must be a whole number of senders from 1 to 1000".to_owned()),
     }
+}
+
+/// An interface name or pattern, which may hold any byte (iproute2 accepts names that are not
+/// UTF-8, and the audit's remedies give them as they are).
+fn name_pattern() -> impl clap::builder::TypedValueParser<Value = NamePattern> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::OsStringValueParser::new().try_map(|value| NamePattern::from_os(&value))
 }
