@@ -194,9 +194,23 @@ pub struct Counter {
 const _: () = assert!(size_of::<Counter>() == 16);
 
 impl Counter {
+    /// Adds `other`, stopping at the largest count rather than wrapping: totals over interfaces
+    /// never panic, whatever a pinned map was made to hold.
     pub const fn add(&mut self, other: Self) {
-        self.packets += other.packets;
-        self.bytes += other.bytes;
+        self.packets = self.packets.saturating_add(other.packets);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+
+    /// `self + other`, or `None` where a count would overflow: counts no kernel could have
+    /// reached, which only something writing the map could have put there.
+    pub const fn checked_add(self, other: Self) -> Option<Self> {
+        match (
+            self.packets.checked_add(other.packets),
+            self.bytes.checked_add(other.bytes),
+        ) {
+            (Some(packets), Some(bytes)) => Some(Self { packets, bytes }),
+            _ => None,
+        }
     }
 }
 
@@ -213,7 +227,7 @@ impl SlotCounters {
         self.classes[class_index(matched, action)]
     }
 
-    /// Adds `other` class by class (the loader sums the CPUs with it).
+    /// Adds `other` class by class, stopping at the largest counts (see [`Counter::add`]).
     pub fn add(&mut self, other: &Self) {
         for (total, counter) in self.classes.iter_mut().zip(other.classes) {
             total.add(counter);
@@ -237,6 +251,35 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_stop_at_the_largest_count_or_say_they_overflow() {
+        let most = Counter {
+            packets: u64::MAX,
+            bytes: u64::MAX - 1,
+        };
+        let one = Counter {
+            packets: 1,
+            bytes: 1,
+        };
+        assert_eq!(most.checked_add(one), None);
+        assert_eq!(
+            one.checked_add(one),
+            Some(Counter {
+                packets: 2,
+                bytes: 2
+            })
+        );
+        let mut total = most;
+        total.add(one);
+        assert_eq!(
+            total,
+            Counter {
+                packets: u64::MAX,
+                bytes: u64::MAX
+            }
+        );
+    }
 
     #[test]
     fn class_indices_are_dense_and_distinct() {

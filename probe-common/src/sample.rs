@@ -114,9 +114,22 @@ pub struct SampleCounts {
 const _: () = assert!(size_of::<SampleCounts>() == 16);
 
 impl SampleCounts {
+    /// Adds `other`, stopping at the largest count (see [`crate::Counter::add`]).
     pub const fn add(&mut self, other: Self) {
-        self.emitted += other.emitted;
-        self.lost += other.lost;
+        self.emitted = self.emitted.saturating_add(other.emitted);
+        self.lost = self.lost.saturating_add(other.lost);
+    }
+
+    /// `self + other`, or `None` where a count would overflow (see
+    /// [`crate::Counter::checked_add`]).
+    pub const fn checked_add(self, other: Self) -> Option<Self> {
+        match (
+            self.emitted.checked_add(other.emitted),
+            self.lost.checked_add(other.lost),
+        ) {
+            (Some(emitted), Some(lost)) => Some(Self { emitted, lost }),
+            _ => None,
+        }
     }
 }
 

@@ -149,6 +149,43 @@ fn a_bad_action_or_hook_byte_is_refused_and_detach_removes_the_filter() {
 
 #[test]
 #[ignore = "needs root"]
+fn counts_no_kernel_could_have_counted_are_refused_and_detach_removes_the_filter() {
+    let link = Link::new("trcount");
+    pin_filter(&link);
+    let netns = &link.receiver;
+    // Slot 0's first class, near the top of a u64 on every CPU: the sum over CPUs overflows.
+    overwrite(
+        &netns.pin_dir().join("COUNTERS"),
+        &0_u32.to_ne_bytes(),
+        &[0xff; 16],
+    );
+    let status = netns.output(PROBE, &["status", "--json"]);
+    assert_refused("status", &status, 1, &["COUNTERS", "localnet-probe detach"]);
+    let run = netns.output(
+        PROBE,
+        &[
+            "run",
+            "--pin",
+            "--json",
+            "--duration",
+            "0.3",
+            "--iface",
+            RECEIVER_IF,
+        ],
+    );
+    assert_refused("run --pin", &run, 1, &["COUNTERS", "localnet-probe detach"]);
+    assert!(
+        netns.has_xdp(RECEIVER_IF),
+        "the pinned filter stays until detached"
+    );
+    let detach = netns.output(PROBE, &["detach"]);
+    assert_refused("detach", &detach, 0, &[]);
+    assert!(!netns.has_xdp(RECEIVER_IF), "detach removes the filter");
+    assert!(!netns.pin_dir().exists(), "detach removes the pins");
+}
+
+#[test]
+#[ignore = "needs root"]
 fn a_garbled_standing_record_is_refused_and_detach_removes_the_filter() {
     let link = Link::new("trstand");
     pin_filter(&link);

@@ -84,8 +84,21 @@ impl CounterMap {
         self.map.map()
     }
 
-    /// The counters of `slot` as last [read](Self::read), summed over CPUs.
-    pub(crate) fn slot(&self, slot: u32) -> SlotCounters {
+    /// The counters of `slot` as last [read](Self::read), summed over CPUs; `None` where a sum
+    /// overflows, which no kernel counts but a write to the pinned map can.
+    pub(crate) fn slot(&self, slot: u32) -> Option<SlotCounters> {
+        let mut total = SlotCounters::default();
+        for (key, class) in Self::keys(slot).zip(&mut total.classes) {
+            for counter in &self.values[key as usize * self.cpus..][..self.cpus] {
+                *class = class.checked_add(*counter)?;
+            }
+        }
+        Some(total)
+    }
+
+    /// As [`Self::slot`], the sums stopping at the largest counts instead: for final counts,
+    /// which are only said, on the way to freeing the slot.
+    pub(crate) fn slot_saturating(&self, slot: u32) -> SlotCounters {
         let mut total = SlotCounters::default();
         for (key, class) in Self::keys(slot).zip(&mut total.classes) {
             for counter in &self.values[key as usize * self.cpus..][..self.cpus] {

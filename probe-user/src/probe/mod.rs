@@ -71,6 +71,12 @@ pub enum ProbeError {
     Cpus(#[source] io::Error),
     #[error("cannot read the counters")]
     ReadCounters(#[source] io::Error),
+    #[error(
+        "{map} holds counts for interface slot {slot} that no kernel could have counted: \
+         something other than the probe wrote them, and they cannot be trusted; \
+         `localnet-probe detach` removes the standing filter"
+    )]
+    ImplausibleCounts { map: &'static str, slot: u32 },
     #[error("cannot refill the sample budgets")]
     Refill(#[source] io::Error),
     #[error(
@@ -693,7 +699,7 @@ impl Probe {
         self.counters
             .read(record.slot + 1)
             .map_err(ProbeError::ReadCounters)?;
-        let mut counters = self.counters.slot(record.slot);
+        let mut counters = self.counters.slot_saturating(record.slot);
         counters.samples = samples;
         self.counters.zero(record.slot)?;
         self.zero_sample_counts(record.slot)?;
@@ -715,15 +721,35 @@ impl Probe {
         self.counters
             .read(slots_in_use.unwrap_or(0))
             .map_err(ProbeError::ReadCounters)?;
-        Ok(self
-            .records
+        self.records
             .iter()
             .map(|(ifindex, record)| {
-                let mut counters = self.counters.slot(record.slot);
+                let implausible = |map| ProbeError::ImplausibleCounts {
+                    map,
+                    slot: record.slot,
+                };
+                let mut counters = self
+                    .counters
+                    .slot(record.slot)
+                    .ok_or_else(|| implausible(map_names::COUNTERS))?;
                 counters.samples = samples[ifindex];
-                (*ifindex, counters)
+                // A program counts a frame before it samples it, and the samples were read
+                // first: more samples than matched frames were written by someone else.
+                let matched = counters
+                    .classes
+                    .iter()
+                    .fold(0_u64, |sum, class| sum.saturating_add(class.packets));
+                if counters
+                    .samples
+                    .emitted
+                    .saturating_add(counters.samples.lost)
+                    > matched
+                {
+                    return Err(implausible(map_names::SAMPLE_COUNTS));
+                }
+                Ok((*ifindex, counters))
             })
-            .collect())
+            .collect()
     }
 
     fn write_config(&mut self, ifindex: u32, config: IfaceConfig) -> Result<(), ProbeError> {

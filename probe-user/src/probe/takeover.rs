@@ -254,7 +254,7 @@ impl Probe {
         self.counters
             .read(slot + 1)
             .map_err(ProbeError::ReadCounters)?;
-        let mut counters = self.counters.slot(slot);
+        let mut counters = self.counters.slot_saturating(slot);
         counters.samples = self.sample_counts(slot)?;
         Ok(Adopted {
             ifindex,
