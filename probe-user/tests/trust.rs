@@ -468,3 +468,86 @@ fn new_interface_under_idle_connections(tag: &str, files: &str) {
     let (status, _) = probe.stop(libc::SIGTERM);
     assert!(status.success(), "exited {status}: {stderr}");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_fifo_whose_reader_stopped_with_the_pipe_full_delays_no_start() {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+
+    let link = Link::new("trfull");
+    let dir = TempDir::new("trfull");
+    let fifo = dir.path().join("samples.pcapng");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let mut reader = KillOnDrop(
+        Command::new("sh")
+            .args(["-c", "exec cat 0<>\"$1\"", "sh"])
+            .arg(&fifo)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run cat"),
+    );
+    wait_until_open(reader.0.id(), &fifo);
+    signal(&reader, libc::SIGSTOP);
+    // The pipe filled to the last byte while its reader is stopped.
+    let mut filler = std::fs::File::options()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("open the FIFO");
+    let block = [0_u8; 4096];
+    for _ in 0..100_000 {
+        match filler.write(&block) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(error) => panic!("fill the FIFO: {error}"),
+        }
+    }
+    assert_eq!(
+        filler.write(&[0]).map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "the pipe is full"
+    );
+    let mut probe = KillOnDrop(
+        link.receiver
+            .command(PROBE)
+            .args([
+                "run",
+                "--json",
+                "--duration",
+                "1",
+                "--iface",
+                RECEIVER_IF,
+                "--pcap",
+            ])
+            .arg(&fifo)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the probe"),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = probe.0.try_wait().expect("wait for the probe") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            panic!(
+                "run --duration 1 still running after 20 s with the FIFO full: {}",
+                probe.last_words()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = probe.stdout();
+    assert!(status.success(), "exited {status}: {}", probe.stderr());
+    assert!(
+        stdout.lines().any(|line| line.contains("\"interfaces\"")),
+        "no report: {stdout}"
+    );
+    signal(&reader, libc::SIGCONT);
+    reader.terminate(Duration::from_secs(5));
+}

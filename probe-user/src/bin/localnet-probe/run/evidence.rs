@@ -91,11 +91,12 @@ impl Pcap {
     pub(crate) fn open(path: &str) -> Result<Self, PcapOpenError> {
         let mut writer = PcapWriter::new(Vec::new()).expect("writing to a Vec");
         let header = std::mem::take(writer.get_mut());
-        let to = if path == "-" {
+        // Where the pcap goes, and what of the section header the writer thread is to write.
+        let (to, unsent_blocks) = if path == "-" {
             if io::stdout().is_terminal() {
                 return Err(PcapOpenError::Terminal);
             }
-            Stream::Stdout
+            (Stream::Stdout, header)
         } else {
             let create = |error| PcapOpenError::Create {
                 path: path.to_owned(),
@@ -113,7 +114,6 @@ impl Pcap {
                     Some(libc::ENXIO) => PcapOpenError::NoReader(path.to_owned()),
                     _ => create(error),
                 })?;
-            set_blocking(&file).map_err(create)?;
             if is_same_file(&file, io::stdout().as_raw_fd()) {
                 return Err(PcapOpenError::Stdout(path.to_owned()));
             }
@@ -123,18 +123,23 @@ impl Pcap {
             if file.is_terminal() {
                 return Err(PcapOpenError::TerminalFile(path.to_owned()));
             }
-            // The section header now, a few dozen bytes into an empty file or FIFO: a disk
-            // already full is an error before attaching.
-            file.write_all(&header).map_err(create)?;
-            Stream::Pcap {
-                file,
-                whole: header.len() as u64,
+            // The section header now, still without blocking, a few dozen bytes into an empty
+            // file or FIFO: a disk already full is an error before attaching. A FIFO whose
+            // reader has stopped with its pipe full takes it later, from the writer thread.
+            let mut sent = 0;
+            while sent < header.len() {
+                match file.write(&header[sent..]) {
+                    Ok(0) => return Err(create(io::ErrorKind::WriteZero.into())),
+                    Ok(written) => sent += written,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => return Err(create(error)),
+                }
             }
-        };
-        let unsent_blocks = if matches!(to, Stream::Stdout) {
-            header
-        } else {
-            Vec::new()
+            set_blocking(&file).map_err(create)?;
+            let whole = if sent == header.len() { sent as u64 } else { 0 };
+            let unsent = header[sent..].to_vec();
+            (Stream::Pcap { file, whole }, unsent)
         };
         let mut pcap = Self {
             writer,
