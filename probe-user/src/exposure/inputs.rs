@@ -242,7 +242,7 @@ fn tcx_on(interfaces: &[Interface]) -> Result<Vec<(u32, TcxOn)>, String> {
             };
             for (position, &program_id) in programs.iter().enumerate() {
                 let attachment =
-                    Attachment::of(program_id, interface.ifindex, Stage::Tcx(direction));
+                    Attachment::of(program_id, interface.ifindex, Stage::Tc(direction));
                 if attachment.unidentifiable() {
                     on.unidentified.push(program_id);
                 } else if attachment.is_localnet_probe() {

@@ -148,7 +148,7 @@ impl Collector for SnapshotCollector {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for interface in &snapshot.interfaces {
                 let ifindex = interface.ifindex.to_string();
-                for (matched, action) in counted_classes(interface.egress) {
+                for (matched, action) in counted_classes(interface.egress.is_some()) {
                     let labels = [
                         ("interface", interface.name.as_str()),
                         ("ifindex", ifindex.as_str()),
@@ -223,9 +223,10 @@ impl Collector for SnapshotCollector {
                 hook.xdp_mode().map_or("", AttachedMode::name),
                 interface.mode.name(),
             );
-            let egress = (Direction::Egress, "tcx", "", Mode::Monitor.name());
-            for (direction, hook, xdp_mode, mode) in
-                std::iter::once(ingress).chain(interface.egress.then_some(egress))
+            let egress = interface
+                .egress
+                .map(|egress| (Direction::Egress, egress.name(), "", Mode::Monitor.name()));
+            for (direction, hook, xdp_mode, mode) in std::iter::once(ingress).chain(egress)
             {
                 let labels = [
                     ("interface", interface.name.as_str()),

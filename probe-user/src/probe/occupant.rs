@@ -63,7 +63,7 @@ impl Occupant {
     /// if this process can tell one there: without CAP_SYS_ADMIN, one held by another user's
     /// process has no name nor holder to recognise it by.
     pub fn localnet_probe_at_tcx(interface: &Interface) -> Option<Self> {
-        let stage = Stage::Tcx(Direction::Ingress);
+        let stage = Stage::Tc(Direction::Ingress);
         crate::kernel::link::tcx_programs(interface.ifindex, Direction::Ingress)
             .ok()?
             .into_iter()
@@ -276,7 +276,7 @@ fn standing_filter_of(program_id: u32, ifindex: u32, stage: Stage) -> Option<Pat
     let dir = PinDir::of_this_namespace().ok()?;
     let direction = match stage {
         Stage::Xdp => Direction::Ingress,
-        Stage::Tcx(direction) => direction,
+        Stage::Tc(direction) => direction,
     };
     let info = Link::from_pin(&dir.link_path(ifindex, direction), stage)
         .ok()??
@@ -319,7 +319,7 @@ fn is_link_of(fdinfo: &str, stage: Stage, program_id: u32, ifindex: u32) -> bool
     };
     let link_type = match stage {
         Stage::Xdp => "xdp",
-        Stage::Tcx(_) => "tcx",
+        Stage::Tc(_) => "tcx",
     };
     field("link_type") == Some(link_type)
         && field("prog_id").and_then(|id| id.parse().ok()) == Some(program_id)
@@ -339,8 +339,8 @@ mod tests {
         assert!(!is_link_of(info, Stage::Xdp, 41, 3));
         let tcx = info.replace("xdp", "tcx") + "attach_type:\t46 (ingress)\n";
         assert!(!is_link_of(&tcx, Stage::Xdp, 42, 3));
-        assert!(is_link_of(&tcx, Stage::Tcx(Direction::Ingress), 42, 3));
-        assert!(!is_link_of(info, Stage::Tcx(Direction::Ingress), 42, 3));
+        assert!(is_link_of(&tcx, Stage::Tc(Direction::Ingress), 42, 3));
+        assert!(!is_link_of(info, Stage::Tc(Direction::Ingress), 42, 3));
     }
 
     #[test]

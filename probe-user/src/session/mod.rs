@@ -39,7 +39,7 @@ use crate::{
         route_localnet::{self, RouteLocalnet},
         stacking::Uppers,
     },
-    probe::attachment::Hook,
+    probe::attachment::{Hook, TcHook},
     probe::occupant::Occupant,
     probe::pins::{Found, PinDir, PinError, PinLock, Standing},
     probe::{Adopted, LoadOptions, Probe, ProbeError, TcxPrecededBy, XdpModeChoice},
@@ -169,8 +169,8 @@ pub struct AttachedInterface {
     pub program: Framing,
     pub mode: Mode,
     pub hook: Hook,
-    /// Replies leaving it are counted.
-    pub egress: bool,
+    /// Where replies leaving it are counted, if they are.
+    pub egress: Option<TcHook>,
     /// Why native XDP was refused, when auto mode fell back to generic.
     pub native_refused: Option<std::io::Error>,
     /// Taken over from the standing filter: attached all along.
@@ -426,7 +426,9 @@ impl Session {
             let moved_away = match adopted.hook {
                 None => false,
                 Some(Hook::Xdp(_)) => here.is_none_or(|i| i.xdp.is_none()),
-                Some(Hook::Tcx) => here.is_none_or(|i| !self.tracked.probe.holds(i.ifindex, None)),
+                Some(Hook::Tc(_)) => {
+                    here.is_none_or(|i| !self.tracked.probe.holds(i.ifindex, None))
+                }
             };
             if moved_away {
                 adopted.counters = self.tracked.release(adopted.ifindex, &adopted.name)?;
@@ -460,12 +462,12 @@ impl Session {
                             .rename(chosen.ifindex, &chosen.name)
                             .map_err(change_error)?;
                     }
-                    if self.egress && !adopted.egress {
+                    if self.egress && adopted.egress.is_none() {
                         self.tracked
                             .probe
                             .attach_egress(chosen.ifindex)
                             .map_err(change_error)?;
-                    } else if adopted.egress && !self.egress {
+                    } else if adopted.egress.is_some() && !self.egress {
                         self.tracked
                             .probe
                             .detach_egress(chosen.ifindex)
@@ -489,7 +491,9 @@ impl Session {
                         program: adopted.program,
                         mode: chosen.mode,
                         hook,
-                        egress: self.egress,
+                        egress: self.tracked.probe.attached_hook(chosen.ifindex).and_then(
+                            |(_, egress)| egress,
+                        ),
                         native_refused: None,
                         adopted: true,
                     });
@@ -582,7 +586,7 @@ impl Session {
         let attached = if beside {
             self.tracked
                 .probe
-                .attach_tcx(chosen.ifindex, chosen.program)
+                .attach_tc(chosen.ifindex, chosen.program)
         } else {
             self.tracked
                 .probe
@@ -632,7 +636,11 @@ impl Session {
             program: chosen.program,
             mode: chosen.mode,
             hook: result.hook,
-            egress: self.egress,
+            egress: self
+                .tracked
+                .probe
+                .attached_hook(chosen.ifindex)
+                .and_then(|(_, egress)| egress),
             native_refused: result.native_refused,
             adopted: false,
         })

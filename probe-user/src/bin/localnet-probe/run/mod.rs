@@ -23,7 +23,7 @@ use probe_user::{
     net::names::{NamePattern, printable},
     output::report::{EventReport, FirewallChangeReport, Report, SysctlChangeReport},
     output::samples::SampleRing,
-    probe::attachment::Hook,
+    probe::attachment::{Hook, TcHook},
     probe::{
         DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, TcxPrecededBy, XdpModeChoice,
         native_refusal,
@@ -454,9 +454,23 @@ fn say_attached(attached: &[AttachedInterface]) {
         }
         let hook = match attached.hook {
             Hook::Xdp(mode) => format!("{} XDP", mode.name()),
-            Hook::Tcx if attached.adopted => "tcx ingress".to_owned(),
-            Hook::Tcx => "tcx ingress, beside another XDP program".to_owned(),
+            Hook::Tc(tc) => {
+                let how = match tc {
+                    TcHook::Tcx => "",
+                    TcHook::Clsact => " (a clsact filter: this kernel has no tcx)",
+                };
+                let beside = if attached.adopted {
+                    ""
+                } else {
+                    ", beside another XDP program"
+                };
+                format!("{} ingress{how}{beside}", tc.name())
+            }
         };
+        let egress = attached
+            .egress
+            .map(|egress| format!("; replies counted at {} egress", egress.name()))
+            .unwrap_or_default();
         tracing::info!(
             "{} {} ({hook}{}, {} mode)",
             if attached.adopted {
@@ -465,11 +479,7 @@ fn say_attached(attached: &[AttachedInterface]) {
                 "attached to"
             },
             printable(&attached.name),
-            if attached.egress {
-                "; replies counted at tcx egress"
-            } else {
-                ""
-            },
+            egress,
             attached.mode.name()
         );
     }
