@@ -11,8 +11,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, ParseableParametrized as _,
 };
 use netlink_packet_route::{
     RouteNetlinkMessage,
@@ -166,7 +166,7 @@ pub fn filters(ifindex: u32, direction: Direction) -> io::Result<Vec<FilterInfo>
     };
     let message = RouteNetlinkMessage::GetTrafficFilter(TcMessage::from_parts(header, Vec::new()));
     let mut found = Vec::new();
-    for message in exchange(message, NLM_F_DUMP)? {
+    for message in exchange(message, NLM_F_DUMP, true)? {
         let filter = match message {
             Some(RouteNetlinkMessage::NewTrafficFilter(filter)) => filter,
             Some(_) => continue,
@@ -218,15 +218,16 @@ pub fn filters(ifindex: u32, direction: Direction) -> io::Result<Vec<FilterInfo>
 
 /// Sends `message` and waits for the kernel's answer.
 fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-    exchange(message, NLM_F_ACK | flags).map(drop)
+    exchange(message, NLM_F_ACK | flags, false).map(drop)
 }
 
-/// Sends `message` with `flags` and reads the answer to its end: a dump's messages until
+/// Sends `message` with `flags` and reads the answer to its end: with `dump`, its messages until
 /// `NLMSG_DONE` (`None` for one that cannot be parsed), or an acknowledgement; an error the
 /// kernel answers is returned as one.
 fn exchange(
     message: RouteNetlinkMessage,
     flags: u16,
+    dump: bool,
 ) -> io::Result<Vec<Option<RouteNetlinkMessage>>> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
@@ -239,40 +240,41 @@ fn exchange(
     let mut bytes = vec![0; request.buffer_len()];
     request.serialize(&mut bytes);
     socket.send(&bytes, 0)?;
-    let dump = flags & NLM_F_DUMP != 0;
     let mut buffer = vec![0; 64 * 1024];
     let mut answers = Vec::new();
     loop {
         let received = socket.recv(&mut &mut buffer[..], 0)?;
         let mut offset = 0;
         while offset < received {
-            let length = NetlinkBuffer::new_checked(&buffer[offset..received])
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?
-                .length() as usize;
+            let message = NetlinkBuffer::new_checked(&buffer[offset..received])
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            let length = message.length() as usize;
             if length == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "an rtnetlink message of no length",
                 ));
             }
-            let bytes = &buffer[offset..received.min(offset + length)];
             offset += length.next_multiple_of(4);
-            let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) else {
-                // Another tool's filter with options this crate cannot read: still a filter.
-                answers.push(None);
-                continue;
-            };
-            match message.payload {
-                NetlinkPayload::Done(_) => return Ok(answers),
-                NetlinkPayload::Error(error) => {
-                    return match error.code {
-                        Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                        None if !dump => Ok(answers),
-                        None => continue,
-                    };
+            match message.message_type() {
+                NLMSG_DONE => return Ok(answers),
+                NLMSG_ERROR => {
+                    let code = message.payload().get(..4).map_or(0, |code| {
+                        i32::from_ne_bytes(code.try_into().expect("4 bytes"))
+                    });
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    if !dump {
+                        return Ok(answers);
+                    }
                 }
-                NetlinkPayload::InnerMessage(inner) => answers.push(Some(inner)),
-                _ => {}
+                message_type => {
+                    // Another tool's filter with options this crate cannot read is still one.
+                    answers.push(
+                        RouteNetlinkMessage::parse_with_param(message.payload(), message_type).ok(),
+                    );
+                }
             }
         }
     }

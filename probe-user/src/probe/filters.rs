@@ -181,15 +181,13 @@ impl Filter {
         })
     }
 
-    /// The filters that run before it, first to last, by program id or, for filters without
-    /// one, by kind.
+    /// The filters that run before it, first to last, by program id (0 for a filter without
+    /// one, of another kind).
     pub fn preceded_by(&self) -> io::Result<Vec<u32>> {
         let filters = tc::filters(self.place.ifindex, self.place.direction)?;
-        Ok(filters
-            .iter()
-            .take_while(|filter| filter.handle != self.place.handle || filter.priority != PRIORITY)
-            .map(|filter| filter.program_id.unwrap_or(0))
-            .collect())
+        Ok(ahead_of(&filters, |filter| {
+            filter.handle == self.place.handle && filter.priority == PRIORITY
+        }))
     }
 }
 
@@ -224,6 +222,38 @@ fn is_probes(filter: &FilterInfo, direction: Direction) -> bool {
                 .into_iter()
                 .any(|program| program_name(program, Stage::Tc(direction)) == name)
         })
+}
+
+/// The probe's filter at `ifindex`'s clsact qdisc in `direction`, whoever's it is: its
+/// program's id, and whether it is the standing filter's.
+pub fn probes_at(ifindex: u32, direction: Direction) -> io::Result<Option<(u32, bool)>> {
+    Ok(tc::filters(ifindex, direction)?
+        .into_iter()
+        .find(|filter| is_probes(filter, direction))
+        .map(|filter| {
+            (
+                filter.program_id.unwrap_or_default(),
+                filter.handle & OWNER_MASK == STANDING_OWNER,
+            )
+        }))
+}
+
+/// The filters before the probe's (running `program_id`) at `ifindex`'s clsact ingress, by
+/// program id (0 for a filter of another kind).
+pub fn preceding(ifindex: u32, program_id: u32) -> io::Result<Vec<u32>> {
+    let filters = tc::filters(ifindex, Direction::Ingress)?;
+    Ok(ahead_of(&filters, |filter| {
+        is_probes(filter, Direction::Ingress) && filter.program_id == Some(program_id)
+    }))
+}
+
+/// The program ids of `filters` before the first that is `ours`.
+fn ahead_of(filters: &[FilterInfo], ours: impl Fn(&FilterInfo) -> bool) -> Vec<u32> {
+    filters
+        .iter()
+        .take_while(|filter| !ours(filter))
+        .map(|filter| filter.program_id.unwrap_or(0))
+        .collect()
 }
 
 /// A filter of a run that is gone, deleted by [`remove_leftovers`].

@@ -375,6 +375,35 @@ impl Probe {
             .map(|pinned| pinned.name())
     }
 
+    /// Deletes the clsact filters on `ifindexes` that a run killed with SIGKILL left, and, with
+    /// `by_pins` (for a standing filter whose lock the caller holds, and whose pins were found
+    /// rather than made now: pins made in a BPF file system just mounted may not be the ones
+    /// that record its filters), the standing filter's that its pins do not record: a process
+    /// killed between attaching and pinning one.
+    pub fn remove_leftover_filters(
+        &self,
+        ifindexes: impl IntoIterator<Item = u32>,
+        by_pins: bool,
+    ) -> Result<Vec<filters::Leftover>, ProbeError> {
+        let recorded = |ifindex: u32, direction: Direction| {
+            let Some(attachment) = self
+                .records
+                .get(&ifindex)
+                .and_then(|record| record.attachment.as_ref())
+            else {
+                return false;
+            };
+            let held = match direction {
+                Direction::Ingress => Some(&attachment.held),
+                Direction::Egress => attachment.egress.as_ref(),
+            };
+            held.and_then(Held::filter).is_some_and(Filter::is_standing)
+        };
+        let standing: Option<&dyn Fn(u32, Direction) -> bool> =
+            (by_pins && self.standing.is_some()).then_some(&recorded);
+        filters::remove_leftovers(ifindexes, standing).map_err(ProbeError::Attach)
+    }
+
     /// The standing filter's directory, for a probe that is one.
     pub fn standing_dir(&self) -> Option<&PinDir> {
         self.standing.as_ref().map(|standing| &standing.dir)

@@ -348,6 +348,25 @@ impl Session {
                 .collect(),
             retry: retry::Backoff::default(),
         };
+        let leftovers = session
+            .tracked
+            .probe
+            .remove_leftover_filters(all.iter().map(|interface| interface.ifindex), !pinned_now)
+            .map_err(load_error)?;
+        notes.extend(leftovers.iter().map(|leftover| {
+            let name = all
+                .iter()
+                .find(|interface| interface.ifindex == leftover.ifindex)
+                .map_or_else(|| format!("ifindex {}", leftover.ifindex), |i| i.name.clone());
+            format!(
+                "{name}: removed the clsact filter at tc {} (program id {}) that a localnet-probe \
+                 killed before it could remove it left",
+                leftover.direction.name(),
+                leftover
+                    .program_id
+                    .map_or_else(|| "?".to_owned(), |id| id.to_string())
+            )
+        }));
         let mut selected = selected;
         let attached = match session.serve_at_start(&all, &mut selected, adopted, &mut notes) {
             Ok(attached) => attached,
@@ -695,7 +714,7 @@ impl Session {
 /// What holds `interface` already: another localnet-probe at its tcx ingress (refused whatever
 /// `--on-conflict` says, as at XDP: it is served), or another XDP program.
 fn occupant_of(interface: &Interface) -> Option<Occupant> {
-    Occupant::localnet_probe_at_tcx(interface).or_else(|| Occupant::of(interface))
+    Occupant::localnet_probe_at_tc(interface).or_else(|| Occupant::of(interface))
 }
 
 /// An interface left out because another XDP program holds it (`--on-conflict skip`).

@@ -163,8 +163,8 @@ impl LiveView {
             Column::Name => printable(&interface.name).into_owned(),
             Column::Hook => match (interface.hook, interface.xdp_mode) {
                 (Some(_), Some(xdp_mode)) => xdp_mode.to_owned(),
-                (Some(_), None) if !interface.tcx_preceded_by.ingress.is_empty() => {
-                    "tcx!".to_owned()
+                (Some(hook), None) if !interface.tcx_preceded_by.ingress.is_empty() => {
+                    format!("{hook}!")
                 }
                 (Some(hook), None) => hook.to_owned(),
                 (None, _) => "-".to_owned(),
@@ -472,7 +472,8 @@ impl LiveView {
             format!("q Ctrl-C       {quit}"),
             String::new(),
             "HOOK     native or generic XDP; tcx beside another XDP program".to_owned(),
-            "         (tcx! another program now runs before it)".to_owned(),
+            "         (tc: a clsact filter, where the kernel has no tcx)".to_owned(),
+            "         (tcx! or tc! another program now runs before it)".to_owned(),
             "MODE     monitor counts and passes; drop drops".to_owned(),
             "LOCALNET effective route_localnet (via: on a device stacked on it)".to_owned(),
             "         ! exposed: 127.0.0.1 services reachable; !! exploited".to_owned(),
