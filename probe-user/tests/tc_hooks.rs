@@ -180,7 +180,7 @@ fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
 /// exactly CAP_BPF and CAP_NET_ADMIN.
 #[test]
 #[ignore = "needs root"]
-fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
+fn beside_another_xdp_program_it_counts_and_drops_at_tc_ingress() {
     let link = Link::new("tcx");
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
@@ -292,7 +292,7 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
 /// the other program.
 #[test]
 #[ignore = "needs root"]
-fn a_standing_filter_at_tcx_is_taken_over_and_detached() {
+fn a_standing_filter_at_tc_is_taken_over_and_detached() {
     let link = Link::new("tcx-pin");
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
