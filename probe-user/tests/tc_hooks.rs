@@ -14,8 +14,8 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
 use probe_user::kernel::features::KernelFeatures;
+use serde_json::Value;
 use test_frames::{TPID_8021AD, TPID_8021Q, ipv4};
 use testbed::{
     ForeignTcx, ForeignXdp, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4,
@@ -338,7 +338,11 @@ fn a_standing_filter_at_tc_is_taken_over_and_detached() {
     assert_eq!(entry["egress"], false);
     assert_eq!(count(entry, "packets_dropped"), 10, "counts kept");
     let ingress_now = programs_at(&link.receiver, RECEIVER_IF, false);
-    assert_eq!(ingress_now.len(), 1, "the link or filter kept, its program replaced");
+    assert_eq!(
+        ingress_now.len(),
+        1,
+        "the link or filter kept, its program replaced"
+    );
     assert_ne!(ingress_now, ingress);
     assert!(programs_at(&link.receiver, RECEIVER_IF, true).is_empty());
     second.wait_until_said("counted replies leaving it, this run does not");
@@ -583,10 +587,16 @@ fn its_filters_go_on_every_way_out_even_sigkill_and_anothers_stay() {
     let args = ["--on-conflict", "tc", "--egress", "--iface", RECEIVER_IF];
     let nothing_of_ours_left = |after: &str| {
         assert_eq!(netns.clsact_filters(RECEIVER_IF, false), theirs, "{after}");
-        assert!(netns.clsact_filters(RECEIVER_IF, true).is_empty(), "{after}");
+        assert!(
+            netns.clsact_filters(RECEIVER_IF, true).is_empty(),
+            "{after}"
+        );
         assert!(netns.tcx_programs(RECEIVER_IF, false).is_empty(), "{after}");
         assert!(netns.tcx_programs(RECEIVER_IF, true).is_empty(), "{after}");
-        assert!(netns.has_xdp(RECEIVER_IF), "{after}: the other XDP program stays");
+        assert!(
+            netns.has_xdp(RECEIVER_IF),
+            "{after}: the other XDP program stays"
+        );
     };
 
     let probe = ProbeProcess::start(PROBE, netns, &args);
@@ -607,11 +617,25 @@ fn its_filters_go_on_every_way_out_even_sigkill_and_anothers_stay() {
         // A device where another tool's filter holds the probe's priority at egress for
         // another protocol: the probe's filter cannot be made there, so the start fails, all
         // or nothing.
-        netns.ip(&["link", "add", "spare0", "type", "veth", "peer", "name", "spare1"]);
+        netns.ip(&[
+            "link", "add", "spare0", "type", "veth", "peer", "name", "spare1",
+        ]);
         netns.tc(&["qdisc", "add", "dev", "spare0", "clsact"]);
         netns.tc(&[
-            "filter", "add", "dev", "spare0", "egress", "protocol", "ip", "prio", "1", "handle",
-            "9", "bpf", "bytecode", "1,6 0 0 0,",
+            "filter",
+            "add",
+            "dev",
+            "spare0",
+            "egress",
+            "protocol",
+            "ip",
+            "prio",
+            "1",
+            "handle",
+            "9",
+            "bpf",
+            "bytecode",
+            "1,6 0 0 0,",
         ]);
         let failed = netns.output(
             PROBE,
@@ -648,7 +672,11 @@ fn its_filters_go_on_every_way_out_even_sigkill_and_anothers_stay() {
     assert!(!status.success());
     let left = programs_at(netns, RECEIVER_IF, false);
     if hook == "tc" {
-        assert_eq!(left.len(), 2, "its filter outlives it, beside theirs: {left:?}");
+        assert_eq!(
+            left.len(),
+            2,
+            "its filter outlives it, beside theirs: {left:?}"
+        );
         assert_eq!(netns.clsact_filters(RECEIVER_IF, true).len(), 1);
     } else {
         assert!(left.is_empty(), "its tcx link dies with it: {left:?}");
@@ -659,7 +687,10 @@ fn its_filters_go_on_every_way_out_even_sigkill_and_anothers_stay() {
     assert_eq!(interface(&ready, RECEIVER_IF)["hook"], hook, "served again");
     if hook == "tc" {
         let said = next.wait_until_said("removed the clsact filter at tc egress");
-        assert!(said.contains("removed the clsact filter at tc ingress"), "{said}");
+        assert!(
+            said.contains("removed the clsact filter at tc ingress"),
+            "{said}"
+        );
     }
     // Its own, and at clsact ingress theirs.
     let expected = if hook == "tc" { 2 } else { 1 };

@@ -630,7 +630,14 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         println!("\nxtask: tc_hooks again with LOCALNET_PROBE_WITHOUT=tcx (clsact filters)");
         let mut command = cargo();
         command
-            .args(["test", "--locked", "--test", "tc_hooks", "--", "--include-ignored"])
+            .args([
+                "test",
+                "--locked",
+                "--test",
+                "tc_hooks",
+                "--",
+                "--include-ignored",
+            ])
             .env("LOCALNET_PROBE_WITHOUT", "tcx");
         let without_tcx = cargo_test(command, &mut totals)?;
         host_status = Some(if all.success() { without_tcx } else { all });

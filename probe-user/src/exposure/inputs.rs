@@ -298,8 +298,8 @@ fn clsact_on(interface: &Interface, on: &mut TcxOn) -> Result<(), String> {
         match direction {
             Direction::Ingress => {
                 let (holders, _) = program_holders(program_id);
-                let preceded_by = filters::preceding(interface.ifindex, program_id)
-                    .unwrap_or_default();
+                let preceded_by =
+                    filters::preceding(interface.ifindex, program_id).unwrap_or_default();
                 on.ingress = Some(probe_on(
                     (program_id, interface.ifindex),
                     (None, true),

@@ -100,10 +100,7 @@ pub fn add_clsact(ifindex: u32) -> io::Result<bool> {
 /// Deletes `ifindex`'s clsact qdisc, and with it every filter on it: the caller makes sure none
 /// is another's.
 pub fn delete_clsact(ifindex: u32) -> io::Result<()> {
-    request(
-        RouteNetlinkMessage::DelQueueDiscipline(clsact(ifindex)),
-        0,
-    )
+    request(RouteNetlinkMessage::DelQueueDiscipline(clsact(ifindex)), 0)
 }
 
 /// Puts the program behind `program_fd` in a direct-action cls_bpf filter at `place`, named
@@ -139,10 +136,8 @@ pub fn attach(
 /// Deletes the cls_bpf filter at `place`; one that is not there (its interface or qdisc gone
 /// with it) is no error.
 pub fn delete(place: FilterPlace) -> io::Result<()> {
-    let message = TcMessage::from_parts(
-        place.header(),
-        vec![TcAttribute::Kind(CLS_BPF.to_owned())],
-    );
+    let message =
+        TcMessage::from_parts(place.header(), vec![TcAttribute::Kind(CLS_BPF.to_owned())]);
     match request(RouteNetlinkMessage::DelTrafficFilter(message), 0) {
         Err(error)
             if matches!(

@@ -227,8 +227,7 @@ impl Collector for SnapshotCollector {
             let egress = interface
                 .egress
                 .map(|egress| (Direction::Egress, egress.name(), "", Mode::Monitor.name()));
-            for (direction, hook, xdp_mode, mode) in std::iter::once(ingress).chain(egress)
-            {
+            for (direction, hook, xdp_mode, mode) in std::iter::once(ingress).chain(egress) {
                 let labels = [
                     ("interface", interface.name.as_str()),
                     ("ifindex", ifindex.as_str()),

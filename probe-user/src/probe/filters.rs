@@ -175,9 +175,9 @@ impl Filter {
     /// Whether it is still on its interface: false once the interface is gone.
     pub fn is_attached(&self) -> bool {
         tc::filters(self.place.ifindex, self.place.direction).is_ok_and(|filters| {
-            filters
-                .iter()
-                .any(|filter| filter.handle == self.place.handle && is_probes(filter, self.place.direction))
+            filters.iter().any(|filter| {
+                filter.handle == self.place.handle && is_probes(filter, self.place.direction)
+            })
         })
     }
 
@@ -336,10 +336,19 @@ mod tests {
         assert!(is_probes(&ours, Direction::Ingress));
         // The egress program's name at ingress, and the other way round.
         assert!(!is_probes(&ours, Direction::Egress));
-        assert!(is_probes(&filter(0x4c50_0000, "localnet_probe_out_ip"), Direction::Egress));
+        assert!(is_probes(
+            &filter(0x4c50_0000, "localnet_probe_out_ip"),
+            Direction::Egress
+        ));
         // Another tool's: another handle, another name, another priority or kind.
-        assert!(!is_probes(&filter(1, "localnet_probe_tc"), Direction::Ingress));
-        assert!(!is_probes(&filter(0x4c50_0001, "cil_from_netdev"), Direction::Ingress));
+        assert!(!is_probes(
+            &filter(1, "localnet_probe_tc"),
+            Direction::Ingress
+        ));
+        assert!(!is_probes(
+            &filter(0x4c50_0001, "cil_from_netdev"),
+            Direction::Ingress
+        ));
         let mut elsewhere = ours.clone();
         elsewhere.priority = 2;
         assert!(!is_probes(&elsewhere, Direction::Ingress));

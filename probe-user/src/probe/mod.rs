@@ -554,10 +554,7 @@ impl Probe {
         }
         let (program, pinned) = (attachment.program, attachment.pinned);
         // A clsact qdisc the ingress filter added goes with the last of the two.
-        let clsact_added = attachment
-            .held
-            .filter()
-            .is_some_and(Filter::clsact_added);
+        let clsact_added = attachment.held.filter().is_some_and(Filter::clsact_added);
         let mut held = self.tc_attachment(ifindex, program, Direction::Egress, clsact_added)?;
         if pinned && let Some(standing) = &mut self.standing {
             match &mut held {
@@ -664,7 +661,12 @@ impl Probe {
             .get(&ifindex)?
             .attachment
             .as_ref()
-            .map(|attachment| (attachment.hook, attachment.egress.as_ref().map(Held::tc_hook)))
+            .map(|attachment| {
+                (
+                    attachment.hook,
+                    attachment.egress.as_ref().map(Held::tc_hook),
+                )
+            })
     }
 
     /// The programs that run before this probe's at `ifindex`'s tc hooks, first to last: at
@@ -721,9 +723,9 @@ impl Probe {
         match (&attachment.hook, &attachment.held) {
             (Hook::Xdp(_), _) => xdp_program_id == Some(attachment.program_id),
             // A tcx link of a device that is gone is defunct, with no ifindex.
-            (Hook::Tc(_), Held::Link(link)) => link
-                .info()
-                .is_ok_and(|info| info.ifindex == Some(ifindex)),
+            (Hook::Tc(_), Held::Link(link)) => {
+                link.info().is_ok_and(|info| info.ifindex == Some(ifindex))
+            }
             (Hook::Tc(_), Held::Filter(filter)) => filter.is_attached(),
         }
     }

@@ -452,13 +452,19 @@ impl Attachment {
             .flatten()
             .filter_map(|held| held.filter())
             .any(Filter::clsact_added);
-        let egress_filter = self.egress.as_ref().is_some_and(|held| held.filter().is_some());
+        let egress_filter = self
+            .egress
+            .as_ref()
+            .is_some_and(|held| held.filter().is_some());
         PinnedInterface::new(name, self.program, self.hook, egress_filter, clsact_added)
     }
 
     /// Lets its clsact filters go with it, pinned or not.
     pub(super) fn release_filters(&mut self) {
-        for held in [Some(&mut self.held), self.egress.as_mut()].into_iter().flatten() {
+        for held in [Some(&mut self.held), self.egress.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             if let Held::Filter(filter) = held {
                 filter.keep(false);
             }

@@ -357,7 +357,10 @@ impl Session {
             let name = all
                 .iter()
                 .find(|interface| interface.ifindex == leftover.ifindex)
-                .map_or_else(|| format!("ifindex {}", leftover.ifindex), |i| i.name.clone());
+                .map_or_else(
+                    || format!("ifindex {}", leftover.ifindex),
+                    |i| i.name.clone(),
+                );
             format!(
                 "{name}: removed the clsact filter at tc {} (program id {}) that a localnet-probe \
                  killed before it could remove it left",
@@ -510,9 +513,11 @@ impl Session {
                         program: adopted.program,
                         mode: chosen.mode,
                         hook,
-                        egress: self.tracked.probe.attached_hook(chosen.ifindex).and_then(
-                            |(_, egress)| egress,
-                        ),
+                        egress: self
+                            .tracked
+                            .probe
+                            .attached_hook(chosen.ifindex)
+                            .and_then(|(_, egress)| egress),
                         native_refused: None,
                         adopted: true,
                     });
@@ -603,9 +608,7 @@ impl Session {
             .configure(chosen.ifindex, chosen.mode)
             .map_err(attach_error)?;
         let attached = if beside {
-            self.tracked
-                .probe
-                .attach_tc(chosen.ifindex, chosen.program)
+            self.tracked.probe.attach_tc(chosen.ifindex, chosen.program)
         } else {
             self.tracked
                 .probe

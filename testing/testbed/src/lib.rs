@@ -187,7 +187,8 @@ impl Netns {
     }
 
     /// The ids of the programs attached to `dev`'s tcx hook (ingress, or egress), in the order
-    /// they run, from `BPF_PROG_QUERY` (bpftool here predates tcx).
+    /// they run, from `BPF_PROG_QUERY` (bpftool here predates tcx); none on a kernel without
+    /// tcx, which refuses the attach type.
     pub fn tcx_programs(&self, dev: &str, egress: bool) -> Vec<u32> {
         const BPF_PROG_QUERY: libc::c_long = 16;
         const BPF_TCX_INGRESS: u32 = 46;
@@ -215,12 +216,11 @@ impl Netns {
                     attr.len() as u32,
                 )
             };
-            assert_eq!(
-                result,
-                0,
-                "BPF_PROG_QUERY on {dev}: {}",
-                std::io::Error::last_os_error()
-            );
+            let error = std::io::Error::last_os_error();
+            if result != 0 && error.raw_os_error() == Some(libc::EINVAL) {
+                return Vec::new();
+            }
+            assert_eq!(result, 0, "BPF_PROG_QUERY on {dev}: {error}");
             let count = u32::from_ne_bytes(attr[24..28].try_into().expect("four bytes"));
             ids[..count as usize].to_vec()
         })
@@ -249,7 +249,11 @@ impl Netns {
             .arg(if egress { "egress" } else { "ingress" })
             .output()
             .expect("run tc");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         if output.stdout.iter().all(u8::is_ascii_whitespace) {
             return Vec::new();
         }
