@@ -1,7 +1,12 @@
-//! The tcx hooks, as users meet them: an interface another XDP program holds is refused, left
-//! out, or served at tcx ingress beside it (counting and dropping exactly there, standing
+//! The tc hooks, as users meet them: an interface another XDP program holds is refused, left
+//! out, or served at tc ingress beside it (counting and dropping exactly there, standing
 //! filter included); and a loopback-bound service's reply to a spoofed SYN is counted leaving
 //! the interface, unless the SYN was dropped. Needs root.
+//!
+//! The probe attaches there through tcx links, or through clsact filters where the kernel has
+//! no tcx: each test expects what the feature probe finds, so on a kernel with tcx they run
+//! twice (`cargo xtask test` runs them again with `LOCALNET_PROBE_WITHOUT=tcx`, which the
+//! probes they start inherit), and on 6.1 in the kernel matrix they try the real fallback.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
@@ -9,11 +14,13 @@ use std::{
     time::Duration,
 };
 
+use probe_user::kernel::features::KernelFeatures;
 use serde_json::Value;
 use test_frames::{TPID_8021AD, TPID_8021Q, ipv4};
 use testbed::{
-    ForeignTcx, ForeignXdp, Link, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC,
-    SENDER_V4, class_packets, interface, only_caps, receive, served, stderr_of,
+    ForeignTcx, ForeignXdp, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4,
+    SENDER_MAC, SENDER_V4, class_packets, foreign_filter, interface, only_caps, receive, served,
+    stderr_of,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -46,6 +53,63 @@ fn spoofed_syn(source_port: u16) -> Vec<u8> {
     let mut frame = Vec::with_capacity(builder.size(0));
     builder.write(&mut frame, &[]).expect("writing to a Vec");
     frame
+}
+
+/// How the probe attaches at tc hooks here: `tcx`, or `tc` (a clsact filter) where the kernel
+/// has no tcx or `LOCALNET_PROBE_WITHOUT=tcx` says to act as if.
+fn tc_hook() -> &'static str {
+    if KernelFeatures::probe().expect("probe the kernel").tcx {
+        "tcx"
+    } else {
+        "tc"
+    }
+}
+
+/// The programs at `dev`'s tc ingress (or egress) where the probe attaches, in the order they
+/// run: the tcx chain's ids, or the clsact filters' (0 for one without an eBPF program).
+fn programs_at(netns: &Netns, dev: &str, egress: bool) -> Vec<u32> {
+    if tc_hook() == "tcx" {
+        netns.tcx_programs(dev, egress)
+    } else {
+        netns
+            .clsact_filters(dev, egress)
+            .into_iter()
+            .map(|(_, id)| id.unwrap_or(0))
+            .collect()
+    }
+}
+
+/// Another tool's program at tc ingress that ends the chain (passes frames to the stack), where
+/// the probe attaches: a tcx program, or a classic BPF clsact filter (id 0), last or first.
+enum ForeignTc {
+    Tcx(ForeignTcx),
+    Filter,
+}
+
+impl ForeignTc {
+    fn attach(netns: &Netns, dev: &str, first: bool) -> Self {
+        match (tc_hook(), first) {
+            ("tcx", false) => Self::Tcx(ForeignTcx::attach(netns, dev)),
+            ("tcx", true) => Self::Tcx(ForeignTcx::attach_first(netns, dev)),
+            // After the probe's priority, or at its priority, where a filter added later runs
+            // first.
+            (_, false) => {
+                foreign_filter(netns, dev, 2, 7);
+                Self::Filter
+            }
+            (_, true) => {
+                foreign_filter(netns, dev, 1, 7);
+                Self::Filter
+            }
+        }
+    }
+
+    const fn id(&self) -> u32 {
+        match self {
+            Self::Tcx(foreign) => foreign.id,
+            Self::Filter => 0,
+        }
+    }
 }
 
 fn count(entry: &Value, field: &str) -> u64 {
@@ -81,7 +145,7 @@ fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
             && said.contains("--on-conflict skip"),
         "names the program and the ways out: {said}"
     );
-    assert!(link.receiver.tcx_programs(RECEIVER_IF, false).is_empty());
+    assert!(programs_at(&link.receiver, RECEIVER_IF, false).is_empty());
 
     let skipping = ProbeProcess::start(PROBE, &link.receiver, &["--on-conflict", "skip"]);
     let ready = skipping.wait_ready();
@@ -109,20 +173,22 @@ fn an_occupied_interface_is_refused_by_default_and_left_out_with_skip() {
     );
 }
 
-/// With `--on-conflict tc`, an interface another XDP program holds is served at tcx ingress
-/// beside it, and before a tcx program that ends the chain: in monitor mode every loopback frame is counted and delivered, in drop mode
-/// counted and dropped, benign frames never counted; the other program stays, and ours goes
-/// when the probe ends. Run as nobody with exactly CAP_BPF and CAP_NET_ADMIN.
+/// With `--on-conflict tc`, an interface another XDP program holds is served at tc ingress
+/// beside it, and before a tc program that ends the chain: in monitor mode every loopback
+/// frame is counted and delivered, in drop mode counted and dropped, benign frames never
+/// counted; the other programs stay, and ours go when the probe ends. Run as nobody with
+/// exactly CAP_BPF and CAP_NET_ADMIN.
 #[test]
 #[ignore = "needs root"]
-fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
+fn beside_another_xdp_program_it_counts_and_drops_at_tc_ingress() {
     let link = Link::new("tcx");
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
     let server = link.receiver_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, UDP_PORT)));
     let _foreign = ForeignXdp::attach(&link.receiver, RECEIVER_IF);
-    // And a tcx program that ends the chain, as Cilium's do: ours goes before it.
-    let foreign_tcx = ForeignTcx::attach(&link.receiver, RECEIVER_IF);
+    // And a tc program that ends the chain, as Cilium's do: ours goes before it.
+    let foreign_tc = ForeignTc::attach(&link.receiver, RECEIVER_IF, false);
+    let hook = tc_hook();
     let sender = link.raw_sender();
     let (spoofed, benign) = (spoofed_to_localhost(), benign());
 
@@ -132,28 +198,31 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
         } else {
             &["--on-conflict", "tc", "--iface", RECEIVER_IF]
         };
-        // The README's two capabilities suffice for tcx, at ingress and egress.
+        // The README's two capabilities suffice at tc ingress and egress, tcx or clsact.
         let wrapper = only_caps("+bpf,+net_admin");
         let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
         let args = [args, &["--egress"]].concat();
         let probe = ProbeProcess::start_wrapped(&wrapper, PROBE, &link.receiver, &args);
         let ready = probe.wait_ready();
         let entry = interface(&ready, RECEIVER_IF);
-        assert_eq!(entry["hook"], "tcx", "{entry}");
+        assert_eq!(entry["hook"], hook, "{entry}");
+        assert_eq!(entry["egress_hook"], hook, "{entry}");
         assert_eq!(entry["xdp_mode"], Value::Null);
         assert_eq!(entry["mode"], mode);
-        let chain = link.receiver.tcx_programs(RECEIVER_IF, false);
-        assert_eq!(chain.len(), 2, "beside the other tcx program: {chain:?}");
+        let chain = programs_at(&link.receiver, RECEIVER_IF, false);
+        assert_eq!(chain.len(), 2, "beside the other tc program: {chain:?}");
         assert_eq!(
-            chain[1], foreign_tcx.id,
+            chain[1],
+            foreign_tc.id(),
             "first in the chain, the other one kept"
         );
-        assert_eq!(link.receiver.tcx_programs(RECEIVER_IF, true).len(), 1);
+        assert_eq!(programs_at(&link.receiver, RECEIVER_IF, true).len(), 1);
         assert!(
             link.receiver.has_xdp(RECEIVER_IF),
             "the other program stays"
         );
-        probe.wait_until_said("tcx ingress, beside another XDP program");
+        let said = probe.wait_until_said("beside another XDP program");
+        assert!(said.contains(&format!("({hook} ingress")), "{said}");
 
         // A second probe is refused there, whatever --on-conflict says: it is served.
         let second = link.receiver.output(
@@ -171,9 +240,16 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
         );
         assert_eq!(second.status.code(), Some(1), "{}", stderr_of(&second));
         assert!(
-            stderr_of(&second).contains("vrx is already served by localnet-probe at tcx ingress"),
+            stderr_of(&second).contains(&format!(
+                "vrx is already served by localnet-probe at {hook} ingress"
+            )),
             "{}",
             stderr_of(&second)
+        );
+        assert_eq!(
+            programs_at(&link.receiver, RECEIVER_IF, false).len(),
+            2,
+            "a start never removes a live probe's filter"
         );
 
         for _ in 0..50 {
@@ -199,10 +275,10 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
         let (status, _) = probe.stop(libc::SIGTERM);
         assert!(status.success());
         assert_eq!(
-            link.receiver.tcx_programs(RECEIVER_IF, false),
-            [foreign_tcx.id]
+            programs_at(&link.receiver, RECEIVER_IF, false),
+            [foreign_tc.id()]
         );
-        assert!(link.receiver.tcx_programs(RECEIVER_IF, true).is_empty());
+        assert!(programs_at(&link.receiver, RECEIVER_IF, true).is_empty());
         assert!(
             link.receiver.has_xdp(RECEIVER_IF),
             "the other program stays"
@@ -210,12 +286,13 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress() {
     }
 }
 
-/// A standing filter at tcx: pinned, it goes on dropping after the process ends; `status`
-/// shows the hook; a takeover without --egress detaches only the egress program, keeping the
-/// counts; `detach` removes ours and leaves the other program.
+/// A standing filter at tc (tcx, or clsact filters): pinned, it goes on dropping after the
+/// process ends; `status` shows the hook; a takeover without --egress detaches only the egress
+/// program, keeping the counts; `detach` removes ours (and a clsact qdisc it added) and leaves
+/// the other program.
 #[test]
 #[ignore = "needs root"]
-fn a_standing_filter_at_tcx_is_taken_over_and_detached() {
+fn a_standing_filter_at_tc_is_taken_over_and_detached() {
     let link = Link::new("tcx-pin");
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
@@ -231,9 +308,10 @@ fn a_standing_filter_at_tcx_is_taken_over_and_detached() {
     first.wait_ready();
     let (status, _) = first.stop(libc::SIGTERM);
     assert!(status.success());
-    let ingress = link.receiver.tcx_programs(RECEIVER_IF, false);
+    let hook = tc_hook();
+    let ingress = programs_at(&link.receiver, RECEIVER_IF, false);
     assert_eq!(ingress.len(), 1, "pinned at ingress");
-    assert_eq!(link.receiver.tcx_programs(RECEIVER_IF, true).len(), 1);
+    assert_eq!(programs_at(&link.receiver, RECEIVER_IF, true).len(), 1);
 
     let sender = link.raw_sender();
     for _ in 0..10 {
@@ -248,27 +326,36 @@ fn a_standing_filter_at_tcx_is_taken_over_and_detached() {
     assert!(output.status.success(), "{}", stderr_of(&output));
     let shown: Value = serde_json::from_slice(&output.stdout).expect("status writes JSON");
     let entry = interface(&shown, RECEIVER_IF);
-    assert_eq!(entry["hook"], "tcx", "{entry}");
+    assert_eq!(entry["hook"], hook, "{entry}");
     assert_eq!(entry["egress"], true);
+    assert_eq!(entry["egress_hook"], hook, "{entry}");
     assert_eq!(count(entry, "packets_dropped"), 10);
 
     let second = ProbeProcess::start_pinned(PROBE, &link.receiver, &pinned_args);
     let ready = second.wait_ready();
     let entry = interface(&ready, RECEIVER_IF);
-    assert_eq!(entry["hook"], "tcx");
+    assert_eq!(entry["hook"], hook);
     assert_eq!(entry["egress"], false);
     assert_eq!(count(entry, "packets_dropped"), 10, "counts kept");
-    let ingress_now = link.receiver.tcx_programs(RECEIVER_IF, false);
-    assert_eq!(ingress_now.len(), 1, "the link kept, its program replaced");
+    let ingress_now = programs_at(&link.receiver, RECEIVER_IF, false);
+    assert_eq!(
+        ingress_now.len(),
+        1,
+        "the link or filter kept, its program replaced"
+    );
     assert_ne!(ingress_now, ingress);
-    assert!(link.receiver.tcx_programs(RECEIVER_IF, true).is_empty());
+    assert!(programs_at(&link.receiver, RECEIVER_IF, true).is_empty());
     second.wait_until_said("counted replies leaving it, this run does not");
     let (status, _) = second.stop(libc::SIGTERM);
     assert!(status.success());
 
     let detached = link.receiver.output(PROBE, &["detach"]);
     assert!(detached.status.success(), "{}", stderr_of(&detached));
-    assert!(link.receiver.tcx_programs(RECEIVER_IF, false).is_empty());
+    assert!(programs_at(&link.receiver, RECEIVER_IF, false).is_empty());
+    assert!(
+        !link.receiver.has_clsact(RECEIVER_IF),
+        "the clsact qdisc the probe added goes with its last filter"
+    );
     assert!(
         link.receiver.has_xdp(RECEIVER_IF),
         "the other program stays"
@@ -323,7 +410,8 @@ fn a_reply_to_a_spoofed_syn_is_counted_leaving_unless_the_syn_is_dropped() {
     );
     let ready = probe.wait_ready();
     assert_eq!(interface(&ready, RECEIVER_IF)["egress"], true);
-    assert_eq!(link.receiver.tcx_programs(RECEIVER_IF, true).len(), 1);
+    assert_eq!(interface(&ready, RECEIVER_IF)["egress_hook"], tc_hook());
+    assert_eq!(programs_at(&link.receiver, RECEIVER_IF, true).len(), 1);
     sender.send(&spoofed_syn(40001));
     let event = probe.wait_for(TIMEOUT, |line| {
         line["type"] == "event" && line["direction"] == "egress"
@@ -353,7 +441,8 @@ fn a_reply_to_a_spoofed_syn_is_counted_leaving_unless_the_syn_is_dropped() {
     );
     let (status, _) = probe.stop(libc::SIGTERM);
     assert!(status.success());
-    assert!(link.receiver.tcx_programs(RECEIVER_IF, true).is_empty());
+    assert!(programs_at(&link.receiver, RECEIVER_IF, true).is_empty());
+    assert!(!link.receiver.has_clsact(RECEIVER_IF));
     // A new listener: the old one's half-open connection would go on retransmitting its
     // SYN-ACK.
     drop(service);
@@ -430,7 +519,7 @@ fn at_tcx_a_tag_taken_off_the_frame_is_counted_and_put_back_into_samples() {
     assert_eq!(vlans[&(double.len() as u64)], serde_json::json!([100, 101]));
 }
 
-/// A program attached before the probe's at tcx ingress later (another tool that insists on
+/// A program attached before the probe's at tc ingress later (another tool that insists on
 /// going first) can pass frames to the stack unseen: the probe says so, its report names the
 /// program, and the link counts as exposed again although the probe is in drop mode.
 #[test]
@@ -453,10 +542,10 @@ fn a_program_put_before_it_later_is_said_and_the_link_exposed_again() {
         serde_json::json!({ "ingress": [], "egress": [] })
     );
 
-    let ahead = ForeignTcx::attach_first(&link.receiver, RECEIVER_IF);
+    let ahead = ForeignTc::attach(&link.receiver, RECEIVER_IF, true);
     let report = probe.wait_for(TIMEOUT, |report| {
         interface(report, RECEIVER_IF)["tcx_preceded_by"]["ingress"]
-            == serde_json::json!([ahead.id])
+            == serde_json::json!([ahead.id()])
     });
     assert_eq!(interface(&report, RECEIVER_IF)["exposed"], true);
     probe.wait_until_said("now run(s) before localnet-probe");
@@ -479,4 +568,134 @@ fn a_program_put_before_it_later_is_said_and_the_link_exposed_again() {
         0,
         "never seen"
     );
+}
+
+/// The probe's tc attachments go on every way out, and never another tool's: with another
+/// tool's filter on the same clsact qdisc, a probe ended by SIGINT, by `--duration` or by an
+/// error at start leaves that filter alone and nothing of its own; one killed with SIGKILL
+/// leaves its clsact filters (a filter belongs to no process), which the next start finds
+/// (its owner gone) and removes, saying so. With tcx, SIGKILL leaves nothing to find.
+#[test]
+#[ignore = "needs root"]
+fn its_filters_go_on_every_way_out_even_sigkill_and_anothers_stay() {
+    let link = Link::new("tc-out");
+    let netns = &link.receiver;
+    let _foreign = ForeignXdp::attach(netns, RECEIVER_IF);
+    foreign_filter(netns, RECEIVER_IF, 2, 7);
+    let hook = tc_hook();
+    let theirs = vec![(7, None)];
+    let args = ["--on-conflict", "tc", "--egress", "--iface", RECEIVER_IF];
+    let nothing_of_ours_left = |after: &str| {
+        assert_eq!(netns.clsact_filters(RECEIVER_IF, false), theirs, "{after}");
+        assert!(
+            netns.clsact_filters(RECEIVER_IF, true).is_empty(),
+            "{after}"
+        );
+        assert!(netns.tcx_programs(RECEIVER_IF, false).is_empty(), "{after}");
+        assert!(netns.tcx_programs(RECEIVER_IF, true).is_empty(), "{after}");
+        assert!(
+            netns.has_xdp(RECEIVER_IF),
+            "{after}: the other XDP program stays"
+        );
+    };
+
+    let probe = ProbeProcess::start(PROBE, netns, &args);
+    assert_eq!(interface(&probe.wait_ready(), RECEIVER_IF)["hook"], hook);
+    assert_eq!(programs_at(netns, RECEIVER_IF, true).len(), 1);
+    let (status, _) = probe.stop(libc::SIGINT);
+    assert!(status.success());
+    nothing_of_ours_left("SIGINT");
+
+    let timed = netns.output(
+        PROBE,
+        &[&["run", "--json", "--duration", "0.5"][..], &args].concat(),
+    );
+    assert!(timed.status.success(), "{}", stderr_of(&timed));
+    nothing_of_ours_left("--duration");
+
+    if hook == "tc" {
+        // A device where another tool's filter holds the probe's priority at egress for
+        // another protocol: the probe's filter cannot be made there, so the start fails, all
+        // or nothing.
+        netns.ip(&[
+            "link", "add", "spare0", "type", "veth", "peer", "name", "spare1",
+        ]);
+        netns.tc(&["qdisc", "add", "dev", "spare0", "clsact"]);
+        netns.tc(&[
+            "filter",
+            "add",
+            "dev",
+            "spare0",
+            "egress",
+            "protocol",
+            "ip",
+            "prio",
+            "1",
+            "handle",
+            "9",
+            "bpf",
+            "bytecode",
+            "1,6 0 0 0,",
+        ]);
+        let failed = netns.output(
+            PROBE,
+            &[
+                "run",
+                "--json",
+                "--duration",
+                "1",
+                "--egress",
+                "--iface",
+                RECEIVER_IF,
+                "--iface",
+                "spare0",
+                "--xdp-mode",
+                "generic",
+                "--on-conflict",
+                "tc",
+            ],
+        );
+        assert_eq!(failed.status.code(), Some(1), "{}", stderr_of(&failed));
+        assert!(
+            stderr_of(&failed).contains("clsact filter at tc egress"),
+            "{}",
+            stderr_of(&failed)
+        );
+        nothing_of_ours_left("an error at start");
+        assert!(!netns.has_xdp("spare0"));
+        assert_eq!(netns.clsact_filters("spare0", true), [(9, None)]);
+    }
+
+    let killed = ProbeProcess::start(PROBE, netns, &args);
+    killed.wait_ready();
+    let (status, _) = killed.stop(libc::SIGKILL);
+    assert!(!status.success());
+    let left = programs_at(netns, RECEIVER_IF, false);
+    if hook == "tc" {
+        assert_eq!(
+            left.len(),
+            2,
+            "its filter outlives it, beside theirs: {left:?}"
+        );
+        assert_eq!(netns.clsact_filters(RECEIVER_IF, true).len(), 1);
+    } else {
+        assert!(left.is_empty(), "its tcx link dies with it: {left:?}");
+    }
+
+    let next = ProbeProcess::start(PROBE, netns, &args);
+    let ready = next.wait_ready();
+    assert_eq!(interface(&ready, RECEIVER_IF)["hook"], hook, "served again");
+    if hook == "tc" {
+        let said = next.wait_until_said("removed the clsact filter at tc egress");
+        assert!(
+            said.contains("removed the clsact filter at tc ingress"),
+            "{said}"
+        );
+    }
+    // Its own, and at clsact ingress theirs.
+    let expected = if hook == "tc" { 2 } else { 1 };
+    assert_eq!(programs_at(netns, RECEIVER_IF, false).len(), expected);
+    let (status, _) = next.stop(libc::SIGTERM);
+    assert!(status.success());
+    nothing_of_ours_left("SIGKILL, then a start and SIGTERM");
 }

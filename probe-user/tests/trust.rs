@@ -135,7 +135,7 @@ fn a_bad_action_or_hook_byte_is_refused_and_detach_removes_the_filter() {
     refused_then_detached(&link.receiver, "IFACE_CONFIG");
 
     pin_filter(&link);
-    // INTERFACES: the name, NUL-padded, the program, the hook, padding.
+    // INTERFACES: the name, NUL-padded, the program, the hook, the clsact flags.
     let mut entry = [0_u8; 20];
     entry[..RECEIVER_IF.len()].copy_from_slice(RECEIVER_IF.as_bytes());
     entry[17] = 9;
@@ -192,7 +192,7 @@ fn a_garbled_standing_record_is_refused_and_detach_removes_the_filter() {
     // The right magic and layout, a capacity beyond any counter map.
     let mut record = Vec::new();
     record.extend(u64::from_le_bytes(*b"lnprobe\0").to_ne_bytes());
-    record.extend(2_u32.to_ne_bytes());
+    record.extend(3_u32.to_ne_bytes());
     record.extend(u32::MAX.to_ne_bytes());
     record.extend([0xa5; 16]);
     overwrite(

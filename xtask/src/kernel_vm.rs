@@ -47,113 +47,66 @@ const VM_TOOLS: [(&str, &str); 12] = [
     ("nsenter", "util-linux"),
 ];
 
-/// A kernel feature a test needs beyond what the probe needs everywhere.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Needs {
-    /// Nothing more: runs on every kernel of the matrix.
-    Nothing,
-    /// tcx links (Linux 6.6): until the probe falls back to a clsact qdisc where tcx is missing,
-    /// these run on 6.12 only.
-    Tcx,
-}
-
 /// The tests the matrix runs, by test binary: what depends on the kernel (the verifier, the
 /// hooks, counting, multi-buffer, the bpf file system), not what the host run covers already
 /// (argument checks, outputs, deployment files). Chosen to keep both kernels well under ten
 /// minutes under TCG.
-const MATRIX_TESTS: [(&str, &[(&str, Needs)]); 10] = [
+const MATRIX_TESTS: [(&str, &[&str]); 10] = [
     // The feature probe against the kernel's configuration (put into the guest's /boot).
-    ("kernel_features", &[("", Needs::Nothing)]),
+    ("kernel_features", &[""]),
     // Every program through the verifier under BPF_PROG_TEST_RUN: verdicts, counters, samples,
     // at XDP and at tc (test runs of classifiers need no tcx).
-    ("prog_test_run", &[("", Needs::Nothing)]),
+    ("prog_test_run", &[""]),
     // The programs without multi-buffer (for kernels before 5.18), the same way.
-    ("prog_test_run_linear", &[("", Needs::Nothing)]),
+    ("prog_test_run_linear", &[""]),
     // The fallback where XDP multi-buffer is missing (kernels before 5.18, which do not boot
     // here), forced with LOCALNET_PROBE_WITHOUT=xdp_frags: the linear programs attached, exact
     // counts and drops, jumbo MTUs left out; and the features in --version and status.
     (
         "without_multi_buffer",
         &[
-            (
-                "without_multi_buffer_frames_are_counted_exactly_dropped_and_jumbo_mtus_left_out",
-                Needs::Nothing,
-            ),
-            (
-                "without_multi_buffer_a_jumbo_mtu_named_is_refused_with_the_feature_named",
-                Needs::Nothing,
-            ),
-            (
-                "version_and_status_carry_the_kernel_features",
-                Needs::Nothing,
-            ),
+            "without_multi_buffer_frames_are_counted_exactly_dropped_and_jumbo_mtus_left_out",
+            "without_multi_buffer_a_jumbo_mtu_named_is_refused_with_the_feature_named",
+            "version_and_status_carry_the_kernel_features",
         ],
     ),
     (
         "netns",
         &[
-            (
-                "ten_thousand_loopback_frames_are_counted_exactly",
-                Needs::Nothing,
-            ),
-            (
-                "drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server",
-                Needs::Nothing,
-            ),
-            ("killed_probe_leaves_no_program_behind", Needs::Nothing),
+            "ten_thousand_loopback_frames_are_counted_exactly",
+            "drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server",
+            "killed_probe_leaves_no_program_behind",
         ],
     ),
     (
         "lifecycle",
         &[
             // The verifier under exactly CAP_BPF and CAP_NET_ADMIN.
-            (
-                "runs_with_exactly_cap_bpf_and_cap_net_admin",
-                Needs::Nothing,
-            ),
+            "runs_with_exactly_cap_bpf_and_cap_net_admin",
             // XDP multi-buffer.
-            (
-                "jumbo_frames_are_counted_whole_and_dropped_in_native_mode",
-                Needs::Nothing,
-            ),
+            "jumbo_frames_are_counted_whole_and_dropped_in_native_mode",
         ],
     ),
     (
         "standing",
-        &[(
-            "the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_cleanly",
-            Needs::Nothing,
-        )],
+        &["the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_cleanly"],
     ),
     (
         "hotplug",
-        &[(
-            "a_pattern_serves_interfaces_as_they_appear_change_and_go",
-            Needs::Nothing,
-        )],
+        &["a_pattern_serves_interfaces_as_they_appear_change_and_go"],
     ),
     (
         "in_process",
-        &[(
-            "attach_detach_and_release_churn_through_a_few_slots",
-            Needs::Nothing,
-        )],
+        &["attach_detach_and_release_churn_through_a_few_slots"],
     ),
     (
         "tc_hooks",
         &[
-            (
-                "beside_another_xdp_program_it_counts_and_drops_at_tcx_ingress",
-                Needs::Tcx,
-            ),
-            (
-                "a_reply_to_a_spoofed_syn_is_counted_leaving_unless_the_syn_is_dropped",
-                Needs::Tcx,
-            ),
-            (
-                "a_standing_filter_at_tcx_is_taken_over_and_detached",
-                Needs::Tcx,
-            ),
+            // At tcx on 6.12; through a clsact qdisc's filter on 6.1, which has no tcx.
+            "beside_another_xdp_program_it_counts_and_drops_at_tc_ingress",
+            "a_reply_to_a_spoofed_syn_is_counted_leaving_unless_the_syn_is_dropped",
+            "a_standing_filter_at_tc_is_taken_over_and_detached",
+            "its_filters_go_on_every_way_out_even_sigkill_and_anothers_stay",
         ],
     ),
 ];
@@ -233,7 +186,7 @@ fn version_key(version: &str) -> Vec<u64> {
 struct TestBinary {
     name: &'static str,
     path: PathBuf,
-    tests: &'static [(&'static str, Needs)],
+    tests: &'static [&'static str],
 }
 
 /// Builds the test binaries the matrix runs and `localnet-probe`; returns them with the binary.
@@ -323,15 +276,6 @@ pub fn run_matrix(versions: &[String]) -> anyhow::Result<Vec<KernelResult>> {
     Ok(results)
 }
 
-/// Whether the kernel has tcx, from its configuration (the test selection only: the probe
-/// itself probes the running kernel).
-fn has_tcx(kernel: &Path, version: &str) -> anyhow::Result<bool> {
-    let config = kernel.join("boot").join(format!("config-{version}"));
-    let config =
-        fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
-    Ok(config.lines().any(|line| line == "CONFIG_NET_XGRESS=y"))
-}
-
 fn run_kernel(
     work: &Path,
     version: &str,
@@ -339,7 +283,6 @@ fn run_kernel(
     probe: &Path,
 ) -> anyhow::Result<TestTotals> {
     let kernel = unpack_kernel(work, version)?;
-    let tcx = has_tcx(&kernel, version)?;
     let run_dir = work.join(format!("run-{version}"));
     let _ = fs::remove_dir_all(&run_dir);
     let root = run_dir.join("root");
@@ -348,22 +291,8 @@ fn run_kernel(
     let mut totals = TestTotals::default();
     let mut script = String::from("set -u\ncd /tmp\n");
     for binary in binaries {
-        let (chosen, skipped): (Vec<_>, Vec<_>) = binary
-            .tests
-            .iter()
-            .partition(|(_, needs)| *needs == Needs::Nothing || tcx);
-        for (test, _) in &skipped {
-            println!(
-                "kernel {version}: skipping {}::{test}: needs tcx (Linux 6.6)",
-                binary.name
-            );
-            totals.ignored += 1;
-        }
-        if chosen.is_empty() {
-            continue;
-        }
         let guest_path = copy_stripped(&root, &binary.path)?;
-        let filters: Vec<&str> = chosen.iter().map(|(test, _)| *test).collect();
+        let filters = binary.tests;
         // An empty filter is the whole binary.
         let exact = if filters == [""] { "" } else { " --exact" };
         // One test at a time: the guest has one CPU (see `boot`), and the tests' timeouts are

@@ -2,6 +2,25 @@
 
 use super::{fuzz::TEST_FUZZ_SECONDS, *};
 
+/// Runs `command` (a `cargo test`), printing its output and counting its results into
+/// `totals`.
+fn cargo_test(
+    mut command: Command,
+    totals: &mut TestTotals,
+) -> anyhow::Result<std::process::ExitStatus> {
+    command.env("RUST_BACKTRACE", "1").stdout(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    child.wait().context("waiting for cargo test")
+}
+
 pub(crate) fn test(args: &TestArgs) -> anyhow::Result<()> {
     require_root("the BPF_PROG_TEST_RUN and network-namespace tests")?;
     // Before the long host run, so a kernel apt does not have is said at once.
@@ -18,22 +37,25 @@ pub(crate) fn test(args: &TestArgs) -> anyhow::Result<()> {
         // The deployment tests take the binary out of this image, the one a fleet would run.
         image()?;
         let mut command = cargo();
+        // The root tests are `#[ignore = "needs root"]`, so that a plain `cargo test` shows
+        // them as ignored rather than passed; here they run.
+        command.args(["test", "--locked", "--", "--include-ignored"]);
+        let all = cargo_test(command, &mut totals)?;
+        // The tc hooks again as on a kernel without tcx: through clsact filters.
+        println!("\nxtask: tc_hooks again with LOCALNET_PROBE_WITHOUT=tcx (clsact filters)");
+        let mut command = cargo();
         command
-            // The root tests are `#[ignore = "needs root"]`, so that a plain `cargo test` shows
-            // them as ignored rather than passed; here they run.
-            .args(["test", "--locked", "--", "--include-ignored"])
-            .env("RUST_BACKTRACE", "1")
-            .stdout(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {command:?}"))?;
-        let stdout = child.stdout.take().expect("piped");
-        for line in BufReader::new(stdout).lines() {
-            let line = line.context("reading cargo test's output")?;
-            println!("{line}");
-            totals.add(&line);
-        }
-        host_status = Some(child.wait().context("waiting for cargo test")?);
+            .args([
+                "test",
+                "--locked",
+                "--test",
+                "tc_hooks",
+                "--",
+                "--include-ignored",
+            ])
+            .env("LOCALNET_PROBE_WITHOUT", "tcx");
+        let without_tcx = cargo_test(command, &mut totals)?;
+        host_status = Some(if all.success() { without_tcx } else { all });
     }
     let matrix = kernel_vm::run_matrix(&kernels)?;
     for kernel in &matrix {

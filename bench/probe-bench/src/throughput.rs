@@ -9,7 +9,7 @@
 //! figure is a floor of what it could handle.
 //!
 //! The tcx scenarios attach at the receiver's tcx ingress with no XDP program there, so they
-//! measure the tcx path alone: the probe through the library (`Probe::attach_tcx`, as `run
+//! measure the tcx path alone: the probe through the library (`Probe::attach_tc`, as `run
 //! --on-conflict tc` does beside another XDP program, whose own cost is that program's), and an
 //! empty and a drop-all tcx program. veth turns each generated frame into a socket buffer before
 //! tcx ingress, as it does for nftables' ingress hook, which runs right after it.
@@ -316,7 +316,7 @@ fn install(receiver: Receiver, link: &Link, probe_binary: &str) -> anyhow::Resul
             link.receiver.enter(|| -> anyhow::Result<()> {
                 let ifindex = testbed::ifindex(RECEIVER_IF);
                 probe.configure(ifindex, mode)?;
-                probe.attach_tcx(ifindex, Framing::Ethernet)?;
+                probe.attach_tc(ifindex, Framing::Ethernet)?;
                 Ok(())
             })?;
             Installed::ProbeTcx(Box::new(probe))

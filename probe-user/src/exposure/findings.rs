@@ -140,7 +140,7 @@ fn beside_other_xdp(audited: &InterfaceAudit) -> &'static str {
         .localnet_probe
         .as_ref()
         .map_or(audited.other_xdp_program.is_some(), |probe| {
-            probe.hook == "tcx"
+            probe.hook != "xdp"
         });
     if at_tcx { " --on-conflict tc" } else { "" }
 }

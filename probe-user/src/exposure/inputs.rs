@@ -32,14 +32,16 @@ impl GlobalConf {
 /// localnet-probe's program for arriving frames on an interface.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProbeOn {
-    /// `xdp`, or `tcx` (at tcx ingress, beside another XDP program: `run --on-conflict tc`).
-    /// Either counts and, in drop mode, drops the same frames.
+    /// `xdp`, or `tcx` (at tcx ingress, beside another XDP program: `run --on-conflict tc`),
+    /// or `tc` (the same through a clsact filter, where the kernel has no tcx). Each counts
+    /// and, in drop mode, drops the same frames.
     pub hook: &'static str,
-    /// `standing` (pinned by `run --pin`, the pins visible here), `pinned` (held by no process
-    /// this one sees: pins of a BPF file system not mounted here, as under `ip netns exec`) or
-    /// `process` (a running `run`).
+    /// `standing` (pinned by `run --pin`, the pins visible here; for a clsact filter, the
+    /// standing filter's), `pinned` (held by no process this one sees: pins of a BPF file
+    /// system not mounted here, as under `ip netns exec`), `process` (a running `run`) or
+    /// `leftover` (a clsact filter of a run killed by SIGKILL, which the next run removes).
     pub how: &'static str,
-    /// `native`, `generic`, `offload` or `several` at hook `xdp`; `None` at `tcx`.
+    /// `native`, `generic`, `offload` or `several` at hook `xdp`; `None` at `tcx` or `tc`.
     pub xdp_mode: Option<&'static str>,
     /// Processes holding its link.
     pub processes: Vec<Holder>,
@@ -173,9 +175,8 @@ fn xdp_on(interface: &Interface) -> Option<XdpOn> {
         AttachMode::Several => "several",
     };
     Some(XdpOn::LocalnetProbe(probe_on(
-        occupant.program_id,
-        interface.ifindex,
-        Some(xdp_mode),
+        (occupant.program_id, interface.ifindex),
+        (Some(xdp_mode), false),
         occupant.holders,
         occupant.standing.is_some(),
         Vec::new(),
@@ -183,11 +184,11 @@ fn xdp_on(interface: &Interface) -> Option<XdpOn> {
 }
 
 /// localnet-probe's program `program_id` for arriving frames on `ifindex`, at XDP in `xdp_mode`
-/// or at tcx ingress (`None`), with its mode when its configuration map can be read.
+/// or at tc ingress (`None`; through a clsact filter with `clsact`), with its mode when its
+/// configuration map can be read.
 fn probe_on(
-    program_id: u32,
-    ifindex: u32,
-    xdp_mode: Option<&'static str>,
+    (program_id, ifindex): (u32, u32),
+    (xdp_mode, clsact): (Option<&'static str>, bool),
     processes: Vec<Holder>,
     standing: bool,
     preceded_by: Vec<u32>,
@@ -197,9 +198,15 @@ fn probe_on(
         Err(why) => (None, Some(why)),
     };
     ProbeOn {
-        hook: if xdp_mode.is_some() { "xdp" } else { "tcx" },
+        hook: match (xdp_mode, clsact) {
+            (Some(_), _) => "xdp",
+            (None, false) => "tcx",
+            (None, true) => "tc",
+        },
         how: if standing {
             "standing"
+        } else if processes.is_empty() && clsact {
+            "leftover"
         } else if processes.is_empty() {
             // Held by no process: by a pin this mount namespace does not see.
             "pinned"
@@ -239,16 +246,15 @@ fn tcx_on(interfaces: &[Interface]) -> Result<Vec<(u32, TcxOn)>, String> {
             };
             for (position, &program_id) in programs.iter().enumerate() {
                 let attachment =
-                    Attachment::of(program_id, interface.ifindex, Stage::Tcx(direction));
+                    Attachment::of(program_id, interface.ifindex, Stage::Tc(direction));
                 if attachment.unidentifiable() {
                     on.unidentified.push(program_id);
                 } else if attachment.is_localnet_probe() {
                     match direction {
                         Direction::Ingress => {
                             on.ingress = Some(probe_on(
-                                program_id,
-                                interface.ifindex,
-                                None,
+                                (program_id, interface.ifindex),
+                                (None, false),
                                 attachment.holders,
                                 attachment.standing.is_some(),
                                 programs[..position].to_vec(),
@@ -261,11 +267,50 @@ fn tcx_on(interfaces: &[Interface]) -> Result<Vec<(u32, TcxOn)>, String> {
                 }
             }
         }
+        clsact_on(interface, &mut on)?;
         if on != TcxOn::default() {
             found.push((interface.ifindex, on));
         }
     }
     Ok(found)
+}
+
+/// localnet-probe's clsact filters on `interface` (where the kernel has no tcx), added to `on`.
+fn clsact_on(interface: &Interface, on: &mut TcxOn) -> Result<(), String> {
+    for direction in [Direction::Ingress, Direction::Egress] {
+        let found = match filters::probes_at(interface.ifindex, direction) {
+            Ok(found) => found,
+            Err(error) if error.raw_os_error() == Some(libc::ENODEV) => None,
+            Err(error) => {
+                return Err(format!(
+                    "cannot list {}'s clsact filters at {}: {error}",
+                    interface.name,
+                    direction.name()
+                ));
+            }
+        };
+        let Some((program_id, standing)) = found else {
+            continue;
+        };
+        match direction {
+            Direction::Ingress => {
+                let (holders, _) = program_holders(program_id);
+                let preceded_by =
+                    filters::preceding(interface.ifindex, program_id).unwrap_or_default();
+                on.ingress = Some(probe_on(
+                    (program_id, interface.ifindex),
+                    (None, true),
+                    holders,
+                    standing,
+                    preceded_by,
+                ));
+            }
+            Direction::Egress => {
+                on.replies = Some(replies_counted(program_id, interface.ifindex));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The ids of the maps of the program `program_id` (finding a program by its id takes

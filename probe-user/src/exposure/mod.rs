@@ -42,7 +42,8 @@ use crate::{
     net::interfaces::{AttachMode, Interface, InterfaceError, Interfaces},
     net::names::NamePatterns,
     net::{route_localnet, stacking::Uppers, sysctl},
-    probe::occupant::{Attachment, Occupant},
+    probe::filters,
+    probe::occupant::{Attachment, Occupant, program_holders},
 };
 
 /// An interface's route_localnet in each place it is set.

@@ -54,7 +54,7 @@ impl AttachedMode {
     }
 }
 
-/// Where a tcx program runs.
+/// Where a tc program runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     Ingress,
@@ -153,26 +153,28 @@ struct LinkCreateAttr {
 }
 
 /// Where in the kernel a program runs: XDP (arriving frames, in the driver or before the
-/// stack), or a tcx hook (arriving frames beside another XDP program, or leaving frames).
+/// stack), or a tc hook (arriving frames beside another XDP program, or leaving frames), where
+/// it runs through a tcx link, or through a clsact qdisc's filter on kernels without tcx: the
+/// same program either way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
     Xdp,
-    Tcx(Direction),
+    Tc(Direction),
 }
 
 impl Stage {
     pub const ALL: [Self; 3] = [
         Self::Xdp,
-        Self::Tcx(Direction::Ingress),
-        Self::Tcx(Direction::Egress),
+        Self::Tc(Direction::Ingress),
+        Self::Tc(Direction::Egress),
     ];
 
     /// Its place in [`Self::ALL`].
     pub const fn index(self) -> usize {
         match self {
             Self::Xdp => 0,
-            Self::Tcx(Direction::Ingress) => 1,
-            Self::Tcx(Direction::Egress) => 2,
+            Self::Tc(Direction::Ingress) => 1,
+            Self::Tc(Direction::Egress) => 2,
         }
     }
 }
@@ -219,7 +221,7 @@ impl Link {
         let info = link.info()?;
         let is_stage = match stage {
             Stage::Xdp => info.link_type == BPF_LINK_TYPE_XDP,
-            Stage::Tcx(direction) => {
+            Stage::Tc(direction) => {
                 info.link_type == BPF_LINK_TYPE_TCX
                     && info.attach_type == direction.tcx_attach_type()
             }

@@ -148,7 +148,7 @@ impl Collector for SnapshotCollector {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for interface in &snapshot.interfaces {
                 let ifindex = interface.ifindex.to_string();
-                for (matched, action) in counted_classes(interface.egress) {
+                for (matched, action) in counted_classes(interface.egress.is_some()) {
                     let labels = [
                         ("interface", interface.name.as_str()),
                         ("ifindex", ifindex.as_str()),
@@ -207,8 +207,9 @@ impl Collector for SnapshotCollector {
         let mut metric = encoder.encode_descriptor(
             "localnet_probe_attached",
             "1 for every attachment of the probe: each interface at ingress (hook xdp, with its \
-             XDP mode, or tcx beside another XDP program) in the probe's mode, and with --egress \
-             at tcx egress, where it only counts.",
+             XDP mode, or beside another XDP program tcx, or tc where the kernel has no tcx) in \
+             the probe's mode, and with --egress at tc egress (hook tcx or tc), where it only \
+             counts.",
             None,
             MetricType::Gauge,
         )?;
@@ -223,10 +224,10 @@ impl Collector for SnapshotCollector {
                 hook.xdp_mode().map_or("", AttachedMode::name),
                 interface.mode.name(),
             );
-            let egress = (Direction::Egress, "tcx", "", Mode::Monitor.name());
-            for (direction, hook, xdp_mode, mode) in
-                std::iter::once(ingress).chain(interface.egress.then_some(egress))
-            {
+            let egress = interface
+                .egress
+                .map(|egress| (Direction::Egress, egress.name(), "", Mode::Monitor.name()));
+            for (direction, hook, xdp_mode, mode) in std::iter::once(ingress).chain(egress) {
                 let labels = [
                     ("interface", interface.name.as_str()),
                     ("ifindex", ifindex.as_str()),
@@ -310,7 +311,7 @@ mod tests {
     use crate::{
         net::route_localnet::RouteLocalnet,
         probe::TcxPrecededBy,
-        probe::attachment::Hook,
+        probe::attachment::{Hook, TcHook},
         session::{InterfaceSnapshot, RefusedInterface},
     };
 
@@ -321,7 +322,7 @@ mod tests {
             mode,
             program: Framing::Ethernet,
             hook: Some(Hook::Xdp(AttachedMode::Native)),
-            egress: false,
+            egress: None,
             tcx_preceded_by: TcxPrecededBy::default(),
             route_localnet: None,
             route_localnet_via: Vec::new(),
@@ -359,14 +360,15 @@ mod tests {
         }
     }
 
-    /// An exposed monitor on eth0 that replied, and a drop interface wg0 without IPv4
-    /// configuration at tcx beside another XDP program.
+    /// An exposed monitor on eth0 that replied (counted at tcx egress), and a drop interface
+    /// wg0 without IPv4 configuration at tc ingress (a clsact filter, on a kernel without tcx)
+    /// beside another XDP program.
     fn two_interfaces() -> Snapshot {
         let mut eth0 = interface("eth0", 2, Mode::Monitor);
         eth0.route_localnet = Some(RouteLocalnet::new(false, true));
         eth0.route_localnet_via = vec!["eth0".to_owned()];
         eth0.exposed = true;
-        eth0.egress = true;
+        eth0.egress = Some(TcHook::Tcx);
         count(
             &mut eth0.counters,
             Family::Ipv4,
@@ -389,7 +391,7 @@ mod tests {
         };
         let mut wg0 = interface("wg0", 7, Mode::Drop);
         wg0.program = Framing::Ip;
-        wg0.hook = Some(Hook::Tcx);
+        wg0.hook = Some(Hook::Tc(TcHook::Clsact));
         count(
             &mut wg0.counters,
             Family::Ipv4Mapped,
@@ -436,9 +438,9 @@ mod tests {
                  frames arrive and matched frames pass.",
                 "# TYPE localnet_probe_exposed gauge",
                 "# HELP localnet_probe_attached 1 for every attachment of the probe: each \
-                 interface at ingress (hook xdp, with its XDP mode, or tcx beside another XDP \
-                 program) in the probe's mode, and with --egress at tcx egress, where it only \
-                 counts.",
+                 interface at ingress (hook xdp, with its XDP mode, or beside another XDP program \
+                 tcx, or tc where the kernel has no tcx) in the probe's mode, and with --egress at \
+                 tc egress (hook tcx or tc), where it only counts.",
                 "# TYPE localnet_probe_attached gauge",
                 "# HELP localnet_probe_samples_total Samples of matched frames: emitted to the \
                  ring buffer, suppressed by the per-interface rate limit, or lost because the \
@@ -517,7 +519,7 @@ mod tests {
             [
                 "localnet_probe_attached{interface=\"eth0\",ifindex=\"2\",direction=\"ingress\",hook=\"xdp\",xdp_mode=\"native\",mode=\"monitor\"} 1",
                 "localnet_probe_attached{interface=\"eth0\",ifindex=\"2\",direction=\"egress\",hook=\"tcx\",xdp_mode=\"\",mode=\"monitor\"} 1",
-                "localnet_probe_attached{interface=\"wg0\",ifindex=\"7\",direction=\"ingress\",hook=\"tcx\",xdp_mode=\"\",mode=\"drop\"} 1",
+                "localnet_probe_attached{interface=\"wg0\",ifindex=\"7\",direction=\"ingress\",hook=\"tc\",xdp_mode=\"\",mode=\"drop\"} 1",
             ]
         );
         // eth0: 5 matched and 2 replies, 3 emitted, 1 lost, so 3 suppressed.

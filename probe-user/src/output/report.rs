@@ -19,7 +19,7 @@ use crate::{
     output::samples::{SampledFrame, mac_string},
     output::senders::TopSenders,
     probe::TcxPrecededBy,
-    probe::attachment::{AttachedMode, Hook},
+    probe::attachment::{AttachedMode, Hook, TcHook},
     session::{
         InterfaceSnapshot, RefusedInterface, Snapshot,
         totals::{Totals, total},
@@ -80,16 +80,20 @@ pub struct InterfaceReport {
     pub name: String,
     pub ifindex: u32,
     pub mode: &'static str,
-    /// Where arriving frames are counted: `xdp`, or `tcx` beside another XDP program; `null`
-    /// once the interface is gone.
+    /// Where arriving frames are counted: `xdp`, or beside another XDP program `tcx`, or `tc`
+    /// (a clsact filter) on a kernel without tcx; `null` once the interface is gone.
     pub hook: Option<&'static str>,
     /// `native` or `generic` at hook `xdp`, else `null`.
     pub xdp_mode: Option<&'static str>,
     /// Replies leaving the interface are counted (`run --egress`).
     pub egress: bool,
-    /// The ids of other programs that run before the probe's at the interface's tcx hooks
+    /// Where they are counted: `tcx`, or `tc` (a clsact filter) on a kernel without tcx; `null`
+    /// without `egress`.
+    pub egress_hook: Option<&'static str>,
+    /// The ids of other programs that run before the probe's at the interface's tc hooks
     /// (`ingress`, `egress`), first to last: the frames they pass on to the stack or redirect
-    /// are neither counted nor dropped. Empty where the probe runs first, as it attaches.
+    /// are neither counted nor dropped. Empty where the probe runs first, as it attaches. (For
+    /// clsact filters, 0 stands for a filter of another kind than cls_bpf.)
     pub tcx_preceded_by: TcxPrecededBy,
     /// `ethernet`, or `ip` on layer-3 devices (tun, wireguard).
     pub framing: &'static str,
@@ -191,7 +195,8 @@ impl InterfaceReport {
                 .hook
                 .and_then(Hook::xdp_mode)
                 .map(AttachedMode::name),
-            egress: interface.egress,
+            egress: interface.egress.is_some(),
+            egress_hook: interface.egress.map(TcHook::name),
             tcx_preceded_by: interface.tcx_preceded_by.clone(),
             framing: match interface.program {
                 Framing::Ethernet => "ethernet",

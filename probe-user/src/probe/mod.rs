@@ -1,6 +1,6 @@
-//! The loaded programs (XDP, tcx ingress, tcx egress), their maps, and one record per interface
-//! they serve: its counter slot, its mode and, while attached, the links that hold the
-//! attachment.
+//! The loaded programs (XDP, tc ingress, tc egress), their maps, and one record per interface
+//! they serve: its counter slot, its mode and, while attached, the links (or, without tcx, the
+//! clsact filters) that hold the attachment.
 //!
 //! Loading and the per-interface lifecycle (configure, attach, detach, release) are here; the
 //! standing filter's takeover is in `takeover`, the samples in `sampling`, the attachment
@@ -9,7 +9,8 @@
 //! Attachments are BPF links owned by this process: when it exits, however it exits, the kernel
 //! closes their file descriptors and detaches the programs, unless the probe is a standing
 //! filter ([`Probe::load_standing`]) whose links and maps are pinned in bpffs (see
-//! [`crate::probe::pins`]).
+//! [`crate::probe::pins`]). On a kernel without tcx, the tc hooks are clsact filters, which no
+//! process holds: see [`filters`] for how each is deleted by its owner.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -33,20 +34,22 @@ use probe_common::{
 use thiserror::Error;
 
 pub mod attachment;
+pub mod filters;
 pub(crate) mod occupant;
 pub mod pins;
 mod sampling;
 mod takeover;
 
 use self::{
-    attachment::{AttachedMode, Direction, Hook, Stage, XdpPrograms, program_name},
+    attachment::{AttachedMode, Direction, Hook, Stage, TcHook, XdpPrograms, program_name},
+    filters::{Filter, FilterOwner},
     sampling::ring_size,
     takeover::remove_pin,
 };
 use crate::{
     PROBE_OBJECT,
     kernel::counter_map::CounterMap,
-    kernel::features::Feature,
+    kernel::features::{Feature, FeatureProbeError, KernelFeatures},
     kernel::link::Link,
     kernel::map_batch,
     probe::pins::{Found, PinDir, PinError, PinnedInterface},
@@ -105,11 +108,17 @@ pub enum ProbeError {
     NoXdpLinks(io::Error),
     #[error("another XDP program is attached (the kernel said: {0})")]
     Occupied(io::Error),
+    #[error(transparent)]
+    Features(#[from] FeatureProbeError),
     #[error(
-        "this kernel has no tcx hooks (Linux 6.6 and later have them), so the probe cannot run \
-         beside another XDP program or count replies here: {0}"
+        "the kernel refused a clsact filter at tc {} (this kernel has no tcx, Linux 6.6, so the \
+         probe falls back to one): {error}",
+        direction.name()
     )]
-    NoTcx(io::Error),
+    Clsact {
+        direction: Direction,
+        error: io::Error,
+    },
     #[error(
         "tcx {} of this interface already holds as many programs as the kernel allows ({error}); \
          remove one of them, or leave the interface out",
@@ -177,11 +186,35 @@ struct Attachment {
     program: Framing,
     /// The kernel's id of the program the link runs.
     program_id: u32,
-    /// Dropped to detach, unless pinned.
-    link: Link,
-    /// At tcx egress, counting replies.
-    egress: Option<Link>,
+    /// Dropped to detach, unless pinned. Dropped before `egress`: the last filter of the probe
+    /// on a clsact qdisc it added deletes the qdisc.
+    held: Held,
+    /// At tc egress, counting replies.
+    egress: Option<Held>,
     pinned: bool,
+}
+
+/// What keeps a program attached: a BPF link, or a clsact filter where there is no tcx.
+#[derive(Debug)]
+enum Held {
+    Link(Link),
+    Filter(Filter),
+}
+
+impl Held {
+    const fn tc_hook(&self) -> TcHook {
+        match self {
+            Self::Link(_) => TcHook::Tcx,
+            Self::Filter(_) => TcHook::Clsact,
+        }
+    }
+
+    const fn filter(&self) -> Option<&Filter> {
+        match self {
+            Self::Link(_) => None,
+            Self::Filter(filter) => Some(filter),
+        }
+    }
 }
 
 /// An interface of a standing filter, as a probe taking it over found it.
@@ -194,8 +227,8 @@ pub struct Adopted {
     pub mode: Mode,
     /// Where it is attached; `None` when the interface is gone, its pins cleared.
     pub hook: Option<Hook>,
-    /// Replies are counted at its egress.
-    pub egress: bool,
+    /// Replies are counted at its egress, through this.
+    pub egress: Option<TcHook>,
     /// For a gone interface, its final counts.
     pub counters: SlotCounters,
     slot: u32,
@@ -248,6 +281,10 @@ pub struct Probe {
     records: BTreeMap<u32, Record>,
     free_slots: Vec<u32>,
     standing: Option<Standing>,
+    /// How the tc hooks are attached on this kernel.
+    tc_hook: TcHook,
+    /// Who owns the clsact filters this probe makes: taken when it makes its first.
+    filter_owner: Option<FilterOwner>,
 }
 
 impl Probe {
@@ -326,6 +363,7 @@ impl Probe {
         );
         let sample_counts = PerCpuArray::try_from(take_map(map_names::SAMPLE_COUNTS)?)?;
         let samples = RingBuf::try_from(take_map(map_names::SAMPLES)?)?;
+        let tc_hook = TcHook::for_kernel(KernelFeatures::probe()?.tcx);
         Ok(Self {
             ebpf: Some(ebpf),
             program_ids,
@@ -341,7 +379,15 @@ impl Probe {
             records: BTreeMap::new(),
             free_slots: (0..capacity).rev().collect(),
             standing: None,
+            tc_hook,
+            filter_owner: None,
         })
+    }
+
+    /// How this probe attaches at tc hooks: through tcx links, or clsact filters where the
+    /// kernel has no tcx.
+    pub const fn tc_hook(&self) -> TcHook {
+        self.tc_hook
     }
 
     /// The interfaces attached, with their programs.
@@ -380,9 +426,9 @@ impl Probe {
             .expect("checked at load")
     }
 
-    /// A loaded tcx program, for `BPF_PROG_TEST_RUN`. A standing filter only read has none.
+    /// A loaded tc program, for `BPF_PROG_TEST_RUN`. A standing filter only read has none.
     pub fn classifier(&self, direction: Direction, program: Framing) -> &SchedClassifier {
-        let stage = Stage::Tcx(direction);
+        let stage = Stage::Tc(direction);
         self.loaded(stage, program)
             .try_into()
             .expect("checked at load")
@@ -496,25 +542,27 @@ impl Probe {
                 Err(other) => return Err(other),
             },
         };
-        self.record_attachment(ifindex, program, attached.hook, link);
+        self.record_attachment(ifindex, program, attached.hook, Held::Link(link));
         Ok(attached)
     }
 
-    /// Attaches `program` to a configured interface at tcx ingress, first in its chain and
-    /// beside whatever XDP or tcx programs are there, none of which is displaced.
-    pub fn attach_tcx(&mut self, ifindex: u32, program: Framing) -> Result<Attached, ProbeError> {
+    /// Attaches `program` to a configured interface at tc ingress, first there and beside
+    /// whatever XDP programs, tcx programs or clsact filters are there, none of which is
+    /// displaced: through a tcx link, or a clsact filter where the kernel has no tcx.
+    pub fn attach_tc(&mut self, ifindex: u32, program: Framing) -> Result<Attached, ProbeError> {
         if !self.records.contains_key(&ifindex) {
             return Err(ProbeError::NotConfigured { ifindex });
         }
-        let link = self.tcx_link(ifindex, program, Direction::Ingress)?;
-        self.record_attachment(ifindex, program, Hook::Tcx, link);
+        let held = self.tc_attachment(ifindex, program, Direction::Ingress, false)?;
+        let hook = Hook::Tc(held.tc_hook());
+        self.record_attachment(ifindex, program, hook, held);
         Ok(Attached {
-            hook: Hook::Tcx,
+            hook,
             native_refused: None,
         })
     }
 
-    fn record_attachment(&mut self, ifindex: u32, program: Framing, hook: Hook, link: Link) {
+    fn record_attachment(&mut self, ifindex: u32, program: Framing, hook: Hook, held: Held) {
         let program_id = self.program_id(hook.stage(), program);
         let record = self
             .records
@@ -524,14 +572,14 @@ impl Probe {
             hook,
             program,
             program_id,
-            link,
+            held,
             egress: None,
             pinned: false,
         });
     }
 
     /// Counts the replies leaving an attached interface: attaches the egress program at its
-    /// tcx egress, first in the chain, and pins it with the rest when the interface is pinned.
+    /// tc egress, first there, and pins it with the rest when the interface is pinned.
     pub fn attach_egress(&mut self, ifindex: u32) -> Result<(), ProbeError> {
         let attachment = self
             .records
@@ -542,16 +590,29 @@ impl Probe {
             return Ok(());
         }
         let (program, pinned) = (attachment.program, attachment.pinned);
-        let link = self.tcx_link(ifindex, program, Direction::Egress)?;
-        if pinned && let Some(standing) = &self.standing {
-            crate::kernel::bpffs::pin(&link, &standing.dir.link_path(ifindex, Direction::Egress))
-                .map_err(|error| ProbeError::PinLink { ifindex, error })?;
+        // A clsact qdisc the ingress filter added goes with the last of the two.
+        let clsact_added = attachment.held.filter().is_some_and(Filter::clsact_added);
+        let mut held = self.tc_attachment(ifindex, program, Direction::Egress, clsact_added)?;
+        if pinned && let Some(standing) = &mut self.standing {
+            match &mut held {
+                Held::Link(link) => crate::kernel::bpffs::pin(
+                    &*link,
+                    &standing.dir.link_path(ifindex, Direction::Egress),
+                )
+                .map_err(|error| ProbeError::PinLink { ifindex, error })?,
+                Held::Filter(filter) => {
+                    let mut entry = standing.interfaces.get(&ifindex, 0)?;
+                    entry.set_egress_filter(Some(filter.clsact_added()));
+                    standing.interfaces.insert(ifindex, entry, 0)?;
+                    filter.keep(true);
+                }
+            }
         }
         let attachment = self
             .records
             .get_mut(&ifindex)
             .and_then(|record| record.attachment.as_mut());
-        attachment.expect("checked above").egress = Some(link);
+        attachment.expect("checked above").egress = Some(held);
         Ok(())
     }
 
@@ -564,28 +625,56 @@ impl Probe {
         else {
             return Ok(());
         };
-        if let Some(standing) = &self.standing {
+        if let Some(standing) = &mut self.standing {
             remove_pin(&standing.dir.link_path(ifindex, Direction::Egress))
                 .map_err(|error| ProbeError::PinLink { ifindex, error })?;
+            if attachment.pinned
+                && let Ok(mut entry) = standing.interfaces.get(&ifindex, 0)
+            {
+                entry.set_egress_filter(None);
+                standing.interfaces.insert(ifindex, entry, 0)?;
+            }
+        }
+        if let Some(Held::Filter(filter)) = &mut attachment.egress {
+            filter.keep(false);
         }
         attachment.egress = None;
         Ok(())
     }
 
-    fn tcx_link(
-        &self,
+    /// Attaches `program` at `ifindex`'s tc hook in `direction`, as this kernel allows: a tcx
+    /// link, or a clsact filter (`clsact_added`: another filter of this probe's there added
+    /// the qdisc).
+    fn tc_attachment(
+        &mut self,
         ifindex: u32,
         program: Framing,
         direction: Direction,
-    ) -> Result<Link, ProbeError> {
-        let stage = Stage::Tcx(direction);
+        clsact_added: bool,
+    ) -> Result<Held, ProbeError> {
+        let stage = Stage::Tc(direction);
+        if self.tc_hook == TcHook::Clsact {
+            if self.filter_owner.is_none() {
+                let owner = if self.standing.is_some() {
+                    FilterOwner::standing()
+                } else {
+                    FilterOwner::process().map_err(ProbeError::Attach)?
+                };
+                self.filter_owner = Some(owner);
+            }
+            let owner = self.filter_owner.as_ref().expect("set above");
+            let fd = self.program_fd(stage, program)?.as_fd();
+            return Filter::attach(owner, (fd, program), ifindex, direction, clsact_added)
+                .map(Held::Filter)
+                .map_err(|error| ProbeError::Clsact { direction, error });
+        }
         let fd = self.program_fd(stage, program)?;
-        Link::tcx(fd, ifindex, direction).map_err(|error| match error.raw_os_error() {
-            // An attach type this kernel does not know.
-            Some(libc::EINVAL) => ProbeError::NoTcx(error),
-            Some(libc::ERANGE) => ProbeError::TcxFull { direction, error },
-            _ => ProbeError::Attach(error),
-        })
+        Link::tcx(fd, ifindex, direction)
+            .map(Held::Link)
+            .map_err(|error| match error.raw_os_error() {
+                Some(libc::ERANGE) => ProbeError::TcxFull { direction, error },
+                _ => ProbeError::Attach(error),
+            })
     }
 
     fn link(&self, ifindex: u32, program: Framing, mode: AttachedMode) -> Result<Link, ProbeError> {
@@ -611,19 +700,26 @@ impl Probe {
         })
     }
 
-    /// Where `ifindex` is attached, and whether its replies are counted.
-    pub fn attached_hook(&self, ifindex: u32) -> Option<(Hook, bool)> {
+    /// Where `ifindex` is attached, and where its replies are counted, if they are.
+    pub fn attached_hook(&self, ifindex: u32) -> Option<(Hook, Option<TcHook>)> {
         self.records
             .get(&ifindex)?
             .attachment
             .as_ref()
-            .map(|attachment| (attachment.hook, attachment.egress.is_some()))
+            .map(|attachment| {
+                (
+                    attachment.hook,
+                    attachment.egress.as_ref().map(Held::tc_hook),
+                )
+            })
     }
 
-    /// The programs that run before this probe's at `ifindex`'s tcx hooks, first to last: at
-    /// ingress (when served there) and at egress (when replies are counted). Attached first,
-    /// it stays first unless another program is attached before it later; those ahead can end
-    /// the chain (pass to the stack, redirect) so that it never sees a frame.
+    /// The programs that run before this probe's at `ifindex`'s tc hooks, first to last: at
+    /// ingress (when served there) and at egress (when replies are counted); for clsact
+    /// filters, the program ids of the filters before it (0 for a filter without a program).
+    /// Attached first, it stays first unless another program is attached before it later;
+    /// those ahead can end the chain (pass to the stack, redirect) so that it never sees a
+    /// frame.
     pub fn tcx_preceded_by(&self, ifindex: u32) -> io::Result<TcxPrecededBy> {
         let mut preceded = TcxPrecededBy::default();
         let Some(attachment) = self
@@ -635,16 +731,21 @@ impl Probe {
         };
         let hooks = [
             (
-                (attachment.hook == Hook::Tcx).then_some(&attachment.link),
+                matches!(attachment.hook, Hook::Tc(_)).then_some(&attachment.held),
                 Direction::Ingress,
             ),
             (attachment.egress.as_ref(), Direction::Egress),
         ];
-        for (link, direction) in hooks {
-            let Some(link) = link else { continue };
-            let ours = link.info()?.program_id;
-            let chain = crate::kernel::link::tcx_programs(ifindex, direction)?;
-            let ahead: Vec<u32> = chain.into_iter().take_while(|id| *id != ours).collect();
+        for (held, direction) in hooks {
+            let ahead = match held {
+                None => continue,
+                Some(Held::Link(link)) => {
+                    let ours = link.info()?.program_id;
+                    let chain = crate::kernel::link::tcx_programs(ifindex, direction)?;
+                    chain.into_iter().take_while(|id| *id != ours).collect()
+                }
+                Some(Held::Filter(filter)) => filter.preceded_by()?,
+            };
             match direction {
                 Direction::Ingress => preceded.ingress = ahead,
                 Direction::Egress => preceded.egress = ahead,
@@ -664,13 +765,13 @@ impl Probe {
         else {
             return false;
         };
-        match attachment.hook {
-            Hook::Xdp(_) => xdp_program_id == Some(attachment.program_id),
+        match (&attachment.hook, &attachment.held) {
+            (Hook::Xdp(_), _) => xdp_program_id == Some(attachment.program_id),
             // A tcx link of a device that is gone is defunct, with no ifindex.
-            Hook::Tcx => attachment
-                .link
-                .info()
-                .is_ok_and(|info| info.ifindex == Some(ifindex)),
+            (Hook::Tc(_), Held::Link(link)) => {
+                link.info().is_ok_and(|info| info.ifindex == Some(ifindex))
+            }
+            (Hook::Tc(_), Held::Filter(filter)) => filter.is_attached(),
         }
     }
 
@@ -693,7 +794,11 @@ impl Probe {
             .ok_or(ProbeError::NotConfigured { ifindex })?;
         // Unpinned first: the link then detaches when dropped.
         self.clear_pinned(ifindex)?;
-        drop(record.attachment);
+        let mut attachment = record.attachment;
+        if let Some(attachment) = &mut attachment {
+            attachment.release_filters();
+        }
+        drop(attachment);
         self.write_config(ifindex, IfaceConfig::default())?;
         let samples = self.sample_counts(record.slot)?;
         self.counters

@@ -1,5 +1,5 @@
 //! Who holds the XDP program already attached to an interface (or another localnet-probe's at
-//! its tcx ingress), and what to do about it. Decided here alone, so every command that meets an
+//! its tc ingress), and what to do about it. Decided here alone, so every command that meets an
 //! occupied interface says the same thing.
 
 use probe_common::Framing;
@@ -11,17 +11,18 @@ use crate::{
     net::interfaces::{AttachMode, Interface},
     net::names::name_argument,
     net::netns::nsenter_here,
-    probe::attachment::{Direction, Stage, XdpPrograms, program_name},
+    probe::attachment::{Direction, Stage, TcHook, XdpPrograms, program_name},
+    probe::filters,
     probe::pins::PinDir,
 };
 
 /// Another XDP program on an interface localnet-probe was asked to serve, or another
-/// localnet-probe's program at its tcx ingress.
+/// localnet-probe's program at its tc ingress.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Occupant {
     pub interface: String,
-    /// At tcx ingress (then localnet-probe's), not XDP.
-    pub at_tcx: bool,
+    /// At tc ingress (then localnet-probe's) through this, not XDP.
+    pub at_tc: Option<TcHook>,
     pub program_id: u32,
     /// The program's name, when this process may read it (listing programs needs
     /// CAP_SYS_ADMIN).
@@ -49,7 +50,7 @@ impl Occupant {
         } = Attachment::of(program.id, interface.ifindex, Stage::Xdp);
         Some(Self {
             interface: interface.name.clone(),
-            at_tcx: false,
+            at_tc: None,
             program_id: program.id,
             program_name,
             mode: program.mode,
@@ -59,11 +60,43 @@ impl Occupant {
         })
     }
 
-    /// Another localnet-probe's program at `interface`'s tcx ingress (`run --on-conflict tc`),
-    /// if this process can tell one there: without CAP_SYS_ADMIN, one held by another user's
-    /// process has no name nor holder to recognise it by.
-    pub fn localnet_probe_at_tcx(interface: &Interface) -> Option<Self> {
-        let stage = Stage::Tcx(Direction::Ingress);
+    /// Another localnet-probe's program at `interface`'s tc ingress (`run --on-conflict tc`):
+    /// a clsact filter of its, or a tcx program this process can tell is its (without
+    /// CAP_SYS_ADMIN, one held by another user's process has no name nor holder to recognise
+    /// it by).
+    pub fn localnet_probe_at_tc(interface: &Interface) -> Option<Self> {
+        Self::localnet_probe_at_clsact(interface).or_else(|| Self::localnet_probe_at_tcx(interface))
+    }
+
+    /// Another localnet-probe's clsact filter at `interface`'s ingress: the standing filter's,
+    /// or a process's, which holds its program.
+    fn localnet_probe_at_clsact(interface: &Interface) -> Option<Self> {
+        let (program_id, standing) =
+            filters::probes_at(interface.ifindex, Direction::Ingress).ok()??;
+        let (holders, saw_every_process) = program_holders(program_id);
+        Some(Self {
+            interface: interface.name.clone(),
+            at_tc: Some(TcHook::Clsact),
+            program_id,
+            program_name: Some(
+                program_name(
+                    Framing::Ethernet,
+                    Stage::Tc(Direction::Ingress),
+                    XdpPrograms::MultiBuffer,
+                )
+                .to_owned(),
+            ),
+            mode: AttachMode::Generic,
+            holders,
+            saw_every_process,
+            standing: standing
+                .then(|| PinDir::of_this_namespace().ok().map(|dir| dir.path))
+                .flatten(),
+        })
+    }
+
+    fn localnet_probe_at_tcx(interface: &Interface) -> Option<Self> {
+        let stage = Stage::Tc(Direction::Ingress);
         crate::kernel::link::tcx_programs(interface.ifindex, Direction::Ingress)
             .ok()?
             .into_iter()
@@ -71,7 +104,7 @@ impl Occupant {
                 let attachment = Attachment::of(program_id, interface.ifindex, stage);
                 attachment.is_localnet_probe().then(|| Self {
                     interface: interface.name.clone(),
-                    at_tcx: true,
+                    at_tc: Some(TcHook::Tcx),
                     program_id,
                     program_name: attachment.program_name,
                     mode: AttachMode::Generic,
@@ -181,11 +214,12 @@ impl fmt::Display for Occupant {
             program_id,
             ..
         } = self;
-        if self.at_tcx {
+        if let Some(tc) = self.at_tc {
             write!(
                 f,
-                "{interface} is already served by localnet-probe at tcx ingress: program id \
-                 {program_id}"
+                "{interface} is already served by localnet-probe at {} ingress: program id \
+                 {program_id}",
+                tc.name()
             )?;
         } else {
             write!(
@@ -277,7 +311,7 @@ fn standing_filter_of(program_id: u32, ifindex: u32, stage: Stage) -> Option<Pat
     let dir = PinDir::of_this_namespace().ok()?;
     let direction = match stage {
         Stage::Xdp => Direction::Ingress,
-        Stage::Tcx(direction) => direction,
+        Stage::Tc(direction) => direction,
     };
     let info = Link::from_pin(&dir.link_path(ifindex, direction), stage)
         .ok()??
@@ -309,6 +343,33 @@ fn link_holders(program_id: u32, ifindex: u32, stage: Stage) -> (Vec<Holder>, bo
     (holders, saw_every_process)
 }
 
+/// Processes holding the BPF program `program_id` open (as a running localnet-probe holds the
+/// program of its clsact filters), and whether every process could be inspected.
+pub(crate) fn program_holders(program_id: u32) -> (Vec<Holder>, bool) {
+    let mut holders = Vec::new();
+    let saw_every_process = processes::walk(|process, fds| {
+        if process.pid == std::process::id() {
+            return;
+        }
+        let holds = fds.filter_map(Result::ok).any(|fd| {
+            let is_program = fs::read_link(fd.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf-prog");
+            is_program
+                && process.fdinfo(&fd.file_name()).is_ok_and(|info| {
+                    info.lines().any(|line| {
+                        line.split_once(':').is_some_and(|(key, value)| {
+                            key == "prog_id" && value.trim().parse() == Ok(program_id)
+                        })
+                    })
+                })
+        });
+        if holds {
+            holders.push(process.holder());
+        }
+    });
+    (holders, saw_every_process)
+}
+
 /// Reads a link's fdinfo: `link_type:\txdp` (or `tcx`), `prog_id:\t<id>`, `ifindex:\t<n>`. A
 /// tcx link's direction is not read: each direction has its own program.
 fn is_link_of(fdinfo: &str, stage: Stage, program_id: u32, ifindex: u32) -> bool {
@@ -320,7 +381,7 @@ fn is_link_of(fdinfo: &str, stage: Stage, program_id: u32, ifindex: u32) -> bool
     };
     let link_type = match stage {
         Stage::Xdp => "xdp",
-        Stage::Tcx(_) => "tcx",
+        Stage::Tc(_) => "tcx",
     };
     field("link_type") == Some(link_type)
         && field("prog_id").and_then(|id| id.parse().ok()) == Some(program_id)
@@ -340,8 +401,8 @@ mod tests {
         assert!(!is_link_of(info, Stage::Xdp, 41, 3));
         let tcx = info.replace("xdp", "tcx") + "attach_type:\t46 (ingress)\n";
         assert!(!is_link_of(&tcx, Stage::Xdp, 42, 3));
-        assert!(is_link_of(&tcx, Stage::Tcx(Direction::Ingress), 42, 3));
-        assert!(!is_link_of(info, Stage::Tcx(Direction::Ingress), 42, 3));
+        assert!(is_link_of(&tcx, Stage::Tc(Direction::Ingress), 42, 3));
+        assert!(!is_link_of(info, Stage::Tc(Direction::Ingress), 42, 3));
     }
 
     #[test]
@@ -359,7 +420,7 @@ mod tests {
     fn advice_names_the_other_probe_or_the_way_out() {
         let mut occupant = Occupant {
             interface: "eth1".to_owned(),
-            at_tcx: false,
+            at_tc: None,
             program_id: 42,
             program_name: Some("localnet_probe".to_owned()),
             mode: AttachMode::Generic,
@@ -376,14 +437,14 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("kill 1234") && message.contains("--exclude eth1"));
-        occupant.at_tcx = true;
+        occupant.at_tc = Some(TcHook::Tcx);
         let message = occupant.to_string();
         assert!(
             message.starts_with("eth1 is already served by localnet-probe at tcx ingress")
                 && message.contains("kill 1234"),
             "{message}"
         );
-        occupant.at_tcx = false;
+        occupant.at_tc = None;
 
         occupant.standing = Some(PathBuf::from("/sys/fs/bpf/localnet-probe/net-1"));
         let message = occupant.to_string();

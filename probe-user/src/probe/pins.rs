@@ -5,11 +5,16 @@
 //! ```text
 //! /sys/fs/bpf/localnet-probe/net-<namespace inode>/
 //!   STANDING                   what made it: layout version, the namespace's cookie, capacity
-//!   INTERFACES                 each served ifindex's name, program and hook (XDP mode, tcx)
+//!   INTERFACES                 each served ifindex's name, program and hook (XDP mode, tcx,
+//!                              or a clsact filter where the kernel has no tcx)
 //!   IFACE_CONFIG IFACE_CONFIG_HIGH COUNTERS SAMPLE_COUNTS   the programs' maps
 //!   links/<ifindex>            the XDP or tcx ingress links that keep the programs attached
 //!   links-egress/<ifindex>     the tcx egress links of interfaces whose replies are counted
 //! ```
+//!
+//! A clsact filter cannot be pinned: it stays until deleted. Its `INTERFACES` entry records it
+//! (at ingress by its hook, at egress by a flag), and it has the standing filter's handle (see
+//! [`crate::probe::filters`]), by which the next `run --pin` finds it and `detach` deletes it.
 //!
 //! An interface is pinned in this order: its `INTERFACES` entry, its configuration, its link;
 //! a process killed at any point leaves it attached and configured, or with an entry and no
@@ -36,7 +41,7 @@ use thiserror::Error;
 use crate::{
     kernel::bpffs::{self, MapKind},
     net::names::{bytes_of_name, name_of_bytes},
-    probe::attachment::{AttachedMode, Direction, Hook},
+    probe::attachment::{AttachedMode, Direction, Hook, TcHook},
 };
 
 /// Where the BPF file system is mounted.
@@ -47,7 +52,7 @@ pub const BASE: &str = "/sys/fs/bpf/localnet-probe";
 /// The version of the layout below; a change in any pinned map's keys or values, or in what the
 /// programs read from them, takes a new one. A change of size is caught at compile time by
 /// `LAYOUT_SIZES`; a change of meaning at the same size is up to the one who makes it.
-pub const LAYOUT: u32 = 2;
+pub const LAYOUT: u32 = 3;
 
 /// The sizes of every pinned record, in this order: the programs' map values (`IfaceConfig`,
 /// `Counter`, `SampleCounts`), then `STANDING` and `INTERFACES` values.
@@ -61,7 +66,7 @@ const PINNED_SIZES: [usize; 5] = [
 
 /// The layout version and the [`PINNED_SIZES`] it was cut for: a record that changes size does
 /// not compile until [`LAYOUT`] is bumped and its sizes written here.
-const LAYOUT_SIZES: (u32, [usize; 5]) = (2, [16, 16, 16, 32, 20]);
+const LAYOUT_SIZES: (u32, [usize; 5]) = (3, [16, 16, 16, 32, 20]);
 
 const _: () = {
     assert!(
@@ -201,9 +206,13 @@ pub struct PinnedInterface {
     name: [u8; 16],
     /// `Framing as u8`.
     program: u8,
-    /// 0 XDP native, 1 XDP generic, 2 tcx.
+    /// 0 XDP native, 1 XDP generic, 2 tcx, 3 a clsact filter.
     hook: u8,
-    _padding: [u8; 2],
+    /// 1: its replies are counted by a clsact filter at egress (a tcx link there is pinned in
+    /// `links-egress`).
+    egress_filter: u8,
+    /// 1: the probe added the clsact qdisc its filters are on, which goes with the last of them.
+    clsact_added: u8,
 }
 
 // SAFETY: bytes only, no implicit padding.
@@ -212,8 +221,16 @@ unsafe impl aya::Pod for PinnedInterface {}
 const _: () = assert!(size_of::<PinnedInterface>() == 20);
 
 impl PinnedInterface {
-    /// The entry of the interface `name`, held as its bytes (see [`bytes_of_name`]).
-    pub fn new(name: &str, program: Framing, hook: Hook) -> Self {
+    /// The entry of the interface `name` (held as its bytes, see [`bytes_of_name`]) served at
+    /// `hook`, with a clsact filter at egress when `egress_filter`, and `clsact_added` when the
+    /// probe added the qdisc of its filters.
+    pub fn new(
+        name: &str,
+        program: Framing,
+        hook: Hook,
+        egress_filter: bool,
+        clsact_added: bool,
+    ) -> Self {
         let name = bytes_of_name(name);
         let mut bytes = [0; 16];
         let len = name.len().min(15);
@@ -224,10 +241,31 @@ impl PinnedInterface {
             hook: match hook {
                 Hook::Xdp(AttachedMode::Native) => 0,
                 Hook::Xdp(AttachedMode::Generic) => 1,
-                Hook::Tcx => 2,
+                Hook::Tc(TcHook::Tcx) => 2,
+                Hook::Tc(TcHook::Clsact) => 3,
             },
-            _padding: [0; 2],
+            egress_filter: u8::from(egress_filter),
+            clsact_added: u8::from(clsact_added),
         }
+    }
+
+    /// Records a clsact filter at egress (`Some`, with whether the probe added the qdisc), or
+    /// none.
+    pub fn set_egress_filter(&mut self, clsact_added: Option<bool>) {
+        self.egress_filter = u8::from(clsact_added.is_some());
+        if let Some(added) = clsact_added {
+            self.clsact_added = u8::from(added);
+        }
+    }
+
+    /// Whether a clsact filter counts its replies at egress.
+    pub const fn egress_filter(&self) -> bool {
+        self.egress_filter == 1
+    }
+
+    /// Whether the probe added the clsact qdisc of its filters.
+    pub const fn clsact_added(&self) -> bool {
+        self.clsact_added == 1
     }
 
     /// What is wrong with the entry, if anything: a name the kernel would not give an
@@ -256,11 +294,18 @@ impl PinnedInterface {
                 self.program
             ));
         }
-        if self.hook > 2 {
+        if self.hook > 3 {
             return Some(format!("hook byte {}, not one of a hook", self.hook));
         }
-        if self._padding != [0; 2] {
-            return Some(format!("padding {:?}, not zero", self._padding));
+        if self.egress_filter > 1 || self.clsact_added > 1 {
+            return Some(format!(
+                "clsact bytes {} and {}, not flags",
+                self.egress_filter, self.clsact_added
+            ));
+        }
+        let filters = self.hook == 3 || self.egress_filter == 1;
+        if self.clsact_added == 1 && !filters {
+            return Some("a clsact qdisc added, without a filter on it".to_owned());
         }
         None
     }
@@ -281,7 +326,8 @@ impl PinnedInterface {
     pub const fn hook(&self) -> Hook {
         match self.hook {
             1 => Hook::Xdp(AttachedMode::Generic),
-            2 => Hook::Tcx,
+            2 => Hook::Tc(TcHook::Tcx),
+            3 => Hook::Tc(TcHook::Clsact),
             _ => Hook::Xdp(AttachedMode::Native),
         }
     }
@@ -912,7 +958,13 @@ mod name_tests {
     fn a_pinned_name_is_the_interfaces_bytes() {
         // 15 bytes, 4 of them not UTF-8: its held text is longer than a pinned name can be.
         let name = name_of_bytes(b"w\xfe\xfe\xfe\xfe0123456789");
-        let pinned = PinnedInterface::new(&name, Framing::Ethernet, Hook::Tcx);
+        let pinned = PinnedInterface::new(
+            &name,
+            Framing::Ethernet,
+            Hook::Tc(TcHook::Tcx),
+            false,
+            false,
+        );
         assert_eq!(pinned.name(), name);
         assert_eq!(pinned.problem(), None);
     }

@@ -1,6 +1,6 @@
 //! The standing filter taken over: a probe loaded over the maps pinned by an earlier `run --pin`
-//! adopts the interfaces whose links are pinned there, clears those that are gone, and pins
-//! its own; `status` reads it without taking anything.
+//! adopts the interfaces whose links are pinned (or whose clsact filters are recorded) there,
+//! clears those that are gone, and pins its own; `status` reads it without taking anything.
 
 use super::*;
 
@@ -83,18 +83,15 @@ impl Probe {
             records: BTreeMap::new(),
             free_slots: Vec::new(),
             standing: Some(Standing { dir, interfaces }),
+            tc_hook: TcHook::Tcx,
+            filter_owner: None,
         };
         let mut gone = Vec::new();
         for (ifindex, pinned, config, link, egress) in probe.pinned_interfaces()? {
             match (config.mode(), link) {
-                (Some(mode), PinnedLink::Attached(link, info)) => {
-                    let record = pinned_record(
-                        &pinned,
-                        config.slot(),
-                        mode,
-                        (link, egress),
-                        info.program_id,
-                    );
+                (Some(mode), PinnedLink::Attached(held, program_id)) => {
+                    let record =
+                        pinned_record(&pinned, config.slot(), mode, (held, egress), program_id);
                     probe.records.insert(ifindex, record);
                 }
                 // Not attached, nothing to show; the next `run --pin` clears it.
@@ -112,7 +109,7 @@ impl Probe {
     #[expect(clippy::type_complexity, reason = "one use, a tuple of named types")]
     fn pinned_interfaces(
         &self,
-    ) -> Result<Vec<(u32, PinnedInterface, IfaceConfig, PinnedLink, Option<Link>)>, ProbeError>
+    ) -> Result<Vec<(u32, PinnedInterface, IfaceConfig, PinnedLink, Option<Held>)>, ProbeError>
     {
         let standing = self.standing.as_ref().expect("a standing filter");
         let mut found = Vec::new();
@@ -122,33 +119,50 @@ impl Probe {
             standing
                 .dir
                 .check_interface(ifindex, &pinned, &config, self.capacity)?;
-            let path = standing.dir.link_path(ifindex, Direction::Ingress);
-            let link = match Link::from_pin(&path, pinned.hook().stage()) {
-                Ok(Some(link)) => {
-                    let info = link
-                        .info()
-                        .map_err(|error| ProbeError::Adopt { ifindex, error })?;
-                    if info.ifindex == Some(ifindex) {
-                        PinnedLink::Attached(link, info)
-                    } else {
-                        PinnedLink::Gone
-                    }
+            let adopt_error = |error| ProbeError::Adopt { ifindex, error };
+            let not_found = || {
+                if interface_exists(ifindex) {
+                    PinnedLink::CutShort
+                } else {
+                    PinnedLink::Gone
                 }
-                Ok(None) => PinnedLink::Gone,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                    if interface_exists(ifindex) {
-                        PinnedLink::CutShort
-                    } else {
-                        PinnedLink::Gone
-                    }
-                }
-                Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
             };
-            let egress_path = standing.dir.link_path(ifindex, Direction::Egress);
-            let egress = match Link::from_pin(&egress_path, Stage::Tcx(Direction::Egress)) {
-                Ok(egress) => egress,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-                Err(error) => return Err(ProbeError::Adopt { ifindex, error }),
+            let link = if pinned.hook() == Hook::Tc(TcHook::Clsact) {
+                match Filter::pinned(ifindex, Direction::Ingress, pinned.clsact_added())
+                    .map_err(adopt_error)?
+                {
+                    Some((filter, program_id)) => {
+                        PinnedLink::Attached(Held::Filter(filter), program_id)
+                    }
+                    None => not_found(),
+                }
+            } else {
+                let path = standing.dir.link_path(ifindex, Direction::Ingress);
+                match Link::from_pin(&path, pinned.hook().stage()) {
+                    Ok(Some(link)) => {
+                        let info = link.info().map_err(adopt_error)?;
+                        if info.ifindex == Some(ifindex) {
+                            PinnedLink::Attached(Held::Link(link), info.program_id)
+                        } else {
+                            PinnedLink::Gone
+                        }
+                    }
+                    Ok(None) => PinnedLink::Gone,
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => not_found(),
+                    Err(error) => return Err(adopt_error(error)),
+                }
+            };
+            let egress = if pinned.egress_filter() {
+                Filter::pinned(ifindex, Direction::Egress, pinned.clsact_added())
+                    .map_err(adopt_error)?
+                    .map(|(filter, _)| Held::Filter(filter))
+            } else {
+                let egress_path = standing.dir.link_path(ifindex, Direction::Egress);
+                match Link::from_pin(&egress_path, Stage::Tc(Direction::Egress)) {
+                    Ok(egress) => egress.map(Held::Link),
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+                    Err(error) => return Err(adopt_error(error)),
+                }
             };
             found.push((ifindex, pinned, config, link, egress));
         }
@@ -169,8 +183,8 @@ impl Probe {
                 continue;
             };
             used.insert(config.slot());
-            let link = match link {
-                PinnedLink::Attached(link, _) => link,
+            let held = match link {
+                PinnedLink::Attached(held, _) => held,
                 // Not attached, not gone either: attached anew when selected.
                 PinnedLink::CutShort => {
                     cleared.push((ifindex, Some(config.slot())));
@@ -184,7 +198,7 @@ impl Probe {
             };
             let program = pinned.program();
             let stage = pinned.hook().stage();
-            link.update(self.program_fd(stage, program)?)
+            self.switch(&held, stage, program)
                 .map_err(|error| match error.raw_os_error() {
                     // A driver that took its MTU from the programs with multi-buffer.
                     Some(libc::ERANGE) if self.xdp == XdpPrograms::Linear => {
@@ -193,8 +207,7 @@ impl Probe {
                     _ => ProbeError::Adopt { ifindex, error },
                 })?;
             if let Some(egress) = &egress {
-                egress
-                    .update(self.program_fd(Stage::Tcx(Direction::Egress), program)?)
+                self.switch(egress, Stage::Tc(Direction::Egress), program)
                     .map_err(|error| ProbeError::Adopt { ifindex, error })?;
             }
             adopted.push(Adopted {
@@ -203,7 +216,7 @@ impl Probe {
                 program,
                 mode,
                 hook: Some(pinned.hook()),
-                egress: egress.is_some(),
+                egress: egress.as_ref().map(Held::tc_hook),
                 counters: SlotCounters::default(),
                 slot: config.slot(),
             });
@@ -211,7 +224,7 @@ impl Probe {
                 &pinned,
                 config.slot(),
                 mode,
-                (link, egress),
+                (held, egress),
                 self.program_id(stage, program),
             );
             self.records.insert(ifindex, record);
@@ -243,6 +256,16 @@ impl Probe {
         Ok(adopted)
     }
 
+    /// Makes what holds a pinned attachment run this probe's `program` at `stage` from the
+    /// next frame on.
+    fn switch(&self, held: &Held, stage: Stage, program: Framing) -> io::Result<()> {
+        let fd = self.program_fd(stage, program).map_err(io::Error::other)?;
+        match held {
+            Held::Link(link) => link.update(fd),
+            Held::Filter(filter) => filter.replace(fd.as_fd(), program),
+        }
+    }
+
     /// A pinned interface that is gone, with its final counts.
     fn gone(
         &mut self,
@@ -262,7 +285,7 @@ impl Probe {
             program: pinned.program(),
             mode,
             hook: None,
-            egress: false,
+            egress: None,
             counters,
             slot,
         })
@@ -311,21 +334,21 @@ impl Probe {
             .get_mut(&ifindex)
             .and_then(|record| record.attachment.as_mut())
             .ok_or(ProbeError::NotConfigured { ifindex })?;
-        standing.interfaces.insert(
-            ifindex,
-            PinnedInterface::new(name, attachment.program, attachment.hook),
-            0,
-        )?;
-        for (link, direction) in [
-            (Some(&attachment.link), Direction::Ingress),
-            (attachment.egress.as_ref(), Direction::Egress),
+        standing
+            .interfaces
+            .insert(ifindex, attachment.pinned_entry(name), 0)?;
+        for (held, direction) in [
+            (Some(&mut attachment.held), Direction::Ingress),
+            (attachment.egress.as_mut(), Direction::Egress),
         ] {
             let path = standing.dir.link_path(ifindex, direction);
             // A pin of a device that had this ifindex before.
             remove_pin(&path).map_err(|error| ProbeError::PinLink { ifindex, error })?;
-            if let Some(link) = link {
-                crate::kernel::bpffs::pin(link, &path)
-                    .map_err(|error| ProbeError::PinLink { ifindex, error })?;
+            match held {
+                Some(Held::Link(link)) => crate::kernel::bpffs::pin(&*link, &path)
+                    .map_err(|error| ProbeError::PinLink { ifindex, error })?,
+                Some(Held::Filter(filter)) => filter.keep(true),
+                None => {}
             }
         }
         attachment.pinned = true;
@@ -343,11 +366,9 @@ impl Probe {
             return Ok(());
         };
         if attachment.pinned {
-            standing.interfaces.insert(
-                ifindex,
-                PinnedInterface::new(name, attachment.program, attachment.hook),
-                0,
-            )?;
+            standing
+                .interfaces
+                .insert(ifindex, attachment.pinned_entry(name), 0)?;
         }
         Ok(())
     }
@@ -362,16 +383,45 @@ impl Probe {
             .map(|pinned| pinned.name())
     }
 
+    /// Deletes the clsact filters on `ifindexes` that a run killed with SIGKILL left, and, with
+    /// `by_pins` (for a standing filter whose lock the caller holds, and whose pins were found
+    /// rather than made now: pins made in a BPF file system just mounted may not be the ones
+    /// that record its filters), the standing filter's that its pins do not record: a process
+    /// killed between attaching and pinning one.
+    pub fn remove_leftover_filters(
+        &self,
+        ifindexes: impl IntoIterator<Item = u32>,
+        by_pins: bool,
+    ) -> Result<Vec<filters::Leftover>, ProbeError> {
+        let recorded = |ifindex: u32, direction: Direction| {
+            let Some(attachment) = self
+                .records
+                .get(&ifindex)
+                .and_then(|record| record.attachment.as_ref())
+            else {
+                return false;
+            };
+            let held = match direction {
+                Direction::Ingress => Some(&attachment.held),
+                Direction::Egress => attachment.egress.as_ref(),
+            };
+            held.and_then(Held::filter).is_some_and(Filter::is_standing)
+        };
+        let standing: Option<&dyn Fn(u32, Direction) -> bool> =
+            (by_pins && self.standing.is_some()).then_some(&recorded);
+        filters::remove_leftovers(ifindexes, standing).map_err(ProbeError::Attach)
+    }
+
     /// The standing filter's directory, for a probe that is one.
     pub fn standing_dir(&self) -> Option<&PinDir> {
         self.standing.as_ref().map(|standing| &standing.dir)
     }
 }
 
-/// The link pinned for an interface of a standing filter.
+/// The link pinned (or the clsact filter recorded) for an interface of a standing filter.
 enum PinnedLink {
-    /// Attached to the interface, with what the kernel says about it.
-    Attached(Link, crate::kernel::link::LinkInfo),
+    /// Attached to the interface, running the program with this id.
+    Attached(Held, u32),
     /// The device is gone: its link is defunct (a device that took the ifindex since is
     /// another), or was never pinned and no device has the ifindex.
     Gone,
@@ -384,7 +434,7 @@ fn pinned_record(
     pinned: &PinnedInterface,
     slot: u32,
     mode: Mode,
-    (link, egress): (Link, Option<Link>),
+    (held, egress): (Held, Option<Held>),
     program_id: u32,
 ) -> Record {
     Record {
@@ -394,10 +444,39 @@ fn pinned_record(
             hook: pinned.hook(),
             program: pinned.program(),
             program_id,
-            link,
+            held,
             egress,
             pinned: true,
         }),
+    }
+}
+
+impl Attachment {
+    /// Its entry in the standing filter's INTERFACES, under `name`.
+    fn pinned_entry(&self, name: &str) -> PinnedInterface {
+        let filters = [Some(&self.held), self.egress.as_ref()];
+        let clsact_added = filters
+            .iter()
+            .flatten()
+            .filter_map(|held| held.filter())
+            .any(Filter::clsact_added);
+        let egress_filter = self
+            .egress
+            .as_ref()
+            .is_some_and(|held| held.filter().is_some());
+        PinnedInterface::new(name, self.program, self.hook, egress_filter, clsact_added)
+    }
+
+    /// Lets its clsact filters go with it, pinned or not.
+    pub(super) fn release_filters(&mut self) {
+        for held in [Some(&mut self.held), self.egress.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let Held::Filter(filter) = held {
+                filter.keep(false);
+            }
+        }
     }
 }
 

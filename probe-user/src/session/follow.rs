@@ -198,7 +198,7 @@ impl Tracked {
             mode,
             program,
             hook: None,
-            egress: false,
+            egress: None,
             tcx_preceded_by: TcxPrecededBy::default(),
             route_localnet: None,
             route_localnet_via: Vec::new(),

@@ -41,7 +41,7 @@ use crate::{
         route_localnet::{self, RouteLocalnet},
         stacking::Uppers,
     },
-    probe::attachment::{Hook, XdpPrograms},
+    probe::attachment::{Hook, TcHook, XdpPrograms},
     probe::occupant::Occupant,
     probe::pins::{Found, PinDir, PinError, PinLock, Standing},
     probe::{Adopted, LoadOptions, Probe, ProbeError, TcxPrecededBy, XdpModeChoice},
@@ -183,8 +183,8 @@ pub struct AttachedInterface {
     pub program: Framing,
     pub mode: Mode,
     pub hook: Hook,
-    /// Replies leaving it are counted.
-    pub egress: bool,
+    /// Where replies leaving it are counted, if they are.
+    pub egress: Option<TcHook>,
     /// Why native XDP was refused, when auto mode fell back to generic.
     pub native_refused: Option<std::io::Error>,
     /// Taken over from the standing filter: attached all along.
@@ -379,6 +379,28 @@ impl Session {
                 .collect(),
             retry: retry::Backoff::default(),
         };
+        let leftovers = session
+            .tracked
+            .probe
+            .remove_leftover_filters(all.iter().map(|interface| interface.ifindex), !pinned_now)
+            .map_err(load_error)?;
+        notes.extend(leftovers.iter().map(|leftover| {
+            let name = all
+                .iter()
+                .find(|interface| interface.ifindex == leftover.ifindex)
+                .map_or_else(
+                    || format!("ifindex {}", leftover.ifindex),
+                    |i| i.name.clone(),
+                );
+            format!(
+                "{name}: removed the clsact filter at tc {} (program id {}) that a localnet-probe \
+                 killed before it could remove it left",
+                leftover.direction.name(),
+                leftover
+                    .program_id
+                    .map_or_else(|| "?".to_owned(), |id| id.to_string())
+            )
+        }));
         let mut selected = selected;
         let attached = match session.serve_at_start(&all, &mut selected, adopted, &mut notes) {
             Ok(attached) => attached,
@@ -459,7 +481,9 @@ impl Session {
             let moved_away = match adopted.hook {
                 None => false,
                 Some(Hook::Xdp(_)) => here.is_none_or(|i| i.xdp.is_none()),
-                Some(Hook::Tcx) => here.is_none_or(|i| !self.tracked.probe.holds(i.ifindex, None)),
+                Some(Hook::Tc(_)) => {
+                    here.is_none_or(|i| !self.tracked.probe.holds(i.ifindex, None))
+                }
             };
             if moved_away {
                 adopted.counters = self.tracked.release(adopted.ifindex, &adopted.name)?;
@@ -493,12 +517,12 @@ impl Session {
                             .rename(chosen.ifindex, &chosen.name)
                             .map_err(change_error)?;
                     }
-                    if self.egress && !adopted.egress {
+                    if self.egress && adopted.egress.is_none() {
                         self.tracked
                             .probe
                             .attach_egress(chosen.ifindex)
                             .map_err(change_error)?;
-                    } else if adopted.egress && !self.egress {
+                    } else if adopted.egress.is_some() && !self.egress {
                         self.tracked
                             .probe
                             .detach_egress(chosen.ifindex)
@@ -522,7 +546,11 @@ impl Session {
                         program: adopted.program,
                         mode: chosen.mode,
                         hook,
-                        egress: self.egress,
+                        egress: self
+                            .tracked
+                            .probe
+                            .attached_hook(chosen.ifindex)
+                            .and_then(|(_, egress)| egress),
                         native_refused: None,
                         adopted: true,
                     });
@@ -613,9 +641,7 @@ impl Session {
             .configure(chosen.ifindex, chosen.mode)
             .map_err(attach_error)?;
         let attached = if beside {
-            self.tracked
-                .probe
-                .attach_tcx(chosen.ifindex, chosen.program)
+            self.tracked.probe.attach_tc(chosen.ifindex, chosen.program)
         } else {
             self.tracked
                 .probe
@@ -665,7 +691,11 @@ impl Session {
             program: chosen.program,
             mode: chosen.mode,
             hook: result.hook,
-            egress: self.egress,
+            egress: self
+                .tracked
+                .probe
+                .attached_hook(chosen.ifindex)
+                .and_then(|(_, egress)| egress),
             native_refused: result.native_refused,
             adopted: false,
         })
@@ -725,7 +755,7 @@ impl Session {
 /// What holds `interface` already: another localnet-probe at its tcx ingress (refused whatever
 /// `--on-conflict` says, as at XDP: it is served), or another XDP program.
 fn occupant_of(interface: &Interface) -> Option<Occupant> {
-    Occupant::localnet_probe_at_tcx(interface).or_else(|| Occupant::of(interface))
+    Occupant::localnet_probe_at_tc(interface).or_else(|| Occupant::of(interface))
 }
 
 /// An interface left out because another XDP program holds it (`--on-conflict skip`).

@@ -41,9 +41,9 @@ pub struct InterfaceSnapshot {
     pub program: Framing,
     /// Where it is attached; `None` once it is gone.
     pub hook: Option<Hook>,
-    /// Replies leaving it are counted.
-    pub egress: bool,
-    /// Other programs that run before the probe's at its tcx hooks.
+    /// Where replies leaving it are counted, if they are.
+    pub egress: Option<TcHook>,
+    /// Other programs that run before the probe's at its tc hooks.
     pub tcx_preceded_by: TcxPrecededBy,
     /// `None` when the interface has no IPv4 configuration.
     pub route_localnet: Option<RouteLocalnet>,
@@ -172,7 +172,7 @@ impl Tracked {
                 mode,
                 program: served.program,
                 hook: attached.map(|(hook, _)| hook),
-                egress: attached.is_some_and(|(_, egress)| egress),
+                egress: attached.and_then(|(_, egress)| egress),
                 tcx_preceded_by,
                 route_localnet,
                 route_localnet_via: receivers

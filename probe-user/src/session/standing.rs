@@ -139,6 +139,10 @@ pub fn detach(patterns: &[impl AsRef<std::ffi::OsStr>]) -> Result<Option<Detache
         .filter(|served| !chosen.contains(served))
         .map(|(_, name)| name.clone())
         .collect();
+    // Filters of the standing filter its pins do not record, and of runs killed by SIGKILL.
+    probe
+        .remove_leftover_filters(names.keys().copied(), true)
+        .map_err(adopt)?;
     drop(probe);
     let removed_dir = remaining.is_empty();
     if removed_dir {

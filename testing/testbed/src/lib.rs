@@ -187,7 +187,8 @@ impl Netns {
     }
 
     /// The ids of the programs attached to `dev`'s tcx hook (ingress, or egress), in the order
-    /// they run, from `BPF_PROG_QUERY` (bpftool here predates tcx).
+    /// they run, from `BPF_PROG_QUERY` (bpftool here predates tcx); none on a kernel without
+    /// tcx, which refuses the attach type.
     pub fn tcx_programs(&self, dev: &str, egress: bool) -> Vec<u32> {
         const BPF_PROG_QUERY: libc::c_long = 16;
         const BPF_TCX_INGRESS: u32 = 46;
@@ -215,15 +216,70 @@ impl Netns {
                     attr.len() as u32,
                 )
             };
-            assert_eq!(
-                result,
-                0,
-                "BPF_PROG_QUERY on {dev}: {}",
-                std::io::Error::last_os_error()
-            );
+            let error = std::io::Error::last_os_error();
+            if result != 0 && error.raw_os_error() == Some(libc::EINVAL) {
+                return Vec::new();
+            }
+            assert_eq!(result, 0, "BPF_PROG_QUERY on {dev}: {error}");
             let count = u32::from_ne_bytes(attr[24..28].try_into().expect("four bytes"));
             ids[..count as usize].to_vec()
         })
+    }
+
+    /// `tc -n <netns> args…`
+    pub fn tc(&self, args: &[&str]) {
+        let output = Command::new("tc")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("run tc");
+        assert!(
+            output.status.success(),
+            "tc {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The filters on `dev`'s clsact qdisc (at ingress, or egress), in the order they run, from
+    /// `tc -j filter show`: each one's handle and the id of its eBPF program (none for classic
+    /// BPF or another kind). None without the qdisc.
+    pub fn clsact_filters(&self, dev: &str, egress: bool) -> Vec<(u32, Option<u32>)> {
+        let output = Command::new("tc")
+            .args(["-n", &self.name, "-j", "filter", "show", "dev", dev])
+            .arg(if egress { "egress" } else { "ingress" })
+            .output()
+            .expect("run tc");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Vec::new();
+        }
+        let filters: Value = serde_json::from_slice(&output.stdout).expect("tc -j writes JSON");
+        filters
+            .as_array()
+            .expect("a list of filters")
+            .iter()
+            // The entry of each priority's chain carries no options.
+            .filter_map(|filter| {
+                let options = filter.get("options")?;
+                let handle = options["handle"].as_str().expect("a handle");
+                let handle = u32::from_str_radix(handle.trim_start_matches("0x"), 16)
+                    .expect("a hexadecimal handle");
+                Some((handle, options["prog"]["id"].as_u64().map(|id| id as u32)))
+            })
+            .collect()
+    }
+
+    /// Whether `dev` has a clsact qdisc.
+    pub fn has_clsact(&self, dev: &str) -> bool {
+        let output = Command::new("tc")
+            .args(["-n", &self.name, "qdisc", "show", "dev", dev])
+            .output()
+            .expect("run tc");
+        String::from_utf8_lossy(&output.stdout).contains("qdisc clsact")
     }
 
     /// `program args…` run to its end in this namespace and the host's mount namespace (see
@@ -532,6 +588,29 @@ impl ForeignTcx {
             _link: link,
         }
     }
+}
+
+/// Another tool's filter on an interface's clsact qdisc (added if missing) at ingress: classic
+/// BPF that matches every frame and, with no action, ends the chain (`TC_ACT_OK`), as a
+/// filter that passes frames to the stack does. Left to the namespace to remove.
+pub fn foreign_filter(netns: &Netns, interface: &str, priority: u16, handle: u32) {
+    if !netns.has_clsact(interface) {
+        netns.tc(&["qdisc", "add", "dev", interface, "clsact"]);
+    }
+    netns.tc(&[
+        "filter",
+        "add",
+        "dev",
+        interface,
+        "ingress",
+        "prio",
+        &priority.to_string(),
+        "handle",
+        &format!("{handle:#x}"),
+        "bpf",
+        "bytecode",
+        "1,6 0 0 4294967295,",
+    ]);
 }
 
 /// Loads a program of `kind` (program type, name) that returns `verdict`, and attaches it to

@@ -311,7 +311,7 @@ impl Report {
             "\nveth throughput at tcx ingress (as above; no XDP program on the receiving \
              interface, so the tcx path alone: beside another XDP program, `run --on-conflict \
              tc` adds that program's own cost; the probe attached by the harness through the \
-             library, `Probe::attach_tcx`, as the CLI does, sampling off; the ratio is to no \
+             library, `Probe::attach_tc`, as the CLI does, sampling off; the ratio is to no \
              program for benign traffic and to the nftables ingress rule for the loopback \
              flood, the median of per-round ratios):\n\n",
         );

@@ -207,7 +207,7 @@ pub(crate) fn exploitation_warning(interface: &InterfaceReport) -> String {
     let argument = name_argument(&interface.name);
     let block = if interface.mode == "drop" {
         "drop mode now blocks the requests".to_owned()
-    } else if interface.hook == Some("tcx") {
+    } else if interface.hook.is_some() && interface.xdp_mode.is_none() {
         format!("--drop-on {argument} --on-conflict tc blocks the requests")
     } else {
         format!("--drop-on {argument} blocks the requests")
@@ -220,7 +220,8 @@ pub(crate) fn exploitation_warning(interface: &InterfaceReport) -> String {
     )
 }
 
-/// One sentence on an interface where other programs run before the probe's at tcx.
+/// One sentence on an interface where other programs run before the probe's at tc (tcx, or
+/// a clsact qdisc).
 pub(crate) fn precedence_warning(interface: &InterfaceReport) -> String {
     let ids = |ids: &[u32]| {
         ids.iter()
@@ -232,14 +233,16 @@ pub(crate) fn precedence_warning(interface: &InterfaceReport) -> String {
     let mut hooks = Vec::new();
     if !preceded.ingress.is_empty() {
         hooks.push(format!(
-            "at tcx ingress program(s) {} (frames they pass to the stack or redirect are \
+            "at {} ingress program(s) {} (frames they pass to the stack or redirect are \
              neither counted nor dropped)",
+            interface.hook.unwrap_or("tc"),
             ids(&preceded.ingress)
         ));
     }
     if !preceded.egress.is_empty() {
         hooks.push(format!(
-            "at tcx egress program(s) {} (replies they end the chain for are not counted)",
+            "at {} egress program(s) {} (replies they end the chain for are not counted)",
+            interface.egress_hook.unwrap_or("tc"),
             ids(&preceded.egress)
         ));
     }
@@ -277,10 +280,10 @@ pub(crate) fn exposure_warning(interface: &InterfaceReport) -> String {
     };
     let (state, fix) = if interface.mode == "drop" {
         (
-            "drop mode, but other tcx programs run first",
+            "drop mode, but other tc programs run first",
             format!("`localnet-probe detach --iface {argument}` and a new run go first again"),
         )
-    } else if interface.hook == Some("tcx") {
+    } else if interface.hook.is_some() && interface.xdp_mode.is_none() {
         (
             "monitor mode",
             format!("--drop-on {argument} --on-conflict tc blocks such frames"),
@@ -411,8 +414,8 @@ fn row(interface: &InterfaceReport) -> [String; 11] {
         printable(&interface.name).into_owned(),
         match (interface.hook, interface.xdp_mode) {
             (Some(_), Some(xdp_mode)) => xdp_mode.to_owned(),
-            (Some(_), None) if !interface.tcx_preceded_by.ingress.is_empty() => {
-                "tcx (not first)".to_owned()
+            (Some(hook), None) if !interface.tcx_preceded_by.ingress.is_empty() => {
+                format!("{hook} (not first)")
             }
             (Some(hook), None) => hook.to_owned(),
             (None, _) => "-".to_owned(),

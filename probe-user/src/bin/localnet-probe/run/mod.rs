@@ -22,7 +22,7 @@ use probe_user::{
     net::link_events::LinkEvents,
     net::names::{NamePattern, printable},
     output::samples::{SampleRing, SampledFrame},
-    probe::attachment::{Hook, XdpPrograms},
+    probe::attachment::{Hook, TcHook, XdpPrograms},
     probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
     session::select::{LeftOut, Selection, Skipped},
     session::{AttachedInterface, OnConflict, Session, SessionError, SessionOptions, Started},
@@ -338,9 +338,23 @@ fn say_attached(attached: &[AttachedInterface], xdp: XdpPrograms) {
                 format!("{} XDP, without multi-buffer", mode.name())
             }
             Hook::Xdp(mode) => format!("{} XDP", mode.name()),
-            Hook::Tcx if attached.adopted => "tcx ingress".to_owned(),
-            Hook::Tcx => "tcx ingress, beside another XDP program".to_owned(),
+            Hook::Tc(tc) => {
+                let how = match tc {
+                    TcHook::Tcx => "",
+                    TcHook::Clsact => " (a clsact filter: this kernel has no tcx)",
+                };
+                let beside = if attached.adopted {
+                    ""
+                } else {
+                    ", beside another XDP program"
+                };
+                format!("{} ingress{how}{beside}", tc.name())
+            }
         };
+        let egress = attached
+            .egress
+            .map(|egress| format!("; replies counted at {} egress", egress.name()))
+            .unwrap_or_default();
         tracing::info!(
             "{} {} ({hook}{}, {} mode)",
             if attached.adopted {
@@ -349,11 +363,7 @@ fn say_attached(attached: &[AttachedInterface], xdp: XdpPrograms) {
                 "attached to"
             },
             printable(&attached.name),
-            if attached.egress {
-                "; replies counted at tcx egress"
-            } else {
-                ""
-            },
+            egress,
             attached.mode.name()
         );
     }

@@ -451,6 +451,7 @@ mod tests {
             hook: Some("xdp"),
             xdp_mode: Some("native"),
             egress: false,
+            egress_hook: None,
             tcx_preceded_by: TcxPrecededBy::default(),
             framing: "ethernet",
             route_localnet: Some(RouteLocalnet::new(false, false)),

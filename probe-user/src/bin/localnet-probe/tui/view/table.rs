@@ -83,8 +83,8 @@ impl LiveView {
             Column::Name => printable(&interface.name).into_owned(),
             Column::Hook => match (interface.hook, interface.xdp_mode) {
                 (Some(_), Some(xdp_mode)) => xdp_mode.to_owned(),
-                (Some(_), None) if !interface.tcx_preceded_by.ingress.is_empty() => {
-                    "tcx!".to_owned()
+                (Some(hook), None) if !interface.tcx_preceded_by.ingress.is_empty() => {
+                    format!("{hook}!")
                 }
                 (Some(hook), None) => hook.to_owned(),
                 (None, _) => "-".to_owned(),

@@ -59,7 +59,7 @@ impl LiveView {
                     .map(String::as_str)
                     .collect();
                 let state = if interface.mode == "drop" {
-                    "drop mode, but other tcx programs run first"
+                    "drop mode, but other tc programs run first"
                 } else {
                     "monitor mode"
                 };
@@ -86,8 +86,9 @@ impl LiveView {
                     .collect();
                 lines.push((
                     format!(
-                        "{name}: tcx program(s) {} now run before localnet-probe: frames they \
+                        "{name}: {} program(s) {} now run before localnet-probe: frames they \
                          pass on are not seen",
+                        interface.hook.unwrap_or("tc"),
                         ids.join(", ")
                     ),
                     yellow,
