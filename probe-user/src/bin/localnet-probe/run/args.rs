@@ -72,6 +72,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "ADDR", num_args = 0..=1, value_parser = metrics_address,
           default_missing_value = metrics_server::DEFAULT_ADDRESS)]
     pub(super) metrics: Option<SocketAddr>,
+    /// Give every served interface its own metrics, counts by family and loopback address too,
+    /// and route_localnet by scope; by default only interfaces that counted a frame or are
+    /// exposed have series of their own, the rest are in the node's totals.
+    #[arg(long, requires = "metrics")]
+    pub(super) metrics_detail: bool,
     /// Matched frames sampled per second and interface, for --events, --pcap and the top
     /// senders (0 to 100000; 0 turns sampling off).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_RATE,

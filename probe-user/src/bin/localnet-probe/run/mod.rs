@@ -19,6 +19,7 @@ use anyhow::Context as _;
 use probe_user::{
     net::link_events::LinkEvents,
     net::names::{NamePattern, printable},
+    output::metrics::Detail,
     output::samples::{SampleRing, SampledFrame},
     probe::attachment::Hook,
     probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
@@ -147,7 +148,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             let (requests, scrapes) = mpsc::channel(16);
             (
                 Some(scrapes),
-                Some(metrics_server::spawn(listener, requests)),
+                Some(metrics_server::spawn(
+                    listener,
+                    requests,
+                    if args.metrics_detail {
+                        Detail::Full
+                    } else {
+                        Detail::Summary
+                    },
+                )),
             )
         }
         None => (None, None),

@@ -12,6 +12,7 @@ use crossterm::event::Event;
 use probe_common::Mode;
 use probe_user::{
     net::names::printable,
+    output::metrics::Tally,
     output::report::{EventReport, FirewallChangeReport, Report, SysctlChangeReport},
     output::samples::{SampleRing, SampledFrame},
     probe::TcxPrecededBy,
@@ -22,7 +23,7 @@ use tokio::time::Sleep;
 use super::{
     View,
     evidence::Evidence,
-    metrics_server::SnapshotRequest,
+    metrics_server::{Scraped, SnapshotRequest},
     output::{Output, Stream},
     say_attached, say_left_out,
 };
@@ -67,6 +68,8 @@ pub(super) struct Running {
     removed_between_reports: Vec<InterfaceSnapshot>,
     /// The live view's last route_localnet changes.
     alerts: VecDeque<String>,
+    /// What the metrics count across snapshots; every snapshot taken is added.
+    tally: Tally,
 }
 
 /// What a key in the live view asks of the loop.
@@ -105,12 +108,13 @@ impl Running {
             warned: Warned::default(),
             removed_between_reports: Vec::new(),
             alerts: VecDeque::new(),
+            tally: Tally::default(),
         }
     }
 
     /// The report of an interval.
     pub(super) fn report(&mut self) -> anyhow::Result<()> {
-        let mut snapshot = self.session.snapshot()?;
+        let mut snapshot = self.snapshot()?;
         snapshot
             .removed
             .splice(0..0, self.removed_between_reports.drain(..));
@@ -134,7 +138,7 @@ impl Running {
     /// A snapshot between reports: for a scrape when given one, else to find route_localnet and
     /// firewall changes, which the live views show at once.
     pub(super) fn between(&mut self, scrape: Option<SnapshotRequest>) -> anyhow::Result<()> {
-        let mut snapshot = self.session.snapshot()?;
+        let mut snapshot = self.snapshot()?;
         self.removed_between_reports.append(&mut snapshot.removed);
         // The live view shows a change at once, with the exposure it leaves.
         if say_changes(
@@ -149,9 +153,19 @@ impl Running {
         }
         if let Some(scrape) = scrape {
             // Nothing to do when the scraper has gone.
-            let _ = scrape.send(snapshot);
+            let _ = scrape.send(Scraped {
+                snapshot,
+                tally: self.tally,
+            });
         }
         Ok(())
+    }
+
+    /// The session's snapshot, counted in the tally.
+    fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
+        let snapshot = self.session.snapshot()?;
+        self.tally.add(&snapshot);
+        Ok(snapshot)
     }
 
     fn report_of(&self, snapshot: &Snapshot, is_final: bool) -> Report {
@@ -244,7 +258,7 @@ impl Running {
 
     /// The last report, after detaching: on the screen left behind, or on the stream.
     pub(super) fn finish(mut self) -> anyhow::Result<()> {
-        let mut snapshot = self.session.snapshot()?;
+        let mut snapshot = self.snapshot()?;
         snapshot
             .removed
             .splice(0..0, self.removed_between_reports.drain(..));
