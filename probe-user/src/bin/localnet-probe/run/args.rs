@@ -57,10 +57,18 @@ pub(crate) struct RunArgs {
     /// Detach and exit after this many seconds (0.01 to one year).
     #[arg(long, value_name = "SECS", value_parser = duration_seconds, allow_negative_numbers = true)]
     pub(super) duration: Option<f64>,
-    /// Write one JSON object per interval on stdout even on a terminal (the default when stdout
-    /// is not a terminal).
-    #[arg(long, conflicts_with = "plain")]
-    pub(super) json: bool,
+    /// Write one JSON object per interval on stdout even on a terminal: `--json` or
+    /// `--json=full` lists every interface in every object; `--json=compact` only those whose
+    /// counts or state changed since the previous object, with a full object every
+    /// --full-every objects. Without it, compact objects when stdout is not a terminal.
+    #[arg(long, value_enum, value_name = "OBJECTS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "full", conflicts_with = "plain")]
+    pub(super) json: Option<JsonObjects>,
+    /// In compact JSON, every Nth object lists every interface (1 to 1000000; the first and the
+    /// last always do).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FULL_EVERY,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(super) full_every: u32,
     /// On a terminal, redraw a plain table every interval instead of the full-screen view.
     #[arg(long)]
     pub(super) plain: bool,
@@ -95,6 +103,18 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = top_senders)]
     pub(super) top: Option<u16>,
 }
+
+/// The interfaces a JSON object lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(super) enum JsonObjects {
+    /// Every served interface, in every object.
+    Full,
+    /// Those that changed since the previous object, and all of them every --full-every.
+    Compact,
+}
+
+/// Compact JSON's full objects at `--interval 1`: one a minute.
+const DEFAULT_FULL_EVERY: u32 = 60;
 
 /// Arguments that clap cannot check alone; exit status 2, as clap's own.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! `localnet-probe run`: attach, report every interval, say route_localnet changes within a
 //! second, detach on exit.
 
+mod announce;
 mod args;
 mod evidence;
 mod metrics_server;
@@ -19,12 +20,12 @@ use anyhow::Context as _;
 use probe_user::{
     net::link_events::LinkEvents,
     net::names::{NamePattern, printable},
+    output::compact::Compactor,
     output::metrics::Detail,
     output::samples::{SampleRing, SampledFrame},
-    probe::attachment::Hook,
-    probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
+    probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice},
     session::select::{LeftOut, Selection, Skipped},
-    session::{AttachedInterface, OnConflict, Session, SessionError, SessionOptions, Started},
+    session::{OnConflict, Session, SessionError, SessionOptions, Started},
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -38,7 +39,8 @@ use crate::{
 };
 
 use self::{
-    args::DEFAULT_TOP,
+    announce::Announcer,
+    args::{DEFAULT_TOP, JsonObjects},
     evidence::{Events, Evidence, Pcap},
     metrics_server::SnapshotRequest,
     output::{Output, Stream},
@@ -73,10 +75,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let events = match (args.events, view) {
         (_, View::Live) if args.sample_rate > 0 => Some(Events::Pane),
         (false, _) => None,
-        (true, View::Stream(format)) if args.json => Some(Events::Stream(format)),
+        (true, View::Stream(format)) if args.json.is_some() => Some(Events::Stream(format)),
         (true, View::Live | View::Plain) => Some(Events::Pane),
         (true, _) => Some(Events::Stderr(Output::spawn(Stream::Stderr, 64))),
     };
+    let mut announcer = Announcer::new(&args.ifaces);
     let selection = Selection {
         ifaces: args.ifaces,
         exclude: args.exclude,
@@ -129,7 +132,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (session, started) =
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
-    say_started(&started, &patterns);
+    say_started(&started, &patterns, &mut announcer);
     let pins_stay = args.pin && !started.pins_vanish;
     if let Some(live) = &mut live {
         live.view
@@ -161,11 +164,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
+    // Compact objects on the stream unless --json asks for full ones: without --json, the
+    // stream is there because stdout is not a terminal (a service's log).
+    let compactor = match (view, args.json) {
+        (View::Stream(_), None | Some(JsonObjects::Compact)) => {
+            Some(Compactor::new(args.full_every))
+        }
+        _ => None,
+    };
     let mut running = Running::new(
         session,
         &started,
         attached_at,
-        Render::new(view, args.interval, pins_stay),
+        announcer,
+        Render::new(view, args.interval, pins_stay, compactor),
         Evidence::new(events, pcap),
         live,
         usize::from(args.top.unwrap_or(DEFAULT_TOP)),
@@ -197,6 +209,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = ticks.tick() => running.report()?,
             _ = refills.tick() => {
                 running.session.refill_sample_tokens()?;
+                running.announcer.say_pooled(false);
                 if check_between_reports {
                     running.between(None)?;
                 }
@@ -241,7 +254,7 @@ fn check_arguments(args: &RunArgs) -> Result<(), InvalidArguments> {
                 .to_owned(),
         ));
     }
-    if args.json && args.pcap.as_deref() == Some("-") {
+    if args.json.is_some() && args.pcap.as_deref() == Some("-") {
         return Err(InvalidArguments(
             "--pcap - puts the pcap on stdout, where --json would go; write the pcap to a file \
              or leave out --json"
@@ -255,7 +268,7 @@ impl View {
     fn chosen(args: &RunArgs) -> Self {
         if args.pcap.as_deref() == Some("-") {
             Self::Pcap
-        } else if let Some(format) = Format::chosen(args.json) {
+        } else if let Some(format) = Format::chosen(args.json.is_some()) {
             Self::Stream(format)
         } else if args.plain {
             Self::Plain
@@ -266,7 +279,7 @@ impl View {
 }
 
 /// What start-up found, on stderr.
-fn say_started(started: &Started, patterns: &[String]) {
+fn say_started(started: &Started, patterns: &[String], announcer: &mut Announcer) {
     tracing::debug!(
         "counters for up to {} interfaces (432 bytes each on every CPU)",
         started.capacity
@@ -275,7 +288,7 @@ fn say_started(started: &Started, patterns: &[String]) {
         tracing::warn!("{}", printable(note));
     }
     say_left_out(&started.skipped);
-    say_attached(&started.attached);
+    announcer.attached(&started.attached);
     if started.attached.is_empty() && !patterns.is_empty() {
         tracing::info!(
             "no interface matches --iface {} yet; waiting for one to appear",
@@ -308,39 +321,6 @@ fn say_left_out(skipped: &[Skipped]) {
                 printable(&format!("{}: left out: {}", skipped.name, skipped.reason))
             );
         }
-    }
-}
-
-/// Says what was attached or taken over, and where auto mode fell back to generic XDP.
-fn say_attached(attached: &[AttachedInterface]) {
-    for attached in attached {
-        if let Some(reason) = &attached.native_refused {
-            tracing::info!(
-                "{}: no native XDP here ({}); using generic XDP",
-                printable(&attached.name),
-                native_refusal(reason)
-            );
-        }
-        let hook = match attached.hook {
-            Hook::Xdp(mode) => format!("{} XDP", mode.name()),
-            Hook::Tcx if attached.adopted => "tcx ingress".to_owned(),
-            Hook::Tcx => "tcx ingress, beside another XDP program".to_owned(),
-        };
-        tracing::info!(
-            "{} {} ({hook}{}, {} mode)",
-            if attached.adopted {
-                "took over"
-            } else {
-                "attached to"
-            },
-            printable(&attached.name),
-            if attached.egress {
-                "; replies counted at tcx egress"
-            } else {
-                ""
-            },
-            attached.mode.name()
-        );
     }
 }
 

@@ -12,8 +12,11 @@ use crossterm::event::Event;
 use probe_common::Mode;
 use probe_user::{
     net::names::printable,
+    output::compact::Compactor,
     output::metrics::Tally,
-    output::report::{EventReport, FirewallChangeReport, Report, SysctlChangeReport},
+    output::report::{
+        AttachedReport, EventReport, FirewallChangeReport, Report, SysctlChangeReport,
+    },
     output::samples::{SampleRing, SampledFrame},
     probe::TcxPrecededBy,
     session::{InterfaceSnapshot, Session, SessionError, Snapshot, Started},
@@ -22,10 +25,11 @@ use tokio::time::Sleep;
 
 use super::{
     View,
+    announce::Announcer,
     evidence::Evidence,
     metrics_server::{Scraped, SnapshotRequest},
     output::{Output, Stream},
-    say_attached, say_left_out,
+    say_left_out,
 };
 use crate::{
     stream::Format,
@@ -70,6 +74,9 @@ pub(super) struct Running {
     alerts: VecDeque<String>,
     /// What the metrics count across snapshots; every snapshot taken is added.
     tally: Tally,
+    pub(super) announcer: Announcer,
+    /// Interfaces attached since the last object the stream's reader got, for the next one.
+    attached_since_object: Vec<AttachedReport>,
 }
 
 /// What a key in the live view asks of the loop.
@@ -84,6 +91,7 @@ impl Running {
         session: Session,
         started: &Started,
         attached_at: Instant,
+        announcer: Announcer,
         render: Render,
         mut evidence: Evidence,
         live: Option<Live>,
@@ -109,6 +117,8 @@ impl Running {
             removed_between_reports: Vec::new(),
             alerts: VecDeque::new(),
             tally: Tally::default(),
+            announcer,
+            attached_since_object: started.attached.iter().map(AttachedReport::new).collect(),
         }
     }
 
@@ -130,6 +140,8 @@ impl Running {
         });
         let report = self.report_of(&snapshot, false);
         warn_on_changes(&report, &mut self.warned);
+        self.announcer.removed(&report.removed);
+        self.announcer.say_pooled(false);
         self.show(report, snapshot.at)?;
         self.previous = Some(snapshot);
         Ok(())
@@ -191,10 +203,16 @@ impl Running {
                 draw(live, output)
             }
             None => {
+                let mut report = report;
+                report.attached.clone_from(&self.attached_since_object);
                 let bytes = self
                     .render
-                    .render(&report, &self.evidence.pane, &self.alerts);
-                output.offer(bytes, "reports");
+                    .render(&mut report, &self.evidence.pane, &self.alerts);
+                if output.offer(bytes, "reports") {
+                    self.attached_since_object.clear();
+                } else {
+                    self.render.lost();
+                }
                 Ok(())
             }
         }
@@ -208,7 +226,11 @@ impl Running {
         for refusal in &followed.refused {
             tracing::warn!("{}", printable(&refusal.to_string()));
         }
-        say_attached(&followed.attached);
+        self.announcer.attached(&followed.attached);
+        if self.live.is_none() {
+            self.attached_since_object
+                .extend(followed.attached.iter().map(AttachedReport::new));
+        }
         self.evidence.add_interfaces(&followed.attached);
         let pause = if followed.unsettled {
             Some(RELIST_PAUSE)
@@ -268,8 +290,11 @@ impl Running {
             self.output.as_mut(),
             &mut self.alerts,
         );
-        let report = self.report_of(&snapshot, true);
+        let mut report = self.report_of(&snapshot, true);
         warn_on_changes(&report, &mut self.warned);
+        self.announcer.removed(&report.removed);
+        self.announcer.say_pooled(true);
+        report.attached = std::mem::take(&mut self.attached_since_object);
         let names: BTreeMap<u32, String> = snapshot
             .interfaces
             .iter()
@@ -279,7 +304,7 @@ impl Running {
         let Self {
             session,
             stays_pinned_in,
-            render,
+            mut render,
             mut evidence,
             mut ring,
             mut batch,
@@ -313,7 +338,7 @@ impl Running {
             Some(live) => [live.close(), last].concat(),
             None => last,
         };
-        last.extend(render.render(&report, &evidence.pane, &alerts));
+        last.extend(render.render(&mut report, &evidence.pane, &alerts));
         evidence.finish(FINAL_REPORT_PATIENCE);
         match output {
             Some(output) => output.finish(last, FINAL_REPORT_PATIENCE),
@@ -330,10 +355,17 @@ pub(super) struct Render {
     /// The state the plain table shows while running, and once ended.
     live_state: String,
     final_state: &'static str,
+    /// Cuts the stream's objects to what changed (compact JSON); none for full objects.
+    compactor: Option<Compactor>,
 }
 
 impl Render {
-    pub(super) fn new(view: View, interval: f64, pins_stay: bool) -> Self {
+    pub(super) fn new(
+        view: View,
+        interval: f64,
+        pins_stay: bool,
+        compactor: Option<Compactor>,
+    ) -> Self {
         Self {
             view,
             live_state: format!(
@@ -349,17 +381,30 @@ impl Render {
             } else {
                 "detached"
             },
+            compactor,
+        }
+    }
+
+    /// The last rendering never reached the reader.
+    fn lost(&mut self) {
+        if let Some(compactor) = &mut self.compactor {
+            compactor.lost();
         }
     }
 
     fn render(
-        &self,
-        report: &Report,
+        &mut self,
+        report: &mut Report,
         pane: &VecDeque<EventReport>,
         alerts: &VecDeque<String>,
     ) -> Vec<u8> {
         match self.view {
-            View::Stream(format) => format.line(report),
+            View::Stream(format) => {
+                if let Some(compactor) = &mut self.compactor {
+                    compactor.compact(report);
+                }
+                format.line(report)
+            }
             // The last view stays on the screen and scrolls, with the newest events.
             View::Plain | View::Live if report.is_final => {
                 let newest = pane.iter().skip(pane.len().saturating_sub(FINAL_EVENTS));
@@ -474,7 +519,8 @@ struct Warned {
 }
 
 /// Says once what changed: an interface where replies were first seen, one that became
-/// exposed, or exposed through other devices than before; one that disappeared.
+/// exposed, or exposed through other devices than before; forgets those that disappeared (the
+/// announcer says that).
 fn warn_on_changes(report: &Report, warned: &mut Warned) {
     for interface in &report.interfaces {
         if interface.exploited && warned.exploited.insert(interface.ifindex) {
@@ -506,11 +552,5 @@ fn warn_on_changes(report: &Report, warned: &mut Warned) {
         warned.exposed.remove(&removed.ifindex);
         warned.exploited.remove(&removed.ifindex);
         warned.preceded.remove(&removed.ifindex);
-        tracing::warn!(
-            "{} (ifindex {}) was removed; its final counts: {}",
-            printable(&removed.name),
-            removed.ifindex,
-            removed.totals
-        );
     }
 }
