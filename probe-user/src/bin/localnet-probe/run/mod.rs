@@ -167,9 +167,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Compact objects on the stream unless --json asks for full ones: without --json, the
     // stream is there because stdout is not a terminal (a service's log).
     let compactor = match (view, args.json) {
-        (View::Stream(_), None | Some(JsonObjects::Compact)) => {
-            Some(Compactor::new(args.full_every))
-        }
+        (View::Stream(_), None | Some(JsonObjects::Compact)) => Some(Compactor::new(
+            args::full_every_objects(args.full_every, args.interval),
+        )),
         _ => None,
     };
     let mut running = Running::new(

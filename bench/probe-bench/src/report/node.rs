@@ -1,0 +1,87 @@
+//! The node section's table and targets.
+
+use super::*;
+use crate::node::{
+    BEFORE_PAGE_BYTES, BEFORE_SERIES, BEFORE_SERIES_PER_RESTART, CHURN_PER_SEC, Node,
+};
+
+/// What Prometheus can afford: the goal of issue 27.
+const PAGE_GZIP_LIMIT: u64 = 1_000_000;
+const ENCODE_LIMIT_SECS: f64 = 0.1;
+/// Compact JSON's share of full JSON's bytes a day under churn, at most.
+const COMPACT_SHARE_LIMIT: f64 = 0.05;
+
+pub(super) fn markdown(out: &mut String, n: &Node) {
+    let _ = write!(
+        out,
+        "\n**A busy node** ({} interfaces, from snapshots made in process). Before: a page of \
+         {} series, {} raw, and {} new series for each pod restart. `/metrics`:\n\n\
+         | page | series | raw | gzip | encoded and gzipped |\n| --- | --- | --- | --- | --- |\n",
+        thousands(n.interfaces as usize),
+        thousands(BEFORE_SERIES),
+        bytes(BEFORE_PAGE_BYTES),
+        BEFORE_SERIES_PER_RESTART,
+    );
+    for page in &n.pages {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.1} ms median, {:.1}–{:.1} ms |",
+            page.case,
+            thousands(page.series),
+            bytes(page.raw_bytes),
+            bytes(page.gzip_bytes),
+            page.encode_secs.median * 1e3,
+            page.encode_secs.min * 1e3,
+            page.encode_secs.max * 1e3,
+        );
+    }
+    let restarts: Vec<String> = n
+        .restarts
+        .iter()
+        .map(|restart| format!("{} {}", restart.case, restart.new_series))
+        .collect();
+    let j = &n.json;
+    let _ = writeln!(
+        out,
+        "\nNew series per pod restart: {}. JSON at `--interval 1` with {CHURN_PER_SEC} \
+         interfaces replaced a second and 1 % counting frames, over {} s: full objects ({} \
+         each) {} a day, compact ones (a full one every {} s) {} a day, {:.1} % of full.",
+        restarts.join(", "),
+        j.seconds,
+        bytes(j.full_object_bytes as u64),
+        bytes(j.full_bytes_per_day as u64),
+        j.full_every_secs,
+        bytes(j.compact_bytes_per_day as u64),
+        100.0 * j.compact_bytes_per_day / j.full_bytes_per_day,
+    );
+}
+
+pub(super) fn targets(n: &Node) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for page in &n.pages {
+        targets.push(Target::at_most(
+            format!(
+                "metrics at {} interfaces ({}) ≤ 1 MB gzip",
+                thousands(n.interfaces as usize),
+                page.case
+            ),
+            page.gzip_bytes as f64,
+            PAGE_GZIP_LIMIT as f64,
+            bytes(page.gzip_bytes),
+        ));
+        targets.push(Target::at_most(
+            format!("metrics page ({}) encoded and gzipped < 100 ms", page.case),
+            page.encode_secs.median,
+            ENCODE_LIMIT_SECS,
+            format!("{:.1} ms", page.encode_secs.median * 1e3),
+        ));
+    }
+    let share = n.json.compact_bytes_per_day / n.json.full_bytes_per_day;
+    targets.push(Target::at_most(
+        "compact JSON ≤ 5 % of full JSON's bytes a day under the soak's churn".to_owned(),
+        share,
+        COMPACT_SHARE_LIMIT,
+        format!("{:.1} %", share * 100.0),
+    ));
+    targets
+}
