@@ -11,7 +11,7 @@ use probe_common::{Action, Address, Family, Framing, LoopbackMatch, Mode, SlotCo
 use probe_user::{
     net::route_localnet::RouteLocalnet,
     output::{
-        compact::Compactor,
+        compact::{self, Compactor},
         json_line,
         metrics::{self, Detail, Encoding, Format, Tally},
         report::{AttachedReport, Report},
@@ -41,7 +41,8 @@ pub struct Node {
     pub interfaces: u32,
     pub pages: Vec<Page>,
     pub restarts: Vec<Restart>,
-    pub json: Json,
+    /// Churn alone, and churn with 1 % of the interfaces counting frames.
+    pub json: Vec<Json>,
 }
 
 /// One `/metrics` page at [`INTERFACES`].
@@ -62,10 +63,11 @@ pub struct Restart {
     pub new_series: usize,
 }
 
-/// JSON on stdout at `--interval 1` under [`CHURN_PER_SEC`] interfaces replaced a second, 1 % of
-/// the interfaces counting frames.
+/// JSON on stdout at `--interval 1` under [`CHURN_PER_SEC`] interfaces replaced a second.
 #[derive(Debug, Serialize)]
 pub struct Json {
+    /// One interface in this many counts a frame every second; none when 0.
+    pub counting_one_in: usize,
     pub seconds: u32,
     pub full_every_secs: u32,
     pub full_bytes_per_day: f64,
@@ -115,7 +117,10 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Node> {
         interfaces: INTERFACES,
         pages,
         restarts,
-        json: json(plan.node_json_seconds),
+        json: vec![
+            json(plan.node_json_seconds, 0),
+            json(plan.node_json_seconds, 100),
+        ],
     })
 }
 
@@ -207,8 +212,9 @@ fn series_of(snapshot: &Snapshot, detail: Detail) -> BTreeSet<String> {
         .collect()
 }
 
-/// Bytes of `seconds` objects at `--interval 1`, full and compact, scaled to a day.
-fn json(seconds: u32) -> Json {
+/// Bytes of `seconds` objects at `--interval 1`, full and compact, scaled to a day, with one
+/// interface in `counting_one_in` counting a frame every second (none with 0).
+fn json(seconds: u32, counting_one_in: usize) -> Json {
     const FULL_EVERY_SECS: u32 = 300;
     let mut compactor = Compactor::new(FULL_EVERY_SECS);
     let mut snapshot = node(INTERFACES, |_| (false, 0));
@@ -243,10 +249,11 @@ fn json(seconds: u32) -> Json {
             snapshot.interfaces.push(new);
             next_ifindex += 1;
         }
-        // 1 % of the interfaces count a frame this second.
-        for interface in snapshot.interfaces.iter_mut().step_by(100) {
-            interface.counters.classes[0].packets += 1;
-            interface.counters.classes[0].bytes += 60;
+        if counting_one_in > 0 {
+            for interface in snapshot.interfaces.iter_mut().step_by(counting_one_in) {
+                interface.counters.classes[0].packets += 1;
+                interface.counters.classes[0].bytes += 60;
+            }
         }
         let mut report = Report::new(
             &snapshot,
@@ -259,11 +266,12 @@ fn json(seconds: u32) -> Json {
         full_object_bytes = full;
         full_bytes += full;
         compactor.compact(&mut report);
-        compact_bytes += json_line(&report).len();
+        compact_bytes += json_line(&compact::object(&report)).len();
         previous = Some(snapshot.clone());
     }
     let per_day = 86_400.0 / f64::from(seconds);
     Json {
+        counting_one_in,
         seconds,
         full_every_secs: FULL_EVERY_SECS,
         full_bytes_per_day: full_bytes as f64 * per_day,

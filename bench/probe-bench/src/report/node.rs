@@ -40,20 +40,35 @@ pub(super) fn markdown(out: &mut String, n: &Node) {
         .iter()
         .map(|restart| format!("{} {}", restart.case, restart.new_series))
         .collect();
-    let j = &n.json;
     let _ = writeln!(
         out,
-        "\nNew series per pod restart: {}. JSON at `--interval 1` with {CHURN_PER_SEC} \
-         interfaces replaced a second and 1 % counting frames, over {} s: full objects ({} \
-         each) {} a day, compact ones (a full one every {} s) {} a day, {:.1} % of full.",
-        restarts.join(", "),
-        j.seconds,
-        bytes(j.full_object_bytes as u64),
-        bytes(j.full_bytes_per_day as u64),
-        j.full_every_secs,
-        bytes(j.compact_bytes_per_day as u64),
-        100.0 * j.compact_bytes_per_day / j.full_bytes_per_day,
+        "\nNew series per pod restart: {}.",
+        restarts.join(", ")
     );
+    for j in &n.json {
+        let _ = writeln!(
+            out,
+            "\nJSON at `--interval 1` with {CHURN_PER_SEC} interfaces replaced a second{}, over \
+             {} s: full objects ({} each) {} a day, compact ones (a full one every {} s) {} a \
+             day, {:.1} % of full.",
+            counting(j.counting_one_in),
+            j.seconds,
+            bytes(j.full_object_bytes as u64),
+            bytes(j.full_bytes_per_day as u64),
+            j.full_every_secs,
+            bytes(j.compact_bytes_per_day as u64),
+            100.0 * j.compact_bytes_per_day / j.full_bytes_per_day,
+        );
+    }
+}
+
+/// What else than churn the JSON case has.
+fn counting(one_in: usize) -> String {
+    if one_in == 0 {
+        String::new()
+    } else {
+        format!(" and one interface in {one_in} counting a frame every second")
+    }
 }
 
 pub(super) fn targets(n: &Node) -> Vec<Target> {
@@ -76,12 +91,15 @@ pub(super) fn targets(n: &Node) -> Vec<Target> {
             format!("{:.1} ms", page.encode_secs.median * 1e3),
         ));
     }
-    let share = n.json.compact_bytes_per_day / n.json.full_bytes_per_day;
-    targets.push(Target::at_most(
-        "compact JSON ≤ 5 % of full JSON's bytes a day under the soak's churn".to_owned(),
-        share,
-        COMPACT_SHARE_LIMIT,
-        format!("{:.1} %", share * 100.0),
-    ));
+    // The goal is the soak's churn; traffic on top is reported beside it.
+    if let Some(churn) = n.json.iter().find(|j| j.counting_one_in == 0) {
+        let share = churn.compact_bytes_per_day / churn.full_bytes_per_day;
+        targets.push(Target::at_most(
+            "compact JSON ≤ 5 % of full JSON's bytes a day under the soak's churn".to_owned(),
+            share,
+            COMPACT_SHARE_LIMIT,
+            format!("{:.1} %", share * 100.0),
+        ));
+    }
     targets
 }

@@ -399,12 +399,13 @@ impl Render {
         alerts: &VecDeque<String>,
     ) -> Vec<u8> {
         match self.view {
-            View::Stream(format) => {
-                if let Some(compactor) = &mut self.compactor {
+            View::Stream(format) => match &mut self.compactor {
+                Some(compactor) => {
                     compactor.compact(report);
+                    format.line(&compact::object(report))
                 }
-                format.line(report)
-            }
+                None => format.line(report),
+            },
             // The last view stays on the screen and scrolls, with the newest events.
             View::Plain | View::Live if report.is_final => {
                 let newest = pane.iter().skip(pane.len().saturating_sub(FINAL_EVENTS));
