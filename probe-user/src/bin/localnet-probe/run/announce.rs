@@ -87,7 +87,10 @@ impl Announcer {
                         native_refusal(reason)
                     );
                 }
-                tracing::info!("{}", line(&kind, &[interface.name.clone()], None));
+                tracing::info!(
+                    "{}",
+                    line(&kind, std::slice::from_ref(&interface.name), None)
+                );
             } else {
                 let group = (kind, self.pattern_of(&interface.name));
                 let names: &mut Vec<String> = if burst {

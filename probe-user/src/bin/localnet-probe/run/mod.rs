@@ -178,9 +178,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         attached_at,
         announcer,
         Render::new(view, args.interval, pins_stay, compactor),
-        Evidence::new(events, pcap),
+        Evidence::new(events, pcap, usize::from(args.top.unwrap_or(DEFAULT_TOP))),
         live,
-        usize::from(args.top.unwrap_or(DEFAULT_TOP)),
     );
     running.ring = match running.session.take_samples() {
         Some(ring) if args.sample_rate > 0 => {

@@ -12,7 +12,7 @@ use crossterm::event::Event;
 use probe_common::Mode;
 use probe_user::{
     net::names::printable,
-    output::compact::Compactor,
+    output::compact::{self, Compactor},
     output::metrics::Tally,
     output::report::{
         AttachedReport, EventReport, FirewallChangeReport, Report, SysctlChangeReport,
@@ -64,7 +64,6 @@ pub(super) struct Running {
     /// Where reports, events and the live view go; none for the pcap stream.
     pub(super) output: Option<Output>,
     pub(super) live: Option<Live>,
-    top: usize,
     previous: Option<Snapshot>,
     warned: Warned,
     /// Interfaces found removed by a snapshot between reports (a scrape's, a check of
@@ -95,7 +94,6 @@ impl Running {
         render: Render,
         mut evidence: Evidence,
         live: Option<Live>,
-        top: usize,
     ) -> Self {
         evidence.add_interfaces(&started.attached);
         let pins_stay = started.pinned_in.is_some() && !started.pins_vanish;
@@ -111,7 +109,6 @@ impl Running {
             ring: None,
             batch: Vec::new(),
             live,
-            top,
             previous: None,
             warned: Warned::default(),
             removed_between_reports: Vec::new(),
@@ -187,7 +184,7 @@ impl Running {
             self.attached_at.elapsed(),
             is_final,
         );
-        report.add_top_senders(&self.evidence.senders, self.top);
+        report.add_top_senders(&self.evidence.senders, self.evidence.top);
         report
     }
 
