@@ -17,7 +17,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    net::route_localnet::{Change, Scope},
+    net::route_localnet::{Change, RouteLocalnet, Scope},
     output::report::{SamplesReport, counted_classes},
     probe::attachment::{AttachedMode, Direction},
     session::{InterfaceSnapshot, Snapshot, totals::total},
@@ -377,21 +377,18 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Gauge,
         )?;
-        let scopes: &[&str] = match detail {
-            Detail::Summary => &["effective"],
-            Detail::Full => &["all", "interface", "effective"],
+        let effective: ScopeSetting = ("effective", |r| r.effective);
+        let scopes: &[ScopeSetting] = match detail {
+            Detail::Summary => &[effective],
+            Detail::Full => &[("all", |r| r.all), ("interface", |r| r.iface), effective],
         };
         for interface in &own {
             let Some(route_localnet) = interface.route_localnet else {
                 continue;
             };
-            for scope in scopes {
-                let on = match *scope {
-                    "all" => route_localnet.all,
-                    "interface" => route_localnet.iface,
-                    _ => route_localnet.effective,
-                };
-                let labels = [("interface", interface.name.as_str()), ("scope", scope)];
+            for (scope, setting) in scopes {
+                let on = setting(route_localnet);
+                let labels = [("interface", interface.name.as_str()), ("scope", *scope)];
                 ConstGauge::new(u32::from(on)).encode(metric.encode_family(&labels)?)?;
             }
         }
@@ -481,6 +478,9 @@ impl Collector for SnapshotCollector {
         Ok(())
     }
 }
+
+/// A route_localnet scope's label and its setting.
+type ScopeSetting = (&'static str, fn(RouteLocalnet) -> bool);
 
 /// The labels of a class's counts at [`Detail::Full`].
 fn class_labels(
