@@ -124,18 +124,25 @@ fn route_localnet_changes_are_said_within_two_seconds() {
         assert!((0.0..5.0).contains(&age), "timestamp {age} s ago");
 
         if key == "net/ipv4/conf/vrx/route_localnet" && value == "1" {
-            // The next scrape reads the new value.
+            // The next scrape reads the new value: vrx, exposed, has series of its own now, and
+            // the change is counted.
             let page = http_get(netns, METRICS_ADDRESS, "/metrics", None).body;
-            let series = format!("{{interface=\"vrx\",ifindex=\"{ifindex}\"");
             assert_eq!(
                 metric(
                     &page,
-                    &format!("localnet_probe_route_localnet{series},scope=\"interface\"}}")
+                    "localnet_probe_route_localnet{interface=\"vrx\",scope=\"effective\"}"
                 ),
                 "1"
             );
             assert_eq!(
-                metric(&page, &format!("localnet_probe_exposed{series}}}")),
+                metric(&page, "localnet_probe_exposed{interface=\"vrx\"}"),
+                "1"
+            );
+            assert_eq!(
+                metric(
+                    &page,
+                    "localnet_probe_route_localnet_changes_total{scope=\"interface\"}"
+                ),
                 "1"
             );
         }

@@ -465,3 +465,135 @@ fn a_burst_of_a_hundred_interfaces_is_followed_to_the_last() {
     assert_quiet(&probe.stderr(), |line| line.contains("attached to burst"));
     stop_cleanly(probe, &hosts);
 }
+
+/// `run` writing to a pipe without `--json` (a service's log): compact objects, from which the
+/// README's way of rebuilding the state gives what the full ones say; a burst of 80 interfaces
+/// takes fewer lines on stderr than interfaces, every one of them listed in the objects'
+/// `attached`.
+#[test]
+#[ignore = "needs root"]
+fn a_service_log_gets_compact_objects_and_few_lines_for_a_burst() {
+    const PAIRS: usize = 40;
+    let hosts = Hosts::new("hp-compact");
+    let mut probe = testbed::KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &hosts.probe.name, PROBE, "run"])
+            .args(["--iface", "lnj*", "--interval", "0.2", "--full-every", "1"])
+            .args(["--duration", "6"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start localnet-probe"),
+    );
+    // Read as written: a pipe left full would make the probe skip objects.
+    let mut out = probe.0.stdout.take().expect("piped");
+    let mut err = probe.0.stderr.take().expect("piped");
+    let stdout = thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut out, &mut text).expect("read stdout");
+        text
+    });
+    let stderr = thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut err, &mut text).expect("read stderr");
+        text
+    });
+    thread::sleep(Duration::from_secs(1));
+    let batch: String = (0..PAIRS)
+        .map(|i| format!("link add lnja{i} type veth peer name lnjb{i}\n"))
+        .collect();
+    let path = std::env::temp_dir().join(format!("{}.batch", hosts.probe.name));
+    std::fs::write(&path, batch).expect("write the ip batch");
+    hosts
+        .probe
+        .ip(&["-batch", path.to_str().expect("a UTF-8 path")]);
+    let _ = std::fs::remove_file(&path);
+    hosts.probe.ip(&["link", "set", "lnja0", "up"]);
+    hosts.probe.ip(&["link", "set", "lnjb0", "up"]);
+    thread::sleep(Duration::from_secs(1));
+    let sender = hosts.probe.enter(|| RawSender::open("lnjb0"));
+    for _ in 0..9 {
+        sender.send(&spoofed());
+    }
+    let status = testbed::wait_exit(&mut probe.0, TIMEOUT);
+    let stdout = stdout.join().expect("stdout read");
+    let stderr = stderr.join().expect("stderr read");
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("not keeping up"), "{stderr}");
+
+    let objects: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON object per line"))
+        .filter(|object: &Value| object["type"] == "counters")
+        .collect();
+    let (last, before_last) = objects.split_last().expect("objects");
+    assert_eq!(last["final"], true);
+    assert_eq!(last["full"], true, "the last object is full");
+    assert_eq!(last["served"], 2 * PAIRS);
+    assert_eq!(objects[0]["full"], true, "the first object is full");
+    // Full objects every fifth, compact ones between, and some of those list nothing.
+    for (n, object) in before_last.iter().enumerate() {
+        assert_eq!(object["full"], n % 5 == 0, "object {n}: {object}");
+    }
+    assert!(
+        before_last
+            .iter()
+            .any(|object| object["interfaces"].as_array().unwrap().is_empty()),
+        "quiet intervals list no interface"
+    );
+    // The state rebuilt as the README says, before the last object, is what it lists.
+    let mut state: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut attached = Vec::new();
+    for object in &objects {
+        if object["full"] == true {
+            state.clear();
+        }
+        for interface in object["interfaces"].as_array().unwrap() {
+            state.insert(interface["ifindex"].as_u64().unwrap(), interface.clone());
+        }
+        for gone in object["removed"].as_array().unwrap() {
+            state.remove(&gone["ifindex"].as_u64().unwrap());
+        }
+        attached.extend(
+            object["attached"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|entry| entry["name"].as_str().unwrap().to_owned()),
+        );
+        assert_eq!(
+            state.len() as u64,
+            object["served"].as_u64().unwrap(),
+            "{object}"
+        );
+    }
+    // Sent through lnjb0, counted arriving on its peer.
+    let lnja0 = state
+        .values()
+        .find(|interface| interface["name"] == "lnja0")
+        .expect("lnja0");
+    assert_eq!(lnja0["packets_matched"], 9);
+    attached.sort_unstable();
+    let mut expected: Vec<String> = (0..PAIRS)
+        .flat_map(|i| [format!("lnja{i}"), format!("lnjb{i}")])
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(attached, expected, "every attachment listed once");
+
+    // Fewer lines than interfaces, every interface accounted for.
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("attached to "))
+        .collect();
+    assert!(lines.len() < 2 * PAIRS, "{stderr}");
+    let said: usize = lines
+        .iter()
+        .map(|line| {
+            line.split_once("attached to ")
+                .and_then(|(_, rest)| rest.split_once(" interfaces matching 'lnj*'"))
+                .map_or(1, |(count, _)| count.parse().expect("a count"))
+        })
+        .sum();
+    assert_eq!(said, 2 * PAIRS, "{stderr}");
+}

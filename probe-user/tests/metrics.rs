@@ -111,6 +111,7 @@ fn labels(values: &[&str]) -> Vec<String> {
     values.iter().map(|value| (*value).to_owned()).collect()
 }
 
+/// With `--metrics-detail`: every class of every interface, zeros included.
 #[test]
 #[ignore = "needs root"]
 fn prometheus_scrapes_the_exact_counts_sent() {
@@ -129,6 +130,7 @@ fn prometheus_scrapes_the_exact_counts_sent() {
             DROP_RECEIVER_IF,
             "--metrics",
             METRICS_ADDRESS,
+            "--metrics-detail",
         ],
     );
     probe.wait_ready();
@@ -389,8 +391,8 @@ fn a_scraper_that_hangs_up_mid_response_stops_neither_counting_nor_serving() {
     const HANG_UPS: usize = 10;
     const FRAMES: u64 = 40;
     let link = Link::new("hangup");
-    // Enough interfaces that a page (about 4.5 kB each) outgrows the socket buffers, so the
-    // probe is still writing when the scraper hangs up.
+    // Enough interfaces that a page with every one's series (about 4 kB each) outgrows the
+    // socket buffers, so the probe is still writing when the scraper hangs up.
     let pairs: String = (0..50)
         .map(|n| {
             format!(
@@ -414,7 +416,13 @@ fn a_scraper_that_hangs_up_mid_response_stops_neither_counting_nor_serving() {
     let probe = ProbeProcess::start(
         PROBE,
         &link.receiver,
-        &["--metrics", METRICS_ADDRESS, "--interval", "0.2"],
+        &[
+            "--metrics",
+            METRICS_ADDRESS,
+            "--metrics-detail",
+            "--interval",
+            "0.2",
+        ],
     );
     probe.wait_ready();
 
@@ -446,9 +454,8 @@ fn a_scraper_that_hangs_up_mid_response_stops_neither_counting_nor_serving() {
     let page = http_get(&link.receiver, METRICS_ADDRESS, "/metrics", None);
     assert_eq!(page.status, 200);
     let line = format!(
-        "localnet_probe_packets_total{{interface=\"{RECEIVER_IF}\",ifindex=\"{}\",\
-         family=\"ipv4\",address=\"destination\",action=\"passed\"}} {FRAMES}\n",
-        link.receiver.enter(|| testbed::ifindex(RECEIVER_IF))
+        "localnet_probe_packets_total{{interface=\"{RECEIVER_IF}\",family=\"ipv4\",\
+         address=\"destination\",action=\"passed\"}} {FRAMES}\n"
     );
     assert!(page.body.contains(&line), "no {line} in the page");
     assert!(page.body.contains("interface=\"lnpb49\""));
@@ -509,6 +516,170 @@ fn an_interface_a_scrape_finds_removed_is_still_reported_once() {
         later["removed"].as_array().expect("removed").is_empty(),
         "reported once"
     );
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}");
+}
+
+/// `GET /metrics` asking for gzip, as Prometheus does: the response's headers and the page
+/// decompressed.
+fn get_gzipped(link: &Link) -> (String, String) {
+    let raw = link.receiver.enter(|| {
+        let mut stream = TcpStream::connect(METRICS_ADDRESS).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set timeout");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n")
+            .expect("send");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("read");
+        raw
+    });
+    let end = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("headers end");
+    let headers = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let mut page = String::new();
+    flate2::read::GzDecoder::new(&raw[end + 4..])
+        .read_to_string(&mut page)
+        .unwrap_or_else(|error| panic!("not gzip ({error}): {headers}"));
+    (headers, page)
+}
+
+/// The series Prometheus holds in its head block: every one it ever scraped, until compaction.
+fn head_series(prometheus: &Prometheus) -> u64 {
+    prometheus
+        .api("status/tsdb", "")
+        .and_then(|answer| answer["data"]["headStats"]["numSeries"].as_u64())
+        .expect("the TSDB status")
+}
+
+/// The default page: the node's totals, series of its own for an interface that counted frames,
+/// none for quiet ones, so interfaces that come and go create no series; gzipped for
+/// Prometheus.
+#[test]
+#[ignore = "needs root"]
+fn quiet_interfaces_that_come_and_go_create_no_series() {
+    const FRAMES: u64 = 30;
+    const CHURNED_PAIRS: usize = 4;
+    let link = Link::new("promchurn");
+    let config = TempDir::new("prometheus");
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &[
+            "--iface",
+            RECEIVER_IF,
+            "--iface",
+            "lnc*",
+            "--metrics",
+            METRICS_ADDRESS,
+        ],
+    );
+    probe.wait_ready();
+    let frame = ipv4(SENDER_V4, Ipv4Addr::LOCALHOST)
+        .macs(SENDER_MAC, RECEIVER_MAC)
+        .build();
+    let sender = link.raw_sender();
+    for _ in 0..FRAMES {
+        sender.send(&frame);
+    }
+    probe.wait_for(Duration::from_secs(20), |report| {
+        interface(report, RECEIVER_IF)["packets_matched"] == FRAMES
+    });
+
+    let (headers, page) = get_gzipped(&link);
+    assert!(headers.contains("content-encoding: gzip"), "{headers}");
+    assert!(headers.contains("vary: accept-encoding"), "{headers}");
+    promtool_accepts(&page);
+    let bytes = FRAMES * frame.len() as u64;
+    for line in [
+        format!("localnet_probe_node_packets_total{{action=\"passed\"}} {FRAMES}\n"),
+        "localnet_probe_node_packets_total{action=\"dropped\"} 0\n".to_owned(),
+        format!("localnet_probe_node_bytes_total{{action=\"passed\"}} {bytes}\n"),
+        format!(
+            "localnet_probe_packets_total{{interface=\"{RECEIVER_IF}\",action=\"passed\"}} \
+             {FRAMES}\n"
+        ),
+        format!(
+            "localnet_probe_packets_total{{interface=\"{RECEIVER_IF}\",action=\"dropped\"}} 0\n"
+        ),
+        format!(
+            "localnet_probe_bytes_total{{interface=\"{RECEIVER_IF}\",action=\"passed\"}} {bytes}\n"
+        ),
+        format!("localnet_probe_exposed{{interface=\"{RECEIVER_IF}\"}} 0\n"),
+        "localnet_probe_interfaces{direction=\"ingress\",hook=\"xdp\",xdp_mode=\"native\",\
+         mode=\"monitor\"} 1\n"
+            .to_owned(),
+    ] {
+        assert!(page.contains(&line), "no {line} in\n{page}");
+    }
+    // The identity encoding when not asked.
+    let plain = http_get(&link.receiver, METRICS_ADDRESS, "/metrics", None);
+    assert!(
+        !plain.headers.contains("content-encoding"),
+        "{}",
+        plain.headers
+    );
+    assert!(plain.body.contains("localnet_probe_node_packets_total{"));
+
+    let configuration = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: localnet-probe\n    \
+         static_configs:\n      - targets: ['{METRICS_ADDRESS}']\n"
+    );
+    let config_file = config.path().join("prometheus.yml");
+    std::fs::write(&config_file, configuration).expect("write prometheus.yml");
+    let prometheus = Prometheus::start(&link.receiver, &config_file);
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} within 30 s; prometheus log: {}",
+                prometheus.log()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let prometheus = &prometheus;
+    let served = |count: usize| {
+        move || {
+            prometheus
+                .query("sum(localnet_probe_interfaces{direction=\"ingress\"})")
+                .and_then(|answer| {
+                    answer["data"]["result"][0]["value"][1]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                == Some(count.to_string())
+        }
+    };
+    // Scraped, gzipped as Prometheus asks, with the exact counts.
+    wait_until("Prometheus scraped the counts", &|| {
+        prometheus
+            .query("localnet_probe_packets_total{action=\"passed\"}")
+            .map(|answer| series(&answer, &["interface"]))
+            == Some(BTreeMap::from([(labels(&[RECEIVER_IF]), FRAMES)]))
+    });
+    wait_until("Prometheus scraped one interface", &served(1));
+    let before = head_series(prometheus);
+
+    // Pods restarting: pairs created, served, scraped, deleted.
+    for pair in 0..CHURNED_PAIRS {
+        let (a, b) = (format!("lnc{pair}a"), format!("lnc{pair}b"));
+        link.receiver
+            .ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        wait_until("Prometheus scraped the new pair", &served(3));
+        link.receiver.ip(&["link", "del", &a]);
+        wait_until("Prometheus scraped without it", &served(1));
+    }
+    let after = head_series(prometheus);
+    println!(
+        "series in Prometheus's head: {before} before {CHURNED_PAIRS} pairs came and went, \
+         {after} after"
+    );
+    assert_eq!(after, before, "quiet interfaces created series");
     let (status, _) = probe.stop(libc::SIGTERM);
     assert!(status.success(), "exit status {status}");
 }

@@ -10,6 +10,7 @@ use clap::Parser;
 mod cpu;
 mod hotplug;
 mod kernel_cost;
+mod node;
 mod process;
 mod report;
 mod startup;
@@ -52,6 +53,9 @@ enum Section {
     Startup,
     /// How soon `run --iface PATTERN` counts frames on an interface created while it runs.
     Hotplug,
+    /// A busy node's telemetry at 2,000 interfaces, in process: the metrics page (raw, gzip,
+    /// encode time), series per pod restart, JSON bytes a day under churn.
+    Node,
 }
 
 /// How long and how often to measure.
@@ -71,6 +75,10 @@ struct Plan {
     attach_rounds: usize,
     /// Interfaces created one at a time while `run --iface PATTERN` runs.
     hotplug_interfaces: usize,
+    /// Encodings of each metrics page at 2,000 interfaces.
+    node_rounds: usize,
+    /// Seconds of `--interval 1` objects under churn, scaled to a day.
+    node_json_seconds: u32,
 }
 
 impl Plan {
@@ -87,6 +95,8 @@ impl Plan {
             attach_counts: vec![1, 50, 200, 1000],
             attach_rounds: 5,
             hotplug_interfaces: 50,
+            node_rounds: 11,
+            node_json_seconds: 600,
         }
     }
 
@@ -103,6 +113,8 @@ impl Plan {
             attach_counts: vec![1, 3],
             attach_rounds: 1,
             hotplug_interfaces: 2,
+            node_rounds: 1,
+            node_json_seconds: 30,
         }
     }
 }
@@ -184,7 +196,21 @@ fn main() -> anyhow::Result<()> {
         hotplug::measure(&plan, probe_binary)
     })?;
 
-    let report = report::Report::new(plan, kernel_cost, throughput, userspace, startup, hotplug)?;
+    let node = measured(wanted(Section::Node), "a busy node's telemetry", || {
+        node::measure(&plan)
+    })?;
+
+    let report = report::Report::new(
+        plan,
+        report::Sections {
+            kernel_cost,
+            throughput,
+            userspace,
+            startup,
+            hotplug,
+            node,
+        },
+    )?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let markdown = report.markdown();
     std::fs::write(args.out.join("report.md"), &markdown)?;

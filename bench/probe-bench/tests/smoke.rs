@@ -154,5 +154,32 @@ fn quick_run_reports_every_section() {
         markdown.contains("128 interfaces at --interval 1"),
         "{markdown}"
     );
+    // The node section: quiet interfaces have no series of their own, so a quiet pod's restart
+    // creates none; compact JSON is smaller than full under churn.
+    let node = &report["node"];
+    assert_eq!(node["interfaces"], 2000, "{node}");
+    let pages = node["pages"].as_array().expect("pages");
+    assert_eq!(pages.len(), 3, "{node}");
+    for page in pages {
+        assert!(page["gzip_bytes"].as_u64().unwrap() > 0, "{page}");
+        assert!(
+            page["gzip_bytes"].as_u64().unwrap() < page["raw_bytes"].as_u64().unwrap(),
+            "{page}"
+        );
+    }
+    assert!(
+        pages[0]["series"].as_u64().unwrap() < 20,
+        "quiet interfaces: {node}"
+    );
+    assert_eq!(node["restarts"][0]["new_series"], 0, "{node}");
+    assert_eq!(node["restarts"][2]["new_series"], 44, "{node}");
+    for json in node["json"].as_array().expect("json") {
+        assert!(
+            json["compact_bytes_per_day"].as_f64().unwrap()
+                < json["full_bytes_per_day"].as_f64().unwrap(),
+            "{json}"
+        );
+    }
+    assert!(markdown.contains("**A busy node**"), "{markdown}");
     assert!(!report["targets"].as_array().unwrap().is_empty());
 }

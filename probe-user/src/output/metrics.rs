@@ -1,7 +1,14 @@
 //! The `/metrics` page `run --metrics` serves: a [`Snapshot`] in the Prometheus text format
 //! (0.0.4) or in OpenMetrics, whichever the scraper asks for.
+//!
+//! Sized for a node with thousands of short-lived pod interfaces: the node's totals always, and
+//! series of its own only for an interface that has counted a frame or is exposed, by action and
+//! labelled by name alone (a pod's new veth creates none while it stays quiet, however often pods
+//! restart). [`Detail::Full`] (`--metrics-detail`) gives every interface its series, by class.
 
-use probe_common::{Counter, Mode};
+use std::collections::BTreeMap;
+
+use probe_common::{Action, Counter, LoopbackMatch, Mode};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -10,16 +17,62 @@ use prometheus_client::{
 };
 
 use crate::{
+    net::route_localnet::{Change, RouteLocalnet, Scope},
     output::report::{SamplesReport, counted_classes},
     probe::attachment::{AttachedMode, Direction},
-    session::Snapshot,
+    session::{InterfaceSnapshot, Snapshot, totals::total},
 };
 
 const PACKETS: &str = "localnet_probe_packets";
 const BYTES: &str = "localnet_probe_bytes";
 const SAMPLES: &str = "localnet_probe_samples";
+const NODE_PACKETS: &str = "localnet_probe_node_packets";
+const NODE_BYTES: &str = "localnet_probe_node_bytes";
+const ROUTE_LOCALNET_CHANGES: &str = "localnet_probe_route_localnet_changes";
 /// The families encoded as counters; their samples carry the `_total` suffix.
-const COUNTERS: [&str; 3] = [PACKETS, BYTES, SAMPLES];
+const COUNTERS: [&str; 6] = [
+    PACKETS,
+    BYTES,
+    SAMPLES,
+    NODE_PACKETS,
+    NODE_BYTES,
+    ROUTE_LOCALNET_CHANGES,
+];
+/// The route_localnet scopes, in the order [`Tally`] keeps them.
+const SCOPES: [Scope; 3] = [Scope::All, Scope::Default, Scope::Interface];
+
+/// Which interfaces get series of their own, and how finely.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// Interfaces that counted a frame or are exposed: counts by action, the effective
+    /// route_localnet, the attachment, samples once there are any. Quiet interfaces are only in
+    /// the node's totals, so pod churn creates no series.
+    #[default]
+    Summary,
+    /// Every served interface, counts by family, loopback address and action (zeros included),
+    /// route_localnet by scope, samples (`--metrics-detail`).
+    Full,
+}
+
+/// What the page counts across snapshots, each of which holds only the changes since the one
+/// before: every snapshot the run takes is added, whoever asked for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// route_localnet settings that changed, by scope in [`SCOPES`]' order.
+    route_localnet_changes: [u64; 3],
+}
+
+impl Tally {
+    pub fn add(&mut self, snapshot: &Snapshot) {
+        for Change { scope, .. } in &snapshot.route_localnet_changes {
+            let slot = SCOPES
+                .iter()
+                .position(|known| known == scope)
+                .expect("every scope is listed");
+            self.route_localnet_changes[slot] += 1;
+        }
+    }
+}
 
 /// How a scrape is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,11 +126,64 @@ impl Format {
     }
 }
 
-/// `snapshot` as a `/metrics` page: every class of every served interface (zeros included),
-/// route_localnet, exposure, the attachment, the sampling and the build.
-pub fn encode(snapshot: Snapshot, format: Format) -> String {
+/// How a page is sent: compressed when the scraper accepts gzip, as Prometheus always does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+}
+
+impl Encoding {
+    /// gzip when an `Accept-Encoding` header gives it (or `*`) a weight above 0, as-is otherwise.
+    pub fn negotiate(accept_encoding: Option<&str>) -> Self {
+        let gzip = accept_encoding.unwrap_or("").split(',').any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("").to_ascii_lowercase();
+            let quality = parts
+                .filter_map(|parameter| parameter.split_once('='))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, value)| value.trim().parse().unwrap_or(0.0_f32));
+            matches!(name.as_str(), "gzip" | "x-gzip" | "*") && quality > 0.0
+        });
+        if gzip { Self::Gzip } else { Self::Identity }
+    }
+
+    /// The `Content-Encoding` header's value; none for the page as it is.
+    pub const fn header(self) -> Option<&'static str> {
+        match self {
+            Self::Identity => None,
+            Self::Gzip => Some("gzip"),
+        }
+    }
+
+    /// `page` in this encoding. gzip at its fastest level: a page of repeated label sets
+    /// compresses about twentyfold at it, in a fraction of the time the default level takes.
+    pub fn apply(self, page: String) -> Vec<u8> {
+        match self {
+            Self::Identity => page.into_bytes(),
+            Self::Gzip => {
+                let mut encoder = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(page.len() / 8),
+                    flate2::Compression::fast(),
+                );
+                std::io::Write::write_all(&mut encoder, page.as_bytes())
+                    .and_then(|()| encoder.finish())
+                    .expect("writing to a Vec cannot fail")
+            }
+        }
+    }
+}
+
+/// `snapshot` as a `/metrics` page: the node's totals and attachments, the interfaces `detail`
+/// gives series of their own, the refused ones, the route_localnet changes `tally` counted, the
+/// build.
+pub fn encode(snapshot: Snapshot, tally: Tally, detail: Detail, format: Format) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector(snapshot)));
+    registry.register_collector(Box::new(SnapshotCollector {
+        snapshot,
+        tally,
+        detail,
+    }));
     let mut page = String::new();
     prometheus_client::encoding::text::encode(&mut page, &registry)
         .expect("writing to a String cannot fail");
@@ -121,22 +227,120 @@ fn to_text_format(open_metrics: &str) -> String {
     text
 }
 
+/// Whether `interface` has series of its own at `detail`: at [`Detail::Summary`], once it has
+/// counted a frame (counters only grow, so its series then stay while it does) or while it is
+/// exposed.
+fn has_own_series(interface: &InterfaceSnapshot, detail: Detail) -> bool {
+    detail == Detail::Full || interface.exposed || total(&interface.counters, None).packets > 0
+}
+
+/// The actions an interface's counts are split by: what arrives, and replies where they are
+/// counted.
+fn actions(egress: bool) -> impl Iterator<Item = Action> {
+    Action::ALL
+        .into_iter()
+        .filter(move |action| egress || *action != Action::Replied)
+}
+
 /// Hands one snapshot to prometheus-client's encoder; a new one is registered for every scrape.
 #[derive(Debug)]
-struct SnapshotCollector(Snapshot);
+struct SnapshotCollector {
+    snapshot: Snapshot,
+    tally: Tally,
+    detail: Detail,
+}
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = &self.0;
+        let Self {
+            snapshot,
+            tally,
+            detail,
+        } = self;
+        let detail = *detail;
+        let own: Vec<&InterfaceSnapshot> = snapshot
+            .interfaces
+            .iter()
+            .filter(|interface| has_own_series(interface, detail))
+            .collect();
 
         let packets: fn(Counter) -> u64 = |counter| counter.packets;
         let bytes: fn(Counter) -> u64 = |counter| counter.bytes;
+        let mut node = snapshot.removed_totals;
+        for interface in &snapshot.interfaces {
+            node.add(&interface.counters);
+        }
+        // Replies only where some interface counts them, or did before it went.
+        let node_egress = snapshot
+            .interfaces
+            .iter()
+            .any(|interface| interface.egress.is_some())
+            || total(&node, Some(Action::Replied)).packets > 0;
+        for (name, help, value) in [
+            (
+                NODE_PACKETS,
+                "Frames with a loopback address counted on every interface served since the probe \
+                 started, removed ones included, by action: arrived and passed or dropped, and \
+                 with --egress left (replied).",
+                packets,
+            ),
+            (
+                NODE_BYTES,
+                "Bytes of the frames counted in localnet_probe_node_packets_total.",
+                bytes,
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for action in actions(node_egress) {
+                let counter = total(&node, Some(action));
+                ConstCounter::new(value(counter))
+                    .encode(metric.encode_family(&[("action", action.name())])?)?;
+            }
+        }
+
+        let mut metric = encoder.encode_descriptor(
+            "localnet_probe_interfaces",
+            "Attachments of the probe, by direction, hook, XDP mode and the probe's mode: \
+             ingress for every served interface (hook xdp, or tcx beside another XDP program), \
+             and with --egress tcx egress, where it only counts.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let mut attachments: BTreeMap<[&str; 4], u64> = BTreeMap::new();
+        for interface in &snapshot.interfaces {
+            for labels in attachment_labels(interface) {
+                *attachments.entry(labels).or_default() += 1;
+            }
+        }
+        for ([direction, hook, xdp_mode, mode], count) in attachments {
+            let labels = [
+                ("direction", direction),
+                ("hook", hook),
+                ("xdp_mode", xdp_mode),
+                ("mode", mode),
+            ];
+            ConstGauge::new(count).encode(metric.encode_family(&labels)?)?;
+        }
+
+        let mut metric = encoder.encode_descriptor(
+            ROUTE_LOCALNET_CHANGES,
+            "Changes of a net.ipv4.conf route_localnet setting seen since the probe started, by \
+             scope: all (every interface's effective value), default (interfaces created \
+             later), interface (a served interface's own, or a device's stacked on one).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (scope, changes) in SCOPES.iter().zip(tally.route_localnet_changes) {
+            ConstCounter::new(changes).encode(metric.encode_family(&[("scope", scope.name())])?)?;
+        }
+
         for (name, help, value) in [
             (
                 PACKETS,
                 "Frames with a loopback address that arrived on the interface (action passed or \
                  dropped), and with --egress frames with a loopback source that left it (action \
-                 replied), by family, loopback address and action.",
+                 replied): for interfaces that counted one or are exposed (all, by family and \
+                 loopback address too, with --metrics-detail).",
                 packets,
             ),
             (
@@ -146,44 +350,48 @@ impl Collector for SnapshotCollector {
             ),
         ] {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for interface in &snapshot.interfaces {
-                let ifindex = interface.ifindex.to_string();
-                for (matched, action) in counted_classes(interface.egress.is_some()) {
-                    let labels = [
-                        ("interface", interface.name.as_str()),
-                        ("ifindex", ifindex.as_str()),
-                        ("family", matched.family.name()),
-                        ("address", matched.address.name()),
-                        ("action", action.name()),
-                    ];
-                    let counter = interface.counters.get(matched, action);
-                    ConstCounter::new(value(counter)).encode(metric.encode_family(&labels)?)?;
+            for interface in &own {
+                let name = interface.name.as_str();
+                match detail {
+                    Detail::Summary => {
+                        for action in actions(interface.egress.is_some()) {
+                            let counter = total(&interface.counters, Some(action));
+                            let labels = [("interface", name), ("action", action.name())];
+                            ConstCounter::new(value(counter))
+                                .encode(metric.encode_family(&labels)?)?;
+                        }
+                    }
+                    Detail::Full => {
+                        for (matched, action) in counted_classes(interface.egress.is_some()) {
+                            let labels = class_labels(name, matched, action);
+                            let counter = interface.counters.get(matched, action);
+                            ConstCounter::new(value(counter))
+                                .encode(metric.encode_family(&labels)?)?;
+                        }
+                    }
                 }
             }
         }
 
         let mut metric = encoder.encode_descriptor(
             "localnet_probe_route_localnet",
-            "net.ipv4.conf route_localnet for the interface: the all setting, its own, and the \
-             effective one (1 routes 127.0.0.0/8 from the wire).",
+            "net.ipv4.conf route_localnet for the interface: the effective one (1 routes \
+             127.0.0.0/8 from the wire), and with --metrics-detail the all setting and its own.",
             None,
             MetricType::Gauge,
         )?;
-        for interface in &snapshot.interfaces {
-            let ifindex = interface.ifindex.to_string();
+        let effective: ScopeSetting = ("effective", |r| r.effective);
+        let scopes: &[ScopeSetting] = match detail {
+            Detail::Summary => &[effective],
+            Detail::Full => &[("all", |r| r.all), ("interface", |r| r.iface), effective],
+        };
+        for interface in &own {
             let Some(route_localnet) = interface.route_localnet else {
                 continue;
             };
-            for (scope, on) in [
-                ("all", route_localnet.all),
-                ("interface", route_localnet.iface),
-                ("effective", route_localnet.effective),
-            ] {
-                let labels = [
-                    ("interface", interface.name.as_str()),
-                    ("ifindex", ifindex.as_str()),
-                    ("scope", scope),
-                ];
+            for (scope, setting) in scopes {
+                let on = setting(route_localnet);
+                let labels = [("interface", interface.name.as_str()), ("scope", *scope)];
                 ConstGauge::new(u32::from(on)).encode(metric.encode_family(&labels)?)?;
             }
         }
@@ -195,43 +403,25 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Gauge,
         )?;
-        for interface in &snapshot.interfaces {
-            let ifindex = interface.ifindex.to_string();
-            let labels = [
-                ("interface", interface.name.as_str()),
-                ("ifindex", ifindex.as_str()),
-            ];
+        for interface in &own {
+            let labels = [("interface", interface.name.as_str())];
             ConstGauge::new(u32::from(interface.exposed)).encode(metric.encode_family(&labels)?)?;
         }
 
         let mut metric = encoder.encode_descriptor(
             "localnet_probe_attached",
-            "1 for every attachment of the probe: each interface at ingress (hook xdp, with its \
-             XDP mode, or beside another XDP program tcx, or tc where the kernel has no tcx) in \
-             the probe's mode, and with --egress at tc egress (hook tcx or tc), where it only \
-             counts.",
+            "1 for every attachment of the probe to an interface with series of its own: at \
+             ingress (hook xdp, with its XDP mode, or beside another XDP program tcx, or tc where \
+             the kernel has no tcx) in the probe's mode, and with --egress at tc egress (hook tcx \
+             or tc), where it only counts.",
             None,
             MetricType::Gauge,
         )?;
-        for interface in &snapshot.interfaces {
-            let ifindex = interface.ifindex.to_string();
-            let Some(hook) = interface.hook else {
-                continue;
-            };
-            let ingress = (
-                Direction::Ingress,
-                hook.name(),
-                hook.xdp_mode().map_or("", AttachedMode::name),
-                interface.mode.name(),
-            );
-            let egress = interface
-                .egress
-                .map(|egress| (Direction::Egress, egress.name(), "", Mode::Monitor.name()));
-            for (direction, hook, xdp_mode, mode) in std::iter::once(ingress).chain(egress) {
+        for interface in &own {
+            for [direction, hook, xdp_mode, mode] in attachment_labels(interface) {
                 let labels = [
                     ("interface", interface.name.as_str()),
-                    ("ifindex", ifindex.as_str()),
-                    ("direction", direction.name()),
+                    ("direction", direction),
                     ("hook", hook),
                     ("xdp_mode", xdp_mode),
                     ("mode", mode),
@@ -249,21 +439,19 @@ impl Collector for SnapshotCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for interface in &snapshot.interfaces {
-                let ifindex = interface.ifindex.to_string();
+            for interface in &own {
                 let Some(samples) = SamplesReport::of(&interface.counters, true) else {
                     continue;
                 };
+                if detail == Detail::Summary && total(&interface.counters, None).packets == 0 {
+                    continue;
+                }
                 for (result, value) in [
                     ("emitted", samples.emitted),
                     ("suppressed", samples.suppressed),
                     ("lost", samples.lost),
                 ] {
-                    let labels = [
-                        ("interface", interface.name.as_str()),
-                        ("ifindex", ifindex.as_str()),
-                        ("result", result),
-                    ];
+                    let labels = [("interface", interface.name.as_str()), ("result", result)];
                     ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
                 }
             }
@@ -278,11 +466,7 @@ impl Collector for SnapshotCollector {
             MetricType::Gauge,
         )?;
         for refused in &snapshot.refused {
-            let ifindex = refused.ifindex.to_string();
-            let labels = [
-                ("interface", refused.name.as_str()),
-                ("ifindex", ifindex.as_str()),
-            ];
+            let labels = [("interface", refused.name.as_str())];
             ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
         }
 
@@ -297,6 +481,45 @@ impl Collector for SnapshotCollector {
         ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
         Ok(())
     }
+}
+
+/// A route_localnet scope's label and its setting.
+type ScopeSetting = (&'static str, fn(RouteLocalnet) -> bool);
+
+/// The labels of a class's counts at [`Detail::Full`].
+fn class_labels(
+    interface: &str,
+    matched: LoopbackMatch,
+    action: Action,
+) -> [(&'static str, &str); 4] {
+    [
+        ("interface", interface),
+        ("family", matched.family.name()),
+        ("address", matched.address.name()),
+        ("action", action.name()),
+    ]
+}
+
+/// Direction, hook, XDP mode (empty at tc hooks) and mode of each of `interface`'s attachments.
+fn attachment_labels(interface: &InterfaceSnapshot) -> Vec<[&'static str; 4]> {
+    let Some(hook) = interface.hook else {
+        return Vec::new();
+    };
+    let ingress = [
+        Direction::Ingress.name(),
+        hook.name(),
+        hook.xdp_mode().map_or("", AttachedMode::name),
+        interface.mode.name(),
+    ];
+    let egress = interface.egress.map(|egress| {
+        [
+            Direction::Egress.name(),
+            egress.name(),
+            "",
+            Mode::Monitor.name(),
+        ]
+    });
+    std::iter::once(ingress).chain(egress).collect()
 }
 
 #[cfg(test)]
@@ -414,124 +637,148 @@ mod tests {
             .collect()
     }
 
+    fn page(snapshot: Snapshot, detail: Detail) -> String {
+        encode(snapshot, Tally::default(), detail, Format::Text)
+    }
+
+    /// [`two_interfaces`] and a quiet one, lo9, attached in generic mode.
+    fn with_a_quiet_one() -> Snapshot {
+        let mut snapshot = two_interfaces();
+        let mut quiet = interface("lo9", 11, Mode::Monitor);
+        quiet.hook = Some(Hook::Xdp(AttachedMode::Generic));
+        quiet.route_localnet = Some(RouteLocalnet::new(false, false));
+        snapshot.interfaces.push(quiet);
+        snapshot.removed_totals.classes[class_index(
+            LoopbackMatch {
+                family: Family::Ipv6,
+                address: Address::Source,
+            },
+            Action::Passed,
+        )] = Counter {
+            packets: 10,
+            bytes: 1000,
+        };
+        snapshot
+    }
+
     #[test]
     fn a_snapshot_is_written_in_the_text_format() {
-        let page = encode(two_interfaces(), Format::Text);
-        let headers: Vec<&str> = page.lines().filter(|line| line.starts_with('#')).collect();
+        let page = page(with_a_quiet_one(), Detail::Summary);
+        let headers: Vec<&str> = page
+            .lines()
+            .filter(|line| line.starts_with("# TYPE"))
+            .collect();
         assert_eq!(
             headers,
             [
-                "# HELP localnet_probe_packets_total Frames with a loopback address that arrived \
-                 on the interface (action passed or dropped), and with --egress frames with a \
-                 loopback source that left it (action replied), by family, loopback address and \
-                 action.",
+                "# TYPE localnet_probe_node_packets_total counter",
+                "# TYPE localnet_probe_node_bytes_total counter",
+                "# TYPE localnet_probe_interfaces gauge",
+                "# TYPE localnet_probe_route_localnet_changes_total counter",
                 "# TYPE localnet_probe_packets_total counter",
-                "# HELP localnet_probe_bytes_total Bytes of the frames counted in \
-                 localnet_probe_packets_total.",
                 "# TYPE localnet_probe_bytes_total counter",
-                "# HELP localnet_probe_route_localnet net.ipv4.conf route_localnet for the \
-                 interface: the all setting, its own, and the effective one (1 routes \
-                 127.0.0.0/8 from the wire).",
                 "# TYPE localnet_probe_route_localnet gauge",
-                "# HELP localnet_probe_exposed 1 when services bound to 127.0.0.1 on this host \
-                 are reachable from the interface's link: route_localnet is in effect where its \
-                 frames arrive and matched frames pass.",
                 "# TYPE localnet_probe_exposed gauge",
-                "# HELP localnet_probe_attached 1 for every attachment of the probe: each \
-                 interface at ingress (hook xdp, with its XDP mode, or beside another XDP program \
-                 tcx, or tc where the kernel has no tcx) in the probe's mode, and with --egress at \
-                 tc egress (hook tcx or tc), where it only counts.",
                 "# TYPE localnet_probe_attached gauge",
-                "# HELP localnet_probe_samples_total Samples of matched frames: emitted to the \
-                 ring buffer, suppressed by the per-interface rate limit, or lost because the \
-                 ring buffer was full.",
                 "# TYPE localnet_probe_samples_total counter",
-                "# HELP localnet_probe_refused 1 for every interface the selection asks for that \
-                 the probe cannot attach to (another XDP program, no room left in its counter \
-                 map, a driver that refuses): neither counted nor filtered, tried again as \
-                 interfaces change.",
                 "# TYPE localnet_probe_refused gauge",
-                "# HELP localnet_probe_build_info 1, labelled with the version of localnet-probe \
-                 serving these metrics.",
                 "# TYPE localnet_probe_build_info gauge",
             ]
         );
-
-        // Every class of both interfaces, zeros included, in class order; replies (loopback
-        // sources only) where they are counted.
-        let packets = samples(&page, "localnet_probe_packets_total");
-        assert_eq!(packets.len(), 2 * 18 + 6);
-        assert_eq!(
-            packets[0],
-            "localnet_probe_packets_total{interface=\"eth0\",ifindex=\"2\",family=\"ipv4\",address=\"source\",\
-             action=\"passed\"} 0"
-        );
-        assert!(packets.contains(
-            &"localnet_probe_packets_total{interface=\"eth0\",ifindex=\"2\",family=\"ipv4\",\
-              address=\"destination\",action=\"passed\"} 5"
-        ));
-        assert!(packets.contains(
-            &"localnet_probe_packets_total{interface=\"wg0\",ifindex=\"7\",family=\"ipv4-mapped\",\
-              address=\"both\",action=\"dropped\"} 2"
-        ));
-        assert!(packets.contains(
-            &"localnet_probe_packets_total{interface=\"eth0\",ifindex=\"2\",family=\"ipv4\",\
-              address=\"source\",action=\"replied\"} 2"
-        ));
-        assert!(
-            !packets
-                .iter()
-                .any(|line| line.contains("wg0") && line.contains("replied"))
-        );
-        assert_eq!(
-            packets.iter().filter(|line| !line.ends_with("} 0")).count(),
-            3
-        );
-        let bytes = samples(&page, "localnet_probe_bytes_total");
-        assert_eq!(bytes.len(), 2 * 18 + 6);
-        assert!(bytes.contains(
-            &"localnet_probe_bytes_total{interface=\"eth0\",ifindex=\"2\",family=\"ipv4\",\
-              address=\"destination\",action=\"passed\"} 300"
-        ));
-        assert!(bytes.contains(
-            &"localnet_probe_bytes_total{interface=\"wg0\",ifindex=\"7\",family=\"ipv4-mapped\",\
-              address=\"both\",action=\"dropped\"} 160"
+        assert!(page.contains(
+            "# HELP localnet_probe_node_packets_total Frames with a loopback address counted on \
+             every interface served since the probe started, removed ones included, by action: \
+             arrived and passed or dropped, and with --egress left (replied).\n"
         ));
 
-        // wg0 has no IPv4 configuration: no route_localnet lines.
+        // The node: every interface served, the removed ones' 10 included; replies because eth0
+        // counts them.
+        assert_eq!(
+            samples(&page, "localnet_probe_node_packets_total"),
+            [
+                "localnet_probe_node_packets_total{action=\"passed\"} 15",
+                "localnet_probe_node_packets_total{action=\"dropped\"} 2",
+                "localnet_probe_node_packets_total{action=\"replied\"} 2",
+            ]
+        );
+        assert_eq!(
+            samples(&page, "localnet_probe_node_bytes_total"),
+            [
+                "localnet_probe_node_bytes_total{action=\"passed\"} 1300",
+                "localnet_probe_node_bytes_total{action=\"dropped\"} 160",
+                "localnet_probe_node_bytes_total{action=\"replied\"} 120",
+            ]
+        );
+        assert_eq!(
+            samples(&page, "localnet_probe_interfaces"),
+            [
+                "localnet_probe_interfaces{direction=\"egress\",hook=\"tcx\",xdp_mode=\"\",mode=\"monitor\"} 1",
+                "localnet_probe_interfaces{direction=\"ingress\",hook=\"tc\",xdp_mode=\"\",mode=\"drop\"} 1",
+                "localnet_probe_interfaces{direction=\"ingress\",hook=\"xdp\",xdp_mode=\"generic\",mode=\"monitor\"} 1",
+                "localnet_probe_interfaces{direction=\"ingress\",hook=\"xdp\",xdp_mode=\"native\",mode=\"monitor\"} 1",
+            ]
+        );
+        assert_eq!(
+            samples(&page, "localnet_probe_route_localnet_changes_total"),
+            [
+                "localnet_probe_route_localnet_changes_total{scope=\"all\"} 0",
+                "localnet_probe_route_localnet_changes_total{scope=\"default\"} 0",
+                "localnet_probe_route_localnet_changes_total{scope=\"interface\"} 0",
+            ]
+        );
+
+        // eth0 and wg0 counted frames, by action (replies where counted); the quiet lo9 has no
+        // series of its own, and no line carries an ifindex.
+        assert_eq!(
+            samples(&page, "localnet_probe_packets_total"),
+            [
+                "localnet_probe_packets_total{interface=\"eth0\",action=\"passed\"} 5",
+                "localnet_probe_packets_total{interface=\"eth0\",action=\"dropped\"} 0",
+                "localnet_probe_packets_total{interface=\"eth0\",action=\"replied\"} 2",
+                "localnet_probe_packets_total{interface=\"wg0\",action=\"passed\"} 0",
+                "localnet_probe_packets_total{interface=\"wg0\",action=\"dropped\"} 2",
+            ]
+        );
+        assert_eq!(
+            samples(&page, "localnet_probe_bytes_total"),
+            [
+                "localnet_probe_bytes_total{interface=\"eth0\",action=\"passed\"} 300",
+                "localnet_probe_bytes_total{interface=\"eth0\",action=\"dropped\"} 0",
+                "localnet_probe_bytes_total{interface=\"eth0\",action=\"replied\"} 120",
+                "localnet_probe_bytes_total{interface=\"wg0\",action=\"passed\"} 0",
+                "localnet_probe_bytes_total{interface=\"wg0\",action=\"dropped\"} 160",
+            ]
+        );
+        // wg0 has no IPv4 configuration: no route_localnet line.
         assert_eq!(
             samples(&page, "localnet_probe_route_localnet"),
-            [
-                "localnet_probe_route_localnet{interface=\"eth0\",ifindex=\"2\",scope=\"all\"} 0",
-                "localnet_probe_route_localnet{interface=\"eth0\",ifindex=\"2\",scope=\"interface\"} 1",
-                "localnet_probe_route_localnet{interface=\"eth0\",ifindex=\"2\",scope=\"effective\"} 1",
-            ]
+            ["localnet_probe_route_localnet{interface=\"eth0\",scope=\"effective\"} 1"]
         );
         assert_eq!(
             samples(&page, "localnet_probe_exposed"),
             [
-                "localnet_probe_exposed{interface=\"eth0\",ifindex=\"2\"} 1",
-                "localnet_probe_exposed{interface=\"wg0\",ifindex=\"7\"} 0",
+                "localnet_probe_exposed{interface=\"eth0\"} 1",
+                "localnet_probe_exposed{interface=\"wg0\"} 0",
             ]
         );
         assert_eq!(
             samples(&page, "localnet_probe_attached"),
             [
-                "localnet_probe_attached{interface=\"eth0\",ifindex=\"2\",direction=\"ingress\",hook=\"xdp\",xdp_mode=\"native\",mode=\"monitor\"} 1",
-                "localnet_probe_attached{interface=\"eth0\",ifindex=\"2\",direction=\"egress\",hook=\"tcx\",xdp_mode=\"\",mode=\"monitor\"} 1",
-                "localnet_probe_attached{interface=\"wg0\",ifindex=\"7\",direction=\"ingress\",hook=\"tc\",xdp_mode=\"\",mode=\"drop\"} 1",
+                "localnet_probe_attached{interface=\"eth0\",direction=\"ingress\",hook=\"xdp\",xdp_mode=\"native\",mode=\"monitor\"} 1",
+                "localnet_probe_attached{interface=\"eth0\",direction=\"egress\",hook=\"tcx\",xdp_mode=\"\",mode=\"monitor\"} 1",
+                "localnet_probe_attached{interface=\"wg0\",direction=\"ingress\",hook=\"tc\",xdp_mode=\"\",mode=\"drop\"} 1",
             ]
         );
         // eth0: 5 matched and 2 replies, 3 emitted, 1 lost, so 3 suppressed.
         assert_eq!(
             samples(&page, "localnet_probe_samples_total"),
             [
-                "localnet_probe_samples_total{interface=\"eth0\",ifindex=\"2\",result=\"emitted\"} 3",
-                "localnet_probe_samples_total{interface=\"eth0\",ifindex=\"2\",result=\"suppressed\"} 3",
-                "localnet_probe_samples_total{interface=\"eth0\",ifindex=\"2\",result=\"lost\"} 1",
-                "localnet_probe_samples_total{interface=\"wg0\",ifindex=\"7\",result=\"emitted\"} 2",
-                "localnet_probe_samples_total{interface=\"wg0\",ifindex=\"7\",result=\"suppressed\"} 0",
-                "localnet_probe_samples_total{interface=\"wg0\",ifindex=\"7\",result=\"lost\"} 0",
+                "localnet_probe_samples_total{interface=\"eth0\",result=\"emitted\"} 3",
+                "localnet_probe_samples_total{interface=\"eth0\",result=\"suppressed\"} 3",
+                "localnet_probe_samples_total{interface=\"eth0\",result=\"lost\"} 1",
+                "localnet_probe_samples_total{interface=\"wg0\",result=\"emitted\"} 2",
+                "localnet_probe_samples_total{interface=\"wg0\",result=\"suppressed\"} 0",
+                "localnet_probe_samples_total{interface=\"wg0\",result=\"lost\"} 0",
             ]
         );
         assert_eq!(
@@ -543,31 +790,154 @@ mod tests {
         );
         assert_eq!(
             samples(&page, "localnet_probe_refused"),
-            ["localnet_probe_refused{interface=\"eth9\",ifindex=\"9\"} 1"]
+            ["localnet_probe_refused{interface=\"eth9\"} 1"]
         );
+        assert!(!page.contains("lo9"), "{page}");
+        assert!(!page.contains("ifindex"), "{page}");
         assert_eq!(
             page.lines().count(),
-            headers.len() + 42 * 2 + 3 + 2 + 3 + 6 + 1 + 1
+            2 * headers.len() + 3 + 3 + 4 + 3 + 5 + 5 + 1 + 2 + 3 + 6 + 1 + 1
         );
         assert!(page.ends_with("} 1\n"), "no # EOF in the text format");
     }
 
     #[test]
-    fn open_metrics_names_counter_families_without_total_and_ends_with_eof() {
-        let page = encode(two_interfaces(), Format::OpenMetrics);
-        assert!(page.contains("\n# TYPE localnet_probe_packets counter\n"));
-        assert!(page.contains("\n# TYPE localnet_probe_samples counter\n"));
-        assert_eq!(samples(&page, "localnet_probe_packets_total").len(), 42);
-        assert!(page.ends_with("\n# EOF\n"));
-        // Apart from those, the same page.
-        let text = encode(two_interfaces(), Format::Text);
-        let without_headers = |page: &str| -> Vec<String> {
-            page.lines()
-                .filter(|l| !l.starts_with('#'))
-                .map(str::to_owned)
-                .collect()
+    fn an_exposed_interface_has_series_before_its_first_frame() {
+        let mut snapshot = with_a_quiet_one();
+        let lo9 = snapshot.interfaces.last_mut().expect("lo9");
+        lo9.exposed = true;
+        lo9.route_localnet = Some(RouteLocalnet::new(true, false));
+        let page = page(snapshot, Detail::Summary);
+        // At zero, so that a rate sees its first frame.
+        for line in [
+            "localnet_probe_packets_total{interface=\"lo9\",action=\"passed\"} 0\n",
+            "localnet_probe_exposed{interface=\"lo9\"} 1\n",
+            "localnet_probe_route_localnet{interface=\"lo9\",scope=\"effective\"} 1\n",
+            "localnet_probe_attached{interface=\"lo9\",direction=\"ingress\",hook=\"xdp\",xdp_mode=\"generic\",mode=\"monitor\"} 1\n",
+        ] {
+            assert!(page.contains(line), "no {line} in {page}");
+        }
+        // No samples before there is a frame to sample.
+        assert!(!page.contains("localnet_probe_samples_total{interface=\"lo9\""));
+    }
+
+    #[test]
+    fn the_full_detail_gives_every_interface_every_class_and_scope() {
+        let page = page(with_a_quiet_one(), Detail::Full);
+        // Every class of the three interfaces, zeros included, in class order; replies
+        // (loopback sources only) where they are counted.
+        let packets = samples(&page, "localnet_probe_packets_total");
+        assert_eq!(packets.len(), 3 * 18 + 6);
+        assert_eq!(
+            packets[0],
+            "localnet_probe_packets_total{interface=\"eth0\",family=\"ipv4\",address=\"source\",\
+             action=\"passed\"} 0"
+        );
+        assert!(packets.contains(
+            &"localnet_probe_packets_total{interface=\"wg0\",family=\"ipv4-mapped\",\
+              address=\"both\",action=\"dropped\"} 2"
+        ));
+        assert!(packets.contains(
+            &"localnet_probe_packets_total{interface=\"eth0\",family=\"ipv4\",\
+              address=\"source\",action=\"replied\"} 2"
+        ));
+        assert_eq!(
+            packets.iter().filter(|line| !line.ends_with("} 0")).count(),
+            3
+        );
+        assert_eq!(
+            samples(&page, "localnet_probe_bytes_total").len(),
+            3 * 18 + 6
+        );
+        assert_eq!(
+            samples(&page, "localnet_probe_route_localnet"),
+            [
+                "localnet_probe_route_localnet{interface=\"eth0\",scope=\"all\"} 0",
+                "localnet_probe_route_localnet{interface=\"eth0\",scope=\"interface\"} 1",
+                "localnet_probe_route_localnet{interface=\"eth0\",scope=\"effective\"} 1",
+                "localnet_probe_route_localnet{interface=\"lo9\",scope=\"all\"} 0",
+                "localnet_probe_route_localnet{interface=\"lo9\",scope=\"interface\"} 0",
+                "localnet_probe_route_localnet{interface=\"lo9\",scope=\"effective\"} 0",
+            ]
+        );
+        assert!(page.contains("localnet_probe_exposed{interface=\"lo9\"} 0\n"));
+        assert!(
+            page.contains("localnet_probe_samples_total{interface=\"lo9\",result=\"lost\"} 0\n")
+        );
+        // The node's series as at the summary.
+        let summary = encode(
+            with_a_quiet_one(),
+            Tally::default(),
+            Detail::Summary,
+            Format::Text,
+        );
+        assert_eq!(
+            samples(&page, "localnet_probe_node_packets_total"),
+            samples(&summary, "localnet_probe_node_packets_total")
+        );
+    }
+
+    #[test]
+    fn route_localnet_changes_are_counted_across_snapshots_by_scope() {
+        let change = |scope| Change {
+            scope,
+            interface: (scope == Scope::Interface).then(|| ("eth0".to_owned(), 2)),
+            old: false,
+            new: true,
+            at: std::time::SystemTime::now(),
         };
-        assert_eq!(without_headers(&page), without_headers(&text));
+        let mut tally = Tally::default();
+        let mut snapshot = two_interfaces();
+        snapshot.route_localnet_changes = vec![change(Scope::All), change(Scope::Interface)];
+        tally.add(&snapshot);
+        snapshot.route_localnet_changes = vec![change(Scope::Interface)];
+        tally.add(&snapshot);
+        snapshot.route_localnet_changes.clear();
+        tally.add(&snapshot);
+        let page = encode(snapshot, tally, Detail::Summary, Format::Text);
+        assert_eq!(
+            samples(&page, "localnet_probe_route_localnet_changes_total"),
+            [
+                "localnet_probe_route_localnet_changes_total{scope=\"all\"} 1",
+                "localnet_probe_route_localnet_changes_total{scope=\"default\"} 0",
+                "localnet_probe_route_localnet_changes_total{scope=\"interface\"} 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn open_metrics_names_counter_families_without_total_and_ends_with_eof() {
+        for detail in [Detail::Summary, Detail::Full] {
+            let page = encode(
+                with_a_quiet_one(),
+                Tally::default(),
+                detail,
+                Format::OpenMetrics,
+            );
+            for family in [
+                PACKETS,
+                BYTES,
+                SAMPLES,
+                NODE_PACKETS,
+                NODE_BYTES,
+                ROUTE_LOCALNET_CHANGES,
+            ] {
+                assert!(
+                    page.contains(&format!("\n# TYPE {family} counter\n")),
+                    "{family}"
+                );
+            }
+            assert!(page.ends_with("\n# EOF\n"));
+            // Apart from those, the same page.
+            let text = encode(with_a_quiet_one(), Tally::default(), detail, Format::Text);
+            let without_headers = |page: &str| -> Vec<String> {
+                page.lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .map(str::to_owned)
+                    .collect()
+            };
+            assert_eq!(without_headers(&page), without_headers(&text));
+        }
     }
 
     #[test]
@@ -581,31 +951,84 @@ mod tests {
             9,
             900,
         );
-        let page = encode(snapshot(vec![eth0], 0), Format::Text);
+        let page = page(snapshot(vec![eth0], 0), Detail::Full);
         assert!(page.contains("localnet_probe_packets_total{interface=\"eth0\""));
         assert!(!page.contains("localnet_probe_samples"), "{page}");
     }
 
     #[test]
     fn interface_names_are_escaped_in_label_values() {
-        let page = encode(
+        let page = page(
             snapshot(vec![interface("a\"b\\c", 2, Mode::Monitor)], 0),
-            Format::Text,
+            Detail::Full,
         );
-        assert!(
-            page.contains("localnet_probe_exposed{interface=\"a\\\"b\\\\c\",ifindex=\"2\"} 0\n")
-        );
+        assert!(page.contains("localnet_probe_exposed{interface=\"a\\\"b\\\\c\"} 0\n"));
     }
 
     #[test]
-    fn a_thousand_interfaces_give_every_line() {
-        let interfaces = (0..1000)
+    fn quiet_interfaces_have_no_series_of_their_own_unless_asked() {
+        let interfaces: Vec<InterfaceSnapshot> = (0..1000)
             .map(|n| interface(&format!("veth{n}"), n + 2, Mode::Monitor))
             .collect();
-        let page = encode(snapshot(interfaces, 100), Format::Text);
-        assert_eq!(samples(&page, "localnet_probe_packets_total").len(), 18_000);
-        assert_eq!(samples(&page, "localnet_probe_samples_total").len(), 3_000);
-        assert!(page.contains("localnet_probe_attached{interface=\"veth999\",ifindex=\"1001\",direction=\"ingress\",hook=\"xdp\",xdp_mode=\"native\",mode=\"monitor\"} 1\n"));
+        let summary = page(snapshot(interfaces.clone(), 100), Detail::Summary);
+        assert_eq!(
+            samples(&summary, "localnet_probe_interfaces"),
+            [
+                "localnet_probe_interfaces{direction=\"ingress\",hook=\"xdp\",xdp_mode=\"native\",mode=\"monitor\"} 1000"
+            ]
+        );
+        assert!(!summary.contains("veth"), "{summary}");
+        // Node totals, attachments, changes, refused, build: the same page for any number of
+        // quiet interfaces.
+        assert_eq!(
+            summary
+                .lines()
+                .filter(|line| !line.starts_with('#'))
+                .count(),
+            2 + 2 + 1 + 3 + 1 + 1
+        );
+
+        let full = page(snapshot(interfaces, 100), Detail::Full);
+        assert_eq!(samples(&full, "localnet_probe_packets_total").len(), 18_000);
+        assert_eq!(samples(&full, "localnet_probe_samples_total").len(), 3_000);
+        assert!(full.contains("localnet_probe_attached{interface=\"veth999\",direction=\"ingress\",hook=\"xdp\",xdp_mode=\"native\",mode=\"monitor\"} 1\n"));
+    }
+
+    #[test]
+    fn gzip_when_the_scraper_accepts_it() {
+        // What Prometheus sends.
+        assert_eq!(Encoding::negotiate(Some("gzip")), Encoding::Gzip);
+        assert_eq!(
+            Encoding::negotiate(Some("deflate, GZIP;q=0.5")),
+            Encoding::Gzip
+        );
+        assert_eq!(Encoding::negotiate(Some("*")), Encoding::Gzip);
+        assert_eq!(Encoding::negotiate(None), Encoding::Identity);
+        assert_eq!(Encoding::negotiate(Some("identity")), Encoding::Identity);
+        assert_eq!(Encoding::negotiate(Some("gzip;q=0")), Encoding::Identity);
+        assert_eq!(Encoding::negotiate(Some("br, deflate")), Encoding::Identity);
+
+        let page = encode(
+            with_a_quiet_one(),
+            Tally::default(),
+            Detail::Full,
+            Format::Text,
+        );
+        let compressed = Encoding::Gzip.apply(page.clone());
+        assert!(
+            compressed.len() * 5 < page.len(),
+            "{} of {}",
+            compressed.len(),
+            page.len()
+        );
+        let mut decoded = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(compressed.as_slice()),
+            &mut decoded,
+        )
+        .expect("gzip");
+        assert_eq!(decoded, page);
+        assert_eq!(Encoding::Identity.apply(page.clone()), page.into_bytes());
     }
 
     #[test]

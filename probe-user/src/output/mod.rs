@@ -1,6 +1,7 @@
 //! What a snapshot becomes: the report model every view renders (table, live view, JSON), the
-//! Prometheus metrics page, the sampled frames with their senders, and pcap files of them.
+//! compact JSON objects for log pipelines, the Prometheus metrics page, the sampled frames with their senders, and pcap files of them.
 
+pub mod compact;
 pub mod metrics;
 pub mod pcap;
 pub mod report;

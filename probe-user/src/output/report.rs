@@ -21,7 +21,7 @@ use crate::{
     probe::TcxPrecededBy,
     probe::attachment::{AttachedMode, Hook, TcHook},
     session::{
-        InterfaceSnapshot, RefusedInterface, Snapshot,
+        AttachedInterface, InterfaceSnapshot, RefusedInterface, Snapshot,
         totals::{Totals, total},
     },
 };
@@ -38,7 +38,14 @@ pub struct Report {
     /// True for the last report, written as the probe detaches.
     #[serde(rename = "final")]
     pub is_final: bool,
+    /// `interfaces` lists every served interface. Compact objects (see [`super::compact`])
+    /// list only those that changed since the previous object, and are full only now and then.
+    pub full: bool,
+    /// The interfaces served now, listed in `interfaces` or not.
+    pub served: usize,
     pub interfaces: Vec<InterfaceReport>,
+    /// Interfaces attached to (or taken over) since the previous object, each listed here once.
+    pub attached: Vec<AttachedReport>,
     /// Interfaces that disappeared since the previous report, with their final counts; each is
     /// reported here once.
     pub removed: Vec<InterfaceReport>,
@@ -75,7 +82,39 @@ pub fn counted_classes(egress: bool) -> impl Iterator<Item = (LoopbackMatch, Act
         })
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// An interface as it was attached to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttachedReport {
+    pub name: String,
+    pub ifindex: u32,
+    pub hook: &'static str,
+    /// `native` or `generic` at hook `xdp`, else `null`.
+    pub xdp_mode: Option<&'static str>,
+    pub mode: &'static str,
+    /// Replies leaving the interface are counted (`run --egress`).
+    pub egress: bool,
+    /// Where they are counted: `tcx`, or `tc` (a clsact filter) on a kernel without tcx.
+    pub egress_hook: Option<&'static str>,
+    /// Taken over from a standing filter, which served it all along.
+    pub adopted: bool,
+}
+
+impl AttachedReport {
+    pub fn new(attached: &AttachedInterface) -> Self {
+        Self {
+            name: attached.name.clone(),
+            ifindex: attached.ifindex,
+            hook: attached.hook.name(),
+            xdp_mode: attached.hook.xdp_mode().map(AttachedMode::name),
+            mode: attached.mode.name(),
+            egress: attached.egress.is_some(),
+            egress_hook: attached.egress.map(TcHook::name),
+            adopted: attached.adopted,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct InterfaceReport {
     pub name: String,
     pub ifindex: u32,
@@ -156,7 +195,7 @@ pub struct SenderReport {
     pub samples: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ClassReport {
     pub family: &'static str,
     pub address: &'static str,
@@ -255,6 +294,9 @@ impl Report {
                 .map_or(0.0, |since| since.as_secs_f64()),
             elapsed_secs: elapsed.as_secs_f64(),
             is_final,
+            full: true,
+            served: snapshot.interfaces.len(),
+            attached: Vec::new(),
             interfaces: snapshot
                 .interfaces
                 .iter()

@@ -34,6 +34,9 @@ impl Report {
         if let Some(h) = &self.hotplug {
             Self::hotplug_markdown(&mut out, h);
         }
+        if let Some(n) = &self.node {
+            node::markdown(&mut out, n);
+        }
 
         out.push_str(
             "\n**Targets**:\n\n| goal | measured | met | why, when missed |\n| --- | --- | --- | --- |\n",

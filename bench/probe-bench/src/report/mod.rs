@@ -9,6 +9,7 @@ use std::{
 use serde::Serialize;
 
 mod markdown;
+mod node;
 mod targets;
 
 use self::targets::*;
@@ -17,6 +18,7 @@ use crate::{
     Plan,
     hotplug::{Hotplug, Outcome},
     kernel_cost::{self, KernelCost},
+    node::Node,
     process::Footprint,
     startup::AttachTime,
     stats::Summary,
@@ -33,7 +35,18 @@ pub struct Report {
     pub userspace: Option<Userspace>,
     pub startup: Option<Vec<AttachTime>>,
     pub hotplug: Option<Hotplug>,
+    pub node: Option<Node>,
     pub targets: Vec<Target>,
+}
+
+/// What each section measured; `None` for those left out.
+pub struct Sections {
+    pub kernel_cost: Option<KernelCost>,
+    pub throughput: Option<Throughput>,
+    pub userspace: Option<Userspace>,
+    pub startup: Option<Vec<AttachTime>>,
+    pub hotplug: Option<Hotplug>,
+    pub node: Option<Node>,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,14 +136,15 @@ impl Target {
 }
 
 impl Report {
-    pub fn new(
-        plan: Plan,
-        kernel_cost: Option<KernelCost>,
-        throughput: Option<Throughput>,
-        userspace: Option<Userspace>,
-        startup: Option<Vec<AttachTime>>,
-        hotplug: Option<Hotplug>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(plan: Plan, sections: Sections) -> anyhow::Result<Self> {
+        let Sections {
+            kernel_cost,
+            throughput,
+            userspace,
+            startup,
+            hotplug,
+            node,
+        } = sections;
         let mut targets = Vec::new();
         if let Some(kernel_cost) = &kernel_cost {
             targets.extend(kernel_targets(kernel_cost));
@@ -147,6 +161,9 @@ impl Report {
         if let Some(hotplug) = &hotplug {
             targets.push(hotplug_targets(hotplug));
         }
+        if let Some(node) = &node {
+            targets.extend(node::targets(node));
+        }
         Ok(Self {
             machine: Machine::read()?,
             targets,
@@ -156,6 +173,7 @@ impl Report {
             userspace,
             startup,
             hotplug,
+            node,
         })
     }
 }

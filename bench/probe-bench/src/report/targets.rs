@@ -393,7 +393,7 @@ pub(super) fn thousands(n: usize) -> String {
     out
 }
 
-/// A size in B, KiB or MiB, whichever reads best.
+/// A size in B, KiB, MiB or GiB, whichever reads best.
 pub(super) fn bytes(n: u64) -> String {
     const KIB: f64 = 1024.0;
     let n = n as f64;
@@ -401,8 +401,10 @@ pub(super) fn bytes(n: u64) -> String {
         format!("{n} B")
     } else if n < KIB * KIB {
         format!("{:.0} KiB", n / KIB)
-    } else {
+    } else if n < KIB * KIB * KIB {
         format!("{:.1} MiB", n / KIB / KIB)
+    } else {
+        format!("{:.1} GiB", n / KIB / KIB / KIB)
     }
 }
 

@@ -57,10 +57,18 @@ pub(crate) struct RunArgs {
     /// Detach and exit after this many seconds (0.01 to one year).
     #[arg(long, value_name = "SECS", value_parser = duration_seconds, allow_negative_numbers = true)]
     pub(super) duration: Option<f64>,
-    /// Write one JSON object per interval on stdout even on a terminal (the default when stdout
-    /// is not a terminal).
-    #[arg(long, conflicts_with = "plain")]
-    pub(super) json: bool,
+    /// Write one JSON object per interval on stdout even on a terminal: `--json` or
+    /// `--json=full` lists every interface in every object; `--json=compact` only those whose
+    /// counts or state changed since the previous object, with a full object every
+    /// --full-every seconds. Without it, compact objects when stdout is not a terminal.
+    #[arg(long, value_enum, value_name = "OBJECTS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "full", conflicts_with = "plain")]
+    pub(super) json: Option<JsonObjects>,
+    /// In compact JSON, an object that lists every interface at least this often, in seconds
+    /// (1 to 86400; the first and the last objects always do).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_FULL_EVERY,
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub(super) full_every: u32,
     /// On a terminal, redraw a plain table every interval instead of the full-screen view.
     #[arg(long)]
     pub(super) plain: bool,
@@ -72,6 +80,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "ADDR", num_args = 0..=1, value_parser = metrics_address,
           default_missing_value = metrics_server::DEFAULT_ADDRESS)]
     pub(super) metrics: Option<SocketAddr>,
+    /// Give every served interface its own metrics, counts by family and loopback address too,
+    /// and route_localnet by scope; by default only interfaces that counted a frame or are
+    /// exposed have series of their own, the rest are in the node's totals.
+    #[arg(long, requires = "metrics")]
+    pub(super) metrics_detail: bool,
     /// Matched frames sampled per second and interface, for --events, --pcap and the top
     /// senders (0 to 100000; 0 turns sampling off).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_RATE,
@@ -89,6 +102,25 @@ pub(crate) struct RunArgs {
     /// [default: 5].
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = top_senders)]
     pub(super) top: Option<u16>,
+}
+
+/// The interfaces a JSON object lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(super) enum JsonObjects {
+    /// Every served interface, in every object.
+    Full,
+    /// Those that changed since the previous object, and all of them every --full-every.
+    Compact,
+}
+
+/// Seconds between compact JSON's full objects: at 2,000 interfaces and `--interval 1`, a full
+/// object (about 1 MB) every 5 minutes costs about a tenth of the compact ones under pod churn.
+const DEFAULT_FULL_EVERY: u32 = 300;
+
+/// The objects from one full one to the next: `--full-every` in `--interval`s, at least 1.
+pub(super) fn full_every_objects(full_every_secs: u32, interval_secs: f64) -> u32 {
+    // At most 86400 / 0.01: well within u32.
+    (f64::from(full_every_secs) / interval_secs).ceil().max(1.0) as u32
 }
 
 /// Arguments that clap cannot check alone; exit status 2, as clap's own.

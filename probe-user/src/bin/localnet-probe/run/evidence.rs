@@ -214,6 +214,8 @@ pub(crate) struct Evidence {
     events: Option<Events>,
     pcap: Option<Pcap>,
     pub(crate) senders: TopSenders,
+    /// Senders a report shows per interface.
+    pub(crate) top: usize,
     /// The newest events, for the live view.
     pub(crate) pane: VecDeque<EventReport>,
     /// Event lines skipped because stderr was behind or gone.
@@ -221,11 +223,12 @@ pub(crate) struct Evidence {
 }
 
 impl Evidence {
-    pub(crate) fn new(events: Option<Events>, pcap: Option<Pcap>) -> Self {
+    pub(crate) fn new(events: Option<Events>, pcap: Option<Pcap>, top: usize) -> Self {
         Self {
             events,
             pcap,
             senders: TopSenders::default(),
+            top,
             pane: VecDeque::new(),
             events_not_written: 0,
         }

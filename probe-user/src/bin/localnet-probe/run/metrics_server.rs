@@ -1,5 +1,6 @@
 //! `run --metrics`: serves `/metrics` over HTTP/1. Each scrape asks the run loop for a fresh
-//! snapshot, so the counters are read from the maps at scrape time; the page is encoded here.
+//! snapshot, so the counters are read from the maps at scrape time; the page is encoded here, off
+//! the loop's thread, gzipped when the scraper accepts it.
 
 use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -9,13 +10,13 @@ use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
     body::Incoming,
-    header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue},
+    header::{ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, VARY},
     server::conn::http1,
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use probe_user::{
-    output::metrics::{self, Format},
+    output::metrics::{self, Detail, Encoding, Format, Tally},
     session::Snapshot,
 };
 use tokio::{
@@ -50,8 +51,14 @@ fn connection_cap() -> usize {
     usize::try_from(limit.rlim_cur / 4).map_or(MAX_CONNECTIONS, |room| room.min(MAX_CONNECTIONS))
 }
 
+/// What the run loop answers a scrape with: a fresh snapshot, and what it counted across all.
+pub(crate) struct Scraped {
+    pub(crate) snapshot: Snapshot,
+    pub(crate) tally: Tally,
+}
+
 /// A scrape waiting for the run loop's snapshot.
-pub(crate) type SnapshotRequest = oneshot::Sender<Snapshot>;
+pub(crate) type SnapshotRequest = oneshot::Sender<Scraped>;
 
 /// Listens on `address`; called before anything is attached, so an address that cannot be used
 /// ends the run before it starts.
@@ -71,10 +78,12 @@ pub(crate) async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Serves `listener` until the task is aborted; every scrape sends a request on `snapshots`.
+/// Serves `listener` until the task is aborted; every scrape sends a request on `snapshots` and
+/// gets a page at `detail`.
 pub(crate) fn spawn(
     listener: TcpListener,
     snapshots: mpsc::Sender<SnapshotRequest>,
+    detail: Detail,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let cap = connection_cap();
@@ -102,7 +111,8 @@ pub(crate) fn spawn(
             let snapshots = snapshots.clone();
             // A connection of its own: a scraper that goes away mid-response ends only that.
             tokio::spawn(async move {
-                let service = service_fn(move |request| respond(request, snapshots.clone()));
+                let service =
+                    service_fn(move |request| respond(request, snapshots.clone(), detail));
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -121,6 +131,7 @@ pub(crate) fn spawn(
 async fn respond(
     request: Request<Incoming>,
     snapshots: mpsc::Sender<SnapshotRequest>,
+    detail: Detail,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.uri().path() != "/metrics" {
         return Ok(plain(
@@ -140,18 +151,38 @@ async fn respond(
         .get(ACCEPT)
         .and_then(|accept| accept.to_str().ok());
     let format = Format::negotiate(accept);
-    let (reply, snapshot) = oneshot::channel();
+    let encoding = Encoding::negotiate(
+        request
+            .headers()
+            .get(ACCEPT_ENCODING)
+            .and_then(|accept| accept.to_str().ok()),
+    );
+    let (reply, scraped) = oneshot::channel();
     let Ok(()) = snapshots.send(reply).await else {
         return Ok(stopping());
     };
-    let Ok(snapshot) = snapshot.await else {
+    let Ok(Scraped { snapshot, tally }) = scraped.await else {
         return Ok(stopping());
     };
-    let mut response = Response::new(Full::new(Bytes::from(metrics::encode(snapshot, format))));
-    response.headers_mut().insert(
+    // Thousands of interfaces take milliseconds to encode and compress: not on the loop's
+    // thread, which counts, follows interfaces and reports.
+    let Ok(body) = tokio::task::spawn_blocking(move || {
+        encoding.apply(metrics::encode(snapshot, tally, detail, format))
+    })
+    .await
+    else {
+        return Ok(stopping());
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
+    headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    if let Some(coding) = encoding.header() {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+    }
     Ok(response)
 }
 

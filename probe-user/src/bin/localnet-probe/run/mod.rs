@@ -1,6 +1,7 @@
 //! `localnet-probe run`: attach, report every interval, say route_localnet changes within a
 //! second, detach on exit.
 
+mod announce;
 mod args;
 mod evidence;
 mod metrics_server;
@@ -21,11 +22,12 @@ use probe_user::{
     kernel::features::{Feature, KernelReport},
     net::link_events::LinkEvents,
     net::names::{NamePattern, printable},
+    output::compact::Compactor,
+    output::metrics::Detail,
     output::samples::{SampleRing, SampledFrame},
-    probe::attachment::{Hook, TcHook, XdpPrograms},
-    probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice, native_refusal},
+    probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice},
     session::select::{LeftOut, Selection, Skipped},
-    session::{AttachedInterface, OnConflict, Session, SessionError, SessionOptions, Started},
+    session::{OnConflict, Session, SessionError, SessionOptions, Started},
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -39,7 +41,8 @@ use crate::{
 };
 
 use self::{
-    args::DEFAULT_TOP,
+    announce::Announcer,
+    args::{DEFAULT_TOP, JsonObjects},
     evidence::{Events, Evidence, Pcap},
     metrics_server::SnapshotRequest,
     output::{Output, Stream},
@@ -74,10 +77,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let events = match (args.events, view) {
         (_, View::Live) if args.sample_rate > 0 => Some(Events::Pane),
         (false, _) => None,
-        (true, View::Stream(format)) if args.json => Some(Events::Stream(format)),
+        (true, View::Stream(format)) if args.json.is_some() => Some(Events::Stream(format)),
         (true, View::Live | View::Plain) => Some(Events::Pane),
         (true, _) => Some(Events::Stderr(Output::spawn(Stream::Stderr, 64))),
     };
+    let mut announcer = Announcer::new(&args.ifaces);
     let selection = Selection {
         ifaces: args.ifaces,
         exclude: args.exclude,
@@ -130,7 +134,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (session, started) =
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
-    say_started(&started, &patterns);
+    say_started(&started, &patterns, &mut announcer);
     let pins_stay = args.pin && !started.pins_vanish;
     if let Some(live) = &mut live {
         live.view
@@ -149,19 +153,35 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             let (requests, scrapes) = mpsc::channel(16);
             (
                 Some(scrapes),
-                Some(metrics_server::spawn(listener, requests)),
+                Some(metrics_server::spawn(
+                    listener,
+                    requests,
+                    if args.metrics_detail {
+                        Detail::Full
+                    } else {
+                        Detail::Summary
+                    },
+                )),
             )
         }
         None => (None, None),
+    };
+    // Compact objects on the stream unless --json asks for full ones: without --json, the
+    // stream is there because stdout is not a terminal (a service's log).
+    let compactor = match (view, args.json) {
+        (View::Stream(_), None | Some(JsonObjects::Compact)) => Some(Compactor::new(
+            args::full_every_objects(args.full_every, args.interval),
+        )),
+        _ => None,
     };
     let mut running = Running::new(
         session,
         &started,
         attached_at,
-        Render::new(view, args.interval, pins_stay),
-        Evidence::new(events, pcap),
+        announcer,
+        Render::new(view, args.interval, pins_stay, compactor),
+        Evidence::new(events, pcap, usize::from(args.top.unwrap_or(DEFAULT_TOP))),
         live,
-        usize::from(args.top.unwrap_or(DEFAULT_TOP)),
     );
     running.ring = match running.session.take_samples() {
         Some(ring) if args.sample_rate > 0 => {
@@ -190,6 +210,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = ticks.tick() => running.report()?,
             _ = refills.tick() => {
                 running.session.refill_sample_tokens()?;
+                running.announcer.say_pooled(false);
                 if check_between_reports {
                     running.between(None)?;
                 }
@@ -234,7 +255,7 @@ fn check_arguments(args: &RunArgs) -> Result<(), InvalidArguments> {
                 .to_owned(),
         ));
     }
-    if args.json && args.pcap.as_deref() == Some("-") {
+    if args.json.is_some() && args.pcap.as_deref() == Some("-") {
         return Err(InvalidArguments(
             "--pcap - puts the pcap on stdout, where --json would go; write the pcap to a file \
              or leave out --json"
@@ -248,7 +269,7 @@ impl View {
     fn chosen(args: &RunArgs) -> Self {
         if args.pcap.as_deref() == Some("-") {
             Self::Pcap
-        } else if let Some(format) = Format::chosen(args.json) {
+        } else if let Some(format) = Format::chosen(args.json.is_some()) {
             Self::Stream(format)
         } else if args.plain {
             Self::Plain
@@ -259,7 +280,7 @@ impl View {
 }
 
 /// What start-up found, on stderr.
-fn say_started(started: &Started, patterns: &[String]) {
+fn say_started(started: &Started, patterns: &[String], announcer: &mut Announcer) {
     tracing::debug!(
         "counters for up to {} interfaces (432 bytes each on every CPU)",
         started.capacity
@@ -284,7 +305,7 @@ fn say_started(started: &Started, patterns: &[String]) {
         );
     }
     say_left_out(&started.skipped);
-    say_attached(&started.attached, xdp);
+    announcer.attached(&started.attached, xdp);
     if started.attached.is_empty() && !patterns.is_empty() {
         tracing::info!(
             "no interface matches --iface {} yet; waiting for one to appear",
@@ -320,52 +341,6 @@ fn say_left_out(skipped: &[Skipped]) {
                 printable(&format!("{}: left out: {}", skipped.name, skipped.reason))
             );
         }
-    }
-}
-
-/// Says what was attached or taken over, and where auto mode fell back to generic XDP.
-fn say_attached(attached: &[AttachedInterface], xdp: XdpPrograms) {
-    for attached in attached {
-        if let Some(reason) = &attached.native_refused {
-            tracing::info!(
-                "{}: no native XDP here ({}); using generic XDP",
-                printable(&attached.name),
-                native_refusal(reason)
-            );
-        }
-        let hook = match attached.hook {
-            Hook::Xdp(mode) if xdp == XdpPrograms::Linear => {
-                format!("{} XDP, without multi-buffer", mode.name())
-            }
-            Hook::Xdp(mode) => format!("{} XDP", mode.name()),
-            Hook::Tc(tc) => {
-                let how = match tc {
-                    TcHook::Tcx => "",
-                    TcHook::Clsact => " (a clsact filter: this kernel has no tcx)",
-                };
-                let beside = if attached.adopted {
-                    ""
-                } else {
-                    ", beside another XDP program"
-                };
-                format!("{} ingress{how}{beside}", tc.name())
-            }
-        };
-        let egress = attached
-            .egress
-            .map(|egress| format!("; replies counted at {} egress", egress.name()))
-            .unwrap_or_default();
-        tracing::info!(
-            "{} {} ({hook}{}, {} mode)",
-            if attached.adopted {
-                "took over"
-            } else {
-                "attached to"
-            },
-            printable(&attached.name),
-            egress,
-            attached.mode.name()
-        );
     }
 }
 

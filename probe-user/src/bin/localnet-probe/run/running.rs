@@ -12,7 +12,11 @@ use crossterm::event::Event;
 use probe_common::Mode;
 use probe_user::{
     net::names::printable,
-    output::report::{EventReport, FirewallChangeReport, Report, SysctlChangeReport},
+    output::compact::{self, Compactor},
+    output::metrics::Tally,
+    output::report::{
+        AttachedReport, EventReport, FirewallChangeReport, Report, SysctlChangeReport,
+    },
     output::samples::{SampleRing, SampledFrame},
     probe::TcxPrecededBy,
     session::{InterfaceSnapshot, Session, SessionError, Snapshot, Started},
@@ -21,10 +25,11 @@ use tokio::time::Sleep;
 
 use super::{
     View,
+    announce::Announcer,
     evidence::Evidence,
-    metrics_server::SnapshotRequest,
+    metrics_server::{Scraped, SnapshotRequest},
     output::{Output, Stream},
-    say_attached, say_left_out,
+    say_left_out,
 };
 use crate::{
     stream::Format,
@@ -59,7 +64,6 @@ pub(super) struct Running {
     /// Where reports, events and the live view go; none for the pcap stream.
     pub(super) output: Option<Output>,
     pub(super) live: Option<Live>,
-    top: usize,
     previous: Option<Snapshot>,
     warned: Warned,
     /// Interfaces found removed by a snapshot between reports (a scrape's, a check of
@@ -67,6 +71,11 @@ pub(super) struct Running {
     removed_between_reports: Vec<InterfaceSnapshot>,
     /// The live view's last route_localnet changes.
     alerts: VecDeque<String>,
+    /// What the metrics count across snapshots; every snapshot taken is added.
+    tally: Tally,
+    pub(super) announcer: Announcer,
+    /// Interfaces attached since the last object the stream's reader got, for the next one.
+    attached_since_object: Vec<AttachedReport>,
 }
 
 /// What a key in the live view asks of the loop.
@@ -81,10 +90,10 @@ impl Running {
         session: Session,
         started: &Started,
         attached_at: Instant,
+        announcer: Announcer,
         render: Render,
         mut evidence: Evidence,
         live: Option<Live>,
-        top: usize,
     ) -> Self {
         evidence.add_interfaces(&started.attached);
         let pins_stay = started.pinned_in.is_some() && !started.pins_vanish;
@@ -100,17 +109,19 @@ impl Running {
             ring: None,
             batch: Vec::new(),
             live,
-            top,
             previous: None,
             warned: Warned::default(),
             removed_between_reports: Vec::new(),
             alerts: VecDeque::new(),
+            tally: Tally::default(),
+            announcer,
+            attached_since_object: started.attached.iter().map(AttachedReport::new).collect(),
         }
     }
 
     /// The report of an interval.
     pub(super) fn report(&mut self) -> anyhow::Result<()> {
-        let mut snapshot = self.session.snapshot()?;
+        let mut snapshot = self.snapshot()?;
         snapshot
             .removed
             .splice(0..0, self.removed_between_reports.drain(..));
@@ -126,6 +137,8 @@ impl Running {
         });
         let report = self.report_of(&snapshot, false);
         warn_on_changes(&report, &mut self.warned);
+        self.announcer.removed(&report.removed);
+        self.announcer.say_pooled(false);
         self.show(report, snapshot.at)?;
         self.previous = Some(snapshot);
         Ok(())
@@ -134,7 +147,7 @@ impl Running {
     /// A snapshot between reports: for a scrape when given one, else to find route_localnet and
     /// firewall changes, which the live views show at once.
     pub(super) fn between(&mut self, scrape: Option<SnapshotRequest>) -> anyhow::Result<()> {
-        let mut snapshot = self.session.snapshot()?;
+        let mut snapshot = self.snapshot()?;
         self.removed_between_reports.append(&mut snapshot.removed);
         // The live view shows a change at once, with the exposure it leaves.
         if say_changes(
@@ -149,9 +162,19 @@ impl Running {
         }
         if let Some(scrape) = scrape {
             // Nothing to do when the scraper has gone.
-            let _ = scrape.send(snapshot);
+            let _ = scrape.send(Scraped {
+                snapshot,
+                tally: self.tally,
+            });
         }
         Ok(())
+    }
+
+    /// The session's snapshot, counted in the tally.
+    fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
+        let snapshot = self.session.snapshot()?;
+        self.tally.add(&snapshot);
+        Ok(snapshot)
     }
 
     fn report_of(&self, snapshot: &Snapshot, is_final: bool) -> Report {
@@ -161,7 +184,7 @@ impl Running {
             self.attached_at.elapsed(),
             is_final,
         );
-        report.add_top_senders(&self.evidence.senders, self.top);
+        report.add_top_senders(&self.evidence.senders, self.evidence.top);
         report
     }
 
@@ -177,10 +200,16 @@ impl Running {
                 draw(live, output)
             }
             None => {
+                let mut report = report;
+                report.attached.clone_from(&self.attached_since_object);
                 let bytes = self
                     .render
-                    .render(&report, &self.evidence.pane, &self.alerts);
-                output.offer(bytes, "reports");
+                    .render(&mut report, &self.evidence.pane, &self.alerts);
+                if output.offer(bytes, "reports") {
+                    self.attached_since_object.clear();
+                } else {
+                    self.render.lost();
+                }
                 Ok(())
             }
         }
@@ -194,7 +223,12 @@ impl Running {
         for refusal in &followed.refused {
             tracing::warn!("{}", printable(&refusal.to_string()));
         }
-        say_attached(&followed.attached, self.session.xdp_programs());
+        self.announcer
+            .attached(&followed.attached, self.session.xdp_programs());
+        if self.live.is_none() {
+            self.attached_since_object
+                .extend(followed.attached.iter().map(AttachedReport::new));
+        }
         self.evidence.add_interfaces(&followed.attached);
         let pause = if followed.unsettled {
             Some(RELIST_PAUSE)
@@ -244,7 +278,7 @@ impl Running {
 
     /// The last report, after detaching: on the screen left behind, or on the stream.
     pub(super) fn finish(mut self) -> anyhow::Result<()> {
-        let mut snapshot = self.session.snapshot()?;
+        let mut snapshot = self.snapshot()?;
         snapshot
             .removed
             .splice(0..0, self.removed_between_reports.drain(..));
@@ -254,8 +288,11 @@ impl Running {
             self.output.as_mut(),
             &mut self.alerts,
         );
-        let report = self.report_of(&snapshot, true);
+        let mut report = self.report_of(&snapshot, true);
         warn_on_changes(&report, &mut self.warned);
+        self.announcer.removed(&report.removed);
+        self.announcer.say_pooled(true);
+        report.attached = std::mem::take(&mut self.attached_since_object);
         let names: BTreeMap<u32, String> = snapshot
             .interfaces
             .iter()
@@ -265,7 +302,7 @@ impl Running {
         let Self {
             session,
             stays_pinned_in,
-            render,
+            mut render,
             mut evidence,
             mut ring,
             mut batch,
@@ -299,7 +336,7 @@ impl Running {
             Some(live) => [live.close(), last].concat(),
             None => last,
         };
-        last.extend(render.render(&report, &evidence.pane, &alerts));
+        last.extend(render.render(&mut report, &evidence.pane, &alerts));
         evidence.finish(FINAL_REPORT_PATIENCE);
         match output {
             Some(output) => output.finish(last, FINAL_REPORT_PATIENCE),
@@ -316,10 +353,17 @@ pub(super) struct Render {
     /// The state the plain table shows while running, and once ended.
     live_state: String,
     final_state: &'static str,
+    /// Cuts the stream's objects to what changed (compact JSON); none for full objects.
+    compactor: Option<Compactor>,
 }
 
 impl Render {
-    pub(super) fn new(view: View, interval: f64, pins_stay: bool) -> Self {
+    pub(super) fn new(
+        view: View,
+        interval: f64,
+        pins_stay: bool,
+        compactor: Option<Compactor>,
+    ) -> Self {
         Self {
             view,
             live_state: format!(
@@ -335,17 +379,31 @@ impl Render {
             } else {
                 "detached"
             },
+            compactor,
+        }
+    }
+
+    /// The last rendering never reached the reader.
+    fn lost(&mut self) {
+        if let Some(compactor) = &mut self.compactor {
+            compactor.lost();
         }
     }
 
     fn render(
-        &self,
-        report: &Report,
+        &mut self,
+        report: &mut Report,
         pane: &VecDeque<EventReport>,
         alerts: &VecDeque<String>,
     ) -> Vec<u8> {
         match self.view {
-            View::Stream(format) => format.line(report),
+            View::Stream(format) => match &mut self.compactor {
+                Some(compactor) => {
+                    compactor.compact(report);
+                    format.line(&compact::object(report))
+                }
+                None => format.line(report),
+            },
             // The last view stays on the screen and scrolls, with the newest events.
             View::Plain | View::Live if report.is_final => {
                 let newest = pane.iter().skip(pane.len().saturating_sub(FINAL_EVENTS));
@@ -463,7 +521,8 @@ struct Warned {
 }
 
 /// Says once what changed: an interface where replies were first seen, one that became
-/// exposed, or exposed through other devices than before; one that disappeared.
+/// exposed, or exposed through other devices than before; forgets those that disappeared (the
+/// announcer says that).
 fn warn_on_changes(report: &Report, warned: &mut Warned) {
     for interface in &report.interfaces {
         if interface.exploited && warned.exploited.insert(interface.ifindex) {
@@ -495,11 +554,5 @@ fn warn_on_changes(report: &Report, warned: &mut Warned) {
         warned.exposed.remove(&removed.ifindex);
         warned.exploited.remove(&removed.ifindex);
         warned.preceded.remove(&removed.ifindex);
-        tracing::warn!(
-            "{} (ifindex {}) was removed; its final counts: {}",
-            printable(&removed.name),
-            removed.ifindex,
-            removed.totals
-        );
     }
 }

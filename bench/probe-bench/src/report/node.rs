@@ -1,0 +1,105 @@
+//! The node section's table and targets.
+
+use super::*;
+use crate::node::{
+    BEFORE_PAGE_BYTES, BEFORE_SERIES, BEFORE_SERIES_PER_RESTART, CHURN_PER_SEC, Node,
+};
+
+/// What Prometheus can afford: the goal of issue 27.
+const PAGE_GZIP_LIMIT: u64 = 1_000_000;
+const ENCODE_LIMIT_SECS: f64 = 0.1;
+/// Compact JSON's share of full JSON's bytes a day under churn, at most.
+const COMPACT_SHARE_LIMIT: f64 = 0.05;
+
+pub(super) fn markdown(out: &mut String, n: &Node) {
+    let _ = write!(
+        out,
+        "\n**A busy node** ({} interfaces, from snapshots made in process). Before: a page of \
+         {} series, {} raw, and {} new series for each pod restart. `/metrics`:\n\n\
+         | page | series | raw | gzip | encoded and gzipped |\n| --- | --- | --- | --- | --- |\n",
+        thousands(n.interfaces as usize),
+        thousands(BEFORE_SERIES),
+        bytes(BEFORE_PAGE_BYTES),
+        BEFORE_SERIES_PER_RESTART,
+    );
+    for page in &n.pages {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.1} ms median, {:.1}–{:.1} ms |",
+            page.case,
+            thousands(page.series),
+            bytes(page.raw_bytes),
+            bytes(page.gzip_bytes),
+            page.encode_secs.median * 1e3,
+            page.encode_secs.min * 1e3,
+            page.encode_secs.max * 1e3,
+        );
+    }
+    let restarts: Vec<String> = n
+        .restarts
+        .iter()
+        .map(|restart| format!("{} {}", restart.case, restart.new_series))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nNew series per pod restart: {}.",
+        restarts.join(", ")
+    );
+    for j in &n.json {
+        let _ = writeln!(
+            out,
+            "\nJSON at `--interval 1` with {CHURN_PER_SEC} interfaces replaced a second{}, over \
+             {} s: full objects ({} each) {} a day, compact ones (a full one every {} s) {} a \
+             day, {:.1} % of full.",
+            counting(j.counting_one_in),
+            j.seconds,
+            bytes(j.full_object_bytes as u64),
+            bytes(j.full_bytes_per_day as u64),
+            j.full_every_secs,
+            bytes(j.compact_bytes_per_day as u64),
+            100.0 * j.compact_bytes_per_day / j.full_bytes_per_day,
+        );
+    }
+}
+
+/// What else than churn the JSON case has.
+fn counting(one_in: usize) -> String {
+    if one_in == 0 {
+        String::new()
+    } else {
+        format!(" and one interface in {one_in} counting a frame every second")
+    }
+}
+
+pub(super) fn targets(n: &Node) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for page in &n.pages {
+        targets.push(Target::at_most(
+            format!(
+                "metrics at {} interfaces ({}) ≤ 1 MB gzip",
+                thousands(n.interfaces as usize),
+                page.case
+            ),
+            page.gzip_bytes as f64,
+            PAGE_GZIP_LIMIT as f64,
+            bytes(page.gzip_bytes),
+        ));
+        targets.push(Target::at_most(
+            format!("metrics page ({}) encoded and gzipped < 100 ms", page.case),
+            page.encode_secs.median,
+            ENCODE_LIMIT_SECS,
+            format!("{:.1} ms", page.encode_secs.median * 1e3),
+        ));
+    }
+    // The goal is the soak's churn; traffic on top is reported beside it.
+    if let Some(churn) = n.json.iter().find(|j| j.counting_one_in == 0) {
+        let share = churn.compact_bytes_per_day / churn.full_bytes_per_day;
+        targets.push(Target::at_most(
+            "compact JSON ≤ 5 % of full JSON's bytes a day under the soak's churn".to_owned(),
+            share,
+            COMPACT_SHARE_LIMIT,
+            format!("{:.1} %", share * 100.0),
+        ));
+    }
+    targets
+}
