@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 use test_frames::ipv4;
-use testbed::{Netns, ProbeProcess, RawSender, receive, served};
+use testbed::{Netns, ProbeProcess, RawSender, advised, pasted, receive, served};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 const UDP_PORT: u16 = 5353;
@@ -106,30 +106,6 @@ fn drop_remedy(netns: &Netns, name: &str) -> String {
         .to_owned()
 }
 
-/// The command in `remedy` that starts with `start`, up to `end` or the remedy's end.
-fn command<'a>(remedy: &'a str, start: &str, end: &str) -> &'a str {
-    let rest = &remedy[remedy
-        .find(start)
-        .unwrap_or_else(|| panic!("no {start:?} in {remedy}"))..];
-    rest.find(end).map_or(rest, |at| &rest[..at])
-}
-
-/// `command` as pasted into a shell in `netns` (with the host's mounts), the probe's binary for
-/// its first word, ended after half a second; its last JSON report.
-fn paste(netns: &Netns, command: &str) -> Value {
-    let command = command.replacen("localnet-probe", PROBE, 1) + " --json --duration 0.5";
-    let output = netns.output("sh", &["-c", &command]);
-    assert!(output.status.success(), "{command}: {output:?}");
-    serde_json::from_slice(
-        output
-            .stdout
-            .split(|byte| *byte == b'\n')
-            .rfind(|line| !line.is_empty())
-            .unwrap_or_else(|| panic!("{command} wrote no report")),
-    )
-    .expect("JSON")
-}
-
 /// The standing filter's interfaces and their modes, as `status` reads the pins.
 fn standing(netns: &Netns) -> Vec<(String, String)> {
     let output = netns.output(PROBE, &["status", "--json"]);
@@ -187,11 +163,11 @@ fn taking_a_standing_filter_over_as_advised_keeps_its_interfaces_and_modes() {
     );
 
     let remedy = drop_remedy(&netns, "va");
-    let advised = command(&remedy, "localnet-probe run", " (");
-    paste(&netns, advised);
+    let command = advised(&remedy, "localnet-probe run", " (");
+    pasted(&netns, PROBE, command);
     assert_eq!(standing(&netns), modes(&[("va", "drop"), ("vb", "drop")]));
     for other in ["pa", "pb", "vc", "pc"] {
-        assert!(!netns.has_xdp(other), "{advised} attached to {other}");
+        assert!(!netns.has_xdp(other), "{command} attached to {other}");
     }
     assert_eq!(delivered(&netns, &socket, "pa", 0), 0, "to va");
     assert_eq!(delivered(&netns, &socket, "pb", 0), 0, "to vb");
@@ -209,11 +185,15 @@ fn taking_a_standing_filter_over_as_advised_keeps_its_interfaces_and_modes() {
     // An admin-down interface is not selected by default: its command names it.
     netns.ip(&["link", "set", "vc", "down"]);
     let remedy = drop_remedy(&netns, "vc");
-    let advised = command(&remedy, "localnet-probe run", " (");
-    let report = paste(&netns, advised);
+    let command = advised(&remedy, "localnet-probe run", " (");
+    let report = pasted(&netns, PROBE, command);
     assert_eq!(served(&report), ["vc"], "{report}");
     assert_eq!(report["interfaces"][0]["mode"], "drop", "{report}");
-    paste(&netns, command(&remedy, "localnet-probe run --pin", ";"));
+    pasted(
+        &netns,
+        PROBE,
+        advised(&remedy, "localnet-probe run --pin", ";"),
+    );
     assert_eq!(
         standing(&netns),
         modes(&[("va", "drop"), ("vb", "drop"), ("vc", "drop")])
