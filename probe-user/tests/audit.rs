@@ -17,7 +17,7 @@ use serde_json::Value;
 use test_frames::ipv4;
 use testbed::{
     ForeignXdp, Link, Netns, ProbeProcess, RECEIVER_IF, RECEIVER_MAC, RECEIVER_V4, SENDER_MAC,
-    SENDER_V4, receive,
+    SENDER_V4, advised, interface, pasted, receive,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
@@ -113,7 +113,8 @@ fn expected_services() -> Vec<String> {
     ]
 }
 
-fn assert_exposed(link: &Link, services: &Services) {
+/// Asserts that the veth is exposed, and returns the remedy that has localnet-probe drop there.
+fn assert_exposed(link: &Link, services: &Services) -> String {
     let (code, report) = audit(&link.receiver);
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["exposed"], true);
@@ -126,13 +127,36 @@ fn assert_exposed(link: &Link, services: &Services) {
         .find(|finding| finding["kind"] == "reachable-services")
         .unwrap_or_else(|| panic!("no finding in {report}"));
     let remedies = finding["remedies"].to_string();
-    assert!(remedies.contains(&format!("localnet-probe run --drop-on {RECEIVER_IF}")));
+    assert!(
+        remedies.contains(&format!(
+            "localnet-probe run --iface {RECEIVER_IF} --drop-on {RECEIVER_IF}"
+        )),
+        "{remedies}"
+    );
     assert!(remedies.contains("route_localnet=0"), "{remedies}");
     assert_eq!(
         services.delivered(link, SPOOFED),
         SPOOFED,
         "the kernel delivers them"
     );
+    finding["remedies"]
+        .as_array()
+        .expect("remedies")
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|remedy| remedy.starts_with("or drop frames with loopback addresses"))
+        .unwrap_or_else(|| panic!("no probe remedy in {remedies}"))
+        .to_owned()
+}
+
+/// `command`, advised by the audit, pasted in `netns` once nothing serves the veth: it serves
+/// the veth in drop mode (at `hook`).
+fn assert_pasted_drops(netns: &Netns, command: &str, hook: &str) -> Value {
+    let report = pasted(netns, PROBE, command);
+    let served = interface(&report, RECEIVER_IF);
+    assert_eq!(served["mode"], "drop", "{command}: {report}");
+    assert_eq!(served["hook"], hook, "{command}: {report}");
+    report
 }
 
 fn assert_mitigated(link: &Link, services: &Services) -> Value {
@@ -193,11 +217,22 @@ fn audit_verdicts_match_what_the_kernel_delivers() {
     drop(probe);
     wait_detached(&link.receiver, RECEIVER_IF);
 
-    // In monitor mode it drops nothing, and the audit says so.
+    // In monitor mode it drops nothing, and the audit says so; its advice, pasted once that
+    // probe is stopped as it says, drops there.
     let probe = ProbeProcess::start(PROBE, &link.receiver, &["--iface", RECEIVER_IF]);
     probe.wait_ready();
-    assert_exposed(&link, &services);
+    let remedy = assert_exposed(&link, &services);
+    assert!(
+        remedy.contains(&format!("stop it (pid {} ", probe.pid())),
+        "{remedy}"
+    );
     drop(probe);
+    wait_detached(&link.receiver, RECEIVER_IF);
+    assert_pasted_drops(
+        &link.receiver,
+        advised(&remedy, "localnet-probe run", " ("),
+        "xdp",
+    );
     wait_detached(&link.receiver, RECEIVER_IF);
 
     // An nftables rule dropping 127.0.0.0/8 destinations from the veth.
@@ -314,6 +349,13 @@ fn a_probe_dropping_at_tcx_ingress_mitigates_beside_another_xdp_program() {
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
     let _foreign = ForeignXdp::attach(&link.receiver, RECEIVER_IF);
+    // The advice beside the other program, pasted, serves the veth at tcx ingress.
+    let remedy = assert_exposed(&link, &services);
+    assert_pasted_drops(
+        &link.receiver,
+        advised(&remedy, "localnet-probe run", " ("),
+        "tcx",
+    );
     let probe = ProbeProcess::start(
         PROBE,
         &link.receiver,
@@ -398,9 +440,26 @@ fn an_answered_spoofed_syn_makes_the_link_exploited() {
     assert_eq!(finding["severity"], "exposure");
     assert_eq!(finding["interface"], RECEIVER_IF);
     let remedies = finding["remedies"].to_string();
+    let samples = finding["remedies"]
+        .as_array()
+        .expect("remedies")
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|remedy| remedy.starts_with("see who tries"))
+        .unwrap_or_else(|| panic!("no remedy for samples in {remedies}"));
+    // Pasted once the probe that counted is stopped, as it says.
     assert!(
-        remedies.contains(&format!("localnet-probe run --drop-on {RECEIVER_IF}"))
-            && remedies.contains("--egress --events"),
-        "{remedies}"
+        samples.contains(&format!("stop it (pid {} ", probe.pid())),
+        "{samples}"
+    );
+    drop(probe);
+    wait_detached(netns, RECEIVER_IF);
+    let command = advised(samples, "localnet-probe run", " (");
+    assert!(command.ends_with(" --egress --events"), "{command}");
+    let report = assert_pasted_drops(netns, command, "xdp");
+    assert_eq!(
+        testbed::interface(&report, RECEIVER_IF)["egress"],
+        true,
+        "{command}: {report}"
     );
 }

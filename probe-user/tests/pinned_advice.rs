@@ -8,7 +8,7 @@
 use std::{process::Command, time::Duration};
 
 use serde_json::Value;
-use testbed::{Netns, ProbeProcess};
+use testbed::{Netns, ProbeProcess, served};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 
@@ -75,6 +75,48 @@ fn a_pinned_filter_gets_advice_that_works_under_ip_netns_exec() {
         .unwrap_or_else(|| panic!("no va in {report}"));
     assert_eq!(va["localnet_probe"]["how"], "pinned", "{va}");
     assert_eq!(va["localnet_probe"]["processes"], Value::Array(Vec::new()));
+
+    // With route_localnet on, its advice takes the filter over in drop mode from the host's
+    // mount namespace; pasted here, it does.
+    netns.sysctl("net/ipv4/conf/va/route_localnet", "1");
+    let audit = under_ip_netns_exec(&netns, &["audit", "--json"]);
+    let report: Value = serde_json::from_slice(&audit.stdout).expect("JSON");
+    let remedy = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|finding| finding["interface"] == "va")
+        .flat_map(|finding| finding["remedies"].as_array().expect("remedies"))
+        .filter_map(Value::as_str)
+        .find(|remedy| remedy.starts_with("or drop frames with loopback addresses"))
+        .unwrap_or_else(|| panic!("no remedy for va in {report}"));
+    let takeover = testbed::advised(remedy, "nsenter --net=", " (");
+    assert!(
+        takeover.starts_with(&format!("{nsenter} localnet-probe run --pin --iface va")),
+        "{takeover}"
+    );
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            &(takeover.replacen("localnet-probe", PROBE, 1) + " --json --duration 0.5"),
+        ])
+        .output()
+        .expect("run sh");
+    assert!(output.status.success(), "{takeover}: {output:?}");
+    let status = netns.output(PROBE, &["status", "--json"]);
+    let status: Value = serde_json::from_slice(
+        status
+            .stdout
+            .split(|byte| *byte == b'\n')
+            .next()
+            .expect("a line"),
+    )
+    .expect("JSON");
+    assert_eq!(served(&status), ["va"], "{takeover}: {status}");
+    assert_eq!(
+        status["interfaces"][0]["mode"], "drop",
+        "{takeover}: {status}"
+    );
 
     // The advice, run as given (from this test's mount namespace, the host's).
     let advised = advised.expect("a detach command");

@@ -1,10 +1,10 @@
 //! The audit's words: each interface's findings from its verdict, with the remedies that apply.
 
-use super::*;
-use crate::net::{
-    names::{bytes_of_name, name_argument, nft_string, shell_bytes},
-    netns::nsenter_here,
+use super::{
+    advice::{Serving, drop_with_probe, serve_dropping},
+    *,
 };
+use crate::net::names::{bytes_of_name, nft_string, shell_bytes};
 
 /// `tcp 127.0.0.1:6379 (pid 812 redis-server)`.
 pub fn describe(socket: &BoundSocket) -> String {
@@ -91,60 +91,6 @@ fn unset_route_localnet(set_in: &[&str]) -> String {
     )
 }
 
-/// The remedy of localnet-probe dropping on the interface `name`.
-fn drop_with_probe(audited: &InterfaceAudit) -> String {
-    let name = &audited.name;
-    let flag = name_argument(name);
-    match (&audited.localnet_probe, audited.other_xdp_program) {
-        (Some(probe), _) => {
-            let (how, command) = match probe.how {
-                "standing" => (
-                    "take its standing filter over in drop mode",
-                    "localnet-probe run --pin".to_owned(),
-                ),
-                // `run --pin` here would not see the pins: from where they are visible.
-                "pinned" => (
-                    "take its standing filter over in drop mode from the host's mount namespace, \
-                     where its pins are visible",
-                    format!("{} localnet-probe run --pin", nsenter_here()),
-                ),
-                _ => (
-                    "stop it and start it again in drop mode",
-                    "localnet-probe run".to_owned(),
-                ),
-            };
-            format!(
-                "drop frames with loopback addresses on {name} before the stack sees them, where \
-                 localnet-probe ({} at {}) serves it already: {how}, {command} --drop-on \
-                 {flag}{}",
-                probe.how,
-                probe.hook,
-                beside_other_xdp(audited)
-            )
-        }
-        (None, Some(id)) => format!(
-            "drop frames with loopback addresses on {name} before the stack sees them, beside \
-             its XDP program {id}: localnet-probe run --drop-on {flag} --on-conflict tc (with \
-             --pin to keep it after exit)"
-        ),
-        (None, None) => format!(
-            "drop frames with loopback addresses on {name} before the stack sees them: \
-             localnet-probe run --drop-on {flag} (with --pin to keep it after exit)"
-        ),
-    }
-}
-
-/// `--on-conflict tc`, where localnet-probe has to serve `audited` beside another XDP program.
-fn beside_other_xdp(audited: &InterfaceAudit) -> &'static str {
-    let at_tcx = audited
-        .localnet_probe
-        .as_ref()
-        .map_or(audited.other_xdp_program.is_some(), |probe| {
-            probe.hook != "xdp"
-        });
-    if at_tcx { " --on-conflict tc" } else { "" }
-}
-
 /// What drops frames to 127.0.0.0/8 from a mitigated link.
 fn mitigated_by(audited: &InterfaceAudit) -> String {
     let by = audited
@@ -194,19 +140,28 @@ fn exploited_finding(audited: &InterfaceAudit, now: Verdict, inputs: &Inputs) ->
     };
     let mut remedies = Vec::new();
     if matches!(now, Verdict::Exposed | Verdict::Latent) {
-        remedies.push(drop_with_probe(audited));
+        remedies.push(drop_with_probe(audited, inputs));
     }
     let set_in = route_localnet_set_in(audited, inputs);
     if !set_in.is_empty() {
         remedies.push(unset_route_localnet(&set_in));
     }
+    let Serving { how, command, note } = serve_dropping(audited, inputs, &["--egress", "--events"]);
+    let how = if how.is_empty() {
+        String::new()
+    } else {
+        format!(", {how}")
+    };
+    let note = if note.is_empty() {
+        String::new()
+    } else {
+        format!("; {note}")
+    };
     remedies.push(format!(
         "see who tries, and whom it answered, in samples of the frames with loopback addresses \
-         arriving or replied while dropping them: localnet-probe run --iface {flag} --drop-on \
-         {flag}{} --egress --events (or --pcap FILE, for tcpdump); the replies already counted \
-         are in the samples of the probe that counted them, where it shows them",
-        beside_other_xdp(audited),
-        flag = name_argument(name),
+         arriving or replied while dropping them{how}: {command} (--pcap FILE instead of --events \
+         writes them for tcpdump{note}); the replies already counted are in the samples of the \
+         probe that counted them, where it shows them"
     ));
     Some(Finding {
         severity: Severity::Exposure,
@@ -294,7 +249,7 @@ pub(super) fn interface_findings(
             " (it is set again with the next container whose ports are published: a drop lasts)",
         );
     }
-    let probe = format!("or {}", drop_with_probe(audited));
+    let probe = format!("or {}", drop_with_probe(audited, inputs));
     let nft_rule = |address: &str| {
         let rules: Vec<String> = audited
             .route_localnet_via

@@ -2,6 +2,7 @@
 //! loopback sockets, localnet-probe's programs and modes at XDP and tcx, and nftables.
 
 use super::{ruleset::Ruleset, *};
+use crate::probe::{Probe, pins::PinDir};
 
 /// `net.ipv4.conf.{all,default}` values that matter here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -91,6 +92,20 @@ pub struct Inputs {
     /// The packet filter's chains (nftables', iptables-legacy's), or why nftables' ruleset could
     /// not be read.
     pub nft: Result<Ruleset, String>,
+    /// This namespace's standing filter as its pins have it (`None` when none is pinned, or its
+    /// pins are not visible from this mount namespace), or why they could not be read: a
+    /// `run --pin` the audit advises must keep it.
+    pub standing: Result<Option<Vec<StandingInterface>>, String>,
+}
+
+/// An interface of the standing filter, with what a `run --pin` taking it over must give again
+/// to keep it as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandingInterface {
+    pub name: String,
+    pub mode: Mode,
+    /// Its replies are counted at tcx egress (`run --pin --egress`).
+    pub egress: bool,
 }
 
 /// An XDP program on an interface.
@@ -136,6 +151,7 @@ impl Inputs {
             .collect();
         let tcx = tcx_on(&interfaces);
         let nft = firewall::read();
+        let standing = standing_interfaces(&interfaces);
         Ok(Self {
             all: global("all")?,
             default: global("default")?,
@@ -145,8 +161,44 @@ impl Inputs {
             xdp,
             tcx,
             nft,
+            standing,
         })
     }
+}
+
+/// The standing filter's interfaces here, read from its pins as `status` reads them.
+fn standing_interfaces(interfaces: &[Interface]) -> Result<Option<Vec<StandingInterface>>, String> {
+    let dir = PinDir::of_this_namespace()
+        .map_err(|error| format!("cannot find this network namespace: {error}"))?;
+    if dir.require_visible().is_err() {
+        return Ok(None);
+    }
+    let Some(standing) = dir.standing().map_err(|error| error.to_string())? else {
+        return Ok(None);
+    };
+    let (probe, _gone) =
+        Probe::read_standing(dir, standing.capacity).map_err(|error| error.to_string())?;
+    Ok(Some(
+        probe
+            .served()
+            .filter_map(|(ifindex, _)| {
+                // One moved to another namespace has no name here; a `run --pin` reports it
+                // removed.
+                let name = interfaces
+                    .iter()
+                    .find(|i| i.ifindex == ifindex)?
+                    .name
+                    .clone();
+                Some(StandingInterface {
+                    name,
+                    mode: probe.mode(ifindex)?,
+                    egress: probe
+                        .attached_hook(ifindex)
+                        .is_some_and(|(_, egress)| egress.is_some()),
+                })
+            })
+            .collect(),
+    ))
 }
 
 pub(crate) fn which(program: &str) -> bool {

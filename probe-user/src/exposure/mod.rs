@@ -8,6 +8,7 @@
 //! with the facts they have), so every verdict is testable with made-up inputs.
 //! `localnet-probe audit` renders the result.
 
+mod advice;
 mod findings;
 pub mod firewall;
 mod inputs;
@@ -21,7 +22,7 @@ pub mod verdict;
 use self::findings::{EXPLOITED, interface_findings};
 pub use self::{
     findings::describe,
-    inputs::{GlobalConf, Inputs, InputsError, ProbeOn, TcxOn, XdpOn},
+    inputs::{GlobalConf, Inputs, InputsError, ProbeOn, StandingInterface, TcxOn, XdpOn},
 };
 
 use std::{io, net::IpAddr};

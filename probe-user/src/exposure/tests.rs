@@ -48,6 +48,7 @@ fn inputs(interfaces: Vec<Interface>) -> Inputs {
         xdp: Vec::new(),
         tcx: Ok(Vec::new()),
         nft: Ok(Ruleset::default()),
+        standing: Ok(None),
     }
 }
 
@@ -164,7 +165,7 @@ fn lists_ipv4_loopback_services_where_route_localnet_is_in_effect() {
         finding
             .remedies
             .iter()
-            .any(|r| r.contains("localnet-probe run --drop-on eth0"))
+            .any(|r| r.contains("localnet-probe run --iface eth0 --drop-on eth0 (with --pin"))
     );
     assert!(
         finding
@@ -390,7 +391,8 @@ fn replies_seen_make_an_exposed_link_exploited() {
         exploited.message
     );
     for remedy in [
-        "localnet-probe run --drop-on eth0",
+        "localnet-probe run --iface eth0 --drop-on eth0 (with --pin",
+        "localnet-probe run --iface eth0 --drop-on eth0 --egress --events",
         "net.ipv4.conf.eth0.route_localnet=0",
         "--egress --events",
         "--pcap FILE",
@@ -609,4 +611,181 @@ fn replies_kept_in_the_counters_outlive_the_egress_program() {
     let audited = audit(&inputs, None);
     assert_eq!(audited.interfaces[0].verdict, Verdict::Mitigated);
     assert_eq!(audited.interfaces[0].replies_seen, None);
+}
+
+/// The remedy that has localnet-probe drop on `name`, from `inputs`' audit.
+fn drop_remedy(inputs: &Inputs, name: &str) -> String {
+    let audited = audit(inputs, None);
+    audited
+        .findings
+        .iter()
+        .filter(|finding| finding.interface.as_deref() == Some(name))
+        .flat_map(|finding| &finding.remedies)
+        .find(|remedy| remedy.starts_with("or drop frames with loopback addresses"))
+        .unwrap_or_else(|| panic!("no remedy for {name}: {:?}", audited.findings))
+        .clone()
+}
+
+fn standing_probe(mode: Mode, how: &'static str, processes: Vec<Holder>) -> XdpOn {
+    XdpOn::LocalnetProbe(ProbeOn {
+        hook: "xdp",
+        how,
+        xdp_mode: Some("native"),
+        processes,
+        ..probe_at_tcx(Some(mode))
+    })
+}
+
+fn kept(name: &str, mode: Mode, egress: bool) -> StandingInterface {
+    StandingInterface {
+        name: name.to_owned(),
+        mode,
+        egress,
+    }
+}
+
+#[test]
+fn taking_a_standing_filter_over_keeps_its_interfaces_modes_and_replies() {
+    let mut inputs = inputs(vec![
+        interface("eth0", 2, true),
+        interface("eth1", 3, false),
+        interface("eth2", 4, false),
+    ]);
+    inputs.xdp = vec![
+        (2, standing_probe(Mode::Monitor, "standing", Vec::new())),
+        (3, standing_probe(Mode::Drop, "standing", Vec::new())),
+    ];
+    inputs.standing = Ok(Some(vec![
+        kept("eth0", Mode::Monitor, false),
+        kept("eth1", Mode::Drop, true),
+    ]));
+    let remedy = drop_remedy(&inputs, "eth0");
+    assert!(
+        remedy.contains(
+            "take its standing filter over in drop mode, keeping the interfaces and modes it \
+             has: localnet-probe run --pin --iface eth0 --iface eth1 --egress --drop-on eth1 \
+             --drop-on eth0 (it pins exactly these interfaces: a pattern"
+        ),
+        "{remedy}"
+    );
+    // Served by a `run --pin`, which holds the lock a second one needs.
+    inputs.xdp[0] = (
+        2,
+        standing_probe(
+            Mode::Monitor,
+            "standing",
+            vec![Holder {
+                pid: 7,
+                command: "localnet-probe".to_owned(),
+            }],
+        ),
+    );
+    let remedy = drop_remedy(&inputs, "eth0");
+    assert!(
+        remedy.contains("stop the run --pin serving it (pid 7 localnet-probe), then take its"),
+        "{remedy}"
+    );
+    // Pins that cannot be read give no command that would pass for keeping them.
+    inputs.standing = Err("permission denied".to_owned());
+    let remedy = drop_remedy(&inputs, "eth0");
+    assert!(
+        remedy.contains("whose pins could not be read (permission denied)")
+            && remedy.contains("`localnet-probe status` lists its interfaces and modes"),
+        "{remedy}"
+    );
+}
+
+#[test]
+fn a_pin_advised_beside_a_standing_filter_keeps_it() {
+    let mut inputs = inputs(vec![
+        interface("eth0", 2, false),
+        interface("eth1", 3, false),
+        interface("eth2", 4, true),
+    ]);
+    inputs.xdp = vec![
+        (2, standing_probe(Mode::Monitor, "standing", Vec::new())),
+        (3, standing_probe(Mode::Drop, "standing", Vec::new())),
+    ];
+    inputs.standing = Ok(Some(vec![
+        kept("eth0", Mode::Monitor, false),
+        kept("eth1", Mode::Drop, false),
+    ]));
+    let remedy = drop_remedy(&inputs, "eth2");
+    assert!(
+        remedy.contains(
+            "before the stack sees them: localnet-probe run --iface eth2 --drop-on eth2 (to \
+             keep it after exit, add it to the standing filter, keeping the interfaces and modes \
+             it has: localnet-probe run --pin --iface eth0 --iface eth1 --iface eth2 --drop-on \
+             eth1 --drop-on eth2; it pins exactly"
+        ),
+        "{remedy}"
+    );
+    inputs.standing = Ok(None);
+    let remedy = drop_remedy(&inputs, "eth2");
+    assert!(
+        remedy.ends_with(
+            "localnet-probe run --iface eth2 --drop-on eth2 (with --pin to keep it after exit)"
+        ),
+        "{remedy}"
+    );
+}
+
+#[test]
+fn pins_not_visible_here_are_kept_as_the_kernel_shows_them() {
+    let mut inputs = inputs(vec![
+        interface("eth0", 2, true),
+        interface("eth1", 3, false),
+        interface("eth2", 4, false),
+    ]);
+    inputs.xdp = vec![
+        (2, standing_probe(Mode::Monitor, "pinned", Vec::new())),
+        (3, standing_probe(Mode::Drop, "pinned", Vec::new())),
+    ];
+    let mut unknown = probe_at_tcx(None);
+    unknown.how = "pinned";
+    inputs.tcx = Ok(vec![(
+        4,
+        TcxOn {
+            ingress: Some(unknown),
+            replies: Some(Ok(0)),
+            ..TcxOn::default()
+        },
+    )]);
+    let remedy = drop_remedy(&inputs, "eth0");
+    assert!(
+        remedy.contains(
+            "from the host's mount namespace, where its pins are visible, keeping the interfaces \
+             and modes it has: nsenter --net="
+        ) && remedy.contains(
+            " localnet-probe run --pin --iface eth0 --iface eth1 --iface eth2 --egress --drop-on \
+             eth1 --drop-on eth0 (it pins exactly"
+        ) && remedy
+            .contains("the mode of eth2 could not be read: add --drop-on for each that drops"),
+        "{remedy}"
+    );
+}
+
+#[test]
+fn a_probe_process_is_stopped_before_one_drops_there() {
+    let mut inputs = inputs(vec![interface("eth0", 2, true)]);
+    inputs.xdp = vec![(
+        2,
+        standing_probe(
+            Mode::Monitor,
+            "process",
+            vec![Holder {
+                pid: 9,
+                command: "localnet-probe".to_owned(),
+            }],
+        ),
+    )];
+    let remedy = drop_remedy(&inputs, "eth0");
+    assert!(
+        remedy.ends_with(
+            "where localnet-probe (process at xdp) serves it already: stop it (pid 9 \
+             localnet-probe), then start it again with --drop-on eth0 added to its arguments, or \
+             serve eth0 alone in drop mode: localnet-probe run --iface eth0 --drop-on eth0"
+        ),
+        "{remedy}"
+    );
 }

@@ -1126,3 +1126,28 @@ pub fn url_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A command `localnet-probe audit` advised, pasted into `sh -c` in `netns` (with the host's
+/// mounts) as an operator would, with `binary` for its first `localnet-probe` and
+/// `--json --duration 0.5` added so that it ends: its last JSON report. Panics unless it exits 0.
+pub fn pasted(netns: &Netns, binary: &str, command: &str) -> Value {
+    let command = command.replacen("localnet-probe", binary, 1) + " --json --duration 0.5";
+    let output = netns.output("sh", &["-c", &command]);
+    assert!(output.status.success(), "{command}: {output:?}");
+    serde_json::from_slice(
+        output
+            .stdout
+            .split(|byte| *byte == b'\n')
+            .rfind(|line| !line.is_empty())
+            .unwrap_or_else(|| panic!("{command} wrote no report")),
+    )
+    .unwrap_or_else(|e| panic!("{command}: its last line is not JSON ({e})"))
+}
+
+/// The command in an advice `text` that starts with `start`, up to `end` or the text's end.
+pub fn advised<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let rest = &text[text
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start:?} in {text}"))..];
+    rest.find(end).map_or(rest, |at| &rest[..at])
+}
