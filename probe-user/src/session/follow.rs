@@ -1,7 +1,7 @@
 //! The session after a link event: the served interfaces that are gone are released, renames
 //! followed, and the interfaces the selection asks for now served by the rules of the start.
 
-use super::*;
+use super::{serve::skipped_for, *};
 
 impl Session {
     /// Follows the interfaces after a link event: releases the served ones that are gone (the
