@@ -450,7 +450,7 @@ impl Session {
 
 /// What holds `interface` already: another localnet-probe at its tcx ingress (refused whatever
 /// `--on-conflict` says, as at XDP: it is served), or another XDP program.
-pub(super) fn occupant_of(interface: &Interface) -> Option<Occupant> {
+fn occupant_of(interface: &Interface) -> Option<Occupant> {
     Occupant::localnet_probe_at_tc(interface).or_else(|| Occupant::of(interface))
 }
 
