@@ -103,6 +103,8 @@ fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_clea
     let shown = status(netns);
     assert_eq!(shown["type"], "status");
     assert_eq!(shown["standing_filter"]["served_by"], Value::Null);
+    // nsenter --net keeps the host's mount namespace and its BPF file system: the pins stay.
+    assert_eq!(shown["standing_filter"]["pins_vanish"], false, "{shown}");
     let entry = interface(&shown, RECEIVER_IF);
     assert_eq!(entry["mode"], "drop");
     assert_eq!(dropped(&shown), 100, "{shown}");

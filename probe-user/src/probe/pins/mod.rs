@@ -34,7 +34,8 @@ use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData};
 use probe_common::{Counter, IfaceConfig, SampleCounts, map_names};
 use thiserror::Error;
 
-use self::namespace::{in_private_mount_namespace, mount_warning, netns_cookie};
+pub use self::namespace::pins_vanish;
+use self::namespace::{mount_warning, netns_cookie};
 pub use self::{
     lock::{PinLock, serving_process},
     records::{LAYOUT, PinnedInterface, Standing},
@@ -136,14 +137,16 @@ pub enum PinError {
     #[error("cannot read or write the pinned {name}: {error}")]
     Map { name: &'static str, error: String },
 }
+
 /// What [`PinDir::prepare`] had to do.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    /// Said when it mounted a BPF file system.
+    /// Said when it mounted a BPF file system, or when the one mounted is this mount
+    /// namespace's own.
     pub warning: Option<String>,
-    /// Whether the pins go away with this command: the BPF file system it mounted is in a
-    /// mount namespace of the command's own.
-    pub vanishing: bool,
+    /// Whether the pins go away with this command's mount namespace, `None` when that cannot
+    /// be told (see [`pins_vanish`]).
+    pub vanishing: Option<bool>,
 }
 
 /// What [`PinDir::look`] found.
@@ -185,18 +188,19 @@ impl PinDir {
     }
 
     /// Makes sure the directory can take pins: mounts the BPF file system when it is not
-    /// (saying so, and whether the mount outlives this process). The directory itself is made
+    /// (saying so), and says whether the mount outlives this process. The directory itself is made
     /// by [`PinDir::pin_new`], so that a start that fails before leaves none.
     pub fn prepare(&self) -> Result<Prepared, PinError> {
-        let mut prepared = Prepared::default();
         let root = Path::new(BPFFS);
-        if !bpffs::is_mounted(root).unwrap_or(false) {
+        let mounted_here = !bpffs::is_mounted(root).unwrap_or(false);
+        if mounted_here {
             bpffs::mount(root).map_err(PinError::NotMountable)?;
-            let private = in_private_mount_namespace();
-            prepared.vanishing = private == Some(true);
-            prepared.warning = Some(mount_warning(private));
         }
-        Ok(prepared)
+        let vanishing = pins_vanish(mounted_here);
+        Ok(Prepared {
+            warning: mount_warning(mounted_here, vanishing),
+            vanishing,
+        })
     }
 
     /// What the directory holds; an unusable one is an error, an incomplete one that this

@@ -3,7 +3,10 @@
 
 use std::{
     fs, io,
-    os::fd::{AsRawFd as _, FromRawFd as _},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _},
+        unix::fs::MetadataExt as _,
+    },
 };
 
 use super::BPFFS;
@@ -39,36 +42,83 @@ pub(super) fn netns_cookie() -> io::Result<u64> {
     Ok(cookie)
 }
 
-/// Whether this process's mount namespace is not the host's (init's): one `ip netns exec`,
-/// `unshare --mount` or a unit's private mounts made, which a mount in it does not outlive for
-/// long. Where init's cannot be read (in a container without CAP_SYS_PTRACE over it), a parent
-/// in another one says this one was made for this command; otherwise `None`: nobody knows, and
-/// the pins may well stay.
-pub(super) fn in_private_mount_namespace() -> Option<bool> {
+/// The initial PID namespace's inode (`PROC_PID_INIT_INO`): a process in another one is in a
+/// container, whose PID 1 is not the host's init.
+const INITIAL_PID_NAMESPACE: &str = "pid:[4026531836]";
+
+/// How many ancestors are looked at, at most.
+const ANCESTORS: usize = 64;
+
+/// Whether the pins in the BPF file system at [`BPFFS`] go away with this process's mount
+/// namespace: `Some(true)` when an outer mount namespace (an ancestor's, as the shell that ran
+/// `ip netns exec` or `unshare --mount` has) does not have the same file system there, so it is
+/// this namespace's own; `Some(false)` when one has it (a unit's private mounts, a namespace
+/// copied from the host's), or when this is the host's own namespace; `None` when nobody can
+/// tell. `mounted_here`: this command mounted it, which in a container means it is the
+/// container's own (a DaemonSet's host bpffs is mounted before the probe starts), and lasts
+/// only as long as the container.
+pub fn pins_vanish(mounted_here: bool) -> Option<bool> {
     let own = fs::read_link("/proc/self/ns/mnt").ok()?;
-    if let Ok(init) = fs::read_link("/proc/1/ns/mnt") {
-        return Some(own != init);
+    let bpffs = fs::metadata(BPFFS).ok()?.dev();
+    let mut pid = std::process::id();
+    for _ in 0..ANCESTORS {
+        pid = parent_of(pid)?;
+        if pid == 0 {
+            break;
+        }
+        // Unreadable without CAP_SYS_PTRACE over it (or under a stricter LSM): the next one
+        // may tell.
+        let Ok(namespace) = fs::read_link(format!("/proc/{pid}/ns/mnt")) else {
+            continue;
+        };
+        if namespace != own {
+            let outer = fs::metadata(format!("/proc/{pid}/root{BPFFS}")).ok()?;
+            return Some(outer.dev() != bpffs);
+        }
+        if pid == 1 {
+            let host = fs::read_link("/proc/self/ns/pid")
+                .is_ok_and(|pid_namespace| pid_namespace.as_os_str() == INITIAL_PID_NAMESPACE);
+            return if host || !mounted_here {
+                Some(false)
+            } else {
+                None
+            };
+        }
     }
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() };
-    fs::read_link(format!("/proc/{parent}/ns/mnt"))
-        .ok()
-        .filter(|parent| *parent != own)
-        .map(|_| true)
+    // PID 1 unreadable, and every ancestor read in this namespace.
+    (!mounted_here).then_some(false)
 }
 
-/// Said after mounting the BPF file system: the mount lives as long as the mount namespace,
-/// which is said only when known to be one of this command's own.
-pub(super) fn mount_warning(private: Option<bool>) -> String {
-    if private == Some(true) {
-        format!(
-            "mounted a BPF file system at {BPFFS}, in a mount namespace of this command's own \
-             (as `ip netns exec` makes): the pins go away with it, and the filter with them. To \
-             keep them, run in the host's mount namespace: `{} localnet-probe run --pin …`",
-            crate::net::netns::nsenter_here()
-        )
+/// The parent of process `pid`, 0 for none, from `/proc/PID/stat` (its fourth field, after a
+/// command name that may hold spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Said when the BPF file system is this namespace's own, or this command mounted it: the
+/// mount lives as long as the mount namespace, said to go with this command only when known.
+pub(super) fn mount_warning(mounted_here: bool, vanish: Option<bool>) -> Option<String> {
+    let what = if mounted_here {
+        format!("mounted a BPF file system at {BPFFS}, where none was mounted")
     } else {
-        format!("mounted a BPF file system at {BPFFS}: none was mounted")
+        format!("the BPF file system at {BPFFS} was mounted in this mount namespace only")
+    };
+    match vanish {
+        Some(true) => Some(format!(
+            "{what}, in a mount namespace of this command's own (as `ip netns exec` makes): the \
+             pins go away with it, and the filter with them. To keep them, run in the host's \
+             mount namespace: `{} localnet-probe run --pin …`",
+            crate::net::netns::nsenter_here()
+        )),
+        None => Some(format!(
+            "{what}; whether it outlives this command cannot be told from here (in a container \
+             it lasts as long as the container): to be sure the filter stays, mount the host's \
+             BPF file system at {BPFFS} (a DaemonSet's hostPath) or run in the host's mount \
+             namespace"
+        )),
+        Some(false) => mounted_here.then_some(what),
     }
 }
 
@@ -78,9 +128,27 @@ mod mount_tests {
 
     #[test]
     fn pins_are_said_to_vanish_only_where_known() {
-        assert!(mount_warning(Some(true)).contains("the pins go away"));
-        // /proc/1/ns/mnt unreadable: the pins may well stay, so nothing is claimed.
-        assert!(!mount_warning(None).contains("go away"));
-        assert!(!mount_warning(Some(false)).contains("go away"));
+        for mounted_here in [true, false] {
+            let vanish = mount_warning(mounted_here, Some(true)).unwrap();
+            assert!(vanish.contains("the pins go away"), "{vanish}");
+            // Nobody can tell: neither claimed.
+            let unknown = mount_warning(mounted_here, None).unwrap();
+            assert!(!unknown.contains("go away"), "{unknown}");
+            assert!(unknown.contains("cannot be told"), "{unknown}");
+        }
+        assert!(
+            !mount_warning(true, Some(false))
+                .unwrap()
+                .contains("go away")
+        );
+        // Already mounted, and shared with an outer namespace: nothing to say.
+        assert_eq!(mount_warning(false, Some(false)), None);
+    }
+
+    #[test]
+    fn a_parent_is_read_past_a_command_name_with_parentheses() {
+        // This test's own process: its parent is the test harness's, never 0.
+        let parent = parent_of(std::process::id()).unwrap();
+        assert_eq!(parent, std::os::unix::process::parent_id());
     }
 }
