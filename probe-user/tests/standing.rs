@@ -818,7 +818,9 @@ fn status_and_detach_say_when_they_cannot_see_the_pins() {
             .args(["netns", "exec", &netns.name, PROBE, command])
             .output()
             .expect("run ip netns exec");
-        assert_refused(&output, 1, &["cannot be seen from here", "nsenter --net="]);
+        // Its own name, not a placeholder.
+        let nsenter = format!("`nsenter --net=/run/netns/{} localnet-probe …`", netns.name);
+        assert_refused(&output, 1, &["cannot be seen from here", &nsenter]);
     }
     assert_eq!(with_xdp(&netns), [devices[0].as_str()], "still filtered");
     detach_all(&netns);

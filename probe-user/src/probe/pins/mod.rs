@@ -117,10 +117,13 @@ pub enum PinError {
     Busy { holder: String },
     #[error(
         "no BPF file system is mounted at {BPFFS} in this mount namespace (as under `ip netns \
-         exec`), so a standing filter's pins cannot be seen from here: run `nsenter \
-         --net=/run/netns/NAME localnet-probe …` instead"
+         exec`), so a standing filter's pins cannot be seen from here: run `{nsenter} \
+         localnet-probe …` instead"
     )]
-    Invisible,
+    Invisible {
+        /// `nsenter --net=…` into this network namespace, by its name when it has one.
+        nsenter: String,
+    },
     #[error(
         "{}: {problem}; the standing filter's pins were changed by something other than \
          localnet-probe and cannot be trusted: remove it with `localnet-probe detach` (its \
@@ -316,7 +319,9 @@ impl PinDir {
         if bpffs::is_mounted(Path::new(BPFFS)).unwrap_or(false) {
             Ok(())
         } else {
-            Err(PinError::Invisible)
+            Err(PinError::Invisible {
+                nsenter: crate::net::netns::nsenter_here(),
+            })
         }
     }
 
