@@ -36,8 +36,37 @@ pub(crate) fn detach(args: &DetachArgs) -> anyhow::Result<()> {
             interface.totals
         );
     }
+    for entry in &detached.foreign {
+        tracing::warn!(
+            "left {}: localnet-probe did not put it there",
+            printable(&detached.dir.join(entry).to_string_lossy())
+        );
+    }
+    if !detached.stayed.is_empty() {
+        let stayed: Vec<String> = detached
+            .stayed
+            .iter()
+            .map(|(entry, error)| {
+                format!(
+                    "{} ({error})",
+                    printable(&detached.dir.join(entry).to_string_lossy())
+                )
+            })
+            .collect();
+        anyhow::bail!(
+            "could not remove the standing filter's {}; the interfaces whose links stayed are \
+             still filtered",
+            stayed.join(", ")
+        );
+    }
     if detached.removed_dir {
         tracing::info!("removed {}", detached.dir.display());
+    } else if detached.remaining.is_empty() {
+        tracing::info!(
+            "removed the standing filter from {}, which keeps what localnet-probe did not put \
+             there",
+            detached.dir.display()
+        );
     } else {
         tracing::info!(
             "the standing filter in {} still serves {}",

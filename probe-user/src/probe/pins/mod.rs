@@ -101,7 +101,8 @@ pub enum PinError {
     },
     #[error(
         "{path} holds {entry:?}, which localnet-probe did not put there; move it away or remove \
-         it (`rm -r {path}`), then start again"
+         it, then start again (`localnet-probe detach` removes the standing filter and leaves \
+         it)"
     )]
     Foreign { path: PathBuf, entry: String },
     #[error(
@@ -225,11 +226,17 @@ impl PinDir {
             )),
         };
         if note.is_some() {
-            self.remove().map_err(|error| PinError::Access {
+            let access = |path, error| PinError::Access {
                 what: "clear",
-                path: self.path.clone(),
+                path,
                 error,
-            })?;
+            };
+            let removed = self
+                .remove()
+                .map_err(|error| access(self.path.clone(), error))?;
+            if let Some((entry, error)) = removed.stayed.into_iter().next() {
+                return Err(access(self.path.join(entry), error));
+            }
         }
         Ok((Found::Nothing, note))
     }
@@ -243,55 +250,74 @@ impl PinDir {
         })
     }
 
+    /// As [`PinDir::standing`], past entries localnet-probe did not put there, which are
+    /// returned (as `entry` or `links/entry`): `detach` removes what is its own and leaves them.
+    pub fn standing_among_foreign(&self) -> Result<(Option<Standing>, Vec<String>), PinError> {
+        let Some(entries) = self.entries()? else {
+            return Ok((None, Vec::new()));
+        };
+        let standing = match self.look_at(&entries.ours)? {
+            Looked::Standing(standing) => Some(standing),
+            _ => None,
+        };
+        Ok((standing, entries.foreign))
+    }
+
     fn look(&self) -> Result<Looked, PinError> {
+        let Some(entries) = self.entries()? else {
+            return Ok(Looked::Nothing);
+        };
+        if let Some(entry) = entries.foreign.into_iter().next() {
+            return Err(PinError::Foreign {
+                path: self.path.clone(),
+                entry,
+            });
+        }
+        self.look_at(&entries.ours)
+    }
+
+    /// The directory's entries, `None` when there is no directory.
+    fn entries(&self) -> Result<Option<Entries>, PinError> {
+        let read = |error| PinError::Access {
+            what: "read",
+            path: self.path.clone(),
+            error,
+        };
         let entries = match fs::read_dir(&self.path) {
             Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Looked::Nothing),
-            Err(error) => {
-                return Err(PinError::Access {
-                    what: "read",
-                    path: self.path.clone(),
-                    error,
-                });
-            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(read(error)),
         };
-        let mut names = Vec::new();
+        let mut found = Entries::default();
         for entry in entries {
-            let entry = entry.map_err(|error| PinError::Access {
-                what: "read",
-                path: self.path.clone(),
-                error,
-            })?;
+            let entry = entry.map_err(read)?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = name == STANDING
-                || name == INTERFACES
-                || name == LINKS
-                || name == EGRESS_LINKS
-                || PROGRAM_MAPS.iter().any(|(map, ..)| *map == name);
-            if !ours {
-                return Err(PinError::Foreign {
-                    path: self.path.clone(),
-                    entry: name,
-                });
-            }
-            names.push(name);
-        }
-        // Links are pinned under their ifindex, nothing else.
-        for links in [LINKS, EGRESS_LINKS] {
-            let Ok(entries) = fs::read_dir(self.path.join(links)) else {
-                continue;
+            let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            let ours = if name == LINKS || name == EGRESS_LINKS {
+                is_dir
+            } else {
+                !is_dir && (name == STANDING || name == INTERFACES || is_program_map(&name))
             };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
-                if name.parse::<u32>().is_err() || !is_file {
-                    return Err(PinError::Foreign {
-                        path: self.path.clone(),
-                        entry: format!("{links}/{name}"),
-                    });
+            if !ours {
+                found.foreign.push(name);
+                continue;
+            }
+            if is_dir {
+                // Links are pinned under their ifindex, nothing else.
+                for link in fs::read_dir(entry.path()).map_err(read)? {
+                    let link = link.map_err(read)?;
+                    let link_name = link.file_name().to_string_lossy().into_owned();
+                    if !is_link_pin(&link_name, &link) {
+                        found.foreign.push(format!("{name}/{link_name}"));
+                    }
                 }
             }
+            found.ours.push(name);
         }
+        Ok(Some(found))
+    }
+
+    fn look_at(&self, names: &[String]) -> Result<Looked, PinError> {
         if !names.iter().any(|name| name == STANDING) {
             // Pinned before STANDING, the last map pinned: no link can be there yet.
             return Ok(
@@ -314,6 +340,7 @@ impl PinDir {
         Ok(Looked::Standing(standing))
     }
 
+    /// An error unless a BPF file system is mounted where pins are looked for: a mount
     /// namespace without one (as `ip netns exec` makes) cannot see a standing filter.
     pub fn require_visible(&self) -> Result<(), PinError> {
         if bpffs::is_mounted(Path::new(BPFFS)).unwrap_or(false) {
@@ -347,13 +374,10 @@ impl PinDir {
         let mut ifindexes = Vec::new();
         for entry in fs::read_dir(self.path.join(links_dir(direction)))? {
             let entry = entry?;
-            // Others are refused by `look`.
-            if let Some(ifindex) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| name.parse().ok())
-            {
-                ifindexes.push(ifindex);
+            // Others are refused by `look`, and left by `detach`.
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_link_pin(&name, &entry) {
+                ifindexes.extend(name.parse::<u32>().ok());
             }
         }
         ifindexes.sort_unstable();
@@ -429,17 +453,94 @@ impl PinDir {
             .map_err(map_error_aya(INTERFACES))
     }
 
-    /// Removes the directory and everything pinned in it (links no process holds detach), and
-    /// localnet-probe's directory when no other namespace has one there.
-    pub fn remove(&self) -> io::Result<()> {
-        match fs::remove_dir_all(&self.path) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-            _ => {}
+    /// Removes localnet-probe's pins from the directory (links no process holds detach), then
+    /// the directory, and localnet-probe's directory, when nothing else is left in them. An
+    /// entry it did not put there is left alone, and one of its own it cannot remove does not
+    /// keep it from removing the others: both are in what it returns.
+    pub fn remove(&self) -> io::Result<Removed> {
+        let entries = match fs::read_dir(&self.path) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                let _ = fs::remove_dir(BASE);
+                return Ok(Removed::default());
+            }
+            Err(error) => return Err(error),
+        };
+        let mut removed = Removed::default();
+        let mut remove = |path: &Path, entry: String, removing: fn(&Path) -> io::Result<()>| {
+            if let Err(error) = removing(path) {
+                removed.stayed.push((entry, error));
+            }
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            if is_dir && (name == LINKS || name == EGRESS_LINKS) {
+                let mut foreign_inside = false;
+                for link in fs::read_dir(entry.path())? {
+                    let link = link?;
+                    let link_name = link.file_name().to_string_lossy().into_owned();
+                    if is_link_pin(&link_name, &link) {
+                        remove(&link.path(), format!("{name}/{link_name}"), |path| {
+                            fs::remove_file(path)
+                        });
+                    } else {
+                        foreign_inside = true;
+                        removed.foreign.push(format!("{name}/{link_name}"));
+                    }
+                }
+                if !foreign_inside {
+                    remove(&entry.path(), name, |path| fs::remove_dir(path));
+                }
+            } else if !is_dir && (name == STANDING || name == INTERFACES || is_program_map(&name)) {
+                remove(&entry.path(), name, |path| fs::remove_file(path));
+            } else {
+                removed.foreign.push(name);
+            }
         }
-        // Fails while another namespace's directory is there.
-        let _ = fs::remove_dir(BASE);
-        Ok(())
+        if removed.foreign.is_empty() && removed.stayed.is_empty() {
+            fs::remove_dir(&self.path)?;
+            // Fails while another namespace's directory is there.
+            let _ = fs::remove_dir(BASE);
+        }
+        Ok(removed)
     }
+}
+
+/// What [`PinDir::remove`] did not remove.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// Entries localnet-probe did not put there, as `entry` or `links/entry`: left alone.
+    pub foreign: Vec<String>,
+    /// Its own that stayed, with why.
+    pub stayed: Vec<(String, io::Error)>,
+}
+
+impl Removed {
+    /// Whether the directory went with everything in it.
+    pub const fn all(&self) -> bool {
+        self.foreign.is_empty() && self.stayed.is_empty()
+    }
+}
+
+/// A directory's entries, by name.
+#[derive(Debug, Default)]
+struct Entries {
+    /// localnet-probe's: its maps and its links' directories.
+    ours: Vec<String>,
+    /// Anything else, as `entry` or `links/entry`.
+    foreign: Vec<String>,
+}
+
+fn is_program_map(name: &str) -> bool {
+    PROGRAM_MAPS.iter().any(|(map, ..)| *map == name)
+}
+
+/// Whether `entry` of a links directory is a link localnet-probe pinned: a file named by an
+/// ifindex.
+fn is_link_pin(name: &str, entry: &fs::DirEntry) -> bool {
+    name.parse::<u32>().is_ok() && entry.file_type().is_ok_and(|kind| kind.is_file())
 }
 
 fn map_error_aya(name: &'static str) -> impl Fn(aya::maps::MapError) -> PinError {

@@ -285,18 +285,32 @@ impl PinDir {
                     path: self.path.clone(),
                     reason: format!("{name}: {error}"),
                 })?;
-            let fits = info.map_type().is_ok_and(|found| found == map_type)
-                && info.key_size() as usize == key_size
-                && info.value_size() as usize == value_size;
-            if !fits {
-                return Err(PinError::Incompatible {
-                    path: self.path.clone(),
-                    reason: format!(
+            let found_type = info.map_type();
+            let reason = if found_type.as_ref().is_ok_and(|found| *found == map_type) {
+                let fits = info.key_size() as usize == key_size
+                    && info.value_size() as usize == value_size;
+                (!fits).then(|| {
+                    format!(
                         "{name} is a map of {} byte keys and {} byte values, this version uses \
                          {key_size} and {value_size}",
                         info.key_size(),
                         info.value_size()
+                    )
+                })
+            } else {
+                Some(format!(
+                    "{name} is {}, this version pins {} there",
+                    found_type.map_or_else(
+                        |_| "a map of a type unknown here".to_owned(),
+                        |found| { map_type_name(found) }
                     ),
+                    map_type_name(map_type)
+                ))
+            };
+            if let Some(reason) = reason {
+                return Err(PinError::Incompatible {
+                    path: self.path.clone(),
+                    reason,
                 });
             }
         }
@@ -375,6 +389,17 @@ impl PinDir {
             ));
         }
         Ok(())
+    }
+}
+
+/// A map type as said to the user: the kernel's name.
+fn map_type_name(map_type: aya::maps::MapType) -> String {
+    use aya::maps::MapType;
+    match map_type {
+        MapType::Array => "an array map (BPF_MAP_TYPE_ARRAY)".to_owned(),
+        MapType::Hash => "a hash map (BPF_MAP_TYPE_HASH)".to_owned(),
+        MapType::PerCpuArray => "a per-CPU array map (BPF_MAP_TYPE_PERCPU_ARRAY)".to_owned(),
+        other => format!("a map of type {other:?}"),
     }
 }
 
