@@ -164,7 +164,7 @@ fn interface(i: u32, exposed: bool, frames: u64) -> InterfaceSnapshot {
         mode: Mode::Monitor,
         program: Framing::Ethernet,
         hook: Some(Hook::Xdp(AttachedMode::Native)),
-        egress: false,
+        egress: None,
         tcx_preceded_by: TcxPrecededBy::default(),
         route_localnet: Some(RouteLocalnet::new(exposed, false)),
         route_localnet_via: if exposed {
@@ -242,7 +242,7 @@ fn json(seconds: u32, counting_one_in: usize) -> Json {
                 program: new.program,
                 mode: new.mode,
                 hook: Hook::Xdp(AttachedMode::Native),
-                egress: false,
+                egress: None,
                 native_refused: None,
                 adopted: false,
             }));
