@@ -157,7 +157,7 @@ fn pins_said_to_vanish_under_ip_netns_exec_do() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{script}: {output:?}");
     assert!(
-        stderr.contains("it goes away with this command's mount namespace")
+        stderr.contains("it goes away with this mount namespace")
             && !stderr.contains("stays attached"),
         "{stderr}"
     );

@@ -148,7 +148,7 @@ pub struct Prepared {
     /// Said when it mounted a BPF file system, or when the one mounted is this mount
     /// namespace's own.
     pub warning: Option<String>,
-    /// Whether the pins go away with this command's mount namespace, `None` when that cannot
+    /// Whether the pins go away with this mount namespace, `None` when that cannot
     /// be told (see [`pins_vanish`]).
     pub vanishing: Option<bool>,
 }

@@ -107,9 +107,9 @@ pub(super) fn mount_warning(mounted_here: bool, vanish: Option<bool>) -> Option<
     };
     match vanish {
         Some(true) => Some(format!(
-            "{what}, in a mount namespace of this command's own (as `ip netns exec` makes): the \
-             pins go away with it, and the filter with them. To keep them, run in the host's \
-             mount namespace: `{} localnet-probe run --pin …`",
+            "{what}, in a mount namespace of its own (as `ip netns exec` or `unshare --mount` \
+             makes): the pins go away with it, and the filter with them. To keep them, run in \
+             the host's mount namespace: `{} localnet-probe run --pin …`",
             crate::net::netns::nsenter_here()
         )),
         None => Some(format!(

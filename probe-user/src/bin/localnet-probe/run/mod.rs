@@ -318,7 +318,7 @@ fn say_started(started: &Started, patterns: &[String], announcer: &mut Announcer
             dir.display(),
             match started.pins_vanish {
                 Some(false) => "it stays attached after exit",
-                Some(true) => "it goes away with this command's mount namespace",
+                Some(true) => "it goes away with this mount namespace",
                 None => "whether it stays attached after exit cannot be told (see above)",
             }
         );
