@@ -965,3 +965,44 @@ fn pins_are_said_to_go_away_only_where_known() {
     assert_eq!(status["standing_filter"]["pins_vanish"], true, "{status}");
     assert!(with_xdp(&netns).is_empty());
 }
+
+/// A pin `detach` cannot remove (a link pin that is a mount point in `detach`'s mount
+/// namespace: EBUSY) keeps neither the other interfaces attached nor the failure quiet: the
+/// others are detached, the one that stayed is named, the exit status is 1, and the next
+/// `detach` removes it.
+#[test]
+#[ignore = "needs root"]
+fn detach_removes_what_it_can_and_names_what_stayed() {
+    let (netns, devices) = with_veths("stuck", "s", 2);
+    assert_succeeded(&run_pin(&netns, &ifaces(&devices)));
+    let stuck_ifindex = netns.enter(|| testbed::ifindex(&devices[0]));
+    let stuck = netns
+        .pin_dir()
+        .join("links")
+        .join(stuck_ifindex.to_string());
+    let script = format!(
+        "mount --make-rprivate / && mount --bind {stuck} {stuck} && \
+         nsenter --net=/run/netns/{ns} {PROBE} detach",
+        stuck = stuck.display(),
+        ns = netns.name,
+    );
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    assert_refused(
+        &output,
+        1,
+        &[
+            &format!("detached from {}", devices[1]),
+            &format!(": {} (", devices[0]),
+            "what stayed still filters",
+        ],
+    );
+    assert_eq!(
+        with_xdp(&netns),
+        [devices[0].clone()],
+        "only the stuck one stays"
+    );
+    detach_all(&netns);
+}

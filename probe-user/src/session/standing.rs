@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use crate::{
     net::interfaces::Interfaces,
-    net::names::NamePatterns,
+    net::names::{NamePatterns, printable},
     net::privileges,
     probe::pins::{PinDir, PinError, PinLock, Removed},
     probe::{Probe, ProbeError},
@@ -41,8 +41,8 @@ pub struct Detached {
     /// Entries in it that localnet-probe did not put there, left alone (as `entry` or
     /// `links/entry`).
     pub foreign: Vec<String>,
-    /// Its own pins that stayed, with why: `detach` failed.
-    pub stayed: Vec<(String, std::io::Error)>,
+    /// What of its own stayed, each with why: `detach` failed.
+    pub stayed: Vec<String>,
 }
 
 /// Takes the standing filter off the interfaces `patterns` name (literal names or shell-style
@@ -70,7 +70,7 @@ pub fn detach(patterns: &[impl AsRef<std::ffi::OsStr>]) -> Result<Option<Detache
                 removed_dir: removed.all(),
                 unreadable: None,
                 foreign: removed.foreign,
-                stayed: removed.stayed,
+                stayed: stayed_pins(&dir, removed.stayed),
             }));
         }
         Err(error @ (PinError::Incompatible { .. } | PinError::Corrupt { .. }))
@@ -124,35 +124,49 @@ pub fn detach(patterns: &[impl AsRef<std::ffi::OsStr>]) -> Result<Option<Detache
             .filter(|(_, name)| patterns.matches(name))
             .collect()
     };
+    // One that cannot be detached keeps none of the others attached.
+    let mut stayed = Vec::new();
     let mut detached = Vec::new();
+    let mut failed = Vec::new();
     for (ifindex, name) in &chosen {
-        let counters = probe.release(*ifindex).map_err(adopt)?;
-        detached.push(DetachedInterface {
-            name: name.clone(),
-            ifindex: *ifindex,
-            totals: Totals::of(&counters),
-        });
+        match probe.release(*ifindex) {
+            Ok(counters) => detached.push(DetachedInterface {
+                name: name.clone(),
+                ifindex: *ifindex,
+                totals: Totals::of(&counters),
+            }),
+            Err(error) => {
+                stayed.push(format!("{} ({})", printable(name), with_sources(&error)));
+                failed.push(*ifindex);
+            }
+        }
     }
     let mut cleared = Vec::new();
     for gone in gone {
-        probe.clear_gone(&gone).map_err(adopt)?;
-        cleared.push(DetachedInterface {
-            name: gone.name.clone(),
-            ifindex: gone.ifindex,
-            totals: Totals::of(&gone.counters),
-        });
+        match probe.clear_gone(&gone) {
+            Ok(()) => cleared.push(DetachedInterface {
+                name: gone.name.clone(),
+                ifindex: gone.ifindex,
+                totals: Totals::of(&gone.counters),
+            }),
+            Err(error) => stayed.push(format!(
+                "the pins of {}, which is gone ({})",
+                printable(&gone.name),
+                with_sources(&error)
+            )),
+        }
     }
     let remaining: Vec<String> = served
         .iter()
-        .filter(|served| !chosen.contains(served))
+        .filter(|served| !chosen.contains(served) || failed.contains(&served.0))
         .map(|(_, name)| name.clone())
         .collect();
     // Filters of the standing filter its pins do not record, and of runs killed by SIGKILL.
-    probe
-        .remove_leftover_filters(names.keys().copied(), true)
-        .map_err(adopt)?;
+    if let Err(error) = probe.remove_leftover_filters(names.keys().copied(), true) {
+        stayed.push(format!("clsact filters ({})", with_sources(&error)));
+    }
     drop(probe);
-    let removed = if remaining.is_empty() {
+    let removed = if remaining.is_empty() && stayed.is_empty() {
         dir.remove().map_err(|error| access(&dir, error))?
     } else {
         Removed {
@@ -160,15 +174,16 @@ pub fn detach(patterns: &[impl AsRef<std::ffi::OsStr>]) -> Result<Option<Detache
             stayed: Vec::new(),
         }
     };
+    stayed.extend(stayed_pins(&dir, removed.stayed));
     Ok(Some(Detached {
         dir: path,
         detached,
         gone: cleared,
-        removed_dir: remaining.is_empty() && removed.all(),
+        removed_dir: remaining.is_empty() && removed.foreign.is_empty() && stayed.is_empty(),
         remaining,
         unreadable: None,
         foreign: removed.foreign,
-        stayed: removed.stayed,
+        stayed,
     }))
 }
 
@@ -184,8 +199,27 @@ fn remove_unreadable(dir: &PinDir, error: PinError) -> Result<Detached, SessionE
         removed_dir: removed.all(),
         unreadable: Some(error),
         foreign: removed.foreign,
-        stayed: removed.stayed,
+        stayed: stayed_pins(dir, removed.stayed),
     })
+}
+
+/// The pins of `dir` that [`PinDir::remove`] could not remove, each with why.
+fn stayed_pins(dir: &PinDir, stayed: Vec<(String, std::io::Error)>) -> Vec<String> {
+    stayed
+        .into_iter()
+        .map(|(entry, error)| format!("{} ({error})", dir.path.join(entry).display()))
+        .collect()
+}
+
+/// `error` and its sources, as one line.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(error) = source {
+        text.push_str(&format!(": {error}"));
+        source = error.source();
+    }
+    text
 }
 
 fn access(dir: &PinDir, error: std::io::Error) -> SessionError {
@@ -203,8 +237,4 @@ pub(super) fn read_error(error: ProbeError) -> SessionError {
         ProbeError::Pin(error) => SessionError::Pin(error),
         error => SessionError::Counters(Box::new(error)),
     }
-}
-
-fn adopt(error: ProbeError) -> SessionError {
-    SessionError::Adopt(Box::new(error))
 }

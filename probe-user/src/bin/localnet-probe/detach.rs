@@ -43,20 +43,10 @@ pub(crate) fn detach(args: &DetachArgs) -> anyhow::Result<()> {
         );
     }
     if !detached.stayed.is_empty() {
-        let stayed: Vec<String> = detached
-            .stayed
-            .iter()
-            .map(|(entry, error)| {
-                format!(
-                    "{} ({error})",
-                    printable(&detached.dir.join(entry).to_string_lossy())
-                )
-            })
-            .collect();
         anyhow::bail!(
-            "could not remove the standing filter's {}; the interfaces whose links stayed are \
-             still filtered",
-            stayed.join(", ")
+            "could not remove all of the standing filter in {}: {}; what stayed still filters",
+            detached.dir.display(),
+            printable(&detached.stayed.join(", "))
         );
     }
     if detached.removed_dir {
