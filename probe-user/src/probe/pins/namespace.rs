@@ -72,8 +72,9 @@ pub fn pins_vanish(mounted_here: bool) -> Option<bool> {
             continue;
         };
         if namespace != own {
-            let outer = fs::metadata(format!("/proc/{pid}/root{BPFFS}")).ok()?;
-            return Some(outer.dev() != bpffs);
+            // Readable as its namespace was: no such directory there shares nothing.
+            let outer = fs::metadata(format!("/proc/{pid}/root{BPFFS}"));
+            return Some(outer.map_or(true, |outer| outer.dev() != bpffs));
         }
         if pid == 1 {
             let host = fs::read_link("/proc/self/ns/pid")
@@ -103,7 +104,7 @@ pub(super) fn mount_warning(mounted_here: bool, vanish: Option<bool>) -> Option<
     let what = if mounted_here {
         format!("mounted a BPF file system at {BPFFS}, where none was mounted")
     } else {
-        format!("the BPF file system at {BPFFS} was mounted in this mount namespace only")
+        format!("the BPF file system at {BPFFS} is not the host's")
     };
     match vanish {
         Some(true) => Some(format!(
@@ -113,10 +114,15 @@ pub(super) fn mount_warning(mounted_here: bool, vanish: Option<bool>) -> Option<
             crate::net::netns::nsenter_here()
         )),
         None => Some(format!(
-            "{what}; whether it outlives this command cannot be told from here (in a container \
+            "{}; whether it outlives this command cannot be told from here (in a container \
              it lasts as long as the container): to be sure the filter stays, mount the host's \
              BPF file system at {BPFFS} (a DaemonSet's hostPath) or run in the host's mount \
-             namespace"
+             namespace",
+            if mounted_here {
+                &what
+            } else {
+                "the BPF file system here may not be the host's"
+            }
         )),
         Some(false) => mounted_here.then_some(what),
     }
