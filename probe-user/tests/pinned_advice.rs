@@ -135,3 +135,47 @@ fn a_pinned_filter_gets_advice_that_works_under_ip_netns_exec() {
     }
     assert!(!netns.pin_dir().exists(), "{advised} left the pins");
 }
+
+/// `run --pin` under `ip netns exec` mounts a BPF file system of that mount namespace's own:
+/// it says, and `status` there says (`pins_vanish`), that the filter goes away with it, and it
+/// does, though the probe cannot read /proc/1/ns/mnt (the test VM's case) and its parent is in
+/// the same namespace.
+#[test]
+#[ignore = "needs root"]
+fn pins_said_to_vanish_under_ip_netns_exec_do() {
+    let netns = Netns::new("pinvan");
+    netns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+    netns.ip(&["link", "set", "va", "up"]);
+    netns.ip(&["link", "set", "vb", "up"]);
+    let script = format!(
+        "{PROBE} run --pin --iface va --json --duration 0.3 >/dev/null && {PROBE} status --json"
+    );
+    let output = Command::new("ip")
+        .args(["netns", "exec", &netns.name, "sh", "-c", &script])
+        .output()
+        .expect("run ip netns exec");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script}: {output:?}");
+    assert!(
+        stderr.contains("it goes away with this mount namespace")
+            && !stderr.contains("stays attached"),
+        "{stderr}"
+    );
+    let status: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("status is not JSON ({e}): {output:?}"));
+    assert_eq!(served(&status), ["va"], "{status}");
+    assert_eq!(status["standing_filter"]["pins_vanish"], true, "{status}");
+
+    // The mount namespace went with `ip netns exec`, and the filter with its pins.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while netns.has_xdp("va") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the filter said to go away is still attached"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = netns.output(PROBE, &["status", "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["standing_filter"], Value::Null, "{status}");
+}

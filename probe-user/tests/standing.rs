@@ -103,6 +103,8 @@ fn the_standing_filter_outlives_the_cli_restarts_without_a_gap_and_detaches_clea
     let shown = status(netns);
     assert_eq!(shown["type"], "status");
     assert_eq!(shown["standing_filter"]["served_by"], Value::Null);
+    // nsenter --net keeps the host's mount namespace and its BPF file system: the pins stay.
+    assert_eq!(shown["standing_filter"]["pins_vanish"], false, "{shown}");
     let entry = interface(&shown, RECEIVER_IF);
     assert_eq!(entry["mode"], "drop");
     assert_eq!(dropped(&shown), 100, "{shown}");
@@ -816,7 +818,9 @@ fn status_and_detach_say_when_they_cannot_see_the_pins() {
             .args(["netns", "exec", &netns.name, PROBE, command])
             .output()
             .expect("run ip netns exec");
-        assert_refused(&output, 1, &["cannot be seen from here", "nsenter --net="]);
+        // Its own name, not a placeholder.
+        let nsenter = format!("`nsenter --net=/run/netns/{} localnet-probe …`", netns.name);
+        assert_refused(&output, 1, &["cannot be seen from here", &nsenter]);
     }
     assert_eq!(with_xdp(&netns), [devices[0].as_str()], "still filtered");
     detach_all(&netns);
@@ -922,10 +926,9 @@ fn a_takeover_beyond_the_pinned_room_serves_what_fits() {
 
 /// A mount namespace that outlives the command (a shell's, made by `unshare --mount`, where no
 /// BPF file system was mounted): the pins the probe puts in the file system it mounts stay
-/// after it exits, so it must not say they go away unless it knows its mount namespace was
-/// made for it alone. It knows that by init's being another one; where init's cannot be read
-/// (a container; this machine, perhaps) and its parent shares its own, it does not, and says
-/// nothing of it.
+/// after it exits, as long as that namespace. That it is not the host's is known from an
+/// ancestor in another one (this test, whose bpffs is another), whether or not init's can be
+/// read (this machine's cannot): it says they go with the mount namespace, not with the command.
 #[test]
 #[ignore = "needs root"]
 fn pins_are_said_to_go_away_only_where_known() {
@@ -953,13 +956,53 @@ fn pins_are_said_to_go_away_only_where_known() {
         [devices[0].clone()],
         "the pins did not stay: {status}"
     );
-    let init_known = std::fs::read_link("/proc/1/ns/mnt").is_ok();
-    assert_eq!(
-        text.contains("the pins go away"),
-        init_known,
-        "said {}where it is {}known: {text}",
-        if init_known { "not " } else { "" },
-        if init_known { "" } else { "not " },
+    assert!(
+        text.contains("the pins go away with it")
+            && text.contains("it goes away with this mount namespace")
+            && !text.contains("stays attached"),
+        "{text}"
     );
+    assert_eq!(status["standing_filter"]["pins_vanish"], true, "{status}");
     assert!(with_xdp(&netns).is_empty());
+}
+
+/// A pin `detach` cannot remove (a link pin that is a mount point in `detach`'s mount
+/// namespace: EBUSY) keeps neither the other interfaces attached nor the failure quiet: the
+/// others are detached, the one that stayed is named, the exit status is 1, and the next
+/// `detach` removes it.
+#[test]
+#[ignore = "needs root"]
+fn detach_removes_what_it_can_and_names_what_stayed() {
+    let (netns, devices) = with_veths("stuck", "s", 2);
+    assert_succeeded(&run_pin(&netns, &ifaces(&devices)));
+    let stuck_ifindex = netns.enter(|| testbed::ifindex(&devices[0]));
+    let stuck = netns
+        .pin_dir()
+        .join("links")
+        .join(stuck_ifindex.to_string());
+    let script = format!(
+        "mount --make-rprivate / && mount --bind {stuck} {stuck} && \
+         nsenter --net=/run/netns/{ns} {PROBE} detach",
+        stuck = stuck.display(),
+        ns = netns.name,
+    );
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    assert_refused(
+        &output,
+        1,
+        &[
+            &format!("detached from {}", devices[1]),
+            &format!(": {} (", devices[0]),
+            "what stayed still filters",
+        ],
+    );
+    assert_eq!(
+        with_xdp(&netns),
+        [devices[0].clone()],
+        "only the stuck one stays"
+    );
+    detach_all(&netns);
 }

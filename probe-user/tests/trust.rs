@@ -85,6 +85,12 @@ fn assert_refused(what: &str, output: &Output, code: i32, words: &[&str]) {
 fn refused_then_detached(netns: &Netns, pin: &str) {
     let status = netns.output(PROBE, &["status", "--json"]);
     assert_refused("status", &status, 1, &[pin, "localnet-probe detach"]);
+    // It takes nothing over.
+    assert!(
+        !stderr_of(&status).contains("take over"),
+        "{}",
+        stderr_of(&status)
+    );
     let run = netns.output(
         PROBE,
         &[
@@ -550,4 +556,128 @@ fn a_fifo_whose_reader_stopped_with_the_pipe_full_delays_no_start() {
     );
     signal(&reader, libc::SIGCONT);
     reader.terminate(Duration::from_secs(5));
+}
+
+/// `bpftool map create PIN type TYPE key 4 value VALUE entries N name NAME`, which must succeed.
+fn pin_map(pin: &std::path::Path, map_type: &str, value: usize, entries: u32) {
+    let output = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(pin)
+        .args(["type", map_type, "key", "4", "value", &value.to_string()])
+        .args(["entries", &entries.to_string(), "name", "foreign"])
+        .output()
+        .expect("run bpftool");
+    assert!(output.status.success(), "bpftool: {}", stderr_of(&output));
+}
+
+/// Something else's entries in the pin directory (a directory with a map pinned in it, a file
+/// under links/ that is no ifindex): `status` and `run --pin` refuse, naming it; `detach`
+/// removes all of localnet-probe's, leaves them and names them.
+#[test]
+#[ignore = "needs root"]
+fn foreign_entries_keep_detach_from_nothing_of_its_own() {
+    let link = Link::new("trforn");
+    pin_filter(&link);
+    let dir = link.receiver.pin_dir();
+    std::fs::create_dir(dir.join("evil")).expect("mkdir");
+    pin_map(&dir.join("evil/map"), "hash", 4, 1);
+    pin_map(&dir.join("links/other"), "hash", 4, 1);
+
+    let status = link.receiver.output(PROBE, &["status", "--json"]);
+    assert_refused(
+        "status",
+        &status,
+        1,
+        &["which localnet-probe did not put there"],
+    );
+    let run = link.receiver.output(
+        PROBE,
+        &[
+            "run",
+            "--pin",
+            "--json",
+            "--duration",
+            "0.3",
+            "--iface",
+            RECEIVER_IF,
+        ],
+    );
+    assert_refused(
+        "run --pin",
+        &run,
+        1,
+        &["which localnet-probe did not put there"],
+    );
+    assert!(
+        link.receiver.has_xdp(RECEIVER_IF),
+        "refused, nothing is changed"
+    );
+
+    let detach = link.receiver.output(PROBE, &["detach"]);
+    assert_refused(
+        "detach",
+        &detach,
+        0,
+        &["evil", "links/other", "did not put it there"],
+    );
+    assert!(
+        !link.receiver.has_xdp(RECEIVER_IF),
+        "detach removes the filter"
+    );
+    let mut left: Vec<String> = walk(&dir);
+    left.sort();
+    assert_eq!(
+        left,
+        ["evil", "evil/map", "links", "links/other"],
+        "only the foreign entries stay"
+    );
+}
+
+/// Every path under `dir`, relative to it.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read the pin directory") {
+        let entry = entry.expect("an entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().expect("its type").is_dir() {
+            paths.extend(
+                walk(&entry.path())
+                    .into_iter()
+                    .map(|inner| format!("{name}/{inner}")),
+            );
+        }
+        paths.push(name);
+    }
+    paths
+}
+
+/// COUNTERS replaced by a hash map with the same key and value sizes: the error names the map
+/// types, and `status`, which takes nothing over, does not say it cannot take it over.
+#[test]
+#[ignore = "needs root"]
+fn a_pinned_map_of_the_wrong_type_is_named_by_its_type() {
+    let link = Link::new("trtype");
+    pin_filter(&link);
+    let counters = link.receiver.pin_dir().join("COUNTERS");
+    std::fs::remove_file(&counters).expect("unpin COUNTERS");
+    let entries = CAPACITY * probe_common::CLASSES_PER_INTERFACE as u32;
+    pin_map(&counters, "hash", 16, entries);
+    let said = [
+        "COUNTERS is a hash map",
+        "this version pins a per-CPU array map",
+    ];
+    let status = link.receiver.output(PROBE, &["status", "--json"]);
+    assert_refused("status", &status, 1, &said);
+    assert!(
+        !stderr_of(&status).contains("take over"),
+        "{}",
+        stderr_of(&status)
+    );
+    let detach = link.receiver.output(PROBE, &["detach"]);
+    assert_refused("detach", &detach, 0, &said);
+    assert!(
+        !link.receiver.has_xdp(RECEIVER_IF),
+        "detach removes the filter"
+    );
+    assert!(!link.receiver.pin_dir().exists(), "detach removes the pins");
 }

@@ -39,7 +39,13 @@ pub(crate) fn test(args: &TestArgs) -> anyhow::Result<()> {
         let mut command = cargo();
         // The root tests are `#[ignore = "needs root"]`, so that a plain `cargo test` shows
         // them as ignored rather than passed; here they run.
-        command.args(["test", "--locked", "--no-fail-fast", "--", "--include-ignored"]);
+        command.args([
+            "test",
+            "--locked",
+            "--no-fail-fast",
+            "--",
+            "--include-ignored",
+        ]);
         let all = cargo_test(command, &mut totals)?;
         // The tc hooks again as on a kernel without tcx: through clsact filters.
         println!("\nxtask: tc_hooks again with LOCALNET_PROBE_WITHOUT=tcx (clsact filters)");

@@ -62,6 +62,14 @@ fn pinned_elsewhere(inputs: &Inputs) -> (Vec<StandingInterface>, Vec<String>) {
 /// `localnet-probe run --pin` keeping the interfaces `kept` in their modes (and their replies
 /// counted), with `name` added in drop mode, and `extra` flags.
 fn pin_keeping(kept: &[StandingInterface], name: &str, extra: &[&str]) -> String {
+    pin_switching(kept, name, Mode::Drop, extra)
+}
+
+/// `localnet-probe run --pin` that takes the standing filter serving `kept` over (or makes one,
+/// with none) keeping every interface in its mode and their replies counted, with `name` added,
+/// or switched, to `mode`, and `extra` flags: a bare `run --pin --drop-on NAME` would take it
+/// over with a new selection, every up interface, the others in monitor mode.
+pub fn pin_switching(kept: &[StandingInterface], name: &str, mode: Mode, extra: &[&str]) -> String {
     let mut words = vec!["localnet-probe run --pin".to_owned()];
     let flag = |flag: &str, name: &str| format!("{flag} {}", name_argument(name));
     words.extend(kept.iter().map(|kept| flag("--iface", &kept.name)));
@@ -76,7 +84,9 @@ fn pin_keeping(kept: &[StandingInterface], name: &str, extra: &[&str]) -> String
             .filter(|kept| kept.mode == Mode::Drop && kept.name != name)
             .map(|kept| flag("--drop-on", &kept.name)),
     );
-    words.push(flag("--drop-on", name));
+    if mode == Mode::Drop {
+        words.push(flag("--drop-on", name));
+    }
     words.extend(extra.iter().map(|&extra| extra.to_owned()));
     words.join(" ")
 }

@@ -21,6 +21,7 @@ pub mod verdict;
 
 use self::findings::{EXPLOITED, interface_findings};
 pub use self::{
+    advice::pin_switching,
     findings::describe,
     inputs::{GlobalConf, Inputs, InputsError, ProbeOn, StandingInterface, TcxOn, XdpOn},
 };

@@ -69,6 +69,9 @@ pub struct StandingReport {
     /// The `run --pin` serving it now ("pid N: command line"), `null` when none does: it goes
     /// on filtering and counting, without samples.
     pub served_by: Option<String>,
+    /// Whether its pins go away with this mount namespace (a BPF file system mounted under `ip
+    /// netns exec`), `null` when that cannot be told.
+    pub pins_vanish: Option<bool>,
 }
 
 /// The classes an interface's counters can have: every match of a frame arriving, and with

@@ -9,7 +9,7 @@ use crate::{
     kernel::link::Link,
     kernel::processes::{self, Holder},
     net::interfaces::{AttachMode, Interface},
-    net::names::name_argument,
+    net::names::{name_argument, name_word, printable},
     net::netns::nsenter_here,
     probe::attachment::{Direction, Stage, TcHook, XdpPrograms, program_name},
     probe::filters,
@@ -210,10 +210,14 @@ fn is_localnet_probe(name: Option<&str>, holders: &[Holder], standing: bool) -> 
 impl fmt::Display for Occupant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
-            interface,
+            interface: name,
             program_id,
             ..
         } = self;
+        // Shown as text, and as one shell word in the commands.
+        let interface = printable(name);
+        let argument = name_argument(name);
+        let device = name_word(name);
         if let Some(tc) = self.at_tc {
             write!(
                 f,
@@ -233,7 +237,7 @@ impl fmt::Display for Occupant {
         let pids = self
             .holders
             .iter()
-            .map(|holder| format!("pid {} ({})", holder.pid, holder.command))
+            .map(|holder| format!("pid {} ({})", holder.pid, printable(&holder.command)))
             .collect::<Vec<_>>()
             .join(", ");
         if let Some(dir) = &self.standing {
@@ -247,8 +251,8 @@ impl fmt::Display for Occupant {
                 ". It is localnet-probe's standing filter (pinned in {}{served}), which stays \
                  attached when no process serves it: `localnet-probe status` shows it, `localnet-probe \
                  run --pin` takes it over (with the mode you give), `localnet-probe detach \
-                 --iface {interface}` removes it; or leave the interface out with --exclude \
-                 {interface}",
+                 --iface {argument}` removes it; or leave the interface out with --exclude \
+                 {argument}",
                 dir.display()
             )
         } else if self.is_localnet_probe() && self.holders.is_empty() && self.saw_every_process {
@@ -262,30 +266,29 @@ impl fmt::Display for Occupant {
                  {argument}` removes it and `{nsenter} localnet-probe run --pin` takes it over \
                  (`localnet-probe detach` where its pins are visible); or leave the interface out \
                  with --exclude {argument}",
-                argument = name_argument(interface),
                 nsenter = nsenter_here()
             )
         } else if self.is_localnet_probe() && !self.holders.is_empty() {
             write!(
                 f,
                 ". Another localnet-probe serves it ({pids}): stop that one first (`kill {}`), or \
-                 leave the interface out with --exclude {interface}",
+                 leave the interface out with --exclude {argument}",
                 self.holders[0].pid
             )
         } else if !self.holders.is_empty() {
             write!(
                 f,
                 ", held by a BPF link of {pids}. localnet-probe never replaces another program: \
-                 stop that process, leave the interface out (--exclude {interface}, or \
+                 stop that process, leave the interface out (--exclude {argument}, or \
                  --on-conflict skip), or run beside it at tcx ingress with --on-conflict tc"
             )
         } else if self.saw_every_process {
             write!(
                 f,
                 ". localnet-probe never replaces another program. No process holds it through a \
-                 BPF link, so it was attached through netlink (`ip link set dev {interface} {} \
+                 BPF link, so it was attached through netlink (`ip link set dev {device} {} \
                  off` removes it) or its link is pinned in bpffs (remove the pin to detach it); \
-                 leave the interface out (--exclude {interface}, or --on-conflict skip), or run \
+                 leave the interface out (--exclude {argument}, or --on-conflict skip), or run \
                  beside it at tcx ingress with --on-conflict tc",
                 self.mode.ip_link_keyword()
             )
@@ -295,9 +298,9 @@ impl fmt::Display for Occupant {
                 ". localnet-probe never replaces another program. No process this user may \
                  inspect holds it, so it is one of: a BPF link of another user's process \
                  (another localnet-probe run as root, say: stop that one; run as root to see \
-                 which), a netlink attachment (`ip link set dev {interface} {} off` removes it), \
+                 which), a netlink attachment (`ip link set dev {device} {} off` removes it), \
                  or a link pinned in bpffs (remove the pin); or leave the interface out with \
-                 --exclude {interface}",
+                 --exclude {argument}",
                 self.mode.ip_link_keyword()
             )
         }
@@ -486,5 +489,50 @@ mod tests {
             message.contains("ip link set dev eth1 xdpdrv off"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_hostile_name_is_shown_escaped_and_quoted_in_every_command() {
+        let name = "e\u{1b}[31m;id";
+        let mut occupant = Occupant {
+            interface: name.to_owned(),
+            at_tc: None,
+            program_id: 42,
+            program_name: Some("localnet_probe".to_owned()),
+            mode: AttachMode::Native,
+            holders: vec![Holder {
+                pid: 1234,
+                command: "localnet-probe".to_owned(),
+            }],
+            saw_every_process: true,
+            standing: Some(PathBuf::from("/sys/fs/bpf/localnet-probe/net-1")),
+        };
+        let exclude = format!("--exclude {}", name_argument(name));
+        let mut messages = vec![occupant.to_string()];
+        assert!(
+            messages[0].contains(&format!("detach --iface {}", name_argument(name))),
+            "{}",
+            messages[0]
+        );
+        occupant.standing = None;
+        messages.push(occupant.to_string());
+        occupant.holders[0].command = "cilium-agent".to_owned();
+        occupant.program_name = Some("xdp_filter".to_owned());
+        messages.push(occupant.to_string());
+        occupant.holders.clear();
+        let netlink = occupant.to_string();
+        assert!(
+            netlink.contains(&format!("`ip link set dev {} xdpdrv off`", name_word(name))),
+            "{netlink}"
+        );
+        messages.push(netlink);
+        occupant.saw_every_process = false;
+        messages.push(occupant.to_string());
+        for message in messages {
+            assert!(message.contains(&exclude), "{message}");
+            assert!(!message.contains('\u{1b}'), "a raw ESC in: {message}");
+            // Shown as text escaped, as Rust writes it.
+            assert!(message.starts_with("e\\u{1b}[31m;id "), "{message}");
+        }
     }
 }

@@ -165,9 +165,9 @@ pub struct Started {
     pub capacity: u32,
     /// Where the standing filter is pinned, with `SessionOptions::pin`.
     pub pinned_in: Option<std::path::PathBuf>,
-    /// Whether the pins go away when this process ends (in a BPF file system it mounted in a
-    /// mount namespace of its own): the filter does not stay.
-    pub pins_vanish: bool,
+    /// Whether the pins go away with this process's mount namespace (`None`: cannot be told),
+    /// see [`crate::probe::pins::pins_vanish`].
+    pub pins_vanish: Option<bool>,
     /// Things done to the standing filter that the user should hear of: a BPF file system
     /// mounted, leftovers cleared, interfaces no longer selected detached.
     pub notes: Vec<String>,

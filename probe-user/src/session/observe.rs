@@ -23,8 +23,8 @@ impl Observed {
             return Ok(Err(dir));
         };
         let mut interfaces = Interfaces::connect()?;
-        let (probe, gone) = Probe::read_standing(dir, standing.capacity)
-            .map_err(|error| SessionError::Adopt(Box::new(error)))?;
+        let (probe, gone) =
+            Probe::read_standing(dir, standing.capacity).map_err(super::standing::read_error)?;
         let listed = interfaces.list()?;
         let names: BTreeMap<u32, String> = listed
             .iter()

@@ -25,7 +25,7 @@ impl Session {
         let xdp = XdpPrograms::for_kernel(kernel.xdp_frags);
         let mut interfaces = Interfaces::connect()?;
         let mut notes = Vec::new();
-        let mut pins_vanish = false;
+        let mut pins_vanish = None;
         let standing = if options.pin {
             let lock = PinLock::take()?;
             let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;

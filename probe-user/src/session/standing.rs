@@ -5,9 +5,9 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use crate::{
     net::interfaces::Interfaces,
-    net::names::NamePatterns,
+    net::names::{NamePatterns, printable},
     net::privileges,
-    probe::pins::{PinDir, PinError, PinLock},
+    probe::pins::{PinDir, PinError, PinLock, Removed},
     probe::{Probe, ProbeError},
     session::SessionError,
     session::select::SelectError,
@@ -33,11 +33,16 @@ pub struct Detached {
     /// Interfaces the standing filter still serves.
     pub remaining: Vec<String>,
     /// Whether the whole directory went: nothing was left in it, or it was from an
-    /// incompatible version.
+    /// incompatible version, and nothing of another's was in it.
     pub removed_dir: bool,
     /// Why the directory was removed whole without reading it: its pins are from an
     /// incompatible version, or were changed by something else.
     pub unreadable: Option<PinError>,
+    /// Entries in it that localnet-probe did not put there, left alone (as `entry` or
+    /// `links/entry`).
+    pub foreign: Vec<String>,
+    /// What of its own stayed, each with why: `detach` failed.
+    pub stayed: Vec<String>,
 }
 
 /// Takes the standing filter off the interfaces `patterns` name (literal names or shell-style
@@ -50,19 +55,22 @@ pub fn detach(patterns: &[impl AsRef<std::ffi::OsStr>]) -> Result<Option<Detache
     let _lock = PinLock::take()?;
     let dir = PinDir::of_this_namespace().map_err(SessionError::Namespace)?;
     dir.require_visible()?;
-    let standing = match dir.standing() {
-        Ok(Some(standing)) => standing,
-        Ok(None) => {
+    // Entries of others do not keep it from removing its own.
+    let (standing, foreign) = match dir.standing_among_foreign() {
+        Ok((Some(standing), foreign)) => (standing, foreign),
+        Ok((None, _)) => {
             // Nothing complete: whatever is there cannot filter anything.
             let existed = dir.path.exists();
-            dir.remove().map_err(|error| access(&dir, error))?;
+            let removed = dir.remove().map_err(|error| access(&dir, error))?;
             return Ok(existed.then(|| Detached {
                 dir: dir.path.clone(),
                 detached: Vec::new(),
                 gone: Vec::new(),
                 remaining: Vec::new(),
-                removed_dir: true,
+                removed_dir: removed.all(),
                 unreadable: None,
+                foreign: removed.foreign,
+                stayed: stayed_pins(&dir, removed.stayed),
             }));
         }
         Err(error @ (PinError::Incompatible { .. } | PinError::Corrupt { .. }))
@@ -78,7 +86,7 @@ pub fn detach(patterns: &[impl AsRef<std::ffi::OsStr>]) -> Result<Option<Detache
         Err(ProbeError::Pin(error @ PinError::Corrupt { .. })) if patterns.is_empty() => {
             return remove_unreadable(&dir, error).map(Some);
         }
-        Err(error) => return Err(adopt(error)),
+        Err(error) => return Err(read_error(error)),
     };
     let names: BTreeMap<u32, String> = Interfaces::connect()?
         .list()?
@@ -116,60 +124,102 @@ pub fn detach(patterns: &[impl AsRef<std::ffi::OsStr>]) -> Result<Option<Detache
             .filter(|(_, name)| patterns.matches(name))
             .collect()
     };
+    // One that cannot be detached keeps none of the others attached.
+    let mut stayed = Vec::new();
     let mut detached = Vec::new();
+    let mut failed = Vec::new();
     for (ifindex, name) in &chosen {
-        let counters = probe.release(*ifindex).map_err(adopt)?;
-        detached.push(DetachedInterface {
-            name: name.clone(),
-            ifindex: *ifindex,
-            totals: Totals::of(&counters),
-        });
+        match probe.release(*ifindex) {
+            Ok(counters) => detached.push(DetachedInterface {
+                name: name.clone(),
+                ifindex: *ifindex,
+                totals: Totals::of(&counters),
+            }),
+            Err(error) => {
+                stayed.push(format!("{} ({})", printable(name), with_sources(&error)));
+                failed.push(*ifindex);
+            }
+        }
     }
     let mut cleared = Vec::new();
     for gone in gone {
-        probe.clear_gone(&gone).map_err(adopt)?;
-        cleared.push(DetachedInterface {
-            name: gone.name.clone(),
-            ifindex: gone.ifindex,
-            totals: Totals::of(&gone.counters),
-        });
+        match probe.clear_gone(&gone) {
+            Ok(()) => cleared.push(DetachedInterface {
+                name: gone.name.clone(),
+                ifindex: gone.ifindex,
+                totals: Totals::of(&gone.counters),
+            }),
+            Err(error) => stayed.push(format!(
+                "the pins of {}, which is gone ({})",
+                printable(&gone.name),
+                with_sources(&error)
+            )),
+        }
     }
     let remaining: Vec<String> = served
         .iter()
-        .filter(|served| !chosen.contains(served))
+        .filter(|served| !chosen.contains(served) || failed.contains(&served.0))
         .map(|(_, name)| name.clone())
         .collect();
     // Filters of the standing filter its pins do not record, and of runs killed by SIGKILL.
-    probe
-        .remove_leftover_filters(names.keys().copied(), true)
-        .map_err(adopt)?;
-    drop(probe);
-    let removed_dir = remaining.is_empty();
-    if removed_dir {
-        dir.remove().map_err(|error| access(&dir, error))?;
+    if let Err(error) = probe.remove_leftover_filters(names.keys().copied(), true) {
+        stayed.push(format!("clsact filters ({})", with_sources(&error)));
     }
+    drop(probe);
+    let removed = if remaining.is_empty() && stayed.is_empty() {
+        dir.remove().map_err(|error| access(&dir, error))?
+    } else {
+        Removed {
+            foreign,
+            stayed: Vec::new(),
+        }
+    };
+    stayed.extend(stayed_pins(&dir, removed.stayed));
     Ok(Some(Detached {
         dir: path,
         detached,
         gone: cleared,
+        removed_dir: remaining.is_empty() && removed.foreign.is_empty() && stayed.is_empty(),
         remaining,
-        removed_dir,
         unreadable: None,
+        foreign: removed.foreign,
+        stayed,
     }))
 }
 
 /// Removes the standing filter in `dir` whole, for `error`, which keeps it from being read: its
 /// links detach with their pins, no process holding them while the lock is taken.
 fn remove_unreadable(dir: &PinDir, error: PinError) -> Result<Detached, SessionError> {
-    dir.remove().map_err(|removing| access(dir, removing))?;
+    let removed = dir.remove().map_err(|removing| access(dir, removing))?;
     Ok(Detached {
         dir: dir.path.clone(),
         detached: Vec::new(),
         gone: Vec::new(),
         remaining: Vec::new(),
-        removed_dir: true,
+        removed_dir: removed.all(),
         unreadable: Some(error),
+        foreign: removed.foreign,
+        stayed: stayed_pins(dir, removed.stayed),
     })
+}
+
+/// The pins of `dir` that [`PinDir::remove`] could not remove, each with why.
+fn stayed_pins(dir: &PinDir, stayed: Vec<(String, std::io::Error)>) -> Vec<String> {
+    stayed
+        .into_iter()
+        .map(|(entry, error)| format!("{} ({error})", dir.path.join(entry).display()))
+        .collect()
+}
+
+/// `error` and its sources, as one line.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(error) = source {
+        text.push_str(&format!(": {error}"));
+        source = error.source();
+    }
+    text
 }
 
 fn access(dir: &PinDir, error: std::io::Error) -> SessionError {
@@ -180,6 +230,11 @@ fn access(dir: &PinDir, error: std::io::Error) -> SessionError {
     })
 }
 
-fn adopt(error: ProbeError) -> SessionError {
-    SessionError::Adopt(Box::new(error))
+/// An error reading a standing filter, which `status` and `detach` do not take over: a pin's
+/// own error as it is, others as an error reading its counters.
+pub(super) fn read_error(error: ProbeError) -> SessionError {
+    match error {
+        ProbeError::Pin(error) => SessionError::Pin(error),
+        error => SessionError::Counters(Box::new(error)),
+    }
 }

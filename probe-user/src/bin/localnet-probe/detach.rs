@@ -36,8 +36,27 @@ pub(crate) fn detach(args: &DetachArgs) -> anyhow::Result<()> {
             interface.totals
         );
     }
+    for entry in &detached.foreign {
+        tracing::warn!(
+            "left {}: localnet-probe did not put it there",
+            printable(&detached.dir.join(entry).to_string_lossy())
+        );
+    }
+    if !detached.stayed.is_empty() {
+        anyhow::bail!(
+            "could not remove all of the standing filter in {}: {}; what stayed still filters",
+            detached.dir.display(),
+            printable(&detached.stayed.join(", "))
+        );
+    }
     if detached.removed_dir {
         tracing::info!("removed {}", detached.dir.display());
+    } else if detached.remaining.is_empty() {
+        tracing::info!(
+            "removed the standing filter from {}, which keeps what localnet-probe did not put \
+             there",
+            detached.dir.display()
+        );
     } else {
         tracing::info!(
             "the standing filter in {} still serves {}",

@@ -116,17 +116,24 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                     .map(|dir| dir.path.display().to_string())
                     .unwrap_or_default();
                 let served_by = pins::serving_process();
-                let state = match &served_by {
+                let pins_vanish = pins::pins_vanish(false);
+                let mut state = match &served_by {
                     Some(process) => format!("standing filter in {directory}, served by {process}"),
                     None => format!(
                         "standing filter in {directory}, no process serving it (filtering and \
                          counting go on, without samples)"
                     ),
                 };
+                if pins_vanish == Some(true) {
+                    state.push_str(
+                        "; its pins go away with this mount namespace (as `ip netns exec` makes)",
+                    );
+                }
                 report.standing_filter = Some(StandingReport {
                     directory,
                     pinned_at: standing.pinned_at,
                     served_by,
+                    pins_vanish,
                 });
                 let at = snapshot.at;
                 previous = Some(snapshot);

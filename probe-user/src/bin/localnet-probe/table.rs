@@ -3,7 +3,9 @@
 
 use std::{collections::VecDeque, fmt::Write as _};
 
+use probe_common::Mode;
 use probe_user::{
+    exposure::{StandingInterface, pin_switching},
     net::names::{name_argument, printable},
     net::route_localnet::RouteLocalnet,
     output::report::{InterfaceReport, Report, SenderReport},
@@ -377,16 +379,50 @@ pub(crate) fn render_unserved(interfaces: &[UnservedInterface], directory: &str)
         .filter(|interface| interface.exposed)
         .map(|interface| interface.name.as_str())
         .collect();
-    if !exposed.is_empty() {
+    if let Some(command) = pin_dropping_on(&exposed) {
         let _ = writeln!(
             out,
             "\nWARNING: route_localnet=1 where frames of {} arrive: services bound to 127.0.0.1 \
-             are reachable from those links (`localnet-probe run --pin --drop-on IF` blocks such \
-             frames)",
+             are reachable from those links (`{command}` blocks such frames)",
             printable(&exposed.join(", "))
         );
     }
     out
+}
+
+/// The `run --pin` that drops on every interface of `exposed`, where no standing filter is
+/// pinned: all in one command, each named with --iface too (`--drop-on` alone drops only on
+/// interfaces selected without it), since a second `run --pin` would take the first one's
+/// filter over with a selection of its own.
+pub(crate) fn pin_dropping_on(exposed: &[&str]) -> Option<String> {
+    let first = exposed.first()?;
+    let dropping: Vec<StandingInterface> = exposed
+        .iter()
+        .map(|name| StandingInterface {
+            name: (*name).to_owned(),
+            mode: Mode::Drop,
+            egress: false,
+        })
+        .collect();
+    Some(pin_switching(&dropping, first, Mode::Drop, &[]))
+}
+
+/// The standing filter a `status` report shows, as a `run --pin` taking it over must give it
+/// again: every interface in its mode, with its replies counted or not.
+pub(crate) fn standing_of(report: &Report) -> Vec<StandingInterface> {
+    report
+        .interfaces
+        .iter()
+        .map(|interface| StandingInterface {
+            name: interface.name.clone(),
+            mode: if interface.mode == Mode::Drop.name() {
+                Mode::Drop
+            } else {
+                Mode::Monitor
+            },
+            egress: interface.egress,
+        })
+        .collect()
 }
 
 fn row(interface: &InterfaceReport) -> [String; 11] {
@@ -502,6 +538,37 @@ mod tests {
             .count();
         // A blank line, the title and two alerts.
         assert_eq!(shown_with_alerts, shown.len() - 4, "{with_alerts}");
+    }
+
+    #[test]
+    fn with_nothing_pinned_the_warning_drops_on_every_exposed_interface_at_once() {
+        let interface = |name: &str, exposed| UnservedInterface {
+            name: name.to_owned(),
+            ifindex: 2,
+            xdp_program_id: None,
+            route_localnet: Some(RouteLocalnet::new(false, exposed)),
+            route_localnet_via: if exposed {
+                vec![name.to_owned()]
+            } else {
+                Vec::new()
+            },
+            exposed,
+        };
+        let table = render_unserved(
+            &[
+                interface("va", true),
+                interface("eth0", false),
+                interface("v b", true),
+            ],
+            "/sys/fs/bpf/localnet-probe/net-1",
+        );
+        assert!(
+            table.contains(
+                "(`localnet-probe run --pin --iface va --iface 'v b' --drop-on 'v b' --drop-on \
+                 va` blocks such frames)"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

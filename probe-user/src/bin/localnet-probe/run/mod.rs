@@ -135,7 +135,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         Session::start(options).map_err(|error| explain(error, args.verifier_log))?;
     let attached_at = Instant::now();
     say_started(&started, &patterns, &mut announcer);
-    let pins_stay = args.pin && !started.pins_vanish;
+    let pins_stay = args.pin && started.pins_vanish == Some(false);
     if let Some(live) = &mut live {
         live.view
             .set_switching(Switching::Allowed { pinned: pins_stay });
@@ -316,10 +316,10 @@ fn say_started(started: &Started, patterns: &[String], announcer: &mut Announcer
         tracing::info!(
             "standing filter pinned in {}: {}",
             dir.display(),
-            if !started.pins_vanish {
-                "it stays attached after exit"
-            } else {
-                "it goes away with this command's mount namespace"
+            match started.pins_vanish {
+                Some(false) => "it stays attached after exit",
+                Some(true) => "it goes away with this mount namespace",
+                None => "whether it stays attached after exit cannot be told (see above)",
             }
         );
     }

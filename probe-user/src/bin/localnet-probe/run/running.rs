@@ -96,7 +96,7 @@ impl Running {
         live: Option<Live>,
     ) -> Self {
         evidence.add_interfaces(&started.attached);
-        let pins_stay = started.pinned_in.is_some() && !started.pins_vanish;
+        let pins_stay = started.pinned_in.is_some() && started.pins_vanish == Some(false);
         Self {
             session,
             stays_pinned_in: started.pinned_in.clone().filter(|_| pins_stay),

@@ -185,7 +185,7 @@ impl LiveView {
                 "d              switch it between monitor and drop (asks first)"
             }
             Switching::ReadOnly => {
-                "d              (status only reads: run --pin --drop-on IF switches)"
+                "d              (status only reads: says the run --pin that switches it)"
             }
         };
         let lines = [

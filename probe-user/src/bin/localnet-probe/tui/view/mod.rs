@@ -10,7 +10,8 @@ use std::{
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use probe_common::Mode;
 use probe_user::{
-    net::names::{name_argument, printable},
+    exposure::pin_switching,
+    net::names::printable,
     output::report::{EventReport, InterfaceReport, Report, endpoint},
     session::UnservedInterface,
 };
@@ -384,11 +385,25 @@ impl LiveView {
         let pinned = match self.switching {
             Switching::Allowed { pinned } => pinned,
             Switching::ReadOnly => {
-                self.say(
-                    "status only reads the standing filter; `localnet-probe run --pin \
-                     --drop-on IF` switches it"
-                        .to_owned(),
-                );
+                let said = match (&self.report, self.selected_interface()) {
+                    (Some(report), Some(interface)) => {
+                        let to = if interface.mode == Mode::Drop.name() {
+                            Mode::Monitor
+                        } else {
+                            Mode::Drop
+                        };
+                        let kept = crate::table::standing_of(report);
+                        format!(
+                            "status only reads the standing filter; `{}` switches {} to {} \
+                             mode, keeping the other interfaces and modes it has",
+                            pin_switching(&kept, &interface.name, to, &[]),
+                            printable(&interface.name),
+                            to.name()
+                        )
+                    }
+                    _ => "status only reads the standing filter".to_owned(),
+                };
+                self.say(said);
                 return;
             }
         };
@@ -952,6 +967,66 @@ mod tests {
             ["eth0", "id", "12", "0", "all=0", "if=0"],
             "{all}"
         );
+    }
+
+    #[test]
+    fn status_advises_a_run_pin_keeping_the_standing_filters_selection_and_modes() {
+        let mut view = LiveView::new(String::new(), Switching::ReadOnly, Duration::from_secs(1));
+        let mut standing = report();
+        standing.kind = "status";
+        // Its replies counted: the takeover must keep counting them.
+        standing.interfaces[1].egress = true;
+        view.update(standing, Instant::now());
+        let notice = |view: &mut LiveView, ifindex| {
+            view.selected = Some(ifindex);
+            assert_eq!(view.on_key(key(KeyCode::Char('d'))), None);
+            view.notice.clone().expect("a notice").0
+        };
+        // The exposed one, in monitor mode, to drop mode: the dropping ones keep dropping.
+        let said = notice(&mut view, 7);
+        assert!(
+            said.contains(&format!(
+                "`localnet-probe run --pin --iface eth0 --iface {LONG_NAME} --iface eth1 \
+                 --egress --drop-on eth0 --drop-on eth1 --drop-on {LONG_NAME}` switches \
+                 {LONG_NAME} to drop mode"
+            )),
+            "{said}"
+        );
+        // A dropping one to monitor mode: named with --iface, not with --drop-on.
+        let said = notice(&mut view, 2);
+        assert!(
+            said.contains(&format!(
+                "`localnet-probe run --pin --iface eth0 --iface {LONG_NAME} --iface eth1 \
+                 --egress --drop-on eth1` switches eth0 to monitor mode"
+            )),
+            "{said}"
+        );
+        assert!(!said.contains("--drop-on IF"), "{said}");
+    }
+
+    #[test]
+    fn with_nothing_pinned_one_command_drops_on_every_exposed_interface() {
+        let mut view = LiveView::new(String::new(), Switching::ReadOnly, Duration::from_secs(1));
+        let exposed = |name: &str, ifindex| UnservedInterface {
+            name: name.to_owned(),
+            ifindex,
+            xdp_program_id: None,
+            route_localnet: Some(RouteLocalnet::new(false, true)),
+            route_localnet_via: vec![name.to_owned()],
+            exposed: true,
+        };
+        view.show_unserved(vec![exposed("vb", 2), exposed("t;id*", 3)]);
+        let warnings = view.warnings();
+        assert_eq!(warnings.len(), 2);
+        for (line, _) in warnings {
+            assert!(
+                line.contains(
+                    "`localnet-probe run --pin --iface vb --iface 't;id[*]' --drop-on 't;id[*]' \
+                     --drop-on vb` blocks them"
+                ),
+                "{line}"
+            );
+        }
     }
 
     fn cells(row: &str) -> Vec<&str> {

@@ -9,17 +9,24 @@ impl LiveView {
     pub(super) fn warnings(&self) -> Vec<(String, Style)> {
         let yellow = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
         if let Some(unserved) = &self.unserved {
-            return unserved
+            let exposed: Vec<&str> = unserved
                 .iter()
                 .filter(|interface| interface.exposed)
-                .map(|interface| {
+                .map(|interface| interface.name.as_str())
+                .collect();
+            // One command for them all: each `run --pin` would take the last one's over.
+            let Some(command) = crate::table::pin_dropping_on(&exposed) else {
+                return Vec::new();
+            };
+            return exposed
+                .iter()
+                .map(|name| {
                     (
                         format!(
                             "EXPOSED {}: route_localnet=1 and nothing drops such frames here: \
                              services bound to 127.0.0.1 are reachable from this link \
-                             (`localnet-probe run --pin --drop-on {}` blocks them)",
-                            interface.name,
-                            name_argument(&interface.name)
+                             (`{command}` blocks them)",
+                            printable(name)
                         ),
                         yellow,
                     )
