@@ -574,7 +574,8 @@ fn a_program_put_before_it_later_is_said_and_the_link_exposed_again() {
 /// tool's filter on the same clsact qdisc, a probe ended by SIGINT, by `--duration` or by an
 /// error at start leaves that filter alone and nothing of its own; one killed with SIGKILL
 /// leaves its clsact filters (a filter belongs to no process), which the next start finds
-/// (its owner gone) and removes, saying so. With tcx, SIGKILL leaves nothing to find.
+/// (its owner gone) and removes, saying so, as `detach` does with no standing filter pinned.
+/// With tcx, SIGKILL leaves nothing to find.
 #[test]
 #[ignore = "needs root"]
 fn its_filters_go_on_every_way_out_even_sigkill_and_anothers_stay() {
@@ -698,4 +699,20 @@ fn its_filters_go_on_every_way_out_even_sigkill_and_anothers_stay() {
     let (status, _) = next.stop(libc::SIGTERM);
     assert!(status.success());
     nothing_of_ours_left("SIGKILL, then a start and SIGTERM");
+
+    // Killed again, with no standing filter pinned: `detach` removes what it left.
+    let killed = ProbeProcess::start(PROBE, netns, &args);
+    killed.wait_ready();
+    let (status, _) = killed.stop(libc::SIGKILL);
+    assert!(!status.success());
+    let detach = netns.output(PROBE, &["detach"]);
+    assert!(detach.status.success(), "detach: {}", stderr_of(&detach));
+    if hook == "tc" {
+        assert!(
+            stderr_of(&detach).contains("removed the clsact filter at tc egress"),
+            "{}",
+            stderr_of(&detach)
+        );
+    }
+    nothing_of_ours_left("SIGKILL, then detach");
 }

@@ -260,10 +260,13 @@ pub struct KernelReport {
 #[serde(untagged)]
 pub enum Probed {
     Features(KernelFeatures),
-    /// Probing takes CAP_BPF and CAP_NET_ADMIN.
     NotProbed {
         release: Option<String>,
         not_probed: String,
+        /// Whether the kernel refused the probe, which takes CAP_BPF and CAP_NET_ADMIN (rather
+        /// than, say, an unknown name in [`WITHOUT_VARIABLE`]).
+        #[serde(skip)]
+        refused: bool,
     },
 }
 
@@ -291,10 +294,15 @@ impl KernelReport {
             Probed::NotProbed {
                 release,
                 not_probed,
+                refused,
             } => format!(
-                "kernel {}: features not probed ({not_probed}; probing takes CAP_BPF and \
-                 CAP_NET_ADMIN, as running the probe does)",
-                release.as_deref().unwrap_or("of unknown release")
+                "kernel {}: features not probed ({not_probed}{})",
+                release.as_deref().unwrap_or("of unknown release"),
+                if *refused {
+                    "; probing takes CAP_BPF and CAP_NET_ADMIN, as running the probe does"
+                } else {
+                    ""
+                }
             ),
         };
         format!("{minimum}\n{this}")
@@ -309,6 +317,7 @@ impl From<Result<KernelFeatures, FeatureProbeError>> for KernelReport {
                 Ok(features) => Probed::Features(features),
                 Err(error) => Probed::NotProbed {
                     release: release().ok(),
+                    refused: matches!(error, FeatureProbeError::Probe { .. }),
                     not_probed: error.to_string(),
                 },
             },

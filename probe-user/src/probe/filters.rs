@@ -269,6 +269,19 @@ pub struct Leftover {
     pub program_id: Option<u32>,
 }
 
+impl Leftover {
+    /// What was done, for the interface named `name`, as start-up and `detach` say it.
+    pub fn sentence(&self, name: &str) -> String {
+        format!(
+            "{name}: removed the clsact filter at tc {} (program id {}) that a localnet-probe \
+             killed before it could remove it left",
+            self.direction.name(),
+            self.program_id
+                .map_or_else(|| "?".to_owned(), |id| id.to_string())
+        )
+    }
+}
+
 /// Deletes the probe's filters on `ifindexes` whose owner is gone: those of processes that no
 /// longer live (killed with SIGKILL), and, with `standing` (given only while holding the
 /// standing filter's lock), the standing filter's that it says its pins do not record. Others'

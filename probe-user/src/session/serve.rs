@@ -130,23 +130,11 @@ impl Session {
             .probe
             .remove_leftover_filters(all.iter().map(|interface| interface.ifindex), !pinned_now)
             .map_err(load_error)?;
-        notes.extend(leftovers.iter().map(|leftover| {
-            let name = all
+        notes.extend(
+            leftovers
                 .iter()
-                .find(|interface| interface.ifindex == leftover.ifindex)
-                .map_or_else(
-                    || format!("ifindex {}", leftover.ifindex),
-                    |i| i.name.clone(),
-                );
-            format!(
-                "{name}: removed the clsact filter at tc {} (program id {}) that a localnet-probe \
-                 killed before it could remove it left",
-                leftover.direction.name(),
-                leftover
-                    .program_id
-                    .map_or_else(|| "?".to_owned(), |id| id.to_string())
-            )
-        }));
+                .map(|leftover| leftover.sentence(&name_of(&all, leftover.ifindex))),
+        );
         let mut selected = selected;
         let attached = match session.serve_at_start(&all, &mut selected, adopted, &mut notes) {
             Ok(attached) => attached,
@@ -465,4 +453,11 @@ pub(super) fn skipped_for(chosen: &Chosen, occupant: &Occupant) -> Skipped {
             localnet_probe: occupant.is_localnet_probe(),
         },
     }
+}
+
+/// The name of the interface `ifindex` in `all`, or `ifindex N` when it is not listed.
+pub(super) fn name_of(all: &[Interface], ifindex: u32) -> String {
+    all.iter()
+        .find(|interface| interface.ifindex == ifindex)
+        .map_or_else(|| format!("ifindex {ifindex}"), |i| i.name.clone())
 }

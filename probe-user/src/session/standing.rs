@@ -7,6 +7,7 @@ use crate::{
     net::interfaces::Interfaces,
     net::names::{NamePatterns, printable},
     net::privileges,
+    probe::filters,
     probe::pins::{PinDir, PinError, PinLock, Removed},
     probe::{Probe, ProbeError},
     session::SessionError,
@@ -185,6 +186,21 @@ pub fn detach(patterns: &[impl AsRef<std::ffi::OsStr>]) -> Result<Option<Detache
         foreign: removed.foreign,
         stayed,
     }))
+}
+
+/// Removes, on every interface here, the clsact filters of runs killed by SIGKILL (their owner
+/// gone), whether or not a standing filter is pinned; what was removed, said as sentences.
+pub fn remove_killed_runs_filters() -> Result<Vec<String>, SessionError> {
+    if let Some(missing) = privileges::missing_to_read() {
+        return Err(SessionError::Privileges(missing));
+    }
+    let all = Interfaces::connect()?.list()?;
+    let removed = filters::remove_leftovers(all.iter().map(|interface| interface.ifindex), None)
+        .map_err(|error| SessionError::Load(Box::new(ProbeError::Attach(error))))?;
+    Ok(removed
+        .iter()
+        .map(|leftover| leftover.sentence(&super::serve::name_of(&all, leftover.ifindex)))
+        .collect())
 }
 
 /// Removes the standing filter in `dir` whole, for `error`, which keeps it from being read: its

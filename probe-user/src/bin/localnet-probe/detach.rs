@@ -12,7 +12,13 @@ pub(crate) struct DetachArgs {
 }
 
 pub(crate) fn detach(args: &DetachArgs) -> anyhow::Result<()> {
-    let Some(detached) = standing::detach(&args.ifaces)? else {
+    let detached = standing::detach(&args.ifaces)?;
+    // A run killed by SIGKILL leaves its clsact filters (a netlink filter outlives its process):
+    // gone with the standing filter's, or alone when none is pinned.
+    for removed in standing::remove_killed_runs_filters()? {
+        tracing::info!("{}", printable(&removed));
+    }
+    let Some(detached) = detached else {
         tracing::info!("no standing filter is pinned in this network namespace: nothing to detach");
         return Ok(());
     };

@@ -213,6 +213,8 @@ fn how(attached: &AttachedInterface, xdp: XdpPrograms) -> String {
         Hook::Tc(tc) => {
             let how = match tc {
                 TcHook::Tcx => "",
+                // Taken over, it is a filter because the standing filter was pinned as one.
+                TcHook::Clsact if attached.adopted => " (a clsact filter)",
                 TcHook::Clsact => " (a clsact filter: this kernel has no tcx)",
             };
             let beside = if attached.adopted {
