@@ -443,14 +443,29 @@ fn with_pin_an_interface_that_appears_is_pinned_too() {
     assert!(!hosts.probe.pin_dir().exists(), "nothing stays pinned");
 }
 
-/// A hundred interfaces from one `ip -batch` keep every rtnetlink dump inconsistent for a while:
-/// the probe lists them again until they settle, and serves them all.
+/// A hundred interfaces from one `ip -batch`, while unrelated ones come and go, keep every
+/// rtnetlink dump inconsistent for a while: the probe lists them again until they settle, and
+/// serves them all; none it attached is taken for removed (and released) in the meantime.
 #[test]
 #[ignore = "needs root"]
 fn a_burst_of_a_hundred_interfaces_is_followed_to_the_last() {
     let hosts = Hosts::new("hp-burst");
     let probe = ProbeProcess::start(PROBE, &hosts.probe, &["--iface", "burst*"]);
     probe.wait_ready();
+    let settled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let netns = hosts.probe.name.clone();
+        let settled = settled.clone();
+        thread::spawn(move || {
+            for _ in 0..300 {
+                if settled.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                testbed::ip(&["-n", &netns, "link", "add", "churn0", "type", "veth"]);
+                testbed::ip(&["-n", &netns, "link", "del", "churn0"]);
+            }
+        })
+    };
     let batch: String = (0..100)
         .map(|i| format!("link add burst{i} type veth peer name other{i}\n"))
         .collect();
@@ -461,6 +476,8 @@ fn a_burst_of_a_hundred_interfaces_is_followed_to_the_last() {
         .ip(&["-batch", path.to_str().expect("a UTF-8 path")]);
     let _ = std::fs::remove_file(&path);
     let report = probe.wait_for(TIMEOUT, |report| counts(report).len() == 100);
+    settled.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().expect("the churn ends");
     assert!(counts(&report).keys().all(|name| name.starts_with("burst")));
     assert_quiet(&probe.stderr(), |line| line.contains("attached to burst"));
     stop_cleanly(probe, &hosts);

@@ -118,6 +118,14 @@ impl Session {
     }
 }
 
+/// What [`Tracked::list_or_last`] found.
+pub(super) struct Listing {
+    pub(super) all: Vec<Interface>,
+    /// False for the last consistent list, taken before the interfaces attached since: it
+    /// shows them without our program, so it cannot say which served interfaces are gone.
+    pub(super) fresh: bool,
+}
+
 /// What [`Tracked::departed`] found.
 pub(super) struct Departed {
     /// Gone, with what was served and its mode.
@@ -164,12 +172,16 @@ impl Tracked {
         Departed { gone, renamed }
     }
 
-    /// The interfaces here, or while they keep changing the last consistent list: the next
-    /// one catches up.
-    pub(super) fn list_or_last(&mut self) -> Result<Vec<Interface>, SessionError> {
+    /// The interfaces here, or while they keep changing the last consistent list, said to be
+    /// stale: the next one catches up.
+    pub(super) fn list_or_last(&mut self) -> Result<Listing, SessionError> {
         match self.list() {
-            Err(SessionError::Interfaces(InterfaceError::Changing(_))) => Ok(self.listed.clone()),
-            listed => listed,
+            Ok(all) => Ok(Listing { all, fresh: true }),
+            Err(SessionError::Interfaces(InterfaceError::Changing(_))) => Ok(Listing {
+                all: self.listed.clone(),
+                fresh: false,
+            }),
+            Err(error) => Err(error),
         }
     }
     /// Keeps a standing filter's interface that is gone for the next snapshot to report.

@@ -66,15 +66,19 @@ impl Observed {
     /// interfaces that are gone are reported removed with the counts they had, their pins left
     /// for the next `run --pin` or `detach` to clear.
     pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
-        let all = self.tracked.list_or_last()?;
-        let departed = self.tracked.departed(&all);
-        if !departed.gone.is_empty() {
+        let listing = self.tracked.list_or_last()?;
+        let departed = if listing.fresh {
+            self.tracked.departed(&listing.all).gone
+        } else {
+            Vec::new()
+        };
+        if !departed.is_empty() {
             let mut counters = self
                 .tracked
                 .probe
                 .counters()
                 .map_err(|error| SessionError::Counters(Box::new(error)))?;
-            for (ifindex, served, mode) in departed.gone {
+            for (ifindex, served, mode) in departed {
                 let counters = counters.remove(&ifindex).unwrap_or_default();
                 self.tracked.remember_removed(
                     ifindex,
@@ -84,7 +88,7 @@ impl Observed {
                 );
             }
         }
-        self.tracked.read(&all, Vec::new())
+        self.tracked.read(&listing.all, Vec::new())
     }
 }
 

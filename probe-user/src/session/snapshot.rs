@@ -66,10 +66,12 @@ impl Session {
     /// Changes of route_localnet since the previous snapshot are in
     /// [`Snapshot::route_localnet_changes`].
     pub fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
-        let all = self.tracked.list_or_last()?;
-        self.follow_served(&all)?;
-        let refused = refused(&self.told, &all);
-        self.tracked.read(&all, refused)
+        let listing = self.tracked.list_or_last()?;
+        if listing.fresh {
+            self.follow_served(&listing.all)?;
+        }
+        let refused = refused(&self.told, &listing.all);
+        self.tracked.read(&listing.all, refused)
     }
 }
 
