@@ -355,18 +355,18 @@ fn without_iface_a_new_interface_is_served_once_it_is_up() {
     stop_cleanly(probe, &hosts);
 }
 
-/// Started with loopback alone, the counter map has room for 65 interfaces: the 66th to appear
-/// is said once and left out, and served once a deleted one frees a slot.
+/// `--capacity 65` bounds what is served: the 66th interface to appear is said once and left
+/// out, and served once a deleted one frees a slot.
 #[test]
 #[ignore = "needs root"]
-fn an_interface_beyond_the_counter_maps_room_waits_for_a_free_slot() {
+fn an_interface_beyond_the_capacity_bound_waits_for_a_free_slot() {
     let hosts = Hosts::new("hp-full");
     let probe = ProbeProcess::start(PROBE, &hosts.probe, &["--iface", "hp*", "--capacity", "65"]);
     probe.wait_ready();
     for i in 0..66 {
         hosts.add_pair(&format!("hp{i}"));
     }
-    let said = "cannot attach to hp65: all 65 interface slots are in use";
+    let said = "cannot attach to hp65: all 65 interfaces that --capacity allows are served";
     probe.wait_until_said(said);
     // Not served, and said so in the reports until it is.
     let report = probe.wait_for(TIMEOUT, |report| {

@@ -29,6 +29,7 @@ fn attach_detach_and_release_churn_through_a_few_slots() {
     link.receiver.enter(|| {
         let mut probe = Probe::load(LoadOptions {
             capacity: 4,
+            bound: 4,
             verifier_log: false,
             sample_rate: 0,
             xdp: XdpPrograms::MultiBuffer,

@@ -61,6 +61,7 @@ fn load() -> Probe {
 fn load_sampling(capacity: u32, sample_rate: u32) -> Probe {
     Probe::load(LoadOptions {
         capacity,
+        bound: capacity,
         verifier_log: true,
         sample_rate,
         xdp: XdpPrograms::MultiBuffer,
@@ -342,7 +343,7 @@ fn slots_are_reused_with_zeroed_counters() {
 #[ignore = "needs root"]
 fn every_matched_case_is_sampled_as_it_is_counted() {
     let mut probe = load_sampling(4, 100_000);
-    let mut ring = probe.take_samples().expect("the ring");
+    let mut ring = probe.take_samples().pop().expect("the ring");
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
     for case in cases() {
         let before = counters(&mut probe);
@@ -389,7 +390,7 @@ fn every_matched_case_is_sampled_as_it_is_counted() {
 #[ignore = "needs root"]
 fn samples_are_limited_per_interface() {
     let mut probe = load_sampling(4, 5);
-    let mut ring = probe.take_samples().expect("the ring");
+    let mut ring = probe.take_samples().pop().expect("the ring");
     probe.configure(IFINDEX, Mode::Monitor).expect("configure");
     let case = case("ipv4 loopback destination");
     assert_eq!(run(&probe, &case.frame, 20), XDP_PASS);
@@ -417,7 +418,7 @@ fn samples_are_limited_per_interface() {
 fn samples_that_find_the_ring_full_are_counted_as_lost() {
     const FRAMES: u32 = 60_000;
     let mut probe = load_sampling(1, 100_000);
-    let mut ring = probe.take_samples().expect("the ring");
+    let mut ring = probe.take_samples().pop().expect("the ring");
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
     let case = case("ipv6 ::1 source");
     assert_eq!(run(&probe, &case.frame, FRAMES), XDP_DROP);
@@ -434,7 +435,7 @@ fn samples_that_find_the_ring_full_are_counted_as_lost() {
 #[ignore = "needs root"]
 fn ip_program_samples_start_at_the_ip_header() {
     let mut probe = load_sampling(4, 10);
-    let mut ring = probe.take_samples().expect("the ring");
+    let mut ring = probe.take_samples().pop().expect("the ring");
     probe.configure(IFINDEX, Mode::Monitor).expect("configure");
     let case = case("ipv4 loopback destination");
     let packet = &case.frame[test_frames::ip_offset(&case.frame).expect("an IP frame")..];
@@ -523,7 +524,7 @@ fn tcx_ingress_classifies_and_counts_as_xdp_does() {
 #[ignore = "needs root"]
 fn tcx_egress_counts_loopback_sources_as_replies_and_drops_nothing() {
     let mut probe = load_sampling(4, 1000);
-    let mut ring = probe.take_samples().expect("sampling is on");
+    let mut ring = probe.take_samples().pop().expect("sampling is on");
     probe.configure(IFINDEX, Mode::Drop).expect("configure");
     let mut replies = 0;
     for program in Framing::ALL {

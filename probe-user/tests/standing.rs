@@ -915,7 +915,7 @@ fn a_takeover_beyond_the_pinned_room_serves_what_fits() {
         &[
             "--capacity 8 does not apply",
             &format!(
-                "{}: not attached: all 1 interface slots are in use",
+                "{}: not attached: all 1 interface slots of the standing filter are in use",
                 devices[1]
             ),
         ],

@@ -325,6 +325,7 @@ impl Stage {
 const fn load_options(sample_rate: u32) -> LoadOptions {
     LoadOptions {
         capacity: 2,
+        bound: 2,
         verifier_log: false,
         sample_rate,
         xdp: XdpPrograms::MultiBuffer,

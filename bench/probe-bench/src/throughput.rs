@@ -309,6 +309,7 @@ fn install(receiver: Receiver, link: &Link, probe_binary: &str) -> anyhow::Resul
         Receiver::ProbeTcx { mode } => {
             let mut probe = Probe::load(LoadOptions {
                 capacity: 1,
+                bound: 1,
                 verifier_log: false,
                 sample_rate: 0,
                 xdp: XdpPrograms::MultiBuffer,

@@ -5,6 +5,7 @@
 use std::{
     fmt, io,
     net::IpAddr,
+    task::Poll,
     time::{Duration, SystemTime},
 };
 
@@ -225,36 +226,64 @@ impl Clock {
     }
 }
 
-/// The ring buffer, read as samples arrive.
+/// The ring buffers, one per generation of the programs, read as samples arrive.
 pub struct SampleRing {
-    ring: AsyncFd<RingBuf<MapData>>,
+    rings: Vec<AsyncFd<RingBuf<MapData>>>,
 }
 
 impl SampleRing {
-    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+    pub fn new(rings: Vec<RingBuf<MapData>>) -> io::Result<Self> {
+        let mut this = Self { rings: Vec::new() };
+        for ring in rings {
+            this.add(ring)?;
+        }
+        Ok(this)
+    }
+
+    /// Reads `ring` too, from now on: that of a generation loaded since.
+    pub fn add(&mut self, ring: RingBuf<MapData>) -> io::Result<()> {
         // SAFETY: the ring owns its map's fd, open as long as the ring lives, and the
         // `AsyncFd` owns the ring.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
-        Ok(Self { ring })
+        self.rings.push(ring);
+        Ok(())
     }
 
-    /// Waits for samples, then appends every one in the ring to `into`.
+    /// Waits for samples in any ring, then appends every one in the rings to `into`.
     pub async fn read(&mut self, into: &mut Vec<SampledFrame>) -> io::Result<()> {
         // Cleared before reading, not after: the kernel wakes a reader only when it had read
         // everything, so a wakeup for a sample that arrives while this reads must not be lost.
-        self.ring.readable_mut().await?.clear_ready();
+        std::future::poll_fn(|context| {
+            let mut ready = false;
+            for ring in &mut self.rings {
+                match ring.poll_read_ready_mut(context) {
+                    Poll::Ready(Ok(mut guard)) => {
+                        guard.clear_ready();
+                        ready = true;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => {}
+                }
+            }
+            if ready { Poll::Ready(Ok(())) } else { Poll::Pending }
+        })
+        .await?;
         self.drain(into);
         Ok(())
     }
 
-    /// Takes whatever is in the ring now, without waiting.
+    /// Takes whatever is in the rings now, without waiting.
     pub fn drain(&mut self, into: &mut Vec<SampledFrame>) {
         let clock = Clock::now();
-        let ring = self.ring.get_mut();
-        while let Some(record) = ring.next() {
-            match SampledFrame::from_record(&record, &clock) {
-                Some(frame) => into.push(frame),
-                None => tracing::debug!("a sample record no program writes: {:?}", &record[..]),
+        for ring in &mut self.rings {
+            let ring = ring.get_mut();
+            while let Some(record) = ring.next() {
+                match SampledFrame::from_record(&record, &clock) {
+                    Some(frame) => into.push(frame),
+                    None => {
+                        tracing::debug!("a sample record no program writes: {:?}", &record[..]);
+                    }
+                }
             }
         }
     }

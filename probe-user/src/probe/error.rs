@@ -30,10 +30,17 @@ pub enum ProbeError {
     #[error("cannot refill the sample budgets")]
     Refill(#[source] io::Error),
     #[error(
-        "all {capacity} interface slots are in use: start with a larger --capacity (a standing \
-         filter keeps the room it was first pinned with until `localnet-probe detach`)"
+        "all {capacity} interfaces that --capacity allows are served: start with a larger \
+         --capacity (at most {MAX_SLOTS})"
     )]
     Full { capacity: u32 },
+    #[error(
+        "all {capacity} interface slots of the standing filter are in use: it keeps the room it \
+         was first pinned with; to serve more, `localnet-probe detach` and start \
+         `localnet-probe run --pin` again (sized for the interfaces then present), or give it \
+         more room with --capacity"
+    )]
+    StandingFull { capacity: u32 },
     #[error("interface {ifindex} is not configured")]
     NotConfigured { ifindex: u32 },
     #[error(

@@ -6,30 +6,33 @@ use super::*;
 impl Probe {
     /// Gives `ifindex` a block of zeroed counters, or keeps the one it has, and sets its mode;
     /// the change is live on an attached interface. Frames on an interface a program is attached
-    /// to but that is not configured pass uncounted, so configure first.
+    /// to but that is not configured pass uncounted, so configure first. With every slot in
+    /// use, loads another generation (see [`generation`]) unless that would pass the bound.
     pub fn configure(&mut self, ifindex: u32, mode: Mode) -> Result<(), ProbeError> {
-        let slot = match self.records.get(&ifindex) {
-            Some(record) => record.slot,
+        let (generation, slot) = match self.records.get(&ifindex) {
+            Some(record) => (record.generation, record.slot),
             None => {
-                let slot = *self.free_slots.last().ok_or(ProbeError::Full {
-                    capacity: self.capacity,
-                })?;
-                self.counters.zero(slot)?;
-                self.zero_sample_counts(slot)?;
-                slot
+                let generation = self.generation_with_room()?;
+                let slot = *self.generations[generation]
+                    .free_slots
+                    .last()
+                    .expect("a generation with room");
+                self.generations[generation].zero_slot(slot, self.cpus)?;
+                (generation, slot)
             }
         };
-        self.write_config(
+        self.generations[generation].write_config(
             ifindex,
             IfaceConfig::new(slot, mode, i64::from(self.sample_rate)),
         )?;
         match self.records.get_mut(&ifindex) {
             Some(record) => record.mode = mode,
             None => {
-                self.free_slots.pop();
+                self.generations[generation].free_slots.pop();
                 self.records.insert(
                     ifindex,
                     Record {
+                        generation,
                         slot,
                         mode,
                         attachment: None,
@@ -38,6 +41,28 @@ impl Probe {
             }
         }
         Ok(())
+    }
+
+    /// The first generation with a free slot, loading a new one when none has.
+    fn generation_with_room(&mut self) -> Result<usize, ProbeError> {
+        if let Some(found) = self
+            .generations
+            .iter()
+            .position(|generation| !generation.free_slots.is_empty())
+        {
+            return Ok(found);
+        }
+        let loaded = self.capacity();
+        if self.standing.is_some() {
+            return Err(ProbeError::StandingFull { capacity: loaded });
+        }
+        let capacity = generation::next_capacity(loaded, self.bound);
+        if capacity == 0 {
+            return Err(ProbeError::Full { capacity: loaded });
+        }
+        let next = Generation::load(self.options, capacity, None, self.cpus)?;
+        self.generations.push(next);
+        Ok(self.generations.len() - 1)
     }
 
     pub fn mode(&self, ifindex: u32) -> Option<Mode> {
@@ -55,6 +80,7 @@ impl Probe {
         if !self.records.contains_key(&ifindex) {
             return Err(ProbeError::NotConfigured { ifindex });
         }
+        let generation = self.records[&ifindex].generation;
         let (link, attached) = match choice {
             XdpModeChoice::Native | XdpModeChoice::Generic => {
                 let mode = if choice == XdpModeChoice::Native {
@@ -62,7 +88,7 @@ impl Probe {
                 } else {
                     AttachedMode::Generic
                 };
-                let link = self.link(ifindex, program, mode)?;
+                let link = self.link(generation, ifindex, program, mode)?;
                 (
                     link,
                     Attached {
@@ -71,7 +97,7 @@ impl Probe {
                     },
                 )
             }
-            XdpModeChoice::Auto => match self.link(ifindex, program, AttachedMode::Native) {
+            XdpModeChoice::Auto => match self.link(generation, ifindex, program, AttachedMode::Native) {
                 Ok(link) => (
                     link,
                     Attached {
@@ -82,7 +108,7 @@ impl Probe {
                 Err(
                     ProbeError::NoNativeSupport(error) | ProbeError::NativeNeedsMultiBuffer(error),
                 ) => (
-                    self.link(ifindex, program, AttachedMode::Generic)?,
+                    self.link(generation, ifindex, program, AttachedMode::Generic)?,
                     Attached {
                         hook: Hook::Xdp(AttachedMode::Generic),
                         native_refused: Some(error),
@@ -102,7 +128,8 @@ impl Probe {
         if !self.records.contains_key(&ifindex) {
             return Err(ProbeError::NotConfigured { ifindex });
         }
-        let held = self.tc_attachment(ifindex, program, Direction::Ingress, false)?;
+        let generation = self.records[&ifindex].generation;
+        let held = self.tc_attachment(generation, ifindex, program, Direction::Ingress, false)?;
         let hook = Hook::Tc(held.tc_hook());
         self.record_attachment(ifindex, program, hook, held);
         Ok(Attached {
@@ -112,11 +139,11 @@ impl Probe {
     }
 
     fn record_attachment(&mut self, ifindex: u32, program: Framing, hook: Hook, held: Held) {
-        let program_id = self.program_id(hook.stage(), program);
         let record = self
             .records
             .get_mut(&ifindex)
             .expect("checked by the caller");
+        let program_id = self.generations[record.generation].program_id(hook.stage(), program);
         record.attachment = Some(Attachment {
             hook,
             program,
@@ -130,10 +157,14 @@ impl Probe {
     /// Counts the replies leaving an attached interface: attaches the egress program at its
     /// tc egress, first there, and pins it with the rest when the interface is pinned.
     pub fn attach_egress(&mut self, ifindex: u32) -> Result<(), ProbeError> {
-        let attachment = self
+        let record = self
             .records
             .get(&ifindex)
-            .and_then(|record| record.attachment.as_ref())
+            .ok_or(ProbeError::NotConfigured { ifindex })?;
+        let generation = record.generation;
+        let attachment = record
+            .attachment
+            .as_ref()
             .ok_or(ProbeError::NotConfigured { ifindex })?;
         if attachment.egress.is_some() {
             return Ok(());
@@ -141,7 +172,13 @@ impl Probe {
         let (program, pinned) = (attachment.program, attachment.pinned);
         // A clsact qdisc the ingress filter added goes with the last of the two.
         let clsact_added = attachment.held.filter().is_some_and(Filter::clsact_added);
-        let mut held = self.tc_attachment(ifindex, program, Direction::Egress, clsact_added)?;
+        let mut held = self.tc_attachment(
+            generation,
+            ifindex,
+            program,
+            Direction::Egress,
+            clsact_added,
+        )?;
         if pinned && let Some(standing) = &mut self.standing {
             match &mut held {
                 Held::Link(link) => crate::kernel::bpffs::pin(
@@ -196,6 +233,7 @@ impl Probe {
     /// the qdisc).
     fn tc_attachment(
         &mut self,
+        generation: usize,
         ifindex: u32,
         program: Framing,
         direction: Direction,
@@ -212,12 +250,12 @@ impl Probe {
                 self.filter_owner = Some(owner);
             }
             let owner = self.filter_owner.as_ref().expect("set above");
-            let fd = self.program_fd(stage, program)?.as_fd();
+            let fd = self.program_fd(generation, stage, program)?.as_fd();
             return Filter::attach(owner, (fd, program), ifindex, direction, clsact_added)
                 .map(Held::Filter)
                 .map_err(|error| ProbeError::Clsact { direction, error });
         }
-        let fd = self.program_fd(stage, program)?;
+        let fd = self.program_fd(generation, stage, program)?;
         Link::tcx(fd, ifindex, direction)
             .map(Held::Link)
             .map_err(|error| match error.raw_os_error() {
@@ -226,13 +264,19 @@ impl Probe {
             })
     }
 
-    fn link(&self, ifindex: u32, program: Framing, mode: AttachedMode) -> Result<Link, ProbeError> {
-        let fd = self.program_fd(Stage::Xdp, program)?;
+    fn link(
+        &self,
+        generation: usize,
+        ifindex: u32,
+        program: Framing,
+        mode: AttachedMode,
+    ) -> Result<Link, ProbeError> {
+        let fd = self.program_fd(generation, Stage::Xdp, program)?;
         Link::xdp(fd, ifindex, mode).map_err(|error| match error.raw_os_error() {
             Some(libc::EBUSY | libc::EEXIST) => ProbeError::Occupied(error),
             // A driver that takes this MTU with multi-buffer (veth: above about 3,500 bytes).
             Some(libc::ERANGE)
-                if mode == AttachedMode::Native && self.xdp == XdpPrograms::Linear =>
+                if mode == AttachedMode::Native && self.options.xdp == XdpPrograms::Linear =>
             {
                 ProbeError::NativeNeedsMultiBuffer(error)
             }
@@ -348,20 +392,16 @@ impl Probe {
             attachment.release_filters();
         }
         drop(attachment);
-        self.write_config(ifindex, IfaceConfig::default())?;
-        let samples = self.sample_counts(record.slot)?;
-        self.counters
-            .read(record.slot + 1)
-            .map_err(ProbeError::ReadCounters)?;
-        let mut counters = self.counters.slot_saturating(record.slot);
-        counters.samples = samples;
-        self.counters.zero(record.slot)?;
-        self.zero_sample_counts(record.slot)?;
-        self.free_slots.push(record.slot);
+        let generation = &mut self.generations[record.generation];
+        generation.write_config(ifindex, IfaceConfig::default())?;
+        let counters = generation.slot_counters(record.slot, self.sample_rate)?;
+        generation.zero_slot(record.slot, self.cpus)?;
+        generation.free_slots.push(record.slot);
         Ok(counters)
     }
 
-    /// The counters of every configured interface, summed over CPUs, from one read of the map.
+    /// The counters of every configured interface, summed over CPUs, from one read of each
+    /// generation's map.
     ///
     /// The sample counts are read first: a program counts a frame before it samples it, so
     /// read in this order no interface shows more samples than matched frames.
@@ -369,12 +409,23 @@ impl Probe {
         let samples = self
             .records
             .iter()
-            .map(|(ifindex, record)| Ok((*ifindex, self.sample_counts(record.slot)?)))
+            .map(|(ifindex, record)| {
+                let generation = &self.generations[record.generation];
+                Ok((*ifindex, generation.sample_counts(record.slot, self.sample_rate)?))
+            })
             .collect::<Result<BTreeMap<u32, SampleCounts>, ProbeError>>()?;
-        let slots_in_use = self.records.values().map(|record| record.slot + 1).max();
-        self.counters
-            .read(slots_in_use.unwrap_or(0))
-            .map_err(ProbeError::ReadCounters)?;
+        for (index, generation) in self.generations.iter_mut().enumerate() {
+            let slots_in_use = self
+                .records
+                .values()
+                .filter(|record| record.generation == index)
+                .map(|record| record.slot + 1)
+                .max();
+            generation
+                .counters
+                .read(slots_in_use.unwrap_or(0))
+                .map_err(ProbeError::ReadCounters)?;
+        }
         self.records
             .iter()
             .map(|(ifindex, record)| {
@@ -382,7 +433,7 @@ impl Probe {
                     map,
                     slot: record.slot,
                 };
-                let mut counters = self
+                let mut counters = self.generations[record.generation]
                     .counters
                     .slot(record.slot)
                     .ok_or_else(|| implausible(map_names::COUNTERS))?;
@@ -404,24 +455,6 @@ impl Probe {
                 Ok((*ifindex, counters))
             })
             .collect()
-    }
-
-    pub(super) fn write_config(
-        &mut self,
-        ifindex: u32,
-        config: IfaceConfig,
-    ) -> Result<(), ProbeError> {
-        if ConfigMap::of(ifindex) == ConfigMap::Array {
-            self.config.set(ifindex, config, 0)?;
-        } else if config == IfaceConfig::default() {
-            match self.config_high.remove(&ifindex) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(error) => return Err(error.into()),
-            }
-        } else {
-            self.config_high.insert(ifindex, config, 0)?;
-        }
-        Ok(())
     }
 }
 

@@ -36,6 +36,7 @@ use thiserror::Error;
 pub mod attachment;
 mod error;
 pub mod filters;
+mod generation;
 mod lifecycle;
 pub(crate) mod occupant;
 pub mod pins;
@@ -51,6 +52,7 @@ pub use self::{
 use self::{
     attachment::{AttachedMode, Direction, Hook, Stage, TcHook, XdpPrograms, program_name},
     filters::{Filter, FilterOwner},
+    generation::Generation,
     sampling::ring_size,
     takeover::remove_pin,
 };
@@ -83,6 +85,8 @@ pub struct Attached {
 /// One interface the probe serves.
 #[derive(Debug)]
 struct Record {
+    /// The generation whose programs and maps serve it.
+    generation: usize,
     slot: u32,
     mode: Mode,
     attachment: Option<Attachment>,
@@ -152,9 +156,12 @@ struct Standing {
 /// How the probe is loaded.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
-    /// How many interfaces it can serve at once (at most [`MAX_SLOTS`]); the counter map takes
-    /// `capacity × size_of::<SlotCounters>()` (432) bytes per CPU.
+    /// How many interfaces the first generation has room for (at most `bound`); its counter
+    /// map takes `capacity × size_of::<SlotCounters>()` (432) bytes per CPU.
     pub capacity: u32,
+    /// The most interfaces it may serve at once, loading generations as they come (at most
+    /// [`MAX_SLOTS`]); each generation's `IFACE_CONFIG` takes 1 MiB besides its counters.
+    pub bound: u32,
     /// Keep the verifier's full log for a rejection.
     pub verifier_log: bool,
     /// Samples of matched frames each interface may send per second; 0 turns sampling off.
@@ -172,22 +179,16 @@ pub const DEFAULT_SAMPLE_RATE: u32 = 100;
 
 /// The XDP programs loaded into the kernel, with the interfaces they serve.
 pub struct Probe {
-    /// `None` for a standing filter only read ([`Probe::read_standing`]).
-    ebpf: Option<Ebpf>,
-    /// By [`Stage`], then [`Framing`].
-    program_ids: [[u32; 2]; 3],
-    /// Which XDP programs are loaded.
-    xdp: XdpPrograms,
-    capacity: u32,
-    config: Array<MapData, IfaceConfig>,
-    config_high: HashMap<MapData, u32, IfaceConfig>,
-    counters: CounterMap,
+    /// The instances of the object loaded, in the order they were; the first is never empty
+    /// of programs but for a standing filter only read. See [`generation`].
+    generations: Vec<Generation>,
+    /// How it was loaded, for the generations loaded later.
+    options: LoadOptions,
+    /// The most slots all generations together may have (`--capacity`).
+    bound: u32,
     sample_rate: u32,
-    sample_counts: PerCpuArray<MapData, SampleCounts>,
-    samples: Option<RingBuf<MapData>>,
     cpus: usize,
     records: BTreeMap<u32, Record>,
-    free_slots: Vec<u32>,
     standing: Option<Standing>,
     /// How the tc hooks are attached on this kernel.
     tc_hook: TcHook,
@@ -196,96 +197,26 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Loads the embedded programs, with maps sized for `options.capacity` interfaces.
+    /// Loads the embedded programs, with maps sized for `options.capacity` interfaces, that
+    /// grow as interfaces come up to `options.bound`.
     pub fn load(options: LoadOptions) -> Result<Self, ProbeError> {
         Self::load_over(options, None)
     }
 
     /// Loads the programs, over the maps pinned in `pinned` when given.
     fn load_over(options: LoadOptions, pinned: Option<&PinDir>) -> Result<Self, ProbeError> {
-        let capacity = options.capacity.clamp(1, MAX_SLOTS);
-        let level = if options.verifier_log {
-            VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS
-        } else {
-            VerifierLogLevel::default()
-        };
-        let sample_rate = options.sample_rate.min(MAX_SAMPLE_RATE);
-        let sampling = u8::from(sample_rate > 0);
-        let mut loader = EbpfLoader::new();
-        let map_paths: Vec<(&str, std::path::PathBuf)> = pinned
-            .into_iter()
-            .flat_map(|dir| PinDir::program_maps().map(|name| (name, dir.map_path(name))))
-            .collect();
-        for (name, path) in &map_paths {
-            loader.map_pin_path(name, path.as_path());
-        }
-        let mut ebpf = loader
-            .verifier_log_level(level)
-            .override_global(map_names::SAMPLING, &sampling, true)
-            .map_max_entries(map_names::COUNTERS, capacity * CLASSES_PER_INTERFACE as u32)
-            .map_max_entries(map_names::IFACE_CONFIG_HIGH, capacity)
-            .map_max_entries(map_names::SAMPLE_COUNTS, capacity)
-            .map_max_entries(map_names::SAMPLES, ring_size(sample_rate, capacity))
-            .load(PROBE_OBJECT)
-            .map_err(ProbeError::Load)?;
-        let mut program_ids = [[0; 2]; 3];
-        let rejected = |error| match error {
-            ProgramError::LoadError {
-                io_error,
-                verifier_log,
-            } => ProbeError::Verifier {
-                io_error,
-                verifier_log: verifier_log.to_string(),
-            },
-            other => ProbeError::Program(other),
-        };
-        for stage in Stage::ALL {
-            for program in Framing::ALL {
-                let loaded = ebpf
-                    .program_mut(program_name(program, stage, options.xdp))
-                    .ok_or(ProbeError::MissingPart("program"))?;
-                let info = if stage == Stage::Xdp {
-                    let xdp: &mut Xdp = loaded.try_into()?;
-                    xdp.load().map_err(rejected)?;
-                    xdp.info()?
-                } else {
-                    let classifier: &mut SchedClassifier = loaded.try_into()?;
-                    classifier.load().map_err(rejected)?;
-                    classifier.info()?
-                };
-                program_ids[stage.index()][program as usize] = info.id();
-            }
-        }
-        let mut take_map = |name: &'static str| {
-            ebpf.take_map(name).ok_or(ProbeError::MissingPart(
-                "map (see probe-ebpf for their names)",
-            ))
-        };
-        let config = Array::try_from(take_map(map_names::IFACE_CONFIG)?)?;
-        let config_high = HashMap::try_from(take_map(map_names::IFACE_CONFIG_HIGH)?)?;
+        let bound = options.bound.clamp(1, MAX_SLOTS);
+        let capacity = options.capacity.clamp(1, bound);
         let cpus = nr_cpus().map_err(|(_, error)| ProbeError::Cpus(error))?;
-        let counters = CounterMap::new(
-            PerCpuArray::try_from(take_map(map_names::COUNTERS)?)?,
-            capacity,
-            cpus,
-        );
-        let sample_counts = PerCpuArray::try_from(take_map(map_names::SAMPLE_COUNTS)?)?;
-        let samples = RingBuf::try_from(take_map(map_names::SAMPLES)?)?;
+        let first = Generation::load(options, capacity, pinned, cpus)?;
         let tc_hook = TcHook::for_kernel(KernelFeatures::probe()?.tcx);
         Ok(Self {
-            ebpf: Some(ebpf),
-            program_ids,
-            xdp: options.xdp,
-            capacity,
-            config,
-            config_high,
-            counters,
-            sample_rate,
-            sample_counts,
-            samples: Some(samples),
+            generations: vec![first],
+            options,
+            bound,
+            sample_rate: options.sample_rate.min(MAX_SAMPLE_RATE),
             cpus,
             records: BTreeMap::new(),
-            free_slots: (0..capacity).rev().collect(),
             standing: None,
             tc_hook,
             filter_owner: None,
@@ -305,26 +236,27 @@ impl Probe {
             .filter_map(|(ifindex, record)| Some((*ifindex, record.attachment.as_ref()?.program)))
     }
 
-    /// Interfaces the counter map has slots for.
-    pub const fn capacity(&self) -> u32 {
-        self.capacity
+    /// Interfaces the generations loaded have slots for.
+    pub fn capacity(&self) -> u32 {
+        self.generations
+            .iter()
+            .map(|generation| generation.capacity)
+            .sum()
+    }
+
+    /// The most interfaces it may serve, growing to it as they come.
+    pub const fn bound(&self) -> u32 {
+        self.bound
+    }
+
+    /// How many instances of the object are loaded.
+    pub fn generations(&self) -> usize {
+        self.generations.len()
     }
 
     /// Which XDP programs are loaded.
     pub const fn xdp_programs(&self) -> XdpPrograms {
-        self.xdp
-    }
-
-    fn read_config(&self, ifindex: u32) -> Result<IfaceConfig, ProbeError> {
-        let found = match ConfigMap::of(ifindex) {
-            ConfigMap::Array => self.config.get(&ifindex, 0),
-            ConfigMap::High => self.config_high.get(&ifindex, 0),
-        };
-        match found {
-            Ok(config) => Ok(config),
-            Err(MapError::KeyNotFound) => Ok(IfaceConfig::default()),
-            Err(error) => Err(error.into()),
-        }
+        self.options.xdp
     }
 
     /// A loaded XDP program, for `BPF_PROG_TEST_RUN`. A standing filter only read has none.
@@ -342,24 +274,19 @@ impl Probe {
             .expect("checked at load")
     }
 
+    /// A program of the first generation.
     fn loaded(&self, stage: Stage, program: Framing) -> &aya::programs::Program {
-        self.ebpf
-            .as_ref()
-            .expect("a probe that loaded its programs")
-            .program(program_name(program, stage, self.xdp))
-            .expect("checked at load")
+        self.generations[0].loaded(stage, program, self.options.xdp)
     }
 
     fn program_fd(
         &self,
+        generation: usize,
         stage: Stage,
         program: Framing,
     ) -> Result<&aya::programs::ProgramFd, ProbeError> {
-        Ok(self.loaded(stage, program).fd()?)
-    }
-
-    /// The kernel's id of a loaded program.
-    pub const fn program_id(&self, stage: Stage, program: Framing) -> u32 {
-        self.program_ids[stage.index()][program as usize]
+        Ok(self.generations[generation]
+            .loaded(stage, program, self.options.xdp)
+            .fd()?)
     }
 }

@@ -4,9 +4,14 @@
 use super::*;
 
 impl Probe {
-    /// The ring buffer the programs send samples through, once: whoever reads it owns it.
-    pub fn take_samples(&mut self) -> Option<RingBuf<MapData>> {
-        self.samples.take()
+    /// The ring buffers the programs send samples through, one per generation, each once:
+    /// whoever reads them owns them. Call again after interfaces are served, for those of
+    /// generations loaded since.
+    pub fn take_samples(&mut self) -> Vec<RingBuf<MapData>> {
+        self.generations
+            .iter_mut()
+            .filter_map(|generation| generation.samples.take())
+            .collect()
     }
 
     pub const fn sample_rate(&self) -> u32 {
@@ -29,43 +34,31 @@ impl Probe {
     }
 
     fn set_sample_tokens(&mut self, tokens: i64) -> Result<(), ProbeError> {
-        // The tokens are part of each interface's configuration, written whole: those in the
-        // array in one call, the rare ones in the hash map one by one.
-        let (mut keys, mut values) = (Vec::new(), Vec::new());
-        let mut high = Vec::new();
-        for (&ifindex, record) in &self.records {
-            let config = IfaceConfig::new(record.slot, record.mode, tokens);
-            match ConfigMap::of(ifindex) {
-                ConfigMap::Array => {
-                    keys.push(ifindex);
-                    values.push(config);
+        // The tokens are part of each interface's configuration, written whole: those in each
+        // generation's array in one call, the rare ones in its hash map one by one.
+        for (index, generation) in self.generations.iter_mut().enumerate() {
+            let (mut keys, mut values) = (Vec::new(), Vec::new());
+            let mut high = Vec::new();
+            for (&ifindex, record) in &self.records {
+                if record.generation != index {
+                    continue;
                 }
-                ConfigMap::High => high.push((ifindex, config)),
+                let config = IfaceConfig::new(record.slot, record.mode, tokens);
+                match ConfigMap::of(ifindex) {
+                    ConfigMap::Array => {
+                        keys.push(ifindex);
+                        values.push(config);
+                    }
+                    ConfigMap::High => high.push((ifindex, config)),
+                }
+            }
+            let fd = generation.config.map().fd().as_fd().as_raw_fd() as u32;
+            map_batch::update(fd, &keys, &values).map_err(ProbeError::Refill)?;
+            for (ifindex, config) in high {
+                generation.write_config(ifindex, config)?;
             }
         }
-        let fd = self.config.map().fd().as_fd().as_raw_fd() as u32;
-        map_batch::update(fd, &keys, &values).map_err(ProbeError::Refill)?;
-        for (ifindex, config) in high {
-            self.write_config(ifindex, config)?;
-        }
         Ok(())
-    }
-
-    pub(super) fn sample_counts(&self, slot: u32) -> Result<SampleCounts, ProbeError> {
-        let mut total = SampleCounts::default();
-        if self.sample_rate == 0 {
-            return Ok(total);
-        }
-        for counts in self.sample_counts.get(&slot, 0)?.iter() {
-            total.add(*counts);
-        }
-        Ok(total)
-    }
-
-    pub(super) fn zero_sample_counts(&mut self, slot: u32) -> Result<(), MapError> {
-        let zeroes = PerCpuValues::try_from(vec![SampleCounts::default(); self.cpus])
-            .expect("one value per CPU");
-        self.sample_counts.set(slot, zeroes, 0)
     }
 }
 

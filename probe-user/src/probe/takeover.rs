@@ -16,8 +16,10 @@ impl Probe {
     ) -> Result<(Self, Vec<Adopted>), ProbeError> {
         match found {
             Found::Standing(standing) => {
+                // It keeps the room it was first pinned with.
                 let options = LoadOptions {
                     capacity: standing.capacity,
+                    bound: standing.capacity,
                     ..options
                 };
                 let mut probe = Self::load_over(options, Some(&dir))?;
@@ -27,15 +29,19 @@ impl Probe {
                 Ok((probe, adopted))
             }
             Found::Nothing => {
+                let options = LoadOptions {
+                    bound: options.capacity,
+                    ..options
+                };
                 let mut probe = Self::load_over(options, None)?;
-                let config_high = probe.config_high.map();
+                let first = &probe.generations[0];
                 let interfaces = dir.pin_new(
-                    probe.capacity,
+                    first.capacity,
                     &[
-                        (map_names::IFACE_CONFIG, probe.config.map()),
-                        (map_names::IFACE_CONFIG_HIGH, config_high),
-                        (map_names::COUNTERS, probe.counters.map()),
-                        (map_names::SAMPLE_COUNTS, probe.sample_counts.map()),
+                        (map_names::IFACE_CONFIG, first.config.map()),
+                        (map_names::IFACE_CONFIG_HIGH, first.config_high.map()),
+                        (map_names::COUNTERS, first.counters.map()),
+                        (map_names::SAMPLE_COUNTS, first.sample_counts.map()),
                     ],
                 )?;
                 probe.standing = Some(Standing { dir, interfaces });
@@ -68,20 +74,29 @@ impl Probe {
             PerCpuArray::try_from(Map::PerCpuArray(pinned_map(map_names::SAMPLE_COUNTS)?))?;
         let interfaces = dir.interfaces()?;
         let mut probe = Self {
-            ebpf: None,
-            program_ids: [[0; 2]; 3],
+            generations: vec![Generation {
+                ebpf: None,
+                program_ids: [[0; 2]; 3],
+                capacity,
+                config,
+                config_high,
+                counters,
+                sample_counts,
+                samples: None,
+                free_slots: Vec::new(),
+            }],
             // Nothing is loaded: only the pinned maps are read.
-            xdp: XdpPrograms::MultiBuffer,
-            capacity,
-            config,
-            config_high,
-            counters,
+            options: LoadOptions {
+                capacity,
+                bound: capacity,
+                verifier_log: false,
+                sample_rate: 0,
+                xdp: XdpPrograms::MultiBuffer,
+            },
+            bound: capacity,
             sample_rate: 0,
-            sample_counts,
-            samples: None,
             cpus,
             records: BTreeMap::new(),
-            free_slots: Vec::new(),
             standing: Some(Standing { dir, interfaces }),
             tc_hook: TcHook::Tcx,
             filter_owner: None,
@@ -115,10 +130,11 @@ impl Probe {
         let mut found = Vec::new();
         for entry in standing.interfaces.iter() {
             let (ifindex, pinned) = entry?;
-            let config = self.read_config(ifindex)?;
+            let first = &self.generations[0];
+            let config = first.read_config(ifindex)?;
             standing
                 .dir
-                .check_interface(ifindex, &pinned, &config, self.capacity)?;
+                .check_interface(ifindex, &pinned, &config, first.capacity)?;
             let adopt_error = |error| ProbeError::Adopt { ifindex, error };
             let not_found = || {
                 if interface_exists(ifindex) {
@@ -201,7 +217,7 @@ impl Probe {
             self.switch(&held, stage, program)
                 .map_err(|error| match error.raw_os_error() {
                     // A driver that took its MTU from the programs with multi-buffer.
-                    Some(libc::ERANGE) if self.xdp == XdpPrograms::Linear => {
+                    Some(libc::ERANGE) if self.options.xdp == XdpPrograms::Linear => {
                         ProbeError::AdoptNeedsMultiBuffer { ifindex, error }
                     }
                     _ => ProbeError::Adopt { ifindex, error },
@@ -225,18 +241,19 @@ impl Probe {
                 config.slot(),
                 mode,
                 (held, egress),
-                self.program_id(stage, program),
+                self.generations[0].program_id(stage, program),
             );
             self.records.insert(ifindex, record);
         }
-        self.free_slots = (0..self.capacity)
+        let first = &mut self.generations[0];
+        first.free_slots = (0..first.capacity)
             .rev()
             .filter(|slot| !used.contains(slot))
             .collect();
         for (ifindex, slot) in cleared {
             self.clear(ifindex, slot)?;
             if let Some(slot) = slot {
-                self.free_slots.push(slot);
+                self.generations[0].free_slots.push(slot);
             }
         }
         // Links pinned without an entry: nothing can be counted there.
@@ -259,7 +276,9 @@ impl Probe {
     /// Makes what holds a pinned attachment run this probe's `program` at `stage` from the
     /// next frame on.
     fn switch(&self, held: &Held, stage: Stage, program: Framing) -> io::Result<()> {
-        let fd = self.program_fd(stage, program).map_err(io::Error::other)?;
+        let fd = self
+            .program_fd(0, stage, program)
+            .map_err(io::Error::other)?;
         match held {
             Held::Link(link) => link.update(fd),
             Held::Filter(filter) => filter.replace(fd.as_fd(), program),
@@ -274,11 +293,7 @@ impl Probe {
         mode: Mode,
         slot: u32,
     ) -> Result<Adopted, ProbeError> {
-        self.counters
-            .read(slot + 1)
-            .map_err(ProbeError::ReadCounters)?;
-        let mut counters = self.counters.slot_saturating(slot);
-        counters.samples = self.sample_counts(slot)?;
+        let counters = self.generations[0].slot_counters(slot, self.sample_rate)?;
         Ok(Adopted {
             ifindex,
             name: pinned.name(),
@@ -299,10 +314,11 @@ impl Probe {
 
     fn clear(&mut self, ifindex: u32, slot: Option<u32>) -> Result<(), ProbeError> {
         self.clear_pinned(ifindex)?;
-        self.write_config(ifindex, IfaceConfig::default())?;
+        // A standing filter has one generation: it does not grow.
+        let first = &mut self.generations[0];
+        first.write_config(ifindex, IfaceConfig::default())?;
         if let Some(slot) = slot {
-            self.counters.zero(slot)?;
-            self.zero_sample_counts(slot)?;
+            first.zero_slot(slot, self.cpus)?;
         }
         Ok(())
     }
@@ -438,6 +454,7 @@ fn pinned_record(
     program_id: u32,
 ) -> Record {
     Record {
+        generation: 0,
         slot,
         mode,
         attachment: Some(Attachment {

@@ -32,6 +32,7 @@ impl Session {
         );
         let mut followed = Followed::default();
         let mut refused_passing = false;
+        let room = self.tracked.probe.capacity();
         for skipped in selected.skipped {
             if self.tell(skipped.ifindex, Unserved::Skipped(skipped.clone())) {
                 followed.skipped.push(skipped);
@@ -84,6 +85,8 @@ impl Session {
             }
         }
         followed.retry_in = self.retry.after(refused_passing);
+        let grown = self.tracked.probe.capacity();
+        followed.grown_to = (grown > room).then_some(grown);
         Ok(followed)
     }
 

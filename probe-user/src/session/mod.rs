@@ -205,6 +205,9 @@ pub struct Followed {
     pub unsettled: bool,
     /// When to call again because an interface was refused for a reason that may pass.
     pub retry_in: Option<std::time::Duration>,
+    /// The interfaces the counters have room for now, when they grew to serve the ones
+    /// attached (see [`Session::capacity_bound`]).
+    pub grown_to: Option<u32>,
 }
 
 /// What was last said about an interface that is not served.
@@ -270,8 +273,15 @@ impl Session {
         self.tracked.probe.standing_dir()
     }
 
-    /// The ring buffer samples arrive through, once: whoever reads it owns it.
-    pub fn take_samples(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+    /// The most interfaces the counters may grow to serve (`--capacity`).
+    pub fn capacity_bound(&self) -> u32 {
+        self.tracked.probe.bound()
+    }
+
+    /// The ring buffers samples arrive through, one per generation of the programs, each
+    /// once: whoever reads them owns them. After interfaces are served, those of the
+    /// generations loaded for them.
+    pub fn take_samples(&mut self) -> Vec<aya::maps::RingBuf<aya::maps::MapData>> {
         self.tracked.probe.take_samples()
     }
 

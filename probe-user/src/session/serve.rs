@@ -66,14 +66,20 @@ impl Session {
             });
         }
         // Room for every interface here and a quarter more (at least MIN_CAPACITY) for ones
-        // that appear later: the map costs 432 bytes per slot on every CPU.
-        let capacity = options.capacity.unwrap_or_else(|| {
-            u32::try_from(all.len() + (all.len() / 4).max(MIN_CAPACITY as usize))
-                .unwrap_or(MAX_SLOTS)
-                .min(MAX_SLOTS)
-        });
+        // that appear later: the map costs 432 bytes per slot on every CPU. A run grows from
+        // there as interfaces come, up to --capacity; a standing filter keeps this room.
+        let sized = u32::try_from(all.len() + (all.len() / 4).max(MIN_CAPACITY as usize))
+            .unwrap_or(MAX_SLOTS)
+            .min(MAX_SLOTS);
+        let bound = options.capacity.unwrap_or(MAX_SLOTS);
+        let capacity = if options.pin {
+            options.capacity.unwrap_or(sized)
+        } else {
+            sized.min(bound)
+        };
         let load_options = LoadOptions {
             capacity,
+            bound,
             verifier_log: options.verifier_log,
             sample_rate: options.sample_rate,
             xdp,
@@ -317,7 +323,7 @@ impl Session {
                 // stay served, the ones that do not fit are said, and tried again as interfaces
                 // change.
                 Err(SessionError::Attach { name, source })
-                    if matches!(*source, ProbeError::Full { .. }) =>
+                    if matches!(*source, ProbeError::StandingFull { .. }) =>
                 {
                     notes.push(format!("{name}: not attached: {source}"));
                     // As `follow_links` words it, so that it is not said again there.

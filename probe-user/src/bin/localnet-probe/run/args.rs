@@ -49,9 +49,10 @@ pub(crate) struct RunArgs {
     /// taking over (with no gap) the one a previous `run --pin` left there.
     #[arg(long)]
     pub(super) pin: bool,
-    /// Interfaces the counters have room for, 1 to 65536 (default: those here and a quarter
-    /// more, at least 256 more; 432 bytes of kernel memory per CPU each). A standing filter
-    /// keeps the room it was first pinned with.
+    /// The most interfaces served at once, 1 to 65536 (default 65536): the counters start with
+    /// room for those here and a quarter more (at least 256 more) and grow as interfaces come,
+    /// up to this (432 bytes of kernel memory per interface and CPU, and 1 MiB per growth). A
+    /// standing filter has exactly this room (default: the start's), kept until `detach`.
     #[arg(long, value_name = "N", value_parser = capacity, allow_negative_numbers = true)]
     pub(super) capacity: Option<u32>,
     /// Detach and exit after this many seconds (0.01 to one year).

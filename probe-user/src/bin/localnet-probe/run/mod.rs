@@ -183,11 +183,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         Evidence::new(events, pcap, usize::from(args.top.unwrap_or(DEFAULT_TOP))),
         live,
     );
-    running.ring = match running.session.take_samples() {
-        Some(ring) if args.sample_rate > 0 => {
-            Some(SampleRing::new(ring).context("cannot watch the sample ring buffer")?)
-        }
-        _ => None,
+    let rings = running.session.take_samples();
+    running.ring = if args.sample_rate > 0 {
+        Some(SampleRing::new(rings).context("cannot watch the sample ring buffer")?)
+    } else {
+        None
     };
 
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(args.interval));
@@ -282,7 +282,8 @@ impl View {
 /// What start-up found, on stderr.
 fn say_started(started: &Started, patterns: &[String], announcer: &mut Announcer) {
     tracing::debug!(
-        "counters for up to {} interfaces (432 bytes each on every CPU)",
+        "counters for {} interfaces to start with (432 bytes each on every CPU), growing as \
+         interfaces come",
         started.capacity
     );
     for note in &started.notes {

@@ -219,6 +219,21 @@ impl Running {
     /// interfaces kept changing as they were listed, the pause after which to call again.
     pub(super) fn follow(&mut self) -> Result<Option<Pin<Box<Sleep>>>, SessionError> {
         let followed = self.session.follow_links()?;
+        // A generation of the programs loaded for the interfaces just served has a ring of its
+        // own; without sampling nobody reads them.
+        for ring in self.session.take_samples() {
+            if let Some(rings) = &mut self.ring
+                && let Err(error) = rings.add(ring)
+            {
+                tracing::warn!("samples of the interfaces attached now cannot be read: {error}");
+            }
+        }
+        if let Some(room) = followed.grown_to {
+            tracing::info!(
+                "the counters grew to room for {room} interfaces (at most {}; --capacity sets it)",
+                self.session.capacity_bound()
+            );
+        }
         say_left_out(&followed.skipped);
         for refusal in &followed.refused {
             tracing::warn!("{}", printable(&refusal.to_string()));
