@@ -89,15 +89,11 @@ fn dropped(report: &Value) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// 1,000 veth pairs (2,000 interfaces) plugged in one batch into a namespace the probe started
-/// in with room for 257: every one attached, none refused, the room grown several times; the
-/// frames sent to the last pairs created dropped (none reaches the server on 127.0.0.1) and
-/// counted exactly, and the counts of a pair served before the growth exact across it.
-#[test]
-#[ignore = "needs root"]
-fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
-    const PAIRS: usize = 1_000;
-    let netns = Netns::new("grow");
+/// A namespace where spoofed frames reach a server on 127.0.0.1 unless dropped
+/// (route_localnet on every interface), with the pair `early` (selected) and the pair `x` (left
+/// out, to show that), both up; and that server.
+fn namespace(tag: &str) -> (Netns, UdpSocket) {
+    let netns = Netns::new(tag);
     netns.sysctl("net/ipv4/conf/all/route_localnet", "1");
     let server = netns.enter(|| {
         let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 5353))).expect("bind");
@@ -106,26 +102,16 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
             .expect("set timeout");
         socket
     });
-    // Served from the start; and one the selection leaves out, which shows that a spoofed
-    // frame reaches the server when nothing drops it.
-    netns.ip(&pair_line("early").split(' ').collect::<Vec<_>>());
-    netns.ip(&pair_line("x").split(' ').collect::<Vec<_>>());
-    set_up(&netns, "early");
-    set_up(&netns, "x");
-    let probe = ProbeProcess::start(
-        PROBE,
-        &netns,
-        &["--drop", "--iface", "g*", "--iface", "early*", "--interval", "0.5"],
-    );
-    probe.wait_ready();
-    send(&netns, "x", 3);
-    assert_eq!(receive(&server, 3, QUIET), 3, "the unfiltered pair delivers");
-    send(&netns, "early", 7);
-    probe.wait_for(Duration::from_secs(20), |report| {
-        dropped(report).get("earlyb") == Some(&7)
-    });
+    for pair in ["early", "x"] {
+        netns.ip(&pair_line(pair).split(' ').collect::<Vec<_>>());
+        set_up(&netns, pair);
+    }
+    (netns, server)
+}
 
-    let batch: String = (0..PAIRS)
+/// Plugs `pairs` veth pairs `g<i>a`/`g<i>b` in one `ip -batch`; how long it took.
+fn plug(netns: &Netns, pairs: usize) -> Duration {
+    let batch: String = (0..pairs)
         .map(|i| pair_line(&format!("g{i:04}")) + "\n")
         .collect();
     let plugged = Instant::now();
@@ -140,7 +126,34 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
         .write_all(batch.as_bytes())
         .expect("write the batch");
     assert!(ip.wait().expect("wait for ip").success(), "ip -batch failed");
-    let created = plugged.elapsed();
+    plugged.elapsed()
+}
+
+/// The selection of both tests: the burst and the early pair, dropping.
+const SELECTION: [&str; 7] = [
+    "--drop", "--iface", "g*", "--iface", "early*", "--interval", "0.5",
+];
+
+/// 1,000 veth pairs (2,000 interfaces) plugged in one batch into a namespace the probe started
+/// in with room for 257: every one attached, none refused, the room grown several times; the
+/// frames sent to the last pairs created dropped (none reaches the server on 127.0.0.1) and
+/// counted exactly, and the counts of a pair served before the growth exact across it.
+#[test]
+#[ignore = "needs root"]
+fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
+    const PAIRS: usize = 1_000;
+    let (netns, server) = namespace("grow");
+    let probe = ProbeProcess::start(PROBE, &netns, &SELECTION);
+    probe.wait_ready();
+    send(&netns, "x", 3);
+    assert_eq!(receive(&server, 3, QUIET), 3, "the unfiltered pair delivers");
+    send(&netns, "early", 7);
+    probe.wait_for(Duration::from_secs(20), |report| {
+        dropped(report).get("earlyb") == Some(&7)
+    });
+
+    let plugged = Instant::now();
+    let created = plug(&netns, PAIRS);
     let every = 2 * PAIRS + 2;
     let report = probe.wait_for(Duration::from_secs(60), |report| {
         dropped(report).len() == every
@@ -192,4 +205,90 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
         thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(with_xdp(&netns), 0, "nothing stays attached");
+}
+
+/// A standing filter grows the same way, each generation pinned; stopped, its interfaces stay
+/// filtered; a second `run --pin` takes over every one of them, in every generation, with
+/// their counts; `status --json` sees them all, and `detach` removes everything.
+#[test]
+#[ignore = "needs root"]
+fn a_standing_filter_that_grew_is_taken_over_whole_and_detached() {
+    const PAIRS: usize = 300;
+    let (netns, server) = namespace("grow-pin");
+    let first = ProbeProcess::start_pinned(PROBE, &netns, &SELECTION);
+    first.wait_ready();
+    send(&netns, "early", 7);
+    first.wait_for(Duration::from_secs(20), |report| {
+        dropped(report).get("earlyb") == Some(&7)
+    });
+    plug(&netns, PAIRS);
+    let every = 2 * PAIRS + 2;
+    let report = first.wait_for(Duration::from_secs(60), |report| {
+        dropped(report).len() == every
+    });
+    assert_eq!(report["refused"], serde_json::json!([]), "none refused");
+    // 261 at start, doubled twice.
+    let grown_to = (5 + 256) * 4;
+    let said = first.stderr();
+    assert!(
+        said.contains(&format!("the counters grew to room for {grown_to} interfaces")),
+        "{said}"
+    );
+    let last: Vec<String> = (PAIRS - 3..PAIRS).map(|i| format!("g{i:04}")).collect();
+    for name in &last {
+        set_up(&netns, name);
+        send(&netns, name, 25);
+    }
+    first.wait_for(Duration::from_secs(20), |report| {
+        let dropped = dropped(report);
+        last.iter()
+            .all(|name| dropped.get(&format!("{name}b")) == Some(&25))
+    });
+    let (status, _) = first.stop(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}: {said}");
+    assert_eq!(with_xdp(&netns), every, "the standing filter stays on every one");
+    for number in 1..=2 {
+        let generation = netns.pin_dir().join(format!("gen-{number}"));
+        assert!(generation.join("COUNTERS").exists(), "{generation:?}");
+    }
+
+    // Filtered with no CLI running, in the newest generation too.
+    send(&netns, &last[2], 10);
+    send(&netns, "x", 2);
+    assert_eq!(receive(&server, 2, QUIET), 2, "only the unfiltered pair delivers");
+    let output = netns.output(PROBE, &["status", "--json"]);
+    assert!(output.status.success(), "{}", testbed::stderr_of(&output));
+    let shown: Value = serde_json::from_slice(&output.stdout).expect("status writes JSON");
+    let expected = |dropped: &BTreeMap<String, u64>| {
+        dropped.len() == every
+            && dropped.get("earlyb") == Some(&7)
+            && dropped.get(&format!("{}b", last[0])) == Some(&25)
+            && dropped.get(&format!("{}b", last[1])) == Some(&25)
+            && dropped.get(&format!("{}b", last[2])) == Some(&35)
+            && dropped.values().sum::<u64>() == 7 + 25 + 25 + 35
+    };
+    assert!(expected(&dropped(&shown)), "{:?}", dropped(&shown));
+
+    // Taken over whole: every interface of every generation, counts exact, and it still
+    // serves what comes next.
+    let second = ProbeProcess::start_pinned(PROBE, &netns, &SELECTION);
+    let report = second.wait_ready();
+    assert!(expected(&dropped(&report)), "{:?}", dropped(&report));
+    assert_eq!(report["refused"], serde_json::json!([]), "none refused");
+    send(&netns, "early", 5);
+    netns.ip(&pair_line("late").split(' ').collect::<Vec<_>>());
+    netns.ip(&["link", "set", "latea", "name", "g9999a"]);
+    second.wait_for(Duration::from_secs(20), |report| {
+        let dropped = dropped(report);
+        dropped.get("earlyb") == Some(&12) && dropped.contains_key("g9999a")
+    });
+    assert_eq!(receive(&server, 0, QUIET), 0, "nothing got through the takeover");
+    let said = second.stderr();
+    let (status, _) = second.stop(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}: {said}");
+
+    let output = netns.output(PROBE, &["detach"]);
+    assert!(output.status.success(), "{}", testbed::stderr_of(&output));
+    assert_eq!(with_xdp(&netns), 0, "nothing stays attached");
+    assert!(!netns.pin_dir().exists(), "{:?} is left", netns.pin_dir());
 }

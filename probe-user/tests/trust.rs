@@ -198,7 +198,7 @@ fn a_garbled_standing_record_is_refused_and_detach_removes_the_filter() {
     // The right magic and layout, a capacity beyond any counter map.
     let mut record = Vec::new();
     record.extend(u64::from_le_bytes(*b"lnprobe\0").to_ne_bytes());
-    record.extend(3_u32.to_ne_bytes());
+    record.extend(probe_user::probe::pins::LAYOUT.to_ne_bytes());
     record.extend(u32::MAX.to_ne_bytes());
     record.extend([0xa5; 16]);
     overwrite(

@@ -34,13 +34,6 @@ pub enum ProbeError {
          --capacity (at most {MAX_SLOTS})"
     )]
     Full { capacity: u32 },
-    #[error(
-        "all {capacity} interface slots of the standing filter are in use: it keeps the room it \
-         was first pinned with; to serve more, `localnet-probe detach` and start \
-         `localnet-probe run --pin` again (sized for the interfaces then present), or give it \
-         more room with --capacity"
-    )]
-    StandingFull { capacity: u32 },
     #[error("interface {ifindex} is not configured")]
     NotConfigured { ifindex: u32 },
     #[error(

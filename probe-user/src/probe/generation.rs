@@ -23,6 +23,8 @@ pub(super) struct Generation {
     /// Taken by the reader of the samples.
     pub(super) samples: Option<RingBuf<MapData>>,
     pub(super) free_slots: Vec<u32>,
+    /// In a standing filter, the pinned entries of the interfaces it serves.
+    pub(super) interfaces: Option<HashMap<MapData, u32, PinnedInterface>>,
 }
 
 impl Generation {
@@ -110,7 +112,58 @@ impl Generation {
             sample_counts,
             samples: Some(samples),
             free_slots: (0..capacity).rev().collect(),
+            interfaces: None,
         })
+    }
+
+    /// The maps of a generation of the standing filter pinned in `dir`, only read: without
+    /// programs, nothing given out.
+    pub(super) fn pinned(dir: &PinDir, capacity: u32, cpus: usize) -> Result<Self, ProbeError> {
+        let pinned_map = |name: &'static str| {
+            MapData::from_pin(dir.map_path(name)).map_err(|error| {
+                ProbeError::Pin(PinError::Map {
+                    name,
+                    error: error.to_string(),
+                })
+            })
+        };
+        Ok(Self {
+            ebpf: None,
+            program_ids: [[0; 2]; 3],
+            capacity,
+            config: Array::try_from(Map::Array(pinned_map(map_names::IFACE_CONFIG)?))?,
+            config_high: HashMap::try_from(Map::HashMap(pinned_map(
+                map_names::IFACE_CONFIG_HIGH,
+            )?))?,
+            counters: CounterMap::new(
+                PerCpuArray::try_from(Map::PerCpuArray(pinned_map(map_names::COUNTERS)?))?,
+                capacity,
+                cpus,
+            ),
+            sample_counts: PerCpuArray::try_from(Map::PerCpuArray(pinned_map(
+                map_names::SAMPLE_COUNTS,
+            )?))?,
+            samples: None,
+            free_slots: Vec::new(),
+            interfaces: Some(dir.interfaces()?),
+        })
+    }
+
+    /// The maps a standing filter pins, by name.
+    pub(super) fn program_maps(&self) -> [(&'static str, &MapData); 4] {
+        [
+            (map_names::IFACE_CONFIG, self.config.map()),
+            (map_names::IFACE_CONFIG_HIGH, self.config_high.map()),
+            (map_names::COUNTERS, self.counters.map()),
+            (map_names::SAMPLE_COUNTS, self.sample_counts.map()),
+        ]
+    }
+
+    /// The pinned entries of a standing filter's generation.
+    pub(super) fn pinned_interfaces_mut(&mut self) -> &mut HashMap<MapData, u32, PinnedInterface> {
+        self.interfaces
+            .as_mut()
+            .expect("a generation of a standing filter")
     }
 
     pub(super) fn loaded(

@@ -53,16 +53,22 @@ impl Probe {
             return Ok(found);
         }
         let loaded = self.capacity();
-        if self.standing.is_some() {
-            return Err(ProbeError::StandingFull { capacity: loaded });
-        }
         let capacity = generation::next_capacity(loaded, self.bound);
         if capacity == 0 {
             return Err(ProbeError::Full { capacity: loaded });
         }
-        let next = Generation::load(self.options, capacity, None, self.cpus)?;
+        let mut next = Generation::load(self.options, capacity, None, self.cpus)?;
+        let number = self.generations.len();
+        // A standing filter's is pinned whole before it serves anything.
+        if let Some(standing) = &self.standing {
+            let interfaces = standing
+                .dir
+                .generation(number)
+                .pin_generation(capacity, &next.program_maps())?;
+            next.interfaces = Some(interfaces);
+        }
         self.generations.push(next);
-        Ok(self.generations.len() - 1)
+        Ok(number)
     }
 
     pub fn mode(&self, ifindex: u32) -> Option<Mode> {
@@ -179,7 +185,7 @@ impl Probe {
             Direction::Egress,
             clsact_added,
         )?;
-        if pinned && let Some(standing) = &mut self.standing {
+        if pinned && let Some(standing) = &self.standing {
             match &mut held {
                 Held::Link(link) => crate::kernel::bpffs::pin(
                     &*link,
@@ -187,9 +193,10 @@ impl Probe {
                 )
                 .map_err(|error| ProbeError::PinLink { ifindex, error })?,
                 Held::Filter(filter) => {
-                    let mut entry = standing.interfaces.get(&ifindex, 0)?;
+                    let interfaces = self.generations[generation].pinned_interfaces_mut();
+                    let mut entry = interfaces.get(&ifindex, 0)?;
                     entry.set_egress_filter(Some(filter.clsact_added()));
-                    standing.interfaces.insert(ifindex, entry, 0)?;
+                    interfaces.insert(ifindex, entry, 0)?;
                     filter.keep(true);
                 }
             }
@@ -204,21 +211,22 @@ impl Probe {
 
     /// Stops counting an interface's replies: detaches (and unpins) its egress program.
     pub fn detach_egress(&mut self, ifindex: u32) -> Result<(), ProbeError> {
-        let Some(attachment) = self
-            .records
-            .get_mut(&ifindex)
-            .and_then(|record| record.attachment.as_mut())
-        else {
+        let Some(record) = self.records.get_mut(&ifindex) else {
             return Ok(());
         };
-        if let Some(standing) = &mut self.standing {
+        let generation = record.generation;
+        let Some(attachment) = record.attachment.as_mut() else {
+            return Ok(());
+        };
+        if let Some(standing) = &self.standing {
             remove_pin(&standing.dir.link_path(ifindex, Direction::Egress))
                 .map_err(|error| ProbeError::PinLink { ifindex, error })?;
+            let interfaces = self.generations[generation].pinned_interfaces_mut();
             if attachment.pinned
-                && let Ok(mut entry) = standing.interfaces.get(&ifindex, 0)
+                && let Ok(mut entry) = interfaces.get(&ifindex, 0)
             {
                 entry.set_egress_filter(None);
-                standing.interfaces.insert(ifindex, entry, 0)?;
+                interfaces.insert(ifindex, entry, 0)?;
             }
         }
         if let Some(Held::Filter(filter)) = &mut attachment.egress {
@@ -386,7 +394,7 @@ impl Probe {
             .remove(&ifindex)
             .ok_or(ProbeError::NotConfigured { ifindex })?;
         // Unpinned first: the link then detaches when dropped.
-        self.clear_pinned(ifindex)?;
+        self.clear_pinned(record.generation, ifindex)?;
         let mut attachment = record.attachment;
         if let Some(attachment) = &mut attachment {
             attachment.release_filters();

@@ -2,6 +2,9 @@
 //! they serve: its counter slot, its mode and, while attached, the links (or, without tcx, the
 //! clsact filters) that hold the attachment.
 //!
+//! The programs and maps come in generations (see [`generation`]): instances of the object loaded
+//! as interfaces come, each serving those given a slot in it.
+//!
 //! Loading and the per-interface lifecycle (configure, attach, detach, release) are here; the
 //! standing filter's takeover is in `takeover`, the samples in `sampling`, the attachment
 //! vocabulary in [`attachment`], the pinned layout in [`pins`].
@@ -143,14 +146,14 @@ pub struct Adopted {
     pub egress: Option<TcHook>,
     /// For a gone interface, its final counts.
     pub counters: SlotCounters,
+    generation: usize,
     slot: u32,
 }
 
-/// The pinned state of a standing filter.
+/// The pinned state of a standing filter; each generation has its own INTERFACES.
 #[derive(Debug)]
 struct Standing {
     dir: PinDir,
-    interfaces: HashMap<MapData, u32, PinnedInterface>,
 }
 
 /// How the probe is loaded.
@@ -206,7 +209,8 @@ impl Probe {
     /// Loads the programs, over the maps pinned in `pinned` when given.
     fn load_over(options: LoadOptions, pinned: Option<&PinDir>) -> Result<Self, ProbeError> {
         let bound = options.bound.clamp(1, MAX_SLOTS);
-        let capacity = options.capacity.clamp(1, bound);
+        // Not clamped to the bound: a standing filter's is what it was pinned with.
+        let capacity = options.capacity.clamp(1, MAX_SLOTS);
         let cpus = nr_cpus().map_err(|(_, error)| ProbeError::Cpus(error))?;
         let first = Generation::load(options, capacity, pinned, cpus)?;
         let tc_hook = TcHook::for_kernel(KernelFeatures::probe()?.tcx);

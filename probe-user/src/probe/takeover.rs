@@ -16,35 +16,29 @@ impl Probe {
     ) -> Result<(Self, Vec<Adopted>), ProbeError> {
         match found {
             Found::Standing(standing) => {
-                // It keeps the room it was first pinned with.
                 let options = LoadOptions {
                     capacity: standing.capacity,
-                    bound: standing.capacity,
                     ..options
                 };
                 let mut probe = Self::load_over(options, Some(&dir))?;
-                let interfaces = dir.interfaces()?;
-                probe.standing = Some(Standing { dir, interfaces });
+                probe.generations[0].interfaces = Some(dir.interfaces()?);
+                // Each generation it grew by, over its own pinned maps.
+                for (generation_dir, capacity) in dir.generations(true)? {
+                    let mut generation =
+                        Generation::load(options, capacity, Some(&generation_dir), probe.cpus)?;
+                    generation.interfaces = Some(generation_dir.interfaces()?);
+                    probe.generations.push(generation);
+                }
+                probe.standing = Some(Standing { dir });
                 let adopted = probe.adopt()?;
                 Ok((probe, adopted))
             }
             Found::Nothing => {
-                let options = LoadOptions {
-                    bound: options.capacity,
-                    ..options
-                };
                 let mut probe = Self::load_over(options, None)?;
                 let first = &probe.generations[0];
-                let interfaces = dir.pin_new(
-                    first.capacity,
-                    &[
-                        (map_names::IFACE_CONFIG, first.config.map()),
-                        (map_names::IFACE_CONFIG_HIGH, first.config_high.map()),
-                        (map_names::COUNTERS, first.counters.map()),
-                        (map_names::SAMPLE_COUNTS, first.sample_counts.map()),
-                    ],
-                )?;
-                probe.standing = Some(Standing { dir, interfaces });
+                let interfaces = dir.pin_new(first.capacity, &first.program_maps())?;
+                probe.generations[0].interfaces = Some(interfaces);
+                probe.standing = Some(Standing { dir });
                 Ok((probe, Vec::new()))
             }
         }
@@ -53,136 +47,146 @@ impl Probe {
     /// The standing filter pinned in `dir`, only read: its interfaces and counters, without
     /// programs; nothing is changed. `status` shows it this way.
     pub fn read_standing(dir: PinDir, capacity: u32) -> Result<(Self, Vec<Adopted>), ProbeError> {
-        let pinned_map = |name: &'static str| {
-            MapData::from_pin(dir.map_path(name)).map_err(|error| {
-                ProbeError::Pin(PinError::Map {
-                    name,
-                    error: error.to_string(),
-                })
-            })
-        };
-        let config = Array::try_from(Map::Array(pinned_map(map_names::IFACE_CONFIG)?))?;
-        let config_high =
-            HashMap::try_from(Map::HashMap(pinned_map(map_names::IFACE_CONFIG_HIGH)?))?;
         let cpus = nr_cpus().map_err(|(_, error)| ProbeError::Cpus(error))?;
-        let counters = CounterMap::new(
-            PerCpuArray::try_from(Map::PerCpuArray(pinned_map(map_names::COUNTERS)?))?,
-            capacity,
-            cpus,
-        );
-        let sample_counts =
-            PerCpuArray::try_from(Map::PerCpuArray(pinned_map(map_names::SAMPLE_COUNTS)?))?;
-        let interfaces = dir.interfaces()?;
+        let mut generations = vec![Generation::pinned(&dir, capacity, cpus)?];
+        for (generation_dir, capacity) in dir.generations(false)? {
+            generations.push(Generation::pinned(&generation_dir, capacity, cpus)?);
+        }
+        let room = generations.iter().map(|generation| generation.capacity).sum();
         let mut probe = Self {
-            generations: vec![Generation {
-                ebpf: None,
-                program_ids: [[0; 2]; 3],
-                capacity,
-                config,
-                config_high,
-                counters,
-                sample_counts,
-                samples: None,
-                free_slots: Vec::new(),
-            }],
+            generations,
             // Nothing is loaded: only the pinned maps are read.
             options: LoadOptions {
                 capacity,
-                bound: capacity,
+                bound: room,
                 verifier_log: false,
                 sample_rate: 0,
                 xdp: XdpPrograms::MultiBuffer,
             },
-            bound: capacity,
+            bound: room,
             sample_rate: 0,
             cpus,
             records: BTreeMap::new(),
-            standing: Some(Standing { dir, interfaces }),
+            standing: Some(Standing { dir }),
             tc_hook: TcHook::Tcx,
             filter_owner: None,
         };
         let mut gone = Vec::new();
-        for (ifindex, pinned, config, link, egress) in probe.pinned_interfaces()? {
+        for (generation, ifindex, pinned, config, link, egress) in probe.pinned_interfaces()? {
+            let slot = config.slot();
             match (config.mode(), link) {
                 (Some(mode), PinnedLink::Attached(held, program_id)) => {
-                    let record =
-                        pinned_record(&pinned, config.slot(), mode, (held, egress), program_id);
+                    let record = pinned_record(
+                        &pinned,
+                        (generation, slot),
+                        mode,
+                        (held, egress),
+                        program_id,
+                    );
                     probe.records.insert(ifindex, record);
                 }
                 // Not attached, nothing to show; the next `run --pin` clears it.
                 (Some(_), PinnedLink::CutShort) | (None, _) => {}
                 (Some(mode), PinnedLink::Gone) => {
-                    gone.push(probe.gone(ifindex, &pinned, mode, config.slot())?);
+                    gone.push(probe.gone(ifindex, &pinned, mode, (generation, slot))?);
                 }
             }
         }
         Ok((probe, gone))
     }
 
-    /// The standing filter's interfaces: each with its pinned entry, its configuration, what
-    /// became of its link, and its egress link if it has one.
+    /// The standing filter's interfaces: each with the generation that serves it, its pinned
+    /// entry, its configuration, what became of its link, and its egress link if it has one.
     #[expect(clippy::type_complexity, reason = "one use, a tuple of named types")]
     fn pinned_interfaces(
         &self,
-    ) -> Result<Vec<(u32, PinnedInterface, IfaceConfig, PinnedLink, Option<Held>)>, ProbeError>
-    {
+    ) -> Result<
+        Vec<(
+            usize,
+            u32,
+            PinnedInterface,
+            IfaceConfig,
+            PinnedLink,
+            Option<Held>,
+        )>,
+        ProbeError,
+    > {
         let standing = self.standing.as_ref().expect("a standing filter");
         let mut found = Vec::new();
-        for entry in standing.interfaces.iter() {
-            let (ifindex, pinned) = entry?;
-            let first = &self.generations[0];
-            let config = first.read_config(ifindex)?;
-            standing
-                .dir
-                .check_interface(ifindex, &pinned, &config, first.capacity)?;
-            let adopt_error = |error| ProbeError::Adopt { ifindex, error };
-            let not_found = || {
-                if interface_exists(ifindex) {
-                    PinnedLink::CutShort
-                } else {
-                    PinnedLink::Gone
-                }
-            };
-            let link = if pinned.hook() == Hook::Tc(TcHook::Clsact) {
-                match Filter::pinned(ifindex, Direction::Ingress, pinned.clsact_added())
-                    .map_err(adopt_error)?
-                {
-                    Some((filter, program_id)) => {
-                        PinnedLink::Attached(Held::Filter(filter), program_id)
-                    }
-                    None => not_found(),
-                }
-            } else {
-                let path = standing.dir.link_path(ifindex, Direction::Ingress);
-                match Link::from_pin(&path, pinned.hook().stage()) {
-                    Ok(Some(link)) => {
-                        let info = link.info().map_err(adopt_error)?;
-                        if info.ifindex == Some(ifindex) {
-                            PinnedLink::Attached(Held::Link(link), info.program_id)
-                        } else {
-                            PinnedLink::Gone
-                        }
-                    }
-                    Ok(None) => PinnedLink::Gone,
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => not_found(),
-                    Err(error) => return Err(adopt_error(error)),
-                }
-            };
-            let egress = if pinned.egress_filter() {
-                Filter::pinned(ifindex, Direction::Egress, pinned.clsact_added())
-                    .map_err(adopt_error)?
-                    .map(|(filter, _)| Held::Filter(filter))
-            } else {
-                let egress_path = standing.dir.link_path(ifindex, Direction::Egress);
-                match Link::from_pin(&egress_path, Stage::Tc(Direction::Egress)) {
-                    Ok(egress) => egress.map(Held::Link),
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-                    Err(error) => return Err(adopt_error(error)),
-                }
-            };
-            found.push((ifindex, pinned, config, link, egress));
+        for (index, generation) in self.generations.iter().enumerate() {
+            let interfaces = generation
+                .interfaces
+                .as_ref()
+                .expect("a generation of a standing filter");
+            for entry in interfaces.iter() {
+                let (ifindex, pinned) = entry?;
+                let config = generation.read_config(ifindex)?;
+                standing
+                    .dir
+                    .check_interface(ifindex, &pinned, &config, generation.capacity)?;
+                found.push((index, ifindex, pinned, config));
+            }
         }
-        Ok(found)
+        found
+            .into_iter()
+            .map(|(index, ifindex, pinned, config)| {
+                let (link, egress) = self.pinned_links(ifindex, &pinned)?;
+                Ok((index, ifindex, pinned, config, link, egress))
+            })
+            .collect()
+    }
+
+    /// What became of a pinned interface's link, and its egress link if it has one.
+    fn pinned_links(
+        &self,
+        ifindex: u32,
+        pinned: &PinnedInterface,
+    ) -> Result<(PinnedLink, Option<Held>), ProbeError> {
+        let standing = self.standing.as_ref().expect("a standing filter");
+        let adopt_error = |error| ProbeError::Adopt { ifindex, error };
+        let not_found = || {
+            if interface_exists(ifindex) {
+                PinnedLink::CutShort
+            } else {
+                PinnedLink::Gone
+            }
+        };
+        let link = if pinned.hook() == Hook::Tc(TcHook::Clsact) {
+            match Filter::pinned(ifindex, Direction::Ingress, pinned.clsact_added())
+                .map_err(adopt_error)?
+            {
+                Some((filter, program_id)) => PinnedLink::Attached(Held::Filter(filter), program_id),
+                None => not_found(),
+            }
+        } else {
+            let path = standing.dir.link_path(ifindex, Direction::Ingress);
+            match Link::from_pin(&path, pinned.hook().stage()) {
+                Ok(Some(link)) => {
+                    let info = link.info().map_err(adopt_error)?;
+                    if info.ifindex == Some(ifindex) {
+                        PinnedLink::Attached(Held::Link(link), info.program_id)
+                    } else {
+                        PinnedLink::Gone
+                    }
+                }
+                Ok(None) => PinnedLink::Gone,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => not_found(),
+                Err(error) => return Err(adopt_error(error)),
+            }
+        };
+        let egress = if pinned.egress_filter() {
+            Filter::pinned(ifindex, Direction::Egress, pinned.clsact_added())
+                .map_err(adopt_error)?
+                .map(|(filter, _)| Held::Filter(filter))
+        } else {
+            let egress_path = standing.dir.link_path(ifindex, Direction::Egress);
+            match Link::from_pin(&egress_path, Stage::Tc(Direction::Egress)) {
+                Ok(egress) => egress.map(Held::Link),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+                Err(error) => return Err(adopt_error(error)),
+            }
+        };
+        Ok((link, egress))
     }
 
     /// Takes over the interfaces of the standing filter this probe was loaded over: their
@@ -192,29 +196,30 @@ impl Probe {
         let mut adopted = Vec::new();
         let mut used = BTreeSet::new();
         let mut cleared = Vec::new();
-        for (ifindex, pinned, config, link, egress) in self.pinned_interfaces()? {
+        for (generation, ifindex, pinned, config, link, egress) in self.pinned_interfaces()? {
             let Some(mode) = config.mode() else {
                 // Pinned as far as its entry, not its configuration.
-                cleared.push((ifindex, None));
+                cleared.push((generation, ifindex, None));
                 continue;
             };
-            used.insert(config.slot());
+            let slot = (generation, config.slot());
+            used.insert(slot);
             let held = match link {
                 PinnedLink::Attached(held, _) => held,
                 // Not attached, not gone either: attached anew when selected.
                 PinnedLink::CutShort => {
-                    cleared.push((ifindex, Some(config.slot())));
+                    cleared.push((generation, ifindex, Some(slot.1)));
                     continue;
                 }
                 PinnedLink::Gone => {
-                    cleared.push((ifindex, Some(config.slot())));
-                    adopted.push(self.gone(ifindex, &pinned, mode, config.slot())?);
+                    cleared.push((generation, ifindex, Some(slot.1)));
+                    adopted.push(self.gone(ifindex, &pinned, mode, slot)?);
                     continue;
                 }
             };
             let program = pinned.program();
             let stage = pinned.hook().stage();
-            self.switch(&held, stage, program)
+            self.switch(&held, (generation, stage), program)
                 .map_err(|error| match error.raw_os_error() {
                     // A driver that took its MTU from the programs with multi-buffer.
                     Some(libc::ERANGE) if self.options.xdp == XdpPrograms::Linear => {
@@ -223,7 +228,7 @@ impl Probe {
                     _ => ProbeError::Adopt { ifindex, error },
                 })?;
             if let Some(egress) = &egress {
-                self.switch(egress, Stage::Tc(Direction::Egress), program)
+                self.switch(egress, (generation, Stage::Tc(Direction::Egress)), program)
                     .map_err(|error| ProbeError::Adopt { ifindex, error })?;
             }
             adopted.push(Adopted {
@@ -234,26 +239,28 @@ impl Probe {
                 hook: Some(pinned.hook()),
                 egress: egress.as_ref().map(Held::tc_hook),
                 counters: SlotCounters::default(),
-                slot: config.slot(),
+                generation,
+                slot: slot.1,
             });
             let record = pinned_record(
                 &pinned,
-                config.slot(),
+                slot,
                 mode,
                 (held, egress),
-                self.generations[0].program_id(stage, program),
+                self.generations[generation].program_id(stage, program),
             );
             self.records.insert(ifindex, record);
         }
-        let first = &mut self.generations[0];
-        first.free_slots = (0..first.capacity)
-            .rev()
-            .filter(|slot| !used.contains(slot))
-            .collect();
-        for (ifindex, slot) in cleared {
-            self.clear(ifindex, slot)?;
+        for (index, generation) in self.generations.iter_mut().enumerate() {
+            generation.free_slots = (0..generation.capacity)
+                .rev()
+                .filter(|slot| !used.contains(&(index, *slot)))
+                .collect();
+        }
+        for (generation, ifindex, slot) in cleared {
+            self.clear(generation, ifindex, slot)?;
             if let Some(slot) = slot {
-                self.generations[0].free_slots.push(slot);
+                self.generations[generation].free_slots.push(slot);
             }
         }
         // Links pinned without an entry: nothing can be counted there.
@@ -275,9 +282,14 @@ impl Probe {
 
     /// Makes what holds a pinned attachment run this probe's `program` at `stage` from the
     /// next frame on.
-    fn switch(&self, held: &Held, stage: Stage, program: Framing) -> io::Result<()> {
+    fn switch(
+        &self,
+        held: &Held,
+        (generation, stage): (usize, Stage),
+        program: Framing,
+    ) -> io::Result<()> {
         let fd = self
-            .program_fd(0, stage, program)
+            .program_fd(generation, stage, program)
             .map_err(io::Error::other)?;
         match held {
             Held::Link(link) => link.update(fd),
@@ -291,9 +303,9 @@ impl Probe {
         ifindex: u32,
         pinned: &PinnedInterface,
         mode: Mode,
-        slot: u32,
+        (generation, slot): (usize, u32),
     ) -> Result<Adopted, ProbeError> {
-        let counters = self.generations[0].slot_counters(slot, self.sample_rate)?;
+        let counters = self.generations[generation].slot_counters(slot, self.sample_rate)?;
         Ok(Adopted {
             ifindex,
             name: pinned.name(),
@@ -302,6 +314,7 @@ impl Probe {
             hook: None,
             egress: None,
             counters,
+            generation,
             slot,
         })
     }
@@ -309,30 +322,41 @@ impl Probe {
     /// Clears the pins, configuration and counters of an interface of the standing filter that
     /// is gone (see [`Probe::read_standing`]).
     pub fn clear_gone(&mut self, gone: &Adopted) -> Result<(), ProbeError> {
-        self.clear(gone.ifindex, Some(gone.slot))
+        self.clear(gone.generation, gone.ifindex, Some(gone.slot))
     }
 
-    fn clear(&mut self, ifindex: u32, slot: Option<u32>) -> Result<(), ProbeError> {
-        self.clear_pinned(ifindex)?;
-        // A standing filter has one generation: it does not grow.
-        let first = &mut self.generations[0];
-        first.write_config(ifindex, IfaceConfig::default())?;
+    fn clear(
+        &mut self,
+        generation: usize,
+        ifindex: u32,
+        slot: Option<u32>,
+    ) -> Result<(), ProbeError> {
+        self.clear_pinned(generation, ifindex)?;
+        let cpus = self.cpus;
+        let generation = &mut self.generations[generation];
+        generation.write_config(ifindex, IfaceConfig::default())?;
         if let Some(slot) = slot {
-            first.zero_slot(slot, self.cpus)?;
+            generation.zero_slot(slot, cpus)?;
         }
         Ok(())
     }
 
-    /// Removes `ifindex`'s link pins and entry from the standing filter, if any.
-    pub(super) fn clear_pinned(&mut self, ifindex: u32) -> Result<(), ProbeError> {
-        let Some(standing) = &mut self.standing else {
+    /// Removes `ifindex`'s link pins and entry (in `generation`) from the standing filter, if
+    /// any.
+    pub(super) fn clear_pinned(
+        &mut self,
+        generation: usize,
+        ifindex: u32,
+    ) -> Result<(), ProbeError> {
+        let Some(standing) = &self.standing else {
             return Ok(());
         };
         for direction in [Direction::Egress, Direction::Ingress] {
             remove_pin(&standing.dir.link_path(ifindex, direction))
                 .map_err(|error| ProbeError::Adopt { ifindex, error })?;
         }
-        match standing.interfaces.remove(&ifindex) {
+        let interfaces = self.generations[generation].pinned_interfaces_mut();
+        match interfaces.remove(&ifindex) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(error) => Err(error.into()),
         }
@@ -342,16 +366,19 @@ impl Probe {
     /// when this process ends; does nothing for a probe that is not one. An egress link
     /// attached later is pinned by [`Probe::attach_egress`].
     pub fn pin_link(&mut self, ifindex: u32, name: &str) -> Result<(), ProbeError> {
-        let Some(standing) = &mut self.standing else {
+        let Some(standing) = &self.standing else {
             return Ok(());
         };
-        let attachment = self
+        let record = self
             .records
             .get_mut(&ifindex)
-            .and_then(|record| record.attachment.as_mut())
             .ok_or(ProbeError::NotConfigured { ifindex })?;
-        standing
-            .interfaces
+        let attachment = record
+            .attachment
+            .as_mut()
+            .ok_or(ProbeError::NotConfigured { ifindex })?;
+        self.generations[record.generation]
+            .pinned_interfaces_mut()
             .insert(ifindex, attachment.pinned_entry(name), 0)?;
         for (held, direction) in [
             (Some(&mut attachment.held), Direction::Ingress),
@@ -373,17 +400,14 @@ impl Probe {
 
     /// Records a pinned interface's new name.
     pub fn rename(&mut self, ifindex: u32, name: &str) -> Result<(), ProbeError> {
-        let (Some(standing), Some(attachment)) = (
-            &mut self.standing,
-            self.records
-                .get(&ifindex)
-                .and_then(|record| record.attachment.as_ref()),
-        ) else {
+        let (Some(_), Some(record)) = (&self.standing, self.records.get(&ifindex)) else {
             return Ok(());
         };
-        if attachment.pinned {
-            standing
-                .interfaces
+        if let Some(attachment) = &record.attachment
+            && attachment.pinned
+        {
+            self.generations[record.generation]
+                .pinned_interfaces_mut()
                 .insert(ifindex, attachment.pinned_entry(name), 0)?;
         }
         Ok(())
@@ -391,12 +415,11 @@ impl Probe {
 
     /// The name a pinned interface had when last seen by a probe.
     pub fn pinned_name(&self, ifindex: u32) -> Option<String> {
-        let standing = self.standing.as_ref()?;
-        standing
-            .interfaces
-            .get(&ifindex, 0)
-            .ok()
-            .map(|pinned| pinned.name())
+        self.standing.as_ref()?;
+        self.generations.iter().find_map(|generation| {
+            let pinned = generation.interfaces.as_ref()?.get(&ifindex, 0).ok()?;
+            Some(pinned.name())
+        })
     }
 
     /// Deletes the clsact filters on `ifindexes` that a run killed with SIGKILL left, and, with
@@ -448,13 +471,13 @@ enum PinnedLink {
 /// The record of a pinned interface whose link is attached, with its egress link if any.
 fn pinned_record(
     pinned: &PinnedInterface,
-    slot: u32,
+    (generation, slot): (usize, u32),
     mode: Mode,
     (held, egress): (Held, Option<Held>),
     program_id: u32,
 ) -> Record {
     Record {
-        generation: 0,
+        generation,
         slot,
         mode,
         attachment: Some(Attachment {

@@ -34,16 +34,6 @@ impl Session {
             notes.extend(prepared.warning);
             let (found, note) = dir.inspect()?;
             notes.extend(note);
-            if let (Found::Standing(standing), Some(capacity)) = (&found, options.capacity)
-                && capacity != standing.capacity
-            {
-                notes.push(format!(
-                    "--capacity {capacity} does not apply: the standing filter in {} keeps the \
-                     room it was first pinned with ({} interfaces) until `localnet-probe detach`",
-                    dir.path.display(),
-                    standing.capacity
-                ));
-            }
             Some((lock, dir, found))
         } else {
             None
@@ -66,17 +56,14 @@ impl Session {
             });
         }
         // Room for every interface here and a quarter more (at least MIN_CAPACITY) for ones
-        // that appear later: the map costs 432 bytes per slot on every CPU. A run grows from
-        // there as interfaces come, up to --capacity; a standing filter keeps this room.
+        // that appear later: the map costs 432 bytes per slot on every CPU. The probe grows
+        // from there as interfaces come, up to --capacity (a standing filter taken over, from
+        // the generations it was pinned with).
         let sized = u32::try_from(all.len() + (all.len() / 4).max(MIN_CAPACITY as usize))
             .unwrap_or(MAX_SLOTS)
             .min(MAX_SLOTS);
         let bound = options.capacity.unwrap_or(MAX_SLOTS);
-        let capacity = if options.pin {
-            options.capacity.unwrap_or(sized)
-        } else {
-            sized.min(bound)
-        };
+        let capacity = sized.min(bound);
         let load_options = LoadOptions {
             capacity,
             bound,
@@ -318,12 +305,12 @@ impl Session {
                     attached.push(served);
                     served_now.push(chosen);
                 }
-                // Only a standing filter taken over can be full at start (it keeps the room it
-                // was first pinned with; a new one is sized for the selection): its interfaces
-                // stay served, the ones that do not fit are said, and tried again as interfaces
-                // change.
+                // Only a standing filter taken over can be full at start (with a --capacity
+                // below what it serves; a new one is sized for the selection): its interfaces
+                // stay served, the ones beyond the bound are said, and tried again as
+                // interfaces change.
                 Err(SessionError::Attach { name, source })
-                    if matches!(*source, ProbeError::StandingFull { .. }) =>
+                    if matches!(*source, ProbeError::Full { .. }) =>
                 {
                     notes.push(format!("{name}: not attached: {source}"));
                     // As `follow_links` words it, so that it is not said again there.

@@ -10,6 +10,8 @@ const PAGE_GZIP_LIMIT: u64 = 1_000_000;
 const ENCODE_LIMIT_SECS: f64 = 0.1;
 /// Compact JSON's share of full JSON's bytes a day under churn, at most.
 const COMPACT_SHARE_LIMIT: f64 = 0.05;
+/// Every interface of a burst served within this.
+const ALL_SERVED_LIMIT_SECS: f64 = 2.0;
 
 pub(super) fn markdown(out: &mut String, n: &Node) {
     let _ = write!(
@@ -60,6 +62,29 @@ pub(super) fn markdown(out: &mut String, n: &Node) {
             100.0 * j.compact_bytes_per_day / j.full_bytes_per_day,
         );
     }
+    growth(out, n);
+}
+
+/// The burst's figures.
+fn growth(out: &mut String, n: &Node) {
+    let g = &n.growth;
+    let served = g.all_served_secs.map_or_else(
+        || format!("not all within a minute ({} of them)", thousands(g.served)),
+        |secs| format!("all served {secs:.2} s after it began"),
+    );
+    let grown = if g.grown.is_empty() {
+        "the room never grew".to_owned()
+    } else {
+        g.grown.join("; ")
+    };
+    let _ = writeln!(
+        out,
+        "
+{} interfaces plugged in one `ip -batch` ({:.2} s) into `run --drop --iface 'g*'`          started with room for 257: {served}, {} refused ({grown}).",
+        thousands(g.interfaces),
+        g.batch_secs,
+        g.refused,
+    );
 }
 
 /// What else than churn the JSON case has.
@@ -73,6 +98,23 @@ fn counting(one_in: usize) -> String {
 
 pub(super) fn targets(n: &Node) -> Vec<Target> {
     let mut targets = Vec::new();
+    let g = &n.growth;
+    targets.push(Target::at_most(
+        format!(
+            "{} interfaces plugged in one batch all served within 2 s",
+            thousands(g.interfaces)
+        ),
+        g.all_served_secs.unwrap_or(f64::INFINITY),
+        ALL_SERVED_LIMIT_SECS,
+        g.all_served_secs
+            .map_or_else(|| "never".to_owned(), |secs| format!("{secs:.2} s")),
+    ));
+    targets.push(Target::at_most(
+        "0 interfaces refused in that burst".to_owned(),
+        g.refused as f64,
+        0.0,
+        g.refused.to_string(),
+    ));
     for page in &n.pages {
         targets.push(Target::at_most(
             format!(

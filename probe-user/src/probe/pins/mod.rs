@@ -10,7 +10,16 @@
 //!   IFACE_CONFIG IFACE_CONFIG_HIGH COUNTERS SAMPLE_COUNTS   the programs' maps
 //!   links/<ifindex>            the XDP or tcx ingress links that keep the programs attached
 //!   links-egress/<ifindex>     the tcx egress links of interfaces whose replies are counted
+//!   gen-<n>/                   from 1 on, each generation loaded as it grew (see
+//!     INTERFACES IFACE_CONFIG  `probe::generation`): the interfaces it serves and its maps,
+//!     IFACE_CONFIG_HIGH        its room that of its COUNTERS
+//!     COUNTERS SAMPLE_COUNTS
 //! ```
+//!
+//! `STANDING`, `INTERFACES` and the maps at the top are generation 0's. An interface's entry
+//! is in the `INTERFACES` of the generation that serves it; its links are in `links/` whatever
+//! the generation. A generation's `INTERFACES` is pinned last: one without it is left by a
+//! process stopped while pinning it, and serves nothing.
 //!
 //! A clsact filter cannot be pinned: it stays until deleted. Its `INTERFACES` entry records it
 //! (at ingress by its hook, at egress by a flag), and it has the standing filter's handle (see
@@ -81,6 +90,8 @@ const STANDING: &str = "STANDING";
 const INTERFACES: &str = "INTERFACES";
 const LINKS: &str = "links";
 const EGRESS_LINKS: &str = "links-egress";
+/// The directories of the generations after the first: `gen-1`, `gen-2`, …
+const GENERATION_PREFIX: &str = "gen-";
 
 #[derive(Debug, Error)]
 pub enum PinError {
@@ -293,7 +304,7 @@ impl PinDir {
             let entry = entry.map_err(read)?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
-            let ours = if name == LINKS || name == EGRESS_LINKS {
+            let ours = if name == LINKS || name == EGRESS_LINKS || generation_of(&name).is_some() {
                 is_dir
             } else {
                 !is_dir && (name == STANDING || name == INTERFACES || is_program_map(&name))
@@ -303,12 +314,13 @@ impl PinDir {
                 continue;
             }
             if is_dir {
-                // Links are pinned under their ifindex, nothing else.
-                for link in fs::read_dir(entry.path()).map_err(read)? {
-                    let link = link.map_err(read)?;
-                    let link_name = link.file_name().to_string_lossy().into_owned();
-                    if !is_link_pin(&link_name, &link) {
-                        found.foreign.push(format!("{name}/{link_name}"));
+                // Links are pinned under their ifindex, a generation's maps under their names,
+                // nothing else.
+                for inside in fs::read_dir(entry.path()).map_err(read)? {
+                    let inside = inside.map_err(read)?;
+                    let inside_name = inside.file_name().to_string_lossy().into_owned();
+                    if !is_ours_inside(&name, &inside_name, &inside) {
+                        found.foreign.push(format!("{name}/{inside_name}"));
                     }
                 }
             }
@@ -411,39 +423,110 @@ impl PinDir {
                 error,
             })?;
         }
-        let pin = |name: &'static str, fd: std::os::fd::BorrowedFd<'_>| {
-            bpffs::pin(fd, &self.path.join(name)).map_err(|error| PinError::Access {
-                what: "pin in",
-                path: self.path.clone(),
-                error,
-            })
-        };
-        for (name, map) in program_maps {
-            pin(name, map.fd().as_fd())?;
-        }
-        let map_error = |name: &'static str| {
-            move |error: io::Error| PinError::Map {
-                name,
-                error: error.to_string(),
-            }
-        };
-        let interfaces =
-            bpffs::create_map::<u32, PinnedInterface>(MapKind::Hash, "lnp_interfaces", capacity)
-                .map_err(map_error(INTERFACES))?;
-        pin(INTERFACES, interfaces.as_fd())?;
+        let interfaces = self.pin_maps(capacity, program_maps)?;
         let standing_map = bpffs::create_map::<u32, Standing>(MapKind::Array, "lnp_standing", 1)
-            .map_err(map_error(STANDING))?;
+            .map_err(|error| PinError::Map {
+                name: STANDING,
+                error: error.to_string(),
+            })?;
         let standing = Standing::new(capacity, self.netns_cookie);
         let mut array: Array<MapData, Standing> = Array::try_from(Map::Array(
             MapData::from_fd(standing_map).map_err(map_error_aya(STANDING))?,
         ))
         .map_err(map_error_aya(STANDING))?;
         array.set(0, standing, 0).map_err(map_error_aya(STANDING))?;
-        pin(STANDING, array.map().fd().as_fd())?;
+        self.pin(STANDING, array.map().fd().as_fd())?;
+        Ok(interfaces)
+    }
+
+    /// Pins the programs' `maps` in the directory, then a new INTERFACES for `capacity`
+    /// interfaces, which it returns.
+    fn pin_maps(
+        &self,
+        capacity: u32,
+        program_maps: &[(&'static str, &MapData)],
+    ) -> Result<HashMap<MapData, u32, PinnedInterface>, PinError> {
+        for (name, map) in program_maps {
+            self.pin(name, map.fd().as_fd())?;
+        }
+        let interfaces =
+            bpffs::create_map::<u32, PinnedInterface>(MapKind::Hash, "lnp_interfaces", capacity)
+                .map_err(|error| PinError::Map {
+                    name: INTERFACES,
+                    error: error.to_string(),
+                })?;
+        self.pin(INTERFACES, interfaces.as_fd())?;
         HashMap::try_from(Map::HashMap(
             MapData::from_fd(interfaces).map_err(map_error_aya(INTERFACES))?,
         ))
         .map_err(map_error_aya(INTERFACES))
+    }
+
+    fn pin(&self, name: &'static str, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), PinError> {
+        bpffs::pin(fd, &self.path.join(name)).map_err(|error| PinError::Access {
+            what: "pin in",
+            path: self.path.clone(),
+            error,
+        })
+    }
+
+    /// The directory of generation `number` (from 1), whether or not it exists.
+    pub fn generation(&self, number: usize) -> Self {
+        Self {
+            path: self.path.join(format!("{GENERATION_PREFIX}{number}")),
+            netns_cookie: self.netns_cookie,
+        }
+    }
+
+    /// Pins a new generation's maps in its directory `self` (see [`PinDir::generation`]), its
+    /// INTERFACES for `capacity` interfaces last; on an error nothing of it is left.
+    pub fn pin_generation(
+        &self,
+        capacity: u32,
+        program_maps: &[(&'static str, &MapData)],
+    ) -> Result<HashMap<MapData, u32, PinnedInterface>, PinError> {
+        fs::create_dir(&self.path).map_err(|error| PinError::Access {
+            what: "create",
+            path: self.path.clone(),
+            error,
+        })?;
+        let pinned = self.pin_maps(capacity, program_maps);
+        if pinned.is_err() {
+            self.remove_generation();
+        }
+        pinned
+    }
+
+    /// The generations after the first pinned here, in order, each with its room: those
+    /// complete. An incomplete last one (a process stopped while pinning it, before it served
+    /// anything) is removed with `clear_incomplete` (by the holder of the lock only: for
+    /// others it may be one being pinned now).
+    pub fn generations(&self, clear_incomplete: bool) -> Result<Vec<(Self, u32)>, PinError> {
+        let mut found = Vec::new();
+        for number in 1.. {
+            let generation = self.generation(number);
+            if !generation.path.exists() {
+                break;
+            }
+            if !generation.path.join(INTERFACES).exists() {
+                if clear_incomplete {
+                    generation.remove_generation();
+                }
+                break;
+            }
+            let capacity = generation.check_generation_maps()?;
+            found.push((generation, capacity));
+        }
+        Ok(found)
+    }
+
+    /// Removes a generation's directory, as far as it goes: what stays is found, and
+    /// removed, by `detach`.
+    fn remove_generation(&self) {
+        for name in Self::program_maps().chain([INTERFACES]) {
+            let _ = fs::remove_file(self.path.join(name));
+        }
+        let _ = fs::remove_dir(&self.path);
     }
 
     /// The pinned INTERFACES map.
@@ -476,12 +559,14 @@ impl PinDir {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
-            if is_dir && (name == LINKS || name == EGRESS_LINKS) {
+            if is_dir
+                && (name == LINKS || name == EGRESS_LINKS || generation_of(&name).is_some())
+            {
                 let mut foreign_inside = false;
                 for link in fs::read_dir(entry.path())? {
                     let link = link?;
                     let link_name = link.file_name().to_string_lossy().into_owned();
-                    if is_link_pin(&link_name, &link) {
+                    if is_ours_inside(&name, &link_name, &link) {
                         remove(&link.path(), format!("{name}/{link_name}"), |path| {
                             fs::remove_file(path)
                         });
@@ -541,6 +626,27 @@ fn is_program_map(name: &str) -> bool {
 /// ifindex.
 fn is_link_pin(name: &str, entry: &fs::DirEntry) -> bool {
     name.parse::<u32>().is_ok() && entry.file_type().is_ok_and(|kind| kind.is_file())
+}
+
+/// Whether `entry`, named `name` in the directory `dir` of the standing filter's, is one
+/// localnet-probe pinned: a link in a links directory, a map in a generation's.
+fn is_ours_inside(dir: &str, name: &str, entry: &fs::DirEntry) -> bool {
+    if generation_of(dir).is_some() {
+        (name == INTERFACES || is_program_map(name))
+            && entry.file_type().is_ok_and(|kind| kind.is_file())
+    } else {
+        is_link_pin(name, entry)
+    }
+}
+
+/// The generation whose directory is named `name`: `gen-<n>`, n from 1.
+fn generation_of(name: &str) -> Option<usize> {
+    let number = name.strip_prefix(GENERATION_PREFIX)?;
+    // One spelling per number: no sign, no leading zero.
+    if number.starts_with(['0', '+']) {
+        return None;
+    }
+    number.parse().ok().filter(|n| *n >= 1)
 }
 
 fn map_error_aya(name: &'static str) -> impl Fn(aya::maps::MapError) -> PinError {

@@ -15,9 +15,10 @@ use crate::{
 };
 
 /// The version of the layout below; a change in any pinned map's keys or values, or in what the
-/// programs read from them, takes a new one. A change of size is caught at compile time by
+/// programs read from them, or in the directory's entries, takes a new one (4: the generations'
+/// directories). A change of size is caught at compile time by
 /// `LAYOUT_SIZES`; a change of meaning at the same size is up to the one who makes it.
-pub const LAYOUT: u32 = 3;
+pub const LAYOUT: u32 = 4;
 
 /// The sizes of every pinned record, in this order: the programs' map values (`IfaceConfig`,
 /// `Counter`, `SampleCounts`), then `STANDING` and `INTERFACES` values.
@@ -31,7 +32,7 @@ const PINNED_SIZES: [usize; 5] = [
 
 /// The layout version and the [`PINNED_SIZES`] it was cut for: a record that changes size does
 /// not compile until [`LAYOUT`] is bumped and its sizes written here.
-const LAYOUT_SIZES: (u32, [usize; 5]) = (3, [16, 16, 16, 32, 20]);
+const LAYOUT_SIZES: (u32, [usize; 5]) = (4, [16, 16, 16, 32, 20]);
 
 const _: () = {
     assert!(
@@ -55,7 +56,7 @@ const MAGIC: u64 = u64::from_le_bytes(*b"lnprobe\0");
 pub struct Standing {
     magic: u64,
     layout: u32,
-    /// Interfaces its counter map has slots for.
+    /// Interfaces its first generation's counter map has slots for.
     pub capacity: u32,
     /// The network namespace's cookie, never reused, unlike its inode.
     pub(super) netns_cookie: u64,
@@ -278,6 +279,35 @@ impl PinDir {
     }
 
     pub(super) fn check_program_maps(&self, standing: &Standing) -> Result<(), PinError> {
+        let slots = self.check_map_types()?;
+        if slots != standing.capacity {
+            return Err(self.corrupt(
+                STANDING,
+                format!(
+                    "capacity {}, where COUNTERS has room for {slots} interfaces",
+                    standing.capacity
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the maps of a generation after the first (in its directory) and returns its
+    /// room.
+    pub(super) fn check_generation_maps(&self) -> Result<u32, PinError> {
+        let slots = self.check_map_types()?;
+        if slots == 0 || slots > MAX_SLOTS {
+            return Err(self.corrupt(
+                "COUNTERS",
+                format!("room for {slots} interfaces, where 1 to {MAX_SLOTS} can be"),
+            ));
+        }
+        Ok(slots)
+    }
+
+    /// Checks that the programs' maps pinned here are of the types and sizes this version
+    /// pins, and returns the interfaces COUNTERS has room for.
+    fn check_map_types(&self) -> Result<u32, PinError> {
         for (name, map_type, key_size, value_size) in PROGRAM_MAPS {
             let info = MapData::from_pin(self.path.join(name))
                 .and_then(|map| map.info())
@@ -320,17 +350,7 @@ impl PinDir {
                 path: self.path.clone(),
                 reason: format!("COUNTERS: {error}"),
             })?;
-        let slots = counters.max_entries() / CLASSES_PER_INTERFACE as u32;
-        if slots != standing.capacity {
-            return Err(self.corrupt(
-                STANDING,
-                format!(
-                    "capacity {}, where COUNTERS has room for {slots} interfaces",
-                    standing.capacity
-                ),
-            ));
-        }
-        Ok(())
+        Ok(counters.max_entries() / CLASSES_PER_INTERFACE as u32)
     }
 
     fn corrupt(&self, pin: &'static str, problem: String) -> PinError {
