@@ -125,13 +125,22 @@ fn plug(netns: &Netns, pairs: usize) -> Duration {
         .expect("piped")
         .write_all(batch.as_bytes())
         .expect("write the batch");
-    assert!(ip.wait().expect("wait for ip").success(), "ip -batch failed");
+    assert!(
+        ip.wait().expect("wait for ip").success(),
+        "ip -batch failed"
+    );
     plugged.elapsed()
 }
 
 /// The selection of both tests: the burst and the early pair, dropping.
 const SELECTION: [&str; 7] = [
-    "--drop", "--iface", "g*", "--iface", "early*", "--interval", "0.5",
+    "--drop",
+    "--iface",
+    "g*",
+    "--iface",
+    "early*",
+    "--interval",
+    "0.5",
 ];
 
 /// 1,000 veth pairs (2,000 interfaces) plugged in one batch into a namespace the probe started
@@ -146,7 +155,11 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
     let probe = ProbeProcess::start(PROBE, &netns, &SELECTION);
     probe.wait_ready();
     send(&netns, "x", 3);
-    assert_eq!(receive(&server, 3, QUIET), 3, "the unfiltered pair delivers");
+    assert_eq!(
+        receive(&server, 3, QUIET),
+        3,
+        "the unfiltered pair delivers"
+    );
     send(&netns, "early", 7);
     probe.wait_for(Duration::from_secs(20), |report| {
         dropped(report).get("earlyb") == Some(&7)
@@ -165,7 +178,9 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
     let grown_to = (5 + 256) * 8;
     let stderr = probe.stderr();
     assert!(
-        stderr.contains(&format!("the counters grew to room for {grown_to} interfaces")),
+        stderr.contains(&format!(
+            "the counters grew to room for {grown_to} interfaces"
+        )),
         "{stderr}"
     );
     eprintln!(
@@ -195,7 +210,11 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
     let counted: u64 = dropped.values().sum();
     assert_eq!(counted, 4 * 25 + 12, "no frame counted elsewhere or twice");
     for name in &last {
-        assert_eq!(dropped[&format!("{name}a")], 0, "{name}a sent, did not receive");
+        assert_eq!(
+            dropped[&format!("{name}a")],
+            0,
+            "{name}a sent, did not receive"
+        );
     }
 
     let (status, _) = probe.stop(libc::SIGTERM);
@@ -231,7 +250,9 @@ fn a_standing_filter_that_grew_is_taken_over_whole_and_detached() {
     let grown_to = (5 + 256) * 4;
     let said = first.stderr();
     assert!(
-        said.contains(&format!("the counters grew to room for {grown_to} interfaces")),
+        said.contains(&format!(
+            "the counters grew to room for {grown_to} interfaces"
+        )),
         "{said}"
     );
     let last: Vec<String> = (PAIRS - 3..PAIRS).map(|i| format!("g{i:04}")).collect();
@@ -246,7 +267,11 @@ fn a_standing_filter_that_grew_is_taken_over_whole_and_detached() {
     });
     let (status, _) = first.stop(libc::SIGTERM);
     assert!(status.success(), "exit status {status}: {said}");
-    assert_eq!(with_xdp(&netns), every, "the standing filter stays on every one");
+    assert_eq!(
+        with_xdp(&netns),
+        every,
+        "the standing filter stays on every one"
+    );
     for number in 1..=2 {
         let generation = netns.pin_dir().join(format!("gen-{number}"));
         assert!(generation.join("COUNTERS").exists(), "{generation:?}");
@@ -255,7 +280,11 @@ fn a_standing_filter_that_grew_is_taken_over_whole_and_detached() {
     // Filtered with no CLI running, in the newest generation too.
     send(&netns, &last[2], 10);
     send(&netns, "x", 2);
-    assert_eq!(receive(&server, 2, QUIET), 2, "only the unfiltered pair delivers");
+    assert_eq!(
+        receive(&server, 2, QUIET),
+        2,
+        "only the unfiltered pair delivers"
+    );
     let output = netns.output(PROBE, &["status", "--json"]);
     assert!(output.status.success(), "{}", testbed::stderr_of(&output));
     let shown: Value = serde_json::from_slice(&output.stdout).expect("status writes JSON");
@@ -282,7 +311,11 @@ fn a_standing_filter_that_grew_is_taken_over_whole_and_detached() {
         let dropped = dropped(report);
         dropped.get("earlyb") == Some(&12) && dropped.contains_key("g9999a")
     });
-    assert_eq!(receive(&server, 0, QUIET), 0, "nothing got through the takeover");
+    assert_eq!(
+        receive(&server, 0, QUIET),
+        0,
+        "nothing got through the takeover"
+    );
     let said = second.stderr();
     let (status, _) = second.stop(libc::SIGTERM);
     assert!(status.success(), "exit status {status}: {said}");

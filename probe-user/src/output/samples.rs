@@ -265,7 +265,11 @@ impl SampleRing {
                     Poll::Pending => {}
                 }
             }
-            if ready { Poll::Ready(Ok(())) } else { Poll::Pending }
+            if ready {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
         })
         .await?;
         self.drain(into);

@@ -230,8 +230,8 @@ impl Generation {
 
     pub(super) fn zero_slot(&mut self, slot: u32, cpus: usize) -> Result<(), MapError> {
         self.counters.zero(slot)?;
-        let zeroes = PerCpuValues::try_from(vec![SampleCounts::default(); cpus])
-            .expect("one value per CPU");
+        let zeroes =
+            PerCpuValues::try_from(vec![SampleCounts::default(); cpus]).expect("one value per CPU");
         self.sample_counts.set(slot, zeroes, 0)
     }
 

@@ -103,25 +103,28 @@ impl Probe {
                     },
                 )
             }
-            XdpModeChoice::Auto => match self.link(generation, ifindex, program, AttachedMode::Native) {
-                Ok(link) => (
-                    link,
-                    Attached {
-                        hook: Hook::Xdp(AttachedMode::Native),
-                        native_refused: None,
-                    },
-                ),
-                Err(
-                    ProbeError::NoNativeSupport(error) | ProbeError::NativeNeedsMultiBuffer(error),
-                ) => (
-                    self.link(generation, ifindex, program, AttachedMode::Generic)?,
-                    Attached {
-                        hook: Hook::Xdp(AttachedMode::Generic),
-                        native_refused: Some(error),
-                    },
-                ),
-                Err(other) => return Err(other),
-            },
+            XdpModeChoice::Auto => {
+                match self.link(generation, ifindex, program, AttachedMode::Native) {
+                    Ok(link) => (
+                        link,
+                        Attached {
+                            hook: Hook::Xdp(AttachedMode::Native),
+                            native_refused: None,
+                        },
+                    ),
+                    Err(
+                        ProbeError::NoNativeSupport(error)
+                        | ProbeError::NativeNeedsMultiBuffer(error),
+                    ) => (
+                        self.link(generation, ifindex, program, AttachedMode::Generic)?,
+                        Attached {
+                            hook: Hook::Xdp(AttachedMode::Generic),
+                            native_refused: Some(error),
+                        },
+                    ),
+                    Err(other) => return Err(other),
+                }
+            }
         };
         self.record_attachment(ifindex, program, attached.hook, Held::Link(link));
         Ok(attached)
@@ -419,7 +422,10 @@ impl Probe {
             .iter()
             .map(|(ifindex, record)| {
                 let generation = &self.generations[record.generation];
-                Ok((*ifindex, generation.sample_counts(record.slot, self.sample_rate)?))
+                Ok((
+                    *ifindex,
+                    generation.sample_counts(record.slot, self.sample_rate)?,
+                ))
             })
             .collect::<Result<BTreeMap<u32, SampleCounts>, ProbeError>>()?;
         for (index, generation) in self.generations.iter_mut().enumerate() {

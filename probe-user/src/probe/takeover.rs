@@ -52,7 +52,10 @@ impl Probe {
         for (generation_dir, capacity) in dir.generations(false)? {
             generations.push(Generation::pinned(&generation_dir, capacity, cpus)?);
         }
-        let room = generations.iter().map(|generation| generation.capacity).sum();
+        let room = generations
+            .iter()
+            .map(|generation| generation.capacity)
+            .sum();
         let mut probe = Self {
             generations,
             // Nothing is loaded: only the pinned maps are read.
@@ -155,7 +158,9 @@ impl Probe {
             match Filter::pinned(ifindex, Direction::Ingress, pinned.clsact_added())
                 .map_err(adopt_error)?
             {
-                Some((filter, program_id)) => PinnedLink::Attached(Held::Filter(filter), program_id),
+                Some((filter, program_id)) => {
+                    PinnedLink::Attached(Held::Filter(filter), program_id)
+                }
                 None => not_found(),
             }
         } else {

@@ -559,9 +559,7 @@ impl PinDir {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
-            if is_dir
-                && (name == LINKS || name == EGRESS_LINKS || generation_of(&name).is_some())
-            {
+            if is_dir && (name == LINKS || name == EGRESS_LINKS || generation_of(&name).is_some()) {
                 let mut foreign_inside = false;
                 for link in fs::read_dir(entry.path())? {
                     let link = link?;
