@@ -33,8 +33,8 @@ pub struct Growth {
     pub refused: usize,
     /// Interfaces carrying the program at the end.
     pub served: usize,
-    /// What the probe said of its growth, each line.
-    pub grown: Vec<String>,
+    /// The room the probe said its counters last grew to; `None` if they never grew.
+    pub grown_to: Option<u32>,
 }
 
 pub fn measure(pairs: usize, probe_binary: &str) -> anyhow::Result<Growth> {
@@ -87,12 +87,12 @@ pub fn measure(pairs: usize, probe_binary: &str) -> anyhow::Result<Growth> {
             break;
         }
     }
-    let grown = probe
+    let grown_to = probe
         .stderr()
         .lines()
-        .filter(|line| line.contains("the counters grew"))
-        .map(|line| line.split("INFO ").last().unwrap_or(line).to_owned())
-        .collect();
+        .filter_map(|line| line.split("the counters grew to room for ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .last();
     stop(probe, "the plugged interfaces")?;
     Ok(Growth {
         interfaces,
@@ -100,7 +100,7 @@ pub fn measure(pairs: usize, probe_binary: &str) -> anyhow::Result<Growth> {
         all_served_secs,
         refused,
         served,
-        grown,
+        grown_to,
     })
 }
 

@@ -72,15 +72,14 @@ fn growth(out: &mut String, n: &Node) {
         || format!("not all within a minute ({} of them)", thousands(g.served)),
         |secs| format!("all served {secs:.2} s after it began"),
     );
-    let grown = if g.grown.is_empty() {
-        "the room never grew".to_owned()
-    } else {
-        g.grown.join("; ")
-    };
+    let grown = g.grown_to.map_or_else(
+        || "the room never grew".to_owned(),
+        |room| format!("the room grown to {}", thousands(room as usize)),
+    );
     let _ = writeln!(
         out,
-        "
-{} interfaces plugged in one `ip -batch` ({:.2} s) into `run --drop --iface 'g*'`          started with room for 257: {served}, {} refused ({grown}).",
+        "\n{} interfaces plugged in one `ip -batch` ({:.2} s) into `run --drop --iface 'g*'` \
+         started with room for 257: {served}, {} refused, {grown}.",
         thousands(g.interfaces),
         g.batch_secs,
         g.refused,
