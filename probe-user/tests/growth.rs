@@ -9,6 +9,10 @@ use std::{
     io::Write as _,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -63,6 +67,23 @@ fn send(netns: &Netns, name: &str, count: u64) {
     for _ in 0..count {
         sender.send(&frame);
     }
+}
+
+/// Sends spoofed frames out of `<name>a` every 200 µs on a thread of its own until `stop` (at
+/// most 50,000 or 30 s); how many it sent.
+fn send_continuously(netns: &Netns, name: &str, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+    let sender = netns.enter(|| RawSender::open(&format!("{name}a")));
+    let frame = spoofed();
+    thread::spawn(move || {
+        let started = Instant::now();
+        let mut sent = 0;
+        while !stop.load(Ordering::Relaxed) && sent < 50_000 && started.elapsed().as_secs() < 30 {
+            sender.send(&frame);
+            sent += 1;
+            thread::sleep(Duration::from_micros(200));
+        }
+        sent
+    })
 }
 
 /// Interfaces of the namespace that carry an XDP program, from one `ip -d link show`.
@@ -147,8 +168,8 @@ const SELECTION: [&str; 7] = [
 /// 1,000 veth pairs (2,000 interfaces) plugged in one batch into a namespace the probe started
 /// in with room for 261 (the five interfaces there and 256 more): every one attached, none refused, the room grown several times; the
 /// frames sent to the last pairs created dropped (none reaches the server on 127.0.0.1) and
-/// counted exactly, their samples read, and the counts of a pair served before the growth exact
-/// across it.
+/// counted exactly, their samples read; and the frames sent to a pair served before the burst,
+/// all through it, dropped and counted exactly.
 #[test]
 #[ignore = "needs root"]
 fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
@@ -167,6 +188,9 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
         dropped(report).get("earlyb") == Some(&7)
     });
 
+    // Frames flow to the early pair all through the burst and the growth.
+    let stop_sending = Arc::new(AtomicBool::new(false));
+    let sending = send_continuously(&netns, "early", Arc::clone(&stop_sending));
     let plugged = Instant::now();
     let created = plug(&netns, PAIRS);
     let every = 2 * PAIRS + 2;
@@ -174,6 +198,9 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
         dropped(report).len() == every
     });
     let served_in = plugged.elapsed();
+    stop_sending.store(true, Ordering::Relaxed);
+    let sent = sending.join().expect("the sender");
+    assert!(sent > 1_000, "only {sent} frames sent during the growth");
     assert_eq!(report["refused"], serde_json::json!([]), "none refused");
     assert_eq!(with_xdp(&netns), every, "every one carries the program");
     // Five interfaces at start (loopback and the two pairs) and 256 more; doubled three times.
@@ -187,7 +214,7 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
     );
     eprintln!(
         "{every} interfaces: created in {created:?}, all served {served_in:?} after the batch \
-         began, room grown to {grown_to}"
+         began, room grown to {grown_to}, {sent} frames sent to a served pair meanwhile"
     );
 
     let last: Vec<String> = (PAIRS - 4..PAIRS).map(|i| format!("g{i:04}")).collect();
@@ -195,7 +222,6 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
         set_up(&netns, name);
         send(&netns, name, 25);
     }
-    send(&netns, "early", 5);
     send(&netns, "x", 2);
     assert_eq!(
         receive(&server, 2, QUIET),
@@ -214,11 +240,15 @@ fn a_burst_of_two_thousand_interfaces_is_served_with_none_refused() {
         let dropped = dropped(report);
         last.iter().all(|name| {
             dropped.get(&format!("{name}b")) == Some(&25) && sampled(report, &format!("{name}b"))
-        }) && dropped.get("earlyb") == Some(&12)
+        }) && dropped.get("earlyb") == Some(&(7 + sent))
     });
     let dropped = dropped(&report);
     let counted: u64 = dropped.values().sum();
-    assert_eq!(counted, 4 * 25 + 12, "no frame counted elsewhere or twice");
+    assert_eq!(
+        counted,
+        4 * 25 + 7 + sent,
+        "no frame lost or counted elsewhere or twice"
+    );
     for name in &last {
         assert_eq!(
             dropped[&format!("{name}a")],
