@@ -87,12 +87,10 @@ pub fn measure(pairs: usize, probe_binary: &str) -> anyhow::Result<Growth> {
             break;
         }
     }
-    let grown_to = probe
-        .stderr()
-        .lines()
-        .filter_map(|line| line.split("the counters grew to room for ").nth(1))
-        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
-        .last();
+    let grown_to = probe.stderr().lines().rev().find_map(|line| {
+        let rest = line.split("the counters grew to room for ").nth(1)?;
+        rest.split(' ').next()?.parse().ok()
+    });
     stop(probe, "the plugged interfaces")?;
     Ok(Growth {
         interfaces,
