@@ -351,7 +351,7 @@ impl Probe {
         self.write_config(ifindex, IfaceConfig::default())?;
         let samples = self.sample_counts(record.slot)?;
         self.counters
-            .read(record.slot + 1)
+            .read_slot(record.slot)
             .map_err(ProbeError::ReadCounters)?;
         let mut counters = self.counters.slot_saturating(record.slot);
         counters.samples = samples;

@@ -275,7 +275,7 @@ impl Probe {
         slot: u32,
     ) -> Result<Adopted, ProbeError> {
         self.counters
-            .read(slot + 1)
+            .read_slot(slot)
             .map_err(ProbeError::ReadCounters)?;
         let mut counters = self.counters.slot_saturating(slot);
         counters.samples = self.sample_counts(slot)?;
