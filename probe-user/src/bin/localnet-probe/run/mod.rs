@@ -3,6 +3,7 @@
 
 mod announce;
 mod args;
+mod coalesce;
 mod evidence;
 mod metrics_server;
 mod output;
@@ -217,7 +218,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             changed = links.changed() => {
                 changed.context("cannot watch the interfaces for changes")?;
-                relist = running.follow()?;
+                relist = running.link_event(relist.take())?;
             }
             () = next_relist(&mut relist) => relist = running.follow()?,
             read = next_samples(running.ring.as_mut(), &mut running.batch) => {
