@@ -44,7 +44,10 @@ pub(crate) fn update_per_cpu<K: Copy, V: Copy>(
     cpus: usize,
 ) -> io::Result<()> {
     assert_eq!(keys.len() * cpus, values.len(), "one value per key and CPU");
-    assert!(cpus == 1 || size_of::<V>() % 8 == 0, "per-CPU values are 8-byte aligned");
+    assert!(
+        cpus == 1 || size_of::<V>() % 8 == 0,
+        "per-CPU values are 8-byte aligned"
+    );
     if keys.is_empty() {
         return Ok(());
     }
