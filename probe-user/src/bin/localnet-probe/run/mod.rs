@@ -5,6 +5,7 @@ mod announce;
 mod args;
 mod coalesce;
 mod evidence;
+mod memory;
 mod metrics_server;
 mod output;
 mod running;
@@ -212,6 +213,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = refills.tick() => {
                 running.session.refill_sample_tokens()?;
                 running.announcer.say_pooled(false);
+                memory::give_back();
                 if check_between_reports {
                     running.between(None)?;
                 }
