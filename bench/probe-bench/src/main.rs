@@ -7,6 +7,7 @@ use std::{path::PathBuf, ptr, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 
+mod churn;
 mod cpu;
 mod hotplug;
 mod kernel_cost;
@@ -54,7 +55,9 @@ enum Section {
     /// How soon `run --iface PATTERN` counts frames on an interface created while it runs.
     Hotplug,
     /// A busy node's telemetry at 2,000 interfaces, in process: the metrics page (raw, gzip,
-    /// encode time), series per pod restart, JSON bytes a day under churn.
+    /// encode time), series per pod restart, JSON bytes a day under churn; and churn with the
+    /// binary: 1,000 pairs added and deleted in a batch each (CPU, report gaps), an hour of
+    /// pod churn compressed (RSS), a 500-interface node's CPU and memory.
     Node,
 }
 
@@ -79,6 +82,13 @@ struct Plan {
     node_rounds: usize,
     /// Seconds of `--interval 1` objects under churn, scaled to a day.
     node_json_seconds: u32,
+    /// veth pairs added in one batch and deleted in one while the probe runs.
+    churn_pairs: usize,
+    /// Interfaces of the node whose pods are replaced in the compressed hour...
+    churn_node_interfaces: usize,
+    /// ... in at most this many cycles (an hour of the soak's churn, 144,000 interfaces, is
+    /// 288 of 500).
+    churn_cycles: usize,
 }
 
 impl Plan {
@@ -97,6 +107,9 @@ impl Plan {
             hotplug_interfaces: 50,
             node_rounds: 11,
             node_json_seconds: 600,
+            churn_pairs: 1_000,
+            churn_node_interfaces: 500,
+            churn_cycles: 288,
         }
     }
 
@@ -115,6 +128,9 @@ impl Plan {
             hotplug_interfaces: 2,
             node_rounds: 1,
             node_json_seconds: 30,
+            churn_pairs: 20,
+            churn_node_interfaces: 500,
+            churn_cycles: 6,
         }
     }
 }
@@ -197,7 +213,7 @@ fn main() -> anyhow::Result<()> {
     })?;
 
     let node = measured(wanted(Section::Node), "a busy node's telemetry", || {
-        node::measure(&plan)
+        node::measure(&plan, probe_binary)
     })?;
 
     let report = report::Report::new(

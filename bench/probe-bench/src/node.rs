@@ -1,6 +1,7 @@
 //! A busy node's telemetry, from snapshots made in process (no 2,000 veth pairs needed): the
 //! metrics page at 2,000 interfaces, raw and gzipped, and the time to encode it; the series a pod
-//! restart creates; the JSON bytes a day under pod churn, compact against full objects.
+//! restart creates; the JSON bytes a day under pod churn, compact against full objects. Then
+//! churn with the binary itself (see [`crate::churn`]).
 
 use std::{
     collections::BTreeSet,
@@ -24,7 +25,11 @@ use probe_user::{
 };
 use serde::Serialize;
 
-use crate::{Plan, stats::Summary};
+use crate::{
+    Plan,
+    churn::{self, Churn},
+    stats::Summary,
+};
 
 /// The node of issue 27.
 pub const INTERFACES: u32 = 2_000;
@@ -43,6 +48,8 @@ pub struct Node {
     pub restarts: Vec<Restart>,
     /// Churn alone, and churn with 1 % of the interfaces counting frames.
     pub json: Vec<Json>,
+    /// Interfaces added and deleted in batches while the binary runs.
+    pub churn: Churn,
 }
 
 /// One `/metrics` page at [`INTERFACES`].
@@ -76,7 +83,7 @@ pub struct Json {
     pub full_object_bytes: usize,
 }
 
-pub fn measure(plan: &Plan) -> anyhow::Result<Node> {
+pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Node> {
     let quiet = node(INTERFACES, |_| (false, 0));
     let active = node(INTERFACES, |_| (true, 1_000));
     let pages = [
@@ -121,6 +128,7 @@ pub fn measure(plan: &Plan) -> anyhow::Result<Node> {
             json(plan.node_json_seconds, 0),
             json(plan.node_json_seconds, 100),
         ],
+        churn: churn::measure(plan, probe_binary)?,
     })
 }
 
