@@ -45,7 +45,7 @@ pub(crate) fn update_per_cpu<K: Copy, V: Copy>(
 ) -> io::Result<()> {
     assert_eq!(keys.len() * cpus, values.len(), "one value per key and CPU");
     assert!(
-        cpus == 1 || size_of::<V>() % 8 == 0,
+        cpus == 1 || size_of::<V>().is_multiple_of(8),
         "per-CPU values are 8-byte aligned"
     );
     if keys.is_empty() {
