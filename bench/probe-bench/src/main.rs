@@ -7,6 +7,7 @@ use std::{path::PathBuf, ptr, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 
+mod churn;
 mod cpu;
 mod growth;
 mod hotplug;
@@ -55,7 +56,9 @@ enum Section {
     /// How soon `run --iface PATTERN` counts frames on an interface created while it runs.
     Hotplug,
     /// A busy node's telemetry at 2,000 interfaces, in process: the metrics page (raw, gzip,
-    /// encode time), series per pod restart, JSON bytes a day under churn.
+    /// encode time), series per pod restart, JSON bytes a day under churn; and churn with the
+    /// binary: 1,000 pairs added and deleted in a batch each (CPU, report gaps), an hour of
+    /// pod churn compressed (RSS), a 500-interface node's CPU and memory.
     Node,
 }
 
@@ -82,6 +85,13 @@ struct Plan {
     node_json_seconds: u32,
     /// veth pairs plugged in one batch into a probe started with room for 257 interfaces.
     growth_pairs: usize,
+    /// veth pairs added in one batch and deleted in one while the probe runs.
+    churn_pairs: usize,
+    /// Interfaces of the node whose pods are replaced in the compressed hour...
+    churn_node_interfaces: usize,
+    /// ... in at most this many cycles (an hour of the soak's churn, 144,000 interfaces, is
+    /// 288 of 500).
+    churn_cycles: usize,
 }
 
 impl Plan {
@@ -101,6 +111,9 @@ impl Plan {
             node_rounds: 11,
             node_json_seconds: 600,
             growth_pairs: 1_000,
+            churn_pairs: 1_000,
+            churn_node_interfaces: 500,
+            churn_cycles: 288,
         }
     }
 
@@ -121,6 +134,9 @@ impl Plan {
             node_json_seconds: 30,
             // The goal's burst: quick runs measure it too.
             growth_pairs: 1_000,
+            churn_pairs: 20,
+            churn_node_interfaces: 500,
+            churn_cycles: 6,
         }
     }
 }

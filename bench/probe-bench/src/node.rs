@@ -1,7 +1,8 @@
 //! A busy node's telemetry, from snapshots made in process (no 2,000 veth pairs needed): the
 //! metrics page at 2,000 interfaces, raw and gzipped, and the time to encode it; the series a pod
 //! restart creates; the JSON bytes a day under pod churn, compact against full objects. And
-//! one thing measured on a real probe: a burst of interfaces plugged at once (`growth`).
+//! things measured on a real probe: a burst of interfaces plugged at once (`growth`), then
+//! churn with the binary itself (see [`crate::churn`]).
 
 use std::{
     collections::BTreeSet,
@@ -27,6 +28,7 @@ use serde::Serialize;
 
 use crate::{
     Plan,
+    churn::{self, Churn},
     growth::{self, Growth},
     stats::Summary,
 };
@@ -50,6 +52,8 @@ pub struct Node {
     pub json: Vec<Json>,
     /// 2,000 interfaces plugged in one batch.
     pub growth: Growth,
+    /// Interfaces added and deleted in batches while the binary runs.
+    pub churn: Churn,
 }
 
 /// One `/metrics` page at [`INTERFACES`].
@@ -129,6 +133,7 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Node> {
             json(plan.node_json_seconds, 100),
         ],
         growth: growth::measure(plan.growth_pairs, probe_binary)?,
+        churn: churn::measure(plan, probe_binary)?,
     })
 }
 

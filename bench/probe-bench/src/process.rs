@@ -95,6 +95,19 @@ fn cpu_ticks(pid: i32) -> anyhow::Result<CpuTicks> {
     })
 }
 
+/// CPU seconds (user and system) `pid` has used.
+pub fn cpu_secs(pid: i32) -> anyhow::Result<f64> {
+    let ticks = cpu_ticks(pid)?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks.user + ticks.system) as f64 / ticks_per_sec)
+}
+
+/// The resident set size (VmRSS) of `pid` now, KiB.
+pub fn rss_kib(pid: i32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
 /// The peak resident set size (VmHWM) of `pid` so far, KiB.
 pub fn peak_rss_kib(pid: i32) -> anyhow::Result<u64> {
     status_kib(pid, "VmHWM")

@@ -6,7 +6,10 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
 };
 
-use aya::maps::{IterableMap as _, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::{
+    maps::{IterableMap as _, MapData, MapError, PerCpuArray},
+    sys::SyscallError,
+};
 use probe_common::{CLASSES_PER_INTERFACE, Counter, SlotCounters};
 
 use crate::kernel::map_batch;
@@ -35,19 +38,38 @@ impl CounterMap {
     /// Reads every counter of every CPU of the first `slots` slots (the ones in use: slots are
     /// given out lowest first).
     pub(crate) fn read(&mut self, slots: u32) -> io::Result<()> {
+        self.read_keys(0, slots * CLASSES_PER_INTERFACE as u32)
+    }
+
+    /// Reads the counters of `slot` alone, for [`Self::slot_saturating`]: a slot freed as its
+    /// interface goes reads its own counters, not every slot below it (a thousand interfaces
+    /// deleted at once read the whole map a thousand times).
+    pub(crate) fn read_slot(&mut self, slot: u32) -> io::Result<()> {
+        let first = slot * CLASSES_PER_INTERFACE as u32;
+        self.read_keys(first, first + CLASSES_PER_INTERFACE as u32)
+    }
+
+    /// Reads the counters of every CPU with keys from `first` up to `end` (exclusive), kept at
+    /// their keys' places in the buffers.
+    fn read_keys(&mut self, first: u32, end: u32) -> io::Result<()> {
         let map_fd = self.map.map().fd().as_fd().as_raw_fd() as u32;
-        let wanted = (slots * CLASSES_PER_INTERFACE as u32).min(self.entries) as usize;
-        // Sized by the slots in use, not the map: a big map costs no memory here until used.
-        if self.keys.len() < wanted {
-            self.keys.resize(wanted, 0);
-            self.values.resize(wanted * self.cpus, Counter::default());
+        let end = end.min(self.entries) as usize;
+        let first = first as usize;
+        if first >= end {
+            return Ok(());
         }
-        let mut read = 0usize;
-        let mut next_key: u32 = 0;
-        let mut first = true;
-        while read < wanted {
+        // Sized by the slots in use, not the map: a big map costs no memory here until used.
+        if self.keys.len() < end {
+            self.keys.resize(end, 0);
+            self.values.resize(end * self.cpus, Counter::default());
+        }
+        let mut read = first;
+        // The batch cursor is the last key read: the kernel goes on from the key after it.
+        let mut next_key: u32 = (first as u32).wrapping_sub(1);
+        let mut from_start = first == 0;
+        while read < end {
             let mut attr = map_batch::BatchAttr {
-                in_batch: if first {
+                in_batch: if from_start {
                     0
                 } else {
                     (&raw const next_key) as u64
@@ -55,7 +77,7 @@ impl CounterMap {
                 out_batch: (&raw mut next_key) as u64,
                 keys: self.keys[read..].as_mut_ptr() as u64,
                 values: self.values[read * self.cpus..].as_mut_ptr() as u64,
-                count: (wanted - read) as u32,
+                count: (end - read) as u32,
                 map_fd,
                 ..map_batch::BatchAttr::default()
             };
@@ -64,7 +86,7 @@ impl CounterMap {
             // outlives the call.
             let error = unsafe { map_batch::lookup(&mut attr) }.err();
             read += attr.count as usize;
-            first = false;
+            from_start = false;
             match error {
                 None => {}
                 // The end of the array: everything was read.
@@ -72,9 +94,11 @@ impl CounterMap {
                 Some(error) => return Err(error),
             }
         }
-        if read < wanted {
+        if read < end {
             return Err(io::Error::other(format!(
-                "read {read} of {wanted} counters"
+                "read {} of {} counters",
+                read - first,
+                end - first
             )));
         }
         Ok(())
@@ -108,14 +132,17 @@ impl CounterMap {
         total
     }
 
-    /// Zeroes the counters of `slot` on every CPU.
+    /// Zeroes the counters of `slot` on every CPU, in one call.
     pub(crate) fn zero(&mut self, slot: u32) -> Result<(), MapError> {
-        for key in Self::keys(slot) {
-            let zeroes = PerCpuValues::try_from(vec![Counter::default(); self.cpus])
-                .expect("one value per CPU");
-            self.map.set(key, zeroes, 0)?;
-        }
-        Ok(())
+        let map_fd = self.map.map().fd().as_fd().as_raw_fd() as u32;
+        let keys: Vec<u32> = Self::keys(slot).collect();
+        let zeroes = vec![Counter::default(); keys.len() * self.cpus];
+        map_batch::update_per_cpu(map_fd, &keys, &zeroes, self.cpus).map_err(|io_error| {
+            MapError::SyscallError(SyscallError {
+                call: "bpf_map_update_batch",
+                io_error,
+            })
+        })
     }
 
     /// The keys of `slot`'s counters, in class order: [`probe_common::counter_key`] puts them

@@ -32,7 +32,22 @@ pub(crate) unsafe fn lookup(attr: &mut BatchAttr) -> io::Result<()> {
 
 /// Writes `values[i]` at `keys[i]` in the map `map_fd`, in one call.
 pub(crate) fn update<K: Copy, V: Copy>(map_fd: u32, keys: &[K], values: &[V]) -> io::Result<()> {
-    assert_eq!(keys.len(), values.len(), "one value per key");
+    update_per_cpu(map_fd, keys, values, 1)
+}
+
+/// Writes `values[i × cpus..][..cpus]`, a value for each CPU, at `keys[i]` in the per-CPU map
+/// `map_fd`, in one call; `V` must be a multiple of 8 bytes, as the kernel lays them out.
+pub(crate) fn update_per_cpu<K: Copy, V: Copy>(
+    map_fd: u32,
+    keys: &[K],
+    values: &[V],
+    cpus: usize,
+) -> io::Result<()> {
+    assert_eq!(keys.len() * cpus, values.len(), "one value per key and CPU");
+    assert!(
+        cpus == 1 || size_of::<V>().is_multiple_of(8),
+        "per-CPU values are 8-byte aligned"
+    );
     if keys.is_empty() {
         return Ok(());
     }

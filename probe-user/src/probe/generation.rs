@@ -243,7 +243,7 @@ impl Generation {
     ) -> Result<SlotCounters, ProbeError> {
         let samples = self.sample_counts(slot, sample_rate)?;
         self.counters
-            .read(slot + 1)
+            .read_slot(slot)
             .map_err(ProbeError::ReadCounters)?;
         let mut counters = self.counters.slot_saturating(slot);
         counters.samples = samples;

@@ -2,7 +2,16 @@
 //! snapshot, so the counters are read from the maps at scrape time; the page is encoded here, off
 //! the loop's thread, gzipped when the scraper accepts it.
 
-use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::anyhow;
 use bytes::Bytes;
@@ -90,6 +99,8 @@ pub(crate) fn spawn(
         let room = Arc::new(Semaphore::new(cap));
         // Said once: a client opening connection after connection would fill the logs.
         let mut said_full = false;
+        // The size of the last page encoded, for the next.
+        let last_page = Arc::new(AtomicUsize::new(0));
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -109,10 +120,12 @@ pub(crate) fn spawn(
                 continue;
             };
             let snapshots = snapshots.clone();
+            let last_page = Arc::clone(&last_page);
             // A connection of its own: a scraper that goes away mid-response ends only that.
             tokio::spawn(async move {
-                let service =
-                    service_fn(move |request| respond(request, snapshots.clone(), detail));
+                let service = service_fn(move |request| {
+                    respond(request, snapshots.clone(), detail, Arc::clone(&last_page))
+                });
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -132,6 +145,7 @@ async fn respond(
     request: Request<Incoming>,
     snapshots: mpsc::Sender<SnapshotRequest>,
     detail: Detail,
+    last_page: Arc<AtomicUsize>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.uri().path() != "/metrics" {
         return Ok(plain(
@@ -167,7 +181,11 @@ async fn respond(
     // Thousands of interfaces take milliseconds to encode and compress: not on the loop's
     // thread, which counts, follows interfaces and reports.
     let Ok(body) = tokio::task::spawn_blocking(move || {
-        encoding.apply(metrics::encode(snapshot, tally, detail, format))
+        // Sized as the last page and a little more: interfaces come and go between scrapes.
+        let hint = last_page.load(Ordering::Relaxed);
+        let page = metrics::encode_sized(snapshot, tally, detail, format, hint + hint / 16);
+        last_page.store(page.len(), Ordering::Relaxed);
+        encoding.apply(page)
     })
     .await
     else {

@@ -3,7 +3,9 @@
 
 mod announce;
 mod args;
+mod coalesce;
 mod evidence;
+mod memory;
 mod metrics_server;
 mod output;
 mod running;
@@ -211,13 +213,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = refills.tick() => {
                 running.session.refill_sample_tokens()?;
                 running.announcer.say_pooled(false);
+                memory::give_back();
                 if check_between_reports {
                     running.between(None)?;
                 }
             }
             changed = links.changed() => {
                 changed.context("cannot watch the interfaces for changes")?;
-                relist = running.follow()?;
+                relist = running.link_event(relist.take())?;
             }
             () = next_relist(&mut relist) => relist = running.follow()?,
             read = next_samples(running.ring.as_mut(), &mut running.batch) => {

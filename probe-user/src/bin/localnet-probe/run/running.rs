@@ -26,6 +26,7 @@ use tokio::time::Sleep;
 use super::{
     View,
     announce::Announcer,
+    coalesce::Coalescer,
     evidence::Evidence,
     metrics_server::{Scraped, SnapshotRequest},
     output::{Output, Stream},
@@ -76,6 +77,8 @@ pub(super) struct Running {
     pub(super) announcer: Announcer,
     /// Interfaces attached since the last object the stream's reader got, for the next one.
     attached_since_object: Vec<AttachedReport>,
+    /// When link events were last followed, which spaces out the next following.
+    coalescer: Coalescer,
 }
 
 /// What a key in the live view asks of the loop.
@@ -116,6 +119,7 @@ impl Running {
             tally: Tally::default(),
             announcer,
             attached_since_object: started.attached.iter().map(AttachedReport::new).collect(),
+            coalescer: Coalescer::default(),
         }
     }
 
@@ -215,9 +219,26 @@ impl Running {
         }
     }
 
+    /// A link event: followed at once, or, soon after the last following, when its spacing is
+    /// over (with every event until then), or at `relist` if that is sooner.
+    pub(super) fn link_event(
+        &mut self,
+        relist: Option<Pin<Box<Sleep>>>,
+    ) -> Result<Option<Pin<Box<Sleep>>>, SessionError> {
+        let Some(due) = self.coalescer.due(Instant::now()) else {
+            return self.follow();
+        };
+        let due = tokio::time::Instant::from_std(due);
+        Ok(Some(match relist {
+            Some(pause) if pause.deadline() <= due => pause,
+            _ => Box::pin(tokio::time::sleep_until(due)),
+        }))
+    }
+
     /// Attaches to what the selection asks for since the last call and says what changed; when
     /// interfaces kept changing as they were listed, the pause after which to call again.
     pub(super) fn follow(&mut self) -> Result<Option<Pin<Box<Sleep>>>, SessionError> {
+        let started = Instant::now();
         let followed = self.session.follow_links()?;
         // A generation of the programs loaded for the interfaces just served has a ring of its
         // own; without sampling nobody reads them.
@@ -250,6 +271,7 @@ impl Running {
         } else {
             followed.retry_in
         };
+        self.coalescer.followed(started, Instant::now());
         Ok(pause.map(|pause| Box::pin(tokio::time::sleep(pause))))
     }
 
