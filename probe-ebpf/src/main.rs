@@ -16,6 +16,8 @@
 // methods; the intrinsic gives the one atomic add the token bucket needs.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+// The frame's length in one buffer is found in BPF assembly: see `LinearXdp::data_len`.
+#![feature(asm_experimental_arch)]
 
 use core::{
     cell::Cell,
@@ -186,21 +188,6 @@ impl Hook for XdpContext {
 /// The largest step of `LinearXdp::data_len`; twelve steps halving it reach any length up to
 /// `LINEAR_FRAME_MAX`, which the loader holds interfaces' MTUs to.
 const LENGTH_STEP_MAX: usize = (LINEAR_FRAME_MAX as usize).div_ceil(2);
-
-/// The steps of `LinearXdp::data_len`, read from here rather than written as constants: with
-/// constants, LLVM turns a step into two selects, which compile to two comparisons of the same
-/// pointers, and the verifier walks the second, which it can predict, speculatively too, in every
-/// state, past its limit. A volatile read cannot be made a select. (`black_box` would do on 6.18,
-/// but goes through the stack, and 6.1 refuses the slot's later reuse.)
-static LENGTH_STEPS: [u64; 12] = {
-    let mut steps = [0; 12];
-    let mut step = 0;
-    while step < steps.len() {
-        steps[step] = (LENGTH_STEP_MAX >> step) as u64;
-        step += 1;
-    }
-    steps
-};
 const _: () = assert!(
     LENGTH_STEP_MAX * 2 - 1 == LINEAR_FRAME_MAX as usize,
     "the twelve steps reach LINEAR_FRAME_MAX"
@@ -226,18 +213,35 @@ impl Hook for LinearXdp {
     /// arithmetic the verifier allows without CAP_PERFMON: `data_end - data` is a pointer minus
     /// a pointer, and a pointer plus a variable needs it too. The frame is in one buffer, under
     /// a page, so twelve steps reach its end.
+    ///
+    /// Each step is written in assembly, five instructions: in Rust, LLVM turns a step into
+    /// selects, which compile to two comparisons of the same pointers, and the verifier walks the
+    /// second, which it can predict, speculatively too, in every state, past its limit; keeping
+    /// the steps in Rust as branches took a load per step, which made the length cost about as
+    /// much as the helper call it replaces.
     #[inline(always)]
     fn data_len(&self) -> u64 {
         let end = self.0.data_end();
         let mut at = self.0.data();
-        let mut len = 0;
+        let mut len: u64 = 0;
         macro_rules! approach {
             ($($index:expr),*) => {$(
-                if at + (LENGTH_STEP_MAX >> $index) <= end {
-                    at += LENGTH_STEP_MAX >> $index;
-                    // SAFETY: a plain read of a constant; volatile to keep the step a branch
-                    // (see `LENGTH_STEPS`).
-                    len += unsafe { core::ptr::read_volatile(&LENGTH_STEPS[$index]) };
+                // SAFETY: registers only: `at` moves by the step while it stays within the frame
+                // (a comparison with `end`, no memory access), and `len` counts the same steps.
+                unsafe {
+                    core::arch::asm!(
+                        "{next} = {at}",
+                        "{next} += {step}",
+                        "if {next} > {end} goto +2",
+                        "{at} = {next}",
+                        "{len} += {step}",
+                        next = out(reg) _,
+                        at = inout(reg) at,
+                        end = in(reg) end,
+                        len = inout(reg) len,
+                        step = const LENGTH_STEP_MAX >> $index,
+                        options(pure, nomem, nostack),
+                    );
                 }
             )*};
         }
@@ -469,6 +473,9 @@ fn classify_framed<F: Frame>(frame: &F, framing: Framing) -> Option<LoopbackMatc
 /// configured (not ours to judge: the loader always configures before attaching).
 #[inline(always)]
 fn arriving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) -> Action {
+    if cfg!(feature = "stop-after-classify") {
+        return Action::Passed;
+    }
     let Some(config) = config_of(ctx.ifindex()) else {
         return Action::Passed;
     };
@@ -479,6 +486,14 @@ fn arriving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) -> Actio
     let Some(action) = entry.action() else {
         return Action::Passed;
     };
+    if cfg!(feature = "stop-after-entry") {
+        return action;
+    }
+    if cfg!(feature = "stop-after-counter") {
+        // The counter updated as always, with a constant for the length it has not found.
+        count(entry.counter_key(matched), u64::from(MIN_CLASSIFIED_LEN));
+        return action;
+    }
     // Once per frame: without multi-buffer, the length takes the verifier twelve branches.
     let frame_len = ctx.frame_len();
     count(entry.counter_key(matched), frame_len);

@@ -23,7 +23,8 @@ use test_frames::{TPID_8021Q, ipv4, ipv6};
 use testbed::{Netns, xdp_md};
 
 use crate::{
-    BENCH_OBJECT, Plan, SAMPLE_RATE, cpu,
+    BENCH_OBJECT, Plan, SAMPLE_RATE, STOP_AFTER_CLASSIFY, STOP_AFTER_COUNTER, STOP_AFTER_ENTRY,
+    cpu,
     stats::{Summary, paired_differences, paired_ratio},
 };
 
@@ -109,6 +110,20 @@ pub const EGRESS_SAMPLING: &str = "probe at tcx egress (sampling)";
 /// The egress program, sampling off and on: what `--egress` adds to every frame leaving.
 pub const EGRESS_PROBES: [&str; 2] = [EGRESS, EGRESS_SAMPLING];
 
+/// The probe's path for a matched frame built up step by step, each a build of the programs that
+/// stops after it (the last, the whole path, is `PROBE_MONITOR`), with the object of each.
+pub const STOPPED_AFTER_CLASSIFY: &str = "probe stopped after classifying";
+pub const STOPPED_AFTER_ENTRY: &str = "probe stopped after the interface's entry";
+pub const STOPPED_AFTER_COUNTER: &str = "probe stopped after the counter";
+const STEPS: [(&str, &[u8]); 3] = [
+    (STOPPED_AFTER_CLASSIFY, STOP_AFTER_CLASSIFY),
+    (STOPPED_AFTER_ENTRY, STOP_AFTER_ENTRY),
+    (STOPPED_AFTER_COUNTER, STOP_AFTER_COUNTER),
+];
+/// The programs for frames in one buffer (kernels without XDP multi-buffer), which find the
+/// length without a helper call.
+pub const PROBE_ONE_BUFFER: &str = "probe, programs for one buffer (monitor)";
+
 /// Every probe subject.
 pub const PROBES: [&str; 4] = [
     PROBE_MONITOR,
@@ -116,8 +131,6 @@ pub const PROBES: [&str; 4] = [
     PROBE_MONITOR_SAMPLING,
     PROBE_DROP_SAMPLING,
 ];
-/// The probe subjects with sampling off.
-pub const PROBES_NO_SAMPLING: [&str; 2] = [PROBE_MONITOR, PROBE_DROP];
 /// Each mode with sampling on, beside the same mode with sampling off.
 pub const SAMPLING_PAIRS: [(&str, &str); 2] = [
     (PROBE_MONITOR_SAMPLING, PROBE_MONITOR),
@@ -301,7 +314,11 @@ impl Stage {
     /// A probe loaded with `sample_rate`, configured for the test-run interface and attached to
     /// `dev`.
     fn probe(&self, dev: &str, mode: Mode, sample_rate: u32) -> anyhow::Result<Probe> {
-        let mut probe = Probe::load(load_options(sample_rate))?;
+        self.attached(Probe::load(load_options(sample_rate))?, dev, mode)
+    }
+
+    /// `probe` configured for the test-run interface and attached to `dev`, in `mode`.
+    fn attached(&self, mut probe: Probe, dev: &str, mode: Mode) -> anyhow::Result<Probe> {
         probe.configure(IFINDEX, mode)?;
         self.netns.enter(|| -> anyhow::Result<()> {
             let ifindex = testbed::ifindex(dev);
@@ -332,13 +349,17 @@ const fn load_options(sample_rate: u32) -> LoadOptions {
     }
 }
 
-const STAGE_DEVICES: [(&str, &str); 6] = [
+const STAGE_DEVICES: [(&str, &str); 10] = [
     ("ce0", "cp0"),
     ("ce1", "cp1"),
     ("ce2", "cp2"),
     ("ce3", "cp3"),
     ("ce4", "cp4"),
     ("ce5", "cp5"),
+    ("ce6", "cp6"),
+    ("ce7", "cp7"),
+    ("ce8", "cp8"),
+    ("ce9", "cp9"),
 ];
 
 pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
@@ -375,6 +396,25 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
     let drop = stage.probe(STAGE_DEVICES[2].0, Mode::Drop, 0)?;
     let monitor_sampling = stage.probe(STAGE_DEVICES[3].0, Mode::Monitor, SAMPLE_RATE)?;
     let drop_sampling = stage.probe(STAGE_DEVICES[4].0, Mode::Drop, SAMPLE_RATE)?;
+    let one_buffer = stage.attached(
+        Probe::load(LoadOptions {
+            xdp: XdpPrograms::Linear,
+            ..load_options(0)
+        })?,
+        STAGE_DEVICES[6].0,
+        Mode::Monitor,
+    )?;
+    let stopped = STEPS
+        .iter()
+        .zip(&STAGE_DEVICES[7..])
+        .map(|((_, object), (dev, _))| {
+            stage.attached(
+                Probe::load_object(object, load_options(0))?,
+                dev,
+                Mode::Monitor,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let xdp_filter = XdpFilter::load()?;
     fn xdp(probe: &Probe) -> Subject<'_> {
         Subject::Xdp(probe.program(Framing::Ethernet))
@@ -384,10 +424,14 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
     fn tcx(probe: &Probe, direction: Direction) -> Subject<'_> {
         Subject::Tcx(probe.classifier(direction, Framing::Ethernet))
     }
-    let subjects: [(&'static str, Subject<'_>); 12] = [
+    let subjects: [(&'static str, Subject<'_>); 16] = [
         (EMPTY, Subject::Xdp(reference("xdp_pass")?)),
         (HEADERS_DROP, Subject::Xdp(reference("xdp_headers_drop")?)),
+        (STEPS[0].0, xdp(&stopped[0])),
+        (STEPS[1].0, xdp(&stopped[1])),
+        (STEPS[2].0, xdp(&stopped[2])),
         (PROBE_MONITOR, xdp(&monitor)),
+        (PROBE_ONE_BUFFER, xdp(&one_buffer)),
         (PROBE_DROP, xdp(&drop)),
         (PROBE_MONITOR_SAMPLING, xdp(&monitor_sampling)),
         (PROBE_DROP_SAMPLING, xdp(&drop_sampling)),

@@ -25,6 +25,15 @@ const SAMPLE_RATE: u32 = probe_user::probe::DEFAULT_SAMPLE_RATE;
 
 static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-xdp"));
 
+/// The probe's programs built to stop after classifying a matched frame, after reading the
+/// interface's entry, and after updating the counter (with a constant for the length).
+static STOP_AFTER_CLASSIFY: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stop-after-classify"));
+static STOP_AFTER_ENTRY: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stop-after-entry"));
+static STOP_AFTER_COUNTER: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stop-after-counter"));
+
 #[derive(Debug, Parser)]
 #[command(name = "localnet-probe-bench")]
 struct Args {

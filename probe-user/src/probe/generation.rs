@@ -28,9 +28,10 @@ pub(super) struct Generation {
 }
 
 impl Generation {
-    /// Loads the programs with maps for `capacity` interfaces, over the maps pinned in
-    /// `pinned` when given.
+    /// Loads the programs of `object` with maps for `capacity` interfaces, over the maps pinned
+    /// in `pinned` when given.
     pub(super) fn load(
+        object: &[u8],
         options: LoadOptions,
         capacity: u32,
         pinned: Option<&PinDir>,
@@ -58,7 +59,7 @@ impl Generation {
             .map_max_entries(map_names::IFACE_CONFIG_HIGH, capacity)
             .map_max_entries(map_names::SAMPLE_COUNTS, capacity)
             .map_max_entries(map_names::SAMPLES, ring_size(sample_rate, capacity))
-            .load(PROBE_OBJECT)
+            .load(object)
             .map_err(ProbeError::Load)?;
         let mut program_ids = [[0; 2]; 3];
         let rejected = |error| match error {

@@ -57,7 +57,7 @@ impl Probe {
         if capacity == 0 {
             return Err(ProbeError::Full { capacity: loaded });
         }
-        let mut next = Generation::load(self.options, capacity, None, self.cpus)?;
+        let mut next = Generation::load(self.object, self.options, capacity, None, self.cpus)?;
         let number = self.generations.len();
         // A standing filter's is pinned whole before it serves anything.
         if let Some(standing) = &self.standing {

@@ -187,6 +187,8 @@ pub struct Probe {
     generations: Vec<Generation>,
     /// How it was loaded, for the generations loaded later.
     options: LoadOptions,
+    /// The build of the programs loaded: [`PROBE_OBJECT`] but in the benchmark.
+    object: &'static [u8],
     /// The most slots all generations together may have (`--capacity`).
     bound: u32,
     sample_rate: u32,
@@ -203,20 +205,31 @@ impl Probe {
     /// Loads the embedded programs, with maps sized for `options.capacity` interfaces, that
     /// grow as interfaces come up to `options.bound`.
     pub fn load(options: LoadOptions) -> Result<Self, ProbeError> {
-        Self::load_over(options, None)
+        Self::load_over(PROBE_OBJECT, options, None)
     }
 
-    /// Loads the programs, over the maps pinned in `pinned` when given.
-    fn load_over(options: LoadOptions, pinned: Option<&PinDir>) -> Result<Self, ProbeError> {
+    /// Loads another build of the programs than the embedded one: the benchmark measures builds
+    /// that stop after one step of a matched frame's path, to say what each step costs.
+    pub fn load_object(object: &'static [u8], options: LoadOptions) -> Result<Self, ProbeError> {
+        Self::load_over(object, options, None)
+    }
+
+    /// Loads the programs of `object`, over the maps pinned in `pinned` when given.
+    fn load_over(
+        object: &'static [u8],
+        options: LoadOptions,
+        pinned: Option<&PinDir>,
+    ) -> Result<Self, ProbeError> {
         let bound = options.bound.clamp(1, MAX_SLOTS);
         // Not clamped to the bound: a standing filter's is what it was pinned with.
         let capacity = options.capacity.clamp(1, MAX_SLOTS);
         let cpus = nr_cpus().map_err(|(_, error)| ProbeError::Cpus(error))?;
-        let first = Generation::load(options, capacity, pinned, cpus)?;
+        let first = Generation::load(object, options, capacity, pinned, cpus)?;
         let tc_hook = TcHook::for_kernel(KernelFeatures::probe()?.tcx);
         Ok(Self {
             generations: vec![first],
             options,
+            object,
             bound,
             sample_rate: options.sample_rate.min(MAX_SAMPLE_RATE),
             cpus,

@@ -20,12 +20,17 @@ impl Probe {
                     capacity: standing.capacity,
                     ..options
                 };
-                let mut probe = Self::load_over(options, Some(&dir))?;
+                let mut probe = Self::load_over(PROBE_OBJECT, options, Some(&dir))?;
                 probe.generations[0].interfaces = Some(dir.interfaces()?);
                 // Each generation it grew by, over its own pinned maps.
                 for (generation_dir, capacity) in dir.generations(true)? {
-                    let mut generation =
-                        Generation::load(options, capacity, Some(&generation_dir), probe.cpus)?;
+                    let mut generation = Generation::load(
+                        PROBE_OBJECT,
+                        options,
+                        capacity,
+                        Some(&generation_dir),
+                        probe.cpus,
+                    )?;
                     generation.interfaces = Some(generation_dir.interfaces()?);
                     probe.generations.push(generation);
                 }
@@ -34,7 +39,7 @@ impl Probe {
                 Ok((probe, adopted))
             }
             Found::Nothing => {
-                let mut probe = Self::load_over(options, None)?;
+                let mut probe = Self::load_over(PROBE_OBJECT, options, None)?;
                 let first = &probe.generations[0];
                 let interfaces = dir.pin_new(first.capacity, &first.program_maps())?;
                 probe.generations[0].interfaces = Some(interfaces);
@@ -66,6 +71,7 @@ impl Probe {
                 sample_rate: 0,
                 xdp: XdpPrograms::MultiBuffer,
             },
+            object: PROBE_OBJECT,
             bound: room,
             sample_rate: 0,
             cpus,

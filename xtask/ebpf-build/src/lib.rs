@@ -3,7 +3,7 @@
 //! `aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/<name>"))`), and by xtask, which sets the
 //! toolchain up and lints with it.
 
-use std::process::Command;
+use std::{env, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya_build::Toolchain;
@@ -50,14 +50,52 @@ fn commit_date(toolchain: &str) -> Option<String> {
 
 /// Builds the workspace package `name` for the BPF target.
 pub fn build(name: &str) -> anyhow::Result<()> {
+    build_with_features(name, &[])
+}
+
+/// Builds the workspace package `name` with `features` once more, its object landing in
+/// `OUT_DIR/<object>` beside the others: the build has a directory of its own under `OUT_DIR`,
+/// since every build of a package names its object the same.
+pub fn build_variant(name: &str, features: &[&str], object: &str) -> anyhow::Result<()> {
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    let variant_dir = out_dir.join(format!("{object}.build"));
+    std::fs::create_dir_all(&variant_dir)?;
+    // SAFETY: a build script is one thread; OUT_DIR is put back before anything else runs.
+    unsafe { env::set_var("OUT_DIR", &variant_dir) };
+    let built = build_with_features(name, features);
+    // SAFETY: as above.
+    unsafe { env::set_var("OUT_DIR", &out_dir) };
+    built?;
+    let binary = binary_name(name)?;
+    std::fs::copy(variant_dir.join(&binary), out_dir.join(object))
+        .with_context(|| format!("copy the object of {name} with {features:?}"))?;
+    Ok(())
+}
+
+/// The name of the (one) binary target of the workspace package `name`: its object's file name.
+fn binary_name(name: &str) -> anyhow::Result<String> {
+    let package = package(name)?;
+    package
+        .targets
+        .iter()
+        .find(|target| target.is_bin())
+        .map(|target| target.name.clone())
+        .ok_or_else(|| anyhow!("{name} has no binary target"))
+}
+
+fn package(name: &str) -> anyhow::Result<cargo_metadata::Package> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
         .context("MetadataCommand::exec")?;
-    let package = packages
+    packages
         .into_iter()
         .find(|package| package.name.as_str() == name)
-        .ok_or_else(|| anyhow!("{name} package not found"))?;
+        .ok_or_else(|| anyhow!("{name} package not found"))
+}
+
+fn build_with_features(name: &str, features: &[&str]) -> anyhow::Result<()> {
+    let package = package(name)?;
     let root_dir = package
         .manifest_path
         .parent()
@@ -67,6 +105,7 @@ pub fn build(name: &str) -> anyhow::Result<()> {
         [aya_build::Package {
             name,
             root_dir: root_dir.as_str(),
+            features,
             ..Default::default()
         }],
         Toolchain::Custom(&nightly),

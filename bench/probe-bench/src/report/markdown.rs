@@ -115,6 +115,51 @@ impl Report {
                 ratio(XDP_FILTER, PROBE_MONITOR),
             );
         }
+        Self::steps_markdown(out, k);
+    }
+
+    /// Where a matched frame's nanoseconds go: the probe's path built up step by step, each
+    /// step's cost the median of per-round differences to the build that stops before it.
+    fn steps_markdown(out: &mut String, k: &KernelCost) {
+        use kernel_cost::{
+            HEADERS_DROP, PROBE_MONITOR, PROBE_MONITOR_SAMPLING, PROBE_ONE_BUFFER,
+            STOPPED_AFTER_CLASSIFY, STOPPED_AFTER_COUNTER, STOPPED_AFTER_ENTRY,
+        };
+
+        out.push_str(
+            "\nWhere a loopback frame's nanoseconds go (monitor mode; each step the median of \
+             per-round differences between a build of the programs that stops after it and one \
+             that stops before; the builds differ only there): classifying it (over reading the \
+             headers), reading the interface's entry (its ifindex, the configuration array), \
+             updating its per-CPU counter, finding its length (`bpf_xdp_get_buff_len`, a helper \
+             call, since the frame may be in several buffers; the programs for one buffer, on \
+             kernels without multi-buffer, find it by twelve comparisons instead), and the \
+             sampling check with the limit used up:\n\n\
+             | frame | read headers | classify | interface's entry | counter | length (helper) | \
+             length (one buffer) | sampling check | probe over read headers |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for (frame, loopback, _) in kernel_cost::frames() {
+            if !loopback {
+                continue;
+            }
+            let step = |subject: &str, before: &str| {
+                k.added_ns(subject, before, frame)
+                    .map_or("–".to_owned(), |added| format!("{:+.1}", added.median))
+            };
+            let _ = writeln!(
+                out,
+                "| {frame} | {:.1} | {} | {} | {} | {} | {} | {} | {} ns |",
+                k.median(HEADERS_DROP, frame),
+                step(STOPPED_AFTER_CLASSIFY, HEADERS_DROP),
+                step(STOPPED_AFTER_ENTRY, STOPPED_AFTER_CLASSIFY),
+                step(STOPPED_AFTER_COUNTER, STOPPED_AFTER_ENTRY),
+                step(PROBE_MONITOR, STOPPED_AFTER_COUNTER),
+                step(PROBE_ONE_BUFFER, STOPPED_AFTER_COUNTER),
+                step(PROBE_MONITOR_SAMPLING, PROBE_MONITOR),
+                step(PROBE_MONITOR, HEADERS_DROP),
+            );
+        }
     }
 
     fn veth_markdown(out: &mut String, t: &Throughput) {
