@@ -484,7 +484,7 @@ fn a_burst_of_a_hundred_interfaces_is_followed_to_the_last() {
 }
 
 /// `run` writing to a pipe without `--json` (a service's log): compact objects, from which the
-/// README's way of rebuilding the state gives what the full ones say; a burst of 80 interfaces
+/// way of rebuilding the state in docs/evidence.md gives what the full ones say; a burst of 80 interfaces
 /// takes fewer lines on stderr than interfaces, every one of them listed in the objects'
 /// `attached`.
 #[test]
@@ -559,7 +559,7 @@ fn a_service_log_gets_compact_objects_and_few_lines_for_a_burst() {
             .any(|object| object["interfaces"].as_array().unwrap().is_empty()),
         "quiet intervals list no interface"
     );
-    // The state rebuilt as the README says, before the last object, is what it lists.
+    // The state rebuilt as docs/evidence.md says, before the last object, is what it lists.
     let mut state: BTreeMap<u64, Value> = BTreeMap::new();
     let mut attached = Vec::new();
     for object in &objects {

@@ -46,7 +46,7 @@ fn packets_matched(report: &serde_json::Value, name: &str) -> u64 {
         .expect("packets_matched")
 }
 
-/// The README promises CAP_BPF and CAP_NET_ADMIN suffice: run as nobody with exactly those, the
+/// docs/kernels.md promises CAP_BPF and CAP_NET_ADMIN suffice: run as nobody with exactly those, the
 /// probe attaches, counts exactly and drops.
 #[test]
 #[ignore = "needs root"]

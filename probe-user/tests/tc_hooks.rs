@@ -198,7 +198,7 @@ fn beside_another_xdp_program_it_counts_and_drops_at_tc_ingress() {
         } else {
             &["--on-conflict", "tc", "--iface", RECEIVER_IF]
         };
-        // The README's two capabilities suffice at tc ingress and egress, tcx or clsact.
+        // The two capabilities of docs/kernels.md suffice at tc ingress and egress, tcx or clsact.
         let wrapper = only_caps("+bpf,+net_admin");
         let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
         let args = [args, &["--egress"]].concat();

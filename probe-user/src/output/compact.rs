@@ -209,7 +209,7 @@ mod tests {
         assert_eq!(listed(&last), [1, 2, 3, 4]);
     }
 
-    /// What a consumer that follows the README rebuilds from compact objects is what full
+    /// What a consumer that follows docs/evidence.md rebuilds from compact objects is what full
     /// objects would have said, interface by interface.
     #[test]
     fn a_consumer_rebuilds_the_full_state() {

@@ -1,5 +1,5 @@
 //! deploy/systemd/localnet-probe.service: systemd's own parser accepts it, its exposure score
-//! is the README's, and its ExecStart, run with exactly its capabilities as an unprivileged user
+//! is the one docs/standing-filter.md gives, and its ExecStart, run with exactly its capabilities as an unprivileged user
 //! without new privileges, pins, serves metrics, counts, is taken over by its restart, and makes
 //! no system call its SystemCallFilter refuses. systemd is not PID 1 here, so the unit itself is
 //! not started: its sandbox is held against what the probe does instead.
@@ -16,8 +16,8 @@ use testbed::{KillOnDrop, Link, RECEIVER_IF, TempDir};
 
 use crate::{PROBE, checked, deploy, send_loopback_frames, wait_for_passed};
 
-/// The exposure level `systemd-analyze security` gives the unit, times ten (README "Running as
-/// a service").
+/// The exposure level `systemd-analyze security` gives the unit, times ten
+/// (docs/standing-filter.md, "Running as a service").
 const EXPOSURE_TIMES_TEN: u32 = 18;
 
 /// The `[Service]` settings of the unit, in order, a key as often as it is given.
@@ -214,7 +214,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
 
 #[test]
 #[ignore = "needs root"]
-fn the_units_exposure_score_is_the_readmes() {
+fn the_units_exposure_score_is_the_documented_one() {
     let report = checked(
         Command::new("systemd-analyze")
             .args([
