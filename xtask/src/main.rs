@@ -15,6 +15,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser};
 
 mod bench;
+mod doc_links;
 mod fuzz;
 mod image;
 mod kernel_vm;
@@ -189,6 +190,7 @@ fn lint() -> anyhow::Result<()> {
     setup()?;
     run(cargo().args(["fmt", "--all", "--check"]))
         .context("formatting differs: run `cargo fmt --all`")?;
+    check_doc_links()?;
     let mut host = cargo();
     host.args(["clippy", "--locked", "--workspace", "--all-targets"]);
     for package in EBPF_PACKAGES {
@@ -214,6 +216,19 @@ fn lint() -> anyhow::Result<()> {
     run(ebpf
         .args(["--", "-D", "warnings"])
         .env("CARGO_TARGET_DIR", target_dir().join("lint-ebpf")))
+}
+
+/// Every relative link and anchor of README.md and docs/*.md resolves.
+fn check_doc_links() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let broken = doc_links::broken_links(&root, &doc_links::pages(&root)?)?;
+    for link in &broken {
+        eprintln!("{link}");
+    }
+    if !broken.is_empty() {
+        bail!("{} broken link(s) in README.md and docs/", broken.len());
+    }
+    Ok(())
 }
 
 /// The fuzz crate, a workspace of its own, linted on stable like the host crates. Without its
