@@ -60,11 +60,16 @@ pub(crate) fn broken_links(root: &Path, pages: &[PathBuf]) -> anyhow::Result<Vec
             }
             let (path, anchor) = target
                 .split_once('#')
-                .map_or((target.as_str(), None), |(path, anchor)| (path, Some(anchor)));
+                .map_or((target.as_str(), None), |(path, anchor)| {
+                    (path, Some(anchor))
+                });
             let file = if path.is_empty() {
                 root.join(page)
             } else {
-                root.join(page).parent().expect("a page's folder").join(path)
+                root.join(page)
+                    .parent()
+                    .expect("a page's folder")
+                    .join(path)
             };
             let mut report = |why: String| {
                 broken.push(BrokenLink {
@@ -91,7 +96,10 @@ pub(crate) fn broken_links(root: &Path, pages: &[PathBuf]) -> anyhow::Result<Vec
                 anchors.insert(file.clone(), heading_anchors(&read(&file)?));
             }
             if !anchors[&file].iter().any(|known| known == anchor) {
-                report(format!("no heading of {} has the anchor #{anchor}", file.display()));
+                report(format!(
+                    "no heading of {} has the anchor #{anchor}",
+                    file.display()
+                ));
             }
         }
     }
@@ -293,8 +301,11 @@ mod tests {
              [no anchor](docs/a.md#part-three)\n",
         )
         .expect("README.md");
-        fs::write(root.join("docs/a.md"), "# A\n## Part two\n[up](../README.md#top)\n")
-            .expect("docs/a.md");
+        fs::write(
+            root.join("docs/a.md"),
+            "# A\n## Part two\n[up](../README.md#top)\n",
+        )
+        .expect("docs/a.md");
         let broken = broken_links(&root, &pages(&root).expect("the pages"));
         fs::remove_dir_all(&root).expect("the temporary folder removed");
         let broken: Vec<(usize, String)> = broken
