@@ -46,7 +46,8 @@ enum Xtask {
     /// kernel of the matrix, booted under qemu; then fuzz the classifier for 30 s.
     Test(TestArgs),
     /// Set up, then measure (needs root): in-kernel cost per frame, veth throughput and the CLI's
-    /// footprint beside reference programs; writes target/bench/report.{md,json}.
+    /// footprint beside reference programs; writes target/bench/report.{md,json} and, with
+    /// --update-docs, the tables in docs/benchmark.md.
     Bench(BenchArgs),
     /// Fuzz the classifier against a reference built on etherparse, with cargo-fuzz (installed if
     /// missing) on the pinned nightly; a panic or a disagreement fails and leaves its input in
@@ -93,9 +94,9 @@ impl TestArgs {
 
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Replace the benchmark table in README.md with this run's.
+    /// Replace the latest run's tables in docs/benchmark.md with this run's.
     #[arg(long)]
-    update_readme: bool,
+    update_docs: bool,
     /// Arguments for the harness, e.g. `-- --section kernel`.
     #[arg(last = true)]
     args: Vec<OsString>,
