@@ -2,11 +2,25 @@
 //! scripts that embed an object (each binary lands in `OUT_DIR` under its own name, for
 //! `aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/<name>"))`), and by xtask, which sets the
 //! toolchain up and lints with it.
+//!
+//! The build runs a cargo of its own, as aya-build does, but keeps its output: a build script can
+//! only pass lines on as warnings, and aya-build passes every one, so a first build printed a
+//! hundred `warning: …: Compiling …` lines. Here only the compiler's warnings are passed on, and a
+//! failed build's error holds everything the inner cargo said.
 
-use std::{env, path::PathBuf, process::Command};
+use std::{
+    env,
+    io::{BufReader, Read as _},
+    path::PathBuf,
+    process::{Command, Stdio},
+    thread,
+};
 
 use anyhow::{Context as _, anyhow, bail};
-use aya_build::Toolchain;
+use cargo_metadata::{
+    Artifact, CompilerMessage, Message,
+    diagnostic::{Diagnostic, DiagnosticLevel},
+};
 
 /// The nightly that builds the eBPF crates, by the date rustup names it with. Its LLVM must be
 /// bpf-linker's (22); a newer nightly can move either, so it is pinned here and checked.
@@ -100,14 +114,103 @@ fn build_with_features(name: &str, features: &[&str]) -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", package.manifest_path))?;
+    // Cargo rebuilds the embedding crate when the eBPF crate's library changes (a build
+    // dependency); this covers its binaries too.
+    println!("cargo:rerun-if-changed={root_dir}");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    let target = match env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() {
+        Ok("little") => "bpfel-unknown-none",
+        Ok("big") => "bpfeb-unknown-none",
+        other => bail!("unsupported CARGO_CFG_TARGET_ENDIAN: {other:?}"),
+    };
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
+    let arch = if arch.starts_with("riscv64") {
+        "riscv64"
+    } else {
+        &arch
+    };
     let nightly = nightly()?;
-    aya_build::build_ebpf(
-        [aya_build::Package {
+    let mut command = Command::new("rustup");
+    command
+        .args([
+            "run",
+            &nightly,
+            "cargo",
+            "build",
+            "--package",
             name,
-            root_dir: root_dir.as_str(),
-            features,
-            ..Default::default()
-        }],
-        Toolchain::Custom(&nightly),
-    )
+            "--bins",
+        ])
+        .args(["--message-format=json", "--release", "--target", target])
+        .args(["-Z", "build-std=core", "--features", &features.join(",")])
+        // Apart from OUT_DIR's objects: cargo locks its target dir, and a directory named as a
+        // binary would stop the copy below.
+        .arg("--target-dir")
+        .arg(out_dir.join("ebpf-build").join(name))
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            [
+                &format!("--cfg=bpf_target_arch=\"{arch}\""),
+                "-Cdebuginfo=2",
+                "-Clink-arg=--btf",
+            ]
+            .join("\x1f"),
+        )
+        // Else the outer build's stable rustc would compile for the nightly's cargo.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let said = thread::spawn(move || {
+        let mut said = String::new();
+        stderr.read_to_string(&mut said).map(|_| said)
+    });
+    let mut binaries = Vec::new();
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    for message in Message::parse_stream(BufReader::new(child.stdout.take().expect("piped"))) {
+        match message.context("reading the eBPF build's messages")? {
+            Message::CompilerArtifact(Artifact {
+                executable: Some(executable),
+                target,
+                ..
+            }) => binaries.push((target.name, executable)),
+            Message::CompilerMessage(CompilerMessage { message, .. }) => diagnostics.push(message),
+            _ => {}
+        }
+    }
+    let status = child.wait().context("waiting for the eBPF build")?;
+    let said = said
+        .join()
+        .map_err(|_| anyhow!("the eBPF build's stderr reader panicked"))?
+        .context("reading the eBPF build's stderr")?;
+    let rendered = |diagnostic: &Diagnostic| {
+        diagnostic
+            .rendered
+            .clone()
+            .unwrap_or_else(|| diagnostic.message.clone())
+    };
+    if !status.success() {
+        let diagnostics: Vec<String> = diagnostics.iter().map(rendered).collect();
+        bail!(
+            "building {name} for {target} failed ({status}): {command:?}\n{}\n{said}",
+            diagnostics.join("\n")
+        );
+    }
+    for warning in diagnostics
+        .iter()
+        .filter(|diagnostic| diagnostic.level == DiagnosticLevel::Warning)
+    {
+        for line in rendered(warning).lines() {
+            println!("cargo:warning={line}");
+        }
+    }
+    for (binary, built) in binaries {
+        std::fs::copy(&built, out_dir.join(&binary))
+            .with_context(|| format!("copy {built} to OUT_DIR/{binary}"))?;
+    }
+    Ok(())
 }
