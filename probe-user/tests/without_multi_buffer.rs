@@ -223,11 +223,12 @@ fn version_and_status_carry_the_kernel_features() {
     assert!(version.status.success());
     let text = String::from_utf8_lossy(&version.stdout);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
     assert!(lines[0].starts_with("localnet-probe "), "{text}");
-    assert!(lines[1].starts_with("minimum kernel: Linux 5.9;"), "{text}");
+    assert!(lines[1].starts_with("revision "), "{text}");
+    assert!(lines[2].starts_with("minimum kernel: Linux 5.9;"), "{text}");
     assert!(
-        lines[2].contains("XDP multi-buffer yes") && lines[2].contains("BPF ring buffer yes"),
+        lines[3].contains("XDP multi-buffer yes") && lines[3].contains("BPF ring buffer yes"),
         "{text}"
     );
 
@@ -248,7 +249,7 @@ fn version_and_status_carry_the_kernel_features() {
     assert!(unprivileged.status.success(), "{text}");
     assert!(
         text.lines()
-            .nth(2)
+            .nth(3)
             .is_some_and(|line| line.contains(": features not probed (cannot probe the kernel")),
         "{text}"
     );

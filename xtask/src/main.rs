@@ -19,10 +19,13 @@ mod doc_links;
 mod fuzz;
 mod image;
 mod kernel_vm;
+mod package;
 mod prerequisites;
 mod test_run;
 
-use self::{bench::bench, fuzz::fuzz, image::image, prerequisites::*, test_run::test};
+use self::{
+    bench::bench, fuzz::fuzz, image::image, package::package, prerequisites::*, test_run::test,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask")]
@@ -35,13 +38,18 @@ enum Xtask {
     Run(RunArgs),
     /// Set up, build a static (musl) release binary and the container image of
     /// deploy/container/Containerfile holding it, with podman (installed if missing): tagged
-    /// localhost/localnet-probe:<version>.
+    /// localhost/localnet-probe:<version> and :<version>-<revision>.
     Image,
+    /// Set up, build the static binary and the Debian package
+    /// target/package/localnet-probe_<version>_<arch>.deb (binary, man pages, completions,
+    /// systemd unit, docs) with dpkg-deb, and check it with lintian.
+    Package,
     /// Set up, then check formatting and run clippy on the host crates and, for the BPF target,
     /// on the eBPF crates; every warning is an error.
     Lint,
-    /// Set up, build the container image, then run every test: host, BPF_PROG_TEST_RUN, netns
-    /// integration, the deployment files in deploy/ checked by the tools that consume them and a
+    /// Set up, build the container image and the Debian package, then run every test: host,
+    /// BPF_PROG_TEST_RUN, netns integration, the deployment files in deploy/ and the package
+    /// checked by the tools that consume them and a
     /// short run of the benchmark harness (needs root); then the kernel-facing tests inside each
     /// kernel of the matrix, booted under qemu; then fuzz the classifier for 30 s.
     Test(TestArgs),
@@ -128,6 +136,7 @@ fn main() -> anyhow::Result<()> {
             Err(error).with_context(|| format!("cannot run {}", binary.display()))
         }
         Xtask::Image => image().map(drop),
+        Xtask::Package => package().map(drop),
         Xtask::Lint => lint(),
         Xtask::Test(args) => test(&args),
         Xtask::Bench(args) => bench(&args),

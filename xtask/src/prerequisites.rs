@@ -131,7 +131,7 @@ pub(crate) fn ensure_bpf_linker() -> anyhow::Result<()> {
 }
 
 /// Commands the root tests and the benchmark run, and the Debian packages that have them.
-pub(crate) const TOOLS: [(&str, &str); 13] = [
+pub(crate) const TOOLS: [(&str, &str); 16] = [
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("xdp-filter", "xdp-tools"),
@@ -148,6 +148,10 @@ pub(crate) const TOOLS: [(&str, &str); 13] = [
     ("systemd-analyze", "systemd"),
     ("strace", "strace"),
     ("podman", "podman"),
+    // The man pages rendered with groff's warnings on, the package checked by Debian's lint.
+    ("man", "man-db"),
+    ("groff", "groff-base"),
+    ("lintian", "lintian"),
 ];
 
 pub(crate) fn ensure_tools() -> anyhow::Result<()> {

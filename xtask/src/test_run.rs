@@ -34,8 +34,10 @@ pub(crate) fn test(args: &TestArgs) -> anyhow::Result<()> {
     if !args.kernels_only {
         ensure_tools()?;
         ensure_kubernetes_validate()?;
-        // The deployment tests take the binary out of this image, the one a fleet would run.
+        // The deployment tests take the binary out of this image, the one a fleet would run,
+        // and install the package (the same binary) into a throwaway root.
         image()?;
+        package()?;
         let mut command = cargo();
         // The root tests are `#[ignore = "needs root"]`, so that a plain `cargo test` shows
         // them as ignored rather than passed; here they run.

@@ -10,9 +10,14 @@ use testbed::{Link, ProbeProcess, RECEIVER_IF, TempDir, interface};
 
 use crate::{VERSION, checked, send_loopback_frames};
 
-/// What `cargo xtask image` tags the image with.
+/// What `cargo xtask image` tags the image with, beside `<version>-<revision>`.
 fn image() -> String {
     format!("localhost/localnet-probe:{VERSION}")
+}
+
+/// The image's id, by `tag`.
+fn image_id(tag: &str) -> String {
+    checked(Command::new("podman").args(["image", "inspect", "--format", "{{.Id}}", tag]))
 }
 
 /// The files under `dir`, relative to it.
@@ -86,11 +91,22 @@ fn the_image_holds_one_static_binary_that_counts_frames() {
         lines.next(),
         Some(format!("localnet-probe {VERSION}").as_str())
     );
+    let revision = lines
+        .next()
+        .and_then(|line| line.strip_prefix("revision "))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no revision: {version}"));
     assert!(
         lines
             .next()
             .is_some_and(|line| line.starts_with("minimum kernel: Linux ")),
         "{version}"
+    );
+    // Tagged with the revision the binary says too, so a rebuild at the same version is pulled.
+    assert_eq!(
+        image_id(&format!("{}-{revision}", image())),
+        image_id(&image()),
+        "cargo xtask image tags the same image <version> and <version>-{revision}"
     );
 
     let link = Link::new("image");

@@ -3,12 +3,14 @@
 //! system call filter), the image (built by podman, its binary run), the Kubernetes manifests
 //! (kubernetes-validate, strict, and the DaemonSet's container as the kubelet would start it),
 //! the Prometheus configuration and rules (promtool) and the Grafana dashboard (every query
-//! through a real Prometheus scraping the probe). `cargo xtask test` installs the tools and
-//! builds the image first; like the root tests, these are skipped without root.
+//! through a real Prometheus scraping the probe), and the Debian package (lintian, and
+//! installed into a throwaway root). `cargo xtask test` installs the tools and builds the image
+//! and the package first; like the root tests, these are skipped without root.
 
 mod container;
 mod kubernetes;
 mod monitoring;
+mod package;
 mod systemd;
 
 use std::{

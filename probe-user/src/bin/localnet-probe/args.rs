@@ -26,3 +26,68 @@ pub(crate) fn duration_seconds(value: &str) -> Result<f64, String> {
         "from 0.01 to 31536000 seconds (a year); leave --duration out to run until stopped",
     )
 }
+
+/// The interfaces present, as completion candidates for the arguments that name one: read from
+/// /sys/class/net (this network namespace's, as mounted), sorted. A name is offered as it is, as
+/// the user types it, and only if every shell the scripts serve takes it unquoted as itself;
+/// the others (any byte but a space or `/` is allowed in a name) are typed by hand, quoted.
+pub(crate) fn interface_candidates() -> Vec<clap_complete::CompletionCandidate> {
+    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut names: Vec<std::ffi::OsString> = entries
+        .filter_map(|entry| Some(entry.ok()?.file_name()))
+        .filter(|name| typed_as_is(name.as_encoded_bytes()))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(clap_complete::CompletionCandidate::new)
+        .collect()
+}
+
+/// Whether `name` means itself unquoted to bash, zsh, fish, elvish and PowerShell: ASCII letters,
+/// digits, `_`, and after the first character also `.`, `-` and `+` (no option look-alike, no
+/// glob, no expansion, no word break of bash's completion).
+fn typed_as_is(name: &[u8]) -> bool {
+    let Some((first, rest)) = name.split_first() else {
+        return false;
+    };
+    (first.is_ascii_alphanumeric() || *first == b'_')
+        && rest
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"_.-+".contains(byte))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::typed_as_is;
+
+    #[test]
+    fn interface_names_a_shell_would_change_are_not_offered() {
+        for name in ["eth0", "enp0s31f6", "br-3f2a", "eth0.100", "veth_a+b", "_x"] {
+            assert!(typed_as_is(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "",
+            "-x",
+            ".x",
+            "a$b",
+            "a*",
+            "a'b",
+            "a\"b",
+            "a b",
+            "a;b",
+            "a\\b",
+            "a~",
+            "a@b",
+            "a=b",
+            "{a}",
+            "a\u{1b}[31m",
+            "é",
+        ] {
+            assert!(!typed_as_is(name.as_bytes()), "{name:?}");
+        }
+        assert!(!typed_as_is(b"a\xffb"));
+    }
+}

@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
+use clap_complete::ArgValueCandidates;
 use probe_user::{
     exposure::{self, Audit, Inputs, Setting, Severity, verdict::Verdict},
     net::names::{NamePatterns, name_of_bytes, printable},
@@ -25,7 +26,8 @@ pub(crate) struct AuditArgs {
     json: bool,
     /// Audit this interface only (repeatable; a name or a shell-style pattern such as 'veth*').
     /// Default: every interface but loopback.
-    #[arg(long = "iface", value_name = "IF|PATTERN")]
+    #[arg(long = "iface", value_name = "IF|PATTERN",
+          add = ArgValueCandidates::new(crate::args::interface_candidates))]
     ifaces: Vec<OsString>,
 }
 

@@ -1,13 +1,15 @@
 //! `localnet-probe detach`: takes the standing filter off interfaces.
 
 use clap::Args;
+use clap_complete::ArgValueCandidates;
 use probe_user::{net::names::printable, session::standing};
 
 #[derive(Debug, Args)]
 pub(crate) struct DetachArgs {
     /// Detach from this interface only (repeatable; a name or a shell-style pattern such as
     /// 'veth*'). Default: from every interface, removing the whole standing filter.
-    #[arg(long = "iface", value_name = "IF|PATTERN")]
+    #[arg(long = "iface", value_name = "IF|PATTERN",
+          add = ArgValueCandidates::new(crate::args::interface_candidates))]
     ifaces: Vec<std::ffi::OsString>,
 }
 

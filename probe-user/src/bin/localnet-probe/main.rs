@@ -4,12 +4,13 @@ use std::{
 };
 
 use clap::{CommandFactory as _, Parser, Subcommand, error::ErrorKind};
-use probe_user::{kernel::features::KernelReport, net::names::printable, session::SessionError};
+use probe_user::{net::names::printable, session::SessionError};
 use tracing_subscriber::EnvFilter;
 
 mod args;
 mod audit;
 mod detach;
+mod generate;
 mod logs;
 mod run;
 mod status;
@@ -17,9 +18,14 @@ mod stream;
 mod table;
 mod text;
 mod tui;
+mod version;
 
-/// Counts, and on request drops, frames with a loopback source or destination (127.0.0.0/8, ::1,
-/// ::ffff:127.0.0.0/104) arriving on real network interfaces, with an XDP program.
+/// Count, or drop, frames with loopback addresses arriving on real network interfaces (XDP).
+///
+/// localnet-probe counts, and on request drops, frames with a loopback source or destination
+/// (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) arriving on real network interfaces, with an XDP
+/// program: frames that reach services bound to loopback where route_localnet is set, as
+/// kube-proxy and Docker set it. Its audit says which links can reach such services.
 #[derive(Debug, Parser)]
 #[command(
     name = "localnet-probe",
@@ -28,8 +34,9 @@ mod tui;
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// Print the version, the oldest kernel localnet-probe runs on, and the kernel features
-    /// found here (with the privileges to probe them), for a bug report.
+    /// Print the version, the git revision and the eBPF object's SHA-256 it was built from,
+    /// the oldest kernel localnet-probe runs on, and the kernel features found here (with the
+    /// privileges to probe them), for a bug report.
     #[arg(short = 'V', long)]
     version: bool,
     #[command(subcommand)]
@@ -38,26 +45,44 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Attach to interfaces and show loopback-address frames until Ctrl-C, SIGTERM, SIGHUP or
-    /// --duration, or until the reader of the table or JSON on stdout goes away (one of
-    /// `--pcap -` that goes away only ends the pcap); everything is detached on exit, unless
-    /// --pin leaves it as this namespace's standing filter.
+    /// Attach to interfaces and count, or drop, frames with loopback addresses until stopped.
+    ///
+    /// Shows each served interface's counts and route_localnet: a live view on a terminal, a
+    /// table with --plain, JSON objects with --json or when stdout is not a terminal. Runs until
+    /// Ctrl-C, SIGTERM, SIGHUP or --duration, or until the reader of the table or JSON on stdout
+    /// goes away (one of `--pcap -` that goes away only ends the pcap).
+    ///
+    /// Everything is detached on exit, unless --pin leaves it as this network namespace's
+    /// standing filter. Needs root, or CAP_BPF and CAP_NET_ADMIN.
     Run(run::RunArgs),
-    /// Show this network namespace's standing filter (what `run --pin` leaves attached): the
-    /// same table or JSON as `run`, read from its pins without attaching anything; with
-    /// nothing pinned, each interface's route_localnet.
+    /// Show this network namespace's standing filter, read from its pins.
+    ///
+    /// The standing filter is what `run --pin` leaves attached; status shows the same table or
+    /// JSON as `run`, without attaching anything. With nothing pinned, it shows each
+    /// interface's route_localnet.
     Status(status::StatusArgs),
-    /// Remove this network namespace's standing filter, from every interface or from those
-    /// given; pins of interfaces that no longer exist are cleared too.
+    /// Remove this network namespace's standing filter.
+    ///
+    /// From every interface, or from those given with --iface; pins of interfaces that no
+    /// longer exist are cleared too.
     Detach(detach::DetachArgs),
-    /// Say which services bound to loopback each link can reach, without attaching anything:
-    /// route_localnet and related sysctls, loopback sockets and their processes, and what drops
-    /// such frames (localnet-probe in drop mode, nftables). Exit status 0: no exposure, 1:
-    /// exposure found, 2: error.
+    /// Say which services bound to loopback each link can reach, without attaching anything.
+    ///
+    /// Reads route_localnet and the related sysctls, the loopback sockets and their processes,
+    /// and what drops such frames (localnet-probe in drop mode, nftables). Exit status 0: no
+    /// exposure, 1: exposure found, 2: error.
     Audit(audit::AuditArgs),
+    /// Write the manual pages, or print a shell's completion script.
+    ///
+    /// Both are made from this binary's own options, so they match it. The completion scripts
+    /// ask localnet-probe (found on PATH) for the candidates at each Tab, which completes
+    /// interface names from those present.
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
+    // First: a shell asking for completions gets them and nothing else on stdout.
+    generate::complete_if_asked();
     // Logs are written by a thread of their own, and dropped rather than waited for when
     // stderr stalls: a stalled reader of stderr must not hold up the counting or the signals.
     let (stderr, flush_logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -74,7 +99,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(command) = cli.command else {
         if cli.version {
-            return print_version();
+            return version::print_version();
         }
         Cli::command()
             .error(ErrorKind::MissingSubcommand, "a subcommand is required")
@@ -99,6 +124,7 @@ fn main() -> ExitCode {
             .block_on(status::status(args))
             .map(|()| ExitCode::SUCCESS),
         Command::Detach(args) => detach::detach(&args).map(|()| ExitCode::SUCCESS),
+        Command::Generate(args) => generate::generate(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit(args) => audit::audit(&args).map(|exposed| {
             if exposed {
                 ExitCode::FAILURE
@@ -127,21 +153,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }
-}
-
-/// `--version`: the version, the minimum kernel and this kernel's features; exit 0 also when
-/// they cannot be probed (it says so).
-fn print_version() -> ExitCode {
-    let report = KernelReport::of_this_kernel();
-    let mut text = format!("localnet-probe {}\n", env!("CARGO_PKG_VERSION"));
-    for line in report.lines().lines() {
-        text.push_str(&printable(line));
-        text.push('\n');
-    }
-    match std::io::stdout().write_all(text.as_bytes()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::FAILURE,
     }
 }
 

@@ -1,11 +1,12 @@
 //! `run`'s flags and the parsers of their values.
 
 use clap::{Args, ValueEnum};
+use clap_complete::ArgValueCandidates;
 
 use std::net::SocketAddr;
 
 use super::*;
-use crate::args::{duration_seconds, interval_seconds};
+use crate::args::{duration_seconds, interface_candidates, interval_seconds};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -13,17 +14,20 @@ pub(crate) struct RunArgs {
     /// `[…]`; quote it) serves the interfaces it matches, now or when they appear, up or not,
     /// except loopback, ifb devices and devices stacked on a served one. Default: every
     /// interface that is up, now or when it comes up, except those.
-    #[arg(long = "iface", value_name = "IF", value_parser = name_pattern())]
+    #[arg(long = "iface", value_name = "IF", value_parser = name_pattern(),
+          add = ArgValueCandidates::new(interface_candidates))]
     pub(super) ifaces: Vec<NamePattern>,
     /// Leave this interface out, or those a pattern matches (repeatable).
-    #[arg(long, value_name = "IF", value_parser = name_pattern())]
+    #[arg(long, value_name = "IF", value_parser = name_pattern(),
+          add = ArgValueCandidates::new(interface_candidates))]
     pub(super) exclude: Vec<NamePattern>,
     /// Drop matched frames on every selected interface instead of only counting them.
     #[arg(long, conflicts_with = "drop_on")]
     pub(super) drop: bool,
     /// Drop matched frames on this interface, or on the selected ones a pattern matches
     /// (repeatable); the others are only monitored.
-    #[arg(long, value_name = "IF", value_parser = name_pattern())]
+    #[arg(long, value_name = "IF", value_parser = name_pattern(),
+          add = ArgValueCandidates::new(interface_candidates))]
     pub(super) drop_on: Vec<NamePattern>,
     /// How to attach: native (in the driver), generic (in the stack, slower, works everywhere),
     /// or auto (native, falling back to generic with a notice).
