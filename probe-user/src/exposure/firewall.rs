@@ -126,7 +126,11 @@ fn subscribe() -> io::Result<Socket> {
     socket.bind_auto()?;
     socket.add_membership(NFNLGRP_NFTABLES)?;
     let timeout = libc::timeval {
-        tv_sec: LOOK_EVERY.as_secs() as libc::time_t,
+        // Not `as libc::time_t`: musl's time_t is deprecated while it changes width.
+        tv_sec: LOOK_EVERY
+            .as_secs()
+            .try_into()
+            .expect("a second fits time_t"),
         tv_usec: 0,
     };
     // SAFETY: an open socket, and a timeval of the size given.
