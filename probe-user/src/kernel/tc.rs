@@ -8,7 +8,7 @@
 //! standing filter's must stay), and cannot list the filters of an interface, which finding a
 //! dead run's filters takes.
 
-use std::io;
+use std::{cell::RefCell, io};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
@@ -216,6 +216,19 @@ fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
     exchange(message, NLM_F_ACK | flags, false).map(drop)
 }
 
+/// An rtnetlink socket kept for the thread's next exchange, with its receive buffer: every
+/// interface a probe attaches to is checked for another probe's filters, and opening a socket
+/// for each was about half the time it took to attach.
+struct Channel {
+    socket: Socket,
+    sequence: u32,
+    buffer: Vec<u8>,
+}
+
+thread_local! {
+    static CHANNEL: RefCell<Option<Channel>> = const { RefCell::new(None) };
+}
+
 /// Sends `message` with `flags` and reads the answer to its end: with `dump`, its messages until
 /// `NLMSG_DONE` (`None` for one that cannot be parsed), or an acknowledgement; an error the
 /// kernel answers is returned as one.
@@ -224,51 +237,84 @@ fn exchange(
     flags: u16,
     dump: bool,
 ) -> io::Result<Vec<Option<RouteNetlinkMessage>>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | flags;
-    header.sequence_number = 1;
-    let mut request = NetlinkMessage::new(header, NetlinkPayload::from(message));
-    request.finalize();
-    let mut bytes = vec![0; request.buffer_len()];
-    request.serialize(&mut bytes);
-    socket.send(&bytes, 0)?;
-    let mut buffer = vec![0; 64 * 1024];
-    let mut answers = Vec::new();
-    loop {
-        let received = socket.recv(&mut &mut buffer[..], 0)?;
-        let mut offset = 0;
-        while offset < received {
-            let message = NetlinkBuffer::new_checked(&buffer[offset..received])
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-            let length = message.length() as usize;
-            if length == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "an rtnetlink message of no length",
-                ));
-            }
-            offset += length.next_multiple_of(4);
-            match message.message_type() {
-                NLMSG_DONE => return Ok(answers),
-                NLMSG_ERROR => {
-                    let code = message.payload().get(..4).map_or(0, |code| {
-                        i32::from_ne_bytes(code.try_into().expect("4 bytes"))
-                    });
-                    if code != 0 {
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                    if !dump {
-                        return Ok(answers);
-                    }
+    CHANNEL.with_borrow_mut(|kept| {
+        let mut channel = match kept.take() {
+            Some(channel) => channel,
+            None => Channel::open()?,
+        };
+        let answer = channel.exchange(message, flags, dump);
+        // The rest of an answer cut short by an error is told apart by its sequence number.
+        *kept = Some(channel);
+        answer
+    })
+}
+
+impl Channel {
+    fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Self {
+            socket,
+            sequence: 0,
+            buffer: vec![0; 64 * 1024],
+        })
+    }
+
+    fn exchange(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        dump: bool,
+    ) -> io::Result<Vec<Option<RouteNetlinkMessage>>> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.sequence;
+        let mut request = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        request.finalize();
+        let mut bytes = vec![0; request.buffer_len()];
+        request.serialize(&mut bytes);
+        self.socket.send(&bytes, 0)?;
+        let mut answers = Vec::new();
+        loop {
+            let received = self.socket.recv(&mut &mut self.buffer[..], 0)?;
+            let mut offset = 0;
+            while offset < received {
+                let message = NetlinkBuffer::new_checked(&self.buffer[offset..received])
+                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+                let length = message.length() as usize;
+                if length == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "an rtnetlink message of no length",
+                    ));
                 }
-                message_type => {
-                    // Another tool's filter with options this crate cannot read is still one.
-                    answers.push(
-                        RouteNetlinkMessage::parse_with_param(message.payload(), message_type).ok(),
-                    );
+                offset += length.next_multiple_of(4);
+                if message.sequence_number() != self.sequence {
+                    continue;
+                }
+                match message.message_type() {
+                    NLMSG_DONE => return Ok(answers),
+                    NLMSG_ERROR => {
+                        let code = message.payload().get(..4).map_or(0, |code| {
+                            i32::from_ne_bytes(code.try_into().expect("4 bytes"))
+                        });
+                        if code != 0 {
+                            return Err(io::Error::from_raw_os_error(-code));
+                        }
+                        if !dump {
+                            return Ok(answers);
+                        }
+                    }
+                    message_type => {
+                        // Another tool's filter with options this crate cannot read is still
+                        // one.
+                        answers.push(
+                            RouteNetlinkMessage::parse_with_param(message.payload(), message_type)
+                                .ok(),
+                        );
+                    }
                 }
             }
         }

@@ -159,7 +159,7 @@ impl Interface {
     }
 }
 
-const RTM_NEWLINK: u16 = 16;
+pub(super) const RTM_NEWLINK: u16 = 16;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
@@ -291,12 +291,19 @@ impl Interfaces {
     }
 }
 
+/// The interface an `RTM_NEWLINK` or `RTM_DELLINK` payload is about: `ifi_index` of its
+/// `struct ifinfomsg`.
+pub(super) fn ifindex_of(payload: &[u8]) -> Option<u32> {
+    let index = payload.get(4..8)?;
+    Some(u32::from_ne_bytes(index.try_into().expect("4 bytes")))
+}
+
 /// Reads an `RTM_NEWLINK` payload: `struct ifinfomsg`, then attributes.
 fn parse(payload: &[u8]) -> Option<Interface> {
     let header = payload.get(..IFINFOMSG_LEN)?;
     let u32_at = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().expect("4 bytes"));
     let link_type = u16::from_ne_bytes([header[2], header[3]]);
-    let ifindex = u32_at(4);
+    let ifindex = ifindex_of(header)?;
     let flags = u32_at(8);
     let mut interface = Interface {
         name: String::new(),

@@ -23,6 +23,7 @@ impl Session {
         self.follow_served(&all)?;
         let present: BTreeSet<u32> = all.iter().map(|interface| interface.ifindex).collect();
         self.told.retain(|ifindex, _| present.contains(ifindex));
+        self.considered.clone_from(&present);
         let served: BTreeSet<u32> = self.tracked.served.keys().copied().collect();
         let selected = select_new(
             &all,

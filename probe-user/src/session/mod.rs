@@ -240,6 +240,9 @@ pub struct Session {
     told: BTreeMap<u32, Unserved>,
     /// When interfaces refused for a passing reason are tried again.
     retry: retry::Backoff,
+    /// The interfaces the start or the last following listed: one not among them has appeared
+    /// since, and may not be served yet.
+    considered: BTreeSet<u32>,
 }
 
 /// What serving ([`Session`]) and reading a standing filter ([`Observed`]) both keep: the
@@ -271,6 +274,12 @@ impl Session {
     /// The standing filter's directory, for a session that serves one.
     pub fn standing_dir(&self) -> Option<&PinDir> {
         self.tracked.probe.standing_dir()
+    }
+
+    /// Whether `ifindex` appeared after the start or the last following listed the interfaces,
+    /// so that it may be selected and not served yet.
+    pub fn is_new(&self, ifindex: u32) -> bool {
+        !self.considered.contains(&ifindex)
     }
 
     /// The most interfaces the counters may grow to serve (`--capacity`).

@@ -117,6 +117,7 @@ impl Session {
                 .map(|skipped| (skipped.ifindex, Unserved::Skipped(skipped.clone())))
                 .collect(),
             retry: retry::Backoff::default(),
+            considered: all.iter().map(|interface| interface.ifindex).collect(),
         };
         let leftovers = session
             .tracked

@@ -21,10 +21,15 @@ pub(super) struct Coalescer {
 }
 
 impl Coalescer {
-    /// When a link event that arrives at `now` is to be followed: `None` for at once, else the
+    /// When link events that arrive at `now` are to be followed: `None` for at once, else the
     /// instant the spacing after the last following is over (every event until then is taken
-    /// with it).
-    pub(super) fn due(&self, now: Instant) -> Option<Instant> {
+    /// with it). Events that announce an interface not listed before (`appeared`) are followed
+    /// at once whatever the spacing: it passes frames unfiltered from when it comes up until it
+    /// is attached, which may be moments after it appears.
+    pub(super) fn due(&self, now: Instant, appeared: bool) -> Option<Instant> {
+        if appeared {
+            return None;
+        }
         let (ended, took) = self.last?;
         let spacing = (took * COST_SHARE).clamp(SPACING, SPACING_MAX);
         let due = ended + spacing;
@@ -43,7 +48,7 @@ mod tests {
 
     #[test]
     fn the_first_event_is_followed_at_once() {
-        assert_eq!(Coalescer::default().due(Instant::now()), None);
+        assert_eq!(Coalescer::default().due(Instant::now(), false), None);
     }
 
     #[test]
@@ -53,15 +58,15 @@ mod tests {
         coalescer.followed(start, start + Duration::from_millis(2));
         let ended = start + Duration::from_millis(2);
         assert_eq!(
-            coalescer.due(ended + Duration::from_millis(10)),
+            coalescer.due(ended + Duration::from_millis(10), false),
             Some(ended + SPACING)
         );
         // Every event until then is due at the same instant: they are followed once.
         assert_eq!(
-            coalescer.due(ended + Duration::from_millis(90)),
+            coalescer.due(ended + Duration::from_millis(90), false),
             Some(ended + SPACING)
         );
-        assert_eq!(coalescer.due(ended + SPACING), None);
+        assert_eq!(coalescer.due(ended + SPACING, false), None);
     }
 
     #[test]
@@ -71,11 +76,21 @@ mod tests {
         let ended = start + Duration::from_millis(60);
         coalescer.followed(start, ended);
         assert_eq!(
-            coalescer.due(ended),
+            coalescer.due(ended, false),
             Some(ended + Duration::from_millis(240))
         );
         let ended = ended + Duration::from_secs(2);
         coalescer.followed(ended - Duration::from_secs(2), ended);
-        assert_eq!(coalescer.due(ended), Some(ended + SPACING_MAX));
+        assert_eq!(coalescer.due(ended, false), Some(ended + SPACING_MAX));
+    }
+
+    #[test]
+    fn an_interface_that_appeared_is_followed_at_once_within_the_spacing() {
+        let start = Instant::now();
+        let mut coalescer = Coalescer::default();
+        let ended = start + Duration::from_secs(2);
+        coalescer.followed(start, ended);
+        assert_eq!(coalescer.due(ended, false), Some(ended + SPACING_MAX));
+        assert_eq!(coalescer.due(ended, true), None);
     }
 }

@@ -219,8 +219,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             changed = links.changed() => {
-                changed.context("cannot watch the interfaces for changes")?;
-                relist = running.link_event(relist.take())?;
+                let changes = changed.context("cannot watch the interfaces for changes")?;
+                relist = running.link_event(&changes, relist.take())?;
             }
             () = next_relist(&mut relist) => relist = running.follow()?,
             read = next_samples(running.ring.as_mut(), &mut running.batch) => {

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use crossterm::event::Event;
 use probe_common::Mode;
 use probe_user::{
-    net::names::printable,
+    net::{link_events::LinkChanges, names::printable},
     output::compact::{self, Compactor},
     output::metrics::Tally,
     output::report::{
@@ -219,13 +219,20 @@ impl Running {
         }
     }
 
-    /// A link event: followed at once, or, soon after the last following, when its spacing is
-    /// over (with every event until then), or at `relist` if that is sooner.
+    /// Link events: followed at once, or, soon after the last following and unless they
+    /// announce an interface not listed before (or were lost), when its spacing is over (with
+    /// every event until then), or at `relist` if that is sooner.
     pub(super) fn link_event(
         &mut self,
+        changes: &LinkChanges,
         relist: Option<Pin<Box<Sleep>>>,
     ) -> Result<Option<Pin<Box<Sleep>>>, SessionError> {
-        let Some(due) = self.coalescer.due(Instant::now()) else {
+        let appeared = changes.lost
+            || changes
+                .announced
+                .iter()
+                .any(|&ifindex| self.session.is_new(ifindex));
+        let Some(due) = self.coalescer.due(Instant::now(), appeared) else {
             return self.follow();
         };
         let due = tokio::time::Instant::from_std(due);
