@@ -39,25 +39,33 @@ fn main() -> anyhow::Result<()> {
         .context("probe-user sits in the workspace")?;
     let revision = revision(workspace).unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=LOCALNET_PROBE_REVISION={revision}");
+    // The manual pages' date: the commit's, so that a rebuild writes the same pages.
+    let date =
+        git(workspace, &["log", "-1", "--format=%cs"]).unwrap_or_else(|| "undated".to_owned());
+    println!("cargo:rustc-env=LOCALNET_PROBE_DATE={date}");
     Ok(())
+}
+
+/// What `git args` prints in `workspace`, without its last newline; `None` when git is missing
+/// or fails.
+fn git(workspace: &Path, args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(workspace)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8(output.stdout).ok())
+        .flatten()
+        .map(|text| text.trim_end().to_owned())
 }
 
 /// The commit checked out, 12 hex digits, `-dirty` when [`SOURCES`] differ from it; `None`
 /// outside a git checkout of this workspace (a source archive, or no git).
 fn revision(workspace: &Path) -> Option<String> {
-    let git = |args: &[&str]| -> Option<String> {
-        let output = Command::new("git")
-            .args(args)
-            .current_dir(workspace)
-            .output()
-            .ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8(output.stdout).ok())
-            .flatten()
-            .map(|text| text.trim_end().to_owned())
-    };
+    let git = |args: &[&str]| git(workspace, args);
     // Not the revision of some other repository the workspace was copied into.
     let top = git(&["rev-parse", "--show-toplevel"])?;
     if fs::canonicalize(top).ok()? != fs::canonicalize(workspace).ok()? {

@@ -223,3 +223,81 @@ fn a_new_interface_is_offered_and_one_a_shell_would_change_is_not() {
         ["cmpl-ok0"]
     );
 }
+
+/// A file name completes quoted as bash reads it back: a name holding `$(…)`, brackets or a space
+/// is inserted escaped, never as a command substitution, a glob or two words.
+#[test]
+fn bash_completes_file_names_quoted() {
+    let dir = TempDir::new("names");
+    for name in ["$(touch pwned)", "x[ab]", "xa", "sp ace"] {
+        fs::write(dir.path().join(name), "").expect("create a file");
+    }
+    let base = dir.path().display().to_string();
+    let offered = |typed: &str| {
+        let mut offered = bash_completes(
+            &[],
+            &[
+                "localnet-probe",
+                "generate",
+                "man",
+                &format!("{base}/{typed}"),
+            ],
+        );
+        offered.sort();
+        offered
+    };
+    assert_eq!(
+        offered(""),
+        [
+            format!("{base}/\\$\\(touch\\ pwned\\)"),
+            format!("{base}/sp\\ ace"),
+            format!("{base}/x\\[ab\\]"),
+            format!("{base}/xa"),
+        ]
+    );
+    // Not globbed: `x[ab]` is offered once, as itself, not as the `xa` it matches.
+    assert_eq!(
+        offered("x"),
+        [format!("{base}/x\\[ab\\]"), format!("{base}/xa")]
+    );
+}
+
+/// A page's name taken by a link is replaced, not written through: the file the link pointed at
+/// keeps its bytes.
+#[test]
+fn man_pages_replace_a_link_rather_than_write_through_it() {
+    let dir = TempDir::new("man-link");
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "kept").expect("write the victim");
+    let pages = dir.path().join("pages");
+    fs::create_dir(&pages).expect("create the pages' directory");
+    std::os::unix::fs::symlink(&victim, pages.join("localnet-probe-run.8")).expect("symlink");
+    succeeded(Command::new(PROBE).args(["generate", "man"]).arg(&pages));
+    assert_eq!(
+        fs::read_to_string(&victim).expect("read the victim"),
+        "kept"
+    );
+    let page = fs::symlink_metadata(pages.join("localnet-probe-run.8")).expect("the page");
+    assert!(page.file_type().is_file(), "{page:?}");
+    rendered_without_warnings(&pages.join("localnet-probe-run.8"));
+}
+
+/// A directory that belongs to another user (not root) is refused: its owner could put links
+/// there or replace the pages.
+#[test]
+#[ignore = "needs root"]
+fn man_pages_are_not_written_into_another_users_directory() {
+    let dir = TempDir::new("man-owner");
+    let theirs = dir.path().join("theirs");
+    fs::create_dir(&theirs).expect("create the directory");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown to nobody");
+    let output = Command::new(PROBE)
+        .args(["generate", "man"])
+        .arg(&theirs)
+        .output()
+        .expect("run the probe");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+    assert_eq!(fs::read_dir(&theirs).expect("list it").count(), 0);
+}

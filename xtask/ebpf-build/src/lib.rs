@@ -97,6 +97,38 @@ fn binary_name(name: &str) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("{name} has no binary target"))
 }
 
+/// Source paths as the same names wherever the build ran: the object's BTF and debug info
+/// name every source file, and `--version` prints the object's hash, which should say which
+/// programs a binary holds, not where it was built.
+fn path_remaps(nightly: &str) -> anyhow::Result<Vec<String>> {
+    let workspace = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("MetadataCommand::exec")?
+        .workspace_root;
+    let sysroot = Command::new("rustup")
+        .args(["run", nightly, "rustc", "--print", "sysroot"])
+        .output()
+        .context("rustc --print sysroot")?;
+    if !sysroot.status.success() {
+        bail!(
+            "rustc --print sysroot failed: {}",
+            String::from_utf8_lossy(&sysroot.stderr)
+        );
+    }
+    let sysroot = String::from_utf8(sysroot.stdout)?.trim_end().to_owned();
+    let cargo_home = match env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => PathBuf::from(env::var_os("HOME").context("neither CARGO_HOME nor HOME set")?)
+            .join(".cargo"),
+    };
+    Ok(vec![
+        format!("--remap-path-prefix={workspace}=/localnet-probe"),
+        format!("--remap-path-prefix={sysroot}=/rust"),
+        format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
+    ])
+}
+
 fn package(name: &str) -> anyhow::Result<cargo_metadata::Package> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
@@ -130,6 +162,7 @@ fn build_with_features(name: &str, features: &[&str]) -> anyhow::Result<()> {
         &arch
     };
     let nightly = nightly()?;
+    let remaps = path_remaps(&nightly)?;
     let mut command = Command::new("rustup");
     command
         .args([
@@ -154,6 +187,9 @@ fn build_with_features(name: &str, features: &[&str]) -> anyhow::Result<()> {
                 "-Cdebuginfo=2",
                 "-Clink-arg=--btf",
             ]
+            .into_iter()
+            .chain(remaps.iter().map(String::as_str))
+            .collect::<Vec<_>>()
             .join("\x1f"),
         )
         // Else the outer build's stable rustc would compile for the nightly's cargo.

@@ -52,6 +52,9 @@ pub(super) fn script(shell: Shell) -> anyhow::Result<Vec<u8>> {
         COMPLETER,
         &mut script,
     )?;
+    if let Shell::Bash = shell {
+        script = quoted_for_bash(&script);
+    }
     if let Shell::Zsh = shell {
         // Autoloaded from $fpath, the file is the body of `_localnet-probe`: the first Tab only
         // defines the completer and binds it, so complete this Tab too (as clap's static zsh
@@ -62,4 +65,28 @@ pub(super) fn script(shell: Shell) -> anyhow::Result<Vec<u8>> {
         );
     }
     Ok(script)
+}
+
+/// clap_complete's bash script takes the candidates into `COMPREPLY` unquoted, as
+/// `COMPREPLY=( $(…) )`: bash globs each one, and inserts it as it is, so completing a file named
+/// `$(touch x)` put a command substitution on the command line (zsh and fish quote theirs). The
+/// candidates are read as words instead, never globbed, each quoted with `printf %q`.
+fn quoted_for_bash(script: &[u8]) -> Vec<u8> {
+    const TAKEN: &str = "    COMPREPLY=( $( \\\n";
+    const TAKEN_END: &str = "    ) )\n    if [[ $? != 0 ]]; then\n        unset COMPREPLY\n";
+    const READ: &str = "    local candidates\n    candidates=$( \\\n";
+    const READ_END: &str = "    )\n    local status=$?\n    if [[ $status == 0 ]]; then\n        \
+        IFS=$'\\013' read -r -d '' -a COMPREPLY < <(printf '%s' \"$candidates\")\n        \
+        local i\n        \
+        for i in \"${!COMPREPLY[@]}\"; do printf -v 'COMPREPLY[i]' '%q' \"${COMPREPLY[i]}\"; done\n    \
+        fi\n    if [[ $status != 0 ]]; then\n        unset COMPREPLY\n";
+    let script = String::from_utf8(script.to_vec()).expect("clap_complete writes UTF-8");
+    assert!(
+        script.contains(TAKEN) && script.contains(TAKEN_END),
+        "clap_complete's bash script changed: quote its candidates anew"
+    );
+    script
+        .replacen(TAKEN, READ, 1)
+        .replacen(TAKEN_END, READ_END, 1)
+        .into_bytes()
 }

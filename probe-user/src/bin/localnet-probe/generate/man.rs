@@ -3,11 +3,13 @@
 
 use std::{
     fmt::Write as _,
-    fs,
+    fs::{self, OpenOptions},
+    io::{self, Write as _},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::CommandFactory as _;
 use clap_mangen::{
     Man,
@@ -191,6 +193,19 @@ fn manual(name: &str) -> Manual {
 /// Writes localnet-probe.8 and a page per subcommand into `dir`; the paths written.
 pub(super) fn write_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let owner = fs::metadata(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .uid();
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let user = unsafe { libc::geteuid() };
+    if owner != user && owner != 0 {
+        bail!(
+            "{} belongs to uid {owner}, not to this user or root: its owner could put links there \
+             that the pages would be written through, or replace them; choose a directory of \
+             your own (mktemp -d)",
+            dir.display()
+        );
+    }
     let mut cli = Cli::command().disable_help_subcommand(true);
     cli.build();
     let subcommands: Vec<&str> = cli.get_subcommands().map(|sub| sub.get_name()).collect();
@@ -200,11 +215,29 @@ pub(super) fn write_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     let mut written = Vec::new();
     for (name, text) in pages {
-        let path = dir.join(name);
-        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        let path = dir.join(&name);
+        replace(dir, &name, &text).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// Replaces `dir/name` with `text` whole: written to a new file beside it, then renamed over it,
+/// so a link found at `name` is replaced, never written through.
+fn replace(dir: &Path, name: &str, text: &[u8]) -> io::Result<()> {
+    let temporary = dir.join(format!(".{name}.{}", std::process::id()));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(text))
+        .and_then(|()| fs::rename(&temporary, dir.join(name)));
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    written
 }
 
 /// The file name and roff text of `command`'s page; the top page lists `subcommands`' pages.
@@ -215,6 +248,7 @@ fn page(
 ) -> anyhow::Result<(String, Vec<u8>)> {
     let man = Man::new(command.clone())
         .section(SECTION)
+        .date(env!("LOCALNET_PROBE_DATE"))
         .source(format!("localnet-probe {}", env!("CARGO_PKG_VERSION")))
         .manual("System Administration");
     let mut text = Vec::new();

@@ -8,6 +8,7 @@ use std::{io::Write as _, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use probe_user::net::names::printable;
 
 use self::completions::Shell;
 pub(crate) use self::completions::complete_if_asked;
@@ -44,7 +45,7 @@ pub(crate) fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     match &args.what {
         What::Man { dir } => {
             for page in man::write_pages(dir)? {
-                tracing::info!("wrote {}", page.display());
+                tracing::info!("wrote {}", printable(&page.display().to_string()));
             }
             Ok(())
         }
