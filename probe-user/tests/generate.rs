@@ -260,6 +260,14 @@ fn bash_completes_file_names_quoted() {
         offered("x"),
         [format!("{base}/x\\[ab\\]"), format!("{base}/xa")]
     );
+    // `run --pcap FILE` completes file names too.
+    assert_eq!(
+        bash_completes(
+            &[],
+            &["localnet-probe", "run", "--pcap", &format!("{base}/xa")]
+        ),
+        [format!("{base}/xa")]
+    );
 }
 
 /// A page's name taken by a link is replaced, not written through: the file the link pointed at

@@ -108,6 +108,11 @@ fn main() -> ExitCode {
     raise_file_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The metrics pages are encoded on blocking threads: two at once keep parallel scrapes
+        // from costing a thread, its stack and an allocator arena each (40 scrapes at once of
+        // 2,000 interfaces' detailed page: 103 MiB resident 3 s later with a thread each, 22
+        // MiB with two).
+        .max_blocking_threads(2)
         .build()
     {
         Ok(runtime) => runtime,

@@ -101,7 +101,7 @@ pub(crate) struct RunArgs {
     pub(super) events: bool,
     /// Write the sampled frames as pcapng to FILE, or to stdout with `-` (then no table or
     /// JSON goes to stdout): `--pcap - | tcpdump -r -`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub(super) pcap: Option<String>,
     /// Top senders (from the samples of the last minute) shown per interface, 1 to 1000
     /// [default: 5].
