@@ -2,31 +2,11 @@
 //! completion script, completes subcommands and the interfaces present. Run like a user: the
 //! binary, `man`, `groff` and `bash` (`cargo xtask test` installs man-db and groff-base).
 
-use std::{
-    collections::BTreeSet,
-    fs,
-    path::Path,
-    process::{Command, Output},
-};
+use std::{collections::BTreeSet, fs, path::Path, process::Command};
 
-use testbed::{Netns, TempDir};
+use testbed::{Netns, TempDir, succeeded};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
-
-/// Runs `command`; panics with its output unless it succeeds.
-fn succeeded(command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?} (cargo xtask test installs it): {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?}: {}\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 /// Renders `page` as `man` shows it (80 columns) and as `groff` checks it, every warning on;
 /// panics on any warning. The text shown.

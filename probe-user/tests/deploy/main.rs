@@ -37,17 +37,7 @@ fn deploy(path: &str) -> PathBuf {
 
 /// Runs `command` to its end; panics with its output unless it succeeds. Its stdout.
 fn checked(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?} (cargo xtask test installs it): {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?}: {}\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 output")
+    String::from_utf8(testbed::succeeded(command).stdout).expect("UTF-8 output")
 }
 
 /// The virtual environment `cargo xtask test` installs kubernetes-validate (and PyYAML) into.

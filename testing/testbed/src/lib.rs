@@ -8,7 +8,7 @@ use std::{
     io::{BufRead as _, BufReader, Read, Write as _},
     net::{SocketAddr, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
@@ -26,6 +26,21 @@ pub const SENDER_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 1)
 pub const RECEIVER_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 2);
 pub const SENDER_IF: &str = "vtx";
 pub const RECEIVER_IF: &str = "vrx";
+
+/// Runs `command` to its end; panics with its status and output unless it succeeds.
+pub fn succeeded(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?} (cargo xtask test installs it): {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?}: {}\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
 
 /// The ifindex of `interface` in the calling thread's network namespace.
 pub fn ifindex(interface: &str) -> u32 {

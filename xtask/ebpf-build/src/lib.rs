@@ -18,7 +18,8 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 use cargo_metadata::{
-    Artifact, CompilerMessage, Message,
+    Artifact, CompilerMessage, Message, Metadata, Package,
+    camino::Utf8Path,
     diagnostic::{Diagnostic, DiagnosticLevel},
 };
 
@@ -88,7 +89,7 @@ pub fn build_variant(name: &str, features: &[&str], object: &str) -> anyhow::Res
 
 /// The name of the (one) binary target of the workspace package `name`: its object's file name.
 fn binary_name(name: &str) -> anyhow::Result<String> {
-    let package = package(name)?;
+    let package = package(&metadata()?, name)?;
     package
         .targets
         .iter()
@@ -100,12 +101,7 @@ fn binary_name(name: &str) -> anyhow::Result<String> {
 /// Source paths as the same names wherever the build ran: the object's BTF and debug info
 /// name every source file, and `--version` prints the object's hash, which should say which
 /// programs a binary holds, not where it was built.
-fn path_remaps(nightly: &str) -> anyhow::Result<Vec<String>> {
-    let workspace = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("MetadataCommand::exec")?
-        .workspace_root;
+fn path_remaps(nightly: &str, workspace: &Utf8Path) -> anyhow::Result<Vec<String>> {
     let sysroot = Command::new("rustup")
         .args(["run", nightly, "rustc", "--print", "sysroot"])
         .output()
@@ -129,19 +125,25 @@ fn path_remaps(nightly: &str) -> anyhow::Result<Vec<String>> {
     ])
 }
 
-fn package(name: &str) -> anyhow::Result<cargo_metadata::Package> {
-    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+fn metadata() -> anyhow::Result<Metadata> {
+    cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
-        .context("MetadataCommand::exec")?;
-    packages
-        .into_iter()
+        .context("MetadataCommand::exec")
+}
+
+fn package(metadata: &Metadata, name: &str) -> anyhow::Result<Package> {
+    metadata
+        .packages
+        .iter()
         .find(|package| package.name.as_str() == name)
+        .cloned()
         .ok_or_else(|| anyhow!("{name} package not found"))
 }
 
 fn build_with_features(name: &str, features: &[&str]) -> anyhow::Result<()> {
-    let package = package(name)?;
+    let metadata = metadata()?;
+    let package = package(&metadata, name)?;
     let root_dir = package
         .manifest_path
         .parent()
@@ -162,7 +164,7 @@ fn build_with_features(name: &str, features: &[&str]) -> anyhow::Result<()> {
         &arch
     };
     let nightly = nightly()?;
-    let remaps = path_remaps(&nightly)?;
+    let remaps = path_remaps(&nightly, &metadata.workspace_root)?;
     let mut command = Command::new("rustup");
     command
         .args([
