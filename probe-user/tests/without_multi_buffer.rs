@@ -8,7 +8,6 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     process::Command,
-    thread,
     time::Duration,
 };
 
@@ -111,7 +110,7 @@ fn without_multi_buffer_frames_are_counted_exactly_dropped_and_jumbo_mtus_left_o
         .macs(SENDER_MAC, RECEIVER_MAC)
         .ports(40000, 5354)
         .build();
-    let sender = link.raw_sender();
+    let mut sender = link.paced_sender();
     for _ in 0..SPOOFED {
         sender.send(&spoofed);
         sender.send(&benign);
@@ -134,10 +133,8 @@ fn without_multi_buffer_frames_are_counted_exactly_dropped_and_jumbo_mtus_left_o
             .build();
         sized_bytes += frame.len() as u64;
         sender.send(&frame);
-        if round % 64 == 63 {
-            thread::sleep(Duration::from_millis(1));
-        }
     }
+    sender.finish();
     let total = (SPOOFED + SIZES) as u64;
     let report = probe.wait_for(Duration::from_secs(20), |report| {
         interface(report, RECEIVER_IF)["packets_matched"]

@@ -395,6 +395,20 @@ impl Link {
         self.sender.enter(|| RawSender::open(SENDER_IF))
     }
 
+    /// A sender that never gets more than [`PACED_WINDOW`] frames ahead of what the receiving
+    /// end has taken, for tests that count every frame sent.
+    pub fn paced_sender(&self) -> PacedSender {
+        let mut received = DeviceCounters::open(&self.receiver, RECEIVER_IF);
+        let base = received.read().rx_packets;
+        PacedSender {
+            raw: self.raw_sender(),
+            received,
+            dropped: DeviceCounters::open(&self.sender, SENDER_IF),
+            base,
+            sent: 0,
+        }
+    }
+
     pub fn receiver_udp(&self, address: SocketAddr) -> UdpSocket {
         self.receiver.enter(|| {
             let socket = UdpSocket::bind(address).unwrap_or_else(|e| panic!("bind {address}: {e}"));
@@ -485,6 +499,103 @@ impl RawSender {
             assert!(retry && Instant::now() < deadline, "sendto: {error}");
             thread::sleep(Duration::from_millis(1));
         }
+    }
+}
+
+/// Frames a [`PacedSender`] lets be in flight: well inside the receiving veth's ring (256 frames).
+pub const PACED_WINDOW: u64 = 128;
+
+/// Sends frames over a [`Link`] so that every one reaches the receiver. A veth with an XDP
+/// program receives through a 256-frame ring that its NAPI poll empties; where the poll runs late
+/// (ksoftirqd on a loaded or emulated machine) and the kernel has no back-pressure for it (6.1
+/// has none: it drops what overflows, as the sender's tx_dropped says), a fixed pause between
+/// frames is a guess that a slower machine loses. This waits for the receiver's own count.
+pub struct PacedSender {
+    raw: RawSender,
+    received: DeviceCounters,
+    dropped: DeviceCounters,
+    base: u64,
+    sent: u64,
+}
+
+impl PacedSender {
+    /// Sends `frame` once fewer than [`PACED_WINDOW`] frames are in flight; panics if the
+    /// receiver takes none for 10 s or the sender's veth dropped one.
+    pub fn send(&mut self, frame: &[u8]) {
+        if self.sent.is_multiple_of(PACED_WINDOW / 2) {
+            self.wait_until_in_flight(PACED_WINDOW / 2);
+        }
+        self.raw.send(frame);
+        self.sent += 1;
+    }
+
+    /// Waits until the receiver has taken every frame sent.
+    pub fn finish(mut self) {
+        self.wait_until_in_flight(0);
+    }
+
+    fn wait_until_in_flight(&mut self, most: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let taken = self.received.read().rx_packets.saturating_sub(self.base);
+            // Other frames (neighbour discovery) count too: never fewer than sent.
+            if self.sent.saturating_sub(taken) <= most {
+                return;
+            }
+            let dropped = self.dropped.read().tx_dropped;
+            assert!(
+                dropped == 0 && Instant::now() < deadline,
+                "{taken} of {} frames received, {dropped} dropped by the sending veth",
+                self.sent
+            );
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// A device's counters as /proc/net/dev of its namespace shows them.
+struct DeviceStatistics {
+    rx_packets: u64,
+    tx_dropped: u64,
+}
+
+/// /proc/net/dev of one namespace, opened there and read again at each call.
+struct DeviceCounters {
+    file: File,
+    dev: String,
+}
+
+impl DeviceCounters {
+    fn open(netns: &Netns, dev: &str) -> Self {
+        // A /proc/net file shows the namespace it was opened in, whoever reads it later.
+        let file = netns.enter(|| File::open("/proc/thread-self/net/dev").expect("open net/dev"));
+        Self {
+            file,
+            dev: dev.to_owned(),
+        }
+    }
+
+    fn read(&mut self) -> DeviceStatistics {
+        use std::io::Seek as _;
+        let mut text = String::new();
+        self.file.rewind().expect("rewind net/dev");
+        self.file.read_to_string(&mut text).expect("read net/dev");
+        text.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.trim() == self.dev)
+            .map(|(_, fields)| {
+                let fields: Vec<u64> = fields
+                    .split_whitespace()
+                    .map(|field| field.parse().expect("a counter"))
+                    .collect();
+                // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets
+                // errs drop …
+                DeviceStatistics {
+                    rx_packets: fields[1],
+                    tx_dropped: fields[11],
+                }
+            })
+            .unwrap_or_else(|| panic!("{} not in net/dev:\n{text}", self.dev))
     }
 }
 
@@ -833,14 +944,17 @@ impl ProbeProcess {
     /// The first report that satisfies `done`, within `timeout`.
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + timeout;
+        let mut last = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next_report(left) {
                 Ok(report) if done(&report) => return report,
-                Ok(_) => {}
+                Ok(report) => last = Some(report),
                 Err(RecvTimeoutError::Timeout) => {
                     panic!(
-                        "no such report within {timeout:?}; localnet-probe {}; stderr: {}",
+                        "no such report within {timeout:?}; the last: {}; localnet-probe {}; \
+                         stderr: {}",
+                        last.map_or_else(|| "none".to_owned(), |report| report.to_string()),
                         self.state(),
                         self.stderr()
                     )
