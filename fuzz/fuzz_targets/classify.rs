@@ -7,8 +7,8 @@
 //! - tag % 3 == 0: the body is an Ethernet frame, for `classify`;
 //! - tag % 3 == 1: the body is an IP packet as a layer-3 device delivers it, for `classify_ip`;
 //! - tag % 3 == 2: `arbitrary` reads the body as a [`Shaped`] frame (VLAN tags, ethertype, IP
-//!   version, IHL and addresses drawn near the rules' boundaries), written out and checked in the
-//!   framing it chose.
+//!   version, IHL, ARP's types and lengths, and addresses drawn near the rules' boundaries),
+//!   written out and checked in the framing it chose.
 //!
 //! `cargo xtask fuzz` seeds the corpus with every test-frames case in both framings (tags 0 and 1);
 //! libFuzzer mutates those and whatever it finds.
@@ -21,7 +21,8 @@ use std::{
 
 use arbitrary::{Arbitrary, Unstructured};
 use etherparse::{
-    EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6HeaderSlice, SingleVlanHeaderSlice,
+    ArpHardwareId, ArpPacketSlice, EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice,
+    Ipv6HeaderSlice, SingleVlanHeaderSlice,
 };
 use libfuzzer_sys::fuzz_target;
 use probe_common::{Address, Family, LoopbackMatch, classify, classify_ip};
@@ -146,6 +147,7 @@ fn reference_frame(frame: &[u8]) -> Option<LoopbackMatch> {
     match ether_type {
         EtherType::IPV4 => ipv4_match(&Ipv4HeaderSlice::from_slice(rest).ok()?),
         EtherType::IPV6 => ipv6_match(&Ipv6HeaderSlice::from_slice(rest).ok()?),
+        EtherType::ARP => arp_match(&ArpPacketSlice::from_slice(rest).ok()?),
         _ => None,
     }
 }
@@ -168,6 +170,27 @@ fn ipv4_match(header: &Ipv4HeaderSlice) -> Option<LoopbackMatch> {
     )?;
     Some(LoopbackMatch {
         family: Family::Ipv4,
+        address,
+    })
+}
+
+/// ARP for IPv4 over Ethernet only: etherparse reads any hardware and protocol lengths, the
+/// rules only 6 and 4.
+fn arp_match(packet: &ArpPacketSlice) -> Option<LoopbackMatch> {
+    if packet.hw_addr_type() != ArpHardwareId::ETHERNET
+        || packet.proto_addr_type() != EtherType::IPV4
+        || packet.hw_addr_size() != 6
+        || packet.proto_addr_size() != 4
+    {
+        return None;
+    }
+    let v4 = |bytes: &[u8]| Ipv4Addr::from(<[u8; 4]>::try_from(bytes).expect("four bytes"));
+    let address = which(
+        v4(packet.sender_protocol_addr()).is_loopback(),
+        v4(packet.target_protocol_addr()).is_loopback(),
+    )?;
+    Some(LoopbackMatch {
+        family: Family::Arp,
         address,
     })
 }
@@ -245,10 +268,11 @@ enum Tpid {
 
 #[derive(Debug, Arbitrary)]
 enum EtherTypeChoice {
-    /// The one the IP header's version implies.
+    /// The one the header implies.
     OfTheHeader,
     Ipv4,
     Ipv6,
+    Arp,
     Other(u16),
 }
 
@@ -268,6 +292,17 @@ enum IpChoice {
         fields: [u8; 8],
         source: V6Choice,
         destination: V6Choice,
+    },
+    Arp {
+        /// Hardware type, protocol type and their lengths as IPv4 over Ethernet has them.
+        right_types: bool,
+        /// Used when not `right_types`.
+        types: [u8; 6],
+        operation: [u8; 2],
+        sender_mac: [u8; 6],
+        sender: V4Choice,
+        target_mac: [u8; 6],
+        target: V4Choice,
     },
 }
 
@@ -320,6 +355,8 @@ impl Shaped {
                 | (EtherTypeChoice::Ipv4, _) => 0x0800,
                 (EtherTypeChoice::OfTheHeader, IpChoice::V6 { .. })
                 | (EtherTypeChoice::Ipv6, _) => 0x86dd,
+                (EtherTypeChoice::OfTheHeader, IpChoice::Arp { .. })
+                | (EtherTypeChoice::Arp, _) => 0x0806,
                 (EtherTypeChoice::Other(value), _) => *value,
             };
             let tags = &self.tags[..self.tags.len().min(MAX_VLAN_TAGS + 1)];
@@ -363,6 +400,23 @@ impl Shaped {
                 bytes.extend_from_slice(&fields[1..]);
                 bytes.extend_from_slice(&source.address().octets());
                 bytes.extend_from_slice(&destination.address().octets());
+            }
+            IpChoice::Arp {
+                right_types,
+                types,
+                operation,
+                sender_mac,
+                sender,
+                target_mac,
+                target,
+            } => {
+                let ethernet_ipv4 = [0, 1, 0x08, 0x00, 6, 4];
+                bytes.extend_from_slice(if *right_types { &ethernet_ipv4 } else { types });
+                bytes.extend_from_slice(operation);
+                bytes.extend_from_slice(sender_mac);
+                bytes.extend_from_slice(&sender.address().octets());
+                bytes.extend_from_slice(target_mac);
+                bytes.extend_from_slice(&target.address().octets());
             }
         }
         bytes.extend_from_slice(&self.tail);

@@ -1,9 +1,11 @@
-//! Finds frames whose IP source or destination is a loopback address.
+//! Finds frames whose IP source or destination is a loopback address, and ARP packets whose
+//! sender or target protocol address is.
 //!
 //! Benign frames are the hot path: an IPv4 frame costs one ethertype check, one bounds check and
 //! two byte compares before it is known not to match; an IPv6 frame one ethertype check, one
-//! bounds check and two 64-bit compares. Header validation (version, IHL) runs only for frames
-//! whose addresses already look like loopback.
+//! bounds check and two 64-bit compares; an ARP packet three ethertype checks, one bounds check
+//! and two byte compares. Header validation (version, IHL, ARP's types and lengths) runs only
+//! for frames whose addresses already look like loopback.
 
 use core::mem::size_of;
 
@@ -43,6 +45,7 @@ pub const MAX_VLAN_TAGS: u32 = 2;
 // Ethertypes as they sit in memory, compared without a byte swap.
 const ETHERTYPE_IPV4: u16 = u16::from_ne_bytes([0x08, 0x00]);
 const ETHERTYPE_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
+const ETHERTYPE_ARP: u16 = u16::from_ne_bytes([0x08, 0x06]);
 const ETHERTYPE_VLAN: u16 = u16::from_ne_bytes([0x81, 0x00]);
 const ETHERTYPE_QINQ: u16 = u16::from_ne_bytes([0x88, 0xa8]);
 const ETHERTYPE_QINQ_OLD: u16 = u16::from_ne_bytes([0x91, 0x00]);
@@ -61,13 +64,22 @@ pub const IPV6_HEADER_LEN: usize = 40;
 pub const HEADERS_LEN: usize =
     ETHERNET_HEADER_LEN + MAX_VLAN_TAGS as usize * VLAN_TAG_LEN + IPV6_HEADER_LEN;
 
+/// An ARP packet for IPv4 over Ethernet: hardware and protocol types, their lengths, the
+/// operation, then the sender's hardware and protocol addresses and the target's.
+pub const ARP_IPV4_LEN: usize = 28;
+// ARP's fixed fields for IPv4 over Ethernet, as they sit in memory.
+const ARP_HARDWARE_ETHERNET: u16 = u16::from_ne_bytes([0, 1]);
+const ARP_LENGTHS_ETHERNET_IPV4: u16 = u16::from_ne_bytes([6, 4]);
+
 const IPV6_LOOPBACK_LOW: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0, 1]);
 const IPV4_MAPPED_LOOPBACK_LOW: u64 = u64::from_ne_bytes([0, 0, 0xff, 0xff, 127, 0, 0, 0]);
 const IPV4_MAPPED_LOOPBACK_MASK: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0]);
 
 /// Classifies a frame: `Some` when it is a well-formed IPv4 or IPv6 packet, behind at most two
 /// VLAN tags (802.1Q, 802.1ad, or the pre-standard 0x9100), whose source or destination is
-/// loopback. Truncated and malformed frames, and frames behind more tags, are never matched.
+/// loopback, or an ARP packet for IPv4 over Ethernet, behind as many, whose sender or target
+/// protocol address is. Truncated and malformed frames, and frames behind more tags, are never
+/// matched.
 #[inline(always)]
 pub fn classify<F: Frame + ?Sized>(frame: &F) -> Option<LoopbackMatch> {
     let mut l3_offset = ETHERNET_HEADER_LEN;
@@ -80,6 +92,9 @@ pub fn classify<F: Frame + ?Sized>(frame: &F) -> Option<LoopbackMatch> {
         }
         if ethertype == ETHERTYPE_IPV6 {
             return classify_ipv6(frame, l3_offset);
+        }
+        if ethertype == ETHERTYPE_ARP {
+            return classify_arp(frame, l3_offset);
         }
         if vlan_tags == MAX_VLAN_TAGS || !is_vlan(ethertype) {
             return None;
@@ -191,6 +206,30 @@ fn classify_ipv6<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<Loopb
         Family::Ipv4Mapped
     };
     Some(LoopbackMatch { family, address })
+}
+
+/// Any operation counts (requests, replies, and the rarer inverse ARP): the addresses alone make
+/// an ARP packet with 127.0.0.0/8 in it something no neighbour sends in good faith. The
+/// packet's sender protocol address is its [`Address::Source`], its target's its
+/// [`Address::Destination`].
+#[inline(always)]
+fn classify_arp<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<LoopbackMatch> {
+    let packet: [u16; ARP_IPV4_LEN / 2] = frame.load(l3_offset)?;
+    // 127.0.0.0/8 is decided by an address's first byte: the sender's is at byte 14, the
+    // target's at byte 24.
+    let source = packet[7].to_ne_bytes()[0] == 127;
+    let destination = packet[12].to_ne_bytes()[0] == 127;
+    let address = Address::from_flags(source, destination)?;
+    if packet[0] != ARP_HARDWARE_ETHERNET
+        || packet[1] != ETHERTYPE_IPV4
+        || packet[2] != ARP_LENGTHS_ETHERNET_IPV4
+    {
+        return None;
+    }
+    Some(LoopbackMatch {
+        family: Family::Arp,
+        address,
+    })
 }
 
 #[inline(always)]

@@ -10,8 +10,8 @@ mod maps;
 mod sample;
 
 pub use classify::{
-    ETHERNET_HEADER_LEN, Frame, HEADERS_LEN, IPV6_HEADER_LEN, MAX_VLAN_TAGS, VLAN_TAG_LEN,
-    classify, classify_ip, two_inline_vlan_tags,
+    ARP_IPV4_LEN, ETHERNET_HEADER_LEN, Frame, HEADERS_LEN, IPV6_HEADER_LEN, MAX_VLAN_TAGS,
+    VLAN_TAG_LEN, classify, classify_ip, two_inline_vlan_tags,
 };
 pub use maps::{
     CLASSES_PER_INTERFACE, ConfigMap, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode,
@@ -34,16 +34,21 @@ pub enum Family {
     Ipv6 = 1,
     /// IPv6 `::ffff:127.0.0.0/104`, the IPv4-mapped form of 127.0.0.0/8.
     Ipv4Mapped = 2,
+    /// ARP for IPv4 over Ethernet with 127.0.0.0/8 as the sender's or the target's protocol
+    /// address: a neighbour asking who has 127.0.0.1 learns from the answer that the host
+    /// routes loopback addresses on the link (route_localnet).
+    Arp = 3,
 }
 
 impl Family {
-    pub const ALL: [Self; 3] = [Self::Ipv4, Self::Ipv6, Self::Ipv4Mapped];
+    pub const ALL: [Self; 4] = [Self::Ipv4, Self::Ipv6, Self::Ipv4Mapped, Self::Arp];
 
     pub const fn name(self) -> &'static str {
         match self {
             Self::Ipv4 => "ipv4",
             Self::Ipv6 => "ipv6",
             Self::Ipv4Mapped => "ipv4-mapped",
+            Self::Arp => "arp",
         }
     }
 }
@@ -128,7 +133,7 @@ pub struct LoopbackMatch {
 
 impl LoopbackMatch {
     /// Number of distinct matches, the size of one interface's block of counters per action.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = (Family::ALL.len() * Address::ALL.len()) as u32;
 
     /// Every match, in [`LoopbackMatch::index`] order.
     pub fn all() -> impl Iterator<Item = Self> {
@@ -137,6 +142,14 @@ impl LoopbackMatch {
                 .into_iter()
                 .map(move |address| Self { family, address })
         })
+    }
+
+    /// The name of the loopback address: an ARP packet's second address is its target's.
+    pub const fn address_name(self) -> &'static str {
+        match (self.family, self.address) {
+            (Family::Arp, Address::Destination) => "target",
+            (_, address) => address.name(),
+        }
     }
 
     /// Dense index in `0..COUNT`.

@@ -215,11 +215,21 @@ impl Counter {
 }
 
 /// Every counter of one interface slot, as the loader sums them over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotCounters {
     /// Indexed by [`class_index`].
     pub classes: [Counter; CLASSES_PER_INTERFACE],
     pub samples: SampleCounts,
+}
+
+// Written out: arrays longer than 32 have no derived `Default`.
+impl Default for SlotCounters {
+    fn default() -> Self {
+        Self {
+            classes: [Counter::default(); CLASSES_PER_INTERFACE],
+            samples: SampleCounts::default(),
+        }
+    }
 }
 
 impl SlotCounters {

@@ -63,6 +63,7 @@ impl Sample {
             0 => Family::Ipv4,
             1 => Family::Ipv6,
             2 => Family::Ipv4Mapped,
+            3 => Family::Arp,
             _ => return None,
         };
         let address = match self.address {
@@ -139,11 +140,7 @@ mod tests {
 
     #[test]
     fn a_sample_decodes_what_a_program_encodes() {
-        let matched = LoopbackMatch {
-            family: Family::Ipv4Mapped,
-            address: Address::Both,
-        };
-        let sample = Sample {
+        let sample_of = |matched: LoopbackMatch| Sample {
             timestamp_ns: 1,
             ifindex: 2,
             frame_len: 1500,
@@ -157,14 +154,20 @@ mod tests {
             _reserved: 0,
             frame: [0; SAMPLE_CAPTURE_LEN],
         };
-        assert_eq!(
-            sample.decode(),
-            Some((matched, Action::Dropped, Framing::Ip))
-        );
+        for matched in LoopbackMatch::all() {
+            assert_eq!(
+                sample_of(matched).decode(),
+                Some((matched, Action::Dropped, Framing::Ip))
+            );
+        }
+        let sample = sample_of(LoopbackMatch {
+            family: Family::Ipv4Mapped,
+            address: Address::Both,
+        });
         assert_eq!(sample.captured().len(), SAMPLE_CAPTURE_LEN);
         assert_eq!(
             Sample {
-                family: 3,
+                family: Family::ALL.len() as u8,
                 ..sample
             }
             .decode(),

@@ -5,7 +5,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use probe_common::{Address, Family, LoopbackMatch, classify, classify_ip};
 use proptest::prelude::*;
-use test_frames::{FrameBuilder, TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, cases, ipv4, ipv6};
+use test_frames::{
+    FrameBuilder, TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, arp_reply, arp_request, cases, ipv4, ipv6,
+};
 
 #[test]
 fn every_case_classifies_as_expected() {
@@ -76,6 +78,8 @@ fn truncation_at_every_offset() {
         ipv6(other6, test_frames::mapped(lo4))
             .vlan(TPID_8021AD)
             .vlan(TPID_8021Q),
+        arp_request(other4, lo4),
+        arp_reply(lo4, other4).vlan(TPID_8021AD).vlan(TPID_8021Q),
     ] {
         assert_truncations(&builder);
     }
@@ -85,6 +89,14 @@ fn expected_v4(source: Ipv4Addr, destination: Ipv4Addr) -> Option<LoopbackMatch>
     let address = Address::from_flags(source.is_loopback(), destination.is_loopback())?;
     Some(LoopbackMatch {
         family: Family::Ipv4,
+        address,
+    })
+}
+
+fn expected_arp(sender: Ipv4Addr, target: Ipv4Addr) -> Option<LoopbackMatch> {
+    let address = Address::from_flags(sender.is_loopback(), target.is_loopback())?;
+    Some(LoopbackMatch {
+        family: Family::Arp,
         address,
     })
 }
@@ -163,6 +175,18 @@ proptest! {
     }
 
     #[test]
+    fn arp_matches_std_loopback(
+        sender in any_v4(),
+        target in any_v4(),
+        operation in prop_oneof![Just(1u16), Just(2), any::<u16>()],
+        vlans in any_vlans(),
+    ) {
+        let builder = test_frames::arp(etherparse::ArpOperation(operation), sender, target);
+        let frame = with_vlans(builder, &vlans).build();
+        prop_assert_eq!(classify(frame.as_slice()), expected_arp(sender, target));
+    }
+
+    #[test]
     fn ipv4_fragments_and_options_do_not_change_the_answer(
         source in any_v4(),
         destination in any_v4(),
@@ -204,14 +228,14 @@ proptest! {
     fn mutated_frames_agree_with_the_reference(
         source in any_v4(),
         destination in any_v4(),
-        six: bool,
+        kind in 0u8..3,
         vlans in any_vlans(),
         flips in proptest::collection::vec((0usize..80, any::<u8>()), 1..4),
     ) {
-        let builder = if six {
-            ipv6(source.to_ipv6_mapped(), Ipv6Addr::LOCALHOST)
-        } else {
-            ipv4(source, destination)
+        let builder = match kind {
+            0 => ipv4(source, destination),
+            1 => ipv6(source.to_ipv6_mapped(), Ipv6Addr::LOCALHOST),
+            _ => arp_request(source, destination),
         };
         let mut frame = with_vlans(builder, &vlans).build();
         for (index, value) in flips {
@@ -252,6 +276,19 @@ fn reference_classify(frame: &[u8]) -> Option<LoopbackMatch> {
             let source: [u8; 16] = header[8..24].try_into().unwrap();
             let destination: [u8; 16] = header[24..40].try_into().unwrap();
             expected_v6(source.into(), destination.into())
+        }
+        0x0806 => {
+            let packet = etherparse::ArpPacketSlice::from_slice(header).ok()?;
+            let ethernet_ipv4 = packet.hw_addr_type() == etherparse::ArpHardwareId::ETHERNET
+                && packet.proto_addr_type() == etherparse::EtherType::IPV4
+                && packet.hw_addr_size() == 6
+                && packet.proto_addr_size() == 4;
+            if !ethernet_ipv4 {
+                return None;
+            }
+            let sender: [u8; 4] = packet.sender_protocol_addr().try_into().unwrap();
+            let target: [u8; 4] = packet.target_protocol_addr().try_into().unwrap();
+            expected_arp(sender.into(), target.into())
         }
         _ => None,
     }

@@ -51,7 +51,7 @@ const VM_TOOLS: [(&str, &str); 12] = [
 /// hooks, counting, multi-buffer, the bpf file system), not what the host run covers already
 /// (argument checks, outputs, deployment files). Chosen to keep both kernels well under ten
 /// minutes under TCG.
-const MATRIX_TESTS: [(&str, &[&str]); 11] = [
+const MATRIX_TESTS: [(&str, &[&str]); 12] = [
     // The feature probe against the kernel's configuration (put into the guest's /boot).
     ("kernel_features", &[""]),
     // Every program through the verifier under BPF_PROG_TEST_RUN: verdicts, counters, samples,
@@ -76,6 +76,15 @@ const MATRIX_TESTS: [(&str, &[&str]); 11] = [
             "ten_thousand_loopback_frames_are_counted_exactly",
             "drop_mode_stops_spoofed_datagrams_to_a_loopback_bound_server",
             "killed_probe_leaves_no_program_behind",
+        ],
+    ),
+    // What the kernel does with ARP for loopback addresses (route_localnet), and the probe's
+    // ARP counts, drops and replies leaving.
+    (
+        "arp",
+        &[
+            "the_kernel_answers_arp_for_loopback_addresses_only_where_route_localnet_is_in_effect",
+            "arp_for_loopback_addresses_is_counted_dropped_and_its_replies_seen_leaving",
         ],
     ),
     (

@@ -169,8 +169,9 @@ fn exploited_finding(audited: &InterfaceAudit, now: Verdict, inputs: &Inputs) ->
         interface: Some(name.clone()),
         message: format!(
             "localnet-probe counted {replies} frame(s) with a loopback source leaving {name}: a \
-             service bound to loopback answered someone on this link, so the exposure was \
-             used{state}; the count stands until localnet-probe's programs are loaded anew"
+             service bound to loopback answered someone on this link, or the host answered ARP \
+             for a 127.x address, so the exposure was used{state}; the count stands until \
+             localnet-probe's programs are loaded anew"
         ),
         remedies,
     })

@@ -508,7 +508,7 @@ fn class_labels(
     [
         ("interface", interface),
         ("family", matched.family.name()),
-        ("address", matched.address.name()),
+        ("address", matched.address_name()),
         ("action", action.name()),
     ]
 }

@@ -75,7 +75,7 @@ impl<W: Write> PcapWriter<W> {
         let mut comment = format!(
             "localnet-probe: {}/{} {}",
             frame.matched.family.name(),
-            frame.matched.address.name(),
+            frame.matched.address_name(),
             frame.action.name()
         );
         let (data, original_len) = match frame.framing {

@@ -9,14 +9,14 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use probe_common::{Action, Address, Framing, LoopbackMatch, SampleCounts, SlotCounters};
+use probe_common::{Action, Address, Family, Framing, LoopbackMatch, SampleCounts, SlotCounters};
 use serde::Serialize;
 
 use crate::{
     exposure::firewall::FirewallChange,
     net::names::printable,
     net::route_localnet::{self, RouteLocalnet},
-    output::samples::{SampledFrame, mac_string},
+    output::samples::{ArpHeader, SampledFrame, mac_string},
     output::senders::TopSenders,
     probe::TcxPrecededBy,
     probe::attachment::{AttachedMode, Hook, TcHook},
@@ -208,6 +208,28 @@ pub struct ClassReport {
 }
 
 impl InterfaceReport {
+    /// Who answered someone on this link from a loopback address, by the classes of the replies
+    /// counted: a service (IP replies), or the kernel itself (ARP replies for 127.0.0.0/8).
+    pub fn who_answered(&self) -> &'static str {
+        let replied = |arp: bool| {
+            self.by_class.iter().any(|class| {
+                class.action == Action::Replied.name()
+                    && (class.family == Family::Arp.name()) == arp
+            })
+        };
+        match (replied(false), replied(true)) {
+            (_, false) => "a service bound to 127.0.0.1 on this host answered someone on this link",
+            (false, true) => {
+                "this host answered ARP for a loopback address: someone on this link now knows \
+                 that it routes 127.0.0.0/8 from the link (route_localnet)"
+            }
+            (true, true) => {
+                "a service bound to 127.0.0.1 on this host answered someone on this link, and the \
+                 host answered ARP for loopback addresses"
+            }
+        }
+    }
+
     fn new(
         interface: &InterfaceSnapshot,
         previous: Option<&InterfaceSnapshot>,
@@ -256,7 +278,7 @@ impl InterfaceReport {
                     let counter = interface.counters.get(matched, action);
                     (counter.packets != 0).then_some(ClassReport {
                         family: matched.family.name(),
-                        address: matched.address.name(),
+                        address: matched.address_name(),
                         action: action.name(),
                         packets: counter.packets,
                         bytes: counter.bytes,
@@ -371,12 +393,34 @@ pub struct EventReport {
     pub tcp_flags: Option<String>,
     /// An IP fragment: no transport header to decode.
     pub fragment: bool,
+    /// An ARP packet's operation and hardware addresses (its protocol addresses are
+    /// `source_ip` and `destination_ip`).
+    pub arp: Option<ArpEvent>,
     /// The whole frame's length.
     pub frame_len: u32,
     /// How much of it the sample holds (at most 128 bytes).
     pub captured_len: usize,
     #[serde(skip)]
     at: SystemTime,
+}
+
+/// What an ARP packet said, in an [`EventReport`].
+#[derive(Clone, Debug, Serialize)]
+pub struct ArpEvent {
+    /// `request`, `reply`, or the operation's number.
+    pub operation: String,
+    pub sender_mac: String,
+    pub target_mac: String,
+}
+
+impl ArpEvent {
+    fn new(header: &ArpHeader) -> Self {
+        Self {
+            operation: header.operation_name(),
+            sender_mac: mac_string(header.sender_mac),
+            target_mac: mac_string(header.target_mac),
+        }
+    }
 }
 
 impl EventReport {
@@ -393,7 +437,7 @@ impl EventReport {
             action: frame.action.name(),
             direction: frame.action.direction(),
             family: frame.matched.family.name(),
-            address: frame.matched.address.name(),
+            address: frame.matched.address_name(),
             source_mac: headers.source_mac.map(mac_string),
             destination_mac: headers.destination_mac.map(mac_string),
             vlans: headers.vlans.clone(),
@@ -404,6 +448,7 @@ impl EventReport {
             destination_port: headers.destination_port,
             tcp_flags: headers.tcp_flags.map(|flags| flags.to_string()),
             fragment: headers.fragment,
+            arp: headers.arp.as_ref().map(ArpEvent::new),
             frame_len: frame.frame_len,
             captured_len: frame.captured.len(),
             at: frame.at,
@@ -426,6 +471,20 @@ impl EventReport {
         }
         for vlan in &self.vlans {
             let _ = write!(line, " vlan {vlan}");
+        }
+        if let Some(arp) = &self.arp {
+            let (sender, target) = (
+                endpoint(self.source_ip, None),
+                endpoint(self.destination_ip, None),
+            );
+            // As tcpdump says them.
+            let _ = match arp.operation.as_str() {
+                "request" => write!(line, " arp who-has {target} tell {sender}"),
+                "reply" => write!(line, " arp reply {sender} is-at {}", arp.sender_mac),
+                other => write!(line, " arp operation {other} {sender} > {target}"),
+            };
+            let _ = write!(line, " len {}", self.frame_len);
+            return line;
         }
         let _ = write!(
             line,

@@ -38,8 +38,11 @@ pub struct Headers {
     pub destination_mac: Option<[u8; 6]>,
     /// VLAN ids, outer first.
     pub vlans: Vec<u16>,
+    /// For ARP, the sender's and the target's protocol addresses.
     pub source_ip: Option<IpAddr>,
     pub destination_ip: Option<IpAddr>,
+    /// An ARP packet's operation and hardware addresses.
+    pub arp: Option<ArpHeader>,
     /// The IP protocol number (6 TCP, 17 UDP, …).
     pub protocol: Option<u8>,
     /// TCP and UDP only.
@@ -49,6 +52,26 @@ pub struct Headers {
     pub tcp_flags: Option<TcpFlags>,
     /// The IP packet is a fragment (its transport header, if any, is not decoded).
     pub fragment: bool,
+}
+
+/// What an ARP packet (IPv4 over Ethernet) says beyond its protocol addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpHeader {
+    /// 1 request, 2 reply, …
+    pub operation: u16,
+    pub sender_mac: [u8; 6],
+    pub target_mac: [u8; 6],
+}
+
+impl ArpHeader {
+    /// `request`, `reply`, or the operation's number.
+    pub fn operation_name(&self) -> String {
+        match self.operation {
+            1 => "request".to_owned(),
+            2 => "reply".to_owned(),
+            other => other.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,8 +114,8 @@ impl fmt::Display for TcpFlags {
 }
 
 impl Headers {
-    /// Decodes what `frame` holds: Ethernet and VLAN tags (for [`Framing::Ethernet`]), IPv4 or
-    /// IPv6, TCP or UDP. Truncated or malformed layers end the decoding there.
+    /// Decodes what `frame` holds: Ethernet and VLAN tags (for [`Framing::Ethernet`]), IPv4,
+    /// IPv6 or ARP, TCP or UDP. Truncated or malformed layers end the decoding there.
     pub fn decode(frame: &[u8], framing: Framing) -> Self {
         let packet = match framing {
             Framing::Ethernet => LaxSlicedPacket::from_ethernet(frame).ok(),
@@ -116,7 +139,8 @@ impl Headers {
                 headers.source_ip = Some(ipv6.header().source_addr().into());
                 headers.destination_ip = Some(ipv6.header().destination_addr().into());
             }
-            Some(LaxNetSlice::Arp(_)) | None => {}
+            Some(LaxNetSlice::Arp(arp)) => headers.decode_arp(arp),
+            None => {}
         }
         headers.protocol = packet.ip_payload().map(|payload| payload.ip_number.0);
         headers.fragment = packet
@@ -146,8 +170,31 @@ impl Headers {
         headers
     }
 
+    /// ARP for IPv4 over Ethernet, the only kind the classifier matches; others keep their
+    /// addresses undecoded.
+    fn decode_arp(&mut self, arp: &etherparse::ArpPacketSlice) {
+        let (Ok(sender_ip), Ok(target_ip), Ok(sender_mac), Ok(target_mac)) = (
+            <[u8; 4]>::try_from(arp.sender_protocol_addr()),
+            <[u8; 4]>::try_from(arp.target_protocol_addr()),
+            <[u8; 6]>::try_from(arp.sender_hw_addr()),
+            <[u8; 6]>::try_from(arp.target_hw_addr()),
+        ) else {
+            return;
+        };
+        self.source_ip = Some(sender_ip.into());
+        self.destination_ip = Some(target_ip.into());
+        self.arp = Some(ArpHeader {
+            operation: arp.operation().0,
+            sender_mac,
+            target_mac,
+        });
+    }
+
     /// The protocol's name (`tcp`, `udp`, `icmp`, `ipv6-icmp`, …), or its number.
     pub fn protocol_name(&self) -> Option<String> {
+        if self.arp.is_some() {
+            return Some("arp".to_owned());
+        }
         let number = self.protocol?;
         Some(match etherparse::IpNumber(number).keyword_str() {
             Some(name) => name.to_ascii_lowercase(),
@@ -378,6 +425,40 @@ mod tests {
         assert_eq!(cut.destination_port, None);
         // Garbage decodes to nothing rather than failing.
         assert_eq!(Headers::decode(&[0xff; 3], Framing::Ip), Headers::default());
+    }
+
+    #[test]
+    fn arp_packets_give_their_operation_and_both_address_pairs() {
+        let sender_mac = [2, 0, 0, 0, 0, 1];
+        let frame = test_frames::arp_request([198, 18, 0, 1].into(), [127, 0, 0, 53].into())
+            .macs(sender_mac, [0xff; 6])
+            .vlan(test_frames::TPID_8021Q)
+            .build();
+        let headers = Headers::decode(&frame, Framing::Ethernet);
+        assert_eq!(headers.source_mac, Some(sender_mac));
+        assert_eq!(headers.vlans, [100]);
+        assert_eq!(headers.source_ip, Some([198, 18, 0, 1].into()));
+        assert_eq!(headers.destination_ip, Some([127, 0, 0, 53].into()));
+        assert_eq!(headers.protocol_name().as_deref(), Some("arp"));
+        let arp = headers.arp.expect("an ARP header");
+        assert_eq!(arp.operation_name(), "request");
+        assert_eq!((arp.sender_mac, arp.target_mac), (sender_mac, [0; 6]));
+        assert_eq!(headers.source_port, None);
+
+        let reply = test_frames::arp_reply([127, 0, 0, 1].into(), [198, 18, 0, 1].into()).build();
+        let arp = Headers::decode(&reply, Framing::Ethernet).arp.expect("ARP");
+        assert_eq!(arp.operation_name(), "reply");
+        let other = test_frames::arp(
+            etherparse::ArpOperation(8),
+            [198, 18, 0, 1].into(),
+            [127, 0, 0, 1].into(),
+        )
+        .build();
+        let arp = Headers::decode(&other, Framing::Ethernet).arp.expect("ARP");
+        assert_eq!(arp.operation_name(), "8");
+        // Cut inside the target's address: no addresses rather than wrong ones.
+        let cut = Headers::decode(&reply[..14 + 26], Framing::Ethernet);
+        assert_eq!((cut.arp, cut.source_ip), (None, None));
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
-    EtherType, Ethernet2Header, IpFragOffset, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header,
-    SingleVlanHeader, UdpHeader, VlanId, VlanPcp,
+    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IpFragOffset, IpNumber, Ipv4Header,
+    Ipv6FlowLabel, Ipv6Header, SingleVlanHeader, UdpHeader, VlanId, VlanPcp,
 };
 use probe_common::{Address, Family, LoopbackMatch};
 
@@ -21,9 +21,17 @@ const DEFAULT_DESTINATION_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 enum IpHeader {
     V4(Ipv4Header),
     V6(Ipv6Header),
+    /// An ARP packet, whose hardware addresses are the frame's unless set with
+    /// [`FrameBuilder::arp_macs`].
+    Arp {
+        operation: ArpOperation,
+        sender: Ipv4Addr,
+        target: Ipv4Addr,
+        macs: Option<([u8; 6], [u8; 6])>,
+    },
 }
 
-/// A UDP datagram in an Ethernet frame, optionally VLAN-tagged.
+/// A UDP datagram (or an ARP packet) in an Ethernet frame, optionally VLAN-tagged.
 #[derive(Clone, Debug)]
 pub struct FrameBuilder {
     source_mac: [u8; 6],
@@ -55,6 +63,28 @@ pub fn ipv6(source: Ipv6Addr, destination: Ipv6Addr) -> FrameBuilder {
     }))
 }
 
+/// An ARP request "who has `target`? tell `sender`", broadcast.
+pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> FrameBuilder {
+    arp(ArpOperation::REQUEST, sender, target).macs(DEFAULT_SOURCE_MAC, [0xff; 6])
+}
+
+/// An ARP reply "`sender` is at (the frame's source MAC)", to `target`.
+pub fn arp_reply(sender: Ipv4Addr, target: Ipv4Addr) -> FrameBuilder {
+    arp(ArpOperation::REPLY, sender, target)
+}
+
+/// An ARP packet (IPv4 over Ethernet) with any operation.
+pub fn arp(operation: ArpOperation, sender: Ipv4Addr, target: Ipv4Addr) -> FrameBuilder {
+    let mut builder = FrameBuilder::new(IpHeader::Arp {
+        operation,
+        sender,
+        target,
+        macs: None,
+    });
+    builder.payload.clear();
+    builder
+}
+
 impl FrameBuilder {
     fn new(ip: IpHeader) -> Self {
         Self {
@@ -80,12 +110,23 @@ impl FrameBuilder {
         self
     }
 
+    /// Sets an ARP packet's sender and target hardware addresses, which otherwise are the
+    /// frame's source and destination (zero for a broadcast request's target).
+    pub fn arp_macs(mut self, sender: [u8; 6], target: [u8; 6]) -> Self {
+        let IpHeader::Arp { macs, .. } = &mut self.ip else {
+            panic!("arp_macs() is for ARP frames");
+        };
+        *macs = Some((sender, target));
+        self
+    }
+
     pub fn ports(mut self, source: u16, destination: u16) -> Self {
         self.source_port = source;
         self.destination_port = destination;
         self
     }
 
+    /// The bytes after the UDP header, or after an ARP packet (padding).
     pub fn payload(mut self, payload: &[u8]) -> Self {
         self.payload = payload.to_vec();
         self
@@ -122,6 +163,7 @@ impl FrameBuilder {
             + match &self.ip {
                 IpHeader::V4(header) => header.header_len(),
                 IpHeader::V6(_) => Ipv6Header::LEN,
+                IpHeader::Arp { .. } => ArpEthIpv4Packet::LEN,
             }
     }
 
@@ -132,6 +174,7 @@ impl FrameBuilder {
         let ip_ethertype = match self.ip {
             IpHeader::V4(_) => EtherType::IPV4,
             IpHeader::V6(_) => EtherType::IPV6,
+            IpHeader::Arp { .. } => EtherType::ARP,
         };
         let mut ethertypes: Vec<EtherType> =
             self.vlan_tpids.iter().copied().map(EtherType).collect();
@@ -188,6 +231,30 @@ impl FrameBuilder {
                 .expect("payload fits a UDP datagram")
                 .write(&mut frame)
                 .expect("writing to a Vec");
+            }
+            IpHeader::Arp {
+                operation,
+                sender,
+                target,
+                macs,
+            } => {
+                let (sender_mac, target_mac) = macs.unwrap_or_else(|| {
+                    let broadcast = self.destination_mac == [0xff; 6];
+                    let target_mac = if broadcast {
+                        [0; 6]
+                    } else {
+                        self.destination_mac
+                    };
+                    (self.source_mac, target_mac)
+                });
+                let packet = ArpEthIpv4Packet {
+                    operation: *operation,
+                    sender_mac,
+                    sender_ipv4: sender.octets(),
+                    target_mac,
+                    target_ipv4: target.octets(),
+                };
+                frame.extend_from_slice(&packet.to_bytes());
             }
         }
         frame.extend_from_slice(&self.payload);
@@ -468,7 +535,7 @@ pub fn cases() -> Vec<Case> {
             expected: None,
         },
         Case {
-            name: "arp",
+            name: "ipv4 bytes behind the arp ethertype",
             frame: {
                 let mut frame = ipv4(lo4, lo4).build();
                 frame[12..14].copy_from_slice(&[0x08, 0x06]);
@@ -476,5 +543,135 @@ pub fn cases() -> Vec<Case> {
             },
             expected: None,
         },
+    ]
+    .into_iter()
+    .chain(arp_cases())
+    .collect()
+}
+
+/// ARP packets: the loopback forms, their boundaries, tags, and the fields that make an ARP
+/// packet one for IPv4 over Ethernet.
+fn arp_cases() -> Vec<Case> {
+    use Address::{Both, Destination, Source};
+    use Family::Arp;
+
+    let lo4 = Ipv4Addr::LOCALHOST;
+    let resolver = Ipv4Addr::new(127, 0, 0, 53);
+    let arp_start = Ethernet2Header::LEN;
+    // Changes the byte `at` (from the ARP packet's start) of a who-has 127.0.0.1.
+    let altered = |at: usize, value: u8| {
+        let mut frame = arp_request(BENIGN_V4_A, lo4).build();
+        frame[arp_start + at] = value;
+        frame
+    };
+    let case = |name, frame, expected| Case {
+        name,
+        frame,
+        expected,
+    };
+    vec![
+        case(
+            "arp benign request",
+            arp_request(BENIGN_V4_A, BENIGN_V4_B).build(),
+            None,
+        ),
+        case(
+            "arp benign reply",
+            arp_reply(BENIGN_V4_B, BENIGN_V4_A).build(),
+            None,
+        ),
+        case(
+            "arp who-has 127.0.0.1",
+            arp_request(BENIGN_V4_A, lo4).build(),
+            matched(Arp, Destination),
+        ),
+        case(
+            "arp who-has 127.0.0.53",
+            arp_request(BENIGN_V4_A, resolver).build(),
+            matched(Arp, Destination),
+        ),
+        case(
+            "arp 127.0.0.1 is-at",
+            arp_reply(lo4, BENIGN_V4_A).build(),
+            matched(Arp, Source),
+        ),
+        case(
+            "arp request from 127.0.0.5",
+            arp_request(Ipv4Addr::new(127, 0, 0, 5), BENIGN_V4_B).build(),
+            matched(Arp, Source),
+        ),
+        case(
+            "arp gratuitous 127.0.0.1",
+            arp_request(lo4, lo4).build(),
+            matched(Arp, Both),
+        ),
+        case(
+            "arp 127.255.255.255 and 127.0.0.0",
+            arp_reply(
+                Ipv4Addr::new(127, 255, 255, 255),
+                Ipv4Addr::new(127, 0, 0, 0),
+            )
+            .build(),
+            matched(Arp, Both),
+        ),
+        case(
+            "arp 126.255.255.255 and 128.0.0.0",
+            arp_request(
+                Ipv4Addr::new(126, 255, 255, 255),
+                Ipv4Addr::new(128, 0, 0, 0),
+            )
+            .build(),
+            None,
+        ),
+        case(
+            "arp inverse request (operation 8) for 127.0.0.1",
+            arp(ArpOperation(8), BENIGN_V4_A, lo4).build(),
+            matched(Arp, Destination),
+        ),
+        case(
+            "arp padded to 60 bytes",
+            arp_request(BENIGN_V4_A, lo4).payload(&[0; 18]).build(),
+            matched(Arp, Destination),
+        ),
+        case(
+            "802.1Q arp who-has 127.0.0.1",
+            arp_request(BENIGN_V4_A, lo4).vlan(TPID_8021Q).build(),
+            matched(Arp, Destination),
+        ),
+        case(
+            "802.1ad+802.1Q arp 127.0.0.1 is-at",
+            arp_reply(lo4, BENIGN_V4_A)
+                .vlan(TPID_8021AD)
+                .vlan(TPID_8021Q)
+                .build(),
+            matched(Arp, Source),
+        ),
+        case(
+            "arp behind three VLAN tags is not parsed",
+            arp_request(lo4, lo4)
+                .vlan(TPID_8021AD)
+                .vlan(TPID_8021Q)
+                .vlan(TPID_8021Q)
+                .build(),
+            None,
+        ),
+        case("arp hardware type 6", altered(1, 6), None),
+        case("arp protocol type not ipv4", altered(2, 0x86), None),
+        case("arp hardware length 8", altered(4, 8), None),
+        case("arp protocol length 16", altered(5, 16), None),
+        case(
+            "arp cut before the target's last byte",
+            arp_request(BENIGN_V4_A, lo4).build()[..arp_start + ArpEthIpv4Packet::LEN - 1].to_vec(),
+            None,
+        ),
+        case(
+            "rarp ethertype is not arp",
+            {
+                let mut frame = arp_request(lo4, lo4).build();
+                frame[12..14].copy_from_slice(&[0x80, 0x35]);
+                frame
+            },
+            None,
+        ),
     ]
 }

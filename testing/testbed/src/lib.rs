@@ -395,6 +395,12 @@ impl Link {
         self.sender.enter(|| RawSender::open(SENDER_IF))
     }
 
+    /// A receiver of the frames of `ethertype` arriving at the sender's end of the pair.
+    pub fn sender_receiver(&self, ethertype: u16) -> FrameReceiver {
+        self.sender
+            .enter(|| FrameReceiver::open(SENDER_IF, ethertype))
+    }
+
     /// A sender that never gets more than [`PACED_WINDOW`] frames ahead of what the receiving
     /// end has taken, for tests that count every frame sent.
     pub fn paced_sender(&self) -> PacedSender {
@@ -499,6 +505,94 @@ impl RawSender {
             assert!(retry && Instant::now() < deadline, "sendto: {error}");
             thread::sleep(Duration::from_millis(1));
         }
+    }
+}
+
+/// Receives the frames of one ethertype that arrive at an interface (not those leaving it).
+pub struct FrameReceiver {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl FrameReceiver {
+    /// An AF_PACKET socket bound to `interface` for frames of `ethertype`; call inside the
+    /// interface's namespace ([`Netns::enter`]).
+    pub fn open(interface: &str, ethertype: u16) -> Self {
+        use std::os::fd::FromRawFd as _;
+        let protocol = ethertype.to_be();
+        // SAFETY: plain syscalls; the fd is owned right away.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(protocol),
+            )
+        };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data.
+        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_protocol = protocol;
+        address.sll_ifindex = ifindex(interface) as i32;
+        // SAFETY: the address is valid for the length given.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const address).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        Self { fd }
+    }
+
+    /// The next frame that arrives within `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut buffer = vec![0; 2048];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut poll = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&raw mut poll, 1, left.as_millis() as i32) };
+            if ready <= 0 {
+                return None;
+            }
+            // SAFETY: sockaddr_ll is plain data.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: buffer and address are valid for the lengths given.
+            let received = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    libc::MSG_DONTWAIT,
+                    (&raw mut from).cast(),
+                    &raw mut from_len,
+                )
+            };
+            if received < 0 {
+                continue;
+            }
+            if from.sll_pkttype != libc::PACKET_OUTGOING {
+                buffer.truncate(received as usize);
+                return Some(buffer);
+            }
+        }
+    }
+
+    /// Every frame that arrives until none has for `quiet`.
+    pub fn drain(&self, quiet: Duration) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| self.next(quiet)).collect()
     }
 }
 

@@ -215,10 +215,10 @@ pub(crate) fn exploitation_warning(interface: &InterfaceReport) -> String {
         format!("--drop-on {argument} blocks the requests")
     };
     format!(
-        "{name}: {} frame(s) with a loopback source left this interface: a service bound to \
-         127.0.0.1 on this host answered someone on this link ({block}; `localnet-probe audit` \
-         names the exposed services)",
-        interface.totals.packets_replied
+        "{name}: {} frame(s) with a loopback source left this interface: {} ({block}; \
+         `localnet-probe audit` names the exposed services)",
+        interface.totals.packets_replied,
+        interface.who_answered()
     )
 }
 

@@ -98,6 +98,7 @@ pub(crate) fn short_address(address: &str) -> &str {
     match address {
         "source" => "src",
         "destination" => "dst",
+        "target" => "tgt",
         other => other,
     }
 }

@@ -204,7 +204,8 @@ impl LiveView {
             "         ! exposed: 127.0.0.1 services reachable; !! exploited".to_owned(),
             format!("TREND    matched frames per {bucket} s, oldest left"),
             "SAMPLES  sent / over the rate / lost".to_owned(),
-            "classes  v4 v6 mapped (::ffff:127/104); src dst both loopback".to_owned(),
+            "classes  v4 v6 mapped (::ffff:127/104) arp; src dst both loopback".to_owned(),
+            "         (arp: src sender, tgt target protocol address)".to_owned(),
             String::new(),
             "any key closes this".to_owned(),
         ];

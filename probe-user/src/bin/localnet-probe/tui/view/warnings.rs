@@ -46,9 +46,10 @@ impl LiveView {
             if interface.exploited {
                 lines.push((
                     format!(
-                        "EXPLOITED {name}: {} replies from 127.0.0.1-bound services left this \
-                         link{}",
+                        "EXPLOITED {name}: {} replies from a loopback address left this link: \
+                         {}{}",
                         interface.totals.packets_replied,
+                        interface.who_answered(),
                         if interface.mode == "drop" {
                             "; drop mode now blocks the requests"
                         } else {
