@@ -8,13 +8,15 @@
 use std::{
     collections::BTreeSet,
     fs,
+    net::Ipv4Addr,
     process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use testbed::{Link, ProbeProcess, Prometheus, RECEIVER_IF, TempDir, http_get};
+use test_frames::arp_request;
+use testbed::{Link, ProbeProcess, Prometheus, RECEIVER_IF, SENDER_V4, TempDir, http_get};
 
 use crate::{PROBE, checked, deploy, send_loopback_frames, yaml_documents};
 
@@ -170,7 +172,8 @@ fn legend_labels(legend: &str) -> Vec<String> {
 fn prometheus_with_the_configuration_alerts_and_answers_the_dashboard() {
     const FRAMES: u64 = 50;
     let link = Link::new("fleetmon");
-    // Replies are counted (so their series exist), samples taken (so theirs do).
+    // Replies are counted (so their series exist), samples taken (so theirs do), classes
+    // labelled (for the ARP panel).
     let probe = ProbeProcess::start(
         PROBE,
         &link.receiver,
@@ -180,6 +183,7 @@ fn prometheus_with_the_configuration_alerts_and_answers_the_dashboard() {
             "--egress",
             "--metrics",
             METRICS_ADDRESS,
+            "--metrics-detail",
         ],
     );
     probe.wait_ready();
@@ -233,20 +237,20 @@ fn prometheus_with_the_configuration_alerts_and_answers_the_dashboard() {
         .len()
             == 1
     });
-    assert!(
-        results(&format!(
-            "localnet_probe_attached{{interface=\"{RECEIVER_IF}\"}}"
-        ))
-        .is_empty(),
-        "a quiet interface has no series of its own"
-    );
     link.receiver
         .sysctl(&format!("net/ipv4/conf/{RECEIVER_IF}/route_localnet"), "1");
     send_loopback_frames(&link, FRAMES);
+    // Answered, now that route_localnet is on: replies from 127.0.0.1 leave.
+    let sender = link.raw_sender();
+    for _ in 0..FRAMES {
+        sender.send(&arp_request(SENDER_V4, Ipv4Addr::LOCALHOST).build());
+    }
 
     let expected: BTreeSet<&str> = [
         "LocalnetProbeLoopbackFrames",
         "LocalnetProbeLoopbackFramesPassed",
+        "LocalnetProbeLoopbackArp",
+        "LocalnetProbeLoopbackServiceAnswered",
         "LocalnetProbeExposed",
         "LocalnetProbeRouteLocalnetChanged",
     ]
