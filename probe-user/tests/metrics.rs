@@ -12,8 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use probe_common::LoopbackMatch;
 use serde_json::Value;
-use test_frames::{ipv4, ipv6};
+use test_frames::{arp_reply, arp_request, ipv4, ipv6};
 use testbed::{
     KillOnDrop, Link, ProbeProcess, Prometheus, RECEIVER_IF, RECEIVER_MAC, RawSender, SENDER_MAC,
     SENDER_V4, TempDir, http_get, interface, wait_exit,
@@ -195,6 +196,26 @@ fn prometheus_scrapes_the_exact_counts_sent() {
             "destination",
             "dropped",
         ),
+        (
+            arp_request(SENDER_V4, lo4)
+                .macs(SENDER_MAC, [0xff; 6])
+                .build(),
+            12,
+            RECEIVER_IF,
+            "arp",
+            "target",
+            "passed",
+        ),
+        (
+            arp_reply(lo4, SENDER_V4)
+                .macs(DROP_SENDER_MAC, DROP_RECEIVER_MAC)
+                .build(),
+            8,
+            DROP_RECEIVER_IF,
+            "arp",
+            "source",
+            "dropped",
+        ),
     ];
     let monitor_sender = link.raw_sender();
     let drop_sender = link.sender.enter(|| RawSender::open(DROP_SENDER_IF));
@@ -213,13 +234,16 @@ fn prometheus_scrapes_the_exact_counts_sent() {
     let mut expected_packets = BTreeMap::new();
     let mut expected_bytes = BTreeMap::new();
     for interface in [RECEIVER_IF, DROP_RECEIVER_IF] {
-        for family in ["ipv4", "ipv6", "ipv4-mapped"] {
-            for address in ["source", "destination", "both"] {
-                for action in ["passed", "dropped"] {
-                    let key = labels(&[interface, family, address, action]);
-                    expected_packets.insert(key.clone(), 0);
-                    expected_bytes.insert(key, 0);
-                }
+        for matched in LoopbackMatch::all() {
+            for action in ["passed", "dropped"] {
+                let key = labels(&[
+                    interface,
+                    matched.family.name(),
+                    matched.address_name(),
+                    action,
+                ]);
+                expected_packets.insert(key.clone(), 0);
+                expected_bytes.insert(key, 0);
             }
         }
     }

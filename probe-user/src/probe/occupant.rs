@@ -200,11 +200,18 @@ fn is_localnet_probe(name: Option<&str>, holders: &[Holder], standing: bool) -> 
     // Every program's kernel name starts with the XDP Ethernet one's (the others, those without
     // multi-buffer too, are cut to "localnet_probe_").
     let ours = program_name(Framing::Ethernet, Stage::Xdp, XdpPrograms::MultiBuffer);
+    // The holders only where the name is unknown (without CAP_SYS_ADMIN): a child forked to
+    // exec localnet-probe holds its parent's programs, another tool's among them, until the exec
+    // closes them, and is named localnet-probe before it does.
     standing
-        || name.is_some_and(|name| name.starts_with(ours))
-        || holders
-            .iter()
-            .any(|holder| holder.command == "localnet-probe")
+        || name.map_or_else(
+            || {
+                holders
+                    .iter()
+                    .any(|holder| holder.command == "localnet-probe")
+            },
+            |name| name.starts_with(ours),
+        )
 }
 
 impl fmt::Display for Occupant {
@@ -417,6 +424,18 @@ mod tests {
         }
         assert!(!is_localnet_probe(Some("xdp_filter"), no_holders, false));
         assert!(!is_localnet_probe(None, no_holders, false));
+    }
+
+    #[test]
+    fn a_named_program_is_told_by_its_name_not_by_who_holds_it() {
+        let forking = [Holder {
+            pid: 1234,
+            command: "localnet-probe".to_owned(),
+        }];
+        assert!(!is_localnet_probe(Some("foreign_pass"), &forking, false));
+        assert!(is_localnet_probe(None, &forking, false));
+        assert!(is_localnet_probe(Some("localnet_probe"), &[], false));
+        assert!(is_localnet_probe(Some("foreign_pass"), &[], true));
     }
 
     #[test]
