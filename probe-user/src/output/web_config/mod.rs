@@ -19,28 +19,41 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use self::files::{Files, Stamp};
 pub use self::{
     basic_auth::{BasicAuth, Credentials},
     file::ClientAuthType,
 };
-use self::files::{Files, Stamp};
 use crate::net::names::printable;
+use hyper::header::{HeaderName, HeaderValue};
 
-/// The response headers the format lets a configuration set, with the values it accepts
-/// (`None`: any).
-const HEADERS: &[(&str, Option<&[&str]>)] = &[
-    ("Content-Security-Policy", None),
-    ("X-Frame-Options", Some(&["deny", "sameorigin"])),
-    ("X-Content-Type-Options", Some(&["nosniff"])),
-    ("X-XSS-Protection", None),
-    ("Strict-Transport-Security", None),
+/// The response headers the format lets a configuration set, as written and as HTTP/1 sends
+/// them, with the values it accepts (`None`: any).
+const HEADERS: &[(&str, &str, Option<&[&str]>)] = &[
+    ("Content-Security-Policy", "content-security-policy", None),
+    (
+        "X-Frame-Options",
+        "x-frame-options",
+        Some(&["deny", "sameorigin"]),
+    ),
+    (
+        "X-Content-Type-Options",
+        "x-content-type-options",
+        Some(&["nosniff"]),
+    ),
+    ("X-XSS-Protection", "x-xss-protection", None),
+    (
+        "Strict-Transport-Security",
+        "strict-transport-security",
+        None,
+    ),
 ];
 
 /// What a web configuration asks for, checked and ready to serve with.
 pub struct WebConfig {
     tls: Option<Arc<rustls::ServerConfig>>,
     basic_auth: Option<BasicAuth>,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl WebConfig {
@@ -55,7 +68,7 @@ impl WebConfig {
     }
 
     /// Headers added to every response.
-    pub fn headers(&self) -> &[(&'static str, String)] {
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
     }
 
@@ -92,11 +105,16 @@ impl WebConfig {
                 ));
             }
             for (name, value) in http.headers.unwrap_or_default() {
-                let Some((known, allowed)) = HEADERS.iter().find(|(known, _)| *known == name)
+                let Some((known, lowercase, allowed)) =
+                    HEADERS.iter().find(|(known, ..)| *known == name)
                 else {
                     return Err(Problem::config(format!(
                         "http_server_config.headers: {name:?} cannot be set; these can: {}",
-                        HEADERS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                        HEADERS
+                            .iter()
+                            .map(|(known, ..)| *known)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 };
                 if value.is_empty() {
@@ -110,12 +128,12 @@ impl WebConfig {
                         allowed.join(" or ")
                     )));
                 }
-                if hyper::header::HeaderValue::from_str(&value).is_err() {
-                    return Err(Problem::config(format!(
+                let value = HeaderValue::from_str(&value).map_err(|_| {
+                    Problem::config(format!(
                         "http_server_config.headers: {known} {value:?} is not a header value"
-                    )));
-                }
-                headers.push((*known, value));
+                    ))
+                })?;
+                headers.push((HeaderName::from_static(lowercase), value));
             }
         }
         let basic_auth = config
@@ -194,7 +212,12 @@ impl WebConfigWatch {
 
     /// The configuration in force, without looking at the files.
     pub fn last_good(&self) -> Arc<WebConfig> {
-        Arc::clone(&self.good.lock().expect("never poisoned: no panic while held"))
+        Arc::clone(
+            &self
+                .good
+                .lock()
+                .expect("never poisoned: no panic while held"),
+        )
     }
 
     /// The configuration to serve a new connection with: loaded again if a file it was read
@@ -215,8 +238,10 @@ impl WebConfigWatch {
         match config {
             Ok(config) if config.tls.is_some() == was_tls => {
                 tracing::info!("web configuration {shown} reloaded");
-                *self.good.lock().expect("never poisoned: no panic while held") =
-                    Arc::new(config);
+                *self
+                    .good
+                    .lock()
+                    .expect("never poisoned: no panic while held") = Arc::new(config);
                 reload.good = stamp;
                 reload.failed = None;
             }

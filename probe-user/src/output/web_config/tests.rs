@@ -9,10 +9,8 @@ struct Dir(PathBuf);
 
 impl Dir {
     fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "localnet-probe-web-{tag}-{}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("localnet-probe-web-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).expect("create a test directory");
         Self(path)
@@ -33,8 +31,8 @@ impl Drop for Dir {
 
 /// A self-signed certificate and its key, as PEM.
 fn self_signed(name: &str) -> (String, String) {
-    let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()])
-        .expect("generate a certificate");
+    let certified =
+        rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("generate a certificate");
     (certified.cert.pem(), certified.signing_key.serialize_pem())
 }
 
@@ -57,7 +55,9 @@ fn with_tls(dir: &Dir, extra: &str) -> String {
 fn an_empty_file_serves_plain_http_to_anyone() {
     let dir = Dir::new("empty");
     let path = dir.write("web.yml", "# nothing yet\n");
-    let config = WebConfigWatch::load(&path).expect("an empty file loads").last_good();
+    let config = WebConfigWatch::load(&path)
+        .expect("an empty file loads")
+        .last_good();
     assert!(config.tls().is_none());
     assert!(config.basic_auth().is_none());
 }
@@ -87,7 +87,10 @@ fn settings_that_cannot_be_honoured_are_refused() {
             "\"TLS_RSA_WITH_AES_128_CBC_SHA\" is not offered",
         ),
         ("  curve_preferences: [CurveP521]\n", "\"CurveP521\""),
-        ("  client_auth_type: Sometimes\n", "unknown variant `Sometimes`"),
+        (
+            "  client_auth_type: Sometimes\n",
+            "unknown variant `Sometimes`",
+        ),
         (
             "  client_auth_type: RequireAndVerifyClientCert\n",
             "no client_ca_file",
@@ -111,7 +114,10 @@ fn settings_that_cannot_be_honoured_are_refused() {
         ),
         ("rate_limit:\n  interval: 1s\n", "rate_limit"),
         ("basic_auth_users:\n  alice: secret\n", "not a bcrypt hash"),
-        ("tls_server_config:\n  key_file: key.pem\n", "needs cert_file"),
+        (
+            "tls_server_config:\n  key_file: key.pem\n",
+            "needs cert_file",
+        ),
     ] {
         let error = load_error(&dir, text);
         assert!(error.contains(expected), "{text}: {error}");
@@ -124,7 +130,10 @@ fn a_bad_certificate_is_named_by_its_file() {
     let text = with_tls(&dir, "");
     dir.write("cert.pem", "not a certificate\n");
     let error = load_error(&dir, &text);
-    assert!(error.contains("cert.pem: holds no PEM certificate"), "{error}");
+    assert!(
+        error.contains("cert.pem: holds no PEM certificate"),
+        "{error}"
+    );
     fs::remove_file(dir.0.join("cert.pem")).unwrap();
     let error = load_error(&dir, &text);
     assert!(error.contains("cert.pem: cannot read"), "{error}");
@@ -214,7 +223,10 @@ fn basic_auth_checks_bcrypt_and_caches_what_it_found() {
     let config = WebConfigWatch::load(&path).expect("loads").last_good();
     assert_eq!(
         config.headers(),
-        [("X-Content-Type-Options", "nosniff".to_owned())]
+        [(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff")
+        )]
     );
     let auth = config.basic_auth().expect("users");
     let right = Credentials::from_header(&header("alice", "s3cret")).expect("basic");
@@ -240,7 +252,10 @@ fn basic_auth_checks_bcrypt_and_caches_what_it_found() {
 fn the_cache_stays_bounded() {
     let dir = Dir::new("cache");
     let hash = bcrypt::hash("pw", 4).expect("hash");
-    let path = dir.write("web.yml", &format!("basic_auth_users:\n  alice: '{hash}'\n"));
+    let path = dir.write(
+        "web.yml",
+        &format!("basic_auth_users:\n  alice: '{hash}'\n"),
+    );
     let config = WebConfigWatch::load(&path).expect("loads").last_good();
     let auth = config.basic_auth().expect("users");
     let first = Credentials::from_header(&header("alice", "pw")).unwrap();
@@ -257,18 +272,30 @@ fn the_cache_stays_bounded() {
 fn a_bad_file_later_keeps_the_last_good_one_until_fixed() {
     let dir = Dir::new("reload");
     let first = bcrypt::hash("one", 4).unwrap();
-    let path = dir.write("web.yml", &format!("basic_auth_users:\n  alice: '{first}'\n"));
+    let path = dir.write(
+        "web.yml",
+        &format!("basic_auth_users:\n  alice: '{first}'\n"),
+    );
     let watch = WebConfigWatch::load(&path).expect("loads");
     let before = watch.current();
-    assert!(Arc::ptr_eq(&before, &watch.current()), "unchanged: not read again");
+    assert!(
+        Arc::ptr_eq(&before, &watch.current()),
+        "unchanged: not read again"
+    );
 
     dir.write("web.yml", "basic_auth_users: [\n");
     let kept = watch.current();
-    assert!(Arc::ptr_eq(&before, &kept), "a bad file keeps the last good one");
+    assert!(
+        Arc::ptr_eq(&before, &kept),
+        "a bad file keeps the last good one"
+    );
     assert!(watch.reload.lock().unwrap().failed.is_some());
 
     let second = bcrypt::hash("two", 4).unwrap();
-    dir.write("web.yml", &format!("basic_auth_users:\n  alice: '{second}'\n"));
+    dir.write(
+        "web.yml",
+        &format!("basic_auth_users:\n  alice: '{second}'\n"),
+    );
     let after = watch.current();
     assert!(!Arc::ptr_eq(&before, &after), "the fixed file is loaded");
     let two = Credentials::from_header(&header("alice", "two")).unwrap();
@@ -286,7 +313,10 @@ fn a_rotated_certificate_is_loaded_and_tls_stays_on() {
     dir.write("cert.pem", &cert);
     dir.write("key.pem", &key);
     let after = watch.current();
-    assert!(!Arc::ptr_eq(&before, &after), "a new certificate is a new configuration");
+    assert!(
+        !Arc::ptr_eq(&before, &after),
+        "a new certificate is a new configuration"
+    );
     // Turning TLS off needs a restart: the last good one stays.
     dir.write("web.yml", "");
     assert!(Arc::ptr_eq(&after, &watch.current()));

@@ -128,7 +128,9 @@ pub(super) fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|error| {
-            Problem::config(format!("the certificate and key do not go together: {error}"))
+            Problem::config(format!(
+                "the certificate and key do not go together: {error}"
+            ))
         })?;
     // Go's default: the server's order of cipher suites wins.
     server.ignore_client_order = config.prefer_server_cipher_suites.unwrap_or(true);
@@ -152,8 +154,7 @@ fn provider(config: &TlsServerConfig) -> Result<CryptoProvider, Problem> {
         for name in names {
             if let Some((_, found)) = TLS12_SUITES.iter().find(|(known, _)| known == name) {
                 tls12.push(*found);
-            } else if let Some((_, found)) = TLS13_SUITES.iter().find(|(known, _)| known == name)
-            {
+            } else if let Some((_, found)) = TLS13_SUITES.iter().find(|(known, _)| known == name) {
                 tls13.push(*found);
             } else {
                 return Err(Problem::config(format!(
@@ -262,8 +263,8 @@ fn client_roots(
     )?;
     let mut roots = RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(&pem) {
-        let certificate = certificate
-            .map_err(|error| from.problem(format!("not PEM certificates: {error}")))?;
+        let certificate =
+            certificate.map_err(|error| from.problem(format!("not PEM certificates: {error}")))?;
         roots
             .add(certificate)
             .map_err(|error| from.problem(format!("not a CA certificate: {error}")))?;
