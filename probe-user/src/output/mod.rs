@@ -7,6 +7,7 @@ pub mod pcap;
 pub mod report;
 pub mod samples;
 pub mod senders;
+pub mod web_config;
 
 /// A JSON object and its line end: one line of the JSON streams (`run`, `status`, `audit`).
 pub fn json_line(object: &impl serde::Serialize) -> Vec<u8> {

@@ -209,3 +209,118 @@ fn the_daemonsets_container_runs_as_the_kubelet_starts_it() {
     assert!(link.receiver.pin_dir().exists());
     assert!(link.receiver.has_xdp(RECEIVER_IF));
 }
+
+/// `base` with a strategic-merge `patch` as kustomize applies this one: maps merged, lists of
+/// named items (containers, volumes, headers) and of mounts merged by key, other lists replaced.
+fn strategic_merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(base), Value::Object(patch)) => {
+            for (key, value) in patch {
+                match base.get_mut(key) {
+                    Some(existing) => strategic_merge(existing, value),
+                    None => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(base), Value::Array(patch))
+            if patch
+                .iter()
+                .all(|item| item.get("name").is_some() || item.get("mountPath").is_some()) =>
+        {
+            for item in patch {
+                let key = if item.get("name").is_some() {
+                    "name"
+                } else {
+                    "mountPath"
+                };
+                match base.iter_mut().find(|existing| existing[key] == item[key]) {
+                    Some(existing) => strategic_merge(existing, item),
+                    None => base.push(item.clone()),
+                }
+            }
+        }
+        (base, patch) => *base = patch.clone(),
+    }
+}
+
+/// deploy/kubernetes/secure: the DaemonSet patched as kustomize does passes strict validation;
+/// its arguments are the base's and --web-config, in the Secret it mounts; the kubelet's probes
+/// use HTTPS with a user of their own.
+#[test]
+#[ignore = "needs root"]
+fn the_secure_overlay_serves_the_web_config_from_its_secret() {
+    let overlay = &yaml_documents(&deploy("kubernetes/secure/kustomization.yaml"))[0];
+    assert_eq!(overlay["resources"], serde_json::json!([".."]));
+    assert_eq!(
+        overlay["patches"],
+        serde_json::json!([{"path": "daemonset-web-config.yaml"}])
+    );
+    let mut daemonset = yaml_documents(&deploy("kubernetes/daemonset.yaml"))[0].clone();
+    let patch = &yaml_documents(&deploy("kubernetes/secure/daemonset-web-config.yaml"))[0];
+    strategic_merge(&mut daemonset, patch);
+    let merged = tempfile_json(&daemonset);
+    for version in KUBERNETES_VERSIONS {
+        let report = checked(
+            Command::new(venv_bin("kubernetes-validate"))
+                .args(["--strict", "--kubernetes-version", version])
+                .arg(merged.path().join("daemonset.json")),
+        );
+        assert!(report.contains(" passed for resource "), "{report}");
+    }
+
+    let patched = &daemonset["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = patched["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|arg| arg.as_str().expect("a string"))
+        .collect();
+    let base_args = container()["args"].clone();
+    assert_eq!(
+        serde_json::json!(args[..args.len() - 2]),
+        base_args,
+        "the base's arguments, unchanged"
+    );
+    assert_eq!(args[args.len() - 2], "--web-config");
+    let file = std::path::Path::new(args[args.len() - 1]);
+    let mount = patched["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|mount| {
+            Some(mount["mountPath"].as_str().unwrap()) == file.parent().and_then(|p| p.to_str())
+        })
+        .expect("the web configuration's directory is mounted");
+    assert_eq!(mount["readOnly"], true);
+    let volume = daemonset["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|volume| volume["name"] == mount["name"])
+        .expect("the mounted volume");
+    assert_eq!(volume["secret"]["secretName"], "localnet-probe-web");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let get = &patched[probe]["httpGet"];
+        assert_eq!(get["scheme"], "HTTPS", "{probe}");
+        assert_eq!(get["path"], "/metrics", "{probe}");
+        assert!(
+            get["httpHeaders"][0]["value"]
+                .as_str()
+                .is_some_and(|value| value.starts_with("Basic ")),
+            "{probe}"
+        );
+    }
+}
+
+/// `value` written as `daemonset.json` in a directory of its own.
+fn tempfile_json(value: &Value) -> testbed::TempDir {
+    let dir = testbed::TempDir::new("secure-overlay");
+    fs::write(
+        dir.path().join("daemonset.json"),
+        serde_json::to_vec(value).expect("JSON"),
+    )
+    .expect("write the merged DaemonSet");
+    dir
+}

@@ -3,7 +3,7 @@
 use clap::{Args, ValueEnum};
 use clap_complete::ArgValueCandidates;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 use super::*;
 use crate::args::{duration_seconds, interface_candidates, interval_seconds};
@@ -90,6 +90,11 @@ pub(crate) struct RunArgs {
     /// exposed have series of their own, the rest are in the node's totals.
     #[arg(long, requires = "metrics")]
     pub(super) metrics_detail: bool,
+    /// Serve the metrics as the Prometheus exporter-toolkit's web configuration FILE says:
+    /// HTTPS (tls_server_config, client certificates included), basic_auth_users (bcrypt),
+    /// response headers. Read again when it, or a certificate, key or CA it names, changes.
+    #[arg(long, value_name = "FILE", requires = "metrics", value_hint = clap::ValueHint::FilePath)]
+    pub(super) web_config: Option<PathBuf>,
     /// Matched frames sampled per second and interface, for --events, --pcap and the top
     /// senders (0 to 100000; 0 turns sampling off).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_RATE,

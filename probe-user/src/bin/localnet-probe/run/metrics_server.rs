@@ -1,6 +1,7 @@
-//! `run --metrics`: serves `/metrics` over HTTP/1. Each scrape asks the run loop for a fresh
-//! snapshot, so the counters are read from the maps at scrape time; the page is encoded here, off
-//! the loop's thread, gzipped when the scraper accepts it.
+//! `run --metrics`: serves `/metrics` over HTTP/1, or HTTPS and with basic authentication as
+//! `--web-config` says. Each scrape asks the run loop for a fresh snapshot, so the counters are
+//! read from the maps at scrape time; the page is encoded here, off the loop's thread, gzipped
+//! when the scraper accepts it.
 
 use std::{
     convert::Infallible,
@@ -19,20 +20,28 @@ use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
     body::Incoming,
-    header::{ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, VARY},
+    header::{
+        ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue,
+        VARY, WWW_AUTHENTICATE,
+    },
     server::conn::http1,
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use probe_user::{
-    output::metrics::{self, Detail, Encoding, Format, Tally},
+    output::{
+        metrics::{self, Detail, Encoding, Format, Tally},
+        web_config::{Credentials, WebConfig, WebConfigWatch},
+    },
     session::Snapshot,
 };
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::TcpListener,
     sync::{Semaphore, mpsc, oneshot},
     task::JoinHandle,
 };
+use tokio_rustls::TlsAcceptor;
 
 /// `--metrics` without an address. Loopback only: the page names the host's interfaces and says
 /// which of them expose loopback services.
@@ -42,6 +51,11 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a connection may stay open at all: a scrape takes milliseconds, and a scraper that
 /// keeps its connection alive opens a new one.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// How long a client may take over the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection waits for the web configuration to be looked at (a few `stat` calls,
+/// or a reload); past that it is served with the last good one.
+const RELOAD_WAIT: Duration = Duration::from_secs(2);
 /// Connections served at once, at most; more are closed as soon as they are accepted, so idle
 /// or slow clients can never take the descriptors an interface needs to be attached.
 const MAX_CONNECTIONS: usize = 64;
@@ -88,11 +102,12 @@ pub(crate) async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves `listener` until the task is aborted; every scrape sends a request on `snapshots` and
-/// gets a page at `detail`.
+/// gets a page at `detail`; `web`, if given, says how connections are served.
 pub(crate) fn spawn(
     listener: TcpListener,
     snapshots: mpsc::Sender<SnapshotRequest>,
     detail: Detail,
+    web: Option<Arc<WebConfigWatch>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let cap = connection_cap();
@@ -119,21 +134,41 @@ pub(crate) fn spawn(
                 drop(stream);
                 continue;
             };
-            let snapshots = snapshots.clone();
-            let last_page = Arc::clone(&last_page);
+            let page = Page {
+                snapshots: snapshots.clone(),
+                detail,
+                last_page: Arc::clone(&last_page),
+            };
+            let web = web.clone();
             // A connection of its own: a scraper that goes away mid-response ends only that.
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    respond(request, snapshots.clone(), detail, Arc::clone(&last_page))
-                });
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::debug!("metrics connection ended: {error}"),
-                    Err(_) => tracing::debug!("metrics connection closed after its lifetime"),
+                let connection = async {
+                    let config = match web {
+                        Some(watch) => Some(web_config(watch).await),
+                        None => None,
+                    };
+                    match config.as_ref().and_then(|config| config.tls()) {
+                        Some(tls) => {
+                            let handshake = TlsAcceptor::from(Arc::clone(tls)).accept(stream);
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                                Ok(Ok(stream)) => serve(stream, page, config).await,
+                                // Plain HTTP, a client certificate missing or not trusted, or
+                                // a client that does not trust ours: debug, as anyone can
+                                // connect.
+                                Ok(Err(error)) => {
+                                    tracing::debug!("metrics TLS handshake failed: {error}");
+                                }
+                                Err(_) => tracing::debug!("metrics TLS handshake timed out"),
+                            }
+                        }
+                        None => serve(stream, page, config).await,
+                    }
+                };
+                if tokio::time::timeout(CONNECTION_LIFETIME, connection)
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!("metrics connection closed after its lifetime");
                 }
                 drop(permit);
             });
@@ -141,24 +176,111 @@ pub(crate) fn spawn(
     })
 }
 
-async fn respond(
-    request: Request<Incoming>,
+/// What a scrape needs to make the page.
+#[derive(Clone)]
+struct Page {
     snapshots: mpsc::Sender<SnapshotRequest>,
     detail: Detail,
     last_page: Arc<AtomicUsize>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+}
+
+/// The web configuration to serve a new connection with, looked at on a blocking thread: the
+/// loop's thread never waits for a file.
+async fn web_config(watch: Arc<WebConfigWatch>) -> Arc<WebConfig> {
+    let looked_at = tokio::task::spawn_blocking({
+        let watch = Arc::clone(&watch);
+        move || watch.current()
+    });
+    match tokio::time::timeout(RELOAD_WAIT, looked_at).await {
+        Ok(Ok(config)) => config,
+        _ => watch.last_good(),
+    }
+}
+
+async fn serve<S>(stream: S, page: Page, config: Option<Arc<WebConfig>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let page = page.clone();
+        let config = config.clone();
+        async move {
+            let mut response = match refused(&request, config.as_ref()).await {
+                Some(refusal) => refusal,
+                None => respond(request, page).await,
+            };
+            if let Some(config) = &config {
+                for (name, value) in config.headers() {
+                    response.headers_mut().insert(name, value.clone());
+                }
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = connection.await {
+        tracing::debug!("metrics connection ended: {error}");
+    }
+}
+
+/// The response to a request without the credentials `config` asks for: 401, as the Go
+/// toolkit answers. A bcrypt not cached is computed on a blocking thread.
+async fn refused(
+    request: &Request<Incoming>,
+    config: Option<&Arc<WebConfig>>,
+) -> Option<Response<Full<Bytes>>> {
+    let config = config.filter(|config| config.basic_auth().is_some())?;
+    let credentials = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| Credentials::from_header(value.as_bytes()));
+    let allowed = match credentials {
+        None => false,
+        Some(credentials) => match config.basic_auth()?.cached(&credentials) {
+            Some(known) => known,
+            None => {
+                let config = Arc::clone(config);
+                tokio::task::spawn_blocking(move || {
+                    config
+                        .basic_auth()
+                        .is_some_and(|auth| auth.verify(&credentials))
+                })
+                .await
+                .unwrap_or(false)
+            }
+        },
+    };
+    if allowed {
+        return None;
+    }
+    let mut response = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+    Some(response)
+}
+
+async fn respond(request: Request<Incoming>, page: Page) -> Response<Full<Bytes>> {
+    let Page {
+        snapshots,
+        detail,
+        last_page,
+    } = page;
     if request.uri().path() != "/metrics" {
-        return Ok(plain(
+        return plain(
             StatusCode::NOT_FOUND,
             "not found; the metrics are at /metrics\n",
-        ));
+        );
     }
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
         response
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Ok(response);
+        return response;
     }
     let accept = request
         .headers()
@@ -173,10 +295,10 @@ async fn respond(
     );
     let (reply, scraped) = oneshot::channel();
     let Ok(()) = snapshots.send(reply).await else {
-        return Ok(stopping());
+        return stopping();
     };
     let Ok(Scraped { snapshot, tally }) = scraped.await else {
-        return Ok(stopping());
+        return stopping();
     };
     // Thousands of interfaces take milliseconds to encode and compress: not on the loop's
     // thread, which counts, follows interfaces and reports.
@@ -189,7 +311,7 @@ async fn respond(
     })
     .await
     else {
-        return Ok(stopping());
+        return stopping();
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     let headers = response.headers_mut();
@@ -201,7 +323,7 @@ async fn respond(
     if let Some(coding) = encoding.header() {
         headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
     }
-    Ok(response)
+    response
 }
 
 /// The run loop has ended: the probe is detaching.

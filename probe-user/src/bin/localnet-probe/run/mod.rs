@@ -15,6 +15,7 @@ pub(crate) use self::args::{InvalidArguments, RunArgs};
 use std::{
     io,
     pin::Pin,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -27,6 +28,7 @@ use probe_user::{
     output::compact::Compactor,
     output::metrics::Detail,
     output::samples::{SampleRing, SampledFrame},
+    output::web_config::WebConfigWatch,
     probe::{DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE, ProbeError, XdpModeChoice},
     session::select::{LeftOut, Selection, Skipped},
     session::{OnConflict, Session, SessionError, SessionOptions, Started},
@@ -112,6 +114,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     // A closed terminal or `kill -HUP` ends the run like Ctrl-C: detach, last report.
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    // Read before attaching, like the address: a configuration that cannot be served ends the
+    // run before it starts.
+    let web_config = match &args.web_config {
+        Some(path) => {
+            Some(Arc::new(WebConfigWatch::load(path).map_err(|error| {
+                InvalidArguments(format!("--web-config {error}"))
+            })?))
+        }
+        None => None,
+    };
     // Bound before attaching: an address that cannot be served leaves nothing attached.
     let metrics_listener = match args.metrics {
         Some(address) => Some(metrics_server::bind(address).await?),
@@ -150,7 +162,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (mut scrapes, metrics_server) = match metrics_listener {
         Some(listener) => {
             if let Ok(address) = listener.local_addr() {
-                tracing::info!("serving metrics at http://{address}/metrics");
+                let scheme = match web_config.as_ref().map(|web| web.last_good()) {
+                    Some(config) if config.tls().is_some() => "https",
+                    _ => "http",
+                };
+                tracing::info!("serving metrics at {scheme}://{address}/metrics");
             }
             let (requests, scrapes) = mpsc::channel(16);
             (
@@ -163,6 +179,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                     } else {
                         Detail::Summary
                     },
+                    web_config,
                 )),
             )
         }

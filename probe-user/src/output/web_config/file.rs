@@ -1,0 +1,74 @@
+//! The web configuration file as written: the keys of the Prometheus exporter-toolkit's format
+//! (`docs/web-configuration.md` there), every other key refused by name.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WebConfigFile {
+    pub(super) tls_server_config: Option<TlsServerConfig>,
+    pub(super) http_server_config: Option<HttpServerConfig>,
+    pub(super) basic_auth_users: Option<BTreeMap<String, String>>,
+    /// Known to the format, not served here: refused rather than ignored.
+    pub(super) rate_limit: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TlsServerConfig {
+    pub(super) cert: Option<String>,
+    pub(super) key: Option<String>,
+    pub(super) client_ca: Option<String>,
+    pub(super) cert_file: Option<String>,
+    pub(super) key_file: Option<String>,
+    pub(super) client_ca_file: Option<String>,
+    pub(super) client_auth_type: Option<ClientAuthType>,
+    /// Known to the format, not enforced here: refused rather than ignored.
+    pub(super) client_allowed_sans: Option<Vec<String>>,
+    pub(super) min_version: Option<TlsVersion>,
+    pub(super) max_version: Option<TlsVersion>,
+    pub(super) cipher_suites: Option<Vec<String>>,
+    pub(super) prefer_server_cipher_suites: Option<bool>,
+    pub(super) curve_preferences: Option<Vec<String>>,
+}
+
+/// Go's `tls.ClientAuthType`, by the names the format uses.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ClientAuthType {
+    /// No client certificate asked for.
+    #[default]
+    NoClientCert,
+    /// Asked for, not required, not verified.
+    RequestClientCert,
+    /// Required, not verified against a CA (the client still proves it holds its key).
+    RequireAnyClientCert,
+    /// Not required; verified against `client_ca_file` when given.
+    VerifyClientCertIfGiven,
+    /// Required and verified against `client_ca_file`.
+    RequireAndVerifyClientCert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub(super) enum TlsVersion {
+    TLS10,
+    TLS11,
+    TLS12,
+    TLS13,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HttpServerConfig {
+    pub(super) http2: Option<bool>,
+    pub(super) headers: Option<BTreeMap<String, String>>,
+}
+
+/// Parses `text`; an empty file (or one of comments) is the empty configuration, as in the Go
+/// toolkit.
+pub(super) fn parse(text: &str) -> Result<WebConfigFile, String> {
+    let parsed: Option<WebConfigFile> =
+        serde_yaml_ng::from_str(text).map_err(|error| error.to_string())?;
+    Ok(parsed.unwrap_or_default())
+}
