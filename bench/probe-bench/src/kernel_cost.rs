@@ -19,7 +19,7 @@ use probe_common::{Framing, Mode};
 use probe_user::probe::attachment::Direction;
 use probe_user::probe::{LoadOptions, Probe, XdpModeChoice, attachment::XdpPrograms};
 use serde::Serialize;
-use test_frames::{TPID_8021Q, ipv4, ipv6};
+use test_frames::{TPID_8021Q, arp_request, ipv4, ipv6};
 use testbed::{Netns, xdp_md};
 
 use crate::{
@@ -167,6 +167,12 @@ pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
             false,
             ipv4(a, b).vlan(TPID_8021Q).payload(&payload).build(),
         ),
+        // Padded to 60 bytes, as on a wire.
+        (
+            "benign ARP request",
+            false,
+            arp_request(a, b).payload(&[0; 18]).build(),
+        ),
         (
             LOOPBACK_SOURCE_V4,
             true,
@@ -186,6 +192,11 @@ pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
             "v4-mapped",
             true,
             ipv6(a6, lo.to_ipv6_mapped()).payload(&payload).build(),
+        ),
+        (
+            "ARP who-has 127.0.0.1",
+            true,
+            arp_request(a, lo).payload(&[0; 18]).build(),
         ),
     ]
 }
