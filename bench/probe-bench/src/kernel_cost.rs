@@ -142,6 +142,9 @@ pub const LOOPBACK_SOURCE_V4: &str = "loopback source v4";
 pub const LOOPBACK_SOURCE_V6: &str = "::1 v6";
 pub const LOOPBACK_SOURCES: [&str; 2] = [LOOPBACK_SOURCE_V4, LOOPBACK_SOURCE_V6];
 
+/// The ARP frames, which xdp-filter passes unread: it looks up IP addresses only.
+pub const ARP_FRAMES: [&str; 2] = ["benign ARP request", "ARP who-has 127.0.0.1"];
+
 /// The frames measured, with whether they are loopback frames.
 pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
     let a = Ipv4Addr::new(198, 18, 0, 1);
@@ -169,7 +172,7 @@ pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
         ),
         // Padded to 60 bytes, as on a wire.
         (
-            "benign ARP request",
+            ARP_FRAMES[0],
             false,
             arp_request(a, b).payload(&[0; 18]).build(),
         ),
@@ -194,7 +197,7 @@ pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
             ipv6(a6, lo.to_ipv6_mapped()).payload(&payload).build(),
         ),
         (
-            "ARP who-has 127.0.0.1",
+            ARP_FRAMES[1],
             true,
             arp_request(a, lo).payload(&[0; 18]).build(),
         ),
