@@ -365,7 +365,7 @@ impl CaptureReader {
             self.buffer.extend_from_slice(&order);
         }
         let len = self.endianness.u32(head[4..].try_into().expect("4 bytes"));
-        if len < 12 || len % 4 != 0 || len > MAX_RECORD_LEN {
+        if len < 12 || !len.is_multiple_of(4) || len > MAX_RECORD_LEN {
             return Err(Fault::Corrupt(format!("a block of length {len}")));
         }
         // The body, then the trailing copy of the length.
