@@ -596,3 +596,19 @@ pub(super) fn hotplug_targets(hotplug: &Hotplug) -> Target {
         }
     }
 }
+
+pub(super) fn scan_target(scan: &crate::scan::ScanBench) -> Target {
+    let (ours, theirs) = (&scan.scan_frames_per_sec, &scan.tcpdump_frames_per_sec);
+    Target::at_least(
+        "scan: frames per second ≥ tcpdump -r with the equivalent filter, same warm file"
+            .to_owned(),
+        ours.median,
+        theirs.median,
+        format!(
+            "{:.2} M/s against {:.2} M/s ({:.2}×)",
+            ours.median / 1e6,
+            theirs.median / 1e6,
+            ours.median / theirs.median
+        ),
+    )
+}
