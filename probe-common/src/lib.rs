@@ -67,7 +67,8 @@ pub enum Address {
 impl Address {
     pub const ALL: [Self; 3] = [Self::Source, Self::Destination, Self::Both];
 
-    pub const fn name(self) -> &'static str {
+    /// As IP names it; [`LoopbackMatch::address_name`] names it for the match's family.
+    const fn name(self) -> &'static str {
         match self {
             Self::Source => "source",
             Self::Destination => "destination",

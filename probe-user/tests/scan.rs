@@ -69,6 +69,7 @@ wrpcap("ethernet.pcap", [
     e/Dot1AD(vlan=5)/Dot1Q(vlan=6)/Dot1Q(vlan=7)/IP(src="198.18.0.1", dst="127.0.0.1")/UDP(),
     e/IP(src="198.18.0.1", dst="198.18.0.2")/UDP(),
     e/ARP(psrc="198.18.0.1", pdst="198.18.0.2"),
+    e/Dot1Q(vlan=9)/ARP(op=1, psrc="198.18.0.1", pdst="127.0.0.1"),
     cut,
 ])
 wrpcap("raw.pcap", [
@@ -84,6 +85,7 @@ wrpcap("sll.pcap", [
 wrpcap("sll2.pcap", [
     CookedLinuxV2(proto=0x86dd, ifindex=2, lladdrtype=1, lladdrlen=6, src=b"\x02\0\0\0\0\x08\0\0")/IPv6(src="fd00::1", dst="::1")/UDP(),
     CookedLinuxV2(proto=0x8100, ifindex=2, lladdrtype=1, lladdrlen=6)/Dot1Q(vlan=3)/IP(src="198.18.0.1", dst="127.0.0.9")/UDP(),
+    CookedLinuxV2(proto=0x806, ifindex=2, lladdrtype=1, lladdrlen=6)/ARP(op=2, psrc="127.0.0.1", pdst="198.18.0.1"),
 ])
 wrpcap("benign.pcap", [Ether()/IP(src="198.18.0.1", dst="198.18.0.2")/UDP()] * 3)
 "#;
@@ -153,7 +155,7 @@ fn classes(report: &Value, file: usize, interface: usize) -> Vec<String> {
         .collect()
 }
 
-/// Every link type: each frame classified as the kernel would, VLAN, QinQ and v4-mapped
+/// Every link type: each frame classified as the kernel would, VLAN, QinQ, v4-mapped and ARP
 /// included, a third tag not, a frame cut before its IP options counted as cut short, frames of
 /// a loopback device left out.
 #[test]
@@ -169,12 +171,13 @@ fn captures_of_every_link_type_classify_as_the_kernel_would() {
             "ipv4/source 1",
             "ipv4/destination 1",
             "ipv6/destination 1",
-            "ipv4-mapped/destination 1"
+            "ipv4-mapped/destination 1",
+            "arp/target 1"
         ]
     );
     let ethernet = &report["files"][0]["interfaces"][0];
     assert_eq!(ethernet["link_type"], "ethernet");
-    assert_eq!(ethernet["frames"], 8);
+    assert_eq!(ethernet["frames"], 9);
     assert_eq!(
         ethernet["not_classified"],
         json!({ "cut_short": 1, "unknown_link_type": 0, "loopback_device": 0 })
@@ -205,7 +208,7 @@ fn captures_of_every_link_type_classify_as_the_kernel_would() {
     );
     assert_eq!(
         classes(&report, 3, 0),
-        ["ipv4/destination 1", "ipv6/destination 1"]
+        ["ipv4/destination 1", "ipv6/destination 1", "arp/source 1"]
     );
     for file in report["files"].as_array().expect("files") {
         assert!(file["error"].is_null(), "{file}");
@@ -375,7 +378,7 @@ fn pcapng_from_wireshark_tools_scans_as_its_pcap() {
             )
         })
         .collect();
-    assert!(by_link.contains(&("ethernet", 4)), "{by_link:?}");
+    assert!(by_link.contains(&("ethernet", 5)), "{by_link:?}");
     assert!(by_link.contains(&("raw-ip", 2)), "{by_link:?}");
 }
 
@@ -391,7 +394,7 @@ fn matched_frames_are_written_as_pcapng_that_scans_the_same() {
     let (status, again, stderr) = scan(&[&out]);
     assert_eq!(status, 1, "{stderr}");
     let interface = &again["files"][0]["interfaces"][0];
-    assert_eq!(interface["frames"], 4);
+    assert_eq!(interface["frames"], 5);
     for field in [
         "by_class",
         "first_match",
@@ -414,7 +417,7 @@ fn matched_frames_are_written_as_pcapng_that_scans_the_same() {
         "{}",
         String::from_utf8_lossy(&tcpdump.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&tcpdump.stdout).lines().count(), 4);
+    assert_eq!(String::from_utf8_lossy(&tcpdump.stdout).lines().count(), 5);
 
     let before = std::fs::read(&ethernet).expect("read");
     let (status, _, stderr) = scan(&[&ethernet, &"--pcap", &ethernet]);

@@ -78,7 +78,7 @@ impl<W: Write> MatchedWriter<W> {
         let mut options = vec![EnhancedPacketOption::Comment(Cow::Owned(format!(
             "localnet-probe scan: {}/{}",
             matched.family.name(),
-            matched.address.name()
+            matched.address_name()
         )))];
         if packet.timestamp.is_none() {
             options.push(EnhancedPacketOption::Comment(Cow::Borrowed(

@@ -144,7 +144,7 @@ impl InterfaceTally {
                     let counter = self.classes[class.index() as usize];
                     (counter.packets != 0).then_some(ClassCount {
                         family: class.family.name(),
-                        address: class.address.name(),
+                        address: class.address_name(),
                         packets: counter.packets,
                         bytes: counter.bytes,
                     })
