@@ -15,18 +15,21 @@ pub(crate) fn musl_target() -> String {
 /// image and the Debian package ship. Its path.
 pub(crate) fn static_binary() -> anyhow::Result<PathBuf> {
     setup()?;
-    ensure_packages(&[("strip", "binutils")])?;
+    // musl-gcc: the TLS crypto (ring) compiles C and assembly for the target.
+    ensure_packages(&[("strip", "binutils"), ("musl-gcc", "musl-tools")])?;
     let target = musl_target();
     ensure_rust_target(&target)?;
-    run(cargo().args([
-        "build",
-        "--locked",
-        "--release",
-        "--package",
-        "probe-user",
-        "--target",
-        &target,
-    ]))?;
+    run(cargo()
+        .args([
+            "build",
+            "--locked",
+            "--release",
+            "--package",
+            "probe-user",
+            "--target",
+            &target,
+        ])
+        .env(format!("CC_{}", target.replace('-', "_")), "musl-gcc"))?;
     let built = target_dir()
         .join(&target)
         .join("release")
