@@ -174,11 +174,13 @@ fn ipv4_match(header: &Ipv4HeaderSlice) -> Option<LoopbackMatch> {
     })
 }
 
-/// ARP for IPv4 over Ethernet only: etherparse reads any hardware and protocol lengths, the
-/// rules only 6 and 4.
+/// ARP for IPv4 over Ethernet only (hardware type 1 or IEEE 802's 6, as Linux takes on
+/// Ethernet): etherparse reads any hardware and protocol lengths, the rules only 6 and 4.
 fn arp_match(packet: &ArpPacketSlice) -> Option<LoopbackMatch> {
-    if packet.hw_addr_type() != ArpHardwareId::ETHERNET
-        || packet.proto_addr_type() != EtherType::IPV4
+    if !matches!(
+        packet.hw_addr_type(),
+        ArpHardwareId::ETHERNET | ArpHardwareId::IEEE802
+    ) || packet.proto_addr_type() != EtherType::IPV4
         || packet.hw_addr_size() != 6
         || packet.proto_addr_size() != 4
     {

@@ -64,11 +64,13 @@ pub const IPV6_HEADER_LEN: usize = 40;
 pub const HEADERS_LEN: usize =
     ETHERNET_HEADER_LEN + MAX_VLAN_TAGS as usize * VLAN_TAG_LEN + IPV6_HEADER_LEN;
 
-/// An ARP packet for IPv4 over Ethernet: hardware and protocol types, their lengths, the
-/// operation, then the sender's hardware and protocol addresses and the target's.
+/// An ARP packet for IPv4 over Ethernet (hardware type 1, or IEEE 802's 6): hardware and
+/// protocol types, their lengths, the operation, then the sender's hardware and protocol addresses and the target's.
 pub const ARP_IPV4_LEN: usize = 28;
-// ARP's fixed fields for IPv4 over Ethernet, as they sit in memory.
+// ARP's fixed fields for IPv4 over Ethernet, as they sit in memory. Linux takes IEEE 802's
+// hardware type on an Ethernet device too (`arp_process`), so both are ARP over Ethernet here.
 const ARP_HARDWARE_ETHERNET: u16 = u16::from_ne_bytes([0, 1]);
+const ARP_HARDWARE_IEEE802: u16 = u16::from_ne_bytes([0, 6]);
 const ARP_LENGTHS_ETHERNET_IPV4: u16 = u16::from_ne_bytes([6, 4]);
 
 const IPV6_LOOPBACK_LOW: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0, 1]);
@@ -220,7 +222,7 @@ fn classify_arp<F: Frame + ?Sized>(frame: &F, l3_offset: usize) -> Option<Loopba
     let source = packet[7].to_ne_bytes()[0] == 127;
     let destination = packet[12].to_ne_bytes()[0] == 127;
     let address = Address::from_flags(source, destination)?;
-    if packet[0] != ARP_HARDWARE_ETHERNET
+    if (packet[0] != ARP_HARDWARE_ETHERNET && packet[0] != ARP_HARDWARE_IEEE802)
         || packet[1] != ETHERTYPE_IPV4
         || packet[2] != ARP_LENGTHS_ETHERNET_IPV4
     {

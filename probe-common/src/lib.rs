@@ -155,9 +155,37 @@ impl LoopbackMatch {
         }
     }
 
+    /// Whether a frame of this match is counted leaving an interface (as [`Action::Replied`]):
+    /// one from a loopback address, which only the host answering from it sends; and any ARP
+    /// packet with a loopback address, the host answering for one, or answering a neighbour
+    /// that claimed one. An IP packet only to a loopback address is the host's own business.
+    #[inline(always)]
+    pub const fn counted_leaving(self) -> bool {
+        !matches!(self.address, Address::Destination) || matches!(self.family, Family::Arp)
+    }
+
     /// Dense index in `0..COUNT`.
     #[inline(always)]
     pub const fn index(self) -> u32 {
         self.family as u32 * 3 + self.address as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaving_counts_loopback_sources_and_any_loopback_arp() {
+        for matched in LoopbackMatch::all() {
+            let expected = matched.family == Family::Arp || matched.address != Address::Destination;
+            assert_eq!(matched.counted_leaving(), expected, "{matched:?}");
+        }
+        let target = LoopbackMatch {
+            family: Family::Arp,
+            address: Address::Destination,
+        };
+        assert_eq!(target.address_name(), "target");
+        assert!(target.counted_leaving());
     }
 }

@@ -300,8 +300,10 @@ fn reference_classify(frame: &[u8]) -> Option<LoopbackMatch> {
         }
         0x0806 => {
             let packet = etherparse::ArpPacketSlice::from_slice(header).ok()?;
-            let ethernet_ipv4 = packet.hw_addr_type() == etherparse::ArpHardwareId::ETHERNET
-                && packet.proto_addr_type() == etherparse::EtherType::IPV4
+            let ethernet_ipv4 = matches!(
+                packet.hw_addr_type(),
+                etherparse::ArpHardwareId::ETHERNET | etherparse::ArpHardwareId::IEEE802
+            ) && packet.proto_addr_type() == etherparse::EtherType::IPV4
                 && packet.hw_addr_size() == 6
                 && packet.proto_addr_size() == 4;
             if !ethernet_ipv4 {

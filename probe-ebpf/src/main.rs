@@ -35,7 +35,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use probe_common::{
-    Action, Address, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LINEAR_FRAME_MAX,
+    Action, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LINEAR_FRAME_MAX,
     LoopbackMatch, SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip,
     two_inline_vlan_tags,
 };
@@ -501,11 +501,11 @@ fn arriving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) -> Actio
     action
 }
 
-/// Counts and samples a frame with a loopback source leaving an interface; nothing else that
-/// leaves is counted (a loopback destination is the host's own business).
+/// Counts and samples a frame leaving an interface that [`LoopbackMatch::counted_leaving`]
+/// says is the host answering from a loopback address.
 #[inline(always)]
 fn leaving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) {
-    if matches!(matched.address, Address::Destination) {
+    if !matched.counted_leaving() {
         return;
     }
     let Some(config) = config_of(ctx.ifindex()) else {

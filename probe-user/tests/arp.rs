@@ -58,6 +58,13 @@ fn who_has(target: Ipv4Addr, tell: Ipv4Addr) -> Vec<u8> {
         .build()
 }
 
+/// `who_has` with IEEE 802's hardware type (6), which Linux answers on Ethernet too.
+fn who_has_ieee802(target: Ipv4Addr, tell: Ipv4Addr) -> Vec<u8> {
+    let mut frame = who_has(target, tell);
+    frame[14..16].copy_from_slice(&6u16.to_be_bytes());
+    frame
+}
+
 /// Whether the receiver's neighbour table holds an entry for `address` on its end of the pair.
 fn neighbour_learned(link: &Link, address: Ipv4Addr) -> bool {
     let output = link.receiver.output(
@@ -92,13 +99,19 @@ fn the_kernel_answers_arp_for_loopback_addresses_only_where_route_localnet_is_in
             "an ordinary request is answered ({what})"
         );
         for loopback in [Ipv4Addr::LOCALHOST, RESOLVER] {
-            sender.send(&who_has(loopback, SENDER_V4));
             let expected: &[Reply] = if in_effect {
                 &[reply(loopback, SENDER_V4)]
             } else {
                 &[]
             };
+            sender.send(&who_has(loopback, SENDER_V4));
             assert_eq!(replies(&receiver), expected, "who-has {loopback} ({what})");
+            sender.send(&who_has_ieee802(loopback, SENDER_V4));
+            assert_eq!(
+                replies(&receiver),
+                expected,
+                "who-has {loopback} with hardware type 6 ({what})"
+            );
         }
         sender.send(&who_has(RECEIVER_V4, LOOPBACK_SENDER));
         let expected: &[Reply] = if in_effect {
@@ -130,7 +143,8 @@ fn events(probe: &ProbeProcess, direction: &str, count: usize) -> Vec<Value> {
 }
 
 /// With the probe: requests for loopback addresses counted in their own family (`arp`,
-/// `target`), the host's answers counted leaving as replies (`source`) that mark the interface
+/// `target`), and those from one (`source`); the host's answers counted leaving as replies
+/// (from 127.x: `source`; to a neighbour that claimed 127.x: `target`) that mark the interface
 /// exploited, events that say what the packets said; with `--drop` no answer leaves and no
 /// 127.x sender is learned.
 #[test]
@@ -164,6 +178,17 @@ fn arp_for_loopback_addresses_is_counted_dropped_and_its_replies_seen_leaving() 
         SCANS,
         "monitor mode lets the kernel answer: {answers:?}"
     );
+    // A neighbour claiming a loopback address is answered too, to that address.
+    let from_loopback = who_has(RECEIVER_V4, LOOPBACK_SENDER);
+    for _ in 0..SCANS {
+        sender.send(&from_loopback);
+    }
+    assert_eq!(
+        replies(&receiver),
+        (0..SCANS)
+            .map(|_| reply(RECEIVER_V4, LOOPBACK_SENDER))
+            .collect::<Vec<_>>()
+    );
     let arriving = events(&probe, "ingress", 1).remove(0);
     assert_eq!(arriving["family"], "arp");
     assert_eq!(arriving["address"], "target");
@@ -184,19 +209,46 @@ fn arp_for_loopback_addresses_is_counted_dropped_and_its_replies_seen_leaving() 
 
     let report = probe.wait_for(TIMEOUT, |line| {
         line["type"] == "counters"
-            && class_packets(interface(line, RECEIVER_IF), "arp", "source", "replied") >= SCANS
+            && interface(line, RECEIVER_IF)["packets_replied"]
+                .as_u64()
+                .is_some_and(|replied| replied >= 2 * SCANS)
     });
     let entry = interface(&report, RECEIVER_IF);
-    assert_eq!(entry["packets_matched"], SCANS, "benign ARP is not counted");
-    assert_eq!(entry["bytes_matched"], SCANS * scan.len() as u64);
+    assert_eq!(
+        entry["packets_matched"],
+        2 * SCANS,
+        "benign ARP is not counted"
+    );
+    assert_eq!(entry["bytes_matched"], 2 * SCANS * scan.len() as u64);
     assert_eq!(class_packets(entry, "arp", "target", "passed"), SCANS);
+    assert_eq!(class_packets(entry, "arp", "source", "passed"), SCANS);
     assert_eq!(class_packets(entry, "arp", "source", "replied"), SCANS);
+    assert_eq!(
+        class_packets(entry, "arp", "target", "replied"),
+        SCANS,
+        "answers to a loopback address leave too"
+    );
     assert_eq!(entry["exploited"], true, "{entry}");
     probe.wait_until_said("this host answered ARP for a loopback address");
+    let mut senders: Vec<(String, u64)> = entry["top_senders_sampled"]
+        .as_array()
+        .expect("top senders")
+        .iter()
+        .map(|sender| {
+            (
+                sender["source_ip"].as_str().expect("an address").to_owned(),
+                sender["samples"].as_u64().expect("a count"),
+            )
+        })
+        .collect();
+    senders.sort();
     assert_eq!(
-        entry["top_senders_sampled"][0]["source_ip"],
-        SENDER_V4.to_string(),
-        "{entry}"
+        senders,
+        [
+            (LOOPBACK_SENDER.to_string(), SCANS),
+            (SENDER_V4.to_string(), SCANS)
+        ],
+        "the ARP senders' protocol addresses, the host's own answers not among them"
     );
     let (status, _) = probe.stop(libc::SIGTERM);
     assert!(status.success());
@@ -208,9 +260,10 @@ fn arp_for_loopback_addresses_is_counted_dropped_and_its_replies_seen_leaving() 
         &["--egress", "--drop", "--iface", RECEIVER_IF],
     );
     probe.wait_ready();
-    let from_loopback = who_has(RECEIVER_V4, LOOPBACK_SENDER);
+    let scan_ieee802 = who_has_ieee802(Ipv4Addr::LOCALHOST, SENDER_V4);
     for _ in 0..SCANS {
         sender.send(&scan);
+        sender.send(&scan_ieee802);
         sender.send(&from_loopback);
         sender.send(&benign);
     }
@@ -226,11 +279,11 @@ fn arp_for_loopback_addresses_is_counted_dropped_and_its_replies_seen_leaving() 
     let report = probe.wait_for(TIMEOUT, |line| {
         interface(line, RECEIVER_IF)["packets_dropped"]
             .as_u64()
-            .is_some_and(|dropped| dropped >= 2 * SCANS)
+            .is_some_and(|dropped| dropped >= 3 * SCANS)
     });
     let entry = interface(&report, RECEIVER_IF);
-    assert_eq!(entry["packets_dropped"], 2 * SCANS);
-    assert_eq!(class_packets(entry, "arp", "target", "dropped"), SCANS);
+    assert_eq!(entry["packets_dropped"], 3 * SCANS);
+    assert_eq!(class_packets(entry, "arp", "target", "dropped"), 2 * SCANS);
     assert_eq!(class_packets(entry, "arp", "source", "dropped"), SCANS);
     assert_eq!(class_packets(entry, "arp", "source", "replied"), 0);
     assert_eq!(entry["exploited"], false);

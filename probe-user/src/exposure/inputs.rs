@@ -431,7 +431,7 @@ fn replies_counted(program_id: u32, ifindex: u32) -> Result<u64, String> {
     )?))
     .map_err(|error| format!("cannot open {}: {error}", map_names::COUNTERS))?;
     let mut packets = 0;
-    for matched in LoopbackMatch::all().filter(|matched| matched.address != Address::Destination) {
+    for matched in LoopbackMatch::all().filter(|matched| matched.counted_leaving()) {
         let per_cpu = counters
             .get(&config.replied_key(matched), 0)
             .map_err(|error| format!("cannot read {}: {error}", map_names::COUNTERS))?;

@@ -29,7 +29,7 @@ pub use self::{
 use std::{io, net::IpAddr};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use probe_common::{Address, ConfigMap, Counter, IfaceConfig, LoopbackMatch, Mode, map_names};
+use probe_common::{ConfigMap, Counter, IfaceConfig, LoopbackMatch, Mode, map_names};
 use serde::Serialize;
 
 use self::{

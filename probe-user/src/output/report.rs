@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use probe_common::{Action, Address, Family, Framing, LoopbackMatch, SampleCounts, SlotCounters};
+use probe_common::{Action, Family, Framing, LoopbackMatch, SampleCounts, SlotCounters};
 use serde::Serialize;
 
 use crate::{
@@ -81,7 +81,7 @@ pub fn counted_classes(egress: bool) -> impl Iterator<Item = (LoopbackMatch, Act
         .flat_map(|matched| Action::ALL.map(|action| (matched, action)))
         .filter(move |(matched, action)| match action {
             Action::Passed | Action::Dropped => true,
-            Action::Replied => egress && matched.address != Address::Destination,
+            Action::Replied => egress && matched.counted_leaving(),
         })
 }
 

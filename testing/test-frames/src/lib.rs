@@ -655,7 +655,14 @@ fn arp_cases() -> Vec<Case> {
                 .build(),
             None,
         ),
-        case("arp hardware type 6", altered(1, 6), None),
+        // Linux answers IEEE 802's hardware type on Ethernet as it does Ethernet's.
+        case(
+            "arp hardware type 6 (ieee 802)",
+            altered(1, 6),
+            matched(Arp, Destination),
+        ),
+        case("arp hardware type 7", altered(1, 7), None),
+        case("arp hardware type 0x0101", altered(0, 1), None),
         case("arp protocol type not ipv4", altered(2, 0x86), None),
         case("arp hardware length 8", altered(4, 8), None),
         case("arp protocol length 16", altered(5, 16), None),
