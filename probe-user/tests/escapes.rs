@@ -204,8 +204,23 @@ fn run_status_and_detach_write_no_control_byte() {
     );
     assert_no_control_bytes("run's error", &unknown.stderr);
 
-    let pinned = ProbeProcess::start_pinned(PROBE, &netns, &[]);
+    // Served by a probe started under a name of the operator's choosing: status names its
+    // command line, escaped.
+    let hostile_binary = scratch.0.join("lnp\x1b[31m\x1b]0;X\x07");
+    std::os::unix::fs::symlink(PROBE, &hostile_binary).expect("link the binary");
+    let pinned = ProbeProcess::start_pinned(
+        hostile_binary.to_str().expect("a UTF-8 path"),
+        &netns,
+        &[],
+    );
     pinned.wait_ready();
+    let served = on_terminal(&netns, &format!("{PROBE} status 2>>{err_path}"), 0);
+    assert_no_control_bytes("status, served", &served);
+    assert!(
+        String::from_utf8_lossy(&served).contains("lnp\\u{1b}[31m\\u{1b}]0;X\\u{7}"),
+        "{}",
+        String::from_utf8_lossy(&served).escape_debug()
+    );
     let (status, _) = pinned.stop(libc::SIGTERM);
     assert!(status.success(), "run --pin: {status:?}");
     assert_no_control_bytes(

@@ -71,9 +71,11 @@ fn holder(stream: &UnixStream) -> String {
     let pid = credentials.pid;
     match fs::read_to_string(format!("/proc/{pid}/cmdline")) {
         Ok(cmdline) if !cmdline.is_empty() => {
+            // Escaped here: whoever started it chose its arguments, and every message and
+            // view that names the holder shows this.
             format!(
                 "pid {pid}: {}",
-                cmdline.trim_end_matches('\0').replace('\0', " ")
+                crate::net::names::printable(&cmdline.trim_end_matches('\0').replace('\0', " "))
             )
         }
         _ => format!("pid {pid}"),
