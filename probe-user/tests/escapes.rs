@@ -208,11 +208,8 @@ fn run_status_and_detach_write_no_control_byte() {
     // command line, escaped.
     let hostile_binary = scratch.0.join("lnp\x1b[31m\x1b]0;X\x07");
     std::os::unix::fs::symlink(PROBE, &hostile_binary).expect("link the binary");
-    let pinned = ProbeProcess::start_pinned(
-        hostile_binary.to_str().expect("a UTF-8 path"),
-        &netns,
-        &[],
-    );
+    let pinned =
+        ProbeProcess::start_pinned(hostile_binary.to_str().expect("a UTF-8 path"), &netns, &[]);
     pinned.wait_ready();
     let served = on_terminal(&netns, &format!("{PROBE} status 2>>{err_path}"), 0);
     assert_no_control_bytes("status, served", &served);

@@ -487,6 +487,84 @@ fn a_scraper_that_hangs_up_mid_response_stops_neither_counting_nor_serving() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// A neighbour holding idle connections open (more than the server serves at once) takes at
+/// most its share: a scraper from another address is still served, and it is said once.
+#[test]
+#[ignore = "needs root"]
+fn idle_connections_from_one_address_leave_room_for_a_scraper_from_another() {
+    use std::os::fd::FromRawFd as _;
+
+    const IDLE: usize = 100;
+    let link = Link::new("crowd");
+    let probe = ProbeProcess::start(PROBE, &link.receiver, &["--metrics", METRICS_ADDRESS]);
+    probe.wait_ready();
+    let idle: Vec<TcpStream> = link.receiver.enter(|| {
+        (0..IDLE)
+            .filter_map(|_| TcpStream::connect(METRICS_ADDRESS).ok())
+            .collect()
+    });
+    assert_eq!(
+        idle.len(),
+        IDLE,
+        "every connection is accepted, then some closed"
+    );
+    // From 127.0.0.2, another address of the loopback network.
+    let scrape = link.receiver.enter(|| {
+        // SAFETY: plain syscalls on a new socket, owned by the stream at once; the addresses
+        // are valid for their lengths.
+        let mut stream = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let stream = TcpStream::from_raw_fd(fd);
+            let mut source: libc::sockaddr_in = std::mem::zeroed();
+            source.sin_family = libc::AF_INET as u16;
+            source.sin_addr.s_addr = u32::from(Ipv4Addr::new(127, 0, 0, 2)).to_be();
+            let rc = libc::bind(
+                fd,
+                (&raw const source).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut server: libc::sockaddr_in = std::mem::zeroed();
+            server.sin_family = libc::AF_INET as u16;
+            server.sin_port = 9464u16.to_be();
+            server.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            let rc = libc::connect(
+                fd,
+                (&raw const server).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+            stream
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a timeout");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+            .expect("send the request");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    assert!(
+        scrape.starts_with("HTTP/1.1 200"),
+        "the scraper elsewhere got: {scrape:?}"
+    );
+    assert_eq!(
+        probe
+            .stderr()
+            .matches("127.0.0.1 holds 8 metrics connections open")
+            .count(),
+        1,
+        "{}",
+        probe.stderr()
+    );
+    drop(idle);
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}");
+}
+
 /// A scrape's snapshot that finds an interface gone releases it; the next JSON report still
 /// lists it once in `removed`, with its final counts.
 #[test]

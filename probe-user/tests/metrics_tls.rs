@@ -531,4 +531,51 @@ fn a_bad_web_config_at_start_ends_the_run_with_status_2() {
             assert!(stderr.contains("web.yml"), "{stderr}");
         }
     }
+    // A FIFO is refused at once, not waited on for a writer.
+    std::fs::remove_file(&path).expect("remove web.yml");
+    let made = Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let output = Command::new(PROBE)
+        .args(["run", "--plain", "--metrics", "127.0.0.1:0", "--web-config"])
+        .arg(&path)
+        .output()
+        .expect("run localnet-probe");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("web.yml: not a regular file"), "{stderr}");
+}
+
+/// A web configuration without a certificate serves plain HTTP, as the Go toolkit does, and
+/// says so as a warning: who gave the file meant something by it.
+#[test]
+#[ignore = "needs root"]
+fn a_web_config_without_a_certificate_warns_that_it_serves_plain_http() {
+    let link = Link::new("webplain");
+    let dir = TempDir::new("webplain");
+    let path = dir.path().join("web.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "basic_auth_users:\n  prom: '{}'\n",
+            bcrypt::hash("secret", 6).expect("bcrypt")
+        ),
+    )
+    .expect("write web.yml");
+    let probe = ProbeProcess::start(
+        PROBE,
+        &link.receiver,
+        &[
+            "--metrics",
+            "127.0.0.1:9464",
+            "--web-config",
+            path.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    probe.wait_ready();
+    probe.wait_until_said("unencrypted: the web configuration gives no tls_server_config");
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}");
 }

@@ -6,7 +6,7 @@
 use std::{
     convert::Infallible,
     io,
-    net::SocketAddr,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -51,14 +51,69 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a connection may stay open at all: a scrape takes milliseconds, and a scraper that
 /// keeps its connection alive opens a new one.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
-/// How long a client may take over the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take over the TLS handshake: milliseconds for a scraper.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a connection waits for the web configuration to be looked at (a few `stat` calls,
 /// or a reload); past that it is served with the last good one.
 const RELOAD_WAIT: Duration = Duration::from_secs(2);
 /// Connections served at once, at most; more are closed as soon as they are accepted, so idle
 /// or slow clients can never take the descriptors an interface needs to be attached.
 const MAX_CONNECTIONS: usize = 64;
+/// Connections one source (an IPv4 address, an IPv6 /64) may hold at once: a scraper needs one
+/// or two, and a neighbour holding idle connections open must leave room for the others.
+const MAX_PER_SOURCE: usize = 8;
+
+/// The connections each source holds.
+#[derive(Default)]
+struct Sources(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+impl Sources {
+    /// Counts a connection from `peer` until the guard is dropped; `None` when its source
+    /// holds [`MAX_PER_SOURCE`] already.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<SourceGuard> {
+        let source = match peer.to_canonical() {
+            IpAddr::V6(address) => IpAddr::V6(Ipv6Addr::from_bits(
+                address.to_bits() & !u128::from(u64::MAX),
+            )),
+            v4 => v4,
+        };
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = held.entry(source).or_default();
+        if *count >= MAX_PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        Some(SourceGuard {
+            sources: Arc::clone(self),
+            source,
+        })
+    }
+}
+
+/// One connection counted against its source.
+struct SourceGuard {
+    sources: Arc<Sources>,
+    source: IpAddr,
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        let mut held = self
+            .sources
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.source);
+            }
+        }
+    }
+}
 
 /// [`MAX_CONNECTIONS`], or a quarter of the open files allowed when that is fewer: the rest
 /// stays for the maps, links and sockets of the interfaces.
@@ -112,19 +167,33 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         let cap = connection_cap();
         let room = Arc::new(Semaphore::new(cap));
-        // Said once: a client opening connection after connection would fill the logs.
+        let sources = Arc::new(Sources::default());
+        // Said once each: a client opening connection after connection would fill the logs.
         let mut said_full = false;
+        let mut said_source_full = false;
         // The size of the last page encoded, for the next.
         let last_page = Arc::new(AtomicUsize::new(0));
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, most likely: wait for some to be closed.
                     tracing::warn!("cannot accept a metrics connection: {error}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
+            };
+            let Some(source) = sources.admit(peer.ip()) else {
+                if !said_source_full {
+                    tracing::warn!(
+                        "{} holds {MAX_PER_SOURCE} metrics connections open; closing more from \
+                         it at once",
+                        peer.ip()
+                    );
+                    said_source_full = true;
+                }
+                drop(stream);
+                continue;
             };
             let Ok(permit) = Arc::clone(&room).try_acquire_owned() else {
                 if !said_full {
@@ -171,6 +240,7 @@ pub(crate) fn spawn(
                     tracing::debug!("metrics connection closed after its lifetime");
                 }
                 drop(permit);
+                drop(source);
             });
         }
     })

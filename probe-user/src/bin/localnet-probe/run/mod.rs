@@ -162,11 +162,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (mut scrapes, metrics_server) = match metrics_listener {
         Some(listener) => {
             if let Ok(address) = listener.local_addr() {
-                let scheme = match web_config.as_ref().map(|web| web.last_good()) {
-                    Some(config) if config.tls().is_some() => "https",
-                    _ => "http",
-                };
-                tracing::info!("serving metrics at {scheme}://{address}/metrics");
+                match web_config.as_ref().map(|web| web.last_good()) {
+                    Some(config) if config.tls().is_some() => {
+                        tracing::info!("serving metrics at https://{address}/metrics");
+                    }
+                    // As the exporters' toolkit does, but an operator who gave the file meant
+                    // something by it.
+                    Some(_) => tracing::warn!(
+                        "serving metrics at http://{address}/metrics, unencrypted: the web \
+                         configuration gives no tls_server_config certificate"
+                    ),
+                    None => tracing::info!("serving metrics at http://{address}/metrics"),
+                }
             }
             let (requests, scrapes) = mpsc::channel(16);
             (
