@@ -109,9 +109,14 @@ pub(crate) fn package() -> anyhow::Result<PathBuf> {
 
 /// What lintian mistakes: a static PIE (musl's default: position-independent, so the kernel
 /// randomises where it loads) is a shared object without an interpreter, which lintian takes
-/// for a library that does not say what it needs.
+/// for a library that does not say what it needs; and the web configuration's YAML parser
+/// (unsafe-libyaml, libyaml translated to Rust) keeps libyaml's messages, which lintian takes
+/// for a copy of the C library.
 const LINTIAN_OVERRIDES: &str = "# A static PIE (musl), not a library: it needs no other.\n\
                                  localnet-probe: shared-library-lacks-prerequisites \
+                                 [usr/sbin/localnet-probe]\n\
+                                 # unsafe-libyaml: libyaml translated to Rust, no C copy.\n\
+                                 localnet-probe: embedded-library libyaml \
                                  [usr/sbin/localnet-probe]\n";
 
 /// Writes `contents` to `root`/`path` with `mode`, creating its directories (mode 755).
