@@ -12,7 +12,7 @@ use ruzstd::decoding::{FrameDecoder, StreamingDecoder, errors::FrameDecoderError
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-/// Reads from the file or pipe in pieces of this size.
+/// A decompressor reads the file or pipe in pieces of this size.
 const READ_LEN: usize = 256 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,10 +60,12 @@ impl Input {
         } else {
             None
         };
-        let source = BufReader::with_capacity(READ_LEN, io::Cursor::new(magic).chain(source));
+        let source = io::Cursor::new(magic).chain(source);
+        let buffered = |source| BufReader::with_capacity(READ_LEN, source);
         let reader: Box<dyn Read + Send> = match compression {
-            Some(Compression::Gzip) => Box::new(MultiGzDecoder::new(source)),
-            Some(Compression::Zstd) => Box::new(ZstdFrames::new(source)),
+            Some(Compression::Gzip) => Box::new(MultiGzDecoder::new(buffered(source))),
+            Some(Compression::Zstd) => Box::new(ZstdFrames::new(buffered(source))),
+            // Read straight into the capture reader's buffer: one copy, out of the page cache.
             None => Box::new(source),
         };
         Ok(Self {
@@ -168,7 +170,7 @@ impl<R: Read> Read for Rewound<R> {
 }
 
 /// Reads until `bytes` is full or the input ends; how many bytes were read.
-pub(crate) fn read_full(source: &mut impl Read, bytes: &mut [u8]) -> io::Result<usize> {
+fn read_full(source: &mut impl Read, bytes: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < bytes.len() {
         match source.read(&mut bytes[got..]) {

@@ -86,7 +86,7 @@ impl InterfaceTally {
         let counter = &mut self.classes[matched.index() as usize];
         counter.packets += 1;
         counter.bytes += len;
-        if let Some(at) = packet.timestamp {
+        if let Some(at) = packet.timestamp() {
             self.first_match = Some(self.first_match.map_or(at, |first| first.min(at)));
             self.last_match = Some(self.last_match.map_or(at, |last| last.max(at)));
         }
