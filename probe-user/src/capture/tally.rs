@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, net::IpAddr, time::Duration, time::UNIX_EPOCH};
 
-use probe_common::{Counter, Framing, LoopbackMatch};
+use probe_common::{Counter, LoopbackMatch};
 use serde::Serialize;
 
 use crate::{
@@ -12,10 +12,7 @@ use crate::{
         link::{self, LinkType, Verdict},
         reader::{Interface, Packet},
     },
-    output::{
-        samples::{Headers, mac_string},
-        senders::Sender,
-    },
+    output::{samples::mac_string, senders::Sender},
 };
 
 /// Distinct senders one interface keeps: more (a flood from random sources) are counted
@@ -103,16 +100,9 @@ impl InterfaceTally {
     }
 
     fn sender(&self, data: &[u8]) -> Sender {
-        let headers = match self.link {
-            LinkType::Ip => Headers::decode(data, Framing::Ip),
-            LinkType::LinuxSll | LinkType::LinuxSll2 => link::cooked_as_ethernet(self.link, data)
-                .map(|frame| Headers::decode(&frame, Framing::Ethernet))
-                .unwrap_or_default(),
-            LinkType::Ethernet | LinkType::Other(_) => Headers::decode(data, Framing::Ethernet),
-        };
         Sender {
             mac: link::source_mac(self.link, data),
-            ip: headers.source_ip,
+            ip: link::matched_source_ip(self.link, data),
         }
     }
 
