@@ -16,7 +16,9 @@ use crate::{
 };
 
 /// Distinct senders one interface keeps: more (a flood from random sources) are counted
-/// together, so memory stays bounded whatever the capture.
+/// together, so memory stays bounded whatever the capture, and so does the cost of a flood made
+/// to collide in the table. Its hash is foldhash, seeded at random: SipHash was 40 % of the time
+/// of a scan whose frames all matched.
 const MAX_SENDERS: usize = 4096;
 /// How many senders the report names.
 pub const TOP_SENDERS: usize = 5;
@@ -33,7 +35,7 @@ pub struct InterfaceTally {
     classes: Vec<Counter>,
     first_match: Option<Duration>,
     last_match: Option<Duration>,
-    senders: HashMap<Sender, u64>,
+    senders: HashMap<Sender, u64, foldhash::fast::RandomState>,
     /// Matched frames of senders past [`MAX_SENDERS`].
     senders_untracked: u64,
     cut_short: u64,
@@ -51,7 +53,7 @@ impl InterfaceTally {
             classes: vec![Counter::default(); LoopbackMatch::COUNT as usize],
             first_match: None,
             last_match: None,
-            senders: HashMap::new(),
+            senders: HashMap::default(),
             senders_untracked: 0,
             cut_short: 0,
             unknown_link_type: 0,
