@@ -118,6 +118,7 @@ impl<'a> Cooked<'a> {
 
 /// Classifies one captured frame of `link`, `original_len` long on the wire, with the
 /// classifier the kernel runs.
+#[inline]
 pub fn classify_frame(link: LinkType, data: &[u8], original_len: u32) -> Verdict {
     let original_len = original_len as usize;
     match link {

@@ -243,6 +243,7 @@ impl Window {
     }
 
     /// The next `len` bytes, not consumed; fewer only where the input ends before them.
+    #[inline]
     fn peek(&mut self, len: usize) -> io::Result<&[u8]> {
         if self.end - self.start < len {
             self.read_to(len)?;

@@ -61,7 +61,9 @@ impl InterfaceTally {
         }
     }
 
-    /// Classifies and counts one frame; its match, if any.
+    /// Classifies and counts one frame; its match, if any. Inlined into the scan's loop, in the
+    /// binary's crate, with the classifier; the matched frames' counting is not.
+    #[inline]
     pub fn count(&mut self, packet: &Packet<'_>) -> Option<LoopbackMatch> {
         let len = u64::from(packet.original_len);
         self.frames += 1;
@@ -82,6 +84,12 @@ impl InterfaceTally {
                 return None;
             }
         };
+        self.count_match(packet, matched);
+        Some(matched)
+    }
+
+    fn count_match(&mut self, packet: &Packet<'_>, matched: LoopbackMatch) {
+        let len = u64::from(packet.original_len);
         let counter = &mut self.classes[matched.index() as usize];
         counter.packets += 1;
         counter.bytes += len;
@@ -98,7 +106,6 @@ impl InterfaceTally {
                 self.senders.insert(sender, 1);
             }
         }
-        Some(matched)
     }
 
     fn sender(&self, data: &[u8]) -> Sender {
