@@ -27,10 +27,10 @@ const ENHANCED_PACKET_BLOCK: u32 = 6;
 /// The longest record read: longer is taken for corruption, not buffered (libpcap allows
 /// 256 KiB per packet; Wireshark's pcapng blocks stay far below this).
 const MAX_RECORD_LEN: u32 = 16 << 20;
-/// Reads from the decompressed stream in pieces of at most this size: small enough that what
-/// a read writes is still in the CPU's cache when the records are classified (1 MiB reads ran
-/// 20 % slower, most of a scan being the kernel's copy out of the page cache).
-const READ_LEN: usize = 64 * 1024;
+/// Reads from the decompressed stream in pieces of at most this size: of 16 KiB to 4 MiB, the
+/// fastest on a warm file (fewer system calls than smaller reads, and its bytes still in the
+/// CPU's cache when they are parsed, unlike larger ones).
+const READ_LEN: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
