@@ -4,10 +4,12 @@
 use std::{
     fs::File,
     io::{self, BufReader, Read},
+    os::fd::{AsRawFd as _, RawFd},
     path::Path,
 };
 
 use flate2::bufread::MultiGzDecoder;
+use libc::c_int;
 use ruzstd::decoding::{FrameDecoder, StreamingDecoder, errors::FrameDecoderError};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -40,7 +42,9 @@ impl Input {
     /// Opens `path`, or stdin for `-`.
     pub fn open(path: &Path) -> io::Result<Self> {
         if path.as_os_str() == "-" {
-            Self::from_reader(Box::new(io::stdin()))
+            let stdin = io::stdin();
+            widen_pipe(stdin.as_raw_fd());
+            Self::from_reader(Box::new(stdin))
         } else {
             Self::from_reader(Box::new(File::open(path)?))
         }
@@ -72,6 +76,25 @@ impl Input {
             compression,
             reader,
         })
+    }
+}
+
+/// The capacity a pipe read from is raised to: the default `fs.pipe-max-size`, which any process
+/// may ask for. With the default 64 KiB, `cat FILE | scan -` ran at half the speed it has with
+/// this.
+const PIPE_LEN: c_int = 1 << 20;
+
+/// Raises the capacity of `fd`, if it is a pipe with less than [`PIPE_LEN`]. Only an
+/// optimization: where the user's pipe quota or a lower `fs.pipe-max-size` refuses it, or `fd`
+/// is not a pipe (EBADF), it stays as it was.
+fn widen_pipe(fd: RawFd) {
+    // SAFETY: F_GETPIPE_SZ and F_SETPIPE_SZ take an int and read or change only the capacity
+    // of the pipe behind `fd`, which is open for as long as this runs.
+    unsafe {
+        let capacity = libc::fcntl(fd, libc::F_GETPIPE_SZ);
+        if capacity > 0 && capacity < PIPE_LEN {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_LEN);
+        }
     }
 }
 
