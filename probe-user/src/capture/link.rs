@@ -285,26 +285,17 @@ impl<F: Frame + ?Sized> Frame for Probed<'_, F> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use probe_common::Framing;
-    use test_frames::{TPID_8021Q, arp_reply, arp_request, cases, ip_offset};
+    use test_frames::{cases, ip_offset};
 
     use super::*;
     use crate::output::samples::Headers;
 
-    /// Every test frame the classifier matches, as each link type carries it.
+    /// Every test frame the classifier matches (IPv4, IPv6, ARP, behind VLAN tags or not), as
+    /// each link type carries it.
     fn matched_frames() -> Vec<(LinkType, Vec<u8>)> {
-        let benign = Ipv4Addr::new(198, 18, 0, 1);
-        let mut ethernet: Vec<Vec<u8>> = cases().into_iter().map(|case| case.frame).collect();
-        ethernet.push(arp_request(Ipv4Addr::LOCALHOST, benign).build());
-        ethernet.push(
-            arp_reply(benign, Ipv4Addr::LOCALHOST)
-                .vlan(TPID_8021Q)
-                .build(),
-        );
         let mut frames = Vec::new();
-        for frame in ethernet {
+        for frame in cases().into_iter().map(|case| case.frame) {
             if let Some(at) = ip_offset(&frame) {
                 frames.push((LinkType::Ip, frame[at..].to_vec()));
             }
