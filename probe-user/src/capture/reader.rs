@@ -1,6 +1,6 @@
 //! The records of a pcap or pcapng stream, one at a time, each with the byte offset where it
 //! begins: constant memory whatever the capture's length (one buffer, as long as the longest
-//! record or [`READ_LEN`], whichever is longer).
+//! record or `READ_LEN`, whichever is longer).
 //!
 //! Both formats are framed here rather than by pcap-file, whose readers take every pcapng
 //! timestamp for nanoseconds (`if_tsresol` says microseconds unless an interface says
