@@ -4,15 +4,17 @@
 use std::{
     fs::File,
     io::{self, BufReader, Read},
+    os::fd::{AsRawFd as _, RawFd},
     path::Path,
 };
 
 use flate2::bufread::MultiGzDecoder;
+use libc::c_int;
 use ruzstd::decoding::{FrameDecoder, StreamingDecoder, errors::FrameDecoderError};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-/// Reads from the file or pipe in pieces of this size.
+/// A decompressor reads the file or pipe in pieces of this size.
 const READ_LEN: usize = 256 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +42,9 @@ impl Input {
     /// Opens `path`, or stdin for `-`.
     pub fn open(path: &Path) -> io::Result<Self> {
         if path.as_os_str() == "-" {
-            Self::from_reader(Box::new(io::stdin()))
+            let stdin = io::stdin();
+            widen_pipe(stdin.as_raw_fd());
+            Self::from_reader(Box::new(stdin))
         } else {
             Self::from_reader(Box::new(File::open(path)?))
         }
@@ -60,16 +64,37 @@ impl Input {
         } else {
             None
         };
-        let source = BufReader::with_capacity(READ_LEN, io::Cursor::new(magic).chain(source));
+        let source = io::Cursor::new(magic).chain(source);
+        let buffered = |source| BufReader::with_capacity(READ_LEN, source);
         let reader: Box<dyn Read + Send> = match compression {
-            Some(Compression::Gzip) => Box::new(MultiGzDecoder::new(source)),
-            Some(Compression::Zstd) => Box::new(ZstdFrames::new(source)),
+            Some(Compression::Gzip) => Box::new(MultiGzDecoder::new(buffered(source))),
+            Some(Compression::Zstd) => Box::new(ZstdFrames::new(buffered(source))),
+            // Read straight into the capture reader's buffer: one copy, out of the page cache.
             None => Box::new(source),
         };
         Ok(Self {
             compression,
             reader,
         })
+    }
+}
+
+/// The capacity a pipe read from is raised to: the default `fs.pipe-max-size`, which any process
+/// may ask for. With the default 64 KiB, `cat FILE | scan -` ran at half the speed it has with
+/// this.
+const PIPE_LEN: c_int = 1 << 20;
+
+/// Raises the capacity of `fd`, if it is a pipe with less than [`PIPE_LEN`]. Only an
+/// optimization: where the user's pipe quota or a lower `fs.pipe-max-size` refuses it, or `fd`
+/// is not a pipe (EBADF), it stays as it was.
+fn widen_pipe(fd: RawFd) {
+    // SAFETY: F_GETPIPE_SZ and F_SETPIPE_SZ take an int and read or change only the capacity
+    // of the pipe behind `fd`, which is open for as long as this runs.
+    unsafe {
+        let capacity = libc::fcntl(fd, libc::F_GETPIPE_SZ);
+        if capacity > 0 && capacity < PIPE_LEN {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_LEN);
+        }
     }
 }
 
@@ -168,7 +193,7 @@ impl<R: Read> Read for Rewound<R> {
 }
 
 /// Reads until `bytes` is full or the input ends; how many bytes were read.
-pub(crate) fn read_full(source: &mut impl Read, bytes: &mut [u8]) -> io::Result<usize> {
+fn read_full(source: &mut impl Read, bytes: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < bytes.len() {
         match source.read(&mut bytes[got..]) {

@@ -2,9 +2,12 @@
 //! have: Ethernet frames as they are, raw IP packets as on layer-3 devices, and Linux cooked
 //! captures (SLL, SLL2: `tcpdump -i any`) through the ethertype they name.
 
-use std::cell::Cell;
+use std::{cell::Cell, net::IpAddr};
 
-use probe_common::{EthernetView, Frame, LoopbackMatch, classify, classify_ip};
+use probe_common::{
+    ETHERNET_HEADER_LEN, EthernetView, Frame, LoopbackMatch, MAX_VLAN_TAGS, VLAN_TAG_LEN, classify,
+    classify_ip,
+};
 
 /// LINKTYPE_ETHERNET.
 const ETHERNET: u16 = 1;
@@ -115,6 +118,7 @@ impl<'a> Cooked<'a> {
 
 /// Classifies one captured frame of `link`, `original_len` long on the wire, with the
 /// classifier the kernel runs.
+#[inline]
 pub fn classify_frame(link: LinkType, data: &[u8], original_len: u32) -> Verdict {
     let original_len = original_len as usize;
     match link {
@@ -130,11 +134,10 @@ pub fn classify_frame(link: LinkType, data: &[u8], original_len: u32) -> Verdict
             let header_len = data.len() - cooked.payload.len();
             let view = EthernetView::new(cooked.ethertype, cooked.payload);
             // In the view's offsets: the cooked header is replaced by an Ethernet header.
-            let ethernet_len = probe_common::ETHERNET_HEADER_LEN;
             decide(
                 Rules::Ethernet,
                 &view,
-                (original_len + ethernet_len).saturating_sub(header_len),
+                (original_len + ETHERNET_HEADER_LEN).saturating_sub(header_len),
             )
         }
         LinkType::Other(_) => Verdict::UnknownLinkType,
@@ -158,16 +161,61 @@ pub fn source_mac(link: LinkType, data: &[u8]) -> Option<[u8; 6]> {
     }
 }
 
-/// The frame's network-layer packet as Ethernet would carry it (zero MAC addresses), for the
-/// header decoding of matched frames; `None` for Ethernet frames, which are that already, and
-/// for raw IP.
-pub fn cooked_as_ethernet(link: LinkType, data: &[u8]) -> Option<Vec<u8>> {
-    let cooked = Cooked::of(link, data)?;
-    let mut frame = Vec::with_capacity(14 + cooked.payload.len());
-    frame.extend_from_slice(&[0; 12]);
-    frame.extend_from_slice(&cooked.ethertype);
-    frame.extend_from_slice(cooked.payload);
-    Some(frame)
+/// The sender of a frame the classifier matched: its IP source address, or ARP's sender
+/// protocol address. Read where the classifier found the header, known to be well formed:
+/// decoding the whole frame (etherparse, as for samples) was most of the time of a scan whose
+/// frames all matched.
+pub fn matched_source_ip(link: LinkType, data: &[u8]) -> Option<IpAddr> {
+    match link {
+        LinkType::Ethernet => behind_tags(
+            data.get(ETHERNET_HEADER_LEN - 2..ETHERNET_HEADER_LEN)?
+                .try_into()
+                .ok()?,
+            data.get(ETHERNET_HEADER_LEN..)?,
+        ),
+        LinkType::Ip => match data.first()? >> 4 {
+            4 => source_at(data, IPV4_SOURCE),
+            6 => source_at(data, IPV6_SOURCE),
+            _ => None,
+        },
+        LinkType::LinuxSll | LinkType::LinuxSll2 => {
+            let cooked = Cooked::of(link, data)?;
+            behind_tags(cooked.ethertype, cooked.payload)
+        }
+        LinkType::Other(_) => None,
+    }
+}
+
+/// Where the source address sits in an IPv4 header, an IPv6 header and an ARP packet for IPv4
+/// over Ethernet (the sender's protocol address), and how long it is.
+const IPV4_SOURCE: (usize, usize) = (12, 4);
+const IPV6_SOURCE: (usize, usize) = (8, 16);
+const ARP_SENDER: (usize, usize) = (14, 4);
+
+/// The source address of the packet of `ethertype`, behind as many VLAN tags as the classifier
+/// looks behind.
+fn behind_tags(mut ethertype: [u8; 2], mut packet: &[u8]) -> Option<IpAddr> {
+    for _ in 0..=MAX_VLAN_TAGS {
+        match u16::from_be_bytes(ethertype) {
+            0x0800 => return source_at(packet, IPV4_SOURCE),
+            0x86dd => return source_at(packet, IPV6_SOURCE),
+            0x0806 => return source_at(packet, ARP_SENDER),
+            0x8100 | 0x88a8 | 0x9100 => {
+                ethertype = packet.get(2..VLAN_TAG_LEN)?.try_into().ok()?;
+                packet = packet.get(VLAN_TAG_LEN..)?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn source_at(packet: &[u8], (at, len): (usize, usize)) -> Option<IpAddr> {
+    let address = packet.get(at..at + len)?;
+    Some(match len {
+        4 => IpAddr::from(<[u8; 4]>::try_from(address).ok()?),
+        _ => IpAddr::from(<[u8; 16]>::try_from(address).ok()?),
+    })
 }
 
 /// Which of the classifier's entry points a frame goes to.
@@ -232,5 +280,82 @@ impl<F: Frame + ?Sized> Frame for Probed<'_, F> {
         let value = self.frame.load(offset);
         self.note(offset.saturating_add(size_of::<T>()), value.is_some());
         value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::Framing;
+    use test_frames::{cases, ip_offset};
+
+    use super::*;
+    use crate::output::samples::Headers;
+
+    /// Every test frame the classifier matches (IPv4, IPv6, ARP, behind VLAN tags or not), as
+    /// each link type carries it.
+    fn matched_frames() -> Vec<(LinkType, Vec<u8>)> {
+        let mut frames = Vec::new();
+        for frame in cases().into_iter().map(|case| case.frame) {
+            if let Some(at) = ip_offset(&frame) {
+                frames.push((LinkType::Ip, frame[at..].to_vec()));
+            }
+            if frame.len() >= ETHERNET_HEADER_LEN {
+                let (mac, ethertype, payload) = (&frame[6..12], &frame[12..14], &frame[14..]);
+                // Packet type, ARPHRD_ETHER, the address's length, the address padded to 8 bytes.
+                let sll = [&[0, 0, 0, 1, 0, 6], mac, &[0, 0], ethertype, payload].concat();
+                // Reserved, an ifindex, ARPHRD_ETHER, packet type, the address's length.
+                let sll2 = [
+                    ethertype,
+                    &[0, 0, 0, 0, 0, 2, 0, 1, 0, 6],
+                    mac,
+                    &[0, 0],
+                    payload,
+                ]
+                .concat();
+                frames.push((LinkType::LinuxSll, sll));
+                frames.push((LinkType::LinuxSll2, sll2));
+            }
+            frames.push((LinkType::Ethernet, frame));
+        }
+        frames.retain(|(link, frame)| {
+            matches!(
+                classify_frame(*link, frame, frame.len() as u32),
+                Verdict::Matched(_)
+            )
+        });
+        frames
+    }
+
+    #[test]
+    fn a_matched_frame_has_the_sender_its_decoded_headers_name() {
+        let frames = matched_frames();
+        for link in [
+            LinkType::Ethernet,
+            LinkType::Ip,
+            LinkType::LinuxSll,
+            LinkType::LinuxSll2,
+        ] {
+            assert!(
+                frames.iter().any(|(of, _)| *of == link),
+                "no matched frame of {link:?}"
+            );
+        }
+        for (link, frame) in frames {
+            let decoded = match link {
+                LinkType::Ip => Headers::decode(&frame, Framing::Ip),
+                LinkType::LinuxSll | LinkType::LinuxSll2 => {
+                    let cooked = Cooked::of(link, &frame).expect("a cooked header");
+                    let ethernet = [&[0; 12], &cooked.ethertype[..], cooked.payload].concat();
+                    Headers::decode(&ethernet, Framing::Ethernet)
+                }
+                _ => Headers::decode(&frame, Framing::Ethernet),
+            };
+            assert!(decoded.source_ip.is_some(), "{link:?} {frame:02x?}");
+            assert_eq!(
+                matched_source_ip(link, &frame),
+                decoded.source_ip,
+                "{link:?} {frame:02x?}"
+            );
+        }
     }
 }

@@ -80,14 +80,15 @@ impl<W: Write> MatchedWriter<W> {
             matched.family.name(),
             matched.address_name()
         )))];
-        if packet.timestamp.is_none() {
+        let timestamp = packet.timestamp();
+        if timestamp.is_none() {
             options.push(EnhancedPacketOption::Comment(Cow::Borrowed(
                 "no timestamp in the capture",
             )));
         }
         self.writer.write_pcapng_block(EnhancedPacketBlock {
             interface_id,
-            timestamp: packet.timestamp.unwrap_or_default(),
+            timestamp: timestamp.unwrap_or_default(),
             original_len: packet.original_len,
             data: Cow::Borrowed(packet.data),
             options,
