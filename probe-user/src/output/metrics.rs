@@ -564,6 +564,7 @@ mod tests {
             route_localnet_via: Vec::new(),
             exposed: false,
             counters: SlotCounters::default(),
+            workload: None,
         }
     }
 

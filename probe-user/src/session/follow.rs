@@ -86,6 +86,7 @@ impl Session {
             }
         }
         followed.retry_in = self.retry.after(refused_passing);
+        self.tracked.workloads.follow(self.tracked.peers(&all));
         let grown = self.tracked.probe.capacity();
         followed.grown_to = (grown > room).then_some(grown);
         Ok(followed)
@@ -220,6 +221,7 @@ impl Tracked {
             route_localnet_via: Vec::new(),
             exposed: false,
             counters,
+            workload: None,
         });
     }
 
