@@ -483,6 +483,44 @@ impl Collector for SnapshotCollector {
             ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
         }
 
+        let mut metric = encoder.encode_descriptor(
+            "localnet_probe_interface_workload",
+            "1 for every served interface whose link leads to another network namespace, \
+             labelled with who is behind it: the namespace (its /run/netns name, else \
+             net:[inode]), the container runtime, container and pod UID its processes' cgroups \
+             name (empty where unknown), and the pod's name and namespace (empty: no CRI client \
+             yet). Join on interface to name the pod of any other series.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for interface in &snapshot.interfaces {
+            let Some(workload) = &interface.workload else {
+                continue;
+            };
+            let ifindex = interface.ifindex.to_string();
+            let netns = workload.netns.as_ref().map_or_else(String::new, |netns| {
+                netns
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("net:[{}]", netns.inode))
+            });
+            let a = &workload.attribution;
+            let labels = [
+                ("interface", interface.name.as_str()),
+                ("ifindex", ifindex.as_str()),
+                ("netns", netns.as_str()),
+                ("runtime", a.runtime.map_or("", |runtime| runtime.name())),
+                (
+                    "container_id",
+                    a.container_id.as_deref().unwrap_or_default(),
+                ),
+                ("pod_uid", a.pod_uid.as_deref().unwrap_or_default()),
+                ("pod", ""),
+                ("namespace", ""),
+            ];
+            ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
+        }
+
         // A gauge, not an OpenMetrics info: the text format has no info type.
         let mut metric = encoder.encode_descriptor(
             "localnet_probe_build_info",

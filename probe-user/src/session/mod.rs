@@ -39,7 +39,7 @@ use crate::{
     kernel::features::{Feature, FeatureProbeError, KernelFeatures},
     net::interfaces::{Interface, InterfaceError, Interfaces},
     net::privileges,
-    net::workload::{Workload, WorkloadWatch, peer_nsid},
+    net::workload::{Workload, WorkloadWatch, Workloads, peer_nsid},
     net::{
         route_localnet::{self, RouteLocalnet},
         stacking::Uppers,
@@ -321,6 +321,11 @@ impl Session {
                 mode: mode.name(),
                 source: Box::new(source),
             })
+    }
+
+    /// The workloads behind the served interfaces, as last resolved, by ifindex.
+    pub fn workloads(&self) -> Arc<Workloads> {
+        self.tracked.workloads.latest()
     }
 
     /// The name a served interface had at the last snapshot (or at start).

@@ -14,7 +14,7 @@ use std::{
 
 use serde::Serialize;
 
-pub use self::watch::WorkloadWatch;
+pub use self::watch::{WorkloadWatch, Workloads};
 use self::{
     cgroup::Attribution,
     namespaces::{Holder as NsHolder, NsidQuery},

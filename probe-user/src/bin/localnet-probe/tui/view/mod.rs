@@ -479,6 +479,7 @@ mod tests {
             by_class: Vec::new(),
             samples: Some(SamplesReport::default()),
             top_senders_sampled: Some(Vec::new()),
+            workload: None,
         }
     }
 
