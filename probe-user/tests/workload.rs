@@ -114,6 +114,18 @@ impl Drop for Workload {
     }
 }
 
+/// Workloads dropped the last made first, also when a test fails: the cgroups they share were
+/// made by the earlier ones.
+struct LastFirst(Vec<Workload>);
+
+impl Drop for LastFirst {
+    fn drop(&mut self) {
+        while let Some(workload) = self.0.pop() {
+            drop(workload);
+        }
+    }
+}
+
 /// A veth pair: `name` in `probe`'s namespace, its peer in `peer`'s.
 fn veth(probe: &Netns, peer: &Netns, name: &str) {
     peer.ip(&[
@@ -256,14 +268,14 @@ fn each_runtime_and_kubelet_layout_is_attributed_exactly() {
     let root = format!("lp-test-{}", std::process::id());
     let cases = cases();
     let mut peers = Vec::new();
-    let mut workloads = Vec::new();
+    let mut workloads = LastFirst(Vec::new());
     for case in &cases {
         let peer = Netns::new(&format!("wl-{}", case.interface));
         veth(&probe_ns, &peer, &case.interface);
         let workload = Workload::start(&peer, case.hierarchy, &root, &case.path);
         workload.wait_exec();
         peers.push(peer);
-        workloads.push(workload);
+        workloads.0.push(workload);
     }
     let probe = ProbeProcess::start(PROBE, &probe_ns, &["--iface", "wl*"]);
     let report = probe.wait_for(TIMEOUT, |report| {
@@ -271,7 +283,7 @@ fn each_runtime_and_kubelet_layout_is_attributed_exactly() {
             .iter()
             .all(|case| workload(report, &case.interface).is_some_and(|w| attributed_as(w, case)))
     });
-    for (case, (peer, process)) in cases.iter().zip(peers.iter().zip(&workloads)) {
+    for (case, (peer, process)) in cases.iter().zip(peers.iter().zip(&workloads.0)) {
         let found = workload(&report, &case.interface).unwrap();
         assert_eq!(found["netns"]["name"], peer.name.as_str(), "{found}");
         assert!(found["netns"]["inode"].as_u64().is_some(), "{found}");
