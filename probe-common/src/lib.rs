@@ -6,6 +6,7 @@
 #![no_std]
 
 mod classify;
+mod ethernet_view;
 mod maps;
 mod sample;
 
@@ -13,6 +14,7 @@ pub use classify::{
     ARP_IPV4_LEN, ETHERNET_HEADER_LEN, Frame, HEADERS_LEN, IPV6_HEADER_LEN, MAX_VLAN_TAGS,
     VLAN_TAG_LEN, classify, classify_ip, two_inline_vlan_tags,
 };
+pub use ethernet_view::EthernetView;
 pub use maps::{
     CLASSES_PER_INTERFACE, ConfigMap, Counter, IFINDEX_ARRAY_LEN, IfaceConfig, MAX_SLOTS, Mode,
     SlotCounters, class_index, counter_key, map_names,
@@ -65,7 +67,8 @@ pub enum Address {
 impl Address {
     pub const ALL: [Self; 3] = [Self::Source, Self::Destination, Self::Both];
 
-    pub const fn name(self) -> &'static str {
+    /// As IP names it; [`LoopbackMatch::address_name`] names it for the match's family.
+    const fn name(self) -> &'static str {
         match self {
             Self::Source => "source",
             Self::Destination => "destination",

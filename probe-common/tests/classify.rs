@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use probe_common::{Address, Family, LoopbackMatch, classify, classify_ip};
+use probe_common::{Address, EthernetView, Family, LoopbackMatch, classify, classify_ip};
 use proptest::prelude::*;
 use test_frames::{
     FrameBuilder, TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, arp_reply, arp_request, cases, ipv4, ipv6,
@@ -42,6 +42,27 @@ fn packets_without_a_link_layer_classify_like_frames() {
     // Bytes that are no IP packet: other version nibbles, nothing at all.
     for packet in [&[][..], &[0x00; 40], &[0x50; 40], &[0x7f; 40]] {
         assert_eq!(classify_ip(packet), None, "{packet:?}");
+    }
+}
+
+/// Cooked captures (SLL, SLL2) give a packet and its ethertype without the Ethernet addresses:
+/// every case, and every truncation of it, classifies through [`EthernetView`] as the frame
+/// itself does, whatever its addresses were.
+#[test]
+fn packets_named_by_ethertype_classify_like_frames() {
+    for case in cases() {
+        let Some(ethertype) = case.frame.get(12..14) else {
+            continue;
+        };
+        let ethertype = [ethertype[0], ethertype[1]];
+        for len in 14..=case.frame.len() {
+            assert_eq!(
+                classify(&EthernetView::new(ethertype, &case.frame[14..len])),
+                classify(&case.frame[..len]),
+                "case {:?} cut to {len} bytes, seen from its ethertype",
+                case.name
+            );
+        }
     }
 }
 

@@ -13,10 +13,13 @@
 //!   decision every view shows ([`exposure::verdict::decide`]), and the audit's findings.
 //! - [`session`]: which interfaces are served, the session that serves them, its snapshots.
 //! - [`output`]: what a snapshot becomes: the report, the metrics page, samples, senders, pcap.
+//! - [`capture`]: captures read back (`scan`): pcap and pcapng classified by the kernel's
+//!   classifier, counted per interface, the matched frames written out again.
 //!
 //! See `docs/architecture.md` for the picture and where to add a hook, an output or a
 //! subcommand.
 
+pub mod capture;
 pub mod exposure;
 pub mod kernel;
 pub mod net;

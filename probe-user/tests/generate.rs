@@ -40,7 +40,7 @@ fn every_man_page_renders_without_warnings_with_exit_statuses_and_examples() {
         .expect("the pages' directory")
         .map(|entry| entry.expect("an entry").file_name().into_string().unwrap())
         .collect();
-    let subcommands = ["audit", "detach", "generate", "run", "status"];
+    let subcommands = ["audit", "detach", "generate", "run", "scan", "status"];
     let mut expected: BTreeSet<String> = subcommands
         .iter()
         .map(|sub| format!("localnet-probe-{sub}.8"))

@@ -131,7 +131,7 @@ pub(crate) fn ensure_bpf_linker() -> anyhow::Result<()> {
 }
 
 /// Commands the root tests and the benchmark run, and the Debian packages that have them.
-pub(crate) const TOOLS: [(&str, &str); 16] = [
+pub(crate) const TOOLS: [(&str, &str); 19] = [
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("xdp-filter", "xdp-tools"),
@@ -141,6 +141,11 @@ pub(crate) const TOOLS: [(&str, &str); 16] = [
     ("iptables", "iptables"),
     ("ethtool", "ethtool"),
     ("tcpdump", "tcpdump"),
+    // Captures written by tools that are not ours, for the scan tests: pcapng from Wireshark's
+    // editcap and mergecap, pcap from scapy, zstd-compressed.
+    ("editcap", "wireshark-common"),
+    ("scapy", "python3-scapy"),
+    ("zstd", "zstd"),
     ("prometheus", "prometheus"),
     ("tmux", "tmux"),
     // The deployment tests: the unit checked by systemd's own parser, the syscalls the probe

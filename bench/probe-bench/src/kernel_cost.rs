@@ -19,7 +19,7 @@ use probe_common::{Framing, Mode};
 use probe_user::probe::attachment::Direction;
 use probe_user::probe::{LoadOptions, Probe, XdpModeChoice, attachment::XdpPrograms};
 use serde::Serialize;
-use test_frames::{TPID_8021Q, ipv4, ipv6};
+use test_frames::{TPID_8021Q, arp_request, ipv4, ipv6};
 use testbed::{Netns, xdp_md};
 
 use crate::{
@@ -142,6 +142,9 @@ pub const LOOPBACK_SOURCE_V4: &str = "loopback source v4";
 pub const LOOPBACK_SOURCE_V6: &str = "::1 v6";
 pub const LOOPBACK_SOURCES: [&str; 2] = [LOOPBACK_SOURCE_V4, LOOPBACK_SOURCE_V6];
 
+/// The ARP frames, which xdp-filter passes unread: it looks up IP addresses only.
+pub const ARP_FRAMES: [&str; 2] = ["benign ARP request", "ARP who-has 127.0.0.1"];
+
 /// The frames measured, with whether they are loopback frames.
 pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
     let a = Ipv4Addr::new(198, 18, 0, 1);
@@ -167,6 +170,12 @@ pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
             false,
             ipv4(a, b).vlan(TPID_8021Q).payload(&payload).build(),
         ),
+        // Padded to 60 bytes, as on a wire.
+        (
+            ARP_FRAMES[0],
+            false,
+            arp_request(a, b).payload(&[0; 18]).build(),
+        ),
         (
             LOOPBACK_SOURCE_V4,
             true,
@@ -186,6 +195,11 @@ pub fn frames() -> Vec<(&'static str, bool, Vec<u8>)> {
             "v4-mapped",
             true,
             ipv6(a6, lo.to_ipv6_mapped()).payload(&payload).build(),
+        ),
+        (
+            ARP_FRAMES[1],
+            true,
+            arp_request(a, lo).payload(&[0; 18]).build(),
         ),
     ]
 }

@@ -15,6 +15,7 @@ mod kernel_cost;
 mod node;
 mod process;
 mod report;
+mod scan;
 mod startup;
 mod stats;
 mod throughput;
@@ -69,6 +70,7 @@ enum Section {
     /// binary: 1,000 pairs added and deleted in a batch each (CPU, report gaps), an hour of
     /// pod churn compressed (RSS), a 500-interface node's CPU and memory.
     Node,
+    Scan,
 }
 
 /// How long and how often to measure.
@@ -101,6 +103,8 @@ struct Plan {
     /// ... in at most this many cycles (an hour of the soak's churn, 144,000 interfaces, is
     /// 288 of 500).
     churn_cycles: usize,
+    scan_frames: u64,
+    scan_rounds: usize,
 }
 
 impl Plan {
@@ -123,6 +127,8 @@ impl Plan {
             churn_pairs: 1_000,
             churn_node_interfaces: 500,
             churn_cycles: 288,
+            scan_frames: 5_000_000,
+            scan_rounds: 5,
         }
     }
 
@@ -146,6 +152,8 @@ impl Plan {
             churn_pairs: 20,
             churn_node_interfaces: 500,
             churn_cycles: 6,
+            scan_frames: 100_000,
+            scan_rounds: 1,
         }
     }
 }
@@ -231,6 +239,10 @@ fn main() -> anyhow::Result<()> {
         node::measure(&plan, probe_binary)
     })?;
 
+    let scan = measured(wanted(Section::Scan), "scan against tcpdump -r", || {
+        scan::measure(&plan, probe_binary)
+    })?;
+
     let report = report::Report::new(
         plan,
         report::Sections {
@@ -240,6 +252,7 @@ fn main() -> anyhow::Result<()> {
             startup,
             hotplug,
             node,
+            scan,
         },
     )?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;

@@ -186,5 +186,14 @@ fn quick_run_reports_every_section() {
         );
     }
     assert!(markdown.contains("**A busy node**"), "{markdown}");
+
+    // scan and tcpdump matched the same frames (the harness checks it), both at some rate.
+    let scan = &report["scan"];
+    assert_eq!(scan["frames"], 100_000, "{scan}");
+    assert_eq!(scan["matched"], 3_000, "{scan}");
+    for rate in ["scan_frames_per_sec", "tcpdump_frames_per_sec"] {
+        assert!(scan[rate]["median"].as_f64().unwrap() > 0.0, "{scan}");
+    }
+    assert!(markdown.contains("**Scan**"), "{markdown}");
     assert!(!report["targets"].as_array().unwrap().is_empty());
 }

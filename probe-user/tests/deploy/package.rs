@@ -123,6 +123,7 @@ fn the_package_passes_lintian_and_installs_a_binary_that_runs() {
             "localnet-probe-detach.8.gz",
             "localnet-probe-generate.8.gz",
             "localnet-probe-run.8.gz",
+            "localnet-probe-scan.8.gz",
             "localnet-probe-status.8.gz",
             "localnet-probe.8.gz",
         ]

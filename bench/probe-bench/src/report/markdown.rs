@@ -37,6 +37,9 @@ impl Report {
         if let Some(n) = &self.node {
             node::markdown(&mut out, n);
         }
+        if let Some(scan) = &self.scan {
+            Self::scan_markdown(&mut out, scan);
+        }
 
         out.push_str(
             "\n**Targets**:\n\n| goal | measured | met | why, when missed |\n| --- | --- | --- | --- |\n",
@@ -437,6 +440,39 @@ impl Report {
             many.scrape.seconds.max * 1e3,
             many.scrape.seconds.samples.len(),
             bytes(many.scrape.bytes as u64),
+        );
+    }
+
+    fn scan_markdown(out: &mut String, scan: &crate::scan::ScanBench) {
+        let _ = writeln!(
+            out,
+            "\n**Scan**: `localnet-probe scan --json FILE` against `tcpdump -r FILE -w /dev/null \
+             FILTER` on the same warm file ({} frames, {} matched, {:.0} MiB; the filter: \
+             `{}`), {} runs each, median and min–max:\n",
+            thousands(scan.frames as usize),
+            thousands(scan.matched as usize),
+            scan.file_bytes as f64 / (1 << 20) as f64,
+            scan.filter,
+            scan.scan_frames_per_sec.samples.len()
+        );
+        out.push_str("| reader | frames/s, millions | peak RSS, MiB |\n| --- | --- | --- |\n");
+        let s = &scan.scan_frames_per_sec;
+        let rss = &scan.scan_peak_rss_kib;
+        let _ = writeln!(
+            out,
+            "| localnet-probe scan | {:.2} ({:.2}–{:.2}) | {:.1} |",
+            s.median / 1e6,
+            s.min / 1e6,
+            s.max / 1e6,
+            rss.max / 1024.0
+        );
+        let t = &scan.tcpdump_frames_per_sec;
+        let _ = writeln!(
+            out,
+            "| tcpdump -r | {:.2} ({:.2}–{:.2}) | |",
+            t.median / 1e6,
+            t.min / 1e6,
+            t.max / 1e6
         );
     }
 

@@ -20,6 +20,7 @@ use crate::{
     kernel_cost::{self, KernelCost},
     node::Node,
     process::Footprint,
+    scan::ScanBench,
     startup::AttachTime,
     stats::Summary,
     throughput::{self, ScenarioResult, Throughput},
@@ -36,6 +37,7 @@ pub struct Report {
     pub startup: Option<Vec<AttachTime>>,
     pub hotplug: Option<Hotplug>,
     pub node: Option<Node>,
+    pub scan: Option<ScanBench>,
     pub targets: Vec<Target>,
 }
 
@@ -47,6 +49,7 @@ pub struct Sections {
     pub startup: Option<Vec<AttachTime>>,
     pub hotplug: Option<Hotplug>,
     pub node: Option<Node>,
+    pub scan: Option<ScanBench>,
 }
 
 #[derive(Debug, Serialize)]
@@ -144,6 +147,7 @@ impl Report {
             startup,
             hotplug,
             node,
+            scan,
         } = sections;
         let mut targets = Vec::new();
         if let Some(kernel_cost) = &kernel_cost {
@@ -164,6 +168,9 @@ impl Report {
         if let Some(node) = &node {
             targets.extend(node::targets(node));
         }
+        if let Some(scan) = &scan {
+            targets.push(scan_target(scan));
+        }
         Ok(Self {
             machine: Machine::read()?,
             targets,
@@ -174,6 +181,7 @@ impl Report {
             startup,
             hotplug,
             node,
+            scan,
         })
     }
 }

@@ -13,6 +13,7 @@ mod detach;
 mod generate;
 mod logs;
 mod run;
+mod scan;
 mod status;
 mod stream;
 mod table;
@@ -72,6 +73,16 @@ enum Command {
     /// and what drops such frames (localnet-probe in drop mode, nftables). Exit status 0: no
     /// exposure, 1: exposure found, 2: error.
     Audit(audit::AuditArgs),
+    /// Read captures (pcap, pcapng) with the same classifier, and count the frames with loopback
+    /// addresses in them.
+    ///
+    /// Reads files written by tcpdump, dumpcap, Zeek or a cloud mirror, gzip- or
+    /// zstd-compressed or not, or stdin (`-`), one frame at a time: Ethernet (behind up to two
+    /// VLAN tags), raw IP, and Linux cooked captures (SLL, SLL2: `tcpdump -i any`). Reports per
+    /// file and interface the classes `run` counts, the first and last match, the top senders
+    /// and the frames it could not classify. Needs no privileges. Exit status 0: no frame with
+    /// a loopback address, 1: some found, 2: error (a file that cannot be read to its end).
+    Scan(scan::ScanArgs),
     /// Write the manual pages, or print a shell's completion script.
     ///
     /// Both are made from this binary's own options, so they match it. The completion scripts
@@ -121,8 +132,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Any error of `audit` is 2, so that 1 always means an exposure.
-    let is_audit = matches!(command, Command::Audit(_));
+    // Any error of `audit` or `scan` is 2, so that 1 always means an exposure or a match.
+    let is_audit = matches!(command, Command::Audit(_) | Command::Scan(_));
     let result = match command {
         Command::Run(args) => runtime.block_on(run::run(args)).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => runtime
@@ -130,13 +141,8 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
         Command::Detach(args) => detach::detach(&args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate::generate(&args).map(|()| ExitCode::SUCCESS),
-        Command::Audit(args) => audit::audit(&args).map(|exposed| {
-            if exposed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }),
+        Command::Audit(args) => audit::audit(&args).map(found),
+        Command::Scan(args) => scan::scan(&args).map(found),
     };
     // The logs first, then the last word.
     drop(flush_logs);
@@ -145,7 +151,7 @@ fn main() -> ExitCode {
         Err(error) => {
             say(&format!("error: {error:#}"));
             // Interfaces named that cannot be served are invalid arguments, like clap's; and
-            // every error of `audit` is 2.
+            // every error of `audit` and `scan` is 2.
             let status_2 = is_audit
                 || matches!(
                     error.downcast_ref::<SessionError>(),
@@ -158,6 +164,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// The exit status of `audit` and `scan`: 1 when they found what they look for.
+fn found(found: bool) -> ExitCode {
+    if found {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -2,9 +2,8 @@
 //! does), each stamped before it is read so that a change during the read is seen next time.
 
 use std::{
-    fs::File,
     io::Read as _,
-    os::unix::fs::MetadataExt as _,
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -86,7 +85,19 @@ impl Files {
         let path = self.dir.join(path);
         self.stamp.0.push((path.clone(), FileId::of(&path)));
         let fail = |error: std::io::Error| Problem::in_file(&path, format!("cannot read: {error}"));
-        let file = File::open(&path).map_err(fail)?;
+        // Without blocking: opening a FIFO for reading waits for a writer, and a blocking thread
+        // held that way is one the probe's own work then lacks.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)
+            .map_err(fail)?;
+        if !file.metadata().map_err(fail)?.is_file() {
+            return Err(Problem::in_file(
+                &path,
+                "not a regular file; a certificate, key or configuration is one".to_owned(),
+            ));
+        }
         let mut bytes = Vec::new();
         file.take(MAX_FILE + 1)
             .read_to_end(&mut bytes)

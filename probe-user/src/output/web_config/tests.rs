@@ -146,6 +146,23 @@ fn a_bad_certificate_is_named_by_its_file() {
 }
 
 #[test]
+fn a_fifo_or_a_directory_is_refused_without_waiting_for_a_writer() {
+    let dir = Dir::new("fifo");
+    let text = with_tls(&dir, "");
+    fs::remove_file(dir.0.join("key.pem")).unwrap();
+    let fifo = std::ffi::CString::new(dir.0.join("key.pem").into_os_string().into_encoded_bytes())
+        .unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let error = load_error(&dir, &text);
+    assert!(error.contains("key.pem: not a regular file"), "{error}");
+    fs::remove_file(dir.0.join("key.pem")).unwrap();
+    fs::create_dir(dir.0.join("key.pem")).unwrap();
+    let error = load_error(&dir, &text);
+    assert!(error.contains("key.pem: not a regular file"), "{error}");
+}
+
+#[test]
 fn every_client_auth_type_loads_with_what_it_needs() {
     let dir = Dir::new("clientauth");
     let (ca, _) = self_signed("ca");

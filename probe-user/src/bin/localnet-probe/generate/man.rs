@@ -130,6 +130,31 @@ fn manual(name: &str) -> Manual {
                 ),
             ],
         },
+        "scan" => Manual {
+            exit_statuses: &[
+                ("0", "No frame with a loopback address in the captures."),
+                ("1", "Frames with a loopback address found."),
+                (
+                    "2",
+                    "An error (a capture that cannot be read to its end: the message names the \
+                     file and the byte offset), or invalid arguments.",
+                ),
+            ],
+            examples: &[
+                (
+                    "Scan a compressed capture from a gateway:",
+                    "localnet-probe scan gateway.pcapng.zst",
+                ),
+                (
+                    "Keep the matched frames of two days for Wireshark:",
+                    "localnet-probe scan --pcap matched.pcapng day1.pcap.gz day2.pcap.gz",
+                ),
+                (
+                    "Scan what tcpdump sees on every interface for a minute:",
+                    "timeout 60 tcpdump -i any -w - | localnet-probe scan --json -",
+                ),
+            ],
+        },
         "generate" => Manual {
             exit_statuses: &[
                 ("0", "Written."),
@@ -158,12 +183,16 @@ fn manual(name: &str) -> Manual {
         },
         _ => Manual {
             exit_statuses: &[
-                ("0", "Success; for audit, no exposure."),
-                ("1", "An error; for audit, an exposure found."),
+                ("0", "Success; for audit, no exposure; for scan, no match."),
+                (
+                    "1",
+                    "An error; for audit, an exposure found; for scan, frames with a loopback \
+                     address found.",
+                ),
                 (
                     "2",
                     "Invalid arguments, interfaces named that cannot be served included; for \
-                     audit, any error.",
+                     audit and scan, any error.",
                 ),
             ],
             examples: &[
