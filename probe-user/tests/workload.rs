@@ -354,3 +354,156 @@ fn a_container_started_after_the_probe_is_attributed_within_a_second_and_its_end
     drop(process);
     let _ = fs::remove_dir(format!("{V2}/{root}"));
 }
+
+/// Sequences `run --plain` writes itself; nothing else may drive the terminal.
+const OWN_SEQUENCES: [&str; 4] = ["\x1b[1;7m", "\x1b[0m", "\x1b[H", "\x1b[2J"];
+
+/// A scratch directory of the test's own, removed on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A peer namespace named with an OSC sequence, BEL and a line end, holding a process whose
+/// command (`comm`) has an SGR sequence and a line end, in no container's cgroup: the table's
+/// workload line, `status --json` over a standing filter, each event and the final report's
+/// removed interface all name it, and no raw control byte reaches the terminal.
+#[test]
+#[ignore = "needs root"]
+fn a_hostile_workload_is_named_escaped_in_the_table_status_events_and_its_removal() {
+    let probe_ns = Netns::new("wlx");
+    let hostile = Netns {
+        name: format!("wlx\x1b]0;X\x07\n-{}", std::process::id()),
+    };
+    let added = Command::new("ip")
+        .args(["netns", "add", &hostile.name])
+        .status()
+        .expect("run ip");
+    assert!(added.success(), "ip netns add {:?}", hostile.name);
+    veth(&probe_ns, &hostile, "wlx0");
+    hostile.ip(&["link", "set", "p-wlx0", "up"]);
+    probe_ns.wait_operational("wlx0");
+
+    // `comm` is the name the program was executed by, whatever it links to.
+    let scratch = Scratch(std::env::temp_dir().join(format!("lp-wlx-{}", std::process::id())));
+    fs::create_dir(&scratch.0).expect("scratch directory");
+    let command = "s\x1b[31m\nz";
+    let link = scratch.0.join(command);
+    std::os::unix::fs::symlink("/bin/sleep", &link).expect("symlink sleep");
+    let mut process = Workload {
+        child: Command::new("ip")
+            .args(["netns", "exec", &hostile.name])
+            .arg(&link)
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start sleep"),
+        made: Vec::new(),
+    };
+    let pid = process.child.id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map_or(true, |c| c != format!("{command}\n"))
+    {
+        assert!(Instant::now() < deadline, "{command:?} did not start");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let shown_name = "wlx\\u{1b}]0;X\\u{7}\\u{a}-";
+    let shown_line = format!("  └ workload: pid {pid} s\\u{{1b}}[31m\\u{{a}}z netns {shown_name}");
+
+    // The table, as a terminal gets it (its logs, coloured there, aside).
+    let table = probe_ns
+        .command("script")
+        .args([
+            "-qec",
+            &format!("{PROBE} run --plain --iface wlx0 --interval 0.3 --duration 2 2>/dev/null"),
+            "/dev/null",
+        ])
+        .output()
+        .expect("run script");
+    assert!(table.status.success(), "{table:?}");
+    let mut text = String::from_utf8(table.stdout).expect("UTF-8");
+    for own in OWN_SEQUENCES {
+        text = text.replace(own, "");
+    }
+    assert!(
+        !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\r'),
+        "a control character reached the terminal: {}",
+        text.escape_debug()
+    );
+    assert!(
+        text.lines()
+            .any(|line| line.trim_end_matches('\r').starts_with(&shown_line)),
+        "no {shown_line:?} in:\n{text}"
+    );
+
+    // Events name the workload, and so does `status --json` over the standing filter left.
+    let probe = ProbeProcess::start_pinned(PROBE, &probe_ns, &["--iface", "wlx0", "--events"]);
+    let report = probe.wait_for(TIMEOUT, |report| {
+        workload(report, "wlx0").is_some_and(|w| w["processes"][0]["pid"] == pid)
+    });
+    let found = workload(&report, "wlx0").unwrap().clone();
+    assert_eq!(found["netns"]["name"], hostile.name.as_str(), "{found}");
+    assert_eq!(found["processes"][0]["command"], command, "{found}");
+    let inode = found["netns"]["inode"].clone();
+    let mac = [0x02, 0x4c, 0x50, 0x00, 0x0a, 0x01];
+    let frame = test_frames::ipv4(
+        std::net::Ipv4Addr::new(198, 18, 10, 1),
+        std::net::Ipv4Addr::LOCALHOST,
+    )
+    .macs(mac, [0x02, 0x4c, 0x50, 0x00, 0x0a, 0x02])
+    .ports(40000, 5353)
+    .build();
+    let sender = hostile.enter(|| testbed::RawSender::open("p-wlx0"));
+    for _ in 0..3 {
+        sender.send(&frame);
+    }
+    let event = probe.wait_for(TIMEOUT, |line| line["type"] == "event");
+    assert_eq!(
+        event["workload"],
+        serde_json::json!({
+            "netns_inode": inode,
+            "runtime": null,
+            "container_id": null,
+            "pod_uid": null,
+            "unresolved": true,
+        }),
+        "{event}"
+    );
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "run --pin: {status:?}");
+    let output = probe_ns.output(PROBE, &["status", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let status: Value =
+        serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().expect("a line"))
+            .expect("JSON");
+    let standing = workload(&status, "wlx0").unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(standing["netns"]["name"], hostile.name.as_str(), "{status}");
+    assert_eq!(standing["processes"][0]["pid"], pid, "{status}");
+    assert_eq!(standing["processes"][0]["command"], command, "{status}");
+
+    // Removed while served (the standing filter taken over): the report keeps who was behind it.
+    let probe = ProbeProcess::start_pinned(PROBE, &probe_ns, &["--iface", "wlx0"]);
+    probe.wait_for(TIMEOUT, |report| {
+        workload(report, "wlx0").is_some_and(|w| w["processes"][0]["pid"] == pid)
+    });
+    probe_ns.ip(&["link", "del", "wlx0"]);
+    let removal = probe.wait_for(TIMEOUT, |report| {
+        report["removed"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    let removed = &removal["removed"][0];
+    assert_eq!(removed["name"], "wlx0", "{removal}");
+    assert_eq!(
+        removed["workload"]["netns"]["name"],
+        hostile.name.as_str(),
+        "{removal}"
+    );
+    assert_eq!(removed["workload"]["processes"][0]["pid"], pid, "{removal}");
+    drop(probe);
+    process.kill();
+}

@@ -199,8 +199,9 @@ impl Tracked {
         );
     }
 
-    /// Keeps an interface that is gone, with its final counts, for the next snapshot to report
-    /// (and the totals to keep).
+    /// Keeps an interface that is gone, with its final counts and the workload last behind it
+    /// (its namespace is often gone with it: what was found is the evidence left), for the next
+    /// snapshot to report (and the totals to keep).
     pub(super) fn remember_removed(
         &mut self,
         ifindex: u32,
@@ -221,7 +222,7 @@ impl Tracked {
             route_localnet_via: Vec::new(),
             exposed: false,
             counters,
-            workload: None,
+            workload: self.workloads.latest().get(&ifindex).cloned(),
         });
     }
 

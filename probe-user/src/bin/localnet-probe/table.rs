@@ -132,6 +132,9 @@ pub(crate) fn render(
             removed.ifindex,
             removed.totals
         );
+        if let Some(workload) = &removed.workload {
+            let _ = writeln!(out, "  └ workload: {}", printable(&workload.summary()));
+        }
     }
 
     let senders: Vec<(&InterfaceReport, &[SenderReport])> = report

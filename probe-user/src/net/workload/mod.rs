@@ -19,10 +19,8 @@ use self::{
     cgroup::Attribution,
     namespaces::{Holder as NsHolder, NsidQuery},
 };
-use crate::{
-    kernel::processes::{self, Holder},
-    net::interfaces::Interface,
-};
+pub use crate::kernel::processes::Holder;
+use crate::{kernel::processes, net::interfaces::Interface};
 
 /// Processes named per workload; the rest are counted.
 pub const PROCESSES_NAMED: usize = 4;
