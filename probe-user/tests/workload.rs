@@ -507,3 +507,54 @@ fn a_hostile_workload_is_named_escaped_in_the_table_status_events_and_its_remova
     drop(probe);
     process.kill();
 }
+
+/// `audit` names the pod behind an exposed link: its finding carries the workload, and its
+/// message the runtime, container and pod.
+#[test]
+#[ignore = "needs root"]
+fn audit_names_the_pod_whose_link_is_exposed() {
+    let probe_ns = Netns::new("wla");
+    let peer = Netns::new("wla-peer");
+    veth(&probe_ns, &peer, "wla0");
+    probe_ns.sysctl("net/ipv4/conf/wla0/route_localnet", "1");
+    let _listener = probe_ns.enter(|| {
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 6379)).expect("listen")
+    });
+    let root = format!("lp-test-audit-{}", std::process::id());
+    let id = container_id(42);
+    let uid = pod_uid(42);
+    let path = format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{id}.scope",
+        uid.replace('-', "_")
+    );
+    let workload = LastFirst(vec![Workload::start(&peer, V2, &root, &path)]);
+    workload.0[0].wait_exec();
+    let output = probe_ns.output(PROBE, &["audit", "--json"]);
+    let audit: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    let exposure = audit["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["interface"] == "wla0" && f["severity"] == "exposure")
+        .unwrap_or_else(|| panic!("no exposure of wla0: {audit}"));
+    assert_eq!(
+        exposure["workload"]["container_id"],
+        id.as_str(),
+        "{exposure}"
+    );
+    assert_eq!(exposure["workload"]["pod_uid"], uid.as_str(), "{exposure}");
+    assert_eq!(exposure["workload"]["runtime"], "containerd", "{exposure}");
+    assert_eq!(exposure["workload"]["qos"], "besteffort", "{exposure}");
+    let message = exposure["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(&format!(
+            " (workload: containerd {} pod {uid} (besteffort) netns {})",
+            &id[..12],
+            peer.name
+        )),
+        "{message}"
+    );
+    drop(workload);
+    let _ = fs::remove_dir(format!("{V2}/{root}"));
+}
