@@ -187,6 +187,7 @@ fn interface(i: u32, exposed: bool, frames: u64) -> InterfaceSnapshot {
         },
         exposed,
         counters,
+        workload: None,
     }
 }
 

@@ -174,6 +174,7 @@ fn exploited_finding(audited: &InterfaceAudit, now: Verdict, inputs: &Inputs) ->
              localnet-probe's programs are loaded anew"
         ),
         remedies,
+        workload: None,
     })
 }
 
@@ -335,6 +336,7 @@ pub(super) fn interface_findings(
                         nft_rule("daddr")
                     ),
                 ],
+                workload: None,
             });
         }
         Verdict::Latent => findings.push(Finding {
@@ -346,6 +348,7 @@ pub(super) fn interface_findings(
                  now, but any service that binds 127.0.0.1 later is reachable from this link"
             ),
             remedies: vec![sysctl.clone(), probe.clone(), nft_rule("daddr")],
+            workload: None,
         }),
         Verdict::Mitigated => findings.push(Finding {
             severity: Severity::Info,
@@ -356,6 +359,7 @@ pub(super) fn interface_findings(
                 mitigated_by(audited)
             ),
             remedies: vec![sysctl.clone()],
+            workload: None,
         }),
         // `now` is never exploited: its own finding is made above.
         Verdict::NotExposed | Verdict::Exploited => {}
@@ -418,6 +422,7 @@ pub(super) fn interface_findings(
                 probe,
                 nft_rule("saddr"),
             ],
+            workload: None,
         });
     }
     findings

@@ -2,7 +2,12 @@
 //! loopback sockets, localnet-probe's programs and modes at XDP and tcx, and nftables.
 
 use super::{ruleset::Ruleset, *};
-use crate::probe::{Probe, pins::PinDir};
+use std::collections::BTreeMap;
+
+use crate::{
+    net::workload,
+    probe::{Probe, pins::PinDir},
+};
 
 /// `net.ipv4.conf.{all,default}` values that matter here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -96,6 +101,8 @@ pub struct Inputs {
     /// pins are not visible from this mount namespace), or why they could not be read: a
     /// `run --pin` the audit advises must keep it.
     pub standing: Result<Option<Vec<StandingInterface>>, String>,
+    /// The workloads behind the links whose other end is in another namespace, by ifindex.
+    pub workloads: BTreeMap<u32, Workload>,
 }
 
 /// An interface of the standing filter, with what a `run --pin` taking it over must give again
@@ -152,6 +159,7 @@ impl Inputs {
         let tcx = tcx_on(&interfaces);
         let nft = firewall::read();
         let standing = standing_interfaces(&interfaces);
+        let workloads = workloads_behind(&interfaces);
         Ok(Self {
             all: global("all")?,
             default: global("default")?,
@@ -162,8 +170,25 @@ impl Inputs {
             tcx,
             nft,
             standing,
+            workloads,
         })
     }
+}
+
+/// The workload behind each interface whose peer is in another namespace.
+fn workloads_behind(interfaces: &[Interface]) -> BTreeMap<u32, Workload> {
+    let peers: BTreeMap<u32, i32> = interfaces
+        .iter()
+        .filter_map(|interface| Some((interface.ifindex, workload::peer_nsid(interface)?)))
+        .collect();
+    if peers.is_empty() {
+        return BTreeMap::new();
+    }
+    let resolved = workload::resolve(&peers.values().copied().collect());
+    peers
+        .into_iter()
+        .filter_map(|(ifindex, nsid)| Some((ifindex, resolved.get(&nsid)?.clone())))
+        .collect()
 }
 
 /// The standing filter's interfaces here, read from its pins as `status` reads them.

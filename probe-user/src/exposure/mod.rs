@@ -43,6 +43,7 @@ use crate::{
     kernel::processes::Holder,
     net::interfaces::{AttachMode, Interface, InterfaceError, Interfaces},
     net::names::NamePatterns,
+    net::workload::Workload,
     net::{route_localnet, stacking::Uppers, sysctl},
     probe::filters,
     probe::occupant::{Attachment, Occupant, program_holders},
@@ -130,6 +131,8 @@ pub struct InterfaceAudit {
     pub spared_by: Option<String>,
     /// What happens to the frames to each IPv4 loopback service its frames reach.
     pub services: Vec<ServiceVerdict>,
+    /// Who is behind it, for a link whose other end is in another namespace.
+    pub workload: Option<Workload>,
 }
 
 /// What happens to the frames from a link to one service bound to IPv4 loopback.
@@ -160,6 +163,9 @@ pub struct Finding {
     pub message: String,
     /// What to do, each a sentence with the command.
     pub remedies: Vec<String>,
+    /// Who is behind the interface (its message names them too): the pod or container whose
+    /// link this is.
+    pub workload: Option<Workload>,
 }
 
 /// The whole answer.
@@ -178,6 +184,17 @@ pub struct Audit {
     /// there, and the replies it counts, are then not seen.
     pub tcx_unqueried: Option<String>,
     pub findings: Vec<Finding>,
+}
+
+impl Finding {
+    /// This finding, naming the workload behind its interface.
+    fn behind(mut self, workload: Option<&Workload>) -> Self {
+        if let Some(workload) = workload {
+            self.message = format!("{} (workload: {})", self.message, workload.summary());
+            self.workload = Some(workload.clone());
+        }
+        self
+    }
 }
 
 impl Audit {
@@ -413,14 +430,19 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             destinations,
             spared_by,
             services,
+            workload: inputs.workloads.get(&interface.ifindex).cloned(),
         };
-        findings.extend(interface_findings(
-            &audited,
-            now,
-            &sockets,
-            inputs,
-            !sources_dropped && loopback_sources_accepted,
-        ));
+        findings.extend(
+            interface_findings(
+                &audited,
+                now,
+                &sockets,
+                inputs,
+                !sources_dropped && loopback_sources_accepted,
+            )
+            .into_iter()
+            .map(|finding| finding.behind(audited.workload.as_ref())),
+        );
         interfaces.push(audited);
     }
     let ipv6_loopback: Vec<String> = sockets
@@ -439,6 +461,7 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
                 ipv6_loopback.join(", ")
             ),
             remedies: Vec::new(),
+            workload: None,
         });
     }
     // Exploited interfaces first: the exposures that were used.

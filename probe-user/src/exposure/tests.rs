@@ -49,6 +49,7 @@ fn inputs(interfaces: Vec<Interface>) -> Inputs {
         tcx: Ok(Vec::new()),
         nft: Ok(Ruleset::default()),
         standing: Ok(None),
+        workloads: std::collections::BTreeMap::new(),
     }
 }
 
@@ -182,6 +183,75 @@ fn lists_ipv4_loopback_services_where_route_localnet_is_in_effect() {
 
 fn audit_of(inputs: &Inputs) -> Verdict {
     audit(inputs, None).interfaces[0].verdict
+}
+
+#[test]
+fn an_exposed_links_findings_name_the_pod_behind_it() {
+    use crate::net::workload::{
+        Netns, Workload,
+        cgroup::{Attribution, Qos, Runtime},
+    };
+    let mut inputs = inputs(vec![
+        interface("eth0", 2, true),
+        interface("veth8a3f1c2", 3, true),
+    ]);
+    let id = "3f4e8a1b2c9d".repeat(5) + "0123";
+    let workload = Workload {
+        netns: Some(Netns {
+            inode: 4_026_532_999,
+            cookie: None,
+            name: None,
+        }),
+        processes: Vec::new(),
+        process_count: 1,
+        attribution: Attribution {
+            runtime: Some(Runtime::Containerd),
+            container_id: Some(id.clone()),
+            pod_uid: Some("0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a".to_owned()),
+            qos: Some(Qos::Burstable),
+        },
+        unresolved: None,
+    };
+    inputs.workloads.insert(3, workload.clone());
+    let audited = audit(&inputs, None);
+    let on = |name: &str| {
+        audited
+            .findings
+            .iter()
+            .filter(|finding| finding.interface.as_deref() == Some(name))
+            .collect::<Vec<_>>()
+    };
+    let veth = on("veth8a3f1c2");
+    assert!(
+        veth.iter().any(|f| f.severity == Severity::Exposure),
+        "{veth:?}"
+    );
+    for finding in &veth {
+        assert_eq!(finding.workload.as_ref(), Some(&workload));
+        assert!(
+            finding.message.ends_with(
+                " (workload: containerd 3f4e8a1b2c9d pod 0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a \
+                 (burstable))"
+            ),
+            "{}",
+            finding.message
+        );
+    }
+    let eth0 = on("eth0");
+    assert!(!eth0.is_empty());
+    assert!(
+        eth0.iter()
+            .all(|f| f.workload.is_none() && !f.message.contains("workload"))
+    );
+    assert_eq!(
+        audited
+            .interfaces
+            .iter()
+            .find(|i| i.ifindex == 3)
+            .unwrap()
+            .workload,
+        Some(workload)
+    );
 }
 
 #[test]

@@ -64,3 +64,52 @@ pub fn walk(mut visit: impl FnMut(&Process, ReadDir)) -> bool {
     }
     saw_every_process
 }
+
+/// The network namespaces that processes are in, by the inode `/proc/<pid>/ns/net` names, each
+/// with its processes in pid order; and whether every process could be inspected (one that
+/// exited meanwhile is not one that was missed).
+pub fn net_namespaces() -> (std::collections::BTreeMap<u64, Vec<u32>>, bool) {
+    let mut namespaces = std::collections::BTreeMap::<u64, Vec<u32>>::new();
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return (namespaces, false);
+    };
+    let mut saw_every_process = true;
+    for entry in processes.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        match net_namespace_of(pid) {
+            Ok(inode) => namespaces.entry(inode).or_default().push(pid),
+            Err(error) => saw_every_process &= error.kind() == io::ErrorKind::NotFound,
+        }
+    }
+    for pids in namespaces.values_mut() {
+        pids.sort_unstable();
+    }
+    (namespaces, saw_every_process)
+}
+
+/// The inode of the network namespace `pid` is in, from the `net:[<inode>]` its
+/// `/proc/<pid>/ns/net` links to.
+pub fn net_namespace_of(pid: u32) -> io::Result<u64> {
+    let target = fs::read_link(format!("/proc/{pid}/ns/net"))?;
+    target
+        .to_str()
+        .and_then(|target| target.strip_prefix("net:["))
+        .and_then(|target| target.strip_suffix(']'))
+        .and_then(|inode| inode.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a network namespace"))
+}
+
+/// `pid` as a holder, its command name read from `/proc/<pid>/comm` (empty when it cannot be).
+pub fn holder_of(pid: u32) -> Holder {
+    Process {
+        pid,
+        path: PathBuf::from(format!("/proc/{pid}")),
+    }
+    .holder()
+}

@@ -55,6 +55,9 @@ pub struct Interface {
     pub lower: Option<u32>,
     /// The bridge, bond or team this device is a port of.
     pub master: Option<u32>,
+    /// The id this namespace gives the namespace its link is in (`IFLA_LINK_NETNSID`), when
+    /// that is another: a veth's peer, the parent of a macvlan moved here.
+    pub link_netnsid: Option<i32>,
     /// `net.ipv4.conf.<name>.route_localnet`; `None` without IPv4 configuration.
     pub route_localnet: Option<bool>,
     /// The interface's other IPv4 settings that decide what arrives from its link; `None`
@@ -143,6 +146,7 @@ impl Interface {
             kind: None,
             lower: None,
             master: None,
+            link_netnsid: None,
             route_localnet: Some(false),
             ipv4_conf: None,
             xdp: None,
@@ -319,6 +323,7 @@ fn parse(payload: &[u8]) -> Option<Interface> {
         kind: None,
         lower: None,
         master: None,
+        link_netnsid: None,
         route_localnet: None,
         ipv4_conf: None,
         xdp: None,
@@ -339,7 +344,12 @@ fn parse(payload: &[u8]) -> Option<Interface> {
                 interface.lower = u32_of(value).filter(|lower| *lower != 0 && *lower != ifindex);
             }
             IFLA_MASTER => interface.master = u32_of(value).filter(|master| *master != 0),
-            IFLA_LINK_NETNSID => lower_in_other_namespace = true,
+            IFLA_LINK_NETNSID => {
+                lower_in_other_namespace = true;
+                interface.link_netnsid = u32_of(value)
+                    .map(u32::cast_signed)
+                    .filter(|nsid| *nsid >= 0);
+            }
             IFLA_LINKINFO => {
                 if let Ok(LinkAttribute::LinkInfo(infos)) =
                     LinkAttribute::parse_with_param(&attribute, AddressFamily::Unspec)

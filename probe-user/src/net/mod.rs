@@ -1,7 +1,8 @@
 //! The network namespace as the probe sees it, without anything loaded: its interfaces and how
 //! they stack (stacking), notice of links coming and going (rtnetlink), the sysctls that decide whether
-//! loopback addresses are routed (route_localnet), the privileges this process holds, and the
-//! name of the namespace (netns).
+//! loopback addresses are routed (route_localnet), the privileges this process holds, the
+//! name of the namespace (netns), and who is behind the links that lead to other namespaces
+//! (workload).
 
 pub(crate) mod interfaces;
 pub mod link_events;
@@ -11,3 +12,4 @@ pub(crate) mod privileges;
 pub mod route_localnet;
 pub(crate) mod stacking;
 pub(crate) mod sysctl;
+pub mod workload;

@@ -128,6 +128,7 @@ mod tests {
             route_localnet_via: Vec::new(),
             exposed: false,
             counters,
+            workload: None,
         }
     }
 

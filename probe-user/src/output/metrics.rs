@@ -483,6 +483,44 @@ impl Collector for SnapshotCollector {
             ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
         }
 
+        let mut metric = encoder.encode_descriptor(
+            "localnet_probe_interface_workload",
+            "1 for every served interface whose link leads to another network namespace, \
+             labelled with who is behind it: the namespace (its /run/netns name, else \
+             net:[inode]), the container runtime, container and pod UID its processes' cgroups \
+             name (empty where unknown), and the pod's name and namespace (empty: no CRI client \
+             yet). Join on interface to name the pod of any other series.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for interface in &snapshot.interfaces {
+            let Some(workload) = &interface.workload else {
+                continue;
+            };
+            let ifindex = interface.ifindex.to_string();
+            let netns = workload.netns.as_ref().map_or_else(String::new, |netns| {
+                netns
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("net:[{}]", netns.inode))
+            });
+            let a = &workload.attribution;
+            let labels = [
+                ("interface", interface.name.as_str()),
+                ("ifindex", ifindex.as_str()),
+                ("netns", netns.as_str()),
+                ("runtime", a.runtime.map_or("", |runtime| runtime.name())),
+                (
+                    "container_id",
+                    a.container_id.as_deref().unwrap_or_default(),
+                ),
+                ("pod_uid", a.pod_uid.as_deref().unwrap_or_default()),
+                ("pod", ""),
+                ("namespace", ""),
+            ];
+            ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
+        }
+
         // A gauge, not an OpenMetrics info: the text format has no info type.
         let mut metric = encoder.encode_descriptor(
             "localnet_probe_build_info",
@@ -564,6 +602,7 @@ mod tests {
             route_localnet_via: Vec::new(),
             exposed: false,
             counters: SlotCounters::default(),
+            workload: None,
         }
     }
 
@@ -675,6 +714,43 @@ mod tests {
     }
 
     #[test]
+    fn a_workload_is_one_info_series_of_its_interface() {
+        use crate::net::workload::{
+            Netns, Workload,
+            cgroup::{Attribution, Qos, Runtime},
+        };
+        let mut snapshot = with_a_quiet_one();
+        let id = "ab".repeat(32);
+        snapshot.interfaces[0].workload = Some(std::sync::Arc::new(Workload {
+            netns: Some(Netns {
+                inode: 4026532999,
+                cookie: Some(7),
+                name: None,
+            }),
+            processes: Vec::new(),
+            process_count: 1,
+            attribution: Attribution {
+                runtime: Some(Runtime::Containerd),
+                container_id: Some(id.clone()),
+                pod_uid: Some("0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a".to_owned()),
+                qos: Some(Qos::Burstable),
+            },
+            unresolved: None,
+        }));
+        let name = snapshot.interfaces[0].name.clone();
+        let ifindex = snapshot.interfaces[0].ifindex;
+        let page = page(snapshot, Detail::Summary);
+        assert_eq!(
+            samples(&page, "localnet_probe_interface_workload"),
+            [format!(
+                "localnet_probe_interface_workload{{interface=\"{name}\",ifindex=\"{ifindex}\",\
+                 netns=\"net:[4026532999]\",runtime=\"containerd\",container_id=\"{id}\",\
+                 pod_uid=\"0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a\",pod=\"\",namespace=\"\"}} 1"
+            )]
+        );
+    }
+
+    #[test]
     fn a_snapshot_is_written_in_the_text_format() {
         let page = page(with_a_quiet_one(), Detail::Summary);
         let headers: Vec<&str> = page
@@ -695,6 +771,7 @@ mod tests {
                 "# TYPE localnet_probe_attached gauge",
                 "# TYPE localnet_probe_samples_total counter",
                 "# TYPE localnet_probe_refused gauge",
+                "# TYPE localnet_probe_interface_workload gauge",
                 "# TYPE localnet_probe_build_info gauge",
             ]
         );

@@ -6,6 +6,7 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     net::IpAddr,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -16,6 +17,7 @@ use crate::{
     exposure::firewall::FirewallChange,
     net::names::printable,
     net::route_localnet::{self, RouteLocalnet},
+    net::workload::Workload,
     output::samples::{ArpHeader, SampledFrame, mac_string},
     output::senders::TopSenders,
     probe::TcxPrecededBy,
@@ -161,6 +163,10 @@ pub struct InterfaceReport {
     /// The senders with the most samples over the last minute (from samples, not every frame),
     /// most first; `null` when sampling is off.
     pub top_senders_sampled: Option<Vec<SenderReport>>,
+    /// Who is behind the link, for a veth whose peer is in another namespace: that
+    /// namespace, its first processes, the runtime, container and pod their cgroups name, and
+    /// `unresolved` saying what could not be found; `null` for other interfaces.
+    pub workload: Option<Arc<Workload>>,
 }
 
 /// What became of the matched frames' samples.
@@ -287,6 +293,7 @@ impl InterfaceReport {
                 .collect(),
             samples: SamplesReport::of(&interface.counters, sampling),
             top_senders_sampled: sampling.then(Vec::new),
+            workload: interface.workload.clone(),
         }
     }
 }
@@ -400,8 +407,34 @@ pub struct EventReport {
     pub frame_len: u32,
     /// How much of it the sample holds (at most 128 bytes).
     pub captured_len: usize,
+    /// Who is behind the interface, in short: the full account is the interface's `workload`
+    /// in the report.
+    pub workload: Option<WorkloadRef>,
     #[serde(skip)]
     at: SystemTime,
+}
+
+/// The workload behind an event's interface, in short: what tells it from the others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkloadRef {
+    pub netns_inode: Option<u64>,
+    pub runtime: Option<&'static str>,
+    pub container_id: Option<String>,
+    pub pod_uid: Option<String>,
+    /// The account is incomplete; the report's `workload` says why.
+    pub unresolved: bool,
+}
+
+impl WorkloadRef {
+    pub fn of(workload: &Workload) -> Self {
+        Self {
+            netns_inode: workload.netns.as_ref().map(|netns| netns.inode),
+            runtime: workload.attribution.runtime.map(|runtime| runtime.name()),
+            container_id: workload.attribution.container_id.clone(),
+            pod_uid: workload.attribution.pod_uid.clone(),
+            unresolved: workload.unresolved.is_some(),
+        }
+    }
 }
 
 /// What an ARP packet said, in an [`EventReport`].
@@ -451,8 +484,15 @@ impl EventReport {
             arp: headers.arp.as_ref().map(ArpEvent::new),
             frame_len: frame.frame_len,
             captured_len: frame.captured.len(),
+            workload: None,
             at: frame.at,
         }
+    }
+
+    /// This event, naming the workload behind its interface.
+    pub fn behind(mut self, workload: Option<&Workload>) -> Self {
+        self.workload = workload.map(WorkloadRef::of);
+        self
     }
 
     /// One line: time, interface, action, class, MACs, VLANs, addresses and ports, protocol,
@@ -484,6 +524,7 @@ impl EventReport {
                 other => write!(line, " arp operation {other} {sender} > {target}"),
             };
             let _ = write!(line, " len {}", self.frame_len);
+            self.add_workload(&mut line);
             return line;
         }
         let _ = write!(
@@ -502,7 +543,22 @@ impl EventReport {
             line.push_str(" fragment");
         }
         let _ = write!(line, " len {}", self.frame_len);
+        self.add_workload(&mut line);
         line
+    }
+
+    /// ` from docker 3f4e8a1b2c9d pod <uid>` when the interface's workload is known.
+    fn add_workload(&self, line: &mut String) {
+        let Some(workload) = &self.workload else {
+            return;
+        };
+        if let Some(id) = &workload.container_id {
+            let runtime = workload.runtime.unwrap_or("container");
+            let _ = write!(line, " from {runtime} {}", &id[..12.min(id.len())]);
+        }
+        if let Some(uid) = &workload.pod_uid {
+            let _ = write!(line, " pod {}", printable(uid));
+        }
     }
 }
 

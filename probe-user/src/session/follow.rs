@@ -86,6 +86,7 @@ impl Session {
             }
         }
         followed.retry_in = self.retry.after(refused_passing);
+        self.tracked.workloads.follow(self.tracked.peers(&all));
         let grown = self.tracked.probe.capacity();
         followed.grown_to = (grown > room).then_some(grown);
         Ok(followed)
@@ -198,8 +199,9 @@ impl Tracked {
         );
     }
 
-    /// Keeps an interface that is gone, with its final counts, for the next snapshot to report
-    /// (and the totals to keep).
+    /// Keeps an interface that is gone, with its final counts and the workload last behind it
+    /// (its namespace is often gone with it: what was found is the evidence left), for the next
+    /// snapshot to report (and the totals to keep).
     pub(super) fn remember_removed(
         &mut self,
         ifindex: u32,
@@ -220,6 +222,7 @@ impl Tracked {
             route_localnet_via: Vec::new(),
             exposed: false,
             counters,
+            workload: self.workloads.latest().get(&ifindex).cloned(),
         });
     }
 

@@ -7,6 +7,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    sync::Arc,
     time::{Instant, SystemTime},
 };
 
@@ -38,6 +39,7 @@ use crate::{
     kernel::features::{Feature, FeatureProbeError, KernelFeatures},
     net::interfaces::{Interface, InterfaceError, Interfaces},
     net::privileges,
+    net::workload::{Workload, WorkloadWatch, Workloads, peer_nsid},
     net::{
         route_localnet::{self, RouteLocalnet},
         stacking::Uppers,
@@ -263,6 +265,8 @@ struct Tracked {
     /// The services bound to IPv4 loopback, which tell an exposed link from a latent one as
     /// the audit does.
     services: ServicesWatch,
+    /// Who is behind the served links that lead to other namespaces.
+    workloads: WorkloadWatch,
 }
 
 impl Session {
@@ -319,6 +323,11 @@ impl Session {
             })
     }
 
+    /// The workloads behind the served interfaces, as last resolved, by ifindex.
+    pub fn workloads(&self) -> Arc<Workloads> {
+        self.tracked.workloads.latest()
+    }
+
     /// The name a served interface had at the last snapshot (or at start).
     pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
         self.tracked
@@ -329,6 +338,14 @@ impl Session {
 }
 
 impl Tracked {
+    /// The served interfaces in `all` that lead to another namespace, with its nsid.
+    fn peers(&self, all: &[Interface]) -> BTreeMap<u32, i32> {
+        all.iter()
+            .filter(|interface| self.served.contains_key(&interface.ifindex))
+            .filter_map(|interface| Some((interface.ifindex, peer_nsid(interface)?)))
+            .collect()
+    }
+
     /// Detaches from `ifindex` (named `name` in an error), unpins it and frees its slot; its
     /// final counters.
     fn release(&mut self, ifindex: u32, name: &str) -> Result<SlotCounters, SessionError> {

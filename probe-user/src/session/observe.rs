@@ -41,6 +41,7 @@ impl Observed {
             // Read once, and followed no longer than this reading of the standing filter.
             firewall: firewall::Followed::new(FirewallWatch::once()),
             services: ServicesWatch::once(),
+            workloads: WorkloadWatch::once(BTreeMap::new()),
         };
         for (ifindex, program) in tracked.probe.served() {
             // Not here: moved to another namespace while no probe ran.
@@ -54,6 +55,7 @@ impl Observed {
         for gone in gone {
             tracked.keep_removed(gone);
         }
+        tracked.workloads = WorkloadWatch::once(tracked.peers(&tracked.listed));
         Ok(Ok((Self { tracked }, standing)))
     }
 

@@ -105,6 +105,7 @@ impl Session {
                 route_localnet: route_localnet::Watch::default(),
                 firewall: firewall::Followed::new(FirewallWatch::start()),
                 services: ServicesWatch::start(),
+                workloads: WorkloadWatch::start(),
             },
             selection: options.selection,
             xdp_mode: options.xdp_mode,

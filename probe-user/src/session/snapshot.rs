@@ -57,6 +57,9 @@ pub struct InterfaceSnapshot {
     /// latent, as the audit says, not exposed).
     pub exposed: bool,
     pub counters: SlotCounters,
+    /// Who is behind it, for a link whose other end is in another namespace; shared with the
+    /// events and senders that name it.
+    pub workload: Option<Arc<Workload>>,
 }
 
 impl Session {
@@ -69,6 +72,9 @@ impl Session {
         let listing = self.tracked.list_or_last()?;
         if listing.fresh {
             self.follow_served(&listing.all)?;
+            self.tracked
+                .workloads
+                .follow(self.tracked.peers(&listing.all));
         }
         let refused = refused(&self.told, &listing.all);
         self.tracked.read(&listing.all, refused)
@@ -114,6 +120,7 @@ impl Tracked {
         let all_conf = GlobalConf::read("all").unwrap_or_default();
         let (chains, firewall_changes) = self.firewall.update();
         let services = self.services.latest();
+        let workloads = self.workloads.latest();
         let mut reading = route_localnet::Reading {
             all: all_route_localnet,
             default: default_route_localnet,
@@ -183,6 +190,10 @@ impl Tracked {
                     .collect(),
                 exposed,
                 counters: counters.remove(ifindex).unwrap_or_default(),
+                workload: workloads
+                    .get(ifindex)
+                    .cloned()
+                    .or_else(|| peer_nsid(interface).map(|_| Arc::new(Workload::pending()))),
             });
         }
         Ok(Snapshot {

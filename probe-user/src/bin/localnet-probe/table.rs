@@ -62,7 +62,7 @@ pub(crate) fn render(
         report.elapsed_secs,
     );
     out.push('\n');
-    let mut push_row = |cells: &[String]| {
+    let line_of = |cells: &[String]| {
         let mut line = String::new();
         for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
             if index + 1 == cells.len() {
@@ -71,12 +71,15 @@ pub(crate) fn render(
                 let _ = write!(line, "{cell:<width$}  ");
             }
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
+        line.trim_end().to_owned()
     };
-    push_row(&HEADERS.map(String::from));
-    for row in &rows {
-        push_row(row);
+    let _ = writeln!(out, "{}", line_of(&HEADERS.map(String::from)));
+    for (row, interface) in rows.iter().zip(&report.interfaces) {
+        let _ = writeln!(out, "{}", line_of(row));
+        if let Some(workload) = &interface.workload {
+            // Its text comes from /proc and /run/netns, which anyone may name.
+            let _ = writeln!(out, "  └ workload: {}", printable(&workload.summary()));
+        }
     }
     if !alerts.is_empty() {
         out.push_str("\nROUTE_LOCALNET CHANGES (newest last)\n");
@@ -129,18 +132,21 @@ pub(crate) fn render(
             removed.ifindex,
             removed.totals
         );
+        if let Some(workload) = &removed.workload {
+            let _ = writeln!(out, "  └ workload: {}", printable(&workload.summary()));
+        }
     }
 
-    let senders: Vec<(&str, &[SenderReport])> = report
+    let senders: Vec<(&InterfaceReport, &[SenderReport])> = report
         .interfaces
         .iter()
-        .filter_map(|i| Some((i.name.as_str(), i.top_senders_sampled.as_deref()?)))
+        .filter_map(|i| Some((i, i.top_senders_sampled.as_deref()?)))
         .filter(|(_, senders)| !senders.is_empty())
         .collect();
     if !senders.is_empty() {
         let _ = writeln!(out, "\nTOP SENDERS (sampled, last {} s)", WINDOW.as_secs());
     }
-    for (name, senders) in senders {
+    for (interface, senders) in senders {
         let list: Vec<String> = senders
             .iter()
             .map(|sender| {
@@ -153,7 +159,18 @@ pub(crate) fn render(
                 }
             })
             .collect();
-        let _ = writeln!(out, "{}: {}", printable(name), list.join(", "));
+        let behind = interface
+            .workload
+            .as_ref()
+            .map_or_else(String::new, |workload| {
+                format!(" ({})", printable(&workload.summary()))
+            });
+        let _ = writeln!(
+            out,
+            "{}{behind}: {}",
+            printable(&interface.name),
+            list.join(", ")
+        );
     }
     if events.is_empty() {
         return out;

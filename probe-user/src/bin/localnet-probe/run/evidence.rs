@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use probe_user::net::workload::Workloads;
 use probe_user::{
     output::pcap::PcapWriter, output::report::EventReport, output::samples::SampledFrame,
     output::senders::TopSenders, session::AttachedInterface,
@@ -239,8 +240,13 @@ impl Evidence {
     pub(crate) fn take(
         &mut self,
         frames: &[SampledFrame],
+        workloads: &Workloads,
         name: impl Fn(u32) -> String,
     ) -> Vec<u8> {
+        let event = |frame: &SampledFrame| {
+            EventReport::new(frame, &name(frame.ifindex))
+                .behind(workloads.get(&frame.ifindex).map(|workload| &**workload))
+        };
         let now = Instant::now();
         for frame in frames {
             self.senders.record(frame, now);
@@ -253,7 +259,7 @@ impl Evidence {
             None => {}
             Some(Events::Stream(format)) => {
                 for frame in frames {
-                    json.extend(format.line(&EventReport::new(frame, &name(frame.ifindex))));
+                    json.extend(format.line(&event(frame)));
                 }
             }
             Some(Events::Pane) => {
@@ -261,14 +267,13 @@ impl Evidence {
                     if self.pane.len() == PANE_LINES {
                         self.pane.pop_front();
                     }
-                    self.pane
-                        .push_back(EventReport::new(frame, &name(frame.ifindex)));
+                    self.pane.push_back(event(frame));
                 }
             }
             Some(Events::Stderr(output)) => {
                 let mut lines = String::new();
                 for frame in frames {
-                    lines.push_str(&EventReport::new(frame, &name(frame.ifindex)).line());
+                    lines.push_str(&event(frame).line());
                     lines.push('\n');
                 }
                 if !frames.is_empty() && !output.offer(lines.into_bytes(), "event lines") {

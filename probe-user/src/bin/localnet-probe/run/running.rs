@@ -285,9 +285,10 @@ impl Running {
     /// The samples just read into the batch, as evidence.
     pub(super) fn samples(&mut self) {
         let session = &self.session;
+        let workloads = session.workloads();
         let json = self
             .evidence
-            .take(&self.batch, |ifindex| name_in(session, ifindex));
+            .take(&self.batch, &workloads, |ifindex| name_in(session, ifindex));
         if let (false, Some(output)) = (json.is_empty(), &mut self.output) {
             output.offer(json, "events");
         }
@@ -343,6 +344,7 @@ impl Running {
             .chain(&snapshot.removed)
             .map(|interface| (interface.ifindex, interface.name.clone()))
             .collect();
+        let workloads = self.session.workloads();
         let Self {
             session,
             stays_pinned_in,
@@ -369,7 +371,7 @@ impl Running {
         if let Some(ring) = &mut ring {
             ring.drain(&mut batch);
         }
-        let last = evidence.take(&batch, |ifindex| {
+        let last = evidence.take(&batch, &workloads, |ifindex| {
             names
                 .get(&ifindex)
                 .cloned()

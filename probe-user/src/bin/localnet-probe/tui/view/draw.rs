@@ -10,9 +10,9 @@ impl LiveView {
         let height = usize::from(area.height);
         let warnings = self.warnings();
         let interfaces = self.ordered();
-        let sub_rows = self
-            .selected_interface()
-            .map_or(0, |i| i.by_class.len().max(1));
+        let sub_rows = self.selected_interface().map_or(0, |i| {
+            i.by_class.len().max(1) + usize::from(i.workload.is_some())
+        });
         let table_wanted = 1 + match &self.unserved {
             Some(unserved) => unserved.len(),
             None => interfaces.len() + sub_rows,

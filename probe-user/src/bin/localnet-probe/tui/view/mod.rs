@@ -4,6 +4,7 @@
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BTreeSet, VecDeque},
+    fmt::Write as _,
     time::{Duration, Instant},
 };
 
@@ -185,12 +186,15 @@ impl LiveView {
             }
         }
         for removed in &report.removed {
-            let line = format!(
+            let mut line = format!(
                 "{} (ifindex {}) removed; its final counts: {}",
                 printable(&removed.name),
                 removed.ifindex,
                 removed.totals
             );
+            if let Some(workload) = &removed.workload {
+                let _ = write!(line, "; workload: {}", printable(&workload.summary()));
+            }
             self.removed.insert(removed.ifindex, (line, now));
         }
         self.removed
@@ -445,6 +449,10 @@ mod tests {
     };
 
     use probe_common::{Action, Address, Family, Framing, LoopbackMatch};
+    use probe_user::net::workload::{
+        Holder, Netns, Workload,
+        cgroup::{Attribution, Qos, Runtime},
+    };
     use probe_user::{
         net::route_localnet::RouteLocalnet,
         output::report::{ClassReport, SamplesReport, SenderReport},
@@ -479,6 +487,7 @@ mod tests {
             by_class: Vec::new(),
             samples: Some(SamplesReport::default()),
             top_senders_sampled: Some(Vec::new()),
+            workload: None,
         }
     }
 
@@ -1111,6 +1120,118 @@ mod tests {
         assert!(
             answered.contains("t\\u{7}B: left in monitor mode"),
             "{answered}"
+        );
+    }
+
+    /// A workload whose /run/netns name and process name are hostile, and no container.
+    fn hostile_workload() -> std::sync::Arc<Workload> {
+        std::sync::Arc::new(Workload {
+            netns: Some(Netns {
+                inode: 4_026_532_999,
+                cookie: None,
+                name: Some("ns\u{1b}]0;X\u{7}\nB".to_owned()),
+            }),
+            processes: vec![Holder {
+                pid: 4242,
+                command: "sl\u{1b}[31mp".to_owned(),
+            }],
+            process_count: 1,
+            attribution: Attribution::default(),
+            unresolved: Some("no container runtime in the cgroup of pid 4242: /x".to_owned()),
+        })
+    }
+
+    #[test]
+    fn the_selected_interfaces_workload_is_a_line_of_its_own_escaped_and_cut_to_the_width() {
+        let mut view = view();
+        let mut with_workload = report();
+        with_workload.interfaces[0].workload = Some(hostile_workload());
+        let id = "ab".repeat(32);
+        with_workload.interfaces[1].workload = Some(std::sync::Arc::new(Workload {
+            attribution: Attribution {
+                runtime: Some(Runtime::Containerd),
+                container_id: Some(id.clone()),
+                pod_uid: Some("0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a".to_owned()),
+                qos: Some(Qos::Burstable),
+            },
+            unresolved: None,
+            ..(*hostile_workload()).clone()
+        }));
+        view.update(with_workload, Instant::now());
+        // eth0, selected: its workload line, then its class.
+        let narrow = screen(&view, 60, 24);
+        let all = narrow.join("\n");
+        let (eth0, _) = row_starting(&narrow, "eth0 ");
+        assert_eq!(
+            narrow[eth0 + 1],
+            "└ workload: pid 4242 sl\\u{1b}[31mp netns ns\\u{1b}]0;X\\u{7}\\…",
+            "{all}"
+        );
+        assert!(narrow[eth0 + 2].starts_with("└ v6 src"), "{all}");
+        for row in &narrow {
+            assert_eq!(row.chars().count(), 60, "{all}");
+            assert!(!row.chars().any(char::is_control), "{all}");
+        }
+        let wide = screen(&view, 200, 50);
+        let (eth0, _) = row_starting(&wide, "eth0 ");
+        assert_eq!(
+            wide[eth0 + 1].trim_end(),
+            "└ workload: pid 4242 sl\\u{1b}[31mp netns ns\\u{1b}]0;X\\u{7}\\u{a}B [no container runtime \
+             in the cgroup of pid 4242: /x]",
+            "{}",
+            wide.join("\n")
+        );
+        // The selection moved: the next interface's workload, by its container and pod.
+        view.on_key(key(KeyCode::Char('j')));
+        let moved = screen(&view, 200, 50);
+        let (row, _) = row_starting(&moved, "eth1 ");
+        // eth1 has none: no line for it.
+        assert!(
+            moved[row + 1].starts_with("└ nothing"),
+            "{}",
+            moved.join("\n")
+        );
+        view.on_key(key(KeyCode::Char('j')));
+        let moved = screen(&view, 200, 50);
+        let (row, _) = row_starting(&moved, LONG_NAME);
+        assert_eq!(
+            moved[row + 1].trim_end(),
+            format!(
+                "└ workload: containerd {} pod 0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a (burstable) \
+                 netns ns\\u{{1b}}]0;X\\u{{7}}\\u{{a}}B",
+                &id[..12]
+            ),
+            "{}",
+            moved.join("\n")
+        );
+        assert!(
+            moved[row + 2].starts_with("├ v4 dst"),
+            "{}",
+            moved.join("\n")
+        );
+        assert!(
+            !screen(&view, 200, 50)
+                .iter()
+                .any(|r| r.starts_with("└ workload: pid")),
+            "only the selected interface's workload is shown"
+        );
+    }
+
+    #[test]
+    fn a_removed_interface_keeps_its_workload() {
+        let mut view = view();
+        let mut with_removal = report();
+        let mut gone = with_removal.interfaces.remove(2);
+        gone.workload = Some(hostile_workload());
+        with_removal.removed.push(gone);
+        view.update(with_removal, Instant::now());
+        let all = screen(&view, 200, 50).join("\n");
+        assert!(
+            all.contains(
+                "eth1 (ifindex 3) removed; its final counts: 0 matched, 0 dropped; \
+                 workload: pid 4242 sl\\u{1b}[31mp netns ns\\u{1b}]0;X\\u{7}\\u{a}B"
+            ),
+            "{all}"
         );
     }
 }

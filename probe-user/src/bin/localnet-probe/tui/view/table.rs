@@ -28,6 +28,9 @@ impl LiveView {
         let mut rows = Vec::new();
         let mut selected_row = None;
         let mut sub_rows = 0;
+        // The selected interface's workload, on a row left blank for it: a line across the
+        // table's width, not cut to the name column.
+        let mut workload_line = None;
         for interface in interfaces {
             let is_selected = Some(interface.ifindex) == self.selected;
             if is_selected {
@@ -52,6 +55,12 @@ impl LiveView {
             );
             if is_selected {
                 let before = rows.len();
+                if let Some(workload) = &interface.workload {
+                    // Its text comes from /proc and /run/netns, which anyone may name.
+                    let text = format!("└ workload: {}", printable(&workload.summary()));
+                    workload_line = Some((rows.len(), text));
+                    rows.push(Row::new(Vec::<Cell<'static>>::new()));
+                }
                 rows.extend(self.class_rows(interface, &columns));
                 sub_rows = rows.len() - before;
             }
@@ -75,6 +84,22 @@ impl LiveView {
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
         frame.render_stateful_widget(table, area, &mut state);
+        if let Some((row, text)) = workload_line
+            && (offset..offset + visible).contains(&row)
+        {
+            let line = Rect {
+                y: area.y + 1 + (row - offset) as u16,
+                height: 1,
+                ..area
+            };
+            frame.render_widget(
+                Paragraph::new(Line::styled(
+                    fit(&text, line.width),
+                    Style::new().fg(Color::Cyan),
+                )),
+                line,
+            );
+        }
     }
 
     fn interface_cell(&self, column: Column, interface: &InterfaceReport, width: u16) -> String {

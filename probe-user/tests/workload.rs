@@ -1,0 +1,560 @@
+//! Interfaces attributed to the workloads behind them: veth pairs whose other end is in a
+//! namespace of its own, with a process the test starts there and places into cgroups laid out
+//! as Docker, containerd, CRI-O, Podman and the kubelet (systemd and cgroupfs drivers) lay them
+//! out, in the unified (v2) hierarchy and a v1 one of this hybrid host, each under a directory
+//! of the test's own. The report names each exactly; a "container" started after the probe is
+//! attributed within a second of its process joining; one whose process is gone says so. Needs
+//! root.
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::Value;
+use testbed::{Netns, ProbeProcess};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
+const TIMEOUT: Duration = Duration::from_secs(20);
+const V2: &str = "/sys/fs/cgroup/unified";
+const V1: &str = "/sys/fs/cgroup/memory";
+
+/// 64 hex digits of the test's own.
+fn container_id(seed: u64) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        nanos,
+        seed,
+        u64::from(std::process::id()),
+        nanos ^ seed
+    )
+}
+
+fn pod_uid(seed: u64) -> String {
+    format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        std::process::id(),
+        seed & 0xffff_ffff_ffff
+    )
+}
+
+/// A process of the test's in a namespace, in a cgroup of the test's; killed by its pid and
+/// the cgroups removed on drop.
+struct Workload {
+    child: Child,
+    /// The directories made, outermost first.
+    made: Vec<PathBuf>,
+}
+
+impl Workload {
+    /// `sleep` in `netns`, moved into `<hierarchy>/<root>/<path>`.
+    fn start(netns: &Netns, hierarchy: &str, root: &str, path: &str) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns.name, "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start sleep");
+        let mut workload = Self {
+            child,
+            made: Vec::new(),
+        };
+        workload.move_into(hierarchy, root, path);
+        workload
+    }
+
+    /// `ip netns exec` execs the command: wait until the pid is `sleep`, in the namespace.
+    fn wait_exec(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::read_to_string(format!("/proc/{}/comm", self.child.id()))
+            .is_ok_and(|comm| comm.trim() != "sleep")
+        {
+            assert!(Instant::now() < deadline, "sleep did not start");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn move_into(&mut self, hierarchy: &str, root: &str, path: &str) {
+        let mut dir = PathBuf::from(hierarchy);
+        for component in std::iter::once(root).chain(path.split('/').filter(|c| !c.is_empty())) {
+            dir.push(component);
+            if !dir.exists() {
+                fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                self.made.push(dir.clone());
+            }
+        }
+        fs::write(dir.join("cgroup.procs"), self.child.id().to_string())
+            .unwrap_or_else(|e| panic!("move into {}: {e}", dir.display()));
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.kill();
+        for dir in self.made.iter().rev() {
+            // A cgroup is removable a moment after its last process is reaped.
+            for _ in 0..50 {
+                if fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Workloads dropped the last made first, also when a test fails: the cgroups they share were
+/// made by the earlier ones.
+struct LastFirst(Vec<Workload>);
+
+impl Drop for LastFirst {
+    fn drop(&mut self) {
+        while let Some(workload) = self.0.pop() {
+            drop(workload);
+        }
+    }
+}
+
+/// A veth pair: `name` in `probe`'s namespace, its peer in `peer`'s.
+fn veth(probe: &Netns, peer: &Netns, name: &str) {
+    peer.ip(&[
+        "link",
+        "add",
+        &format!("p-{name}"),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        name,
+        "netns",
+        &probe.name,
+    ]);
+    probe.ip(&["link", "set", name, "up"]);
+}
+
+fn interface<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["interfaces"]
+        .as_array()?
+        .iter()
+        .find(|i| i["name"] == name)
+}
+
+fn workload<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    interface(report, name)
+        .map(|i| &i["workload"])
+        .filter(|w| !w.is_null())
+}
+
+/// What each case expects: runtime, container id, pod uid, QoS.
+struct Case {
+    interface: String,
+    hierarchy: &'static str,
+    path: String,
+    runtime: Option<&'static str>,
+    container_id: String,
+    pod_uid: Option<String>,
+    qos: Option<&'static str>,
+}
+
+fn cases() -> Vec<Case> {
+    let case = |n: u64,
+                hierarchy,
+                path: &dyn Fn(&str, &str, &str) -> String,
+                runtime,
+                pod: Option<&'static str>| {
+        let id = container_id(n);
+        let uid = pod_uid(n);
+        Case {
+            interface: format!("wl{n}"),
+            hierarchy,
+            path: path(&id, &uid, &uid.replace('-', "_")),
+            runtime,
+            container_id: id,
+            pod_uid: pod.map(|_| uid),
+            qos: pod,
+        }
+    };
+    vec![
+        case(
+            0,
+            V2,
+            &|id, _, _| format!("system.slice/docker-{id}.scope"),
+            Some("docker"),
+            None,
+        ),
+        case(
+            1,
+            V1,
+            &|id, _, _| format!("docker/{id}"),
+            Some("docker"),
+            None,
+        ),
+        case(
+            2,
+            V2,
+            &|id, _, _| format!("machine.slice/libpod-{id}.scope/container"),
+            Some("podman"),
+            None,
+        ),
+        case(
+            3,
+            V2,
+            &|id, _, s| {
+                format!(
+                    "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{s}.slice/cri-containerd-{id}.scope"
+                )
+            },
+            Some("containerd"),
+            Some("burstable"),
+        ),
+        case(
+            4,
+            V2,
+            &|id, _, s| {
+                format!(
+                    "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{s}.slice/crio-{id}.scope"
+                )
+            },
+            Some("crio"),
+            Some("besteffort"),
+        ),
+        case(
+            5,
+            V2,
+            &|id, _, s| format!("kubepods.slice/kubepods-pod{s}.slice/crio-{id}.scope"),
+            Some("crio"),
+            Some("guaranteed"),
+        ),
+        case(
+            6,
+            V1,
+            &|id, uid, _| format!("kubepods/burstable/pod{uid}/{id}"),
+            None,
+            Some("burstable"),
+        ),
+        case(
+            7,
+            V2,
+            &|id, uid, _| format!("kubepods/pod{uid}/{id}"),
+            None,
+            Some("guaranteed"),
+        ),
+    ]
+}
+
+fn attributed_as(workload: &Value, case: &Case) -> bool {
+    workload["container_id"] == case.container_id.as_str()
+        && workload["runtime"] == serde_json::json!(case.runtime)
+        && workload["pod_uid"] == serde_json::json!(case.pod_uid)
+        && workload["qos"] == serde_json::json!(case.qos)
+        && workload["unresolved"].is_null()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn each_runtime_and_kubelet_layout_is_attributed_exactly() {
+    let probe_ns = Netns::new("wl");
+    let root = format!("lp-test-{}", std::process::id());
+    let cases = cases();
+    let mut peers = Vec::new();
+    let mut workloads = LastFirst(Vec::new());
+    for case in &cases {
+        let peer = Netns::new(&format!("wl-{}", case.interface));
+        veth(&probe_ns, &peer, &case.interface);
+        let workload = Workload::start(&peer, case.hierarchy, &root, &case.path);
+        workload.wait_exec();
+        peers.push(peer);
+        workloads.0.push(workload);
+    }
+    let probe = ProbeProcess::start(PROBE, &probe_ns, &["--iface", "wl*"]);
+    let report = probe.wait_for(TIMEOUT, |report| {
+        cases
+            .iter()
+            .all(|case| workload(report, &case.interface).is_some_and(|w| attributed_as(w, case)))
+    });
+    for (case, (peer, process)) in cases.iter().zip(peers.iter().zip(&workloads.0)) {
+        let found = workload(&report, &case.interface).unwrap();
+        assert_eq!(found["netns"]["name"], peer.name.as_str(), "{found}");
+        assert!(found["netns"]["inode"].as_u64().is_some(), "{found}");
+        assert_eq!(found["processes"][0]["pid"], process.child.id(), "{found}");
+        assert_eq!(found["processes"][0]["command"], "sleep", "{found}");
+        assert_eq!(found["process_count"], 1, "{found}");
+    }
+    drop(probe);
+    drop(workloads);
+    for hierarchy in [V2, V1] {
+        let _ = fs::remove_dir(format!("{hierarchy}/{root}"));
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_container_started_after_the_probe_is_attributed_within_a_second_and_its_end_is_said() {
+    let probe_ns = Netns::new("wlh");
+    let root = format!("lp-test-late-{}", std::process::id());
+    let probe = ProbeProcess::start(PROBE, &probe_ns, &["--iface", "wlh*"]);
+    probe.wait_for(TIMEOUT, |report| report["interfaces"].is_array());
+    // As a runtime does it: the namespace, then the veth, then the process, with pauses.
+    let peer = Netns::new("wlh-peer");
+    thread::sleep(Duration::from_millis(300));
+    veth(&probe_ns, &peer, "wlh0");
+    let unresolved = probe.wait_for(TIMEOUT, |report| {
+        workload(report, "wlh0").is_some_and(|w| !w["unresolved"].is_null())
+    });
+    let said = workload(&unresolved, "wlh0").unwrap();
+    assert!(said["container_id"].is_null(), "{said}");
+    thread::sleep(Duration::from_millis(700));
+    let id = container_id(99);
+    let mut process = Workload::start(&peer, V2, &root, &format!("system.slice/docker-{id}.scope"));
+    process.wait_exec();
+    let joined = Instant::now();
+    let attributed = probe.wait_for(TIMEOUT, |report| {
+        workload(report, "wlh0").is_some_and(|w| w["container_id"] == id.as_str())
+    });
+    let took = joined.elapsed();
+    assert!(
+        took < Duration::from_secs(1) + Duration::from_millis(200),
+        "attributed {took:?} after its process joined"
+    );
+    let found = workload(&attributed, "wlh0").unwrap();
+    assert_eq!(found["runtime"], "docker", "{found}");
+    assert!(found["unresolved"].is_null(), "{found}");
+
+    // The process gone: the namespace stays (named), the interface is still served and says so.
+    process.kill();
+    let gone = probe.wait_for(TIMEOUT, |report| {
+        workload(report, "wlh0").is_some_and(|w| w["process_count"] == 0)
+    });
+    let said = workload(&gone, "wlh0").unwrap();
+    let why = said["unresolved"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(why.contains("no process left"), "{said}");
+    assert_eq!(
+        said["container_id"],
+        id.as_str(),
+        "the last known ids kept: {said}"
+    );
+    assert!(
+        !interface(&gone, "wlh0").unwrap()["hook"].is_null(),
+        "still served"
+    );
+    drop(probe);
+    drop(process);
+    let _ = fs::remove_dir(format!("{V2}/{root}"));
+}
+
+/// Sequences `run --plain` writes itself; nothing else may drive the terminal.
+const OWN_SEQUENCES: [&str; 4] = ["\x1b[1;7m", "\x1b[0m", "\x1b[H", "\x1b[2J"];
+
+/// A scratch directory of the test's own, removed on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A peer namespace named with an OSC sequence, BEL and a line end, holding a process whose
+/// command (`comm`) has an SGR sequence and a line end, in no container's cgroup: the table's
+/// workload line, `status --json` over a standing filter, each event and the final report's
+/// removed interface all name it, and no raw control byte reaches the terminal.
+#[test]
+#[ignore = "needs root"]
+fn a_hostile_workload_is_named_escaped_in_the_table_status_events_and_its_removal() {
+    let probe_ns = Netns::new("wlx");
+    let hostile = Netns {
+        name: format!("wlx\x1b]0;X\x07\n-{}", std::process::id()),
+    };
+    let added = Command::new("ip")
+        .args(["netns", "add", &hostile.name])
+        .status()
+        .expect("run ip");
+    assert!(added.success(), "ip netns add {:?}", hostile.name);
+    veth(&probe_ns, &hostile, "wlx0");
+    hostile.ip(&["link", "set", "p-wlx0", "up"]);
+    probe_ns.wait_operational("wlx0");
+
+    // `comm` is the name the program was executed by, whatever it links to.
+    let scratch = Scratch(std::env::temp_dir().join(format!("lp-wlx-{}", std::process::id())));
+    fs::create_dir(&scratch.0).expect("scratch directory");
+    let command = "s\x1b[31m\nz";
+    let link = scratch.0.join(command);
+    std::os::unix::fs::symlink("/bin/sleep", &link).expect("symlink sleep");
+    let mut process = Workload {
+        child: Command::new("ip")
+            .args(["netns", "exec", &hostile.name])
+            .arg(&link)
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start sleep"),
+        made: Vec::new(),
+    };
+    let pid = process.child.id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map_or(true, |c| c != format!("{command}\n"))
+    {
+        assert!(Instant::now() < deadline, "{command:?} did not start");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let shown_name = "wlx\\u{1b}]0;X\\u{7}\\u{a}-";
+    let shown_line = format!("  └ workload: pid {pid} s\\u{{1b}}[31m\\u{{a}}z netns {shown_name}");
+
+    // The table, as a terminal gets it (its logs, coloured there, aside).
+    let table = probe_ns
+        .command("script")
+        .args([
+            "-qec",
+            &format!("{PROBE} run --plain --iface wlx0 --interval 0.3 --duration 2 2>/dev/null"),
+            "/dev/null",
+        ])
+        .output()
+        .expect("run script");
+    assert!(table.status.success(), "{table:?}");
+    let mut text = String::from_utf8(table.stdout).expect("UTF-8");
+    for own in OWN_SEQUENCES {
+        text = text.replace(own, "");
+    }
+    assert!(
+        !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\r'),
+        "a control character reached the terminal: {}",
+        text.escape_debug()
+    );
+    assert!(
+        text.lines()
+            .any(|line| line.trim_end_matches('\r').starts_with(&shown_line)),
+        "no {shown_line:?} in:\n{text}"
+    );
+
+    // Events name the workload, and so does `status --json` over the standing filter left.
+    let probe = ProbeProcess::start_pinned(PROBE, &probe_ns, &["--iface", "wlx0", "--events"]);
+    let report = probe.wait_for(TIMEOUT, |report| {
+        workload(report, "wlx0").is_some_and(|w| w["processes"][0]["pid"] == pid)
+    });
+    let found = workload(&report, "wlx0").unwrap().clone();
+    assert_eq!(found["netns"]["name"], hostile.name.as_str(), "{found}");
+    assert_eq!(found["processes"][0]["command"], command, "{found}");
+    let inode = found["netns"]["inode"].clone();
+    let mac = [0x02, 0x4c, 0x50, 0x00, 0x0a, 0x01];
+    let frame = test_frames::ipv4(
+        std::net::Ipv4Addr::new(198, 18, 10, 1),
+        std::net::Ipv4Addr::LOCALHOST,
+    )
+    .macs(mac, [0x02, 0x4c, 0x50, 0x00, 0x0a, 0x02])
+    .ports(40000, 5353)
+    .build();
+    let sender = hostile.enter(|| testbed::RawSender::open("p-wlx0"));
+    for _ in 0..3 {
+        sender.send(&frame);
+    }
+    let event = probe.wait_for(TIMEOUT, |line| line["type"] == "event");
+    assert_eq!(
+        event["workload"],
+        serde_json::json!({
+            "netns_inode": inode,
+            "runtime": null,
+            "container_id": null,
+            "pod_uid": null,
+            "unresolved": true,
+        }),
+        "{event}"
+    );
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "run --pin: {status:?}");
+    let output = probe_ns.output(PROBE, &["status", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let status: Value =
+        serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().expect("a line"))
+            .expect("JSON");
+    let standing = workload(&status, "wlx0").unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(standing["netns"]["name"], hostile.name.as_str(), "{status}");
+    assert_eq!(standing["processes"][0]["pid"], pid, "{status}");
+    assert_eq!(standing["processes"][0]["command"], command, "{status}");
+
+    // Removed while served (the standing filter taken over): the report keeps who was behind it.
+    let probe = ProbeProcess::start_pinned(PROBE, &probe_ns, &["--iface", "wlx0"]);
+    probe.wait_for(TIMEOUT, |report| {
+        workload(report, "wlx0").is_some_and(|w| w["processes"][0]["pid"] == pid)
+    });
+    probe_ns.ip(&["link", "del", "wlx0"]);
+    let removal = probe.wait_for(TIMEOUT, |report| {
+        report["removed"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    let removed = &removal["removed"][0];
+    assert_eq!(removed["name"], "wlx0", "{removal}");
+    assert_eq!(
+        removed["workload"]["netns"]["name"],
+        hostile.name.as_str(),
+        "{removal}"
+    );
+    assert_eq!(removed["workload"]["processes"][0]["pid"], pid, "{removal}");
+    drop(probe);
+    process.kill();
+}
+
+/// `audit` names the pod behind an exposed link: its finding carries the workload, and its
+/// message the runtime, container and pod.
+#[test]
+#[ignore = "needs root"]
+fn audit_names_the_pod_whose_link_is_exposed() {
+    let probe_ns = Netns::new("wla");
+    let peer = Netns::new("wla-peer");
+    veth(&probe_ns, &peer, "wla0");
+    probe_ns.sysctl("net/ipv4/conf/wla0/route_localnet", "1");
+    let _listener = probe_ns.enter(|| {
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 6379)).expect("listen")
+    });
+    let root = format!("lp-test-audit-{}", std::process::id());
+    let id = container_id(42);
+    let uid = pod_uid(42);
+    let path = format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{id}.scope",
+        uid.replace('-', "_")
+    );
+    let workload = LastFirst(vec![Workload::start(&peer, V2, &root, &path)]);
+    workload.0[0].wait_exec();
+    let output = probe_ns.output(PROBE, &["audit", "--json"]);
+    let audit: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    let exposure = audit["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["interface"] == "wla0" && f["severity"] == "exposure")
+        .unwrap_or_else(|| panic!("no exposure of wla0: {audit}"));
+    assert_eq!(
+        exposure["workload"]["container_id"],
+        id.as_str(),
+        "{exposure}"
+    );
+    assert_eq!(exposure["workload"]["pod_uid"], uid.as_str(), "{exposure}");
+    assert_eq!(exposure["workload"]["runtime"], "containerd", "{exposure}");
+    assert_eq!(exposure["workload"]["qos"], "besteffort", "{exposure}");
+    let message = exposure["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(&format!(
+            " (workload: containerd {} pod {uid} (besteffort) netns {})",
+            &id[..12],
+            peer.name
+        )),
+        "{message}"
+    );
+    drop(workload);
+    let _ = fs::remove_dir(format!("{V2}/{root}"));
+}
