@@ -25,7 +25,8 @@ use crate::net::names::name_of_bytes;
 const NAMED: &str = "/run/netns";
 /// `NS_GET_ID`, `_IOR(0xb7, 0xd, __u64)`: the namespace's 64-bit id, for a network namespace
 /// its cookie.
-const NS_GET_ID: libc::c_ulong = 0x8008_b70d;
+// `Ioctl`: glibc takes the request as an unsigned long, musl as an int.
+const NS_GET_ID: libc::Ioctl = 0x8008_b70d_u32 as libc::Ioctl;
 
 /// How a namespace is reached to ask about it.
 #[derive(Clone, Copy, Debug)]
