@@ -207,11 +207,17 @@ fn arp_for_loopback_addresses_is_counted_dropped_and_its_replies_seen_leaving() 
     assert_eq!(leaving["arp"]["operation"], "reply");
     assert_eq!(leaving["arp"]["sender_mac"], "02:4c:50:00:00:02");
 
+    // Counted before their samples are all read: wait for both senders too.
     let report = probe.wait_for(TIMEOUT, |line| {
         line["type"] == "counters"
             && interface(line, RECEIVER_IF)["packets_replied"]
                 .as_u64()
                 .is_some_and(|replied| replied >= 2 * SCANS)
+            && interface(line, RECEIVER_IF)["top_senders_sampled"]
+                .as_array()
+                .is_some_and(|senders| {
+                    senders.len() == 2 && senders.iter().all(|sender| sender["samples"] == SCANS)
+                })
     });
     let entry = interface(&report, RECEIVER_IF);
     assert_eq!(

@@ -177,7 +177,8 @@ fn a_million_frames_of_every_class_are_counted_exactly_while_reports_keep_coming
     assert_eq!(emitted + suppressed + lost, matched, "{samples}");
     assert!(emitted > 0, "{samples}");
     let rss = peak_rss_kib(probe.pid());
-    assert!(rss < 40 * 1024, "peak RSS {rss} KiB");
+    // 40 MiB before the TLS server (rustls, ring) and the workload resolver came in.
+    assert!(rss < 48 * 1024, "peak RSS {rss} KiB");
     eprintln!(
         "{FRAMES} frames in {elapsed:?}, {} reports, longest gap {longest:?}; samples \
          {emitted} emitted, {suppressed} suppressed, {lost} lost; peak RSS {rss} KiB",

@@ -43,7 +43,8 @@ fn quick_run_reports_every_section() {
     let results = report["kernel_cost"]["results"]
         .as_array()
         .expect("kernel results");
-    assert_eq!(results.len(), 16 * 7, "16 subjects × 7 frames");
+    // Seven IP frames and two ARP ones.
+    assert_eq!(results.len(), 16 * 9, "16 subjects × 9 frames");
     for result in results {
         assert!(
             result["ns_per_frame"]["median"].as_f64().unwrap() > 0.0,
