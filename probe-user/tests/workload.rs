@@ -558,3 +558,156 @@ fn audit_names_the_pod_whose_link_is_exposed() {
     drop(workload);
     let _ = fs::remove_dir(format!("{V2}/{root}"));
 }
+
+/// The MAC of the sender the neighbour table knows, and of the one it does not.
+const KNOWN_MAC: [u8; 6] = [0x02, 0x4c, 0x50, 0x00, 0x05, 0x02];
+const UNKNOWN_MAC: [u8; 6] = [0x02, 0x4c, 0x50, 0x00, 0x05, 0x03];
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|byte| format!("{byte:02x}")).join(":")
+}
+
+/// `count` frames to 127.0.0.1 claiming `source`, broadcast from `mac` out of `interface` in
+/// `netns`.
+fn send_to_localhost(netns: &Netns, interface: &str, mac: [u8; 6], source: &str, count: usize) {
+    let frame = test_frames::ipv4(source.parse().unwrap(), std::net::Ipv4Addr::LOCALHOST)
+        .macs(mac, [0xff; 6])
+        .ports(40000, 6379)
+        .build();
+    netns.enter(|| {
+        let sender = testbed::RawSender::open(interface);
+        for _ in 0..count {
+            sender.send(&frame);
+        }
+    });
+}
+
+fn senders<'a>(report: &'a Value, name: &str) -> Vec<&'a Value> {
+    interface(report, name)
+        .and_then(|i| i["top_senders_sampled"].as_array())
+        .map(|senders| senders.iter().collect())
+        .unwrap_or_default()
+}
+
+fn sender<'a>(report: &'a Value, name: &str, mac: [u8; 6]) -> Option<&'a Value> {
+    senders(report, name)
+        .into_iter()
+        .find(|sender| sender["source_mac"] == mac_text(mac))
+}
+
+/// Senders named by the host's tables rather than by what their frames claim: behind a bridge,
+/// the neighbour table's address for the sender's MAC (the frames claim 127.0.0.1 or another
+/// address), the port the bridge learned it behind and the workload on that port's other end,
+/// on the port and on the bridge; a MAC the neighbour table does not hold has the port alone,
+/// and one the tables say nothing of (off the bridge) no origin at all.
+#[test]
+#[ignore = "needs root"]
+fn a_sender_is_named_by_the_neighbour_table_and_the_bridge_port_it_was_learned_behind() {
+    let probe_ns = Netns::new("nb");
+    let known = Netns::new("nb-known");
+    let unknown = Netns::new("nb-unknown");
+    veth(&probe_ns, &known, "nbk");
+    veth(&probe_ns, &unknown, "nbu");
+    veth(&probe_ns, &unknown, "nbx");
+    probe_ns.ip(&["link", "add", "nbbr", "type", "bridge"]);
+    for port in ["nbk", "nbu"] {
+        probe_ns.ip(&["link", "set", port, "master", "nbbr"]);
+    }
+    probe_ns.ip(&["link", "set", "nbbr", "up"]);
+    probe_ns.ip(&["addr", "add", "198.18.5.1/24", "dev", "nbbr"]);
+    probe_ns.ip(&[
+        "neigh",
+        "add",
+        "198.18.5.2",
+        "lladdr",
+        &mac_text(KNOWN_MAC),
+        "dev",
+        "nbbr",
+    ]);
+    for (netns, interface, mac) in [
+        (&known, "p-nbk", KNOWN_MAC),
+        (&unknown, "p-nbu", UNKNOWN_MAC),
+        (&unknown, "p-nbx", UNKNOWN_MAC),
+    ] {
+        netns.ip(&["link", "set", interface, "address", &mac_text(mac), "up"]);
+    }
+    for interface in ["nbk", "nbu", "nbx", "nbbr"] {
+        probe_ns.wait_operational(interface);
+    }
+    let root = format!("lp-test-neighbour-{}", std::process::id());
+    let id = container_id(77);
+    let workload = LastFirst(vec![Workload::start(
+        &known,
+        V2,
+        &root,
+        &format!("system.slice/cri-containerd-{id}.scope"),
+    )]);
+    workload.0[0].wait_exec();
+
+    let probe = ProbeProcess::start(
+        PROBE,
+        &probe_ns,
+        &[
+            "--iface", "nbk", "--iface", "nbu", "--iface", "nbx", "--iface", "nbbr", "--top", "5",
+        ],
+    );
+    probe.wait_ready();
+    send_to_localhost(&known, "p-nbk", KNOWN_MAC, "127.0.0.1", 3);
+    send_to_localhost(&unknown, "p-nbu", UNKNOWN_MAC, "198.18.5.3", 2);
+    send_to_localhost(&unknown, "p-nbx", UNKNOWN_MAC, "198.18.5.3", 2);
+
+    let named = |sender: Option<&Value>| {
+        sender.is_some_and(|sender| {
+            sender["origin"]["workload"]["container_id"] == id.as_str()
+                && sender["origin"]["bridge_port"] == "nbk"
+        })
+    };
+    let report = probe.wait_for(TIMEOUT, |report| {
+        named(sender(report, "nbk", KNOWN_MAC))
+            && named(sender(report, "nbbr", KNOWN_MAC))
+            && sender(report, "nbbr", UNKNOWN_MAC).is_some_and(|s| !s["origin"].is_null())
+            && sender(report, "nbx", UNKNOWN_MAC).is_some()
+    });
+    for on in ["nbk", "nbbr"] {
+        let known = sender(&report, on, KNOWN_MAC).unwrap();
+        assert_eq!(known["source_ip"], "127.0.0.1", "{known}");
+        assert_eq!(known["samples"], 3, "{known}");
+        assert_eq!(
+            known["origin"]["neighbour_ips"],
+            serde_json::json!(["198.18.5.2"]),
+            "{known}"
+        );
+        assert_eq!(
+            known["origin"]["bridge_port_ifindex"],
+            interface(&report, "nbk").unwrap()["ifindex"],
+            "{known}"
+        );
+        assert_eq!(
+            known["origin"]["workload"]["runtime"],
+            "containerd",
+            "{known}"
+        );
+    }
+    let unlisted = sender(&report, "nbbr", UNKNOWN_MAC).unwrap();
+    assert_eq!(
+        unlisted["origin"]["neighbour_ips"],
+        serde_json::json!([]),
+        "{unlisted}"
+    );
+    assert_eq!(unlisted["origin"]["bridge_port"], "nbu", "{unlisted}");
+    assert_eq!(
+        unlisted["origin"]["workload"]["netns_inode"],
+        workload_of(&report, "nbu")["netns"]["inode"],
+        "{unlisted}"
+    );
+    let off_the_bridge = sender(&report, "nbx", UNKNOWN_MAC).unwrap();
+    assert!(off_the_bridge.get("origin").is_none(), "{off_the_bridge}");
+    drop(probe);
+    drop(workload);
+    let _ = fs::remove_dir(format!("{V2}/{root}/system.slice"));
+    let _ = fs::remove_dir(format!("{V2}/{root}"));
+}
+
+fn workload_of<'a>(report: &'a Value, name: &str) -> &'a Value {
+    workload(report, name).unwrap_or_else(|| panic!("no workload behind {name}: {report}"))
+}

@@ -8,8 +8,7 @@ use crate::net::names::name_of_bytes;
 
 use super::{
     installers::{self, Installer},
-    nft::chain_key,
-    ruleset::{Action, Base, Chain, Condition, Hook, NameMatch, Net, Rule, Ruleset},
+    ruleset::{Action, Base, Chain, Condition, Hook, NameMatch, Net, Rule, Ruleset, chain_key},
     sockets::Protocol,
 };
 

@@ -19,7 +19,9 @@ pub use super::ruleset::Hook;
 use super::{
     installers::{self, Installer},
     iptables,
-    ruleset::{Action, Base, CONNTRACK_PRIORITY, Chain, Condition, NameMatch, Net, Rule, Ruleset},
+    ruleset::{
+        Action, Base, CONNTRACK_PRIORITY, Chain, Condition, NameMatch, Net, Rule, Ruleset, chain_key,
+    },
     sockets::Protocol,
 };
 
@@ -88,11 +90,6 @@ fn in_force(table: &Value) -> bool {
         }),
         Some(_) => false,
     }
-}
-
-/// `family table name`, the key of a chain in [`Ruleset::chains`].
-pub fn chain_key(family: &str, table: &str, name: &str) -> String {
-    format!("nft {family} {table} {name}")
 }
 
 /// The chains of a ruleset as `nft -j list ruleset` writes it: the base chains that frames from

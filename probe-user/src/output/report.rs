@@ -23,7 +23,7 @@ use crate::{
     probe::TcxPrecededBy,
     probe::attachment::{AttachedMode, Hook, TcHook},
     session::{
-        AttachedInterface, InterfaceSnapshot, RefusedInterface, Snapshot,
+        AttachedInterface, InterfaceSnapshot, RefusedInterface, SenderOrigin, Snapshot,
         totals::{Totals, total},
     },
 };
@@ -202,6 +202,68 @@ pub struct SenderReport {
     pub source_mac: Option<String>,
     pub source_ip: Option<IpAddr>,
     pub samples: u64,
+    /// Who the host's neighbour table and bridges say the MAC is; absent when they say
+    /// nothing of it (or have not been read yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<SenderOriginReport>,
+}
+
+/// Who a sender is by its MAC address, as the host's tables say: a frame's source IP may be
+/// spoofed (127.0.0.1), its MAC is what the link delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SenderOriginReport {
+    /// The IP addresses the neighbour table (ARP, NDP) holds for the MAC, those on the
+    /// interface the frames arrived on first.
+    pub neighbour_ips: Vec<IpAddr>,
+    /// The bridge port the MAC was learned behind, when the frames arrived on a bridge or a
+    /// port of one.
+    pub bridge_port: Option<String>,
+    pub bridge_port_ifindex: Option<u32>,
+    /// The workload on that port's other end, in short (the port's own `workload` in the
+    /// report has the whole account when the port is served).
+    pub workload: Option<WorkloadRef>,
+    #[serde(skip)]
+    pub workload_summary: Option<String>,
+}
+
+impl SenderOriginReport {
+    fn of(origin: SenderOrigin) -> Option<Self> {
+        (!origin.is_unknown()).then(|| Self {
+            neighbour_ips: origin.neighbour_ips,
+            bridge_port_ifindex: origin.bridge_port.as_ref().map(|(ifindex, _)| *ifindex),
+            bridge_port: origin.bridge_port.map(|(_, name)| name),
+            workload: origin.workload.as_deref().map(WorkloadRef::of),
+            workload_summary: origin.workload.map(|workload| workload.summary()),
+        })
+    }
+}
+
+impl SenderReport {
+    /// The sender on one line for people, escaped:
+    /// `02:4c:50:00:00:01 127.0.0.1 (5) = 198.18.0.2 behind vethX (containerd 3f4e8a1b2c9d)`.
+    pub fn describe(&self) -> String {
+        let ip = self
+            .source_ip
+            .map_or_else(|| "?".to_owned(), |ip| ip.to_string());
+        let mut line = match &self.source_mac {
+            Some(mac) => format!("{mac} {ip} ({})", self.samples),
+            None => format!("{ip} ({})", self.samples),
+        };
+        if let Some(origin) = &self.origin {
+            line.push_str(" =");
+            if !origin.neighbour_ips.is_empty() {
+                let ips: Vec<String> = origin.neighbour_ips.iter().map(IpAddr::to_string).collect();
+                let _ = write!(line, " {}", ips.join(" "));
+            }
+            if let Some(port) = &origin.bridge_port {
+                let _ = write!(line, " behind {}", printable(port));
+            }
+            if let Some(summary) = &origin.workload_summary {
+                let _ = write!(line, " ({})", printable(summary));
+            }
+        }
+        line
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -352,8 +414,14 @@ impl Report {
         }
     }
 
-    /// Fills in each interface's `n` top senders (when sampling is on).
-    pub fn add_top_senders(&mut self, senders: &TopSenders, n: usize) {
+    /// Fills in each interface's `n` top senders (when sampling is on), each with what `origin`
+    /// says of its MAC on that interface.
+    pub fn add_top_senders(
+        &mut self,
+        senders: &TopSenders,
+        n: usize,
+        origin: impl Fn(u32, [u8; 6]) -> Option<SenderOrigin>,
+    ) {
         for interface in &mut self.interfaces {
             let Some(top) = &mut interface.top_senders_sampled else {
                 continue;
@@ -365,6 +433,10 @@ impl Report {
                     source_mac: sender.mac.map(mac_string),
                     source_ip: sender.ip,
                     samples,
+                    origin: sender
+                        .mac
+                        .and_then(|mac| origin(interface.ifindex, mac))
+                        .and_then(SenderOriginReport::of),
                 })
                 .collect();
         }
@@ -708,5 +780,47 @@ impl SysctlChangeReport {
             humantime::format_rfc3339_seconds(self.at),
             self.sentence()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender(origin: Option<SenderOriginReport>) -> SenderReport {
+        SenderReport {
+            source_mac: Some("02:00:00:00:00:01".to_owned()),
+            source_ip: Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            samples: 5,
+            origin,
+        }
+    }
+
+    #[test]
+    fn a_sender_is_described_with_what_the_tables_say_of_it_escaped() {
+        assert_eq!(sender(None).describe(), "02:00:00:00:00:01 127.0.0.1 (5)");
+        let origin = SenderOriginReport {
+            neighbour_ips: vec!["198.18.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            bridge_port: Some("veth\u{1b}[31m".to_owned()),
+            bridge_port_ifindex: Some(7),
+            workload: None,
+            workload_summary: Some("containerd 3f4e8a1b2c9d\u{7}".to_owned()),
+        };
+        assert_eq!(
+            sender(Some(origin)).describe(),
+            "02:00:00:00:00:01 127.0.0.1 (5) = 198.18.0.2 fd00::2 behind veth\\u{1b}[31m \
+             (containerd 3f4e8a1b2c9d\\u{7})"
+        );
+        let port_only = SenderOriginReport {
+            neighbour_ips: Vec::new(),
+            bridge_port: Some("nbu".to_owned()),
+            bridge_port_ifindex: Some(8),
+            workload: None,
+            workload_summary: None,
+        };
+        assert_eq!(
+            sender(Some(port_only)).describe(),
+            "02:00:00:00:00:01 127.0.0.1 (5) = behind nbu"
+        );
     }
 }

@@ -16,6 +16,7 @@ use thiserror::Error;
 
 mod follow;
 mod observe;
+mod origins;
 mod retry;
 pub mod select;
 mod serve;
@@ -25,6 +26,7 @@ pub mod totals;
 
 pub use self::{
     observe::{Observed, UnservedInterface, unserved_interfaces},
+    origins::{SenderOrigin, SenderOrigins},
     snapshot::{InterfaceSnapshot, RefusedInterface, Snapshot},
 };
 
@@ -38,6 +40,7 @@ use crate::{
     },
     kernel::features::{Feature, FeatureProbeError, KernelFeatures},
     net::interfaces::{Interface, InterfaceError, Interfaces},
+    net::neighbours::NeighbourWatch,
     net::privileges,
     net::workload::{Workload, WorkloadWatch, Workloads, peer_nsid},
     net::{
@@ -245,6 +248,8 @@ pub struct Session {
     /// The interfaces the start or the last following listed: one not among them has appeared
     /// since, and may not be served yet.
     considered: BTreeSet<u32>,
+    /// The neighbour table and bridges, for naming the senders of sampled frames.
+    neighbours: NeighbourWatch,
 }
 
 /// What serving ([`Session`]) and reading a standing filter ([`Observed`]) both keep: the

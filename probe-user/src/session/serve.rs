@@ -118,6 +118,7 @@ impl Session {
                 .map(|skipped| (skipped.ifindex, Unserved::Skipped(skipped.clone())))
                 .collect(),
             retry: retry::Backoff::default(),
+            neighbours: NeighbourWatch::start(),
             considered: all.iter().map(|interface| interface.ifindex).collect(),
         };
         let leftovers = session

@@ -147,18 +147,7 @@ pub(crate) fn render(
         let _ = writeln!(out, "\nTOP SENDERS (sampled, last {} s)", WINDOW.as_secs());
     }
     for (interface, senders) in senders {
-        let list: Vec<String> = senders
-            .iter()
-            .map(|sender| {
-                let ip = sender
-                    .source_ip
-                    .map_or_else(|| "?".to_owned(), |ip| ip.to_string());
-                match &sender.source_mac {
-                    Some(mac) => format!("{mac} {ip} ({})", sender.samples),
-                    None => format!("{ip} ({})", sender.samples),
-                }
-            })
-            .collect();
+        let list: Vec<String> = senders.iter().map(SenderReport::describe).collect();
         let behind = interface
             .workload
             .as_ref()

@@ -174,6 +174,12 @@ pub struct Ruleset {
     pub installers: Vec<Installed>,
 }
 
+/// `family table name`, the key of a chain in [`Ruleset::chains`] (iptables' chains are those of
+/// the `ip` family, as iptables-nft writes them).
+pub fn chain_key(family: &str, table: &str, name: &str) -> String {
+    format!("nft {family} {table} {name}")
+}
+
 /// The source address of a class of spoofed frames, the sender's choice within it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {

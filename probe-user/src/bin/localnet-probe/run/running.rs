@@ -188,7 +188,10 @@ impl Running {
             self.attached_at.elapsed(),
             is_final,
         );
-        report.add_top_senders(&self.evidence.senders, self.evidence.top);
+        let origins = self.session.sender_origins();
+        report.add_top_senders(&self.evidence.senders, self.evidence.top, |ifindex, mac| {
+            origins.of(ifindex, mac)
+        });
         report
     }
 

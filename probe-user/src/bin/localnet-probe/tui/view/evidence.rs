@@ -80,17 +80,11 @@ impl LiveView {
         let mut lines = Vec::new();
         for interface in interfaces {
             for sender in interface.top_senders_sampled.iter().flatten() {
-                let ip = sender
-                    .source_ip
-                    .map_or_else(|| "?".to_owned(), |ip| ip.to_string());
-                lines.push(match &sender.source_mac {
-                    Some(mac) => format!(
-                        "{} {ip} {mac} ({})",
-                        printable(&interface.name),
-                        sender.samples
-                    ),
-                    None => format!("{} {ip} ({})", printable(&interface.name), sender.samples),
-                });
+                lines.push(format!(
+                    "{} {}",
+                    printable(&interface.name),
+                    sender.describe()
+                ));
             }
         }
         lines

@@ -534,6 +534,7 @@ mod tests {
             source_mac: Some("02:00:00:00:00:01".to_owned()),
             source_ip: Some(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))),
             samples: 990,
+            origin: None,
         }]);
         let mut dropping = interface("eth0", 2, "drop");
         dropping.by_class = vec![class("ipv6", "source", "dropped", 123_456_789)];
@@ -549,6 +550,7 @@ mod tests {
             source_mac: Some("02:00:00:00:00:02".to_owned()),
             source_ip: Some("fd00::9".parse().expect("address")),
             samples: 10,
+            origin: None,
         }]);
         let mut behind = interface("eth1", 3, "drop");
         behind.hook = Some("tcx");
@@ -712,7 +714,7 @@ mod tests {
             screen
                 .iter()
                 .any(|row| row
-                    .starts_with(&format!("{LONG_NAME} 198.18.0.1 02:00:00:00:00:01 (990)"))),
+                    .starts_with(&format!("{LONG_NAME} 02:00:00:00:00:01 198.18.0.1 (990)"))),
             "{all}"
         );
     }
@@ -743,7 +745,7 @@ mod tests {
             screen
                 .iter()
                 .any(|row| row.starts_with("22:")
-                    && row.contains("eth0 fd00::9 02:00:00:00:00:02 (10)")),
+                    && row.contains("eth0 02:00:00:00:00:02 fd00::9 (10)")),
             "{all}"
         );
         assert!(
