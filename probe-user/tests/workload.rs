@@ -683,8 +683,7 @@ fn a_sender_is_named_by_the_neighbour_table_and_the_bridge_port_it_was_learned_b
             "{known}"
         );
         assert_eq!(
-            known["origin"]["workload"]["runtime"],
-            "containerd",
+            known["origin"]["workload"]["runtime"], "containerd",
             "{known}"
         );
     }

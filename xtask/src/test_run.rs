@@ -31,6 +31,13 @@ pub(crate) fn test(args: &TestArgs) -> anyhow::Result<()> {
     setup()?;
     let mut totals = TestTotals::default();
     let mut host_status = None;
+    let skipped_log = target_dir().join("skipped-tests.log");
+    match fs::remove_file(&skipped_log) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(error).with_context(|| format!("remove {}", skipped_log.display()));
+        }
+        _ => {}
+    }
     if !args.kernels_only {
         ensure_tools()?;
         ensure_kubernetes_validate()?;
@@ -41,13 +48,15 @@ pub(crate) fn test(args: &TestArgs) -> anyhow::Result<()> {
         let mut command = cargo();
         // The root tests are `#[ignore = "needs root"]`, so that a plain `cargo test` shows
         // them as ignored rather than passed; here they run.
-        command.args([
-            "test",
-            "--locked",
-            "--no-fail-fast",
-            "--",
-            "--include-ignored",
-        ]);
+        command
+            .args([
+                "test",
+                "--locked",
+                "--no-fail-fast",
+                "--",
+                "--include-ignored",
+            ])
+            .env(SKIPPED_LOG, &skipped_log);
         let all = cargo_test(command, &mut totals)?;
         // The tc hooks again as on a kernel without tcx: through clsact filters.
         println!("\nxtask: tc_hooks again with LOCALNET_PROBE_WITHOUT=tcx (clsact filters)");
@@ -61,8 +70,10 @@ pub(crate) fn test(args: &TestArgs) -> anyhow::Result<()> {
                 "--",
                 "--include-ignored",
             ])
-            .env("LOCALNET_PROBE_WITHOUT", "tcx");
+            .env("LOCALNET_PROBE_WITHOUT", "tcx")
+            .env(SKIPPED_LOG, &skipped_log);
         let without_tcx = cargo_test(command, &mut totals)?;
+        totals.count_skipped(&skipped_log)?;
         host_status = Some(if all.success() { without_tcx } else { all });
     }
     let matrix = kernel_vm::run_matrix(&kernels)?;
@@ -108,7 +119,27 @@ pub(crate) struct TestTotals {
     pub(crate) ignored: u64,
 }
 
+/// testbed's `SKIPPED_LOG`: the file tests name themselves in when they could not run here.
+const SKIPPED_LOG: &str = "LOCALNET_PROBE_SKIPPED_LOG";
+
 impl TestTotals {
+    /// Moves the tests `log` names from passed (the harness saw them return) to skipped, saying
+    /// each and why.
+    pub(crate) fn count_skipped(&mut self, log: &Path) -> anyhow::Result<()> {
+        let lines = match fs::read_to_string(log) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error).with_context(|| format!("read {}", log.display())),
+        };
+        for line in lines.lines() {
+            let (test, why) = line.split_once('\t').unwrap_or((line, ""));
+            println!("xtask: skipped {test}: {why}");
+            self.passed = self.passed.saturating_sub(1);
+            self.ignored += 1;
+        }
+        Ok(())
+    }
+
     const fn merge(&mut self, other: &Self) {
         self.passed += other.passed;
         self.failed += other.failed;

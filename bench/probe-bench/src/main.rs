@@ -222,9 +222,21 @@ fn main() -> anyhow::Result<()> {
         "in-kernel cost per frame (BPF_PROG_TEST_RUN)",
         || kernel_cost::measure(&plan),
     )?;
-    let throughput = measured(wanted(Section::Veth), "veth throughput", || {
+    let mut not_measured = Vec::new();
+    let throughput = match measured(wanted(Section::Veth), "veth throughput", || {
         throughput::measure(&plan, probe_binary)
-    })?;
+    })? {
+        Some(Ok(throughput)) => Some(throughput),
+        Some(Err(refused)) => {
+            eprintln!("bench: veth throughput not measured: {refused}");
+            not_measured.push(report::NotMeasured {
+                section: "veth throughput",
+                why: refused.to_string(),
+            });
+            None
+        }
+        None => None,
+    };
     let userspace = measured(wanted(Section::Userspace), "userspace footprint", || {
         userspace::measure(&plan, probe_binary)
     })?;
@@ -253,6 +265,7 @@ fn main() -> anyhow::Result<()> {
             hotplug,
             node,
             scan,
+            not_measured,
         },
     )?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;

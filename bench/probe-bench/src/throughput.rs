@@ -15,7 +15,7 @@
 //! tcx ingress, as it does for nftables' ingress hook, which runs right after it.
 
 use std::{
-    fs,
+    fmt, fs, io,
     net::Ipv4Addr,
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
@@ -28,9 +28,10 @@ use aya::{
     Ebpf,
     maps::{Map, MapData, PerCpuArray},
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType, TestRun as _, TestRunAttrs, TestRunOptions, Xdp,
-        XdpMode, tc::TcAttachOptions,
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunAttrs,
+        TestRunOptions, Xdp, XdpMode, tc::TcAttachOptions,
     },
+    sys::SyscallError,
 };
 use probe_common::{Framing, Mode, SampleCounts};
 use probe_user::probe::{LoadOptions, Probe, attachment::XdpPrograms};
@@ -382,6 +383,46 @@ fn prepare_receiver(link: &Link, cpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kernel refuses BPF_PROG_TEST_RUN's live-frames mode, which the generator needs: some
+/// kernels (and sandboxes) answer EPERM for any program. The section is then not measured.
+#[derive(Debug)]
+pub struct LiveFramesRefused(io::Error);
+
+impl fmt::Display for LiveFramesRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "this kernel refuses BPF_PROG_TEST_RUN's live-frames mode ({}), which the flood \
+             generator needs",
+            self.0
+        )
+    }
+}
+
+/// One frame through the generator, to learn whether the kernel runs live frames at all.
+fn try_live_frames(
+    link: &Link,
+    program: &Xdp,
+    frame: &[u8],
+) -> anyhow::Result<Option<LiveFramesRefused>> {
+    link.sender.enter(|| {
+        let md = xdp_md(frame.len(), testbed::ifindex(SENDER_IF));
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(frame);
+        options.ctx_in = Some(&md);
+        options.attrs = TestRunAttrs::new().xdp_live_frames(1);
+        match program.test_run(options) {
+            Ok(_) => Ok(None),
+            Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.raw_os_error() == Some(libc::EPERM) =>
+            {
+                Ok(Some(LiveFramesRefused(io_error)))
+            }
+            Err(error) => Err(anyhow::Error::new(error).context("live-frames generator")),
+        }
+    })
+}
+
 /// Runs the generator on `cpu` inside the sender's namespace until `stop`; returns frames offered.
 fn generate(
     link: &Link,
@@ -507,7 +548,11 @@ fn measure_one(
     })
 }
 
-pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Throughput> {
+/// The scenarios, or why they cannot be measured here.
+pub fn measure(
+    plan: &Plan,
+    probe_binary: &str,
+) -> anyhow::Result<Result<Throughput, LiveFramesRefused>> {
     let cpus = cpu::two()?;
     let link = Link::new("bench");
     prepare_receiver(&link, cpus.1)?;
@@ -527,6 +572,9 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Throughput> {
         .try_into()?;
     generator.load()?;
     let generator = &*generator;
+    if let Some(refused) = try_live_frames(&link, generator, &benign)? {
+        return Ok(Err(refused));
+    }
 
     let mut samples: Vec<Vec<Sample>> = SCENARIOS.iter().map(|_| Vec::new()).collect();
     for _ in 0..plan.veth_rounds {
@@ -577,11 +625,11 @@ pub fn measure(plan: &Plan, probe_binary: &str) -> anyhow::Result<Throughput> {
             },
         })
         .collect();
-    Ok(Throughput {
+    Ok(Ok(Throughput {
         window_secs: plan.veth_window.as_secs_f64(),
         rounds: plan.veth_rounds,
         generator_cpu: cpus.0,
         napi_cpu: cpus.1,
         scenarios,
-    })
+    }))
 }

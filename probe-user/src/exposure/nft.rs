@@ -20,7 +20,8 @@ use super::{
     installers::{self, Installer},
     iptables,
     ruleset::{
-        Action, Base, CONNTRACK_PRIORITY, Chain, Condition, NameMatch, Net, Rule, Ruleset, chain_key,
+        Action, Base, CONNTRACK_PRIORITY, Chain, Condition, NameMatch, Net, Rule, Ruleset,
+        chain_key,
     },
     sockets::Protocol,
 };

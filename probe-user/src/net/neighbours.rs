@@ -181,10 +181,13 @@ fn parse(payload: &[u8]) -> Option<NeighbourMessage> {
 }
 
 fn mac_in(message: &NeighbourMessage) -> Option<[u8; 6]> {
-    message.attributes.iter().find_map(|attribute| match attribute {
-        NeighbourAttribute::LinkLayerAddress(mac) => mac.as_slice().try_into().ok(),
-        _ => None,
-    })
+    message
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            NeighbourAttribute::LinkLayerAddress(mac) => mac.as_slice().try_into().ok(),
+            _ => None,
+        })
 }
 
 /// An IPv4 or IPv6 neighbour with a link-layer address (not one still being resolved or one

@@ -1172,6 +1172,25 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
+/// Where `cargo xtask test` has tests write what they did not run, so its totals count them as
+/// skipped rather than passed: the harness itself only knows a test returned.
+pub const SKIPPED_LOG: &str = "LOCALNET_PROBE_SKIPPED_LOG";
+
+/// Says that `test` did not run, and why: on stderr, and as a line in the file named by
+/// [`SKIPPED_LOG`] when it is set.
+pub fn skipped(test: &str, why: &str) {
+    eprintln!("skipped: {test}: {why}");
+    if let Some(path) = std::env::var_os(SKIPPED_LOG) {
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|error| panic!("open {}: {error}", path.to_string_lossy()));
+        let why = why.replace(['\n', '\t'], " ");
+        writeln!(log, "{test}\t{why}").expect("write the skipped-tests log");
+    }
+}
+
 /// The report's entry for `name`.
 pub fn interface<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["interfaces"]

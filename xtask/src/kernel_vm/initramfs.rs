@@ -60,14 +60,15 @@ fn copy_file(root: &Path, path: &Path) -> anyhow::Result<()> {
 
 /// The guest's init: mounts, modules, then the tests on the results port, then power-off.
 /// iproute2 comes before busybox on PATH (busybox's `ip` has no `netns`), and the tests run
-/// under bash: busybox's shell prefers its own applets over PATH.
+/// under bash: busybox's shell prefers its own applets over PATH. /tmp stays the initramfs's
+/// own (already in memory): a tmpfs mounted over it would hide test binaries copied there from a
+/// checkout under /tmp.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
 mkdir -p /run/netns
 mount -t bpf bpf /sys/fs/bpf
@@ -91,6 +92,11 @@ pub(super) fn build_root(
     ] {
         fs::create_dir_all(root.join(dir))?;
     }
+    // Writable by the unprivileged users the least-privilege tests run as, like any /tmp.
+    fs::set_permissions(
+        root.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )?;
     let config = format!("boot/config-{version}");
     fs::copy(kernel.join(&config), root.join(&config))
         .with_context(|| format!("cannot copy the kernel's {config}"))?;

@@ -41,6 +41,13 @@ impl Report {
             Self::scan_markdown(&mut out, scan);
         }
 
+        for skipped in &self.not_measured {
+            let _ = writeln!(
+                out,
+                "\n**{}**: not measured here: {}.",
+                skipped.section, skipped.why
+            );
+        }
         out.push_str(
             "\n**Targets**:\n\n| goal | measured | met | why, when missed |\n| --- | --- | --- | --- |\n",
         );

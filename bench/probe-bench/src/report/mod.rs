@@ -38,7 +38,15 @@ pub struct Report {
     pub hotplug: Option<Hotplug>,
     pub node: Option<Node>,
     pub scan: Option<ScanBench>,
+    /// Sections asked for that this machine cannot measure, and why.
+    pub not_measured: Vec<NotMeasured>,
     pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotMeasured {
+    pub section: &'static str,
+    pub why: String,
 }
 
 /// What each section measured; `None` for those left out.
@@ -50,6 +58,7 @@ pub struct Sections {
     pub hotplug: Option<Hotplug>,
     pub node: Option<Node>,
     pub scan: Option<ScanBench>,
+    pub not_measured: Vec<NotMeasured>,
 }
 
 #[derive(Debug, Serialize)]
@@ -148,6 +157,7 @@ impl Report {
             hotplug,
             node,
             scan,
+            not_measured,
         } = sections;
         let mut targets = Vec::new();
         if let Some(kernel_cost) = &kernel_cost {
@@ -182,6 +192,7 @@ impl Report {
             hotplug,
             node,
             scan,
+            not_measured,
         })
     }
 }

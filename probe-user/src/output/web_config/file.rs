@@ -69,6 +69,84 @@ pub(super) struct HttpServerConfig {
 /// toolkit.
 pub(super) fn parse(text: &str) -> Result<WebConfigFile, String> {
     let parsed: Option<WebConfigFile> =
-        serde_yaml_ng::from_str(text).map_err(|error| error.to_string())?;
+        serde_yaml_ng::from_str(text).map_err(|error| without_values(&error.to_string()))?;
     Ok(parsed.unwrap_or_default())
+}
+
+/// The parser's message with what the file holds left out: it quotes values (`string "…"`) and
+/// unknown names (`` `…` ``), and the file holds keys and password hashes, which must not reach
+/// a terminal or a journal. Names of the format's own keys and variants (short identifiers) stay.
+fn without_values(message: &str) -> String {
+    let mut said = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(['"', '`']) {
+        let quote = rest[start..].chars().next().expect("found");
+        said.push_str(&rest[..=start]);
+        let quoted = &rest[start + 1..];
+        let mut escaped = false;
+        let end = quoted.char_indices().find_map(|(at, c)| {
+            let closes = c == quote && !escaped;
+            escaped = quote == '"' && c == '\\' && !escaped;
+            closes.then_some(at)
+        });
+        let Some(end) = end else {
+            said.push('…');
+            return said;
+        };
+        let inner = &quoted[..end];
+        let a_name = quote == '`'
+            && inner.len() <= 40
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        said.push_str(if a_name { inner } else { "…" });
+        said.push(quote);
+        rest = &quoted[end + 1..];
+    }
+    said.push_str(rest);
+    said
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_names_where_and_what_but_not_the_files_secrets() {
+        for (text, secret, kept) in [
+            (
+                "basic_auth_users: \"$2y$10$SECRETHASH\"\n",
+                "SECRETHASH",
+                "line 1",
+            ),
+            (
+                "tls_server_config:\n  client_auth_type: \"-----BEGIN PRIVATE KEY----- SECRETKEY\"\n",
+                "SECRETKEY",
+                "expected one of `NoClientCert`",
+            ),
+            (
+                "tls_server_config:\n  \"-----BEGIN PRIVATE KEY----- SECRETKEY\": 1\n",
+                "SECRETKEY",
+                "expected one of `cert`",
+            ),
+            (
+                "tls_server_config:\n  keyfile: x\n",
+                "\u{0}",
+                "unknown field `keyfile`",
+            ),
+        ] {
+            let error = parse(text).expect_err(text);
+            assert!(!error.contains(secret), "{error}");
+            assert!(error.contains(kept), "{error}");
+        }
+    }
+
+    #[test]
+    fn quotes_are_closed_and_escapes_followed() {
+        assert_eq!(
+            without_values(r#"invalid type: string "a\"b", expected `x`"#),
+            "invalid type: string \"…\", expected `x`"
+        );
+        assert_eq!(without_values("cut \"short"), "cut \"…");
+    }
 }

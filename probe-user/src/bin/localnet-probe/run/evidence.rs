@@ -15,13 +15,11 @@ use probe_user::{
     output::senders::TopSenders, session::AttachedInterface,
 };
 
-use super::output::{Output, Stream};
+use super::output::{Output, Stream, WAITING_BYTES};
 use crate::stream::Format;
 
 /// Events the live view keeps for its pane.
 pub(crate) const PANE_LINES: usize = 40;
-/// Event batches that may wait for a slow stderr, and pcap batches for a slow reader.
-const WAITING_BATCHES: usize = 64;
 
 /// Where `--events` go.
 pub(crate) enum Events {
@@ -144,7 +142,7 @@ impl Pcap {
         };
         let mut pcap = Self {
             writer,
-            to: Some(Output::spawn(to, WAITING_BATCHES)),
+            to: Some(Output::spawn(to, WAITING_BYTES)),
             unsent_blocks,
             not_written: 0,
         };

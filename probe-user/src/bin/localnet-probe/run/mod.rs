@@ -49,7 +49,7 @@ use self::{
     args::{DEFAULT_TOP, JsonObjects},
     evidence::{Events, Evidence, Pcap},
     metrics_server::SnapshotRequest,
-    output::{Output, Stream},
+    output::{Output, Stream, WAITING_BYTES},
     running::{Key, Render, Running},
 };
 
@@ -83,7 +83,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         (false, _) => None,
         (true, View::Stream(format)) if args.json.is_some() => Some(Events::Stream(format)),
         (true, View::Live | View::Plain) => Some(Events::Pane),
-        (true, _) => Some(Events::Stderr(Output::spawn(Stream::Stderr, 64))),
+        (true, _) => Some(Events::Stderr(Output::spawn(Stream::Stderr, WAITING_BYTES))),
     };
     let mut announcer = Announcer::new(&args.ifaces);
     let selection = Selection {

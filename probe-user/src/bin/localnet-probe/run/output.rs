@@ -9,14 +9,18 @@ use std::{
     os::fd::AsRawFd as _,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
-        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError, Sender},
     },
     thread,
     time::{Duration, Instant},
 };
 
 use tokio::sync::Notify;
+
+/// Bytes a writer holds for a reader that is behind (reports, events, pcap blocks): a few
+/// seconds of a flood's samples, and the most a stalled reader costs.
+pub(crate) const WAITING_BYTES: usize = 4 << 20;
 
 /// How often the writer looks for a reader gone between reports.
 const READER_CHECK: Duration = Duration::from_millis(100);
@@ -77,7 +81,10 @@ impl Stream {
 
 pub(crate) struct Output {
     name: &'static str,
-    pending: SyncSender<Vec<u8>>,
+    pending: Sender<Vec<u8>>,
+    /// Bytes handed over and not yet written, and how many may be.
+    queued: Arc<AtomicUsize>,
+    budget: usize,
     closed: Arc<Closed>,
     written: Receiver<()>,
     /// Writes skipped because earlier ones were still waiting.
@@ -112,11 +119,14 @@ fn reader_gone(fd: i32) -> bool {
 }
 
 impl Output {
-    /// A writer thread for `stream` with room for `waiting` writes: a stalled reader costs at
-    /// most that many buffered writes, not memory.
-    pub(crate) fn spawn(mut stream: Stream, waiting: usize) -> Self {
+    /// A writer thread for `stream` that holds at most `budget` bytes for a reader that is
+    /// behind (one write more when a single one is larger): a stalled reader costs that much
+    /// memory and no more, however large each write is.
+    pub(crate) fn spawn(mut stream: Stream, budget: usize) -> Self {
         let name = stream.name();
-        let (pending, receiver) = mpsc::sync_channel::<Vec<u8>>(waiting);
+        let (pending, receiver) = mpsc::channel::<Vec<u8>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer_queued = Arc::clone(&queued);
         let (done, written) = mpsc::channel();
         let closed = Arc::new(Closed::default());
         let writer_closed = Arc::clone(&closed);
@@ -131,7 +141,9 @@ impl Output {
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
-                if let Err(error) = stream.write(&bytes) {
+                let written = stream.write(&bytes);
+                writer_queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+                if let Err(error) = written {
                     if error.kind() != io::ErrorKind::BrokenPipe {
                         let cut = stream.cut_back().err();
                         tracing::warn!(
@@ -150,6 +162,8 @@ impl Output {
         Self {
             name,
             pending,
+            queued,
+            budget,
             closed,
             written,
             skipped: 0,
@@ -170,23 +184,34 @@ impl Output {
     /// Hands `bytes` to the writer without waiting; `false` when they are skipped because
     /// the reader is behind or gone. `what` names them for the warning.
     pub(crate) fn offer(&mut self, bytes: Vec<u8>, what: &str) -> bool {
-        match self.pending.try_send(bytes) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                if self.skipped == 0 {
-                    tracing::warn!(
-                        "{} is not keeping up; skipping {what} until it does (counting goes on)",
-                        self.name
-                    );
-                }
-                self.skipped += 1;
-                false
+        if !self.has_room(bytes.len()) {
+            if self.skipped == 0 {
+                tracing::warn!(
+                    "{} is not keeping up; skipping {what} until it does (counting goes on)",
+                    self.name
+                );
             }
-            Err(TrySendError::Disconnected(_)) => {
-                self.closed.close();
-                false
-            }
+            self.skipped += 1;
+            return false;
         }
+        self.hand_over(bytes)
+    }
+
+    /// Whether `len` more bytes fit the budget; an empty queue takes any one write.
+    fn has_room(&self, len: usize) -> bool {
+        let queued = self.queued.load(Ordering::Relaxed);
+        queued == 0 || queued.saturating_add(len) <= self.budget
+    }
+
+    fn hand_over(&self, bytes: Vec<u8>) -> bool {
+        let len = bytes.len();
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if self.pending.send(bytes).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.closed.close();
+            return false;
+        }
+        true
     }
 
     /// Writes the last bytes, waiting at most `patience` for a stalled reader.
@@ -196,20 +221,14 @@ impl Output {
             tracing::warn!("{} writes to {name} were skipped", self.skipped);
         }
         let deadline = Instant::now() + patience;
-        let mut bytes = bytes;
-        loop {
-            match self.pending.try_send(bytes) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    bytes = back;
-                    thread::sleep(Duration::from_millis(10));
-                }
-                Err(TrySendError::Full(_)) => {
-                    tracing::warn!("{name} is not being read; the last output is not written");
-                    return;
-                }
+        while !self.has_room(bytes.len()) && !self.is_gone() {
+            if Instant::now() >= deadline {
+                tracing::warn!("{name} is not being read; the last output is not written");
+                return;
             }
+            thread::sleep(Duration::from_millis(10));
         }
+        self.hand_over(bytes);
         drop(self.pending);
         let left = deadline.saturating_duration_since(Instant::now());
         if self.written.recv_timeout(left).is_err() && !self.closed.flag.load(Ordering::Relaxed) {

@@ -29,7 +29,7 @@ use super::{
     coalesce::Coalescer,
     evidence::Evidence,
     metrics_server::{Scraped, SnapshotRequest},
-    output::{Output, Stream},
+    output::{Output, Stream, WAITING_BYTES},
     say_left_out,
 };
 use crate::{
@@ -106,7 +106,8 @@ impl Running {
             attached_at,
             pins_stay,
             // JSON events share the stream with the reports: room for a few batches between two.
-            output: (render.view != View::Pcap).then(|| Output::spawn(Stream::Stdout, 8)),
+            output: (render.view != View::Pcap)
+                .then(|| Output::spawn(Stream::Stdout, WAITING_BYTES)),
             render,
             evidence,
             ring: None,
