@@ -510,6 +510,80 @@ fn a_large_capture_is_scanned_in_bounded_memory() {
     assert!(peak_mib < 32, "peak resident memory {peak_mib} MiB");
 }
 
+/// A pcapng of a million interface blocks and nothing else (20 MiB): scan stops at its bound,
+/// says why, keeps what it counted, and its memory stays small.
+#[test]
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped with wait4, which gives the child's own peak memory"
+)]
+fn a_capture_of_endless_interface_blocks_is_refused_past_the_bound() {
+    const BLOCKS: u32 = 1_000_000;
+    let block = |kind: u32, body: &[u8]| {
+        let len = (12 + body.len()) as u32;
+        let mut block = Vec::with_capacity(len as usize);
+        for field in [kind, len] {
+            block.extend_from_slice(&field.to_le_bytes());
+        }
+        block.extend_from_slice(body);
+        block.extend_from_slice(&len.to_le_bytes());
+        block
+    };
+    // Byte-order magic, version 1.0, section length unknown.
+    let mut section = vec![0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0];
+    section.extend_from_slice(&u64::MAX.to_le_bytes());
+    // Ethernet, snaplen 65535.
+    let interface = block(1, &[1, 0, 0, 0, 0xff, 0xff, 0, 0]);
+    let mut child = scan_command(&[&"-", &"--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scan");
+    let mut stdin = std::io::BufWriter::new(child.stdin.take().expect("piped"));
+    let writer = std::thread::spawn(move || {
+        // scan stops reading at the bound: a broken pipe then is what the test expects.
+        let _ = stdin.write_all(&block(0x0a0d_0d0a, &section));
+        for _ in 0..BLOCKS {
+            if stdin.write_all(&interface).is_err() {
+                break;
+            }
+        }
+        let _ = stdin.flush();
+    });
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut text).expect("read");
+        text
+    });
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut said).expect("read stderr");
+    writer.join().expect("writer");
+    let report = reader.join().expect("reader");
+    let mut status = 0;
+    // SAFETY: rusage is plain data, filled by wait4 for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    assert_eq!(
+        unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) },
+        pid
+    );
+    assert_eq!(libc::WEXITSTATUS(status), 2, "{said}");
+    assert!(
+        said.contains("more than 4096 interface blocks"),
+        "{said}"
+    );
+    let report: Value = serde_json::from_slice(&report).expect("a JSON report");
+    assert_eq!(
+        report["files"][0]["interfaces"].as_array().expect("interfaces").len(),
+        4096
+    );
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(peak_mib < 32, "peak resident memory {peak_mib} MiB");
+}
+
 /// Frames sent over a link, captured by tcpdump on every interface (Linux cooked v2) and on the
 /// receiving one (Ethernet): scan counts what was sent.
 #[test]

@@ -24,6 +24,9 @@ const INTERFACE_DESCRIPTION_BLOCK: u32 = 1;
 const PACKET_BLOCK: u32 = 2;
 const SIMPLE_PACKET_BLOCK: u32 = 3;
 const ENHANCED_PACKET_BLOCK: u32 = 6;
+/// Interface blocks a file may describe, over all its sections: each is counted apart, so a
+/// file made of nothing else would cost memory without end. Real captures hold a few.
+pub const MAX_INTERFACES: usize = 4096;
 /// The longest record read: longer is taken for corruption, not buffered (libpcap allows
 /// 256 KiB per packet; Wireshark's pcapng blocks stay far below this).
 const MAX_RECORD_LEN: u32 = 16 << 20;
@@ -464,6 +467,12 @@ impl CaptureReader {
                 self.interfaces.clear();
             }
             INTERFACE_DESCRIPTION_BLOCK => {
+                if self.announced_before + self.interfaces.len() >= MAX_INTERFACES {
+                    return Err(Fault::Corrupt(format!(
+                        "more than {MAX_INTERFACES} interface blocks, which scan does not keep \
+                         apart"
+                    )));
+                }
                 let id = self.interfaces.len() as u32;
                 let interface =
                     interface_of(body, self.endianness, self.section, id).ok_or_else(|| {
