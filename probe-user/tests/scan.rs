@@ -571,13 +571,13 @@ fn a_capture_of_endless_interface_blocks_is_refused_past_the_bound() {
         pid
     );
     assert_eq!(libc::WEXITSTATUS(status), 2, "{said}");
-    assert!(
-        said.contains("more than 4096 interface blocks"),
-        "{said}"
-    );
+    assert!(said.contains("more than 4096 interface blocks"), "{said}");
     let report: Value = serde_json::from_slice(&report).expect("a JSON report");
     assert_eq!(
-        report["files"][0]["interfaces"].as_array().expect("interfaces").len(),
+        report["files"][0]["interfaces"]
+            .as_array()
+            .expect("interfaces")
+            .len(),
         4096
     );
     let peak_mib = usage.ru_maxrss / 1024;

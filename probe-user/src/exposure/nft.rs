@@ -285,7 +285,14 @@ fn condition_of(matched: &Value) -> Condition {
         left["payload"]["protocol"] == protocol && left["payload"]["field"] == field
     };
     let meta = left["meta"]["key"].as_str();
-    let condition = if payload("ip", "saddr") || payload("ip", "daddr") {
+    // A match of another family's header carries nft's implicit dependency on that family: it
+    // never holds for an IPv4 frame, whatever it compares.
+    let other_family = ["ip6", "icmpv6", "arp"]
+        .iter()
+        .any(|protocol| left["payload"]["protocol"] == *protocol);
+    let condition = if other_family {
+        Some(Condition::Never)
+    } else if payload("ip", "saddr") || payload("ip", "daddr") {
         net_of(right).map(|net| {
             if payload("ip", "saddr") {
                 Condition::Source { net, negated }
@@ -305,8 +312,16 @@ fn condition_of(matched: &Value) -> Condition {
         })
     } else if meta == Some("l4proto") || payload("ip", "protocol") {
         protocol_of(right).map(|protocol| Condition::Protocol { protocol, negated })
-    } else if meta == Some("nfproto") {
-        (right == "ipv4" && !negated).then_some(Condition::Always)
+    } else if matches!(meta, Some("nfproto" | "protocol")) {
+        // `meta nfproto` names a family, `meta protocol` an EtherType; IPv4 is "ipv4" or "ip".
+        right.as_str().map(|family| {
+            let ipv4 = matches!(family, "ipv4" | "ip");
+            if ipv4 != negated {
+                Condition::Always
+            } else {
+                Condition::Never
+            }
+        })
     } else if let Some(protocol) = ["tcp", "udp", "th"]
         .into_iter()
         .find(|protocol| payload(protocol, "dport"))

@@ -339,3 +339,37 @@ fn interface_names_are_read_as_interfaces_hold_them() {
     let lossy = IIFNAME_VRX.replace("==", "!=").replace("vrx", "n\u{fffd}");
     assert!(!counted(PREROUTING, &[&lossy, DADDR, DROP]));
 }
+
+/// An inet chain whose policy drops: rules that only IPv6 (or another EtherType) can meet let no
+/// IPv4 frame out; one that IPv4 meets does.
+#[test]
+fn rules_of_another_family_do_not_spare_ipv4_from_a_policy_drop() {
+    let policy_drop = PREROUTING
+        .replace("prerouting", "input")
+        .replace(r#""policy": "accept""#, r#""policy": "drop""#);
+    let accept = r#"{"accept": null}"#;
+    let family = |key: &str, op: &str, right: &str| {
+        format!(
+            r#"{{"match": {{"op": "{op}", "left": {{"meta": {{"key": "{key}"}}}}, "right": "{right}"}}}}"#
+        )
+    };
+    let ip6_daddr = r#"{"match": {"op": "!=", "left": {"payload": {"protocol": "ip6",
+        "field": "daddr"}}, "right": "::1"}}"#;
+    let icmpv6 = r#"{"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6",
+        "field": "type"}}, "right": "nd-neighbor-solicit"}}"#;
+    for (spares, expressions) in [
+        (false, vec![ip6_daddr.to_owned()]),
+        (false, vec![icmpv6.to_owned()]),
+        (false, vec![family("nfproto", "==", "ipv6")]),
+        (false, vec![family("nfproto", "!=", "ipv4")]),
+        (false, vec![family("protocol", "==", "ip6")]),
+        (true, vec![family("nfproto", "==", "ipv4")]),
+        (true, vec![family("nfproto", "!=", "ipv6")]),
+        (true, vec![family("protocol", "==", "ip")]),
+    ] {
+        let mut expressions: Vec<&str> = expressions.iter().map(String::as_str).collect();
+        expressions.push(accept);
+        let outcome = on_vrx(&ruleset(&policy_drop, &rule(2, &expressions)));
+        assert_eq!(!outcome.dropped(), spares, "{expressions:?}: {outcome:?}");
+    }
+}

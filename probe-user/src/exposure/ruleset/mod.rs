@@ -111,6 +111,8 @@ pub enum Condition {
     },
     /// Always true for the frames here (IPv4, a comment).
     Always,
+    /// Never true for them: a match only IPv6 (or another protocol than IPv4) can meet.
+    Never,
     /// Not understood: it may match or not.
     Unknown(String),
 }

@@ -148,6 +148,7 @@ impl Condition {
                 }
             }
             Self::Always => Holds::All,
+            Self::Never => Holds::None,
             Self::Unknown(_) => Holds::Unknown,
         }
     }
