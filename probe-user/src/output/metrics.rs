@@ -487,9 +487,9 @@ impl Collector for SnapshotCollector {
             "localnet_probe_interface_workload",
             "1 for every interface with series of its own whose link leads to another network \
              namespace, labelled with who is behind it: the namespace (its /run/netns name, else \
-             net:[inode]), and the container runtime, container and pod UID its processes' \
-             cgroups name (empty where unknown). Join on interface to name the pod of its other \
-             series.",
+             net:[inode]), the container runtime, container and pod UID its processes' cgroups \
+             name (empty where unknown), and the pod's name and namespace (empty: no CRI client \
+             yet). Join on interface to name the pod of its other series.",
             None,
             MetricType::Gauge,
         )?;
@@ -499,6 +499,7 @@ impl Collector for SnapshotCollector {
             let Some(workload) = &interface.workload else {
                 continue;
             };
+            let ifindex = interface.ifindex.to_string();
             let netns = workload.netns.as_ref().map_or_else(String::new, |netns| {
                 netns
                     .name
@@ -508,6 +509,7 @@ impl Collector for SnapshotCollector {
             let a = &workload.attribution;
             let labels = [
                 ("interface", interface.name.as_str()),
+                ("ifindex", ifindex.as_str()),
                 ("netns", netns.as_str()),
                 ("runtime", a.runtime.map_or("", |runtime| runtime.name())),
                 (
@@ -515,6 +517,8 @@ impl Collector for SnapshotCollector {
                     a.container_id.as_deref().unwrap_or_default(),
                 ),
                 ("pod_uid", a.pod_uid.as_deref().unwrap_or_default()),
+                ("pod", ""),
+                ("namespace", ""),
             ];
             ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
         }
@@ -738,14 +742,18 @@ mod tests {
         for interface in &mut snapshot.interfaces {
             interface.workload = Some(std::sync::Arc::clone(&workload));
         }
-        let series = |name: &str| {
+        let series = |(name, ifindex): &(String, u32)| {
             format!(
-                "localnet_probe_interface_workload{{interface=\"{name}\",\
+                "localnet_probe_interface_workload{{interface=\"{name}\",ifindex=\"{ifindex}\",\
                  netns=\"net:[4026532999]\",runtime=\"containerd\",container_id=\"{id}\",\
-                 pod_uid=\"0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a\"}} 1"
+                 pod_uid=\"0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a\",pod=\"\",namespace=\"\"}} 1"
             )
         };
-        let names: Vec<String> = snapshot.interfaces.iter().map(|i| i.name.clone()).collect();
+        let names: Vec<(String, u32)> = snapshot
+            .interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.ifindex))
+            .collect();
         let (active, quiet) = (&names[0], names.last().expect("the quiet one"));
         // The quiet interface has no series of its own, so none naming its workload either.
         let summary = page(snapshot.clone(), Detail::Summary);
@@ -753,7 +761,9 @@ mod tests {
         assert!(summary.contains(&series(active).as_str()), "{summary:?}");
         assert!(!summary.contains(&series(quiet).as_str()), "{summary:?}");
         let full = page(snapshot, Detail::Full);
-        assert!(samples(&full, "localnet_probe_interface_workload").contains(&series(quiet).as_str()));
+        assert!(
+            samples(&full, "localnet_probe_interface_workload").contains(&series(quiet).as_str())
+        );
     }
 
     #[test]
