@@ -681,3 +681,74 @@ fn a_pinned_map_of_the_wrong_type_is_named_by_its_type() {
     );
     assert!(!link.receiver.pin_dir().exists(), "detach removes the pins");
 }
+
+/// The standing filter's link pin removed (its program detaches with it, nothing else holding
+/// the link): `status` says the interface is neither counted nor filtered, rather than leaving
+/// it out as if it had never been asked for, and the next `run --pin` attaches it again.
+#[test]
+#[ignore = "needs root"]
+fn a_removed_link_pin_is_said_by_status_and_mended_by_run_pin() {
+    let link = Link::new("trlink");
+    pin_filter(&link);
+    let netns = &link.receiver;
+    let links = netns.pin_dir().join("links");
+    let pins: Vec<_> = std::fs::read_dir(&links)
+        .expect("the links directory")
+        .map(|entry| entry.expect("an entry").path())
+        .collect();
+    assert_eq!(pins.len(), 1, "{pins:?}");
+    std::fs::remove_file(&pins[0]).expect("remove the link pin");
+    assert!(
+        !netns.has_xdp(RECEIVER_IF),
+        "the program went with its link"
+    );
+
+    let output = netns.output(PROBE, &["status", "--json"]);
+    assert!(output.status.success(), "status: {}", stderr_of(&output));
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let refused = shown["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 1, "{shown}");
+    assert_eq!(refused[0]["name"], RECEIVER_IF, "{shown}");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("link here is gone"),
+        "{shown}"
+    );
+    // As an operator reads it, on a terminal.
+    let table = netns
+        .command("script")
+        .args(["-qec", &format!("{PROBE} status"), "/dev/null"])
+        .output()
+        .expect("run script");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&format!(
+            "NOT SERVED {RECEIVER_IF}: the standing filter's link"
+        )),
+        "{table}"
+    );
+
+    let capacity = CAPACITY.to_string();
+    let again = netns.output(
+        PROBE,
+        &[
+            "run",
+            "--pin",
+            "--json",
+            "--duration",
+            "0.3",
+            "--drop",
+            "--iface",
+            RECEIVER_IF,
+            "--capacity",
+            &capacity,
+        ],
+    );
+    assert!(again.status.success(), "run --pin: {}", stderr_of(&again));
+    assert!(netns.has_xdp(RECEIVER_IF), "attached again");
+    let output = netns.output(PROBE, &["status", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(shown["refused"], serde_json::json!([]), "{shown}");
+}

@@ -154,13 +154,16 @@ pub struct Adopted {
 #[derive(Debug)]
 struct Standing {
     dir: PinDir,
+    /// Interfaces it lists whose link is gone while the device is still here (the pin removed,
+    /// the link detached): neither counted nor filtered until a `run --pin` attaches them again.
+    detached: Vec<u32>,
 }
 
 /// How the probe is loaded.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
     /// How many interfaces the first generation has room for (at most `bound`); its counter
-    /// map takes `capacity × size_of::<SlotCounters>()` (432) bytes per CPU.
+    /// map takes `capacity × size_of::<SlotCounters>()` (576) bytes per CPU.
     pub capacity: u32,
     /// The most interfaces it may serve at once, loading generations as they come (at most
     /// [`MAX_SLOTS`]); each generation's `IFACE_CONFIG` takes 1 MiB besides its counters.

@@ -34,7 +34,10 @@ impl Probe {
                     generation.interfaces = Some(generation_dir.interfaces()?);
                     probe.generations.push(generation);
                 }
-                probe.standing = Some(Standing { dir });
+                probe.standing = Some(Standing {
+                    dir,
+                    detached: Vec::new(),
+                });
                 let adopted = probe.adopt()?;
                 Ok((probe, adopted))
             }
@@ -43,7 +46,10 @@ impl Probe {
                 let first = &probe.generations[0];
                 let interfaces = dir.pin_new(first.capacity, &first.program_maps())?;
                 probe.generations[0].interfaces = Some(interfaces);
-                probe.standing = Some(Standing { dir });
+                probe.standing = Some(Standing {
+                    dir,
+                    detached: Vec::new(),
+                });
                 Ok((probe, Vec::new()))
             }
         }
@@ -76,7 +82,10 @@ impl Probe {
             sample_rate: 0,
             cpus,
             records: BTreeMap::new(),
-            standing: Some(Standing { dir }),
+            standing: Some(Standing {
+                dir,
+                detached: Vec::new(),
+            }),
             tc_hook: TcHook::Tcx,
             filter_owner: None,
         };
@@ -94,8 +103,13 @@ impl Probe {
                     );
                     probe.records.insert(ifindex, record);
                 }
-                // Not attached, nothing to show; the next `run --pin` clears it.
-                (Some(_), PinnedLink::CutShort) | (None, _) => {}
+                // Not attached: said, never counted; the next `run --pin` attaches it again.
+                (Some(_), PinnedLink::CutShort) => {
+                    if let Some(standing) = &mut probe.standing {
+                        standing.detached.push(ifindex);
+                    }
+                }
+                (None, _) => {}
                 (Some(mode), PinnedLink::Gone) => {
                     gone.push(probe.gone(ifindex, &pinned, mode, (generation, slot))?);
                 }
@@ -425,6 +439,14 @@ impl Probe {
     }
 
     /// The name a pinned interface had when last seen by a probe.
+    /// Interfaces the standing filter read lists whose link is gone though the device is here:
+    /// nothing of it runs there.
+    pub fn detached(&self) -> &[u32] {
+        self.standing
+            .as_ref()
+            .map_or(&[], |standing| standing.detached.as_slice())
+    }
+
     pub fn pinned_name(&self, ifindex: u32) -> Option<String> {
         self.standing.as_ref()?;
         self.generations.iter().find_map(|generation| {

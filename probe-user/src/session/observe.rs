@@ -90,7 +90,28 @@ impl Observed {
                 );
             }
         }
-        self.tracked.read(&listing.all, Vec::new())
+        let detached = self
+            .tracked
+            .probe
+            .detached()
+            .iter()
+            .filter_map(|ifindex| {
+                let name = listing
+                    .all
+                    .iter()
+                    .find(|interface| interface.ifindex == *ifindex)?
+                    .name
+                    .clone();
+                Some(RefusedInterface {
+                    name,
+                    ifindex: *ifindex,
+                    reason: "the standing filter's link here is gone (its pin removed or the \
+                             link detached) until `localnet-probe run --pin` attaches it again"
+                        .to_owned(),
+                })
+            })
+            .collect();
+        self.tracked.read(&listing.all, detached)
     }
 }
 

@@ -104,10 +104,16 @@ pub(crate) fn render(
     for interface in exposed {
         let _ = writeln!(out, "WARNING {}", exposure_warning(interface));
     }
+    // A running probe tries them again; `status` only reads what is pinned.
+    let retried = if report.kind == "status" {
+        ""
+    } else {
+        " (tried again as interfaces change)"
+    };
     for refused in &report.refused {
         let _ = writeln!(
             out,
-            "NOT SERVED {}: {}; neither counted nor filtered (tried again as interfaces change)",
+            "NOT SERVED {}: {}; neither counted nor filtered{retried}",
             printable(&refused.name),
             refused.reason
         );
