@@ -12,7 +12,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use probe_common::Mode;
 use probe_user::{
     exposure::pin_switching,
-    net::names::printable,
+    net::{names::printable, route_localnet::RouteLocalnet},
     output::report::{EventReport, InterfaceReport, Report, endpoint},
     session::UnservedInterface,
 };
@@ -961,9 +961,24 @@ mod tests {
                 route_localnet_via: Vec::new(),
                 exposed: false,
             },
+            // In effect through a device stacked on it, as the plain table says too.
+            UnservedInterface {
+                name: "eth1".to_owned(),
+                ifindex: 4,
+                xdp_program_id: None,
+                route_localnet: Some(RouteLocalnet::new(false, false)),
+                route_localnet_via: vec!["mv0".to_owned()],
+                exposed: true,
+            },
         ]);
         let screen = screen(&view, 80, 24);
         let all = screen.join("\n");
+        let (_, eth1) = row_starting(&screen, "eth1 ");
+        assert_eq!(
+            cells(eth1),
+            ["eth1", "-", "0", "all=0", "if=0", "via", "mv0", "!"],
+            "{all}"
+        );
         assert!(
             screen
                 .iter()

@@ -116,29 +116,20 @@ impl LiveView {
             },
             Column::Mode => interface.mode.to_owned(),
             Column::RouteLocalnet => {
-                let mut text = match interface.route_localnet {
-                    Some(r) if width >= 15 => format!(
-                        "{} all={} if={}",
-                        u8::from(r.effective),
-                        u8::from(r.all),
-                        u8::from(r.iface)
-                    ),
-                    Some(r) => u8::from(r.effective).to_string(),
-                    None => "n/a".to_owned(),
-                };
-                if interface
-                    .route_localnet_via
-                    .iter()
-                    .any(|via| *via != interface.name)
-                {
-                    text.push_str(" via");
-                }
-                if interface.exploited {
-                    text.push_str(" !!");
+                let mark = if interface.exploited {
+                    "!!"
                 } else if interface.exposed {
-                    text.push_str(" !");
-                }
-                text
+                    "!"
+                } else {
+                    ""
+                };
+                localnet_cell(
+                    &interface.name,
+                    interface.route_localnet,
+                    &interface.route_localnet_via,
+                    mark,
+                    width,
+                )
             }
             Column::Matched => count(totals.packets_matched, width),
             Column::Bytes => human_bytes(totals.bytes_matched),
@@ -235,16 +226,13 @@ pub(super) fn draw_unserved(frame: &mut Frame<'_>, area: Rect, interfaces: &[Uns
     )
     .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     let rows = interfaces.iter().map(|interface| {
-        let localnet = match interface.route_localnet {
-            Some(r) => format!(
-                "{} all={} if={}{}",
-                u8::from(r.effective),
-                u8::from(r.all),
-                u8::from(r.iface),
-                if interface.exposed { " !" } else { "" }
-            ),
-            None => "n/a".to_owned(),
-        };
+        let localnet = localnet_cell(
+            &interface.name,
+            interface.route_localnet,
+            &interface.route_localnet_via,
+            if interface.exposed { "!" } else { "" },
+            widths[2],
+        );
         let cells = [
             printable(&interface.name).into_owned(),
             interface
@@ -271,6 +259,46 @@ pub(super) fn draw_unserved(frame: &mut Frame<'_>, area: Rect, interfaces: &[Uns
             .column_spacing(1),
         area,
     );
+}
+
+/// The LOCALNET cell as `width` allows: the effective value (with both settings when there is
+/// room), the stacked devices it is in effect through (named when they fit), and `mark`.
+fn localnet_cell(
+    name: &str,
+    route_localnet: Option<RouteLocalnet>,
+    via: &[String],
+    mark: &str,
+    width: u16,
+) -> String {
+    let mut text = match route_localnet {
+        Some(r) if width >= 15 => format!(
+            "{} all={} if={}",
+            u8::from(r.effective),
+            u8::from(r.all),
+            u8::from(r.iface)
+        ),
+        Some(r) => u8::from(r.effective).to_string(),
+        None => "n/a".to_owned(),
+    };
+    let stacked: Vec<&str> = via
+        .iter()
+        .filter(|device| *device != name)
+        .map(String::as_str)
+        .collect();
+    if !stacked.is_empty() {
+        let named = format!(" via {}", printable(&stacked.join(",")));
+        let marked = if mark.is_empty() { 0 } else { mark.len() + 1 };
+        if text.chars().count() + named.chars().count() + marked <= usize::from(width) {
+            text.push_str(&named);
+        } else {
+            text.push_str(" via");
+        }
+    }
+    if !mark.is_empty() {
+        text.push(' ');
+        text.push_str(mark);
+    }
+    text
 }
 
 fn cell(text: &str, width: u16, right_aligned: bool) -> Cell<'static> {
