@@ -95,7 +95,7 @@ impl CounterMap {
     /// sample counts are another, by slot, with values of the same size). `ip netns exec` execs
     /// the probe in place, so a [`ProbeProcess`]'s pid is the probe's own.
     fn of(pid: i32) -> anyhow::Result<Self> {
-        let map = process::bpf_map_named(pid, PERCPU_ARRAY, "COUNTERS")?;
+        let map = process::bpf_map_named(pid, PERCPU_ARRAY, probe_common::map_names::COUNTERS)?;
         let cpus = aya::util::nr_cpus()
             .map_err(|(path, error)| anyhow!(error).context(format!("read {path}")))?;
         let value_bytes = u64::from(map.value_size.next_multiple_of(8));

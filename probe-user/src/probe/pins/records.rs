@@ -5,7 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aya::maps::{Array, Map, MapData};
 use probe_common::{
-    Action, CLASSES_PER_INTERFACE, Counter, Framing, IfaceConfig, MAX_SLOTS, Mode, SampleCounts,
+    Action, CLASSES_PER_INTERFACE, ConfigMap, Counter, Framing, IfaceConfig, MAX_SLOTS, Mode,
+    SampleCounts, map_names,
 };
 
 use super::{INTERFACES, PROGRAM_MAPS, PinDir, PinError, STANDING};
@@ -298,7 +299,7 @@ impl PinDir {
         let slots = self.check_map_types()?;
         if slots == 0 || slots > MAX_SLOTS {
             return Err(self.corrupt(
-                "COUNTERS",
+                map_names::COUNTERS,
                 format!("room for {slots} interfaces, where 1 to {MAX_SLOTS} can be"),
             ));
         }
@@ -344,11 +345,11 @@ impl PinDir {
                 });
             }
         }
-        let counters = MapData::from_pin(self.path.join("COUNTERS"))
+        let counters = MapData::from_pin(self.path.join(map_names::COUNTERS))
             .and_then(|map| map.info())
             .map_err(|error| PinError::Incompatible {
                 path: self.path.clone(),
-                reason: format!("COUNTERS: {error}"),
+                reason: format!("{}: {error}", map_names::COUNTERS),
             })?;
         Ok(counters.max_entries() / CLASSES_PER_INTERFACE as u32)
     }
@@ -373,11 +374,7 @@ impl PinDir {
         if let Some(problem) = pinned.problem() {
             return Err(self.corrupt(INTERFACES, format!("ifindex {ifindex} has {problem}")));
         }
-        let config_map = if ifindex < probe_common::IFINDEX_ARRAY_LEN {
-            "IFACE_CONFIG"
-        } else {
-            "IFACE_CONFIG_HIGH"
-        };
+        let config_map = ConfigMap::of(ifindex).name();
         let expected = match config.action() {
             None => {
                 let mut blank = IfaceConfig::default();
