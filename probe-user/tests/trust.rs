@@ -752,3 +752,81 @@ fn a_removed_link_pin_is_said_by_status_and_mended_by_run_pin() {
     let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(shown["refused"], serde_json::json!([]), "{shown}");
 }
+
+/// The link of a standing filter's interface tampered with while `run --pin` serves it: its pin
+/// removed, the process pins it again as it ends (the filter stays); the link detached
+/// (`bpftool link detach`), the process serves the interface again at once, and with no process
+/// serving `status` says it is not served and `run --pin` attaches it again.
+#[test]
+#[ignore = "needs root"]
+fn a_tampered_link_of_a_served_interface_is_pinned_or_attached_again() {
+    let link = Link::new("trheld");
+    let netns = &link.receiver;
+    let links = netns.pin_dir().join("links");
+    let link_pin = || -> std::path::PathBuf {
+        let pins: Vec<_> = std::fs::read_dir(&links)
+            .expect("the links directory")
+            .map(|entry| entry.expect("an entry").path())
+            .collect();
+        assert_eq!(pins.len(), 1, "{pins:?}");
+        pins[0].clone()
+    };
+    let capacity = CAPACITY.to_string();
+    let args = ["--drop", "--iface", RECEIVER_IF, "--capacity", &capacity];
+
+    // The pin removed while the link is held: pinned again at the end.
+    let probe = ProbeProcess::start_pinned(PROBE, netns, &args);
+    probe.wait_ready();
+    std::fs::remove_file(link_pin()).expect("remove the link pin");
+    let stderr = probe.stderr();
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert!(netns.has_xdp(RECEIVER_IF), "the filter stays attached");
+    let pin = link_pin();
+
+    // The link detached while a process serves: attached again.
+    let probe = ProbeProcess::start_pinned(PROBE, netns, &args);
+    probe.wait_ready();
+    let pin = pin.to_str().expect("UTF-8");
+    let output = Command::new("bpftool")
+        .args(["-j", "link", "show", "pinned", pin])
+        .output()
+        .expect("bpftool");
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
+    let id = shown["id"].as_u64().expect("link id").to_string();
+    let detached = Command::new("bpftool")
+        .args(["link", "detach", "id", &id])
+        .output()
+        .expect("bpftool");
+    assert!(detached.status.success(), "{}", stderr_of(&detached));
+    netns.wait_for_xdp(RECEIVER_IF, Duration::from_secs(10));
+    let (status, _) = probe.stop(libc::SIGTERM);
+    assert!(status.success());
+    assert!(netns.has_xdp(RECEIVER_IF), "the filter stays attached");
+
+    // Detached with nobody serving: said, and mended by run --pin.
+    let pin = link_pin();
+    let output = Command::new("bpftool")
+        .args(["-j", "link", "show", "pinned", pin.to_str().expect("UTF-8")])
+        .output()
+        .expect("bpftool");
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
+    let id = shown["id"].as_u64().expect("link id").to_string();
+    let detached = Command::new("bpftool")
+        .args(["link", "detach", "id", &id])
+        .output()
+        .expect("bpftool");
+    assert!(detached.status.success(), "{}", stderr_of(&detached));
+    assert!(!netns.has_xdp(RECEIVER_IF));
+    let output = netns.output(PROBE, &["status", "--json"]);
+    assert!(output.status.success(), "status: {}", stderr_of(&output));
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(shown["refused"][0]["name"], RECEIVER_IF, "{shown}");
+    assert_eq!(shown["removed"], serde_json::json!([]), "{shown}");
+    let again = netns.output(
+        PROBE,
+        &[&["run", "--pin", "--json", "--duration", "0.3"][..], &args].concat(),
+    );
+    assert!(again.status.success(), "run --pin: {}", stderr_of(&again));
+    assert!(netns.has_xdp(RECEIVER_IF), "attached again");
+}

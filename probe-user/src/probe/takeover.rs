@@ -191,7 +191,9 @@ impl Probe {
                     if info.ifindex == Some(ifindex) {
                         PinnedLink::Attached(Held::Link(link), info.program_id)
                     } else {
-                        PinnedLink::Gone
+                        // Defunct: its device went, or something detached it from one that is
+                        // still here.
+                        not_found()
                     }
                 }
                 Ok(None) => PinnedLink::Gone,
@@ -385,6 +387,40 @@ impl Probe {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Pins again the links of the standing filter whose pins something removed while this
+    /// probe held them, so that they stay attached when it ends (without a pin a link detaches
+    /// when its last holder goes); returns the interfaces whose pins it made again. A link
+    /// detached meanwhile is left alone: its interface is followed as one this probe lost.
+    pub fn restore_link_pins(&self) -> Result<Vec<u32>, ProbeError> {
+        let Some(standing) = &self.standing else {
+            return Ok(Vec::new());
+        };
+        let mut restored = Vec::new();
+        for (ifindex, record) in &self.records {
+            let Some(attachment) = record.attachment.as_ref().filter(|a| a.pinned) else {
+                continue;
+            };
+            for (held, direction) in [
+                (Some(&attachment.held), Direction::Ingress),
+                (attachment.egress.as_ref(), Direction::Egress),
+            ] {
+                let Some(Held::Link(link)) = held else {
+                    continue;
+                };
+                let path = standing.dir.link_path(*ifindex, direction);
+                if path.exists() || !link.info().is_ok_and(|info| info.ifindex == Some(*ifindex)) {
+                    continue;
+                }
+                crate::kernel::bpffs::pin(link, &path).map_err(|error| ProbeError::PinLink {
+                    ifindex: *ifindex,
+                    error,
+                })?;
+                restored.push(*ifindex);
+            }
+        }
+        Ok(restored)
     }
 
     /// Pins `ifindex`'s links in the standing filter, with its name, so that they stay attached

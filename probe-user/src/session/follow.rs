@@ -9,6 +9,34 @@ impl Session {
     /// that is not served yet, by the rules of the start, pinning its link in a standing filter.
     /// One that cannot be attached is not an error: it is refused, and tried again at the next
     /// call.
+    /// Whether a snapshot since the last call released a served interface that is still here,
+    /// which [`Session::follow_links`] may serve again.
+    pub fn take_lost_present(&mut self) -> bool {
+        std::mem::take(&mut self.lost_present)
+    }
+
+    /// Pins again the standing filter's links whose pins were removed while this process held
+    /// them; see [`Probe::restore_link_pins`].
+    pub fn restore_link_pins(&self) -> Result<Vec<String>, SessionError> {
+        let restored =
+            self.tracked
+                .probe
+                .restore_link_pins()
+                .map_err(|error| SessionError::PinLink {
+                    name: "the standing filter".to_owned(),
+                    source: Box::new(error),
+                })?;
+        Ok(restored
+            .into_iter()
+            .map(|ifindex| {
+                self.tracked.served.get(&ifindex).map_or_else(
+                    || format!("ifindex {ifindex}"),
+                    |served| served.name.clone(),
+                )
+            })
+            .collect())
+    }
+
     pub fn follow_links(&mut self) -> Result<Followed, SessionError> {
         let all = match self.tracked.list() {
             Ok(all) => all,
@@ -102,9 +130,14 @@ impl Session {
     }
 
     /// Releases the served interfaces that are gone, keeping them for the next snapshot, and
-    /// renames the pins of renamed ones.
+    /// renames the pins of renamed ones. Notes one released while a device with its ifindex is
+    /// still here: the selection may want it served again.
     pub(super) fn follow_served(&mut self, all: &[Interface]) -> Result<(), SessionError> {
         let departed = self.tracked.departed(all);
+        self.lost_present |= departed
+            .gone
+            .iter()
+            .any(|(ifindex, _, _)| all.iter().any(|interface| interface.ifindex == *ifindex));
         for (ifindex, served, mode) in departed.gone {
             let counters = self.tracked.release(ifindex, &served.name)?;
             self.tracked

@@ -250,6 +250,9 @@ pub struct Session {
     considered: BTreeSet<u32>,
     /// The neighbour table and bridges, for naming the senders of sampled frames.
     neighbours: NeighbourWatch,
+    /// A snapshot released a served interface that is still here (its link detached by
+    /// something else, or its device replaced): the selection is followed again at once.
+    lost_present: bool,
 }
 
 /// What serving ([`Session`]) and reading a standing filter ([`Observed`]) both keep: the

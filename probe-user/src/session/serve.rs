@@ -120,6 +120,7 @@ impl Session {
             retry: retry::Backoff::default(),
             neighbours: NeighbourWatch::start(),
             considered: all.iter().map(|interface| interface.ifindex).collect(),
+            lost_present: false,
         };
         let leftovers = session
             .tracked

@@ -175,10 +175,17 @@ impl Running {
         Ok(())
     }
 
-    /// The session's snapshot, counted in the tally.
+    /// The session's snapshot, counted in the tally. A served interface it found without the
+    /// probe's program though the device is here (its link detached by another tool) is served
+    /// again at once, not at the next link event, which may never come.
     fn snapshot(&mut self) -> Result<Snapshot, SessionError> {
         let snapshot = self.session.snapshot()?;
         self.tally.add(&snapshot);
+        if self.session.take_lost_present() {
+            // A pause it asks for (interfaces changing, a refusal that may pass) is left to the
+            // next link event or snapshot.
+            let _ = self.follow()?;
+        }
         Ok(snapshot)
     }
 
@@ -361,6 +368,23 @@ impl Running {
             alerts,
             ..
         } = self;
+        // A link pin removed while this process held the link would let the filter go with
+        // it: pinned again, and said.
+        match session.restore_link_pins() {
+            Ok(restored) => {
+                for name in restored {
+                    tracing::warn!(
+                        "the link pin of {} had been removed; pinned again so that its filter \
+                         stays",
+                        printable(&name)
+                    );
+                }
+            }
+            Err(error) => tracing::error!(
+                "{}: the standing filter may not stay attached everywhere",
+                printable(&error.to_string())
+            ),
+        }
         // Detach before writing: a reader that stopped reading must not keep the programs
         // attached.
         drop(session);
