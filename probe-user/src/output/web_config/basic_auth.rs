@@ -52,8 +52,9 @@ impl BasicAuth {
         for (user, hash) in &users {
             hash.parse::<bcrypt::HashParts>().map_err(|error| {
                 Problem::config(format!(
-                    "basic_auth_users: the password of {user:?} is not a bcrypt hash ({error}); \
-                     make one with `htpasswd -nBC 10 '' | tr -d ':\\n'`"
+                    "basic_auth_users: the password of {} is not a bcrypt hash ({error}); \
+                     make one with `htpasswd -nBC 10 '' | tr -d ':\\n'`",
+                    super::shown(user)
                 ))
             })?;
         }

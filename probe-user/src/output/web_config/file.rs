@@ -94,8 +94,11 @@ fn without_values(message: &str) -> String {
             return said;
         };
         let inner = &quoted[..end];
+        // What the file names that the format does not know is kept when it reads as a name
+        // (a typo), not as a fragment of a key pasted as a key or a variant.
         let a_name = quote == '`'
             && inner.len() <= 40
+            && !super::may_be_secret(inner)
             && inner
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));

@@ -109,7 +109,8 @@ impl WebConfig {
                     HEADERS.iter().find(|(known, ..)| *known == name)
                 else {
                     return Err(Problem::config(format!(
-                        "http_server_config.headers: {name:?} cannot be set; these can: {}",
+                        "http_server_config.headers: {} cannot be set; these can: {}",
+                        shown(&name),
                         HEADERS
                             .iter()
                             .map(|(known, ..)| *known)
@@ -149,12 +150,58 @@ impl WebConfig {
     }
 }
 
+/// Whether `value` may be a key, a certificate or a password hash rather than a name: several
+/// lines, a PEM or bcrypt marker, a run of base64 as a key's lines are (mixed case with digits
+/// or capitals in a row, no separator, longer than a word), or longer than any name or path the
+/// format takes.
+fn may_be_secret(value: &str) -> bool {
+    let base64_run = value.len() >= 12
+        && !value.contains(['_', '-', ' ', '.', '/'])
+        && value.chars().any(|c| c.is_ascii_uppercase())
+        && value.chars().any(|c| c.is_ascii_lowercase())
+        && (value.chars().any(|c| c.is_ascii_digit())
+            || value
+                .as_bytes()
+                .windows(3)
+                .any(|three| three.iter().all(u8::is_ascii_uppercase)));
+    base64_run
+        || value.contains(['\n', '\r'])
+        || value.contains("-----BEGIN")
+        || value.starts_with("$2")
+        || value.len() > 255
+}
+
+/// A name or path from the configuration as an error shows it: as written (escaped), unless it
+/// may be secret material put in the wrong place (over several lines, a PEM block, a bcrypt
+/// hash, longer than a name or path is): then only its length, so that the error, which reaches
+/// a terminal or a journal, never carries a key or a password hash.
+fn shown(value: &str) -> String {
+    if may_be_secret(value) {
+        format!(
+            "a value of {} bytes (left out here: it may be a key or a hash)",
+            value.len()
+        )
+    } else {
+        format!("\"{}\"", printable(value))
+    }
+}
+
 /// What is wrong with a web configuration, and in which file.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {problem}", printable(&file.display().to_string()))]
+#[error("{}: {problem}", shown_path(file))]
 pub struct WebConfigError {
     file: PathBuf,
     problem: String,
+}
+
+/// A file's path as an error shows it: a path from the configuration may be anything.
+fn shown_path(file: &Path) -> String {
+    let path = file.to_string_lossy();
+    if shown(&path).starts_with('"') {
+        printable(&path).into_owned()
+    } else {
+        shown(&path)
+    }
 }
 
 /// A problem found while loading; in the configuration file itself unless `file` says.

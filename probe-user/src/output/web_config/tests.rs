@@ -338,3 +338,37 @@ fn a_rotated_certificate_is_loaded_and_tls_stays_on() {
     dir.write("web.yml", "");
     assert!(Arc::ptr_eq(&after, &watch.current()));
 }
+
+/// Key material or a password hash put where a path, a name or a key of the format goes is
+/// never repeated by the error: errors reach terminals and journals.
+#[test]
+fn errors_leave_out_what_may_be_a_key_or_a_hash() {
+    let dir = Dir::new("secrets");
+    let (cert, key) = self_signed("localhost");
+    dir.write("cert.pem", &cert);
+    let body = key
+        .lines()
+        .find(|line| !line.starts_with("-----"))
+        .expect("a line of the key")
+        .to_owned();
+    let indented: String = key.lines().map(|line| format!("    {line}\n")).collect();
+    let fragment = &body[..14];
+    for text in [
+        format!("tls_server_config:\n  cert_file: cert.pem\n  key_file: |\n{indented}"),
+        format!("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  {fragment}: 1\n"),
+        format!("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  client_auth_type: {fragment}\n"),
+        format!("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  cipher_suites: [\"{body}\"]\n"),
+        format!("http_server_config:\n  headers:\n    {fragment}: x\n"),
+        "basic_auth_users:\n  \"$2y$10$SECRETHASHSECRETHASHSECRETHASHSECRETHASHSECRETHASHSEC\": x\n"
+            .to_owned(),
+    ] {
+        dir.write("key.pem", &key);
+        let error = load_error(&dir, &text);
+        for secret in [fragment, "SECRETHASH", "PRIVATE KEY"] {
+            assert!(!error.contains(secret), "{secret} in: {error}");
+        }
+    }
+    // A typo of a key is still named.
+    let error = load_error(&dir, "tls_server_config:\n  key_fil: key.pem\n");
+    assert!(error.contains("unknown field `key_fil`"), "{error}");
+}

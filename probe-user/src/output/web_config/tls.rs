@@ -158,7 +158,8 @@ fn provider(config: &TlsServerConfig) -> Result<CryptoProvider, Problem> {
                 tls13.push(*found);
             } else {
                 return Err(Problem::config(format!(
-                    "cipher suite {name:?} is not offered by rustls; it offers {}",
+                    "cipher suite {} is not offered by rustls; it offers {}",
+                    super::shown(name),
                     known_names(TLS12_SUITES.iter().chain(TLS13_SUITES).map(|(n, _)| *n))
                 )));
             }
@@ -176,8 +177,9 @@ fn provider(config: &TlsServerConfig) -> Result<CryptoProvider, Problem> {
                 "CurveP256" => Ok(kx_group::SECP256R1),
                 "CurveP384" => Ok(kx_group::SECP384R1),
                 _ => Err(Problem::config(format!(
-                    "curve {name:?} is not offered by rustls with ring; it offers X25519, \
-                     CurveP256 and CurveP384"
+                    "curve {} is not offered by rustls with ring; it offers X25519, CurveP256 \
+                     and CurveP384",
+                    super::shown(name)
                 ))),
             })
             .collect::<Result<_, _>>()?;
