@@ -166,7 +166,7 @@ impl NamePatterns {
 /// isolates, zero-width characters).
 fn acts_on_terminal(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// `text` safe for a terminal: every character a terminal would act on escaped as Rust writes
@@ -270,12 +270,18 @@ pub fn nft_string(name: &str) -> Option<Vec<u8>> {
 }
 
 /// The pattern that `--iface`, `--exclude` and `--drop-on` read as `name` and nothing else:
-/// `name` itself, or with `*`, `?`, `[` and `]` in brackets (`t3x[*]`) when it has any.
+/// `name` itself, or with `*`, `?`, `[` and `]` in brackets (`t3x[*]`) when it has any; a first
+/// `-` in brackets too (`[-]h`), so that the argument parser takes the value for a value, not
+/// for a flag.
 pub fn literal_pattern(name: &str) -> String {
-    if name.contains(['*', '?', '[']) {
+    let escaped = if name.contains(['*', '?', '[']) {
         glob::Pattern::escape(name)
     } else {
         name.to_owned()
+    };
+    match escaped.strip_prefix('-') {
+        Some(rest) => format!("[-]{rest}"),
+        None => escaped,
     }
 }
 
@@ -340,13 +346,21 @@ mod tests {
 
     #[test]
     fn a_literal_pattern_matches_its_name_alone() {
-        for (name, other) in [("t*", "tx"), ("t?", "ta"), ("t[ab]", "ta"), ("[", "x")] {
+        for (name, other) in [
+            ("t*", "tx"),
+            ("t?", "ta"),
+            ("t[ab]", "ta"),
+            ("[", "x"),
+            ("-h", "xh"),
+            ("-*", "-x"),
+        ] {
             let pattern: NamePattern = literal_pattern(name).parse().expect("a valid pattern");
             assert!(pattern.matches(name), "{name}");
             assert!(!pattern.matches(other), "{name} matches {other}");
         }
         assert_eq!(literal_pattern("eth0"), "eth0");
         assert_eq!(name_argument("t*"), "'t[*]'");
+        assert_eq!(name_argument("-h"), "'[-]h'");
     }
 
     #[test]

@@ -91,6 +91,23 @@ enum Command {
     Generate(generate::GenerateArgs),
 }
 
+/// Exits as clap does for `error`, but with what the user typed escaped: a usage error quotes
+/// the argument it refuses, which may hold bytes a terminal acts on.
+fn refuse(error: &clap::Error) -> ! {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    let rendered = error.render().to_string();
+    let escaped: Vec<std::borrow::Cow<'_, str>> = rendered.lines().map(printable).collect();
+    eprintln!("{}", escaped.join("\n"));
+    std::process::exit(error.exit_code());
+}
+
 fn main() -> ExitCode {
     // First: a shell asking for completions gets them and nothing else on stdout.
     generate::complete_if_asked();
@@ -107,7 +124,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|error| refuse(&error));
     let Some(command) = cli.command else {
         if cli.version {
             return version::print_version();

@@ -119,6 +119,10 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 let pins_vanish = pins::pins_vanish(false);
                 let mut state = match &served_by {
                     Some(process) => format!("standing filter in {directory}, served by {process}"),
+                    None if report.interfaces.is_empty() => format!(
+                        "standing filter in {directory}, no process serving it and no interface \
+                         filtered"
+                    ),
                     None => format!(
                         "standing filter in {directory}, no process serving it (filtering and \
                          counting go on, without samples)"
