@@ -154,8 +154,9 @@ pub struct Adopted {
 #[derive(Debug)]
 struct Standing {
     dir: PinDir,
-    /// Interfaces it lists whose link is gone while the device is still here (the pin removed,
-    /// the link detached): neither counted nor filtered until a `run --pin` attaches them again.
+    /// Interfaces it lists whose link is gone while a device with their ifindex is here (the
+    /// pin removed, the link detached, the device replaced): neither counted nor filtered until
+    /// a `run --pin` attaches them again.
     detached: Vec<u32>,
 }
 

@@ -112,6 +112,12 @@ impl Probe {
                 (None, _) => {}
                 (Some(mode), PinnedLink::Gone) => {
                     gone.push(probe.gone(ifindex, &pinned, mode, (generation, slot))?);
+                    // A device with its ifindex is here, unfiltered: said beside the counts.
+                    if interface_exists(ifindex)
+                        && let Some(standing) = &mut probe.standing
+                    {
+                        standing.detached.push(ifindex);
+                    }
                 }
             }
         }
@@ -191,9 +197,9 @@ impl Probe {
                     if info.ifindex == Some(ifindex) {
                         PinnedLink::Attached(Held::Link(link), info.program_id)
                     } else {
-                        // Defunct: its device went, or something detached it from one that is
-                        // still here.
-                        not_found()
+                        // Defunct: its device went (perhaps replaced by one with its ifindex),
+                        // or something detached it. Its counts are final either way.
+                        PinnedLink::Gone
                     }
                 }
                 Ok(None) => PinnedLink::Gone,

@@ -105,8 +105,9 @@ impl Observed {
                 Some(RefusedInterface {
                     name,
                     ifindex: *ifindex,
-                    reason: "the standing filter's link here is gone (its pin removed or the \
-                             link detached) until `localnet-probe run --pin` attaches it again"
+                    reason: "the standing filter's link here is gone (its pin removed, the \
+                             link detached or the device replaced) until `localnet-probe run \
+                             --pin` attaches it again"
                         .to_owned(),
                 })
             })
