@@ -480,15 +480,15 @@ impl Probe {
         Ok(())
     }
 
-    /// The name a pinned interface had when last seen by a probe.
-    /// Interfaces the standing filter read lists whose link is gone though the device is here:
-    /// nothing of it runs there.
+    /// Interfaces the standing filter read lists whose link is gone though a device with their
+    /// ifindex is here: nothing of it runs there.
     pub fn detached(&self) -> &[u32] {
         self.standing
             .as_ref()
             .map_or(&[], |standing| standing.detached.as_slice())
     }
 
+    /// The name a pinned interface had when last seen by a probe.
     pub fn pinned_name(&self, ifindex: u32) -> Option<String> {
         self.standing.as_ref()?;
         self.generations.iter().find_map(|generation| {

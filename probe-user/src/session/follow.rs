@@ -4,11 +4,6 @@
 use super::{serve::skipped_for, *};
 
 impl Session {
-    /// Follows the interfaces after a link event: releases the served ones that are gone (the
-    /// next snapshot reports them) and attaches to every interface the selection asks for now
-    /// that is not served yet, by the rules of the start, pinning its link in a standing filter.
-    /// One that cannot be attached is not an error: it is refused, and tried again at the next
-    /// call.
     /// Whether a snapshot since the last call released a served interface that is still here,
     /// which [`Session::follow_links`] may serve again.
     pub fn take_lost_present(&mut self) -> bool {
@@ -37,6 +32,11 @@ impl Session {
             .collect())
     }
 
+    /// Follows the interfaces after a link event: releases the served ones that are gone (the
+    /// next snapshot reports them) and attaches to every interface the selection asks for now
+    /// that is not served yet, by the rules of the start, pinning its link in a standing filter.
+    /// One that cannot be attached is not an error: it is refused, and tried again at the next
+    /// call.
     pub fn follow_links(&mut self) -> Result<Followed, SessionError> {
         let all = match self.tracked.list() {
             Ok(all) => all,
