@@ -462,6 +462,20 @@ fn write_large_capture(sink: &mut impl std::io::Write, frames: u32, every: u32) 
     }
 }
 
+/// Waits for `child` with wait4 rather than Child::wait, which gives its own peak resident
+/// memory: its wait status and that peak in MiB.
+fn reap(child: &std::process::Child) -> (i32, i64) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data, filled by wait4 for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    assert_eq!(
+        unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) },
+        pid
+    );
+    (status, usage.ru_maxrss / 1024)
+}
+
 /// Two million frames through stdin (120 MiB): counted exactly, distinct senders past the
 /// bound counted together, and the scan's peak resident memory bounded.
 #[test]
@@ -491,21 +505,12 @@ fn a_large_capture_is_scanned_in_bounded_memory() {
     });
     writer.join().expect("writer");
     let report = reader.join().expect("reader");
-    // wait4 rather than Child::wait: it gives this child's own peak resident memory.
-    let mut status = 0;
-    // SAFETY: rusage is plain data, filled by wait4 for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as i32;
-    assert_eq!(
-        unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) },
-        pid
-    );
+    let (_, peak_mib) = reap(&child);
     let report: Value = serde_json::from_slice(&report).expect("a JSON report");
     let interface = &report["files"][0]["interfaces"][0];
     assert_eq!(interface["frames"], FRAMES);
     assert_eq!(interface["packets_matched"], FRAMES / EVERY);
     assert_eq!(interface["senders_untracked"], FRAMES / EVERY - 4096);
-    let peak_mib = usage.ru_maxrss / 1024;
     eprintln!("scan of {FRAMES} frames: peak resident memory {peak_mib} MiB");
     assert!(peak_mib < 32, "peak resident memory {peak_mib} MiB");
 }
@@ -562,14 +567,7 @@ fn a_capture_of_endless_interface_blocks_is_refused_past_the_bound() {
     std::io::Read::read_to_string(&mut stderr, &mut said).expect("read stderr");
     writer.join().expect("writer");
     let report = reader.join().expect("reader");
-    let mut status = 0;
-    // SAFETY: rusage is plain data, filled by wait4 for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as i32;
-    assert_eq!(
-        unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) },
-        pid
-    );
+    let (status, peak_mib) = reap(&child);
     assert_eq!(libc::WEXITSTATUS(status), 2, "{said}");
     assert!(said.contains("more than 4096 interface blocks"), "{said}");
     let report: Value = serde_json::from_slice(&report).expect("a JSON report");
@@ -580,7 +578,6 @@ fn a_capture_of_endless_interface_blocks_is_refused_past_the_bound() {
             .len(),
         4096
     );
-    let peak_mib = usage.ru_maxrss / 1024;
     assert!(peak_mib < 32, "peak resident memory {peak_mib} MiB");
 }
 

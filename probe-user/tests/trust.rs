@@ -753,6 +753,22 @@ fn a_removed_link_pin_is_said_by_status_and_mended_by_run_pin() {
     assert_eq!(shown["refused"], serde_json::json!([]), "{shown}");
 }
 
+/// Detaches the link pinned at `pin` as another tool would (`bpftool link detach`), its pin left.
+fn detach_pinned_link(pin: &std::path::Path) {
+    let pin = pin.to_str().expect("UTF-8");
+    let output = Command::new("bpftool")
+        .args(["-j", "link", "show", "pinned", pin])
+        .output()
+        .expect("bpftool");
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
+    let id = shown["id"].as_u64().expect("link id").to_string();
+    let detached = Command::new("bpftool")
+        .args(["link", "detach", "id", &id])
+        .output()
+        .expect("bpftool");
+    assert!(detached.status.success(), "{}", stderr_of(&detached));
+}
+
 /// The link of a standing filter's interface tampered with while `run --pin` serves it: its pin
 /// removed, the process pins it again as it ends (the filter stays); the link detached
 /// (`bpftool link detach`), the process serves the interface again at once, and with no process
@@ -787,36 +803,14 @@ fn a_tampered_link_of_a_served_interface_is_pinned_or_attached_again() {
     // The link detached while a process serves: attached again.
     let probe = ProbeProcess::start_pinned(PROBE, netns, &args);
     probe.wait_ready();
-    let pin = pin.to_str().expect("UTF-8");
-    let output = Command::new("bpftool")
-        .args(["-j", "link", "show", "pinned", pin])
-        .output()
-        .expect("bpftool");
-    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
-    let id = shown["id"].as_u64().expect("link id").to_string();
-    let detached = Command::new("bpftool")
-        .args(["link", "detach", "id", &id])
-        .output()
-        .expect("bpftool");
-    assert!(detached.status.success(), "{}", stderr_of(&detached));
+    detach_pinned_link(&pin);
     netns.wait_for_xdp(RECEIVER_IF, Duration::from_secs(10));
     let (status, _) = probe.stop(libc::SIGTERM);
     assert!(status.success());
     assert!(netns.has_xdp(RECEIVER_IF), "the filter stays attached");
 
     // Detached with nobody serving: said, and mended by run --pin.
-    let pin = link_pin();
-    let output = Command::new("bpftool")
-        .args(["-j", "link", "show", "pinned", pin.to_str().expect("UTF-8")])
-        .output()
-        .expect("bpftool");
-    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
-    let id = shown["id"].as_u64().expect("link id").to_string();
-    let detached = Command::new("bpftool")
-        .args(["link", "detach", "id", &id])
-        .output()
-        .expect("bpftool");
-    assert!(detached.status.success(), "{}", stderr_of(&detached));
+    detach_pinned_link(&link_pin());
     assert!(!netns.has_xdp(RECEIVER_IF));
     let output = netns.output(PROBE, &["status", "--json"]);
     assert!(output.status.success(), "status: {}", stderr_of(&output));
