@@ -7,11 +7,7 @@
 
 use std::io;
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator,
-    ParseableParametrized as _,
-};
+use netlink_packet_core::{NlaBuffer, NlasIterator, ParseableParametrized as _};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     link::{
@@ -19,6 +15,8 @@ use netlink_packet_route::{
     },
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::net::rtnetlink;
 use probe_common::Framing;
 use thiserror::Error;
 
@@ -246,52 +244,17 @@ impl Interfaces {
         request_message
             .attributes
             .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = self.sequence;
-        let mut request = NetlinkMessage::new(
-            header,
-            NetlinkPayload::from(RouteNetlinkMessage::GetLink(request_message)),
-        );
-        request.finalize();
-        let mut bytes = vec![0; request.buffer_len()];
-        request.serialize(&mut bytes);
-        self.socket.send(&bytes, 0)?;
-
         let mut interfaces = Vec::new();
-        let mut consistent = true;
-        loop {
-            let received = self.socket.recv(&mut &mut self.buffer[..], 0)?;
-            let mut offset = 0;
-            while offset < received {
-                let message = NetlinkBuffer::new_checked(&self.buffer[offset..received])
-                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-                let length = message.length() as usize;
-                if length == 0 {
-                    break;
-                }
-                offset += length.next_multiple_of(4);
-                if message.sequence_number() != self.sequence {
-                    continue;
-                }
-                consistent &= message.flags() & NLM_F_DUMP_INTR == 0;
-                match message.message_type() {
-                    NLMSG_DONE => {
-                        interfaces.sort_by_key(|interface: &Interface| interface.ifindex);
-                        return Ok(consistent.then_some(interfaces));
-                    }
-                    NLMSG_ERROR => {
-                        let payload = message.payload();
-                        let code = payload.get(..4).map_or(0, |code| {
-                            i32::from_ne_bytes(code.try_into().expect("4 bytes"))
-                        });
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                    RTM_NEWLINK => interfaces.extend(parse(message.payload())),
-                    _ => {}
-                }
-            }
-        }
+        let consistent = rtnetlink::dump(
+            &self.socket,
+            &mut self.buffer,
+            self.sequence,
+            RouteNetlinkMessage::GetLink(request_message),
+            RTM_NEWLINK,
+            |payload| interfaces.extend(parse(payload)),
+        )?;
+        interfaces.sort_by_key(|interface: &Interface| interface.ifindex);
+        Ok(consistent.then_some(interfaces))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod neighbours;
 pub mod netns;
 pub(crate) mod privileges;
 pub mod route_localnet;
+pub(crate) mod rtnetlink;
 pub(crate) mod stacking;
 pub(crate) mod sysctl;
 pub mod workload;

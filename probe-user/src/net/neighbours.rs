@@ -15,15 +15,14 @@ use std::{
     time::Duration,
 };
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload, Parseable as _,
-};
+use netlink_packet_core::Parseable as _;
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::net::rtnetlink;
 
 const RTM_NEWNEIGH: u16 = 28;
 /// How often the tables are read again while someone asks.
@@ -83,7 +82,7 @@ impl Neighbours {
         socket.connect(&SocketAddr::new(0, 0))?;
         let mut neighbours = Self::default();
         let mut entries = 0;
-        dump(&mut socket, AddressFamily::Unspec, 1, |message| {
+        dump(&socket, AddressFamily::Unspec, 1, |message| {
             if let Some((mac, neighbour)) = neighbour_of(message)
                 && entries < MOST_ENTRIES
             {
@@ -92,7 +91,7 @@ impl Neighbours {
             }
         })?;
         let mut entries = 0;
-        dump(&mut socket, AddressFamily::Bridge, 2, |message| {
+        dump(&socket, AddressFamily::Bridge, 2, |message| {
             if let Some((mac, port)) = bridge_port_of(message)
                 && entries < MOST_ENTRIES
             {
@@ -127,53 +126,23 @@ impl Neighbours {
 
 /// Dumps one table, handing every `RTM_NEWNEIGH` message's payload to `each`.
 fn dump(
-    socket: &mut Socket,
+    socket: &Socket,
     family: AddressFamily,
     sequence: u32,
-    mut each: impl FnMut(&[u8]),
+    each: impl FnMut(&[u8]),
 ) -> io::Result<()> {
-    let mut request_message = NeighbourMessage::default();
-    request_message.header.family = family;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    header.sequence_number = sequence;
-    let mut request = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(RouteNetlinkMessage::GetNeighbour(request_message)),
-    );
-    request.finalize();
-    let mut bytes = vec![0; request.buffer_len()];
-    request.serialize(&mut bytes);
-    socket.send(&bytes, 0)?;
-
+    let mut request = NeighbourMessage::default();
+    request.header.family = family;
     let mut buffer = vec![0; 64 * 1024];
-    loop {
-        let received = socket.recv(&mut &mut buffer[..], 0)?;
-        let mut offset = 0;
-        while offset < received {
-            let message = NetlinkBuffer::new_checked(&buffer[offset..received])
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-            let length = message.length() as usize;
-            if length == 0 {
-                break;
-            }
-            offset += length.next_multiple_of(4);
-            if message.sequence_number() != sequence {
-                continue;
-            }
-            match message.message_type() {
-                NLMSG_DONE => return Ok(()),
-                NLMSG_ERROR => {
-                    let code = message.payload().get(..4).map_or(0, |code| {
-                        i32::from_ne_bytes(code.try_into().expect("4 bytes"))
-                    });
-                    return Err(io::Error::from_raw_os_error(-code));
-                }
-                RTM_NEWNEIGH => each(message.payload()),
-                _ => {}
-            }
-        }
-    }
+    rtnetlink::dump(
+        socket,
+        &mut buffer,
+        sequence,
+        RouteNetlinkMessage::GetNeighbour(request),
+        RTM_NEWNEIGH,
+        each,
+    )?;
+    Ok(())
 }
 
 fn parse(payload: &[u8]) -> Option<NeighbourMessage> {

@@ -13,7 +13,7 @@ use probe_user::{
     session::UnservedInterface,
 };
 
-use crate::text::human_bytes;
+use crate::text::{human_bytes, stacked_via};
 
 const HEADERS: [&str; 11] = [
     "INTERFACE",
@@ -273,12 +273,7 @@ pub(crate) fn precedence_warning(interface: &InterfaceReport) -> String {
 /// One sentence on an exposed interface: where route_localnet is in effect and the fix.
 pub(crate) fn exposure_warning(interface: &InterfaceReport) -> String {
     let raw_name = &interface.name;
-    let others: Vec<&str> = interface
-        .route_localnet_via
-        .iter()
-        .filter(|via| *via != raw_name)
-        .map(String::as_str)
-        .collect();
+    let others = stacked_via(raw_name, &interface.route_localnet_via);
     let own = interface.route_localnet_via.contains(raw_name);
     let name = printable(raw_name);
     let others = printable(&others.join(", ")).into_owned();
@@ -331,11 +326,7 @@ fn route_localnet_cell(
         ),
         None => "n/a".to_owned(),
     };
-    let stacked: Vec<&str> = via
-        .iter()
-        .filter(|via| *via != name)
-        .map(String::as_str)
-        .collect();
+    let stacked = stacked_via(name, via);
     if !stacked.is_empty() {
         let _ = write!(cell, " via {}", printable(&stacked.join(",")));
     }

@@ -3,6 +3,15 @@
 
 use std::time::Duration;
 
+/// The devices of `via` (where route_localnet is in effect for `name`'s frames) other than
+/// `name` itself: those stacked on it, which the ROUTE_LOCALNET cell names.
+pub(crate) fn stacked_via<'a>(name: &str, via: &'a [String]) -> Vec<&'a str> {
+    via.iter()
+        .filter(|device| *device != name)
+        .map(String::as_str)
+        .collect()
+}
+
 pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;

@@ -11,14 +11,14 @@ use std::{
     path::Path,
 };
 
-use netlink_packet_core::{
-    NLM_F_REQUEST, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLMSG_ERROR, NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     RouteNetlinkMessage,
     nsid::{NsidAttribute, NsidMessage},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::net::rtnetlink;
 
 use crate::net::names::name_of_bytes;
 
@@ -70,17 +70,12 @@ impl NsidQuery {
         let mut message = NsidMessage::default();
         message.attributes.push(attribute);
         self.sequence = self.sequence.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST;
-        header.sequence_number = self.sequence;
-        let mut request = NetlinkMessage::new(
-            header,
-            NetlinkPayload::from(RouteNetlinkMessage::GetNsId(message)),
-        );
-        request.finalize();
-        let mut bytes = vec![0; request.buffer_len()];
-        request.serialize(&mut bytes);
-        self.socket.send(&bytes, 0)?;
+        rtnetlink::send(
+            &self.socket,
+            self.sequence,
+            RouteNetlinkMessage::GetNsId(message),
+            false,
+        )?;
         loop {
             let received = self.socket.recv(&mut &mut self.buffer[..], 0)?;
             let answer = NetlinkBuffer::new_checked(&self.buffer[..received])
@@ -89,10 +84,7 @@ impl NsidQuery {
                 continue;
             }
             if answer.message_type() == NLMSG_ERROR {
-                let code = answer.payload().get(..4).map_or(0, |code| {
-                    i32::from_ne_bytes(code.try_into().expect("4 bytes"))
-                });
-                return Err(io::Error::from_raw_os_error(-code));
+                return Err(rtnetlink::error_of(answer.payload()));
             }
             let parsed =
                 NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buffer[..received])

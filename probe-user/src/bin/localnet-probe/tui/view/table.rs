@@ -280,11 +280,7 @@ fn localnet_cell(
         Some(r) => u8::from(r.effective).to_string(),
         None => "n/a".to_owned(),
     };
-    let stacked: Vec<&str> = via
-        .iter()
-        .filter(|device| *device != name)
-        .map(String::as_str)
-        .collect();
+    let stacked = crate::text::stacked_via(name, via);
     if !stacked.is_empty() {
         let named = format!(" via {}", printable(&stacked.join(",")));
         let marked = if mark.is_empty() { 0 } else { mark.len() + 1 };

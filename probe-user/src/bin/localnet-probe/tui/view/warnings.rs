@@ -60,12 +60,7 @@ impl LiveView {
                 ));
             }
             if interface.exposed {
-                let via: Vec<&str> = interface
-                    .route_localnet_via
-                    .iter()
-                    .filter(|via| *via != name)
-                    .map(String::as_str)
-                    .collect();
+                let via = crate::text::stacked_via(name, &interface.route_localnet_via);
                 let state = if interface.mode == "drop" {
                     "drop mode, but other tc programs run first"
                 } else {
