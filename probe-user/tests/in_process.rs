@@ -120,6 +120,7 @@ fn a_failed_start_leaves_nothing_attached_in_the_running_process() {
             sample_rate: 100,
             pin: false,
             capacity: None,
+            cri: probe_user::net::workload::cri::Client::new(Default::default()),
         };
         link.receiver.enter(|| {
             let started = Session::start(options);

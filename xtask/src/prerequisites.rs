@@ -131,7 +131,7 @@ pub(crate) fn ensure_bpf_linker() -> anyhow::Result<()> {
 }
 
 /// Commands the root tests and the benchmark run, and the Debian packages that have them.
-pub(crate) const TOOLS: [(&str, &str); 19] = [
+pub(crate) const TOOLS: [(&str, &str); 23] = [
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("xdp-filter", "xdp-tools"),
@@ -157,6 +157,12 @@ pub(crate) const TOOLS: [(&str, &str); 19] = [
     ("man", "man-db"),
     ("groff", "groff-base"),
     ("lintian", "lintian"),
+    // The pod names test: containerd runs a pod whose image is a static busybox, on the
+    // bridge CNI plugin.
+    ("containerd", "containerd"),
+    ("runc", "runc"),
+    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+    ("/bin/busybox", "busybox-static"),
 ];
 
 pub(crate) fn ensure_tools() -> anyhow::Result<()> {

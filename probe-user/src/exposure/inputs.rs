@@ -5,7 +5,7 @@ use super::{ruleset::Ruleset, *};
 use std::collections::BTreeMap;
 
 use crate::{
-    net::workload,
+    net::workload::{self, cri},
     probe::{Probe, pins::PinDir},
 };
 
@@ -146,8 +146,9 @@ pub struct TcxOn {
 }
 
 impl Inputs {
-    /// Reads this network namespace.
-    pub fn read() -> Result<Self, InputsError> {
+    /// Reads this network namespace, asking `cri` for the names of the pods behind interfaces
+    /// (at most [`cri::DEADLINE`]).
+    pub fn read(cri: &cri::Client) -> Result<Self, InputsError> {
         let interfaces = Interfaces::connect()?.list()?;
         let global = |scope| GlobalConf::read(scope).map_err(InputsError::Namespace);
         let (sockets, saw_every_process) =
@@ -159,7 +160,7 @@ impl Inputs {
         let tcx = tcx_on(&interfaces);
         let nft = firewall::read();
         let standing = standing_interfaces(&interfaces);
-        let workloads = workloads_behind(&interfaces);
+        let workloads = workloads_behind(&interfaces, cri);
         Ok(Self {
             all: global("all")?,
             default: global("default")?,
@@ -176,7 +177,7 @@ impl Inputs {
 }
 
 /// The workload behind each interface whose peer is in another namespace.
-fn workloads_behind(interfaces: &[Interface]) -> BTreeMap<u32, Workload> {
+fn workloads_behind(interfaces: &[Interface], cri: &cri::Client) -> BTreeMap<u32, Workload> {
     let peers: BTreeMap<u32, i32> = interfaces
         .iter()
         .filter_map(|interface| Some((interface.ifindex, workload::peer_nsid(interface)?)))
@@ -184,7 +185,8 @@ fn workloads_behind(interfaces: &[Interface]) -> BTreeMap<u32, Workload> {
     if peers.is_empty() {
         return BTreeMap::new();
     }
-    let resolved = workload::resolve(&peers.values().copied().collect());
+    let mut resolved = workload::resolve(&peers.values().copied().collect());
+    cri.name(resolved.values_mut(), cri::DEADLINE);
     peers
         .into_iter()
         .filter_map(|(ifindex, nsid)| Some((ifindex, resolved.get(&nsid)?.clone())))

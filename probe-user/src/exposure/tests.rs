@@ -190,6 +190,7 @@ fn an_exposed_links_findings_name_the_pod_behind_it() {
     use crate::net::workload::{
         Netns, Workload,
         cgroup::{Attribution, Qos, Runtime},
+        cri::Names,
     };
     let mut inputs = inputs(vec![
         interface("eth0", 2, true),
@@ -211,6 +212,12 @@ fn an_exposed_links_findings_name_the_pod_behind_it() {
             qos: Some(Qos::Burstable),
         },
         unresolved: None,
+        names: Names {
+            pod: Some("web-0".to_owned()),
+            namespace: Some("shop".to_owned()),
+            container: Some("app".to_owned()),
+        },
+        names_unresolved: None,
     };
     inputs.workloads.insert(3, workload.clone());
     let audited = audit(&inputs, None);
@@ -230,8 +237,7 @@ fn an_exposed_links_findings_name_the_pod_behind_it() {
         assert_eq!(finding.workload.as_ref(), Some(&workload));
         assert!(
             finding.message.ends_with(
-                " (workload: containerd 3f4e8a1b2c9d pod 0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a \
-                 (burstable))"
+                " (workload: containerd 3f4e8a1b2c9d pod shop/web-0 (burstable) container app)"
             ),
             "{}",
             finding.message

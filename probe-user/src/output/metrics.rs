@@ -488,8 +488,9 @@ impl Collector for SnapshotCollector {
             "1 for every interface with series of its own whose link leads to another network \
              namespace, labelled with who is behind it: the namespace (its /run/netns name, else \
              net:[inode]), the container runtime, container and pod UID its processes' cgroups \
-             name (empty where unknown), and the pod's name and namespace (empty: no CRI client \
-             yet). Join on interface to name the pod of its other series.",
+             name (empty where unknown), and the pod's name and namespace as the container \
+             runtime's CRI lists them (empty where unknown). Join on interface to name the pod \
+             of its other series.",
             None,
             MetricType::Gauge,
         )?;
@@ -517,8 +518,11 @@ impl Collector for SnapshotCollector {
                     a.container_id.as_deref().unwrap_or_default(),
                 ),
                 ("pod_uid", a.pod_uid.as_deref().unwrap_or_default()),
-                ("pod", ""),
-                ("namespace", ""),
+                ("pod", workload.names.pod.as_deref().unwrap_or_default()),
+                (
+                    "namespace",
+                    workload.names.namespace.as_deref().unwrap_or_default(),
+                ),
             ];
             ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
         }
@@ -720,6 +724,7 @@ mod tests {
         use crate::net::workload::{
             Netns, Workload,
             cgroup::{Attribution, Qos, Runtime},
+            cri::Names,
         };
         let mut snapshot = with_a_quiet_one();
         let id = "ab".repeat(32);
@@ -738,6 +743,12 @@ mod tests {
                 qos: Some(Qos::Burstable),
             },
             unresolved: None,
+            names: Names {
+                pod: Some("web-0".to_owned()),
+                namespace: Some("shop".to_owned()),
+                container: None,
+            },
+            names_unresolved: None,
         });
         for interface in &mut snapshot.interfaces {
             interface.workload = Some(std::sync::Arc::clone(&workload));
@@ -746,7 +757,7 @@ mod tests {
             format!(
                 "localnet_probe_interface_workload{{interface=\"{name}\",ifindex=\"{ifindex}\",\
                  netns=\"net:[4026532999]\",runtime=\"containerd\",container_id=\"{id}\",\
-                 pod_uid=\"0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a\",pod=\"\",namespace=\"\"}} 1"
+                 pod_uid=\"0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a\",pod=\"web-0\",namespace=\"shop\"}} 1"
             )
         };
         let names: Vec<(String, u32)> = snapshot

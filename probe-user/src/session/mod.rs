@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use probe_common::{Framing, MAX_SLOTS, Mode, SlotCounters};
@@ -42,7 +42,7 @@ use crate::{
     net::interfaces::{Interface, InterfaceError, Interfaces},
     net::neighbours::NeighbourWatch,
     net::privileges,
-    net::workload::{Workload, WorkloadWatch, Workloads, peer_nsid},
+    net::workload::{Workload, WorkloadWatch, Workloads, cri, peer_nsid},
     net::{
         route_localnet::{self, RouteLocalnet},
         stacking::Uppers,
@@ -159,6 +159,8 @@ pub struct SessionOptions {
     /// and a quarter more, at least 256 more. A standing filter keeps the room it was first
     /// pinned with.
     pub capacity: Option<u32>,
+    /// Where the pods behind interfaces get their names.
+    pub cri: cri::Client,
 }
 
 /// What starting did, to tell the user.

@@ -12,8 +12,12 @@ pub struct Observed {
 impl Observed {
     /// This network namespace's standing filter as pinned, only read, or `None` with what
     /// the directory it would be in is: nothing attaches, nothing changes. Interfaces whose
-    /// pins outlived them are reported removed by the first snapshot.
-    pub fn standing() -> Result<Result<(Self, Standing), PinDir>, SessionError> {
+    /// pins outlived them are reported removed by the first snapshot. Waits at most `wait` for
+    /// `cri` to name the pods behind the interfaces.
+    pub fn standing(
+        cri: &cri::Client,
+        wait: Duration,
+    ) -> Result<Result<(Self, Standing), PinDir>, SessionError> {
         if let Some(missing) = privileges::missing_to_read() {
             return Err(SessionError::Privileges(missing));
         }
@@ -41,7 +45,7 @@ impl Observed {
             // Read once, and followed no longer than this reading of the standing filter.
             firewall: firewall::Followed::new(FirewallWatch::once()),
             services: ServicesWatch::once(),
-            workloads: WorkloadWatch::once(BTreeMap::new()),
+            workloads: WorkloadWatch::once(BTreeMap::new(), cri, Duration::ZERO),
         };
         for (ifindex, program) in tracked.probe.served() {
             // Not here: moved to another namespace while no probe ran.
@@ -55,7 +59,7 @@ impl Observed {
         for gone in gone {
             tracked.keep_removed(gone);
         }
-        tracked.workloads = WorkloadWatch::once(tracked.peers(&tracked.listed));
+        tracked.workloads = WorkloadWatch::once(tracked.peers(&tracked.listed), cri, wait);
         Ok(Ok((Self { tracked }, standing)))
     }
 

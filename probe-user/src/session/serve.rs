@@ -105,7 +105,7 @@ impl Session {
                 route_localnet: route_localnet::Watch::default(),
                 firewall: firewall::Followed::new(FirewallWatch::start()),
                 services: ServicesWatch::start(),
-                workloads: WorkloadWatch::start(),
+                workloads: WorkloadWatch::start(options.cri.clone()),
             },
             selection: options.selection,
             xdp_mode: options.xdp_mode,

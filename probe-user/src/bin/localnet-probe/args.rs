@@ -1,4 +1,24 @@
-//! Parsers of the seconds that subcommands take (`--interval`, `--duration`).
+//! Options more than one subcommand takes, and parsers of the seconds they take (`--interval`,
+//! `--duration`).
+
+use probe_user::net::workload::cri;
+
+/// Where the names of pods behind interfaces are read.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct CriArgs {
+    /// The container runtime's CRI socket to read pod and container names from (repeatable;
+    /// the first that exists is asked; `unix://` may lead, as crictl writes it). Only listed,
+    /// never changed; a call has a deadline of two seconds. Default: containerd's
+    /// /run/containerd/containerd.sock, then CRI-O's /run/crio/crio.sock.
+    #[arg(long = "cri-endpoint", value_name = "SOCKET")]
+    endpoints: Vec<String>,
+}
+
+impl CriArgs {
+    pub(crate) fn client(&self) -> cri::Client {
+        cri::Client::new(cri::Endpoints::given(&self.endpoints))
+    }
+}
 
 /// The longest `--interval`: a refresh less often than hourly is no live view.
 const MAX_INTERVAL_SECS: f64 = 3600.0;

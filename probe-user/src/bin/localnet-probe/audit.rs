@@ -29,6 +29,8 @@ pub(crate) struct AuditArgs {
     #[arg(long = "iface", value_name = "IF|PATTERN",
           add = ArgValueCandidates::new(crate::args::interface_candidates))]
     ifaces: Vec<OsString>,
+    #[command(flatten)]
+    cri: crate::args::CriArgs,
 }
 
 #[derive(Serialize)]
@@ -51,7 +53,7 @@ pub(crate) fn audit(args: &AuditArgs) -> anyhow::Result<bool> {
         let patterns = NamePatterns::new(&args.ifaces, "--iface")?;
         Some(patterns)
     };
-    let inputs = Inputs::read()?;
+    let inputs = Inputs::read(&args.cri.client())?;
     if let Some(only) = &only
         && let Some(unknown) =
             only.unknown_literal(inputs.interfaces.iter().map(|i| i.name.as_str()))

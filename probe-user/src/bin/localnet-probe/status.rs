@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use probe_user::{
     kernel::features::KernelReport,
+    net::workload::cri,
     output::report::{Report, StandingReport},
     probe::pins,
     session::{Observed, Snapshot, UnservedInterface, unserved_interfaces},
@@ -39,6 +40,8 @@ pub(crate) struct StatusArgs {
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = interval_seconds,
           allow_negative_numbers = true)]
     interval: f64,
+    #[command(flatten)]
+    cri: crate::args::CriArgs,
 }
 
 /// A `status` object on the stream, with the kernel's report: a bug report carries it.
@@ -81,6 +84,10 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
     };
     // What the live view showed last, left on the screen when it closes.
     let mut last_table = Vec::new();
+    let cri = args.cri.client();
+    // The first reading waits for the pods' names, at most the CRI's deadline; the next ones
+    // take the names listed by then, so a CRI that hangs never delays a reading.
+    let mut cri_wait = cri::DEADLINE;
     let mut stdout = io::stdout().lock();
     // Probed once: the kernel's features do not change while it runs.
     let kernel = KernelReport::of_this_kernel();
@@ -103,7 +110,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,
         }
-        let view = match Observed::standing()? {
+        let view = match Observed::standing(&cri, std::mem::take(&mut cri_wait))? {
             Ok((mut session, standing)) => {
                 let snapshot = session.snapshot()?;
                 let pinned_for = SystemTime::now()

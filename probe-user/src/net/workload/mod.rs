@@ -4,6 +4,7 @@
 //! thread of its own when links change ([`WorkloadWatch`]), never on the loop that asks.
 
 pub mod cgroup;
+pub mod cri;
 mod namespaces;
 mod watch;
 
@@ -49,6 +50,11 @@ pub struct Workload {
     pub attribution: Attribution,
     /// What could not be found, when the runtime and ids are not all known.
     pub unresolved: Option<String>,
+    /// The pod's and container's names, from the CRI.
+    #[serde(flatten)]
+    pub names: cri::Names,
+    /// Why the pod of a known pod UID has no name here.
+    pub names_unresolved: Option<String>,
 }
 
 impl Workload {
@@ -59,6 +65,8 @@ impl Workload {
             process_count: 0,
             attribution: Attribution::default(),
             unresolved: Some(why),
+            names: cri::Names::default(),
+            names_unresolved: None,
         }
     }
 
@@ -67,7 +75,8 @@ impl Workload {
         Self::unresolved(None, "not resolved yet".to_owned())
     }
 
-    /// A short line for people: `containerd 3f4e8a1b2c9d pod 0f7c1a9e-… (burstable)`, or why not.
+    /// A short line for people: `containerd 3f4e8a1b2c9d pod default/web-0 (burstable) container
+    /// app`, the pod UID where its name is not known, or why not.
     pub fn summary(&self) -> String {
         let a = &self.attribution;
         let mut words = Vec::new();
@@ -77,7 +86,15 @@ impl Workload {
         }
         if let Some(uid) = &a.pod_uid {
             let qos = a.qos.map_or(String::new(), |q| format!(" ({})", q.name()));
-            words.push(format!("pod {uid}{qos}"));
+            let names = &self.names;
+            words.push(match (&names.namespace, &names.pod) {
+                (Some(namespace), Some(pod)) => format!("pod {namespace}/{pod}{qos}"),
+                (None, Some(pod)) => format!("pod {pod}{qos}"),
+                _ => format!("pod {uid}{qos}"),
+            });
+            if let Some(container) = &names.container {
+                words.push(format!("container {container}"));
+            }
         }
         if words.is_empty()
             && let Some(first) = self.processes.first()
@@ -218,5 +235,7 @@ fn of_processes(netns: Netns, pids: &[u32]) -> Workload {
         process_count: pids.len(),
         attribution: attribution.unwrap_or_default(),
         unresolved,
+        names: cri::Names::default(),
+        names_unresolved: None,
     }
 }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Workload, resolve};
+use super::{Workload, cri, resolve};
 use crate::kernel::processes;
 
 /// The first pause before resolving again a namespace without processes; it doubles up to
@@ -23,6 +23,8 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 const TRIES: u32 = 36;
 /// How often the processes found are checked to be there still.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How soon pods are named again while the CRI is being asked.
+const NAMES_AGAIN: Duration = Duration::from_millis(200);
 
 /// Interface → workload, as last resolved.
 pub type Workloads = BTreeMap<u32, Arc<Workload>>;
@@ -57,13 +59,13 @@ pub struct WorkloadWatch {
 }
 
 impl WorkloadWatch {
-    /// Starts the thread, with nothing to resolve yet.
-    pub fn start() -> Self {
+    /// Starts the thread, with nothing to resolve yet; pods are named by asking `cri`.
+    pub fn start(cri: cri::Client) -> Self {
         let shared = Arc::new(Shared::default());
         let for_thread = Arc::clone(&shared);
         let spawned = thread::Builder::new()
             .name("workload-watch".to_owned())
-            .spawn(move || Resolver::default().run(&for_thread));
+            .spawn(move || Resolver::new(cri).run(&for_thread));
         if let Err(error) = &spawned {
             tracing::warn!("the workloads behind the interfaces are not resolved: {error}");
         }
@@ -74,9 +76,11 @@ impl WorkloadWatch {
     }
 
     /// Resolves `wanted` (ifindex → nsid) once, here, and never again: for a view read once.
-    pub fn once(wanted: BTreeMap<u32, i32>) -> Self {
+    /// Waits at most `wait` for `cri` to name the pods.
+    pub fn once(wanted: BTreeMap<u32, i32>, cri: &cri::Client, wait: Duration) -> Self {
         let nsids = wanted.values().copied().collect();
-        let resolved = resolve(&nsids);
+        let mut resolved = resolve(&nsids);
+        cri.name(resolved.values_mut(), wait);
         let latest = wanted
             .iter()
             .filter_map(|(ifindex, nsid)| Some((*ifindex, Arc::new(resolved.get(nsid)?.clone()))))
@@ -126,16 +130,29 @@ struct Entry {
     again_at: Option<Instant>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Resolver {
     entries: BTreeMap<i32, Entry>,
     /// The interfaces each namespace was resolved for: one that leads there anew resolves it
     /// again (an nsid is reused once its namespace is gone).
     resolved_for: BTreeMap<u32, i32>,
     checked_at: Option<Instant>,
+    cri: cri::Client,
+    /// When to name pods again, while the CRI is being asked.
+    names_again_at: Option<Instant>,
 }
 
 impl Resolver {
+    fn new(cri: cri::Client) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            resolved_for: BTreeMap::new(),
+            checked_at: None,
+            cri,
+            names_again_at: None,
+        }
+    }
+
     fn run(mut self, shared: &Shared) {
         loop {
             let wanted = {
@@ -177,6 +194,7 @@ impl Resolver {
             .values()
             .filter_map(|entry| entry.again_at)
             .chain(check)
+            .chain(self.names_again_at)
             .min()
     }
 
@@ -207,6 +225,7 @@ impl Resolver {
                 self.update(nsid, workload, now);
             }
         }
+        self.name_pods(now);
         self.resolved_for.clone_from(wanted);
         wanted
             .iter()
@@ -214,6 +233,20 @@ impl Resolver {
                 Some((*ifindex, Arc::clone(&self.entries.get(nsid)?.workload)))
             })
             .collect()
+    }
+
+    /// Names the pods that have no names yet, without waiting for the CRI: while it is being
+    /// asked, again shortly.
+    fn name_pods(&mut self, now: Instant) {
+        let unnamed = self
+            .entries
+            .values_mut()
+            .filter(|entry| {
+                entry.workload.attribution.pod_uid.is_some() && entry.workload.names.pod.is_none()
+            })
+            .map(|entry| Arc::make_mut(&mut entry.workload));
+        self.cri.name(unnamed, Duration::ZERO);
+        self.names_again_at = self.cri.listing().then(|| now + NAMES_AGAIN);
     }
 
     fn update(&mut self, nsid: i32, mut workload: Workload, now: Instant) {

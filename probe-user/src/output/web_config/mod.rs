@@ -155,11 +155,15 @@ impl WebConfig {
 /// or capitals in a row, no separator, longer than a word), or longer than any name or path the
 /// format takes.
 fn may_be_secret(value: &str) -> bool {
+    // `/` is a base64 digit too: a line of a key has one more often than not. A path with
+    // one is told apart by a `.`, `-` or `_` (a file's extension, a directory's name).
     let base64_run = value.len() >= 12
-        && !value.contains(['_', '-', ' ', '.', '/'])
+        && !value.contains(['_', '-', ' ', '.'])
         && value.chars().any(|c| c.is_ascii_uppercase())
         && value.chars().any(|c| c.is_ascii_lowercase())
-        && (value.chars().any(|c| c.is_ascii_digit())
+        && (value
+            .chars()
+            .any(|c| c.is_ascii_digit() || c == '+' || c == '/')
             || value
                 .as_bytes()
                 .windows(3)

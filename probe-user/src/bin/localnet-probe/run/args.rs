@@ -112,6 +112,8 @@ pub(crate) struct RunArgs {
     /// [default: 5].
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = top_senders)]
     pub(super) top: Option<u16>,
+    #[command(flatten)]
+    pub(super) cri: crate::args::CriArgs,
 }
 
 /// The interfaces a JSON object lists.

@@ -108,6 +108,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         sample_rate: args.sample_rate,
         pin: args.pin,
         capacity: args.capacity,
+        cri: args.cri.client(),
     };
     // Handlers first: a signal during start-up then ends the run cleanly once attached.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;

@@ -1155,6 +1155,8 @@ mod tests {
             process_count: 1,
             attribution: Attribution::default(),
             unresolved: Some("no container runtime in the cgroup of pid 4242: /x".to_owned()),
+            names: Default::default(),
+            names_unresolved: None,
         })
     }
 
