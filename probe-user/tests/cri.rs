@@ -414,10 +414,21 @@ fn a_pod_run_by_containerd_is_named_as_its_cri_lists_it() {
     }
     let veth = pod_veth(&netns);
     let socket = format!("unix://{}", containerd.socket.display());
+    // Asked first, a path that is no socket (a runtime's leftover): the next one answers.
+    let not_a_socket = dir.join("not-a-socket");
+    fs::write(&not_a_socket, "").expect("a file");
+    let not_a_socket = not_a_socket.display().to_string();
     let probe = ProbeProcess::start(
         PROBE,
         &netns,
-        &["--iface", &veth, "--cri-endpoint", &socket],
+        &[
+            "--iface",
+            &veth,
+            "--cri-endpoint",
+            &not_a_socket,
+            "--cri-endpoint",
+            &socket,
+        ],
     );
     let report = probe.wait_for(TIMEOUT, |report| {
         testbed::interface(report, &veth)["workload"]["pod"] == "web-0"

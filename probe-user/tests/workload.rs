@@ -710,3 +710,95 @@ fn a_sender_is_named_by_the_neighbour_table_and_the_bridge_port_it_was_learned_b
 fn workload_of<'a>(report: &'a Value, name: &str) -> &'a Value {
     workload(report, name).unwrap_or_else(|| panic!("no workload behind {name}: {report}"))
 }
+
+/// A macvlan child of `parent` (in `probe`'s namespace) moved into `into`'s, as the macvlan
+/// CNI plugin makes one: beside its parent, then moved.
+fn macvlan(probe: &Netns, parent: &str, name: &str, into: &Netns) {
+    probe.ip(&[
+        "link", "add", "link", parent, "name", name, "type", "macvlan", "mode", "bridge",
+    ]);
+    probe.ip(&["link", "set", name, "netns", &into.name]);
+}
+
+/// The children reported under `parent`, by name.
+fn children<'a>(report: &'a Value, parent: &str) -> Vec<(&'a str, &'a Value)> {
+    interface(report, parent)
+        .and_then(|i| i["children"].as_array())
+        .map(|children| {
+            children
+                .iter()
+                .filter_map(|child| Some((child["name"].as_str()?, child)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn macvlan_children_in_containers_are_attributed_to_their_parent_also_when_made_later() {
+    let probe_ns = Netns::new("wlm");
+    // The parent: a device of the probe's namespace, its own peer here too (no workload).
+    probe_ns.ip(&[
+        "link", "add", "wlm0", "type", "veth", "peer", "name", "wlm0p",
+    ]);
+    probe_ns.ip(&["link", "set", "wlm0", "up"]);
+    let root = format!("lp-test-macvlan-{}", std::process::id());
+    let pod = |seed: u64| {
+        let (id, uid) = (container_id(seed), pod_uid(seed));
+        let path = format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/\
+             cri-containerd-{id}.scope",
+            uid.replace('-', "_")
+        );
+        (id, uid, path)
+    };
+    let first_ns = Netns::new("wlm-c1");
+    macvlan(&probe_ns, "wlm0", "mvc1", &first_ns);
+    let (first_id, first_uid, first_path) = pod(71);
+    let mut workloads = LastFirst(vec![Workload::start(&first_ns, V2, &root, &first_path)]);
+    workloads.0[0].wait_exec();
+
+    let probe = ProbeProcess::start(PROBE, &probe_ns, &["--iface", "wlm0"]);
+    let report = probe.wait_for(TIMEOUT, |report| {
+        children(report, "wlm0").iter().any(|(name, child)| {
+            *name == "mvc1" && child["workload"]["container_id"] == first_id.as_str()
+        })
+    });
+    let found = children(&report, "wlm0");
+    assert_eq!(found.len(), 1, "{report}");
+    let child = found[0].1;
+    assert_eq!(child["kind"], "macvlan", "{child}");
+    assert_eq!(child["workload"]["pod_uid"], first_uid.as_str(), "{child}");
+    assert_eq!(child["workload"]["runtime"], "containerd", "{child}");
+    assert_eq!(
+        child["workload"]["netns"]["name"],
+        first_ns.name.as_str(),
+        "{child}"
+    );
+    assert!(
+        workload(&report, "wlm0").is_none(),
+        "the parent itself leads nowhere: {report}"
+    );
+
+    // A second container given a child after the probe started: its process first, then the
+    // child made and moved, as a runtime does.
+    let second_ns = Netns::new("wlm-c2");
+    let (second_id, _, second_path) = pod(72);
+    workloads
+        .0
+        .push(Workload::start(&second_ns, V2, &root, &second_path));
+    workloads.0[1].wait_exec();
+    let made = Instant::now();
+    macvlan(&probe_ns, "wlm0", "mvc2", &second_ns);
+    let report = probe.wait_for(TIMEOUT, |report| {
+        children(report, "wlm0").iter().any(|(name, child)| {
+            *name == "mvc2" && child["workload"]["container_id"] == second_id.as_str()
+        })
+    });
+    let took = made.elapsed();
+    assert!(took < Duration::from_secs(5), "found after {took:?}");
+    assert_eq!(children(&report, "wlm0").len(), 2, "{report}");
+    drop(probe);
+    drop(workloads);
+    let _ = fs::remove_dir(format!("{V2}/{root}"));
+}

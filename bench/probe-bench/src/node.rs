@@ -188,6 +188,7 @@ fn interface(i: u32, exposed: bool, frames: u64) -> InterfaceSnapshot {
         exposed,
         counters,
         workload: None,
+        children: Vec::new(),
     }
 }
 

@@ -147,7 +147,7 @@ pub struct TcxOn {
 
 impl Inputs {
     /// Reads this network namespace, asking `cri` for the names of the pods behind interfaces
-    /// (at most [`cri::DEADLINE`]).
+    /// (at most [`cri::WAIT`]).
     pub fn read(cri: &cri::Client) -> Result<Self, InputsError> {
         let interfaces = Interfaces::connect()?.list()?;
         let global = |scope| GlobalConf::read(scope).map_err(InputsError::Namespace);
@@ -186,7 +186,7 @@ fn workloads_behind(interfaces: &[Interface], cri: &cri::Client) -> BTreeMap<u32
         return BTreeMap::new();
     }
     let mut resolved = workload::resolve(&peers.values().copied().collect());
-    cri.name(resolved.values_mut(), cri::DEADLINE);
+    cri.name(resolved.values_mut(), cri::WAIT);
     peers
         .into_iter()
         .filter_map(|(ifindex, nsid)| Some((ifindex, resolved.get(&nsid)?.clone())))

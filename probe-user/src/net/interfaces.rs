@@ -13,6 +13,7 @@ use netlink_packet_route::{
     link::{
         LinkAttribute, LinkExtentMask, LinkInfo, LinkLayerType, LinkMessage, LinkXdp, XdpAttached,
     },
+    nsid::NsidMessage,
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -170,6 +171,9 @@ const IFLA_LINKINFO: u16 = 18;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_XDP: u16 = 43;
+/// `RTM_NEWNSID`, the answers of an `RTM_GETNSID` dump.
+const RTM_NEWNSID: u16 = 88;
+const NETNSA_NSID: u16 = 1;
 const AF_INET: u16 = libc::AF_INET as u16;
 const IFLA_INET_CONF: u16 = 1;
 /// `IPV4_DEVCONF_ROUTE_LOCALNET` (26) as an index into `IFLA_INET_CONF`, an array of u32 from
@@ -238,24 +242,117 @@ impl Interfaces {
 
     /// One dump; `None` when the kernel marks it inconsistent.
     fn dump(&mut self) -> io::Result<Option<Vec<Interface>>> {
+        let (links, consistent) = self.dump_links(None)?;
+        let mut interfaces: Vec<Interface> = links.into_iter().map(|(link, _)| link).collect();
+        interfaces.sort_by_key(|interface: &Interface| interface.ifindex);
+        Ok(consistent.then_some(interfaces))
+    }
+
+    /// One dump of the links of this namespace, or with `in_nsid` of the namespace this one
+    /// gives that id (`IFLA_TARGET_NETNSID`), each with its `IFLA_LINK` as given; whether the
+    /// dump was consistent.
+    fn dump_links(&mut self, in_nsid: Option<i32>) -> io::Result<(Vec<LinkWithParent>, bool)> {
         self.sequence = self.sequence.wrapping_add(1);
         let mut request_message = LinkMessage::default();
         // Statistics are most of each message and nothing here reads them.
         request_message
             .attributes
             .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let mut interfaces = Vec::new();
+        if let Some(nsid) = in_nsid {
+            request_message
+                .attributes
+                .push(LinkAttribute::IfNetnsId(nsid));
+        }
+        let mut links = Vec::new();
         let consistent = rtnetlink::dump(
             &self.socket,
             &mut self.buffer,
             self.sequence,
             RouteNetlinkMessage::GetLink(request_message),
             RTM_NEWLINK,
-            |payload| interfaces.extend(parse(payload)),
+            |payload| links.extend(parse(payload)),
         )?;
-        interfaces.sort_by_key(|interface: &Interface| interface.ifindex);
-        Ok(consistent.then_some(interfaces))
+        Ok((links, consistent))
     }
+
+    /// The ids this namespace gives other namespaces (`RTM_GETNSID` dump).
+    fn nsids(&mut self) -> io::Result<Vec<i32>> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let mut nsids = Vec::new();
+        rtnetlink::dump(
+            &self.socket,
+            &mut self.buffer,
+            self.sequence,
+            RouteNetlinkMessage::GetNsId(NsidMessage::default()),
+            RTM_NEWNSID,
+            |payload| {
+                // `struct rtgenmsg`, padded to 4 bytes, then `NETNSA_NSID` among the attributes.
+                let nsid = payload.get(4..).and_then(|attributes| {
+                    NlasIterator::new(attributes)
+                        .filter_map(Result::ok)
+                        .find(|attribute| attribute.kind() == NETNSA_NSID)
+                        .and_then(|attribute| u32_of(attribute.value()))
+                });
+                nsids.extend(nsid.map(u32::cast_signed).filter(|nsid| *nsid >= 0));
+            },
+        )?;
+        Ok(nsids)
+    }
+
+    /// The macvlan, macvtap, ipvlan and ipvtap devices in other namespaces whose parent is a
+    /// device of this one (a container given a child of the host's NIC): the links of every
+    /// namespace this one has an id for, listed from here. `own_nsid` says, once the listings
+    /// are done, the id this namespace gives itself (the kernel gives it one when it names a
+    /// child's parent namespace from here).
+    pub fn children_elsewhere(
+        &mut self,
+        own_nsid: impl FnOnce() -> io::Result<Option<i32>>,
+    ) -> io::Result<Vec<ChildElsewhere>> {
+        let mut found = Vec::new();
+        for nsid in self.nsids()? {
+            // A namespace gone since the ids were listed has no links to give.
+            let Ok((links, _)) = self.dump_links(Some(nsid)) else {
+                continue;
+            };
+            found.extend(links.into_iter().filter_map(|(link, parent)| {
+                let kind = link.kind?;
+                matches!(kind.as_str(), "macvlan" | "macvtap" | "ipvlan" | "ipvtap").then_some(
+                    ChildElsewhere {
+                        parent: parent?,
+                        parent_nsid: link.link_netnsid?,
+                        name: link.name,
+                        kind,
+                        nsid,
+                    },
+                )
+            }));
+        }
+        if found.is_empty() {
+            return Ok(found);
+        }
+        let Some(own) = own_nsid()? else {
+            return Ok(Vec::new());
+        };
+        found.retain(|child| child.parent_nsid == own && child.nsid != own);
+        Ok(found)
+    }
+}
+
+/// An interface and its `IFLA_LINK` as given ([`parse`]).
+type LinkWithParent = (Interface, Option<u32>);
+
+/// A child device in another namespace whose parent is here ([`Interfaces::children_elsewhere`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildElsewhere {
+    /// The parent's ifindex here.
+    pub parent: u32,
+    /// The id the child's namespace names the parent's by, as this namespace numbers them.
+    parent_nsid: i32,
+    /// Its name in its namespace, every byte kept.
+    pub name: String,
+    pub kind: String,
+    /// The id this namespace gives the child's.
+    pub nsid: i32,
 }
 
 /// The interface an `RTM_NEWLINK` or `RTM_DELLINK` payload is about: `ifi_index` of its
@@ -265,8 +362,9 @@ pub(super) fn ifindex_of(payload: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(index.try_into().expect("4 bytes")))
 }
 
-/// Reads an `RTM_NEWLINK` payload: `struct ifinfomsg`, then attributes.
-fn parse(payload: &[u8]) -> Option<Interface> {
+/// Reads an `RTM_NEWLINK` payload: `struct ifinfomsg`, then attributes; with its `IFLA_LINK`
+/// as given (its parent's ifindex, in the namespace `link_netnsid` names when that is another).
+fn parse(payload: &[u8]) -> Option<(Interface, Option<u32>)> {
     let header = payload.get(..IFINFOMSG_LEN)?;
     let u32_at = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().expect("4 bytes"));
     let link_type = u16::from_ne_bytes([header[2], header[3]]);
@@ -293,6 +391,7 @@ fn parse(payload: &[u8]) -> Option<Interface> {
     };
     let mut lower_in_other_namespace = false;
     let mut named = false;
+    let mut link = None;
     for attribute in NlasIterator::new(&payload[IFINFOMSG_LEN..]) {
         let attribute = attribute.ok()?;
         let value = attribute.value();
@@ -304,7 +403,8 @@ fn parse(payload: &[u8]) -> Option<Interface> {
             }
             IFLA_MTU => interface.mtu = u32_of(value),
             IFLA_LINK => {
-                interface.lower = u32_of(value).filter(|lower| *lower != 0 && *lower != ifindex);
+                link = u32_of(value).filter(|lower| *lower != 0);
+                interface.lower = link.filter(|lower| *lower != ifindex);
             }
             IFLA_MASTER => interface.master = u32_of(value).filter(|master| *master != 0),
             IFLA_LINK_NETNSID => {
@@ -348,7 +448,7 @@ fn parse(payload: &[u8]) -> Option<Interface> {
     if !child || lower_in_other_namespace {
         interface.lower = None;
     }
-    named.then_some(interface)
+    named.then_some((interface, link))
 }
 
 fn u32_of(value: &[u8]) -> Option<u32> {

@@ -129,6 +129,7 @@ mod tests {
             exposed: false,
             counters,
             workload: None,
+            children: Vec::new(),
         }
     }
 

@@ -486,7 +486,8 @@ impl Collector for SnapshotCollector {
         let mut metric = encoder.encode_descriptor(
             "localnet_probe_interface_workload",
             "1 for every interface with series of its own whose link leads to another network \
-             namespace, labelled with who is behind it: the namespace (its /run/netns name, else \
+             namespace, and for each of its children in another (a macvlan or ipvlan given to a \
+             container), labelled with who is behind it: the namespace (its /run/netns name, else \
              net:[inode]), the container runtime, container and pod UID its processes' cgroups \
              name (empty where unknown), and the pod's name and namespace as the container \
              runtime's CRI lists them (empty where unknown). Join on interface to name the pod \
@@ -497,34 +498,37 @@ impl Collector for SnapshotCollector {
         // Only beside the series it names: a quiet pod's veth has none, and a pod restart then
         // creates none here either.
         for interface in &own {
-            let Some(workload) = &interface.workload else {
-                continue;
-            };
             let ifindex = interface.ifindex.to_string();
-            let netns = workload.netns.as_ref().map_or_else(String::new, |netns| {
-                netns
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("net:[{}]", netns.inode))
-            });
-            let a = &workload.attribution;
-            let labels = [
-                ("interface", interface.name.as_str()),
-                ("ifindex", ifindex.as_str()),
-                ("netns", netns.as_str()),
-                ("runtime", a.runtime.map_or("", |runtime| runtime.name())),
-                (
-                    "container_id",
-                    a.container_id.as_deref().unwrap_or_default(),
-                ),
-                ("pod_uid", a.pod_uid.as_deref().unwrap_or_default()),
-                ("pod", workload.names.pod.as_deref().unwrap_or_default()),
-                (
-                    "namespace",
-                    workload.names.namespace.as_deref().unwrap_or_default(),
-                ),
-            ];
-            ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
+            let behind = interface
+                .workload
+                .iter()
+                .chain(interface.children.iter().map(|child| &child.workload));
+            for workload in behind {
+                let netns = workload.netns.as_ref().map_or_else(String::new, |netns| {
+                    netns
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("net:[{}]", netns.inode))
+                });
+                let a = &workload.attribution;
+                let labels = [
+                    ("interface", interface.name.as_str()),
+                    ("ifindex", ifindex.as_str()),
+                    ("netns", netns.as_str()),
+                    ("runtime", a.runtime.map_or("", |runtime| runtime.name())),
+                    (
+                        "container_id",
+                        a.container_id.as_deref().unwrap_or_default(),
+                    ),
+                    ("pod_uid", a.pod_uid.as_deref().unwrap_or_default()),
+                    ("pod", workload.names.pod.as_deref().unwrap_or_default()),
+                    (
+                        "namespace",
+                        workload.names.namespace.as_deref().unwrap_or_default(),
+                    ),
+                ];
+                ConstGauge::new(1_u32).encode(metric.encode_family(&labels)?)?;
+            }
         }
 
         // A gauge, not an OpenMetrics info: the text format has no info type.
@@ -609,6 +613,7 @@ mod tests {
             exposed: false,
             counters: SlotCounters::default(),
             workload: None,
+            children: Vec::new(),
         }
     }
 

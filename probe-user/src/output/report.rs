@@ -17,7 +17,7 @@ use crate::{
     exposure::firewall::FirewallChange,
     net::names::printable,
     net::route_localnet::{self, RouteLocalnet},
-    net::workload::Workload,
+    net::workload::{Child, Workload},
     output::samples::{ArpHeader, SampledFrame, mac_string},
     output::senders::TopSenders,
     probe::TcxPrecededBy,
@@ -167,6 +167,10 @@ pub struct InterfaceReport {
     /// namespace, its first processes, the runtime, container and pod their cgroups name, and
     /// `unresolved` saying what could not be found; `null` for other interfaces.
     pub workload: Option<Arc<Workload>>,
+    /// Its children in other namespaces (a macvlan or ipvlan given to a container: the frames
+    /// to it arrive here first), each with its `workload`; left out when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Child>,
 }
 
 /// What became of the matched frames' samples.
@@ -356,6 +360,7 @@ impl InterfaceReport {
             samples: SamplesReport::of(&interface.counters, sampling),
             top_senders_sampled: sampling.then(Vec::new),
             workload: interface.workload.clone(),
+            children: interface.children.clone(),
         }
     }
 }

@@ -114,7 +114,7 @@ impl Session {
             }
         }
         followed.retry_in = self.retry.after(refused_passing);
-        self.tracked.workloads.follow(self.tracked.peers(&all));
+        self.tracked.follow_workloads(&all);
         let grown = self.tracked.probe.capacity();
         followed.grown_to = (grown > room).then_some(grown);
         Ok(followed)
@@ -256,6 +256,12 @@ impl Tracked {
             exposed: false,
             counters,
             workload: self.workloads.latest().get(&ifindex).cloned(),
+            children: self
+                .workloads
+                .children()
+                .get(&ifindex)
+                .cloned()
+                .unwrap_or_default(),
         });
     }
 

@@ -42,7 +42,7 @@ use crate::{
     net::interfaces::{Interface, InterfaceError, Interfaces},
     net::neighbours::NeighbourWatch,
     net::privileges,
-    net::workload::{Workload, WorkloadWatch, Workloads, cri, peer_nsid},
+    net::workload::{Child, Workload, WorkloadWatch, Workloads, cri, peer_nsid},
     net::{
         route_localnet::{self, RouteLocalnet},
         stacking::Uppers,
@@ -338,6 +338,12 @@ impl Session {
         self.tracked.workloads.latest()
     }
 
+    /// Says that link events announced `ifindexes`, or were lost: a served device among them
+    /// may have gained or lost a child in another namespace.
+    pub fn links_announced(&self, ifindexes: &BTreeSet<u32>, lost: bool) {
+        self.tracked.workloads.announced(ifindexes, lost);
+    }
+
     /// The name a served interface had at the last snapshot (or at start).
     pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
         self.tracked
@@ -354,6 +360,25 @@ impl Tracked {
             .filter(|interface| self.served.contains_key(&interface.ifindex))
             .filter_map(|interface| Some((interface.ifindex, peer_nsid(interface)?)))
             .collect()
+    }
+
+    /// The served interfaces that may have children in other namespaces: the Ethernet devices
+    /// but bridges and those that lead to another namespace themselves.
+    fn parents(&self, all: &[Interface]) -> BTreeSet<u32> {
+        all.iter()
+            .filter(|interface| self.served.contains_key(&interface.ifindex))
+            .filter(|interface| {
+                interface.framing == Ok(Framing::Ethernet)
+                    && peer_nsid(interface).is_none()
+                    && interface.kind.as_deref() != Some("bridge")
+            })
+            .map(|interface| interface.ifindex)
+            .collect()
+    }
+
+    /// Tells the workload watch which interfaces lead to other namespaces in `all`.
+    fn follow_workloads(&self, all: &[Interface]) {
+        self.workloads.follow(self.peers(all), self.parents(all));
     }
 
     /// Detaches from `ifindex` (named `name` in an error), unpins it and frees its slot; its

@@ -45,7 +45,7 @@ impl Observed {
             // Read once, and followed no longer than this reading of the standing filter.
             firewall: firewall::Followed::new(FirewallWatch::once()),
             services: ServicesWatch::once(),
-            workloads: WorkloadWatch::once(BTreeMap::new(), cri, Duration::ZERO),
+            workloads: WorkloadWatch::once(BTreeMap::new(), &BTreeSet::new(), cri, Duration::ZERO),
         };
         for (ifindex, program) in tracked.probe.served() {
             // Not here: moved to another namespace while no probe ran.
@@ -59,7 +59,12 @@ impl Observed {
         for gone in gone {
             tracked.keep_removed(gone);
         }
-        tracked.workloads = WorkloadWatch::once(tracked.peers(&tracked.listed), cri, wait);
+        tracked.workloads = WorkloadWatch::once(
+            tracked.peers(&tracked.listed),
+            &tracked.parents(&tracked.listed),
+            cri,
+            wait,
+        );
         Ok(Ok((Self { tracked }, standing)))
     }
 

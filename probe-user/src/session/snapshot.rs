@@ -60,6 +60,8 @@ pub struct InterfaceSnapshot {
     /// Who is behind it, for a link whose other end is in another namespace; shared with the
     /// events and senders that name it.
     pub workload: Option<Arc<Workload>>,
+    /// Its children in other namespaces (macvlan, ipvlan), each with who is behind it.
+    pub children: Vec<Child>,
 }
 
 impl Session {
@@ -72,9 +74,7 @@ impl Session {
         let listing = self.tracked.list_or_last()?;
         if listing.fresh {
             self.follow_served(&listing.all)?;
-            self.tracked
-                .workloads
-                .follow(self.tracked.peers(&listing.all));
+            self.tracked.follow_workloads(&listing.all);
         }
         let refused = refused(&self.told, &listing.all);
         self.tracked.read(&listing.all, refused)
@@ -121,6 +121,7 @@ impl Tracked {
         let (chains, firewall_changes) = self.firewall.update();
         let services = self.services.latest();
         let workloads = self.workloads.latest();
+        let children = self.workloads.children();
         let mut reading = route_localnet::Reading {
             all: all_route_localnet,
             default: default_route_localnet,
@@ -194,6 +195,7 @@ impl Tracked {
                     .get(ifindex)
                     .cloned()
                     .or_else(|| peer_nsid(interface).map(|_| Arc::new(Workload::pending()))),
+                children: children.get(ifindex).cloned().unwrap_or_default(),
             });
         }
         Ok(Snapshot {

@@ -6,12 +6,28 @@ use probe_user::net::workload::cri;
 /// Where the names of pods behind interfaces are read.
 #[derive(Clone, Debug, clap::Args)]
 pub(crate) struct CriArgs {
-    /// The container runtime's CRI socket to read pod and container names from (repeatable;
-    /// the first that exists is asked; `unix://` may lead, as crictl writes it). Only listed,
-    /// never changed; a call has a deadline of two seconds. Default: containerd's
-    /// /run/containerd/containerd.sock, then CRI-O's /run/crio/crio.sock.
-    #[arg(long = "cri-endpoint", value_name = "SOCKET")]
+    /// The container runtime's CRI socket to read pod and container names from (repeatable:
+    /// those that exist are asked at once, the first in order that answers is used; `unix://`
+    /// may lead, as crictl writes it). Only listed, never changed; a listing has a deadline of
+    /// two seconds. Default: containerd's /run/containerd/containerd.sock, then CRI-O's
+    /// /run/crio/crio.sock.
+    #[arg(long = "cri-endpoint", value_name = "SOCKET", value_parser = cri_endpoint,
+          value_hint = clap::ValueHint::FilePath)]
     endpoints: Vec<String>,
+}
+
+/// `--cri-endpoint`: a Unix socket's path, bare or as `unix://PATH`.
+fn cri_endpoint(value: &str) -> Result<String, String> {
+    let path = value.strip_prefix("unix://").unwrap_or(value);
+    if path.is_empty() {
+        return Err("give the path of the runtime's Unix socket".to_owned());
+    }
+    if let Some((scheme, _)) = path.split_once("://") {
+        return Err(format!(
+            "only Unix sockets are read, given as a path or unix://PATH, not {scheme}://"
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 impl CriArgs {

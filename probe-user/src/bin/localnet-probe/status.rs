@@ -87,7 +87,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let cri = args.cri.client();
     // The first reading waits for the pods' names, at most the CRI's deadline; the next ones
     // take the names listed by then, so a CRI that hangs never delays a reading.
-    let mut cri_wait = cri::DEADLINE;
+    let mut cri_wait = cri::WAIT;
     let mut stdout = io::stdout().lock();
     // Probed once: the kernel's features do not change while it runs.
     let kernel = KernelReport::of_this_kernel();

@@ -80,6 +80,15 @@ pub(crate) fn render(
             // Its text comes from /proc and /run/netns, which anyone may name.
             let _ = writeln!(out, "  └ workload: {}", printable(&workload.summary()));
         }
+        for child in &interface.children {
+            let _ = writeln!(
+                out,
+                "  └ {} {}: {}",
+                printable(&child.kind),
+                printable(&child.name),
+                printable(&child.workload.summary())
+            );
+        }
     }
     if !alerts.is_empty() {
         out.push_str("\nROUTE_LOCALNET CHANGES (newest last)\n");

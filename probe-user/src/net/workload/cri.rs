@@ -1,8 +1,8 @@
 //! Pod and container names from the container runtime's CRI socket (containerd, CRI-O), read
 //! only: `ListPodSandbox` and `ListContainers` of the kubelet's API (`runtime.v1`), gRPC over
-//! HTTP/2 on a Unix socket. One listing answers every workload of a resolution; the whole
-//! exchange has a deadline, so a socket that hangs or answers garbage costs at most that, and
-//! a failed one is not asked again for a while.
+//! HTTP/2 on a Unix socket. One listing answers every workload of a resolution; each socket's
+//! exchange has a deadline and its answer is bounded in bytes and in items, so a socket that
+//! hangs or answers garbage costs at most that, and a failed one is not asked again for a while.
 
 use std::{
     collections::HashMap,
@@ -12,6 +12,8 @@ use std::{
     thread,
     time::{Duration, Instant},
 };
+
+use std::ops::Not as _;
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -24,10 +26,16 @@ use super::{Workload, cgroup::Attribution};
 pub const DEFAULT_ENDPOINTS: [&str; 2] = ["/run/containerd/containerd.sock", "/run/crio/crio.sock"];
 /// The longest a listing may take, connecting included.
 pub const DEADLINE: Duration = Duration::from_secs(2);
+/// How long one who needs the names now (`audit`, a first `status`) waits for a listing: its
+/// deadline, and a moment for the thread that makes it to start.
+pub const WAIT: Duration = DEADLINE.saturating_add(Duration::from_millis(500));
 /// How long after a failed listing the CRI is asked again.
 const REST_AFTER_FAILURE: Duration = Duration::from_secs(30);
 /// The most a listing's answer may hold; a node's pods and containers take far less.
 const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// The most pods, or containers, a listing may hold (a node runs a few hundred pods): a few
+/// bytes per item on the wire must not make megabytes of them here.
+const MAX_ITEMS: usize = 1 << 16;
 /// The longest Kubernetes name (a DNS subdomain).
 const MAX_NAME_LEN: usize = 253;
 
@@ -42,7 +50,8 @@ pub struct Names {
     pub container: Option<String>,
 }
 
-/// Which CRI sockets to ask, in order; the first that exists is the one asked.
+/// Which CRI sockets to ask: every one that exists, at once; the first in order that answers
+/// is the one listened to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoints(Vec<PathBuf>);
 
@@ -67,12 +76,13 @@ impl Endpoints {
         )
     }
 
-    /// The socket to ask: the first that exists.
-    fn present(&self) -> Option<&Path> {
+    /// The sockets to ask: those that exist.
+    fn present(&self) -> Vec<&Path> {
         self.0
             .iter()
             .map(PathBuf::as_path)
-            .find(|path| path.symlink_metadata().is_ok())
+            .filter(|path| path.metadata().is_ok())
+            .collect()
     }
 
     fn listed(&self) -> String {
@@ -106,7 +116,7 @@ struct State {
     listing: bool,
 }
 
-/// How often a listing that lacks a pod asked about is made again.
+/// How often a listing that lacks a pod or container asked about is made again.
 const RELIST_EVERY: Duration = Duration::from_secs(5);
 
 impl Client {
@@ -132,17 +142,15 @@ impl Client {
         }
         let latest = self.latest(&wanted, wait);
         for workload in wanted {
-            let names = match &latest {
-                Some(Ok(listing)) => listing
-                    .names_of(&workload.attribution)
-                    .ok_or_else(|| "the CRI lists no pod with this UID".to_owned()),
+            let named = match &latest {
+                Some(Ok(listing)) => listing.names_of(&workload.attribution),
                 Some(Err(why)) => Err(why.clone()),
                 None => Err("pod names not known yet: the CRI is being asked".to_owned()),
             };
-            match names {
-                Ok(names) => {
+            match named {
+                Ok(Named { names, missing }) => {
                     workload.names = names;
-                    workload.names_unresolved = None;
+                    workload.names_unresolved = missing;
                 }
                 Err(why) => workload.names_unresolved = Some(why),
             }
@@ -171,9 +179,12 @@ impl Client {
             Some((at, Err(_))) => at.elapsed() >= REST_AFTER_FAILURE,
             Some((at, Ok(listing))) => {
                 at.elapsed() >= RELIST_EVERY
-                    && wanted
-                        .iter()
-                        .any(|workload| listing.names_of(&workload.attribution).is_none())
+                    && wanted.iter().any(|workload| {
+                        listing
+                            .names_of(&workload.attribution)
+                            .is_ok_and(|named| named.missing.is_none())
+                            .not()
+                    })
             }
         };
         if due && !state.listing {
@@ -210,20 +221,24 @@ impl Client {
 }
 
 impl Endpoints {
-    /// The pods and containers the first socket present lists, or why not, as said to users.
+    /// The pods and containers the first socket in order lists of those present, all asked at
+    /// once, or why none does, as said to users.
     fn list(&self) -> Result<Listing, String> {
-        let Some(socket) = self.present() else {
+        let present = self.present();
+        if present.is_empty() {
             return Err(format!(
                 "pod names not known: no CRI socket ({})",
                 self.listed()
             ));
-        };
-        list(socket).map_err(|error| {
-            format!(
-                "pod names not known: the CRI at {}: {error}",
-                socket.display()
-            )
-        })
+        }
+        let mut failures = Vec::new();
+        for (socket, listed) in present.iter().zip(list(&present)) {
+            match listed {
+                Ok(listing) => return Ok(listing),
+                Err(error) => failures.push(format!("the CRI at {}: {error}", socket.display())),
+            }
+        }
+        Err(format!("pod names not known: {}", failures.join("; ")))
     }
 }
 
@@ -242,6 +257,10 @@ pub enum CriError {
     Grpc { code: u32, message: Option<String> },
     #[error("answered more than {} MiB", MAX_ANSWER_BYTES >> 20)]
     TooLarge,
+    #[error("listed more than {MAX_ITEMS} {0}")]
+    TooMany(&'static str),
+    #[error("is not a socket")]
+    NotSocket,
     #[error("answered what is no {0}: {1}")]
     Malformed(&'static str, String),
     #[error("cannot start a runtime for the request: {0}")]
@@ -252,31 +271,85 @@ pub enum CriError {
 #[derive(Debug, Default)]
 struct Listing {
     sandboxes: Vec<PodSandbox>,
-    containers: HashMap<String, Container>,
+    /// By id; several where a runtime lists one id twice (in different pods, at worst).
+    containers: HashMap<String, Vec<Container>>,
+}
+
+/// The names found for a workload, and what of them is missing.
+#[derive(Debug, PartialEq, Eq)]
+struct Named {
+    names: Names,
+    missing: Option<String>,
 }
 
 impl Listing {
+    fn new(sandboxes: Vec<PodSandbox>, containers: Vec<Container>) -> Self {
+        let mut by_id: HashMap<String, Vec<Container>> = HashMap::new();
+        for container in containers {
+            by_id
+                .entry(container.id.clone())
+                .or_default()
+                .push(container);
+        }
+        Self {
+            sandboxes,
+            containers: by_id,
+        }
+    }
+
     /// The names for a workload of pod `attribution.pod_uid`: its sandbox's (the ready one if
-    /// several attempts are listed, else the latest) and its container's, if listed.
-    fn names_of(&self, attribution: &Attribution) -> Option<Names> {
-        let uid = attribution.pod_uid.as_deref()?;
-        let sandbox = self
+    /// several attempts are listed, else the latest) and its container's, if listed in that
+    /// pod; or why the pod has none.
+    fn names_of(&self, attribution: &Attribution) -> Result<Named, String> {
+        let no_pod = || "the CRI lists no pod with this UID".to_owned();
+        let uid = attribution.pod_uid.as_deref().ok_or_else(no_pod)?;
+        let (sandbox, metadata) = self
             .sandboxes
             .iter()
-            .filter(|sandbox| sandbox.metadata.as_ref().is_some_and(|m| m.uid == uid))
-            .max_by_key(|sandbox| (sandbox.state == SANDBOX_READY, sandbox.created_at))?;
-        let metadata = sandbox.metadata.as_ref()?;
-        let container = attribution
-            .container_id
-            .as_deref()
-            .and_then(|id| self.containers.get(id))
-            .filter(|container| container.pod_sandbox_id == sandbox.id)
-            .and_then(|container| container.metadata.as_ref())
-            .and_then(|metadata| kubernetes_name(&metadata.name));
-        Some(Names {
-            pod: kubernetes_name(&metadata.name),
-            namespace: kubernetes_name(&metadata.namespace),
-            container,
+            .filter_map(|sandbox| Some((sandbox, sandbox.metadata.as_ref()?)))
+            .filter(|(_, metadata)| metadata.uid == uid)
+            .max_by_key(|(sandbox, _)| (sandbox.state == SANDBOX_READY, sandbox.created_at))
+            .ok_or_else(no_pod)?;
+        let mut missing = Vec::new();
+        let mut name = |name: &str, what: &str| {
+            let valid = kubernetes_name(name);
+            if valid.is_none() {
+                missing.push(format!("the CRI gave a {what} that is no Kubernetes name"));
+            }
+            valid
+        };
+        let pod = name(&metadata.name, "pod name");
+        let namespace = name(&metadata.namespace, "namespace");
+        let container = match attribution.container_id.as_deref() {
+            // The sandbox's own process (its pause): a pod, and no container of it.
+            None => None,
+            Some(id) if id == sandbox.id => None,
+            Some(id) => {
+                let listed = self
+                    .containers
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .find(|container| container.pod_sandbox_id == sandbox.id);
+                match listed.and_then(|container| container.metadata.as_ref()) {
+                    Some(metadata) => name(&metadata.name, "container name"),
+                    None => {
+                        missing.push(format!(
+                            "the CRI lists no container {} in this pod",
+                            &id[..12.min(id.len())]
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        Ok(Named {
+            names: Names {
+                pod,
+                namespace,
+                container,
+            },
+            missing: (!missing.is_empty()).then(|| missing.join("; ")),
         })
     }
 }
@@ -293,35 +366,111 @@ fn kubernetes_name(name: &str) -> Option<String> {
     valid.then(|| name.to_owned())
 }
 
-/// Lists the pods and containers at `socket`, within [`DEADLINE`].
-fn list(socket: &Path) -> Result<Listing, CriError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Lists the pods and containers at each of `sockets`, all at once, each within [`DEADLINE`].
+fn list(sockets: &[&Path]) -> Vec<Result<Listing, CriError>> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(CriError::Runtime)?;
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let error = || CriError::Runtime(io::Error::new(error.kind(), error.to_string()));
+            return sockets.iter().map(|_| Err(error())).collect();
+        }
+    };
     runtime.block_on(async {
-        tokio::time::timeout(DEADLINE, list_async(socket))
-            .await
-            .unwrap_or(Err(CriError::Deadline))
+        let asked: Vec<_> = sockets
+            .iter()
+            .map(|socket| {
+                let socket = socket.to_path_buf();
+                tokio::spawn(async move {
+                    tokio::time::timeout(DEADLINE, list_one(&socket))
+                        .await
+                        .unwrap_or(Err(CriError::Deadline))
+                })
+            })
+            .collect();
+        let mut listed = Vec::with_capacity(asked.len());
+        for answer in asked {
+            listed.push(answer.await.unwrap_or_else(|error| {
+                Err(CriError::Runtime(io::Error::other(error.to_string())))
+            }));
+        }
+        listed
     })
 }
 
-async fn list_async(socket: &Path) -> Result<Listing, CriError> {
+async fn list_one(socket: &Path) -> Result<Listing, CriError> {
+    let is_socket = std::os::unix::fs::FileTypeExt::is_socket(
+        &socket.metadata().map_err(CriError::Connect)?.file_type(),
+    );
+    if !is_socket {
+        return Err(CriError::NotSocket);
+    }
     let mut connection = Connection::open(socket).await?;
-    let sandboxes: ListPodSandboxResponse = connection
-        .call("ListPodSandbox", &ListPodSandboxRequest {})
-        .await?;
-    let containers: ListContainersResponse = connection
-        .call("ListContainers", &ListContainersRequest {})
-        .await?;
-    Ok(Listing {
-        sandboxes: sandboxes.items,
-        containers: containers
-            .containers
-            .into_iter()
-            .map(|container| (container.id.clone(), container))
-            .collect(),
-    })
+    let sandboxes = items(
+        connection
+            .call_raw("ListPodSandbox", &ListPodSandboxRequest {})
+            .await?,
+        "pods",
+    )?;
+    let containers = items(
+        connection
+            .call_raw("ListContainers", &ListContainersRequest {})
+            .await?,
+        "containers",
+    )?;
+    Ok(Listing::new(sandboxes, containers))
+}
+
+/// The items of a listing's answer (its field 1, repeated), decoded one by one: at most
+/// [`MAX_ITEMS`], and one that cannot be decoded (a name that is no UTF-8) left out rather
+/// than failing the others.
+fn items<Item: prost::Message + Default>(
+    mut answer: Bytes,
+    what: &'static str,
+) -> Result<Vec<Item>, CriError> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let malformed =
+        |error: prost::DecodeError| CriError::Malformed("CRI listing", error.to_string());
+    let mut found = Vec::new();
+    while answer.has_remaining() {
+        let (tag, wire_type) = decode_key(&mut answer).map_err(malformed)?;
+        let skip = match wire_type {
+            WireType::Varint => {
+                decode_varint(&mut answer).map_err(malformed)?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => {
+                let len = usize::try_from(decode_varint(&mut answer).map_err(malformed)?)
+                    .unwrap_or(usize::MAX);
+                if len > answer.remaining() {
+                    return Err(CriError::Malformed("CRI listing", "cut short".to_owned()));
+                }
+                if tag == 1 {
+                    if found.len() == MAX_ITEMS {
+                        return Err(CriError::TooMany(what));
+                    }
+                    if let Ok(item) = Item::decode(answer.split_to(len)) {
+                        found.push(item);
+                    }
+                    0
+                } else {
+                    len
+                }
+            }
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err(CriError::Malformed("CRI listing", "a group".to_owned()));
+            }
+        };
+        if skip > answer.remaining() {
+            return Err(CriError::Malformed("CRI listing", "cut short".to_owned()));
+        }
+        answer.advance(skip);
+    }
+    Ok(found)
 }
 
 /// An HTTP/2 connection to a CRI socket, for unary calls of `runtime.v1.RuntimeService`.
@@ -351,6 +500,16 @@ impl Connection {
         method: &str,
         request: &impl prost::Message,
     ) -> Result<Answer, CriError> {
+        Answer::decode(self.call_raw(method, request).await?)
+            .map_err(|error| CriError::Malformed("CRI message", error.to_string()))
+    }
+
+    /// Calls `method` with `request`: the answer's message, not decoded.
+    async fn call_raw(
+        &mut self,
+        method: &str,
+        request: &impl prost::Message,
+    ) -> Result<Bytes, CriError> {
         let request = hyper::Request::post(format!(
             "http://localhost/runtime.v1.RuntimeService/{method}"
         ))
@@ -374,8 +533,7 @@ impl Connection {
         if let Some(trailers) = collected.trailers() {
             grpc_status(trailers)?;
         }
-        Answer::decode(grpc_message(collected.to_bytes())?)
-            .map_err(|error| CriError::Malformed("CRI message", error.to_string()))
+        grpc_message(collected.to_bytes())
     }
 }
 
@@ -432,19 +590,15 @@ fn grpc_status(headers: &hyper::HeaderMap) -> Result<(), CriError> {
 }
 
 // The messages of k8s.io/cri-api's api.proto (runtime.v1) that are read, with their tags; the
-// fields not declared are skipped by the decoder.
+// fields not declared are skipped by the decoder. The listings' answers are read item by item
+// ([`items`]): `ListPodSandboxResponse.items` and `ListContainersResponse.containers` are both
+// field 1.
 
 /// `PodSandboxState.SANDBOX_READY`.
 const SANDBOX_READY: i32 = 0;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct ListPodSandboxRequest {}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ListPodSandboxResponse {
-    #[prost(message, repeated, tag = "1")]
-    items: Vec<PodSandbox>,
-}
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct PodSandbox {
@@ -470,12 +624,6 @@ struct PodSandboxMetadata {
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct ListContainersRequest {}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ListContainersResponse {
-    #[prost(message, repeated, tag = "1")]
-    containers: Vec<Container>,
-}
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct Container {
@@ -575,18 +723,38 @@ mod tests {
             }],
         };
         let frame = grpc_frame(&sent);
-        let read = ListPodSandboxResponse::decode(grpc_message(frame).expect("one message"))
-            .expect("decoded");
+        let read: Vec<PodSandbox> =
+            items(grpc_message(frame).expect("one message"), "pods").expect("decoded");
+        assert_eq!(read, vec![sandbox("a1", "web-0", UID, SANDBOX_READY, 7)]);
+    }
+
+    /// Items of a few bytes each are counted before they are made, and one that is no valid
+    /// message (a name that is no UTF-8) is left out, not the listing.
+    #[test]
+    fn a_listing_is_bounded_in_items_and_survives_a_bad_one() {
+        let empty_items = Bytes::from([0x0a, 0x00].repeat(MAX_ITEMS + 1));
+        let error = items::<PodSandbox>(empty_items, "pods").expect_err("too many");
         assert_eq!(
-            read.items,
-            vec![sandbox("a1", "web-0", UID, SANDBOX_READY, 7)]
+            error.to_string(),
+            format!("listed more than {MAX_ITEMS} pods")
         );
+        let good = sandbox("a1", "web-0", UID, SANDBOX_READY, 7).encode_to_vec();
+        let mut answer = Vec::new();
+        // An item whose id (field 1, a string) is the byte 0xff, then a good one.
+        answer.extend([0x0a, 0x03, 0x0a, 0x01, 0xff]);
+        answer.push(0x0a);
+        answer.push(u8::try_from(good.len()).expect("a short item"));
+        answer.extend(&good);
+        let read: Vec<PodSandbox> = items(Bytes::from(answer), "pods").expect("decoded");
+        assert_eq!(read, vec![sandbox("a1", "web-0", UID, SANDBOX_READY, 7)]);
+        let cut = Bytes::from_static(&[0x0a, 0x05, 0x0a]);
+        assert!(items::<PodSandbox>(cut, "pods").is_err());
     }
 
     #[test]
     fn a_pod_is_named_by_its_ready_sandbox_and_its_container_by_that_sandbox() {
-        let listing = Listing {
-            sandboxes: vec![
+        let listing = Listing::new(
+            vec![
                 sandbox("old", "web-0-old", UID, 1, 5),
                 sandbox("ready", "web-0", UID, SANDBOX_READY, 3),
                 sandbox(
@@ -597,37 +765,61 @@ mod tests {
                     9,
                 ),
             ],
-            containers: [
-                ("c-app".to_owned(), container("c-app", "ready", "app")),
-                ("c-db".to_owned(), container("c-db", "other", "db")),
-            ]
-            .into(),
-        };
+            vec![
+                container("c-app", "ready", "app"),
+                container("c-db", "other", "db"),
+                // The same id listed again, in another pod: not this pod's container.
+                container("c-app", "other", "impostor"),
+            ],
+        );
         let names = |id: &str| listing.names_of(&in_pod(id));
-        let pod = |container: Option<&str>| {
-            Some(Names {
-                pod: Some("web-0".to_owned()),
-                namespace: Some("shop".to_owned()),
-                container: container.map(str::to_owned),
+        let pod = |container: Option<&str>, missing: Option<&str>| {
+            Ok(Named {
+                names: Names {
+                    pod: Some("web-0".to_owned()),
+                    namespace: Some("shop".to_owned()),
+                    container: container.map(str::to_owned),
+                },
+                missing: missing.map(str::to_owned),
             })
         };
-        assert_eq!(names("c-app"), pod(Some("app")));
+        assert_eq!(names("c-app"), pod(Some("app"), None));
         // The sandbox's own pause process: the pod, no container.
-        assert_eq!(names("ready"), pod(None));
-        // A container of another pod is not this pod's.
-        assert_eq!(names("c-db"), pod(None));
-        let without_ready = Listing {
-            sandboxes: vec![
+        assert_eq!(names("ready"), pod(None, None));
+        // A container of another pod is not this pod's; one not listed (yet) is said missing,
+        // which has the listing made again.
+        assert_eq!(
+            names("c-db"),
+            pod(None, Some("the CRI lists no container c-db in this pod"))
+        );
+        let without_ready = Listing::new(
+            vec![
                 sandbox("first", "web-0-a", UID, 1, 1),
                 sandbox("latest", "web-0-b", UID, 1, 2),
             ],
-            containers: HashMap::new(),
-        };
-        assert_eq!(
-            without_ready.names_of(&in_pod("x")).and_then(|n| n.pod),
-            Some("web-0-b".to_owned())
+            Vec::new(),
         );
-        assert_eq!(Listing::default().names_of(&in_pod("x")), None);
+        assert_eq!(
+            without_ready
+                .names_of(&in_pod("latest"))
+                .map(|named| named.names.pod),
+            Ok(Some("web-0-b".to_owned()))
+        );
+        assert_eq!(
+            Listing::default().names_of(&in_pod("x")),
+            Err("the CRI lists no pod with this UID".to_owned())
+        );
+        // A name that is no Kubernetes name is not shown, and said so.
+        let hostile = Listing::new(
+            vec![sandbox("s", "Web\u{1b}[31m", UID, SANDBOX_READY, 1)],
+            Vec::new(),
+        );
+        let named = hostile.names_of(&in_pod("s")).expect("the pod");
+        assert_eq!(named.names.pod, None);
+        assert_eq!(
+            named.missing.as_deref(),
+            Some("the CRI gave a pod name that is no Kubernetes name")
+        );
     }
 
     #[test]
@@ -695,9 +887,10 @@ mod tests {
             let client = Client::new(Endpoints::given(&[format!("unix://{}", path.display())]));
             let mut workload = workload_in_pod();
             let started = Instant::now();
-            client.name([&mut workload], DEADLINE * 2);
+            // Waiting as long as `audit` does gets the listing's own account, not "not yet".
+            client.name([&mut workload], WAIT);
             let took = started.elapsed();
-            assert!(took < DEADLINE + Duration::from_millis(500), "{took:?}");
+            assert!(took < WAIT, "{took:?}");
             let why = workload.names_unresolved.expect("said why");
             assert!(why.contains(said), "{why}");
             assert!(why.contains(&path.display().to_string()), "{why}");
@@ -710,6 +903,32 @@ mod tests {
             assert!(started.elapsed() < Duration::from_millis(100));
             assert_eq!(again.names_unresolved.as_deref(), Some(why.as_str()));
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every endpoint present is asked; what is no socket is said so, without connecting.
+    #[test]
+    fn each_endpoint_present_is_asked_and_one_that_is_no_socket_said_so() {
+        let dir = std::env::temp_dir().join(format!("cri-test-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let file = dir.join("file");
+        std::fs::write(&file, "").expect("a file");
+        let client = Client::new(Endpoints::given(&[
+            file.display().to_string(),
+            "/nonexistent/cri.sock".to_owned(),
+            dir.display().to_string(),
+        ]));
+        let mut workload = workload_in_pod();
+        client.name([&mut workload], WAIT);
+        assert_eq!(
+            workload.names_unresolved,
+            Some(format!(
+                "pod names not known: the CRI at {}: is not a socket; the CRI at {}: is not a \
+                 socket",
+                file.display(),
+                dir.display()
+            ))
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

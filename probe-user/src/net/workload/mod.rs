@@ -5,7 +5,7 @@
 
 pub mod cgroup;
 pub mod cri;
-mod namespaces;
+pub(crate) mod namespaces;
 mod watch;
 
 use std::{
@@ -16,6 +16,19 @@ use std::{
 use serde::Serialize;
 
 pub use self::watch::{WorkloadWatch, Workloads};
+
+/// A device in another namespace whose parent is a served interface (a macvlan, macvtap,
+/// ipvlan or ipvtap moved into a container): the parent sees its frames first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Child {
+    /// Its name in its namespace, every byte kept.
+    pub name: String,
+    pub kind: String,
+    pub workload: std::sync::Arc<Workload>,
+}
+
+/// The children of served interfaces in other namespaces, by the parent's ifindex.
+pub type Children = BTreeMap<u32, Vec<Child>>;
 use self::{
     cgroup::Attribution,
     namespaces::{Holder as NsHolder, NsidQuery},

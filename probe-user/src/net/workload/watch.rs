@@ -11,8 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Workload, cri, resolve};
-use crate::kernel::processes;
+use super::{Child, Children, Workload, cri, resolve};
+use crate::{
+    kernel::processes,
+    net::{
+        interfaces::{ChildElsewhere, Interfaces},
+        workload::namespaces::{Holder, NsidQuery},
+    },
+};
 
 /// The first pause before resolving again a namespace without processes; it doubles up to
 /// [`LONGEST_PAUSE`].
@@ -26,6 +32,14 @@ const TRIES: u32 = 36;
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How soon pods are named again while the CRI is being asked.
 const NAMES_AGAIN: Duration = Duration::from_millis(200);
+/// How often the children of the served devices in other namespaces are looked for when no
+/// link event says one came: a listing of every namespace's links, so not often.
+const DISCOVER_EVERY: Duration = Duration::from_secs(60);
+/// The least time between two such searches, however often link events ask for one.
+const DISCOVER_AT_MOST_EVERY: Duration = Duration::from_secs(2);
+/// How long after a link event the search waits: a runtime makes the child beside its parent
+/// and moves it into the container a moment later (the parent hears of the making only).
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// Interface → workload, as last resolved.
 pub type Workloads = BTreeMap<u32, Arc<Workload>>;
@@ -34,8 +48,13 @@ pub type Workloads = BTreeMap<u32, Arc<Workload>>;
 struct State {
     /// The served interfaces that lead to another namespace: ifindex → nsid.
     wanted: BTreeMap<u32, i32>,
+    /// The served devices that may have children in other namespaces.
+    parents: BTreeSet<u32>,
     changed: bool,
+    /// When a link event last named a parent: its children may have changed.
+    rediscover: Option<Instant>,
     latest: Arc<Workloads>,
+    children: Arc<Children>,
     stopped: bool,
 }
 
@@ -76,34 +95,66 @@ impl WorkloadWatch {
         }
     }
 
-    /// Resolves `wanted` (ifindex → nsid) once, here, and never again: for a view read once.
-    /// Waits at most `wait` for `cri` to name the pods.
-    pub fn once(wanted: BTreeMap<u32, i32>, cri: &cri::Client, wait: Duration) -> Self {
-        let nsids = wanted.values().copied().collect();
+    /// Resolves `wanted` (ifindex → nsid) and the children of `parents` once, here, and never
+    /// again: for a view read once. Waits at most `wait` for `cri` to name the pods.
+    pub fn once(
+        wanted: BTreeMap<u32, i32>,
+        parents: &BTreeSet<u32>,
+        cri: &cri::Client,
+        wait: Duration,
+    ) -> Self {
+        let found = children_of(parents);
+        let nsids = wanted
+            .values()
+            .copied()
+            .chain(found.iter().map(|child| child.nsid))
+            .collect();
         let mut resolved = resolve(&nsids);
         cri.name(resolved.values_mut(), wait);
+        let resolved: BTreeMap<i32, Arc<Workload>> = resolved
+            .into_iter()
+            .map(|(nsid, workload)| (nsid, Arc::new(workload)))
+            .collect();
         let latest = wanted
             .iter()
-            .filter_map(|(ifindex, nsid)| Some((*ifindex, Arc::new(resolved.get(nsid)?.clone()))))
+            .filter_map(|(ifindex, nsid)| Some((*ifindex, Arc::clone(resolved.get(nsid)?))))
             .collect();
         let shared = Arc::new(Shared::default());
-        shared.lock().latest = Arc::new(latest);
+        let mut state = shared.lock();
+        state.latest = Arc::new(latest);
+        state.children = Arc::new(attributed(&found, &resolved));
+        drop(state);
         Self {
             shared,
             followed: false,
         }
     }
 
-    /// Says which served interfaces lead to which namespaces (ifindex → nsid); the thread
-    /// resolves what changed. Never waits for a resolution.
-    pub fn follow(&self, wanted: BTreeMap<u32, i32>) {
+    /// Says which served interfaces lead to which namespaces (ifindex → nsid), and which
+    /// served devices may have children in others; the thread resolves what changed. Never
+    /// waits for a resolution.
+    pub fn follow(&self, wanted: BTreeMap<u32, i32>, parents: BTreeSet<u32>) {
         if !self.followed {
             return;
         }
         let mut state = self.shared.lock();
-        if state.wanted != wanted {
+        if state.wanted != wanted || state.parents != parents {
             state.wanted = wanted;
+            state.parents = parents;
             state.changed = true;
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Says that link events announced `ifindexes`, or were lost: the children of a parent
+    /// among them are looked for again.
+    pub fn announced(&self, ifindexes: &BTreeSet<u32>, lost: bool) {
+        if !self.followed {
+            return;
+        }
+        let mut state = self.shared.lock();
+        if lost || !state.parents.is_disjoint(ifindexes) {
+            state.rediscover = Some(Instant::now());
             self.shared.wake.notify_one();
         }
     }
@@ -111,6 +162,12 @@ impl WorkloadWatch {
     /// The workloads as last resolved, by ifindex.
     pub fn latest(&self) -> Arc<Workloads> {
         Arc::clone(&self.shared.lock().latest)
+    }
+
+    /// The served devices' children in other namespaces, as last found, by the parent's
+    /// ifindex.
+    pub fn children(&self) -> Arc<Children> {
+        Arc::clone(&self.shared.lock().children)
     }
 }
 
@@ -141,6 +198,13 @@ struct Resolver {
     cri: cri::Client,
     /// When to name pods again, while the CRI is being asked.
     names_again_at: Option<Instant>,
+    /// The children found in other namespaces, when they were looked for, for which parents,
+    /// and when a link event last asked for a search (until one more has been made after it,
+    /// for a child moved away a moment after the event).
+    found: Vec<ChildElsewhere>,
+    discovered: Option<(Instant, BTreeSet<u32>)>,
+    rediscover: Option<Instant>,
+    searches_asked: u8,
 }
 
 impl Resolver {
@@ -151,12 +215,16 @@ impl Resolver {
             checked_at: None,
             cri,
             names_again_at: None,
+            found: Vec::new(),
+            discovered: None,
+            rediscover: None,
+            searches_asked: 0,
         }
     }
 
     fn run(mut self, shared: &Shared) {
         loop {
-            let wanted = {
+            let (wanted, parents) = {
                 let mut state = shared.lock();
                 loop {
                     if state.stopped {
@@ -165,8 +233,9 @@ impl Resolver {
                     if state.changed {
                         break;
                     }
+                    self.asked(state.rediscover.take());
                     let now = Instant::now();
-                    let next = self.next_at();
+                    let next = self.next_at(&state.parents, now);
                     if next.is_some_and(|at| at <= now) {
                         break;
                     }
@@ -178,15 +247,46 @@ impl Resolver {
                         .0;
                 }
                 state.changed = false;
-                state.wanted.clone()
+                self.asked(state.rediscover.take());
+                (state.wanted.clone(), state.parents.clone())
             };
-            let latest = self.round(&wanted);
-            shared.lock().latest = Arc::new(latest);
+            let (latest, children) = self.round(&wanted, &parents);
+            let mut state = shared.lock();
+            state.latest = Arc::new(latest);
+            state.children = Arc::new(children);
         }
     }
 
-    /// When something is due: a retry, or the check of the processes found.
-    fn next_at(&self) -> Option<Instant> {
+    /// Notes a link event's request for a search: two follow, [`SETTLE`] after it and
+    /// [`DISCOVER_AT_MOST_EVERY`] after that.
+    fn asked(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.rediscover = Some(at);
+            self.searches_asked = 2;
+        }
+    }
+
+    /// When the children of `parents` are to be looked for: now for parents not searched yet,
+    /// soon after a link event asked, and every [`DISCOVER_EVERY`].
+    fn discover_at(&self, parents: &BTreeSet<u32>, now: Instant) -> Option<Instant> {
+        if parents.is_empty() {
+            return None;
+        }
+        let Some((at, searched)) = &self.discovered else {
+            return Some(now);
+        };
+        if !parents.is_subset(searched) {
+            Some(*at + DISCOVER_AT_MOST_EVERY)
+        } else if let Some(asked) = self.rediscover.filter(|_| self.searches_asked > 0) {
+            Some((*at + DISCOVER_AT_MOST_EVERY).max(asked + SETTLE))
+        } else {
+            Some(*at + DISCOVER_EVERY)
+        }
+    }
+
+    /// When something is due: a retry, the check of the processes found, a search for
+    /// children.
+    fn next_at(&self, parents: &BTreeSet<u32>, now: Instant) -> Option<Instant> {
         let check = self
             .checked_at
             .filter(|_| !self.entries.is_empty())
@@ -196,12 +296,36 @@ impl Resolver {
             .filter_map(|entry| entry.again_at)
             .chain(check)
             .chain(self.names_again_at)
+            .chain(self.discover_at(parents, now))
             .min()
     }
 
-    /// Resolves what is new, due or gone, and says the workload of every wanted interface.
-    fn round(&mut self, wanted: &BTreeMap<u32, i32>) -> Workloads {
+    /// Resolves what is new, due or gone, and says the workload of every wanted interface and
+    /// of the children of `parents`.
+    fn round(
+        &mut self,
+        wanted: &BTreeMap<u32, i32>,
+        parents: &BTreeSet<u32>,
+    ) -> (Workloads, Children) {
         let now = Instant::now();
+        if self.discover_at(parents, now).is_some_and(|at| at <= now) {
+            self.found = children_of(parents);
+            self.discovered = Some((now, parents.clone()));
+            self.searches_asked = self.searches_asked.saturating_sub(1);
+        }
+        self.found.retain(|child| parents.contains(&child.parent));
+        // The children's namespaces are resolved as a veth's are, under a key of their own:
+        // the interfaces they are children of are not theirs to name.
+        let wanted: BTreeMap<u32, i32> = wanted
+            .iter()
+            .map(|(ifindex, nsid)| (*ifindex, *nsid))
+            .chain(
+                self.found
+                    .iter()
+                    .map(|child| (child_key(child), child.nsid)),
+            )
+            .collect();
+        let wanted = &wanted;
         let nsids: BTreeSet<i32> = wanted.values().copied().collect();
         self.entries.retain(|nsid, _| nsids.contains(nsid));
         let check = self
@@ -228,12 +352,17 @@ impl Resolver {
         }
         self.name_pods(now);
         self.resolved_for.clone_from(wanted);
-        wanted
+        let resolved: BTreeMap<i32, Arc<Workload>> = self
+            .entries
             .iter()
-            .filter_map(|(ifindex, nsid)| {
-                Some((*ifindex, Arc::clone(&self.entries.get(nsid)?.workload)))
-            })
-            .collect()
+            .map(|(nsid, entry)| (*nsid, Arc::clone(&entry.workload)))
+            .collect();
+        let workloads = wanted
+            .iter()
+            .filter(|(key, _)| **key < CHILD_KEYS)
+            .filter_map(|(ifindex, nsid)| Some((*ifindex, Arc::clone(resolved.get(nsid)?))))
+            .collect();
+        (workloads, attributed(&self.found, &resolved))
     }
 
     /// Names the pods that have no names yet, without waiting for the CRI: while it is being
@@ -295,4 +424,56 @@ fn still_there(workload: &Workload) -> bool {
         return true;
     };
     processes::net_namespace_of(first.pid).is_ok_and(|inode| inode == netns.inode)
+}
+
+/// Keys at and above this in the resolver's wanted map are children's, not ifindexes (which
+/// the kernel keeps below 2^31).
+const CHILD_KEYS: u32 = 1 << 31;
+
+/// The resolver's key for a child: a retry keyed by it follows the child's namespace.
+fn child_key(child: &ChildElsewhere) -> u32 {
+    CHILD_KEYS | child.nsid.cast_unsigned()
+}
+
+/// The children of `parents` in other namespaces; none when they cannot be listed (said once in
+/// the log: the interfaces are served and counted whatever this finds).
+fn children_of(parents: &BTreeSet<u32>) -> Vec<ChildElsewhere> {
+    if parents.is_empty() {
+        return Vec::new();
+    }
+    let own_nsid = || {
+        NsidQuery::open()?.nsid(Holder::File(std::path::Path::new(
+            "/proc/thread-self/ns/net",
+        )))
+    };
+    let found = Interfaces::connect()
+        .map_err(|error| std::io::Error::other(error.to_string()))
+        .and_then(|mut interfaces| interfaces.children_elsewhere(own_nsid));
+    match found {
+        Ok(mut found) => {
+            found.retain(|child| parents.contains(&child.parent));
+            found
+        }
+        Err(error) => {
+            tracing::debug!("cannot list the links of the other namespaces: {error}");
+            Vec::new()
+        }
+    }
+}
+
+/// The children found, each with the workload resolved for its namespace, by parent.
+fn attributed(found: &[ChildElsewhere], resolved: &BTreeMap<i32, Arc<Workload>>) -> Children {
+    let mut children = Children::new();
+    for child in found {
+        let workload = resolved
+            .get(&child.nsid)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Workload::pending()));
+        children.entry(child.parent).or_default().push(Child {
+            name: child.name.clone(),
+            kind: child.kind.clone(),
+            workload,
+        });
+    }
+    children
 }

@@ -238,6 +238,8 @@ impl Running {
         changes: &LinkChanges,
         relist: Option<Pin<Box<Sleep>>>,
     ) -> Result<Option<Pin<Box<Sleep>>>, SessionError> {
+        self.session
+            .links_announced(&changes.announced, changes.lost);
         let appeared = changes.lost
             || changes
                 .announced

@@ -488,6 +488,7 @@ mod tests {
             samples: Some(SamplesReport::default()),
             top_senders_sampled: Some(Vec::new()),
             workload: None,
+            children: Vec::new(),
         }
     }
 
