@@ -799,6 +799,33 @@ fn macvlan_children_in_containers_are_attributed_to_their_parent_also_when_made_
     assert!(took < Duration::from_secs(5), "found after {took:?}");
     assert_eq!(children(&report, "wlm0").len(), 2, "{report}");
     drop(probe);
+    // The audit finds them the same way.
+    let output = probe_ns.output(PROBE, &["audit", "--json"]);
+    let audit: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    let parent = audit["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|i| i["name"] == "wlm0")
+        .unwrap_or_else(|| panic!("no wlm0: {audit}"));
+    let mut found: Vec<(&str, &str)> = parent["children"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no children: {parent}"))
+        .iter()
+        .map(|child| {
+            (
+                child["name"].as_str().expect("a name"),
+                child["workload"]["container_id"].as_str().expect("an id"),
+            )
+        })
+        .collect();
+    found.sort_unstable();
+    assert_eq!(
+        found,
+        [("mvc1", first_id.as_str()), ("mvc2", second_id.as_str())],
+        "{parent}"
+    );
     drop(workloads);
     let _ = fs::remove_dir(format!("{V2}/{root}"));
 }

@@ -5,7 +5,7 @@ use super::{ruleset::Ruleset, *};
 use std::collections::BTreeMap;
 
 use crate::{
-    net::workload::{self, cri},
+    net::workload::{self, Children, WorkloadWatch, cri},
     probe::{Probe, pins::PinDir},
 };
 
@@ -103,6 +103,9 @@ pub struct Inputs {
     pub standing: Result<Option<Vec<StandingInterface>>, String>,
     /// The workloads behind the links whose other end is in another namespace, by ifindex.
     pub workloads: BTreeMap<u32, Workload>,
+    /// The children of the others in other namespaces (macvlan, ipvlan), by the parent's
+    /// ifindex.
+    pub children: Children,
 }
 
 /// An interface of the standing filter, with what a `run --pin` taking it over must give again
@@ -160,7 +163,7 @@ impl Inputs {
         let tcx = tcx_on(&interfaces);
         let nft = firewall::read();
         let standing = standing_interfaces(&interfaces);
-        let workloads = workloads_behind(&interfaces, cri);
+        let (workloads, children) = workloads_behind(&interfaces, cri);
         Ok(Self {
             all: global("all")?,
             default: global("default")?,
@@ -172,25 +175,33 @@ impl Inputs {
             nft,
             standing,
             workloads,
+            children,
         })
     }
 }
 
-/// The workload behind each interface whose peer is in another namespace.
-fn workloads_behind(interfaces: &[Interface], cri: &cri::Client) -> BTreeMap<u32, Workload> {
+/// The workload behind each interface whose peer is in another namespace, and the children of
+/// the others there, as `status` reads them.
+fn workloads_behind(
+    interfaces: &[Interface],
+    cri: &cri::Client,
+) -> (BTreeMap<u32, Workload>, Children) {
     let peers: BTreeMap<u32, i32> = interfaces
         .iter()
         .filter_map(|interface| Some((interface.ifindex, workload::peer_nsid(interface)?)))
         .collect();
-    if peers.is_empty() {
-        return BTreeMap::new();
-    }
-    let mut resolved = workload::resolve(&peers.values().copied().collect());
-    cri.name(resolved.values_mut(), cri::WAIT);
-    peers
-        .into_iter()
-        .filter_map(|(ifindex, nsid)| Some((ifindex, resolved.get(&nsid)?.clone())))
-        .collect()
+    let parents = interfaces
+        .iter()
+        .filter(|interface| workload::may_have_children(interface))
+        .map(|interface| interface.ifindex)
+        .collect();
+    let watch = WorkloadWatch::once(peers, &parents, cri, cri::WAIT);
+    let workloads = watch
+        .latest()
+        .iter()
+        .map(|(ifindex, workload)| (*ifindex, (**workload).clone()))
+        .collect();
+    (workloads, (*watch.children()).clone())
 }
 
 /// The standing filter's interfaces here, read from its pins as `status` reads them.

@@ -43,7 +43,7 @@ use crate::{
     kernel::processes::Holder,
     net::interfaces::{AttachMode, Interface, InterfaceError, Interfaces},
     net::names::NamePatterns,
-    net::workload::Workload,
+    net::workload::{Child, Workload},
     net::{route_localnet, stacking::Uppers, sysctl},
     probe::filters,
     probe::occupant::{Attachment, Occupant, program_holders},
@@ -133,6 +133,10 @@ pub struct InterfaceAudit {
     pub services: Vec<ServiceVerdict>,
     /// Who is behind it, for a link whose other end is in another namespace.
     pub workload: Option<Workload>,
+    /// Its children in other namespaces (macvlan, ipvlan), each with who is behind it; left
+    /// out when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Child>,
 }
 
 /// What happens to the frames from a link to one service bound to IPv4 loopback.
@@ -187,11 +191,25 @@ pub struct Audit {
 }
 
 impl Finding {
-    /// This finding, naming the workload behind its interface.
-    fn behind(mut self, workload: Option<&Workload>) -> Self {
+    /// This finding, naming the workload behind its interface, and its children's.
+    fn behind(mut self, workload: Option<&Workload>, children: &[Child]) -> Self {
         if let Some(workload) = workload {
             self.message = format!("{} (workload: {})", self.message, workload.summary());
             self.workload = Some(workload.clone());
+        }
+        if !children.is_empty() {
+            let named: Vec<String> = children
+                .iter()
+                .map(|child| {
+                    format!(
+                        "{} {}: {}",
+                        child.kind,
+                        child.name,
+                        child.workload.summary()
+                    )
+                })
+                .collect();
+            self.message = format!("{} (children: {})", self.message, named.join("; "));
         }
         self
     }
@@ -431,6 +449,11 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
             spared_by,
             services,
             workload: inputs.workloads.get(&interface.ifindex).cloned(),
+            children: inputs
+                .children
+                .get(&interface.ifindex)
+                .cloned()
+                .unwrap_or_default(),
         };
         findings.extend(
             interface_findings(
@@ -441,7 +464,7 @@ pub fn audit(inputs: &Inputs, only: Option<&NamePatterns>) -> Audit {
                 !sources_dropped && loopback_sources_accepted,
             )
             .into_iter()
-            .map(|finding| finding.behind(audited.workload.as_ref())),
+            .map(|finding| finding.behind(audited.workload.as_ref(), &audited.children)),
         );
         interfaces.push(audited);
     }

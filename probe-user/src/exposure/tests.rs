@@ -50,6 +50,7 @@ fn inputs(interfaces: Vec<Interface>) -> Inputs {
         nft: Ok(Ruleset::default()),
         standing: Ok(None),
         workloads: std::collections::BTreeMap::new(),
+        children: std::collections::BTreeMap::new(),
     }
 }
 

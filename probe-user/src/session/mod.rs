@@ -42,7 +42,7 @@ use crate::{
     net::interfaces::{Interface, InterfaceError, Interfaces},
     net::neighbours::NeighbourWatch,
     net::privileges,
-    net::workload::{Child, Workload, WorkloadWatch, Workloads, cri, peer_nsid},
+    net::workload::{Child, Workload, WorkloadWatch, Workloads, cri, may_have_children, peer_nsid},
     net::{
         route_localnet::{self, RouteLocalnet},
         stacking::Uppers,
@@ -362,16 +362,11 @@ impl Tracked {
             .collect()
     }
 
-    /// The served interfaces that may have children in other namespaces: the Ethernet devices
-    /// but bridges and those that lead to another namespace themselves.
+    /// The served interfaces that may have children in other namespaces.
     fn parents(&self, all: &[Interface]) -> BTreeSet<u32> {
         all.iter()
             .filter(|interface| self.served.contains_key(&interface.ifindex))
-            .filter(|interface| {
-                interface.framing == Ok(Framing::Ethernet)
-                    && peer_nsid(interface).is_none()
-                    && interface.kind.as_deref() != Some("bridge")
-            })
+            .filter(|interface| may_have_children(interface))
             .map(|interface| interface.ifindex)
             .collect()
     }

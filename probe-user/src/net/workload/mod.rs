@@ -132,6 +132,15 @@ pub fn peer_nsid(interface: &Interface) -> Option<i32> {
         .flatten()
 }
 
+/// Whether an interface may be the parent of macvlan or ipvlan children in other namespaces:
+/// an Ethernet device, not a bridge, not one that leads to another namespace itself.
+pub fn may_have_children(interface: &Interface) -> bool {
+    interface.framing == Ok(probe_common::Framing::Ethernet)
+        && !interface.loopback
+        && peer_nsid(interface).is_none()
+        && interface.kind.as_deref() != Some("bridge")
+}
+
 /// The workloads behind the namespaces with ids `nsids` (as this namespace numbers them): one
 /// walk of /proc, one `RTM_GETNSID` per namespace until all are found. Blocking.
 pub fn resolve(nsids: &BTreeSet<i32>) -> BTreeMap<i32, Workload> {

@@ -11,7 +11,7 @@ impl LiveView {
         let warnings = self.warnings();
         let interfaces = self.ordered();
         let sub_rows = self.selected_interface().map_or(0, |i| {
-            i.by_class.len().max(1) + usize::from(i.workload.is_some())
+            i.by_class.len().max(1) + usize::from(i.workload.is_some()) + i.children.len()
         });
         let table_wanted = 1 + match &self.unserved {
             Some(unserved) => unserved.len(),

@@ -1162,6 +1162,41 @@ mod tests {
     }
 
     #[test]
+    fn the_selected_interfaces_children_are_a_line_each_escaped() {
+        let mut view = view();
+        let mut with_children = report();
+        with_children.interfaces[0].children = vec![
+            probe_user::net::workload::Child {
+                name: "mv\u{1b}[2J".to_owned(),
+                kind: "macvlan".to_owned(),
+                workload: hostile_workload(),
+            },
+            probe_user::net::workload::Child {
+                name: "mv1".to_owned(),
+                kind: "ipvlan".to_owned(),
+                workload: std::sync::Arc::new(Workload::pending()),
+            },
+        ];
+        view.update(with_children, Instant::now());
+        let rows = screen(&view, 200, 30);
+        let all = rows.join("\n");
+        let (eth0, _) = row_starting(&rows, "eth0 ");
+        assert_eq!(
+            rows[eth0 + 1].trim_end(),
+            "└ macvlan mv\\u{1b}[2J: pid 4242 sl\\u{1b}[31mp netns ns\\u{1b}]0;X\\u{7}\\u{a}B [no \
+             container runtime in the cgroup of pid 4242: /x]",
+            "{all}"
+        );
+        assert_eq!(
+            rows[eth0 + 2].trim_end(),
+            "└ ipvlan mv1: [not resolved yet]",
+            "{all}"
+        );
+        assert!(rows[eth0 + 3].starts_with("└ v6 src"), "{all}");
+        assert!(!all.chars().any(|c| c.is_control() && c != '\n'), "{all}");
+    }
+
+    #[test]
     fn the_selected_interfaces_workload_is_a_line_of_its_own_escaped_and_cut_to_the_width() {
         let mut view = view();
         let mut with_workload = report();

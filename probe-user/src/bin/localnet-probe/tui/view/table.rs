@@ -30,7 +30,7 @@ impl LiveView {
         let mut sub_rows = 0;
         // The selected interface's workload, on a row left blank for it: a line across the
         // table's width, not cut to the name column.
-        let mut workload_line = None;
+        let mut workload_lines = Vec::new();
         for interface in interfaces {
             let is_selected = Some(interface.ifindex) == self.selected;
             if is_selected {
@@ -55,10 +55,21 @@ impl LiveView {
             );
             if is_selected {
                 let before = rows.len();
-                if let Some(workload) = &interface.workload {
-                    // Its text comes from /proc and /run/netns, which anyone may name.
-                    let text = format!("└ workload: {}", printable(&workload.summary()));
-                    workload_line = Some((rows.len(), text));
+                // Their text comes from /proc, /run/netns and the CRI, which anyone may name.
+                let behind = interface
+                    .workload
+                    .iter()
+                    .map(|workload| format!("└ workload: {}", printable(&workload.summary())))
+                    .chain(interface.children.iter().map(|child| {
+                        format!(
+                            "└ {} {}: {}",
+                            printable(&child.kind),
+                            printable(&child.name),
+                            printable(&child.workload.summary())
+                        )
+                    }));
+                for text in behind {
+                    workload_lines.push((rows.len(), text));
                     rows.push(Row::new(Vec::<Cell<'static>>::new()));
                 }
                 rows.extend(self.class_rows(interface, &columns));
@@ -84,9 +95,10 @@ impl LiveView {
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
         frame.render_stateful_widget(table, area, &mut state);
-        if let Some((row, text)) = workload_line
-            && (offset..offset + visible).contains(&row)
-        {
+        for (row, text) in workload_lines {
+            if !(offset..offset + visible).contains(&row) {
+                continue;
+            }
             let line = Rect {
                 y: area.y + 1 + (row - offset) as u16,
                 height: 1,
