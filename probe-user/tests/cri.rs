@@ -22,6 +22,8 @@ const PROBE: &str = env!("CARGO_BIN_EXE_localnet-probe");
 const TIMEOUT: Duration = Duration::from_secs(20);
 const IMAGE: &str = "localhost/localnet-probe-pause:test";
 const CNI_PLUGINS: &str = "/usr/lib/cni";
+/// Debian's Python, which has python3-scapy (cargo xtask test installs it).
+const PYTHON: &str = "/usr/bin/python3";
 
 // The requests of k8s.io/cri-api's api.proto (runtime.v1) the test makes as the kubelet would;
 // the probe itself only lists.
@@ -445,6 +447,47 @@ fn a_pod_run_by_containerd_is_named_as_its_cri_lists_it() {
     );
     assert!(workload["container"].is_null(), "{workload}");
     assert!(workload["names_unresolved"].is_null(), "{workload}");
+    drop(probe);
+
+    // What a responder sees of spoofed frames from the pod: each event names it.
+    let pod_netns = workload["netns"]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("containerd names the pod's namespace: {workload}"))
+        .to_owned();
+    let probe = ProbeProcess::start(
+        PROBE,
+        &netns,
+        &[
+            "--iface",
+            &veth,
+            "--cri-endpoint",
+            &socket,
+            "--drop",
+            "--events",
+        ],
+    );
+    probe.wait_for(TIMEOUT, |report| {
+        testbed::interface(report, &veth)["workload"]["pod"] == "web-0"
+    });
+    succeeded(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{pod_netns}"))
+            .args([
+                PYTHON,
+                "-c",
+                "from scapy.all import *\n\
+                 sendp(Ether(dst='ff:ff:ff:ff:ff:ff')/IP(src='198.19.251.66', dst='127.0.0.1')\
+                 /UDP(sport=40000, dport=6379), iface='eth0', count=3, verbose=False)",
+            ]),
+    );
+    let event = probe.wait_for(TIMEOUT, |line| {
+        line["type"] == "event" && line["workload"]["pod"] == "web-0"
+    });
+    eprintln!("an event of a spoofed frame from the pod: {event}");
+    assert_eq!(event["action"], "dropped", "{event}");
+    assert_eq!(event["destination_ip"], "127.0.0.1", "{event}");
+    assert_eq!(event["workload"]["namespace"], "shop", "{event}");
+    assert_eq!(event["workload"]["pod_uid"], uid.as_str(), "{event}");
     drop(probe);
     // The audit names the pod whose link is exposed.
     netns.sysctl(&format!("net/ipv4/conf/{veth}/route_localnet"), "1");

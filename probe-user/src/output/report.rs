@@ -498,6 +498,9 @@ pub struct WorkloadRef {
     pub runtime: Option<&'static str>,
     pub container_id: Option<String>,
     pub pod_uid: Option<String>,
+    /// The pod's name and Kubernetes namespace, as the CRI lists them.
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
     /// The account is incomplete; the report's `workload` says why.
     pub unresolved: bool,
 }
@@ -509,6 +512,8 @@ impl WorkloadRef {
             runtime: workload.attribution.runtime.map(|runtime| runtime.name()),
             container_id: workload.attribution.container_id.clone(),
             pod_uid: workload.attribution.pod_uid.clone(),
+            pod: workload.names.pod.clone(),
+            namespace: workload.names.namespace.clone(),
             unresolved: workload.unresolved.is_some(),
         }
     }
