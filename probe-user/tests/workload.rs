@@ -798,6 +798,38 @@ fn macvlan_children_in_containers_are_attributed_to_their_parent_also_when_made_
     let took = made.elapsed();
     assert!(took < Duration::from_secs(5), "found after {took:?}");
     assert_eq!(children(&report, "wlm0").len(), 2, "{report}");
+
+    // A third made straight into its namespace, as the macvlan CNI plugin makes one: this
+    // namespace gives that one no id of its own accord, the probe has it give one.
+    let third_ns = Netns::new("wlm-c3");
+    let (third_id, _, third_path) = pod(73);
+    workloads
+        .0
+        .push(Workload::start(&third_ns, V2, &root, &third_path));
+    workloads.0[2].wait_exec();
+    let made = Instant::now();
+    probe_ns.ip(&[
+        "link",
+        "add",
+        "link",
+        "wlm0",
+        "name",
+        "mvc3",
+        "netns",
+        &third_ns.name,
+        "type",
+        "macvlan",
+        "mode",
+        "bridge",
+    ]);
+    let report = probe.wait_for(TIMEOUT, |report| {
+        children(report, "wlm0").iter().any(|(name, child)| {
+            *name == "mvc3" && child["workload"]["container_id"] == third_id.as_str()
+        })
+    });
+    let took = made.elapsed();
+    assert!(took < Duration::from_secs(5), "found after {took:?}");
+    assert_eq!(children(&report, "wlm0").len(), 3, "{report}");
     drop(probe);
     // The audit finds them the same way.
     let output = probe_ns.output(PROBE, &["audit", "--json"]);
@@ -823,7 +855,11 @@ fn macvlan_children_in_containers_are_attributed_to_their_parent_also_when_made_
     found.sort_unstable();
     assert_eq!(
         found,
-        [("mvc1", first_id.as_str()), ("mvc2", second_id.as_str())],
+        [
+            ("mvc1", first_id.as_str()),
+            ("mvc2", second_id.as_str()),
+            ("mvc3", third_id.as_str())
+        ],
         "{parent}"
     );
     drop(workloads);

@@ -13,7 +13,6 @@ use netlink_packet_route::{
     link::{
         LinkAttribute, LinkExtentMask, LinkInfo, LinkLayerType, LinkMessage, LinkXdp, XdpAttached,
     },
-    nsid::NsidMessage,
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -171,9 +170,6 @@ const IFLA_LINKINFO: u16 = 18;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_XDP: u16 = 43;
-/// `RTM_NEWNSID`, the answers of an `RTM_GETNSID` dump.
-const RTM_NEWNSID: u16 = 88;
-const NETNSA_NSID: u16 = 1;
 const AF_INET: u16 = libc::AF_INET as u16;
 const IFLA_INET_CONF: u16 = 1;
 /// `IPV4_DEVCONF_ROUTE_LOCALNET` (26) as an index into `IFLA_INET_CONF`, an array of u32 from
@@ -275,41 +271,18 @@ impl Interfaces {
         Ok((links, consistent))
     }
 
-    /// The ids this namespace gives other namespaces (`RTM_GETNSID` dump).
-    fn nsids(&mut self) -> io::Result<Vec<i32>> {
-        self.sequence = self.sequence.wrapping_add(1);
-        let mut nsids = Vec::new();
-        rtnetlink::dump(
-            &self.socket,
-            &mut self.buffer,
-            self.sequence,
-            RouteNetlinkMessage::GetNsId(NsidMessage::default()),
-            RTM_NEWNSID,
-            |payload| {
-                // `struct rtgenmsg`, padded to 4 bytes, then `NETNSA_NSID` among the attributes.
-                let nsid = payload.get(4..).and_then(|attributes| {
-                    NlasIterator::new(attributes)
-                        .filter_map(Result::ok)
-                        .find(|attribute| attribute.kind() == NETNSA_NSID)
-                        .and_then(|attribute| u32_of(attribute.value()))
-                });
-                nsids.extend(nsid.map(u32::cast_signed).filter(|nsid| *nsid >= 0));
-            },
-        )?;
-        Ok(nsids)
-    }
-
-    /// The macvlan, macvtap, ipvlan and ipvtap devices in other namespaces whose parent is a
-    /// device of this one (a container given a child of the host's NIC): the links of every
-    /// namespace this one has an id for, listed from here. `own_nsid` says, once the listings
-    /// are done, the id this namespace gives itself (the kernel gives it one when it names a
-    /// child's parent namespace from here).
+    /// The macvlan, macvtap, ipvlan and ipvtap devices in the namespaces this one gives the
+    /// ids `nsids` whose parent is a device of this one (a container given a child of the
+    /// host's NIC), their links listed from here. `own_nsid` says, once the listings are done,
+    /// the id this namespace gives itself (the kernel gives it one when it names a child's
+    /// parent namespace from here).
     pub fn children_elsewhere(
         &mut self,
+        nsids: &[i32],
         own_nsid: impl FnOnce() -> io::Result<Option<i32>>,
     ) -> io::Result<Vec<ChildElsewhere>> {
         let mut found = Vec::new();
-        for nsid in self.nsids()? {
+        for &nsid in nsids {
             // A namespace gone since the ids were listed has no links to give.
             let Ok((links, _)) = self.dump_links(Some(nsid)) else {
                 continue;

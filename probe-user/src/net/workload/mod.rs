@@ -158,17 +158,7 @@ pub fn resolve(nsids: &BTreeSet<i32>) -> BTreeMap<i32, Workload> {
         }
     };
     let mut found = BTreeMap::new();
-    let candidates = by_inode
-        .iter()
-        .filter_map(|(inode, pids)| Some((*inode, NsHolder::Pid(*pids.first()?))))
-        .chain(
-            named
-                .iter()
-                .filter(|(inode, _)| !by_inode.contains_key(inode))
-                .map(|(inode, (_, path))| (*inode, NsHolder::File(path))),
-        )
-        .filter(|(inode, _)| Some(*inode) != own);
-    for (inode, holder) in candidates {
+    for (inode, holder) in others(&by_inode, &named, own) {
         if found.len() == nsids.len() {
             break;
         }
@@ -208,6 +198,47 @@ pub fn resolve(nsids: &BTreeSet<i32>) -> BTreeMap<i32, Workload> {
             (*nsid, workload)
         })
         .collect()
+}
+
+/// The other namespaces a process or a /run/netns file holds, by inode, each with a way to
+/// reach it.
+fn others<'a>(
+    by_inode: &'a BTreeMap<u64, Vec<u32>>,
+    named: &'a BTreeMap<u64, (String, std::path::PathBuf)>,
+    own: Option<u64>,
+) -> impl Iterator<Item = (u64, NsHolder<'a>)> {
+    by_inode
+        .iter()
+        .filter_map(|(inode, pids)| Some((*inode, NsHolder::Pid(*pids.first()?))))
+        .chain(
+            named
+                .iter()
+                .filter(|(inode, _)| !by_inode.contains_key(inode))
+                .map(|(inode, (_, path))| (*inode, NsHolder::File(path))),
+        )
+        .filter(move |(inode, _)| Some(*inode) != own)
+}
+
+/// The ids this namespace gives every other namespace a process or a /run/netns file holds,
+/// having the kernel give one to those that have none yet (as `ip netns set NAME auto` does):
+/// a container whose macvlan child was made in it directly, never moved from here, has none,
+/// and its links can be listed from here only by an id. Blocking.
+pub(crate) fn ids_of_other_namespaces() -> std::io::Result<Vec<i32>> {
+    let (by_inode, _) = processes::net_namespaces();
+    let named = namespaces::named();
+    let own = processes::net_namespace_of(std::process::id()).ok();
+    let mut query = NsidQuery::open()?;
+    let mut ids = BTreeSet::new();
+    for (_, holder) in others(&by_inode, &named, own) {
+        // A process that exited, or a file not mounted over yet, is no namespace to ask about.
+        let id = match query.nsid(holder) {
+            Ok(Some(id)) => Some(id),
+            Ok(None) => query.assign(holder).ok().flatten(),
+            Err(_) => None,
+        };
+        ids.extend(id);
+    }
+    Ok(ids.into_iter().collect())
 }
 
 /// The workload of the namespace `netns`, given its processes in pid order.

@@ -59,16 +59,29 @@ impl NsidQuery {
     /// The id this namespace gives the namespace `holder` is in; `None` when it has given none
     /// (no link here leads there).
     pub fn nsid(&mut self, holder: Holder<'_>) -> io::Result<Option<i32>> {
-        let file;
-        let attribute = match holder {
-            Holder::Pid(pid) => NsidAttribute::Pid(pid),
-            Holder::File(path) => {
-                file = File::open(path)?;
-                NsidAttribute::Fd(file.as_raw_fd().cast_unsigned())
-            }
-        };
-        let mut message = NsidMessage::default();
-        message.attributes.push(attribute);
+        let (message, _file) = naming(holder)?;
+        self.ask(message)
+    }
+
+    /// Has the kernel give the namespace `holder` is in an id here, any free one
+    /// (`RTM_NEWNSID`, as `ip netns set NAME auto`), and says it.
+    pub fn assign(&mut self, holder: Holder<'_>) -> io::Result<Option<i32>> {
+        let (mut message, _file) = naming(holder)?;
+        message.attributes.push(NsidAttribute::Id(-1));
+        self.sequence = self.sequence.wrapping_add(1);
+        // No answer but an error; one comes under this sequence number, which the question
+        // below skips (another process may have given it one meanwhile: asked anyway).
+        rtnetlink::send(
+            &self.socket,
+            self.sequence,
+            RouteNetlinkMessage::NewNsId(message),
+            false,
+        )?;
+        self.nsid(holder)
+    }
+
+    /// Sends `message` (`RTM_GETNSID`) and reads the id answered.
+    fn ask(&mut self, message: NsidMessage) -> io::Result<Option<i32>> {
         self.sequence = self.sequence.wrapping_add(1);
         rtnetlink::send(
             &self.socket,
@@ -105,6 +118,26 @@ impl NsidQuery {
                 }));
         }
     }
+}
+
+/// A message naming the namespace `holder` is in, and the file it names it by, open while the
+/// message is sent.
+fn naming(holder: Holder<'_>) -> io::Result<(NsidMessage, Option<File>)> {
+    let mut message = NsidMessage::default();
+    let file = match holder {
+        Holder::Pid(pid) => {
+            message.attributes.push(NsidAttribute::Pid(pid));
+            None
+        }
+        Holder::File(path) => {
+            let file = File::open(path)?;
+            message
+                .attributes
+                .push(NsidAttribute::Fd(file.as_raw_fd().cast_unsigned()));
+            Some(file)
+        }
+    };
+    Ok((message, file))
 }
 
 /// The cookie of the namespace `holder` is in; `None` on kernels without `NS_GET_ID`.

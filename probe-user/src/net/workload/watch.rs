@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Child, Children, Workload, cri, resolve};
+use super::{Child, Children, Workload, cri, ids_of_other_namespaces, resolve};
 use crate::{
     kernel::processes,
     net::{
@@ -365,14 +365,16 @@ impl Resolver {
         (workloads, attributed(&self.found, &resolved))
     }
 
-    /// Names the pods that have no names yet, without waiting for the CRI: while it is being
-    /// asked, again shortly.
+    /// Names the pods whose names are not all known yet (a pod, or a container of it, the
+    /// CRI did not list), without waiting for the CRI: while it is being asked, again shortly.
     fn name_pods(&mut self, now: Instant) {
         let unnamed = self
             .entries
             .values_mut()
             .filter(|entry| {
-                entry.workload.attribution.pod_uid.is_some() && entry.workload.names.pod.is_none()
+                let workload = &entry.workload;
+                workload.attribution.pod_uid.is_some()
+                    && (workload.names.pod.is_none() || workload.names_unresolved.is_some())
             })
             .map(|entry| Arc::make_mut(&mut entry.workload));
         self.cri.name(unnamed, Duration::ZERO);
@@ -446,9 +448,11 @@ fn children_of(parents: &BTreeSet<u32>) -> Vec<ChildElsewhere> {
             "/proc/thread-self/ns/net",
         )))
     };
-    let found = Interfaces::connect()
-        .map_err(|error| std::io::Error::other(error.to_string()))
-        .and_then(|mut interfaces| interfaces.children_elsewhere(own_nsid));
+    let found = ids_of_other_namespaces().and_then(|nsids| {
+        Interfaces::connect()
+            .map_err(|error| std::io::Error::other(error.to_string()))?
+            .children_elsewhere(&nsids, own_nsid)
+    });
     match found {
         Ok(mut found) => {
             found.retain(|child| parents.contains(&child.parent));
