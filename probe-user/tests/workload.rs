@@ -471,6 +471,8 @@ fn a_hostile_workload_is_named_escaped_in_the_table_status_events_and_its_remova
             "runtime": null,
             "container_id": null,
             "pod_uid": null,
+            "pod": null,
+            "namespace": null,
             "unresolved": true,
         }),
         "{event}"
