@@ -506,6 +506,15 @@ pub struct WorkloadRef {
 }
 
 impl WorkloadRef {
+    /// The pod as `namespace/name`, or its UID where the CRI did not name it.
+    fn pod_named(&self) -> Option<String> {
+        match (&self.namespace, &self.pod, &self.pod_uid) {
+            (Some(namespace), Some(pod), _) => Some(format!("{namespace}/{pod}")),
+            (None, Some(pod), _) => Some(pod.clone()),
+            (_, None, uid) => uid.clone(),
+        }
+    }
+
     pub fn of(workload: &Workload) -> Self {
         Self {
             netns_inode: workload.netns.as_ref().map(|netns| netns.inode),
@@ -629,7 +638,8 @@ impl EventReport {
         line
     }
 
-    /// ` from docker 3f4e8a1b2c9d pod <uid>` when the interface's workload is known.
+    /// ` from docker 3f4e8a1b2c9d pod shop/web-0` (the pod's UID where its name is not known)
+    /// when the interface's workload is known.
     fn add_workload(&self, line: &mut String) {
         let Some(workload) = &self.workload else {
             return;
@@ -638,8 +648,8 @@ impl EventReport {
             let runtime = workload.runtime.unwrap_or("container");
             let _ = write!(line, " from {runtime} {}", &id[..12.min(id.len())]);
         }
-        if let Some(uid) = &workload.pod_uid {
-            let _ = write!(line, " pod {}", printable(uid));
+        if let Some(pod) = workload.pod_named() {
+            let _ = write!(line, " pod {}", printable(&pod));
         }
     }
 }
@@ -796,6 +806,34 @@ impl SysctlChangeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_events_pod_is_named_by_the_cri_or_else_by_its_uid() {
+        let uid = "0f7c1a9e-2b3d-4c5e-8f6a-7b8c9d0e1f2a";
+        let reference = |namespace: Option<&str>, pod: Option<&str>| WorkloadRef {
+            netns_inode: None,
+            runtime: Some("containerd"),
+            container_id: None,
+            pod_uid: Some(uid.to_owned()),
+            pod: pod.map(str::to_owned),
+            namespace: namespace.map(str::to_owned),
+            unresolved: false,
+        };
+        assert_eq!(
+            reference(Some("shop"), Some("web-0"))
+                .pod_named()
+                .as_deref(),
+            Some("shop/web-0")
+        );
+        assert_eq!(
+            reference(None, Some("web-0")).pod_named().as_deref(),
+            Some("web-0")
+        );
+        assert_eq!(
+            reference(Some("shop"), None).pod_named().as_deref(),
+            Some(uid)
+        );
+    }
 
     fn sender(origin: Option<SenderOriginReport>) -> SenderReport {
         SenderReport {
