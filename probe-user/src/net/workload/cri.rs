@@ -13,8 +13,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use std::ops::Not as _;
-
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -180,10 +178,9 @@ impl Client {
             Some((at, Ok(listing))) => {
                 at.elapsed() >= RELIST_EVERY
                     && wanted.iter().any(|workload| {
-                        listing
+                        !listing
                             .names_of(&workload.attribution)
                             .is_ok_and(|named| named.missing.is_none())
-                            .not()
                     })
             }
         };

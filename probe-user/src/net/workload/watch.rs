@@ -37,8 +37,9 @@ const NAMES_AGAIN: Duration = Duration::from_millis(200);
 const DISCOVER_EVERY: Duration = Duration::from_secs(60);
 /// The least time between two such searches, however often link events ask for one.
 const DISCOVER_AT_MOST_EVERY: Duration = Duration::from_secs(2);
-/// How long after a link event the search waits: a runtime makes the child beside its parent
-/// and moves it into the container a moment later (the parent hears of the making only).
+/// How long after a link event the search waits: a child made beside its parent and moved a
+/// moment later (as with `ip link add` then `ip link set … netns`) is not in its namespace yet
+/// when the parent's event comes, which tells of the making only.
 const SETTLE: Duration = Duration::from_millis(300);
 
 /// Interface → workload, as last resolved.
@@ -437,8 +438,8 @@ fn child_key(child: &ChildElsewhere) -> u32 {
     CHILD_KEYS | child.nsid.cast_unsigned()
 }
 
-/// The children of `parents` in other namespaces; none when they cannot be listed (said once in
-/// the log: the interfaces are served and counted whatever this finds).
+/// The children of `parents` in other namespaces; none when they cannot be listed (said in
+/// the debug log: the interfaces are served and counted whatever this finds).
 fn children_of(parents: &BTreeSet<u32>) -> Vec<ChildElsewhere> {
     if parents.is_empty() {
         return Vec::new();
