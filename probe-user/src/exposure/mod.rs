@@ -198,17 +198,7 @@ impl Finding {
             self.workload = Some(workload.clone());
         }
         if !children.is_empty() {
-            let named: Vec<String> = children
-                .iter()
-                .map(|child| {
-                    format!(
-                        "{} {}: {}",
-                        child.kind,
-                        child.name,
-                        child.workload.summary()
-                    )
-                })
-                .collect();
+            let named: Vec<String> = children.iter().map(Child::summary).collect();
             self.message = format!("{} (children: {})", self.message, named.join("; "));
         }
         self

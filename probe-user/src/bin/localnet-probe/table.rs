@@ -81,13 +81,7 @@ pub(crate) fn render(
             let _ = writeln!(out, "  └ workload: {}", printable(&workload.summary()));
         }
         for child in &interface.children {
-            let _ = writeln!(
-                out,
-                "  └ {} {}: {}",
-                printable(&child.kind),
-                printable(&child.name),
-                printable(&child.workload.summary())
-            );
+            let _ = writeln!(out, "  └ {}", printable(&child.summary()));
         }
     }
     if !alerts.is_empty() {

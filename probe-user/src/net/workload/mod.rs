@@ -27,6 +27,13 @@ pub struct Child {
     pub workload: std::sync::Arc<Workload>,
 }
 
+impl Child {
+    /// A short line for people: `macvlan mv0: containerd 3f4e8a1b2c9d pod shop/web-0 …`.
+    pub fn summary(&self) -> String {
+        format!("{} {}: {}", self.kind, self.name, self.workload.summary())
+    }
+}
+
 /// The children of served interfaces in other namespaces, by the parent's ifindex.
 pub type Children = BTreeMap<u32, Vec<Child>>;
 use self::{

@@ -60,14 +60,12 @@ impl LiveView {
                     .workload
                     .iter()
                     .map(|workload| format!("└ workload: {}", printable(&workload.summary())))
-                    .chain(interface.children.iter().map(|child| {
-                        format!(
-                            "└ {} {}: {}",
-                            printable(&child.kind),
-                            printable(&child.name),
-                            printable(&child.workload.summary())
-                        )
-                    }));
+                    .chain(
+                        interface
+                            .children
+                            .iter()
+                            .map(|child| format!("└ {}", printable(&child.summary()))),
+                    );
                 for text in behind {
                     workload_lines.push((rows.len(), text));
                     rows.push(Row::new(Vec::<Cell<'static>>::new()));
