@@ -108,17 +108,14 @@ impl Mode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct IfaceConfig {
+    /// Everything a matched frame needs of the entry, in one load: [`CONFIGURED`] and [`DROPS`]
+    /// over the [`counter_key`] of the slot, the action and the match of index 0, to which the
+    /// program adds the match's index.
+    flags_and_first_key: u32,
     /// Below [`MAX_SLOTS`], so 16 bits hold it, and an entry is 16 bytes: the array lookup then
-    /// indexes with a shift, and no entry straddles a cache line.
+    /// indexes with a shift, and no entry straddles a cache line. Read only to sample.
     slot: u16,
-    /// `Action as u8`.
-    action: u8,
-    /// 1 when configured.
-    configured: u8,
-    /// [`counter_key`] of the slot, the action and the match of index 0: the program adds the
-    /// match's index, one addition where the key would otherwise take a multiplication and a
-    /// choice on the action.
-    first_key: u32,
+    _reserved: u16,
     /// Samples the interface may still send: the loader sets it to the rate once a second (the
     /// rate limit). Here rather than in a map of its own, so a program that has used them up
     /// pays one load from the entry it has just read, not a second lookup. Signed, because CPUs
@@ -126,18 +123,32 @@ pub struct IfaceConfig {
     pub sample_tokens: i64,
 }
 
+/// Set in every configured entry.
+const CONFIGURED: u32 = 1 << 31;
+/// Set in the entry of an interface in drop mode, and so in its frames' classes.
+const DROPS: u32 = 1 << 30;
+/// Set in the class of a frame leaving an interface.
+const REPLIED: u32 = 1 << 29;
+const KEY_MASK: u32 = REPLIED - 1;
+
 const _: () = assert!(size_of::<IfaceConfig>() == 16);
 const _: () = assert!(MAX_SLOTS - 1 <= u16::MAX as u32);
+const _: () = assert!(
+    MAX_SLOTS * CLASSES_PER_INTERFACE as u32 - 1 <= KEY_MASK,
+    "every counter key fits below the flags, and adding a match's index carries into none"
+);
 
 impl IfaceConfig {
     /// `slot` must be below [`MAX_SLOTS`].
     pub const fn new(slot: u32, mode: Mode, sample_tokens: i64) -> Self {
         let action = mode.action();
+        let drops = if matches!(mode, Mode::Drop) { DROPS } else { 0 };
         Self {
+            flags_and_first_key: CONFIGURED
+                | drops
+                | counter_key(slot, LoopbackMatch::from_index(0), action),
             slot: slot as u16,
-            action: action as u8,
-            configured: 1,
-            first_key: slot * CLASSES_PER_INTERFACE as u32 + action as u32 * LoopbackMatch::COUNT,
+            _reserved: 0,
             sample_tokens,
         }
     }
@@ -145,9 +156,9 @@ impl IfaceConfig {
     /// The action for the interface's matched frames, or `None` when it is not configured.
     #[inline(always)]
     pub const fn action(&self) -> Option<Action> {
-        if self.configured == 0 {
+        if self.flags_and_first_key & CONFIGURED == 0 {
             None
-        } else if self.action == Action::Dropped as u8 {
+        } else if self.flags_and_first_key & DROPS != 0 {
             Some(Action::Dropped)
         } else {
             Some(Action::Passed)
@@ -168,17 +179,52 @@ impl IfaceConfig {
         self.slot as u32
     }
 
-    /// [`counter_key`] of the slot, the action and `matched`.
+    /// The class of a frame arriving with `matched`, from one read of the entry; `None` when
+    /// the interface is not configured.
     #[inline(always)]
-    pub const fn counter_key(&self, matched: LoopbackMatch) -> u32 {
-        self.first_key + matched.index()
+    pub const fn arriving(&self, matched: LoopbackMatch) -> Option<FrameClass> {
+        if self.flags_and_first_key & CONFIGURED == 0 {
+            None
+        } else {
+            Some(FrameClass(self.flags_and_first_key + matched.index()))
+        }
     }
 
-    /// [`counter_key`] of the slot, [`Action::Replied`] and `matched`: a frame leaving the
-    /// interface.
+    /// The class of a frame leaving the interface with `matched`.
     #[inline(always)]
-    pub const fn replied_key(&self, matched: LoopbackMatch) -> u32 {
-        counter_key(self.slot as u32, matched, Action::Replied)
+    pub const fn leaving(&self, matched: LoopbackMatch) -> FrameClass {
+        FrameClass(REPLIED | counter_key(self.slot as u32, matched, Action::Replied))
+    }
+}
+
+/// What a program decided about a matched frame on one interface, in one word: the key of its
+/// counter, with the action's flag over it. One register carries it past the helper calls that
+/// follow (the frame's length, the counter's lookup), and the verdict, the counter and a sample
+/// all come from it, so they agree whatever the loader writes meanwhile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameClass(u32);
+
+impl FrameClass {
+    #[inline(always)]
+    pub const fn counter_key(self) -> u32 {
+        self.0 & KEY_MASK
+    }
+
+    #[inline(always)]
+    pub const fn action(self) -> Action {
+        if self.0 & DROPS != 0 {
+            Action::Dropped
+        } else if self.0 & REPLIED != 0 {
+            Action::Replied
+        } else {
+            Action::Passed
+        }
+    }
+
+    /// The match, from the key: a slot's classes, and each action's, start at a multiple of
+    /// [`LoopbackMatch::COUNT`]. Read only to sample.
+    pub const fn matched(self) -> LoopbackMatch {
+        LoopbackMatch::from_index(self.counter_key() % LoopbackMatch::COUNT)
     }
 }
 
@@ -307,19 +353,31 @@ mod tests {
     #[test]
     fn config_gives_the_slot_the_action_and_the_keys() {
         assert_eq!(IfaceConfig::default().action(), None);
-        for (slot, mode) in [(0, Mode::Monitor), (5, Mode::Drop), (7, Mode::Monitor)] {
+        assert_eq!(IfaceConfig::default().arriving(LoopbackMatch::from_index(0)), None);
+        for (slot, mode) in [
+            (0, Mode::Monitor),
+            (5, Mode::Drop),
+            (7, Mode::Monitor),
+            (MAX_SLOTS - 1, Mode::Drop),
+        ] {
             let config = IfaceConfig::new(slot, mode, 100);
             assert_eq!(config.slot(), slot);
             assert_eq!(config.action(), Some(mode.action()));
             for matched in LoopbackMatch::all() {
+                let arriving = config.arriving(matched).expect("configured");
                 assert_eq!(
-                    config.counter_key(matched),
+                    arriving.counter_key(),
                     counter_key(slot, matched, mode.action())
                 );
+                assert_eq!(arriving.action(), mode.action());
+                assert_eq!(arriving.matched(), matched);
+                let leaving = config.leaving(matched);
                 assert_eq!(
-                    config.replied_key(matched),
+                    leaving.counter_key(),
                     counter_key(slot, matched, Action::Replied)
                 );
+                assert_eq!(leaving.action(), Action::Replied);
+                assert_eq!(leaving.matched(), matched);
             }
         }
     }

@@ -35,7 +35,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use probe_common::{
-    Action, Counter, Frame, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LINEAR_FRAME_MAX,
+    Action, Counter, Frame, FrameClass, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LINEAR_FRAME_MAX,
     LoopbackMatch, SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip,
     two_inline_vlan_tags,
 };
@@ -482,23 +482,22 @@ fn arriving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) -> Actio
     // SAFETY: an entry of either map, valid while the program runs. The loader replaces entries
     // whole and removes one only after detaching from its interface; other CPUs change only
     // `sample_tokens`, read in `sample` on its own.
-    let entry = unsafe { config.read() };
-    let Some(action) = entry.action() else {
+    let Some(class) = (unsafe { (*config).arriving(matched) }) else {
         return Action::Passed;
     };
     if cfg!(feature = "stop-after-entry") {
-        return action;
+        return class.action();
     }
     if cfg!(feature = "stop-after-counter") {
         // The counter updated as always, with a constant for the length it has not found.
-        count(entry.counter_key(matched), u64::from(MIN_CLASSIFIED_LEN));
-        return action;
+        count(class.counter_key(), u64::from(MIN_CLASSIFIED_LEN));
+        return class.action();
     }
     // Once per frame: without multi-buffer, the length takes the verifier twelve branches.
     let frame_len = ctx.frame_len();
-    count(entry.counter_key(matched), frame_len);
-    sample(ctx, config, matched, action, framing, frame_len);
-    action
+    count(class.counter_key(), frame_len);
+    sample(ctx, config, class, framing, frame_len);
+    class.action()
 }
 
 /// Counts and samples a frame leaving an interface that [`LoopbackMatch::counted_leaving`]
@@ -512,13 +511,14 @@ fn leaving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) {
         return;
     };
     // SAFETY: as in `arriving`.
-    let entry = unsafe { config.read() };
+    let entry = unsafe { &*config };
     if entry.action().is_none() {
         return;
     }
+    let class = entry.leaving(matched);
     let frame_len = ctx.frame_len();
-    count(entry.replied_key(matched), frame_len);
-    sample(ctx, config, matched, Action::Replied, framing, frame_len);
+    count(class.counter_key(), frame_len);
+    sample(ctx, config, class, framing, frame_len);
 }
 
 /// The configuration entry of `ifindex`: the array covers ifindexes below IFINDEX_ARRAY_LEN,
@@ -547,8 +547,7 @@ fn count(key: u32, frame_len: u64) {
 fn sample<H: Hook>(
     ctx: &H,
     config: *mut IfaceConfig,
-    matched: LoopbackMatch,
-    action: Action,
+    class: FrameClass,
     framing: Framing,
     frame_len: u64,
 ) {
@@ -565,24 +564,23 @@ fn sample<H: Hook>(
         // SAFETY: `tokens` points into the entry, valid and 8-byte aligned. The result is
         // unused, so this is one atomic add.
         unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(tokens, -1) };
-        // Packed: a BPF call takes at most five arguments, and a match alone is two.
-        let class = [
-            matched.family as u8,
-            matched.address as u8,
-            action as u8,
-            framing as u8,
-        ];
-        send_sample(ctx, config, class, frame_len);
+        send_sample(ctx, config, class, framing, frame_len);
     }
 }
 
 /// Sends one sample of the frame and counts it as sent, or as lost when the ring is full. A call
 /// of its own rather than inlined: it runs at most at the sample rate, so the per-frame code
-/// stays small. `config` is the interface's entry, whose slot is read here rather than on the
-/// per-frame path; `class` is the sample's family, address, action and framing bytes;
-/// `frame_len` is the frame's length on the wire.
+/// stays small, and it takes what the per-frame code holds anyway (the entry, the class, the
+/// length) and works out the rest here. `config` is the interface's entry; `frame_len` is the
+/// frame's length on the wire.
 #[inline(never)]
-fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4], frame_len: u64) {
+fn send_sample<H: Hook>(
+    ctx: &H,
+    config: *const IfaceConfig,
+    class: FrameClass,
+    framing: Framing,
+    frame_len: u64,
+) {
     // SAFETY: the caller's entry, valid while the program runs.
     let slot = unsafe { (*config).slot() };
     let Some(counts) = SAMPLE_COUNTS.get_ptr_mut(slot) else {
@@ -595,6 +593,7 @@ fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4], fra
     };
     let (vlan_proto, vlan_tci) = ctx.offloaded_vlan();
     let tag_len = if vlan_proto == 0 { 0 } else { VLAN_TAG_LEN };
+    let matched = class.matched();
     let sample = entry.as_mut_ptr();
     // SAFETY: `sample` is the reserved entry, `size_of::<Sample>()` bytes; every field is
     // written before it is submitted, `frame` beyond `captured_len` excepted (never read).
@@ -605,12 +604,10 @@ fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4], fra
         (*sample).vlan_proto = vlan_proto;
         (*sample).vlan_tci = vlan_tci;
         (*sample)._reserved = 0;
-        [
-            (*sample).family,
-            (*sample).address,
-            (*sample).action,
-            (*sample).framing,
-        ] = class;
+        (*sample).family = matched.family as u8;
+        (*sample).address = matched.address as u8;
+        (*sample).action = class.action() as u8;
+        (*sample).framing = framing as u8;
         // Room for the tag, which the reader puts back into the frame.
         (*sample).captured_len = ctx.capture(
             (&raw mut (*sample).frame).cast(),

@@ -6,7 +6,9 @@ use core::hint::black_box;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    macros::{classifier, xdp},
+    helpers::generated::bpf_xdp_get_buff_len,
+    macros::{classifier, map, xdp},
+    maps::{Array, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 
@@ -35,6 +37,45 @@ fn xdp_drop(_ctx: XdpContext) -> u32 {
 /// frame, so it does not wait for the frame's data to reach the CPU; this does, as the probe does.
 #[xdp]
 fn xdp_headers_drop(ctx: XdpContext) -> u32 {
+    read_headers(&ctx);
+    xdp_action::XDP_DROP
+}
+
+/// The entry of each interface by ifindex, for `xdp_headers_count_drop`: the key of its counter,
+/// as the probe's entry holds one (all 0 here: every interface counts into the first counter).
+#[map]
+static INTERFACE_KEYS: Array<u32> = Array::with_max_entries(65536, 0);
+
+/// Frames and bytes, per CPU, for `xdp_headers_count_drop`.
+#[map]
+static COUNTERS: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The floor of counting frames exactly with least privilege (CAP_BPF, no CAP_PERFMON): read the
+/// headers as `xdp_headers_drop` does, then do what the probe does with a frame it has matched,
+/// and nothing more — find the interface's entry by ifindex, the frame's length (a helper call:
+/// the frame may be in several buffers, and without CAP_PERFMON the verifier lets a program
+/// neither subtract packet pointers nor add a variable to one), and add to a per-CPU counter —
+/// and drop. It counts every frame, as if every frame matched.
+#[xdp(frags)]
+fn xdp_headers_count_drop(ctx: XdpContext) -> u32 {
+    read_headers(&ctx);
+    if let Some(key) = INTERFACE_KEYS.get(ctx.ingress_ifindex() as u32) {
+        // SAFETY: the helper only reads the context it is given.
+        let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
+        if let Some(counter) = COUNTERS.get_ptr_mut(*key) {
+            // SAFETY: a per-CPU array entry is this CPU's alone while the program runs.
+            unsafe {
+                (*counter)[0] += 1;
+                (*counter)[1] += len;
+            }
+        }
+    }
+    xdp_action::XDP_DROP
+}
+
+/// Reads the ethertype and, of IPv4 and IPv6 packets, the addresses, each bounds-checked.
+#[inline(always)]
+fn read_headers(ctx: &XdpContext) {
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + ETHERNET_HEADER_LEN <= end {
         // SAFETY: each read is inside the packet (checked right before it); packet data has no
@@ -52,7 +93,6 @@ fn xdp_headers_drop(ctx: XdpContext) -> u32 {
             }
         }
     }
-    xdp_action::XDP_DROP
 }
 
 /// The floor at tcx: what any tcx program costs. Hands every frame on, as the probe's tcx

@@ -95,6 +95,9 @@ impl KernelCost {
 pub const EMPTY: &str = "empty XDP_PASS";
 /// What any classifier pays: the headers read, bounds-checked; no lookup, no counter.
 pub const HEADERS_DROP: &str = "XDP read headers, drop";
+/// The floor of counting exactly with least privilege: the headers read, then the interface's
+/// entry, the frame's length (a helper call) and a per-CPU counter, for every frame.
+pub const HEADERS_COUNT_DROP: &str = "XDP read headers, count exactly, drop";
 pub const PROBE_MONITOR: &str = "probe (monitor)";
 pub const PROBE_DROP: &str = "probe (drop)";
 pub const PROBE_MONITOR_SAMPLING: &str = "probe (monitor, sampling)";
@@ -363,7 +366,7 @@ const fn load_options(sample_rate: u32) -> LoadOptions {
     }
 }
 
-const STAGE_DEVICES: [(&str, &str); 10] = [
+const STAGE_DEVICES: [(&str, &str); 11] = [
     ("ce0", "cp0"),
     ("ce1", "cp1"),
     ("ce2", "cp2"),
@@ -374,6 +377,7 @@ const STAGE_DEVICES: [(&str, &str); 10] = [
     ("ce7", "cp7"),
     ("ce8", "cp8"),
     ("ce9", "cp9"),
+    ("ce10", "cp10"),
 ];
 
 pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
@@ -382,6 +386,7 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
     for (name, dev) in [
         ("xdp_pass", STAGE_DEVICES[0].0),
         ("xdp_headers_drop", STAGE_DEVICES[5].0),
+        ("xdp_headers_count_drop", STAGE_DEVICES[10].0),
     ] {
         let program: &mut Xdp = references
             .program_mut(name)
@@ -438,9 +443,13 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
     fn tcx(probe: &Probe, direction: Direction) -> Subject<'_> {
         Subject::Tcx(probe.classifier(direction, Framing::Ethernet))
     }
-    let subjects: [(&'static str, Subject<'_>); 16] = [
+    let subjects: [(&'static str, Subject<'_>); 17] = [
         (EMPTY, Subject::Xdp(reference("xdp_pass")?)),
         (HEADERS_DROP, Subject::Xdp(reference("xdp_headers_drop")?)),
+        (
+            HEADERS_COUNT_DROP,
+            Subject::Xdp(reference("xdp_headers_count_drop")?),
+        ),
         (STEPS[0].0, xdp(&stopped[0])),
         (STEPS[1].0, xdp(&stopped[1])),
         (STEPS[2].0, xdp(&stopped[2])),

@@ -471,7 +471,7 @@ fn replies_counted(program_id: u32, ifindex: u32) -> Result<u64, String> {
     let mut packets = 0;
     for matched in LoopbackMatch::all().filter(|matched| matched.counted_leaving()) {
         let per_cpu = counters
-            .get(&config.replied_key(matched), 0)
+            .get(&config.leaving(matched).counter_key(), 0)
             .map_err(|error| format!("cannot read {}: {error}", map_names::COUNTERS))?;
         packets += per_cpu.iter().map(|counter| counter.packets).sum::<u64>();
     }

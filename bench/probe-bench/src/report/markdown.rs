@@ -132,8 +132,8 @@ impl Report {
     /// step's cost the median of per-round differences to the build that stops before it.
     fn steps_markdown(out: &mut String, k: &KernelCost) {
         use kernel_cost::{
-            HEADERS_DROP, PROBE_MONITOR, PROBE_MONITOR_SAMPLING, PROBE_ONE_BUFFER,
-            STOPPED_AFTER_CLASSIFY, STOPPED_AFTER_COUNTER, STOPPED_AFTER_ENTRY,
+            HEADERS_COUNT_DROP, HEADERS_DROP, PROBE_MONITOR, PROBE_MONITOR_SAMPLING,
+            PROBE_ONE_BUFFER, STOPPED_AFTER_CLASSIFY, STOPPED_AFTER_COUNTER, STOPPED_AFTER_ENTRY,
         };
 
         out.push_str(
@@ -144,10 +144,15 @@ impl Report {
              updating its per-CPU counter, finding its length (`bpf_xdp_get_buff_len`, a helper \
              call, since the frame may be in several buffers; the programs for one buffer, on \
              kernels without multi-buffer, find it by twelve comparisons instead), and the \
-             sampling check with the limit used up:\n\n\
+             sampling check with the limit used up. Beside them, the floor of counting exactly \
+             with least privilege: a program that reads the headers as the reference does, then \
+             finds the interface's entry by ifindex, the frame's length (the same helper) and a \
+             per-CPU counter, and nothing else, for every frame; and what the probe adds to \
+             it, the classifier's decision and checks:\n\n\
              | frame | read headers | classify | interface's entry | counter | length (helper) | \
-             length (one buffer) | sampling check | probe over read headers |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+             length (one buffer) | sampling check | probe over read headers | count exactly \
+             over read headers (the floor) | probe over the floor |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for (frame, loopback, _) in kernel_cost::frames() {
             if !loopback {
@@ -159,7 +164,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {frame} | {:.1} | {} | {} | {} | {} | {} | {} | {} ns |",
+                "| {frame} | {:.1} | {} | {} | {} | {} | {} | {} | {} ns | {} ns | {} ns |",
                 k.median(HEADERS_DROP, frame),
                 step(STOPPED_AFTER_CLASSIFY, HEADERS_DROP),
                 step(STOPPED_AFTER_ENTRY, STOPPED_AFTER_CLASSIFY),
@@ -168,6 +173,8 @@ impl Report {
                 step(PROBE_ONE_BUFFER, STOPPED_AFTER_COUNTER),
                 step(PROBE_MONITOR_SAMPLING, PROBE_MONITOR),
                 step(PROBE_MONITOR, HEADERS_DROP),
+                step(HEADERS_COUNT_DROP, HEADERS_DROP),
+                step(PROBE_MONITOR, HEADERS_COUNT_DROP),
             );
         }
     }
