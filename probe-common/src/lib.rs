@@ -17,8 +17,7 @@ pub use classify::{
 pub use ethernet_view::EthernetView;
 pub use maps::{
     CLASSES_PER_INTERFACE, ConfigMap, Counter, FrameClass, IFINDEX_ARRAY_LEN, IfaceConfig,
-    MAX_SLOTS, Mode,
-    SlotCounters, class_index, counter_key, map_names,
+    MAX_SLOTS, Mode, SlotCounters, class_index, counter_key, map_names,
 };
 pub use sample::{Framing, SAMPLE_CAPTURE_LEN, Sample, SampleCounts};
 

@@ -353,7 +353,10 @@ mod tests {
     #[test]
     fn config_gives_the_slot_the_action_and_the_keys() {
         assert_eq!(IfaceConfig::default().action(), None);
-        assert_eq!(IfaceConfig::default().arriving(LoopbackMatch::from_index(0)), None);
+        assert_eq!(
+            IfaceConfig::default().arriving(LoopbackMatch::from_index(0)),
+            None
+        );
         for (slot, mode) in [
             (0, Mode::Monitor),
             (5, Mode::Drop),

@@ -744,6 +744,7 @@ fn macvlan_children_in_containers_are_attributed_to_their_parent_also_when_made_
         "link", "add", "wlm0", "type", "veth", "peer", "name", "wlm0p",
     ]);
     probe_ns.ip(&["link", "set", "wlm0", "up"]);
+    probe_ns.ip(&["link", "set", "wlm0p", "up"]);
     let root = format!("lp-test-macvlan-{}", std::process::id());
     let pod = |seed: u64| {
         let (id, uid) = (container_id(seed), pod_uid(seed));
@@ -760,7 +761,7 @@ fn macvlan_children_in_containers_are_attributed_to_their_parent_also_when_made_
     let mut workloads = LastFirst(vec![Workload::start(&first_ns, V2, &root, &first_path)]);
     workloads.0[0].wait_exec();
 
-    let probe = ProbeProcess::start(PROBE, &probe_ns, &["--iface", "wlm0"]);
+    let probe = ProbeProcess::start(PROBE, &probe_ns, &["--iface", "wlm0", "--events"]);
     let report = probe.wait_for(TIMEOUT, |report| {
         children(report, "wlm0").iter().any(|(name, child)| {
             *name == "mvc1" && child["workload"]["container_id"] == first_id.as_str()
@@ -832,6 +833,41 @@ fn macvlan_children_in_containers_are_attributed_to_their_parent_also_when_made_
     let took = made.elapsed();
     assert!(took < Duration::from_secs(5), "found after {took:?}");
     assert_eq!(children(&report, "wlm0").len(), 3, "{report}");
+
+    // A frame to 127.0.0.1 arriving at the parent, addressed to the second child's MAC: its
+    // event names that child and who is behind it.
+    let mac_of = |name: &str| -> [u8; 6] {
+        let (_, child) = children(&report, "wlm0")
+            .into_iter()
+            .find(|(child, _)| *child == name)
+            .unwrap_or_else(|| panic!("no {name}: {report}"));
+        let text = child["mac"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no MAC: {child}"));
+        let bytes: Vec<u8> = text
+            .split(':')
+            .map(|byte| u8::from_str_radix(byte, 16).expect("hex"))
+            .collect();
+        bytes
+            .try_into()
+            .unwrap_or_else(|_| panic!("not a MAC: {text}"))
+    };
+    let second_mac = mac_of("mvc2");
+    let frame = test_frames::ipv4("198.18.0.9".parse().unwrap(), std::net::Ipv4Addr::LOCALHOST)
+        .macs([0x02, 0x4c, 0x50, 0x00, 0x07, 0x01], second_mac)
+        .ports(40000, 6379)
+        .build();
+    probe_ns.enter(|| testbed::RawSender::open("wlm0p").send(&frame));
+    let event = probe.wait_for(TIMEOUT, |line| {
+        line["type"] == "event" && line["destination_mac"] == mac_text(second_mac)
+    });
+    assert_eq!(event["to_child"]["name"], "mvc2", "{event}");
+    assert_eq!(event["to_child"]["kind"], "macvlan", "{event}");
+    assert_eq!(
+        event["to_child"]["workload"]["container_id"],
+        second_id.as_str(),
+        "{event}"
+    );
     drop(probe);
     // The audit finds them the same way.
     let output = probe_ns.output(PROBE, &["audit", "--json"]);

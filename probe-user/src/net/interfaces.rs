@@ -63,6 +63,8 @@ pub struct Interface {
     pub ipv4_conf: Option<Ipv4Conf>,
     /// The XDP program attached to the interface, ours or another's.
     pub xdp: Option<AttachedProgram>,
+    /// Its Ethernet address; `None` on devices without one.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// `net.ipv4.conf.<if>.*` values, besides route_localnet, that decide which frames with
@@ -148,6 +150,7 @@ impl Interface {
             route_localnet: Some(false),
             ipv4_conf: None,
             xdp: None,
+            mac: None,
         }
     }
 }
@@ -162,6 +165,7 @@ impl Interface {
 }
 
 pub(super) const RTM_NEWLINK: u16 = 16;
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
@@ -295,6 +299,7 @@ impl Interfaces {
                         parent_nsid: link.link_netnsid?,
                         name: link.name,
                         kind,
+                        mac: link.mac,
                         nsid,
                     },
                 )
@@ -324,6 +329,7 @@ pub struct ChildElsewhere {
     /// Its name in its namespace, every byte kept.
     pub name: String,
     pub kind: String,
+    pub mac: Option<[u8; 6]>,
     /// The id this namespace gives the child's.
     pub nsid: i32,
 }
@@ -361,6 +367,7 @@ fn parse(payload: &[u8]) -> Option<(Interface, Option<u32>)> {
         route_localnet: None,
         ipv4_conf: None,
         xdp: None,
+        mac: None,
     };
     let mut lower_in_other_namespace = false;
     let mut named = false;
@@ -374,6 +381,7 @@ fn parse(payload: &[u8]) -> Option<(Interface, Option<u32>)> {
                 interface.name = name_of_bytes(name);
                 named = true;
             }
+            IFLA_ADDRESS => interface.mac = value.try_into().ok(),
             IFLA_MTU => interface.mtu = u32_of(value),
             IFLA_LINK => {
                 link = u32_of(value).filter(|lower| *lower != 0);

@@ -15,3 +15,9 @@ pub(crate) mod rtnetlink;
 pub(crate) mod stacking;
 pub(crate) mod sysctl;
 pub mod workload;
+
+/// Formats a MAC address the usual way, `02:00:00:00:00:01`.
+pub fn mac_string(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}

@@ -487,8 +487,22 @@ pub struct EventReport {
     /// Who is behind the interface, in short: the full account is the interface's `workload`
     /// in the report.
     pub workload: Option<WorkloadRef>,
+    /// The device in another namespace a frame arriving at the interface was addressed to, by
+    /// its destination MAC: a macvlan or macvtap child of the interface moved into a container
+    /// (its `children` in the report). Absent otherwise, and for ipvlan children, which share
+    /// their parent's MAC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_child: Option<ChildRef>,
     #[serde(skip)]
     at: SystemTime,
+}
+
+/// A child device an event's frame was addressed to, and who is behind it, in short.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChildRef {
+    pub name: String,
+    pub kind: String,
+    pub workload: WorkloadRef,
 }
 
 /// The workload behind an event's interface, in short: what tells it from the others.
@@ -506,6 +520,19 @@ pub struct WorkloadRef {
 }
 
 impl WorkloadRef {
+    /// ` docker 3f4e8a1b2c9d pod shop/web-0`, each part where it is known, escaped.
+    fn words(&self) -> String {
+        let mut words = String::new();
+        if let Some(id) = &self.container_id {
+            let runtime = self.runtime.unwrap_or("container");
+            let _ = write!(words, " {runtime} {}", printable(&id[..12.min(id.len())]));
+        }
+        if let Some(pod) = self.pod_named() {
+            let _ = write!(words, " pod {}", printable(&pod));
+        }
+        words
+    }
+
     /// The pod as `namespace/name`, or its UID where the CRI did not name it.
     fn pod_named(&self) -> Option<String> {
         match (&self.namespace, &self.pod, &self.pod_uid) {
@@ -576,6 +603,7 @@ impl EventReport {
             frame_len: frame.frame_len,
             captured_len: frame.captured.len(),
             workload: None,
+            to_child: None,
             at: frame.at,
         }
     }
@@ -583,6 +611,31 @@ impl EventReport {
     /// This event, naming the workload behind its interface.
     pub fn behind(mut self, workload: Option<&Workload>) -> Self {
         self.workload = workload.map(WorkloadRef::of);
+        self
+    }
+
+    /// This event, naming the child of its interface, among `children`, that its frame was
+    /// addressed to: the one macvlan or macvtap child with its destination MAC, for a frame
+    /// arriving.
+    pub fn addressed_to(mut self, children: &[Child]) -> Self {
+        let Some(mac) = self
+            .destination_mac
+            .as_deref()
+            .filter(|_| self.direction == "ingress")
+        else {
+            return self;
+        };
+        let mut addressed = children.iter().filter(|child| {
+            matches!(child.kind.as_str(), "macvlan" | "macvtap")
+                && child.mac.as_deref() == Some(mac)
+        });
+        if let (Some(child), None) = (addressed.next(), addressed.next()) {
+            self.to_child = Some(ChildRef {
+                name: child.name.clone(),
+                kind: child.kind.clone(),
+                workload: WorkloadRef::of(&child.workload),
+            });
+        }
         self
     }
 
@@ -639,17 +692,26 @@ impl EventReport {
     }
 
     /// ` from docker 3f4e8a1b2c9d pod shop/web-0` (the pod's UID where its name is not known)
-    /// when the interface's workload is known.
+    /// when the interface's workload is known; ` to macvlan mv0 (containerd 71980646d367 pod
+    /// shop/web-0)` when the frame was addressed to a child of the interface.
     fn add_workload(&self, line: &mut String) {
-        let Some(workload) = &self.workload else {
-            return;
-        };
-        if let Some(id) = &workload.container_id {
-            let runtime = workload.runtime.unwrap_or("container");
-            let _ = write!(line, " from {runtime} {}", &id[..12.min(id.len())]);
+        if let Some(workload) = &self.workload {
+            if workload.container_id.is_some() {
+                line.push_str(" from");
+            }
+            line.push_str(&workload.words());
         }
-        if let Some(pod) = workload.pod_named() {
-            let _ = write!(line, " pod {}", printable(&pod));
+        if let Some(child) = &self.to_child {
+            let _ = write!(
+                line,
+                " to {} {}",
+                printable(&child.kind),
+                printable(&child.name)
+            );
+            let words = child.workload.words();
+            if !words.is_empty() {
+                let _ = write!(line, " ({})", words.trim_start());
+            }
         }
     }
 }
@@ -833,6 +895,99 @@ mod tests {
             reference(Some("shop"), None).pod_named().as_deref(),
             Some(uid)
         );
+    }
+
+    fn arriving_at(destination_mac: [u8; 6], action: Action) -> EventReport {
+        let frame = SampledFrame {
+            at: UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+            ifindex: 7,
+            matched: LoopbackMatch {
+                family: Family::Ipv4,
+                address: probe_common::Address::Destination,
+            },
+            action,
+            framing: Framing::Ethernet,
+            frame_len: 60,
+            captured: bytes::Bytes::new(),
+            headers: crate::output::samples::Headers {
+                source_mac: Some([2, 0, 0, 0, 0, 1]),
+                destination_mac: Some(destination_mac),
+                source_ip: Some(IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 1))),
+                destination_ip: Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                protocol: Some(17),
+                source_port: Some(40000),
+                destination_port: Some(6379),
+                ..crate::output::samples::Headers::default()
+            },
+        };
+        EventReport::new(&frame, "eth0")
+    }
+
+    fn child(name: &str, kind: &str, mac: &str, container: Option<&str>) -> Child {
+        let mut workload = Workload::pending();
+        workload.unresolved = None;
+        workload.attribution.container_id = container.map(str::to_owned);
+        workload.names.pod = Some("web-0".to_owned());
+        workload.names.namespace = Some("shop".to_owned());
+        Child {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            mac: Some(mac.to_owned()),
+            workload: std::sync::Arc::new(workload),
+        }
+    }
+
+    #[test]
+    fn an_event_names_the_macvlan_child_its_frame_was_addressed_to_escaped() {
+        let container = "71980646d367902e4a5b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b";
+        let children = [
+            child(
+                "mv\u{1b}[2J",
+                "macvlan",
+                "02:00:00:00:00:0a",
+                Some(container),
+            ),
+            child("mv1", "macvlan", "02:00:00:00:00:0b", None),
+            child("iv0", "ipvlan", "02:00:00:00:00:0c", None),
+        ];
+        let to_first = arriving_at([2, 0, 0, 0, 0, 0x0a], Action::Dropped).addressed_to(&children);
+        let named = to_first.to_child.as_ref().expect("addressed to mv0");
+        assert_eq!(named.kind, "macvlan");
+        assert_eq!(named.workload.pod.as_deref(), Some("web-0"));
+        assert!(
+            to_first.line().ends_with(
+                " len 60 to macvlan mv\\u{1b}[2J (container 71980646d367 pod shop/web-0)"
+            ),
+            "{}",
+            to_first.line()
+        );
+        let json = serde_json::to_value(&to_first).expect("serializes");
+        assert_eq!(json["to_child"]["name"], "mv\u{1b}[2J");
+        assert_eq!(json["to_child"]["workload"]["namespace"], "shop");
+
+        let to_second = arriving_at([2, 0, 0, 0, 0, 0x0b], Action::Passed).addressed_to(&children);
+        assert!(
+            to_second
+                .line()
+                .ends_with(" to macvlan mv1 (pod shop/web-0)"),
+            "{}",
+            to_second.line()
+        );
+        // An ipvlan child answers to its parent's MAC: a frame to it may be the parent's.
+        for unclaimed in [[2, 0, 0, 0, 0, 0x0c], [2, 0, 0, 0, 0, 0x0d]] {
+            let event = arriving_at(unclaimed, Action::Passed).addressed_to(&children);
+            assert_eq!(event.to_child, None);
+            assert!(!event.line().contains(" to "), "{}", event.line());
+            let json = serde_json::to_value(&event).expect("serializes");
+            assert!(json.get("to_child").is_none(), "{json}");
+        }
+        // Two children with one MAC: which of them is not known.
+        let twins = [
+            child("a", "macvlan", "02:00:00:00:00:0a", None),
+            child("b", "macvtap", "02:00:00:00:00:0a", None),
+        ];
+        let ambiguous = arriving_at([2, 0, 0, 0, 0, 0x0a], Action::Passed).addressed_to(&twins);
+        assert_eq!(ambiguous.to_child, None);
     }
 
     fn sender(origin: Option<SenderOriginReport>) -> SenderReport {

@@ -203,11 +203,7 @@ impl Headers {
     }
 }
 
-/// Formats a MAC address the usual way, `02:00:00:00:00:01`.
-pub fn mac_string(mac: [u8; 6]) -> String {
-    let [a, b, c, d, e, f] = mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
-}
+pub use crate::net::mac_string;
 
 impl SampledFrame {
     /// Decodes one ring buffer record; `None` for a record no program writes.

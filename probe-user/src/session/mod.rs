@@ -42,7 +42,9 @@ use crate::{
     net::interfaces::{Interface, InterfaceError, Interfaces},
     net::neighbours::NeighbourWatch,
     net::privileges,
-    net::workload::{Child, Workload, WorkloadWatch, Workloads, cri, may_have_children, peer_nsid},
+    net::workload::{
+        Child, Children, Workload, WorkloadWatch, Workloads, cri, may_have_children, peer_nsid,
+    },
     net::{
         route_localnet::{self, RouteLocalnet},
         stacking::Uppers,
@@ -336,6 +338,11 @@ impl Session {
     /// The workloads behind the served interfaces, as last resolved, by ifindex.
     pub fn workloads(&self) -> Arc<Workloads> {
         self.tracked.workloads.latest()
+    }
+
+    /// The children of served interfaces in other namespaces, as last found, by parent.
+    pub fn children(&self) -> Arc<Children> {
+        self.tracked.workloads.children()
     }
 
     /// Says that link events announced `ifindexes`, or were lost: a served device among them

@@ -24,6 +24,9 @@ pub struct Child {
     /// Its name in its namespace, every byte kept.
     pub name: String,
     pub kind: String,
+    /// Its Ethernet address, by which frames arriving at the parent are its (an ipvlan's is its
+    /// parent's).
+    pub mac: Option<String>,
     pub workload: std::sync::Arc<Workload>,
 }
 

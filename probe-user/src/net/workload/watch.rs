@@ -477,6 +477,7 @@ fn attributed(found: &[ChildElsewhere], resolved: &BTreeMap<i32, Arc<Workload>>)
         children.entry(child.parent).or_default().push(Child {
             name: child.name.clone(),
             kind: child.kind.clone(),
+            mac: child.mac.map(crate::net::mac_string),
             workload,
         });
     }

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe_user::net::workload::Workloads;
+use probe_user::net::workload::{Children, Workloads};
 use probe_user::{
     output::pcap::PcapWriter, output::report::EventReport, output::samples::SampledFrame,
     output::senders::TopSenders, session::AttachedInterface,
@@ -239,11 +239,13 @@ impl Evidence {
         &mut self,
         frames: &[SampledFrame],
         workloads: &Workloads,
+        children: &Children,
         name: impl Fn(u32) -> String,
     ) -> Vec<u8> {
         let event = |frame: &SampledFrame| {
             EventReport::new(frame, &name(frame.ifindex))
                 .behind(workloads.get(&frame.ifindex).map(|workload| &**workload))
+                .addressed_to(children.get(&frame.ifindex).map_or(&[], Vec::as_slice))
         };
         let now = Instant::now();
         for frame in frames {

@@ -298,10 +298,12 @@ impl Running {
     /// The samples just read into the batch, as evidence.
     pub(super) fn samples(&mut self) {
         let session = &self.session;
-        let workloads = session.workloads();
+        let (workloads, children) = (session.workloads(), session.children());
         let json = self
             .evidence
-            .take(&self.batch, &workloads, |ifindex| name_in(session, ifindex));
+            .take(&self.batch, &workloads, &children, |ifindex| {
+                name_in(session, ifindex)
+            });
         if let (false, Some(output)) = (json.is_empty(), &mut self.output) {
             output.offer(json, "events");
         }
@@ -357,7 +359,7 @@ impl Running {
             .chain(&snapshot.removed)
             .map(|interface| (interface.ifindex, interface.name.clone()))
             .collect();
-        let workloads = self.session.workloads();
+        let (workloads, children) = (self.session.workloads(), self.session.children());
         let Self {
             session,
             stays_pinned_in,
@@ -401,7 +403,7 @@ impl Running {
         if let Some(ring) = &mut ring {
             ring.drain(&mut batch);
         }
-        let last = evidence.take(&batch, &workloads, |ifindex| {
+        let last = evidence.take(&batch, &workloads, &children, |ifindex| {
             names
                 .get(&ifindex)
                 .cloned()

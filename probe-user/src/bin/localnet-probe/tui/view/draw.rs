@@ -1,7 +1,10 @@
 //! Drawing the live view: the layout, the title and footer, the logs, the help and the questions
 //! (the table, the warnings and the evidence have their own files).
 
-use super::{table::draw_unserved, *};
+use super::{
+    table::{behind_lines, draw_unserved},
+    *,
+};
 
 impl LiveView {
     /// Draws the whole view into `frame`.
@@ -11,7 +14,7 @@ impl LiveView {
         let warnings = self.warnings();
         let interfaces = self.ordered();
         let sub_rows = self.selected_interface().map_or(0, |i| {
-            i.by_class.len().max(1) + usize::from(i.workload.is_some()) + i.children.len()
+            i.by_class.len().max(1) + behind_lines(i, height).len()
         });
         let table_wanted = 1 + match &self.unserved {
             Some(unserved) => unserved.len(),

@@ -1169,11 +1169,13 @@ mod tests {
             probe_user::net::workload::Child {
                 name: "mv\u{1b}[2J".to_owned(),
                 kind: "macvlan".to_owned(),
+                mac: None,
                 workload: hostile_workload(),
             },
             probe_user::net::workload::Child {
                 name: "mv1".to_owned(),
                 kind: "ipvlan".to_owned(),
+                mac: None,
                 workload: std::sync::Arc::new(Workload::pending()),
             },
         ];
@@ -1194,6 +1196,37 @@ mod tests {
         );
         assert!(rows[eth0 + 3].starts_with("└ v6 src"), "{all}");
         assert!(!all.chars().any(|c| c.is_control() && c != '\n'), "{all}");
+    }
+
+    #[test]
+    fn children_beyond_the_room_are_counted_on_a_line_and_the_classes_stay_in_view() {
+        let mut view = view();
+        let mut with_children = report();
+        with_children.interfaces[0].children = (0..151)
+            .map(|n| probe_user::net::workload::Child {
+                name: format!("mv{n}"),
+                kind: "macvlan".to_owned(),
+                mac: None,
+                workload: std::sync::Arc::new(Workload::pending()),
+            })
+            .collect();
+        view.update(with_children, Instant::now());
+        for (width, height) in [(80, 24), (40, 12), (200, 60)] {
+            let rows = screen(&view, width, height);
+            let all = rows.join("\n");
+            let (eth0, _) = row_starting(&rows, "eth0 ");
+            let more = rows
+                .iter()
+                .position(|row| row.starts_with("└ … "))
+                .unwrap_or_else(|| panic!("no line counting the rest at {width}x{height}:\n{all}"));
+            let shown = more - eth0 - 1;
+            assert!(shown >= 1, "{all}");
+            assert!(
+                rows[more].starts_with(&format!("└ … {} more children", 151 - shown)),
+                "{all}"
+            );
+            assert!(rows[more + 1].starts_with("└ v6 src"), "{all}");
+        }
     }
 
     #[test]

@@ -55,18 +55,7 @@ impl LiveView {
             );
             if is_selected {
                 let before = rows.len();
-                // Their text comes from /proc, /run/netns and the CRI, which anyone may name.
-                let behind = interface
-                    .workload
-                    .iter()
-                    .map(|workload| format!("└ workload: {}", printable(&workload.summary())))
-                    .chain(
-                        interface
-                            .children
-                            .iter()
-                            .map(|child| format!("└ {}", printable(&child.summary()))),
-                    );
-                for text in behind {
+                for text in behind_lines(interface, usize::from(area.height)) {
                     workload_lines.push((rows.len(), text));
                     rows.push(Row::new(Vec::<Cell<'static>>::new()));
                 }
@@ -314,4 +303,38 @@ fn cell(text: &str, width: u16, right_aligned: bool) -> Cell<'static> {
     } else {
         line
     })
+}
+
+/// The lines under the selected interface that say who is behind it: its workload, then its
+/// children, as many as leave its classes in view in a table `height` rows high, and a line
+/// counting the rest. Their text comes from /proc, /run/netns and the CRI, which anyone may
+/// name, so it is escaped.
+pub(super) fn behind_lines(interface: &InterfaceReport, height: usize) -> Vec<String> {
+    let mut lines: Vec<String> = interface
+        .workload
+        .iter()
+        .map(|workload| format!("└ workload: {}", printable(&workload.summary())))
+        .collect();
+    // The header, the interface's own row, its workload and its classes stay in view.
+    let room = height
+        .saturating_sub(2 + lines.len() + interface.by_class.len().max(1))
+        .max(1);
+    let children = &interface.children;
+    let shown = if children.len() > room {
+        room - 1
+    } else {
+        children.len()
+    };
+    lines.extend(
+        children[..shown]
+            .iter()
+            .map(|child| format!("└ {}", printable(&child.summary()))),
+    );
+    if shown < children.len() {
+        lines.push(format!(
+            "└ … {} more children (the JSON and --plain list them all)",
+            children.len() - shown
+        ));
+    }
+    lines
 }
