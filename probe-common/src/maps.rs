@@ -108,14 +108,13 @@ impl Mode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct IfaceConfig {
-    /// Everything a matched frame needs of the entry, in one load: [`CONFIGURED`] and [`DROPS`]
-    /// over the [`counter_key`] of the slot, the action and the match of index 0, to which the
-    /// program adds the match's index.
-    flags_and_first_key: u32,
-    /// Below [`MAX_SLOTS`], so 16 bits hold it, and an entry is 16 bytes: the array lookup then
-    /// indexes with a shift, and no entry straddles a cache line. Read only to sample.
-    slot: u16,
-    _reserved: u16,
+    /// Everything a matched frame needs of the entry, in one load: from the lowest bits up, the
+    /// slot (16 bits: below [`MAX_SLOTS`]), the action (8: `Action as u8`), 1 when configured
+    /// (8), and the [`counter_key`] of the slot, the action and the match of index 0 (32), to
+    /// which the program adds the match's index. In memory on a little-endian machine (the
+    /// only kind with `bpfel` programs), the slot, action, configured flag and first key of
+    /// earlier versions, byte for byte, so a standing filter they pinned is read the same.
+    head: u64,
     /// Samples the interface may still send: the loader sets it to the rate once a second (the
     /// rate limit). Here rather than in a map of its own, so a program that has used them up
     /// pays one load from the entry it has just read, not a second lookup. Signed, because CPUs
@@ -123,45 +122,39 @@ pub struct IfaceConfig {
     pub sample_tokens: i64,
 }
 
-/// Set in every configured entry.
-const CONFIGURED: u32 = 1 << 31;
-/// Set in the entry of an interface in drop mode, and so in its frames' classes.
-const DROPS: u32 = 1 << 30;
-/// Set in the class of a frame leaving an interface.
-const REPLIED: u32 = 1 << 29;
-const KEY_MASK: u32 = REPLIED - 1;
+const ACTION_SHIFT: u32 = 16;
+const CONFIGURED_SHIFT: u32 = 24;
+const FIRST_KEY_SHIFT: u32 = 32;
 
+/// An entry is 16 bytes: the array lookup indexes with a shift, and no entry straddles a cache
+/// line.
 const _: () = assert!(size_of::<IfaceConfig>() == 16);
 const _: () = assert!(MAX_SLOTS - 1 <= u16::MAX as u32);
-const _: () = assert!(
-    MAX_SLOTS * CLASSES_PER_INTERFACE as u32 - 1 <= KEY_MASK,
-    "every counter key fits below the flags, and adding a match's index carries into none"
-);
 
 impl IfaceConfig {
     /// `slot` must be below [`MAX_SLOTS`].
     pub const fn new(slot: u32, mode: Mode, sample_tokens: i64) -> Self {
         let action = mode.action();
-        let drops = if matches!(mode, Mode::Drop) { DROPS } else { 0 };
         Self {
-            flags_and_first_key: CONFIGURED
-                | drops
-                | counter_key(slot, LoopbackMatch::from_index(0), action),
-            slot: slot as u16,
-            _reserved: 0,
+            head: head(
+                slot,
+                action,
+                counter_key(slot, LoopbackMatch::from_index(0), action),
+            ),
             sample_tokens,
         }
     }
 
+    const fn configured(&self) -> bool {
+        (self.head >> CONFIGURED_SHIFT) as u8 != 0
+    }
+
     /// The action for the interface's matched frames, or `None` when it is not configured.
-    #[inline(always)]
     pub const fn action(&self) -> Option<Action> {
-        if self.flags_and_first_key & CONFIGURED == 0 {
-            None
-        } else if self.flags_and_first_key & DROPS != 0 {
-            Some(Action::Dropped)
+        if self.configured() {
+            Some(FrameClass(self.head).action())
         } else {
-            Some(Action::Passed)
+            None
         }
     }
 
@@ -176,48 +169,62 @@ impl IfaceConfig {
     }
 
     pub const fn slot(&self) -> u32 {
-        self.slot as u32
+        self.head as u16 as u32
     }
 
     /// The class of a frame arriving with `matched`, from one read of the entry; `None` when
     /// the interface is not configured.
     #[inline(always)]
     pub const fn arriving(&self, matched: LoopbackMatch) -> Option<FrameClass> {
-        if self.flags_and_first_key & CONFIGURED == 0 {
+        let head = self.head;
+        if (head >> CONFIGURED_SHIFT) as u8 == 0 {
             None
         } else {
-            Some(FrameClass(self.flags_and_first_key + matched.index()))
+            Some(FrameClass(
+                head + ((matched.index() as u64) << FIRST_KEY_SHIFT),
+            ))
         }
     }
 
     /// The class of a frame leaving the interface with `matched`.
     #[inline(always)]
     pub const fn leaving(&self, matched: LoopbackMatch) -> FrameClass {
-        FrameClass(REPLIED | counter_key(self.slot as u32, matched, Action::Replied))
+        let slot = self.slot();
+        FrameClass(head(
+            slot,
+            Action::Replied,
+            counter_key(slot, matched, Action::Replied),
+        ))
     }
 }
 
+/// An entry's head: `slot`, `action` and `key` with the configured flag between them.
+const fn head(slot: u32, action: Action, key: u32) -> u64 {
+    (slot as u16 as u64)
+        | ((action as u8 as u64) << ACTION_SHIFT)
+        | (1 << CONFIGURED_SHIFT)
+        | ((key as u64) << FIRST_KEY_SHIFT)
+}
+
 /// What a program decided about a matched frame on one interface, in one word: the key of its
-/// counter, with the action's flag over it. One register carries it past the helper calls that
-/// follow (the frame's length, the counter's lookup), and the verdict, the counter and a sample
-/// all come from it, so they agree whatever the loader writes meanwhile.
+/// counter and the action, as an entry's head holds them. One register carries it past the
+/// helper calls that follow (the frame's length, the counter's lookup), and the verdict, the
+/// counter and a sample all come from it, so they agree whatever the loader writes meanwhile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameClass(u32);
+pub struct FrameClass(u64);
 
 impl FrameClass {
     #[inline(always)]
     pub const fn counter_key(self) -> u32 {
-        self.0 & KEY_MASK
+        (self.0 >> FIRST_KEY_SHIFT) as u32
     }
 
     #[inline(always)]
     pub const fn action(self) -> Action {
-        if self.0 & DROPS != 0 {
-            Action::Dropped
-        } else if self.0 & REPLIED != 0 {
-            Action::Replied
-        } else {
-            Action::Passed
+        match (self.0 >> ACTION_SHIFT) as u8 {
+            0 => Action::Passed,
+            1 => Action::Dropped,
+            _ => Action::Replied,
         }
     }
 
@@ -383,6 +390,25 @@ mod tests {
                 assert_eq!(leaving.matched(), matched);
             }
         }
+    }
+
+    /// A standing filter pinned by an earlier version (slot, action, configured flag and first
+    /// key as fields of their own) is read the same.
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn an_entry_keeps_the_bytes_of_earlier_versions() {
+        let slot = 0x1234;
+        let config = IfaceConfig::new(slot, Mode::Drop, 7);
+        // SAFETY: `IfaceConfig` is 16 bytes of plain integers, without padding.
+        let bytes: [u8; 16] = unsafe { core::mem::transmute(config) };
+        let first_key = slot * CLASSES_PER_INTERFACE as u32 + LoopbackMatch::COUNT;
+        let mut expected = [0; 16];
+        expected[..2].copy_from_slice(&(slot as u16).to_le_bytes());
+        expected[2] = Action::Dropped as u8;
+        expected[3] = 1;
+        expected[4..8].copy_from_slice(&first_key.to_le_bytes());
+        expected[8..].copy_from_slice(&7_i64.to_le_bytes());
+        assert_eq!(bytes, expected);
     }
 
     #[test]

@@ -17,10 +17,9 @@ use crate::{
 
 /// The version of the layout below; a change in any pinned map's keys or values, or in what the
 /// programs read from them, or in the directory's entries, takes a new one (4: the generations'
-/// directories; 5: ARP's classes, 36 counters a slot; 6: an entry's flags and first key in one
-/// word). A change of size is caught at compile time by
+/// directories; 5: ARP's classes, 36 counters a slot). A change of size is caught at compile time by
 /// `LAYOUT_SIZES`; a change of meaning at the same size is up to the one who makes it.
-pub const LAYOUT: u32 = 6;
+pub const LAYOUT: u32 = 5;
 
 /// The sizes of every pinned record, in this order: the programs' map values (`IfaceConfig`,
 /// `Counter`, `SampleCounts`), then `STANDING` and `INTERFACES` values.
@@ -34,7 +33,7 @@ const PINNED_SIZES: [usize; 5] = [
 
 /// The layout version and the [`PINNED_SIZES`] it was cut for: a record that changes size does
 /// not compile until [`LAYOUT`] is bumped and its sizes written here.
-const LAYOUT_SIZES: (u32, [usize; 5]) = (6, [16, 16, 16, 32, 20]);
+const LAYOUT_SIZES: (u32, [usize; 5]) = (5, [16, 16, 16, 32, 20]);
 
 const _: () = {
     assert!(
