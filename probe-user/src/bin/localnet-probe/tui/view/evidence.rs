@@ -123,5 +123,12 @@ fn event_line(event: &EventReport) -> String {
     if let Some(mac) = &event.source_mac {
         line.push_str(&format!(" from {mac}"));
     }
+    if let Some(child) = &event.to_child {
+        line.push_str(&format!(
+            " to {} {}",
+            printable(&child.kind),
+            printable(&child.name)
+        ));
+    }
     line
 }

@@ -1210,7 +1210,20 @@ mod tests {
                 workload: std::sync::Arc::new(Workload::pending()),
             })
             .collect();
+        with_children.interfaces[0].by_class = vec![
+            class("ipv4", "destination", "dropped", 1200),
+            class("ipv4", "source", "dropped", 30),
+            class("ipv6", "source", "dropped", 7),
+            class("arp", "destination", "dropped", 2),
+        ];
         view.update(with_children, Instant::now());
+        let class_rows = |rows: &[String], after: usize| {
+            rows[after + 1..]
+                .iter()
+                .take_while(|row| row.starts_with('├') || row.starts_with('└'))
+                .filter(|row| !row.starts_with("└ macvlan") && !row.starts_with("└ … "))
+                .count()
+        };
         for (width, height) in [(80, 24), (40, 12), (200, 60)] {
             let rows = screen(&view, width, height);
             let all = rows.join("\n");
@@ -1225,8 +1238,14 @@ mod tests {
                 rows[more].starts_with(&format!("└ … {} more children", 151 - shown)),
                 "{all}"
             );
-            assert!(rows[more + 1].starts_with("└ v6 src"), "{all}");
+            assert_eq!(class_rows(&rows, eth0), 4, "{all}");
         }
+        // Where the classes alone fill the table, they keep it, and no child line is drawn.
+        let rows = screen(&view, 20, 8);
+        let all = rows.join("\n");
+        let (eth0, _) = row_starting(&rows, "eth0");
+        assert!(!all.contains("└ macvlan") && !all.contains("└ …"), "{all}");
+        assert_eq!(class_rows(&rows, eth0), rows.len() - eth0 - 2, "{all}");
     }
 
     #[test]

@@ -307,8 +307,8 @@ fn cell(text: &str, width: u16, right_aligned: bool) -> Cell<'static> {
 
 /// The lines under the selected interface that say who is behind it: its workload, then its
 /// children, as many as leave its classes in view in a table `height` rows high, and a line
-/// counting the rest. Their text comes from /proc, /run/netns and the CRI, which anyone may
-/// name, so it is escaped.
+/// counting the rest (none where the classes alone fill it). Their text comes from /proc,
+/// /run/netns and the CRI, which anyone may name, so it is escaped.
 pub(super) fn behind_lines(interface: &InterfaceReport, height: usize) -> Vec<String> {
     let mut lines: Vec<String> = interface
         .workload
@@ -316,12 +316,10 @@ pub(super) fn behind_lines(interface: &InterfaceReport, height: usize) -> Vec<St
         .map(|workload| format!("└ workload: {}", printable(&workload.summary())))
         .collect();
     // The header, the interface's own row, its workload and its classes stay in view.
-    let room = height
-        .saturating_sub(2 + lines.len() + interface.by_class.len().max(1))
-        .max(1);
+    let room = height.saturating_sub(2 + lines.len() + interface.by_class.len().max(1));
     let children = &interface.children;
     let shown = if children.len() > room {
-        room - 1
+        room.saturating_sub(1)
     } else {
         children.len()
     };
@@ -330,7 +328,7 @@ pub(super) fn behind_lines(interface: &InterfaceReport, height: usize) -> Vec<St
             .iter()
             .map(|child| format!("└ {}", printable(&child.summary()))),
     );
-    if shown < children.len() {
+    if shown < children.len() && room > 0 {
         lines.push(format!(
             "└ … {} more children (the JSON and --plain list them all)",
             children.len() - shown
