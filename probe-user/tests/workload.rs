@@ -868,6 +868,46 @@ fn macvlan_children_in_containers_are_attributed_to_their_parent_also_when_made_
         second_id.as_str(),
         "{event}"
     );
+
+    // The child's MAC changed inside its namespace, which tells this one nothing: frames to the
+    // new MAC make the probe look again, and their events name the child within seconds.
+    let new_mac = [0x02, 0x4c, 0x50, 0x00, 0x07, 0x02];
+    // Past the searches the third child's link event asked for (the last 2 s after it).
+    std::thread::sleep(Duration::from_secs(3));
+    second_ns.ip(&["link", "set", "mvc2", "address", &mac_text(new_mac)]);
+    let frame = test_frames::ipv4("198.18.0.9".parse().unwrap(), std::net::Ipv4Addr::LOCALHOST)
+        .macs([0x02, 0x4c, 0x50, 0x00, 0x07, 0x01], new_mac)
+        .ports(40000, 6379)
+        .build();
+    let changed = Instant::now();
+    let named = loop {
+        assert!(
+            changed.elapsed() < Duration::from_secs(15),
+            "no event named mvc2 by its new MAC within 15 s"
+        );
+        probe_ns.enter(|| testbed::RawSender::open("wlm0p").send(&frame));
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut found = None;
+        while let Ok(line) = probe.next_report(deadline.saturating_duration_since(Instant::now())) {
+            if line["type"] == "event"
+                && line["destination_mac"] == mac_text(new_mac)
+                && line["to_child"]["name"] == "mvc2"
+            {
+                found = Some(line);
+                break;
+            }
+        }
+        if let Some(line) = found {
+            break line;
+        }
+    };
+    assert_eq!(
+        named["to_child"]["workload"]["container_id"],
+        second_id.as_str(),
+        "{named}"
+    );
+    let took = changed.elapsed();
+    assert!(took < Duration::from_secs(8), "named after {took:?}");
     drop(probe);
     // The audit finds them the same way.
     let output = probe_ns.output(PROBE, &["audit", "--json"]);

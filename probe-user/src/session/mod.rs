@@ -345,6 +345,12 @@ impl Session {
         self.tracked.workloads.children()
     }
 
+    /// Says that frames arrived at served interfaces with children (see
+    /// [`WorkloadWatch::addressed`]).
+    pub fn children_addressed(&self) {
+        self.tracked.workloads.addressed();
+    }
+
     /// Says that link events announced `ifindexes`, or were lost: a served device among them
     /// may have gained or lost a child in another namespace.
     pub fn links_announced(&self, ifindexes: &BTreeSet<u32>, lost: bool) {

@@ -41,6 +41,10 @@ const DISCOVER_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 /// moment later (as with `ip link add` then `ip link set … netns`) is not in its namespace yet
 /// when the parent's event comes, which tells of the making only.
 const SETTLE: Duration = Duration::from_millis(300);
+/// How often the search is made while frames arrive at parents with children: events name a
+/// child by the MAC the last search found, and a MAC changed in the child's namespace sends no
+/// event here.
+const DISCOVER_WHILE_ADDRESSED: Duration = Duration::from_secs(5);
 
 /// Interface → workload, as last resolved.
 pub type Workloads = BTreeMap<u32, Arc<Workload>>;
@@ -54,6 +58,8 @@ struct State {
     changed: bool,
     /// When a link event last named a parent: its children may have changed.
     rediscover: Option<Instant>,
+    /// Frames arrived at a parent with children since the last search.
+    addressed: bool,
     latest: Arc<Workloads>,
     children: Arc<Children>,
     stopped: bool,
@@ -160,6 +166,19 @@ impl WorkloadWatch {
         }
     }
 
+    /// Says that frames arrived at parents with children: the children's MACs, which name them
+    /// in events, are to be searched for again within [`DISCOVER_WHILE_ADDRESSED`].
+    pub fn addressed(&self) {
+        if !self.followed {
+            return;
+        }
+        let mut state = self.shared.lock();
+        if !state.addressed {
+            state.addressed = true;
+            self.shared.wake.notify_one();
+        }
+    }
+
     /// The workloads as last resolved, by ifindex.
     pub fn latest(&self) -> Arc<Workloads> {
         Arc::clone(&self.shared.lock().latest)
@@ -206,6 +225,8 @@ struct Resolver {
     discovered: Option<(Instant, BTreeSet<u32>)>,
     rediscover: Option<Instant>,
     searches_asked: u8,
+    /// Frames arrived at a parent with children since the last search.
+    addressed: bool,
 }
 
 impl Resolver {
@@ -220,6 +241,7 @@ impl Resolver {
             discovered: None,
             rediscover: None,
             searches_asked: 0,
+            addressed: false,
         }
     }
 
@@ -235,6 +257,7 @@ impl Resolver {
                         break;
                     }
                     self.asked(state.rediscover.take());
+                    self.addressed |= std::mem::take(&mut state.addressed);
                     let now = Instant::now();
                     let next = self.next_at(&state.parents, now);
                     if next.is_some_and(|at| at <= now) {
@@ -249,6 +272,7 @@ impl Resolver {
                 }
                 state.changed = false;
                 self.asked(state.rediscover.take());
+                self.addressed |= std::mem::take(&mut state.addressed);
                 (state.wanted.clone(), state.parents.clone())
             };
             let (latest, children) = self.round(&wanted, &parents);
@@ -280,6 +304,8 @@ impl Resolver {
             Some(*at + DISCOVER_AT_MOST_EVERY)
         } else if let Some(asked) = self.rediscover.filter(|_| self.searches_asked > 0) {
             Some((*at + DISCOVER_AT_MOST_EVERY).max(asked + SETTLE))
+        } else if self.addressed {
+            Some(*at + DISCOVER_WHILE_ADDRESSED)
         } else {
             Some(*at + DISCOVER_EVERY)
         }
@@ -313,6 +339,7 @@ impl Resolver {
             self.found = children_of(parents);
             self.discovered = Some((now, parents.clone()));
             self.searches_asked = self.searches_asked.saturating_sub(1);
+            self.addressed = false;
         }
         self.found.retain(|child| parents.contains(&child.parent));
         // The children's namespaces are resolved as a veth's are, under a key of their own:

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use probe_common::Action;
 use probe_user::net::workload::{Children, Workloads};
 use probe_user::{
     output::pcap::PcapWriter, output::report::EventReport, output::samples::SampledFrame,
@@ -323,4 +324,19 @@ impl Evidence {
             }
         }
     }
+}
+
+/// Whether any of `frames` arrived at an interface with children, addressed to one MAC (not
+/// broadcast or multicast): to a child, or to one whose MAC the last search did not see.
+pub(crate) fn addresses_children(frames: &[SampledFrame], children: &Children) -> bool {
+    frames.iter().any(|frame| {
+        frame.action != Action::Replied
+            && children
+                .get(&frame.ifindex)
+                .is_some_and(|children| !children.is_empty())
+            && frame
+                .headers
+                .destination_mac
+                .is_some_and(|mac| mac[0] & 1 == 0)
+    })
 }

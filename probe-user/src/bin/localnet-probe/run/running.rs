@@ -27,7 +27,7 @@ use super::{
     View,
     announce::Announcer,
     coalesce::Coalescer,
-    evidence::Evidence,
+    evidence::{Evidence, addresses_children},
     metrics_server::{Scraped, SnapshotRequest},
     output::{Output, Stream, WAITING_BYTES},
     say_left_out,
@@ -304,6 +304,9 @@ impl Running {
             .take(&self.batch, &workloads, &children, |ifindex| {
                 name_in(session, ifindex)
             });
+        if addresses_children(&self.batch, &children) {
+            session.children_addressed();
+        }
         if let (false, Some(output)) = (json.is_empty(), &mut self.output) {
             output.offer(json, "events");
         }
