@@ -593,7 +593,7 @@ fn send_sample<H: Hook>(
     };
     let (vlan_proto, vlan_tci) = ctx.offloaded_vlan();
     let tag_len = if vlan_proto == 0 { 0 } else { VLAN_TAG_LEN };
-    let matched = class.matched();
+    let [family, address, action] = class.sample_bytes();
     let sample = entry.as_mut_ptr();
     // SAFETY: `sample` is the reserved entry, `size_of::<Sample>()` bytes; every field is
     // written before it is submitted, `frame` beyond `captured_len` excepted (never read).
@@ -604,9 +604,9 @@ fn send_sample<H: Hook>(
         (*sample).vlan_proto = vlan_proto;
         (*sample).vlan_tci = vlan_tci;
         (*sample)._reserved = 0;
-        (*sample).family = matched.family as u8;
-        (*sample).address = matched.address as u8;
-        (*sample).action = class.action() as u8;
+        (*sample).family = family;
+        (*sample).address = address;
+        (*sample).action = action;
         (*sample).framing = framing as u8;
         // Room for the tag, which the reader puts back into the frame.
         (*sample).captured_len = ctx.capture(

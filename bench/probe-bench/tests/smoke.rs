@@ -61,7 +61,7 @@ fn quick_run_reports_every_section() {
         .as_array()
         .expect("kernel results");
     // Seven IP frames and two ARP ones.
-    assert_eq!(results.len(), 16 * 9, "16 subjects × 9 frames");
+    assert_eq!(results.len(), 17 * 9, "17 subjects × 9 frames");
     for result in results {
         assert!(
             result["ns_per_frame"]["median"].as_f64().unwrap() > 0.0,
@@ -77,7 +77,7 @@ fn quick_run_reports_every_section() {
             "probe at tcx ingress (drop)" if loopback => 2,
             _ if subject.contains("tcx") => -1,
             _ if loopback && subject.starts_with("probe (drop") => 1,
-            "XDP read headers, drop" => 1,
+            "XDP read headers, drop" | "XDP read headers, count exactly, drop" => 1,
             "xdp-filter" if loopback && frame != "v4-mapped" && !frame.starts_with("ARP") => 1,
             _ => 2,
         };
