@@ -564,23 +564,26 @@ fn sample<H: Hook>(
         // SAFETY: `tokens` points into the entry, valid and 8-byte aligned. The result is
         // unused, so this is one atomic add.
         unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(tokens, -1) };
-        send_sample(ctx, config, class, framing, frame_len);
+        let [family, address, action] = class.sample_bytes();
+        // Packed: a BPF call takes at most five arguments, and in one register they leave
+        // `send_sample` the registers it needs (6.1's verifier loses the bounds of a length
+        // spilled to the stack).
+        send_sample(
+            ctx,
+            config,
+            [family, address, action, framing as u8],
+            frame_len,
+        );
     }
 }
 
 /// Sends one sample of the frame and counts it as sent, or as lost when the ring is full. A call
 /// of its own rather than inlined: it runs at most at the sample rate, so the per-frame code
-/// stays small, and it takes what the per-frame code holds anyway (the entry, the class, the
-/// length) and works out the rest here. `config` is the interface's entry; `frame_len` is the
-/// frame's length on the wire.
+/// stays small. `config` is the interface's entry, whose slot is read here rather than on the
+/// per-frame path; `class` is the sample's family, address, action and framing bytes;
+/// `frame_len` is the frame's length on the wire.
 #[inline(never)]
-fn send_sample<H: Hook>(
-    ctx: &H,
-    config: *const IfaceConfig,
-    class: FrameClass,
-    framing: Framing,
-    frame_len: u64,
-) {
+fn send_sample<H: Hook>(ctx: &H, config: *const IfaceConfig, class: [u8; 4], frame_len: u64) {
     // SAFETY: the caller's entry, valid while the program runs.
     let slot = unsafe { (*config).slot() };
     let Some(counts) = SAMPLE_COUNTS.get_ptr_mut(slot) else {
@@ -593,7 +596,6 @@ fn send_sample<H: Hook>(
     };
     let (vlan_proto, vlan_tci) = ctx.offloaded_vlan();
     let tag_len = if vlan_proto == 0 { 0 } else { VLAN_TAG_LEN };
-    let [family, address, action] = class.sample_bytes();
     let sample = entry.as_mut_ptr();
     // SAFETY: `sample` is the reserved entry, `size_of::<Sample>()` bytes; every field is
     // written before it is submitted, `frame` beyond `captured_len` excepted (never read).
@@ -604,10 +606,12 @@ fn send_sample<H: Hook>(
         (*sample).vlan_proto = vlan_proto;
         (*sample).vlan_tci = vlan_tci;
         (*sample)._reserved = 0;
-        (*sample).family = family;
-        (*sample).address = address;
-        (*sample).action = action;
-        (*sample).framing = framing as u8;
+        [
+            (*sample).family,
+            (*sample).address,
+            (*sample).action,
+            (*sample).framing,
+        ] = class;
         // Room for the tag, which the reader puts back into the frame.
         (*sample).captured_len = ctx.capture(
             (&raw mut (*sample).frame).cast(),
