@@ -169,35 +169,11 @@ impl LoopbackMatch {
     pub const fn index(self) -> u32 {
         self.family as u32 * 3 + self.address as u32
     }
-
-    /// The match of `index` (taken modulo [`Self::COUNT`]), the inverse of [`Self::index`].
-    pub const fn from_index(index: u32) -> Self {
-        let family = match index % Self::COUNT / 3 {
-            0 => Family::Ipv4,
-            1 => Family::Ipv6,
-            2 => Family::Ipv4Mapped,
-            _ => Family::Arp,
-        };
-        let address = match index % 3 {
-            0 => Address::Source,
-            1 => Address::Destination,
-            _ => Address::Both,
-        };
-        Self { family, address }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_match_is_found_again_from_its_index() {
-        for (expected, matched) in LoopbackMatch::all().enumerate() {
-            assert_eq!(matched.index(), expected as u32);
-            assert_eq!(LoopbackMatch::from_index(matched.index()), matched);
-        }
-    }
 
     #[test]
     fn leaving_counts_loopback_sources_and_any_loopback_arp() {

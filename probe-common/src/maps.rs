@@ -122,6 +122,13 @@ pub struct IfaceConfig {
     pub sample_tokens: i64,
 }
 
+/// The match of index 0, whose key is an entry's first.
+const FIRST_MATCH: LoopbackMatch = LoopbackMatch {
+    family: crate::Family::Ipv4,
+    address: crate::Address::Source,
+};
+const _: () = assert!(FIRST_MATCH.index() == 0);
+
 const ACTION_SHIFT: u32 = 16;
 const CONFIGURED_SHIFT: u32 = 24;
 const FIRST_KEY_SHIFT: u32 = 32;
@@ -136,15 +143,12 @@ impl IfaceConfig {
     pub const fn new(slot: u32, mode: Mode, sample_tokens: i64) -> Self {
         let action = mode.action();
         Self {
-            head: head(
-                slot,
-                action,
-                counter_key(slot, LoopbackMatch::from_index(0), action),
-            ),
+            head: head(slot, action, counter_key(slot, FIRST_MATCH, action)),
             sample_tokens,
         }
     }
 
+    #[inline(always)]
     const fn configured(&self) -> bool {
         (self.head >> CONFIGURED_SHIFT) as u8 != 0
     }
@@ -176,13 +180,12 @@ impl IfaceConfig {
     /// the interface is not configured.
     #[inline(always)]
     pub const fn arriving(&self, matched: LoopbackMatch) -> Option<FrameClass> {
-        let head = self.head;
-        if (head >> CONFIGURED_SHIFT) as u8 == 0 {
-            None
-        } else {
+        if self.configured() {
             Some(FrameClass(
-                head + ((matched.index() as u64) << FIRST_KEY_SHIFT),
+                self.head + ((matched.index() as u64) << FIRST_KEY_SHIFT),
             ))
+        } else {
+            None
         }
     }
 
@@ -230,9 +233,9 @@ impl FrameClass {
 
     /// A sample's family, address and action bytes (`Family`, `Address` and `Action` as `u8`),
     /// the match from the key (a slot's classes, and each action's, start at a multiple of
-    /// [`LoopbackMatch::COUNT`]), worked out without a branch: the verifier walks the sampling code once for every length
-    /// the programs for one buffer can find, and a branch on the class there took 6.1's
-    /// verifier past its limit.
+    /// [`LoopbackMatch::COUNT`]), worked out without a branch: the verifier walks the sampling
+    /// code once for every length the programs for one buffer can find, and a branch on the
+    /// class there took 6.1's verifier past its limit.
     #[inline(always)]
     pub const fn sample_bytes(self) -> [u8; 3] {
         let index = self.counter_key() % LoopbackMatch::COUNT;
@@ -369,10 +372,7 @@ mod tests {
     #[test]
     fn config_gives_the_slot_the_action_and_the_keys() {
         assert_eq!(IfaceConfig::default().action(), None);
-        assert_eq!(
-            IfaceConfig::default().arriving(LoopbackMatch::from_index(0)),
-            None
-        );
+        assert_eq!(IfaceConfig::default().arriving(FIRST_MATCH), None);
         for (slot, mode) in [
             (0, Mode::Monitor),
             (5, Mode::Drop),
