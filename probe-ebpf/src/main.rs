@@ -35,9 +35,9 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use probe_common::{
-    Action, Counter, Frame, FrameClass, Framing, IFINDEX_ARRAY_LEN, IfaceConfig, LINEAR_FRAME_MAX,
-    LoopbackMatch, SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify, classify_ip,
-    two_inline_vlan_tags,
+    Action, ConfigMap, Counter, Frame, FrameClass, Framing, IFINDEX_ARRAY_LEN, IfaceConfig,
+    LINEAR_FRAME_MAX, LoopbackMatch, SAMPLE_CAPTURE_LEN, Sample, SampleCounts, classify,
+    classify_ip, two_inline_vlan_tags,
 };
 
 /// Slot, action and sample tokens by ifindex, for ifindexes below `IFINDEX_ARRAY_LEN`; written
@@ -66,6 +66,13 @@ static SAMPLE_COUNTS: PerCpuArray<SampleCounts> = PerCpuArray::with_max_entries(
 /// code as dead, so matched frames pay nothing for it.
 #[unsafe(no_mangle)]
 static SAMPLING: u8 = 0;
+
+/// For the benchmark's `entry-in-program` build only: the interface's entry in the program's own
+/// global data, as a program instance per interface would hold it, configured for slot 0 in
+/// monitor mode.
+#[cfg(feature = "entry-in-program")]
+#[unsafe(no_mangle)]
+static mut PROGRAM_ENTRY: IfaceConfig = IfaceConfig::new(0, probe_common::Mode::Monitor, 0);
 
 /// The frame between `data` and `data_end`, every load bounds-checked right before it is made.
 struct PacketFrame {
@@ -476,7 +483,11 @@ fn arriving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) -> Actio
     if cfg!(feature = "stop-after-classify") {
         return Action::Passed;
     }
-    let Some(config) = config_of(ctx.ifindex()) else {
+    #[cfg(feature = "entry-in-program")]
+    let config = Some(&raw mut PROGRAM_ENTRY);
+    #[cfg(not(feature = "entry-in-program"))]
+    let config = config_of(ctx.ifindex());
+    let Some(config) = config else {
         return Action::Passed;
     };
     // SAFETY: an entry of either map, valid while the program runs. The loader replaces entries
@@ -521,13 +532,15 @@ fn leaving<H: Hook>(ctx: &H, matched: LoopbackMatch, framing: Framing) {
     sample(ctx, config, class, framing, frame_len);
 }
 
-/// The configuration entry of `ifindex`: the array covers ifindexes below IFINDEX_ARRAY_LEN,
-/// and its lookup fails only above.
+/// The configuration entry of `ifindex`, in the map [`ConfigMap::of`] says, as the loader
+/// writes it. Deciding by the ifindex, rather than trying the array first, leaves the ifindex
+/// dead once it is looked up, which frees a register across the calls that follow.
 #[inline(always)]
 fn config_of(ifindex: u32) -> Option<*mut IfaceConfig> {
-    IFACE_CONFIG
-        .get_ptr_mut(ifindex)
-        .or_else(|| IFACE_CONFIG_HIGH.get_ptr_mut(ifindex))
+    match ConfigMap::of(ifindex) {
+        ConfigMap::Array => IFACE_CONFIG.get_ptr_mut(ifindex),
+        ConfigMap::High => IFACE_CONFIG_HIGH.get_ptr_mut(ifindex),
+    }
 }
 
 #[inline(always)]

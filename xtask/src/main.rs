@@ -201,6 +201,7 @@ fn lint() -> anyhow::Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))
         .context("formatting differs: run `cargo fmt --all`")?;
     check_doc_links()?;
+    ensure_packages(&[C_COMPILER])?;
     let mut host = cargo();
     host.args(["clippy", "--locked", "--workspace", "--all-targets"]);
     for package in EBPF_PACKAGES {

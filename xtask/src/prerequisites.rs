@@ -130,8 +130,13 @@ pub(crate) fn ensure_bpf_linker() -> anyhow::Result<()> {
     run(&mut install)
 }
 
+/// The compiler of the benchmark's C reference programs (`bench/c-reference`), which the
+/// benchmark's build runs: clippy and the tests build it too.
+pub(crate) const C_COMPILER: (&str, &str) = ("clang", "clang");
+
 /// Commands the root tests and the benchmark run, and the Debian packages that have them.
-pub(crate) const TOOLS: [(&str, &str); 23] = [
+pub(crate) const TOOLS: [(&str, &str); 24] = [
+    C_COMPILER,
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("xdp-filter", "xdp-tools"),

@@ -23,8 +23,8 @@ use test_frames::{TPID_8021Q, arp_request, ipv4, ipv6};
 use testbed::{Netns, xdp_md};
 
 use crate::{
-    BENCH_OBJECT, Plan, SAMPLE_RATE, STOP_AFTER_CLASSIFY, STOP_AFTER_COUNTER, STOP_AFTER_ENTRY,
-    cpu,
+    BENCH_OBJECT, C_REFERENCE_OBJECT, ENTRY_IN_PROGRAM, Plan, SAMPLE_RATE, STOP_AFTER_CLASSIFY,
+    STOP_AFTER_COUNTER, STOP_AFTER_ENTRY, cpu,
     stats::{Summary, paired_differences, paired_ratio},
 };
 
@@ -98,7 +98,17 @@ pub const HEADERS_DROP: &str = "XDP read headers, drop";
 /// The floor of counting exactly with least privilege: the headers read, then the interface's
 /// entry, the frame's length (a helper call) and a per-CPU counter, for every frame.
 pub const HEADERS_COUNT_DROP: &str = "XDP read headers, count exactly, drop";
+/// A minimal loopback filter as C programs are usually written, built with clang: untagged IPv4
+/// and IPv6 frames with a loopback source or destination dropped, no header checks, nothing
+/// counted (`bench/c-reference`).
+pub const C_CLASSIFY_DROP: &str = "C classifier (clang), drop";
+/// The same, counting what it drops exactly as the probe does: the interface's entry by ifindex,
+/// the frame's length (a helper call) and a per-CPU counter.
+pub const C_CLASSIFY_COUNT_DROP: &str = "C classifier (clang), count exactly, drop";
 pub const PROBE_MONITOR: &str = "probe (monitor)";
+/// The same programs loaded once more: what two loads of identical code differ by (where the
+/// kernel put each) is what this harness can resolve.
+pub const PROBE_MONITOR_AGAIN: &str = "probe (monitor), loaded again";
 pub const PROBE_DROP: &str = "probe (drop)";
 pub const PROBE_MONITOR_SAMPLING: &str = "probe (monitor, sampling)";
 pub const PROBE_DROP_SAMPLING: &str = "probe (drop, sampling)";
@@ -123,6 +133,9 @@ const STEPS: [(&str, &[u8]); 3] = [
     (STOPPED_AFTER_ENTRY, STOP_AFTER_ENTRY),
     (STOPPED_AFTER_COUNTER, STOP_AFTER_COUNTER),
 ];
+/// The probe with the interface's entry in the program's own global data rather than in the map
+/// by ifindex: what a program instance per interface would save.
+pub const PROBE_ENTRY_IN_PROGRAM: &str = "probe, entry in the program (monitor)";
 /// The programs for frames in one buffer (kernels without XDP multi-buffer), which find the
 /// length without a helper call.
 pub const PROBE_ONE_BUFFER: &str = "probe, programs for one buffer (monitor)";
@@ -366,7 +379,7 @@ const fn load_options(sample_rate: u32) -> LoadOptions {
     }
 }
 
-const STAGE_DEVICES: [(&str, &str); 11] = [
+const STAGE_DEVICES: [(&str, &str); 15] = [
     ("ce0", "cp0"),
     ("ce1", "cp1"),
     ("ce2", "cp2"),
@@ -378,6 +391,10 @@ const STAGE_DEVICES: [(&str, &str); 11] = [
     ("ce8", "cp8"),
     ("ce9", "cp9"),
     ("ce10", "cp10"),
+    ("ce11", "cp11"),
+    ("ce12", "cp12"),
+    ("ce13", "cp13"),
+    ("ce14", "cp14"),
 ];
 
 pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
@@ -395,6 +412,24 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
         program.load()?;
         stage.attach(program, dev)?;
     }
+    let mut c_references = Ebpf::load(C_REFERENCE_OBJECT)?;
+    for (name, dev) in [
+        ("c_classify_drop", STAGE_DEVICES[11].0),
+        ("c_classify_count_drop", STAGE_DEVICES[12].0),
+    ] {
+        let program: &mut Xdp = c_references
+            .program_mut(name)
+            .with_context(|| format!("no {name} program"))?
+            .try_into()?;
+        program.load()?;
+        stage.attach(program, dev)?;
+    }
+    let c_reference = |name: &str| -> anyhow::Result<&Xdp> {
+        Ok(c_references
+            .program(name)
+            .with_context(|| format!("no {name} program"))?
+            .try_into()?)
+    };
     // tcx programs run without a dispatcher, attached or not: loaded is enough.
     let tcx_next: &mut SchedClassifier = references
         .program_mut("tcx_next")
@@ -412,6 +447,7 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
         .context("no tcx_next program")?
         .try_into()?;
     let monitor = stage.probe(STAGE_DEVICES[1].0, Mode::Monitor, 0)?;
+    let monitor_again = stage.probe(STAGE_DEVICES[13].0, Mode::Monitor, 0)?;
     let drop = stage.probe(STAGE_DEVICES[2].0, Mode::Drop, 0)?;
     let monitor_sampling = stage.probe(STAGE_DEVICES[3].0, Mode::Monitor, SAMPLE_RATE)?;
     let drop_sampling = stage.probe(STAGE_DEVICES[4].0, Mode::Drop, SAMPLE_RATE)?;
@@ -421,6 +457,11 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
             ..load_options(0)
         })?,
         STAGE_DEVICES[6].0,
+        Mode::Monitor,
+    )?;
+    let entry_in_program = stage.attached(
+        Probe::load_object(ENTRY_IN_PROGRAM, load_options(0))?,
+        STAGE_DEVICES[14].0,
         Mode::Monitor,
     )?;
     let stopped = STEPS
@@ -443,7 +484,7 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
     fn tcx(probe: &Probe, direction: Direction) -> Subject<'_> {
         Subject::Tcx(probe.classifier(direction, Framing::Ethernet))
     }
-    let subjects: [(&'static str, Subject<'_>); 17] = [
+    let subjects: [(&'static str, Subject<'_>); 21] = [
         (EMPTY, Subject::Xdp(reference("xdp_pass")?)),
         (HEADERS_DROP, Subject::Xdp(reference("xdp_headers_drop")?)),
         (
@@ -454,11 +495,21 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
         (STEPS[1].0, xdp(&stopped[1])),
         (STEPS[2].0, xdp(&stopped[2])),
         (PROBE_MONITOR, xdp(&monitor)),
+        (PROBE_MONITOR_AGAIN, xdp(&monitor_again)),
         (PROBE_ONE_BUFFER, xdp(&one_buffer)),
+        (PROBE_ENTRY_IN_PROGRAM, xdp(&entry_in_program)),
         (PROBE_DROP, xdp(&drop)),
         (PROBE_MONITOR_SAMPLING, xdp(&monitor_sampling)),
         (PROBE_DROP_SAMPLING, xdp(&drop_sampling)),
         (XDP_FILTER, Subject::Xdp(&xdp_filter.program)),
+        (
+            C_CLASSIFY_DROP,
+            Subject::Xdp(c_reference("c_classify_drop")?),
+        ),
+        (
+            C_CLASSIFY_COUNT_DROP,
+            Subject::Xdp(c_reference("c_classify_count_drop")?),
+        ),
         (TCX_EMPTY, Subject::Tcx(tcx_next)),
         (TCX_MONITOR, tcx(&monitor, Direction::Ingress)),
         (TCX_DROP, tcx(&drop, Direction::Ingress)),

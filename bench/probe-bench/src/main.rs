@@ -25,6 +25,9 @@ mod userspace;
 const SAMPLE_RATE: u32 = probe_user::probe::DEFAULT_SAMPLE_RATE;
 
 static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-xdp"));
+/// The reference programs written in C and built with clang (`bench/c-reference`).
+static C_REFERENCE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/c-reference"));
 
 /// The probe's programs built to stop after classifying a matched frame, after reading the
 /// interface's entry, and after updating the counter (with a constant for the length).
@@ -34,6 +37,10 @@ static STOP_AFTER_ENTRY: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stop-after-entry"));
 static STOP_AFTER_COUNTER: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stop-after-counter"));
+/// The probe's programs built to read the interface's entry from their own global data, as a
+/// program instance per interface would.
+static ENTRY_IN_PROGRAM: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/entry-in-program"));
 
 #[derive(Debug, Parser)]
 #[command(name = "localnet-probe-bench")]

@@ -126,14 +126,56 @@ impl Report {
             );
         }
         Self::steps_markdown(out, k);
+        Self::c_reference_markdown(out, k);
+    }
+
+    /// The probe beside C programs built with clang, code neither its toolchain nor its
+    /// classifier produced, and beside itself loaded again: the harness's resolution.
+    fn c_reference_markdown(out: &mut String, k: &KernelCost) {
+        use kernel_cost::{
+            C_CLASSIFY_COUNT_DROP, C_CLASSIFY_DROP, PROBE_DROP, PROBE_MONITOR, PROBE_MONITOR_AGAIN,
+        };
+
+        out.push_str(
+            "\nBeside C programs built with clang (`bench/c-reference`): a minimal loopback \
+             filter as C XDP programs are usually written, which drops untagged IPv4 and IPv6 \
+             frames with a loopback source or destination, with no header checks, no VLAN tags \
+             and no ARP (it passes ARP unread), and counts nothing; the same counting what it \
+             drops exactly, as the probe does (the interface's entry by ifindex, the frame's \
+             length by helper call, a per-CPU counter). The last column is the probe loaded \
+             twice, identical programs measured side by side: where the kernel put each alone \
+             moves the figures by about that much, so differences of that size say nothing:\n\n\
+             | frame | C classifier | C classifier, count exactly | probe (drop) | probe (drop) \
+             over C classifier | probe (drop) over C, count exactly | probe (drop) ÷ C, count \
+             exactly | probe (monitor), second load over first |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for (frame, _, _) in kernel_cost::frames() {
+            let added = |subject: &str, reference: &str| {
+                k.added_ns(subject, reference, frame)
+                    .map_or("–".to_owned(), |added| format!("{:+.1} ns", added.median))
+            };
+            let _ = writeln!(
+                out,
+                "| {frame} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2}× | {} |",
+                k.median(C_CLASSIFY_DROP, frame),
+                k.median(C_CLASSIFY_COUNT_DROP, frame),
+                k.median(PROBE_DROP, frame),
+                added(PROBE_DROP, C_CLASSIFY_DROP),
+                added(PROBE_DROP, C_CLASSIFY_COUNT_DROP),
+                k.ratio(PROBE_DROP, C_CLASSIFY_COUNT_DROP, frame),
+                added(PROBE_MONITOR_AGAIN, PROBE_MONITOR),
+            );
+        }
     }
 
     /// Where a matched frame's nanoseconds go: the probe's path built up step by step, each
     /// step's cost the median of per-round differences to the build that stops before it.
     fn steps_markdown(out: &mut String, k: &KernelCost) {
         use kernel_cost::{
-            HEADERS_COUNT_DROP, HEADERS_DROP, PROBE_MONITOR, PROBE_MONITOR_SAMPLING,
-            PROBE_ONE_BUFFER, STOPPED_AFTER_CLASSIFY, STOPPED_AFTER_COUNTER, STOPPED_AFTER_ENTRY,
+            HEADERS_COUNT_DROP, HEADERS_DROP, PROBE_ENTRY_IN_PROGRAM, PROBE_MONITOR,
+            PROBE_MONITOR_SAMPLING, PROBE_ONE_BUFFER, STOPPED_AFTER_CLASSIFY,
+            STOPPED_AFTER_COUNTER, STOPPED_AFTER_ENTRY,
         };
 
         out.push_str(
@@ -148,11 +190,14 @@ impl Report {
              with least privilege: a program that reads the headers as the reference does, then \
              finds the interface's entry by ifindex, the frame's length (the same helper) and a \
              per-CPU counter, and nothing else, for every frame; and what the probe adds to \
-             it, the classifier's decision and checks:\n\n\
+             it, the classifier's decision and checks. The last column is a build of the \
+             probe that reads the interface's entry from the program's own global data rather \
+             than from the array by ifindex, as a program instance per interface would, over \
+             the probe: what that design would save:\n\n\
              | frame | read headers | classify | interface's entry | counter | length (helper) | \
              length (one buffer) | sampling check | probe over read headers | count exactly \
-             over read headers (the floor) | probe over the floor |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+             over read headers (the floor) | probe over the floor | entry in the program |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for (frame, loopback, _) in kernel_cost::frames() {
             if !loopback {
@@ -164,7 +209,8 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {frame} | {:.1} | {} | {} | {} | {} | {} | {} | {} ns | {} ns | {} ns |",
+                "| {frame} | {:.1} | {} | {} | {} | {} | {} | {} | {} ns | {} ns | {} ns | {} ns \
+                 |",
                 k.median(HEADERS_DROP, frame),
                 step(STOPPED_AFTER_CLASSIFY, HEADERS_DROP),
                 step(STOPPED_AFTER_ENTRY, STOPPED_AFTER_CLASSIFY),
@@ -175,6 +221,7 @@ impl Report {
                 step(PROBE_MONITOR, HEADERS_DROP),
                 step(HEADERS_COUNT_DROP, HEADERS_DROP),
                 step(PROBE_MONITOR, HEADERS_COUNT_DROP),
+                step(PROBE_ENTRY_IN_PROGRAM, PROBE_MONITOR),
             );
         }
     }
