@@ -30,7 +30,8 @@ use self::{
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask")]
 enum Xtask {
-    /// Install what the build needs: rust-src for the nightly toolchain and bpf-linker.
+    /// Install what the build needs: rust-src for the nightly toolchain, bpf-linker, and clang
+    /// for the benchmark's C reference programs.
     Setup,
     /// Set up, then build target/{debug,release}/localnet-probe with the XDP object embedded.
     Build(BuildArgs),
@@ -128,7 +129,11 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     match Xtask::parse() {
-        Xtask::Setup => setup(),
+        Xtask::Setup => {
+            setup()?;
+            // A plain `cargo build` of the workspace builds the benchmark too.
+            ensure_packages(&[C_COMPILER])
+        }
         Xtask::Build(args) => build(&args).map(drop),
         Xtask::Run(args) => {
             let binary = build(&args.build)?;

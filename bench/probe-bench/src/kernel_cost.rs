@@ -341,10 +341,18 @@ impl Stage {
         Self { netns }
     }
 
-    /// A probe loaded with `sample_rate`, configured for the test-run interface and attached to
-    /// `dev`.
-    fn probe(&self, dev: &str, mode: Mode, sample_rate: u32) -> anyhow::Result<Probe> {
-        self.attached(Probe::load(load_options(sample_rate))?, dev, mode)
+    /// `object` loaded, with each of `programs` loaded and attached to its stage device.
+    fn references(&self, object: &[u8], programs: &[(&str, usize)]) -> anyhow::Result<Ebpf> {
+        let mut loaded = Ebpf::load(object)?;
+        for (name, dev) in programs {
+            let program: &mut Xdp = loaded
+                .program_mut(name)
+                .with_context(|| format!("no {name} program"))?
+                .try_into()?;
+            program.load()?;
+            self.attach(program, STAGE_DEVICES[*dev].0)?;
+        }
+        Ok(loaded)
     }
 
     /// `probe` configured for the test-run interface and attached to `dev`, in `mode`.
@@ -397,141 +405,239 @@ const STAGE_DEVICES: [(&str, &str); 15] = [
     ("ce14", "cp14"),
 ];
 
-pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
-    let stage = Stage::new();
-    let mut references = Ebpf::load(BENCH_OBJECT)?;
-    for (name, dev) in [
-        ("xdp_pass", STAGE_DEVICES[0].0),
-        ("xdp_headers_drop", STAGE_DEVICES[5].0),
-        ("xdp_headers_count_drop", STAGE_DEVICES[10].0),
-    ] {
-        let program: &mut Xdp = references
-            .program_mut(name)
-            .with_context(|| format!("no {name} program"))?
-            .try_into()?;
-        program.load()?;
-        stage.attach(program, dev)?;
-    }
-    let mut c_references = Ebpf::load(C_REFERENCE_OBJECT)?;
-    for (name, dev) in [
-        ("c_classify_drop", STAGE_DEVICES[11].0),
-        ("c_classify_count_drop", STAGE_DEVICES[12].0),
-    ] {
-        let program: &mut Xdp = c_references
-            .program_mut(name)
-            .with_context(|| format!("no {name} program"))?
-            .try_into()?;
-        program.load()?;
-        stage.attach(program, dev)?;
-    }
-    let c_reference = |name: &str| -> anyhow::Result<&Xdp> {
-        Ok(c_references
-            .program(name)
-            .with_context(|| format!("no {name} program"))?
-            .try_into()?)
-    };
-    // tcx programs run without a dispatcher, attached or not: loaded is enough.
-    let tcx_next: &mut SchedClassifier = references
-        .program_mut("tcx_next")
-        .context("no tcx_next program")?
-        .try_into()?;
-    tcx_next.load()?;
-    let reference = |name: &str| -> anyhow::Result<&Xdp> {
-        Ok(references
-            .program(name)
-            .with_context(|| format!("no {name} program"))?
-            .try_into()?)
-    };
-    let tcx_next: &SchedClassifier = references
-        .program("tcx_next")
-        .context("no tcx_next program")?
-        .try_into()?;
-    let monitor = stage.probe(STAGE_DEVICES[1].0, Mode::Monitor, 0)?;
-    let monitor_again = stage.probe(STAGE_DEVICES[13].0, Mode::Monitor, 0)?;
-    let drop = stage.probe(STAGE_DEVICES[2].0, Mode::Drop, 0)?;
-    let monitor_sampling = stage.probe(STAGE_DEVICES[3].0, Mode::Monitor, SAMPLE_RATE)?;
-    let drop_sampling = stage.probe(STAGE_DEVICES[4].0, Mode::Drop, SAMPLE_RATE)?;
-    let one_buffer = stage.attached(
-        Probe::load(LoadOptions {
-            xdp: XdpPrograms::Linear,
-            ..load_options(0)
-        })?,
-        STAGE_DEVICES[6].0,
-        Mode::Monitor,
-    )?;
-    let entry_in_program = stage.attached(
-        Probe::load_object(ENTRY_IN_PROGRAM, load_options(0))?,
-        STAGE_DEVICES[14].0,
-        Mode::Monitor,
-    )?;
-    let stopped = STEPS
-        .iter()
-        .zip(&STAGE_DEVICES[7..])
-        .map(|((_, object), (dev, _))| {
-            stage.attached(
-                Probe::load_object(object, load_options(0))?,
-                dev,
-                Mode::Monitor,
-            )
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let xdp_filter = XdpFilter::load()?;
-    fn xdp(probe: &Probe) -> Subject<'_> {
-        Subject::Xdp(probe.program(Framing::Ethernet))
-    }
-    // The tcx programs of the same probes: one object, one configuration, one set of sample
-    // tokens for IFINDEX. The egress program counts whatever the interface's mode.
-    fn tcx(probe: &Probe, direction: Direction) -> Subject<'_> {
-        Subject::Tcx(probe.classifier(direction, Framing::Ethernet))
-    }
-    let subjects: [(&'static str, Subject<'_>); 21] = [
-        (EMPTY, Subject::Xdp(reference("xdp_pass")?)),
-        (HEADERS_DROP, Subject::Xdp(reference("xdp_headers_drop")?)),
-        (
-            HEADERS_COUNT_DROP,
-            Subject::Xdp(reference("xdp_headers_count_drop")?),
-        ),
-        (STEPS[0].0, xdp(&stopped[0])),
-        (STEPS[1].0, xdp(&stopped[1])),
-        (STEPS[2].0, xdp(&stopped[2])),
-        (PROBE_MONITOR, xdp(&monitor)),
-        (PROBE_MONITOR_AGAIN, xdp(&monitor_again)),
-        (PROBE_ONE_BUFFER, xdp(&one_buffer)),
-        (PROBE_ENTRY_IN_PROGRAM, xdp(&entry_in_program)),
-        (PROBE_DROP, xdp(&drop)),
-        (PROBE_MONITOR_SAMPLING, xdp(&monitor_sampling)),
-        (PROBE_DROP_SAMPLING, xdp(&drop_sampling)),
-        (XDP_FILTER, Subject::Xdp(&xdp_filter.program)),
-        (
-            C_CLASSIFY_DROP,
-            Subject::Xdp(c_reference("c_classify_drop")?),
-        ),
-        (
-            C_CLASSIFY_COUNT_DROP,
-            Subject::Xdp(c_reference("c_classify_count_drop")?),
-        ),
-        (TCX_EMPTY, Subject::Tcx(tcx_next)),
-        (TCX_MONITOR, tcx(&monitor, Direction::Ingress)),
-        (TCX_DROP, tcx(&drop, Direction::Ingress)),
-        (EGRESS, tcx(&monitor, Direction::Egress)),
-        (EGRESS_SAMPLING, tcx(&monitor_sampling, Direction::Egress)),
-    ];
-    let frames = frames();
+/// A build of the probe measured, on a stage device of its own.
+struct ProbeLoad {
+    dev: usize,
+    object: ProbeObject,
+    mode: Mode,
+    sample_rate: u32,
+}
 
-    let mut samples = vec![vec![Vec::new(); subjects.len()]; frames.len()];
-    let mut kernel_ns = vec![vec![Vec::new(); subjects.len()]; frames.len()];
-    let mut verdicts = vec![vec![0; subjects.len()]; frames.len()];
-    // One CPU throughout, so no run pays for a migration or a cold cache.
-    cpu::pinned(cpu::two()?.1, || {
-        // A round left out: it warms the caches, and the first loopback frames take the sample
-        // tokens, which nothing refills here, so the sampling subjects are measured as under a
-        // flood: the limit used up.
-        for (_, _, frame) in &frames {
-            for (_, program) in &subjects {
-                run_once(*program, frame, plan.cost_repeat.max(SAMPLE_RATE))?;
+#[derive(Clone, Copy)]
+enum ProbeObject {
+    /// The CLI's object, with its programs for several buffers or for one.
+    Shipped(XdpPrograms),
+    /// A build of the bench's (`STEPS`, `ENTRY_IN_PROGRAM`).
+    Bench(&'static [u8]),
+}
+
+const fn shipped(dev: usize, mode: Mode, sample_rate: u32) -> ProbeLoad {
+    ProbeLoad {
+        dev,
+        object: ProbeObject::Shipped(XdpPrograms::MultiBuffer),
+        mode,
+        sample_rate,
+    }
+}
+
+const fn bench_build(dev: usize, object: &'static [u8]) -> ProbeLoad {
+    ProbeLoad {
+        dev,
+        object: ProbeObject::Bench(object),
+        mode: Mode::Monitor,
+        sample_rate: 0,
+    }
+}
+
+/// Indexes into `PROBE_LOADS`.
+const MONITOR: usize = 0;
+const MONITOR_AGAIN: usize = 1;
+const DROP: usize = 2;
+const MONITOR_SAMPLING: usize = 3;
+const DROP_SAMPLING: usize = 4;
+const ONE_BUFFER: usize = 5;
+const IN_PROGRAM: usize = 6;
+const FIRST_STEP: usize = 7;
+
+const PROBE_LOADS: [ProbeLoad; 10] = [
+    shipped(1, Mode::Monitor, 0),
+    shipped(13, Mode::Monitor, 0),
+    shipped(2, Mode::Drop, 0),
+    shipped(3, Mode::Monitor, SAMPLE_RATE),
+    shipped(4, Mode::Drop, SAMPLE_RATE),
+    ProbeLoad {
+        dev: 6,
+        object: ProbeObject::Shipped(XdpPrograms::Linear),
+        mode: Mode::Monitor,
+        sample_rate: 0,
+    },
+    bench_build(14, ENTRY_IN_PROGRAM),
+    bench_build(7, STEPS[0].1),
+    bench_build(8, STEPS[1].1),
+    bench_build(9, STEPS[2].1),
+];
+
+/// The reference programs of each object, with their stage devices.
+const REFERENCES: [(&str, usize); 3] = [
+    ("xdp_pass", 0),
+    ("xdp_headers_drop", 5),
+    ("xdp_headers_count_drop", 10),
+];
+const C_REFERENCES: [(&str, usize); 2] = [("c_classify_drop", 11), ("c_classify_count_drop", 12)];
+
+/// How many programs are measured.
+const SUBJECTS: usize = 21;
+
+/// Every program measured but xdp-filter, loaded afresh for each round. Where the kernel puts a
+/// program moves its cost by up to about a nanosecond (two loads of the same programs differ by
+/// that much), and loading in the same order puts each at the same place again; so each round
+/// loads in an order of its own, and a median over rounds is one over placements, for the
+/// reference programs as for the probe.
+struct Round {
+    references: Ebpf,
+    c_references: Ebpf,
+    probes: Vec<Probe>,
+}
+
+/// What a round loads, one at a time.
+#[derive(Clone, Copy)]
+enum Part {
+    References,
+    CReferences,
+    Probe(usize),
+}
+
+impl Round {
+    fn load(stage: &Stage, round: usize) -> anyhow::Result<Self> {
+        let mut parts = vec![Part::References, Part::CReferences];
+        parts.extend((0..PROBE_LOADS.len()).map(Part::Probe));
+        shuffle(&mut parts, round as u64);
+        let (mut references, mut c_references) = (None, None);
+        let mut probes: Vec<Option<Probe>> = PROBE_LOADS.iter().map(|_| None).collect();
+        for part in parts {
+            match part {
+                Part::References => {
+                    references = Some(stage.references(BENCH_OBJECT, &REFERENCES)?);
+                }
+                Part::CReferences => {
+                    c_references = Some(stage.references(C_REFERENCE_OBJECT, &C_REFERENCES)?);
+                }
+                Part::Probe(index) => {
+                    let load = &PROBE_LOADS[index];
+                    let options = load_options(load.sample_rate);
+                    let probe = match load.object {
+                        ProbeObject::Shipped(xdp) => Probe::load(LoadOptions { xdp, ..options })?,
+                        ProbeObject::Bench(object) => Probe::load_object(object, options)?,
+                    };
+                    probes[index] =
+                        Some(stage.attached(probe, STAGE_DEVICES[load.dev].0, load.mode)?);
+                }
             }
         }
-        for _ in 0..plan.cost_rounds {
+        let mut references = references.expect("loaded above");
+        // tcx programs run without a dispatcher, attached or not: loaded is enough.
+        let tcx_next: &mut SchedClassifier = references
+            .program_mut("tcx_next")
+            .context("no tcx_next program")?
+            .try_into()?;
+        tcx_next.load()?;
+        Ok(Self {
+            references,
+            c_references: c_references.expect("loaded above"),
+            probes: probes
+                .into_iter()
+                .map(|p| p.expect("loaded above"))
+                .collect(),
+        })
+    }
+
+    /// Every subject, by name, in the order of the report.
+    fn subjects<'a>(
+        &'a self,
+        xdp_filter: &'a XdpFilter,
+    ) -> anyhow::Result<[(&'static str, Subject<'a>); SUBJECTS]> {
+        let program = |object: &'a Ebpf, name: &str| -> anyhow::Result<Subject<'a>> {
+            Ok(Subject::Xdp(
+                object
+                    .program(name)
+                    .with_context(|| format!("no {name} program"))?
+                    .try_into()?,
+            ))
+        };
+        let tcx_next: &SchedClassifier = self
+            .references
+            .program("tcx_next")
+            .context("no tcx_next program")?
+            .try_into()?;
+        let xdp = |index: usize| Subject::Xdp(self.probes[index].program(Framing::Ethernet));
+        // The tcx programs of the same probes: one object, one configuration, one set of sample
+        // tokens for IFINDEX. The egress program counts whatever the interface's mode.
+        let tcx = |index: usize, direction: Direction| {
+            Subject::Tcx(self.probes[index].classifier(direction, Framing::Ethernet))
+        };
+        Ok([
+            (EMPTY, program(&self.references, "xdp_pass")?),
+            (HEADERS_DROP, program(&self.references, "xdp_headers_drop")?),
+            (
+                HEADERS_COUNT_DROP,
+                program(&self.references, "xdp_headers_count_drop")?,
+            ),
+            (STEPS[0].0, xdp(FIRST_STEP)),
+            (STEPS[1].0, xdp(FIRST_STEP + 1)),
+            (STEPS[2].0, xdp(FIRST_STEP + 2)),
+            (PROBE_MONITOR, xdp(MONITOR)),
+            (PROBE_MONITOR_AGAIN, xdp(MONITOR_AGAIN)),
+            (PROBE_ONE_BUFFER, xdp(ONE_BUFFER)),
+            (PROBE_ENTRY_IN_PROGRAM, xdp(IN_PROGRAM)),
+            (PROBE_DROP, xdp(DROP)),
+            (PROBE_MONITOR_SAMPLING, xdp(MONITOR_SAMPLING)),
+            (PROBE_DROP_SAMPLING, xdp(DROP_SAMPLING)),
+            (XDP_FILTER, Subject::Xdp(&xdp_filter.program)),
+            (
+                C_CLASSIFY_DROP,
+                program(&self.c_references, "c_classify_drop")?,
+            ),
+            (
+                C_CLASSIFY_COUNT_DROP,
+                program(&self.c_references, "c_classify_count_drop")?,
+            ),
+            (TCX_EMPTY, Subject::Tcx(tcx_next)),
+            (TCX_MONITOR, tcx(MONITOR, Direction::Ingress)),
+            (TCX_DROP, tcx(DROP, Direction::Ingress)),
+            (EGRESS, tcx(MONITOR, Direction::Egress)),
+            (EGRESS_SAMPLING, tcx(MONITOR_SAMPLING, Direction::Egress)),
+        ])
+    }
+}
+
+/// Shuffles `items` (Fisher–Yates), the same way for the same `seed`, so a run can be repeated.
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    // xorshift64*, seeded away from zero.
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let random = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        items.swap(i, (random % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Repeats of the short pass that starts each round: it warms the caches, and its loopback
+/// frames take the sample tokens, which nothing refills here, so the sampling subjects are
+/// measured as under a flood: the limit used up.
+const WARM_UP_REPEAT: u32 = 10_000;
+const _: () = assert!(WARM_UP_REPEAT >= SAMPLE_RATE);
+
+pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
+    let stage = Stage::new();
+    let xdp_filter = XdpFilter::load()?;
+    let frames = frames();
+
+    let mut names = Vec::new();
+    let mut samples = vec![vec![Vec::new(); SUBJECTS]; frames.len()];
+    let mut kernel_ns = vec![vec![Vec::new(); SUBJECTS]; frames.len()];
+    let mut verdicts = vec![vec![0; SUBJECTS]; frames.len()];
+    // One CPU throughout, so no run pays for a migration or a cold cache.
+    cpu::pinned(cpu::two()?.1, || {
+        for round in 0..plan.cost_rounds {
+            let loaded = Round::load(&stage, round)?;
+            let subjects = loaded.subjects(&xdp_filter)?;
+            for (_, _, frame) in &frames {
+                for (_, program) in &subjects {
+                    run_once(*program, frame, WARM_UP_REPEAT)?;
+                }
+            }
             for (f, (_, _, frame)) in frames.iter().enumerate() {
                 for (s, (_, program)) in subjects.iter().enumerate() {
                     let (wall, kernel, verdict) = run_once(*program, frame, plan.cost_repeat)?;
@@ -540,13 +646,14 @@ pub fn measure(plan: &Plan) -> anyhow::Result<KernelCost> {
                     verdicts[f][s] = verdict;
                 }
             }
+            names = subjects.iter().map(|(name, _)| *name).collect();
         }
         Ok(())
     })?;
 
     let mut results = Vec::new();
     for (f, (frame_name, _, _)) in frames.iter().enumerate() {
-        for (s, (subject, _)) in subjects.iter().enumerate() {
+        for (s, subject) in names.iter().enumerate() {
             results.push(CostResult {
                 subject,
                 frame: frame_name,
