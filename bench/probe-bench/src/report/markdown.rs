@@ -79,8 +79,9 @@ impl Report {
             "**In-kernel cost per frame** (BPF_PROG_TEST_RUN, {} repeats × {} interleaved rounds, \
              each of which loads every program afresh, in an order of its own, so that no figure \
              is one placement's in kernel memory, and starts with a short pass left out; median \
-             ns per frame, min–max; ratios and differences are medians of per-round ones; \"read headers\": a program that reads the ethertype and the \
-             IP addresses, bounds-checked, and drops, what any classifier pays; \"sampling\": {} \
+             ns per frame, min–max; ratios and differences are medians of per-round ones; \"read \
+             headers\": a program that reads the ethertype and the IP addresses, \
+             bounds-checked, and drops, what any classifier pays; \"sampling\": {} \
              samples/s per interface, the CLI's default, with the limit used up, as under a \
              flood):\n",
             k.repeat, k.rounds, k.sample_rate
